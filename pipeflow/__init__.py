@@ -1,0 +1,71 @@
+"""pipeflow: YAML pipelines compiled to a typed DAG and run on Dask.
+
+The public API. Attributes are imported on first use, so ``import pipeflow`` (and the CLI's
+``--help``) stays cheap: pydantic, networkx, Dask and pandas load only when needed.
+
+>>> import pipeflow
+>>> report = pipeflow.run("specs/hello/pipeline.yaml")          # doctest: +SKIP
+>>> report.load("summary")                                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load": "pipeflow.spec.load:load",
+    "loads": "pipeflow.spec.load:loads",
+    "compile": "pipeflow.core.compiler:compile_pipeline",
+    "plan": "pipeflow.core.planner:make_plan",
+    "run": "pipeflow.session:run",
+    "open_store": "pipeflow.session:open_store",
+    "RunReport": "pipeflow.session:RunReport",
+    "Stage": "pipeflow.core.stage:Stage",
+    "Port": "pipeflow.core.stage:Port",
+    "StageContext": "pipeflow.core.stage:StageContext",
+    "StageRegistry": "pipeflow.core.registry:StageRegistry",
+    "StageState": "pipeflow.core.states:StageState",
+    "RunState": "pipeflow.core.states:RunState",
+    "DaskExecutor": "pipeflow.execute.dask_executor:DaskExecutor",
+    "ArtifactStore": "pipeflow.store.artifacts:ArtifactStore",
+    "MetadataDB": "pipeflow.store.metadata:MetadataDB",
+    "PipeflowError": "pipeflow.errors:PipeflowError",
+    "SpecError": "pipeflow.errors:SpecError",
+    "GraphError": "pipeflow.errors:GraphError",
+    "StageError": "pipeflow.errors:StageError",
+    "StoreError": "pipeflow.errors:StoreError",
+    "UsageError": "pipeflow.errors:UsageError",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    target = _EXPORTS.get(name)
+    if target is None:
+        raise AttributeError(f"module 'pipeflow' has no attribute {name!r}")
+    module, _, attr = target.partition(":")
+    value = getattr(import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeflow.core.compiler import compile_pipeline as compile
+    from pipeflow.core.planner import make_plan as plan
+    from pipeflow.core.registry import StageRegistry
+    from pipeflow.core.stage import Port, Stage, StageContext
+    from pipeflow.core.states import RunState, StageState
+    from pipeflow.errors import GraphError, PipeflowError, SpecError, StageError, StoreError, UsageError
+    from pipeflow.execute.dask_executor import DaskExecutor
+    from pipeflow.session import RunReport, open_store, run
+    from pipeflow.spec.load import load, loads
+    from pipeflow.store.artifacts import ArtifactStore
+    from pipeflow.store.metadata import MetadataDB

@@ -1,0 +1,3 @@
+from pipeflow.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,249 @@
+"""The ``pipeflow`` command.
+
+argparse rather than typer/click: the whole command tree must parse and print ``--help`` in well
+under 0.15 s, and typer's import alone costs about that on these machines. Every command imports
+what it needs inside its own function, so ``pipeflow --help`` loads no pydantic, networkx, Dask,
+pandas or ML library.
+
+Exit codes: 0 success, 1 a stage or run failed, 2 bad input (spec or arguments). Errors print as
+one message; ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pipeflow",
+        description="Compile YAML pipeline specs into a typed DAG and run them on Dask.",
+        epilog="Exit codes: 0 ok, 1 a stage or run failed, 2 bad spec or arguments. Docs: docs/ in the repository.",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def spec_cmd(name: str, help_: str) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_, description=help_)
+        c.add_argument("spec", metavar="SPEC", help="pipeline YAML file")
+        c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. params.seed=7 (repeatable)")
+        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        return c
+
+    r = spec_cmd("run", "run a pipeline")
+    r.add_argument("--executor", choices=["sync", "threads", "processes", "distributed"], help="override the spec's executor (default: threads)")
+    r.add_argument("--address", metavar="TCP://HOST:PORT", help="Dask scheduler address for --executor distributed (default: a LocalCluster)")
+    r.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable); its inputs must be stored already")
+    r.add_argument("--from", dest="from_", action="append", metavar="STAGE", help="run this stage and everything downstream of it (repeatable)")
+    r.add_argument("--force", action="store_true", help="re-run stages even when a stored result matches")
+    r.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
+
+    spec_cmd("check", "compile a spec without running it (exit 2 on a spec error)")
+    g = spec_cmd("graph", "show the compiled DAG")
+    g.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
+
+    s = sub.add_parser("stages", help="list installed stage types with their ports and config fields")
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    sc = sub.add_parser("schema", help="print the JSON Schema of pipeline specs (for yaml-language-server)")
+    sc.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+
+    runs = sub.add_parser("runs", help="list and inspect recorded runs")
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    for name, help_ in (("list", "list recent runs"), ("show", "show one run: stages, timings, cache hits, errors, outputs, lineage")):
+        c = runs_sub.add_parser(name, help=help_, description=help_)
+        if name == "show":
+            c.add_argument("run_id", metavar="RUN", help="run id (a unique prefix, or 'latest')")
+            c.add_argument("--json", action="store_true", help="machine-readable output")
+        else:
+            c.add_argument("--limit", type=int, default=20)
+            c.add_argument("--pipeline", help="only runs of this pipeline")
+        c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
+        c.add_argument("--db", metavar="PATH", help="metadata database (default: .pipeflow/pipeflow.db or $PIPEFLOW_DB)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        from pipeflow import __version__
+
+        print(f"pipeflow {__version__}")
+        return EXIT_OK
+    if not args.command:
+        parser.print_help()
+        return EXIT_OK
+    handler = {
+        "run": cmd_run,
+        "check": cmd_check,
+        "graph": cmd_graph,
+        "stages": cmd_stages,
+        "schema": cmd_schema,
+        "runs": cmd_runs,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        from pipeflow.errors import PipeflowError
+
+        if getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exc()
+        if isinstance(err, PipeflowError):
+            _error(str(err))
+            return err.exit_code
+        _error(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)")
+        return EXIT_FAILED
+
+
+def _error(message: str) -> None:
+    lines = message.splitlines() or [""]
+    if len(lines) == 1:
+        print(f"error: {lines[0]}", file=sys.stderr)
+    else:
+        print(f"error: {len(lines)} problems found:", file=sys.stderr)
+        for line in lines:
+            print(f"  {line}", file=sys.stderr)
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 160  # logs and CI output: don't squeeze tables into 80 columns
+    return console
+
+
+# ---------------------------------------------------------------------------- commands
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeflow.core.compiler import compile_pipeline
+    from pipeflow.spec.load import load
+
+    pipeline = compile_pipeline(load(args.spec, args.overrides))
+    edges = pipeline.graph.number_of_edges()
+    print(f"ok: {args.spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges")
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from pipeflow.core.compiler import compile_pipeline
+    from pipeflow.core.render import render
+    from pipeflow.spec.load import load
+
+    print(render(compile_pipeline(load(args.spec, args.overrides)), args.format))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeflow.progress import RunDisplay
+    from pipeflow.session import run
+
+    display = RunDisplay(_console(), quiet=args.quiet, debug=getattr(args, "debug", False))
+    with display:
+        report = run(
+            args.spec,
+            overrides=args.overrides,
+            executor=args.executor,
+            address=args.address,
+            only=args.only,
+            from_=args.from_,
+            force=args.force,
+            on_event=display.event,
+            on_plan=display.plan,
+        )
+    display.summary(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeflow.core.compiler import describe_type
+    from pipeflow.core.registry import default_registry
+
+    reg = default_registry()
+    described = {}
+    for name in reg.names():
+        info = describe_type(reg.get(name))
+        info["origin"] = reg.origin(name)
+        described[name] = info
+    if args.json:
+        print(json.dumps(described, indent=2))
+        return EXIT_OK
+    from rich.table import Table
+
+    console = _console()
+    for name, info in described.items():
+        t = Table(title=f"[bold]{name}[/] v{info['version']} ({info['origin']}): {info['description']}", title_justify="left", show_edge=False)
+        t.add_column("config field")
+        t.add_column("type")
+        t.add_column("default")
+        t.add_column("description")
+        for fname, f in info["config"].items():
+            t.add_row(fname, f["type"], "required" if f["required"] else str(f["default"]), f["description"])
+        ins = ", ".join(f"{k}: {v['kind']}" for k, v in info["inputs"].items())
+        if info["extra_inputs"]:
+            ins = f"{ins + ', ' if ins else ''}any name: {info['extra_inputs']}"
+        outs = ", ".join(f"{k}: {v['kind']}" for k, v in info["outputs"].items())
+        console.print(t)
+        console.print(f"  inputs: {ins or 'none'}   outputs: {outs or 'none'} (defaults; some types derive ports from config)\n")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeflow.core.schema import spec_schema
+
+    text = json.dumps(spec_schema(), indent=2)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def _db(args: argparse.Namespace) -> Any:
+    from pipeflow.errors import UsageError
+    from pipeflow.store.metadata import MetadataDB
+
+    if args.spec:
+        from pipeflow.session import open_store
+        from pipeflow.spec.load import load
+
+        return open_store(load(args.spec))[1]
+    path = args.db or os.environ.get("PIPEFLOW_DB") or os.path.join(".pipeflow", "pipeflow.db")
+    if not os.path.exists(path):
+        raise UsageError(f"no pipeflow metadata at {path}: pass --spec SPEC or --db PATH")
+    return MetadataDB(path)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pipeflow.progress import show_run, show_runs
+
+    db = _db(args)
+    try:
+        if args.runs_command == "list":
+            show_runs(_console(), db, limit=args.limit, pipeline=args.pipeline)
+            return EXIT_OK
+        return show_run(_console(), db, args.run_id, as_json=args.json)
+    finally:
+        db.close()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""compile: a validated spec -> a networkx DAG of typed, configured stages.
+
+Everything that can be known before running is checked here, and all problems of a spec are
+reported together, each with its file position:
+
+- the stage type exists (else: the installed types, and a did-you-mean);
+- its ``with:`` block validates against the type's ``Config`` (positions inside ``with:``);
+- each input names an existing stage and an existing output port of it, the bare form ``stage``
+  is unambiguous, and the input port exists on the consuming type;
+- the produced kind fits the accepted kind (both stages and both kinds named);
+- every required input port is wired;
+- there is no cycle (the message lists the cycle's stages in order).
+
+The compiler never imports user code (``python`` stage functions are imported when they run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+from pydantic import BaseModel, ValidationError
+
+from pipeflow.core import kinds
+from pipeflow.core.registry import StageRegistry, StageTypeLoadError, UnknownStageType, default_registry
+from pipeflow.core.stage import Port, Stage
+from pipeflow.errors import GraphError, Problem, SpecError
+from pipeflow.spec.load import _did_you_mean, validation_problems
+
+if TYPE_CHECKING:
+    from pipeflow.spec.load import LoadedSpec
+    from pipeflow.spec.model import StageSpec
+
+
+@dataclass(frozen=True)
+class Wire:
+    """An edge: output ``source.source_port`` feeds input ``port`` of the consuming stage."""
+
+    port: str
+    source: str
+    source_port: str
+    kind: str
+
+
+@dataclass(frozen=True)
+class CompiledStage:
+    name: str
+    type: str
+    cls: type[Stage]
+    config: BaseModel
+    spec: StageSpec
+    inputs: Mapping[str, Wire]
+    input_ports: Mapping[str, Port]
+    output_ports: Mapping[str, Port]
+
+    @property
+    def upstream(self) -> list[str]:
+        return sorted({w.source for w in self.inputs.values()})
+
+
+@dataclass
+class Pipeline:
+    """The compiled DAG: ``graph`` nodes are stage names, ``stages`` their compiled form."""
+
+    loaded: LoadedSpec
+    graph: nx.DiGraph
+    stages: dict[str, CompiledStage]
+    order: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.loaded.spec.pipeline
+
+    def downstream(self, name: str) -> set[str]:
+        return set(nx.descendants(self.graph, name))
+
+    def upstream(self, name: str) -> set[str]:
+        return set(nx.ancestors(self.graph, name))
+
+
+def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) -> Pipeline:
+    """Compile a loaded spec; raises :class:`GraphError` listing every problem found."""
+    registry = registry or default_registry()
+    spec = loaded.spec
+    source = loaded.source
+    problems: list[Problem] = []
+    partial: dict[str, tuple[type[Stage], BaseModel, StageSpec]] = {}
+
+    for name, st in spec.stages.items():
+        path = ("stages", name)
+        try:
+            cls = registry.get(st.type)
+        except UnknownStageType as err:
+            problems.append(Problem(str(err), source.where((*path, "type")), stage=name, field="type"))
+            continue
+        except StageTypeLoadError as err:
+            problems.append(Problem(str(err), source.where((*path, "type")), stage=name, field="type"))
+            continue
+        try:
+            config = cls.Config.model_validate(st.with_)
+        except ValidationError as err:
+            problems.extend(validation_problems(err, source, (*path, "with"), cls.Config, stage=name))
+            continue
+        partial[name] = (cls, config, st)
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(spec.stages)
+    compiled: dict[str, CompiledStage] = {}
+    for name, (cls, config, st) in partial.items():
+        in_ports = dict(cls.input_ports(config))
+        wires: dict[str, Wire] = {}
+        for port, ref in st.inputs.items():
+            where = source.where(("stages", name, "inputs", port))
+            field_name = f"inputs.{port}"
+            accepted = in_ports.get(port) or cls.extra_inputs
+            if accepted is None:
+                hint = _did_you_mean(port, list(in_ports))
+                known = ", ".join(in_ports) or "none"
+                problems.append(
+                    Problem(f"stage type '{st.type}' has no input port '{port}'{hint} (its inputs: {known})", source.where(("stages", name, "inputs", port), key=True), name, field_name)
+                )
+                continue
+            src, _, src_port = ref.partition(".")
+            if src not in spec.stages:
+                hint = _did_you_mean(src, list(spec.stages))
+                problems.append(Problem(f"input refers to stage '{src}', which does not exist{hint}", where, name, field_name))
+                continue
+            if src == name:
+                problems.append(Problem(f"stage '{name}' cannot take its own output as input (cycle: {name} -> {name})", where, name, field_name))
+                continue
+            if src not in partial:
+                continue  # that stage already has its own error; don't pile on
+            src_cls, src_config, _ = partial[src]
+            out_ports = src_cls.output_ports(src_config)
+            if not src_port:
+                default = src_cls.default_output(src_config)
+                if default is None:
+                    problems.append(
+                        Problem(f"stage '{src}' has several outputs ({', '.join(out_ports)}): write '{src}.<port>'", where, name, field_name)
+                    )
+                    continue
+                src_port = default
+            if src_port not in out_ports:
+                hint = _did_you_mean(src_port, list(out_ports))
+                problems.append(
+                    Problem(f"stage '{src}' has no output port '{src_port}'{hint} (its outputs: {', '.join(out_ports) or 'none'})", where, name, field_name)
+                )
+                continue
+            produced = out_ports[src_port].kind
+            if not kinds.compatible(produced, accepted.kind):
+                problems.append(
+                    Problem(
+                        f"kind mismatch: stage '{src}' output '{src_port}' produces '{produced}', "
+                        f"but stage '{name}' input '{port}' expects '{accepted.kind}'",
+                        where,
+                        name,
+                        field_name,
+                    )
+                )
+                continue
+            wires[port] = Wire(port, src, src_port, produced)
+            graph.add_edge(src, name)
+            graph.edges[src, name].setdefault("ports", []).append((src_port, port))
+        for port, p in in_ports.items():
+            if p.required and port not in st.inputs:
+                problems.append(
+                    Problem(
+                        f"required input '{port}' (kind '{p.kind}') of stage type '{st.type}' is not wired",
+                        source.where(("stages", name)),
+                        name,
+                        "inputs",
+                    )
+                )
+        compiled[name] = CompiledStage(name, st.type, cls, config, st, wires, in_ports, dict(cls.output_ports(config)))
+
+    cycle = _cycle(graph)
+    if cycle:
+        chain = " -> ".join([*cycle, cycle[0]])
+        first = cycle[0]
+        problems.append(Problem(f"cycle between stages: {chain}", source.where(("stages", first, "inputs")), first, "inputs"))
+
+    if problems:
+        raise GraphError(_dedupe(problems))
+    order = list(nx.lexicographical_topological_sort(graph))
+    for name in order:
+        graph.nodes[name]["stage"] = compiled[name]
+    return Pipeline(loaded, graph, compiled, order)
+
+
+def _cycle(graph: nx.DiGraph) -> list[str]:
+    try:
+        edges = nx.find_cycle(graph)
+    except nx.NetworkXNoCycle:
+        return []
+    return [u for u, _ in edges]
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[str] = set()
+    out = []
+    for p in problems:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+    return out
+
+
+def check(loaded: LoadedSpec, registry: StageRegistry | None = None) -> Pipeline:
+    """Alias of :func:`compile_pipeline` for readability at call sites."""
+    return compile_pipeline(loaded, registry)
+
+
+def describe_type(cls: type[Stage], config: BaseModel | None = None) -> dict[str, Any]:
+    """Ports and config fields of a stage type (for ``pipeflow stages``)."""
+    fields = {}
+    for fname, f in cls.Config.model_fields.items():
+        fields[f.alias or fname] = {
+            "type": _type_name(f.annotation),
+            "required": f.is_required(),
+            "default": None if f.is_required() else repr(f.get_default(call_default_factory=True)),
+            "description": f.description or "",
+        }
+    return {
+        "version": cls.version,
+        "description": (cls.description or (cls.__doc__ or "").strip().split("\n")[0]),
+        "inputs": {k: {"kind": p.kind, "required": p.required} for k, p in cls.inputs.items()},
+        "extra_inputs": None if cls.extra_inputs is None else cls.extra_inputs.kind,
+        "outputs": {k: {"kind": p.kind} for k, p in cls.outputs.items()},
+        "config": fields,
+    }
+
+
+def _type_name(tp: Any) -> str:
+    text = getattr(tp, "__name__", None) or str(tp)
+    return text.replace("typing.", "")
+
+
+__all__ = ["CompiledStage", "Pipeline", "SpecError", "Wire", "check", "compile_pipeline", "describe_type"]

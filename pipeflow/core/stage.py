@@ -1,0 +1,96 @@
+"""The stage-type contract: one small ABC that built-ins and plugins implement alike.
+
+A stage type declares
+
+- ``Config``: a pydantic model for its ``with:`` block (extra keys forbidden);
+- its ports: ``inputs`` / ``outputs`` map port names to :class:`Port` (an artifact kind and
+  whether it is required). Types whose ports depend on the config (the ``python`` stage)
+  override :meth:`Stage.input_ports` / :meth:`Stage.output_ports`; ``extra_inputs`` lets a type
+  accept input names it does not know in advance;
+- ``version``: bump it when the type's behaviour changes, so cached results are not reused;
+- :meth:`Stage.run`: takes the context and the loaded inputs, returns ``{port: object}``.
+
+The compiler knows a stage type only through these declarations; the executor only calls
+``run``. Nothing here imports Dask, YAML or the store, so a plugin depends on a tiny surface.
+``pipeflow.testing.StageContract`` is the test mixin that proves an implementation honours it.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+
+@dataclass(frozen=True)
+class Port:
+    """A named input or output of a stage: its artifact kind and whether it must be wired."""
+
+    kind: str = "any"
+    required: bool = True
+    description: str = ""
+
+
+class EmptyConfig(BaseModel):
+    """Config of a stage type that takes no ``with:`` settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class StageContext:
+    """What a running stage may use besides its inputs."""
+
+    run_id: str
+    stage: str
+    params: Mapping[str, Any]
+    base_dir: Path
+    attempt: int = 1
+    resources: Mapping[str, float] = field(default_factory=dict)
+    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeflow.stage"))
+
+
+class Stage(ABC):
+    """Base class of every stage type."""
+
+    #: Bump when results of the same config and inputs would differ: invalidates the cache.
+    version: ClassVar[str] = "1"
+    Config: ClassVar[type[BaseModel]] = EmptyConfig
+    inputs: ClassVar[Mapping[str, Port]] = {}
+    outputs: ClassVar[Mapping[str, Port]] = {"out": Port("any")}
+    #: If set, input names not in ``inputs`` are accepted with this port description.
+    extra_inputs: ClassVar[Port | None] = None
+    description: ClassVar[str] = ""
+
+    def __init__(self, config: BaseModel):
+        self.config = config
+
+    @classmethod
+    def input_ports(cls, config: BaseModel) -> Mapping[str, Port]:
+        return cls.inputs
+
+    @classmethod
+    def output_ports(cls, config: BaseModel) -> Mapping[str, Port]:
+        return cls.outputs
+
+    @classmethod
+    def default_output(cls, config: BaseModel) -> str | None:
+        """The port a bare ``stage`` reference means: the only output, or the one named ``out``."""
+        ports = cls.output_ports(config)
+        if len(ports) == 1:
+            return next(iter(ports))
+        return "out" if "out" in ports else None
+
+    @classmethod
+    def fingerprint(cls, config: BaseModel, base_dir: Path) -> str:
+        """Extra material for the cache key (e.g. the source of user code). Default: none."""
+        return ""
+
+    @abstractmethod
+    def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        """Compute the outputs: a mapping with one entry per declared output port."""

@@ -1,0 +1,111 @@
+"""Every error pipeflow raises on purpose, drawn once.
+
+::
+
+    PipeflowError                 base; the CLI prints str(err) and exits with err.exit_code
+    ├── SpecError                 exit 2: the spec file (YAML, grammar, values, interpolation)
+    │   └── GraphError            exit 2: wiring (missing stage/port, kind mismatch, cycle, type)
+    ├── UsageError                exit 2: bad command-line arguments or API arguments
+    ├── StageError                exit 1: a stage failed while running (names the stage)
+    ├── RunFailed                 exit 1: a run finished with failed stages
+    └── StoreError                exit 1: artifact store or metadata database problem (names the path)
+
+A ``SpecError`` carries a :class:`Location` (file, line, column) plus the stage and field it is
+about, so the message always says *where* and *what was expected*. Several problems found in one
+pass are collected into one ``SpecError`` whose ``problems`` list holds each of them, so the user
+fixes a spec in one round trip instead of one error per run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Location:
+    """A position in a source file; line and column are 1-based (what editors show)."""
+
+    file: str
+    line: int | None = None
+    column: int | None = None
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return self.file
+        if self.column is None:
+            return f"{self.file}:{self.line}"
+        return f"{self.file}:{self.line}:{self.column}"
+
+
+class PipeflowError(Exception):
+    """Base of every error pipeflow raises deliberately."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a spec: where, which stage and field, and what was expected."""
+
+    message: str
+    location: Location | None = None
+    stage: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        about = []
+        if self.stage:
+            about.append(f"stage '{self.stage}'")
+        if self.field:
+            about.append(f"field '{self.field}'")
+        prefix = f"{', '.join(about)}: " if about else ""
+        return f"{where}{prefix}{self.message}"
+
+
+class SpecError(PipeflowError):
+    """The spec cannot be loaded or validated. Holds one or more :class:`Problem`."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | Problem | str, location: Location | None = None):
+        if isinstance(problems, str):
+            problems = [Problem(problems, location)]
+        elif isinstance(problems, Problem):
+            problems = [problems]
+        self.problems: list[Problem] = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    @property
+    def location(self) -> Location | None:
+        return self.problems[0].location if self.problems else None
+
+
+class GraphError(SpecError):
+    """The stages do not fit together: a missing stage or port, a kind mismatch, a cycle."""
+
+
+class UsageError(PipeflowError):
+    """Bad arguments from the command line or the Python API."""
+
+    exit_code = 2
+
+
+class StageError(PipeflowError):
+    """A stage raised, timed out or returned something pipeflow cannot store."""
+
+    def __init__(self, stage: str, message: str):
+        self.stage = stage
+        super().__init__(f"stage '{stage}': {message}")
+
+
+class RunFailed(PipeflowError):
+    """A run ended with at least one failed stage; ``report`` has the details."""
+
+    def __init__(self, report: object, message: str):
+        self.report = report
+        super().__init__(message)
+
+
+class StoreError(PipeflowError):
+    """The artifact store or metadata database could not be read or written."""

@@ -1,0 +1,232 @@
+"""What runs on a worker: one stage, from artifact references in to artifact references out.
+
+``run_stage(task, *upstream_results)`` is the only function an executor schedules. It never
+raises for a stage problem: a failure becomes a ``StageResult`` in state FAILED, and a stage whose
+upstream failed returns SKIPPED. That is what lets independent branches finish on every scheduler
+(Dask aborts a whole ``get`` on the first exception) and keeps the recorded outcome identical
+whether the graph ran on threads, processes or a cluster.
+
+Before running, the stage's cache key is computed from its actual input digests and looked up in
+the store: an upstream that re-ran but produced identical bytes does not force its consumers to
+re-run. After running, outputs are written to the store and the manifest is written last, so a
+result becomes visible only once complete (and a worker that dies after writing it still leaves a
+reusable result for the next run).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+
+from pipeflow.core.hashing import stage_key
+from pipeflow.core.stage import Stage, StageContext
+from pipeflow.core.states import StageState
+from pipeflow.store.artifacts import ArtifactRef, StoreRef
+from pipeflow.store.codecs import UnsupportedOutput
+
+
+@dataclass(frozen=True)
+class StageTask:
+    """Everything a worker needs to run one stage. Picklable; holds no YAML and no store handle."""
+
+    name: str
+    type_name: str
+    cls: type[Stage]
+    config: BaseModel
+    config_digest: str
+    code_digest: str
+    #: input port -> (upstream stage, upstream port)
+    inputs: Mapping[str, tuple[str, str]]
+    output_kinds: Mapping[str, str]
+    store: StoreRef
+    run_id: str
+    base_dir: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    resources: Mapping[str, float] = field(default_factory=dict)
+    retries: int = 0
+    timeout_s: float | None = None
+    use_cache: bool = True
+    #: inputs already known at plan time (from cached upstream stages): port -> ref
+    known_inputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
+
+    @property
+    def upstream(self) -> list[str]:
+        """Stages whose results must be passed positionally to :func:`run_stage`, in order."""
+        return sorted({src for port, (src, _) in self.inputs.items() if port not in self.known_inputs})
+
+
+@dataclass
+class StageResult:
+    name: str
+    state: StageState
+    key: str | None = None
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    inputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    started: float | None = None
+    ended: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    traceback: str | None = None
+    worker: str | None = None
+    reason: str | None = None
+    cached_from: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return self.ended - self.started
+
+
+def worker_name() -> str:
+    """The Dask worker address when on a distributed worker, else host:pid."""
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().address)
+    except (ImportError, ValueError):
+        return f"{socket.gethostname()}:{os.getpid()}"
+
+
+_path_lock = threading.Lock()
+
+
+def _importable(base_dir: str) -> None:
+    if base_dir and base_dir not in sys.path:
+        with _path_lock:
+            if base_dir not in sys.path:
+                sys.path.insert(0, base_dir)
+
+
+def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
+    """Run one stage (with cache lookup, retries and timeout). Never raises for stage errors."""
+    by_name = {r.name: r for r in upstream}
+    bad = [r for r in upstream if not r.state.ok]
+    if bad:
+        first = bad[0]
+        why = f"upstream stage '{first.name}' {'failed' if first.state is StageState.FAILED else 'was skipped'}"
+        return StageResult(task.name, StageState.SKIPPED, reason=why)
+
+    refs: dict[str, ArtifactRef] = {}
+    for port, (src, src_port) in task.inputs.items():
+        if port in task.known_inputs:
+            refs[port] = task.known_inputs[port]
+        else:
+            refs[port] = by_name[src].outputs[src_port]
+    key = stage_key(task.type_name, task.cls.version, task.config_digest, task.code_digest, {p: r.digest for p, r in refs.items()})
+    result = StageResult(task.name, StageState.RUNNING, key=key, inputs=refs, worker=worker_name())
+    try:
+        store = task.store.open()
+        if task.use_cache:
+            manifest = store.read_manifest(key)
+            if manifest is not None:
+                result.state = StageState.CACHED
+                result.outputs = manifest["outputs"]
+                result.cached_from = manifest.get("run_id")
+                result.reason = "inputs unchanged after upstream re-ran (same content hash)"
+                return result
+    except Exception as err:  # store unreachable: the stage fails with the store's message
+        return _failed(result, err, 0)
+
+    _importable(task.base_dir)
+    result.started = time.time()
+    attempts = task.retries + 1
+    for attempt in range(1, attempts + 1):
+        result.attempts = attempt
+        try:
+            values = _call(task, refs, store, attempt)
+            result.outputs = _save_outputs(task, values, store)
+            store.write_manifest(
+                key,
+                {
+                    "key": key,
+                    "stage": task.name,
+                    "type": task.type_name,
+                    "run_id": task.run_id,
+                    "finished": time.time(),
+                    "outputs": {p: r.to_dict() for p, r in result.outputs.items()},
+                    "inputs": {p: r.to_dict() for p, r in refs.items()},
+                },
+            )
+        except Exception as err:
+            if attempt < attempts:
+                time.sleep(min(0.1 * 2 ** (attempt - 1), 2.0))
+                continue
+            return _failed(result, err, attempt)
+        result.state = StageState.DONE
+        result.ended = time.time()
+        return result
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+class StageTimeout(Exception):
+    pass
+
+
+def _call(task: StageTask, refs: dict[str, ArtifactRef], store: Any, attempt: int) -> Mapping[str, Any]:
+    inputs = {port: store.load(ref) for port, ref in refs.items()}
+    ctx = StageContext(
+        run_id=task.run_id,
+        stage=task.name,
+        params=task.params,
+        base_dir=Path(task.base_dir),
+        attempt=attempt,
+        resources=task.resources,
+    )
+    stage = task.cls(task.config)
+    if task.timeout_s is None:
+        return stage.run(ctx, inputs)
+    # A Python thread cannot be killed: on timeout the attempt is abandoned (it keeps its thread
+    # until it returns) and its results, if any, are discarded.
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pipeflow-{task.name}")
+    try:
+        return pool.submit(stage.run, ctx, inputs).result(timeout=task.timeout_s)
+    except FutureTimeout:
+        raise StageTimeout(f"timed out after {task.timeout_s:g} s (timeout_s)") from None
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _save_outputs(task: StageTask, values: Any, store: Any) -> dict[str, ArtifactRef]:
+    if not isinstance(values, Mapping):
+        raise TypeError(f"stage type '{task.type_name}' returned {type(values).__name__}, expected a mapping of output ports")
+    missing = set(task.output_kinds) - set(values)
+    extra = set(values) - set(task.output_kinds)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing outputs: {', '.join(sorted(missing))}")
+        if extra:
+            parts.append(f"undeclared outputs: {', '.join(sorted(map(str, extra)))}")
+        raise ValueError(f"{'; '.join(parts)} (declared: {', '.join(task.output_kinds)})")
+    out = {}
+    for port, kind in task.output_kinds.items():
+        try:
+            out[port] = store.save(values[port], kind)
+        except UnsupportedOutput as err:
+            raise UnsupportedOutput(f"output '{port}': {err}") from None
+    return out
+
+
+def _failed(result: StageResult, err: BaseException, attempts: int) -> StageResult:
+    result.state = StageState.FAILED
+    result.attempts = attempts
+    result.ended = time.time()
+    if result.started is None:
+        result.started = result.ended
+    message = str(err) or type(err).__name__
+    result.error = message if isinstance(err, StageTimeout | UnsupportedOutput) else f"{type(err).__name__}: {message}"
+    result.traceback = "".join(traceback.format_exception(err))
+    return result

@@ -1,0 +1,307 @@
+"""One run, end to end: load -> compile -> plan -> execute -> record.
+
+This is the only module that knows every layer; the CLI and the Python API both call
+:func:`run`. The client process is the single writer of run metadata: it records cached stages
+before execution starts and every other stage as its result arrives, so ``pipeflow runs show`` of
+a run in progress is current, and a run killed mid-way leaves exactly the finished stages
+recorded (their manifests in the store make the next run reuse them).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeflow.core.compiler import Pipeline, compile_pipeline
+from pipeflow.core.planner import Plan, StagePlan, make_plan
+from pipeflow.core.registry import StageRegistry
+from pipeflow.core.states import RunState, StageState
+from pipeflow.errors import UsageError
+from pipeflow.execute.dask_executor import DaskExecutor, Executor
+from pipeflow.execute.task import StageResult, StageTask
+from pipeflow.spec.load import LoadedSpec, load
+from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+from pipeflow.store.metadata import MetadataDB, sqlite_path
+
+EventCallback = Callable[[str, StageState, "StageOutcome"], None]
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    type: str
+    state: StageState = StageState.PENDING
+    reason: str = ""
+    key: str | None = None
+    duration: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    traceback: str | None = None
+    worker: str | None = None
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+
+
+@dataclass
+class RunReport:
+    """What happened in one run; ``load(stage)`` reads a stage's output back from the store."""
+
+    run_id: str
+    pipeline: str
+    state: RunState
+    stages: dict[str, StageOutcome]
+    store: ArtifactStore
+    db_path: Path
+    duration: float
+
+    @property
+    def ok(self) -> bool:
+        return self.state is RunState.DONE
+
+    def count(self, state: StageState) -> int:
+        return sum(1 for s in self.stages.values() if s.state is state)
+
+    @property
+    def ran(self) -> list[str]:
+        return [n for n, s in self.stages.items() if s.state is StageState.DONE]
+
+    @property
+    def failed(self) -> list[str]:
+        return [n for n, s in self.stages.items() if s.state is StageState.FAILED]
+
+    def load(self, stage: str, port: str | None = None) -> Any:
+        outcome = self.stages.get(stage)
+        if outcome is None:
+            raise UsageError(f"run {self.run_id} has no stage '{stage}'")
+        if not outcome.outputs:
+            raise UsageError(f"stage '{stage}' has no outputs in run {self.run_id} (state: {outcome.state})")
+        if port is None:
+            if len(outcome.outputs) != 1:
+                raise UsageError(f"stage '{stage}' has outputs {', '.join(outcome.outputs)}: name one")
+            port = next(iter(outcome.outputs))
+        return self.store.load(outcome.outputs[port])
+
+
+def open_store(loaded: LoadedSpec) -> tuple[ArtifactStore, MetadataDB]:
+    """The artifact store and metadata DB a spec uses (defaults beside the spec file)."""
+    spec = loaded.spec.store
+    base = loaded.base_dir
+    root = spec.root or str(base / ".pipeflow")
+    if "://" not in root and not os.path.isabs(root):
+        root = str(base / root)
+    db_url = spec.metadata or str(base / ".pipeflow" / "pipeflow.db")
+    return ArtifactStore(root, spec.storage_options), MetadataDB(sqlite_path(db_url, base))
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+def select(pipeline: Pipeline, only: list[str] | None, from_: list[str] | None) -> set[str] | None:
+    """The stages a run covers: ``--only`` stages, or ``--from`` stages and their descendants."""
+    if not only and not from_:
+        return None
+    chosen: set[str] = set()
+    for name in [*(only or []), *(from_ or [])]:
+        if name not in pipeline.stages:
+            close = difflib.get_close_matches(name, list(pipeline.stages), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise UsageError(f"no stage named '{name}' in pipeline '{pipeline.name}'{hint}")
+    for name in only or []:
+        chosen.add(name)
+    for name in from_ or []:
+        chosen |= {name} | pipeline.downstream(name)
+    return chosen
+
+
+def make_executor(loaded: LoadedSpec, kind: str | None, address: str | None) -> DaskExecutor:
+    ex = loaded.spec.executor
+    return DaskExecutor(
+        kind or ex.kind,
+        address=address or (ex.address if (kind or ex.kind) == "distributed" else None),
+        workers=ex.workers,
+        threads_per_worker=ex.threads_per_worker,
+    )
+
+
+def run(
+    spec: str | os.PathLike[str] | LoadedSpec,
+    *,
+    overrides: list[str] | tuple[str, ...] = (),
+    executor: str | Executor | None = None,
+    address: str | None = None,
+    only: list[str] | None = None,
+    from_: list[str] | None = None,
+    force: bool = False,
+    registry: StageRegistry | None = None,
+    on_event: EventCallback | None = None,
+    on_plan: Callable[[Plan], None] | None = None,
+) -> RunReport:
+    """Run a pipeline. Returns a :class:`RunReport` whether or not stages failed."""
+    t0 = time.perf_counter()
+    loaded = spec if isinstance(spec, LoadedSpec) else load(spec, overrides)
+    pipeline = compile_pipeline(loaded, registry)
+    store, db = open_store(loaded)
+    try:
+        return _run(pipeline, store, db, executor, address, only, from_, force, on_event, on_plan, t0)
+    finally:
+        db.close()
+
+
+def _run(
+    pipeline: Pipeline,
+    store: ArtifactStore,
+    db: MetadataDB,
+    executor: str | Executor | None,
+    address: str | None,
+    only: list[str] | None,
+    from_: list[str] | None,
+    force: bool,
+    on_event: EventCallback | None,
+    on_plan: Callable[[Plan], None] | None,
+    t0: float,
+) -> RunReport:
+    loaded = pipeline.loaded
+    ex: Executor = executor if executor is not None and not isinstance(executor, str) else make_executor(loaded, executor, address)
+    db.mark_interrupted()
+    chosen = select(pipeline, only, from_)
+    include = None
+    if chosen is not None:
+        include = set(chosen)
+        for name in chosen:
+            include |= pipeline.upstream(name)
+    plan = make_plan(pipeline, store, db.last_stage_runs(pipeline.name), force=force, include=include)
+    if chosen is not None:
+        for name, sp in plan.stages.items():
+            if name in chosen:
+                continue
+            if force:  # --force applies to the chosen stages; their upstream is reused
+                sp2 = make_plan(pipeline, store, None, include=include).stages[name]
+                plan.stages[name] = sp = sp2
+            if sp.action != "cached":
+                needed_by = sorted(n for n in chosen if name in pipeline.upstream(n))
+                raise UsageError(
+                    f"stage '{name}' (needed by {', '.join(needed_by)}) has no stored result for its current "
+                    f"inputs: run it first (without --only/--from)"
+                )
+    if on_plan is not None:
+        on_plan(plan)
+
+    run_id = new_run_id()
+    outcomes = {name: StageOutcome(name, pipeline.stages[name].type, reason=sp.reason) for name, sp in plan.stages.items()}
+    db.start_run(
+        run_id,
+        pipeline.name,
+        spec_path=str(loaded.path),
+        spec_digest=loaded.digest,
+        executor=getattr(ex, "name", type(ex).__name__),
+        params=loaded.spec.params,
+        overrides=list(loaded.overrides),
+        stages=[(n, pipeline.stages[n].type) for n in plan.stages],
+    )
+
+    cached_rows = []
+    for name in plan.cached:
+        sp = plan.stages[name]
+        o = outcomes[name]
+        o.state, o.key, o.outputs, o.duration = StageState.CACHED, sp.key, dict(sp.outputs), 0.0
+        cached_rows.append(_row(pipeline, sp, o, sp.inputs, started=None, ended=None))
+        if on_event:
+            on_event(name, StageState.CACHED, o)
+    db.record_stages(run_id, cached_rows)
+
+    tasks = _tasks(pipeline, plan, store, run_id)
+
+    def handle(name: str, state: StageState, result: StageResult | None) -> None:
+        o = outcomes[name]
+        o.state = state
+        if result is not None:
+            o.key, o.duration, o.attempts = result.key, result.duration, result.attempts
+            o.error, o.traceback, o.worker, o.outputs = result.error, result.traceback, result.worker, dict(result.outputs)
+            if result.reason:
+                o.reason = result.reason
+            db.record_stages(run_id, [_row(pipeline, plan.stages[name], o, result.inputs, result.started, result.ended)])
+        if on_event:
+            on_event(name, state, o)
+
+    try:
+        ex.execute(tasks, handle)
+    except BaseException as err:
+        db.finish_run(run_id, RunState.FAILED, error=f"{type(err).__name__}: {err}")
+        raise
+    failed = [n for n, o in outcomes.items() if o.state is StageState.FAILED]
+    state = RunState.FAILED if failed else RunState.DONE
+    db.finish_run(run_id, state, error=f"failed stages: {', '.join(failed)}" if failed else None)
+    return RunReport(run_id, pipeline.name, state, outcomes, store, db.path, time.perf_counter() - t0)
+
+
+def _tasks(pipeline: Pipeline, plan: Plan, store: ArtifactStore, run_id: str) -> list[StageTask]:
+    tasks = []
+    loaded = pipeline.loaded
+    for name in plan.to_run:
+        st = pipeline.stages[name]
+        sp = plan.stages[name]
+        known = {
+            port: plan.stages[w.source].outputs[w.source_port]
+            for port, w in st.inputs.items()
+            if plan.stages[w.source].action == "cached"
+        }
+        tasks.append(
+            StageTask(
+                name=name,
+                type_name=st.type,
+                cls=st.cls,
+                config=st.config,
+                config_digest=sp.config_digest,
+                code_digest=sp.code_digest,
+                inputs={port: (w.source, w.source_port) for port, w in st.inputs.items()},
+                output_kinds={p: port.kind for p, port in st.output_ports.items()},
+                store=store.ref,
+                run_id=run_id,
+                base_dir=str(loaded.base_dir),
+                params=loaded.spec.params,
+                resources=st.spec.resources,
+                retries=st.spec.retries,
+                timeout_s=st.spec.timeout_s,
+                use_cache=st.spec.cache and sp.reason != "forced (--force)",
+                known_inputs=known,
+            )
+        )
+    return tasks
+
+
+def _row(
+    pipeline: Pipeline,
+    sp: StagePlan,
+    o: StageOutcome,
+    inputs: dict[str, ArtifactRef],
+    started: float | None,
+    ended: float | None,
+) -> dict[str, Any]:
+    st = pipeline.stages[sp.name]
+    return {
+        "stage": sp.name,
+        "type": st.type,
+        "state": str(o.state),
+        "key": o.key,
+        "reason": o.reason,
+        "started": started,
+        "ended": ended,
+        "attempts": o.attempts,
+        "error": o.error,
+        "traceback": o.traceback,
+        "worker": o.worker,
+        "config_digest": sp.config_digest,
+        "config": sp.config,
+        "code_digest": sp.code_digest,
+        "input_digests": {p: r.digest for p, r in inputs.items()},
+        "outputs": o.outputs,
+        "lineage": {
+            port: (w.source, w.source_port, inputs[port].digest) for port, w in st.inputs.items() if port in inputs
+        },
+    }

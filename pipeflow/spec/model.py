@@ -1,0 +1,79 @@
+"""The spec grammar as pydantic models: what a user may write, and nothing else.
+
+Every model forbids unknown keys, so a typo such as ``retires: 2`` is an error (with a
+did-you-mean) rather than a silently ignored setting. Stage ``with:`` blocks are kept as plain
+mappings here and validated by the compiler against each stage type's own ``Config`` model,
+because which fields are valid depends on the installed stage types.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+PipelineName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=100)]
+StageName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$", max_length=100)]
+# "stage" (its default output) or "stage.port"
+InputRef = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+(\.[A-Za-z0-9_]+)?$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+ExecutorKind = Literal["sync", "threads", "processes", "distributed"]
+
+
+class ExecutorSpec(_Strict):
+    """Where stages run. ``threads`` on the local machine unless told otherwise."""
+
+    kind: ExecutorKind = "threads"
+    address: str | None = Field(
+        None, description="Scheduler address for kind=distributed (else env PIPEFLOW_DASK_ADDRESS; none = LocalCluster)"
+    )
+    workers: int | None = Field(None, ge=1, description="Worker count for threads/processes or a LocalCluster")
+    threads_per_worker: int | None = Field(None, ge=1, description="Threads per LocalCluster worker")
+
+
+class StoreSpec(_Strict):
+    """Where artifacts (any fsspec URL) and run metadata (SQLite) live."""
+
+    root: str | None = Field(None, description="fsspec URL or path; default .pipeflow/ beside the spec")
+    metadata: str | None = Field(None, description="sqlite:///path; default <spec dir>/.pipeflow/pipeflow.db")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec")
+
+
+class TriggersSpec(_Strict):
+    """What re-runs this pipeline unattended (used by `pipeflow watch`)."""
+
+    schedule: str | None = Field(None, description="cron expression")
+    on_data_change: list[StageName] = Field(default_factory=list)
+    on_drift: StageName | None = None
+
+
+class StageSpec(_Strict):
+    """One node of the pipeline: a stage type, its wiring and its configuration."""
+
+    type: Annotated[str, StringConstraints(min_length=1)]
+    description: str | None = None
+    inputs: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+$")], InputRef] = Field(
+        default_factory=dict, description="input port -> 'stage' or 'stage.port'"
+    )
+    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the stage type's config")
+    resources: dict[str, float] = Field(default_factory=dict, description="Dask worker resources, e.g. {GPU: 1}")
+    retries: int = Field(0, ge=0, le=100, description="extra attempts after a failure")
+    timeout_s: float | None = Field(None, gt=0, description="fail the attempt after this many seconds")
+    cache: bool = Field(True, description="false: always re-run this stage")
+
+
+class PipelineSpec(_Strict):
+    """A whole pipeline file."""
+
+    pipeline: PipelineName
+    description: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    store: StoreSpec = Field(default_factory=StoreSpec)
+    triggers: TriggersSpec = Field(default_factory=TriggersSpec)
+    stages: dict[StageName, StageSpec] = Field(min_length=1)

@@ -1,0 +1,1 @@
+"""Built-in stage types. Each is registered in pyproject.toml under ``pipeflow.stages``."""

@@ -1,0 +1,160 @@
+"""The ``python`` stage: call ``module:function`` with the stage's inputs as keyword arguments.
+
+::
+
+    clean:
+      type: python
+      inputs: {raw: load}                   # -> clean(raw=<load's output>, ...)
+      with:
+        function: steps:clean               # steps.py beside the spec is importable
+        kwargs: {threshold: ${params.t}}
+        outputs: {good: table, bad: table}  # several outputs: return a dict (or a tuple, in order)
+        input_kinds: {raw: table}           # optional: lets `pipeflow check` verify the wiring
+
+If the function has a parameter named ``ctx`` it receives the :class:`StageContext`.
+
+The cache key includes a hash of the module's source file, so editing the function (or anything
+else in its module) re-runs the stage; editing a different module it imports does not, which is
+why heavy helpers are better called through their own stage. The module is located without being
+imported, so ``pipeflow check`` and planning never execute user code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeflow.core import kinds
+from pipeflow.core.stage import Port, Stage, StageContext
+
+
+class PythonConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    function: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
+        description="module:function to call (the spec's folder is importable)",
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments")
+    outputs: list[str] | dict[str, str] = Field(
+        default_factory=lambda: ["out"], description="output port names, or name -> kind"
+    )
+    input_kinds: dict[str, str] = Field(default_factory=dict, description="input port -> kind, checked at compile time")
+
+    @field_validator("outputs")
+    @classmethod
+    def _outputs(cls, value: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
+        names = list(value)
+        if not names:
+            raise ValueError("at least one output is needed")
+        if len(set(names)) != len(names):
+            raise ValueError("output names must be unique")
+        for n in names:
+            if not n.isidentifier():
+                raise ValueError(f"output name {n!r} must be a Python identifier")
+        if isinstance(value, dict):
+            for n, k in value.items():
+                if not kinds.is_valid(k):
+                    raise ValueError(f"output '{n}': {k!r} is not a kind (e.g. table, model, model[classifier], any)")
+        return value
+
+    @field_validator("input_kinds")
+    @classmethod
+    def _input_kinds(cls, value: dict[str, str]) -> dict[str, str]:
+        for n, k in value.items():
+            if not kinds.is_valid(k):
+                raise ValueError(f"input '{n}': {k!r} is not a kind (e.g. table, model, any)")
+        return value
+
+
+class PythonStage(Stage):
+    """Call a Python function with the stage's inputs; its return value is the output."""
+
+    Config = PythonConfig
+    extra_inputs = Port("any", required=False)
+    description = "Call module:function with the inputs as keyword arguments."
+
+    @classmethod
+    def input_ports(cls, config: PythonConfig) -> Mapping[str, Port]:  # type: ignore[override]
+        return {name: Port(kind) for name, kind in config.input_kinds.items()}
+
+    @classmethod
+    def output_ports(cls, config: PythonConfig) -> Mapping[str, Port]:  # type: ignore[override]
+        if isinstance(config.outputs, dict):
+            return {name: Port(kind) for name, kind in config.outputs.items()}
+        return {name: Port("any") for name in config.outputs}
+
+    @classmethod
+    def fingerprint(cls, config: PythonConfig, base_dir: Path) -> str:  # type: ignore[override]
+        module_name = config.function.partition(":")[0]
+        h = hashlib.sha256(config.function.encode())
+        origin = _module_file(module_name, base_dir)
+        if origin is not None:
+            try:
+                h.update(origin.read_bytes())
+            except OSError:
+                pass
+        return h.hexdigest()
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        config: PythonConfig = self.config  # type: ignore[assignment]
+        fn = _load_function(config.function, ctx.base_dir)
+        kwargs = {**inputs, **config.kwargs}
+        try:
+            wants_ctx = "ctx" in inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            wants_ctx = False
+        if wants_ctx:
+            kwargs["ctx"] = ctx
+        value = fn(**kwargs)
+        names = list(config.outputs)
+        if len(names) == 1:
+            return {names[0]: value}
+        if isinstance(value, Mapping):
+            return dict(value)
+        if isinstance(value, tuple) and len(value) == len(names):
+            return dict(zip(names, value, strict=True))
+        raise TypeError(
+            f"{config.function} must return a dict with keys {names} or a tuple of {len(names)} values, "
+            f"got {type(value).__name__}"
+        )
+
+
+def _module_file(module_name: str, base_dir: Path) -> Path | None:
+    top = module_name.split(".")[0]
+    candidate = base_dir / Path(*module_name.split("."))
+    for path in (candidate.with_suffix(".py"), candidate / "__init__.py"):
+        if path.is_file():
+            return path
+    if (base_dir / top).exists() or (base_dir / f"{top}.py").exists():
+        return None
+    try:
+        spec = importlib.util.find_spec(module_name) if "." not in module_name else importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return None
+    if spec is not None and spec.origin and spec.origin not in ("built-in", "frozen"):
+        return Path(spec.origin)
+    return None
+
+
+def _load_function(path: str, base_dir: Path) -> Any:
+    module_name, _, attr = path.partition(":")
+    base = str(base_dir)
+    if base not in sys.path:
+        sys.path.insert(0, base)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ImportError(f"cannot import module '{module_name}' for function {path} (looked beside the spec in {base} and on sys.path): {err}") from None
+    fn = getattr(module, attr, None)
+    if fn is None or not callable(fn):
+        raise AttributeError(f"module '{module_name}' has no function '{attr}'")
+    return fn

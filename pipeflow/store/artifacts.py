@@ -1,0 +1,210 @@
+"""Content-addressed artifacts and cache manifests under any fsspec root.
+
+Layout under the root::
+
+    objects/ab/cdef...      artifact bytes, named by their sha256 (first two hex digits fan out)
+    cache/ab/<key>.json     stage-result manifest: cache key -> output artifact refs
+    tmp/<uuid>              write-in-progress; never read
+
+Why the cache lives here and not in SQLite: a stage on a Dask worker, possibly on another
+machine, must be able to check the cache and record its result through the only thing it shares
+with the client, the store. A manifest written by a worker that then dies is still a valid,
+complete result, so a resumed run reuses it.
+
+Crash safety: every file is written under ``tmp/`` and moved to its final name, so a valid name
+never points at half-written bytes. Objects are verified against their name on every read; a
+manifest whose objects are missing or corrupt counts as a cache miss, never as a result. Writing
+the same object twice is harmless (same name, same bytes).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import posixpath
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from pipeflow.errors import StoreError
+from pipeflow.store import codecs
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """A stored artifact: content hash, codec, kind and size. Small and picklable."""
+
+    digest: str
+    codec: str
+    kind: str = "any"
+    size: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ArtifactRef:
+        return cls(str(data["digest"]), str(data["codec"]), str(data.get("kind", "any")), int(data.get("size", 0)))
+
+
+@dataclass(frozen=True)
+class StoreRef:
+    """Picklable description of a store: enough for a worker to open it."""
+
+    root: str
+    storage_options: tuple[tuple[str, Any], ...] = ()
+
+    def open(self) -> ArtifactStore:
+        return _open(self)
+
+
+@functools.lru_cache(maxsize=32)
+def _open(ref: StoreRef) -> ArtifactStore:
+    return ArtifactStore(ref.root, dict(ref.storage_options))
+
+
+def _is_hex_digest(text: str) -> bool:
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
+class ArtifactStore:
+    """Bytes in, digest out; digest in, verified bytes out."""
+
+    def __init__(self, root: str, storage_options: dict[str, Any] | None = None):
+        import fsspec
+
+        self.url = root
+        self.storage_options = dict(storage_options or {})
+        try:
+            self.fs, self.root = fsspec.core.url_to_fs(root, **self.storage_options)
+        except (ImportError, ValueError) as err:
+            raise StoreError(f"cannot open store {root!r}: {err}") from None
+        self.root = self.root.rstrip("/") or "/"
+        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self._dirs: set[str] = set()
+
+    @property
+    def ref(self) -> StoreRef:
+        return StoreRef(self.url, tuple(sorted(self.storage_options.items())))
+
+    # -- paths ---------------------------------------------------------------------------
+    def _join(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts) if not self._local else os.path.join(self.root, *parts)
+
+    def object_path(self, digest: str) -> str:
+        if not _is_hex_digest(digest):
+            raise StoreError(f"invalid artifact digest {digest!r}: expected 64 hex characters")
+        return self._join("objects", digest[:2], digest[2:])
+
+    def manifest_path(self, key: str) -> str:
+        if not _is_hex_digest(key):
+            raise StoreError(f"invalid cache key {key!r}: expected 64 hex characters")
+        return self._join("cache", key[:2], f"{key}.json")
+
+    # -- low level -----------------------------------------------------------------------
+    def _ensure_dir(self, path: str) -> None:
+        if path in self._dirs:
+            return
+        try:
+            if self._local:
+                os.makedirs(path, exist_ok=True)
+            else:
+                self.fs.makedirs(path, exist_ok=True)
+        except OSError as err:
+            raise StoreError(f"cannot create directory {path}: {err.strerror or err}") from None
+        self._dirs.add(path)
+
+    def _write_atomic(self, path: str, data: bytes) -> None:
+        tmp_dir = self._join("tmp")
+        self._ensure_dir(tmp_dir)
+        self._ensure_dir(posixpath.dirname(path) if not self._local else os.path.dirname(path))
+        tmp = self._join("tmp", uuid.uuid4().hex)
+        try:
+            if self._local:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                os.replace(tmp, path)
+            else:
+                self.fs.pipe_file(tmp, data)
+                self.fs.mv(tmp, path)
+        except OSError as err:
+            _silently_remove(self, tmp)
+            raise StoreError(f"cannot write {path}: {err.strerror or err}") from None
+        except Exception as err:  # fsspec backends raise their own types
+            _silently_remove(self, tmp)
+            raise StoreError(f"cannot write {path}: {type(err).__name__}: {err}") from None
+
+    def _read(self, path: str) -> bytes | None:
+        try:
+            if self._local:
+                with open(path, "rb") as fh:
+                    return fh.read()
+            return self.fs.cat_file(path)
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise StoreError(f"cannot read {path}: {err.strerror or err}") from None
+
+    def _exists(self, path: str) -> bool:
+        try:
+            return os.path.exists(path) if self._local else self.fs.exists(path)
+        except OSError as err:
+            raise StoreError(f"cannot reach {path}: {err.strerror or err}") from None
+
+    # -- objects -------------------------------------------------------------------------
+    def put(self, data: bytes) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        path = self.object_path(digest)
+        if not self._exists(path):
+            self._write_atomic(path, data)
+        return digest
+
+    def get(self, digest: str) -> bytes:
+        path = self.object_path(digest)
+        data = self._read(path)
+        if data is None:
+            raise StoreError(f"artifact {digest[:12]} is missing from the store ({path})")
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise StoreError(f"artifact {digest[:12]} is corrupt: its content does not match its hash ({path})")
+        return data
+
+    def has(self, digest: str) -> bool:
+        return self._exists(self.object_path(digest))
+
+    def save(self, obj: Any, kind: str = "any") -> ArtifactRef:
+        codec, data = codecs.encode(obj)
+        return ArtifactRef(self.put(data), codec, kind, len(data))
+
+    def load(self, ref: ArtifactRef) -> Any:
+        return codecs.decode(ref.codec, self.get(ref.digest))
+
+    # -- manifests -----------------------------------------------------------------------
+    def write_manifest(self, key: str, manifest: dict[str, Any]) -> None:
+        self._write_atomic(self.manifest_path(key), json.dumps(manifest, sort_keys=True).encode())
+
+    def read_manifest(self, key: str, *, verify: bool = True) -> dict[str, Any] | None:
+        """The manifest for ``key`` if it and every object it names are present, else None."""
+        raw = self._read(self.manifest_path(key))
+        if raw is None:
+            return None
+        try:
+            manifest = json.loads(raw)
+            outputs = {port: ArtifactRef.from_dict(r) for port, r in manifest["outputs"].items()}
+        except (ValueError, KeyError, TypeError):
+            return None  # unreadable manifest: a cache miss, the stage simply runs again
+        if verify and not all(self.has(r.digest) for r in outputs.values()):
+            return None
+        manifest["outputs"] = outputs
+        return manifest
+
+
+def _silently_remove(store: ArtifactStore, path: str) -> None:
+    try:
+        if store._local:
+            os.unlink(path)
+        else:
+            store.fs.rm_file(path)
+    except Exception:
+        pass
