@@ -1,0 +1,37 @@
+# The README's two commands are `make demo` and `make test`; .ci/run calls `make test`.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+PLUGINS := plugins/pipeflow-sql
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
+
+.PHONY: install install-test demo test test-fast lint bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+install: $(BIN)/python
+	$(PIP) -e . $(addprefix -e ,$(PLUGINS))
+
+install-test: $(BIN)/python
+	$(PIP) -e '.[test]' $(addprefix -e ,$(PLUGINS))
+
+## Install pipeflow and run the flagship example end to end.
+demo: install
+	$(BIN)/pipeflow run specs/claims/pipeline.yaml
+
+## Install the test dependencies and run the whole test suite (slow and cluster tests included).
+test: install-test
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/ruff check pipeflow plugins tests benchmarks
+	$(BIN)/lint-imports
+
+## Everyday loop: skip the slow and cluster tests.
+test-fast: install-test
+	$(BIN)/python -m pytest -q -m "not slow and not cluster"
+
+bench: install
+	$(BIN)/python benchmarks/bench_core.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache specs/*/.pipeflow

@@ -1,0 +1,161 @@
+"""Contract tests any implementation can inherit to prove it honours pipeflow's contracts.
+
+Usage in a plugin's test suite (pytest collects the inherited ``test_*`` methods)::
+
+    from pipeflow.testing import StageContract
+
+    class TestSqlStage(StageContract):
+        stage_cls = SqlStage
+        entry_point = "sql"                       # optional: checks registration
+        config = {"query": "select * from t"}
+        sample_inputs = {"t": pandas.DataFrame({"a": [1, 2]})}
+
+``ExecutorContract`` does the same for executors (``make_executor()`` returns one), and
+``write_spec`` / ``spec_dir`` help build small example projects inside ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pipeflow.core import kinds
+from pipeflow.core.stage import Stage, StageContext
+
+
+def write_spec(directory: Path, yaml_text: str, files: Mapping[str, str] | None = None, name: str = "pipeline.yaml") -> Path:
+    """Write a spec (dedented) and helper files into ``directory``; returns the spec path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for fname, content in (files or {}).items():
+        (directory / fname).write_text(textwrap.dedent(content), encoding="utf-8")
+    path = directory / name
+    path.write_text(textwrap.dedent(yaml_text), encoding="utf-8")
+    return path
+
+
+class StageContract:
+    """Inherit and set ``stage_cls``, ``config`` and ``sample_inputs``."""
+
+    stage_cls: ClassVar[type[Stage]]
+    config: ClassVar[dict[str, Any]] = {}
+    sample_inputs: ClassVar[dict[str, Any]] = {}
+    entry_point: ClassVar[str | None] = None
+
+    def _config(self) -> Any:
+        return self.stage_cls.Config.model_validate(self.config)
+
+    def _run(self, tmp_path: Path) -> Mapping[str, Any]:
+        ctx = StageContext(run_id="contract", stage="contract", params={}, base_dir=tmp_path)
+        return self.stage_cls(self._config()).run(ctx, dict(self.sample_inputs))
+
+    def test_config_forbids_unknown_keys(self) -> None:
+        import pydantic
+        import pytest
+
+        with pytest.raises(pydantic.ValidationError) as info:
+            self.stage_cls.Config.model_validate({**self.config, "no_such_setting_xyz": 1})
+        assert any(e["type"] == "extra_forbidden" for e in info.value.errors())
+
+    def test_ports_declare_valid_kinds(self) -> None:
+        config = self._config()
+        ports = {**self.stage_cls.input_ports(config), **self.stage_cls.output_ports(config)}
+        for name, port in ports.items():
+            assert name.isidentifier(), f"port name {name!r} is not an identifier"
+            assert kinds.is_valid(port.kind), f"port {name!r} has invalid kind {port.kind!r}"
+        assert self.stage_cls.output_ports(config), "a stage type must declare at least one output"
+
+    def test_version_is_a_nonempty_string(self) -> None:
+        assert isinstance(self.stage_cls.version, str) and self.stage_cls.version
+
+    def test_sample_inputs_fit_the_declared_inputs(self) -> None:
+        config = self._config()
+        declared = self.stage_cls.input_ports(config)
+        for name in self.sample_inputs:
+            assert name in declared or self.stage_cls.extra_inputs is not None, f"sample input {name!r} is not a port"
+        for name, port in declared.items():
+            if port.required:
+                assert name in self.sample_inputs, f"required input {name!r} missing from sample_inputs"
+
+    def test_run_returns_every_declared_output_in_a_storable_form(self, tmp_path: Path) -> None:
+        from pipeflow.store.artifacts import ArtifactStore
+
+        outputs = self._run(tmp_path)
+        declared = self.stage_cls.output_ports(self._config())
+        assert set(outputs) == set(declared), f"outputs {sorted(outputs)} != declared {sorted(declared)}"
+        store = ArtifactStore(str(tmp_path / "store"))
+        for port, value in outputs.items():
+            ref = store.save(value, declared[port].kind)
+            assert store.get(ref.digest), f"output {port!r} did not round-trip through the store"
+
+    def test_run_is_deterministic(self, tmp_path: Path) -> None:
+        from pipeflow.store.artifacts import ArtifactStore
+
+        store = ArtifactStore(str(tmp_path / "store"))
+        first = {p: store.save(v).digest for p, v in self._run(tmp_path).items()}
+        second = {p: store.save(v).digest for p, v in self._run(tmp_path).items()}
+        assert first == second, "the same config and inputs must give byte-identical outputs (the cache relies on it)"
+
+    def test_registered_under_its_entry_point(self) -> None:
+        if self.entry_point is None:
+            return
+        from pipeflow.core.registry import StageRegistry
+
+        assert StageRegistry().get(self.entry_point) is self.stage_cls
+
+
+class ExecutorContract:
+    """Inherit and implement ``make_executor()``; proves ordering, isolation and reporting."""
+
+    def make_executor(self) -> Any:  # pragma: no cover - to be overridden
+        raise NotImplementedError
+
+    _STEPS = """
+        import os
+        def const(value):
+            return value
+        def add(a, b):
+            return a + b
+        def boom(a):
+            raise ValueError("boom on purpose")
+        def where():
+            return os.getpid()
+    """
+
+    _SPEC = """
+        pipeline: contract
+        stages:
+          one: {type: python, with: {function: "steps:const", kwargs: {value: 1}}}
+          two: {type: python, with: {function: "steps:const", kwargs: {value: 2}}}
+          sum: {type: python, inputs: {a: one, b: two}, with: {function: "steps:add"}}
+          bad: {type: python, inputs: {a: one}, with: {function: "steps:boom"}}
+          after_bad: {type: python, inputs: {a: bad, b: two}, with: {function: "steps:add"}}
+          total: {type: python, inputs: {a: sum, b: two}, with: {function: "steps:add"}}
+    """
+
+    def _run(self, tmp_path: Path, **kwargs: Any) -> Any:
+        from pipeflow.session import run
+
+        spec = write_spec(tmp_path, self._SPEC, {"steps.py": self._STEPS})
+        events: list[tuple[str, str]] = []
+        report = run(spec, executor=self.make_executor(), on_event=lambda n, s, o: events.append((n, str(s))), **kwargs)
+        return report, events
+
+    def test_results_flow_in_dependency_order(self, tmp_path: Path) -> None:
+        report, _ = self._run(tmp_path)
+        assert report.load("sum") == 3
+        assert report.load("total") == 5
+
+    def test_a_failure_skips_downstream_and_lets_other_branches_finish(self, tmp_path: Path) -> None:
+        report, _ = self._run(tmp_path)
+        states = {n: str(o.state) for n, o in report.stages.items()}
+        assert states["bad"] == "failed" and "boom on purpose" in (report.stages["bad"].error or "")
+        assert states["after_bad"] == "skipped"
+        assert states["total"] == "done" and states["sum"] == "done"
+        assert str(report.state) == "failed"
+
+    def test_every_stage_is_reported_once_with_a_final_state(self, tmp_path: Path) -> None:
+        report, events = self._run(tmp_path)
+        finals = [n for n, s in events if s not in ("running", "pending")]
+        assert sorted(finals) == sorted(report.stages)
