@@ -63,7 +63,14 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipeflow.core.registry import StageRegistry
     from pipeflow.core.stage import Port, Stage, StageContext
     from pipeflow.core.states import RunState, StageState
-    from pipeflow.errors import GraphError, PipeflowError, SpecError, StageError, StoreError, UsageError
+    from pipeflow.errors import (
+        GraphError,
+        PipeflowError,
+        SpecError,
+        StageError,
+        StoreError,
+        UsageError,
+    )
     from pipeflow.execute.dask_executor import DaskExecutor
     from pipeflow.session import RunReport, open_store, run
     from pipeflow.spec.load import load, loads

@@ -59,7 +59,13 @@ class RunDisplay:
             for name in plan.to_run:
                 self.console.print(f"  [dim]· {name:<{self._width}} will run: {plan.stages[name].reason}[/]")
         if self.console.is_terminal and not self.quiet and to_run:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+            )
 
             self._progress = Progress(
                 TextColumn("[bold blue]running"),
@@ -82,9 +88,7 @@ class RunDisplay:
             if not self.quiet:
                 mark, word = _MARK.get(state, ("?", str(state)))
                 detail = _fmt_s(outcome.duration) if state is StageState.DONE else ""
-                if state is StageState.CACHED:
-                    detail = outcome.reason
-                elif state is StageState.SKIPPED:
+                if state is StageState.CACHED or state is StageState.SKIPPED:
                     detail = outcome.reason
                 elif state is StageState.FAILED:
                     detail = outcome.error or ""
@@ -150,7 +154,7 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
                 {
                     "run": dict(run),
                     "params": params,
-                    "stages": [{k: s[k] for k in s.keys() if k != "config"} for s in stages],
+                    "stages": [{k: s[k] for k in s.keys() if k != "config"} for s in stages],  # noqa: SIM118 (sqlite3.Row: `in` tests values)
                     "outputs": [dict(o) for o in outputs],
                     "lineage": [dict(e) for e in lineage],
                 },

@@ -24,7 +24,12 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from pipeflow.core import kinds
-from pipeflow.core.registry import StageRegistry, StageTypeLoadError, UnknownStageType, default_registry
+from pipeflow.core.registry import (
+    StageRegistry,
+    StageTypeLoadError,
+    UnknownStageType,
+    default_registry,
+)
 from pipeflow.core.stage import Port, Stage
 from pipeflow.errors import GraphError, Problem, SpecError
 from pipeflow.spec.load import _did_you_mean, validation_problems
@@ -87,6 +92,8 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
     source = loaded.source
     problems: list[Problem] = []
     partial: dict[str, tuple[type[Stage], BaseModel, StageSpec]] = {}
+    out_ports_of: dict[str, dict[str, Port]] = {}
+    default_of: dict[str, str | None] = {}
 
     for name, st in spec.stages.items():
         path = ("stages", name)
@@ -104,6 +111,8 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
             problems.extend(validation_problems(err, source, (*path, "with"), cls.Config, stage=name))
             continue
         partial[name] = (cls, config, st)
+        out_ports_of[name] = dict(cls.output_ports(config))
+        default_of[name] = cls.default_output(config)
 
     graph = nx.DiGraph()
     graph.add_nodes_from(spec.stages)
@@ -132,10 +141,9 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 continue
             if src not in partial:
                 continue  # that stage already has its own error; don't pile on
-            src_cls, src_config, _ = partial[src]
-            out_ports = src_cls.output_ports(src_config)
+            out_ports = out_ports_of[src]
             if not src_port:
-                default = src_cls.default_output(src_config)
+                default = default_of[src]
                 if default is None:
                     problems.append(
                         Problem(f"stage '{src}' has several outputs ({', '.join(out_ports)}): write '{src}.<port>'", where, name, field_name)
@@ -173,7 +181,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                         "inputs",
                     )
                 )
-        compiled[name] = CompiledStage(name, st.type, cls, config, st, wires, in_ports, dict(cls.output_ports(config)))
+        compiled[name] = CompiledStage(name, st.type, cls, config, st, wires, in_ports, out_ports_of[name])
 
     cycle = _cycle(graph)
     if cycle:

@@ -101,7 +101,7 @@ def _why(plan: StagePlan, last: Any) -> str:
         return "previous attempt failed"
     if last["config_digest"] != plan.config_digest:
         try:
-            old = json.loads(last["config"]) if "config" in last.keys() and last["config"] else None
+            old = json.loads(last["config"]) if "config" in last.keys() and last["config"] else None  # noqa: SIM118 (sqlite3.Row: `in` tests values)
         except ValueError:
             old = None
         changed = _diff(old, plan.config) if old is not None else []

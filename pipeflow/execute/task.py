@@ -15,6 +15,7 @@ reusable result for the next run).
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sys
@@ -92,12 +93,23 @@ class StageResult:
 
 def worker_name() -> str:
     """The Dask worker address when on a distributed worker, else host:pid."""
-    try:
-        from distributed import get_worker
+    if "distributed" in sys.modules:  # never import distributed just to learn we are not on it
+        try:
+            from distributed import get_worker
 
-        return str(get_worker().address)
-    except (ImportError, ValueError):
-        return f"{socket.gethostname()}:{os.getpid()}"
+            return str(get_worker().address)
+        except ValueError:
+            pass
+    return _local_name()
+
+
+@functools.lru_cache(maxsize=1)
+def _local_name_for(pid: int) -> str:
+    return f"{socket.gethostname()}:{pid}"
+
+
+def _local_name() -> str:
+    return _local_name_for(os.getpid())
 
 
 _path_lock = threading.Lock()

@@ -41,18 +41,21 @@ class Source:
 
     file: str
     data: Any
-    keys: dict[Path, Location] = field(default_factory=dict)
-    values: dict[Path, Location] = field(default_factory=dict)
+    #: path -> (line, column) of the key / of the value; a Location where positions are not
+    #: in this file (``--set`` overrides). Tuples, not Locations: a 1000-stage spec has ~25k.
+    keys: dict[Path, tuple[int, int] | Location] = field(default_factory=dict)
+    values: dict[Path, tuple[int, int] | Location] = field(default_factory=dict)
 
     def where(self, path: Path, *, key: bool = False) -> Location:
         """The closest known position for ``path`` (walking up to a parent if needed)."""
         path = tuple(path)
         while True:
             table = self.keys if key else self.values
-            if path in table:
-                return table[path]
-            if path in self.values:
-                return self.values[path]
+            found = table.get(path)
+            if found is None:
+                found = self.values.get(path)
+            if found is not None:
+                return found if isinstance(found, Location) else Location(self.file, *found)
             if not path:
                 return Location(self.file)
             path = path[:-1]
@@ -82,7 +85,9 @@ class _Walker:
                 f"nesting deeper than {MAX_DEPTH} levels is not supported",
                 _loc(self.file, node.start_mark),
             )
-        self.source.values.setdefault(path, _loc(self.file, node.start_mark))
+        if path not in self.source.values:
+            mark = node.start_mark
+            self.source.values[path] = (mark.line + 1, mark.column + 1)
         if id(node) in active:
             raise SpecError("recursive alias: a value contains itself", _loc(self.file, node.start_mark))
         if isinstance(node, yaml.MappingNode):
@@ -141,8 +146,9 @@ class _Walker:
             child = (*path, key)
             if not isinstance(key, str):
                 raise SpecError("mapping keys must be plain strings", _loc(self.file, key_node.start_mark))
-            self.source.keys[child] = _loc(self.file, key_node.start_mark)
-            self.source.values[child] = _loc(self.file, value_node.start_mark)
+            km, vm = key_node.start_mark, value_node.start_mark
+            self.source.keys[child] = (km.line + 1, km.column + 1)
+            self.source.values[child] = (vm.line + 1, vm.column + 1)
             result[key] = self.walk(value_node, child, depth + 1, active)
         return result
 

@@ -21,6 +21,7 @@ imported, so ``pipeflow check`` and planning never execute user code.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -99,7 +100,8 @@ class PythonStage(Stage):
         origin = _module_file(module_name, base_dir)
         if origin is not None:
             try:
-                h.update(origin.read_bytes())
+                st = origin.stat()
+                h.update(_file_digest(origin, st.st_mtime_ns, st.st_size).encode())
             except OSError:
                 pass
         return h.hexdigest()
@@ -108,11 +110,7 @@ class PythonStage(Stage):
         config: PythonConfig = self.config  # type: ignore[assignment]
         fn = _load_function(config.function, ctx.base_dir)
         kwargs = {**inputs, **config.kwargs}
-        try:
-            wants_ctx = "ctx" in inspect.signature(fn).parameters
-        except (TypeError, ValueError):
-            wants_ctx = False
-        if wants_ctx:
+        if _wants_ctx(fn):
             kwargs["ctx"] = ctx
         value = fn(**kwargs)
         names = list(config.outputs)
@@ -128,6 +126,25 @@ class PythonStage(Stage):
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def _wants_ctx(fn: Any) -> bool:
+    try:
+        return "ctx" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _file_digest(path: Path, mtime_ns: int, size: int) -> str:
+    """Hash of a source file, memoised by (path, mtime, size): 1000 stages calling one module
+    read it once. mtime is only a memo key here; the cache key itself uses the content hash."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return ""
+
+
+@functools.lru_cache(maxsize=1024)
 def _module_file(module_name: str, base_dir: Path) -> Path | None:
     top = module_name.split(".")[0]
     candidate = base_dir / Path(*module_name.split("."))

@@ -24,8 +24,9 @@ import hashlib
 import json
 import os
 import posixpath
+import re
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pipeflow.errors import StoreError
@@ -42,7 +43,7 @@ class ArtifactRef:
     size: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {"digest": self.digest, "codec": self.codec, "kind": self.kind, "size": self.size}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactRef:
@@ -65,8 +66,11 @@ def _open(ref: StoreRef) -> ArtifactStore:
     return ArtifactStore(ref.root, dict(ref.storage_options))
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_hex_digest(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+    return isinstance(text, str) and _HEX64.fullmatch(text) is not None
 
 
 class ArtifactStore:
@@ -117,6 +121,15 @@ class ArtifactStore:
         self._dirs.add(path)
 
     def _write_atomic(self, path: str, data: bytes) -> None:
+        try:
+            self._write_once(path, data)
+        except FileNotFoundError:
+            # A directory we created earlier in this process was removed (e.g. the store was
+            # deleted between two runs in one notebook): forget what we knew and try once more.
+            self._dirs.clear()
+            self._write_once(path, data)
+
+    def _write_once(self, path: str, data: bytes) -> None:
         tmp_dir = self._join("tmp")
         self._ensure_dir(tmp_dir)
         self._ensure_dir(posixpath.dirname(path) if not self._local else os.path.dirname(path))
@@ -129,6 +142,9 @@ class ArtifactStore:
             else:
                 self.fs.pipe_file(tmp, data)
                 self.fs.mv(tmp, path)
+        except FileNotFoundError:
+            _silently_remove(self, tmp)
+            raise
         except OSError as err:
             _silently_remove(self, tmp)
             raise StoreError(f"cannot write {path}: {err.strerror or err}") from None
