@@ -175,14 +175,13 @@ def _run(
         include = set(chosen)
         for name in chosen:
             include |= pipeline.upstream(name)
-    plan = make_plan(pipeline, store, db.last_stage_runs(pipeline.name), force=force, include=include)
+    # With --only/--from, --force applies to the chosen stages; their upstream is reused.
+    forced: bool | set[str] = (set(chosen) if chosen is not None else True) if force else False
+    plan = make_plan(pipeline, store, db.last_stage_runs(pipeline.name), force=forced, include=include)
     if chosen is not None:
         for name, sp in plan.stages.items():
             if name in chosen:
                 continue
-            if force:  # --force applies to the chosen stages; their upstream is reused
-                sp2 = make_plan(pipeline, store, None, include=include).stages[name]
-                plan.stages[name] = sp = sp2
             if sp.action != "cached":
                 needed_by = sorted(n for n in chosen if name in pipeline.upstream(n))
                 raise UsageError(
@@ -299,7 +298,7 @@ def _tasks(pipeline: Pipeline, plan: Plan, store: ArtifactStore, run_id: str) ->
                 resources=st.spec.resources,
                 retries=st.spec.retries,
                 timeout_s=st.spec.timeout_s,
-                use_cache=st.spec.cache and sp.reason != "forced (--force)",
+                use_cache=st.spec.cache and not sp.forced,
                 known_inputs=known,
             )
         )

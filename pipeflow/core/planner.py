@@ -33,6 +33,7 @@ class StagePlan:
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)
     cached_from: str | None = None
+    forced: bool = False
 
 
 @dataclass
@@ -54,10 +55,14 @@ def make_plan(
     store: ArtifactStore,
     previous: dict[str, Any] | None = None,
     *,
-    force: bool = False,
+    force: bool | set[str] = False,
     include: set[str] | None = None,
 ) -> Plan:
-    """Plan the stages in ``include`` (default: all). ``previous``: last records by stage name."""
+    """Plan the stages in ``include`` (default: all). ``previous``: last records by stage name.
+
+    ``force``: True re-runs every stage; a set re-runs those stages (and, through their new
+    outputs, whatever depends on them).
+    """
     previous = previous or {}
     base_dir = pipeline.loaded.base_dir
     plans: dict[str, StagePlan] = {}
@@ -71,8 +76,9 @@ def make_plan(
         plan = StagePlan(name, "run", "", config, config_digest, code_digest)
         plans[name] = plan
         waiting = [w.source for w in st.inputs.values() if plans.get(w.source) is None or plans[w.source].action != "cached"]
-        if force:
+        if force is True or (isinstance(force, set) and name in force):
             plan.reason = "forced (--force)"
+            plan.forced = True
             continue
         if not st.spec.cache:
             plan.reason = "cache disabled for this stage (cache: false)"
