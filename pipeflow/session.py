@@ -13,7 +13,7 @@ import difflib
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def make_executor(loaded: LoadedSpec, kind: str | None, address: str | None) -> 
 def run(
     spec: str | os.PathLike[str] | LoadedSpec,
     *,
-    overrides: list[str] | tuple[str, ...] = (),
+    overrides: Sequence[str] | Mapping[str, Any] = (),
     executor: str | Executor | None = None,
     address: str | None = None,
     only: list[str] | None = None,

@@ -23,6 +23,7 @@ import json
 import os
 import re
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,10 @@ class LoadedSpec:
         return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
+Overrides = Sequence[str] | Mapping[str, Any]
+
+
+def load(path: str | os.PathLike[str], overrides: Overrides = ()) -> LoadedSpec:
     """Load and validate a spec file. Raises :class:`SpecError` with file positions."""
     p = Path(path)
     try:
@@ -73,8 +77,13 @@ def load(path: str | os.PathLike[str], overrides: list[str] | tuple[str, ...] = 
     return loads(text, str(p), overrides)
 
 
-def loads(text: str, file: str = "<spec>", overrides: list[str] | tuple[str, ...] = ()) -> LoadedSpec:
-    """Like :func:`load` for YAML text already in memory; ``file`` names it in errors."""
+def loads(text: str, file: str = "<spec>", overrides: Overrides = ()) -> LoadedSpec:
+    """Like :func:`load` for YAML text already in memory; ``file`` names it in errors.
+
+    ``overrides`` are ``"a.b=value"`` strings as on the command line, or a mapping
+    ``{"params.seed": 7}`` from Python.
+    """
+    overrides = override_strings(overrides)
     source = parse(text, file)
     if not isinstance(source.data, dict):
         raise SpecError(
@@ -94,6 +103,16 @@ def loads(text: str, file: str = "<spec>", overrides: list[str] | tuple[str, ...
 
 
 # ----------------------------------------------------------------------------- overrides
+
+
+def override_strings(overrides: Overrides) -> tuple[str, ...]:
+    """Normalise overrides to ``KEY=VALUE`` strings (a mapping's values are written as JSON,
+    which YAML reads back as the same value)."""
+    if isinstance(overrides, str):
+        return (overrides,)
+    if isinstance(overrides, Mapping):
+        return tuple(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+    return tuple(overrides)
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

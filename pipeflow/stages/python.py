@@ -27,6 +27,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -162,16 +163,67 @@ def _module_file(module_name: str, base_dir: Path) -> Path | None:
     return None
 
 
+_import_lock = threading.Lock()
+_loaded_from: dict[str, tuple[str, int, int]] = {}
+
+
 def _load_function(path: str, base_dir: Path) -> Any:
+    """Import ``module:function`` the way the spec means it.
+
+    A module beside the spec wins over one of the same name already imported from elsewhere
+    (two specs in one process may each have a ``steps.py``), and an edited module is re-executed,
+    so a long-lived process (a notebook, a test, a worker) runs the code the cache key hashed.
+    """
     module_name, _, attr = path.partition(":")
     base = str(base_dir)
-    if base not in sys.path:
-        sys.path.insert(0, base)
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise ImportError(f"cannot import module '{module_name}' for function {path} (looked beside the spec in {base} and on sys.path): {err}") from None
+    with _import_lock:
+        if base not in sys.path:
+            sys.path.insert(0, base)
+        local = _module_file(module_name, base_dir)
+        try:
+            if local is not None and local.is_relative_to(base_dir):
+                module = _import_local(module_name, local)
+            else:
+                module = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            raise ImportError(
+                f"cannot import module '{module_name}' for function {path} "
+                f"(looked beside the spec in {base} and on sys.path): {err}"
+            ) from None
     fn = getattr(module, attr, None)
     if fn is None or not callable(fn):
         raise AttributeError(f"module '{module_name}' has no function '{attr}'")
     return fn
+
+
+def _import_local(module_name: str, file: Path) -> Any:
+    st = file.stat()
+    stamp = (str(file), st.st_mtime_ns, st.st_size)
+    module = sys.modules.get(module_name)
+    if module is not None and _loaded_from.get(module_name, _origin_stamp(module)) == stamp:
+        return module
+    spec = importlib.util.spec_from_file_location(module_name, file)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"cannot load {file}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        _loaded_from.pop(module_name, None)
+        raise
+    _loaded_from[module_name] = stamp
+    return module
+
+
+def _origin_stamp(module: Any) -> tuple[str, int, int] | None:
+    """(file, mtime, size) of a module imported by other means, to tell if it is still current."""
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return None
+    try:
+        st = Path(origin).stat()
+    except OSError:
+        return None
+    return (str(Path(origin)), st.st_mtime_ns, st.st_size)

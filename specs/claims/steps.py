@@ -1,0 +1,132 @@
+"""Steps of the claims example: a deterministic generator of messy claims and their cleaning.
+
+Production data is whatever shows up, so the generator produces what real intake systems do:
+amounts as "$12,400.50" strings or blanks, categories in mixed case with stray spaces, three date
+formats, duplicated submissions, negative and absurd amounts, empty descriptions.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+
+CATEGORIES = {
+    "collision": ["rear-ended at a red light", "hit a parked car while reversing", "collided with a truck on the highway", "side impact at an intersection"],
+    "theft": ["car stolen from the driveway overnight", "laptop and bag taken from the vehicle", "bicycle stolen from the garage", "break-in, jewellery missing"],
+    "water_damage": ["burst pipe flooded the kitchen", "roof leak during the storm soaked the ceiling", "washing machine hose failed", "basement flooded after heavy rain"],
+    "fire": ["kitchen fire from an unattended pan", "electrical fault started a fire in the garage", "smoke damage from a neighbour's fire", "barbecue set the deck alight"],
+    "liability": ["visitor slipped on the icy steps", "dog bit a passer-by", "tree fell onto the neighbour's fence", "customer injured in the shop"],
+    "medical": ["broke an arm falling off a ladder", "emergency room visit after a fall", "physiotherapy after a sports injury", "ambulance transport after an accident"],
+}
+POLICIES = ["auto", "home", "renters", "business", "health"]
+REGIONS = ["north", "south", "east", "west", "central"]
+
+
+def _messy_amount(rng: random.Random, amount: float) -> object:
+    roll = rng.random()
+    if roll < 0.02:
+        return None
+    if roll < 0.03:
+        return "n/a"
+    if roll < 0.04:
+        return -amount
+    if roll < 0.25:
+        return f"${amount:,.2f}"
+    if roll < 0.35:
+        return f"{amount:.2f} USD"
+    return round(amount, 2)
+
+
+def _messy_date(rng: random.Random, day: date) -> str:
+    fmt = rng.choice(["%Y-%m-%d", "%d/%m/%Y", "%b %d %Y"])
+    return "" if rng.random() < 0.01 else day.strftime(fmt)
+
+
+def generate_claims(n: int, seed: int) -> pd.DataFrame:
+    """``n`` claims; the same (n, seed) always gives the same table."""
+    rng = random.Random(seed)
+    start = date(2026, 10, 1)
+    rows = []
+    for i in range(n):
+        category = rng.choice(sorted(CATEGORIES))
+        text = rng.choice(CATEGORIES[category])
+        if rng.random() < 0.02:
+            text = ""
+        spelled = rng.choice([category, category.upper(), f" {category.title()} ", category.replace("_", " ")])
+        rows.append({
+            "claim_id": f"C{seed:03d}-{i:06d}",
+            "policy_type": rng.choice(POLICIES),
+            "region": rng.choice(REGIONS),
+            "submitted": _messy_date(rng, start + timedelta(days=rng.randrange(30))),
+            "amount": _messy_amount(rng, rng.lognormvariate(7.5, 1.1)),
+            "description": text,
+            "category": spelled,
+        })
+        if rng.random() < 0.03:  # resubmitted by the claimant
+            rows.append(dict(rows[-1]))
+    frame = pd.DataFrame(rows)
+    frame["amount"] = frame["amount"].astype(str)
+    return frame
+
+
+def _parse_amount(value: str) -> float | None:
+    text = value.replace("$", "").replace(",", "").replace("USD", "").strip()
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def _parse_date(value: str) -> str | None:
+    for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%b %d %Y"):
+        try:
+            return datetime.strptime(value.strip(), fmt).date().isoformat()
+        except ValueError:
+            continue
+    return None
+
+
+def clean_claims(raw: pd.DataFrame, max_amount: float) -> dict[str, pd.DataFrame]:
+    """Repair what can be repaired; every other row goes to ``rejected`` with its reason."""
+    known = set(CATEGORIES)
+    clean, rejected, seen = [], [], set()
+    for row in raw.to_dict("records"):
+        reason = None
+        category = str(row["category"]).strip().lower().replace(" ", "_")
+        amount = _parse_amount(str(row["amount"]))
+        submitted = _parse_date(str(row["submitted"]))
+        if row["claim_id"] in seen:
+            reason = "duplicate claim_id"
+        elif category not in known:
+            reason = f"unknown category {row['category']!r}"
+        elif amount is None:
+            reason = f"amount {row['amount']!r} is not a number"
+        elif not 0 < amount <= max_amount:
+            reason = f"amount {amount} outside (0, {max_amount}]"
+        elif submitted is None:
+            reason = f"submitted {row['submitted']!r} is not a date"
+        elif not str(row["description"]).strip():
+            reason = "empty description"
+        seen.add(row["claim_id"])
+        if reason:
+            rejected.append({**row, "reason": reason})
+        else:
+            clean.append({**row, "category": category, "amount": amount, "submitted": submitted})
+    columns = [*raw.columns]
+    return {
+        "clean": pd.DataFrame(clean, columns=columns),
+        "rejected": pd.DataFrame(rejected, columns=[*columns, "reason"]),
+    }
+
+
+def summarise(clean: pd.DataFrame, rejected: pd.DataFrame, by_category: pd.DataFrame) -> dict:
+    reasons = rejected["reason"].str.split(" ", n=1).str[0].value_counts().sort_index()
+    return {
+        "claims_received": int(len(clean) + len(rejected)),
+        "claims_clean": int(len(clean)),
+        "claims_rejected": int(len(rejected)),
+        "rejected_by_reason": {str(k): int(v) for k, v in reasons.items()},
+        "by_category": by_category.to_dict("records"),
+    }
