@@ -316,6 +316,7 @@ def _row(
     st = pipeline.stages[sp.name]
     return {
         "stage": sp.name,
+        "seq": pipeline.position[sp.name],
         "type": st.type,
         "state": str(o.state),
         "key": o.key,

@@ -16,6 +16,7 @@ The compiler never imports user code (``python`` stage functions are imported wh
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,11 @@ class Pipeline:
     @property
     def name(self) -> str:
         return self.loaded.spec.pipeline
+
+    @functools.cached_property
+    def position(self) -> dict[str, int]:
+        """Stage name -> its index in the topological ``order`` (for stable listings)."""
+        return {name: i for i, name in enumerate(self.order)}
 
     def downstream(self, name: str) -> set[str]:
         return set(nx.descendants(self.graph, name))

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS stage_runs (
     config TEXT,
     code_digest TEXT,
     input_digests TEXT,
+    seq INTEGER,
     PRIMARY KEY (run_id, stage)
 );
 CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
@@ -240,12 +241,12 @@ class MetadataDB:
             stmts.append(
                 (
                     "INSERT INTO stage_runs (run_id, stage, type, state, cache_key, reason, cache_hit, started, ended,"
-                    " attempts, error, traceback, worker, config_digest, config, code_digest, input_digests)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " attempts, error, traceback, worker, config_digest, config, code_digest, input_digests, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (run_id, stage) DO UPDATE SET state=excluded.state, cache_key=excluded.cache_key,"
                     " reason=excluded.reason, cache_hit=excluded.cache_hit, started=excluded.started, ended=excluded.ended,"
                     " attempts=excluded.attempts, error=excluded.error, traceback=excluded.traceback, worker=excluded.worker,"
-                    " config_digest=excluded.config_digest, config=excluded.config, code_digest=excluded.code_digest, input_digests=excluded.input_digests",
+                    " config_digest=excluded.config_digest, config=excluded.config, code_digest=excluded.code_digest, input_digests=excluded.input_digests, seq=excluded.seq",
                     (
                         run_id,
                         r["stage"],
@@ -264,6 +265,7 @@ class MetadataDB:
                         json.dumps(r["config"], sort_keys=True) if r.get("config") is not None else None,
                         r.get("code_digest"),
                         json.dumps(r.get("input_digests") or {}, sort_keys=True),
+                        r.get("seq"),
                     ),
                 )
             )
@@ -309,7 +311,7 @@ class MetadataDB:
         return rows[0] if rows else None
 
     def stage_runs(self, run_id: str) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM stage_runs WHERE run_id = ? ORDER BY COALESCE(started, 1e18), stage", (run_id,))
+        return self.query("SELECT * FROM stage_runs WHERE run_id = ? ORDER BY COALESCE(seq, 1e18), COALESCE(started, 1e18), stage", (run_id,))
 
     def params(self, run_id: str) -> dict[str, Any]:
         return {r["name"]: json.loads(r["value"]) for r in self.query("SELECT name, value FROM params WHERE run_id = ?", (run_id,))}
