@@ -9,9 +9,11 @@ recorded (their manifests in the store make the next run reuse them).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,7 +28,7 @@ from pipeflow.errors import UsageError
 from pipeflow.execute.dask_executor import DaskExecutor, Executor
 from pipeflow.execute.task import StageResult, StageTask
 from pipeflow.spec.load import LoadedSpec, load
-from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+from pipeflow.store.artifacts import ArtifactRef, ArtifactStore, StoreRef
 from pipeflow.store.metadata import MetadataDB, sqlite_path
 
 EventCallback = Callable[[str, StageState, "StageOutcome"], None]
@@ -95,7 +97,8 @@ def open_store(loaded: LoadedSpec) -> tuple[ArtifactStore, MetadataDB]:
     if "://" not in root and not os.path.isabs(root):
         root = str(base / root)
     db_url = spec.metadata or str(base / ".pipeflow" / "pipeflow.db")
-    return ArtifactStore(root, spec.storage_options), MetadataDB(sqlite_path(db_url, base))
+    store = StoreRef(root, tuple(sorted(spec.storage_options.items()))).open()
+    return store, MetadataDB(sqlite_path(db_url, base))
 
 
 def new_run_id() -> str:
@@ -220,6 +223,8 @@ def _run(
         o = outcomes[name]
         o.state = state
         if result is not None:
+            if result.manifest is not None and result.key:
+                store.record_manifest(result.key, result.manifest, duration=result.duration)
             o.key, o.duration, o.attempts = result.key, result.duration, result.attempts
             o.error, o.traceback, o.worker, o.outputs = result.error, result.traceback, result.worker, dict(result.outputs)
             if result.reason:
@@ -232,9 +237,12 @@ def _run(
     try:
         ex.execute(tasks, handle)
     except BaseException as err:
+        with contextlib.suppress(Exception):  # keep the original error; record what we can
+            store.flush()
         recorder.flush()
         db.finish_run(run_id, RunState.FAILED, error=f"{type(err).__name__}: {err}")
         raise
+    store.flush()
     recorder.flush()
     failed = [n for n, o in outcomes.items() if o.state is StageState.FAILED]
     state = RunState.FAILED if failed else RunState.DONE
@@ -246,28 +254,42 @@ class _Recorder:
     """Batches stage records into few SQLite transactions.
 
     A transaction per stage would cost more than running a small stage. Records are flushed when
-    ``max_rows`` are waiting or ``max_age_s`` has passed since the last flush, and at the end of
-    the run, so ``runs show`` of a run in progress lags by at most a fraction of a second. A crash
-    can lose only those unflushed records: the stages' results themselves are already safe in the
-    store (their manifests), so the next run still reuses them.
+    ``max_rows`` are waiting, ``max_age_s`` after the first one arrived (a timer, so a long stage
+    does not hold back the records of those before it), and at the end of the run; ``runs show``
+    of a run in progress lags by at most a fraction of a second. A crash can lose only those
+    unflushed records.
     """
 
     def __init__(self, db: MetadataDB, run_id: str, *, max_rows: int = 200, max_age_s: float = 0.25):
         self.db, self.run_id = db, run_id
         self.max_rows, self.max_age_s = max_rows, max_age_s
         self.rows: list[dict[str, Any]] = []
-        self.last = time.monotonic()
+        self._lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows.append(row)
-        if len(self.rows) >= self.max_rows or time.monotonic() - self.last >= self.max_age_s:
+        with self._lock:
+            self.rows.append(row)
+            full = len(self.rows) >= self.max_rows
+            if not full and self._timer is None:
+                self._timer = threading.Timer(self.max_age_s, self._flush_quietly)
+                self._timer.daemon = True
+                self._timer.start()
+        if full:
             self.flush()
 
     def flush(self) -> None:
-        if self.rows:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             rows, self.rows = self.rows, []
-            self.db.record_stages(self.run_id, rows)
-        self.last = time.monotonic()
+            if rows:
+                self.db.record_stages(self.run_id, rows)
+
+    def _flush_quietly(self) -> None:
+        with contextlib.suppress(Exception):  # the end-of-run flush reports failures
+            self.flush()
 
 
 def _tasks(pipeline: Pipeline, plan: Plan, store: ArtifactStore, run_id: str) -> list[StageTask]:

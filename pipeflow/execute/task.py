@@ -83,6 +83,8 @@ class StageResult:
     worker: str | None = None
     reason: str | None = None
     cached_from: str | None = None
+    #: the cache manifest of a finished stage; the client records it (see ArtifactStore)
+    manifest: dict[str, Any] | None = None
 
     @property
     def duration(self) -> float | None:
@@ -160,18 +162,6 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
         try:
             values = _call(task, refs, store, attempt)
             result.outputs = _save_outputs(task, values, store)
-            store.write_manifest(
-                key,
-                {
-                    "key": key,
-                    "stage": task.name,
-                    "type": task.type_name,
-                    "run_id": task.run_id,
-                    "finished": time.time(),
-                    "outputs": {p: r.to_dict() for p, r in result.outputs.items()},
-                    "inputs": {p: r.to_dict() for p, r in refs.items()},
-                },
-            )
         except Exception as err:
             if attempt < attempts:
                 time.sleep(min(0.1 * 2 ** (attempt - 1), 2.0))
@@ -179,6 +169,15 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
             return _failed(result, err, attempt)
         result.state = StageState.DONE
         result.ended = time.time()
+        result.manifest = {
+            "key": key,
+            "stage": task.name,
+            "type": task.type_name,
+            "run_id": task.run_id,
+            "finished": result.ended,
+            "outputs": {p: r.to_dict() for p, r in result.outputs.items()},
+            "inputs": {p: r.to_dict() for p, r in refs.items()},
+        }
         return result
     raise AssertionError("unreachable")  # pragma: no cover
 

@@ -25,9 +25,28 @@ import yaml
 from pipeflow.errors import Location, Problem, SpecError
 
 try:  # libyaml: ~10x faster composing; marks and tags behave the same.
-    _BaseLoader: type = yaml.CSafeLoader
+    _Parser: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - pyyaml built without libyaml
-    _BaseLoader = yaml.SafeLoader
+    _Parser = yaml.SafeLoader
+
+_resolved: dict[tuple[str, tuple[bool, bool]], str] = {}
+
+
+class _BaseLoader(_Parser):  # type: ignore[misc,valid-type]
+    """The safe loader with scalar tag resolution memoised: resolving runs a few regexes in
+    Python for every scalar, and a big spec repeats the same keys and values thousands of times."""
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> str:
+        if kind is not yaml.ScalarNode:
+            return super().resolve(kind, value, implicit)
+        memo_key = (value, tuple(implicit))
+        tag = _resolved.get(memo_key)
+        if tag is None:
+            tag = super().resolve(kind, value, implicit)
+            if len(_resolved) > 50_000:
+                _resolved.clear()
+            _resolved[memo_key] = tag
+        return tag
 
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000

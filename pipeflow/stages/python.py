@@ -26,6 +26,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 import threading
 from collections.abc import Mapping
@@ -181,7 +182,7 @@ def _load_function(path: str, base_dir: Path) -> Any:
             sys.path.insert(0, base)
         local = _module_file(module_name, base_dir)
         try:
-            if local is not None and local.is_relative_to(base_dir):
+            if local is not None and _is_beside(local, base_dir):
                 module = _import_local(module_name, local)
             else:
                 module = importlib.import_module(module_name)
@@ -196,12 +197,19 @@ def _load_function(path: str, base_dir: Path) -> Any:
     return fn
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_beside(file: Path, base_dir: Path) -> bool:
+    return file.is_relative_to(base_dir)
+
+
 def _import_local(module_name: str, file: Path) -> Any:
-    st = file.stat()
+    st = os.stat(file)
     stamp = (str(file), st.st_mtime_ns, st.st_size)
     module = sys.modules.get(module_name)
-    if module is not None and _loaded_from.get(module_name, _origin_stamp(module)) == stamp:
-        return module
+    if module is not None:
+        known = _loaded_from.get(module_name)
+        if known == stamp or (known is None and _origin_stamp(module) == stamp):
+            return module
     spec = importlib.util.spec_from_file_location(module_name, file)
     if spec is None or spec.loader is None:
         raise ModuleNotFoundError(f"cannot load {file}")

@@ -4,12 +4,19 @@ Layout under the root::
 
     objects/ab/cdef...      artifact bytes, named by their sha256 (first two hex digits fan out)
     cache/ab/<key>.json     stage-result manifest: cache key -> output artifact refs
+    cache/batches/*.jsonl   many manifests in one immutable file (results of short stages)
     tmp/<uuid>              write-in-progress; never read
 
 Why the cache lives here and not in SQLite: a stage on a Dask worker, possibly on another
-machine, must be able to check the cache and record its result through the only thing it shares
-with the client, the store. A manifest written by a worker that then dies is still a valid,
-complete result, so a resumed run reuses it.
+machine, must be able to check the cache through the only thing it shares with the client, the
+store, and a store (s3://...) may be shared by many machines whose metadata databases differ.
+
+Manifests of stages that ran for a while are written one file each as soon as their result
+arrives. Creating a file costs about as much as running a no-op stage, so manifests of short
+stages are buffered and written together as one batch file every ``flush_after_s`` seconds and
+at the end of the run. A crash therefore loses at most the last fraction of a second of *short*
+results (they simply run again); everything older, and every long stage, is reusable. Batch
+files are immutable once written; when there are many they are merged into one.
 
 Crash safety: every file is written under ``tmp/`` and moved to its final name, so a valid name
 never points at half-written bytes. Objects are verified against their name on every read; a
@@ -19,12 +26,15 @@ the same object twice is harmless (same name, same bytes).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import os
 import posixpath
 import re
+import threading
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +68,12 @@ class StoreRef:
     storage_options: tuple[tuple[str, Any], ...] = ()
 
     def open(self) -> ArtifactStore:
+        """The store, shared by everything in this process that opens the same ref (so stages
+        running in threads see the results their client has not flushed yet)."""
+        try:
+            hash(self)
+        except TypeError:  # unhashable storage options: no sharing
+            return ArtifactStore(self.root, dict(self.storage_options))
         return _open(self)
 
 
@@ -88,6 +104,14 @@ class ArtifactStore:
         self.root = self.root.rstrip("/") or "/"
         self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
         self._dirs: set[str] = set()
+        # manifests waiting to be written as one batch file, and the index of batch files read
+        self._lock = threading.RLock()
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._timer: threading.Timer | None = None
+        self._batch_index: dict[str, dict[str, Any]] = {}
+        self._batch_files: set[str] = set()
+        self._batch_stamp: Any = None
+        self._batch_checked = 0.0
 
     @property
     def ref(self) -> StoreRef:
@@ -197,23 +221,144 @@ class ArtifactStore:
         return codecs.decode(ref.codec, self.get(ref.digest))
 
     # -- manifests -----------------------------------------------------------------------
+    #: a stage that ran at least this long gets its manifest written at once
+    durable_after_s: float = 0.05
+    #: buffered manifests are written within this many seconds
+    flush_after_s: float = 0.25
+    #: merge batch files when there are more than this many
+    max_batch_files: int = 64
+
     def write_manifest(self, key: str, manifest: dict[str, Any]) -> None:
+        """Write one manifest now, as its own file."""
         self._write_atomic(self.manifest_path(key), json.dumps(manifest, sort_keys=True).encode())
 
-    def read_manifest(self, key: str, *, verify: bool = True) -> dict[str, Any] | None:
-        """The manifest for ``key`` if it and every object it names are present, else None."""
+    def record_manifest(self, key: str, manifest: dict[str, Any], *, duration: float | None = None) -> None:
+        """Record a stage result: at once if the stage was long (or its duration unknown),
+        otherwise buffered into the next batch file (see the module docstring)."""
+        if duration is None or duration >= self.durable_after_s:
+            self.write_manifest(key, manifest)
+            return
+        with self._lock:
+            self._pending[key] = manifest
+            if self._timer is None:
+                self._timer = threading.Timer(self.flush_after_s, self._flush_quietly)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def flush(self) -> None:
+        """Write buffered manifests now (one batch file). Safe to call from any thread."""
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if not self._pending:
+                return
+            entries, self._pending = self._pending, {}
+            name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+            try:
+                self._write_atomic(self._join("cache", "batches", name), _batch_bytes(entries))
+            except BaseException:
+                self._pending = {**entries, **self._pending}
+                raise
+            self._batch_index.update(entries)
+            self._batch_files.add(name)
+            if len(self._batch_files) > self.max_batch_files:
+                self._compact()
+
+    def _flush_quietly(self) -> None:
+        # the end-of-run flush reports a failure; a timer thread has no one to tell
+        with contextlib.suppress(Exception):
+            self.flush()
+
+    def _compact(self) -> None:
+        """Merge every known batch file into one, then remove the merged files. A concurrent
+        reader that listed a removed file finds its entries in the merged one."""
+        self._refresh_batches(force=True)
+        merged = set(self._batch_files)
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+        self._write_atomic(self._join("cache", "batches", name), _batch_bytes(self._batch_index))
+        for old in merged:
+            _silently_remove(self, self._join("cache", "batches", old))
+        self._batch_files = {name}
+
+    def _refresh_batches(self, *, force: bool = False) -> None:
+        """Read batch files written since the last look (they never change once written)."""
+        folder = self._join("cache", "batches")
+        try:
+            if self._local:
+                stamp: Any = os.stat(folder).st_mtime_ns
+            else:
+                now = time.monotonic()
+                if not force and now - self._batch_checked < 1.0:
+                    return
+                self._batch_checked = now
+                stamp = None
+            if stamp is not None and stamp == self._batch_stamp and not force:
+                return
+            names = os.listdir(folder) if self._local else [posixpath.basename(p) for p in self.fs.ls(folder, detail=False)]
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        except OSError as err:
+            raise StoreError(f"cannot list {folder}: {err.strerror or err}") from None
+        for name in names:
+            if name.endswith(".jsonl") and name not in self._batch_files:
+                raw = self._read(self._join("cache", "batches", name))
+                if raw is None:
+                    continue  # merged away since the listing: its entries are in the new file
+                self._batch_index.update(_parse_batch(raw))
+                self._batch_files.add(name)
+        self._batch_files &= set(names)
+        self._batch_stamp = stamp
+
+    def _find_manifest(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            found = self._pending.get(key) or self._batch_index.get(key)
+            if found is None:
+                self._refresh_batches()
+                found = self._batch_index.get(key)
+        if found is not None:
+            return dict(found)
         raw = self._read(self.manifest_path(key))
         if raw is None:
             return None
         try:
-            manifest = json.loads(raw)
-            outputs = {port: ArtifactRef.from_dict(r) for port, r in manifest["outputs"].items()}
-        except (ValueError, KeyError, TypeError):
+            return json.loads(raw)
+        except ValueError:
             return None  # unreadable manifest: a cache miss, the stage simply runs again
+
+    def read_manifest(self, key: str, *, verify: bool = True) -> dict[str, Any] | None:
+        """The manifest for ``key`` if it and every object it names are present, else None."""
+        if not _is_hex_digest(key):
+            raise StoreError(f"invalid cache key {key!r}: expected 64 hex characters")
+        manifest = self._find_manifest(key)
+        if manifest is None:
+            return None
+        try:
+            outputs = {port: ArtifactRef.from_dict(r) for port, r in manifest["outputs"].items()}
+        except (KeyError, TypeError, AttributeError, ValueError):
+            return None
         if verify and not all(self.has(r.digest) for r in outputs.values()):
             return None
         manifest["outputs"] = outputs
         return manifest
+
+
+def _batch_bytes(entries: dict[str, dict[str, Any]]) -> bytes:
+    lines = [json.dumps({"key": k, "manifest": m}, sort_keys=True) for k, m in entries.items()]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _parse_batch(raw: bytes) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for line in raw.splitlines():
+        try:
+            entry = json.loads(line)
+            key, manifest = entry["key"], entry["manifest"]
+        except (ValueError, KeyError, TypeError):
+            continue  # a damaged line costs one cache miss, nothing more
+        if _is_hex_digest(key) and isinstance(manifest, dict):
+            out[key] = manifest
+    return out
 
 
 def _silently_remove(store: ArtifactStore, path: str) -> None:
