@@ -53,12 +53,13 @@ class Plan:
 def make_plan(
     pipeline: Pipeline,
     store: ArtifactStore,
-    previous: dict[str, Any] | None = None,
+    previous: Any = None,
     *,
     force: bool | set[str] = False,
     include: set[str] | None = None,
 ) -> Plan:
-    """Plan the stages in ``include`` (default: all). ``previous``: last records by stage name.
+    """Plan the stages in ``include`` (default: all). ``previous``: last records by stage name
+    (anything with ``.get(name)``; only asked about stages that must run).
 
     ``force``: True re-runs every stage; a set re-runs those stages (and, through their new
     outputs, whatever depends on them).

@@ -107,15 +107,16 @@ class _Walker:
         if path not in self.source.values:
             mark = node.start_mark
             self.source.values[path] = (mark.line + 1, mark.column + 1)
+        cls = type(node)
+        if cls is yaml.ScalarNode:
+            return self._scalar(node)
         if id(node) in active:
             raise SpecError("recursive alias: a value contains itself", _loc(self.file, node.start_mark))
-        if isinstance(node, yaml.MappingNode):
+        if cls is yaml.MappingNode:
             return self._mapping(node, path, depth, active | {id(node)})
-        if isinstance(node, yaml.SequenceNode):
-            self._check_tag(node, "tag:yaml.org,2002:seq")
-            inner = active | {id(node)}
-            return [self.walk(item, (*path, i), depth + 1, inner) for i, item in enumerate(node.value)]
-        return self._scalar(node)
+        self._check_tag(node, "tag:yaml.org,2002:seq")
+        inner = active | {id(node)}
+        return [self.walk(item, (*path, i), depth + 1, inner) for i, item in enumerate(node.value)]
 
     def _check_tag(self, node: yaml.Node, expected: str) -> None:
         if node.tag != expected:
@@ -125,6 +126,8 @@ class _Walker:
             )
 
     def _scalar(self, node: yaml.Node) -> Any:
+        if node.tag == _STR:  # most values: no constructor needed
+            return node.value
         try:
             return self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as err:
@@ -139,11 +142,13 @@ class _Walker:
     def _mapping(self, node: yaml.MappingNode, path: Path, depth: int, active: frozenset[int]) -> dict:
         self._check_tag(node, "tag:yaml.org,2002:map")
         seen: dict[str, Any] = {}
+        merges = False
         for key_node, _ in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
+            if type(key_node) is not yaml.ScalarNode:
                 raise SpecError("mapping keys must be plain strings", _loc(self.file, key_node.start_mark))
+            if key_node.tag == _MERGE:
+                merges = True
+                continue
             key = key_node.value
             if key in seen:
                 first = _loc(self.file, seen[key].start_mark)
@@ -155,21 +160,28 @@ class _Walker:
                     )
                 )
             seen[key] = key_node
-        try:
-            self.loader.flatten_mapping(node)  # resolves `<<` merges; merged keys come first
-        except yaml.constructor.ConstructorError as err:
-            raise SpecError(f"invalid merge key: {err.problem}", _loc(self.file, node.start_mark)) from None
+        if merges:
+            try:
+                self.loader.flatten_mapping(node)  # resolves `<<` merges; merged keys come first
+            except yaml.constructor.ConstructorError as err:
+                raise SpecError(f"invalid merge key: {err.problem}", _loc(self.file, node.start_mark)) from None
         result: dict[str, Any] = {}
+        keys, values = self.source.keys, self.source.values
+        depth += 1
         for key_node, value_node in node.value:
             key = key_node.value
-            child = (*path, key)
             if not isinstance(key, str):
                 raise SpecError("mapping keys must be plain strings", _loc(self.file, key_node.start_mark))
+            child = (*path, key)
             km, vm = key_node.start_mark, value_node.start_mark
-            self.source.keys[child] = (km.line + 1, km.column + 1)
-            self.source.values[child] = (vm.line + 1, vm.column + 1)
-            result[key] = self.walk(value_node, child, depth + 1, active)
+            keys[child] = (km.line + 1, km.column + 1)
+            values[child] = (vm.line + 1, vm.column + 1)
+            result[key] = self.walk(value_node, child, depth, active)
         return result
+
+
+_STR = "tag:yaml.org,2002:str"
+_MERGE = "tag:yaml.org,2002:merge"
 
 
 def parse(text: str, file: str) -> Source:

@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS stage_runs (
     PRIMARY KEY (run_id, stage)
 );
 CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
+CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage);
 CREATE TABLE IF NOT EXISTS artifacts (
     digest TEXT PRIMARY KEY,
     codec TEXT NOT NULL,
@@ -325,17 +326,36 @@ class MetadataDB:
     def lineage(self, run_id: str) -> list[sqlite3.Row]:
         return self.query("SELECT * FROM lineage WHERE run_id = ? ORDER BY dst_stage, dst_port", (run_id,))
 
-    def last_stage_runs(self, pipeline: str) -> dict[str, sqlite3.Row]:
-        """The most recent finished record of each stage of ``pipeline`` (to explain re-runs)."""
+    def last_stage_runs(self, pipeline: str) -> LastStageRuns:
+        """The most recent record of each stage of ``pipeline`` (to explain re-runs), looked up
+        lazily: a plan asks only about stages that must run, so a cached re-run asks nothing."""
+        return LastStageRuns(self, pipeline)
+
+    def last_stage_run(self, pipeline: str, stage: str) -> sqlite3.Row | None:
         rows = self.query(
             "SELECT s.* FROM stage_runs s JOIN runs r ON r.id = s.run_id"
-            " WHERE r.pipeline = ? AND s.state IN ('done', 'cached', 'failed') ORDER BY s.ended",
-            (pipeline,),
+            " WHERE s.stage = ? AND r.pipeline = ? AND s.state IN ('done', 'cached', 'failed')"
+            " ORDER BY r.started DESC LIMIT 1",
+            (stage, pipeline),
         )
-        return {r["stage"]: r for r in rows}
+        return rows[0] if rows else None
 
     def integrity_check(self) -> str:
         return str(self.query("PRAGMA integrity_check")[0][0])
+
+
+class LastStageRuns:
+    """``get(stage)`` -> the stage's last record in ``pipeline``, queried on first use."""
+
+    def __init__(self, db: MetadataDB, pipeline: str):
+        self.db, self.pipeline = db, pipeline
+        self._memo: dict[str, sqlite3.Row | None] = {}
+
+    def get(self, stage: str, default: Any = None) -> Any:
+        if stage not in self._memo:
+            self._memo[stage] = self.db.last_stage_run(self.pipeline, stage)
+        found = self._memo[stage]
+        return default if found is None else found
 
 
 def _pid_alive(pid: int) -> bool:
