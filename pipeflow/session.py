@@ -172,6 +172,7 @@ def _run(
     loaded = pipeline.loaded
     ex: Executor = executor if executor is not None and not isinstance(executor, str) else make_executor(loaded, executor, address)
     db.mark_interrupted()
+    store.clean_tmp()  # files half-written by runs that died (over an hour old: never a live write)
     chosen = select(pipeline, only, from_)
     include = None
     if chosen is not None:

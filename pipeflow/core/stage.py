@@ -52,6 +52,8 @@ class StageContext:
     base_dir: Path
     attempt: int = 1
     resources: Mapping[str, float] = field(default_factory=dict)
+    #: the run's artifact store (``pipeflow.store.ArtifactStore``): ``save(obj)`` / ``load(ref)``
+    store: Any = None
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeflow.stage"))
 
 

@@ -116,7 +116,7 @@ class DaskExecutor:
             n_workers=self.workers or 2,
             threads_per_worker=self.threads_per_worker or 1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # None still binds 8787; a random port never collides
         ) as cluster, Client(cluster) as client:
             return self._submit(client, tasks, on_event)
 

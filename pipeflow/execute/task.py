@@ -23,8 +23,6 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,19 +193,31 @@ def _call(task: StageTask, refs: dict[str, ArtifactRef], store: Any, attempt: in
         base_dir=Path(task.base_dir),
         attempt=attempt,
         resources=task.resources,
+        store=store,
     )
     stage = task.cls(task.config)
     if task.timeout_s is None:
         return stage.run(ctx, inputs)
     # A Python thread cannot be killed: on timeout the attempt is abandoned (it keeps its thread
-    # until it returns) and its results, if any, are discarded.
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"pipeflow-{task.name}")
-    try:
-        return pool.submit(stage.run, ctx, inputs).result(timeout=task.timeout_s)
-    except FutureTimeout:
-        raise StageTimeout(f"timed out after {task.timeout_s:g} s (timeout_s)") from None
-    finally:
-        pool.shutdown(wait=False)
+    # until it returns) and its results, if any, are discarded. The thread is a daemon: a
+    # ThreadPoolExecutor's worker would be joined at interpreter exit, so a stage stuck for good
+    # would keep `pipeflow run` (or a worker) from ever exiting after reporting the timeout.
+    outcome: dict[str, Any] = {}
+
+    def attempt_run() -> None:
+        try:
+            outcome["value"] = stage.run(ctx, inputs)
+        except BaseException as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=attempt_run, name=f"pipeflow-{task.name}", daemon=True)
+    thread.start()
+    thread.join(task.timeout_s)
+    if thread.is_alive():
+        raise StageTimeout(f"timed out after {task.timeout_s:g} s (timeout_s)")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _save_outputs(task: StageTask, values: Any, store: Any) -> dict[str, ArtifactRef]:

@@ -193,6 +193,25 @@ class ArtifactStore:
         except OSError as err:
             raise StoreError(f"cannot reach {path}: {err.strerror or err}") from None
 
+    def clean_tmp(self, older_than_s: float = 3600.0) -> int:
+        """Remove files left in ``tmp/`` by writers that died (older than ``older_than_s``, so a
+        write in progress elsewhere is never touched). Returns how many were removed."""
+        if not self._local:
+            return 0  # remote stores write in one request: nothing is left behind
+        folder = self._join("tmp")
+        cutoff = time.time() - older_than_s
+        removed = 0
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:
+            return 0
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
+
     # -- objects -------------------------------------------------------------------------
     def put(self, data: bytes) -> str:
         digest = hashlib.sha256(data).hexdigest()
