@@ -231,6 +231,8 @@ def _run(
             if result.reason:
                 o.reason = result.reason
             recorder.add(_row(pipeline, plan.stages[name], o, result.inputs, result.started, result.ended))
+        elif state is StageState.RUNNING:
+            recorder.add({"stage": name, "seq": pipeline.position[name], "type": o.type, "state": "running", "reason": o.reason, "started": time.time()})
         if on_event:
             on_event(name, state, o)
 
@@ -264,13 +266,14 @@ class _Recorder:
     def __init__(self, db: MetadataDB, run_id: str, *, max_rows: int = 200, max_age_s: float = 0.25):
         self.db, self.run_id = db, run_id
         self.max_rows, self.max_age_s = max_rows, max_age_s
-        self.rows: list[dict[str, Any]] = []
+        #: latest row per stage: a stage that starts and ends within one batch is written once
+        self.rows: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
     def add(self, row: dict[str, Any]) -> None:
         with self._lock:
-            self.rows.append(row)
+            self.rows[row["stage"]] = row
             full = len(self.rows) >= self.max_rows
             if not full and self._timer is None:
                 self._timer = threading.Timer(self.max_age_s, self._flush_quietly)
@@ -284,9 +287,9 @@ class _Recorder:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
-            rows, self.rows = self.rows, []
+            rows, self.rows = self.rows, {}
             if rows:
-                self.db.record_stages(self.run_id, rows)
+                self.db.record_stages(self.run_id, rows.values())
 
     def _flush_quietly(self) -> None:
         with contextlib.suppress(Exception):  # the end-of-run flush reports failures
