@@ -155,24 +155,27 @@ class DaskExecutor:
             futures[fut] = t.name
             by_name[t.name] = fut
         waiting = {t.name: set(t.upstream) for t in tasks if t.name in by_name}
+        dependants: dict[str, list[str]] = {}
         for name, deps in waiting.items():
+            for dep in deps:
+                dependants.setdefault(dep, []).append(name)
             if not deps:
                 on_event(name, StageState.RUNNING, None)
         errored: dict[str, BaseException] = {}
-        for fut in as_completed(list(futures)):
+        # with_results: results arrive in batches, not one round trip per stage
+        for fut, res in as_completed(list(futures), with_results=True, raise_errors=False):
             name = futures[fut]
-            try:
-                res = fut.result()
-            except Exception as err:  # the worker died (KilledWorker) or the task could not run
-                errored[name] = err
+            if fut.status != "finished" or not isinstance(res, StageResult):
+                # the worker died (KilledWorker) or the task could not run
+                errored[name] = res if isinstance(res, BaseException) else RuntimeError(f"task ended as {fut.status}")
                 continue
             results[name] = res
             on_event(name, res.state, res)
-            for other, deps in waiting.items():
-                if name in deps:
-                    deps.discard(name)
-                    if not deps and other not in results:
-                        on_event(other, StageState.RUNNING, None)
+            for other in dependants.get(name, ()):
+                deps = waiting[other]
+                deps.discard(name)
+                if not deps and other not in results:
+                    on_event(other, StageState.RUNNING, None)
         for t in tasks:  # topological order: a root cause is decided before its dependants
             if t.name not in errored:
                 continue
