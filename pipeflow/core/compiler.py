@@ -214,13 +214,19 @@ def _cycle(graph: nx.DiGraph) -> list[str]:
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
+    """Distinct problems in file order (as an editor's problem list shows them)."""
     seen: set[str] = set()
     out = []
     for p in problems:
         if str(p) not in seen:
             seen.add(str(p))
             out.append(p)
-    return out
+
+    def position(p: Problem) -> tuple:
+        loc = p.location
+        return (loc is None, getattr(loc, "file", ""), getattr(loc, "line", None) or 0, getattr(loc, "column", None) or 0)
+
+    return sorted(out, key=position)
 
 
 def check(loaded: LoadedSpec, registry: StageRegistry | None = None) -> Pipeline:
