@@ -45,7 +45,7 @@ class StoreSpec(_Strict):
 
 
 class TriggersSpec(_Strict):
-    """What re-runs this pipeline unattended (used by `pipeflow watch`)."""
+    """What re-runs this pipeline unattended (validated now; acted on once scheduling lands)."""
 
     schedule: str | None = Field(None, description="cron expression")
     on_data_change: list[StageName] = Field(default_factory=list)

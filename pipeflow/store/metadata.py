@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from pipeflow.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 T = TypeVar("T")
 
 _SCHEMA = """
@@ -130,7 +130,11 @@ class MetadataDB:
             raise StoreError(f"cannot open metadata database {self.path}: {err}") from None
         self._lock = threading.RLock()
         self._conn.row_factory = sqlite3.Row
-        self._retry(self._init)
+        try:
+            self._retry(self._init)
+        except BaseException:
+            self._conn.close()
+            raise
 
     def _init(self) -> None:
         c = self._conn
@@ -146,6 +150,36 @@ class MetadataDB:
                 + f"INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
                 + "COMMIT;"
             )
+            return
+        found = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(found[0]) if found else 1
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"metadata database {self.path} has schema version {version}, newer than this "
+                f"pipeflow understands ({SCHEMA_VERSION}): upgrade pipeflow"
+            )
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older database up to ``SCHEMA_VERSION``, one step per version, in one
+        transaction (a concurrent opener waits, then finds the work done)."""
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            found = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(found[0]) if found else 1
+            if version < 2:  # 2: stage_runs.seq (DAG position) and an index by stage
+                cols = {row[1] for row in c.execute("PRAGMA table_info(stage_runs)")}
+                if "seq" not in cols:
+                    c.execute("ALTER TABLE stage_runs ADD COLUMN seq INTEGER")
+                c.execute("CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage)")
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         with self._lock:
