@@ -19,6 +19,7 @@ install-test: $(BIN)/python
 ## Install pipeflow and run the flagship example end to end.
 demo: install
 	$(BIN)/pipeflow run specs/claims/pipeline.yaml
+	$(BIN)/pipeflow runs output latest report --spec specs/claims/pipeline.yaml
 
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
 test: install-test

@@ -56,11 +56,20 @@ def _parser() -> argparse.ArgumentParser:
 
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
-    for name, help_ in (("list", "list recent runs"), ("show", "show one run: stages, timings, cache hits, errors, outputs, lineage")):
+    for name, help_ in (
+        ("list", "list recent runs"),
+        ("show", "show one run: stages, timings, cache hits, errors, outputs, lineage"),
+        ("output", "print one output of a stage in a run (a table, JSON value, array or bytes)"),
+    ):
         c = runs_sub.add_parser(name, help=help_, description=help_)
-        if name == "show":
+        if name in ("show", "output"):
             c.add_argument("run_id", metavar="RUN", help="run id (a unique prefix, or 'latest')")
+        if name == "show":
             c.add_argument("--json", action="store_true", help="machine-readable output")
+        elif name == "output":
+            c.add_argument("target", metavar="STAGE[.PORT]", help="the stage (its only output) or stage.port")
+            c.add_argument("--format", choices=["text", "csv", "json"], default="text", help="how to print a table (default: text)")
+            c.add_argument("--rows", type=int, default=20, help="rows of a table to print as text (default 20; 0 = all)")
         else:
             c.add_argument("--limit", type=int, default=20)
             c.add_argument("--pipeline", help="only runs of this pipeline")
@@ -245,9 +254,58 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if args.runs_command == "list":
             show_runs(_console(), db, limit=args.limit, pipeline=args.pipeline)
             return EXIT_OK
+        if args.runs_command == "output":
+            return _print_output(args, db)
         return show_run(_console(), db, args.run_id, as_json=args.json)
     finally:
         db.close()
+
+
+def _print_output(args: argparse.Namespace, db: Any) -> int:
+    import json
+
+    from pipeflow.errors import UsageError
+    from pipeflow.session import open_store
+    from pipeflow.spec.load import load
+    from pipeflow.store.artifacts import ArtifactRef
+
+    run = db.find_run(args.run_id)
+    if run is None:
+        raise UsageError(f"no run matches {args.run_id!r}")
+    stage, _, port = args.target.partition(".")
+    rows = [r for r in db.outputs(run["id"]) if r["stage"] == stage]
+    if not rows:
+        known = sorted({r["stage"] for r in db.outputs(run["id"])})
+        raise UsageError(f"run {run['id']} has no outputs of stage '{stage}' (stages with outputs: {', '.join(known) or 'none'})")
+    if not port:
+        if len(rows) > 1:
+            raise UsageError(f"stage '{stage}' has outputs {', '.join(r['port'] for r in rows)}: write {stage}.<port>")
+        port = rows[0]["port"]
+    row = next((r for r in rows if r["port"] == port), None)
+    if row is None:
+        raise UsageError(f"stage '{stage}' has no output '{port}' (its outputs: {', '.join(r['port'] for r in rows)})")
+    spec_path = args.spec or run["spec_path"]
+    if not spec_path or not os.path.exists(spec_path):
+        raise UsageError(f"the spec of run {run['id']} ({spec_path}) is gone: pass --spec SPEC to find its store")
+    store = open_store(load(spec_path))[0]
+    value = store.load(ArtifactRef(row["digest"], row["codec"], row["kind"], row["size"]))
+    if isinstance(value, bytes):
+        sys.stdout.buffer.write(value)
+        return EXIT_OK
+    if hasattr(value, "to_csv") and hasattr(value, "to_string"):  # a table
+        if args.format == "csv":
+            value.to_csv(sys.stdout, index=False)
+        elif args.format == "json":
+            print(value.to_json(orient="records", indent=2))
+        else:
+            print(value.to_string(max_rows=args.rows or None, index=False))
+            print(f"[{len(value)} rows x {len(value.columns)} columns]")
+        return EXIT_OK
+    try:
+        print(json.dumps(value, indent=2, default=str))
+    except (TypeError, ValueError):
+        print(repr(value))
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,75 @@
+"""`pipeflow runs output`: read a stage's output of a recorded run back from the store."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeflow.testing import write_spec
+
+PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
+
+SPEC = """
+    pipeline: out
+    stages:
+      rows:
+        type: python
+        with: {function: "steps:rows", outputs: {good: table, bad: table}}
+      summary:
+        type: python
+        inputs: {good: rows.good}
+        with: {function: "steps:summary"}
+"""
+STEPS = """
+    import pandas as pd
+    def rows():
+        return {"good": pd.DataFrame({"id": range(30), "v": [i * 1.5 for i in range(30)]}),
+                "bad": pd.DataFrame({"id": [99], "reason": ["negative amount"]})}
+    def summary(good):
+        return {"n": len(good), "total": float(good["v"].sum())}
+"""
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    spec = write_spec(tmp_path_factory.mktemp("out"), SPEC, {"steps.py": STEPS})
+    subprocess.run([PIPEFLOW, "run", str(spec)], check=True, capture_output=True, timeout=120)
+    return spec
+
+
+def _out(spec: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([PIPEFLOW, "runs", "output", *args, "--spec", str(spec)], capture_output=True, text=True, timeout=60)
+
+
+def test_json_output_round_trips(project: Path) -> None:
+    done = _out(project, "latest", "summary")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"n": 30, "total": sum(i * 1.5 for i in range(30))}
+
+
+def test_table_as_csv_has_every_row(project: Path) -> None:
+    done = _out(project, "latest", "rows.good", "--format", "csv")
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(io.StringIO(done.stdout)))
+    assert len(rows) == 30 and rows[29] == {"id": "29", "v": "43.5"}
+
+
+def test_table_as_text_is_truncated_and_says_its_size(project: Path) -> None:
+    done = _out(project, "latest", "rows.good", "--rows", "4")
+    assert done.returncode == 0, done.stderr
+    assert "[30 rows x 2 columns]" in done.stdout and "..." in done.stdout
+
+
+@pytest.mark.parametrize(
+    "target, message",
+    [("rows", "has outputs bad, good: write rows.<port>"), ("rows.ugly", "has no output 'ugly'"), ("nope", "no outputs of stage 'nope'")],
+)
+def test_bad_targets_are_usage_errors(project: Path, target: str, message: str) -> None:
+    done = _out(project, "latest", target)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
