@@ -25,6 +25,7 @@ demo: install
 test: install-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(BIN)/ruff check pipeflow plugins tests benchmarks
+	$(BIN)/ruff format --check pipeflow plugins tests benchmarks
 	$(BIN)/lint-imports
 
 ## Everyday loop: skip the slow and cluster tests.

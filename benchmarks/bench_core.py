@@ -50,7 +50,9 @@ def write_spec(folder: Path, n: int, shape: str) -> Path:
             inputs = "inputs: {x: s0}, "
         else:
             inputs = "inputs: {" + ", ".join(f"x{j}: s{j}" for j in range(1, n - 1)) + "}, "
-        lines.append(f"  s{i}: {{type: python, {inputs}with: {{function: 'noop:noop', kwargs: {{i: {i}}}}}}}")
+        lines.append(
+            f"  s{i}: {{type: python, {inputs}with: {{function: 'noop:noop', kwargs: {{i: {i}}}}}}}"
+        )
     path = folder / "pipeline.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -132,7 +134,12 @@ def bench_distributed(tmp: Path, n: int, repeat: int) -> dict:
     def noop(*args: object) -> None:
         return None
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         client.run(sys.path.insert, 0, str(spec.parent))
 
         def plain() -> None:
@@ -191,10 +198,16 @@ def bench_help(repeat: int) -> dict:
     base = command_time([sys.executable, "-c", "pass"], repeat)
     cmd = command_time([str(BIN / "pipeflow"), "--help"], repeat)
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, contextlib, io\nfrom pipeflow.cli import main\n"
-         "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])\n"
-         "print(','.join(m for m in ('pandas', 'dask', 'distributed', 'sklearn', 'xgboost', 'pyarrow', 'great_expectations') if m in sys.modules))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, contextlib, io\nfrom pipeflow.cli import main\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])\n"
+            "print(','.join(m for m in ('pandas', 'dask', 'distributed', 'sklearn', 'xgboost', 'pyarrow', 'great_expectations') if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     heavy = probe.stdout.strip()
     return {
@@ -222,27 +235,35 @@ def main() -> int:
         for shape in ("chain", "fan"):
             results.append(bench_threads(tmp, n, shape, repeat))
         chain = results[0]
-        results.append({
-            "name": f"cached re-run, {n}-stage chain",
-            "cached_rerun_s": chain["cached_rerun_s"],
-            "ratio": chain["cached_vs_first"],
-            "target": "< 0.5 s",
-            "ok": chain["cached_rerun_s"] < 0.5,
-        })
+        results.append(
+            {
+                "name": f"cached re-run, {n}-stage chain",
+                "cached_rerun_s": chain["cached_rerun_s"],
+                "ratio": chain["cached_vs_first"],
+                "target": "< 0.5 s",
+                "ok": chain["cached_rerun_s"] < 0.5,
+            }
+        )
         dist = bench_distributed(tmp, n_dist, max(2, repeat // 2))
         results.append(dist)
-        results.append({
-            "name": f"{n_dist} stages, distributed, vs plain distributed that also collects every task's result",
-            "ratio": dist["ratio_vs_gathering"],
-            "target": "<= 1.2x",
-            "ok": dist["ratio_vs_gathering"] <= 1.2,
-        })
+        results.append(
+            {
+                "name": f"{n_dist} stages, distributed, vs plain distributed that also collects every task's result",
+                "ratio": dist["ratio_vs_gathering"],
+                "target": "<= 1.2x",
+                "ok": dist["ratio_vs_gathering"] <= 1.2,
+            }
+        )
         results.append(bench_check(tmp, n, repeat))
         results.append(bench_help(repeat))
 
     print(f"\npipeflow core benchmarks ({os.cpu_count()} cpus, python {sys.version.split()[0]})")
     for r in results:
-        figures = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in r.items() if k not in ("name", "target", "ok"))
+        figures = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in r.items()
+            if k not in ("name", "target", "ok")
+        )
         print(f"  {'PASS' if r['ok'] else 'MISS'}  {r['name']}: {figures}  [target {r['target']}]")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -33,25 +33,62 @@ def _parser() -> argparse.ArgumentParser:
     def spec_cmd(name: str, help_: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
         c.add_argument("spec", metavar="SPEC", help="pipeline YAML file")
-        c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a spec value, e.g. params.seed=7 (repeatable)")
-        c.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors")
+        c.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a spec value, e.g. params.seed=7 (repeatable)",
+        )
+        c.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show tracebacks for errors",
+        )
         return c
 
     r = spec_cmd("run", "run a pipeline")
-    r.add_argument("--executor", choices=["sync", "threads", "processes", "distributed"], help="override the spec's executor (default: threads)")
-    r.add_argument("--address", metavar="TCP://HOST:PORT", help="Dask scheduler address for --executor distributed (default: a LocalCluster)")
-    r.add_argument("--only", action="append", metavar="STAGE", help="run only this stage (repeatable); its inputs must be stored already")
-    r.add_argument("--from", dest="from_", action="append", metavar="STAGE", help="run this stage and everything downstream of it (repeatable)")
-    r.add_argument("--force", action="store_true", help="re-run stages even when a stored result matches")
+    r.add_argument(
+        "--executor",
+        choices=["sync", "threads", "processes", "distributed"],
+        help="override the spec's executor (default: threads)",
+    )
+    r.add_argument(
+        "--address",
+        metavar="TCP://HOST:PORT",
+        help="Dask scheduler address for --executor distributed (default: a LocalCluster)",
+    )
+    r.add_argument(
+        "--only",
+        action="append",
+        metavar="STAGE",
+        help="run only this stage (repeatable); its inputs must be stored already",
+    )
+    r.add_argument(
+        "--from",
+        dest="from_",
+        action="append",
+        metavar="STAGE",
+        help="run this stage and everything downstream of it (repeatable)",
+    )
+    r.add_argument(
+        "--force", action="store_true", help="re-run stages even when a stored result matches"
+    )
     r.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
 
     spec_cmd("check", "compile a spec without running it (exit 2 on a spec error)")
     g = spec_cmd("graph", "show the compiled DAG")
     g.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
 
-    s = sub.add_parser("stages", help="list installed stage types with their ports and config fields")
+    s = sub.add_parser(
+        "stages", help="list installed stage types with their ports and config fields"
+    )
     s.add_argument("--json", action="store_true", help="machine-readable output")
-    sc = sub.add_parser("schema", help="print the JSON Schema of pipeline specs (for yaml-language-server)")
+    sc = sub.add_parser(
+        "schema", help="print the JSON Schema of pipeline specs (for yaml-language-server)"
+    )
     sc.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
 
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
@@ -67,14 +104,30 @@ def _parser() -> argparse.ArgumentParser:
         if name == "show":
             c.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "output":
-            c.add_argument("target", metavar="STAGE[.PORT]", help="the stage (its only output) or stage.port")
-            c.add_argument("--format", choices=["text", "csv", "json"], default="text", help="how to print a table (default: text)")
-            c.add_argument("--rows", type=int, default=20, help="rows of a table to print as text (default 20; 0 = all)")
+            c.add_argument(
+                "target", metavar="STAGE[.PORT]", help="the stage (its only output) or stage.port"
+            )
+            c.add_argument(
+                "--format",
+                choices=["text", "csv", "json"],
+                default="text",
+                help="how to print a table (default: text)",
+            )
+            c.add_argument(
+                "--rows",
+                type=int,
+                default=20,
+                help="rows of a table to print as text (default 20; 0 = all)",
+            )
         else:
             c.add_argument("--limit", type=int, default=20)
             c.add_argument("--pipeline", help="only runs of this pipeline")
         c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
-        c.add_argument("--db", metavar="PATH", help="metadata database (default: .pipeflow/pipeflow.db or $PIPEFLOW_DB)")
+        c.add_argument(
+            "--db",
+            metavar="PATH",
+            help="metadata database (default: .pipeflow/pipeflow.db or $PIPEFLOW_DB)",
+        )
     return p
 
 
@@ -148,7 +201,9 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     pipeline = compile_pipeline(load(args.spec, args.overrides))
     edges = pipeline.graph.number_of_edges()
-    print(f"ok: {args.spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges")
+    print(
+        f"ok: {args.spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges"
+    )
     return EXIT_OK
 
 
@@ -201,19 +256,30 @@ def cmd_stages(args: argparse.Namespace) -> int:
 
     console = _console()
     for name, info in described.items():
-        t = Table(title=f"[bold]{name}[/] v{info['version']} ({info['origin']}): {info['description']}", title_justify="left", show_edge=False)
+        t = Table(
+            title=f"[bold]{name}[/] v{info['version']} ({info['origin']}): {info['description']}",
+            title_justify="left",
+            show_edge=False,
+        )
         t.add_column("config field")
         t.add_column("type")
         t.add_column("default")
         t.add_column("description")
         for fname, f in info["config"].items():
-            t.add_row(fname, f["type"], "required" if f["required"] else str(f["default"]), f["description"])
+            t.add_row(
+                fname,
+                f["type"],
+                "required" if f["required"] else str(f["default"]),
+                f["description"],
+            )
         ins = ", ".join(f"{k}: {v['kind']}" for k, v in info["inputs"].items())
         if info["extra_inputs"]:
             ins = f"{ins + ', ' if ins else ''}any name: {info['extra_inputs']}"
         outs = ", ".join(f"{k}: {v['kind']}" for k, v in info["outputs"].items())
         console.print(t)
-        console.print(f"  inputs: {ins or 'none'}   outputs: {outs or 'none'} (defaults; some types derive ports from config)\n")
+        console.print(
+            f"  inputs: {ins or 'none'}   outputs: {outs or 'none'} (defaults; some types derive ports from config)\n"
+        )
     return EXIT_OK
 
 
@@ -276,17 +342,25 @@ def _print_output(args: argparse.Namespace, db: Any) -> int:
     rows = [r for r in db.outputs(run["id"]) if r["stage"] == stage]
     if not rows:
         known = sorted({r["stage"] for r in db.outputs(run["id"])})
-        raise UsageError(f"run {run['id']} has no outputs of stage '{stage}' (stages with outputs: {', '.join(known) or 'none'})")
+        raise UsageError(
+            f"run {run['id']} has no outputs of stage '{stage}' (stages with outputs: {', '.join(known) or 'none'})"
+        )
     if not port:
         if len(rows) > 1:
-            raise UsageError(f"stage '{stage}' has outputs {', '.join(r['port'] for r in rows)}: write {stage}.<port>")
+            raise UsageError(
+                f"stage '{stage}' has outputs {', '.join(r['port'] for r in rows)}: write {stage}.<port>"
+            )
         port = rows[0]["port"]
     row = next((r for r in rows if r["port"] == port), None)
     if row is None:
-        raise UsageError(f"stage '{stage}' has no output '{port}' (its outputs: {', '.join(r['port'] for r in rows)})")
+        raise UsageError(
+            f"stage '{stage}' has no output '{port}' (its outputs: {', '.join(r['port'] for r in rows)})"
+        )
     spec_path = args.spec or run["spec_path"]
     if not spec_path or not os.path.exists(spec_path):
-        raise UsageError(f"the spec of run {run['id']} ({spec_path}) is gone: pass --spec SPEC to find its store")
+        raise UsageError(
+            f"the spec of run {run['id']} ({spec_path}) is gone: pass --spec SPEC to find its store"
+        )
     store = open_store(load(spec_path))[0]
     value = store.load(ArtifactRef(row["digest"], row["codec"], row["kind"], row["size"]))
     if isinstance(value, bytes):

@@ -57,7 +57,9 @@ class RunDisplay:
                 f"[bold]{plan.pipeline.name}[/]: {self.total} stages, {to_run} to run, {cached} reused from the store"
             )
             for name in plan.to_run:
-                self.console.print(f"  [dim]· {name:<{self._width}} will run: {plan.stages[name].reason}[/]")
+                self.console.print(
+                    f"  [dim]· {name:<{self._width}} will run: {plan.stages[name].reason}[/]"
+                )
         if self.console.is_terminal and not self.quiet and to_run:
             from rich.progress import (
                 BarColumn,
@@ -94,7 +96,9 @@ class RunDisplay:
                     detail = outcome.error or ""
                     if outcome.attempts > 1:
                         detail += f" (after {outcome.attempts} attempts)"
-                self.console.print(f"  {mark} {name:<{self._width}} {word:<7} {detail}", markup=True)
+                self.console.print(
+                    f"  {mark} {name:<{self._width}} {word:<7} {detail}", markup=True
+                )
                 if state is StageState.FAILED and self.debug and outcome.traceback:
                     self.console.print(outcome.traceback, markup=False)
         if self._progress is not None:
@@ -103,7 +107,8 @@ class RunDisplay:
 
     def summary(self, report: Any) -> None:
         counts = ", ".join(
-            f"{report.count(s)} {s}" for s in (StageState.DONE, StageState.CACHED, StageState.FAILED, StageState.SKIPPED)
+            f"{report.count(s)} {s}"
+            for s in (StageState.DONE, StageState.CACHED, StageState.FAILED, StageState.SKIPPED)
         )
         colour = "green" if report.ok else "red"
         self.console.print(
@@ -130,11 +135,31 @@ def show_runs(console: Any, db: Any, *, limit: int, pipeline: str | None) -> Non
         console.print("no runs recorded yet")
         return
     t = Table(show_edge=False)
-    for col in ("run", "pipeline", "state", "started", "duration", "stages", "ran", "cached", "failed"):
+    for col in (
+        "run",
+        "pipeline",
+        "state",
+        "started",
+        "duration",
+        "stages",
+        "ran",
+        "cached",
+        "failed",
+    ):
         t.add_column(col)
     for r in rows:
         dur = _fmt_s(r["ended"] - r["started"]) if r["ended"] else ""
-        t.add_row(r["id"], r["pipeline"], r["state"], _when(r["started"]), dur, str(r["n_stages"]), str(r["n_done"]), str(r["n_cached"]), str(r["n_failed"]))
+        t.add_row(
+            r["id"],
+            r["pipeline"],
+            r["state"],
+            _when(r["started"]),
+            dur,
+            str(r["n_stages"]),
+            str(r["n_done"]),
+            str(r["n_cached"]),
+            str(r["n_failed"]),
+        )
     console.print(t)
 
 
@@ -166,8 +191,12 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
     from rich.table import Table
 
     dur = _fmt_s(run["ended"] - run["started"]) if run["ended"] else "(not finished)"
-    console.print(f"[bold]run {run['id']}[/]  pipeline [bold]{run['pipeline']}[/]  state [bold]{run['state']}[/]")
-    console.print(f"  started {_when(run['started'])}  duration {dur}  executor {run['executor']}  host {run['host']}")
+    console.print(
+        f"[bold]run {run['id']}[/]  pipeline [bold]{run['pipeline']}[/]  state [bold]{run['state']}[/]"
+    )
+    console.print(
+        f"  started {_when(run['started'])}  duration {dur}  executor {run['executor']}  host {run['host']}"
+    )
     console.print(f"  spec {run['spec_path']}")
     if params:
         console.print(f"  params {json.dumps(params, default=str)}")
@@ -178,19 +207,31 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
         t.add_column(col)
     for s in stages:
         d = _fmt_s(s["ended"] - s["started"]) if s["ended"] and s["started"] else ""
-        t.add_row(s["stage"], s["type"], s["state"], d, str(s["attempts"] or ""), s["worker"] or "", s["error"] or s["reason"] or "")
+        t.add_row(
+            s["stage"],
+            s["type"],
+            s["state"],
+            d,
+            str(s["attempts"] or ""),
+            s["worker"] or "",
+            s["error"] or s["reason"] or "",
+        )
     console.print(t)
     if outputs:
         t = Table(show_edge=False, title="artifacts", title_justify="left")
         for col in ("stage.port", "kind", "codec", "size", "digest"):
             t.add_column(col)
         for o in outputs:
-            t.add_row(f"{o['stage']}.{o['port']}", o["kind"], o["codec"], str(o["size"]), o["digest"][:16])
+            t.add_row(
+                f"{o['stage']}.{o['port']}", o["kind"], o["codec"], str(o["size"]), o["digest"][:16]
+            )
         console.print(t)
     if lineage:
         console.print("[bold]lineage[/]")
         for e in lineage:
-            console.print(f"  {e['src_stage']}.{e['src_port']} -> {e['dst_stage']}.{e['dst_port']}  ({e['digest'][:16]})")
+            console.print(
+                f"  {e['src_stage']}.{e['src_port']} -> {e['dst_stage']}.{e['dst_port']}  ({e['digest'][:16]})"
+            )
     for s in stages:
         if s["traceback"]:
             console.print(f"[red]traceback of stage '{s['stage']}':[/]")

@@ -82,10 +82,14 @@ class RunReport:
         if outcome is None:
             raise UsageError(f"run {self.run_id} has no stage '{stage}'")
         if not outcome.outputs:
-            raise UsageError(f"stage '{stage}' has no outputs in run {self.run_id} (state: {outcome.state})")
+            raise UsageError(
+                f"stage '{stage}' has no outputs in run {self.run_id} (state: {outcome.state})"
+            )
         if port is None:
             if len(outcome.outputs) != 1:
-                raise UsageError(f"stage '{stage}' has outputs {', '.join(outcome.outputs)}: name one")
+                raise UsageError(
+                    f"stage '{stage}' has outputs {', '.join(outcome.outputs)}: name one"
+                )
             port = next(iter(outcome.outputs))
         return self.store.load(outcome.outputs[port])
 
@@ -153,7 +157,9 @@ def run(
         pipeline = compile_pipeline(loaded, registry)
     store, db = open_store(loaded)
     try:
-        return _run(pipeline, store, db, executor, address, only, from_, force, on_event, on_plan, t0)
+        return _run(
+            pipeline, store, db, executor, address, only, from_, force, on_event, on_plan, t0
+        )
     finally:
         db.close()
 
@@ -172,7 +178,11 @@ def _run(
     t0: float,
 ) -> RunReport:
     loaded = pipeline.loaded
-    ex: Executor = executor if executor is not None and not isinstance(executor, str) else make_executor(loaded, executor, address)
+    ex: Executor = (
+        executor
+        if executor is not None and not isinstance(executor, str)
+        else make_executor(loaded, executor, address)
+    )
     db.mark_interrupted()
     store.clean_tmp()  # files half-written by runs that died (over an hour old: never a live write)
     chosen = select(pipeline, only, from_)
@@ -184,7 +194,9 @@ def _run(
     # With --only/--from, --force applies to the chosen stages; their upstream is reused.
     forced: bool | set[str] = (set(chosen) if chosen is not None else True) if force else False
     with _gc_paused():
-        plan = make_plan(pipeline, store, db.last_stage_runs(pipeline.name), force=forced, include=include)
+        plan = make_plan(
+            pipeline, store, db.last_stage_runs(pipeline.name), force=forced, include=include
+        )
     if chosen is not None:
         for name, sp in plan.stages.items():
             if name in chosen:
@@ -199,7 +211,10 @@ def _run(
         on_plan(plan)
 
     run_id = new_run_id()
-    outcomes = {name: StageOutcome(name, pipeline.stages[name].type, reason=sp.reason) for name, sp in plan.stages.items()}
+    outcomes = {
+        name: StageOutcome(name, pipeline.stages[name].type, reason=sp.reason)
+        for name, sp in plan.stages.items()
+    }
     db.start_run(
         run_id,
         pipeline.name,
@@ -230,12 +245,28 @@ def _run(
             if result.manifest is not None and result.key:
                 store.record_manifest(result.key, result.manifest, duration=result.duration)
             o.key, o.duration, o.attempts = result.key, result.duration, result.attempts
-            o.error, o.traceback, o.worker, o.outputs = result.error, result.traceback, result.worker, dict(result.outputs)
+            o.error, o.traceback, o.worker, o.outputs = (
+                result.error,
+                result.traceback,
+                result.worker,
+                dict(result.outputs),
+            )
             if result.reason:
                 o.reason = result.reason
-            recorder.add(_row(pipeline, plan.stages[name], o, result.inputs, result.started, result.ended))
+            recorder.add(
+                _row(pipeline, plan.stages[name], o, result.inputs, result.started, result.ended)
+            )
         elif state is StageState.RUNNING:
-            recorder.add({"stage": name, "seq": pipeline.position[name], "type": o.type, "state": "running", "reason": o.reason, "started": time.time()})
+            recorder.add(
+                {
+                    "stage": name,
+                    "seq": pipeline.position[name],
+                    "type": o.type,
+                    "state": "running",
+                    "reason": o.reason,
+                    "started": time.time(),
+                }
+            )
         if on_event:
             on_event(name, state, o)
 
@@ -258,7 +289,9 @@ def _run(
     failed = [n for n, o in outcomes.items() if o.state is StageState.FAILED]
     state = RunState.FAILED if failed else RunState.DONE
     db.finish_run(run_id, state, error=f"failed stages: {', '.join(failed)}" if failed else None)
-    return RunReport(run_id, pipeline.name, state, outcomes, store, db.path, time.perf_counter() - t0)
+    return RunReport(
+        run_id, pipeline.name, state, outcomes, store, db.path, time.perf_counter() - t0
+    )
 
 
 @contextlib.contextmanager
@@ -285,7 +318,9 @@ class _Recorder:
     unflushed records.
     """
 
-    def __init__(self, db: MetadataDB, run_id: str, *, max_rows: int = 200, max_age_s: float = 0.25):
+    def __init__(
+        self, db: MetadataDB, run_id: str, *, max_rows: int = 200, max_age_s: float = 0.25
+    ):
         self.db, self.run_id = db, run_id
         self.max_rows, self.max_age_s = max_rows, max_age_s
         #: latest row per stage: a stage that starts and ends within one batch is written once
@@ -381,6 +416,8 @@ def _row(
         "input_digests": {p: r.digest for p, r in inputs.items()},
         "outputs": o.outputs,
         "lineage": {
-            port: (w.source, w.source_port, inputs[port].digest) for port, w in st.inputs.items() if port in inputs
+            port: (w.source, w.source_port, inputs[port].digest)
+            for port, w in st.inputs.items()
+            if port in inputs
         },
     }

@@ -25,7 +25,12 @@ from pipeflow.core import kinds
 from pipeflow.core.stage import Stage, StageContext
 
 
-def write_spec(directory: Path, yaml_text: str, files: Mapping[str, str] | None = None, name: str = "pipeline.yaml") -> Path:
+def write_spec(
+    directory: Path,
+    yaml_text: str,
+    files: Mapping[str, str] | None = None,
+    name: str = "pipeline.yaml",
+) -> Path:
     """Write a spec (dedented) and helper files into ``directory``; returns the spec path."""
     directory.mkdir(parents=True, exist_ok=True)
     for fname, content in (files or {}).items():
@@ -73,17 +78,23 @@ class StageContract:
         config = self._config()
         declared = self.stage_cls.input_ports(config)
         for name in self.sample_inputs:
-            assert name in declared or self.stage_cls.extra_inputs is not None, f"sample input {name!r} is not a port"
+            assert name in declared or self.stage_cls.extra_inputs is not None, (
+                f"sample input {name!r} is not a port"
+            )
         for name, port in declared.items():
             if port.required:
-                assert name in self.sample_inputs, f"required input {name!r} missing from sample_inputs"
+                assert name in self.sample_inputs, (
+                    f"required input {name!r} missing from sample_inputs"
+                )
 
     def test_run_returns_every_declared_output_in_a_storable_form(self, tmp_path: Path) -> None:
         from pipeflow.store.artifacts import ArtifactStore
 
         outputs = self._run(tmp_path)
         declared = self.stage_cls.output_ports(self._config())
-        assert set(outputs) == set(declared), f"outputs {sorted(outputs)} != declared {sorted(declared)}"
+        assert set(outputs) == set(declared), (
+            f"outputs {sorted(outputs)} != declared {sorted(declared)}"
+        )
         store = ArtifactStore(str(tmp_path / "store"))
         for port, value in outputs.items():
             ref = store.save(value, declared[port].kind)
@@ -95,7 +106,9 @@ class StageContract:
         store = ArtifactStore(str(tmp_path / "store"))
         first = {p: store.save(v).digest for p, v in self._run(tmp_path).items()}
         second = {p: store.save(v).digest for p, v in self._run(tmp_path).items()}
-        assert first == second, "the same config and inputs must give byte-identical outputs (the cache relies on it)"
+        assert first == second, (
+            "the same config and inputs must give byte-identical outputs (the cache relies on it)"
+        )
 
     def test_registered_under_its_entry_point(self) -> None:
         if self.entry_point is None:
@@ -139,7 +152,12 @@ class ExecutorContract:
 
         spec = write_spec(tmp_path, self._SPEC, {"steps.py": self._STEPS})
         events: list[tuple[str, str]] = []
-        report = run(spec, executor=self.make_executor(), on_event=lambda n, s, o: events.append((n, str(s))), **kwargs)
+        report = run(
+            spec,
+            executor=self.make_executor(),
+            on_event=lambda n, s, o: events.append((n, str(s))),
+            **kwargs,
+        )
         return report, events
 
     def test_results_flow_in_dependency_order(self, tmp_path: Path) -> None:
@@ -147,7 +165,9 @@ class ExecutorContract:
         assert report.load("sum") == 3
         assert report.load("total") == 5
 
-    def test_a_failure_skips_downstream_and_lets_other_branches_finish(self, tmp_path: Path) -> None:
+    def test_a_failure_skips_downstream_and_lets_other_branches_finish(
+        self, tmp_path: Path
+    ) -> None:
         report, _ = self._run(tmp_path)
         states = {n: str(o.state) for n, o in report.stages.items()}
         assert states["bad"] == "failed" and "boom on purpose" in (report.stages["bad"].error or "")

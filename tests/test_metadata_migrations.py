@@ -17,8 +17,12 @@ def _make_v1(path: Path) -> None:
         conn.execute("DROP INDEX stage_runs_by_stage")
         conn.execute("ALTER TABLE stage_runs DROP COLUMN seq")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
-        conn.execute("INSERT INTO runs (id, pipeline, state, started) VALUES ('r1', 'p', 'done', 1.0)")
-        conn.execute("INSERT INTO stage_runs (run_id, stage, type, state) VALUES ('r1', 'b', 'python', 'done')")
+        conn.execute(
+            "INSERT INTO runs (id, pipeline, state, started) VALUES ('r1', 'p', 'done', 1.0)"
+        )
+        conn.execute(
+            "INSERT INTO stage_runs (run_id, stage, type, state) VALUES ('r1', 'b', 'python', 'done')"
+        )
     conn.close()
 
 
@@ -30,7 +34,9 @@ def test_version_1_database_is_upgraded_and_keeps_its_records(tmp_path: Path) ->
         assert [r["stage"] for r in db.stage_runs("r1")] == ["b"]  # the query uses the new column
         db.record_stages("r1", [{"stage": "a", "type": "python", "state": "done", "seq": 0}])
         assert [r["stage"] for r in db.stage_runs("r1")] == ["a", "b"]
-        assert db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == str(SCHEMA_VERSION)
+        assert db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == str(
+            SCHEMA_VERSION
+        )
         assert db.integrity_check() == "ok"
     finally:
         db.close()

@@ -52,19 +52,32 @@ def test_valid_dags_compile_in_an_order_that_respects_every_edge(spec: dict) -> 
             assert position[src] < position[name]
 
 
-MUTATIONS = ["missing_stage", "cycle", "unknown_key", "bad_type", "unknown_type", "bad_port", "bad_name", "bad_retries"]
+MUTATIONS = [
+    "missing_stage",
+    "cycle",
+    "unknown_key",
+    "bad_type",
+    "unknown_type",
+    "bad_port",
+    "bad_name",
+    "bad_retries",
+]
 
 
 @SETTINGS
 @given(dags(), st.sampled_from(MUTATIONS), st.data())
-def test_broken_specs_raise_spec_error_naming_a_line(spec: dict, mutation: str, data: st.DataObject) -> None:
+def test_broken_specs_raise_spec_error_naming_a_line(
+    spec: dict, mutation: str, data: st.DataObject
+) -> None:
     stages = spec["stages"]
     names = list(stages)
     victim = data.draw(st.sampled_from(names))
     if mutation == "missing_stage":
         stages[victim]["inputs"]["ghost"] = "no_such_stage"
     elif mutation == "cycle":
-        stages[names[0]]["inputs"]["back"] = names[-1]  # last depends (transitively or not) on first
+        stages[names[0]]["inputs"]["back"] = names[
+            -1
+        ]  # last depends (transitively or not) on first
         if len(names) == 1:
             stages[names[0]]["inputs"]["back"] = names[0]
         else:
@@ -79,7 +92,9 @@ def test_broken_specs_raise_spec_error_naming_a_line(spec: dict, mutation: str, 
         if len(names) > 1 and victim != names[0]:
             stages[victim]["inputs"]["x"] = f"{names[0]}.nope"
         else:
-            stages[victim]["inputs"]["x"] = f"{victim}.nope"  # self-reference or missing port: both errors
+            stages[victim]["inputs"]["x"] = (
+                f"{victim}.nope"  # self-reference or missing port: both errors
+            )
     elif mutation == "bad_name":
         stages["Bad Name!"] = stages.pop(victim)
     elif mutation == "bad_retries":
@@ -105,8 +120,16 @@ def test_arbitrary_text_loads_or_raises_spec_error(text: str) -> None:
 
 
 yaml_ish = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=8) | st.sampled_from(["pipeline", "stages", "type", "inputs", "with", "${params.x}", "&a", "*a", "<<"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.text(max_size=8)
+    | st.sampled_from(
+        ["pipeline", "stages", "type", "inputs", "with", "${params.x}", "&a", "*a", "<<"]
+    ),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -121,14 +144,22 @@ def test_arbitrary_yaml_documents_load_or_raise_spec_error(doc: object) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=10),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4)
+    ),
     max_leaves=25,
 )
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.dictionaries(st.text(max_size=6), json_values, max_size=6), st.randoms(use_true_random=False))
+@given(
+    st.dictionaries(st.text(max_size=6), json_values, max_size=6), st.randoms(use_true_random=False)
+)
 def test_digest_json_ignores_key_order(value: dict, rnd) -> None:
     items = list(value.items())
     rnd.shuffle(items)
@@ -139,4 +170,6 @@ def test_digest_json_ignores_key_order(value: dict, rnd) -> None:
 @given(json_values)
 def test_json_values_round_trip_through_the_codecs(value: object) -> None:
     codec, data = codecs.encode(value)
-    assert json.dumps(codecs.decode(codec, data), sort_keys=True) == json.dumps(value, sort_keys=True)
+    assert json.dumps(codecs.decode(codec, data), sort_keys=True) == json.dumps(
+        value, sort_keys=True
+    )

@@ -44,7 +44,12 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _out(spec: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PIPEFLOW, "runs", "output", *args, "--spec", str(spec)], capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [PIPEFLOW, "runs", "output", *args, "--spec", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_json_output_round_trips(project: Path) -> None:
@@ -68,7 +73,11 @@ def test_table_as_text_is_truncated_and_says_its_size(project: Path) -> None:
 
 @pytest.mark.parametrize(
     "target, message",
-    [("rows", "has outputs bad, good: write rows.<port>"), ("rows.ugly", "has no output 'ugly'"), ("nope", "no outputs of stage 'nope'")],
+    [
+        ("rows", "has outputs bad, good: write rows.<port>"),
+        ("rows.ugly", "has no output 'ugly'"),
+        ("nope", "no outputs of stage 'nope'"),
+    ],
 )
 def test_bad_targets_are_usage_errors(project: Path, target: str, message: str) -> None:
     done = _out(project, "latest", target)

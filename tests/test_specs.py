@@ -24,18 +24,30 @@ def test_example_spec_runs_end_to_end_then_is_cached(spec: Path, tmp_path: Path)
     shutil.copytree(spec.parent, project, ignore=shutil.ignore_patterns(".pipeflow", "__pycache__"))
     path = project / "pipeline.yaml"
 
-    check = subprocess.run([PIPEFLOW, "check", str(path)], capture_output=True, text=True, timeout=120)
+    check = subprocess.run(
+        [PIPEFLOW, "check", str(path)], capture_output=True, text=True, timeout=120
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
-    first = subprocess.run([PIPEFLOW, "run", str(path)], capture_output=True, text=True, timeout=600)
+    first = subprocess.run(
+        [PIPEFLOW, "run", str(path)], capture_output=True, text=True, timeout=600
+    )
     assert first.returncode == 0, first.stdout + first.stderr
     assert (project / ".pipeflow" / "pipeflow.db").is_file()
 
-    second = subprocess.run([PIPEFLOW, "run", str(path)], capture_output=True, text=True, timeout=300)
+    second = subprocess.run(
+        [PIPEFLOW, "run", str(path)], capture_output=True, text=True, timeout=300
+    )
     assert second.returncode == 0, second.stdout + second.stderr
     assert " 0 done" in second.stdout and " 0 failed" in second.stdout, second.stdout
 
-    shown = subprocess.run([PIPEFLOW, "runs", "show", "latest", "--json"], capture_output=True, text=True, timeout=60, cwd=project)
+    shown = subprocess.run(
+        [PIPEFLOW, "runs", "show", "latest", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=project,
+    )
     assert shown.returncode == 0, shown.stderr
     stages = json.loads(shown.stdout)["stages"]
     assert stages and all(s["state"] == "cached" for s in stages), stages
@@ -45,8 +57,14 @@ def test_claims_example_separates_clean_and_rejected_claims(tmp_path: Path) -> N
     import pipeflow
 
     project = tmp_path / "claims"
-    shutil.copytree(SPECS[0].parents[1] / "claims", project, ignore=shutil.ignore_patterns(".pipeflow", "__pycache__"))
-    report = pipeflow.run(project / "pipeline.yaml", overrides={"params.n_claims": 800}, executor="sync")
+    shutil.copytree(
+        SPECS[0].parents[1] / "claims",
+        project,
+        ignore=shutil.ignore_patterns(".pipeflow", "__pycache__"),
+    )
+    report = pipeflow.run(
+        project / "pipeline.yaml", overrides={"params.n_claims": 800}, executor="sync"
+    )
     assert str(report.state) == "done"
     clean, rejected = report.load("cleaned", "clean"), report.load("cleaned", "rejected")
     summary = report.load("report")
@@ -55,5 +73,12 @@ def test_claims_example_separates_clean_and_rejected_claims(tmp_path: Path) -> N
     assert rejected["reason"].str.len().gt(0).all()
     assert clean["claim_id"].is_unique
     assert clean["amount"].between(0, 250000, inclusive="right").all()
-    assert set(clean["category"]) <= {"collision", "theft", "water_damage", "fire", "liability", "medical"}
+    assert set(clean["category"]) <= {
+        "collision",
+        "theft",
+        "water_damage",
+        "fire",
+        "liability",
+        "medical",
+    }
     assert sum(r["claims"] for r in summary["by_category"]) == len(clean)

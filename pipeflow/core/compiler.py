@@ -106,15 +106,21 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
         try:
             cls = registry.get(st.type)
         except UnknownStageType as err:
-            problems.append(Problem(str(err), source.where((*path, "type")), stage=name, field="type"))
+            problems.append(
+                Problem(str(err), source.where((*path, "type")), stage=name, field="type")
+            )
             continue
         except StageTypeLoadError as err:
-            problems.append(Problem(str(err), source.where((*path, "type")), stage=name, field="type"))
+            problems.append(
+                Problem(str(err), source.where((*path, "type")), stage=name, field="type")
+            )
             continue
         try:
             config = cls.Config.model_validate(st.with_)
         except ValidationError as err:
-            problems.extend(validation_problems(err, source, (*path, "with"), cls.Config, stage=name))
+            problems.extend(
+                validation_problems(err, source, (*path, "with"), cls.Config, stage=name)
+            )
             continue
         partial[name] = (cls, config, st)
         out_ports_of[name] = dict(cls.output_ports(config))
@@ -134,16 +140,35 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 hint = _did_you_mean(port, list(in_ports))
                 known = ", ".join(in_ports) or "none"
                 problems.append(
-                    Problem(f"stage type '{st.type}' has no input port '{port}'{hint} (its inputs: {known})", source.where(("stages", name, "inputs", port), key=True), name, field_name)
+                    Problem(
+                        f"stage type '{st.type}' has no input port '{port}'{hint} (its inputs: {known})",
+                        source.where(("stages", name, "inputs", port), key=True),
+                        name,
+                        field_name,
+                    )
                 )
                 continue
             src, _, src_port = ref.partition(".")
             if src not in spec.stages:
                 hint = _did_you_mean(src, list(spec.stages))
-                problems.append(Problem(f"input refers to stage '{src}', which does not exist{hint}", where, name, field_name))
+                problems.append(
+                    Problem(
+                        f"input refers to stage '{src}', which does not exist{hint}",
+                        where,
+                        name,
+                        field_name,
+                    )
+                )
                 continue
             if src == name:
-                problems.append(Problem(f"stage '{name}' cannot take its own output as input (cycle: {name} -> {name})", where, name, field_name))
+                problems.append(
+                    Problem(
+                        f"stage '{name}' cannot take its own output as input (cycle: {name} -> {name})",
+                        where,
+                        name,
+                        field_name,
+                    )
+                )
                 continue
             if src not in partial:
                 continue  # that stage already has its own error; don't pile on
@@ -152,14 +177,24 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 default = default_of[src]
                 if default is None:
                     problems.append(
-                        Problem(f"stage '{src}' has several outputs ({', '.join(out_ports)}): write '{src}.<port>'", where, name, field_name)
+                        Problem(
+                            f"stage '{src}' has several outputs ({', '.join(out_ports)}): write '{src}.<port>'",
+                            where,
+                            name,
+                            field_name,
+                        )
                     )
                     continue
                 src_port = default
             if src_port not in out_ports:
                 hint = _did_you_mean(src_port, list(out_ports))
                 problems.append(
-                    Problem(f"stage '{src}' has no output port '{src_port}'{hint} (its outputs: {', '.join(out_ports) or 'none'})", where, name, field_name)
+                    Problem(
+                        f"stage '{src}' has no output port '{src_port}'{hint} (its outputs: {', '.join(out_ports) or 'none'})",
+                        where,
+                        name,
+                        field_name,
+                    )
                 )
                 continue
             produced = out_ports[src_port].kind
@@ -187,13 +222,22 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                         "inputs",
                     )
                 )
-        compiled[name] = CompiledStage(name, st.type, cls, config, st, wires, in_ports, out_ports_of[name])
+        compiled[name] = CompiledStage(
+            name, st.type, cls, config, st, wires, in_ports, out_ports_of[name]
+        )
 
     cycle = _cycle(graph)
     if cycle:
         chain = " -> ".join([*cycle, cycle[0]])
         first = cycle[0]
-        problems.append(Problem(f"cycle between stages: {chain}", source.where(("stages", first, "inputs")), first, "inputs"))
+        problems.append(
+            Problem(
+                f"cycle between stages: {chain}",
+                source.where(("stages", first, "inputs")),
+                first,
+                "inputs",
+            )
+        )
 
     if problems:
         raise GraphError(_dedupe(problems))
@@ -224,7 +268,12 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
     def position(p: Problem) -> tuple:
         loc = p.location
-        return (loc is None, getattr(loc, "file", ""), getattr(loc, "line", None) or 0, getattr(loc, "column", None) or 0)
+        return (
+            loc is None,
+            getattr(loc, "file", ""),
+            getattr(loc, "line", None) or 0,
+            getattr(loc, "column", None) or 0,
+        )
 
     return sorted(out, key=position)
 
@@ -259,4 +308,12 @@ def _type_name(tp: Any) -> str:
     return text.replace("typing.", "")
 
 
-__all__ = ["CompiledStage", "Pipeline", "SpecError", "Wire", "check", "compile_pipeline", "describe_type"]
+__all__ = [
+    "CompiledStage",
+    "Pipeline",
+    "SpecError",
+    "Wire",
+    "check",
+    "compile_pipeline",
+    "describe_type",
+]

@@ -18,7 +18,15 @@ def digest_json(value: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def stage_key(type_name: str, version: str, config_digest: str, code_digest: str, inputs: Mapping[str, str]) -> str:
+def stage_key(
+    type_name: str, version: str, config_digest: str, code_digest: str, inputs: Mapping[str, str]
+) -> str:
     return digest_json(
-        {"type": type_name, "version": version, "config": config_digest, "code": code_digest, "inputs": dict(inputs)}
+        {
+            "type": type_name,
+            "version": version,
+            "config": config_digest,
+            "code": code_digest,
+            "inputs": dict(inputs),
+        }
     )

@@ -76,7 +76,11 @@ def make_plan(
         code_digest = st.cls.fingerprint(st.config, base_dir)
         plan = StagePlan(name, "run", "", config, config_digest, code_digest)
         plans[name] = plan
-        waiting = [w.source for w in st.inputs.values() if plans.get(w.source) is None or plans[w.source].action != "cached"]
+        waiting = [
+            w.source
+            for w in st.inputs.values()
+            if plans.get(w.source) is None or plans[w.source].action != "cached"
+        ]
         if force is True or (isinstance(force, set) and name in force):
             plan.reason = "forced (--force)"
             plan.forced = True
@@ -89,7 +93,13 @@ def make_plan(
             continue
         inputs = {port: plans[w.source].outputs[w.source_port] for port, w in st.inputs.items()}
         plan.inputs = inputs
-        plan.key = stage_key(st.type, st.cls.version, config_digest, code_digest, {p: r.digest for p, r in inputs.items()})
+        plan.key = stage_key(
+            st.type,
+            st.cls.version,
+            config_digest,
+            code_digest,
+            {p: r.digest for p, r in inputs.items()},
+        )
         manifest = store.read_manifest(plan.key)
         if manifest is not None:
             plan.action = "cached"
@@ -104,7 +114,11 @@ def make_plan(
 def _why(plan: StagePlan, last: Any) -> str:
     if last is None:
         return "first run of this stage"
-    if last["state"] == "failed" and last["config_digest"] == plan.config_digest and last["code_digest"] == plan.code_digest:
+    if (
+        last["state"] == "failed"
+        and last["config_digest"] == plan.config_digest
+        and last["code_digest"] == plan.code_digest
+    ):
         return "previous attempt failed"
     if last["config_digest"] != plan.config_digest:
         try:

@@ -33,7 +33,9 @@ class UnknownStageType(PipeflowError, LookupError):
         self.installed = installed
         close = difflib.get_close_matches(name, installed, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        super().__init__(f"unknown stage type '{name}'; {hint}installed types: {', '.join(installed) or 'none'}")
+        super().__init__(
+            f"unknown stage type '{name}'; {hint}installed types: {', '.join(installed) or 'none'}"
+        )
 
 
 class StageTypeLoadError(PipeflowError):
@@ -53,7 +55,9 @@ def _entry_points() -> dict[str, metadata.EntryPoint]:
 class StageRegistry:
     """Maps stage-type names to classes; loads each entry point on first use only."""
 
-    def __init__(self, extra: Mapping[str, type[Stage] | str] | None = None, *, entry_points: bool = True):
+    def __init__(
+        self, extra: Mapping[str, type[Stage] | str] | None = None, *, entry_points: bool = True
+    ):
         self._extra = dict(extra or {})
         self._use_entry_points = entry_points
         self._loaded: dict[str, type[Stage]] = {}
@@ -88,7 +92,9 @@ class StageRegistry:
             raise UnknownStageType(name, self.names())
         cls = _import(name, target) if isinstance(target, str) else target
         if not (isinstance(cls, type) and issubclass(cls, Stage)):
-            raise StageTypeLoadError(f"stage type '{name}' ({target}) is not a subclass of pipeflow.Stage")
+            raise StageTypeLoadError(
+                f"stage type '{name}' ({target}) is not a subclass of pipeflow.Stage"
+            )
         self._loaded[name] = cls
         return cls
 
@@ -100,7 +106,9 @@ def _import(name: str, path: str) -> type:
         for part in attr.split(".") if attr else []:
             obj = getattr(obj, part)
     except Exception as err:  # a broken plugin must not look like a broken spec
-        raise StageTypeLoadError(f"stage type '{name}' could not be loaded from {path}: {type(err).__name__}: {err}") from err
+        raise StageTypeLoadError(
+            f"stage type '{name}' could not be loaded from {path}: {type(err).__name__}: {err}"
+        ) from err
     return obj  # type: ignore[return-value]
 
 

@@ -25,7 +25,10 @@ def _text(p: Pipeline) -> str:
     lines = [f"pipeline {p.name}: {len(p.stages)} stages"]
     for name in p.order:
         st = p.stages[name]
-        ins = ", ".join(f"{port} <- {w.source}.{w.source_port} [{w.kind}]" for port, w in sorted(st.inputs.items()))
+        ins = ", ".join(
+            f"{port} <- {w.source}.{w.source_port} [{w.kind}]"
+            for port, w in sorted(st.inputs.items())
+        )
         outs = ", ".join(f"{port} [{o.kind}]" for port, o in st.output_ports.items())
         lines.append(f"  {_label(p, name)}")
         if ins:

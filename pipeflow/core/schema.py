@@ -20,7 +20,11 @@ def spec_schema(registry: StageRegistry | None = None) -> dict[str, Any]:
     defs = schema.setdefault("$defs", {})
     stage = defs["StageSpec"]
     names = registry.names()
-    stage["properties"]["type"] = {"type": "string", "enum": names, "description": "stage type (installed types)"}
+    stage["properties"]["type"] = {
+        "type": "string",
+        "enum": names,
+        "description": "stage type (installed types)",
+    }
     branches = []
     for name in names:
         try:
@@ -31,7 +35,10 @@ def spec_schema(registry: StageRegistry | None = None) -> dict[str, Any]:
         for key, sub in cfg.pop("$defs", {}).items():
             defs.setdefault(key, sub)
         branches.append(
-            {"if": {"properties": {"type": {"const": name}}, "required": ["type"]}, "then": {"properties": {"with": cfg}}}
+            {
+                "if": {"properties": {"type": {"const": name}}, "required": ["type"]},
+                "then": {"properties": {"with": cfg}},
+            }
         )
     if branches:
         stage["allOf"] = branches

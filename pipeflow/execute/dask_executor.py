@@ -34,7 +34,9 @@ class Executor(Protocol):
 
     name: str
 
-    def execute(self, tasks: Sequence[StageTask], on_event: EventHandler) -> dict[str, StageResult]: ...
+    def execute(
+        self, tasks: Sequence[StageTask], on_event: EventHandler
+    ) -> dict[str, StageResult]: ...
 
 
 class DaskExecutor:
@@ -50,9 +52,13 @@ class DaskExecutor:
         if kind not in KINDS:
             raise UsageError(f"unknown executor {kind!r}; expected one of: {', '.join(KINDS)}")
         if address and kind != "distributed":
-            raise UsageError(f"--address only applies to the distributed executor (got executor {kind!r})")
+            raise UsageError(
+                f"--address only applies to the distributed executor (got executor {kind!r})"
+            )
         self.kind = kind
-        self.address = address or (os.environ.get("PIPEFLOW_DASK_ADDRESS") if kind == "distributed" else None)
+        self.address = address or (
+            os.environ.get("PIPEFLOW_DASK_ADDRESS") if kind == "distributed" else None
+        )
         self.workers = workers
         self.threads_per_worker = threads_per_worker
         self._client = client
@@ -81,7 +87,9 @@ class DaskExecutor:
             def _pretask(self, key: Any, dsk: Any, state: Any) -> None:
                 on_event(key, StageState.RUNNING, None)
 
-            def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+            def _posttask(
+                self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any
+            ) -> None:
                 on_event(key, result.state, result)
 
         callbacks = [_Events()._callback]
@@ -100,7 +108,9 @@ class DaskExecutor:
         return dict(zip(keys, values, strict=True))
 
     # -- distributed -------------------------------------------------------------------------
-    def _distributed(self, tasks: Sequence[StageTask], on_event: EventHandler) -> dict[str, StageResult]:
+    def _distributed(
+        self, tasks: Sequence[StageTask], on_event: EventHandler
+    ) -> dict[str, StageResult]:
         if self._client is not None:
             return self._submit(self._client, tasks, on_event)
         from distributed import Client, LocalCluster
@@ -109,27 +119,38 @@ class DaskExecutor:
             try:
                 client = Client(self.address, timeout="10s")
             except (OSError, TimeoutError) as err:
-                raise UsageError(f"cannot connect to Dask scheduler at {self.address}: {err}") from None
+                raise UsageError(
+                    f"cannot connect to Dask scheduler at {self.address}: {err}"
+                ) from None
             with client:
                 return self._submit(client, tasks, on_event)
-        with LocalCluster(
-            n_workers=self.workers or 2,
-            threads_per_worker=self.threads_per_worker or 1,
-            processes=True,
-            dashboard_address=":0",  # None still binds 8787; a random port never collides
-        ) as cluster, Client(cluster) as client:
+        with (
+            LocalCluster(
+                n_workers=self.workers or 2,
+                threads_per_worker=self.threads_per_worker or 1,
+                processes=True,
+                dashboard_address=":0",  # None still binds 8787; a random port never collides
+            ) as cluster,
+            Client(cluster) as client,
+        ):
             return self._submit(client, tasks, on_event)
 
-    def _submit(self, client: Any, tasks: Sequence[StageTask], on_event: EventHandler) -> dict[str, StageResult]:
+    def _submit(
+        self, client: Any, tasks: Sequence[StageTask], on_event: EventHandler
+    ) -> dict[str, StageResult]:
         from distributed import as_completed
 
-        offered = [w.get("resources", {}) for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+        offered = [
+            w.get("resources", {}) for w in client.scheduler_info(n_workers=-1)["workers"].values()
+        ]
         results: dict[str, StageResult] = {}
         futures: dict[Any, str] = {}
         by_name: dict[str, Any] = {}
         run_id = tasks[0].run_id
         for t in tasks:
-            if t.resources and not any(all(res.get(k, 0) >= v for k, v in t.resources.items()) for res in offered):
+            if t.resources and not any(
+                all(res.get(k, 0) >= v for k, v in t.resources.items()) for res in offered
+            ):
                 have = "; ".join(f"{r}" for r in offered if r) or "no resources"
                 res = StageResult(
                     t.name,
@@ -140,7 +161,11 @@ class DaskExecutor:
                 on_event(t.name, res.state, res)
                 continue
             if any(u in results for u in t.upstream):
-                res = StageResult(t.name, StageState.SKIPPED, reason=f"upstream stage '{next(u for u in t.upstream if u in results)}' failed")
+                res = StageResult(
+                    t.name,
+                    StageState.SKIPPED,
+                    reason=f"upstream stage '{next(u for u in t.upstream if u in results)}' failed",
+                )
                 results[t.name] = res
                 on_event(t.name, res.state, res)
                 continue
@@ -167,7 +192,11 @@ class DaskExecutor:
             name = futures[fut]
             if fut.status != "finished" or not isinstance(res, StageResult):
                 # the worker died (KilledWorker) or the task could not run
-                errored[name] = res if isinstance(res, BaseException) else RuntimeError(f"task ended as {fut.status}")
+                errored[name] = (
+                    res
+                    if isinstance(res, BaseException)
+                    else RuntimeError(f"task ended as {fut.status}")
+                )
                 continue
             results[name] = res
             on_event(name, res.state, res)
@@ -181,10 +210,14 @@ class DaskExecutor:
                 continue
             failed_up = [u for u in t.upstream if u in results and not results[u].state.ok]
             if failed_up:
-                res = StageResult(t.name, StageState.SKIPPED, reason=f"upstream stage '{failed_up[0]}' failed")
+                res = StageResult(
+                    t.name, StageState.SKIPPED, reason=f"upstream stage '{failed_up[0]}' failed"
+                )
             else:
                 err = errored[t.name]
-                res = StageResult(t.name, StageState.FAILED, error=f"{type(err).__name__}: {err}", worker=None)
+                res = StageResult(
+                    t.name, StageState.FAILED, error=f"{type(err).__name__}: {err}", worker=None
+                )
             results[t.name] = res
             on_event(t.name, res.state, res)
         return results

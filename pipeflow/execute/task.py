@@ -63,7 +63,9 @@ class StageTask:
     @property
     def upstream(self) -> list[str]:
         """Stages whose results must be passed positionally to :func:`run_stage`, in order."""
-        return sorted({src for port, (src, _) in self.inputs.items() if port not in self.known_inputs})
+        return sorted(
+            {src for port, (src, _) in self.inputs.items() if port not in self.known_inputs}
+        )
 
 
 @dataclass
@@ -137,7 +139,13 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
             refs[port] = task.known_inputs[port]
         else:
             refs[port] = by_name[src].outputs[src_port]
-    key = stage_key(task.type_name, task.cls.version, task.config_digest, task.code_digest, {p: r.digest for p, r in refs.items()})
+    key = stage_key(
+        task.type_name,
+        task.cls.version,
+        task.config_digest,
+        task.code_digest,
+        {p: r.digest for p, r in refs.items()},
+    )
     result = StageResult(task.name, StageState.RUNNING, key=key, inputs=refs, worker=worker_name())
     try:
         store = task.store.open()
@@ -184,7 +192,9 @@ class StageTimeout(Exception):
     pass
 
 
-def _call(task: StageTask, refs: dict[str, ArtifactRef], store: Any, attempt: int) -> Mapping[str, Any]:
+def _call(
+    task: StageTask, refs: dict[str, ArtifactRef], store: Any, attempt: int
+) -> Mapping[str, Any]:
     inputs = {port: store.load(ref) for port, ref in refs.items()}
     ctx = StageContext(
         run_id=task.run_id,
@@ -222,7 +232,9 @@ def _call(task: StageTask, refs: dict[str, ArtifactRef], store: Any, attempt: in
 
 def _save_outputs(task: StageTask, values: Any, store: Any) -> dict[str, ArtifactRef]:
     if not isinstance(values, Mapping):
-        raise TypeError(f"stage type '{task.type_name}' returned {type(values).__name__}, expected a mapping of output ports")
+        raise TypeError(
+            f"stage type '{task.type_name}' returned {type(values).__name__}, expected a mapping of output ports"
+        )
     missing = set(task.output_kinds) - set(values)
     extra = set(values) - set(task.output_kinds)
     if missing or extra:
@@ -248,6 +260,10 @@ def _failed(result: StageResult, err: BaseException, attempts: int) -> StageResu
     if result.started is None:
         result.started = result.ended
     message = str(err) or type(err).__name__
-    result.error = message if isinstance(err, StageTimeout | UnsupportedOutput) else f"{type(err).__name__}: {message}"
+    result.error = (
+        message
+        if isinstance(err, StageTimeout | UnsupportedOutput)
+        else f"{type(err).__name__}: {message}"
+    )
     result.traceback = "".join(traceback.format_exception(err))
     return result

@@ -71,7 +71,9 @@ def load(path: str | os.PathLike[str], overrides: Overrides = ()) -> LoadedSpec:
     except IsADirectoryError:
         raise SpecError(f"expected a YAML file, got a directory: {p}", Location(str(p))) from None
     except UnicodeDecodeError as err:
-        raise SpecError(f"spec is not UTF-8 text ({err.reason} at byte {err.start})", Location(str(p))) from None
+        raise SpecError(
+            f"spec is not UTF-8 text ({err.reason} at byte {err.start})", Location(str(p))
+        ) from None
     except OSError as err:
         raise SpecError(f"cannot read spec: {err.strerror}", Location(str(p))) from None
     return loads(text, str(p), overrides)
@@ -99,7 +101,12 @@ def loads(text: str, file: str = "<spec>", overrides: Overrides = ()) -> LoadedS
         spec = PipelineSpec.model_validate(data)
     except ValidationError as err:
         raise SpecError(validation_problems(err, source, (), PipelineSpec)) from None
-    return LoadedSpec(spec, source, Path(file).resolve() if file != "<spec>" else Path.cwd() / file, tuple(overrides))
+    return LoadedSpec(
+        spec,
+        source,
+        Path(file).resolve() if file != "<spec>" else Path.cwd() / file,
+        tuple(overrides),
+    )
 
 
 # ----------------------------------------------------------------------------- overrides
@@ -153,7 +160,11 @@ def _apply_override(data: dict, source: Source, item: str) -> None:
 
 def _interpolate_document(data: dict, source: Source) -> dict:
     params_raw = data.get("params", {})
-    params = _interpolate(params_raw, ("params",), source, None) if isinstance(params_raw, dict) else params_raw
+    params = (
+        _interpolate(params_raw, ("params",), source, None)
+        if isinstance(params_raw, dict)
+        else params_raw
+    )
     out = {}
     for key, value in data.items():
         out[key] = params if key == "params" else _interpolate(value, (key,), source, params)
@@ -191,10 +202,22 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
             return os.environ[name]
         if ":-" in expr:
             return default
-        raise SpecError(Problem(f"environment variable '{name}' is not set (write ${{env:{name}:-default}} for a default)", loc, field=field))
+        raise SpecError(
+            Problem(
+                f"environment variable '{name}' is not set (write ${{env:{name}:-default}} for a default)",
+                loc,
+                field=field,
+            )
+        )
     if expr.startswith("params."):
         if params is None:
-            raise SpecError(Problem("params cannot refer to other params; use literal values or ${env:...}", loc, field=field))
+            raise SpecError(
+                Problem(
+                    "params cannot refer to other params; use literal values or ${env:...}",
+                    loc,
+                    field=field,
+                )
+            )
         current: Any = params
         walked = []
         for part in expr[len("params.") :].split("."):
@@ -202,18 +225,37 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
             if not isinstance(current, dict) or part not in current:
                 options = sorted(current) if isinstance(current, dict) else []
                 hint = _did_you_mean(part, options)
-                known = f"; params defined: {', '.join(options)}" if options else "; no params are defined"
-                raise SpecError(Problem(f"unknown param 'params.{'.'.join(walked)}'{hint}{known}", loc, field=field))
+                known = (
+                    f"; params defined: {', '.join(options)}"
+                    if options
+                    else "; no params are defined"
+                )
+                raise SpecError(
+                    Problem(
+                        f"unknown param 'params.{'.'.join(walked)}'{hint}{known}", loc, field=field
+                    )
+                )
             current = current[part]
         return current
-    raise SpecError(Problem(f"cannot interpolate '${{{expr}}}': expected ${{params.NAME}} or ${{env:NAME}}", loc, field=field))
+    raise SpecError(
+        Problem(
+            f"cannot interpolate '${{{expr}}}': expected ${{params.NAME}} or ${{env:NAME}}",
+            loc,
+            field=field,
+        )
+    )
 
 
 # ----------------------------------------------------------------------------- errors
 
 
 def validation_problems(
-    err: ValidationError, source: Source, prefix: tuple, model: type[BaseModel], *, stage: str | None = None
+    err: ValidationError,
+    source: Source,
+    prefix: tuple,
+    model: type[BaseModel],
+    *,
+    stage: str | None = None,
 ) -> list[Problem]:
     """Turn a pydantic ValidationError into positioned, human problems."""
     problems = []
@@ -283,9 +325,15 @@ def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
 
 
 def _kind(value: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(type(value), type(value).__name__)
+    return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _show(value: Any) -> str:
-    text = repr(value) if not isinstance(value, dict | list) else f"{_kind(value)} {json.dumps(value, default=str)}"
+    text = (
+        repr(value)
+        if not isinstance(value, dict | list)
+        else f"{_kind(value)} {json.dumps(value, default=str)}"
+    )
     return text if len(text) <= 80 else text[:77] + "..."

@@ -30,17 +30,26 @@ class ExecutorSpec(_Strict):
 
     kind: ExecutorKind = "threads"
     address: str | None = Field(
-        None, description="Scheduler address for kind=distributed (else env PIPEFLOW_DASK_ADDRESS; none = LocalCluster)"
+        None,
+        description="Scheduler address for kind=distributed (else env PIPEFLOW_DASK_ADDRESS; none = LocalCluster)",
     )
-    workers: int | None = Field(None, ge=1, description="Worker count for threads/processes or a LocalCluster")
-    threads_per_worker: int | None = Field(None, ge=1, description="Threads per LocalCluster worker")
+    workers: int | None = Field(
+        None, ge=1, description="Worker count for threads/processes or a LocalCluster"
+    )
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="Threads per LocalCluster worker"
+    )
 
 
 class StoreSpec(_Strict):
     """Where artifacts (any fsspec URL) and run metadata (SQLite) live."""
 
-    root: str | None = Field(None, description="fsspec URL or path; default .pipeflow/ beside the spec")
-    metadata: str | None = Field(None, description="sqlite:///path; default <spec dir>/.pipeflow/pipeflow.db")
+    root: str | None = Field(
+        None, description="fsspec URL or path; default .pipeflow/ beside the spec"
+    )
+    metadata: str | None = Field(
+        None, description="sqlite:///path; default <spec dir>/.pipeflow/pipeflow.db"
+    )
     storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec")
 
 
@@ -60,10 +69,16 @@ class StageSpec(_Strict):
     inputs: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+$")], InputRef] = Field(
         default_factory=dict, description="input port -> 'stage' or 'stage.port'"
     )
-    with_: dict[str, Any] = Field(default_factory=dict, alias="with", description="the stage type's config")
-    resources: dict[str, float] = Field(default_factory=dict, description="Dask worker resources, e.g. {GPU: 1}")
+    with_: dict[str, Any] = Field(
+        default_factory=dict, alias="with", description="the stage type's config"
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict, description="Dask worker resources, e.g. {GPU: 1}"
+    )
     retries: int = Field(0, ge=0, le=100, description="extra attempts after a failure")
-    timeout_s: float | None = Field(None, gt=0, description="fail the attempt after this many seconds")
+    timeout_s: float | None = Field(
+        None, gt=0, description="fail the attempt after this many seconds"
+    )
     cache: bool = Field(True, description="false: always re-run this stage")
 
 

@@ -48,6 +48,7 @@ class _BaseLoader(_Parser):  # type: ignore[misc,valid-type]
             _resolved[memo_key] = tag
         return tag
 
+
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
 
@@ -111,7 +112,9 @@ class _Walker:
         if cls is yaml.ScalarNode:
             return self._scalar(node)
         if id(node) in active:
-            raise SpecError("recursive alias: a value contains itself", _loc(self.file, node.start_mark))
+            raise SpecError(
+                "recursive alias: a value contains itself", _loc(self.file, node.start_mark)
+            )
         if cls is yaml.MappingNode:
             return self._mapping(node, path, depth, active | {id(node)})
         self._check_tag(node, "tag:yaml.org,2002:seq")
@@ -139,13 +142,17 @@ class _Walker:
                 _loc(self.file, node.start_mark),
             ) from None
 
-    def _mapping(self, node: yaml.MappingNode, path: Path, depth: int, active: frozenset[int]) -> dict:
+    def _mapping(
+        self, node: yaml.MappingNode, path: Path, depth: int, active: frozenset[int]
+    ) -> dict:
         self._check_tag(node, "tag:yaml.org,2002:map")
         seen: dict[str, Any] = {}
         merges = False
         for key_node, _ in node.value:
             if type(key_node) is not yaml.ScalarNode:
-                raise SpecError("mapping keys must be plain strings", _loc(self.file, key_node.start_mark))
+                raise SpecError(
+                    "mapping keys must be plain strings", _loc(self.file, key_node.start_mark)
+                )
             if key_node.tag == _MERGE:
                 merges = True
                 continue
@@ -164,14 +171,18 @@ class _Walker:
             try:
                 self.loader.flatten_mapping(node)  # resolves `<<` merges; merged keys come first
             except yaml.constructor.ConstructorError as err:
-                raise SpecError(f"invalid merge key: {err.problem}", _loc(self.file, node.start_mark)) from None
+                raise SpecError(
+                    f"invalid merge key: {err.problem}", _loc(self.file, node.start_mark)
+                ) from None
         result: dict[str, Any] = {}
         keys, values = self.source.keys, self.source.values
         depth += 1
         for key_node, value_node in node.value:
             key = key_node.value
             if not isinstance(key, str):
-                raise SpecError("mapping keys must be plain strings", _loc(self.file, key_node.start_mark))
+                raise SpecError(
+                    "mapping keys must be plain strings", _loc(self.file, key_node.start_mark)
+                )
             child = (*path, key)
             km, vm = key_node.start_mark, value_node.start_mark
             keys[child] = (km.line + 1, km.column + 1)
@@ -195,18 +206,27 @@ def parse(text: str, file: str) -> Source:
             what = err.problem or "invalid YAML"
             if err.context:
                 what = f"{what} ({err.context})"
-            raise SpecError(f"invalid YAML: {what}", _loc(file, mark) if mark else Location(file)) from None
+            raise SpecError(
+                f"invalid YAML: {what}", _loc(file, mark) if mark else Location(file)
+            ) from None
         except yaml.YAMLError as err:
             raise SpecError(f"invalid YAML: {err}", Location(file)) from None
         except RecursionError:
-            raise SpecError(f"nesting deeper than {MAX_DEPTH} levels is not supported", Location(file)) from None
+            raise SpecError(
+                f"nesting deeper than {MAX_DEPTH} levels is not supported", Location(file)
+            ) from None
         if node is None:
-            raise SpecError("the file is empty: expected a mapping with 'pipeline' and 'stages'", Location(file, 1, 1))
+            raise SpecError(
+                "the file is empty: expected a mapping with 'pipeline' and 'stages'",
+                Location(file, 1, 1),
+            )
         walker = _Walker(file, loader)
         try:
             data = walker.walk(node, (), 0, frozenset())
         except RecursionError:
-            raise SpecError(f"nesting deeper than {MAX_DEPTH} levels is not supported", Location(file)) from None
+            raise SpecError(
+                f"nesting deeper than {MAX_DEPTH} levels is not supported", Location(file)
+            ) from None
         walker.source.data = data
         return walker.source
     finally:

@@ -50,7 +50,9 @@ class PythonConfig(BaseModel):
     outputs: list[str] | dict[str, str] = Field(
         default_factory=lambda: ["out"], description="output port names, or name -> kind"
     )
-    input_kinds: dict[str, str] = Field(default_factory=dict, description="input port -> kind, checked at compile time")
+    input_kinds: dict[str, str] = Field(
+        default_factory=dict, description="input port -> kind, checked at compile time"
+    )
 
     @field_validator("outputs")
     @classmethod
@@ -66,7 +68,9 @@ class PythonConfig(BaseModel):
         if isinstance(value, dict):
             for n, k in value.items():
                 if not kinds.is_valid(k):
-                    raise ValueError(f"output '{n}': {k!r} is not a kind (e.g. table, model, model[classifier], any)")
+                    raise ValueError(
+                        f"output '{n}': {k!r} is not a kind (e.g. table, model, model[classifier], any)"
+                    )
         return value
 
     @field_validator("input_kinds")
@@ -156,7 +160,11 @@ def _module_file(module_name: str, base_dir: Path) -> Path | None:
     if (base_dir / top).exists() or (base_dir / f"{top}.py").exists():
         return None
     try:
-        spec = importlib.util.find_spec(module_name) if "." not in module_name else importlib.util.find_spec(top)
+        spec = (
+            importlib.util.find_spec(module_name)
+            if "." not in module_name
+            else importlib.util.find_spec(top)
+        )
     except (ImportError, ValueError):
         return None
     if spec is not None and spec.origin and spec.origin not in ("built-in", "frozen"):

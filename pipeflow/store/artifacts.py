@@ -57,7 +57,12 @@ class ArtifactRef:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ArtifactRef:
-        return cls(str(data["digest"]), str(data["codec"]), str(data.get("kind", "any")), int(data.get("size", 0)))
+        return cls(
+            str(data["digest"]),
+            str(data["codec"]),
+            str(data.get("kind", "any")),
+            int(data.get("size", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,9 @@ class ArtifactStore:
         except (ImportError, ValueError) as err:
             raise StoreError(f"cannot open store {root!r}: {err}") from None
         self.root = self.root.rstrip("/") or "/"
-        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self._local = "file" in (
+            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        )
         self._dirs: set[str] = set()
         # manifests waiting to be written as one batch file, and the index of batch files read
         self._lock = threading.RLock()
@@ -119,7 +126,11 @@ class ArtifactStore:
 
     # -- paths ---------------------------------------------------------------------------
     def _join(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts) if not self._local else os.path.join(self.root, *parts)
+        return (
+            posixpath.join(self.root, *parts)
+            if not self._local
+            else os.path.join(self.root, *parts)
+        )
 
     def object_path(self, digest: str) -> str:
         if not _is_hex_digest(digest):
@@ -226,7 +237,9 @@ class ArtifactStore:
         if data is None:
             raise StoreError(f"artifact {digest[:12]} is missing from the store ({path})")
         if hashlib.sha256(data).hexdigest() != digest:
-            raise StoreError(f"artifact {digest[:12]} is corrupt: its content does not match its hash ({path})")
+            raise StoreError(
+                f"artifact {digest[:12]} is corrupt: its content does not match its hash ({path})"
+            )
         return data
 
     def has(self, digest: str) -> bool:
@@ -251,7 +264,9 @@ class ArtifactStore:
         """Write one manifest now, as its own file."""
         self._write_atomic(self.manifest_path(key), json.dumps(manifest, sort_keys=True).encode())
 
-    def record_manifest(self, key: str, manifest: dict[str, Any], *, duration: float | None = None) -> None:
+    def record_manifest(
+        self, key: str, manifest: dict[str, Any], *, duration: float | None = None
+    ) -> None:
         """Record a stage result: at once if the stage was long (or its duration unknown),
         otherwise buffered into the next batch file (see the module docstring)."""
         if duration is None or duration >= self.durable_after_s:
@@ -314,7 +329,11 @@ class ArtifactStore:
                 stamp = None
             if stamp is not None and stamp == self._batch_stamp and not force:
                 return
-            names = os.listdir(folder) if self._local else [posixpath.basename(p) for p in self.fs.ls(folder, detail=False)]
+            names = (
+                os.listdir(folder)
+                if self._local
+                else [posixpath.basename(p) for p in self.fs.ls(folder, detail=False)]
+            )
         except (FileNotFoundError, NotADirectoryError):
             return
         except OSError as err:

@@ -50,7 +50,9 @@ def encode(obj: Any) -> tuple[str, bytes]:
         import numpy as np
 
         if obj.dtype == object:
-            raise UnsupportedOutput("numpy arrays of dtype=object cannot be stored safely (they need pickle)")
+            raise UnsupportedOutput(
+                "numpy arrays of dtype=object cannot be stored safely (they need pickle)"
+            )
         buf = io.BytesIO()
         np.save(buf, obj, allow_pickle=False)
         return "npy", buf.getvalue()

@@ -110,7 +110,9 @@ def sqlite_path(url: str, base_dir: Path) -> Path:
     if url.startswith("sqlite:///"):
         url = url[len("sqlite:///") :]
     elif "://" in url:
-        raise StoreError(f"metadata URL {url!r} is not supported: expected sqlite:///path/to/file.db")
+        raise StoreError(
+            f"metadata URL {url!r} is not supported: expected sqlite:///path/to/file.db"
+        )
     path = Path(url)
     return path if path.is_absolute() else (base_dir / path)
 
@@ -124,7 +126,10 @@ class MetadataDB:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._conn = sqlite3.connect(
-                str(self.path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+                str(self.path),
+                timeout=busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
             )
         except (OSError, sqlite3.Error) as err:
             raise StoreError(f"cannot open metadata database {self.path}: {err}") from None
@@ -141,7 +146,9 @@ class MetadataDB:
         c.execute("PRAGMA journal_mode=WAL")
         c.execute("PRAGMA synchronous=NORMAL")
         c.execute("PRAGMA foreign_keys=OFF")
-        row = c.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+        row = c.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
         if row is None:
             # executescript commits any open transaction first, so the script carries its own.
             c.executescript(
@@ -174,7 +181,9 @@ class MetadataDB:
                 if "seq" not in cols:
                     c.execute("ALTER TABLE stage_runs ADD COLUMN seq INTEGER")
                 c.execute("CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage)")
-            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            c.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
             c.execute("COMMIT")
         except BaseException:
             if c.in_transaction:
@@ -241,31 +250,68 @@ class MetadataDB:
             (
                 "INSERT INTO runs (id, pipeline, spec_path, spec_digest, executor, state, started, host, pid, overrides)"
                 " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
-                (run_id, pipeline, spec_path, spec_digest, executor, now, socket.gethostname(), os.getpid(), json.dumps(overrides)),
+                (
+                    run_id,
+                    pipeline,
+                    spec_path,
+                    spec_digest,
+                    executor,
+                    now,
+                    socket.gethostname(),
+                    os.getpid(),
+                    json.dumps(overrides),
+                ),
             )
         ]
-        stmts += [("INSERT INTO params VALUES (?, ?, ?)", (run_id, k, json.dumps(v, default=str))) for k, v in params.items()]
         stmts += [
-            ("INSERT INTO stage_runs (run_id, stage, type, state) VALUES (?, ?, ?, 'pending')", (run_id, name, type_))
+            ("INSERT INTO params VALUES (?, ?, ?)", (run_id, k, json.dumps(v, default=str)))
+            for k, v in params.items()
+        ]
+        stmts += [
+            (
+                "INSERT INTO stage_runs (run_id, stage, type, state) VALUES (?, ?, ?, 'pending')",
+                (run_id, name, type_),
+            )
             for name, type_ in stages
         ]
         self.write(stmts)
 
     def finish_run(self, run_id: str, state: str, error: str | None = None) -> None:
-        self.write([("UPDATE runs SET state = ?, ended = ?, error = ? WHERE id = ?", (state, time.time(), error, run_id))])
+        self.write(
+            [
+                (
+                    "UPDATE runs SET state = ?, ended = ?, error = ? WHERE id = ?",
+                    (state, time.time(), error, run_id),
+                )
+            ]
+        )
 
     def mark_interrupted(self) -> int:
         """Runs of this host left 'running' by a process that no longer exists become 'interrupted'."""
         host = socket.gethostname()
         stale = [
             r["id"]
-            for r in self.query("SELECT id, pid FROM runs WHERE state = 'running' AND host = ?", (host,))
+            for r in self.query(
+                "SELECT id, pid FROM runs WHERE state = 'running' AND host = ?", (host,)
+            )
             if r["pid"] and not _pid_alive(int(r["pid"]))
         ]
         if stale:
             self.write(
-                [("UPDATE runs SET state = 'interrupted', error = 'the run process died' WHERE id = ? AND state = 'running'", (rid,)) for rid in stale]
-                + [("UPDATE stage_runs SET state = 'pending' WHERE run_id = ? AND state = 'running'", (rid,)) for rid in stale]
+                [
+                    (
+                        "UPDATE runs SET state = 'interrupted', error = 'the run process died' WHERE id = ? AND state = 'running'",
+                        (rid,),
+                    )
+                    for rid in stale
+                ]
+                + [
+                    (
+                        "UPDATE stage_runs SET state = 'pending' WHERE run_id = ? AND state = 'running'",
+                        (rid,),
+                    )
+                    for rid in stale
+                ]
             )
         return len(stale)
 
@@ -297,7 +343,9 @@ class MetadataDB:
                         r.get("traceback"),
                         r.get("worker"),
                         r.get("config_digest"),
-                        json.dumps(r["config"], sort_keys=True) if r.get("config") is not None else None,
+                        json.dumps(r["config"], sort_keys=True)
+                        if r.get("config") is not None
+                        else None,
                         r.get("code_digest"),
                         json.dumps(r.get("input_digests") or {}, sort_keys=True),
                         r.get("seq"),
@@ -312,10 +360,18 @@ class MetadataDB:
                         (ref.digest, ref.codec, ref.kind, ref.size, now, run_id, r["stage"]),
                     )
                 )
-                stmts.append(("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)", (run_id, r["stage"], port, ref.digest)))
+                stmts.append(
+                    (
+                        "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
+                        (run_id, r["stage"], port, ref.digest),
+                    )
+                )
             for dst_port, (src_stage, src_port, digest) in (r.get("lineage") or {}).items():
                 stmts.append(
-                    ("INSERT OR REPLACE INTO lineage VALUES (?, ?, ?, ?, ?, ?)", (run_id, src_stage, src_port, r["stage"], dst_port, digest))
+                    (
+                        "INSERT OR REPLACE INTO lineage VALUES (?, ?, ?, ?, ?, ?)",
+                        (run_id, src_stage, src_port, r["stage"], dst_port, digest),
+                    )
                 )
         if stmts:
             self.write(stmts)
@@ -340,16 +396,25 @@ class MetadataDB:
         if prefix in ("latest", "last"):
             rows = self.query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT 1")
         else:
-            rows = self.query("SELECT * FROM runs WHERE id LIKE ? ORDER BY started DESC LIMIT 2", (prefix.replace("%", "") + "%",))
+            rows = self.query(
+                "SELECT * FROM runs WHERE id LIKE ? ORDER BY started DESC LIMIT 2",
+                (prefix.replace("%", "") + "%",),
+            )
             if len(rows) > 1 and rows[0]["id"] != prefix:
                 raise StoreError(f"run id prefix {prefix!r} is ambiguous; give more characters")
         return rows[0] if rows else None
 
     def stage_runs(self, run_id: str) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM stage_runs WHERE run_id = ? ORDER BY COALESCE(seq, 1e18), COALESCE(started, 1e18), stage", (run_id,))
+        return self.query(
+            "SELECT * FROM stage_runs WHERE run_id = ? ORDER BY COALESCE(seq, 1e18), COALESCE(started, 1e18), stage",
+            (run_id,),
+        )
 
     def params(self, run_id: str) -> dict[str, Any]:
-        return {r["name"]: json.loads(r["value"]) for r in self.query("SELECT name, value FROM params WHERE run_id = ?", (run_id,))}
+        return {
+            r["name"]: json.loads(r["value"])
+            for r in self.query("SELECT name, value FROM params WHERE run_id = ?", (run_id,))
+        }
 
     def outputs(self, run_id: str) -> list[sqlite3.Row]:
         return self.query(
@@ -358,7 +423,9 @@ class MetadataDB:
         )
 
     def lineage(self, run_id: str) -> list[sqlite3.Row]:
-        return self.query("SELECT * FROM lineage WHERE run_id = ? ORDER BY dst_stage, dst_port", (run_id,))
+        return self.query(
+            "SELECT * FROM lineage WHERE run_id = ? ORDER BY dst_stage, dst_port", (run_id,)
+        )
 
     def last_stage_runs(self, pipeline: str) -> LastStageRuns:
         """The most recent record of each stage of ``pipeline`` (to explain re-runs), looked up

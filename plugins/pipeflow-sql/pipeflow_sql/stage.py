@@ -38,7 +38,9 @@ _READ_ONLY = {
 class SqlConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: str = Field(description="one SELECT (or WITH ... SELECT) statement over the input tables")
+    query: str = Field(
+        description="one SELECT (or WITH ... SELECT) statement over the input tables"
+    )
     params: dict[str, str | int | float | bool | None] = Field(
         default_factory=dict, description="named parameters, bound as :name"
     )
@@ -53,7 +55,9 @@ class SqlConfig(BaseModel):
             raise ValueError("only one statement is allowed")
         first = text.split(None, 1)[0].lower()
         if first not in ("select", "with"):
-            raise ValueError(f"the query must be a SELECT (or WITH ... SELECT), not {first.upper()}")
+            raise ValueError(
+                f"the query must be a SELECT (or WITH ... SELECT), not {first.upper()}"
+            )
         return text
 
 
@@ -73,14 +77,18 @@ class SqlStage(Stage):
         with sqlite3.connect(":memory:") as conn:
             for name, frame in inputs.items():
                 if not isinstance(frame, pd.DataFrame):
-                    raise TypeError(f"input '{name}' must be a table (pandas DataFrame), got {type(frame).__name__}")
+                    raise TypeError(
+                        f"input '{name}' must be a table (pandas DataFrame), got {type(frame).__name__}"
+                    )
                 frame.to_sql(name, conn, index=False)
             conn.set_authorizer(_authorize)
             try:
                 result = pd.read_sql_query(config.query, conn, params=config.params or None)
             except (pd.errors.DatabaseError, sqlite3.Error) as err:
                 tables = ", ".join(sorted(inputs)) or "none"
-                raise ValueError(f"SQL query failed: {_cause(err)} (input tables: {tables})") from None
+                raise ValueError(
+                    f"SQL query failed: {_cause(err)} (input tables: {tables})"
+                ) from None
         return {"out": result}
 
 

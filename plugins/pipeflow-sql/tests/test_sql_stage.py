@@ -26,7 +26,9 @@ def _run(query: str, params: dict | None = None, **tables: pd.DataFrame) -> pd.D
 
 
 def test_joins_two_inputs_and_binds_params() -> None:
-    claims = pd.DataFrame({"id": [1, 2, 3], "amount": [50.0, 500.0, 900.0], "pol": ["p1", "p2", "p1"]})
+    claims = pd.DataFrame(
+        {"id": [1, 2, 3], "amount": [50.0, 500.0, 900.0], "pol": ["p1", "p2", "p1"]}
+    )
     policies = pd.DataFrame({"pol": ["p1", "p2"], "holder": ["ann", "bob"]})
     out = _run(
         "select p.holder, sum(c.amount) as total from claims c join policies p using (pol) "
@@ -35,7 +37,10 @@ def test_joins_two_inputs_and_binds_params() -> None:
         claims=claims,
         policies=policies,
     )
-    assert out.to_dict("records") == [{"holder": "ann", "total": 900.0}, {"holder": "bob", "total": 500.0}]
+    assert out.to_dict("records") == [
+        {"holder": "ann", "total": 900.0},
+        {"holder": "bob", "total": 500.0},
+    ]
 
 
 @pytest.mark.parametrize(
@@ -88,15 +93,20 @@ def test_spec_using_sql_stage_runs_and_caches(tmp_path) -> None:
             inputs: {t: rows}
             with: {query: "select k, sum(v) as total from t group by k order by k"}
         """,
-        {"steps.py": """
+        {
+            "steps.py": """
             import pandas as pd
             def rows():
                 return pd.DataFrame({"k": ["x", "y", "x"], "v": [1, 2, 3]})
-        """},
+        """
+        },
     )
     first = run(spec)
     assert str(first.state) == "done"
-    assert first.load("totals").to_dict("records") == [{"k": "x", "total": 4}, {"k": "y", "total": 2}]
+    assert first.load("totals").to_dict("records") == [
+        {"k": "x", "total": 4},
+        {"k": "y", "total": 2},
+    ]
     second = run(spec)
     assert str(second.stages["totals"].state) == "cached"
 
