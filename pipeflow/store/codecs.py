@@ -11,9 +11,16 @@ bytes       bytes, bytearray                        raw
 parquet     pandas.DataFrame                        Parquet via pyarrow (index kept)
 npy         numpy.ndarray (not object dtype)        .npy, ``allow_pickle=False``
 json        None, bool, int, float, str, list, dict canonical JSON (sorted keys)
+skops       scikit-learn estimators and pipelines   skops (zip of JSON + arrays), timestamps fixed
+            (xgboost's sklearn models included)
 ==========  =====================================  ===========================================
 
-pandas, pyarrow and numpy are imported only when such an object is met.
+pandas, pyarrow, numpy and skops are imported only when such an object is met.
+
+Models are never pickled: skops stores an estimator as a schema of its attributes, and loading
+refuses any type outside scikit-learn, numpy, scipy and xgboost's model classes (``TRUSTED``), so
+a tampered file cannot make pipeflow run code. (xgboost's booster inside is its own binary model
+format.) The artifact's content hash is checked before any of that, on every read.
 """
 
 from __future__ import annotations
@@ -22,7 +29,16 @@ import io
 import json
 from typing import Any
 
-CODECS = ("bytes", "parquet", "npy", "json")
+CODECS = ("bytes", "parquet", "npy", "json", "skops")
+#: module prefixes (or exact type names) a stored model may contain
+TRUSTED = (
+    "sklearn.",
+    "numpy.",
+    "scipy.",
+    "xgboost.core.Booster",
+    "xgboost.sklearn.",
+    "pipeflow.models.",
+)
 
 
 class UnsupportedOutput(TypeError):
@@ -56,6 +72,10 @@ def encode(obj: Any) -> tuple[str, bytes]:
         buf = io.BytesIO()
         np.save(buf, obj, allow_pickle=False)
         return "npy", buf.getvalue()
+    if _is_estimator(obj):
+        import skops.io
+
+        return "skops", _stable_zip(skops.io.dumps(obj))
     try:
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError) as err:
@@ -79,4 +99,63 @@ def decode(codec: str, data: bytes) -> Any:
         import numpy as np
 
         return np.load(io.BytesIO(data), allow_pickle=False)
+    if codec == "skops":
+        import skops.io
+
+        untrusted = skops.io.get_untrusted_types(data=data)
+        refused = [t for t in untrusted if not t.startswith(TRUSTED)]
+        if refused:
+            raise UnsupportedOutput(
+                f"refusing to load a model containing untrusted types: {', '.join(refused)}"
+            )
+        return skops.io.loads(data, trusted=untrusted)
     raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
+
+
+def _is_estimator(obj: Any) -> bool:
+    """A scikit-learn style estimator (sklearn's own, or xgboost's sklearn wrappers)."""
+    module = type(obj).__module__.split(".")[0]
+    if type(obj).__module__ == "pipeflow.models":
+        return True
+    return module in ("sklearn", "xgboost") and hasattr(obj, "get_params") and hasattr(obj, "fit")
+
+
+def _stable_zip(data: bytes) -> bytes:
+    """Rewrite a skops zip so the same model always gives the same bytes (and content hash), for
+    the cache and early cutoff: fixed timestamps and order, and the object ids skops writes
+    (``__id__`` and array file names, from ``id()``) renumbered in order of appearance."""
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as src:
+        files = {name: src.read(name) for name in src.namelist()}
+    ids: dict[int, int] = {}
+    names: dict[str, str] = {}
+
+    def renumber(node: Any) -> Any:
+        if isinstance(node, dict):
+            out = {}
+            for key, value in node.items():
+                if key == "__id__" and isinstance(value, int):
+                    out[key] = ids.setdefault(value, len(ids))
+                elif key == "file" and isinstance(value, str) and value in files:
+                    suffix = value.rsplit(".", 1)[-1] if "." in value else "bin"
+                    out[key] = names.setdefault(value, f"f{len(names)}.{suffix}")
+                else:
+                    out[key] = renumber(value)
+            return out
+        if isinstance(node, list):
+            return [renumber(v) for v in node]
+        return node
+
+    schema = renumber(json.loads(files["schema.json"]))
+    renamed = {"schema.json": json.dumps(schema, indent=2, sort_keys=True).encode()}
+    for name, content in files.items():
+        if name != "schema.json":
+            renamed[names.get(name, name)] = content
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name in sorted(renamed):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(info, renamed[name])
+    return out.getvalue()

@@ -13,15 +13,109 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 
 CATEGORIES = {
-    "collision": ["rear-ended at a red light", "hit a parked car while reversing", "collided with a truck on the highway", "side impact at an intersection"],
-    "theft": ["car stolen from the driveway overnight", "laptop and bag taken from the vehicle", "bicycle stolen from the garage", "break-in, jewellery missing"],
-    "water_damage": ["burst pipe flooded the kitchen", "roof leak during the storm soaked the ceiling", "washing machine hose failed", "basement flooded after heavy rain"],
-    "fire": ["kitchen fire from an unattended pan", "electrical fault started a fire in the garage", "smoke damage from a neighbour's fire", "barbecue set the deck alight"],
-    "liability": ["visitor slipped on the icy steps", "dog bit a passer-by", "tree fell onto the neighbour's fence", "customer injured in the shop"],
-    "medical": ["broke an arm falling off a ladder", "emergency room visit after a fall", "physiotherapy after a sports injury", "ambulance transport after an accident"],
+    "collision": [
+        "rear-ended at a red light",
+        "hit a parked car while reversing",
+        "collided with a truck on the highway",
+        "side impact at an intersection",
+        "bumper and headlight smashed in a car park",
+        "vehicle slid on ice into a wall",
+    ],
+    "theft": [
+        "car stolen from the driveway overnight",
+        "laptop and bag taken from the vehicle",
+        "bicycle stolen from the garage",
+        "break-in, jewellery missing",
+        "wallet and phone stolen on the train",
+        "tools taken from the van",
+    ],
+    "water_damage": [
+        "burst pipe flooded the kitchen",
+        "roof leak during the storm soaked the ceiling",
+        "washing machine hose failed",
+        "basement flooded after heavy rain",
+        "dishwasher leaked under the floorboards",
+        "damp and mould after a leak",
+    ],
+    "fire": [
+        "kitchen fire from an unattended pan",
+        "electrical fault started a fire in the garage",
+        "smoke damage from a neighbour's fire",
+        "barbecue set the deck alight",
+        "candle set the curtains on fire",
+        "chimney fire damaged the roof",
+    ],
+    "liability": [
+        "visitor slipped on the icy steps",
+        "dog bit a passer-by",
+        "tree fell onto the neighbour's fence",
+        "customer injured in the shop",
+        "falling tile hit a pedestrian",
+        "guest tripped over a loose rug",
+    ],
+    "medical": [
+        "broke an arm falling off a ladder",
+        "emergency room visit after a fall",
+        "physiotherapy after a sports injury",
+        "ambulance transport after an accident",
+        "stitches for a deep cut",
+        "x-ray and cast for a sprained ankle",
+    ],
 }
+# which policy a category usually comes under (claims are filed under the "wrong" one 20% of the time)
+USUAL_POLICY = {
+    "collision": "auto",
+    "theft": "renters",
+    "water_damage": "home",
+    "fire": "home",
+    "liability": "business",
+    "medical": "health",
+}
+# log of a typical amount per category (fires cost more than stitches)
+TYPICAL_AMOUNT = {
+    "collision": 7.8,
+    "theft": 7.0,
+    "water_damage": 8.2,
+    "fire": 9.0,
+    "liability": 8.5,
+    "medical": 7.2,
+}
+OPENERS = [
+    "",
+    "",
+    "claimant reports ",
+    "customer says ",
+    "urgent: ",
+    "as per phone call, ",
+    "re claim - ",
+]
+FILLERS = [
+    "",
+    "",
+    " yesterday",
+    " last night",
+    " on monday",
+    " while on holiday",
+    ", photos attached",
+    ", police informed",
+    ", please advise",
+]
 POLICIES = ["auto", "home", "renters", "business", "health"]
 REGIONS = ["north", "south", "east", "west", "central"]
+
+
+def describe(rng: random.Random, category: str) -> str:
+    """A free-text description as a claimant would write it: a phrase of the category, noise
+    around it, and sometimes a phrase of another category (a kitchen fire that also flooded...)."""
+    text = rng.choice(OPENERS) + rng.choice(CATEGORIES[category]) + rng.choice(FILLERS)
+    if rng.random() < 0.10:
+        other = rng.choice([c for c in CATEGORIES if c != category])
+        text += " and " + rng.choice(CATEGORIES[other])
+    if rng.random() < 0.03:  # written so vaguely that only the adjuster knew what it was
+        text = rng.choice(OPENERS) + rng.choice(CATEGORIES[rng.choice(sorted(CATEGORIES))])
+    if rng.random() < 0.05:
+        text = text.upper()
+    return text
 
 
 def _messy_amount(rng: random.Random, amount: float) -> object:
@@ -51,19 +145,25 @@ def generate_claims(n: int, seed: int) -> pd.DataFrame:
     rows = []
     for i in range(n):
         category = rng.choice(sorted(CATEGORIES))
-        text = rng.choice(CATEGORIES[category])
+        text = describe(rng, category)
         if rng.random() < 0.02:
             text = ""
-        spelled = rng.choice([category, category.upper(), f" {category.title()} ", category.replace("_", " ")])
-        rows.append({
-            "claim_id": f"C{seed:03d}-{i:06d}",
-            "policy_type": rng.choice(POLICIES),
-            "region": rng.choice(REGIONS),
-            "submitted": _messy_date(rng, start + timedelta(days=rng.randrange(30))),
-            "amount": _messy_amount(rng, rng.lognormvariate(7.5, 1.1)),
-            "description": text,
-            "category": spelled,
-        })
+        spelled = rng.choice(
+            [category, category.upper(), f" {category.title()} ", category.replace("_", " ")]
+        )
+        rows.append(
+            {
+                "claim_id": f"C{seed:03d}-{i:06d}",
+                "policy_type": USUAL_POLICY[category]
+                if rng.random() < 0.8
+                else rng.choice(POLICIES),
+                "region": rng.choice(REGIONS),
+                "submitted": _messy_date(rng, start + timedelta(days=rng.randrange(30))),
+                "amount": _messy_amount(rng, rng.lognormvariate(TYPICAL_AMOUNT[category], 0.9)),
+                "description": text,
+                "category": spelled,
+            }
+        )
         if rng.random() < 0.03:  # resubmitted by the claimant
             rows.append(dict(rows[-1]))
     frame = pd.DataFrame(rows)
@@ -121,7 +221,13 @@ def clean_claims(raw: pd.DataFrame, max_amount: float) -> dict[str, pd.DataFrame
     }
 
 
-def summarise(clean: pd.DataFrame, rejected: pd.DataFrame, by_category: pd.DataFrame) -> dict:
+def summarise(
+    clean: pd.DataFrame,
+    rejected: pd.DataFrame,
+    by_category: pd.DataFrame,
+    scores: dict,
+    training: dict,
+) -> dict:
     reasons = rejected["reason"].str.split(" ", n=1).str[0].value_counts().sort_index()
     return {
         "claims_received": int(len(clean) + len(rejected)),
@@ -129,4 +235,14 @@ def summarise(clean: pd.DataFrame, rejected: pd.DataFrame, by_category: pd.DataF
         "claims_rejected": int(len(rejected)),
         "rejected_by_reason": {str(k): int(v) for k, v in reasons.items()},
         "by_category": by_category.to_dict("records"),
+        "model": {
+            "estimator": training["estimator"],
+            "trained_on_rows": training["rows_train"],
+            "held_out_rows": scores["rows"],
+            "accuracy": round(scores["accuracy"], 4),
+            "f1_macro": round(scores["f1_macro"], 4),
+            "accuracy_by_region": {
+                k: round(v["accuracy"], 4) for k, v in scores["slices"]["region"].items()
+            },
+        },
     }

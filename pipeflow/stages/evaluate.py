@@ -1,0 +1,156 @@
+"""The ``evaluate`` stage: score a model on held-out rows, overall and by slice.
+
+::
+
+    scores:
+      type: evaluate
+      inputs: {model: model, data: split.test}
+      with:
+        target: category
+        slices: [region, policy_type]     # metrics per value of each column
+        min: {accuracy: 0.94}             # optional: fail the stage below these
+
+Classification: accuracy, balanced accuracy, macro precision / recall / F1, per-class precision,
+recall, F1 and support, the confusion matrix (with its label order). Regression: MAE, RMSE, R².
+The output ``metrics`` is JSON, recorded with the run; ``min`` turns it into a quality gate that
+stops the pipeline (and whatever would ship the model) when the model is not good enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeflow.core.stage import Port, Stage, StageContext
+
+
+class EvaluateConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(min_length=1, description="the column holding the true values")
+    slices: list[str] = Field(default_factory=list, description="columns to break metrics down by")
+    min: dict[str, float] = Field(
+        default_factory=dict, description="fail the stage if a metric is below this"
+    )
+    max: dict[str, float] = Field(
+        default_factory=dict, description="fail the stage if a metric is above this (errors)"
+    )
+
+
+class EvaluateStage(Stage):
+    """Score a model on held-out rows: overall, per class and per slice."""
+
+    version: ClassVar[str] = "1"
+    Config = EvaluateConfig
+    inputs: ClassVar[Mapping[str, Port]] = {
+        "model": Port("model", description="a fitted model (from train)"),
+        "data": Port("table", description="held-out rows with the target"),
+    }
+    outputs: ClassVar[Mapping[str, Port]] = {
+        "metrics": Port("metrics", description="the scores, as JSON")
+    }
+    description = (
+        "Score a model on held-out rows (overall, per class, per slice), optionally as a gate."
+    )
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        from sklearn.base import is_classifier
+
+        config: EvaluateConfig = self.config  # type: ignore[assignment]
+        model, data = inputs["model"], inputs["data"]
+        for column in [config.target, *config.slices]:
+            if column not in data.columns:
+                raise ValueError(
+                    f"column '{column}' not found (columns: {', '.join(map(str, data.columns))})"
+                )
+        rows = data[data[config.target].notna()]
+        if rows.empty:
+            raise ValueError(f"no rows with a '{config.target}' value to evaluate on")
+        X, y = rows.drop(columns=[config.target]), rows[config.target]
+        predicted = model.predict(X)
+        classifier = is_classifier(model) or hasattr(model, "classes_")
+        scorer = _classification if classifier else _regression
+        metrics: dict[str, Any] = {
+            "task": "classification" if classifier else "regression",
+            "rows": int(len(rows)),
+        }
+        metrics.update(scorer(y.to_numpy(), predicted, detail=True))
+        if config.slices:
+            metrics["slices"] = {}
+            for column in config.slices:
+                keys = rows[column].astype("string").fillna("<missing>").to_numpy()
+                metrics["slices"][column] = {
+                    str(value): {
+                        "rows": int((keys == value).sum()),
+                        **scorer(
+                            y.to_numpy()[keys == value], predicted[keys == value], detail=False
+                        ),
+                    }
+                    for value in sorted(set(keys))
+                }
+        failures = [
+            f"{name} {metrics.get(name)} < {limit}"
+            for name, limit in config.min.items()
+            if not _ok(metrics, name, limit, below=True)
+        ]
+        failures += [
+            f"{name} {metrics.get(name)} > {limit}"
+            for name, limit in config.max.items()
+            if not _ok(metrics, name, limit, below=False)
+        ]
+        if failures:
+            raise ValueError(f"model below the quality gate: {'; '.join(failures)}")
+        return {"metrics": metrics}
+
+
+def _ok(metrics: dict[str, Any], name: str, limit: float, *, below: bool) -> bool:
+    if name not in metrics or not isinstance(metrics[name], int | float):
+        known = sorted(k for k, v in metrics.items() if isinstance(v, int | float))
+        raise ValueError(f"quality gate on unknown metric '{name}' (metrics: {', '.join(known)})")
+    return metrics[name] >= limit if below else metrics[name] <= limit
+
+
+def _classification(y: Any, predicted: Any, *, detail: bool) -> dict[str, Any]:
+    import numpy as np
+    from sklearn import metrics as m
+
+    y = np.asarray(y).astype(str)
+    predicted = np.asarray(predicted).astype(str)
+    out: dict[str, Any] = {
+        "accuracy": float(m.accuracy_score(y, predicted)),
+        "f1_macro": float(m.f1_score(y, predicted, average="macro", zero_division=0)),
+    }
+    if detail:
+        labels = sorted(set(y) | set(predicted))
+        precision, recall, f1, support = m.precision_recall_fscore_support(
+            y, predicted, labels=labels, zero_division=0
+        )
+        out["balanced_accuracy"] = float(m.balanced_accuracy_score(y, predicted))
+        out["precision_macro"] = float(np.mean(precision))
+        out["recall_macro"] = float(np.mean(recall))
+        out["per_class"] = {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        }
+        out["confusion_matrix"] = {
+            "labels": labels,
+            "matrix": m.confusion_matrix(y, predicted, labels=labels).tolist(),
+        }
+    return out
+
+
+def _regression(y: Any, predicted: Any, *, detail: bool) -> dict[str, Any]:
+    import numpy as np
+    from sklearn import metrics as m
+
+    y = np.asarray(y, dtype=float)
+    predicted = np.asarray(predicted, dtype=float)
+    out = {
+        "mae": float(m.mean_absolute_error(y, predicted)),
+        "rmse": float(np.sqrt(m.mean_squared_error(y, predicted))),
+    }
+    if len(y) > 1:
+        out["r2"] = float(m.r2_score(y, predicted))
+    return out

@@ -1,0 +1,285 @@
+"""The ``train`` stage: fit any scikit-learn-compatible estimator on a table.
+
+::
+
+    model:
+      type: train
+      inputs: {train: split.train}
+      with:
+        estimator: sklearn.linear_model.LogisticRegression   # or xgboost.XGBClassifier, ...
+        params: {C: 4, max_iter: 2000}
+        target: category
+        task: classification            # or regression; sets the output kind model[classifier]
+        features: [description, amount, policy_type, region]   # default: every other column
+        text: [description]             # free text -> TF-IDF (default: long string columns)
+
+Preprocessing is built from the table's schema, so a data scientist does not hand-write a
+ColumnTransformer for the common case: numbers are imputed (median) and scaled, categories
+(strings, booleans, pandas categoricals) imputed and one-hot encoded with unknown values ignored,
+free text vectorised with TF-IDF (word 1-2 grams), dates turned into days since 1970. The output
+is one fitted ``sklearn.pipeline.Pipeline``: preprocessing and estimator travel together, so
+serving applies exactly the training transformations.
+
+The second output, ``info``, is the training record: estimator and params, the model signature
+(feature names and dtypes, classes), row counts and the training score. It holds nothing that
+varies between two identical fits (the fit time is in the run's record of the stage), so both
+outputs are byte-identical for the same data and config, and the cache can reuse them. xgboost estimators get ``device: cuda`` when the stage has GPU resources
+(``resources: {GPU: 1}``) and no device was set. Models are stored with skops, never pickle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeflow.core.stage import Port, Stage, StageContext
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    estimator: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
+        description="dotted path of a scikit-learn-compatible estimator class",
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters")
+    target: str = Field(min_length=1, description="the column to predict")
+    task: Literal["classification", "regression"] | None = Field(
+        None,
+        description="classification or regression (sets the output kind); default: from the estimator",
+    )
+    features: list[str] | None = Field(
+        None, description="feature columns; default: every column but the target"
+    )
+    text: list[str] | None = Field(
+        None,
+        description="free-text columns (TF-IDF); default: string columns averaging > 30 characters",
+    )
+    max_text_features: int = Field(
+        20000, ge=1, description="TF-IDF vocabulary size per text column"
+    )
+
+    @field_validator("estimator")
+    @classmethod
+    def _not_private(cls, value: str) -> str:
+        if any(part.startswith("_") for part in value.split(".")):
+            raise ValueError("the estimator path must not have private (_underscore) parts")
+        return value
+
+
+class TrainStage(Stage):
+    """Fit a scikit-learn-compatible estimator with preprocessing built from the table's schema."""
+
+    version: ClassVar[str] = "1"
+    Config = TrainConfig
+    inputs: ClassVar[Mapping[str, Port]] = {
+        "train": Port("table", description="training rows, target included")
+    }
+    description = "Fit a scikit-learn-compatible estimator (sklearn, xgboost, ...) with automatic preprocessing."
+
+    @classmethod
+    def output_ports(cls, config: TrainConfig) -> Mapping[str, Port]:  # type: ignore[override]
+        kind = {"classification": "model[classifier]", "regression": "model[regressor]"}.get(
+            config.task or "", "model"
+        )
+        return {
+            "model": Port(kind, description="fitted sklearn Pipeline: preprocessing + estimator"),
+            "info": Port(
+                "metrics", description="training record: params, signature, timings, score"
+            ),
+        }
+
+    @classmethod
+    def default_output(cls, config: TrainConfig) -> str:  # type: ignore[override]
+        return "model"
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        from sklearn.base import is_classifier
+        from sklearn.pipeline import Pipeline
+
+        config: TrainConfig = self.config  # type: ignore[assignment]
+        data = inputs["train"]
+        if config.target not in data.columns:
+            raise ValueError(
+                f"target column '{config.target}' not found (columns: {', '.join(map(str, data.columns))})"
+            )
+        features = config.features or [c for c in data.columns if c != config.target]
+        missing = [c for c in features if c not in data.columns]
+        if missing:
+            raise ValueError(
+                f"feature column(s) {', '.join(missing)} not found (columns: {', '.join(map(str, data.columns))})"
+            )
+        labelled = data[data[config.target].notna()]
+        if len(labelled) < 2:
+            raise ValueError(
+                f"need at least 2 rows with a '{config.target}' value to train, got {len(labelled)}"
+            )
+        X, y = labelled[features], labelled[config.target]
+
+        estimator = _make_estimator(config, ctx)
+        task = config.task or ("classification" if is_classifier(estimator) else "regression")
+        model: Any = Pipeline([("prepare", build_preprocessor(X, config)), ("model", estimator)])
+        if task == "classification" and type(estimator).__module__.startswith("xgboost"):
+            # xgboost wants labels 0..k-1: the wrapper encodes them and predicts the originals
+            from pipeflow.models import LabelDecodedClassifier
+
+            model = LabelDecodedClassifier(model)
+        started = time.perf_counter()
+        try:
+            model.fit(X, y)
+        except ValueError as err:
+            raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
+        fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
+        score = float(model.score(X, y))
+        classes = [str(c) for c in getattr(model, "classes_", [])]
+        info = {
+            "estimator": config.estimator,
+            "params": {k: _plain(v) for k, v in estimator.get_params(deep=False).items()},
+            "task": task,
+            "target": config.target,
+            "signature": {
+                "features": [{"name": str(c), "dtype": str(X[c].dtype)} for c in features],
+                "classes": classes,
+            },
+            "rows_train": int(len(labelled)),
+            "rows_without_target": int(len(data) - len(labelled)),
+            "train_score": score,
+            "device": estimator.get_params().get("device")
+            if "device" in estimator.get_params()
+            else "cpu",
+        }
+        ctx.logger.info(
+            "trained %s on %d rows in %.2fs (train score %.4f)",
+            config.estimator,
+            len(labelled),
+            fit_s,
+            score,
+        )
+        return {"model": model, "info": info}
+
+
+def _make_estimator(config: TrainConfig, ctx: StageContext) -> Any:
+    module_name, _, class_name = config.estimator.rpartition(".")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ImportError(
+            f"cannot import {module_name} for estimator {config.estimator}: {err}"
+        ) from None
+    cls = getattr(module, class_name, None)
+    if cls is None or not isinstance(cls, type):
+        raise ValueError(f"{module_name} has no estimator class {class_name!r}")
+    if not (hasattr(cls, "fit") and hasattr(cls, "get_params")):
+        raise ValueError(
+            f"{config.estimator} is not a scikit-learn-compatible estimator (needs fit and get_params)"
+        )
+    params = dict(config.params)
+    if module_name.startswith("xgboost") and ctx.resources.get("GPU") and "device" not in params:
+        params["device"] = "cuda"
+    try:
+        return cls(**params)
+    except TypeError as err:
+        raise ValueError(f"{config.estimator}: bad params: {err}") from None
+
+
+def build_preprocessor(X: Any, config: TrainConfig) -> Any:
+    """A ColumnTransformer for the columns of ``X`` (see the module docstring)."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    from pipeflow.models import as_strings as _as_strings
+    from pipeflow.models import days_since_epoch as _days_since_epoch
+    from pipeflow.models import flatten as _flatten
+
+    text = (
+        set(config.text)
+        if config.text is not None
+        else {c for c in X.columns if _looks_like_text(X[c])}
+    )
+    numeric, categorical, dates = [], [], []
+    parts = []
+    for column in X.columns:
+        series = X[column]
+        if column in text:
+            parts.append(
+                (
+                    f"text_{column}",
+                    make_pipeline(
+                        SimpleImputer(strategy="constant", fill_value=""),
+                        FunctionTransformer(_flatten, feature_names_out="one-to-one"),
+                        TfidfVectorizer(
+                            ngram_range=(1, 2),
+                            max_features=config.max_text_features,
+                            sublinear_tf=True,
+                        ),
+                    ),
+                    [column],
+                )
+            )
+        elif (
+            pd.api.types.is_bool_dtype(series)
+            or isinstance(series.dtype, pd.CategoricalDtype)
+            or not pd.api.types.is_numeric_dtype(series)
+        ):
+            if pd.api.types.is_datetime64_any_dtype(series):
+                dates.append(column)
+            else:
+                categorical.append(column)
+        else:
+            numeric.append(column)
+    if numeric:
+        parts.append(
+            ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric)
+        )
+    if categorical:
+        parts.append(
+            (
+                "categorical",
+                make_pipeline(
+                    FunctionTransformer(_as_strings, feature_names_out="one-to-one"),
+                    SimpleImputer(strategy="constant", fill_value="<missing>"),
+                    OneHotEncoder(handle_unknown="ignore", min_frequency=5),
+                ),
+                categorical,
+            )
+        )
+    if dates:
+        parts.append(
+            (
+                "dates",
+                make_pipeline(
+                    FunctionTransformer(_days_since_epoch, feature_names_out="one-to-one"),
+                    SimpleImputer(strategy="median"),
+                    StandardScaler(),
+                ),
+                dates,
+            )
+        )
+    if not parts:
+        raise ValueError("no usable feature columns")
+    return ColumnTransformer(parts, sparse_threshold=1.0)
+
+
+def _looks_like_text(series: Any) -> bool:
+    import pandas as pd
+
+    if (
+        pd.api.types.is_numeric_dtype(series)
+        or pd.api.types.is_bool_dtype(series)
+        or isinstance(series.dtype, pd.CategoricalDtype)
+    ):
+        return False
+    values = series.dropna().astype(str)
+    return bool(len(values)) and values.str.len().mean() > 30
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)

@@ -1,0 +1,170 @@
+"""train and evaluate: real fits on generated data, safe model storage, quality gates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeflow.core.stage import StageContext
+from pipeflow.stages.evaluate import EvaluateStage
+from pipeflow.stages.train import TrainStage, _make_estimator
+from pipeflow.store import codecs
+from pipeflow.store.artifacts import ArtifactStore
+from pipeflow.testing import StageContract
+
+WORDS = {
+    "fire": "smoke flames burnt kitchen",
+    "theft": "stolen missing taken burglar",
+    "water": "leak flood pipe damp",
+}
+
+
+def claims(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(sorted(WORDS), size=n)
+    truth = labels.copy()
+    noisy = rng.random(n) < 0.08  # mislabelled claims: no model gets everything right
+    truth[noisy] = rng.choice(sorted(WORDS), size=int(noisy.sum()))
+    return pd.DataFrame(
+        {
+            "description": [
+                f"report: {' '.join(rng.choice(WORDS[lab].split(), size=3))} at the property yesterday"
+                for lab in labels
+            ],
+            "amount": [float(rng.lognormal(8 if lab == "fire" else 6, 0.5)) for lab in labels],
+            "region": rng.choice(["north", "south", None], size=n),
+            "label": truth,
+        }
+    )
+
+
+TRAIN, TEST = claims(300, 1), claims(120, 2)
+
+
+def ctx(**resources: float) -> StageContext:
+    return StageContext(run_id="t", stage="model", params={}, base_dir=None, resources=resources)  # type: ignore[arg-type]
+
+
+def train(**config) -> dict:
+    config = {
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "target": "label",
+        "params": {"max_iter": 500},
+        **config,
+    }
+    return dict(TrainStage(TrainStage.Config(**config)).run(ctx(), {"train": TRAIN}))
+
+
+class TestTrainContract(StageContract):
+    stage_cls = TrainStage
+    entry_point = "train"
+    config = {
+        "estimator": "sklearn.linear_model.LogisticRegression",
+        "target": "label",
+        "task": "classification",
+    }
+    sample_inputs = {"train": TRAIN}
+
+
+def test_text_numbers_and_categories_are_prepared_automatically() -> None:
+    out = train()
+    info = out["info"]
+    assert [f["name"] for f in info["signature"]["features"]] == ["description", "amount", "region"]
+    assert info["signature"]["classes"] == ["fire", "theft", "water"]
+    steps = {name: step for name, step, _ in out["model"].named_steps["prepare"].transformers}
+    assert set(steps) == {"text_description", "numeric", "categorical"}
+    assert (out["model"].predict(TEST.drop(columns="label")) == TEST["label"]).mean() > 0.8
+
+
+def test_model_round_trips_through_the_store_byte_identically(tmp_path) -> None:
+    store = ArtifactStore(str(tmp_path / "store"))
+    model = train()["model"]
+    ref = store.save(model, kind="model[classifier]")
+    assert ref.codec == "skops" and store.save(train()["model"]).digest == ref.digest
+    back = store.load(ref)
+    X = TEST.drop(columns="label")
+    assert (back.predict(X) == model.predict(X)).all()
+
+
+def test_xgboost_keeps_the_original_labels_and_asks_for_cuda_on_gpu_stages(tmp_path) -> None:
+    out = train(estimator="xgboost.XGBClassifier", params={"n_estimators": 20, "max_depth": 3})
+    predicted = out["model"].predict(TEST.drop(columns="label"))
+    assert set(predicted) <= set(WORDS) and (predicted == TEST["label"]).mean() > 0.8
+    back = ArtifactStore(str(tmp_path)).load(ArtifactStore(str(tmp_path)).save(out["model"]))
+    assert (back.predict(TEST.drop(columns="label")) == predicted).all()
+    config = TrainStage.Config(estimator="xgboost.XGBClassifier", target="label")
+    assert _make_estimator(config, ctx(GPU=1)).get_params()["device"] == "cuda"
+    assert _make_estimator(config, ctx()).get_params().get("device") in (None, "cpu")
+
+
+def test_a_model_file_with_untrusted_types_is_refused(tmp_path) -> None:
+    import os
+
+    import skops.io
+    from sklearn.preprocessing import FunctionTransformer
+
+    evil = FunctionTransformer(func=os.system)
+    data = skops.io.dumps(evil)
+    with pytest.raises(codecs.UnsupportedOutput, match="untrusted types: .*(posix|os).system"):
+        codecs.decode("skops", data)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"estimator": "sklearn.linear_model.NoSuchModel"}, "has no estimator class"),
+        ({"estimator": "nosuchpackage.Model"}, "cannot import nosuchpackage"),
+        ({"params": {"bogus": 1}}, "bad params"),
+        ({"target": "nope"}, "target column 'nope' not found"),
+        ({"features": ["amount", "nope"]}, r"feature column\(s\) nope not found"),
+    ],
+)
+def test_training_errors_are_clear(config: dict, message: str) -> None:
+    with pytest.raises((ValueError, ImportError), match=message):
+        train(**config)
+
+
+def evaluate(model, **config) -> dict:
+    stage = EvaluateStage(EvaluateStage.Config(target="label", **config))
+    return dict(stage.run(ctx(), {"model": model, "data": TEST}))["metrics"]
+
+
+def test_evaluate_reports_overall_per_class_and_slices() -> None:
+    metrics = evaluate(train()["model"], slices=["region"])
+    assert metrics["task"] == "classification" and metrics["rows"] == 120
+    assert 0.8 < metrics["accuracy"] < 1.0
+    assert set(metrics["per_class"]) == set(WORDS)
+    cm = metrics["confusion_matrix"]
+    assert cm["labels"] == sorted(WORDS) and sum(map(sum, cm["matrix"])) == 120
+    assert set(metrics["slices"]["region"]) == {"north", "south", "<missing>"}
+    assert sum(s["rows"] for s in metrics["slices"]["region"].values()) == 120
+
+
+def test_quality_gate_fails_the_stage_with_the_numbers() -> None:
+    model = train()["model"]
+    with pytest.raises(ValueError, match=r"model below the quality gate: accuracy 0\.\d+ < 0\.999"):
+        evaluate(model, min={"accuracy": 0.999})
+    with pytest.raises(ValueError, match="unknown metric 'auc'"):
+        evaluate(model, min={"auc": 0.5})
+
+
+def test_regression_metrics() -> None:
+    out = dict(
+        TrainStage(
+            TrainStage.Config(
+                estimator="sklearn.linear_model.Ridge", target="amount", task="regression"
+            )
+        ).run(ctx(), {"train": TRAIN})
+    )
+    assert (
+        TrainStage.output_ports(
+            TrainStage.Config(
+                estimator="sklearn.linear_model.Ridge", target="amount", task="regression"
+            )
+        )["model"].kind
+        == "model[regressor]"
+    )
+    stage = EvaluateStage(EvaluateStage.Config(target="amount"))
+    metrics = dict(stage.run(ctx(), {"model": out["model"], "data": TEST}))["metrics"]
+    assert metrics["task"] == "regression" and metrics["r2"] > 0.3 and metrics["mae"] > 0
