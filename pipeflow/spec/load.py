@@ -139,18 +139,21 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 def _apply_override(data: dict, source: Source, item: str) -> None:
     parts, value = parse_override(item)
+    loc = Location(f"--set {item}")
     target: Any = data
     for depth, part in enumerate(parts[:-1]):
         nxt = target.get(part) if isinstance(target, dict) else None
         if nxt is None:
             nxt = {}
             target[part] = nxt
+            # a key the override creates is located at the override, not in the file
+            source.values[tuple(parts[: depth + 1])] = loc
+            source.keys[tuple(parts[: depth + 1])] = loc
         if not isinstance(nxt, dict):
             where = ".".join(parts[: depth + 1])
             raise UsageError(f"--set {item}: '{where}' is {_kind(nxt)}, not a mapping")
         target = nxt
     target[parts[-1]] = value
-    loc = Location(f"--set {item}")
     source.values[tuple(parts)] = loc
     source.keys[tuple(parts)] = loc
 
@@ -194,7 +197,7 @@ def _interpolate(value: Any, path: tuple, source: Source, params: dict | None) -
 def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any:
     expr = expr.strip()
     loc = source.where(path)
-    field = ".".join(str(p) for p in path)
+    stage, field = stage_and_field(path)
     if expr.startswith("env:"):
         name, _, default = expr[4:].partition(":-")
         name = name.strip()
@@ -206,6 +209,7 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
             Problem(
                 f"environment variable '{name}' is not set (write ${{env:{name}:-default}} for a default)",
                 loc,
+                stage=stage,
                 field=field,
             )
         )
@@ -215,6 +219,7 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
                 Problem(
                     "params cannot refer to other params; use literal values or ${env:...}",
                     loc,
+                    stage=stage,
                     field=field,
                 )
             )
@@ -232,7 +237,10 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
                 )
                 raise SpecError(
                     Problem(
-                        f"unknown param 'params.{'.'.join(walked)}'{hint}{known}", loc, field=field
+                        f"unknown param 'params.{'.'.join(walked)}'{hint}{known}",
+                        loc,
+                        stage=stage,
+                        field=field,
                     )
                 )
             current = current[part]
@@ -241,12 +249,21 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
         Problem(
             f"cannot interpolate '${{{expr}}}': expected ${{params.NAME}} or ${{env:NAME}}",
             loc,
+            stage=stage,
             field=field,
         )
     )
 
 
 # ----------------------------------------------------------------------------- errors
+
+
+def stage_and_field(path: Sequence[Any]) -> tuple[str | None, str | None]:
+    """``("stages", "a", "with", "k")`` -> ``("a", "with.k")``; other paths have no stage."""
+    path = tuple(path)
+    if len(path) >= 2 and path[0] == "stages":
+        return str(path[1]), ".".join(str(p) for p in path[2:]) or None
+    return None, ".".join(str(p) for p in path) or None
 
 
 def validation_problems(

@@ -159,11 +159,14 @@ class _Walker:
             key = key_node.value
             if key in seen:
                 first = _loc(self.file, seen[key].start_mark)
+                full = (*path, key)
+                in_stage = len(full) >= 2 and full[0] == "stages"
                 raise SpecError(
                     Problem(
                         f"duplicate key '{key}' (first given at line {first.line})",
                         _loc(self.file, key_node.start_mark),
-                        field=".".join(str(p) for p in (*path, key)),
+                        stage=str(full[1]) if in_stage else None,
+                        field=".".join(str(p) for p in full[2 if in_stage else 0 :]) or None,
                     )
                 )
             seen[key] = key_node

@@ -8,7 +8,8 @@ from the file:
 codec       objects                                 format
 ==========  =====================================  ===========================================
 bytes       bytes, bytearray                        raw
-parquet     pandas.DataFrame                        Parquet via pyarrow (index kept)
+parquet     pandas.DataFrame                        Parquet via pyarrow (index kept; a column
+                                                    mixing types is stored as text)
 npy         numpy.ndarray (not object dtype)        .npy, ``allow_pickle=False``
 json        None, bool, int, float, str, list, dict canonical JSON (sorted keys)
 skops       scikit-learn estimators and pipelines   skops (zip of JSON + arrays), timestamps fixed
@@ -59,7 +60,10 @@ def encode(obj: Any) -> tuple[str, bytes]:
         import pyarrow.parquet as pq
 
         buf = io.BytesIO()
-        table = pa.Table.from_pandas(obj, preserve_index=True)
+        try:
+            table = pa.Table.from_pandas(obj, preserve_index=True)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            table = pa.Table.from_pandas(_text_for_mixed_columns(obj), preserve_index=True)
         pq.write_table(table, buf, compression="zstd")
         return "parquet", buf.getvalue()
     if _is(obj, "numpy", "ndarray"):
@@ -110,6 +114,23 @@ def decode(codec: str, data: bytes) -> Any:
             )
         return skops.io.loads(data, trusted=untrusted)
     raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
+
+
+def _text_for_mixed_columns(frame: Any) -> Any:
+    """Parquet columns have one type; a column mixing them (``["12", "n/a", -5]``, typical of
+    raw data) is stored as text, nulls kept, rather than failing the stage."""
+    import pyarrow as pa
+
+    frame = frame.copy()
+    for column in frame.columns:
+        if frame[column].dtype != object:
+            continue
+        try:
+            pa.array(frame[column], from_pandas=True)
+        except (pa.ArrowTypeError, pa.ArrowInvalid):
+            series = frame[column]
+            frame[column] = series.where(series.isna(), series.astype(str))
+    return frame
 
 
 def _is_estimator(obj: Any) -> bool:

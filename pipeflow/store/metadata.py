@@ -396,9 +396,10 @@ class MetadataDB:
         if prefix in ("latest", "last"):
             rows = self.query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT 1")
         else:
+            # substr, not LIKE: '_' and '%' in what the user typed are not wildcards
             rows = self.query(
-                "SELECT * FROM runs WHERE id LIKE ? ORDER BY started DESC LIMIT 2",
-                (prefix.replace("%", "") + "%",),
+                "SELECT * FROM runs WHERE substr(id, 1, ?) = ? ORDER BY id = ? DESC, started DESC LIMIT 2",
+                (len(prefix), prefix, prefix),
             )
             if len(rows) > 1 and rows[0]["id"] != prefix:
                 raise StoreError(f"run id prefix {prefix!r} is ambiguous; give more characters")
