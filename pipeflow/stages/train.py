@@ -265,7 +265,8 @@ def build_preprocessor(X: Any, config: TrainConfig) -> Any:
         )
     if not parts:
         raise ValueError("no usable feature columns")
-    return ColumnTransformer(parts, sparse_threshold=1.0)
+    # sparse only where it pays (TF-IDF vocabularies); many estimators want dense input
+    return ColumnTransformer(parts, sparse_threshold=1.0 if text else 0.0)
 
 
 def _looks_like_text(series: Any) -> bool:

@@ -194,7 +194,7 @@ def _parse_currency(frame: Any, columns: list[str], _inputs: Any, ctx: StageCont
         cleaned = text.str.strip()
         negative = cleaned.str.startswith("(") & cleaned.str.endswith(")")  # accounting negatives
         cleaned = cleaned.str.replace(r"[()\s,$€£¥]|USD|EUR|GBP", "", regex=True)
-        numbers = pd.to_numeric(cleaned, errors="coerce")
+        numbers = pd.to_numeric(cleaned, errors="coerce").astype("Float64")
         return numbers.where(~negative.fillna(False), -numbers)
 
     return _parsed(frame, columns, parse, "an amount", ctx)
@@ -206,7 +206,9 @@ def _parse_percent(frame: Any, columns: list[str], _inputs: Any, ctx: StageConte
     def parse(text: Any) -> Any:
         stripped = text.str.strip()
         has_sign = stripped.str.endswith("%").fillna(False)
-        numbers = pd.to_numeric(stripped.str.rstrip("%").str.strip(), errors="coerce")
+        numbers = pd.to_numeric(stripped.str.rstrip("%").str.strip(), errors="coerce").astype(
+            "Float64"
+        )
         return numbers.where(~has_sign, numbers / 100)
 
     return _parsed(frame, columns, parse, "a percentage", ctx)
