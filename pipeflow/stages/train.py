@@ -98,71 +98,86 @@ class TrainStage(Stage):
         return "model"
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
-        from sklearn.base import is_classifier
-        from sklearn.pipeline import Pipeline
-
         config: TrainConfig = self.config  # type: ignore[assignment]
-        data = inputs["train"]
-        if config.target not in data.columns:
-            raise ValueError(
-                f"target column '{config.target}' not found (columns: {', '.join(map(str, data.columns))})"
-            )
-        features = config.features or [c for c in data.columns if c != config.target]
-        missing = [c for c in features if c not in data.columns]
-        if missing:
-            raise ValueError(
-                f"feature column(s) {', '.join(missing)} not found (columns: {', '.join(map(str, data.columns))})"
-            )
-        labelled = data[data[config.target].notna()]
-        if len(labelled) < 2:
-            raise ValueError(
-                f"need at least 2 rows with a '{config.target}' value to train, got {len(labelled)}"
-            )
-        X, y = labelled[features], labelled[config.target]
-
-        estimator = _make_estimator(config, ctx)
-        task = config.task or ("classification" if is_classifier(estimator) else "regression")
-        model: Any = Pipeline([("prepare", build_preprocessor(X, config)), ("model", estimator)])
-        if task == "classification" and type(estimator).__module__.startswith("xgboost"):
-            # xgboost wants labels 0..k-1: the wrapper encodes them and predicts the originals
-            from pipeflow.models import LabelDecodedClassifier
-
-            model = LabelDecodedClassifier(model)
-        started = time.perf_counter()
-        try:
-            model.fit(X, y)
-        except ValueError as err:
-            raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
-        fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
-        score = float(model.score(X, y))
-        classes = [str(c) for c in getattr(model, "classes_", [])]
-        info = {
-            "estimator": config.estimator,
-            "params": {k: _plain(v) for k, v in estimator.get_params(deep=False).items()},
-            "task": task,
-            "target": config.target,
-            "signature": {
-                "features": [{"name": str(c), "dtype": str(X[c].dtype)} for c in features],
-                "classes": classes,
-            },
-            "rows_train": int(len(labelled)),
-            "rows_without_target": int(len(data) - len(labelled)),
-            "train_score": score,
-            "device": estimator.get_params().get("device")
-            if "device" in estimator.get_params()
-            else "cpu",
-        }
-        ctx.logger.info(
-            "trained %s on %d rows in %.2fs (train score %.4f)",
-            config.estimator,
-            len(labelled),
-            fit_s,
-            score,
-        )
+        X, y = training_rows(config, inputs["train"])
+        model, info = fit(config, X, y, ctx, dict(config.params))
+        info["rows_without_target"] = int(len(inputs["train"]) - len(X))
         return {"model": model, "info": info}
 
 
-def _make_estimator(config: TrainConfig, ctx: StageContext) -> Any:
+def training_rows(config: TrainConfig, data: Any) -> tuple[Any, Any]:
+    """Features and target of the rows that have a target value; clear errors otherwise."""
+    if config.target not in data.columns:
+        raise ValueError(
+            f"target column '{config.target}' not found (columns: {', '.join(map(str, data.columns))})"
+        )
+    features = config.features or [c for c in data.columns if c != config.target]
+    missing = [c for c in features if c not in data.columns]
+    if missing:
+        raise ValueError(
+            f"feature column(s) {', '.join(missing)} not found (columns: {', '.join(map(str, data.columns))})"
+        )
+    labelled = data[data[config.target].notna()]
+    if len(labelled) < 2:
+        raise ValueError(
+            f"need at least 2 rows with a '{config.target}' value to train, got {len(labelled)}"
+        )
+    return labelled[features], labelled[config.target]
+
+
+def make_model(
+    config: TrainConfig, X: Any, ctx: StageContext, params: dict[str, Any]
+) -> tuple[Any, Any, str]:
+    """An unfitted model (preprocessing + estimator), the estimator, and the task."""
+    from sklearn.base import is_classifier
+    from sklearn.pipeline import Pipeline
+
+    estimator = _make_estimator(config, ctx, params)
+    task = config.task or ("classification" if is_classifier(estimator) else "regression")
+    model: Any = Pipeline([("prepare", build_preprocessor(X, config)), ("model", estimator)])
+    if task == "classification" and type(estimator).__module__.startswith("xgboost"):
+        # xgboost wants labels 0..k-1: the wrapper encodes them and predicts the originals
+        from pipeflow.models import LabelDecodedClassifier
+
+        model = LabelDecodedClassifier(model)
+    return model, estimator, task
+
+
+def fit(
+    config: TrainConfig, X: Any, y: Any, ctx: StageContext, params: dict[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """Fit and describe a model (the ``info`` record, see the module docstring)."""
+    model, estimator, task = make_model(config, X, ctx, params)
+    started = time.perf_counter()
+    try:
+        model.fit(X, y)
+    except ValueError as err:
+        raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
+    fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
+    score = float(model.score(X, y))
+    classes = [str(c) for c in getattr(model, "classes_", [])]
+    info = {
+        "estimator": config.estimator,
+        "params": {k: _plain(v) for k, v in estimator.get_params(deep=False).items()},
+        "task": task,
+        "target": config.target,
+        "signature": {
+            "features": [{"name": str(c), "dtype": str(X[c].dtype)} for c in X.columns],
+            "classes": classes,
+        },
+        "rows_train": int(len(X)),
+        "train_score": score,
+        "device": estimator.get_params().get("device") or "cpu",
+    }
+    ctx.logger.info(
+        "trained %s on %d rows in %.2fs (train score %.4f)", config.estimator, len(X), fit_s, score
+    )
+    return model, info
+
+
+def _make_estimator(
+    config: TrainConfig, ctx: StageContext, params: dict[str, Any] | None = None
+) -> Any:
     module_name, _, class_name = config.estimator.rpartition(".")
     try:
         module = importlib.import_module(module_name)
@@ -177,7 +192,7 @@ def _make_estimator(config: TrainConfig, ctx: StageContext) -> Any:
         raise ValueError(
             f"{config.estimator} is not a scikit-learn-compatible estimator (needs fit and get_params)"
         )
-    params = dict(config.params)
+    params = dict(config.params if params is None else params)
     if module_name.startswith("xgboost") and ctx.resources.get("GPU") and "device" not in params:
         params["device"] = "cuda"
     try:
