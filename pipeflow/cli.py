@@ -97,10 +97,19 @@ def _parser() -> argparse.ArgumentParser:
         ("list", "list recent runs"),
         ("show", "show one run: stages, timings, cache hits, errors, outputs, lineage"),
         ("output", "print one output of a stage in a run (a table, JSON value, array or bytes)"),
+        ("compare", "compare runs side by side: params and metrics"),
     ):
         c = runs_sub.add_parser(name, help=help_, description=help_)
         if name in ("show", "output"):
             c.add_argument("run_id", metavar="RUN", help="run id (a unique prefix, or 'latest')")
+        if name == "compare":
+            c.add_argument(
+                "run_ids",
+                metavar="RUN",
+                nargs="+",
+                help="two or more run ids (unique prefixes, or 'latest')",
+            )
+            c.add_argument("--json", action="store_true", help="machine-readable output")
         if name == "show":
             c.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "output":
@@ -322,9 +331,103 @@ def cmd_runs(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.runs_command == "output":
             return _print_output(args, db)
+        if args.runs_command == "compare":
+            return _compare(args, db)
         return show_run(_console(), db, args.run_id, as_json=args.json)
     finally:
         db.close()
+
+
+def _run_store(args: argparse.Namespace, run: Any) -> Any:
+    from pipeflow.errors import UsageError
+    from pipeflow.session import open_store
+    from pipeflow.spec.load import load
+
+    spec_path = getattr(args, "spec", None) or run["spec_path"]
+    if not spec_path or not os.path.exists(spec_path):
+        raise UsageError(
+            f"the spec of run {run['id']} ({spec_path}) is gone: pass --spec SPEC to find its store"
+        )
+    return open_store(load(spec_path))[0]
+
+
+def _compare(args: argparse.Namespace, db: Any) -> int:
+    """Params and every numeric metric (outputs of kind ``metrics``) of several runs."""
+    import json
+
+    from pipeflow.errors import UsageError
+    from pipeflow.store.artifacts import ArtifactRef
+
+    runs = []
+    for run_id in args.run_ids:
+        run = db.find_run(run_id)
+        if run is None:
+            raise UsageError(f"no run matches {run_id!r}")
+        runs.append(run)
+    if len(runs) < 2:
+        raise UsageError("give at least two runs to compare")
+    table: dict[str, list[Any]] = {}
+    for i, run in enumerate(runs):
+        for name, value in db.params(run["id"]).items():
+            table.setdefault(f"param {name}", [None] * len(runs))[i] = value
+        store = None
+        for row in db.outputs(run["id"]):
+            if not str(row["kind"]).startswith("metrics"):
+                continue
+            store = store or _run_store(args, run)
+            value = store.load(ArtifactRef(row["digest"], row["codec"], row["kind"], row["size"]))
+            for key, number in _numbers(value, f"{row['stage']}.{row['port']}"):
+                table.setdefault(key, [None] * len(runs))[i] = number
+    ids = [r["id"] for r in runs]
+    if args.json:
+        print(json.dumps({"runs": ids, "rows": table}, indent=2, default=str))
+        return EXIT_OK
+    from rich.table import Table
+
+    t = Table(show_edge=False)
+    t.add_column("param / metric")
+    for run_id in ids:
+        t.add_column(run_id, justify="right")
+    t.add_column("change", justify="right")
+    for key, values in table.items():
+        first, last = values[0], values[-1]
+        if first != first and last != last:  # NaN in both: unchanged
+            first = last = None
+        change = ""
+        if (
+            isinstance(first, int | float)
+            and isinstance(last, int | float)
+            and not isinstance(first, bool)
+            and first != last
+        ):
+            change = f"{last - first:+.4g}"
+        elif first != last:
+            change = "changed"
+        t.add_row(key, *[_cell(v) for v in values], change)
+    _console().print(t)
+    return EXIT_OK
+
+
+def _numbers(value: Any, prefix: str, depth: int = 0) -> list[tuple[str, float]]:
+    """Numeric leaves of a metrics value, two levels deep (``scores.metrics.accuracy``, ...)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [(prefix, value)]
+    if isinstance(value, dict) and depth < 2:
+        out = []
+        for key in sorted(value):
+            out += _numbers(value[key], f"{prefix}.{key}", depth + 1)
+        return out
+    return []
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _print_output(args: argparse.Namespace, db: Any) -> int:

@@ -82,3 +82,50 @@ def test_table_as_text_is_truncated_and_says_its_size(project: Path) -> None:
 def test_bad_targets_are_usage_errors(project: Path, target: str, message: str) -> None:
     done = _out(project, "latest", target)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_compare_shows_params_and_metrics_side_by_side(tmp_path: Path) -> None:
+    spec = write_spec(
+        tmp_path,
+        """
+        pipeline: cmp
+        params: {k: 2}
+        stages:
+          score:
+            type: python
+            with: {function: "steps:score", kwargs: {k: "${params.k}"}, outputs: {out: metrics}}
+        """,
+        {
+            "steps.py": "def score(k):\n    return {'accuracy': 1 - 1 / (k + 1), 'detail': {'n': k * 10}}\n"
+        },
+    )
+    for k in (2, 4):
+        subprocess.run(
+            [PIPEFLOW, "run", str(spec), "--set", f"params.k={k}"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    import pipeflow
+
+    store, db = pipeflow.open_store(pipeflow.load(spec))
+    ids = [r["id"] for r in db.runs(limit=2)][::-1]
+    db.close()
+    done = subprocess.run(
+        [PIPEFLOW, "runs", "compare", *ids, "--spec", str(spec), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)["rows"]
+    assert rows["param k"] == [2, 4]
+    assert rows["score.out.accuracy"] == pytest.approx([2 / 3, 4 / 5])
+    assert rows["score.out.detail.n"] == [20, 40]
+    one = subprocess.run(
+        [PIPEFLOW, "runs", "compare", ids[0], "--spec", str(spec)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert one.returncode == 2 and "at least two runs" in one.stderr
