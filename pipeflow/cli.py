@@ -91,6 +91,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     sc.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
 
+    data = sub.add_parser(
+        "data", help="dataset versions read by ingest stages, and the runs that used them"
+    )
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    for name, help_ in (
+        ("list", "list dataset versions (one per source content seen)"),
+        ("show", "show one dataset version: its source and every run that used it"),
+    ):
+        c = data_sub.add_parser(name, help=help_, description=help_)
+        if name == "show":
+            c.add_argument(
+                "dataset_version",
+                metavar="VERSION",
+                help="a version id (unique prefix) from `data list`",
+            )
+        c.add_argument("--json", action="store_true", help="machine-readable output")
+        c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
+        c.add_argument(
+            "--db",
+            metavar="PATH",
+            help="metadata database (default: .pipeflow/pipeflow.db or $PIPEFLOW_DB)",
+        )
+
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     for name, help_ in (
@@ -128,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
                 default=20,
                 help="rows of a table to print as text (default 20; 0 = all)",
             )
-        else:
+        elif name == "list":
             c.add_argument("--limit", type=int, default=20)
             c.add_argument("--pipeline", help="only runs of this pipeline")
         c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
@@ -158,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "stages": cmd_stages,
         "schema": cmd_schema,
         "runs": cmd_runs,
+        "data": cmd_data,
     }[args.command]
     try:
         return handler(args)
@@ -334,6 +358,74 @@ def cmd_runs(args: argparse.Namespace) -> int:
         if args.runs_command == "compare":
             return _compare(args, db)
         return show_run(_console(), db, args.run_id, as_json=args.json)
+    finally:
+        db.close()
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeflow.errors import UsageError
+    from pipeflow.progress import _when
+
+    db = _db(args)
+    try:
+        versions = db.dataset_versions()
+        if args.data_command == "list":
+            if args.json:
+                print(json.dumps(versions, indent=2, default=str))
+                return EXIT_OK
+            from rich.table import Table
+
+            t = Table(show_edge=False)
+            for col in (
+                "version",
+                "source",
+                "pipeline",
+                "stage",
+                "first seen",
+                "last used",
+                "runs",
+            ):
+                t.add_column(col)
+            for v in versions:
+                t.add_row(
+                    v["version"][:12],
+                    v["source"],
+                    v["pipeline"],
+                    v["stage"],
+                    _when(v["first_seen"]),
+                    _when(v["last_used"]),
+                    str(v["runs"]),
+                )
+            _console().print(t)
+            return EXIT_OK
+        matches = [v for v in versions if v["version"].startswith(args.dataset_version)]
+        if len({v["version"] for v in matches}) != 1:
+            raise UsageError(
+                f"no dataset version starts with {args.dataset_version!r}"
+                if not matches
+                else f"{args.dataset_version!r} is ambiguous: give more characters"
+            )
+        version = matches[0]["version"]
+        uses = db.dataset_uses(version)
+        if args.json:
+            print(
+                json.dumps(
+                    {"version": version, "sources": matches, "runs": uses}, indent=2, default=str
+                )
+            )
+            return EXIT_OK
+        console = _console()
+        console.print(f"[bold]dataset version {version}[/]")
+        for m in matches:
+            console.print(f"  source {m['source']}  (pipeline {m['pipeline']}, stage {m['stage']})")
+        console.print(f"  used by {len(uses)} run(s):")
+        for u in uses:
+            console.print(
+                f"    {u['run_id']}  {u['pipeline']}  {u['state']}  {_when(u['started'])}  output {str(u['digest'] or '')[:16]}"
+            )
+        return EXIT_OK
     finally:
         db.close()
 

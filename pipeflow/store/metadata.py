@@ -442,6 +442,29 @@ class MetadataDB:
         )
         return rows[0] if rows else None
 
+    def dataset_versions(self) -> list[dict[str, Any]]:
+        """Dataset versions: the content fingerprints of what ``ingest`` stages read (their
+        ``code_digest``), with the source path and when they were first and last used."""
+        rows = self.query(
+            "SELECT s.code_digest AS version, json_extract(s.config, '$.path') AS source, r.pipeline AS pipeline,"
+            " s.stage AS stage, MIN(r.started) AS first_seen, MAX(r.started) AS last_used, COUNT(DISTINCT r.id) AS runs"
+            " FROM stage_runs s JOIN runs r ON r.id = s.run_id"
+            " WHERE s.type = 'ingest' AND s.code_digest IS NOT NULL AND s.state IN ('done', 'cached')"
+            " GROUP BY s.code_digest, source, r.pipeline, s.stage ORDER BY last_used DESC"
+        )
+        return [dict(r) for r in rows]
+
+    def dataset_uses(self, version: str) -> list[dict[str, Any]]:
+        """The runs whose ingest stages read dataset ``version``, newest first."""
+        rows = self.query(
+            "SELECT r.id AS run_id, r.pipeline AS pipeline, r.state AS state, r.started AS started, s.stage AS stage,"
+            " (SELECT o.digest FROM outputs o WHERE o.run_id = s.run_id AND o.stage = s.stage LIMIT 1) AS digest"
+            " FROM stage_runs s JOIN runs r ON r.id = s.run_id"
+            " WHERE s.type = 'ingest' AND s.code_digest = ? AND s.state IN ('done', 'cached') ORDER BY r.started DESC",
+            (version,),
+        )
+        return [dict(r) for r in rows]
+
     def integrity_check(self) -> str:
         return str(self.query("PRAGMA integrity_check")[0][0])
 
