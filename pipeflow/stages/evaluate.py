@@ -49,11 +49,16 @@ class EvaluateStage(Stage):
         "data": Port("table", description="held-out rows with the target"),
     }
     outputs: ClassVar[Mapping[str, Port]] = {
-        "metrics": Port("metrics", description="the scores, as JSON")
+        "metrics": Port("metrics", description="the scores, as JSON"),
+        "report": Port("report", description="the same as a readable, self-contained HTML page"),
     }
     description = (
         "Score a model on held-out rows (overall, per class, per slice), optionally as a gate."
     )
+
+    @classmethod
+    def default_output(cls, config: EvaluateConfig) -> str:  # type: ignore[override]
+        return "metrics"
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from sklearn.base import is_classifier
@@ -77,6 +82,8 @@ class EvaluateStage(Stage):
             "rows": int(len(rows)),
         }
         metrics.update(scorer(y.to_numpy(), predicted, detail=True))
+        if classifier and hasattr(model, "predict_proba"):
+            metrics["calibration"] = _calibration(y.to_numpy(), predicted, model.predict_proba(X))
         if config.slices:
             metrics["slices"] = {}
             for column in config.slices:
@@ -102,7 +109,88 @@ class EvaluateStage(Stage):
         ]
         if failures:
             raise ValueError(f"model below the quality gate: {'; '.join(failures)}")
-        return {"metrics": metrics}
+        return {"metrics": metrics, "report": _html(ctx.stage, metrics, config)}
+
+
+def _calibration(y: Any, predicted: Any, proba: Any, bins: int = 10) -> dict[str, Any]:
+    """Confidence of the predicted class against how often it is right, in equal-width bins;
+    ``ece`` is the row-weighted mean gap (0 = perfectly calibrated)."""
+    import numpy as np
+
+    confidence = np.asarray(proba, dtype=float).max(axis=1)
+    correct = np.asarray(y).astype(str) == np.asarray(predicted).astype(str)
+    edges = np.linspace(0, 1, bins + 1)
+    which = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    out, ece = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        n = int(mask.sum())
+        conf = float(confidence[mask].mean()) if n else float((edges[b] + edges[b + 1]) / 2)
+        acc = float(correct[mask].mean()) if n else 0.0
+        ece += n * abs(conf - acc)
+        out.append(
+            {
+                "low": float(edges[b]),
+                "high": float(edges[b + 1]),
+                "rows": n,
+                "confidence": conf,
+                "accuracy": acc,
+            }
+        )
+    return {"ece": ece / max(1, len(confidence)), "bins": out}
+
+
+def _html(stage: str, metrics: dict[str, Any], config: EvaluateConfig) -> bytes:
+    from pipeflow import reports as r
+
+    classification = metrics["task"] == "classification"
+    headline = (
+        ("accuracy", "balanced_accuracy", "f1_macro") if classification else ("mae", "rmse", "r2")
+    )
+    sections = [
+        r.kpis({"rows": metrics["rows"], **{k: metrics[k] for k in headline if k in metrics}})
+    ]
+    gates = [(n, f">= {v}", metrics.get(n)) for n, v in config.min.items()] + [
+        (n, f"<= {v}", metrics.get(n)) for n, v in config.max.items()
+    ]
+    if gates:
+        sections.append(
+            "<h2>Quality gate</h2>"
+            + r.table(
+                ["metric", "required", "value", ""], [[n, req, v, "passed"] for n, req, v in gates]
+            )
+        )
+    if classification:
+        per_class = metrics["per_class"]
+        sections.append("<h2>By class</h2>" + r.bars({k: v["f1"] for k, v in per_class.items()}))
+        sections.append(
+            r.table(
+                ["class", "precision", "recall", "f1", "rows"],
+                [
+                    [k, v["precision"], v["recall"], v["f1"], v["support"]]
+                    for k, v in per_class.items()
+                ],
+            )
+        )
+        cm = metrics["confusion_matrix"]
+        sections.append("<h2>Confusion matrix</h2>" + r.heatmap(cm["labels"], cm["matrix"]))
+        if "calibration" in metrics:
+            cal = metrics["calibration"]
+            sections.append(
+                f"<h2>Calibration</h2><p>expected calibration error {cal['ece']:.4f}</p>"
+                + r.reliability(cal["bins"])
+            )
+    for column, values in metrics.get("slices", {}).items():
+        names = [k for k in next(iter(values.values())) if k != "rows"]
+        sections.append(
+            f"<h2>By {column}</h2>"
+            + r.table(
+                [column, "rows", *names],
+                [[v, d["rows"], *[d[n] for n in names]] for v, d in values.items()],
+            )
+        )
+    sections.append(r.raw_json(metrics))
+    return r.page(f"Evaluation: {stage}", sections)
 
 
 def _ok(metrics: dict[str, Any], name: str, limit: float, *, below: bool) -> bool:

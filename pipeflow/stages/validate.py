@@ -143,6 +143,7 @@ class ValidateStage(Stage):
         ),
         "rejected": Port("table", description="quarantined rows with a `reason` column"),
         "report": Port("report", description="what was checked and what failed (JSON)"),
+        "html": Port("report", description="the same as a readable, self-contained HTML page"),
     }
     description = (
         "Check a table (short checks + any Great Expectations expectation); quarantine bad rows."
@@ -225,10 +226,50 @@ class ValidateStage(Stage):
         if config.on_failure == "quarantine":
             rejected = data[failed].copy()
             rejected["reason"] = ["; ".join(reasons[i]) for i in np.flatnonzero(failed)]
-            return {"valid": data[~failed], "rejected": rejected, "report": report}
+            return {
+                "valid": data[~failed],
+                "rejected": rejected,
+                "report": report,
+                "html": _html(ctx.stage, report),
+            }
         empty = data.iloc[0:0].copy()
         empty["reason"] = pd.Series(dtype="string")
-        return {"valid": data, "rejected": empty, "report": report}
+        return {
+            "valid": data,
+            "rejected": empty,
+            "report": report,
+            "html": _html(ctx.stage, report),
+        }
+
+
+def _html(stage: str, report: dict[str, Any]) -> bytes:
+    from pipeflow import reports as r
+
+    rows = [
+        [
+            c["check"],
+            c["level"],
+            "passed" if c["success"] else "FAILED",
+            c.get("failed_rows", "-"),
+            "; ".join(c.get("examples") or ([c["detail"]] if c.get("detail") else [])),
+        ]
+        for c in report["checks"]
+    ]
+    return r.page(
+        f"Validation: {stage}",
+        [
+            r.kpis(
+                {
+                    "rows": report["rows"],
+                    "rows failed": report["rows_failed"],
+                    "on failure": report["on_failure"],
+                }
+            ),
+            "<h2>Checks</h2>"
+            + r.table(["check", "level", "result", "rows failed", "examples"], rows),
+            r.raw_json(report),
+        ],
+    )
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -46,6 +46,9 @@ def ctx(**resources: float) -> StageContext:
     return StageContext(run_id="t", stage="model", params={}, base_dir=None, resources=resources)  # type: ignore[arg-type]
 
 
+BASE_TRAIN = {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 500}}
+
+
 def train(**config) -> dict:
     config = {
         "estimator": "sklearn.linear_model.LogisticRegression",
@@ -168,3 +171,37 @@ def test_regression_metrics() -> None:
     stage = EvaluateStage(EvaluateStage.Config(target="amount"))
     metrics = dict(stage.run(ctx(), {"model": out["model"], "data": TEST}))["metrics"]
     assert metrics["task"] == "regression" and metrics["r2"] > 0.3 and metrics["mae"] > 0
+
+
+def test_calibration_and_the_html_report_escape_what_the_data_says() -> None:
+    from html.parser import HTMLParser
+
+    data = TRAIN.assign(label=TRAIN["label"].replace({"fire": "<script>alert(1)</script>"}))
+    model = TrainStage(TrainStage.Config(**{**BASE_TRAIN, "target": "label"})).run(
+        ctx(), {"train": data}
+    )["model"]
+    test = TEST.assign(label=TEST["label"].replace({"fire": "<script>alert(1)</script>"}))
+    stage = EvaluateStage(
+        EvaluateStage.Config(target="label", slices=["region"], min={"accuracy": 0.5})
+    )
+    out = dict(stage.run(ctx(), {"model": model, "data": test}))
+    cal = out["metrics"]["calibration"]
+    assert 0 <= cal["ece"] <= 1 and sum(b["rows"] for b in cal["bins"]) == len(test)
+    page = out["report"].decode()
+    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    for heading in ("Quality gate", "By class", "Confusion matrix", "Calibration", "By region"):
+        assert heading in page
+
+    class Tags(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tags: list[str] = []
+
+        def handle_starttag(self, tag, attrs) -> None:
+            self.tags.append(tag)
+
+    parser = Tags()
+    parser.feed(page)
+    assert (
+        parser.tags.count("svg") >= 2 and "script" not in parser.tags and "link" not in parser.tags
+    )

@@ -167,7 +167,7 @@ def test_hostile_values_never_crash_and_nothing_is_lost(tmp_path_factory, rows) 
     assert len(out["valid"]) + len(out["rejected"]) == len(data)
     assert out["rejected"]["reason"].map(len).gt(0).all()
     store = ArtifactStore(str(tmp_path_factory.mktemp("s")))
-    for port in ("valid", "rejected", "report"):
+    for port in ("valid", "rejected", "report", "html"):
         store.load(store.save(out[port]))  # whatever came in can be stored
 
 
