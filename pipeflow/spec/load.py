@@ -113,13 +113,22 @@ def loads(text: str, file: str = "<spec>", overrides: Overrides = ()) -> LoadedS
 
 
 def override_strings(overrides: Overrides) -> tuple[str, ...]:
-    """Normalise overrides to ``KEY=VALUE`` strings (a mapping's values are written as JSON,
-    which YAML reads back as the same value)."""
+    """Normalise overrides to ``KEY=VALUE`` strings (a mapping's values are written as flow-style
+    YAML, which reads back as the same value; JSON would not: YAML reads ``1e-05`` as a string)."""
     if isinstance(overrides, str):
         return (overrides,)
     if isinstance(overrides, Mapping):
-        return tuple(f"{k}={json.dumps(v)}" for k, v in overrides.items())
+        return tuple(f"{k}={_yaml_text(v)}" for k, v in overrides.items())
     return tuple(overrides)
+
+
+def _yaml_text(value: Any) -> str:
+    text = yaml.safe_dump(
+        value, default_flow_style=True, allow_unicode=False, width=2**31 - 1, sort_keys=False
+    )
+    if text.endswith("\n...\n"):  # the end-of-document marker after a plain scalar
+        text = text[: -len("...\n")]
+    return text[:-1] if text.endswith("\n") else text
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -138,14 +138,30 @@ def _messy_date(rng: random.Random, day: date) -> str:
     return "" if rng.random() < 0.01 else day.strftime(fmt)
 
 
-def generate_claims(n: int, seed: int) -> pd.DataFrame:
-    """``n`` claims; the same (n, seed) always gives the same table."""
-    rng = random.Random(seed)
-    start = date(2026, 10, 1)
+# Phrasing that appears as the world changes (drift): new vehicles, new scams, new weather.
+DRIFTED = {
+    "collision": ["e-scooter rider hit the side of the car", "delivery robot scraped the door"],
+    "theft": ["keyless entry relay attack, car gone", "parcel taken from the doorstep"],
+    "water_damage": ["heat pump leaked through the ceiling", "flash flood through the ground floor"],
+    "fire": ["e-bike battery caught fire in the hallway", "solar inverter overheated and burned"],
+    "liability": ["drone fell onto a neighbour's car", "guest hurt on the trampoline"],
+    "medical": ["treatment after an e-scooter fall", "heatstroke during the heatwave"],
+}
+
+
+def generate_claims(n: int, seed: int, month: int = 0, drift: float = 0.0) -> pd.DataFrame:
+    """``n`` claims of month ``month`` (0 = October 2026); the same arguments always give the
+    same table. ``drift`` (0..1) moves the batch away from what a model trained on month 0 saw:
+    more fires and water damage, amounts inflated, and new phrasing in that share of claims."""
+    rng = random.Random(seed * 1000 + month)
+    start = date(2026, 10, 1) + timedelta(days=30 * month)
+    weights = [1 + drift * (2 if c in ("fire", "water_damage") else 0) for c in sorted(CATEGORIES)]
     rows = []
     for i in range(n):
-        category = rng.choice(sorted(CATEGORIES))
+        category = rng.choices(sorted(CATEGORIES), weights=weights)[0]
         text = describe(rng, category)
+        if rng.random() < drift:
+            text = rng.choice(DRIFTED[category])
         if rng.random() < 0.02:
             text = ""
         spelled = rng.choice(
@@ -153,13 +169,13 @@ def generate_claims(n: int, seed: int) -> pd.DataFrame:
         )
         rows.append(
             {
-                "claim_id": f"C{seed:03d}-{i:06d}",
+                "claim_id": f"C{seed % 1000:03d}-{month * 100_000 + i:06d}",
                 "policy_type": USUAL_POLICY[category]
                 if rng.random() < 0.8
                 else rng.choice(POLICIES),
                 "region": rng.choice(REGIONS),
                 "submitted": _messy_date(rng, start + timedelta(days=rng.randrange(30))),
-                "amount": _messy_amount(rng, rng.lognormvariate(TYPICAL_AMOUNT[category], 0.9)),
+                "amount": _messy_amount(rng, rng.lognormvariate(TYPICAL_AMOUNT[category] + 0.5 * drift, 0.9)),
                 "description": text,
                 "category": spelled,
             }

@@ -1,0 +1,295 @@
+"""Run metadata in a real SQLite file: runs, stage runs, outputs, lineage, and concurrency."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipeflow.errors import StoreError
+from pipeflow.store.artifacts import ArtifactRef
+from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB, sqlite_path
+
+
+@pytest.fixture
+def db(tmp_path: Path):
+    database = MetadataDB(tmp_path / "meta" / "pipeflow.db")
+    yield database
+    database.close()
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _start(db: MetadataDB, run_id: str, pipeline: str = "demo", **kw: Any) -> None:
+    db.start_run(
+        run_id,
+        pipeline,
+        spec_path="/x/pipeline.yaml",
+        spec_digest=_digest(run_id),
+        executor="sync",
+        params=kw.get("params", {"seed": 1, "cfg": {"a": [1, 2]}}),
+        overrides=kw.get("overrides", ["params.seed=1"]),
+        stages=kw.get("stages", [("a", "python"), ("b", "python")]),
+    )
+
+
+def _stage(name: str, state: str = "done", **kw: Any) -> dict[str, Any]:
+    row = {
+        "stage": name,
+        "type": "python",
+        "state": state,
+        "key": _digest(f"key-{name}"),
+        "reason": "first run of this stage",
+        "started": 1.0,
+        "ended": 2.0,
+        "attempts": 1,
+        "config_digest": _digest("cfg"),
+        "config": {"function": "steps:f"},
+        "code_digest": _digest("code"),
+        "input_digests": {},
+        "seq": 0,
+    }
+    row.update(kw)
+    return row
+
+
+def test_a_new_database_uses_wal_and_the_current_schema(db: MetadataDB) -> None:
+    assert db.path.is_file()
+    assert db.query("PRAGMA journal_mode")[0][0] == "wal"
+    version = db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0]
+    assert int(version) == SCHEMA_VERSION
+    assert db.integrity_check() == "ok"
+
+
+def test_run_lifecycle_is_recorded(db: MetadataDB) -> None:
+    _start(db, "run-1")
+    (row,) = db.runs()
+    assert (row["id"], row["pipeline"], row["state"]) == ("run-1", "demo", "running")
+    assert (row["n_stages"], row["n_done"]) == (2, 0)
+    assert db.params("run-1") == {"seed": 1, "cfg": {"a": [1, 2]}}
+    assert [s["state"] for s in db.stage_runs("run-1")] == ["pending", "pending"]
+
+    db.finish_run("run-1", "failed", error="failed stages: b")
+    run = db.find_run("run-1")
+    assert run is not None
+    assert run["state"] == "failed" and run["error"] == "failed stages: b"
+    assert run["ended"] is not None and run["ended"] >= run["started"]
+
+
+def test_stage_runs_outputs_and_lineage(db: MetadataDB) -> None:
+    _start(db, "run-1")
+    out_a = ArtifactRef(_digest("a-out"), "json", "table", 10)
+    out_b = ArtifactRef(_digest("b-out"), "npy", "any", 20)
+    db.record_stages(
+        "run-1",
+        [
+            _stage("a", outputs={"out": out_a}, seq=0),
+            _stage(
+                "b",
+                outputs={"out": out_b},
+                input_digests={"x": out_a.digest},
+                lineage={"x": ("a", "out", out_a.digest)},
+                seq=1,
+            ),
+        ],
+    )
+    db.finish_run("run-1", "done")
+    stages = db.stage_runs("run-1")
+    assert [s["stage"] for s in stages] == ["a", "b"]
+    assert all(s["state"] == "done" and s["cache_hit"] == 0 for s in stages)
+    assert stages[1]["input_digests"] == f'{{"x": "{out_a.digest}"}}'
+    outputs = {
+        (o["stage"], o["port"]): (o["digest"], o["codec"], o["kind"], o["size"])
+        for o in db.outputs("run-1")
+    }
+    assert outputs == {
+        ("a", "out"): (out_a.digest, "json", "table", 10),
+        ("b", "out"): (out_b.digest, "npy", "any", 20),
+    }
+    (edge,) = db.lineage("run-1")
+    assert (edge["src_stage"], edge["src_port"], edge["dst_stage"], edge["dst_port"]) == (
+        "a",
+        "out",
+        "b",
+        "x",
+    )
+    assert edge["digest"] == out_a.digest
+    summary = db.runs()[0]
+    assert (summary["n_stages"], summary["n_done"], summary["n_failed"]) == (2, 2, 0)
+
+
+def test_recording_the_same_stage_twice_leaves_one_row(db: MetadataDB) -> None:
+    _start(db, "run-1")
+    db.record_stages("run-1", [_stage("a", "running")])
+    db.record_stages("run-1", [_stage("a", "done", attempts=2)])
+    db.record_stages("run-1", [_stage("a", "done", attempts=2)])
+    rows = [s for s in db.stage_runs("run-1") if s["stage"] == "a"]
+    assert len(rows) == 1 and rows[0]["state"] == "done" and rows[0]["attempts"] == 2
+
+
+def test_cached_stages_count_as_cache_hits(db: MetadataDB) -> None:
+    _start(db, "run-1")
+    db.record_stages("run-1", [_stage("a", "cached"), _stage("b", "failed", error="boom")])
+    rows = {s["stage"]: s for s in db.stage_runs("run-1")}
+    assert rows["a"]["cache_hit"] == 1 and rows["b"]["cache_hit"] == 0
+    assert rows["b"]["error"] == "boom"
+    summary = db.runs()[0]
+    assert (summary["n_cached"], summary["n_failed"]) == (1, 1)
+
+
+def test_find_run_latest_exact_and_prefix(db: MetadataDB) -> None:
+    assert db.find_run("latest") is None
+    for i, run_id in enumerate(
+        ["20240101-000000-aaaaaa", "20240102-000000-bbbbbb", "20240102-000000-bbcccc"]
+    ):
+        _start(db, run_id)
+        db.write([("UPDATE runs SET started = ? WHERE id = ?", (1000.0 + i, run_id))])
+    assert db.find_run("latest")["id"] == "20240102-000000-bbcccc"  # type: ignore[index]
+    assert db.find_run("last")["id"] == "20240102-000000-bbcccc"  # type: ignore[index]
+    assert db.find_run("20240101")["id"] == "20240101-000000-aaaaaa"  # type: ignore[index]
+    assert db.find_run("20240102-000000-bbb")["id"] == "20240102-000000-bbbbbb"  # type: ignore[index]
+    assert db.find_run("nope") is None
+    with pytest.raises(StoreError, match="ambiguous"):
+        db.find_run("20240102")
+
+
+def test_find_run_treats_like_wildcards_literally(db: MetadataDB) -> None:
+    _start(db, "abc-1")
+    assert db.find_run("a_c") is None
+    assert db.find_run("a%") is None
+    assert db.find_run("abc")["id"] == "abc-1"  # type: ignore[index]
+
+
+def test_an_exact_id_wins_over_longer_ids_it_prefixes(db: MetadataDB) -> None:
+    _start(db, "run")
+    _start(db, "run-2")
+    assert db.find_run("run")["id"] == "run"  # type: ignore[index]
+
+
+def test_runs_are_listed_newest_first_and_filtered_by_pipeline(db: MetadataDB) -> None:
+    for i, (run_id, pipe) in enumerate([("r1", "p"), ("r2", "q"), ("r3", "p")]):
+        _start(db, run_id, pipeline=pipe)
+        db.write([("UPDATE runs SET started = ? WHERE id = ?", (100.0 + i, run_id))])
+    assert [r["id"] for r in db.runs()] == ["r3", "r2", "r1"]
+    assert [r["id"] for r in db.runs(pipeline="p")] == ["r3", "r1"]
+    assert [r["id"] for r in db.runs(limit=1)] == ["r3"]
+
+
+def test_last_stage_run_is_the_latest_finished_record_of_that_pipeline(db: MetadataDB) -> None:
+    for i, (run_id, pipe, state) in enumerate(
+        [("r1", "p", "done"), ("r2", "p", "failed"), ("r3", "q", "done"), ("r4", "p", "running")]
+    ):
+        _start(db, run_id, pipeline=pipe, stages=[])
+        db.write([("UPDATE runs SET started = ? WHERE id = ?", (100.0 + i, run_id))])
+        db.record_stages(run_id, [_stage("a", state)])
+    last = db.last_stage_run("p", "a")
+    assert last is not None and last["run_id"] == "r2" and last["state"] == "failed"
+    lazy = db.last_stage_runs("p")
+    assert lazy.get("a")["run_id"] == "r2"
+    assert lazy.get("zz", "none") == "none"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+def test_mark_interrupted_only_touches_runs_of_dead_processes(db: MetadataDB) -> None:
+    _start(db, "dead-run")
+    _start(db, "live-run")
+    _start(db, "done-run")
+    db.record_stages("dead-run", [_stage("a", "running"), _stage("b", "done")])
+    db.finish_run("done-run", "done")
+    dead = _dead_pid()
+    db.write([("UPDATE runs SET pid = ? WHERE id IN ('dead-run', 'done-run')", (dead,))])
+
+    assert db.mark_interrupted() == 1
+    assert db.find_run("dead-run")["state"] == "interrupted"  # type: ignore[index]
+    assert db.find_run("dead-run")["error"] == "the run process died"  # type: ignore[index]
+    assert db.find_run("live-run")["state"] == "running"  # type: ignore[index]
+    assert db.find_run("done-run")["state"] == "done"  # type: ignore[index]
+    states = {s["stage"]: s["state"] for s in db.stage_runs("dead-run")}
+    assert states == {"a": "pending", "b": "done"}
+    assert db.mark_interrupted() == 0
+
+
+def test_two_threads_writing_concurrently_lose_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    shared = MetadataDB(path)
+    other = MetadataDB(path)  # a second connection, as a second process would have
+    errors: list[BaseException] = []
+    n_runs, n_stages = 25, 4
+
+    def writer(db: MetadataDB, prefix: str) -> None:
+        try:
+            for i in range(n_runs):
+                run_id = f"{prefix}-{i}"
+                _start(db, run_id, stages=[(f"s{j}", "python") for j in range(n_stages)])
+                db.record_stages(run_id, [_stage(f"s{j}", seq=j) for j in range(n_stages)])
+                db.finish_run(run_id, "done")
+        except BaseException as err:  # pragma: no cover - reported below
+            errors.append(err)
+
+    threads = [
+        threading.Thread(target=writer, args=(shared, "t1")),
+        threading.Thread(target=writer, args=(shared, "t2")),
+        threading.Thread(target=writer, args=(other, "t3")),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    runs = shared.runs(limit=1000)
+    assert len(runs) == 3 * n_runs
+    assert all(r["state"] == "done" and r["n_done"] == n_stages for r in runs)
+    assert shared.query("SELECT COUNT(*) FROM stage_runs")[0][0] == 3 * n_runs * n_stages
+    assert shared.integrity_check() == "ok"
+    shared.close()
+    other.close()
+
+
+def test_reopening_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    first = MetadataDB(path)
+    _start(first, "r1")
+    first.finish_run("r1", "done")
+    first.close()
+    again = MetadataDB(path)
+    assert again.find_run("r1")["state"] == "done"  # type: ignore[index]
+    again.close()
+
+
+def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    MetadataDB(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+        )
+    with pytest.raises(StoreError, match="newer than this pipeflow understands"):
+        MetadataDB(path)
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match=str(path)):
+        MetadataDB(path)
+
+
+def test_sqlite_path_forms(tmp_path: Path) -> None:
+    assert sqlite_path("sqlite:///rel/p.db", tmp_path) == tmp_path / "rel" / "p.db"
+    assert sqlite_path("sqlite:////abs/p.db", tmp_path) == Path("/abs/p.db")
+    assert sqlite_path("bare.db", tmp_path) == tmp_path / "bare.db"
+    with pytest.raises(StoreError, match="is not supported"):
+        sqlite_path("postgres://host/db", tmp_path)
