@@ -55,6 +55,7 @@ def test_declared_types_are_applied(tmp_path: Path) -> None:
         ("jsonl", lambda f, p: f.to_json(p, orient="records", lines=True)),
         ("json", lambda f, p: f.to_json(p, orient="records")),
         ("csv", lambda f, p: f.to_csv(p, index=False)),
+        ("xlsx", lambda f, p: f.to_excel(p, index=False)),
     ],
 )
 def test_formats_round_trip(tmp_path: Path, fmt: str, write) -> None:
