@@ -85,6 +85,10 @@ class RunReport:
             raise UsageError(
                 f"stage '{stage}' has no outputs in run {self.run_id} (state: {outcome.state})"
             )
+        if port is not None and port not in outcome.outputs:
+            raise UsageError(
+                f"stage '{stage}' has no output '{port}' (its outputs: {', '.join(outcome.outputs)})"
+            )
         if port is None:
             if len(outcome.outputs) != 1:
                 raise UsageError(
@@ -183,6 +187,13 @@ def _run(
         if executor is not None and not isinstance(executor, str)
         else make_executor(loaded, executor, address)
     )
+    if getattr(ex, "kind", None) in ("processes", "distributed") and store.url.startswith(
+        "memory://"
+    ):
+        raise UsageError(
+            f"store {store.url} lives in this process's memory, so {ex.kind} workers cannot share it: "
+            "use a path or a shared URL (s3://...), or the threads/sync executor"
+        )
     db.mark_interrupted()
     store.clean_tmp()  # files half-written by runs that died (over an hour old: never a live write)
     chosen = select(pipeline, only, from_)

@@ -293,12 +293,18 @@ def describe_type(cls: type[Stage], config: BaseModel | None = None) -> dict[str
             "default": None if f.is_required() else repr(f.get_default(call_default_factory=True)),
             "description": f.description or "",
         }
+    inputs, outputs = cls.inputs, cls.outputs
+    try:  # ports derived from the config: show them for the config's defaults
+        sample = config if config is not None else cls.Config.model_construct()
+        inputs, outputs = cls.input_ports(sample), cls.output_ports(sample)
+    except Exception:  # a type whose ports need required settings: its class defaults
+        pass
     return {
         "version": cls.version,
         "description": (cls.description or (cls.__doc__ or "").strip().split("\n")[0]),
-        "inputs": {k: {"kind": p.kind, "required": p.required} for k, p in cls.inputs.items()},
+        "inputs": {k: {"kind": p.kind, "required": p.required} for k, p in inputs.items()},
         "extra_inputs": None if cls.extra_inputs is None else cls.extra_inputs.kind,
-        "outputs": {k: {"kind": p.kind} for k, p in cls.outputs.items()},
+        "outputs": {k: {"kind": p.kind} for k, p in outputs.items()},
         "config": fields,
     }
 

@@ -42,4 +42,26 @@ def spec_schema(registry: StageRegistry | None = None) -> dict[str, Any]:
         )
     if branches:
         stage["allOf"] = branches
-    return schema
+    return _allow_interpolation(schema)
+
+
+_INTERPOLATED = {
+    "type": "string",
+    "pattern": r"\$\{[^}]+\}",
+    "description": "${params.x} or ${env:NAME}",
+}
+
+
+def _allow_interpolation(node: Any) -> Any:
+    """Any typed value may be written as ``${params.x}`` / ``${env:NAME}`` (resolved before
+    validation), so a non-string ``type`` also accepts such a string: the editor must not flag
+    ``seed: ${params.seed}`` where an integer is expected."""
+    if isinstance(node, list):
+        return [_allow_interpolation(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _allow_interpolation(v) for k, v in node.items()}
+    kind = out.get("type")  # a property *named* "type" has a schema (a dict) here, not a type
+    if isinstance(kind, str) and kind not in ("string", "object", "null") and "enum" not in out:
+        return {"anyOf": [out, _INTERPOLATED]}
+    return out

@@ -155,7 +155,7 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
                 result.state = StageState.CACHED
                 result.outputs = manifest["outputs"]
                 result.cached_from = manifest.get("run_id")
-                result.reason = "inputs unchanged after upstream re-ran (same content hash)"
+                result.reason = "found in the store: same type, config, code and input contents (an upstream re-ran with identical output, or an identical stage ran)"
                 return result
     except Exception as err:  # store unreachable: the stage fails with the store's message
         return _failed(result, err, 0)
@@ -247,7 +247,7 @@ def _save_outputs(task: StageTask, values: Any, store: Any) -> dict[str, Artifac
     out = {}
     for port, kind in task.output_kinds.items():
         try:
-            out[port] = store.save(values[port], kind)
+            out[port] = store.save(values[port], kind, overwrite=not task.use_cache)
         except UnsupportedOutput as err:
             raise UnsupportedOutput(f"output '{port}': {err}") from None
     return out

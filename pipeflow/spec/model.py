@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 PipelineName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=100)]
 StageName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$", max_length=100)]
@@ -39,6 +39,12 @@ class ExecutorSpec(_Strict):
     threads_per_worker: int | None = Field(
         None, ge=1, description="Threads per LocalCluster worker"
     )
+
+    @model_validator(mode="after")
+    def _address_needs_distributed(self) -> ExecutorSpec:
+        if self.address and self.kind != "distributed":
+            raise ValueError(f"address is only used by kind 'distributed' (kind is '{self.kind}')")
+        return self
 
 
 class StoreSpec(_Strict):

@@ -110,7 +110,9 @@ def sqlite_path(url: str, base_dir: Path) -> Path:
     if url.startswith("sqlite:///"):
         url = url[len("sqlite:///") :]
     elif "://" in url:
-        raise StoreError(
+        from pipeflow.errors import UsageError
+
+        raise UsageError(
             f"metadata URL {url!r} is not supported: expected sqlite:///path/to/file.db"
         )
     path = Path(url)

@@ -116,7 +116,7 @@ def test_editing_a_module_reruns_only_the_stages_that_call_it(project: Path) -> 
         "side": "cached",
     }
     assert report.stages["total"].reason == "code changed"
-    assert "same content hash" in report.stages["summary"].reason
+    assert "found in the store" in report.stages["summary"].reason
     assert calls(base).count("total") == 2 and calls(base).count("scale") == 2
     assert calls(base).count("fmt") == 1 and calls(base).count("numbers") == 1
 

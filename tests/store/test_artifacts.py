@@ -264,3 +264,35 @@ def test_artifact_ref_dict_round_trip() -> None:
     assert ArtifactRef.from_dict({"digest": "b" * 64, "codec": "npy"}) == ArtifactRef(
         "b" * 64, "npy", "any", 0
     )
+
+
+def test_a_damaged_object_is_a_cache_miss_and_the_rerun_repairs_it(tmp_path) -> None:
+    import pipeflow
+    from pipeflow.testing import write_spec
+
+    spec = write_spec(
+        tmp_path,
+        """
+        pipeline: repair
+        stages:
+          a: {type: python, with: {function: "steps:a"}}
+          b: {type: python, inputs: {x: a}, with: {function: "steps:b"}}
+        """,
+        {"steps.py": "def a():\n    return list(range(100))\n\ndef b(x):\n    return sum(x)\n"},
+    )
+    first = pipeflow.run(spec)
+    ref = first.stages["a"].outputs["out"]
+    path = first.store.object_path(ref.digest)
+    with open(path, "r+b") as fh:  # damage it: truncated
+        fh.truncate(5)
+    again = pipeflow.run(spec)
+    assert str(again.stages["a"].state) == "done"  # not trusted: recomputed
+    assert again.load("b") == 4950 and first.store.get(ref.digest)  # and the object is whole again
+    with open(path, "r+b") as fh:  # same-size damage is caught on read, and --force repairs it
+        data = fh.read()
+        fh.seek(0)
+        fh.write(bytes([data[0] ^ 1]) + data[1:])
+    with pytest.raises(StoreError, match="corrupt"):
+        first.store.get(ref.digest)
+    forced = pipeflow.run(spec, force=True)
+    assert str(forced.state) == "done" and forced.load("b") == 4950

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pipeflow.errors import StoreError
+from pipeflow.errors import StoreError, UsageError
 from pipeflow.store.artifacts import ArtifactRef
 from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB, sqlite_path
 
@@ -291,5 +291,5 @@ def test_sqlite_path_forms(tmp_path: Path) -> None:
     assert sqlite_path("sqlite:///rel/p.db", tmp_path) == tmp_path / "rel" / "p.db"
     assert sqlite_path("sqlite:////abs/p.db", tmp_path) == Path("/abs/p.db")
     assert sqlite_path("bare.db", tmp_path) == tmp_path / "bare.db"
-    with pytest.raises(StoreError, match="is not supported"):
+    with pytest.raises(UsageError, match="is not supported"):  # bad input: exit 2
         sqlite_path("postgres://host/db", tmp_path)
