@@ -23,7 +23,7 @@ class LabelDecodedClassifier(ClassifierMixin, BaseEstimator):
     def classes_(self) -> Any:
         import numpy as np
 
-        return np.asarray(self.classes, dtype=object)
+        return np.asarray(self.classes)
 
     def fit(self, X: Any, y: Any) -> LabelDecodedClassifier:  # noqa: N803 (sklearn naming)
         import numpy as np
@@ -36,7 +36,8 @@ class LabelDecodedClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: Any) -> Any:  # noqa: N803
         import numpy as np
 
-        return self.classes_[np.asarray(self.pipeline.predict(X), dtype=int)]
+        labels = np.asarray(self.classes)  # ints stay ints: score() compares with the target
+        return labels[np.asarray(self.pipeline.predict(X), dtype=int)]
 
     def predict_proba(self, X: Any) -> Any:  # noqa: N803
         return self.pipeline.predict_proba(X)

@@ -14,14 +14,16 @@
         text: [description]             # free text -> TF-IDF (default: long string columns)
 
 Preprocessing is built from the table's schema, so a data scientist does not hand-write a
-ColumnTransformer for the common case: numbers are imputed (median) and scaled, categories
+ColumnTransformer for the common case: numbers are imputed (median) and scaled (passed through
+as they are for xgboost and histogram gradient boosting, which handle missing values and scale
+natively), categories
 (strings, booleans, pandas categoricals) imputed and one-hot encoded with unknown values ignored,
 free text vectorised with TF-IDF (word 1-2 grams), dates turned into days since 1970. The output
 is one fitted ``sklearn.pipeline.Pipeline``: preprocessing and estimator travel together, so
 serving applies exactly the training transformations.
 
 The second output, ``info``, is the training record: estimator and params, the model signature
-(feature names and dtypes, classes), row counts and the training score. It holds nothing that
+(feature names and dtypes, classes), row counts and the training score (on at most 50,000 rows). It holds nothing that
 varies between two identical fits (the fit time is in the run's record of the stage), so both
 outputs are byte-identical for the same data and config, and the cache can reuse them. xgboost estimators get ``device: cuda`` when the stage has GPU resources
 (``resources: {GPU: 1}``) and no device was set. Models are stored with skops, never pickle.
@@ -134,7 +136,12 @@ def make_model(
 
     estimator = _make_estimator(config, ctx, params)
     task = config.task or ("classification" if is_classifier(estimator) else "regression")
-    model: Any = Pipeline([("prepare", build_preprocessor(X, config)), ("model", estimator)])
+    model: Any = Pipeline(
+        [
+            ("prepare", build_preprocessor(X, config, trees=_is_tree_model(estimator))),
+            ("model", estimator),
+        ]
+    )
     if task == "classification" and type(estimator).__module__.startswith("xgboost"):
         # xgboost wants labels 0..k-1: the wrapper encodes them and predicts the originals
         from pipeflow.models import LabelDecodedClassifier
@@ -154,7 +161,7 @@ def fit(
     except ValueError as err:
         raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
     fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
-    score = float(model.score(X, y))
+    score = float(model.score(*_sample(X, y)))
     classes = [str(c) for c in getattr(model, "classes_", [])]
     info = {
         "estimator": config.estimator,
@@ -201,7 +208,24 @@ def _make_estimator(
         raise ValueError(f"{config.estimator}: bad params: {err}") from None
 
 
-def build_preprocessor(X: Any, config: TrainConfig) -> Any:
+def _sample(X: Any, y: Any, limit: int = 50_000) -> tuple[Any, Any]:
+    """At most ``limit`` rows (evenly spaced: deterministic) for the training score."""
+    if len(X) <= limit:
+        return X, y
+    step = len(X) / limit
+    rows = [int(i * step) for i in range(limit)]
+    return X.iloc[rows], y.iloc[rows]
+
+
+def _is_tree_model(estimator: Any) -> bool:
+    """Tree ensembles that take missing values and any scale as they are: numbers pass through."""
+    name = type(estimator).__name__
+    return type(estimator).__module__.startswith(("xgboost", "lightgbm")) or name.startswith(
+        "HistGradientBoosting"
+    )
+
+
+def build_preprocessor(X: Any, config: TrainConfig, *, trees: bool = False) -> Any:
     """A ColumnTransformer for the columns of ``X`` (see the module docstring)."""
     import pandas as pd
     from sklearn.compose import ColumnTransformer
@@ -250,7 +274,9 @@ def build_preprocessor(X: Any, config: TrainConfig) -> Any:
                 categorical.append(column)
         else:
             numeric.append(column)
-    if numeric:
+    if numeric and trees:  # xgboost / histogram boosting: NaN and scale are handled natively
+        parts.append(("numeric", "passthrough", numeric))
+    elif numeric:
         parts.append(
             ("numeric", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric)
         )
