@@ -28,7 +28,9 @@ class LabelDecodedClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Any) -> LabelDecodedClassifier:  # noqa: N803 (sklearn naming)
         import numpy as np
 
-        classes, codes = np.unique(np.asarray(y), return_inverse=True)  # vectorised: 1M labels in ms
+        classes, codes = np.unique(
+            np.asarray(y), return_inverse=True
+        )  # vectorised: 1M labels in ms
         self.classes = classes.tolist()
         self.pipeline.fit(X, codes)
         return self

@@ -164,11 +164,11 @@ class ValidateStage(Stage):
         frame = data.reset_index(drop=True)
         n = len(frame)
         failed = np.zeros(n, dtype=bool)
-        reasons: dict[int, list[str]] = {}
+        pieces: list[tuple[Any, list[str]]] = []  # (failing rows, their messages) per check
         results: list[dict[str, Any]] = []
         table_failures: list[str] = []
 
-        def record(name: str, bad: Any, describe: Any) -> None:
+        def record(name: str, bad: Any, describe: Any, values: Any = None) -> None:
             """``bad``: a boolean mask of failing rows (or a bool for a table-level check)."""
             if isinstance(bad, bool | np.bool_):
                 results.append(
@@ -183,19 +183,25 @@ class ValidateStage(Stage):
                     table_failures.append(f"{name}: {describe}")
                 return
             rows = np.flatnonzero(bad)
+            # only failing rows are described: their values are fetched in one go
+            failing = (
+                values.iloc[rows].to_numpy(dtype=object)
+                if values is not None
+                else [None] * len(rows)
+            )
+            messages = [describe(i, v) for i, v in zip(rows, failing, strict=True)]
             results.append(
                 {
                     "check": name,
                     "success": len(rows) == 0,
                     "level": "row",
                     "failed_rows": int(len(rows)),
-                    "examples": [_short(describe(i)) for i in rows[:5]],
+                    "examples": [_short(m) for m in messages[:5]],
                 }
             )
             if len(rows):
                 failed[rows] = True
-                for i in rows:
-                    reasons.setdefault(int(i), []).append(describe(i))
+                pieces.append((rows, messages))
 
         for check in config.checks:
             _run_check(check, frame, record)
@@ -225,7 +231,7 @@ class ValidateStage(Stage):
             ctx.logger.warning("validation: %s", summary)
         if config.on_failure == "quarantine":
             rejected = data[failed].copy()
-            rejected["reason"] = ["; ".join(reasons[i]) for i in np.flatnonzero(failed)]
+            rejected["reason"] = _reasons(pieces, np.flatnonzero(failed))
             return {
                 "valid": data[~failed],
                 "rejected": rejected,
@@ -240,6 +246,23 @@ class ValidateStage(Stage):
             "report": report,
             "html": _html(ctx.stage, report),
         }
+
+
+def _reasons(pieces: list[tuple[Any, list[str]]], rows: Any) -> list[str]:
+    """One reason per failing row (``rows``, ascending): its messages in check order, '; '."""
+    import numpy as np
+
+    if not pieces:
+        return []
+    all_rows = np.concatenate([r for r, _ in pieces])
+    all_messages = [m for _, msgs in pieces for m in msgs]
+    order = np.argsort(all_rows, kind="stable")  # by row; within a row, check order
+    ordered = all_rows[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    ends = np.r_[starts[1:], len(ordered)]
+    messages = [all_messages[i] for i in order]
+    assert np.array_equal(ordered[starts], rows)
+    return ["; ".join(messages[a:b]) for a, b in zip(starts, ends, strict=True)]
 
 
 def _html(stage: str, report: dict[str, Any]) -> bytes:
@@ -296,7 +319,7 @@ def _run_check(check: Check, frame: Any, record: Any) -> None:
     if check.duplicate_rows is False:
         hashed = pd.util.hash_pandas_object(frame.astype("string"), index=False)
         dup = hashed.duplicated().to_numpy()
-        record("duplicate_rows", dup, lambda i: "the same row appears earlier")
+        record("duplicate_rows", dup, lambda i, v: "the same row appears earlier")
     if not check.column:
         return
     col = check.column
@@ -308,19 +331,19 @@ def _run_check(check: Check, frame: Any, record: Any) -> None:
         )
         return
     series = frame[col]
-    values = series.to_numpy(dtype=object)
     null = series.isna().to_numpy()
     if series.dtype == object or pd.api.types.is_string_dtype(series):
         null = null | series.astype("string").str.strip().eq("").fillna(False).to_numpy()
     if check.not_null:
-        record(f"{col}: not_null", null, lambda i: f"{col}: missing or empty")
+        record(f"{col}: not_null", null, lambda i, v: f"{col}: missing or empty", values=series)
     present = ~null
     if check.type is not None:
         ok = _converts(series, check.type)
         record(
             f"{col}: type {check.type}",
             present & ~ok,
-            lambda i: f"{col}: {_show(values[i])} is not {_article(check.type)}",
+            lambda i, v: f"{col}: {_show(v)} is not {_article(check.type)}",
+            values=series,
         )
     if check.range is not None:
         low, high = check.range
@@ -337,30 +360,31 @@ def _run_check(check: Check, frame: Any, record: Any) -> None:
             else np.zeros(len(frame), bool)
         )
 
-        def why(i: int) -> str:
+        def why(i: int, v: Any) -> str:
             if not_number[i]:
-                return f"{col}: {_show(values[i])} is not a number"
+                return f"{col}: {_show(v)} is not a number"
             return (
-                f"{col}: {_show(values[i])} below {low}"
-                if below[i]
-                else f"{col}: {_show(values[i])} above {high}"
+                f"{col}: {_show(v)} below {low}" if below[i] else f"{col}: {_show(v)} above {high}"
             )
 
-        record(f"{col}: range [{low}, {high}]", not_number | below | above, why)
+        record(f"{col}: range [{low}, {high}]", not_number | below | above, why, values=series)
     if check.allowed is not None:
         allowed = {str(v) for v in check.allowed}
         bad = present & ~series.astype("string").isin(allowed).fillna(False).to_numpy()
-        record(f"{col}: allowed", bad, lambda i: f"{col}: {_show(values[i])} not allowed")
+        record(f"{col}: allowed", bad, lambda i, v: f"{col}: {_show(v)} not allowed", values=series)
     if check.regex is not None:
         matched = series.astype("string").str.contains(check.regex, regex=True, na=False).to_numpy()
         record(
             f"{col}: regex",
             present & ~matched,
-            lambda i: f"{col}: {_show(values[i])} does not match {check.regex}",
+            lambda i, v: f"{col}: {_show(v)} does not match {check.regex}",
+            values=series,
         )
     if check.unique:
         dup = series.duplicated(keep="first").to_numpy() & present
-        record(f"{col}: unique", dup, lambda i: f"{col}: {_show(values[i])} appears earlier")
+        record(
+            f"{col}: unique", dup, lambda i, v: f"{col}: {_show(v)} appears earlier", values=series
+        )
 
 
 def _article(kind: str) -> str:
@@ -446,11 +470,9 @@ def _run_expectations(
         bad = np.zeros(len(frame), dtype=bool)
         bad[np.asarray(rows, dtype=int)] = True
         column = kwargs.get("column")
-        values = frame[column].to_numpy(dtype=object) if column in frame.columns else None
         record(
             label,
             bad,
-            lambda i, values=values, name=name, column=column: (
-                f"{column}: {_show(values[i]) if values is not None else '?'} fails {name}"
-            ),
+            lambda i, v, name=name, column=column: f"{column}: {_show(v)} fails {name}",
+            values=frame[column] if column in frame.columns else None,
         )

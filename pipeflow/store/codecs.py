@@ -62,7 +62,7 @@ def encode(obj: Any) -> tuple[str, bytes]:
         buf = io.BytesIO()
         try:
             table = pa.Table.from_pandas(obj, preserve_index=True)
-        except (pa.ArrowTypeError, pa.ArrowInvalid):
+        except (pa.ArrowTypeError, pa.ArrowInvalid, OverflowError):
             table = pa.Table.from_pandas(_text_for_mixed_columns(obj), preserve_index=True)
         pq.write_table(table, buf, compression="zstd")
         return "parquet", buf.getvalue()
@@ -127,7 +127,7 @@ def _text_for_mixed_columns(frame: Any) -> Any:
             continue
         try:
             pa.array(frame[column], from_pandas=True)
-        except (pa.ArrowTypeError, pa.ArrowInvalid):
+        except (pa.ArrowTypeError, pa.ArrowInvalid, OverflowError):
             series = frame[column]
             frame[column] = series.where(series.isna(), series.astype(str))
     return frame
