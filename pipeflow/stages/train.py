@@ -64,6 +64,14 @@ class TrainConfig(BaseModel):
     max_text_features: int = Field(
         20000, ge=1, description="TF-IDF vocabulary size per text column"
     )
+    distributed: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="xgboost on the distributed executor: train across the workers with xgboost.dask "
+        "(auto: from distributed_min_rows rows)",
+    )
+    distributed_min_rows: int = Field(
+        1_000_000, ge=1, description="auto: tables at least this long train across the workers"
+    )
 
     @field_validator("estimator")
     @classmethod
@@ -156,8 +164,13 @@ def fit(
     """Fit and describe a model (the ``info`` record, see the module docstring)."""
     model, estimator, task = make_model(config, X, ctx, params)
     started = time.perf_counter()
+    spread = None
+    client = _cluster_for(config, estimator, len(X))
     try:
-        model.fit(X, y)
+        if client is not None:
+            model, spread = _fit_across_workers(client, model, estimator, task, X, y)
+        else:
+            model.fit(X, y)
     except ValueError as err:
         raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
     fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
@@ -176,6 +189,8 @@ def fit(
         "train_score": score,
         "device": estimator.get_params().get("device") or "cpu",
     }
+    if spread is not None:
+        info["distributed"] = spread
     ctx.logger.info(
         "trained %s on %d rows in %.2fs (train score %.4f)", config.estimator, len(X), fit_s, score
     )
@@ -206,6 +221,134 @@ def _make_estimator(
         return cls(**params)
     except TypeError as err:
         raise ValueError(f"{config.estimator}: bad params: {err}") from None
+
+
+def _cluster_for(config: TrainConfig, estimator: Any, rows: int) -> Any:
+    """A client to train with xgboost.dask, when this stage runs on a distributed worker, the
+    estimator is an xgboost classifier or regressor, and the table is large enough (or asked)."""
+    import sys
+
+    if config.distributed == "never":
+        return None
+    name = type(estimator).__name__
+    if not type(estimator).__module__.startswith("xgboost") or name not in (
+        "XGBClassifier",
+        "XGBRegressor",
+    ):
+        if config.distributed == "always":
+            raise ValueError(
+                f"distributed: always needs xgboost.XGBClassifier or XGBRegressor, not {config.estimator}"
+            )
+        return None
+    if config.distributed == "auto" and rows < config.distributed_min_rows:
+        return None
+    on_worker = False
+    if "distributed" in sys.modules:  # never import distributed just to learn we are not on it
+        from distributed import get_worker
+
+        try:
+            get_worker()
+            on_worker = True
+        except ValueError:
+            pass
+    if not on_worker:  # train here
+        if config.distributed == "always":
+            raise ValueError(
+                "distributed: always needs the distributed executor (--executor distributed)"
+            )
+        return None
+    from distributed import worker_client
+
+    return worker_client()
+
+
+def _fit_across_workers(
+    client_cm: Any, model: Any, estimator: Any, task: str, X: Any, y: Any
+) -> tuple[Any, dict[str, Any]]:
+    """Fit the preprocessing here, then xgboost with xgboost.dask over row blocks spread across
+    the workers; the result is an ordinary pipeline with an ordinary xgboost model in it."""
+    import math
+    import os
+    import tempfile
+
+    import dask
+    import dask.array as da
+    import numpy as np
+    import scipy.sparse as sp
+    import xgboost
+    import xgboost.dask as xgb_dask
+    from sklearn.pipeline import Pipeline
+
+    from pipeflow.models import LabelDecodedClassifier
+
+    pipeline = model.pipeline if isinstance(model, LabelDecodedClassifier) else model
+    # dense at training and at prediction alike: xgboost reads a sparse matrix's absent entries as
+    # missing, not 0, so a model trained on dense blocks must never be fed the sparse form
+    prepare = pipeline.named_steps["prepare"].set_params(sparse_threshold=0.0).fit(X)
+    features = prepare.transform(X)
+    if sp.issparse(features):
+        features = features.toarray()
+    features = np.ascontiguousarray(features, dtype=np.float32)
+    classes = None
+    target = np.asarray(y)
+    if task == "classification":
+        classes, target = np.unique(target, return_inverse=True)
+    params = _non_default_params(estimator)  # e.g. the default objective is binary, not multiclass
+    cls = xgb_dask.DaskXGBClassifier if task == "classification" else xgb_dask.DaskXGBRegressor
+    with client_cm as client:
+        workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        size = math.ceil(len(features) / max(1, workers))
+        starts = range(0, len(features), size)
+        x_parts = client.scatter([features[i : i + size] for i in starts])
+        y_parts = client.scatter([target[i : i + size] for i in starts])
+        X_da = da.concatenate(
+            [
+                da.from_delayed(
+                    dask.delayed(p),
+                    shape=(min(size, len(features) - i), features.shape[1]),
+                    dtype=features.dtype,
+                )
+                for p, i in zip(x_parts, starts, strict=True)
+            ]
+        )
+        y_da = da.concatenate(
+            [
+                da.from_delayed(
+                    dask.delayed(p), shape=(min(size, len(target) - i),), dtype=target.dtype
+                )
+                for p, i in zip(y_parts, starts, strict=True)
+            ]
+        )
+        trained = cls(**params)
+        trained.client = client
+        trained.fit(X_da, y_da)
+        with (
+            tempfile.TemporaryDirectory() as folder
+        ):  # xgboost's own format, sklearn attributes kept
+            path = os.path.join(folder, "model.ubj")
+            trained.save_model(path)
+            local = (xgboost.XGBClassifier if task == "classification" else xgboost.XGBRegressor)(
+                **params
+            )
+            local.load_model(path)
+    fitted = Pipeline([("prepare", prepare), ("model", local)])
+    if classes is not None:
+        fitted = LabelDecodedClassifier(fitted, classes.tolist())
+    return fitted, {"workers": workers, "partitions": len(x_parts), "rows": int(len(features))}
+
+
+def _non_default_params(estimator: Any) -> dict[str, Any]:
+    """The parameters set on ``estimator`` that differ from its class's defaults."""
+    defaults = type(estimator)().get_params()
+
+    def same(a: Any, b: Any) -> bool:
+        return (
+            a is b
+            or a == b
+            or (isinstance(a, float) and isinstance(b, float) and a != a and b != b)
+        )
+
+    return {k: v for k, v in estimator.get_params().items() if not same(v, defaults.get(k))}
 
 
 def _sample(X: Any, y: Any, limit: int = 50_000) -> tuple[Any, Any]:

@@ -205,3 +205,57 @@ def test_calibration_and_the_html_report_escape_what_the_data_says() -> None:
     assert (
         parser.tags.count("svg") >= 2 and "script" not in parser.tags and "link" not in parser.tags
     )
+
+
+def test_distributed_always_needs_the_distributed_executor() -> None:
+    with pytest.raises(ValueError, match="needs the distributed executor"):
+        train(estimator="xgboost.XGBClassifier", distributed="always", params={"n_estimators": 5})
+    with pytest.raises(ValueError, match="needs xgboost.XGBClassifier or XGBRegressor"):
+        train(distributed="always")
+
+
+@pytest.mark.cluster
+def test_xgboost_trains_across_the_workers_of_a_cluster(tmp_path) -> None:
+    from distributed import Client, LocalCluster
+
+    import pipeflow
+    from pipeflow.execute.dask_executor import DaskExecutor
+    from pipeflow.testing import write_spec
+
+    TRAIN.to_parquet(tmp_path / "train.parquet")
+    TEST.to_parquet(tmp_path / "test.parquet")
+    spec = write_spec(
+        tmp_path,
+        """
+        pipeline: xgb-dask
+        stages:
+          train_rows: {type: ingest, with: {path: train.parquet}}
+          test_rows: {type: ingest, with: {path: test.parquet}}
+          model:
+            type: train
+            inputs: {train: train_rows}
+            with:
+              estimator: xgboost.XGBClassifier
+              params: {n_estimators: 30, max_depth: 3, tree_method: hist}
+              target: label
+              task: classification
+              distributed: always
+          scores:
+            type: evaluate
+            inputs: {model: model, data: test_rows}
+            with: {target: label}
+        """,
+    )
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        report = pipeflow.run(spec, executor=DaskExecutor("distributed", client=client))
+    assert str(report.state) == "done", report.stages["model"].error
+    info = report.load("model", "info")
+    assert info["distributed"] == {"workers": 2, "partitions": 2, "rows": len(TRAIN)}
+    assert report.load("scores", "metrics")["accuracy"] > 0.8
+    predicted = report.load("model", "model").predict(TEST.drop(columns="label"))
+    assert set(predicted) <= set(WORDS)  # an ordinary model with the original labels
