@@ -48,6 +48,8 @@ class StageOutcome:
     traceback: str | None = None
     worker: str | None = None
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    #: the output a bare stage name means (the type's default port)
+    default_port: str | None = None
 
 
 @dataclass
@@ -89,6 +91,8 @@ class RunReport:
             raise UsageError(
                 f"stage '{stage}' has no output '{port}' (its outputs: {', '.join(outcome.outputs)})"
             )
+        if port is None and outcome.default_port in outcome.outputs:
+            port = outcome.default_port
         if port is None:
             if len(outcome.outputs) != 1:
                 raise UsageError(
@@ -223,7 +227,12 @@ def _run(
 
     run_id = new_run_id()
     outcomes = {
-        name: StageOutcome(name, pipeline.stages[name].type, reason=sp.reason)
+        name: StageOutcome(
+            name,
+            pipeline.stages[name].type,
+            reason=sp.reason,
+            default_port=pipeline.stages[name].cls.default_output(pipeline.stages[name].config),
+        )
         for name, sp in plan.stages.items()
     }
     db.start_run(

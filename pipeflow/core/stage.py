@@ -67,6 +67,8 @@ class Stage(ABC):
     outputs: ClassVar[Mapping[str, Port]] = {"out": Port("any")}
     #: If set, input names not in ``inputs`` are accepted with this port description.
     extra_inputs: ClassVar[Port | None] = None
+    #: The output a bare ``stage`` reference means when there are several (e.g. ``valid``).
+    default_port: ClassVar[str | None] = None
     description: ClassVar[str] = ""
 
     def __init__(self, config: BaseModel):
@@ -82,8 +84,11 @@ class Stage(ABC):
 
     @classmethod
     def default_output(cls, config: BaseModel) -> str | None:
-        """The port a bare ``stage`` reference means: the only output, or the one named ``out``."""
+        """The port a bare ``stage`` reference means: ``default_port``, the only output, or the
+        one named ``out``."""
         ports = cls.output_ports(config)
+        if cls.default_port is not None and cls.default_port in ports:
+            return cls.default_port
         if len(ports) == 1:
             return next(iter(ports))
         return "out" if "out" in ports else None

@@ -52,13 +52,10 @@ class EvaluateStage(Stage):
         "metrics": Port("metrics", description="the scores, as JSON"),
         "report": Port("report", description="the same as a readable, self-contained HTML page"),
     }
+    default_port = "metrics"
     description = (
         "Score a model on held-out rows (overall, per class, per slice), optionally as a gate."
     )
-
-    @classmethod
-    def default_output(cls, config: EvaluateConfig) -> str:  # type: ignore[override]
-        return "metrics"
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from sklearn.base import is_classifier

@@ -89,6 +89,7 @@ class TrainStage(Stage):
     inputs: ClassVar[Mapping[str, Port]] = {
         "train": Port("table", description="training rows, target included")
     }
+    default_port = "model"
     description = "Fit a scikit-learn-compatible estimator (sklearn, xgboost, ...) with automatic preprocessing."
 
     @classmethod
@@ -102,10 +103,6 @@ class TrainStage(Stage):
                 "metrics", description="training record: params, signature, timings, score"
             ),
         }
-
-    @classmethod
-    def default_output(cls, config: TrainConfig) -> str:  # type: ignore[override]
-        return "model"
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         config: TrainConfig = self.config  # type: ignore[assignment]

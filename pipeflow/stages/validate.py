@@ -145,13 +145,10 @@ class ValidateStage(Stage):
         "report": Port("report", description="what was checked and what failed (JSON)"),
         "html": Port("report", description="the same as a readable, self-contained HTML page"),
     }
+    default_port = "valid"
     description = (
         "Check a table (short checks + any Great Expectations expectation); quarantine bad rows."
     )
-
-    @classmethod
-    def default_output(cls, config: ValidateConfig) -> str:  # type: ignore[override]
-        return "valid"
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         import numpy as np
