@@ -8,7 +8,9 @@
     ├── UsageError                exit 2: bad command-line arguments or API arguments
     ├── StageError                exit 1: a stage failed while running (names the stage)
     ├── RunFailed                 exit 1: a run finished with failed stages
-    └── StoreError                exit 1: artifact store or metadata database problem (names the path)
+    ├── StoreError                exit 1: artifact store or metadata database problem (names the path)
+    │   └── RegistryError         exit 1: model registry (unknown model/version/alias, refused model)
+    └── GateFailed                exit 1: a promotion gate failed (names the gate and both numbers)
 
 A ``SpecError`` carries a :class:`Location` (file, line, column) plus the stage and field it is
 about, so the message always says *where* and *what was expected*. Several problems found in one
@@ -109,3 +111,16 @@ class RunFailed(PipeflowError):
 
 class StoreError(PipeflowError):
     """The artifact store or metadata database could not be read or written."""
+
+
+class RegistryError(StoreError):
+    """A model, version or alias that does not exist, a name that is not allowed, or a stored
+    model that is refused (tampered, truncated, or holding types pipeflow does not trust)."""
+
+
+class GateFailed(PipeflowError):
+    """A promotion was refused by its gates; ``gates`` holds every gate with both numbers."""
+
+    def __init__(self, message: str, gates: list[dict[str, object]] | None = None):
+        self.gates = gates or []
+        super().__init__(message)

@@ -403,6 +403,7 @@ def _tasks(pipeline: Pipeline, plan: Plan, store: ArtifactStore, run_id: str) ->
                 timeout_s=st.spec.timeout_s,
                 use_cache=st.spec.cache and not sp.forced,
                 known_inputs=known,
+                pipeline=pipeline.name,
             )
         )
     return tasks

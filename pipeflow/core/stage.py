@@ -54,6 +54,10 @@ class StageContext:
     resources: Mapping[str, float] = field(default_factory=dict)
     #: the run's artifact store (``pipeflow.store.ArtifactStore``): ``save(obj)`` / ``load(ref)``
     store: Any = None
+    #: the pipeline's name and, per input port, the stored artifact it was loaded from
+    #: (``ArtifactRef``: its ``digest`` is the content fingerprint, for lineage)
+    pipeline: str = ""
+    input_refs: Mapping[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeflow.stage"))
 
 

@@ -59,6 +59,7 @@ class StageTask:
     use_cache: bool = True
     #: inputs already known at plan time (from cached upstream stages): port -> ref
     known_inputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    pipeline: str = ""
 
     @property
     def upstream(self) -> list[str]:
@@ -204,6 +205,8 @@ def _call(
         attempt=attempt,
         resources=task.resources,
         store=store,
+        pipeline=task.pipeline,
+        input_refs=dict(refs),
     )
     stage = task.cls(task.config)
     if task.timeout_s is None:

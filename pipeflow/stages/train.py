@@ -109,6 +109,8 @@ class TrainStage(Stage):
         X, y = training_rows(config, inputs["train"])
         model, info = fit(config, X, y, ctx, dict(config.params))
         info["rows_without_target"] = int(len(inputs["train"]) - len(X))
+        if "train" in ctx.input_refs:  # the training table's content fingerprint, for lineage
+            info["data"] = {"train": ctx.input_refs["train"].digest}
         return {"model": model, "info": info}
 
 

@@ -187,6 +187,56 @@ class ArtifactStore:
             _silently_remove(self, tmp)
             raise StoreError(f"cannot write {path}: {type(err).__name__}: {err}") from None
 
+    def create_exclusive(self, relpath: str, data: bytes) -> bool:
+        """Write ``relpath`` (under the root) only if nothing is there yet, atomically: the whole
+        file appears or nothing. Returns False when the name was taken (a concurrent writer won).
+
+        Local stores use a hard link from a temporary file, which the filesystem makes atomic and
+        exclusive. Other filesystems have no portable exclusive create: there a check-then-write
+        leaves a small race window, documented for shared registries on object stores.
+        """
+        path = self._join(*relpath.split("/"))
+        if not self._local:
+            if self._exists(path):
+                return False
+            self._write_atomic(path, data)
+            return True
+        folder = os.path.dirname(path)
+        self._ensure_dir(folder)
+        self._ensure_dir(self._join("tmp"))
+        tmp = self._join("tmp", uuid.uuid4().hex)
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            return True
+        except OSError as err:
+            raise StoreError(f"cannot write {path}: {err.strerror or err}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+
+    def list_names(self, relfolder: str) -> list[str]:
+        """File names directly under ``relfolder`` (empty if it does not exist), sorted."""
+        folder = self._join(*relfolder.split("/"))
+        try:
+            if self._local:
+                return sorted(os.listdir(folder))
+            return sorted(
+                posixpath.basename(p.rstrip("/")) for p in self.fs.ls(folder, detail=False)
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        except OSError as err:
+            raise StoreError(f"cannot list {folder}: {err.strerror or err}") from None
+
+    def read_text(self, relpath: str) -> str | None:
+        raw = self._read(self._join(*relpath.split("/")))
+        return None if raw is None else raw.decode("utf-8")
+
     def _read(self, path: str) -> bytes | None:
         try:
             if self._local:

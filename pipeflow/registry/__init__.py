@@ -1,0 +1,380 @@
+"""The model registry: named models, integer versions, aliases with a recorded history.
+
+Policy, and why:
+
+- **It lives in the artifact store, as immutable files**, not in a database beside one machine::
+
+      registry/<model>/versions/<n>.json            one per version, written once
+      registry/<model>/aliases/<alias>/<seq>.json   one per alias move, written once
+
+  so every spec and every machine that points at the same store URL shares one registry (the
+  environments of a team), and a stage running on a Dask worker can register a model with only
+  the store in hand. Nothing is ever rewritten: the history *is* the files.
+- **Numbers are claimed with an exclusive create** (:meth:`ArtifactStore.create_exclusive`): two
+  promotions racing for version 4 or alias event 7 cannot both win; the loser re-reads and takes
+  the next number, re-checking its gates against the holder it now sees. So the history of an
+  alias is always a straight chain (each event's ``from_version`` is the previous event's result).
+  On local and network file systems this is atomic; object stores (s3) have no exclusive create,
+  so concurrent promotions there are check-then-write (documented in docs/concepts.md).
+- **An alias is a stack**: a promotion pushes a version, ``rollback`` pops back to the previous
+  holder. Replaying the events gives the current holder, so there is no mutable pointer to corrupt.
+- **Loading never trusts the file**: the bytes must hash to the digest recorded in the version
+  (tampered or truncated files are refused before parsing), and a skops file may only contain the
+  types recorded when pipeflow registered it, intersected with pipeflow's own allow-list.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pipeflow.errors import RegistryError, StoreError
+from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+ROOT = "registry"
+
+
+def check_name(what: str, name: str) -> str:
+    """Model and alias names become path components: letters, digits, ``_ . -`` only."""
+    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+        raise RegistryError(
+            f"invalid {what} {name!r}: expected 1-100 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+def current_user() -> str:
+    user = os.environ.get("PIPEFLOW_USER")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def parse_ref(text: str) -> tuple[str, str | None]:
+    """``NAME@ALIAS`` / ``NAME@3`` / ``NAME`` -> (name, alias-or-version-or-None)."""
+    name, sep, which = text.partition("@")
+    check_name("model name", name)
+    if sep and not which:
+        raise RegistryError(f"{text!r}: expected NAME@ALIAS or NAME@VERSION after '@'")
+    return name, (which or None)
+
+
+def alias_stack(events: list[dict[str, Any]]) -> list[int]:
+    """Replay an alias's events: promotions push a version, rollbacks pop one."""
+    stack: list[int] = []
+    for event in events:
+        if event["action"] == "rollback":
+            if stack:
+                stack.pop()
+        elif not stack or stack[-1] != event["to_version"]:
+            stack.append(int(event["to_version"]))
+    return stack
+
+
+class Registry:
+    """Read and write the registry held in one artifact store."""
+
+    def __init__(self, store: ArtifactStore):
+        self.store = store
+
+    # -- reading ---------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        return [n for n in self.store.list_names(ROOT) if _NAME.match(n)]
+
+    def _numbered(self, folder: str) -> list[int]:
+        return sorted(
+            int(n[:-5])
+            for n in self.store.list_names(folder)
+            if n.endswith(".json") and n[:-5].isdigit()
+        )
+
+    def _read_json(self, relpath: str) -> dict[str, Any]:
+        text = self.store.read_text(relpath)
+        if text is None:
+            raise RegistryError(f"registry entry {relpath} is missing from {self.store.url}")
+        try:
+            return json.loads(text)
+        except ValueError as err:
+            raise RegistryError(
+                f"registry entry {relpath} in {self.store.url} is damaged: {err}"
+            ) from None
+
+    def versions(self, name: str) -> list[dict[str, Any]]:
+        check_name("model name", name)
+        folder = f"{ROOT}/{name}/versions"
+        return [self._read_json(f"{folder}/{n}.json") for n in self._numbered(folder)]
+
+    def version(self, name: str, version: int) -> dict[str, Any]:
+        check_name("model name", name)
+        text = self.store.read_text(f"{ROOT}/{name}/versions/{int(version)}.json")
+        if text is None:
+            known = self._numbered(f"{ROOT}/{name}/versions")
+            if not known:
+                raise RegistryError(self._unknown_model(name))
+            raise RegistryError(
+                f"model '{name}' has no version {version} (versions: {_ranges(known)})"
+            )
+        return json.loads(text)
+
+    def _unknown_model(self, name: str) -> str:
+        import difflib
+
+        models = self.models()
+        close = difflib.get_close_matches(name, models, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        listed = ", ".join(models) if models else "none yet"
+        return (
+            f"no model named '{name}' in the registry at {self.store.url} (models: {listed}){hint}"
+        )
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """Alias -> the version it points at now (aliases rolled back to nothing are left out)."""
+        check_name("model name", name)
+        out = {}
+        for alias in self.store.list_names(f"{ROOT}/{name}/aliases"):
+            stack = alias_stack(self.history(name, alias))
+            if stack:
+                out[alias] = stack[-1]
+        return out
+
+    def history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """Alias moves, oldest first (of one alias, or of every alias by time)."""
+        check_name("model name", name)
+        if alias is None:
+            events = [
+                e
+                for a in self.store.list_names(f"{ROOT}/{name}/aliases")
+                for e in self.history(name, a)
+            ]
+            return sorted(events, key=lambda e: (e["time"], e["alias"], e["seq"]))
+        check_name("alias", alias)
+        folder = f"{ROOT}/{name}/aliases/{alias}"
+        return [self._read_json(f"{folder}/{n}.json") for n in self._numbered(folder)]
+
+    def holder(self, name: str, alias: str) -> int | None:
+        stack = alias_stack(self.history(name, alias))
+        return stack[-1] if stack else None
+
+    def resolve(self, name: str, which: str | int | None = None) -> dict[str, Any]:
+        """The version record that ``which`` means: a number, an alias, or None (the latest)."""
+        check_name("model name", name)
+        if which is None or which == "latest":
+            known = self._numbered(f"{ROOT}/{name}/versions")
+            if not known:
+                raise RegistryError(self._unknown_model(name))
+            return self.version(name, known[-1])
+        if isinstance(which, int) or str(which).isdigit():
+            return self.version(name, int(which))
+        check_name("alias", str(which))
+        held = self.holder(name, str(which))
+        if held is None:
+            if not self._numbered(f"{ROOT}/{name}/versions"):
+                raise RegistryError(self._unknown_model(name))
+            aliases = self.aliases(name)
+            listed = ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())) or "none"
+            raise RegistryError(f"model '{name}' has no alias '{which}' (aliases: {listed})")
+        return self.version(name, held)
+
+    # -- writing ---------------------------------------------------------------------------
+    def register(self, name: str, model: ArtifactRef, **fields: Any) -> dict[str, Any]:
+        """Record ``model`` (already in the store) as the next version of ``name``. The same
+        model content registered again returns the existing version (``existing: True``)."""
+        check_name("model name", name)
+        if not self.store.has(model.digest):
+            raise RegistryError(
+                f"model artifact {model.digest[:12]} is not in the store {self.store.url}"
+            )
+        for record in self.versions(name):
+            if record.get("model", {}).get("digest") == model.digest:
+                return {**record, "existing": True}
+        trusted = _trusted_types(model.codec, self.store.get(model.digest))
+        folder = f"{ROOT}/{name}/versions"
+        while True:
+            known = self._numbered(folder)
+            number = (known[-1] if known else 0) + 1
+            record = {
+                **fields,
+                "name": name,
+                "version": number,
+                "created": time.time(),
+                "user": fields.get("user") or current_user(),
+                "host": socket.gethostname(),
+                "model": model.to_dict(),
+                "trusted_types": trusted,
+            }
+            data = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
+            if self.store.create_exclusive(f"{folder}/{number}.json", data):
+                return record
+
+    def move_alias(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        *,
+        reason: str = "",
+        user: str | None = None,
+        action: str = "promote",
+        run_id: str | None = None,
+        check: Callable[[int | None], list[dict[str, Any]]] | None = None,
+    ) -> dict[str, Any]:
+        """Point ``alias`` at ``version``. ``check(current_holder)`` runs before each attempt (and
+        again if a concurrent move got in first): it returns the gate records or raises
+        :class:`~pipeflow.errors.GateFailed`, which leaves the alias untouched."""
+        check_name("alias", alias)
+        self.version(name, version)  # must exist
+        return self._append(
+            name,
+            alias,
+            lambda stack: int(version),
+            action=action,
+            reason=reason,
+            user=user,
+            run_id=run_id,
+            check=check,
+        )
+
+    def rollback(
+        self, name: str, alias: str, *, reason: str = "", user: str | None = None
+    ) -> dict[str, Any]:
+        """Point ``alias`` back at the version it held before the current one."""
+        check_name("alias", alias)
+
+        def previous(stack: list[int]) -> int:
+            if not stack:
+                raise RegistryError(self._no_alias(name, alias))
+            if len(stack) < 2:
+                raise RegistryError(
+                    f"'{name}@{alias}' has no earlier holder to roll back to (it holds v{stack[-1]} only)"
+                )
+            return stack[-2]
+
+        return self._append(name, alias, previous, action="rollback", reason=reason, user=user)
+
+    def _no_alias(self, name: str, alias: str) -> str:
+        if not self._numbered(f"{ROOT}/{name}/versions"):
+            return self._unknown_model(name)
+        return f"model '{name}' has no alias '{alias}'"
+
+    def _append(
+        self,
+        name: str,
+        alias: str,
+        target: Callable[[list[int]], int],
+        *,
+        action: str,
+        reason: str,
+        user: str | None,
+        run_id: str | None = None,
+        check: Callable[[int | None], list[dict[str, Any]]] | None = None,
+    ) -> dict[str, Any]:
+        folder = f"{ROOT}/{name}/aliases/{alias}"
+        while True:
+            events = self.history(name, alias)
+            stack = alias_stack(events)
+            current = stack[-1] if stack else None
+            to_version = target(stack)
+            gates = check(current) if check is not None else []
+            seq = (events[-1]["seq"] if events else 0) + 1
+            event = {
+                "seq": seq,
+                "model": name,
+                "alias": alias,
+                "action": action,
+                "from_version": current,
+                "to_version": to_version,
+                "time": time.time(),
+                "user": user or current_user(),
+                "host": socket.gethostname(),
+                "reason": reason,
+                "run_id": run_id,
+                "gates": gates,
+            }
+            data = json.dumps(event, indent=1, sort_keys=True, default=str).encode()
+            if self.store.create_exclusive(f"{folder}/{seq}.json", data):
+                return event
+
+    # -- loading ---------------------------------------------------------------------------
+    def load_model(self, name: str, which: str | int | None = None) -> tuple[Any, dict[str, Any]]:
+        """The model object and its version record; refuses tampered or untrusted files."""
+        record = self.resolve(name, which)
+        return load_version_model(self.store, record), record
+
+
+def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:
+    """Load the model of a version record: hash-checked, types limited to what was recorded."""
+    from pipeflow.store import codecs
+
+    where = f"{record.get('name')}@{record.get('version')}"
+    ref = ArtifactRef.from_dict(record["model"])
+    try:
+        data = store.get(ref.digest)
+    except StoreError as err:
+        raise RegistryError(f"refusing to load model {where}: {err}") from None
+    if ref.codec != "skops":
+        return codecs.decode(ref.codec, data)
+    import skops.io
+
+    allowed = [t for t in record.get("trusted_types") or [] if t.startswith(codecs.TRUSTED)]
+    try:
+        found = skops.io.get_untrusted_types(data=data)
+    except Exception as err:  # not a skops zip at all
+        raise RegistryError(
+            f"refusing to load model {where}: not a readable skops file ({err})"
+        ) from None
+    refused = sorted(set(found) - set(allowed))
+    if refused:
+        raise RegistryError(
+            f"refusing to load model {where}: it contains types not recorded when it was "
+            f"registered: {', '.join(refused)}"
+        )
+    try:
+        return skops.io.loads(data, trusted=allowed)
+    except Exception as err:
+        raise RegistryError(
+            f"refusing to load model {where}: {type(err).__name__}: {err}"
+        ) from None
+
+
+def _trusted_types(codec: str, data: bytes) -> list[str]:
+    """The non-default types a skops model holds; all must be on pipeflow's allow-list."""
+    if codec != "skops":
+        return []
+    import skops.io
+
+    from pipeflow.store import codecs
+
+    found = sorted(skops.io.get_untrusted_types(data=data))
+    refused = [t for t in found if not t.startswith(codecs.TRUSTED)]
+    if refused:
+        raise RegistryError(
+            f"refusing to register a model containing types outside pipeflow's allow-list: {', '.join(refused)}"
+        )
+    return found
+
+
+def _ranges(numbers: list[int]) -> str:
+    if len(numbers) <= 6:
+        return ", ".join(map(str, numbers))
+    return f"{numbers[0]}..{numbers[-1]}"
+
+
+__all__ = [
+    "Registry",
+    "alias_stack",
+    "check_name",
+    "current_user",
+    "load_version_model",
+    "parse_ref",
+]

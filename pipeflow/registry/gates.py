@@ -1,0 +1,173 @@
+"""Promotion gates: the checks a model version must pass before an alias may point at it.
+
+Three kinds, each evaluated to a record that carries *both numbers* (the value and the limit), so
+a refusal says exactly which gate failed and by how much:
+
+- ``threshold``: a metric against a fixed limit, written ``"accuracy": ">= 0.94"`` (``>=``, ``>``,
+  ``<=``, ``<``; a bare number means ``>=``). Metric names may be dotted paths into the metrics,
+  e.g. ``slices.region.north.accuracy``.
+- ``champion``: no worse than the current holder of the alias by more than a margin. Whether
+  higher or lower is better follows the metric's name (errors such as ``rmse`` are lower-better).
+  With no current holder (first promotion) the gate passes and says so.
+- ``bias``: a bias metric across the declared sensitive attribute at most a limit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+
+_GATE = re.compile(r"^\s*(>=|<=|>|<|==)?\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+#: metrics where a smaller value is better (errors, losses, calibration gap)
+LOWER_IS_BETTER = ("rmse", "mse", "mae", "mape", "log_loss", "ece", "brier", "error", "loss")
+
+
+def parse_gate(metric: str, expression: Any) -> tuple[str, float]:
+    """``">= 0.94"`` -> ``(">=", 0.94)``; a bare number means ``>=``. Raises ValueError."""
+    if isinstance(expression, bool):
+        raise ValueError(
+            f"gate for '{metric}': expected a comparison such as '>= 0.9', got {expression!r}"
+        )
+    if isinstance(expression, int | float):
+        return ">=", float(expression)
+    found = _GATE.match(str(expression))
+    if not found:
+        raise ValueError(
+            f"gate for '{metric}': expected a comparison such as '>= 0.94' or '< 0.1', got {expression!r}"
+        )
+    return found.group(1) or ">=", float(found.group(2))
+
+
+def metric_value(metrics: Mapping[str, Any], name: str) -> float | None:
+    """The number at ``name`` (a dotted path) in ``metrics``, or None if absent / not a number."""
+    node: Any = metrics
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        return None
+    return float(node)
+
+
+def lower_is_better(metric: str) -> bool:
+    leaf = metric.rsplit(".", 1)[-1].lower()
+    return any(leaf == word or leaf.endswith(word) for word in LOWER_IS_BETTER)
+
+
+def _compare(value: float, op: str, limit: float) -> bool:
+    if math.isnan(value):
+        return False
+    return {
+        ">=": value >= limit,
+        ">": value > limit,
+        "<=": value <= limit,
+        "<": value < limit,
+        "==": value == limit,
+    }[op]
+
+
+def threshold_gates(metrics: Mapping[str, Any], gates: Mapping[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for metric, expression in gates.items():
+        op, limit = parse_gate(metric, expression)
+        value = metric_value(metrics, metric)
+        out.append(
+            {
+                "kind": "threshold",
+                "gate": f"{metric} {op} {limit:g}",
+                "metric": metric,
+                "op": op,
+                "threshold": limit,
+                "value": value,
+                "passed": value is not None and _compare(value, op, limit),
+                "detail": None if value is not None else f"metric '{metric}' was not recorded",
+            }
+        )
+    return out
+
+
+def champion_gate(
+    metrics: Mapping[str, Any],
+    champion: Mapping[str, Any] | None,
+    *,
+    metric: str,
+    margin: float,
+    holder: str | None,
+) -> dict[str, Any]:
+    """The challenger (``metrics``) against the current holder's metrics (``champion``)."""
+    value = metric_value(metrics, metric)
+    lower = lower_is_better(metric)
+    record: dict[str, Any] = {
+        "kind": "champion",
+        "metric": metric,
+        "op": "<=" if lower else ">=",
+        "value": value,
+        "champion": holder,
+        "margin": margin,
+    }
+    if champion is None:
+        return {
+            **record,
+            "gate": f"{metric} vs current holder (none)",
+            "threshold": None,
+            "passed": value is not None,
+            "detail": "no current holder: nothing to compare with"
+            if value is not None
+            else f"metric '{metric}' was not recorded",
+        }
+    best = metric_value(champion, metric)
+    if best is None:
+        return {
+            **record,
+            "gate": f"{metric} vs {holder}",
+            "threshold": None,
+            "passed": value is not None,
+            "detail": f"the current holder {holder} has no '{metric}': not compared",
+        }
+    limit = best + margin if lower else best - margin
+    return {
+        **record,
+        "gate": f"{metric} {record['op']} {holder}'s {best:.6g} {'+' if lower else '-'} {margin:g}",
+        "threshold": limit,
+        "champion_value": best,
+        "passed": value is not None and _compare(value, record["op"], limit),
+        "detail": None if value is not None else f"metric '{metric}' was not recorded",
+    }
+
+
+def bias_gates(bias: Mapping[str, Any] | None, limits: Mapping[str, float]) -> list[dict[str, Any]]:
+    out = []
+    for name, limit in limits.items():
+        value = None if bias is None else metric_value(bias, name)
+        out.append(
+            {
+                "kind": "bias",
+                "gate": f"{name} <= {limit:g}",
+                "metric": name,
+                "op": "<=",
+                "threshold": float(limit),
+                "value": value,
+                "passed": value is not None and _compare(value, "<=", float(limit)),
+                "detail": None if value is not None else f"bias metric '{name}' was not computed",
+            }
+        )
+    return out
+
+
+def describe_failures(gates: list[dict[str, Any]]) -> str:
+    """One line per failed gate, with both numbers."""
+    lines = []
+    for g in gates:
+        if g["passed"]:
+            continue
+        if g["value"] is None:
+            lines.append(f"{g['kind']} gate '{g['gate']}' failed: {g.get('detail')}")
+        else:
+            lines.append(
+                f"{g['kind']} gate '{g['gate']}' failed: {g['metric']} is {g['value']:.6g}, "
+                f"needed {g['op']} {g['threshold']:.6g}"
+            )
+    return "; ".join(lines)
