@@ -114,6 +114,10 @@ def _parser() -> argparse.ArgumentParser:
             help="metadata database (default: .pipeflow/pipeflow.db or $PIPEFLOW_DB)",
         )
 
+    from pipeflow.cli_registry import add_parsers
+
+    add_parsers(sub)
+
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     for name, help_ in (
@@ -182,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         "schema": cmd_schema,
         "runs": cmd_runs,
         "data": cmd_data,
+        "models": _registry_cmd("cmd_models"),
+        "lineage": _registry_cmd("cmd_lineage"),
     }[args.command]
     try:
         return handler(args)
@@ -204,6 +210,15 @@ def main(argv: list[str] | None = None) -> int:
             return err.exit_code
         _error(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)")
         return EXIT_FAILED
+
+
+def _registry_cmd(name: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        from pipeflow import cli_registry
+
+        return int(getattr(cli_registry, name)(args))
+
+    return handler
 
 
 def _error(message: str) -> None:

@@ -82,3 +82,56 @@ def test_claims_example_separates_clean_and_rejected_claims(tmp_path: Path) -> N
         "medical",
     }
     assert sum(r["claims"] for r in summary["by_category"]) == len(clean)
+
+
+def test_claims_example_ends_with_a_gated_production_model_and_its_card(tmp_path: Path) -> None:
+    project = tmp_path / "claims"
+    shutil.copytree(
+        SPECS[0].parents[1] / "claims",
+        project,
+        ignore=shutil.ignore_patterns(".pipeflow", "__pycache__"),
+    )
+    run = subprocess.run(
+        [PIPEFLOW, "run", "pipeline.yaml", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=project,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    shown = subprocess.run(
+        [PIPEFLOW, "models", "show", "claims-categoriser", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=project,
+    )
+    assert shown.returncode == 0, shown.stderr
+    model = json.loads(shown.stdout)
+    holder = model["aliases"]["production"]
+    (promotion,) = [e for e in model["history"] if e["alias"] == "production"]
+    assert promotion["to_version"] == holder
+    assert promotion["gates"] and all(g["passed"] for g in promotion["gates"])
+    assert {g["kind"] for g in promotion["gates"]} == {"threshold", "bias", "champion"}
+    record = model["versions"][holder - 1]
+    assert record["metrics"]["accuracy"] >= 0.94
+    card = project / "card.html"
+    rendered = subprocess.run(
+        [
+            PIPEFLOW,
+            "models",
+            "card",
+            "claims-categoriser@production",
+            "--format",
+            "html",
+            "-o",
+            str(card),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=project,
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    text = card.read_text()
+    assert "claims-categoriser@" in text and "Intended use" in text and "region" in text

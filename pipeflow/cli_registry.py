@@ -1,0 +1,410 @@
+"""``pipeflow models ...`` and ``pipeflow lineage``: the registry from the command line.
+
+Which registry: ``--spec SPEC`` (the store and metadata of that spec), else ``--store URL`` or
+``$PIPEFLOW_STORE``, else ``.pipeflow/`` in the current directory. Lineage also needs the metadata
+database: the spec's, ``--db PATH``, ``$PIPEFLOW_DB``, or ``pipeflow.db`` inside a local store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def add_parsers(sub: Any) -> None:
+    def where(c: argparse.ArgumentParser, *, db: bool = False) -> None:
+        c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
+        c.add_argument(
+            "--store",
+            metavar="URL",
+            help="artifact store holding the registry (default: $PIPEFLOW_STORE or .pipeflow)",
+        )
+        if db:
+            c.add_argument(
+                "--db",
+                metavar="PATH",
+                help="metadata database (default: the spec's, $PIPEFLOW_DB, or pipeflow.db in the store)",
+            )
+        c.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
+
+    models = sub.add_parser(
+        "models", help="the model registry: versions, aliases, promotions, rollbacks, model cards"
+    )
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
+    c = msub.add_parser("list", help="list registered models with their versions and aliases")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    where(c)
+    c = msub.add_parser("show", help="show a model: its versions and the full alias history")
+    c.add_argument("name", metavar="NAME")
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    where(c)
+    c = msub.add_parser(
+        "promote",
+        help="point an alias at a version, if the given gates pass",
+        description="Point ALIAS at a version (a number, or an alias such as staging, meaning its "
+        "holder). Gates given here are checked first; a failed gate leaves the alias untouched.",
+    )
+    c.add_argument("name", metavar="NAME")
+    c.add_argument(
+        "which",  # not "version": that is the top-level --version flag's dest
+        metavar="VERSION",
+        help="version number, or an alias (its holder)",
+    )
+    c.add_argument("--to", dest="alias", required=True, metavar="ALIAS")
+    c.add_argument("--reason", default="", help="why (recorded with the move)")
+    c.add_argument(
+        "--gate",
+        action="append",
+        default=[],
+        metavar="METRIC>=VALUE",
+        help="metric threshold the version must meet, e.g. 'accuracy>=0.95' (repeatable)",
+    )
+    c.add_argument(
+        "--champion",
+        metavar="METRIC[:MARGIN]",
+        help="no worse than the alias's current holder on METRIC by more than MARGIN",
+    )
+    where(c)
+    c = msub.add_parser("rollback", help="point an alias back at its previous holder")
+    c.add_argument("name", metavar="NAME")
+    c.add_argument("alias", metavar="ALIAS")
+    c.add_argument("--reason", default="", help="why (recorded with the move)")
+    where(c)
+    c = msub.add_parser("card", help="print the model card of NAME@VERSION (or NAME@ALIAS)")
+    c.add_argument("ref", metavar="NAME@VERSION")
+    c.add_argument("--format", choices=["markdown", "html"], default="markdown")
+    c.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    where(c, db=True)
+
+    lin = sub.add_parser(
+        "lineage",
+        help="where a model version came from: run, stages, datasets, sources",
+    )
+    lin.add_argument("ref", metavar="NAME@VERSION", help="a model version (or NAME@ALIAS)")
+    lin.add_argument("--json", action="store_true", help="machine-readable output")
+    where(lin, db=True)
+
+
+# ---------------------------------------------------------------------------------- helpers
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(Registry, metadata DB or None)."""
+    from pipeflow.errors import UsageError
+    from pipeflow.registry import Registry
+    from pipeflow.store.artifacts import ArtifactStore
+    from pipeflow.store.metadata import MetadataDB
+
+    if args.spec:
+        from pipeflow.session import open_store
+        from pipeflow.spec.load import load
+
+        store, db = open_store(load(args.spec))
+        return Registry(store), db
+    url = args.store or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
+    if "://" not in url and not os.path.isdir(url):
+        raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
+    db = None
+    if hasattr(args, "db"):
+        path = args.db or os.environ.get("PIPEFLOW_DB")
+        if path is None and "://" not in url:
+            path = os.path.join(url, "pipeflow.db")
+        if path and os.path.exists(path):
+            db = MetadataDB(path)
+    return Registry(ArtifactStore(url)), db
+
+
+def _console() -> Any:
+    from pipeflow.cli import _console as console
+
+    return console()
+
+
+def _when(ts: float | None) -> str:
+    from pipeflow.progress import _when as when
+
+    return when(ts)
+
+
+def _headline(metrics: dict[str, Any] | None) -> str:
+    metrics = metrics or {}
+    for name in ("accuracy", "r2", "f1_macro", "rmse"):
+        value = metrics.get(name)
+        if isinstance(value, int | float):
+            return f"{name} {value:.4f}"
+    return ""
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    registry, db = _open(args)
+    try:
+        return {
+            "list": _list,
+            "show": _show,
+            "promote": _promote,
+            "rollback": _rollback,
+            "card": _card,
+        }[args.models_command](args, registry, db)
+    finally:
+        if db is not None:
+            db.close()
+
+
+def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    rows = []
+    for name in registry.models():
+        versions = registry.versions(name)
+        if not versions:
+            continue
+        latest = versions[-1]
+        rows.append(
+            {
+                "name": name,
+                "versions": len(versions),
+                "latest": latest["version"],
+                "latest_created": latest.get("created"),
+                "aliases": registry.aliases(name),
+                "headline": _headline(latest.get("metrics")),
+            }
+        )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    if not rows:
+        _console().print(f"no models registered in {registry.store.url} yet")
+        return EXIT_OK
+    from rich.table import Table
+
+    t = Table(show_edge=False)
+    for col in ("model", "versions", "latest", "created", "aliases", "latest metrics"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(
+            r["name"],
+            str(r["versions"]),
+            f"v{r['latest']}",
+            _when(r["latest_created"]),
+            ", ".join(f"{a} -> v{v}" for a, v in sorted(r["aliases"].items())) or "-",
+            r["headline"],
+        )
+    _console().print(t)
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    from pipeflow.errors import RegistryError
+
+    versions = registry.versions(args.name)
+    if not versions:
+        raise RegistryError(registry._unknown_model(args.name))
+    aliases = registry.aliases(args.name)
+    history = registry.history(args.name)
+    if args.json:
+        print(
+            json.dumps(
+                {"name": args.name, "aliases": aliases, "versions": versions, "history": history},
+                indent=2,
+                default=str,
+            )
+        )
+        return EXIT_OK
+    from rich.table import Table
+
+    console = _console()
+    console.print(f"[bold]{args.name}[/]  ({registry.store.url})")
+    # a version's gates as last checked: those of its latest promotion, else its registration's
+    last_gates = {e["to_version"]: e["gates"] for e in history if e.get("gates")}
+    held: dict[int, list[str]] = {}
+    for alias, version in aliases.items():
+        held.setdefault(version, []).append(alias)
+    t = Table(show_edge=False, title="versions", title_justify="left")
+    for col in ("version", "created", "by", "run", "metrics", "gates", "aliases"):
+        t.add_column(col)
+    for v in versions:
+        gates = last_gates.get(v["version"]) or v.get("gates") or []
+        failed = [g for g in gates if not g.get("passed")]
+        t.add_row(
+            f"v{v['version']}",
+            _when(v.get("created")),
+            str(v.get("user", "")),
+            str((v.get("run") or {}).get("run_id") or ""),
+            _headline(v.get("metrics")),
+            "-"
+            if not gates
+            else ("[green]passed[/]" if not failed else f"[red]{len(failed)} failed[/]"),
+            ", ".join(sorted(held.get(v["version"], []))),
+        )
+    console.print(t)
+    h = Table(show_edge=False, title="alias history", title_justify="left")
+    for col in ("when", "alias", "action", "from", "to", "by", "reason"):
+        h.add_column(col)
+    for e in history:
+        h.add_row(
+            _when(e["time"]),
+            e["alias"],
+            e["action"],
+            f"v{e['from_version']}" if e.get("from_version") else "-",
+            f"v{e['to_version']}",
+            str(e.get("user", "")),
+            e.get("reason") or "",
+        )
+    if history:
+        console.print(h)
+    else:
+        console.print("no alias has pointed at a version yet")
+    return EXIT_OK
+
+
+def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    from pipeflow.errors import GateFailed, UsageError
+    from pipeflow.registry.gates import champion_gate, describe_failures, threshold_gates
+
+    record = registry.resolve(args.name, args.which)
+    gates_spec: dict[str, str] = {}
+    for text in args.gate:
+        metric, op, limit = _split_gate(text)
+        gates_spec[metric] = f"{op} {limit}"
+    try:
+        gates = threshold_gates(record.get("metrics") or {}, gates_spec)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    failure = describe_failures(gates)
+    if failure:
+        raise GateFailed(f"{args.name}@{record['version']} not promoted: {failure}", gates)
+    champion = None
+    if args.champion:
+        metric, _, margin = args.champion.partition(":")
+        try:
+            champion = (metric, float(margin or 0))
+        except ValueError:
+            raise UsageError(
+                f"--champion {args.champion!r}: expected METRIC or METRIC:MARGIN"
+            ) from None
+
+    def check(holder: int | None) -> list[dict[str, Any]]:
+        if champion is None:
+            return gates
+        held = None if holder is None else registry.version(args.name, holder)
+        gate = champion_gate(
+            record.get("metrics") or {},
+            None if held is None else held.get("metrics") or {},
+            metric=champion[0],
+            margin=champion[1],
+            holder=None if holder is None else f"v{holder}",
+        )
+        if not gate["passed"]:
+            raise GateFailed(
+                f"{args.name}@{record['version']} not promoted: {describe_failures([gate])}",
+                [*gates, gate],
+            )
+        return [*gates, gate]
+
+    event = registry.move_alias(
+        args.name, args.alias, record["version"], reason=args.reason, check=check
+    )
+    was = f"v{event['from_version']}" if event["from_version"] else "unset"
+    print(f"{args.name}@{args.alias} -> v{event['to_version']} (was {was})")
+    return EXIT_OK
+
+
+def _split_gate(text: str) -> tuple[str, str, str]:
+    import re
+
+    from pipeflow.errors import UsageError
+
+    found = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(>=|<=|>|<|==)\s*(\S+)\s*$", text)
+    if not found:
+        raise UsageError(f"--gate {text!r}: expected METRIC>=VALUE (or >, <=, <, ==)")
+    return found.group(1), found.group(2), found.group(3)
+
+
+def _rollback(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    event = registry.rollback(args.name, args.alias, reason=args.reason)
+    print(
+        f"{args.name}@{args.alias} -> v{event['to_version']} (rolled back from v{event['from_version']})"
+    )
+    return EXIT_OK
+
+
+def _card(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    from pipeflow.governance import render_card
+    from pipeflow.registry import parse_ref
+    from pipeflow.registry.lineage import model_lineage
+
+    name, which = parse_ref(args.ref)
+    record = registry.resolve(name, which)
+    lineage = model_lineage(db, registry, record) if db is not None else None
+    promotions = [
+        e for e in registry.history(name) if e["to_version"] == record["version"] and e["gates"]
+    ]
+    if promotions:  # the gates of its latest promotion include the champion check
+        record = {**record, "gates": promotions[-1]["gates"]}
+    markdown, html = render_card(record, lineage)
+    data = html if args.format == "html" else markdown.encode("utf-8")
+    if args.output:
+        from pipeflow.errors import UsageError
+
+        try:
+            with open(args.output, "wb") as fh:
+                fh.write(data)
+        except OSError as err:
+            raise UsageError(f"cannot write {args.output}: {err.strerror or err}") from None
+        print(f"wrote the model card of {name}@{record['version']} to {args.output}")
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    return EXIT_OK
+
+
+def cmd_lineage(args: argparse.Namespace) -> int:
+    from pipeflow.registry import parse_ref
+    from pipeflow.registry.lineage import model_lineage
+
+    registry, db = _open(args)
+    try:
+        name, which = parse_ref(args.ref)
+        record = registry.resolve(name, which)
+        lineage = model_lineage(db, registry, record)
+    finally:
+        if db is not None:
+            db.close()
+    if args.json:
+        print(json.dumps(lineage, indent=2, default=str))
+        return EXIT_OK
+    console = _console()
+    console.print(f"[bold]{lineage['model']}[/]  model {str(lineage['model_digest'])[:12]}")
+    console.print(
+        f"└─ run {lineage['run_id']}  pipeline {lineage['pipeline']}  registered by stage {lineage['stage']}"
+    )
+    if lineage.get("note"):
+        console.print(f"   ({lineage['note']})")
+    console.print(
+        f"   ├─ training table {str(lineage['training_table'])[:12]}"
+        f"  evaluation table {str(lineage['evaluation_table'])[:12]}"
+    )
+    if lineage["stages"]:
+        console.print("   ├─ stages:")
+        for s in lineage["stages"]:
+            fed = f"  <- {', '.join(s['inputs'])}" if s["inputs"] else ""
+            console.print(f"   │    {s['stage']} ({s['type']}, {s['state']}){fed}")
+    console.print("   ├─ sources:")
+    for src in lineage["sources"]:
+        console.print(
+            f"   │    {src['stage']} ({src['type']}): {src['source']}"
+            f"  fingerprint {str(src['fingerprint'])[:12]}  data {str(src['digest'])[:12]}"
+        )
+    if not lineage["sources"]:
+        console.print("   │    none recorded")
+    shared = ", ".join(s["model"] for s in lineage["shared_with"]) or "no other version"
+    console.print(f"   └─ shares data with: {shared}")
+    return EXIT_OK

@@ -1,0 +1,657 @@
+"""The model card of one registered model version, as Markdown and as a self-contained HTML page.
+
+A card answers, for a reviewer who never saw the run: what is this model, what is it for, what was
+it trained and evaluated on, how good is it (overall, per slice, per group), what does it rely
+on, which gates did it pass, and where did it come from. It is rendered from the version's record
+alone (plus the lineage, when known), so it can be rebuilt at any time from the registry.
+
+Each section is built once as a list of small blocks (heading, text, table, bars ...) and the
+blocks are drawn twice, as Markdown and as HTML (with :mod:`pipeflow.reports`: no scripts, no
+CDN, every value escaped). Every section tolerates missing keys ("not recorded"), and a section
+that cannot be drawn at all (an unexpected shape) says so in the card instead of failing the
+promotion that asked for it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+NOT_RECORDED = "not recorded"
+BIAS_DIFFERENCES = (
+    "demographic_parity_difference",
+    "equalized_odds_difference",
+    "accuracy_difference",
+)
+MAX_BARS = 20
+
+
+# -- the blocks a section is made of ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Heading:
+    text: str
+    level: int = 2
+
+
+@dataclass(frozen=True)
+class Text:
+    text: str
+
+
+@dataclass(frozen=True)
+class Status:
+    """A verdict line: ``ok`` True (passed), False (failed) or None (nothing to judge)."""
+
+    text: str
+    ok: bool | None = None
+
+
+@dataclass(frozen=True)
+class Kpis:
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Table:
+    headers: list[str]
+    rows: list[list[Any]]
+    left: int = 1
+
+
+@dataclass(frozen=True)
+class Bars:
+    values: dict[str, float]
+    limit: float = 1.0
+
+
+@dataclass(frozen=True)
+class Matrix:
+    labels: list[str]
+    matrix: list[list[int]]
+
+
+Block = Heading | Text | Status | Kpis | Table | Bars | Matrix
+
+
+def render_card(record: dict[str, Any], lineage: dict[str, Any] | None = None) -> tuple[str, bytes]:
+    """(Markdown, HTML bytes) of the card of ``record`` (a registered version; see the registry
+    for its keys, all optional but ``name`` and ``version``)."""
+    title = f"Model card: {record.get('name', '?')}@{record.get('version', '?')}"
+    sections: list[Callable[[], list[Block]]] = [
+        lambda: _header(record),
+        lambda: _intended_use(record),
+        lambda: _data(record),
+        lambda: _metrics(record.get("metrics")),
+        lambda: _bias(record.get("bias"), record.get("bias_limits")),
+        lambda: _importance(record.get("importance")),
+        lambda: _gates(record.get("gates")),
+        lambda: _lineage(record.get("run"), lineage),
+        lambda: _signature(record.get("signature")),
+        lambda: _params(record.get("params")),
+    ]
+    blocks: list[Block] = []
+    for section in sections:
+        try:
+            blocks += section()
+        except Exception as err:  # an unexpected shape: say so, keep the rest of the card
+            blocks.append(Status(f"this section could not be drawn: {type(err).__name__}: {err}"))
+    everything = record if lineage is None else {"record": record, "lineage": lineage}
+    return _markdown(title, blocks), _html(title, blocks, everything)
+
+
+# -- sections ----------------------------------------------------------------------------------
+
+
+def _header(record: dict[str, Any]) -> list[Block]:
+    model = _dict(record.get("model"))
+    who = record.get("user")
+    if who and record.get("host"):
+        who = f"{who} on {record['host']}"
+    rows = [
+        ["model", f"{record.get('name', '?')}@{record.get('version', '?')}"],
+        ["created", _when(record.get("created"))],
+        ["registered by", who or NOT_RECORDED],
+        ["estimator", record.get("estimator") or NOT_RECORDED],
+        ["task", record.get("task") or _dict(record.get("metrics")).get("task") or NOT_RECORDED],
+        ["target", record.get("target") or NOT_RECORDED],
+        ["model digest", model.get("digest") or NOT_RECORDED],
+        ["stored as", _stored_as(model)],
+    ]
+    blocks: list[Block] = [Table(["", ""], rows, left=2)]
+    if record.get("description"):
+        blocks.append(Text(str(record["description"])))
+    return blocks
+
+
+def _intended_use(record: dict[str, Any]) -> list[Block]:
+    return [Heading("Intended use"), Text(str(record.get("intended_use") or NOT_RECORDED))]
+
+
+def _data(record: dict[str, Any]) -> list[Block]:
+    data = _dict(record.get("data"))
+    blocks: list[Block] = [
+        Heading("Data"),
+        Table(
+            ["set", "digest", "rows"],
+            [
+                ["train", _short(data.get("train")), _or(data.get("rows_train"))],
+                ["evaluation", _short(data.get("evaluation")), _or(data.get("rows_evaluation"))],
+            ],
+            left=2,
+        ),
+    ]
+    summary = _dict(record.get("data_summary"))
+    if not summary:
+        return [*blocks, Text(f"Column summary: {NOT_RECORDED}.")]
+    columns = _records(summary.get("columns"))
+    blocks.append(
+        Text(f"Summarised table: {_or(summary.get('rows'))} rows, {len(columns)} columns.")
+    )
+    if columns:
+        blocks.append(
+            Table(
+                ["column", "dtype", "missing", "distinct", "min", "max", "mean"],
+                [
+                    [
+                        c.get("name", "?"),
+                        _or(c.get("dtype")),
+                        _or(c.get("missing")),
+                        _or(c.get("distinct")),
+                        _blank(c.get("min")),
+                        _blank(c.get("max")),
+                        _blank(c.get("mean")),
+                    ]
+                    for c in columns
+                ],
+                left=2,
+            )
+        )
+    target = _dict(summary.get("target"))
+    distribution = _dict(target.get("distribution"))
+    if distribution:
+        blocks.append(Heading(f"Target: {target.get('name', '?')}", level=3))
+        blocks.append(Table(["value", "rows"], [[k, v] for k, v in distribution.items()]))
+    return blocks
+
+
+def _metrics(metrics: Any) -> list[Block]:
+    metrics = _dict(metrics)
+    blocks: list[Block] = [Heading("Metrics")]
+    overall = {k: v for k, v in metrics.items() if _is_number(v)}
+    if not overall:
+        return [*blocks, Text(NOT_RECORDED)]
+    blocks.append(Kpis(overall))
+    per_class = {k: v for k, v in _dict(metrics.get("per_class")).items() if isinstance(v, dict)}
+    if per_class:
+        blocks.append(Heading("By class", level=3))
+        blocks.append(
+            Table(
+                ["class", "precision", "recall", "f1", "rows"],
+                [
+                    [
+                        k,
+                        _blank(v.get("precision")),
+                        _blank(v.get("recall")),
+                        _blank(v.get("f1")),
+                        _blank(v.get("support")),
+                    ]
+                    for k, v in per_class.items()
+                ],
+            )
+        )
+    cm = _dict(metrics.get("confusion_matrix"))
+    labels, matrix = _list(cm.get("labels")), [_list(row) for row in _list(cm.get("matrix"))]
+    square = len(matrix) == len(labels) and all(len(row) == len(labels) for row in matrix)
+    if labels and square and all(_is_number(v) for row in matrix for v in row):
+        # counts as ints: reports.heatmap writes the cells as they are
+        blocks.append(Heading("Confusion matrix", level=3))
+        blocks.append(Matrix([str(x) for x in labels], [[int(v) for v in row] for row in matrix]))
+    calibration = _dict(metrics.get("calibration"))
+    if _is_number(calibration.get("ece")):
+        blocks.append(Text(f"Expected calibration error: {_fmt(calibration['ece'])}."))
+    for column, values in _dict(metrics.get("slices")).items():
+        values = {k: v for k, v in _dict(values).items() if isinstance(v, dict)}
+        names = list(dict.fromkeys(n for v in values.values() for n in v if n != "rows"))
+        blocks.append(Heading(f"By {column}", level=3))
+        blocks.append(
+            Table(
+                [str(column), "rows", *names],
+                [
+                    [k, _blank(v.get("rows")), *[_blank(v.get(n)) for n in names]]
+                    for k, v in values.items()
+                ],
+            )
+            if values
+            else Text(NOT_RECORDED)
+        )
+    return blocks
+
+
+def _bias(bias: Any, limits: Any) -> list[Block]:
+    bias, limits = _dict(bias), _dict(limits)
+    blocks: list[Block] = [Heading("Bias")]
+    if not bias:
+        return [*blocks, Text(NOT_RECORDED)]
+    groups = {k: v for k, v in _dict(bias.get("groups")).items() if isinstance(v, dict)}
+    classes = [str(c) for c in _list(bias.get("classes"))]
+    min_rows = bias.get("min_rows")
+    small = (
+        f", groups under {min_rows} rows left out of the differences"
+        if _is_number(min_rows) and min_rows > 1
+        else ""
+    )
+    blocks.append(
+        Text(f"Attribute: {bias.get('attribute', NOT_RECORDED)}; {len(groups)} groups{small}.")
+    )
+    verdicts: list[bool] = []
+    rows = []
+    for name in dict.fromkeys([*BIAS_DIFFERENCES, *limits]):
+        value, limit = bias.get(name), limits.get(name)
+        verdict = _at_most(value, limit)
+        if verdict is not None:
+            verdicts.append(verdict)
+        rows.append(
+            [name, _blank(value, NOT_RECORDED), _blank(limit, "no limit"), _verdict(verdict)]
+        )
+    blocks.append(Table(["difference", "value", "limit", "result"], rows))
+    if not verdicts:
+        blocks.append(Status("No bias limits recorded."))
+    elif all(verdicts):
+        blocks.append(Status("Bias check passed: every difference is within its limit.", ok=True))
+    else:
+        blocks.append(
+            Status(
+                f"Bias check FAILED: {verdicts.count(False)} difference(s) over the limit "
+                "(or not recorded).",
+                ok=False,
+            )
+        )
+    if groups:
+        blocks.append(
+            Table(
+                ["group", "rows", "accuracy", "compared"],
+                [
+                    [
+                        g,
+                        _blank(v.get("rows")),
+                        _blank(v.get("accuracy")),
+                        "no (too few rows)" if v.get("excluded") else "yes",
+                    ]
+                    for g, v in groups.items()
+                ],
+            )
+        )
+        rates = [
+            [
+                g,
+                c,
+                _blank(_dict(v.get("selection_rate")).get(c), "n/a"),
+                _blank(_dict(v.get("tpr")).get(c), "n/a"),  # no rows of the class
+                _blank(_dict(v.get("fpr")).get(c), "n/a"),  # every row of the class
+            ]
+            for g, v in groups.items()
+            for c in classes
+        ]
+        if rates:
+            blocks.append(Heading("Rates by group and class", level=3))
+            blocks.append(Table(["group", "class", "selection rate", "TPR", "FPR"], rates, left=2))
+    return blocks
+
+
+def _importance(importance: Any) -> list[Block]:
+    importance = _dict(importance)
+    blocks: list[Block] = [Heading("Feature importance")]
+    features = _records(importance.get("features"))
+    if not features:
+        blocks.append(Text(NOT_RECORDED))
+    else:
+        how = [
+            f"{importance[k]} {k.replace('n_', '')}"
+            for k in ("rows", "n_repeats")
+            if _is_number(importance.get(k))
+        ]
+        blocks.append(
+            Text(
+                f"{importance.get('method', 'permutation')} importance on the raw input columns: "
+                f"drop in {importance.get('scoring', 'score')} when a column is shuffled"
+                + (f" ({', '.join(how)})." if how else ".")
+            )
+        )
+        values = {str(f.get("name", "?")): f.get("mean") for f in features}
+        blocks.append(_bars(values))
+        blocks.append(
+            Table(
+                ["feature", "mean", "std"],
+                [
+                    [f.get("name", "?"), _blank(f.get("mean")), _blank(f.get("std"))]
+                    for f in features
+                ],
+            )
+        )
+    contributions = importance.get("contributions")
+    if isinstance(contributions, dict):
+        blocks.append(Heading("Model feature contributions", level=3))
+        if contributions.get("error"):
+            blocks.append(Text(f"Could not be computed: {contributions['error']}"))
+        else:
+            items = _records(contributions.get("features"))
+            blocks.append(Text(f"{contributions.get('method', NOT_RECORDED)}."))
+            if items:
+                blocks.append(_bars({str(f.get("name", "?")): f.get("mean_abs") for f in items}))
+                blocks.append(
+                    Table(
+                        ["model feature", "mean |contribution|"],
+                        [[f.get("name", "?"), _blank(f.get("mean_abs"))] for f in items],
+                    )
+                )
+    return blocks
+
+
+def _gates(gates: Any) -> list[Block]:
+    gates = _records(gates)
+    blocks: list[Block] = [Heading("Gates")]
+    if not gates:
+        return [*blocks, Text(NOT_RECORDED)]
+    blocks.append(
+        Table(
+            ["kind", "gate", "result", "detail", "value", "threshold"],
+            [
+                [
+                    _or(g.get("kind")),
+                    _or(
+                        g.get("gate")
+                        or " ".join(str(g[k]) for k in ("metric", "op", "threshold") if k in g)
+                    ),
+                    _verdict(g.get("passed") if isinstance(g.get("passed"), bool) else None),
+                    g.get("detail") or "",
+                    _blank(g.get("value")),
+                    _blank(g.get("threshold")),
+                ]
+                for g in gates
+            ],
+            left=4,
+        )
+    )
+    failed = sum(1 for g in gates if g.get("passed") is False)
+    unknown = sum(1 for g in gates if not isinstance(g.get("passed"), bool))
+    if failed:
+        blocks.append(Status(f"{failed} of {len(gates)} gate(s) FAILED.", ok=False))
+    elif unknown:
+        blocks.append(Status(f"{unknown} of {len(gates)} gate(s) have no recorded result."))
+    else:
+        blocks.append(Status(f"All {len(gates)} gate(s) passed.", ok=True))
+    return blocks
+
+
+def _lineage(run: Any, lineage: Any) -> list[Block]:
+    run, lineage = _dict(run), _dict(lineage)
+    blocks: list[Block] = [Heading("Lineage")]
+    blocks.append(
+        Table(
+            ["", ""],
+            [
+                ["run", _or(run.get("run_id"))],
+                ["pipeline", _or(run.get("pipeline"))],
+                ["registered by stage", _or(run.get("stage"))],
+                ["spec", _or(run.get("spec_path"))],
+            ],
+            left=2,
+        )
+    )
+    sources = _records(lineage.get("sources"))
+    blocks.append(Heading("Sources", level=3))
+    blocks.append(
+        Table(
+            ["stage", "type", "source", "fingerprint", "digest"],
+            [
+                [
+                    _or(s.get("stage")),
+                    _or(s.get("type")),
+                    _or(s.get("source")),
+                    _short(s.get("fingerprint")),
+                    _short(s.get("digest")),
+                ]
+                for s in sources
+            ],
+            left=5,
+        )
+        if sources
+        else Text(NOT_RECORDED)
+    )
+    stages = _records(lineage.get("stages"))
+    blocks.append(Heading("Stages", level=3))
+    blocks.append(
+        Table(
+            ["stage", "type", "state", "digest"],
+            [
+                [
+                    _or(s.get("stage")),
+                    _or(s.get("type")),
+                    _or(s.get("state")),
+                    _short(s.get("digest")),
+                ]
+                for s in stages
+            ],
+            left=4,
+        )
+        if stages
+        else Text(NOT_RECORDED)
+    )
+    if "shared_with" in lineage:
+        shared = [str(s) for s in _list(lineage.get("shared_with"))]
+        blocks.append(
+            Text(
+                "Same model artifact as: "
+                + (", ".join(shared) if shared else "no other version")
+                + "."
+            )
+        )
+    return blocks
+
+
+def _signature(signature: Any) -> list[Block]:
+    signature = _dict(signature)
+    blocks: list[Block] = [Heading("Signature")]
+    features = _records(signature.get("features"))
+    blocks.append(
+        Table(
+            ["feature", "dtype"],
+            [[f.get("name", "?"), _or(f.get("dtype"))] for f in features],
+            left=2,
+        )
+        if features
+        else Text(f"Features: {NOT_RECORDED}.")
+    )
+    classes = _list(signature.get("classes"))
+    if classes:
+        blocks.append(Table(["#", "class"], [[i, c] for i, c in enumerate(classes)], left=2))
+    elif not features:
+        blocks.append(Text(f"Classes: {NOT_RECORDED}."))
+    return blocks
+
+
+def _params(params: Any) -> list[Block]:
+    params = _dict(params)
+    blocks: list[Block] = [Heading("Params")]
+    if not params:
+        return [*blocks, Text(NOT_RECORDED)]
+    return [*blocks, Table(["param", "value"], [[k, _plain(v)] for k, v in params.items()], left=2)]
+
+
+# -- drawing -----------------------------------------------------------------------------------
+
+
+def _markdown(title: str, blocks: list[Block]) -> str:
+    out = [f"# {_md_line(title)}", ""]
+    for block in blocks:
+        if isinstance(block, Heading):
+            out += ["#" * block.level + " " + _md_line(block.text), ""]
+        elif isinstance(block, Text):
+            out += [_md_text(block.text), ""]
+        elif isinstance(block, Status):
+            out += [f"**{_md_text(block.text)}**", ""]
+        elif isinstance(block, Kpis):
+            out += _md_table(["metric", "value"], [[k, v] for k, v in block.values.items()], 1)
+        elif isinstance(block, Table):
+            out += _md_table(block.headers, block.rows, block.left)
+        # Bars: Markdown has no charts, and every chart here sits above a table of its values
+        elif isinstance(block, Matrix):
+            out += _md_table(
+                ["true \\ predicted", *block.labels],
+                [[label, *row] for label, row in zip(block.labels, block.matrix, strict=False)],
+                1,
+            )
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md_table(headers: list[str], rows: list[list[Any]], left: int) -> list[str]:
+    """A GFM table; columns of numbers only are right-aligned (``left`` is HTML's rule)."""
+    align = [
+        "---:" if rows and all(_is_number(r[i]) for r in rows if i < len(r)) else "---"
+        for i in range(len(headers))
+    ]
+    lines = [
+        "| " + " | ".join(_md_cell(h) for h in headers) + " |",
+        "| " + " | ".join(align) + " |",
+    ]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def _md_text(value: Any) -> str:
+    """Text as Markdown shows it: no raw HTML gets through (``<`` is escaped)."""
+    return str(value).replace("<", "&lt;")
+
+
+def _md_line(value: Any) -> str:
+    return " ".join(_md_text(value).splitlines())
+
+
+def _md_cell(value: Any) -> str:
+    """One table cell: one line, pipes escaped (backslashes first, so ``a\\|`` stays a cell)."""
+    return _md_line(_fmt(value)).replace("\\", "\\\\").replace("|", "\\|")
+
+
+def _html(title: str, blocks: list[Block], everything: dict[str, Any]) -> bytes:
+    from pipeflow import reports as r
+
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append(f"<h{block.level}>{r._e(block.text)}</h{block.level}>")
+        elif isinstance(block, Text):
+            parts.append(f"<p>{r._e(block.text)}</p>")
+        elif isinstance(block, Status):
+            css = "" if block.ok is None else " class=ok" if block.ok else " class=bad"
+            parts.append(f"<p{css}>{r._e(block.text)}</p>")
+        elif isinstance(block, Kpis):
+            parts.append(r.kpis(block.values))
+        elif isinstance(block, Table):
+            parts.append(
+                r.table(
+                    block.headers, [[_cell(v) for v in row] for row in block.rows], left=block.left
+                )
+            )
+        elif isinstance(block, Bars):
+            parts.append(r.bars(block.values, limit=block.limit))
+        elif isinstance(block, Matrix):
+            parts.append(r.heatmap(block.labels, block.matrix))
+    parts.append(r.raw_json(everything))
+    return r.page(title, parts)
+
+
+# -- values ------------------------------------------------------------------------------------
+
+
+def _bars(values: dict[str, Any]) -> Bars:
+    """The largest ``MAX_BARS`` numeric values, labels cut to fit the chart's label column."""
+    numeric = [(k, float(v)) for k, v in values.items() if _is_number(v)][:MAX_BARS]
+    shown: dict[str, float] = {}
+    for name, value in numeric:
+        label = name if len(name) <= 22 else name[:21] + "…"
+        while label in shown:  # two long names with one prefix
+            label += "'"
+        shown[label] = value
+    top = max([v for v in shown.values()] + [0.0])
+    return Bars(shown, limit=top if top > 0 else 1.0)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _records(value: Any) -> list[dict[str, Any]]:
+    return [v for v in _list(value) if isinstance(v, dict)]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _cell(value: Any) -> Any:
+    """A table cell for reports.table: floats kept (it formats them), the rest as text."""
+    return value if isinstance(value, float | int) and not isinstance(value, bool) else str(value)
+
+
+def _or(value: Any) -> Any:
+    return NOT_RECORDED if value is None or value == "" else value
+
+
+def _blank(value: Any, missing: str = "") -> Any:
+    return missing if value is None else value
+
+
+def _short(digest: Any) -> str:
+    return str(digest)[:12] if digest else NOT_RECORDED
+
+
+def _when(created: Any) -> str:
+    if not _is_number(created):
+        return NOT_RECORDED if created is None else str(created)
+    try:
+        return datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, OSError, ValueError):
+        return str(created)
+
+
+def _stored_as(model: dict[str, Any]) -> str:
+    if not model:
+        return NOT_RECORDED
+    parts = [str(model[k]) for k in ("codec", "kind") if model.get(k)]
+    if _is_number(model.get("size")):
+        parts.append(f"{model['size']:,} bytes")
+    return ", ".join(parts) or NOT_RECORDED
+
+
+def _at_most(value: Any, limit: Any) -> bool | None:
+    if not _is_number(limit):
+        return None
+    if not _is_number(value):
+        return False  # a limit on a figure that was not computed cannot be shown to hold
+    return bool(value <= limit)
+
+
+def _verdict(passed: bool | None) -> str:
+    return "—" if passed is None else "passed" if passed else "FAILED"
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,281 @@
+"""``promote``: register a trained model as a new version of a named model, and move an alias
+(``staging``, ``production``, ...) to it only if its gates pass.
+
+What is registered (see :mod:`pipeflow.registry`): the model artifact (by content hash, with the
+types a skops file may hold), its signature, params, estimator and target (from the ``info`` output
+of ``train``), its metrics (from ``evaluate``), the fingerprints of the training and evaluation
+tables, a summary of the evaluation data, bias metrics across a sensitive attribute, permutation
+feature importances, the gates and their numbers, and the run that made it.
+
+Gates, in order: metric thresholds (``gates: {accuracy: ">= 0.94"}``), bias limits
+(``bias: {sensitive: region, max: {demographic_parity_difference: 0.1}}``), then the champion gate
+(``champion: {metric: accuracy, margin: 0.01}``: no worse than the alias's current holder by more
+than the margin), evaluated against the holder at the moment of the move. A failed gate leaves the
+alias untouched; the version stays registered (its record says which gates it failed), and the stage
+fails naming each failed gate with both numbers, unless ``on_gate_failure: register``, which lets the
+run go on.
+
+Registering the same model content again returns the existing version, so a re-run never makes
+duplicate versions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeflow.core.stage import Port, Stage, StageContext
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
+
+
+class ChampionGate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    metric: str = Field(min_length=1, description="the metric compared with the current holder")
+    margin: float = Field(
+        0.0, ge=0, description="how much worse than the holder the challenger may be"
+    )
+
+
+class BiasGate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sensitive: str = Field(
+        min_length=1, description="column of the evaluation data holding the sensitive attribute"
+    )
+    max: dict[str, float] = Field(
+        default_factory=dict,
+        description="limits, e.g. {demographic_parity_difference: 0.1, equalized_odds_difference: 0.15}",
+    )
+    min_rows: int = Field(30, ge=1, description="groups smaller than this are listed, not compared")
+
+
+class PromoteConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=_NAME, description="the registered model's name")
+    alias: str | None = Field(
+        None, pattern=_NAME, description="alias to move if the gates pass (none: register only)"
+    )
+    gates: dict[str, float | str] = Field(
+        default_factory=dict, description="metric thresholds, e.g. {accuracy: '>= 0.94'}"
+    )
+    champion: ChampionGate | None = Field(
+        None, description="no worse than the alias's current holder by more than a margin"
+    )
+    bias: BiasGate | None = Field(None, description="bias metrics across a sensitive attribute")
+    target: str | None = Field(
+        None, description="target column of the evaluation data (default: from the train info)"
+    )
+    importance: bool = Field(True, description="compute permutation feature importances")
+    importance_rows: int = Field(2000, ge=10, description="rows sampled for feature importances")
+    intended_use: str | None = Field(None, description="for the model card")
+    description: str | None = None
+    reason: str | None = Field(None, description="recorded with the alias move")
+    on_gate_failure: Literal["fail", "register"] = Field(
+        "fail",
+        description="fail: the stage fails; register: the version is kept without the alias and the run goes on",
+    )
+
+    @field_validator("gates")
+    @classmethod
+    def _gates_parse(cls, gates: dict[str, float | str]) -> dict[str, float | str]:
+        from pipeflow.registry.gates import parse_gate
+
+        for metric, expression in gates.items():
+            parse_gate(metric, expression)
+        return gates
+
+
+class PromoteStage(Stage):
+    """Register a model version and move an alias to it if its gates pass."""
+
+    version: ClassVar[str] = "1"
+    Config = PromoteConfig
+    inputs: ClassVar[Mapping[str, Port]] = {
+        "model": Port("model", description="the fitted model (from train or tune)"),
+        "metrics": Port("metrics", description="its evaluation metrics (from evaluate)"),
+        "info": Port(
+            "metrics", required=False, description="the training record (train's info output)"
+        ),
+        "data": Port(
+            "table",
+            required=False,
+            description="evaluation rows, target included: bias metrics, importances, data summary",
+        ),
+    }
+    outputs: ClassVar[Mapping[str, Port]] = {
+        "version": Port(
+            "metrics", description="the version record, gates and whether it was promoted"
+        ),
+        "card": Port("report", description="the model card as a self-contained HTML page"),
+        "card_md": Port("report", description="the model card as Markdown"),
+    }
+    default_port = "version"
+    description = "Register a model version; move an alias to it only if its gates pass."
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        from pipeflow.errors import GateFailed
+        from pipeflow.governance import render_card
+        from pipeflow.registry import Registry
+        from pipeflow.registry.gates import (
+            bias_gates,
+            champion_gate,
+            describe_failures,
+            threshold_gates,
+        )
+
+        config: PromoteConfig = self.config  # type: ignore[assignment]
+        if ctx.store is None:
+            raise ValueError("the promote stage needs the run's artifact store")
+        model, metrics = inputs["model"], inputs["metrics"]
+        info = inputs.get("info") or {}
+        if not isinstance(metrics, dict):
+            raise ValueError("input 'metrics' must be the JSON metrics of an evaluate stage")
+        model_ref = ctx.input_refs.get("model") or ctx.store.save(model, "model")
+        fields = _describe(config, ctx, model, metrics, info, inputs.get("data"))
+        gates = threshold_gates(metrics, config.gates)
+        if config.bias is not None:
+            gates += bias_gates(fields.get("bias"), config.bias.max)
+        registry = Registry(ctx.store)
+        record = registry.register(config.name, model_ref, gates=gates, **fields)
+        label = f"{config.name}@{record['version']}"
+        promoted = False
+        failure = describe_failures(gates)
+        event = None
+        if config.alias and not failure:
+
+            def check(holder: int | None) -> list[dict[str, Any]]:
+                if config.champion is None:
+                    return gates
+                champion = None if holder is None else registry.version(config.name, holder)
+                gate = champion_gate(
+                    metrics,
+                    None if champion is None else champion.get("metrics") or {},
+                    metric=config.champion.metric,
+                    margin=config.champion.margin,
+                    holder=None if holder is None else f"v{holder}",
+                )
+                result = [*gates, gate]
+                if not gate["passed"]:
+                    raise GateFailed(describe_failures(result), result)
+                return result
+
+            try:
+                event = registry.move_alias(
+                    config.name,
+                    config.alias,
+                    record["version"],
+                    reason=config.reason or f"gates passed in run {ctx.run_id}",
+                    run_id=ctx.run_id,
+                    check=check,
+                )
+                gates, promoted = event["gates"], True
+                ctx.logger.info(
+                    "%s -> %s (was %s)", config.alias, label, event["from_version"] or "unset"
+                )
+            except GateFailed as err:
+                gates, failure = err.gates, str(err)
+        outcome = {
+            **record,
+            "gates": gates,
+            "alias": config.alias,
+            "promoted": promoted,
+            "previous_holder": event["from_version"] if event else None,
+            "failure": failure or None,
+        }
+        markdown, html = render_card(outcome)
+        if failure and config.alias and config.on_gate_failure == "fail":
+            raise GateFailed(
+                f"{label} registered but not promoted to '{config.alias}' ({config.alias} unchanged): {failure}",
+                gates,
+            )
+        if failure:
+            ctx.logger.warning("%s not promoted: %s", label, failure)
+        outcome.pop("existing", None)
+        return {"version": outcome, "card": html, "card_md": markdown.encode("utf-8")}
+
+
+def _describe(
+    config: PromoteConfig,
+    ctx: StageContext,
+    model: Any,
+    metrics: dict[str, Any],
+    info: dict[str, Any],
+    data: Any,
+) -> dict[str, Any]:
+    """Everything the version record holds besides the model and gates."""
+    from pipeflow.governance import bias_metrics, data_summary, feature_importance
+
+    task = info.get("task") or metrics.get("task")
+    target = config.target or info.get("target")
+    refs = ctx.input_refs
+    fields: dict[str, Any] = {
+        "description": config.description,
+        "intended_use": config.intended_use,
+        "estimator": info.get("estimator") or _estimator_name(model),
+        "task": task,
+        "target": target,
+        "signature": info.get("signature") or {},
+        "params": info.get("params") or {},
+        "metrics": metrics,
+        "data": {
+            "train": (info.get("data") or {}).get("train"),
+            "evaluation": refs["data"].digest if "data" in refs else None,
+            "rows_train": info.get("rows_train"),
+            "rows_evaluation": metrics.get("rows"),
+        },
+        "bias_limits": dict(config.bias.max) if config.bias else None,
+        "run": {
+            "run_id": ctx.run_id,
+            "pipeline": ctx.pipeline,
+            "stage": ctx.stage,
+            "model_digest": refs["model"].digest if "model" in refs else None,
+        },
+    }
+    if data is None:
+        if config.bias is not None:
+            raise ValueError("bias gates need the evaluation rows: wire the 'data' input")
+        return fields
+    if not target or target not in data.columns:
+        raise ValueError(
+            f"target column {target!r} not found in the 'data' input "
+            f"(columns: {', '.join(map(str, data.columns))}); set 'target' or wire train's info"
+        )
+    rows = data[data[target].notna()]
+    fields["data_summary"] = data_summary(data, target)
+    X, y = rows.drop(columns=[target]), rows[target]
+    if config.bias is not None:
+        column = config.bias.sensitive
+        if column not in rows.columns:
+            raise ValueError(
+                f"sensitive attribute '{column}' not found in the 'data' input "
+                f"(columns: {', '.join(map(str, rows.columns))})"
+            )
+        fields["bias"] = bias_metrics(
+            y.to_numpy(),
+            model.predict(X),
+            rows[column].to_numpy(),
+            attribute=column,
+            min_rows=config.bias.min_rows,
+        )
+    if config.importance:
+        features = [f["name"] for f in fields["signature"].get("features", [])] or list(X.columns)
+        features = [f for f in features if f in X.columns]
+        fields["importance"] = feature_importance(
+            model,
+            X[features] if features else X,
+            y,
+            task=task or "classification",
+            max_rows=config.importance_rows,
+        )
+    return fields
+
+
+def _estimator_name(model: Any) -> str:
+    inner = getattr(model, "steps", None)
+    final = inner[-1][1] if inner else model
+    return f"{type(final).__module__}.{type(final).__qualname__}"

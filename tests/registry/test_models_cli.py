@@ -1,0 +1,185 @@
+"""The registry end to end: a real spec promotes real models; `pipeflow models` and `pipeflow
+lineage` read what it recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
+PROJECT = Path(__file__).with_name("project")
+
+
+def pf(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PIPEFLOW, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=project,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from sklearn.datasets import load_breast_cancer
+
+    where = tmp_path_factory.mktemp("registry") / "tumours"
+    shutil.copytree(PROJECT, where)
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame.to_csv(where / "data.csv", index=False)
+    first = pf(where, "run", "pipeline.yaml", "--quiet")
+    assert first.returncode == 0, first.stdout + first.stderr
+    return where
+
+
+def show(project: Path) -> dict:
+    out = pf(project, "models", "show", "tumours", "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def test_first_run_registers_and_promotes_with_a_full_record(project: Path) -> None:
+    data = show(project)
+    assert data["aliases"] == {"production": 1}
+    v1 = data["versions"][0]
+    assert v1["metrics"]["accuracy"] >= 0.9
+    assert [g["kind"] for g in v1["gates"]] == ["threshold", "bias"]
+    assert all(g["passed"] for g in v1["gates"])
+    assert v1["signature"]["classes"] == ["benign", "malignant"]
+    assert len(v1["data"]["train"]) == 64 and len(v1["data"]["evaluation"]) == 64
+    assert v1["bias"]["attribute"] == "size_band"
+    assert v1["importance"]["features"][0]["name"]
+    assert v1["run"]["pipeline"] == "tumours" and v1["run"]["stage"] == "promote"
+    listed = pf(project, "models", "list")
+    assert listed.returncode == 0 and "production -> v1" in listed.stdout
+
+
+def test_a_failed_gate_leaves_the_alias_and_names_both_numbers(project: Path) -> None:
+    out = pf(
+        project,
+        "run",
+        "pipeline.yaml",
+        "--quiet",
+        "--set",
+        "params.C=0.5",
+        "--set",
+        "params.min_accuracy=0.9999",
+    )
+    assert out.returncode == 1
+    text = out.stdout + out.stderr
+    assert "tumours@2 registered but not promoted to 'production'" in text
+    assert "needed >= 0.9999" in text and "accuracy is 0." in text
+    data = show(project)
+    assert data["aliases"] == {"production": 1}
+    assert len(data["versions"]) == 2 and not data["versions"][1]["gates"][0]["passed"]
+
+
+def test_promotion_rollback_and_history(project: Path) -> None:
+    out = pf(project, "run", "pipeline.yaml", "--quiet", "--set", "params.C=0.2")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert show(project)["aliases"] == {"production": 3}
+
+    back = pf(project, "models", "rollback", "tumours", "production", "--reason", "complaints")
+    assert back.returncode == 0, back.stderr
+    assert "v1 (rolled back from v3)" in back.stdout
+    refused = pf(
+        project,
+        "models",
+        "promote",
+        "tumours",
+        "2",
+        "--to",
+        "production",
+        "--gate",
+        "accuracy>=0.9999",
+    )
+    assert refused.returncode == 1 and "needed >= 0.9999" in refused.stderr
+    staged = pf(
+        project,
+        "models",
+        "promote",
+        "tumours",
+        "3",
+        "--to",
+        "staging",
+        "--reason",
+        "try it",
+        "--champion",
+        "accuracy:0.01",
+    )
+    assert staged.returncode == 0, staged.stderr
+    moved = pf(project, "models", "promote", "tumours", "staging", "--to", "production")
+    assert moved.returncode == 0 and "-> v3 (was v1)" in moved.stdout
+
+    data = show(project)
+    assert data["aliases"] == {"production": 3, "staging": 3}
+    production = [e for e in data["history"] if e["alias"] == "production"]
+    assert [(e["action"], e["from_version"], e["to_version"]) for e in production] == [
+        ("promote", None, 1),
+        ("promote", 1, 3),
+        ("rollback", 3, 1),
+        ("promote", 1, 3),
+    ]
+    table = pf(project, "models", "show", "tumours")
+    assert "complaints" in table.stdout and "rollback" in table.stdout
+
+
+class _Parser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        self.tags.append(tag)
+
+
+def test_model_card_renders_as_markdown_and_html(project: Path) -> None:
+    md = pf(project, "models", "card", "tumours@1")
+    assert md.returncode == 0, md.stderr
+    assert "tumours" in md.stdout and "pathologist" in md.stdout
+    assert "size_band" in md.stdout and "data.csv" in md.stdout  # bias attribute, lineage source
+    out = project / "card.html"
+    html = pf(project, "models", "card", "tumours@production", "--format", "html", "-o", str(out))
+    assert html.returncode == 0, html.stderr
+    parser = _Parser()
+    parser.feed(out.read_text())
+    assert "table" in parser.tags and "script" not in parser.tags
+
+
+def test_lineage_reaches_the_source_file_and_versions_sharing_it(project: Path) -> None:
+    out = pf(project, "lineage", "tumours@1", "--json")
+    assert out.returncode == 0, out.stderr
+    lineage = json.loads(out.stdout)
+    assert [s["stage"] for s in lineage["stages"]] == ["raw", "split", "model", "scores", "promote"]
+    (source,) = lineage["sources"]
+    assert source["stage"] == "raw" and source["source"] == "data.csv"
+    assert len(source["fingerprint"]) == 64
+    shared = {s["model"] for s in lineage["shared_with"]}
+    assert {"tumours@2", "tumours@3"} <= shared
+    text = pf(project, "lineage", "tumours@1")
+    assert "data.csv" in text.stdout and "tumours@3" in text.stdout
+
+
+def test_clear_errors_for_unknown_models_and_versions(project: Path) -> None:
+    for args, expected in [
+        (("models", "show", "tumour"), "did you mean 'tumours'"),
+        (("models", "card", "tumours@9"), "has no version 9"),
+        (("lineage", "tumours@canary"), "has no alias 'canary'"),
+        (("models", "rollback", "tumours", "nope"), "has no alias 'nope'"),
+        (("models", "promote", "tumours", "1", "--to", "a/b"), "invalid alias"),
+    ]:
+        out = pf(project, *args)
+        assert out.returncode != 0 and expected in out.stderr, (args, out.stderr)
+        assert "Traceback" not in out.stderr
