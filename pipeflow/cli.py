@@ -117,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     from pipeflow.cli_registry import add_parsers
 
     add_parsers(sub)
+    from pipeflow.cli_serve import add_parser as add_serve
+
+    add_serve(sub)
 
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -188,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "models": _registry_cmd("cmd_models"),
         "lineage": _registry_cmd("cmd_lineage"),
+        "serve": _lazy("pipeflow.cli_serve", "cmd_serve"),
     }[args.command]
     try:
         return handler(args)
@@ -212,13 +216,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def _registry_cmd(name: str) -> Any:
-    def handler(args: argparse.Namespace) -> int:
-        from pipeflow import cli_registry
+def _lazy(module: str, name: str) -> Any:
+    """A command handler imported only when its command runs (keeps --help fast)."""
 
-        return int(getattr(cli_registry, name)(args))
+    def handler(args: argparse.Namespace) -> int:
+        from importlib import import_module
+
+        return int(getattr(import_module(module), name)(args))
 
     return handler
+
+
+def _registry_cmd(name: str) -> Any:
+    return _lazy("pipeflow.cli_registry", name)
 
 
 def _error(message: str) -> None:

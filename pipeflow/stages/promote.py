@@ -220,6 +220,8 @@ def _describe(
         "task": task,
         "target": target,
         "signature": info.get("signature") or {},
+        # what normal input looked like (serving flags inputs outside it; monitoring's reference)
+        "reference": info.get("reference"),
         "params": info.get("params") or {},
         "metrics": metrics,
         "data": {

@@ -175,15 +175,21 @@ def fit(
     fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
     score = float(model.score(*_sample(X, y)))
     classes = [str(c) for c in getattr(model, "classes_", [])]
+    from pipeflow.governance.profile import reference_profile
+
+    roles = feature_roles(X, config)
     info = {
         "estimator": config.estimator,
         "params": {k: _plain(v) for k, v in estimator.get_params(deep=False).items()},
         "task": task,
         "target": config.target,
         "signature": {
-            "features": [{"name": str(c), "dtype": str(X[c].dtype)} for c in X.columns],
+            "features": [
+                {"name": str(c), "dtype": str(X[c].dtype), "role": roles[c]} for c in X.columns
+            ],
             "classes": classes,
         },
+        "reference": reference_profile(X, roles),
         "rows_train": int(len(X)),
         "train_score": score,
         "device": estimator.get_params().get("device") or "cpu",
@@ -369,7 +375,6 @@ def _is_tree_model(estimator: Any) -> bool:
 
 def build_preprocessor(X: Any, config: TrainConfig, *, trees: bool = False) -> Any:
     """A ColumnTransformer for the columns of ``X`` (see the module docstring)."""
-    import pandas as pd
     from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
@@ -380,15 +385,13 @@ def build_preprocessor(X: Any, config: TrainConfig, *, trees: bool = False) -> A
     from pipeflow.models import days_since_epoch as _days_since_epoch
     from pipeflow.models import flatten as _flatten
 
-    text = (
-        set(config.text)
-        if config.text is not None
-        else {c for c in X.columns if _looks_like_text(X[c])}
-    )
-    numeric, categorical, dates = [], [], []
+    roles = feature_roles(X, config)
+    text = {c for c, role in roles.items() if role == "text"}
+    numeric = [c for c, role in roles.items() if role == "numeric"]
+    categorical = [c for c, role in roles.items() if role == "categorical"]
+    dates = [c for c, role in roles.items() if role == "date"]
     parts = []
     for column in X.columns:
-        series = X[column]
         if column in text:
             parts.append(
                 (
@@ -405,17 +408,6 @@ def build_preprocessor(X: Any, config: TrainConfig, *, trees: bool = False) -> A
                     [column],
                 )
             )
-        elif (
-            pd.api.types.is_bool_dtype(series)
-            or isinstance(series.dtype, pd.CategoricalDtype)
-            or not pd.api.types.is_numeric_dtype(series)
-        ):
-            if pd.api.types.is_datetime64_any_dtype(series):
-                dates.append(column)
-            else:
-                categorical.append(column)
-        else:
-            numeric.append(column)
     if numeric and trees:  # xgboost / histogram boosting: NaN and scale are handled natively
         parts.append(("numeric", "passthrough", numeric))
     elif numeric:
@@ -450,6 +442,33 @@ def build_preprocessor(X: Any, config: TrainConfig, *, trees: bool = False) -> A
         raise ValueError("no usable feature columns")
     # sparse only where it pays (TF-IDF vocabularies); many estimators want dense input
     return ColumnTransformer(parts, sparse_threshold=1.0 if text else 0.0)
+
+
+def feature_roles(X: Any, config: TrainConfig) -> dict[str, str]:
+    """Column -> numeric, categorical, text or date: how the preprocessing treats it."""
+    import pandas as pd
+
+    text = (
+        set(config.text)
+        if config.text is not None
+        else {c for c in X.columns if _looks_like_text(X[c])}
+    )
+    roles = {}
+    for column in X.columns:
+        series = X[column]
+        if column in text:
+            roles[column] = "text"
+        elif pd.api.types.is_datetime64_any_dtype(series):
+            roles[column] = "date"
+        elif (
+            pd.api.types.is_bool_dtype(series)
+            or isinstance(series.dtype, pd.CategoricalDtype)
+            or not pd.api.types.is_numeric_dtype(series)
+        ):
+            roles[column] = "categorical"
+        else:
+            roles[column] = "numeric"
+    return roles
 
 
 def _looks_like_text(series: Any) -> bool:

@@ -1,0 +1,155 @@
+"""``pipeflow serve NAME@ALIAS``: serve a registered model over HTTP (see pipeflow.serving.app)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "serve",
+        help="serve a registered model over HTTP (native, KServe v2 and MLflow routes)",
+        description="Serve NAME@ALIAS (or NAME@VERSION). The alias is watched: promote or roll "
+        "back and the server switches versions without a restart.",
+    )
+    c.add_argument("ref", metavar="NAME@ALIAS")
+    c.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    c.add_argument("--port", type=int, default=8000)
+    c.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    c.add_argument(
+        "--canary", metavar="NAME@VERSION", help="a challenger taking --weight of traffic"
+    )
+    c.add_argument(
+        "--weight", type=float, default=0.1, help="canary share of traffic (default 0.1)"
+    )
+    c.add_argument(
+        "--max-error-rate", type=float, default=0.05, help="withdraw the canary above this"
+    )
+    c.add_argument("--max-p95-ms", type=float, help="withdraw the canary above this p95 latency")
+    c.add_argument(
+        "--min-accuracy", type=float, help="withdraw the canary below this live accuracy"
+    )
+    c.add_argument(
+        "--min-requests",
+        type=int,
+        default=20,
+        help="canary requests before judging it (default 20)",
+    )
+    c.add_argument(
+        "--tokens",
+        metavar="FILE",
+        help="bearer tokens, one per line: TOKEN [SCOPE,SCOPE] (scopes: predict, feedback, metrics, *); "
+        "or $PIPEFLOW_TOKENS='TOKEN=SCOPES;...'",
+    )
+    c.add_argument("--audit-dir", metavar="DIR", help="audit log folder (default: <store>/audit)")
+    c.add_argument("--audit-sync", action="store_true", help="fsync the audit log on every batch")
+    c.add_argument(
+        "--reload-interval", type=float, default=2.0, help="seconds between alias checks"
+    )
+    c.add_argument(
+        "--reject-unusual",
+        action="store_true",
+        help="refuse (422) inputs outside what the model saw in training, instead of flagging them",
+    )
+    c.add_argument(
+        "--max-body-mb", type=float, default=5.0, help="largest request body (default 5)"
+    )
+    c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
+    c.add_argument("--store", metavar="URL", help="store holding the registry (default .pipeflow)")
+    c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    c.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+
+
+def read_tokens(path: str | None) -> dict[str, list[str]] | None:
+    from pipeflow.errors import UsageError
+
+    tokens: dict[str, list[str]] = {}
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except OSError as err:
+            raise UsageError(f"cannot read --tokens {path}: {err.strerror or err}") from None
+        for n, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            token, _, scopes = line.partition(" ")
+            if len(token) < 16:
+                raise UsageError(f"{path}:{n}: a token must be at least 16 characters")
+            tokens[token] = [s.strip() for s in scopes.split(",") if s.strip()] or ["predict"]
+    for item in filter(None, os.environ.get("PIPEFLOW_TOKENS", "").split(";")):
+        token, _, scopes = item.partition("=")
+        token = token.strip()
+        if len(token) < 16:
+            raise UsageError("$PIPEFLOW_TOKENS: a token must be at least 16 characters")
+        tokens[token] = [s.strip() for s in scopes.split(",") if s.strip()] or ["predict"]
+    return tokens or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pipeflow.errors import UsageError
+    from pipeflow.registry import parse_ref
+    from pipeflow.serving.app import ServeConfig, create_app
+
+    name, which = parse_ref(args.ref)
+    if not 0 <= args.weight <= 1:
+        raise UsageError(f"--weight {args.weight}: expected a share between 0 and 1")
+    if args.spec:
+        from pipeflow.session import open_store
+        from pipeflow.spec.load import load
+
+        store, db = open_store(load(args.spec))
+        db.close()
+        url, options = store.url, store.storage_options
+    else:
+        url, options = args.store or os.environ.get("PIPEFLOW_STORE") or ".pipeflow", {}
+        if "://" not in url and not os.path.isdir(url):
+            raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
+        if "://" not in url:
+            url = os.path.abspath(url)
+    config = ServeConfig(
+        store_url=url,
+        storage_options=dict(options),
+        model=name,
+        which=which or "production",
+        canary=args.canary,
+        canary_weight=args.weight if args.canary else 0.0,
+        max_error_rate=args.max_error_rate,
+        max_p95_ms=args.max_p95_ms,
+        min_accuracy=args.min_accuracy,
+        min_requests=args.min_requests,
+        audit_dir=os.path.abspath(args.audit_dir) if args.audit_dir else None,
+        audit_sync=args.audit_sync,
+        tokens=read_tokens(args.tokens),
+        reload_interval_s=args.reload_interval,
+        reject_unusual=args.reject_unusual,
+        max_body_bytes=int(args.max_body_mb * 1_000_000),
+    )
+    app = create_app(config)  # loads the model now: a bad name or file fails before binding
+    server = app.state.server
+    print(
+        f"serving {server.primary.label} ({name}@{config.which}) on http://{args.host}:{args.port}"
+        + (f", canary {server.canary.label} at {config.canary_weight:.0%}" if server.canary else "")
+        + f"; audit log in {server.audit_dir}",
+        flush=True,
+    )
+    if args.workers > 1:
+        os.environ["PIPEFLOW_SERVE_CONFIG"] = config.to_json()
+        uvicorn.run(
+            "pipeflow.serving.app:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
+    else:
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+    return 0

@@ -1,0 +1,1 @@
+"""Serving registered models: the HTTP server, batch inference and the audit trail."""

@@ -1,0 +1,1116 @@
+"""The HTTP server of a registered model (FastAPI on uvicorn).
+
+Request path, and why it is shaped this way:
+
+1. The body is read with a size limit and parsed with :mod:`json` (malformed JSON -> 400, too
+   large -> 413, wrong content type -> 415), then checked against the model's signature
+   (:mod:`pipeflow.serving.signature`; -> 422 naming row and field). Bad input never reaches the
+   model and never answers 500.
+2. Valid rows join a **micro-batch**: concurrent requests queue up while the model is busy and are
+   scored together in one ``predict`` call on a dedicated thread. There is no artificial delay: a
+   lone request is scored at once; under load, the batch is whatever arrived meanwhile. One
+   DataFrame and one ``predict`` per batch instead of per request is where the throughput comes from.
+3. Before any answer leaves, the batch's audit records (id, time, model and version, inputs,
+   outputs, flags, latency, caller) are appended in one ``write()`` (:mod:`pipeflow.serving.audit`),
+   so every acknowledged prediction is in the audit trail, even if the process is killed.
+
+Routes: native ``/v1/models/{name}/predict`` and ``/feedback``; the Open Inference Protocol (KServe
+v2) under ``/v2``; MLflow's ``/invocations`` (``dataframe_split``, ``dataframe_records``,
+``instances``, ``inputs``); ``/health``, ``/ready``, ``/metrics`` (Prometheus). Optional bearer
+tokens with scopes (``predict``, ``feedback``, ``metrics``; ``*`` = all), compared in constant time.
+
+The alias is re-read every ``reload_interval_s``: when it moves (promote, rollback), the new version
+is loaded off the request path and swapped in; requests already queued finish on the old one.
+A canary version takes ``weight`` of the traffic; when its error rate, p95 latency or live accuracy
+(from feedback) breaches the limits, it is withdrawn, the event is audited and an alert logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import secrets
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from pipeflow.serving.audit import AuditLog
+from pipeflow.serving.signature import Signature
+
+log = logging.getLogger("pipeflow.serve")
+OPEN_PATHS = (
+    "/health",
+    "/ready",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/ping",
+    "/docs",
+    "/openapi.json",
+)
+
+
+@dataclass
+class ServeConfig:
+    """Everything a server process needs; JSON-serialisable (``--workers`` passes it by env)."""
+
+    store_url: str
+    model: str
+    which: str | None = "production"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    canary: str | None = None  # NAME@VERSION
+    canary_weight: float = 0.1
+    max_error_rate: float = 0.05
+    max_p95_ms: float | None = None
+    min_accuracy: float | None = None
+    min_requests: int = 20
+    audit_dir: str | None = None
+    audit_sync: bool = False
+    tokens: dict[str, list[str]] | None = None  # token -> scopes
+    reload_interval_s: float = 2.0
+    reject_unusual: bool = False
+    max_body_bytes: int = 5_000_000
+    max_rows: int = 10_000
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        return cls(**json.loads(text))
+
+
+class BadRequest(Exception):
+    def __init__(
+        self, status: int, kind: str, message: str, fields: list[dict[str, Any]] | None = None
+    ):
+        super().__init__(message)
+        self.status, self.kind, self.fields = status, kind, fields or []
+
+
+# ------------------------------------------------------------------------------ model handles
+
+
+class Handle:
+    """One loaded model version with its own batcher and live statistics."""
+
+    def __init__(self, name: str, record: dict[str, Any], model: Any, role: str):
+        self.name, self.record, self.model, self.role = name, record, model, role
+        self.version = int(record["version"])
+        self.signature = Signature.from_record(record)
+        classes = getattr(model, "classes_", None)
+        self.classes = (
+            [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else []
+        )
+        self.proba = bool(self.classes) and hasattr(model, "predict_proba")
+        self.numeric = [f.name for f in self.signature.features if f.expect == "number"]
+        self.requests = 0
+        self.errors = 0
+        self.latencies: collections.deque[float] = collections.deque(maxlen=2000)
+        self.feedback = [0, 0]  # correct, total
+        self.batcher: Batcher | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def score(
+        self, rows: list[dict[str, Any]], columns: list[str]
+    ) -> tuple[list[Any], list[Any] | None]:
+        import pandas as pd
+
+        frame = pd.DataFrame.from_records(rows, columns=columns)
+        for name in self.numeric:
+            if name in frame.columns and frame[name].dtype == object:
+                frame[name] = pd.to_numeric(frame[name], errors="coerce")
+        predicted = self.model.predict(frame)
+        proba = self.model.predict_proba(frame) if self.proba else None
+        out = predicted.tolist() if hasattr(predicted, "tolist") else list(predicted)
+        return out, (proba.tolist() if proba is not None else None)
+
+
+@dataclass
+class Pending:
+    rows: list[dict[str, Any]]
+    columns: list[str]
+    flags: list[list[str]]
+    caller: str
+    route: str
+    started: float
+    future: asyncio.Future[Any]
+
+
+class Batcher:
+    """Scores queued requests together on one thread; audits each batch before answering."""
+
+    def __init__(self, handle: Handle, server: Server):
+        self.handle, self.server = handle, server
+        self.queue: asyncio.Queue[Pending] = asyncio.Queue()
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"pipeflow-{handle.label}")
+        self.task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Pending) -> list[dict[str, Any]]:
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self._run())
+        await self.queue.put(item)
+        return await item.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = [await self.queue.get()]
+            rows = len(items[0].rows)
+            while not self.queue.empty() and rows < self.server.config.max_rows:
+                items.append(self.queue.get_nowait())
+                rows += len(items[-1].rows)
+            try:
+                results = await loop.run_in_executor(self.pool, self._score, items)
+            except Exception as err:  # the model failed: every request of the batch fails
+                for item in items:
+                    if not item.future.done():
+                        item.future.set_exception(err)
+                continue
+            for item, result in zip(items, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+
+    def _score(self, items: list[Pending]) -> list[list[dict[str, Any]]]:
+        handle, server = self.handle, self.server
+        # requests validated against the same signature share columns; group to be safe
+        columns = items[0].columns
+        if all(i.columns == columns for i in items):
+            rows = [r for i in items for r in i.rows]
+            predicted, proba = handle.score(rows, columns)
+        else:
+            predicted, proba = [], [] if handle.proba else None
+            for i in items:
+                p, q = handle.score(i.rows, i.columns)
+                predicted += p
+                if proba is not None and q is not None:
+                    proba += q
+        now = time.time()
+        results, records, k = [], [], 0
+        for item in items:
+            out = []
+            for row, flags in zip(item.rows, item.flags, strict=True):
+                pid = server.new_id()
+                result: dict[str, Any] = {"id": pid, "prediction": predicted[k]}
+                if proba is not None:
+                    result["probabilities"] = dict(
+                        zip(map(str, handle.classes), proba[k], strict=True)
+                    )
+                if flags:
+                    result["flags"] = flags
+                out.append(result)
+                records.append(
+                    {
+                        "id": pid,
+                        "time": now,
+                        "model": handle.name,
+                        "version": handle.version,
+                        "role": handle.role,
+                        "route": item.route,
+                        "inputs": row,
+                        "output": predicted[k],
+                        "probabilities": result.get("probabilities"),
+                        "flags": flags,
+                        "latency_ms": round((time.perf_counter() - item.started) * 1000, 3),
+                        "caller": item.caller,
+                    }
+                )
+                k += 1
+            results.append(out)
+        server.audit.append(records)
+        server.remember(records)
+        return results
+
+
+# ------------------------------------------------------------------------------------ server
+
+
+class Server:
+    """State shared by the routes: handles, audit, metrics, rollout."""
+
+    def __init__(self, config: ServeConfig):
+        from pipeflow.registry import Registry, parse_ref
+        from pipeflow.serving.audit import default_folder, repair
+        from pipeflow.store.artifacts import ArtifactStore
+
+        self.config = config
+        self.store = ArtifactStore(config.store_url, config.storage_options)
+        self.registry = Registry(self.store)
+        folder = config.audit_dir or default_folder(config.store_url)
+        if folder is None:
+            from pipeflow.errors import UsageError
+
+            raise UsageError(
+                f"the store {config.store_url} is not local: pass --audit-dir DIR for the audit log"
+            )
+        self.audit_dir = str(folder)
+        repair(self.audit_dir)
+        self.audit = AuditLog(self.audit_dir, "predictions", sync=config.audit_sync)
+        self.feedback_log = AuditLog(self.audit_dir, "feedback", sync=config.audit_sync)
+        self.events = AuditLog(self.audit_dir, "events", sync=True)
+        self._prefix = secrets.token_hex(4)
+        self._counter = 0
+        self._id_lock = threading.Lock()
+        self.recent: collections.OrderedDict[str, tuple[str, int, Any]] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
+        self.primary = self._load(config.model, config.which, "primary")
+        self.canary: Handle | None = None
+        self.canary_weight = 0.0
+        if config.canary:
+            name, which = parse_ref(config.canary)
+            self.canary = self._load(name, which, "canary")
+            self.canary_weight = config.canary_weight
+        self.metrics = Metrics()
+        self.metrics.canary_weight.set(self.canary_weight)
+        self.tokens = {
+            hashlib.sha256(t.encode()).digest(): frozenset(s)
+            for t, s in (config.tokens or {}).items()
+        }
+
+    def _load(self, name: str, which: str | int | None, role: str) -> Handle:
+        model, record = self.registry.load_model(name, which)
+        handle = Handle(name, record, model, role)
+        handle.batcher = Batcher(handle, self)
+        return handle
+
+    def new_id(self) -> str:
+        with self._id_lock:
+            self._counter += 1
+            return f"{self._prefix}-{self._counter:x}"
+
+    def remember(self, records: list[dict[str, Any]]) -> None:
+        """Recent prediction ids -> (model, version, output), for live accuracy from feedback."""
+        with self._recent_lock:
+            for r in records:
+                self.recent[r["id"]] = (r["model"], r["version"], r["output"])
+            while len(self.recent) > 200_000:
+                self.recent.popitem(last=False)
+
+    def pick(self) -> Handle:
+        if (
+            self.canary is not None
+            and self.canary_weight > 0
+            and random.random() < self.canary_weight
+        ):
+            return self.canary
+        return self.primary
+
+    # -- auth ------------------------------------------------------------------------------
+    def authorize(self, authorization: str | None, scope: str) -> str:
+        """The caller's name (a token fingerprint) or raises 401/403; open when no tokens."""
+        if not self.tokens:
+            return "anonymous"
+        if not authorization or not authorization.lower().startswith("bearer "):
+            raise BadRequest(
+                401, "unauthorized", "a bearer token is required (Authorization: Bearer TOKEN)"
+            )
+        digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
+        scopes = None
+        for known, granted in self.tokens.items():  # constant time per comparison, all compared
+            if hmac.compare_digest(known, digest):
+                scopes = granted
+        if scopes is None:
+            raise BadRequest(401, "unauthorized", "the bearer token is not valid")
+        if scope not in scopes and "*" not in scopes:
+            raise BadRequest(403, "forbidden", f"the token lacks the '{scope}' scope")
+        return "token:" + digest.hex()[:12]
+
+    # -- rollout -----------------------------------------------------------------------------
+    def observe(self, handle: Handle, seconds: float, failed: bool) -> None:
+        handle.requests += 1
+        handle.errors += failed
+        handle.latencies.append(seconds)
+        if handle is self.canary and self.canary_weight > 0:
+            self.check_canary()
+
+    def check_canary(self) -> None:
+        c, cfg = self.canary, self.config
+        if c is None or c.requests < cfg.min_requests:
+            return
+        reasons = []
+        rate = c.errors / c.requests
+        if rate > cfg.max_error_rate:
+            reasons.append(f"error rate {rate:.3f} > {cfg.max_error_rate:g}")
+        if cfg.max_p95_ms is not None and c.latencies:
+            ordered = sorted(c.latencies)
+            p95 = ordered[int(0.95 * (len(ordered) - 1))] * 1000
+            if p95 > cfg.max_p95_ms:
+                reasons.append(f"p95 latency {p95:.1f} ms > {cfg.max_p95_ms:g} ms")
+        correct, total = c.feedback
+        if cfg.min_accuracy is not None and total >= cfg.min_requests:
+            accuracy = correct / total
+            if accuracy < cfg.min_accuracy:
+                reasons.append(f"live accuracy {accuracy:.3f} < {cfg.min_accuracy:g}")
+        if reasons:
+            self.withdraw_canary("; ".join(reasons))
+
+    def withdraw_canary(self, why: str) -> None:
+        c = self.canary
+        if c is None or self.canary_weight == 0:
+            return
+        self.canary_weight = 0.0
+        self.metrics.canary_weight.set(0)
+        event = {
+            "id": self.new_id(),
+            "time": time.time(),
+            "event": "canary_withdrawn",
+            "model": c.name,
+            "version": c.version,
+            "primary": self.primary.label,
+            "reason": why,
+            "requests": c.requests,
+            "errors": c.errors,
+        }
+        self.events.append([event])
+        log.warning(
+            "ALERT canary %s withdrawn: %s (all traffic back on %s)",
+            c.label,
+            why,
+            self.primary.label,
+        )
+
+    async def watch_alias(self) -> None:
+        """Swap in the alias's new holder when it moves (promote / rollback)."""
+        which = self.config.which
+        if which is None or str(which).isdigit():
+            return
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.config.reload_interval_s)
+            try:
+                held = await loop.run_in_executor(
+                    None, self.registry.holder, self.config.model, which
+                )
+                if held is None or held == self.primary.version:
+                    continue
+                fresh = await loop.run_in_executor(
+                    None, self._load, self.config.model, held, "primary"
+                )
+            except Exception as err:  # keep serving the version we have
+                log.error("could not reload %s@%s: %s", self.config.model, which, err)
+                continue
+            old = self.primary
+            self.primary = fresh
+            self.events.append(
+                [
+                    {
+                        "id": self.new_id(),
+                        "time": time.time(),
+                        "event": "reloaded",
+                        "model": fresh.name,
+                        "alias": which,
+                        "from_version": old.version,
+                        "version": fresh.version,
+                    }
+                ]
+            )
+            log.info(
+                "%s@%s moved: now serving v%d (was v%d)",
+                fresh.name,
+                which,
+                fresh.version,
+                old.version,
+            )
+
+    def record_feedback(self, items: list[dict[str, Any]], caller: str) -> int:
+        now = time.time()
+        records = []
+        for item in items:
+            pid, outcome = item["id"], item["outcome"]
+            seen = self.recent.get(pid)
+            if seen is not None:
+                name, version, predicted = seen
+                for h in (self.primary, self.canary):
+                    if h is not None and h.name == name and h.version == version:
+                        h.feedback[0] += str(predicted) == str(outcome)
+                        h.feedback[1] += 1
+            records.append(
+                {
+                    "id": pid,
+                    "time": now,
+                    "outcome": outcome,
+                    "caller": caller,
+                    "model": self.primary.name,
+                }
+            )
+        self.feedback_log.append(records)
+        if self.canary is not None and self.canary_weight > 0:
+            self.check_canary()
+        return len(records)
+
+
+class Metrics:
+    """Prometheus metrics of one server process."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "pipeflow_requests",
+            "requests answered",
+            ["model", "version", "route", "code"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "pipeflow_errors",
+            "requests refused or failed, by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "pipeflow_request_latency_seconds",
+            "time to answer a prediction request",
+            ["model", "version", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "pipeflow_predictions", "rows predicted", ["model", "version"], registry=self.registry
+        )
+        self.unusual = Counter(
+            "pipeflow_unusual_inputs",
+            "rows flagged as outside what the model saw in training",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.canary_weight = Gauge(
+            "pipeflow_canary_weight", "share of traffic sent to the canary", registry=self.registry
+        )
+
+
+# ------------------------------------------------------------------------------ payloads
+
+
+def rows_from_native(payload: Any) -> list[Any]:
+    if isinstance(payload, dict):
+        return [payload]
+    if isinstance(payload, list):
+        return payload
+    raise BadRequest(422, "invalid_request", "expected a JSON object (one row) or an array of rows")
+
+
+def rows_from_columns(columns: Any, data: Any, names: list[str]) -> list[Any]:
+    if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
+        raise BadRequest(422, "invalid_request", "'data' must be a list of rows (lists of values)")
+    if columns is None:
+        columns = names
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise BadRequest(422, "invalid_request", "'columns' must be a list of column names")
+    rows = []
+    for i, r in enumerate(data):
+        if len(r) != len(columns):
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"row {i} has {len(r)} values for {len(columns)} columns",
+                [
+                    {
+                        "row": i,
+                        "field": None,
+                        "expected": f"{len(columns)} values",
+                        "got": f"{len(r)}",
+                    }
+                ],
+            )
+        rows.append(dict(zip(columns, r, strict=True)))
+    return rows
+
+
+def rows_from_mlflow(payload: Any, names: list[str]) -> list[Any]:
+    """MLflow scoring-server payloads (``dataframe_split``, ``dataframe_records``, ``instances``,
+    ``inputs``) as rows."""
+    if not isinstance(payload, dict):
+        raise BadRequest(
+            422,
+            "invalid_request",
+            "expected an object with one of: dataframe_split, dataframe_records, instances, inputs",
+        )
+    keys = [
+        k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
+    ]
+    if len(keys) != 1:
+        raise BadRequest(
+            422,
+            "invalid_request",
+            "expected exactly one of: dataframe_split, dataframe_records, instances, inputs"
+            + (f" (got {', '.join(keys)})" if keys else ""),
+        )
+    key, value = keys[0], payload[keys[0]]
+    if key == "dataframe_split":
+        if not isinstance(value, dict):
+            raise BadRequest(
+                422, "invalid_request", "dataframe_split must be an object with columns and data"
+            )
+        return rows_from_columns(value.get("columns"), value.get("data"), names)
+    if key == "inputs" and isinstance(value, dict):  # columnar: {"col": [values]}
+        lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
+        if len(lengths) != 1 or -1 in lengths:
+            raise BadRequest(
+                422,
+                "invalid_request",
+                "'inputs' as an object must map each column to a list of equal length",
+            )
+        n = lengths.pop()
+        return [{k: v[i] for k, v in value.items()} for i in range(n)]
+    if not isinstance(value, list):
+        raise BadRequest(422, "invalid_request", f"'{key}' must be a list of rows")
+    if value and all(isinstance(r, list) for r in value):
+        return rows_from_columns(None, value, names)
+    return value
+
+
+_V2_TYPES = {
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+}
+
+
+def rows_from_v2(payload: Any, names: list[str]) -> list[Any]:
+    """Open Inference Protocol (KServe v2) request tensors as rows: one 1-D tensor per feature,
+    or a single 2-D tensor whose columns are the features in signature order."""
+    if (
+        not isinstance(payload, dict)
+        or not isinstance(payload.get("inputs"), list)
+        or not payload["inputs"]
+    ):
+        raise BadRequest(
+            422, "invalid_request", "expected an object with a non-empty 'inputs' list of tensors"
+        )
+    tensors = payload["inputs"]
+    for i, t in enumerate(tensors):
+        if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"inputs[{i}] must have name, shape, datatype and data",
+                [
+                    {
+                        "row": None,
+                        "field": f"inputs[{i}]",
+                        "expected": "name, shape, datatype, data",
+                        "got": "missing keys",
+                    }
+                ],
+            )
+        if t["datatype"] not in _V2_TYPES:
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"inputs[{i}].datatype {t['datatype']!r} is not an Open Inference Protocol type",
+                [
+                    {
+                        "row": None,
+                        "field": f"inputs[{i}].datatype",
+                        "expected": "one of " + ", ".join(sorted(_V2_TYPES)),
+                        "got": str(t["datatype"]),
+                    }
+                ],
+            )
+        if not isinstance(t["shape"], list) or not all(
+            isinstance(d, int) and d >= 0 for d in t["shape"]
+        ):
+            raise BadRequest(
+                422, "invalid_request", f"inputs[{i}].shape must be a list of non-negative integers"
+            )
+    if len(tensors) == 1 and len(tensors[0]["shape"]) == 2 and tensors[0]["name"] not in names:
+        t = tensors[0]
+        n, d = t["shape"]
+        flat = _flatten(t["data"])
+        if d != len(names) or len(flat) != n * d:
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"a 2-D input needs shape [rows, {len(names)}] (features: {', '.join(names)}) and rows x {len(names)} values",
+            )
+        return [dict(zip(names, flat[i * d : (i + 1) * d], strict=True)) for i in range(n)]
+    columns: dict[str, list[Any]] = {}
+    for t in tensors:
+        flat = _flatten(t["data"])
+        expected = 1
+        for dim in t["shape"]:
+            expected *= dim
+        if len(flat) != expected:
+            raise BadRequest(
+                422,
+                "invalid_request",
+                f"input '{t['name']}' has {len(flat)} values for shape {t['shape']}",
+                [
+                    {
+                        "row": None,
+                        "field": t["name"],
+                        "expected": f"{expected} values",
+                        "got": str(len(flat)),
+                    }
+                ],
+            )
+        columns[str(t["name"])] = flat
+    lengths = {len(v) for v in columns.values()}
+    if len(lengths) != 1:
+        raise BadRequest(
+            422, "invalid_request", "every input tensor must hold the same number of rows"
+        )
+    n = lengths.pop()
+    return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        raise BadRequest(422, "invalid_request", "tensor data must be a list")
+    out: list[Any] = []
+    stack = [data]
+    while stack:  # iterative: deep nesting cannot overflow the Python stack
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        else:
+            out.append(item)
+    return out
+
+
+def v2_datatype(values: list[Any]) -> str:
+    if all(isinstance(v, bool) for v in values):
+        return "BOOL"
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return "INT64"
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return "FP64"
+    return "BYTES"
+
+
+# ------------------------------------------------------------------------------------ the app
+
+
+def create_app(config: ServeConfig) -> Any:
+    """The FastAPI application serving ``config.model`` (loads the model now)."""
+    from contextlib import asynccontextmanager
+
+    from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    server = Server(config)
+    primary = server.primary
+    row_schema = primary.signature.json_schema()
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        watcher = asyncio.get_running_loop().create_task(server.watch_alias())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            server.audit.close()
+
+    app = FastAPI(
+        title=f"pipeflow: {config.model}",
+        version=str(primary.version),
+        description=f"Predictions from the registered model {config.model}@{config.which or primary.version}.",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+
+    def reply(value: Any, status: int = 200) -> Response:
+        return Response(
+            json.dumps(value, separators=(",", ":"), default=str).encode(),
+            status_code=status,
+            media_type="application/json",
+        )
+
+    def failure(err: BadRequest) -> Response:
+        server.metrics.errors.labels(err.kind).inc()
+        body: dict[str, Any] = {"type": err.kind, "message": str(err)}
+        if err.fields:
+            body["fields"] = err.fields
+        response = reply({"error": body}, err.status)
+        if err.status == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return failure(BadRequest(exc.status_code, kind, str(exc.detail)))
+
+    async def body_json(request: Request) -> Any:
+        ctype = (
+            request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+        )
+        if ctype != "application/json" and not ctype.endswith("+json"):
+            raise BadRequest(
+                415,
+                "unsupported_media_type",
+                f"expected Content-Type application/json, got {ctype!r}",
+            )
+        length = request.headers.get("content-length")
+        limit = config.max_body_bytes
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise BadRequest(
+                413, "too_large", f"the body is {int(length)} bytes; the limit is {limit}"
+            )
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BadRequest(413, "too_large", f"the body is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        try:
+            return json.loads(b"".join(chunks))
+        except RecursionError:
+            raise BadRequest(400, "malformed_json", "the JSON is nested too deeply") from None
+        except (ValueError, UnicodeDecodeError) as err:
+            raise BadRequest(400, "malformed_json", f"malformed JSON: {err}") from None
+
+    def model_for(name: str) -> None:
+        if name != config.model:
+            raise BadRequest(
+                404,
+                "not_found",
+                f"no model named '{name}' here (this server serves '{config.model}')",
+            )
+
+    async def predict_rows(
+        rows: list[Any], caller: str, route: str, started: float
+    ) -> tuple[Handle, list[dict[str, Any]]]:
+        if not rows:
+            raise BadRequest(422, "invalid_request", "no rows to predict")
+        if len(rows) > config.max_rows:
+            raise BadRequest(
+                413, "too_large", f"{len(rows)} rows in one request; the limit is {config.max_rows}"
+            )
+        reference = server.primary
+        problems, flags = reference.signature.check(rows, reject_unusual=config.reject_unusual)
+        if problems:
+            first = problems[0]
+            where = f"row {first['row']}" + (
+                f", field '{first['field']}'" if first["field"] else ""
+            )
+            raise BadRequest(
+                422,
+                "validation_error",
+                f"{len(problems)} problem(s); first: {where}: expected {first['expected']}, got {first['got']}",
+                problems[:100],
+            )
+        handle = server.pick()
+        columns = reference.signature.names
+        item = Pending(
+            rows, columns, flags, caller, route, started, asyncio.get_running_loop().create_future()
+        )
+        try:
+            assert handle.batcher is not None
+            results = await handle.batcher.submit(item)
+        except Exception as err:
+            server.observe(handle, time.perf_counter() - started, True)
+            server.metrics.errors.labels("model_error").inc()
+            server.metrics.requests.labels(handle.name, str(handle.version), route, "500").inc()
+            log.error("%s failed on a valid request: %s: %s", handle.label, type(err).__name__, err)
+            raise BadRequest(
+                500, "model_error", f"the model {handle.label} failed: {type(err).__name__}"
+            ) from None
+        elapsed = time.perf_counter() - started
+        server.observe(handle, elapsed, False)
+        m = server.metrics
+        version = str(handle.version)
+        m.requests.labels(handle.name, version, route, "200").inc()
+        m.latency.labels(handle.name, version, route).observe(elapsed)
+        m.rows.labels(handle.name, version).inc(len(rows))
+        unusual = sum(1 for f in flags if f)
+        if unusual:
+            m.unusual.labels(handle.name, version).inc(unusual)
+        return handle, results
+
+    predict_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [row_schema, {"type": "array", "items": row_schema}]}
+                }
+            },
+        }
+    }
+
+    @app.get("/health", tags=["probes"])
+    async def health() -> Response:
+        return reply({"status": "ok"})
+
+    @app.get("/ready", tags=["probes"])
+    async def ready() -> Response:
+        return reply({"status": "ready", "model": config.model, "version": server.primary.version})
+
+    @app.get("/ping", tags=["mlflow"])
+    async def ping() -> Response:
+        return reply({"status": "ok"})
+
+    @app.get("/metrics", tags=["probes"])
+    async def metrics(request: Request) -> Response:
+        try:
+            server.authorize(request.headers.get("authorization"), "metrics")
+        except BadRequest as err:
+            return failure(err)
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models/{name}", tags=["native"])
+    async def describe(name: str, request: Request) -> Response:
+        try:
+            model_for(name)
+            server.authorize(request.headers.get("authorization"), "predict")
+        except BadRequest as err:
+            return failure(err)
+        h = server.primary
+        return reply(
+            {
+                "name": h.name,
+                "version": h.version,
+                "alias": config.which,
+                "signature": h.record.get("signature"),
+                "canary": None
+                if server.canary is None
+                else {"version": server.canary.version, "weight": server.canary_weight},
+            }
+        )
+
+    @app.post("/v1/models/{name}/predict", tags=["native"], openapi_extra=predict_schema)
+    async def predict(name: str, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            model_for(name)
+            caller = server.authorize(request.headers.get("authorization"), "predict")
+            payload = await body_json(request)
+            rows = rows_from_native(payload)
+            handle, results = await predict_rows(rows, caller, "v1", started)
+        except BadRequest as err:
+            return failure(err)
+        return reply({"model": handle.name, "version": handle.version, "predictions": results})
+
+    feedback_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/Feedback"},
+                            {"type": "array", "items": {"$ref": "#/components/schemas/Feedback"}},
+                        ]
+                    }
+                }
+            },
+        }
+    }
+
+    @app.post("/v1/models/{name}/feedback", tags=["native"], openapi_extra=feedback_schema)
+    async def feedback(name: str, request: Request) -> Response:
+        try:
+            model_for(name)
+            caller = server.authorize(request.headers.get("authorization"), "feedback")
+            payload = await body_json(request)
+            items = payload if isinstance(payload, list) else [payload]
+            problems = []
+            for i, item in enumerate(items):
+                if not isinstance(item, dict):
+                    problems.append(
+                        {
+                            "row": i,
+                            "field": None,
+                            "expected": "an object with id and outcome",
+                            "got": type(item).__name__,
+                        }
+                    )
+                    continue
+                pid = item.get("id")
+                if (
+                    not isinstance(pid, str)
+                    or not pid
+                    or len(pid) > 64
+                    or not all(c.isalnum() or c in "-_" for c in pid)
+                ):
+                    problems.append(
+                        {
+                            "row": i,
+                            "field": "id",
+                            "expected": "a prediction id (letters, digits, - or _)",
+                            "got": repr(pid)[:80],
+                        }
+                    )
+                if "outcome" not in item:
+                    problems.append(
+                        {
+                            "row": i,
+                            "field": "outcome",
+                            "expected": "the true outcome",
+                            "got": "nothing",
+                        }
+                    )
+                extra = item.keys() - {"id", "outcome"}
+                for key in extra:
+                    problems.append(
+                        {
+                            "row": i,
+                            "field": key,
+                            "expected": "no such field (id, outcome)",
+                            "got": "a value",
+                        }
+                    )
+            if problems or not items:
+                raise BadRequest(
+                    422, "validation_error", "feedback needs {id, outcome} per prediction", problems
+                )
+            recorded = server.record_feedback(items, caller)
+        except BadRequest as err:
+            return failure(err)
+        return reply({"recorded": recorded})
+
+    @app.post("/invocations", tags=["mlflow"])
+    async def invocations(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            caller = server.authorize(request.headers.get("authorization"), "predict")
+            payload = await body_json(request)
+            rows = rows_from_mlflow(payload, server.primary.signature.names)
+            _, results = await predict_rows(rows, caller, "mlflow", started)
+        except BadRequest as err:
+            return failure(err)
+        return reply(
+            {"predictions": [r["prediction"] for r in results], "ids": [r["id"] for r in results]}
+        )
+
+    @app.get("/v2/health/live", tags=["open inference protocol"])
+    async def v2_live() -> Response:
+        return reply({"live": True})
+
+    @app.get("/v2/health/ready", tags=["open inference protocol"])
+    async def v2_ready() -> Response:
+        return reply({"ready": True})
+
+    @app.get("/v2", tags=["open inference protocol"])
+    async def v2_server() -> Response:
+        from pipeflow import __version__
+
+        return reply({"name": "pipeflow", "version": __version__, "extensions": []})
+
+    @app.get("/v2/models/{name}", tags=["open inference protocol"])
+    async def v2_metadata(name: str, request: Request) -> Response:
+        try:
+            model_for(name)
+            server.authorize(request.headers.get("authorization"), "predict")
+        except BadRequest as err:
+            return failure(err)
+        h = server.primary
+        kinds = {"number": "FP64", "string": "BYTES", "boolean": "BOOL"}
+        outputs = [{"name": "predict", "datatype": "BYTES" if h.classes else "FP64", "shape": [-1]}]
+        if h.proba:
+            outputs.append(
+                {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(h.classes)]}
+            )
+        return reply(
+            {
+                "name": h.name,
+                "versions": [str(h.version)],
+                "platform": "pipeflow",
+                "inputs": [
+                    {"name": f.name, "datatype": kinds[f.expect], "shape": [-1]}
+                    for f in h.signature.features
+                ],
+                "outputs": outputs,
+            }
+        )
+
+    @app.get("/v2/models/{name}/ready", tags=["open inference protocol"])
+    async def v2_model_ready(name: str) -> Response:
+        try:
+            model_for(name)
+        except BadRequest as err:
+            return failure(err)
+        return reply({"name": name, "ready": True})
+
+    @app.post("/v2/models/{name}/infer", tags=["open inference protocol"])
+    async def v2_infer(name: str, request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            model_for(name)
+            caller = server.authorize(request.headers.get("authorization"), "predict")
+            payload = await body_json(request)
+            rows = rows_from_v2(payload, server.primary.signature.names)
+            handle, results = await predict_rows(rows, caller, "v2", started)
+        except BadRequest as err:
+            return failure(err)
+        predictions = [r["prediction"] for r in results]
+        outputs = [
+            {
+                "name": "predict",
+                "datatype": v2_datatype(predictions),
+                "shape": [len(predictions)],
+                "data": predictions,
+            },
+            {
+                "name": "prediction_id",
+                "datatype": "BYTES",
+                "shape": [len(results)],
+                "data": [r["id"] for r in results],
+            },
+        ]
+        if handle.proba:
+            flat = [p for r in results for p in r["probabilities"].values()]
+            outputs.append(
+                {
+                    "name": "predict_proba",
+                    "datatype": "FP64",
+                    "shape": [len(results), len(handle.classes)],
+                    "data": flat,
+                }
+            )
+        body = {"model_name": handle.name, "model_version": str(handle.version), "outputs": outputs}
+        if isinstance(payload, dict) and isinstance(payload.get("id"), str):
+            body["id"] = payload["id"]
+        return reply(body)
+
+    _add_feedback_schema(app)
+    return app
+
+
+def _add_feedback_schema(app: Any) -> None:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Feedback"] = {
+            "type": "object",
+            "properties": {"id": {"type": "string"}, "outcome": {}},
+            "required": ["id", "outcome"],
+            "additionalProperties": False,
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
+
+
+def app_from_env() -> Any:
+    """uvicorn factory for ``--workers N``: the config comes from ``$PIPEFLOW_SERVE_CONFIG``."""
+    return create_app(ServeConfig.from_json(os.environ["PIPEFLOW_SERVE_CONFIG"]))
