@@ -87,8 +87,15 @@ def add_parsers(sub: Any) -> None:
         "lineage",
         help="where a model version came from: run, stages, datasets, sources",
     )
-    lin.add_argument("ref", metavar="NAME@VERSION", help="a model version (or NAME@ALIAS)")
+    lin.add_argument(
+        "ref",
+        metavar="NAME@VERSION|PREDICTION_ID",
+        help="a model version (or NAME@ALIAS), or the id of a served prediction",
+    )
     lin.add_argument("--json", action="store_true", help="machine-readable output")
+    lin.add_argument(
+        "--audit-dir", metavar="DIR", help="audit log of the server (default: <store>/audit)"
+    )
     where(lin, db=True)
 
 
@@ -366,22 +373,65 @@ def _card(args: argparse.Namespace, registry: Any, db: Any) -> int:
     return EXIT_OK
 
 
+def _find_prediction(args: argparse.Namespace, registry: Any) -> dict[str, Any] | None:
+    """The audit record of a prediction id (with its feedback), or None if ``args.ref`` is not
+    one; a name that is neither a prediction nor a model is an error naming both places."""
+    import re
+
+    from pipeflow.errors import RegistryError
+    from pipeflow.serving import audit
+
+    folder = args.audit_dir or audit.default_folder(registry.store.url)
+    if folder is None or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.ref):
+        return None
+    found = audit.find(folder, "predictions", args.ref)
+    if found:
+        return {**found[0], "feedback": audit.find(folder, "feedback", args.ref)}
+    if args.ref in registry.models():
+        return None
+    raise RegistryError(
+        f"'{args.ref}' is neither a prediction id in the audit log at {folder} nor a model "
+        f"in the registry at {registry.store.url} (give NAME@VERSION for a model)"
+    )
+
+
 def cmd_lineage(args: argparse.Namespace) -> int:
     from pipeflow.registry import parse_ref
     from pipeflow.registry.lineage import model_lineage
 
     registry, db = _open(args)
+    prediction = None
     try:
-        name, which = parse_ref(args.ref)
-        record = registry.resolve(name, which)
+        if "@" not in args.ref:
+            prediction = _find_prediction(args, registry)
+        if prediction is not None:
+            record = registry.resolve(prediction["model"], int(prediction["version"]))
+        else:
+            name, which = parse_ref(args.ref)
+            record = registry.resolve(name, which)
         lineage = model_lineage(db, registry, record)
     finally:
         if db is not None:
             db.close()
+    if prediction is not None:
+        lineage = {"prediction": prediction, **lineage}
     if args.json:
         print(json.dumps(lineage, indent=2, default=str))
         return EXIT_OK
     console = _console()
+    if prediction is not None:
+        console.print(
+            f"[bold]prediction {prediction['id']}[/]  {_when(prediction.get('time'))}"
+            f"  output {prediction.get('output')!r}  caller {prediction.get('caller')}"
+        )
+        console.print(f"   inputs {json.dumps(prediction.get('inputs'), default=str)[:300]}")
+        if prediction.get("flags"):
+            console.print(f"   flags: {'; '.join(prediction['flags'])}")
+        for fb in prediction.get("feedback", []):
+            console.print(
+                f"   feedback {_when(fb.get('time'))}: true outcome {fb.get('outcome')!r}"
+            )
+        console.print("   answered by:")
     console.print(f"[bold]{lineage['model']}[/]  model {str(lineage['model_digest'])[:12]}")
     console.print(
         f"└─ run {lineage['run_id']}  pipeline {lineage['pipeline']}  registered by stage {lineage['stage']}"

@@ -401,7 +401,7 @@ def _tasks(pipeline: Pipeline, plan: Plan, store: ArtifactStore, run_id: str) ->
                 resources=st.spec.resources,
                 retries=st.spec.retries,
                 timeout_s=st.spec.timeout_s,
-                use_cache=st.spec.cache and not sp.forced,
+                use_cache=st.spec.cache and st.cls.cacheable and not sp.forced,
                 known_inputs=known,
                 pipeline=pipeline.name,
             )

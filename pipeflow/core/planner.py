@@ -88,6 +88,9 @@ def make_plan(
         if not st.spec.cache:
             plan.reason = "cache disabled for this stage (cache: false)"
             continue
+        if not st.cls.cacheable:
+            plan.reason = f"'{st.type}' stages run every time (they act, not compute)"
+            continue
         if waiting:
             plan.reason = f"upstream stage '{sorted(set(waiting))[0]}' will run"
             continue

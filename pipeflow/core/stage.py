@@ -73,6 +73,9 @@ class Stage(ABC):
     extra_inputs: ClassVar[Port | None] = None
     #: The output a bare ``stage`` reference means when there are several (e.g. ``valid``).
     default_port: ClassVar[str | None] = None
+    #: False for types that act on the world rather than compute a value (``serve``): they run
+    #: every time, as if the spec said ``cache: false``.
+    cacheable: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
     def __init__(self, config: BaseModel):

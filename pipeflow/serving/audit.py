@@ -98,6 +98,23 @@ def read(folder: str | os.PathLike[str], kind: str = "predictions") -> Iterator[
                     continue
 
 
+def find(folder: str | os.PathLike[str], kind: str, record_id: str) -> list[dict[str, Any]]:
+    """Records of ``kind`` with this ``id`` (a byte search first, so a large log is cheap)."""
+    needle = json.dumps(record_id).encode()
+    found = []
+    for path in files(folder, kind):
+        with open(path, "rb") as fh:
+            for line in fh:
+                if needle in line and line.endswith(b"\n"):
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if record.get("id") == record_id:
+                        found.append(record)
+    return found
+
+
 def repair(folder: str | os.PathLike[str]) -> int:
     """Trim torn tails (bytes after the last newline) from every audit file; returns how many."""
     trimmed = 0

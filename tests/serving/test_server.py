@@ -135,7 +135,9 @@ def test_open_inference_protocol_and_mlflow_payloads(serve, tumours) -> None:
         r = c.post("/invocations", json={"dataframe_records": [{**sample[0], "mean_radius": "x"}]})
         assert r.status_code == 422 and "mean_radius" in r.text
         schema = c.get("/openapi.json").json()
-        body = schema["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"]["application/json"]
+        body = schema["paths"]["/v1/models/{name}/predict"]["post"]["requestBody"]["content"][
+            "application/json"
+        ]
         assert "mean_radius" in json.dumps(body)
 
 
@@ -188,6 +190,15 @@ def test_every_prediction_and_feedback_is_audited(serve, tumours, own_store: Pat
     assert first["latency_ms"] > 0 and first["caller"] == "anonymous"
     fed = list(audit.read(own_store / "audit", "feedback"))
     assert [f["id"] for f in fed] == [p["id"] for p in answered[:3]]
+    # lineage of one prediction: its record, its feedback, and the model version's lineage
+    shown = pf(tumours, "lineage", answered[0]["id"], "--store", str(own_store), "--json")
+    assert shown.returncode == 0, shown.stderr
+    lineage = json.loads(shown.stdout)
+    assert lineage["prediction"]["output"] == answered[0]["prediction"]
+    assert lineage["prediction"]["feedback"][0]["outcome"] == "benign"
+    assert lineage["model"] == "tumours@1" and lineage["run_id"]
+    unknown = pf(tumours, "lineage", "no-such-prediction", "--store", str(own_store))
+    assert unknown.returncode == 1 and "neither a prediction id" in unknown.stderr
 
 
 def _traffic(url: str, payload: list, stop: threading.Event, out: list, workers: int = 4) -> None:
