@@ -10,6 +10,7 @@
     ├── RunFailed                 exit 1: a run finished with failed stages
     ├── StoreError                exit 1: artifact store or metadata database problem (names the path)
     │   └── RegistryError         exit 1: model registry (unknown model/version/alias, refused model)
+    │       └── InvalidName       exit 2: a model or alias name that is not allowed (bad input)
     └── GateFailed                exit 1: a promotion gate failed (names the gate and both numbers)
 
 A ``SpecError`` carries a :class:`Location` (file, line, column) plus the stage and field it is
@@ -116,6 +117,13 @@ class StoreError(PipeflowError):
 class RegistryError(StoreError):
     """A model, version or alias that does not exist, a name that is not allowed, or a stored
     model that is refused (tampered, truncated, or holding types pipeflow does not trust)."""
+
+
+class InvalidName(RegistryError):
+    """A model or alias name that cannot be used (it becomes a path component), or a reference
+    with nothing after its ``@``: bad input, like a :class:`UsageError`."""
+
+    exit_code = 2
 
 
 class GateFailed(PipeflowError):

@@ -390,20 +390,21 @@ def _gates(gates: Any) -> list[Block]:
 
 
 def _lineage(run: Any, lineage: Any) -> list[Block]:
+    """The run that made the model and, when the lineage is known (the dict
+    :func:`pipeflow.registry.lineage.model_lineage` returns), the stages that made it, the sources
+    they read and the other versions sharing data with it."""
     run, lineage = _dict(run), _dict(lineage)
     blocks: list[Block] = [Heading("Lineage")]
-    blocks.append(
-        Table(
-            ["", ""],
-            [
-                ["run", _or(run.get("run_id"))],
-                ["pipeline", _or(run.get("pipeline"))],
-                ["registered by stage", _or(run.get("stage"))],
-                ["spec", _or(run.get("spec_path"))],
-            ],
-            left=2,
-        )
-    )
+    rows = [
+        ["run", _or(run.get("run_id") or lineage.get("run_id"))],
+        ["pipeline", _or(run.get("pipeline") or lineage.get("pipeline"))],
+        ["registered by stage", _or(run.get("stage") or lineage.get("stage"))],
+    ]
+    if run.get("spec_path"):
+        rows.append(["spec", run["spec_path"]])
+    blocks.append(Table(["", ""], rows, left=2))
+    if lineage.get("note"):
+        blocks.append(Text(str(lineage["note"])))
     sources = _records(lineage.get("sources"))
     blocks.append(Heading("Sources", level=3))
     blocks.append(
@@ -428,31 +429,36 @@ def _lineage(run: Any, lineage: Any) -> list[Block]:
     blocks.append(Heading("Stages", level=3))
     blocks.append(
         Table(
-            ["stage", "type", "state", "digest"],
+            ["stage", "type", "state", "inputs", "outputs"],
             [
                 [
                     _or(s.get("stage")),
                     _or(s.get("type")),
                     _or(s.get("state")),
-                    _short(s.get("digest")),
+                    ", ".join(str(i) for i in _list(s.get("inputs"))) or "—",
+                    ", ".join(_short(d) for d in _list(s.get("outputs"))) or "—",
                 ]
                 for s in stages
             ],
-            left=4,
+            left=5,
         )
         if stages
         else Text(NOT_RECORDED)
     )
     if "shared_with" in lineage:
-        shared = [str(s) for s in _list(lineage.get("shared_with"))]
+        shared = [_shared(s) for s in _list(lineage.get("shared_with"))]
         blocks.append(
-            Text(
-                "Same model artifact as: "
-                + (", ".join(shared) if shared else "no other version")
-                + "."
-            )
+            Text("Shares data with: " + ("; ".join(shared) if shared else "no other version") + ".")
         )
     return blocks
+
+
+def _shared(entry: Any) -> str:
+    """One version sharing data: ``name@v (digest, ...)``, digests cut short."""
+    if not isinstance(entry, dict):
+        return str(entry)
+    digests = ", ".join(_short(d) for d in _list(entry.get("digests")))
+    return f"{_or(entry.get('model'))}" + (f" ({digests})" if digests else "")
 
 
 def _signature(signature: Any) -> list[Block]:
@@ -525,8 +531,11 @@ def _md_table(headers: list[str], rows: list[list[Any]], left: int) -> list[str]
 
 
 def _md_text(value: Any) -> str:
-    """Text as Markdown shows it: no raw HTML gets through (``<`` is escaped)."""
-    return str(value).replace("<", "&lt;")
+    """Text as Markdown shows it, with no raw HTML getting through: ``<`` gets a backslash escape,
+    which CommonMark shows as ``<`` but never reads as the start of a tag (``&lt;`` would be
+    shown as is wherever the Markdown is read as text), and backslashes are escaped first, so a
+    ``\\`` in the value cannot cancel that escape."""
+    return str(value).replace("\\", "\\\\").replace("<", "\\<")
 
 
 def _md_line(value: Any) -> str:
@@ -534,8 +543,8 @@ def _md_line(value: Any) -> str:
 
 
 def _md_cell(value: Any) -> str:
-    """One table cell: one line, pipes escaped (backslashes first, so ``a\\|`` stays a cell)."""
-    return _md_line(_fmt(value)).replace("\\", "\\\\").replace("|", "\\|")
+    """One table cell: one line, pipes escaped (after backslashes, so ``a\\|`` stays a cell)."""
+    return _md_line(_fmt(value)).replace("|", "\\|")
 
 
 def _html(title: str, blocks: list[Block], everything: dict[str, Any]) -> bytes:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeflow.errors import RegistryError, StoreError
+from pipeflow.errors import InvalidName, RegistryError, StoreError
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -44,7 +44,7 @@ ROOT = "registry"
 def check_name(what: str, name: str) -> str:
     """Model and alias names become path components: letters, digits, ``_ . -`` only."""
     if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
-        raise RegistryError(
+        raise InvalidName(
             f"invalid {what} {name!r}: expected 1-100 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
         )
@@ -66,7 +66,7 @@ def parse_ref(text: str) -> tuple[str, str | None]:
     name, sep, which = text.partition("@")
     check_name("model name", name)
     if sep and not which:
-        raise RegistryError(f"{text!r}: expected NAME@ALIAS or NAME@VERSION after '@'")
+        raise InvalidName(f"{text!r}: expected NAME@ALIAS or NAME@VERSION after '@'")
     return name, (which or None)
 
 

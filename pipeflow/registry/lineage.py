@@ -33,10 +33,16 @@ def model_lineage(db: Any, registry: Registry, record: dict[str, Any]) -> dict[s
     }
     walked = _walk(db, run.get("run_id"), run.get("stage"))
     if walked is None:
-        out["note"] = (
-            f"run {run.get('run_id')} is not in the metadata database {getattr(db, 'path', '')}: "
-            "only what the version record holds is shown"
-        )
+        if db is None:
+            out["note"] = (
+                "no metadata database was found (pass --spec or --db): "
+                "only what the version record holds is shown"
+            )
+        else:
+            out["note"] = (
+                f"run {run.get('run_id')} is not in the metadata database {getattr(db, 'path', '')}: "
+                "only what the version record holds is shown"
+            )
         return out
     out["stages"], out["sources"] = walked
     mine = _data_digests(out)

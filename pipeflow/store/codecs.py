@@ -12,8 +12,8 @@ parquet     pandas.DataFrame                        Parquet via pyarrow (index k
                                                     mixing types is stored as text)
 npy         numpy.ndarray (not object dtype)        .npy, ``allow_pickle=False``
 json        None, bool, int, float, str, list, dict canonical JSON (sorted keys)
-skops       scikit-learn estimators and pipelines   skops (zip of JSON + arrays), timestamps fixed
-            (xgboost's sklearn models included)
+skops       scikit-learn estimators and pipelines   skops (zip of JSON + arrays), ids, order and
+            (xgboost's sklearn models included)     timestamps fixed (same bytes in any process)
 ==========  =====================================  ===========================================
 
 pandas, pyarrow, numpy and skops are imported only when such an object is met.
@@ -141,23 +141,45 @@ def _is_estimator(obj: Any) -> bool:
     return module in ("sklearn", "xgboost") and hasattr(obj, "get_params") and hasattr(obj, "fit")
 
 
+#: attributes whose stored value is run-dependent and carries no model state, per class module
+#: prefix: scikit-learn's text vectorizers remember ``id(self.stop_words)`` in ``_stop_words_id``
+#: only to skip re-checking the stop words, so it is stored as ``None`` (what a fresh estimator has,
+#: and what a model loaded in another process amounts to anyway: the id never matches there)
+_RUN_DEPENDENT = {"sklearn.feature_extraction.": ("_stop_words_id",)}
+
+
 def _stable_zip(data: bytes) -> bytes:
-    """Rewrite a skops zip so the same model always gives the same bytes (and content hash), for
-    the cache and early cutoff: fixed timestamps and order, and the object ids skops writes
-    (``__id__`` and array file names, from ``id()``) renumbered in order of appearance."""
+    """Rewrite a skops zip so the same model always gives the same bytes (and content hash), in
+    any process, for the cache, early cutoff and registry dedup: fixed timestamps and order; the
+    object ids skops writes (``__id__`` and array file names, from ``id()`` or ``uuid4()``)
+    renumbered in order of appearance in the schema with its keys sorted (the order skops writes
+    attributes in follows the object's ``__dict__``, which differs once a model was loaded), with
+    every JSON primitive given its own id (whether two
+    equal numbers or strings are one object is an interpreter detail, and meaningless for
+    immutable values); and run-dependent attributes (:data:`_RUN_DEPENDENT`) set to ``None``."""
     import zipfile
 
     with zipfile.ZipFile(io.BytesIO(data)) as src:
         files = {name: src.read(name) for name in src.namelist()}
     ids: dict[int, int] = {}
     names: dict[str, str] = {}
+    counter = iter(range(1 << 62))
+
+    def new_id(old: int) -> int:
+        if old not in ids:
+            ids[old] = next(counter)
+        return ids[old]
 
     def renumber(node: Any) -> Any:
         if isinstance(node, dict):
+            node = _sorted_dict_node(_blank_run_dependent(node))
             out = {}
-            for key, value in node.items():
+            for key, value in sorted(node.items()):
                 if key == "__id__" and isinstance(value, int):
-                    out[key] = ids.setdefault(value, len(ids))
+                    if node.get("__loader__") == "JsonNode":
+                        out[key] = next(counter)
+                    else:
+                        out[key] = new_id(value)
                 elif key == "file" and isinstance(value, str) and value in files:
                     suffix = value.rsplit(".", 1)[-1] if "." in value else "bin"
                     out[key] = names.setdefault(value, f"f{len(names)}.{suffix}")
@@ -180,3 +202,41 @@ def _stable_zip(data: bytes) -> bytes:
             info.compress_type = zipfile.ZIP_DEFLATED
             dst.writestr(info, renamed[name])
     return out.getvalue()
+
+
+def _sorted_dict_node(node: dict[str, Any]) -> dict[str, Any]:
+    """A skops dict node with its entries in key order: its ``key_types`` list is matched to the
+    entries by position, so it is reordered with them (the schema is written with sorted keys)."""
+    content, key_types = node.get("content"), node.get("key_types")
+    if node.get("__loader__") != "DictNode" or not isinstance(content, dict):
+        return node
+    types = key_types.get("content") if isinstance(key_types, dict) else None
+    if not isinstance(types, list) or len(types) != len(content):
+        return node
+    entries = sorted(zip(content.items(), types, strict=True), key=lambda e: e[0][0])
+    return {
+        **node,
+        "content": dict(item for item, _ in entries),
+        "key_types": {**key_types, "content": [t for _, t in entries]},
+    }
+
+
+def _blank_run_dependent(node: dict[str, Any]) -> dict[str, Any]:
+    """For an object node of a class listed in :data:`_RUN_DEPENDENT`, the node with those
+    attributes stored as JSON ``null``; any other node unchanged."""
+    module = node.get("__module__")
+    if node.get("__loader__") != "ObjectNode" or not isinstance(module, str):
+        return node
+    names = [
+        n for prefix, attrs in _RUN_DEPENDENT.items() if module.startswith(prefix) for n in attrs
+    ]
+    state = node.get("content")
+    attrs = state.get("content") if isinstance(state, dict) else None
+    if not names or not isinstance(attrs, dict):
+        return node
+    changed = dict(attrs)
+    for name in names:
+        value = changed.get(name)
+        if isinstance(value, dict) and value.get("__loader__") == "JsonNode":
+            changed[name] = {**value, "content": "null"}
+    return {**node, "content": {**state, "content": changed}}

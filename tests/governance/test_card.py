@@ -111,12 +111,44 @@ def full_record() -> dict:
             "run_id": "20261125-101010-abcd",
             "pipeline": "claims",
             "stage": "promote",
-            "spec_path": "/x/pipeline.yaml",
+            "model_digest": "9" * 64,
         },
     }
 
 
+# the shape pipeflow.registry.lineage.model_lineage returns
 LINEAGE = {
+    "model": "claims-categoriser@3",
+    "model_digest": "9" * 64,
+    "run_id": "20261125-101010-abcd",
+    "pipeline": "claims",
+    "stage": "promote",
+    "training_table": "1" * 64,
+    "evaluation_table": "2" * 64,
+    "stages": [
+        {"stage": "raw", "type": "ingest", "state": "done", "inputs": [], "outputs": ["d" * 64]},
+        {
+            "stage": "split",
+            "type": "split",
+            "state": "cached",
+            "inputs": ["raw"],
+            "outputs": ["1" * 64, "2" * 64],
+        },
+        {
+            "stage": "model",
+            "type": "train",
+            "state": "done",
+            "inputs": ["split"],
+            "outputs": ["e" * 64],
+        },
+        {
+            "stage": "promote",
+            "type": "promote",
+            "state": "done",
+            "inputs": ["model", "split"],
+            "outputs": [],
+        },
+    ],
     "sources": [
         {
             "stage": "raw",
@@ -126,8 +158,10 @@ LINEAGE = {
             "digest": "d" * 64,
         }
     ],
-    "stages": [{"stage": "model", "type": "train", "state": "done", "digest": "e" * 64}],
-    "shared_with": ["claims-categoriser@2"],
+    "shared_with": [
+        {"model": "claims-categoriser@2", "digests": ["d" * 64]},
+        {"model": "fraud@1", "digests": ["1" * 64, "d" * 64]},
+    ],
 }
 
 
@@ -204,8 +238,9 @@ def test_data_values_are_escaped_in_html_and_markdown():
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert EVIL in "".join(parse(html).text)  # shown as text, never run
-    assert "<script" not in markdown
-    assert "&lt;script>alert(1)&lt;/script>" in markdown
+    assert "<script" not in markdown.replace("\\<", "")
+    assert "\\<script>alert(1)\\</script>" in markdown
+    assert "&lt;" not in markdown  # an entity would show as is in a Markdown file
 
 
 def test_markdown_table_cells_escape_pipes_and_newlines():
@@ -265,7 +300,7 @@ def test_values_of_the_wrong_shape_are_skipped_not_fatal():
     }
     markdown, html = render_card(record, {"sources": "x", "shared_with": None})
     assert "this section could not be drawn" not in markdown
-    assert "Same model artifact as: no other version." in markdown
+    assert "Shares data with: no other version." in markdown
     parse(html)
 
 
@@ -276,3 +311,112 @@ def test_a_confusion_matrix_of_text_is_left_out_not_written_raw():
     assert "<script" not in html.decode().lower()
     assert "### Confusion matrix" not in markdown
     assert "## Metrics" in markdown and "this section could not be drawn" not in markdown
+
+
+def test_lineage_section_draws_the_lineage_model_lineage_returns():
+    markdown, html = render_card(full_record(), LINEAGE)
+    section = markdown.split("## Lineage")[1].split("\n## ")[0]
+    assert "| run | 20261125-101010-abcd |" in section
+    assert "| registered by stage | promote |" in section
+    assert "spec" not in section  # not recorded by runs: no row rather than "not recorded"
+    assert "| stage | type | state | inputs | outputs |" in section
+    assert "| raw | ingest | done | — | dddddddddddd |" in section
+    assert "| split | split | cached | raw | 111111111111, 222222222222 |" in section
+    assert "| promote | promote | done | model, split | — |" in section
+    assert (
+        "Shares data with: claims-categoriser@2 (dddddddddddd); "
+        "fraud@1 (111111111111, dddddddddddd)." in section
+    )
+    assert "Same model artifact" not in markdown and "{'model'" not in markdown
+    text = "".join(parse(html).text)
+    assert "Shares data with: claims-categoriser@2" in text and "model, split" in text
+
+
+def test_lineage_spec_and_note_are_shown_when_present():
+    record = full_record()
+    record["run"]["spec_path"] = "/x/pipeline.yaml"
+    note = "run r1 is not in the metadata database db.sqlite: only what the version record holds is shown"
+    markdown, _ = render_card(record, {**LINEAGE, "stages": [], "sources": [], "note": note})
+    section = markdown.split("## Lineage")[1]
+    assert "| spec | /x/pipeline.yaml |" in section
+    assert note in section
+
+
+def test_gate_comparisons_keep_a_readable_less_than_in_markdown():
+    record = full_record()
+    record["gates"] = [
+        {"kind": "bias", "gate": "accuracy_difference <= 0.1", "passed": True, "value": 0.05}
+    ]
+    markdown, html = render_card(record)
+    assert "| bias | accuracy_difference \\<= 0.1 | passed |" in markdown
+    assert "accuracy_difference <= 0.1" in "".join(parse(html).text)
+
+
+def test_card_of_a_real_model_lineage():
+    """model_lineage's output, from a metadata database and registry, feeds the card as is."""
+    from pipeflow.registry.lineage import model_lineage
+
+    class Db:
+        path = "meta.sqlite"
+
+        def find_run(self, run_id):
+            return {"id": run_id}
+
+        def lineage(self, run_id):
+            return [
+                {"src_stage": "raw", "dst_stage": "model", "dst_port": "data", "digest": "d" * 64},
+                {
+                    "src_stage": "model",
+                    "dst_stage": "promote",
+                    "dst_port": "model",
+                    "digest": "e" * 64,
+                },
+            ]
+
+        def stage_runs(self, run_id):
+            return [
+                {
+                    "stage": "raw",
+                    "type": "ingest",
+                    "state": "done",
+                    "config": '{"path": "data.csv"}',
+                    "code_digest": "f" * 64,
+                },
+                {
+                    "stage": "model",
+                    "type": "train",
+                    "state": "done",
+                    "config": "{}",
+                    "code_digest": "c" * 64,
+                },
+                {
+                    "stage": "promote",
+                    "type": "promote",
+                    "state": "done",
+                    "config": "{}",
+                    "code_digest": "a" * 64,
+                },
+            ]
+
+    def version(n):
+        return {
+            "name": "m",
+            "version": n,
+            "model": {"digest": str(n) * 64},
+            "data": {"train": "t" * 64},
+            "run": {"run_id": f"run{n}", "pipeline": "p", "stage": "promote"},
+        }
+
+    class Registry:
+        def models(self):
+            return ["m"]
+
+        def versions(self, name):
+            return [version(1), version(2)]
+
+    lineage = model_lineage(Db(), Registry(), version(2))
+    markdown, _ = render_card(version(2), lineage)
+    section = markdown.split("## Lineage")[1]
+    assert "| raw | ingest | data.csv | ffffffffffff | dddddddddddd |" in section
+    assert "| model | train | done | raw | eeeeeeeeeeee |" in section
+    assert "Shares data with: m@1 (dddddddddddd, tttttttttttt)." in section
