@@ -120,6 +120,9 @@ def _parser() -> argparse.ArgumentParser:
     from pipeflow.cli_serve import add_parser as add_serve
 
     add_serve(sub)
+    from pipeflow.cli_monitor import add_parser as add_monitor
+
+    add_monitor(sub)
 
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -192,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": _registry_cmd("cmd_models"),
         "lineage": _registry_cmd("cmd_lineage"),
         "serve": _lazy("pipeflow.cli_serve", "cmd_serve"),
+        "monitor": _lazy("pipeflow.cli_monitor", "cmd_monitor"),
     }[args.command]
     try:
         return handler(args)

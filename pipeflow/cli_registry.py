@@ -128,6 +128,13 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any]:
     return Registry(ArtifactStore(url)), db
 
 
+def escape(text: str) -> str:
+    """Data shown through rich must not be read as markup (``[bold]`` in a reason)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console() -> Any:
     from pipeflow.cli import _console as console
 
@@ -263,7 +270,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
             f"v{e['from_version']}" if e.get("from_version") else "-",
             f"v{e['to_version']}",
             str(e.get("user", "")),
-            e.get("reason") or "",
+            escape(e.get("reason") or ""),
         )
     if history:
         console.print(h)
@@ -422,11 +429,13 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     if prediction is not None:
         console.print(
             f"[bold]prediction {prediction['id']}[/]  {_when(prediction.get('time'))}"
-            f"  output {prediction.get('output')!r}  caller {prediction.get('caller')}"
+            f"  output {escape(repr(prediction.get('output')))}  caller {prediction.get('caller')}"
         )
-        console.print(f"   inputs {json.dumps(prediction.get('inputs'), default=str)[:300]}")
+        console.print(
+            f"   inputs {json.dumps(prediction.get('inputs'), default=str)[:300]}", markup=False
+        )
         if prediction.get("flags"):
-            console.print(f"   flags: {'; '.join(prediction['flags'])}")
+            console.print(f"   flags: {'; '.join(prediction['flags'])}", markup=False)
         for fb in prediction.get("feedback", []):
             console.print(
                 f"   feedback {_when(fb.get('time'))}: true outcome {fb.get('outcome')!r}"
@@ -450,7 +459,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     console.print("   ├─ sources:")
     for src in lineage["sources"]:
         console.print(
-            f"   │    {src['stage']} ({src['type']}): {src['source']}"
+            f"   │    {src['stage']} ({src['type']}): {escape(str(src['source']))}"
             f"  fingerprint {str(src['fingerprint'])[:12]}  data {str(src['digest'])[:12]}"
         )
     if not lineage["sources"]:

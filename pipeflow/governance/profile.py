@@ -88,6 +88,7 @@ def reference_profile(
                 entry["tokens"] = {
                     str(k): int(v) for k, v in tokens.value_counts().head(vocabulary).items()
                 }
+                entry["token_total"] = int(len(tokens))
                 entry["sampled_rows"] = int(len(sample))
         elif role == "date":
             dates = pd.to_datetime(series, errors="coerce").dropna()

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-KINDS = ("predictions", "feedback", "batches", "events")
+KINDS = ("predictions", "feedback", "batches", "events", "alerts")
 
 
 class AuditLog:

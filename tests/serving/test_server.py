@@ -254,9 +254,9 @@ def _register_failing_model(store: Path) -> int:
     """A model that cannot score what clients send: it was trained with an extra feature."""
     import numpy as np
     import pandas as pd
+    from sklearn.compose import make_column_transformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
-    from sklearn.compose import make_column_transformer
 
     from pipeflow.registry import Registry
     from pipeflow.store.artifacts import ArtifactStore

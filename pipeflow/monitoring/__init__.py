@@ -1,0 +1,1 @@
+"""Monitoring: drift against the training reference, alerts, and their history."""

@@ -1,0 +1,242 @@
+"""Alert rules declared in YAML, evaluated on monitoring reports, sent to sinks, deduplicated.
+
+A rule::
+
+    - name: amount drifted              # optional; default: "<metric> <op> <threshold>"
+      metric: features.amount.psi       # a dotted path into the report
+      threshold: "> 0.2"                # >, >=, <, <= and a number
+      severity: warning                 # info | warning | critical
+      cooldown: 1h                      # the same rule for the same model fires at most once per cooldown
+      window: 1h                        # optional: only for reports over this window length
+
+Special metrics: ``drift_share`` (share of drifted features), ``accuracy.accuracy`` (live accuracy
+from feedback), ``prediction.psi``, ``latency_ms.p95``, ``flagged_rate``, and
+``features.<name>.<measure>``; ``features.*.psi`` matches any feature (one alert per feature).
+
+Sinks: ``log`` (the ``pipeflow.alerts`` logger at the rule's severity), ``file`` (a JSON-lines file
+you name), ``webhook`` (a JSON POST to a URL, with a timeout; a failing webhook is logged, never
+raised: alerting must not break monitoring). Every fired alert is also appended to the store's
+alert history, which the dashboard and ``triggers.on_drift`` read.
+
+Deduplication: a rule's key is ``(rule, model, feature)``; its last firing time is kept in
+``monitoring/alerts/state.json`` (written atomically), and within the cooldown a repeat is counted
+in the report but not sent.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import os
+import re
+import secrets
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+log = logging.getLogger("pipeflow.alerts")
+_OP = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+
+
+def parse_duration(text: str | float | int) -> float:
+    """``90`` / ``"90s"`` / ``"15m"`` / ``"1h"`` / ``"2d"`` -> seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    found = _DURATION.match(str(text))
+    if not found:
+        raise ValueError(f"expected a duration such as 90s, 15m, 1h or 2d, got {text!r}")
+    return float(found.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[found.group(2) or "s"]
+
+
+class Sink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["log", "file", "webhook"]
+    path: str | None = Field(None, description="file sink: the JSON-lines file")
+    url: str | None = Field(None, description="webhook sink: where to POST")
+    timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("a webhook URL must start with http:// or https://")
+        return url
+
+
+class Rule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    metric: str = Field(min_length=1)
+    threshold: str | float
+    severity: Literal["info", "warning", "critical"] = "warning"
+    cooldown: str | float = "1h"
+    window: str | float | None = None
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, value: str | float) -> str | float:
+        if isinstance(value, int | float):
+            return value
+        if not _OP.match(str(value)):
+            raise ValueError(f"expected a comparison such as '> 0.2', got {value!r}")
+        return value
+
+    @field_validator("cooldown", "window")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        if value is not None:
+            parse_duration(value)
+        return value
+
+    def comparison(self) -> tuple[str, float]:
+        if isinstance(self.threshold, int | float):
+            return ">", float(self.threshold)
+        found = _OP.match(str(self.threshold))
+        assert found is not None
+        return found.group(1), float(found.group(2))
+
+    @property
+    def label(self) -> str:
+        op, limit = self.comparison()
+        return self.name or f"{self.metric} {op} {limit:g}"
+
+
+def _values(report: dict[str, Any], metric: str) -> list[tuple[str | None, float]]:
+    """(feature or None, value) pairs the metric path picks out of the report."""
+    parts = metric.split(".")
+    if parts[0] == "features" and len(parts) == 3:
+        out = []
+        for name, entry in (report.get("features") or {}).items():
+            if fnmatch.fnmatchcase(name, parts[1]):
+                value = entry.get(parts[2])
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    out.append((name, float(value)))
+        return out
+    node: Any = report
+    for part in parts:
+        if not isinstance(node, dict) or part not in node:
+            return []
+        node = node[part]
+    if isinstance(node, bool) or not isinstance(node, int | float):
+        return []
+    return [(None, float(node))]
+
+
+def _breached(value: float, op: str, limit: float) -> bool:
+    return {">": value > limit, ">=": value >= limit, "<": value < limit, "<=": value <= limit}[op]
+
+
+def evaluate(
+    report: dict[str, Any],
+    rules: list[Rule],
+    sinks: list[Sink],
+    store_root: str | os.PathLike[str],
+    *,
+    now: float | None = None,
+) -> list[dict[str, Any]]:
+    """Fire the rules breached by ``report``; returns every breach (sent ones and suppressed)."""
+    from pipeflow.monitoring.history import alert_log, monitoring_dir
+
+    now = time.time() if now is None else now
+    state_path = monitoring_dir(store_root) / "alerts" / "state.json"
+    state = _read_state(state_path)
+    fired: list[dict[str, Any]] = []
+    window = (report.get("window") or {}).get("seconds")
+    for rule in rules:
+        if (
+            rule.window is not None
+            and window is not None
+            and abs(parse_duration(rule.window) - window) > 1
+        ):
+            continue
+        op, limit = rule.comparison()
+        for feature, value in _values(report, rule.metric):
+            if not _breached(value, op, limit):
+                continue
+            key = "|".join([rule.label, report.get("model", ""), feature or ""])
+            last = state.get(key)
+            suppressed = last is not None and now - last < parse_duration(rule.cooldown)
+            metric = (
+                rule.metric
+                if feature is None
+                else rule.metric.replace(rule.metric.split(".")[1], feature, 1)
+            )
+            alert = {
+                "id": secrets.token_hex(6),
+                "time": now,
+                "key": key,
+                "rule": rule.label,
+                "metric": metric,
+                "value": value,
+                "op": op,
+                "threshold": limit,
+                "severity": rule.severity,
+                "model": report.get("model"),
+                "version": report.get("version"),
+                "message": f"{report.get('model')}@{report.get('version')}: {metric} = {value:.4g} {op} {limit:g}",
+                "suppressed": suppressed,
+                "sinks": [] if suppressed else [s.type for s in sinks],
+            }
+            fired.append(alert)
+            if suppressed:
+                continue
+            state[key] = now
+            for sink in sinks:
+                _send(sink, alert)
+    sent = [a for a in fired if not a["suppressed"]]
+    if sent:
+        alert_log(store_root).append(sent)
+        _write_state(state_path, state)
+    return fired
+
+
+def _send(sink: Sink, alert: dict[str, Any]) -> None:
+    if sink.type == "log":
+        level = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.CRITICAL}[
+            alert["severity"]
+        ]
+        log.log(level, "ALERT %s [%s]: %s", alert["rule"], alert["severity"], alert["message"])
+    elif sink.type == "file":
+        assert sink.path is not None
+        path = Path(sink.path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(alert, default=str).encode() + b"\n"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+    else:
+        assert sink.url is not None
+        request = urllib.request.Request(
+            sink.url,
+            data=json.dumps(alert, default=str).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=sink.timeout_s) as response:  # noqa: S310
+                response.read()
+        except Exception as err:  # a down webhook must not stop monitoring
+            log.error("webhook %s failed for alert %s: %s", sink.url, alert["rule"], err)
+
+
+def _read_state(path: Path) -> dict[str, float]:
+    try:
+        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _write_state(path: Path, state: dict[str, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".state-{secrets.token_hex(3)}.tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)

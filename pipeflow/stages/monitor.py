@@ -1,0 +1,92 @@
+"""``monitor``: compare a recent window of a served model's audited inputs with its training
+reference; record the drift report, fire alert rules, and fail (optionally) when drift is found.
+
+Never cached: each run looks at a new window. The report goes to the store's monitoring history
+(the dashboard and ``triggers.on_drift`` read it) and is the stage's ``report`` output, with a
+readable HTML page as ``html``. ``fail_on_drift: true`` makes a drifted window fail the stage, so
+a scheduled monitoring spec shows up red.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.monitoring.alerts import Rule, Sink, parse_duration
+
+
+class MonitorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$", description="NAME@ALIAS"
+    )
+    window: str | float = Field("1h", description="how far back to look: 90s, 15m, 1h, 2d")
+    all_versions: bool = Field(False, description="include traffic answered by earlier versions")
+    audit_dir: str | None = Field(
+        None, description="the server's audit log (default <store>/audit)"
+    )
+    alerts: list[Rule] = Field(
+        default_factory=list, description="alert rules (see docs/monitoring.md)"
+    )
+    sinks: list[Sink] = Field(default_factory=lambda: [Sink(type="log")])
+    fail_on_drift: bool = False
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str | float) -> str | float:
+        parse_duration(value)
+        return value
+
+
+class MonitorStage(Stage):
+    """Drift, accuracy and latency of a served model over a recent window."""
+
+    version: ClassVar[str] = "1"
+    Config = MonitorConfig
+    cacheable: ClassVar[bool] = False
+    inputs: ClassVar[Mapping[str, Port]] = {
+        "after": Port("any", required=False, description="a stage to wait for")
+    }
+    outputs: ClassVar[Mapping[str, Port]] = {
+        "report": Port("metrics", description="the drift report (JSON)"),
+        "html": Port("report", description="the drift report as a readable HTML page"),
+    }
+    default_port = "report"
+    description = (
+        "Drift of a served model's live inputs against its training reference, with alerts."
+    )
+
+    def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        from pipeflow.monitoring.monitor import monitor, render_html
+        from pipeflow.registry import Registry, parse_ref
+        from pipeflow.serving.audit import default_folder
+
+        config: MonitorConfig = self.config  # type: ignore[assignment]
+        if ctx.store is None:
+            raise ValueError("the monitor stage needs the run's artifact store")
+        root = default_folder(str(ctx.store.url))
+        if root is None:
+            raise ValueError("the monitor stage needs a local store for its history")
+        audit_dir = ctx.base_dir / config.audit_dir if config.audit_dir else root
+        name, which = parse_ref(config.model)
+        report = monitor(
+            Registry(ctx.store),
+            name,
+            which or "production",
+            audit_dir=audit_dir,
+            store_root=root.parent,
+            window_s=parse_duration(config.window),
+            all_versions=config.all_versions,
+            rules=config.alerts,
+            sinks=config.sinks,
+        )
+        if config.fail_on_drift and report["drifted"]:
+            raise ValueError(
+                f"drift in {name}@{report['version']}: {', '.join(report['drifted_features'])} "
+                f"({report['drift_share']:.0%} of features)"
+            )
+        return {"report": report, "html": render_html(report)}
