@@ -123,6 +123,9 @@ def _parser() -> argparse.ArgumentParser:
     from pipeflow.cli_monitor import add_parser as add_monitor
 
     add_monitor(sub)
+    from pipeflow.cli_watch import add_parser as add_watch
+
+    add_watch(sub)
 
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -196,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         "lineage": _registry_cmd("cmd_lineage"),
         "serve": _lazy("pipeflow.cli_serve", "cmd_serve"),
         "monitor": _lazy("pipeflow.cli_monitor", "cmd_monitor"),
+        "watch": _lazy("pipeflow.cli_watch", "cmd_watch"),
     }[args.command]
     try:
         return handler(args)

@@ -60,7 +60,7 @@ class StoreSpec(_Strict):
 
 
 class TriggersSpec(_Strict):
-    """What re-runs this pipeline unattended (validated now; acted on once scheduling lands)."""
+    """What re-runs this pipeline unattended under ``pipeflow watch`` (pipeflow.monitoring.triggers)."""
 
     schedule: str | None = Field(None, description="cron expression")
     on_data_change: list[StageName] = Field(default_factory=list)

@@ -95,3 +95,28 @@ def test_monitor_stage_records_a_report(serve, tumours, own_store: Path) -> None
     again = pf(project, "run", "monitoring.yaml", "--quiet")
     assert "1 done" in again.stdout  # never cached: a new window each time
     assert len(load_reports(own_store, "tumours")) == 2
+
+
+def test_watch_retrains_when_the_monitor_finds_drift(serve, tumours, own_store: Path) -> None:
+    from pipeflow.serving import audit
+
+    served = serve("tumours@production", store=own_store)
+    project = own_store.parent
+    (project / "watched.yaml").write_text(
+        "pipeline: watched\n"
+        f"store: {{root: {own_store}}}\n"
+        "triggers: {on_drift: drift}\n"
+        "stages:\n"
+        "  drift:\n"
+        "    type: monitor\n"
+        "    with: {model: tumours@production, window: 10m}\n"
+    )
+    _send(served, tumours, n=100)
+    calm = pf(project, "watch", "watched.yaml", "--once")
+    assert calm.returncode == 0 and "no trigger fired" in calm.stdout, calm.stdout + calm.stderr
+    _send(served, tumours, scale=3.0, n=300)
+    fired = pf(project, "watch", "watched.yaml", "--once")
+    assert fired.returncode == 0, fired.stdout + fired.stderr
+    assert "triggered" in fired.stdout and "drifted feature" in fired.stdout
+    (event,) = [e for e in audit.read(own_store / "watch", "events") if e["event"] == "trigger"]
+    assert event["causes"][0]["cause"] == "drift" and event["causes"][0]["monitor_run"]

@@ -1,0 +1,70 @@
+"""``pipeflow watch SPEC``: run a pipeline whenever its triggers fire (see monitoring/triggers.py)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def add_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "watch",
+        help="run a pipeline unattended when its triggers fire (schedule, data change, drift)",
+    )
+    c.add_argument("spec", metavar="SPEC")
+    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    c.add_argument(
+        "--interval", type=float, default=30.0, help="seconds between checks (default 30)"
+    )
+    c.add_argument("--once", action="store_true", help="check once, run if needed, and exit")
+    c.add_argument("--executor", choices=["sync", "threads", "processes", "distributed"])
+    c.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    import logging
+    import time
+
+    from pipeflow.cli import _console
+    from pipeflow.errors import UsageError
+    from pipeflow.monitoring.triggers import Watcher, parse_cron
+    from pipeflow.spec.load import load
+
+    loaded = load(args.spec, args.overrides)
+    triggers = loaded.spec.triggers
+    if not (triggers.schedule or triggers.on_data_change or triggers.on_drift):
+        raise UsageError(
+            f"{args.spec} declares no triggers: add `triggers:` (schedule, on_data_change, on_drift)"
+        )
+    if triggers.schedule:
+        try:
+            parse_cron(triggers.schedule)
+        except ValueError as err:
+            raise UsageError(f"{args.spec}: triggers.schedule: {err}") from None
+    if triggers.on_drift and triggers.on_drift not in loaded.spec.stages:
+        raise UsageError(f"{args.spec}: triggers.on_drift names no stage '{triggers.on_drift}'")
+    for name in triggers.on_data_change:
+        if name not in loaded.spec.stages:
+            raise UsageError(f"{args.spec}: triggers.on_data_change names no stage '{name}'")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    console = _console()
+    watcher = Watcher(args.spec, args.overrides, executor=args.executor)
+    if args.once:
+        watcher.last_tick = time.time() - args.interval
+    console.print(f"watching {args.spec} (every {args.interval:g} s); Ctrl-C to stop", markup=False)
+    failed = False
+    while True:
+        fired = watcher.tick()
+        if fired is not None:
+            causes = "; ".join(c["detail"] for c in fired["causes"])
+            console.print(
+                f"triggered ({causes}): run {fired['run_id']} {fired['state']}", markup=False
+            )
+            failed = fired["state"] != "done"
+        elif args.once:
+            console.print("no trigger fired", markup=False)
+        if args.once:
+            return 1 if failed else 0
+        time.sleep(args.interval)

@@ -1,0 +1,226 @@
+"""Triggers: what re-runs a pipeline unattended (``pipeflow watch SPEC``).
+
+The spec's ``triggers:`` block (DESIGN.md) declares three causes, checked on every tick:
+
+- ``schedule``: a five-field cron expression (minute hour day-of-month month day-of-week; ``*``,
+  ``*/n``, ``a-b``, ``a-b/n`` and lists). It fires when a matching minute passed since the last
+  tick, so a watcher that was busy does not skip a slot.
+- ``on_data_change``: ingest stages whose source is watched. The source's content fingerprint now
+  is compared with the one the last recorded run of that stage read: any change fires.
+- ``on_drift``: a ``monitor`` stage of the spec. Each tick runs that stage alone (monitoring is
+  never cached); a window it judges drifted, or an alert it sends, fires.
+
+A firing starts a run of the whole pipeline (so a new model goes through the same gates, and a
+``promote`` stage moves the alias only if they pass; a server following the alias picks it up).
+Every firing is recorded with its cause and the run it started, in ``<store>/watch/events/``
+(append-only JSON lines, like the audit log).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("pipeflow.watch")
+
+_FIELDS = (("minute", 0, 59), ("hour", 0, 23), ("day", 1, 31), ("month", 1, 12), ("weekday", 0, 6))
+
+
+def parse_cron(expression: str) -> list[set[int]]:
+    """The allowed values of each of the five fields; raises ValueError naming the bad field."""
+    parts = expression.split()
+    if len(parts) != 5:
+        raise ValueError(
+            f"cron expression {expression!r}: expected 5 fields (minute hour day month weekday), got {len(parts)}"
+        )
+    out = []
+    for text, (name, low, high) in zip(parts, _FIELDS, strict=True):
+        allowed: set[int] = set()
+        for item in text.split(","):
+            body, _, step_text = item.partition("/")
+            try:
+                step = int(step_text) if step_text else 1
+                if body == "*":
+                    start, end = low, high
+                elif "-" in body:
+                    a, b = body.split("-", 1)
+                    start, end = int(a), int(b)
+                else:
+                    start = int(body)
+                    end = high if step_text else start
+            except ValueError:
+                raise ValueError(
+                    f"cron expression {expression!r}: bad {name} field {text!r}"
+                ) from None
+            if name == "weekday" and end == 7:  # 7 is Sunday too
+                if start == 7:
+                    start = end = 0
+                else:
+                    end = 6
+                    allowed.add(0)
+            if step < 1 or start < low or end > high or start > end:
+                raise ValueError(
+                    f"cron expression {expression!r}: {name} field {text!r} outside {low}-{high}"
+                )
+            allowed.update(range(start, end + 1, step))
+        out.append(allowed)
+    return out
+
+
+def cron_matches(fields: list[set[int]], when: dt.datetime) -> bool:
+    minute, hour, day, month, weekday = fields
+    return (
+        when.minute in minute
+        and when.hour in hour
+        and when.day in day
+        and when.month in month
+        and (when.isoweekday() % 7) in weekday
+    )
+
+
+def cron_due(expression: str, since: float, now: float) -> float | None:
+    """The latest matching minute in ``(since, now]`` (epoch seconds, UTC), or None."""
+    fields = parse_cron(expression)
+    moment = dt.datetime.fromtimestamp(now, dt.UTC).replace(second=0, microsecond=0)
+    earliest = dt.datetime.fromtimestamp(since, dt.UTC)
+    checked = 0
+    while moment > earliest and checked < 60 * 24 * 8:  # at most a week and a day back
+        if cron_matches(fields, moment):
+            return moment.timestamp()
+        moment -= dt.timedelta(minutes=1)
+        checked += 1
+    return None
+
+
+class Watcher:
+    """Checks a spec's triggers and starts runs; one :meth:`tick` per interval."""
+
+    def __init__(
+        self, spec_path: str | Path, overrides: Sequence[str] = (), *, executor: str | None = None
+    ):
+        self.spec_path, self.overrides, self.executor = str(spec_path), list(overrides), executor
+        self.last_tick = time.time()
+
+    def _load(self) -> Any:
+        from pipeflow.core.compiler import compile_pipeline
+        from pipeflow.spec.load import load
+
+        loaded = load(self.spec_path, self.overrides)
+        return loaded, compile_pipeline(loaded)
+
+    def _events(self, store_url: str) -> Any:
+        from pipeflow.serving.audit import AuditLog, default_folder
+
+        folder = default_folder(store_url)
+        return None if folder is None else AuditLog(folder.parent / "watch", "events")
+
+    def check(self, now: float | None = None) -> list[dict[str, Any]]:
+        """The causes that fire now (without running anything but ``on_drift``'s monitor)."""
+        from pipeflow.session import open_store, run
+
+        now = time.time() if now is None else now
+        loaded, pipeline = self._load()
+        triggers = loaded.spec.triggers
+        causes: list[dict[str, Any]] = []
+        if triggers.schedule:
+            due = cron_due(triggers.schedule, self.last_tick, now)
+            if due is not None:
+                causes.append(
+                    {"cause": "schedule", "detail": f"'{triggers.schedule}' matched {_iso(due)}"}
+                )
+        if triggers.on_data_change:
+            store, db = open_store(loaded)
+            try:
+                for name in triggers.on_data_change:
+                    st = pipeline.stages[name]
+                    current = st.cls.fingerprint(st.config, loaded.base_dir)
+                    last = db.last_stage_run(pipeline.name, name)
+                    seen = last["code_digest"] if last is not None else None
+                    if current != seen:
+                        causes.append(
+                            {
+                                "cause": "data_change",
+                                "stage": name,
+                                "detail": f"source of '{name}' changed: {str(seen)[:12]} -> {current[:12]}"
+                                if seen
+                                else f"source of '{name}' has never been run",
+                            }
+                        )
+            finally:
+                db.close()
+        if triggers.on_drift:
+            report = run(loaded, only=[triggers.on_drift], executor="sync")
+            drift = None
+            try:
+                drift = report.load(triggers.on_drift, "report")
+            except Exception as err:  # the monitor stage failed: say so, do not retrain on it
+                log.error("monitor stage '%s' failed: %s", triggers.on_drift, err)
+            if drift is not None:
+                sent = [a for a in drift.get("alerts") or [] if not a.get("suppressed")]
+                if drift.get("drifted") or sent:
+                    why = (
+                        f"{len(drift.get('drifted_features') or [])} drifted feature(s)"
+                        if drift.get("drifted")
+                        else f"alert(s): {', '.join(a['rule'] for a in sent)}"
+                    )
+                    causes.append(
+                        {
+                            "cause": "drift",
+                            "stage": triggers.on_drift,
+                            "detail": f"{drift['model']}@{drift['version']}: {why}",
+                            "monitor_run": report.run_id,
+                        }
+                    )
+        self.last_tick = now
+        return causes
+
+    def tick(
+        self, now: float | None = None, *, on_run: Callable[[Any], None] | None = None
+    ) -> dict[str, Any] | None:
+        """Check the triggers; if any fire, record them and run the pipeline once."""
+        from pipeflow.session import run
+
+        causes = self.check(now)
+        if not causes:
+            return None
+        from pipeflow.session import open_store
+
+        loaded, pipeline = self._load()
+        store, db = open_store(loaded)
+        db.close()
+        events = self._events(store.url)
+        firing = {
+            "id": secrets.token_hex(6),
+            "time": time.time(),
+            "event": "trigger",
+            "pipeline": pipeline.name,
+            "spec": self.spec_path,
+            "overrides": self.overrides,
+            "causes": causes,
+        }
+        if events is not None:
+            events.append([firing])
+        log.info("%s: %s -> starting a run", pipeline.name, "; ".join(c["detail"] for c in causes))
+        report = run(loaded, executor=self.executor)
+        finished = {
+            "id": firing["id"],
+            "time": time.time(),
+            "event": "run_finished",
+            "pipeline": pipeline.name,
+            "run_id": report.run_id,
+            "state": str(report.state),
+        }
+        if events is not None:
+            events.append([finished])
+        if on_run is not None:
+            on_run(report)
+        return {**firing, "run_id": report.run_id, "state": str(report.state)}
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
