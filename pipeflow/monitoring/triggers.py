@@ -10,7 +10,7 @@ The spec's ``triggers:`` block (DESIGN.md) declares three causes, checked on eve
 - ``on_drift``: a ``monitor`` stage of the spec. Each tick runs that stage alone (monitoring is
   never cached); a window it judges drifted, or an alert it sends, fires.
 
-A firing starts a run of the whole pipeline (so a new model goes through the same gates, and a
+A firing starts a run of the whole pipeline but the ``on_drift`` monitor stage (so a new model goes through the same gates, and a
 ``promote`` stage moves the alias only if they pass; a server following the alias picks it up).
 Every firing is recorded with its cause and the run it started, in ``<store>/watch/events/``
 (append-only JSON lines, like the audit log).
@@ -121,7 +121,7 @@ class Watcher:
 
     def check(self, now: float | None = None) -> list[dict[str, Any]]:
         """The causes that fire now (without running anything but ``on_drift``'s monitor)."""
-        from pipeflow.session import open_store, run
+        from pipeflow.session import open_store
 
         now = time.time() if now is None else now
         loaded, pipeline = self._load()
@@ -154,12 +154,7 @@ class Watcher:
             finally:
                 db.close()
         if triggers.on_drift:
-            report = run(loaded, only=[triggers.on_drift], executor="sync")
-            drift = None
-            try:
-                drift = report.load(triggers.on_drift, "report")
-            except Exception as err:  # the monitor stage failed: say so, do not retrain on it
-                log.error("monitor stage '%s' failed: %s", triggers.on_drift, err)
+            drift = self._monitor(loaded, pipeline, triggers.on_drift)
             if drift is not None:
                 sent = [a for a in drift.get("alerts") or [] if not a.get("suppressed")]
                 if drift.get("drifted") or sent:
@@ -173,11 +168,36 @@ class Watcher:
                             "cause": "drift",
                             "stage": triggers.on_drift,
                             "detail": f"{drift['model']}@{drift['version']}: {why}",
-                            "monitor_run": report.run_id,
+                            "report_window_end": drift["window"]["end"],
                         }
                     )
         self.last_tick = now
         return causes
+
+    def _monitor(self, loaded: Any, pipeline: Any, name: str) -> dict[str, Any] | None:
+        """Run the ``on_drift`` stage on its own (it needs no inputs: its ``after`` wiring only
+        orders it in a full run); its report also lands in the monitoring history."""
+        from pipeflow.core.stage import StageContext
+        from pipeflow.session import open_store
+
+        st = pipeline.stages[name]
+        store, db = open_store(loaded)
+        db.close()
+        ctx = StageContext(
+            run_id=f"watch-{secrets.token_hex(3)}",
+            stage=name,
+            params=loaded.spec.params,
+            base_dir=loaded.base_dir,
+            store=store,
+            pipeline=pipeline.name,
+        )
+        try:
+            outputs = st.cls(st.config).run(ctx, {})
+        except Exception as err:  # a failing monitor must not retrain: say why and wait
+            log.error("on_drift stage '%s' failed: %s", name, err)
+            return None
+        report = outputs.get(st.cls.default_output(st.config) or "report")
+        return report if isinstance(report, dict) else None
 
     def tick(
         self, now: float | None = None, *, on_run: Callable[[Any], None] | None = None
@@ -206,7 +226,13 @@ class Watcher:
         if events is not None:
             events.append([firing])
         log.info("%s: %s -> starting a run", pipeline.name, "; ".join(c["detail"] for c in causes))
-        report = run(loaded, executor=self.executor)
+        # the monitor stage judged the old model: the retraining run leaves it out
+        others = [s for s in pipeline.stages if s != loaded.spec.triggers.on_drift]
+        report = run(
+            loaded,
+            executor=self.executor,
+            only=others if len(others) < len(pipeline.stages) else None,
+        )
         finished = {
             "id": firing["id"],
             "time": time.time(),
