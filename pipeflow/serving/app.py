@@ -45,7 +45,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from pipeflow.serving.audit import AuditLog
+from pipeflow.serving.audit import AuditLog, dumps, loads
 from pipeflow.serving.signature import Signature
 
 log = logging.getLogger("pipeflow.serve")
@@ -119,6 +119,7 @@ class Handle:
         self.latencies: collections.deque[float] = collections.deque(maxlen=2000)
         self.feedback = [0, 0]  # correct, total
         self.batcher: Batcher | None = None
+        self._split = _split_pipeline(model)
 
     @property
     def label(self) -> str:
@@ -133,10 +134,36 @@ class Handle:
         for name in self.numeric:
             if name in frame.columns and frame[name].dtype == object:
                 frame[name] = pd.to_numeric(frame[name], errors="coerce")
-        predicted = self.model.predict(frame)
-        proba = self.model.predict_proba(frame) if self.proba else None
+        if self._split is not None and self.proba:
+            # one preprocessing pass for both predict and predict_proba
+            prepare, final, labels = self._split
+            features = prepare.transform(frame)
+            proba = final.predict_proba(features)
+            raw = final.predict(features)
+            predicted = labels[raw.astype(int)] if labels is not None else raw
+        else:
+            predicted = self.model.predict(frame)
+            proba = self.model.predict_proba(frame) if self.proba else None
         out = predicted.tolist() if hasattr(predicted, "tolist") else list(predicted)
         return out, (proba.tolist() if proba is not None else None)
+
+
+def _split_pipeline(model: Any) -> tuple[Any, Any, Any] | None:
+    """(preprocessing, final estimator, label array or None) of a scikit-learn Pipeline, or of
+    pipeflow's LabelDecodedClassifier around one; None for anything else."""
+    import numpy as np
+
+    labels = None
+    inner = model
+    if (
+        type(model).__name__ == "LabelDecodedClassifier"
+        and getattr(model, "pipeline", None) is not None
+    ):
+        inner, labels = model.pipeline, np.asarray(model.classes)
+    steps = getattr(inner, "steps", None)
+    if not steps or len(steps) < 2 or type(inner).__name__ != "Pipeline":
+        return None
+    return inner[:-1], steps[-1][1], labels
 
 
 @dataclass
@@ -734,11 +761,7 @@ def create_app(config: ServeConfig) -> Any:
     app.state.server = server
 
     def reply(value: Any, status: int = 200) -> Response:
-        return Response(
-            json.dumps(value, separators=(",", ":"), default=str).encode(),
-            status_code=status,
-            media_type="application/json",
-        )
+        return Response(dumps(value), status_code=status, media_type="application/json")
 
     def failure(err: BadRequest) -> Response:
         server.metrics.errors.labels(err.kind).inc()
@@ -777,8 +800,14 @@ def create_app(config: ServeConfig) -> Any:
             if size > limit:
                 raise BadRequest(413, "too_large", f"the body is over the limit of {limit} bytes")
             chunks.append(chunk)
+        body = b"".join(chunks)
         try:
-            return json.loads(b"".join(chunks))
+            return loads(body)
+        except ValueError:
+            pass  # orjson refuses NaN/Infinity: the standard parser reads them, so the
+            # signature check can name the field, and words the error if the JSON is broken
+        try:
+            return json.loads(body)
         except RecursionError:
             raise BadRequest(400, "malformed_json", "the JSON is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as err:
@@ -1113,4 +1142,9 @@ def _add_feedback_schema(app: Any) -> None:
 
 def app_from_env() -> Any:
     """uvicorn factory for ``--workers N``: the config comes from ``$PIPEFLOW_SERVE_CONFIG``."""
-    return create_app(ServeConfig.from_json(os.environ["PIPEFLOW_SERVE_CONFIG"]))
+    import gc
+
+    app = create_app(ServeConfig.from_json(os.environ["PIPEFLOW_SERVE_CONFIG"]))
+    gc.collect()
+    gc.freeze()  # see pipeflow.cli_serve._freeze_heap
+    return app
