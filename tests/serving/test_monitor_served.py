@@ -119,4 +119,4 @@ def test_watch_retrains_when_the_monitor_finds_drift(serve, tumours, own_store: 
     assert fired.returncode == 0, fired.stdout + fired.stderr
     assert "triggered" in fired.stdout and "drifted feature" in fired.stdout
     (event,) = [e for e in audit.read(own_store / "watch", "events") if e["event"] == "trigger"]
-    assert event["causes"][0]["cause"] == "drift" and event["causes"][0]["monitor_run"]
+    assert event["causes"][0]["cause"] == "drift" and event["causes"][0]["report_window_end"]
