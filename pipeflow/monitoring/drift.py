@@ -88,19 +88,22 @@ def numeric_drift(ref: dict[str, Any], values: Any) -> dict[str, Any]:
 
 def categorical_drift(ref: dict[str, Any], values: Any) -> dict[str, Any]:
     import numpy as np
-    import pandas as pd
     from scipy import stats
 
-    series = pd.Series(values, dtype=object)
+    series = _series(values)
     n = len(series)
-    present = series.dropna().astype(str)
+    counted = series.value_counts(dropna=True)  # Arrow-backed columns count in C++
+    live_counts: dict[str, int] = {}
+    for key, count in zip(counted.index, counted.to_numpy(), strict=True):
+        live_counts[str(key)] = live_counts.get(str(key), 0) + int(count)
+    present = sum(live_counts.values())
     out: dict[str, Any] = {
         "role": "categorical",
         "rows": int(n),
-        "missing_rate": float(1 - len(present) / n) if n else 0.0,
+        "missing_rate": float(1 - present / n) if n else 0.0,
     }
     known = ref.get("categories") or {}
-    if not known or not len(present):
+    if not known or not present:
         return {
             **out,
             "psi": None,
@@ -110,11 +113,8 @@ def categorical_drift(ref: dict[str, Any], values: Any) -> dict[str, Any]:
             "drifted": False,
         }
     names = list(known)
-    live_counts = present.value_counts()
-    live = np.array(
-        [int(live_counts.get(k, 0)) for k in names]
-        + [int(len(present) - live_counts.reindex(names).fillna(0).sum())]
-    )
+    inside = [live_counts.get(k, 0) for k in names]
+    live = np.array([*inside, present - sum(inside)])
     expected = np.array([known[k] for k in names] + [int(ref.get("other") or 0)], dtype=float)
     value = psi(expected, live)
     scaled = _props(expected) * live.sum()
@@ -136,9 +136,11 @@ def text_drift(
     import numpy as np
     import pandas as pd
 
-    series = pd.Series(values, dtype=object)
+    series = _series(values)
     n = len(series)
-    text = series.dropna().astype(str)
+    text = series.dropna()
+    if not (isinstance(text.dtype, pd.ArrowDtype) or pd.api.types.is_string_dtype(text.dtype)):
+        text = text.astype(str)
     out: dict[str, Any] = {
         "role": "text",
         "rows": int(n),
@@ -153,7 +155,7 @@ def text_drift(
             "oov_rate": None,
             "drifted": False,
         }
-    lengths = text.str.len().to_numpy()
+    lengths = text.str.len().to_numpy(dtype=float)
     result: dict[str, Any] = {**out, "empty_rate": float((text.str.strip() == "").mean())}
     if length.get("edges") and length.get("counts"):
         inner = np.asarray(length["edges"][1:-1], dtype=float)
@@ -168,6 +170,7 @@ def text_drift(
         picked = (
             text.sample(min(len(text), sample), random_state=seed) if len(text) > sample else text
         )
+        picked = picked.astype(object).astype(str)
         tokens = picked.str.lower().str.findall(r"[a-z0-9]+").explode().dropna()
         counts = tokens.value_counts()
         vocab = list(tokens_ref)
@@ -188,6 +191,12 @@ def text_drift(
         (result["length_psi"] or 0) > PSI_THRESHOLD or (result["vocabulary_js"] or 0) > JS_THRESHOLD
     )
     return result
+
+
+def _series(values: Any) -> Any:
+    import pandas as pd
+
+    return values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
 
 
 def feature_drift(reference: dict[str, Any], frame: Any) -> dict[str, dict[str, Any]]:

@@ -17,8 +17,39 @@ from typing import Any
 from pipeflow.errors import UsageError
 
 
+def audit_schema(record: dict[str, Any]) -> Any:
+    """The Arrow schema of audit records for a version's signature: parsing against it skips
+    type inference and the columns monitoring does not read (about twice as fast)."""
+    import pyarrow as pa
+
+    from pipeflow.serving.signature import Signature
+
+    types = {"number": pa.float64(), "boolean": pa.bool_(), "string": pa.string()}
+    signature = Signature.from_record(record)
+    inputs = pa.struct([(f.name, types[f.expect]) for f in signature.features])
+    output = pa.string() if signature.classes else pa.float64()
+    return pa.schema(
+        [
+            ("id", pa.string()),
+            ("time", pa.float64()),
+            ("model", pa.string()),
+            ("version", pa.int64()),
+            ("inputs", inputs),
+            ("output", output),
+            ("flags", pa.list_(pa.string())),
+            ("latency_ms", pa.float64()),
+        ]
+    )
+
+
 def load_window(
-    audit_dir: str | Path, model: str, start: float, end: float, version: int | None = None
+    audit_dir: str | Path,
+    model: str,
+    start: float,
+    end: float,
+    version: int | None = None,
+    *,
+    schema: Any = None,
 ) -> tuple[Any, Any]:
     """(inputs DataFrame, meta DataFrame with id, time, version, output, latency_ms, flagged)."""
     import pandas as pd
@@ -28,10 +59,20 @@ def load_window(
 
     from pipeflow.serving import audit
 
+    options = (
+        pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        if schema is not None
+        else None
+    )
     tables = []
     for path in audit.files(audit_dir, "predictions"):
         try:
-            table = pj.read_json(path)
+            try:
+                table = pj.read_json(path, parse_options=options)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                if options is None:
+                    raise
+                table = pj.read_json(path)  # records of another model or signature in the file
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             rows = list(_whole_lines(path))  # a torn tail or types pyarrow cannot unify
             if not rows:
@@ -59,7 +100,11 @@ def load_window(
         )
     table = pa.concat_tables(tables, promote_options="permissive")
     inputs = table["inputs"].combine_chunks()
-    frame = pa.Table.from_arrays(inputs.flatten(), names=[f.name for f in inputs.type]).to_pandas()
+    # Arrow-backed columns: no copy into Python string objects; value counts and string lengths
+    # run in Arrow's C++ kernels
+    frame = pa.Table.from_arrays(inputs.flatten(), names=[f.name for f in inputs.type]).to_pandas(
+        types_mapper=pd.ArrowDtype
+    )
     meta = pd.DataFrame(
         {
             "id": table["id"].to_pylist(),
@@ -118,7 +163,12 @@ def monitor(
     start = end - window_s
     started = time.perf_counter()
     inputs, meta = load_window(
-        audit_dir, name, start, end, None if all_versions else int(record["version"])
+        audit_dir,
+        name,
+        start,
+        end,
+        None if all_versions else int(record["version"]),
+        schema=None if all_versions else audit_schema(record),
     )
     loaded = time.perf_counter() - started
     features = feature_drift(reference, inputs) if len(inputs) else {}
