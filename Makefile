@@ -15,6 +15,8 @@ install: $(BIN)/python
 
 install-test: $(BIN)/python
 	$(PIP) -e '.[test]' $(addprefix -e ,$(PLUGINS))
+	# Debian's chromium for the dashboard's browser tests (installed when missing and we are root)
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || true
 
 ## Install pipeflow and run the flagship example end to end.
 demo: install

@@ -114,12 +114,17 @@ def _parser() -> argparse.ArgumentParser:
             help="metadata database (default: .pipeflow/pipeflow.db or $PIPEFLOW_DB)",
         )
 
+    from pipeflow.cli_predict import add_parser as add_predict
     from pipeflow.cli_registry import add_parsers
 
     add_parsers(sub)
+    add_predict(sub)
     from pipeflow.cli_serve import add_parser as add_serve
 
     add_serve(sub)
+    from pipeflow.cli_ui import add_parser as add_ui
+
+    add_ui(sub)
     from pipeflow.cli_monitor import add_parser as add_monitor
 
     add_monitor(sub)
@@ -197,7 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         "data": cmd_data,
         "models": _registry_cmd("cmd_models"),
         "lineage": _registry_cmd("cmd_lineage"),
+        "predict": _lazy("pipeflow.cli_predict", "cmd_predict"),
         "serve": _lazy("pipeflow.cli_serve", "cmd_serve"),
+        "ui": _lazy("pipeflow.cli_ui", "cmd_ui"),
         "monitor": _lazy("pipeflow.cli_monitor", "cmd_monitor"),
         "watch": _lazy("pipeflow.cli_watch", "cmd_watch"),
     }[args.command]

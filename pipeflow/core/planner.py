@@ -74,6 +74,9 @@ def make_plan(
         config = st.config.model_dump(mode="json", by_alias=True)
         config_digest = digest_json(config)
         code_digest = st.cls.fingerprint(st.config, base_dir)
+        moving = st.cls.store_fingerprint(st.config, store)
+        if moving:
+            code_digest = digest_json([code_digest, moving])
         plan = StagePlan(name, "run", "", config, config_digest, code_digest)
         plans[name] = plan
         waiting = [

@@ -105,6 +105,13 @@ class Stage(ABC):
         """Extra material for the cache key (e.g. the source of user code). Default: none."""
         return ""
 
+    @classmethod
+    def store_fingerprint(cls, config: BaseModel, store: Any) -> str:
+        """Extra cache-key material read from the run's store (the model version an alias
+        points at, for ``predict``), so a stage following something that moves re-runs when it
+        moves. Default: none."""
+        return ""
+
     @abstractmethod
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         """Compute the outputs: a mapping with one entry per declared output port."""

@@ -3,8 +3,9 @@
 Policy, and why:
 
 - **Partitions of about ``partition_rows`` rows.** CSV is split by bytes, the block size estimated
-  from the first 256 KiB of the file; Parquet files or row groups larger than that are split
-  after reading. A ``.csv.gz`` cannot be split (gzip has no random access): one partition per file.
+  from the first 256 KiB of the file. Parquet row groups are grouped up to about that many rows
+  (never across files); a larger row group is one partition, split further once read. A
+  ``.csv.gz`` cannot be split (gzip has no random access): one partition per file.
 - **The model is loaded once per worker, never pickled per partition.** Threads share the object
   loaded here. A process pool receives a small holder that pickles as its registry record and is
   loaded from the store (hash-checked, like every registry load) once per process. A distributed
@@ -15,15 +16,17 @@ Policy, and why:
   text), so a block whose first rows look like integers cannot change a column's type mid-file;
   the id column of a CSV is read as text, so it is passed through exactly as written.
 - **Output in input order, one file.** Partitions are scored in parallel; this process writes
-  them in order: one Parquet file (never a dataset directory) or one CSV (``.csv``, ``.csv.gz``),
-  with ``prediction_id`` = ``<batch>-<row>``, rows numbered from 0 across the whole input (the
-  offsets are running sums as partitions are written: no extra pass to count rows). Until written,
-  the scored columns (not the input) of finished partitions are held here (local schedulers) or
-  on the workers (distributed).
+  each one as soon as it and those before it are scored (writing overlaps with scoring): one
+  Parquet file (never a dataset directory) or one CSV (``.csv``, ``.csv.gz``), with
+  ``prediction_id`` = ``<batch>-<row>``, rows numbered from 0 across the whole input (the offsets
+  are running sums as partitions are written: no extra pass to count rows). Memory: a local
+  scheduler keeps every scored partition in this process until the job ends, a cluster keeps
+  each on its worker until written; the scored columns only, never the input.
 - **Atomic output.** The file is written under a hidden temporary name beside the output and
   renamed when complete, so the final name never holds half a file (an older file there is
-  replaced only by a complete one); a failed job removes its temporary file and is not audited. Local renames are atomic; on object stores the rename is a copy, still never
-  exposing a partial object under the final name.
+  replaced only by a complete one); a failed job removes its temporary file and is not audited.
+  Local renames are atomic; on object stores the rename is a copy, still never exposing a
+  partial object under the final name.
 - **Audit.** With an audit folder, one ``batches`` record per job (see
   :mod:`pipeflow.serving.audit`): the batch id, model version, input and output with their
   sha256 fingerprints (of the file's bytes, or of the sorted per-file digests of a directory or
@@ -32,6 +35,7 @@ Policy, and why:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -370,11 +374,10 @@ class _Scheduler:
         return self._shared
 
     def results(self, parts: Sequence[Any]) -> Iterator[pd.DataFrame]:
-        """Scored partitions in input order; all of them are computed in parallel."""
+        """Scored partitions in input order, each as soon as it and those before it are done
+        (so writing overlaps with scoring); all of them are computed in parallel."""
         if self.client is None:
-            import dask
-
-            yield from dask.compute(*parts, scheduler=self.scheduler)
+            yield from _local_results(parts, self.scheduler)
             return
         futures = self.client.compute(list(parts))
         try:
@@ -384,6 +387,59 @@ class _Scheduler:
         except BaseException:
             self.client.cancel(futures)
             raise
+
+
+def _local_results(parts: Sequence[Any], scheduler: str) -> Iterator[pd.DataFrame]:
+    """A local Dask scheduler runs in a background thread; its per-task callback hands each
+    finished partition over. If the consumer stops (the writer failed), the next task to start
+    raises, which ends the computation."""
+    import dask
+    from dask.callbacks import Callback
+
+    index = {part.key: i for i, part in enumerate(parts)}
+    done: dict[int, Any] = {}
+    state: dict[str, Any] = {"finished": False, "error": None, "stop": False}
+    ready = threading.Condition()
+
+    def pretask(key: Any, dsk: Any, st: Any) -> None:
+        if state["stop"]:
+            raise _Stopped
+
+    def posttask(key: Any, result: Any, dsk: Any, st: Any, worker_id: Any) -> None:
+        if key in index:
+            with ready:
+                done[index[key]] = result
+                ready.notify()
+
+    def compute() -> None:
+        callback = Callback(pretask=pretask, posttask=posttask)
+        try:
+            dask.compute(*parts, scheduler=scheduler, callbacks=[callback._callback])
+        except BaseException as err:
+            state["error"] = err
+        finally:
+            with ready:
+                state["finished"] = True
+                ready.notify()
+
+    worker = threading.Thread(target=compute, name="pipeflow-batch", daemon=True)
+    worker.start()
+    try:
+        for i in range(len(parts)):
+            with ready:
+                while i not in done and not state["finished"]:
+                    ready.wait()
+                if i not in done:
+                    raise state["error"] or RuntimeError("the Dask computation ended early")
+                frame = done.pop(i)
+            yield frame
+    finally:
+        state["stop"] = True
+        worker.join()
+
+
+class _Stopped(Exception):
+    """Raised in a task about to start after the consumer of the results has given up."""
 
 
 # ------------------------------------------------------------------------------------- input
@@ -614,7 +670,9 @@ def _write(
                 for frame in parts:
                     writer.write(_with_ids(frame, batch_id, rows))
                     rows += len(frame)
+                writer.close()
             except Exception as err:
+                writer.abandon()
                 message = " ".join(str(err).split())  # one line: the CLI prints it as is
                 if "could not convert string to float" in message:
                     message += " (a numeric feature holds text: CSV features are read with the types of the model's signature)"
@@ -622,13 +680,18 @@ def _write(
                     f"batch prediction of {source} failed, nothing written: "
                     f"{type(err).__name__}: {message}"
                 ) from err
-            writer.close()
+            except BaseException:
+                writer.abandon()
+                raise
         digest = _sha256(fs, tmp)
         fs.mv(tmp, path)
     except BaseException:
         if fs.exists(tmp):
             fs.rm(tmp)
         raise
+    finally:
+        if hasattr(parts, "close"):  # stop computing partitions nobody will write
+            parts.close()
     return rows, digest
 
 
@@ -672,6 +735,13 @@ class _TableWriter:
         return pcsv.CSVWriter(
             self.sink, schema, write_options=pcsv.WriteOptions(quoting_style="needed")
         )
+
+    def abandon(self) -> None:
+        """Close without caring for the result (the temporary file is about to be removed)."""
+        if self.writer is not None:
+            with contextlib.suppress(Exception):
+                self.writer.close()
+            self.writer = None
 
     def close(self) -> None:
         if self.writer is None:  # no partition at all: still a valid, empty file

@@ -1,0 +1,124 @@
+"""``pipeflow predict``: batch inference with a registered model, from the command line.
+
+Which registry: ``--spec SPEC`` (that spec's store), else ``--store URL`` or ``$PIPEFLOW_STORE``,
+else ``.pipeflow/`` in the current directory (as for ``pipeflow models``). The job is audited in
+``--audit-dir``, by default ``<store>/audit`` for a local store; a remote store needs
+``--audit-dir`` for an audit record. See :mod:`pipeflow.serving.batch` for what is read, written
+and recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+EXIT_OK = 0
+
+
+def add_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "predict",
+        help="score a CSV or Parquet file with a registered model (batch inference)",
+        description="Score INPUT with NAME@ALIAS (or NAME@VERSION) on Dask and write OUTPUT "
+        "(.parquet, .pq, .csv or .csv.gz): prediction_id, the id column, prediction and, for "
+        "classifiers, proba_<class>. The output appears only when complete; the job is audited.",
+    )
+    c.add_argument("ref", metavar="NAME@ALIAS", help="the model: NAME@ALIAS or NAME@VERSION")
+    c.add_argument(
+        "--input",
+        "-i",
+        required=True,
+        metavar="PATH",
+        help="CSV, .csv.gz, Parquet file or directory of Parquet files (a path or fsspec URL)",
+    )
+    c.add_argument(
+        "--output", "-o", required=True, metavar="PATH", help=".parquet, .pq, .csv or .csv.gz"
+    )
+    c.add_argument("--id-column", metavar="COL", help="input column passed through to the output")
+    c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
+    c.add_argument(
+        "--store",
+        metavar="URL",
+        help="artifact store holding the registry (default: $PIPEFLOW_STORE or .pipeflow)",
+    )
+    c.add_argument(
+        "--executor",
+        choices=["threads", "processes", "distributed"],
+        default="threads",
+        help="how partitions are scored (default: threads)",
+    )
+    c.add_argument(
+        "--address",
+        metavar="TCP://HOST:PORT",
+        help="Dask scheduler address for --executor distributed (default: a LocalCluster)",
+    )
+    c.add_argument(
+        "--audit-dir",
+        metavar="DIR",
+        help="audit folder (default: <store>/audit for a local store)",
+    )
+    c.add_argument(
+        "--partition-rows",
+        type=int,
+        default=100_000,
+        metavar="N",
+        help="about this many rows per partition (default: 100000)",
+    )
+    c.add_argument(
+        "--no-probabilities",
+        dest="probabilities",
+        action="store_false",
+        help="classifiers: leave out the proba_<class> columns",
+    )
+    c.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pipeflow.cli_registry import _open
+    from pipeflow.errors import UsageError
+    from pipeflow.registry import parse_ref
+    from pipeflow.serving.audit import default_folder
+    from pipeflow.serving.batch import predict_file
+
+    if args.address and args.executor != "distributed":
+        raise UsageError(
+            f"--address only applies to --executor distributed (got --executor {args.executor})"
+        )
+    if args.partition_rows < 1:
+        raise UsageError(f"--partition-rows must be at least 1, got {args.partition_rows}")
+    name, which = parse_ref(args.ref)
+    registry, db = _open(args)
+    if db is not None:
+        db.close()
+    audit = args.audit_dir or default_folder(registry.store.url)
+    scheduler: Any = args.executor
+    if args.executor == "distributed":
+        scheduler = args.address or os.environ.get("PIPEFLOW_DASK_ADDRESS") or "distributed"
+    summary = predict_file(
+        registry,
+        name,
+        which,
+        args.input,
+        args.output,
+        audit_folder=audit,
+        id_column=args.id_column,
+        partition_rows=args.partition_rows,
+        scheduler=scheduler,
+        probabilities=args.probabilities,
+    )
+    rate = summary["rows"] / summary["duration_s"] if summary["duration_s"] else 0.0
+    print(
+        f"predicted {summary['rows']:,} rows with {name}@{summary['version']} "
+        f"({args.ref}) -> {args.output} in {summary['duration_s']:.2f}s "
+        f"({rate:,.0f} rows/s), batch {summary['id']}"
+    )
+    if audit is None:
+        print(
+            f"not audited: the store {registry.store.url} is remote; pass --audit-dir",
+            file=sys.stderr,
+        )
+    return EXIT_OK

@@ -1,0 +1,504 @@
+"""Batch inference end to end: a real registry (the tumours project trained and promoted by a real
+run), files scored through Dask, the audit trail, the CLI, the ``predict`` stage and a cluster."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pandas as pd
+import pytest
+
+from pipeflow.errors import PipeflowError, UsageError
+from pipeflow.registry import Registry
+from pipeflow.serving import audit
+from pipeflow.serving.batch import predict_file
+from pipeflow.stages.predict import PredictStage
+from pipeflow.store.artifacts import ArtifactStore
+from pipeflow.testing import StageContract
+
+PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
+PROJECT = Path(__file__).parents[1] / "registry" / "project"
+SPEC = Path(__file__).with_name("predict_spec.yaml")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tumours project after one run: tumours v1, production -> v1; plus patients.csv, the
+    same rows without the diagnosis and with a text id (leading zeros)."""
+    from sklearn.datasets import load_breast_cancer
+
+    from pipeflow.session import run
+
+    where = tmp_path_factory.mktemp("batch") / "tumours"
+    shutil.copytree(PROJECT, where)
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame.to_csv(where / "data.csv", index=False)
+    patients = frame.drop(columns=["diagnosis"])
+    patients.insert(0, "patient_id", [f"P{i:05d}" for i in range(len(patients))])
+    patients.to_csv(where / "patients.csv", index=False)
+    report = run(where / "pipeline.yaml")
+    assert report.ok, report.failed
+    return where
+
+
+@pytest.fixture(scope="module")
+def registry(project: Path) -> Registry:
+    return Registry(ArtifactStore(str(project / ".pipeflow")))
+
+
+def expected(registry: Registry, frame: pd.DataFrame) -> tuple[Any, Any]:
+    """What calling the production model directly gives: (predictions, probabilities)."""
+    model, record = registry.load_model("tumours", "production")
+    X = frame[[f["name"] for f in record["signature"]["features"]]]
+    return model.predict(X), model.predict_proba(X)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def pf(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [PIPEFLOW, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+        env=dict(os.environ),
+    )
+
+
+# -------------------------------------------------------------------------------- the function
+
+
+def test_csv_in_parquet_out_matches_direct_predict_in_input_order(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    source = project / "patients.csv"
+    out = tmp_path / "scored.parquet"
+    summary = predict_file(
+        registry,
+        "tumours",
+        "production",
+        str(source),
+        str(out),
+        audit_folder=tmp_path / "audit",
+        id_column="patient_id",
+        partition_rows=100,
+        scheduler="threads",
+    )
+    frame = pd.read_csv(source, dtype={"patient_id": str})
+    scored = pd.read_parquet(out)
+    predictions, proba = expected(registry, frame)
+    assert summary["partitions"] > 1  # really split, and still in order
+    assert list(scored.columns) == [
+        "prediction_id",
+        "patient_id",
+        "prediction",
+        "proba_benign",
+        "proba_malignant",
+    ]
+    assert scored["patient_id"].tolist() == frame["patient_id"].tolist()  # leading zeros kept
+    assert scored["prediction"].tolist() == list(predictions)
+    assert scored[["proba_benign", "proba_malignant"]].to_numpy() == pytest.approx(proba)
+    ids = scored["prediction_id"].tolist()
+    assert len(set(ids)) == len(frame)
+    assert ids == [f"{summary['id']}-{i}" for i in range(len(frame))]
+
+    records = list(audit.read(tmp_path / "audit", "batches"))
+    assert records == [summary]
+    record = records[0]
+    assert record["rows"] == len(frame)
+    assert (record["model"], record["version"]) == ("tumours", 1)
+    assert record["input_fingerprint"] == sha256(source)
+    assert record["output_fingerprint"] == sha256(out)
+    assert record["input"] == str(source) and record["output"] == str(out)
+    assert record["duration_s"] > 0 and record["user"]
+
+
+def test_parquet_directory_in_csv_out_matches_direct_predict(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(project / "patients.csv", dtype={"patient_id": str})
+    folder = tmp_path / "patients"
+    folder.mkdir()
+    for i, start in enumerate(range(0, len(frame), 200)):  # three files, read in name order
+        frame.iloc[start : start + 200].to_parquet(folder / f"part-{i}.parquet", index=False)
+    out = tmp_path / "scored.csv"
+    summary = predict_file(
+        registry,
+        "tumours",
+        "1",
+        str(folder),
+        str(out),
+        id_column="patient_id",
+        partition_rows=100,
+        scheduler="sync",
+    )
+    scored = pd.read_csv(out, dtype={"patient_id": str})
+    predictions, proba = expected(registry, frame)
+    assert summary["rows"] == len(frame) and summary["partitions"] >= 3
+    assert scored["patient_id"].tolist() == frame["patient_id"].tolist()
+    assert scored["prediction"].tolist() == list(predictions)
+    assert scored[["proba_benign", "proba_malignant"]].to_numpy() == pytest.approx(proba)
+    assert scored["prediction_id"].is_unique
+    digests = sorted(sha256(p) for p in folder.iterdir())
+    assert summary["input_fingerprint"] == hashlib.sha256("\n".join(digests).encode()).hexdigest()
+    assert summary["output_fingerprint"] == sha256(out)
+
+
+def test_single_parquet_file_is_split_into_partitions_of_about_partition_rows(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(project / "patients.csv")
+    source = tmp_path / "patients.parquet"
+    frame.to_parquet(source, index=False)  # one row group
+    out = tmp_path / "scored.csv.gz"
+    summary = predict_file(
+        registry, "tumours", "production", str(source), str(out), partition_rows=100
+    )
+    assert summary["partitions"] == 6
+    scored = pd.read_csv(out)
+    assert scored["prediction"].tolist() == list(expected(registry, frame)[0])
+
+
+def test_gzipped_csv_and_an_empty_input_are_scored(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(project / "patients.csv")
+    source = tmp_path / "patients.csv.gz"
+    frame.to_csv(source, index=False)
+    summary = predict_file(
+        registry, "tumours", "production", str(source), str(tmp_path / "out.parquet")
+    )
+    assert summary["rows"] == 569 and summary["input_fingerprint"] == sha256(source)
+    scored = pd.read_parquet(tmp_path / "out.parquet")
+    assert scored["prediction"].tolist() == list(expected(registry, frame)[0])
+
+    empty = tmp_path / "empty.csv"
+    frame.head(0).to_csv(empty, index=False)
+    summary = predict_file(
+        registry, "tumours", "production", str(empty), str(tmp_path / "empty.parquet")
+    )
+    assert summary["rows"] == 0
+    assert list(pd.read_parquet(tmp_path / "empty.parquet").columns) == [
+        "prediction_id",
+        "prediction",
+        "proba_benign",
+        "proba_malignant",
+    ]
+
+
+def test_a_process_pool_scores_the_same(project: Path, registry: Registry, tmp_path: Path) -> None:
+    source = project / "patients.csv"
+    out = tmp_path / "scored.parquet"
+    predict_file(
+        registry, "tumours", "production", str(source), str(out), partition_rows=200,
+        scheduler="processes",
+    )  # fmt: skip
+    scored = pd.read_parquet(out)
+    assert scored["prediction"].tolist() == list(expected(registry, pd.read_csv(source))[0])
+
+
+def test_a_missing_feature_is_named_with_the_file_before_any_scoring(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(project / "patients.csv").drop(columns=["worst_area", "size_band"])
+    source = tmp_path / "partial.csv"
+    frame.to_csv(source, index=False)
+    out = tmp_path / "scored.parquet"
+    with pytest.raises(UsageError) as info:
+        predict_file(registry, "tumours", "production", str(source), str(out))
+    message = str(info.value)
+    assert "worst_area" in message and "size_band" in message and str(source) in message
+    assert "tumours@1" in message
+    assert not out.exists()
+
+
+def test_a_failing_partition_leaves_no_output_at_all(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(project / "patients.csv")
+    frame["mean_radius"] = frame["mean_radius"].astype(str)
+    frame.loc[500, "mean_radius"] = "not a number"  # in the last partition: others finish first
+    for source in (tmp_path / "broken.csv", tmp_path / "broken.parquet"):
+        if source.suffix == ".csv":
+            frame.to_csv(source, index=False)
+        else:
+            frame.to_parquet(source, index=False)
+        out = tmp_path / "scored.parquet"
+        out_before = tmp_path / "kept.csv"
+        out_before.write_text("previous output\n")
+        for target in (out, out_before):
+            with pytest.raises(PipeflowError) as info:
+                predict_file(
+                    registry,
+                    "tumours",
+                    "production",
+                    str(source),
+                    str(target),
+                    audit_folder=tmp_path / "audit",
+                    partition_rows=100,
+                )
+            assert "not a number" in str(info.value) and "nothing written" in str(info.value)
+        assert not out.exists()
+        assert out_before.read_text() == "previous output\n"  # an older output is left alone
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    assert list(audit.read(tmp_path / "audit", "batches")) == []  # failed jobs are not audited
+
+
+def test_a_failing_write_stops_the_scoring_and_leaves_nothing(
+    project: Path, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from pipeflow.serving import batch
+
+    real, calls = batch._with_ids, []
+
+    def disk_full(frame: Any, batch_id: str, offset: int) -> Any:
+        calls.append(offset)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(frame, batch_id, offset)
+
+    monkeypatch.setattr(batch, "_with_ids", disk_full)
+    out = tmp_path / "scored.parquet"
+    with pytest.raises(PipeflowError, match="No space left"):
+        predict_file(
+            registry,
+            "tumours",
+            "production",
+            str(project / "patients.csv"),
+            str(out),
+            partition_rows=50,
+        )
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name == "pipeflow-batch"]
+
+
+def test_unknown_formats_and_missing_inputs_are_usage_errors(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    source = str(project / "patients.csv")
+    with pytest.raises(UsageError, match="unknown format"):
+        predict_file(registry, "tumours", "production", source, str(tmp_path / "out.xlsx"))
+    with pytest.raises(UsageError, match="not found"):
+        predict_file(
+            registry, "tumours", "production", str(tmp_path / "none.csv"), str(tmp_path / "o.csv")
+        )
+    with pytest.raises(UsageError, match="is the input"):
+        predict_file(registry, "tumours", "production", source, source)
+
+
+# ------------------------------------------------------------------------------------- the CLI
+
+
+def test_cli_scores_a_file_and_audits_it_in_the_store(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "scored.parquet"
+    before = len(list(audit.read(project / ".pipeflow" / "audit", "batches")))
+    done = pf(
+        project,
+        "predict",
+        "tumours@production",
+        "--input",
+        "patients.csv",
+        "--output",
+        str(out),
+        "--id-column",
+        "patient_id",
+        "--partition-rows",
+        "150",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "569 rows with tumours@1" in done.stdout and "rows/s" in done.stdout
+    assert len(pd.read_parquet(out)) == 569
+    records = list(audit.read(project / ".pipeflow" / "audit", "batches"))
+    assert len(records) == before + 1
+    ours = [r for r in records if r["output"] == str(out)]
+    assert len(ours) == 1 and ours[0]["output_fingerprint"] == sha256(out)
+    assert ours[0]["rows"] == 569 and ours[0]["ref"] == "tumours@production"
+
+
+def test_cli_missing_feature_exits_2_with_one_line_naming_it(project: Path, tmp_path: Path) -> None:
+    frame = pd.read_csv(project / "patients.csv").drop(columns=["mean_texture"])
+    frame.to_csv(tmp_path / "partial.csv", index=False)
+    done = pf(
+        project,
+        "predict",
+        "tumours@production",
+        "--input",
+        str(tmp_path / "partial.csv"),
+        "--output",
+        str(tmp_path / "out.csv"),
+    )
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.count("\n") == 1 and "mean_texture" in done.stderr
+    assert not (tmp_path / "out.csv").exists()
+
+
+# ----------------------------------------------------------------------------------- the stage
+
+
+def test_spec_with_a_predict_stage_scores_with_the_alias_holder(
+    project: Path, registry: Registry
+) -> None:
+    from pipeflow.session import run
+
+    spec = project / SPEC.name
+    shutil.copy(SPEC, spec)
+    report = run(spec)
+    assert report.ok, [report.stages[n].error for n in report.failed]
+    scored = report.load("scored")
+    info = report.load("scored", "info")
+    frame = pd.read_csv(project / "patients.csv")
+    predictions, proba = expected(registry, frame)
+    assert scored["patient_id"].tolist() == frame["patient_id"].tolist()
+    assert scored["prediction"].tolist() == list(predictions)
+    assert scored[["proba_benign", "proba_malignant"]].to_numpy() == pytest.approx(proba)
+    assert scored["prediction_id"].tolist() == [f"{info['batch_id']}-{i}" for i in range(569)]
+    assert (info["model"], info["version"], info["rows"]) == ("tumours", 1, 569)
+    assert info["ref"] == "tumours@production"
+
+    # unchanged data and alias: reused; the alias moves: scored again by the new holder
+    assert run(spec).stages["scored"].state.value == "cached"
+    from sklearn.linear_model import LogisticRegression
+
+    source = registry.load_model("tumours", 1)[0]
+    other = LogisticRegression(C=0.01, max_iter=5000)
+    training = pd.read_csv(project / "data.csv")
+    labels = training.pop("diagnosis")
+    refit = type(source)(steps=[*source.steps[:-1], ("model", other)]).fit(training, labels)
+    v1 = registry.version("tumours", 1)
+    v2 = registry.register(
+        "tumours", registry.store.save(refit, "model"), signature=v1.get("signature") or {}
+    )
+    registry.move_alias("tumours", "production", v2["version"])
+    moved = run(spec)
+    assert moved.stages["scored"].state.value == "done"
+    assert moved.load("scored", "info")["version"] == v2["version"]
+
+
+def tiny_store(root: Path) -> ArtifactStore:
+    """A store whose registry holds ``tiny`` v1 (production): a two-feature classifier."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    store = ArtifactStore(str(root))
+    registry = Registry(store)
+    if "tiny" not in registry.models():
+        X = pd.DataFrame({"a": [0.0, 1, 2, 3, 4, 5], "b": [1.0, 0, 1, 0, 1, 0]})
+        model = make_pipeline(StandardScaler(), LogisticRegression()).fit(X, list("nnnyyy"))
+        signature = {
+            "features": [{"name": c, "dtype": "float64", "role": "numeric"} for c in "ab"],
+            "classes": ["n", "y"],
+        }
+        record = registry.register("tiny", store.save(model, "model"), signature=signature)
+        registry.move_alias("tiny", "production", record["version"])
+    return store
+
+
+class TestPredictContract(StageContract):
+    stage_cls = PredictStage
+    config: ClassVar[dict[str, Any]] = {"model": "tiny@production", "id_column": "key"}
+    sample_inputs: ClassVar[dict[str, Any]] = {
+        "data": pd.DataFrame({"key": ["k1", "k2", "k3"], "b": [0.0, 1, 0], "a": [0.5, 2.5, 4.5]})
+    }
+    entry_point = "predict"
+
+    def _run(self, tmp_path: Path) -> Any:
+        from pipeflow.core.stage import StageContext
+
+        ctx = StageContext(
+            run_id="contract",
+            stage="contract",
+            params={},
+            base_dir=tmp_path,
+            store=tiny_store(tmp_path / "registry"),
+        )
+        return self.stage_cls(self._config()).run(ctx, dict(self.sample_inputs))
+
+    def test_predictions_and_info_name_the_version(self, tmp_path: Path) -> None:
+        out = self._run(tmp_path)
+        assert list(out["predictions"].columns) == [
+            "prediction_id",
+            "key",
+            "prediction",
+            "proba_n",
+            "proba_y",
+        ]
+        model, _ = Registry(tiny_store(tmp_path / "registry")).load_model("tiny", "production")
+        data = self.sample_inputs["data"]
+        assert out["predictions"]["prediction"].tolist() == list(model.predict(data[["a", "b"]]))
+        assert out["info"]["version"] == 1 and out["info"]["rows"] == 3
+
+    def test_a_missing_feature_fails_naming_it(self, tmp_path: Path) -> None:
+        ctx_inputs = {"data": self.sample_inputs["data"].drop(columns=["a"])}
+        from pipeflow.core.stage import StageContext
+
+        ctx = StageContext(
+            run_id="r", stage="s", params={}, base_dir=tmp_path, store=tiny_store(tmp_path / "r")
+        )
+        with pytest.raises(ValueError, match=r"lacks column\(s\) a needed by tiny@1"):
+            self.stage_cls(self._config()).run(ctx, ctx_inputs)
+
+    def test_config_refuses_a_bad_model_reference(self) -> None:
+        import pydantic
+
+        with pytest.raises(pydantic.ValidationError):
+            PredictStage.Config.model_validate({"model": "tiny@"})
+
+
+# --------------------------------------------------------------------------------- the cluster
+
+
+@pytest.mark.cluster
+def test_a_local_cluster_scores_the_same_by_client_and_by_address(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    from distributed import Client, LocalCluster
+
+    source = project / "patients.csv"
+    frame = pd.read_csv(source, dtype={"patient_id": str})
+    predictions = list(expected(registry, frame)[0])
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        out = tmp_path / "scored.parquet"
+        summary = predict_file(
+            registry,
+            "tumours",
+            "production",
+            str(source),
+            str(out),
+            id_column="patient_id",
+            partition_rows=50,
+            scheduler=client,
+        )
+        assert summary["partitions"] > 2
+        scored = pd.read_parquet(out)
+        assert scored["prediction"].tolist() == predictions
+        assert scored["patient_id"].tolist() == frame["patient_id"].tolist()
+        # by address too (as `pipeflow predict --executor distributed --address` does)
+        again = tmp_path / "again.csv"
+        predict_file(
+            registry, "tumours", "production", str(source), str(again),
+            scheduler=cluster.scheduler_address, partition_rows=50,
+        )  # fmt: skip
+        assert pd.read_csv(again)["prediction"].tolist() == predictions
+        assert json.loads(json.dumps(summary))  # the summary is plain JSON
