@@ -1,0 +1,111 @@
+"""``pipeflow ui``: the web dashboard (runs, models, live traffic, drift, alerts) of one store.
+
+Which store: ``--spec SPEC`` (the store and metadata of that spec), else ``--store URL`` or
+``$PIPEFLOW_STORE``, else ``.pipeflow/`` in the current directory; the metadata database is the
+spec's, ``--db PATH``, ``$PIPEFLOW_DB``, or ``pipeflow.db`` inside a local store (as for
+``pipeflow models``). The dashboard only reads; it binds 127.0.0.1 unless told otherwise, and has
+no login, so ``--host 0.0.0.0`` shows the store to anyone who can reach the port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def add_parser(sub: Any) -> None:
+    c = sub.add_parser(
+        "ui",
+        help="web dashboard: runs, models, live traffic, drift and alerts",
+        description="Serve a read-only dashboard of a store: runs and stages, models and alias "
+        "history, live traffic from the serving audit log, drift reports and alerts.",
+    )
+    where = c.add_mutually_exclusive_group()
+    where.add_argument("--spec", metavar="SPEC", help="use the store and metadata of this spec")
+    where.add_argument(
+        "--store",
+        metavar="URL",
+        help="artifact store (default: $PIPEFLOW_STORE or .pipeflow)",
+    )
+    c.add_argument(
+        "--db",
+        metavar="PATH",
+        help="metadata database (default: the spec's, $PIPEFLOW_DB, or pipeflow.db in the store)",
+    )
+    c.add_argument(
+        "--audit-dir", metavar="DIR", help="audit log of the server (default: <store>/audit)"
+    )
+    c.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    c.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    c.add_argument("--open", action="store_true", help="open the dashboard in a web browser")
+    c.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
+    c.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+
+
+def locate(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(store URL, metadata database path or None) that the arguments name."""
+    from pipeflow.errors import UsageError
+
+    if args.spec:
+        from pipeflow.session import open_store
+        from pipeflow.spec.load import load
+
+        store, db = open_store(load(args.spec))
+        db.close()
+        return store.url, args.db or str(db.path)
+    url = args.store or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
+    local = "://" not in url or url.startswith("file://")
+    if local:
+        url = os.path.abspath(url.removeprefix("file://"))
+        if not os.path.isdir(url):
+            raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
+    path = args.db or os.environ.get("PIPEFLOW_DB")
+    if path is None and local:
+        path = os.path.join(url, "pipeflow.db")
+    return url, os.path.abspath(path) if path else None
+
+
+def cmd_ui(args: argparse.Namespace) -> int:
+    import threading
+    import webbrowser
+
+    import uvicorn
+
+    from pipeflow.ui.app import create_app
+
+    store_url, db_path = locate(args)
+    audit_dir = os.path.abspath(args.audit_dir) if args.audit_dir else None
+    loopback = args.host in LOOPBACK
+    app = create_app(
+        store_url,
+        db_path,
+        audit_dir,
+        allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if loopback else None,
+    )
+    shown = f"[{args.host}]" if ":" in args.host else args.host
+    url = f"http://{shown}:{args.port}/"
+    print(f"pipeflow ui for {store_url} on {url} (Ctrl-C to stop)", flush=True)
+    if not loopback:
+        print(f"warning: the dashboard has no login and is reachable on {args.host}", flush=True)
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, access_log=False
+    )
+    server = uvicorn.Server(config)
+    if args.open:
+
+        def open_when_up() -> None:
+            import time
+
+            while not server.started and not server.should_exit:
+                time.sleep(0.1)
+            if server.started:
+                webbrowser.open(url)
+
+        threading.Thread(target=open_when_up, daemon=True).start()
+    server.run()
+    return 0

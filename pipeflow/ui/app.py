@@ -1,0 +1,665 @@
+"""The dashboard behind ``pipeflow ui``: a JSON API over what pipeflow records, and a single-page
+app (``static/``: plain HTML, JS and CSS, no build step, no CDN) that draws it.
+
+Every source is only read, never written:
+
+- runs and stages: the metadata database (SQLite). It is opened once it exists and is never
+  created here, so pointing the dashboard at a store with no run yet leaves the store untouched;
+- models, versions and alias history: the registry in the artifact store;
+- live traffic: the serving audit log (``<store>/audit`` or ``audit_dir``), predictions and events;
+- drift, accuracy and alerts: ``<store>/monitoring`` (:mod:`pipeflow.monitoring.history`), local
+  stores only.
+
+Why traffic is aggregated incrementally: the traffic page refreshes every 5 s and the audit log
+only grows (one append-only file per writer process, see :mod:`pipeflow.serving.audit`). A
+:class:`TrafficIndex` remembers how far it has read each file and folds only the new whole lines
+into cells keyed by (model, version, time bucket). A cell keeps counts and a log-bucketed latency
+histogram (quantiles within 1 %), not the latencies, so memory grows with the number of time
+buckets, never with the number of predictions, and no record is held after it is counted. Like
+:func:`pipeflow.serving.audit.read`, a line without its newline (a torn or unfinished write) is
+not counted; it is read again once whole.
+
+Why nothing from the data can run in the page: values reach the browser only as JSON, the app
+puts them in the DOM with ``textContent`` and ``setAttribute``, and every response carries a
+Content-Security-Policy that forbids inline script and any other origin.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from pipeflow.errors import InvalidName, PipeflowError, RegistryError, StoreError, UsageError
+from pipeflow.monitoring import history as monitoring
+from pipeflow.registry import Registry
+from pipeflow.serving import audit
+from pipeflow.store.artifacts import ArtifactStore
+
+try:  # orjson (a dependency of the server) parses the audit lines several times faster
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads
+
+STATIC = Path(__file__).with_name("static")
+HEADLINE_METRICS = ("accuracy", "r2", "f1_macro", "rmse")
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+# what a version record carries that the dashboard shows (the rest, e.g. the training
+# reference and the data summary, is large and belongs to the model card)
+VERSION_FIELDS = (
+    "name",
+    "version",
+    "created",
+    "user",
+    "host",
+    "estimator",
+    "task",
+    "target",
+    "description",
+    "intended_use",
+    "run",
+    "data",
+    "gates",
+    "params",
+)
+MAX_TRAFFIC_INDEXES = 4  # bucket widths kept warm at once
+
+
+def create_app(
+    store_url: str,
+    db_path: str | os.PathLike[str] | None,
+    audit_dir: str | os.PathLike[str] | None = None,
+    *,
+    allowed_hosts: list[str] | None = None,
+) -> FastAPI:
+    """The dashboard for the store at ``store_url`` and the metadata database at ``db_path``
+    (which need not exist yet). ``allowed_hosts`` limits the Host header (DNS rebinding)."""
+    sources = Sources(store_url, db_path, audit_dir)
+    app = FastAPI(
+        title="pipeflow ui",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=FiniteJSON,
+    )
+    app.state.sources = sources
+    if allowed_hosts:
+        from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
+
+    @app.middleware("http")
+    async def headers(request: Request, call_next: Any) -> Response:
+        response = await call_next(request)
+        response.headers["Content-Security-Policy"] = CSP
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        if request.url.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+        return response
+
+    @app.exception_handler(PipeflowError)
+    async def pipeflow_error(request: Request, err: PipeflowError) -> Response:
+        status = 400 if isinstance(err, InvalidName | UsageError) else 500
+        if status == 500 and isinstance(err, RegistryError):
+            status = 404
+        return FiniteJSON({"error": str(err)}, status_code=status)
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/summary")
+    def summary() -> dict[str, Any]:
+        return sources.summary()
+
+    @app.get("/api/runs")
+    def runs(limit: int = Query(50, ge=1, le=1000), pipeline: str | None = None) -> dict[str, Any]:
+        return {"runs": sources.runs(limit, pipeline), "db": sources.db_label}
+
+    @app.get("/api/runs/{run_id}", response_model=None)
+    def run(run_id: str) -> Response | dict[str, Any]:
+        found = sources.run(run_id)
+        if found is None:
+            return FiniteJSON({"error": f"no run '{run_id}' in {sources.db_label}"}, 404)
+        return found
+
+    @app.get("/api/models")
+    def models() -> dict[str, Any]:
+        return {"models": sources.models(), "store": store_url}
+
+    @app.get("/api/models/{name}")
+    def model(name: str) -> dict[str, Any]:
+        return sources.model(name)
+
+    @app.get("/api/models/{name}/lineage/{version}")
+    def lineage(name: str, version: int) -> dict[str, Any]:
+        return sources.lineage(name, version)
+
+    @app.get("/api/traffic")
+    def traffic(
+        model: str | None = None,
+        bucket_s: int = Query(60, ge=1, le=86_400),
+        buckets: int = Query(120, ge=1, le=2_000),
+    ) -> dict[str, Any]:
+        return sources.traffic(model or None, bucket_s, buckets)
+
+    @app.get("/api/drift")
+    def drift(model: str | None = None, limit: int = Query(200, ge=1, le=5_000)) -> dict[str, Any]:
+        return sources.drift(model or None, limit)
+
+    @app.get("/api/alerts")
+    def alerts(model: str | None = None, limit: int = Query(200, ge=1, le=5_000)) -> dict[str, Any]:
+        return sources.alerts(model or None, limit)
+
+    return app
+
+
+class FiniteJSON(JSONResponse):
+    """JSON with NaN and infinities as null (a metric may be NaN; JSON has no such number)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            _finite(content), default=str, allow_nan=False, separators=(",", ":")
+        ).encode()
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, else None."""
+    return float(value) if _is_number(value) and math.isfinite(value) else None
+
+
+def _json_field(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+# ---------------------------------------------------------------------------------- sources
+
+
+class Sources:
+    """Where each page's data comes from; every method returns plain JSON-ready values."""
+
+    def __init__(
+        self,
+        store_url: str,
+        db_path: str | os.PathLike[str] | None,
+        audit_dir: str | os.PathLike[str] | None,
+    ):
+        self.store_url = store_url
+        self.registry = Registry(ArtifactStore(store_url))
+        remote = "://" in store_url and not store_url.startswith("file://")
+        self.local_root: Path | None = None if remote else Path(store_url.removeprefix("file://"))
+        self.db_path = Path(db_path) if db_path else None
+        self.audit_dir = Path(audit_dir) if audit_dir else audit.default_folder(store_url)
+        self._db: Any = None
+        self._db_lock = threading.Lock()
+        self._indexes: OrderedDict[int, TrafficIndex] = OrderedDict()
+        self._indexes_lock = threading.Lock()
+
+    # -- metadata database ------------------------------------------------------------------
+    @property
+    def db_label(self) -> str | None:
+        return str(self.db_path) if self.db_path else None
+
+    def _query(self, fn: Any) -> Any:
+        """``fn(db)`` under a lock, or None while there is no database (no run recorded yet)."""
+        with self._db_lock:
+            if self._db is None:
+                if self.db_path is None or not self.db_path.exists():
+                    return None
+                from pipeflow.store.metadata import MetadataDB
+
+                self._db = MetadataDB(self.db_path)
+            return fn(self._db)
+
+    def runs(self, limit: int, pipeline: str | None = None) -> list[dict[str, Any]]:
+        rows = self._query(lambda db: [dict(r) for r in db.runs(limit=limit, pipeline=pipeline)])
+        return [_run_row(r) for r in rows or []]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        def read(db: Any) -> dict[str, Any] | None:
+            try:
+                found = db.find_run(run_id)
+            except StoreError as err:  # an ambiguous prefix: the request's fault
+                raise UsageError(str(err)) from None
+            if found is None:
+                return None
+            rid = found["id"]
+            return {
+                **_run_row(dict(found)),
+                "params": db.params(rid),
+                "stages": [_stage_row(dict(s)) for s in db.stage_runs(rid)],
+                "outputs": [
+                    {k: o[k] for k in ("stage", "port", "digest", "codec", "kind", "size")}
+                    for o in db.outputs(rid)
+                ],
+                "lineage": [dict(e) for e in db.lineage(rid)],
+            }
+
+        return self._query(read)
+
+    # -- registry ---------------------------------------------------------------------------
+    def models(self) -> list[dict[str, Any]]:
+        out = []
+        for name in self.registry.models():
+            versions = self.registry.versions(name)
+            if not versions:
+                continue
+            latest = versions[-1]
+            metrics = _scalar_metrics(latest.get("metrics"))
+            headline = next(
+                ((m, metrics[m]) for m in HEADLINE_METRICS if _number(metrics.get(m)) is not None),
+                None,
+            )
+            out.append(
+                {
+                    "name": name,
+                    "versions": len(versions),
+                    "latest": latest["version"],
+                    "latest_created": latest.get("created"),
+                    "aliases": self.registry.aliases(name),
+                    "headline": None
+                    if headline is None
+                    else {"metric": headline[0], "value": headline[1]},
+                }
+            )
+        return out
+
+    def model(self, name: str) -> dict[str, Any]:
+        versions = self.registry.versions(name)
+        if not versions:
+            raise RegistryError(self.registry._unknown_model(name))
+        aliases = self.registry.aliases(name)
+        held: dict[int, list[str]] = {}
+        for alias, version in sorted(aliases.items()):
+            held.setdefault(version, []).append(alias)
+        history = self.registry.history(name)
+        last_gates = {e["to_version"]: e["gates"] for e in history if e.get("gates")}
+        return {
+            "name": name,
+            "aliases": aliases,
+            "versions": [
+                {
+                    **{k: v.get(k) for k in VERSION_FIELDS},
+                    "gates": last_gates.get(v["version"]) or v.get("gates") or [],
+                    "model_digest": (v.get("model") or {}).get("digest"),
+                    "metrics": _scalar_metrics(v.get("metrics")),
+                    "aliases": held.get(v["version"], []),
+                }
+                for v in versions
+            ],
+            "history": history,
+        }
+
+    def lineage(self, name: str, version: int) -> dict[str, Any]:
+        from pipeflow.registry.lineage import model_lineage
+
+        record = self.registry.version(name, version)
+        found = self._query(lambda db: model_lineage(db, self.registry, record))
+        if found is None:  # no metadata database: what the version record alone holds
+            found = model_lineage(None, self.registry, record)
+        return found
+
+    # -- traffic ----------------------------------------------------------------------------
+    def _index(self, bucket_s: int) -> TrafficIndex | None:
+        if self.audit_dir is None:
+            return None
+        with self._indexes_lock:
+            index = self._indexes.pop(bucket_s, None) or TrafficIndex(self.audit_dir, bucket_s)
+            self._indexes[bucket_s] = index
+            while len(self._indexes) > MAX_TRAFFIC_INDEXES:
+                self._indexes.popitem(last=False)
+            return index
+
+    def traffic(self, model: str | None, bucket_s: int, buckets: int) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "model": model,
+            "bucket_s": bucket_s,
+            "audit_dir": str(self.audit_dir) if self.audit_dir else None,
+            "models": [],
+            "series": [],
+            "versions": [],
+            "events": [],
+        }
+        index = self._index(bucket_s)
+        if index is None:
+            out["note"] = "the store is remote: start pipeflow ui with --audit-dir DIR"
+            return out
+        out.update(index.query(model, buckets))
+        events = [
+            e
+            for e in audit.read(index.folder, "events")
+            if model is None or e.get("model") == model
+        ]
+        events.sort(key=lambda e: _number(e.get("time")) or 0.0)
+        out["events"] = events[-200:]
+        return out
+
+    # -- monitoring -------------------------------------------------------------------------
+    def drift(self, model: str | None, limit: int) -> dict[str, Any]:
+        if self.local_root is None:
+            return {"model": model, "models": [], "reports": [], "latest": None}
+        models = monitoring.monitored_models(self.local_root)
+        model = model or (models[0] if models else None)
+        reports = monitoring.load_reports(self.local_root, model, limit=limit) if model else []
+        points = [_report_point(r) for r in reports]
+        latest = None
+        if reports:
+            last = reports[-1]
+            latest = {
+                **points[-1],
+                "window": last.get("window"),
+                "features": sorted(
+                    (_feature(name, f) for name, f in (last.get("features") or {}).items()),
+                    key=lambda f: -(f["psi"] if f["psi"] is not None else -1.0),
+                ),
+                "prediction": last.get("prediction"),
+                "alerts": last.get("alerts") or [],
+            }
+        return {"model": model, "models": models, "reports": points, "latest": latest}
+
+    def alerts(self, model: str | None, limit: int) -> dict[str, Any]:
+        found = (
+            [] if self.local_root is None else monitoring.load_alerts(self.local_root, model=model)
+        )
+        return {"alerts": list(reversed(found))[:limit], "total": len(found)}
+
+    # -- summary ----------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        def read(db: Any) -> dict[str, Any]:
+            (count,) = db.query("SELECT COUNT(*) FROM runs")[0]
+            latest = db.runs(limit=1)
+            return {"count": count, "latest": _run_row(dict(latest[0])) if latest else None}
+
+        index = self._index(60)
+        traffic = index.totals() if index is not None else {"requests": 0, "flagged": 0}
+        alerts = self.alerts(None, 1)
+        return {
+            "store": self.store_url,
+            "db": self.db_label,
+            "audit_dir": str(self.audit_dir) if self.audit_dir else None,
+            "runs": self._query(read) or {"count": 0, "latest": None},
+            "models": self.models(),
+            "traffic": traffic,
+            "monitored": monitoring.monitored_models(self.local_root) if self.local_root else [],
+            "alerts": {"total": alerts["total"], "latest": (alerts["alerts"] or [None])[0]},
+        }
+
+
+def _run_row(r: dict[str, Any]) -> dict[str, Any]:
+    started, ended = _number(r.get("started")), _number(r.get("ended"))
+    return {
+        **r,
+        "overrides": _json_field(r.get("overrides")) or [],
+        "duration_s": ended - started if started is not None and ended is not None else None,
+    }
+
+
+def _stage_row(s: dict[str, Any]) -> dict[str, Any]:
+    started, ended = _number(s.get("started")), _number(s.get("ended"))
+    return {
+        "stage": s["stage"],
+        "type": s["type"],
+        "state": s["state"],
+        "reason": s.get("reason"),
+        "cache_hit": bool(s.get("cache_hit")),
+        "started": started,
+        "ended": ended,
+        "duration_s": ended - started if started is not None and ended is not None else None,
+        "attempts": s.get("attempts"),
+        "worker": s.get("worker"),
+        "error": s.get("error"),
+        "traceback": s.get("traceback"),
+        "cache_key": s.get("cache_key"),
+        "config": _json_field(s.get("config")),
+        "input_digests": _json_field(s.get("input_digests")) or {},
+    }
+
+
+def _scalar_metrics(metrics: Any) -> dict[str, float]:
+    """The top-level numbers of a metrics dict (curves and per-class tables are left out; NaN
+    stays, and is sent as null)."""
+    if not isinstance(metrics, dict):
+        return {}
+    return {k: v for k, v in metrics.items() if _is_number(v)}
+
+
+def _report_point(r: dict[str, Any]) -> dict[str, Any]:
+    """One report as a point of the drift time series (see the format in monitoring.history)."""
+    window = r.get("window") or {}
+    accuracy = r.get("accuracy") or {}
+    latency = r.get("latency_ms") or {}
+    return {
+        "time": _number(window.get("end")) or _number(r.get("created")),
+        "version": r.get("version"),
+        "alias": r.get("alias"),
+        "rows": r.get("rows"),
+        "drift_share": _number(r.get("drift_share")),
+        "drifted": bool(r.get("drifted")),
+        "accuracy": _number(accuracy.get("accuracy")),
+        "labelled": accuracy.get("labelled"),
+        "prediction_psi": _number((r.get("prediction") or {}).get("psi")),
+        "p95_ms": _number(latency.get("p95")),
+        "flagged_rate": _number(r.get("flagged_rate")),
+        "features": {
+            name: _feature(name, f)["psi"] for name, f in (r.get("features") or {}).items()
+        },
+    }
+
+
+def _feature(name: str, f: Any) -> dict[str, Any]:
+    """A feature's drift score: its PSI, or for a text feature the PSI of its lengths."""
+    f = f if isinstance(f, dict) else {}
+    metric = "psi" if "psi" in f else "length_psi" if "length_psi" in f else None
+    return {
+        "name": name,
+        "role": f.get("role"),
+        "metric": metric,
+        "psi": _number(f.get(metric)) if metric else None,
+        "drifted": bool(f.get("drifted")),
+    }
+
+
+# ---------------------------------------------------------------------------------- traffic
+
+GAMMA = 1.02  # latency histogram bins grow by 2 %: a quantile is within 1 % of the true one
+_LOG_GAMMA = math.log(GAMMA)
+
+
+class Cell:
+    """Predictions of one model version in one time bucket: counts and a latency histogram."""
+
+    __slots__ = ("flagged", "latency", "requests")
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.flagged = 0
+        self.latency: dict[int, int] = {}
+
+    def add(self, latency_ms: float | None, flagged: bool) -> None:
+        self.requests += 1
+        self.flagged += flagged
+        if latency_ms is not None and latency_ms >= 0:
+            key = math.ceil(math.log(max(latency_ms, 1e-3)) / _LOG_GAMMA)
+            self.latency[key] = self.latency.get(key, 0) + 1
+
+    def merge(self, other: Cell) -> None:
+        self.requests += other.requests
+        self.flagged += other.flagged
+        for key, n in other.latency.items():
+            self.latency[key] = self.latency.get(key, 0) + n
+
+    def quantile(self, q: float) -> float | None:
+        total = sum(self.latency.values())
+        if not total:
+            return None
+        rank, seen = q * (total - 1), 0
+        for key in sorted(self.latency):
+            seen += self.latency[key]
+            if seen > rank:
+                return round(2 * GAMMA**key / (GAMMA + 1), 3)
+        return None  # not reached
+
+
+class TrafficIndex:
+    """The prediction audit log folded into cells of ``bucket_s`` seconds, read incrementally
+    (see the module docstring)."""
+
+    def __init__(self, folder: Path, bucket_s: int):
+        self.folder, self.bucket_s = Path(folder), int(bucket_s)
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self.offsets: dict[str, int] = {}
+        self.cells: dict[tuple[str, int, int], Cell] = {}
+        self.roles: dict[tuple[str, int], set[str]] = {}
+
+    def refresh(self) -> None:
+        """Fold in the whole lines appended since the last call."""
+        paths = audit.files(self.folder, "predictions")
+        for path in paths:
+            try:
+                size = path.stat().st_size
+            except OSError:
+                continue
+            if size < self.offsets.get(str(path), 0):  # rewritten behind our back: start over
+                self._reset()
+                break
+        for path in paths:
+            key = str(path)
+            offset = self.offsets.get(key, 0)
+            try:
+                with open(path, "rb") as fh:
+                    fh.seek(offset)
+                    for line in fh:
+                        if not line.endswith(b"\n"):
+                            break  # not whole yet: read again next time
+                        offset += len(line)
+                        try:
+                            record = _loads(line)
+                        except ValueError:
+                            continue
+                        if isinstance(record, dict):
+                            self._add(record)
+            except OSError:
+                continue
+            self.offsets[key] = offset
+
+    def _add(self, r: dict[str, Any]) -> None:
+        when, version, model = _number(r.get("time")), r.get("version"), r.get("model")
+        if when is None or not isinstance(model, str) or not isinstance(version, int):
+            return
+        bucket = int(when // self.bucket_s) * self.bucket_s
+        cell = self.cells.get((model, version, bucket))
+        if cell is None:
+            cell = self.cells[(model, version, bucket)] = Cell()
+        cell.add(_number(r.get("latency_ms")), bool(r.get("flags")))
+        role = r.get("role")
+        if isinstance(role, str):
+            self.roles.setdefault((model, version), set()).add(role)
+
+    def totals(self) -> dict[str, Any]:
+        with self._lock:
+            self.refresh()
+            return {
+                "requests": sum(c.requests for c in self.cells.values()),
+                "flagged": sum(c.flagged for c in self.cells.values()),
+                "last": max((k[2] for k in self.cells), default=None),
+            }
+
+    def query(self, model: str | None, buckets: int) -> dict[str, Any]:
+        """Per version: one point per bucket of the last ``buckets`` (ending at the newest bucket
+        with traffic, starting no earlier than the first; empty buckets have 0 requests and no
+        latency), and all-time totals."""
+        with self._lock:
+            self.refresh()
+            return self._query(model, buckets)
+
+    def _query(self, model: str | None, buckets: int) -> dict[str, Any]:
+        models = sorted({k[0] for k in self.cells})
+        mine = {k: c for k, c in self.cells.items() if model is None or k[0] == model}
+        if not mine:
+            return {"models": models, "series": [], "versions": [], "start": None, "end": None}
+        step = self.bucket_s
+        end = max(k[2] for k in mine)
+        start = max(end - (buckets - 1) * step, min(k[2] for k in mine))
+        grouped: dict[tuple[str, int], dict[int, Cell]] = {}
+        for (m, v, t), cell in mine.items():
+            grouped.setdefault((m, v), {})[t] = cell
+        series, versions = [], []
+        for (m, v), cells in sorted(grouped.items()):
+            total = Cell()
+            for cell in cells.values():
+                total.merge(cell)
+            roles = sorted(self.roles.get((m, v), ()))
+            label = f"{m} v{v}" if model is None else f"v{v}"
+            versions.append(
+                {
+                    "model": m,
+                    "version": v,
+                    "label": label,
+                    "roles": roles,
+                    "requests": total.requests,
+                    "flagged": total.flagged,
+                    "p50_ms": total.quantile(0.5),
+                    "p95_ms": total.quantile(0.95),
+                    "first": min(cells),
+                    "last": max(cells),
+                }
+            )
+            points = []
+            for t in range(start, end + step, step):
+                cell = cells.get(t)
+                points.append(
+                    {
+                        "t": t,
+                        "requests": cell.requests if cell else 0,
+                        "flagged": cell.flagged if cell else 0,
+                        "p50_ms": cell.quantile(0.5) if cell else None,
+                        "p95_ms": cell.quantile(0.95) if cell else None,
+                    }
+                )
+            if any(p["requests"] for p in points):
+                series.append(
+                    {"model": m, "version": v, "label": label, "roles": roles, "points": points}
+                )
+        return {
+            "models": models,
+            "series": series,
+            "versions": versions,
+            "start": start,
+            "end": end + step,
+        }
