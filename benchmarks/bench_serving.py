@@ -91,14 +91,11 @@ async def predict(request: Request):
 
 def build_project(root: Path) -> Path:
     """The tumours project with ``tumours@production`` registered; returns its store."""
-    from sklearn.datasets import load_breast_cancer
+    from pipeflow.testing import tumour_table
 
     where = root / "tumours"
     shutil.copytree(PROJECT, where)
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
-    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame = tumour_table()
     frame.to_csv(where / "data.csv", index=False)
     done = subprocess.run(
         [PIPEFLOW, "run", "pipeline.yaml", "--quiet"],

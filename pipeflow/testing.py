@@ -179,3 +179,16 @@ class ExecutorContract:
         report, events = self._run(tmp_path)
         finals = [n for n, s in events if s not in ("running", "pending")]
         assert sorted(finals) == sorted(report.stages)
+
+
+def tumour_table() -> Any:
+    """scikit-learn's bundled breast-cancer data as the registry and serving tests use it: the
+    target named ``diagnosis`` (malignant / benign), a ``size_band`` category (large / small, by
+    mean radius) for slices and bias checks, and column names without spaces."""
+    from sklearn.datasets import load_breast_cancer
+
+    frame = load_breast_cancer(as_frame=True).frame
+    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
+    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    return frame

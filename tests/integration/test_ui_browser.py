@@ -127,16 +127,12 @@ def _report(end: float, drift_share: float, accuracy: float, psi: float) -> dict
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The tumours project after one run, a server that answered real predictions, two drift
     reports and an alert, and `pipeflow ui` on the store."""
-    from sklearn.datasets import load_breast_cancer
-
     from pipeflow.monitoring.history import alert_log, save_report
+    from pipeflow.testing import tumour_table
 
     project = tmp_path_factory.mktemp("ui") / "tumours"
     shutil.copytree(PROJECT, project)
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
-    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame = tumour_table()
     frame.to_csv(project / "data.csv", index=False)
     pipeflow_ok(["run", "pipeline.yaml", "--quiet"], cwd=project, timeout=300)
     store = project / ".pipeflow"

@@ -33,14 +33,11 @@ def pf(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="session")
 def tumours(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tumours project after two runs: v1 (production) and v2 (C=0.2, not promoted)."""
-    from sklearn.datasets import load_breast_cancer
+    from pipeflow.testing import tumour_table
 
     where = tmp_path_factory.mktemp("serving") / "tumours"
     shutil.copytree(PROJECT, where)
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
-    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame = tumour_table()
     frame.to_csv(where / "data.csv", index=False)
     first = pf(where, "run", "pipeline.yaml", "--quiet")
     assert first.returncode == 0, first.stdout + first.stderr

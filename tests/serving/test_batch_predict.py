@@ -32,16 +32,12 @@ SPEC = Path(__file__).with_name("predict_spec.yaml")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tumours project after one run: tumours v1, production -> v1; plus patients.csv, the
     same rows without the diagnosis and with a text id (leading zeros)."""
-    from sklearn.datasets import load_breast_cancer
-
     from pipeflow.session import run
+    from pipeflow.testing import tumour_table
 
     where = tmp_path_factory.mktemp("batch") / "tumours"
     shutil.copytree(PROJECT, where)
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
-    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    frame = tumour_table()
     frame.to_csv(where / "data.csv", index=False)
     patients = frame.drop(columns=["diagnosis"])
     patients.insert(0, "patient_id", [f"P{i:05d}" for i in range(len(patients))])
