@@ -132,6 +132,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reject_unusual=args.reject_unusual,
         max_body_bytes=int(args.max_body_mb * 1_000_000),
     )
+    _port_free(args.host, args.port)
+    import logging
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     app = create_app(config)  # loads the model now: a bad name or file fails before binding
     _freeze_heap()
     server = app.state.server
@@ -150,6 +157,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             port=args.port,
             workers=args.workers,
             log_level=args.log_level,
+            access_log=False,
         )
     else:
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
@@ -164,3 +172,18 @@ def _freeze_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def _port_free(host: str, port: int) -> None:
+    """Refuse a busy address before loading anything (uvicorn would exit 3 after start-up)."""
+    import socket
+
+    from pipeflow.errors import UsageError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None

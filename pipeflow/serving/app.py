@@ -40,6 +40,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -88,6 +89,10 @@ class ServeConfig:
     @classmethod
     def from_json(cls, text: str) -> ServeConfig:
         return cls(**json.loads(text))
+
+
+class AuditUnavailable(Exception):
+    """The audit log cannot be written: no prediction is answered unaudited (503)."""
 
 
 class BadRequest(Exception):
@@ -257,7 +262,10 @@ class Batcher:
                 )
                 k += 1
             results.append(out)
-        server.audit.append(records)
+        try:
+            server.audit.append(records)
+        except OSError as err:
+            raise AuditUnavailable(f"{server.audit.folder}: {err.strerror or err}") from None
         server.remember(records)
         return results
 
@@ -284,7 +292,20 @@ class Server:
                 f"the store {config.store_url} is not local: pass --audit-dir DIR for the audit log"
             )
         self.audit_dir = str(folder)
-        repair(self.audit_dir)
+        try:
+            repair(self.audit_dir)
+            for kind in ("predictions", "feedback", "events"):
+                probe = Path(self.audit_dir) / kind
+                probe.mkdir(parents=True, exist_ok=True)
+                if not os.access(probe, os.W_OK):
+                    raise PermissionError(13, "not writable", str(probe))
+        except OSError as err:
+            from pipeflow.errors import UsageError
+
+            raise UsageError(
+                f"cannot write the audit log at {err.filename or self.audit_dir}: {err.strerror or err} "
+                "(pass --audit-dir DIR to put it somewhere writable)"
+            ) from None
         self.audit = AuditLog(self.audit_dir, "predictions", sync=config.audit_sync)
         self.feedback_log = AuditLog(self.audit_dir, "feedback", sync=config.audit_sync)
         self.events = AuditLog(self.audit_dir, "events", sync=True)
@@ -765,6 +786,9 @@ def create_app(config: ServeConfig) -> Any:
 
     def failure(err: BadRequest) -> Response:
         server.metrics.errors.labels(err.kind).inc()
+        server.metrics.requests.labels(
+            config.model, str(server.primary.version), "-", str(err.status)
+        ).inc()
         body: dict[str, Any] = {"type": err.kind, "message": str(err)}
         if err.fields:
             body["fields"] = err.fields
@@ -851,10 +875,13 @@ def create_app(config: ServeConfig) -> Any:
         try:
             assert handle.batcher is not None
             results = await handle.batcher.submit(item)
+        except AuditUnavailable as err:
+            log.error("audit log unavailable, refusing to answer: %s", err)
+            raise BadRequest(
+                503, "audit_unavailable", "the audit log cannot be written; try again later"
+            ) from None
         except Exception as err:
             server.observe(handle, time.perf_counter() - started, True)
-            server.metrics.errors.labels("model_error").inc()
-            server.metrics.requests.labels(handle.name, str(handle.version), route, "500").inc()
             log.error("%s failed on a valid request: %s: %s", handle.label, type(err).__name__, err)
             raise BadRequest(
                 500, "model_error", f"the model {handle.label} failed: {type(err).__name__}"

@@ -131,11 +131,30 @@ def find(folder: str | os.PathLike[str], kind: str, record_id: str) -> list[dict
     return found
 
 
+def _writer_gone(path: Path) -> bool:
+    """Whether the process that wrote ``path`` (named ``<host>-<pid>-<token>.jsonl``) is dead on
+    this host. A live writer's file, or another host's, is never touched: a reader may see a
+    write in progress as a torn tail."""
+    parts = path.stem.rsplit("-", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or parts[0] != socket.gethostname():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def repair(folder: str | os.PathLike[str]) -> int:
-    """Trim torn tails (bytes after the last newline) from every audit file; returns how many."""
+    """Trim torn tails (bytes after the last newline) from the audit files of writers that are
+    gone (see :func:`_writer_gone`); returns how many. Readers skip torn tails anyway."""
     trimmed = 0
     for kind in KINDS:
         for path in files(folder, kind):
+            if not _writer_gone(path):
+                continue
             with open(path, "rb+") as fh:
                 data = fh.read()
                 if data and not data.endswith(b"\n"):

@@ -346,3 +346,29 @@ def _traffic_tolerant(url: str, payload: list, stop: threading.Event, out: list)
     with ThreadPoolExecutor(8) as pool:
         for _ in range(8):
             pool.submit(loop)
+
+
+def test_start_up_refuses_an_unwritable_audit_log_and_a_busy_port(tumours, tmp_path: Path) -> None:
+    blocked = tmp_path / "audit-is-a-file"
+    blocked.write_text("not a folder")
+    out = pf(
+        tumours, "serve", "tumours@production", "--audit-dir", str(blocked), "--port", "0",
+        "--store", str(tumours / ".pipeflow"),
+    )  # fmt: skip
+    assert out.returncode == 2 and "cannot write the audit log" in out.stderr, out.stderr
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = pf(
+            tumours,
+            "serve",
+            "tumours@production",
+            "--port",
+            str(port),
+            "--store",
+            str(tumours / ".pipeflow"),
+        )
+    assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
