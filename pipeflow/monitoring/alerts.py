@@ -10,7 +10,7 @@ A rule::
       window: 1h                        # optional: only for reports over this window length
 
 Special metrics: ``drift_share`` (share of drifted features), ``accuracy.accuracy`` (live accuracy
-from feedback), ``prediction.psi``, ``latency_ms.p95``, ``flagged_rate``, and
+from feedback), ``prediction.psi``, ``latency_ms.p95``, ``errors.error_rate``, ``flagged_rate``, and
 ``features.<name>.<measure>``; ``features.*.psi`` matches any feature (one alert per feature).
 
 Sinks: ``log`` (the ``pipeflow.alerts`` logger at the rule's severity), ``file`` (a JSON-lines file

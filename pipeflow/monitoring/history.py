@@ -17,6 +17,7 @@ A report (written by :func:`pipeflow.monitoring.drift.monitor`) is a JSON object
      "prediction": {"psi": 0.12, "distribution": {"fire": 0.3, ...}, "reference": {"fire": 0.27, ...}},
      "accuracy": {"labelled": 800, "accuracy": 0.91},
      "latency_ms": {"p50": 2.1, "p95": 4.0, "p99": 7.5}, "flagged_rate": 0.01,
+     "errors": {"model_errors": 3, "error_rate": 0.0003},
      "alerts": [ ...alerts fired by this report... ]}
 
 An alert record: ``{"id", "time", "key", "rule", "metric", "value", "op", "threshold",

@@ -188,6 +188,9 @@ def monitor(
         "prediction": prediction_drift(record, meta["output"].tolist()) if len(meta) else None,
         "accuracy": _accuracy(audit_dir, meta),
         "latency_ms": _percentiles(meta["latency_ms"]) if len(meta) else None,
+        "errors": _errors(
+            audit_dir, name, start, end, len(meta), None if all_versions else int(record["version"])
+        ),
         "flagged_rate": float(np.mean(meta["flagged"])) if len(meta) else None,
         "timing_s": {"load": loaded, "total": None},
     }
@@ -223,6 +226,24 @@ def _accuracy(audit_dir: str | Path, meta: Any) -> dict[str, Any]:
     if not pairs:
         return {"labelled": 0, "accuracy": None}
     return {"labelled": len(pairs), "accuracy": sum(a == b for a, b in pairs) / len(pairs)}
+
+
+def _errors(
+    audit_dir: str | Path, model: str, start: float, end: float, answered: int, version: int | None
+) -> dict[str, Any]:
+    """Requests the model failed on (the server's ``model_error`` events) in the window."""
+    from pipeflow.serving import audit
+
+    failed = sum(
+        1
+        for e in audit.read(audit_dir, "events")
+        if e.get("event") == "model_error"
+        and e.get("model") == model
+        and (version is None or e.get("version") == version)
+        and start <= e.get("time", 0) < end
+    )
+    total = answered + failed
+    return {"model_errors": failed, "error_rate": failed / total if total else None}
 
 
 def _percentiles(values: Any) -> dict[str, float] | None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import hmac
 import json
@@ -665,7 +666,7 @@ def rows_from_v2(payload: Any, names: list[str]) -> list[Any]:
                     }
                 ],
             )
-        if t["datatype"] not in _V2_TYPES:
+        if not isinstance(t["datatype"], str) or t["datatype"] not in _V2_TYPES:
             raise BadRequest(
                 422,
                 "invalid_request",
@@ -724,6 +725,19 @@ def rows_from_v2(payload: Any, names: list[str]) -> list[Any]:
         )
     n = lengths.pop()
     return [{k: v[i] for k, v in columns.items()} for i in range(n)]
+
+
+def _json_int(text: str) -> int | float:
+    """Integers as orjson reads them: beyond 64 bits they become floats (so a 400-digit number
+    is ``inf``, refused by the signature as not finite, not an integer no float can hold)."""
+    if len(text) < 19:
+        return int(text)
+    value = float(text)
+    if -(2**63) <= value < 2**64:
+        number = int(text)
+        if -(2**63) <= number < 2**64:
+            return number
+    return value
 
 
 def _flatten(data: Any) -> list[Any]:
@@ -831,11 +845,16 @@ def create_app(config: ServeConfig) -> Any:
             pass  # orjson refuses NaN/Infinity: the standard parser reads them, so the
             # signature check can name the field, and words the error if the JSON is broken
         try:
-            return json.loads(body)
+            value = json.loads(body, parse_int=_json_int)
         except RecursionError:
             raise BadRequest(400, "malformed_json", "the JSON is nested too deeply") from None
         except (ValueError, UnicodeDecodeError) as err:
             raise BadRequest(400, "malformed_json", f"malformed JSON: {err}") from None
+        try:  # what orjson refused may also be what it cannot write (audit log, error replies)
+            dumps(value)
+        except TypeError as err:  # a lone surrogate escape ("\ud800"), or nesting orjson refuses
+            raise BadRequest(400, "malformed_json", f"unusable JSON: {err}") from None
+        return value
 
     def model_for(name: str) -> None:
         if name != config.model:
@@ -883,6 +902,21 @@ def create_app(config: ServeConfig) -> Any:
         except Exception as err:
             server.observe(handle, time.perf_counter() - started, True)
             log.error("%s failed on a valid request: %s: %s", handle.label, type(err).__name__, err)
+            with contextlib.suppress(OSError):  # monitoring's error rate reads these
+                server.events.append(
+                    [
+                        {
+                            "id": server.new_id(),
+                            "time": time.time(),
+                            "event": "model_error",
+                            "model": handle.name,
+                            "version": handle.version,
+                            "role": handle.role,
+                            "rows": len(rows),
+                            "error": f"{type(err).__name__}: {err}"[:500],
+                        }
+                    ]
+                )
             raise BadRequest(
                 500, "model_error", f"the model {handle.label} failed: {type(err).__name__}"
             ) from None
@@ -1021,6 +1055,18 @@ def create_app(config: ServeConfig) -> Any:
                             "got": "nothing",
                         }
                     )
+                else:
+                    try:  # it goes to the audit log as it came; orjson nests 254 levels at most
+                        dumps(item["outcome"])
+                    except TypeError as err:
+                        problems.append(
+                            {
+                                "row": i,
+                                "field": "outcome",
+                                "expected": "a JSON value the audit log can hold",
+                                "got": str(err),
+                            }
+                        )
                 extra = item.keys() - {"id", "outcome"}
                 for key in extra:
                     problems.append(

@@ -305,6 +305,14 @@ def test_a_failing_canary_is_withdrawn_and_the_event_recorded(
     ]
     assert event["version"] == version and "error rate" in event["reason"]
     assert "ALERT" in s.log.read_text()
+    # the failures are events monitoring counts, per version
+    shown = pf(
+        tumours, "monitor", "tumours@production", "--window", "10m", "--store", str(own_store),
+        "--json", "--all-versions",
+    )  # fmt: skip
+    assert shown.returncode == 0, shown.stderr
+    errors = json.loads(shown.stdout)["errors"]
+    assert errors["model_errors"] == len(failed) and errors["error_rate"] > 0
 
 
 def test_sigkill_mid_traffic_loses_no_acknowledged_prediction(
