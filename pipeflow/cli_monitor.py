@@ -79,6 +79,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(f"--window: {err}") from None
     rules, sinks = read_rules(args.rules)
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.db = None
     registry, db = _open(args)
     if db is not None:
@@ -128,7 +131,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
             )
         )
         for a in r["alerts"]:
-            state = "suppressed (cooldown)" if a["suppressed"] else "sent"
+            state = "suppressed: cooldown" if a["suppressed"] else "sent"
             console.print(f"  alert [{a['severity']}] {a['message']} ({state})", markup=False)
     if args.html:
         console.print(f"wrote {os.path.abspath(args.html)}")

@@ -76,8 +76,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from pipeflow.cli_serve import _port_free
     from pipeflow.ui.app import create_app
 
+    _port_free(args.host, args.port)  # a busy port is bad input (exit 2), said before anything
     store_url, db_path = locate(args)
     audit_dir = os.path.abspath(args.audit_dir) if args.audit_dir else None
     loopback = args.host in LOOPBACK

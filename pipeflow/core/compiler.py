@@ -239,12 +239,60 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
             )
         )
 
+    problems += _trigger_problems(loaded, compiled, source)
     if problems:
         raise GraphError(_dedupe(problems))
     order = list(nx.lexicographical_topological_sort(graph))
     for name in order:
         graph.nodes[name]["stage"] = compiled[name]
     return Pipeline(loaded, graph, compiled, order)
+
+
+def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any) -> list[Problem]:
+    """``triggers:`` name stages: ``on_data_change`` stages whose source can be fingerprinted,
+    ``on_drift`` a stage that monitors (an output named ``report``)."""
+    triggers = loaded.spec.triggers
+    problems = []
+    for i, name in enumerate(triggers.on_data_change):
+        st = compiled.get(name)
+        where = source.where(("triggers", "on_data_change", i))
+        if st is None:
+            problems.append(
+                Problem(f"triggers.on_data_change names no stage '{name}'", where, None, "triggers")
+            )
+        elif st.cls.fingerprint.__func__ is Stage.fingerprint.__func__:  # type: ignore[attr-defined]
+            problems.append(
+                Problem(
+                    f"triggers.on_data_change: stage '{name}' ({st.type}) has no source to watch; "
+                    "expected a stage that reads data, such as ingest",
+                    where,
+                    name,
+                    "triggers",
+                )
+            )
+    if triggers.on_drift:
+        st = compiled.get(triggers.on_drift)
+        where = source.where(("triggers", "on_drift"))
+        if st is None:
+            problems.append(
+                Problem(
+                    f"triggers.on_drift names no stage '{triggers.on_drift}'",
+                    where,
+                    None,
+                    "triggers",
+                )
+            )
+        elif "report" not in st.output_ports:
+            problems.append(
+                Problem(
+                    f"triggers.on_drift: stage '{triggers.on_drift}' ({st.type}) does not monitor; "
+                    "expected a monitor stage",
+                    where,
+                    triggers.on_drift,
+                    "triggers",
+                )
+            )
+    return problems
 
 
 def _cycle(graph: nx.DiGraph) -> list[str]:

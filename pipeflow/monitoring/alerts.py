@@ -11,12 +11,13 @@ A rule::
 
 Special metrics: ``drift_share`` (share of drifted features), ``accuracy.accuracy`` (live accuracy
 from feedback), ``prediction.psi``, ``latency_ms.p95``, ``errors.error_rate``, ``flagged_rate``, and
-``features.<name>.<measure>``; ``features.*.psi`` matches any feature (one alert per feature).
+``features.<name>.<measure>``; ``features.*.psi`` matches any feature (one alert per feature;
+for text features, ``psi`` is the PSI of their lengths).
 
 Sinks: ``log`` (the ``pipeflow.alerts`` logger at the rule's severity), ``file`` (a JSON-lines file
 you name), ``webhook`` (a JSON POST to a URL, with a timeout; a failing webhook is logged, never
 raised: alerting must not break monitoring). Every fired alert is also appended to the store's
-alert history, which the dashboard and ``triggers.on_drift`` read.
+alert history, which the dashboard reads (``triggers.on_drift`` reads the monitor's own report).
 
 Deduplication: a rule's key is ``(rule, model, feature)``; its last firing time is kept in
 ``monitoring/alerts/state.json`` (written atomically), and within the cooldown a repeat is counted
@@ -116,6 +117,8 @@ def _values(report: dict[str, Any], metric: str) -> list[tuple[str | None, float
         for name, entry in (report.get("features") or {}).items():
             if fnmatch.fnmatchcase(name, parts[1]):
                 value = entry.get(parts[2])
+                if value is None and parts[2] == "psi":
+                    value = entry.get("length_psi")  # a text feature's PSI is over its lengths
                 if isinstance(value, int | float) and not isinstance(value, bool):
                     out.append((name, float(value)))
         return out

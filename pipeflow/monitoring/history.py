@@ -6,7 +6,7 @@ Layout under a local store root (``<store>/monitoring/``)::
     monitoring/alerts/<host>-<pid>-<token>.jsonl         fired alerts (append-only, see audit.py)
     monitoring/alerts/state.json                          last firing time per alert key (cooldown)
 
-A report (written by :func:`pipeflow.monitoring.drift.monitor`) is a JSON object::
+A report (written by :func:`pipeflow.monitoring.monitor.monitor`) is a JSON object::
 
     {"model": "claims-categoriser", "version": 2, "alias": "production",
      "created": 1764090000.0, "window": {"start": t0, "end": t1, "seconds": 3600},

@@ -73,14 +73,13 @@ def parse_cron(expression: str) -> list[set[int]]:
 
 
 def cron_matches(fields: list[set[int]], when: dt.datetime) -> bool:
+    """As cron does: when both day-of-month and day-of-week are restricted (neither is ``*``),
+    a day matching either one matches."""
     minute, hour, day, month, weekday = fields
-    return (
-        when.minute in minute
-        and when.hour in hour
-        and when.day in day
-        and when.month in month
-        and (when.isoweekday() % 7) in weekday
-    )
+    day_ok, weekday_ok = when.day in day, (when.isoweekday() % 7) in weekday
+    every_day, every_weekday = len(day) == 31, len(weekday) == 7
+    days = (day_ok or weekday_ok) if not (every_day or every_weekday) else (day_ok and weekday_ok)
+    return when.minute in minute and when.hour in hour and when.month in month and days
 
 
 def cron_due(expression: str, since: float, now: float) -> float | None:
@@ -191,8 +190,11 @@ class Watcher:
             store=store,
             pipeline=pipeline.name,
         )
+        config = st.config
+        if getattr(config, "fail_on_drift", False):  # here drift is an answer, not a failure
+            config = config.model_copy(update={"fail_on_drift": False})
         try:
-            outputs = st.cls(st.config).run(ctx, {})
+            outputs = st.cls(config).run(ctx, {})
         except Exception as err:  # a failing monitor must not retrain: say why and wait
             log.error("on_drift stage '%s' failed: %s", name, err)
             return None

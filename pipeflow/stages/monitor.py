@@ -10,6 +10,7 @@ a scheduled monitoring spec shows up red.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -82,7 +83,12 @@ class MonitorStage(Stage):
             window_s=parse_duration(config.window),
             all_versions=config.all_versions,
             rules=config.alerts,
-            sinks=config.sinks,
+            sinks=[
+                s.model_copy(update={"path": str(ctx.base_dir / s.path)})
+                if s.type == "file" and s.path and not Path(s.path).is_absolute()
+                else s
+                for s in config.sinks
+            ],
         )
         if config.fail_on_drift and report["drifted"]:
             raise ValueError(

@@ -100,14 +100,16 @@ def main() -> int:
                 break
             except Exception:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the server did not start: {(workdir / '.pipeflow' / 'loop-server.log').read_text()}") from None
+                    raise SystemExit(
+                        f"the server did not start: {(workdir / '.pipeflow' / 'loop-server.log').read_text()}"
+                    ) from None
                 time.sleep(0.2)
         for month in range(1, args.months + 1):
             drift = min(1.0, 0.3 * month)
             version = serving_version(url)
             started = time.time()
             n, accuracy = replay(url, month, drift, args.claims)
-            window = f"{time.time() - started + 5:.0f}s"
+            window = f"{time.time() - started + 1:.0f}s"  # this month's traffic only
             watched = pipeflow(
                 workdir, "watch", "pipeline.yaml", "--once",
                 "--set", f"params.month={month}", "--set", f"params.drift={drift}",
@@ -122,7 +124,10 @@ def main() -> int:
                 {"month": month, "drift": drift, "claims": n, "served_by": version,
                  "live_accuracy": round(accuracy, 4), "retrained": fired, "now_serving": after}
             )  # fmt: skip
-            cause = next((line for line in watched.stdout.splitlines() if "triggered" in line), "no trigger fired")
+            cause = next(
+                (line for line in watched.stdout.splitlines() if "triggered" in line),
+                "no trigger fired",
+            )
             print(
                 f"month {month}: drift {drift:.1f}, {n} claims, live accuracy {accuracy:.3f} on v{version}; "
                 f"{cause.strip()}; serving v{after}",
@@ -135,7 +140,12 @@ def main() -> int:
     summary = workdir / ".pipeflow" / "loop-summary.json"
     summary.write_text(json.dumps(rows, indent=2))
     print(f"summary: {summary}")
-    return 0 if os.environ.get("PIPEFLOW_LOOP_STRICT") is None or all(r["live_accuracy"] > 0 for r in rows) else 1
+    return (
+        0
+        if os.environ.get("PIPEFLOW_LOOP_STRICT") is None
+        or all(r["live_accuracy"] > 0 for r in rows)
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -85,3 +85,32 @@ def test_watch_refuses_a_spec_without_triggers(tmp_path: Path) -> None:
     )
     out = _watch(tmp_path)
     assert out.returncode == 2 and "declares no triggers" in out.stderr
+
+
+def test_cron_day_fields_match_either_when_both_are_restricted() -> None:
+    first_or_monday = parse_cron("0 9 1 * 1")
+    assert cron_matches(first_or_monday, at("2026-12-01 09:00"))  # the 1st, a Tuesday
+    assert cron_matches(first_or_monday, at("2026-11-30 09:00"))  # a Monday
+    assert not cron_matches(first_or_monday, at("2026-12-02 09:00"))
+    weekdays = parse_cron("0 9 * * 1-5")  # day-of-month unrestricted: weekday alone decides
+    assert not cron_matches(weekdays, at("2026-11-28 09:00"))
+
+
+def test_check_names_bad_trigger_stages(tmp_path: Path) -> None:
+    (tmp_path / "data.csv").write_text("x\n1\n")
+    (tmp_path / "pipeline.yaml").write_text(
+        "pipeline: watched\n"
+        "triggers: {on_data_change: [rawx], on_drift: raw}\n"
+        "stages:\n"
+        "  raw: {type: ingest, with: {path: data.csv}}\n"
+    )
+    out = subprocess.run(
+        [PIPEFLOW, "check", "pipeline.yaml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert out.returncode == 2
+    assert "names no stage 'rawx'" in out.stderr and "pipeline.yaml:2" in out.stderr
+    assert "stage 'raw' (ingest) does not monitor" in out.stderr
