@@ -201,6 +201,15 @@ class ArtifactStore:
                 return False
             self._write_atomic(path, data)
             return True
+        try:
+            return self._create_exclusive_local(path, data)
+        except FileNotFoundError:
+            # a folder we created earlier in this process was removed (the store was deleted
+            # between two runs in one notebook): forget what we knew and try once more
+            self._dirs.clear()
+            return self._create_exclusive_local(path, data)
+
+    def _create_exclusive_local(self, path: str, data: bytes) -> bool:
         folder = os.path.dirname(path)
         self._ensure_dir(folder)
         self._ensure_dir(self._join("tmp"))
@@ -213,6 +222,8 @@ class ArtifactStore:
             except FileExistsError:
                 return False
             return True
+        except FileNotFoundError:
+            raise
         except OSError as err:
             raise StoreError(f"cannot write {path}: {err.strerror or err}") from None
         finally:

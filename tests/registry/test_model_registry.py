@@ -260,3 +260,13 @@ def test_concurrent_promotions_leave_a_straight_history(tmp_path: Path) -> None:
         assert after["from_version"] == before["to_version"]  # a straight chain
     assert sorted(e["to_version"] for e in history) == [1, 2, 3, 4]
     assert reg.holder("m", "production") == history[-1]["to_version"]
+
+
+def test_exclusive_create_survives_the_store_being_deleted_in_between(tmp_path: Path) -> None:
+    import shutil
+
+    store = ArtifactStore(str(tmp_path / "store"))
+    assert store.create_exclusive("registry/m/versions/1.json", b"{}")
+    shutil.rmtree(tmp_path / "store")  # a notebook user deletes the store between two runs
+    assert store.create_exclusive("registry/m/versions/1.json", b"{}")
+    assert not store.create_exclusive("registry/m/versions/1.json", b"{}")
