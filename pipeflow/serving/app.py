@@ -232,16 +232,22 @@ class Batcher:
                 if proba is not None and q is not None:
                     proba += q
         now = time.time()
+        ids = server.new_ids(len(predicted))
+        labels = [str(c) for c in handle.classes]
+        name, version, role = handle.name, handle.version, handle.role
         results, records, k = [], [], 0
         for item in items:
             out = []
+            # the request's latency up to its audit record (the same for all its rows)
+            latency = round((time.perf_counter() - item.started) * 1000, 3)
             for row, flags in zip(item.rows, item.flags, strict=True):
-                pid = server.new_id()
-                result: dict[str, Any] = {"id": pid, "prediction": predicted[k]}
-                if proba is not None:
-                    result["probabilities"] = dict(
-                        zip(map(str, handle.classes), proba[k], strict=True)
-                    )
+                pid, value = ids[k], predicted[k]
+                probabilities = (
+                    dict(zip(labels, proba[k], strict=True)) if proba is not None else None
+                )
+                result: dict[str, Any] = {"id": pid, "prediction": value}
+                if probabilities is not None:
+                    result["probabilities"] = probabilities
                 if flags:
                     result["flags"] = flags
                 out.append(result)
@@ -249,15 +255,15 @@ class Batcher:
                     {
                         "id": pid,
                         "time": now,
-                        "model": handle.name,
-                        "version": handle.version,
-                        "role": handle.role,
+                        "model": name,
+                        "version": version,
+                        "role": role,
                         "route": item.route,
                         "inputs": row,
-                        "output": predicted[k],
-                        "probabilities": result.get("probabilities"),
+                        "output": value,
+                        "probabilities": probabilities,
                         "flags": flags,
-                        "latency_ms": round((time.perf_counter() - item.started) * 1000, 3),
+                        "latency_ms": latency,
                         "caller": item.caller,
                     }
                 )
@@ -336,9 +342,15 @@ class Server:
         return handle
 
     def new_id(self) -> str:
+        return self.new_ids(1)[0]
+
+    def new_ids(self, n: int) -> list[str]:
+        """``n`` prediction ids, unique in this process (one lock for a whole batch)."""
         with self._id_lock:
-            self._counter += 1
-            return f"{self._prefix}-{self._counter:x}"
+            first = self._counter + 1
+            self._counter += n
+        prefix = self._prefix
+        return [f"{prefix}-{i:x}" for i in range(first, first + n)]
 
     def remember(self, records: list[dict[str, Any]]) -> None:
         """Recent prediction ids -> (model, version, output), for live accuracy from feedback."""
@@ -1057,7 +1069,7 @@ def create_app(config: ServeConfig) -> Any:
                     )
                 else:
                     try:  # it goes to the audit log as it came; orjson nests 254 levels at most
-                        dumps(item["outcome"])
+                        dumps({"outcome": item["outcome"]})  # nested as in the record
                     except TypeError as err:
                         problems.append(
                             {

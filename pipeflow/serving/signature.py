@@ -1,10 +1,13 @@
 """Checking request rows against a model version's signature, and flagging unusual inputs.
 
 A *signature* (recorded by ``train``) lists the features with their dtype and role. A request row
-must hold every feature, no other field, and values of the expected JSON type: numbers (finite;
-``NaN``/``Infinity`` are refused) for numeric features, strings for text and categories, booleans
-for boolean features; ``null`` is accepted for any feature (the model's preprocessing imputes it).
-Each problem names the row, the field, what was expected and what came.
+must hold every feature, no other field, and values of the expected JSON type: numbers for numeric
+features, strings for text and categories, booleans for boolean features; ``null`` is accepted for
+any feature (the model's preprocessing imputes it). Numbers must be finite and within the float32
+range (|x| <= 3.4e38): ``NaN``/``Infinity`` are refused, and so is ``1e308``, which float32 models
+(XGBoost) read as infinity and which overflows float64 preprocessing (a scaler dividing by a
+spread below 1), so the model would raise on a request that passed validation, a 500. Each problem
+names the row, the field, what was expected and what came.
 
 Inputs that pass but fall outside what the model saw in training are *flagged* per row, from the
 version's reference profile (:mod:`pipeflow.governance.profile`): a number beyond the training range
@@ -68,15 +71,23 @@ class Signature:
             features.append(feature)
         return cls(features, [str(c) for c in signature.get("classes") or []])
 
-    def _clean(self, rows: list[Any]) -> bool:
+    def _fast(self, rows: list[Any]) -> list[list[str]] | None:
         """The fast path: every row a dict with exactly the features, every column of the right
-        JSON types, finite and within what training saw. Column by column with C-level ``map``
-        and ``set`` instead of a Python loop per value; anything else goes the slow way, which
-        names each problem and flag."""
+        JSON types and finite. Column by column with C-level ``map``, ``set``, ``min`` and ``max``
+        instead of a Python loop per value; only a column holding unusual values is walked, to
+        flag its rows. None means "not clean": the slow path then names each problem."""
         names = self._name_set
         if not all(type(r) is dict and r.keys() == names for r in rows):
-            return False
-        return all(_clean_column(f, [r[f.name] for r in rows]) for f in self.features)
+            return None
+        flags: list[list[str]] = [[] for _ in rows]
+        for f in self.features:
+            column = [r[f.name] for r in rows]
+            unusual = _column_flags(f, column)
+            if unusual is None:
+                return None
+            for i, text in unusual:
+                flags[i].append(text)
+        return flags
 
     @property
     def _name_set(self) -> set[str]:
@@ -102,8 +113,9 @@ class Signature:
         self, rows: list[Any], *, reject_unusual: bool = False
     ) -> tuple[list[dict[str, Any]], list[list[str]]]:
         """(problems, flags per row). No problems means every row can be given to the model."""
-        if self._clean(rows):
-            return [], [[] for _ in rows]
+        fast = self._fast(rows)
+        if fast is not None and not (reject_unusual and any(fast)):
+            return [], fast
         problems: list[dict[str, Any]] = []
         flags: list[list[str]] = []
         names = set(self.names)
@@ -134,8 +146,13 @@ class Signature:
                     if isinstance(value, bool) or not isinstance(value, int | float):
                         problems.append(_problem(i, f.name, "a number", _kind(value)))
                         continue
-                    if not math.isfinite(value):
-                        problems.append(_problem(i, f.name, "a finite number", str(value)))
+                    if not _finite(value):
+                        problems.append(_problem(i, f.name, "a finite number", _short(value)))
+                        continue
+                    if not -_FLOAT32_MAX <= value <= _FLOAT32_MAX:
+                        problems.append(
+                            _problem(i, f.name, "a number within +-3.4e38", _short(value))
+                        )
                         continue
                     if f.low is not None and not (f.low <= value <= f.high):  # type: ignore[operator]
                         row_flags.append(f"{f.name}: {value:g} is outside the training range")
@@ -167,33 +184,83 @@ class Signature:
         return problems, flags
 
 
-def _clean_column(f: Feature, column: list[Any]) -> bool:
+def _column_flags(f: Feature, column: list[Any]) -> list[tuple[int, str]] | None:
+    """Flags of one clean column as (row, text), the same texts as the slow path; None if the
+    column holds a value the slow path must refuse."""
     types = set(map(type, column))
     if f.expect == _NUMBER:
         if not types <= _NUMBER_TYPES:
-            return False
+            return None
         numbers = [v for v in column if v is not None] if _NONE in types else column
-        if float in types and not all(map(math.isfinite, numbers)):
-            return False
-        within = f.low is None or not numbers or f.low <= min(numbers) <= max(numbers) <= f.high  # type: ignore[operator]
-        return within
+        try:
+            if float in types and not all(map(math.isfinite, numbers)):
+                return None
+        except OverflowError:  # an integer beyond float range: the slow path names it
+            return None
+        if not numbers:
+            return []
+        low, high = min(numbers), max(numbers)
+        if not -_FLOAT32_MAX <= low <= high <= _FLOAT32_MAX:
+            return None  # the slow path names it
+        if f.low is None or f.low <= low <= high <= f.high:  # type: ignore[operator]
+            return []
+        return [
+            (i, f"{f.name}: {v:g} is outside the training range")
+            for i, v in enumerate(column)
+            if v is not None and not f.low <= v <= f.high  # type: ignore[operator]
+        ]
     if f.expect == _BOOL:
-        return types <= _BOOL_TYPES
+        return [] if types <= _BOOL_TYPES else None
     if not types <= _STRING_TYPES:
-        return False
+        return None
     strings = [v for v in column if v is not None] if _NONE in types else column
     if f.categories is not None:
-        return set(strings) <= f.categories
+        if set(strings) <= f.categories:
+            return []
+        return [
+            (i, f"{f.name}: category {v[:40]!r} was not seen in training")
+            for i, v in enumerate(column)
+            if v is not None and v not in f.categories
+        ]
     if f.role == "text":
         limit = f.max_length
-        return all(v.strip() and (limit is None or len(v) <= limit) for v in strings)
-    return True
+        if all(v.strip() and (limit is None or len(v) <= limit) for v in strings):
+            return []
+        out = []
+        for i, v in enumerate(column):
+            if v is None:
+                continue
+            if not v.strip():
+                out.append((i, f"{f.name}: empty text"))
+            elif limit is not None and len(v) > limit:
+                out.append(
+                    (i, f"{f.name}: text of {len(v)} characters is longer than any in training")
+                )
+        return out
+    return []
 
 
 _NONE = type(None)
 _NUMBER_TYPES = frozenset({int, float, _NONE})
 _BOOL_TYPES = frozenset({bool, _NONE})
 _STRING_TYPES = frozenset({str, _NONE})
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _finite(value: int | float) -> bool:
+    """A number a float can hold: not NaN or infinite, and no integer beyond float range
+    (``math.isfinite(10**400)`` raises OverflowError instead of answering)."""
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _short(value: Any) -> str:
+    text = (
+        str(value) if not isinstance(value, int) or value.bit_length() < 1000 else "a huge integer"
+    )
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _numeric(dtype: str) -> bool:
