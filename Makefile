@@ -29,6 +29,7 @@ test: install-test
 	$(BIN)/ruff check pipeflow plugins tests benchmarks
 	$(BIN)/ruff format --check pipeflow plugins tests benchmarks
 	$(BIN)/lint-imports
+	$(BIN)/bandit -q -c pyproject.toml -r pipeflow plugins -ll
 
 ## Everyday loop: skip the slow and cluster tests.
 test-fast: install-test

@@ -43,7 +43,7 @@ ROOT = "registry"
 
 def check_name(what: str, name: str) -> str:
     """Model and alias names become path components: letters, digits, ``_ . -`` only."""
-    if not isinstance(name, str) or not _NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
         raise InvalidName(
             f"invalid {what} {name!r}: expected 1-100 letters, digits, '_', '.' or '-', "
             "starting with a letter or digit"
@@ -90,7 +90,7 @@ class Registry:
 
     # -- reading ---------------------------------------------------------------------------
     def models(self) -> list[str]:
-        return [n for n in self.store.list_names(ROOT) if _NAME.match(n)]
+        return [n for n in self.store.list_names(ROOT) if _NAME.fullmatch(n)]
 
     def _numbered(self, folder: str) -> list[int]:
         return sorted(

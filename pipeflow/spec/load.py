@@ -70,9 +70,13 @@ def load(path: str | os.PathLike[str], overrides: Overrides = ()) -> LoadedSpec:
         raise SpecError(f"spec file not found: {p}", Location(str(p))) from None
     except IsADirectoryError:
         raise SpecError(f"expected a YAML file, got a directory: {p}", Location(str(p))) from None
-    except UnicodeDecodeError as err:
+    except UnicodeDecodeError as err:  # name the line, as for every other spec problem
+        raw = err.object
+        line = raw.count(b"\n", 0, err.start) + 1
+        column = err.start - (raw.rfind(b"\n", 0, err.start) + 1) + 1
         raise SpecError(
-            f"spec is not UTF-8 text ({err.reason} at byte {err.start})", Location(str(p))
+            f"spec is not UTF-8 text ({err.reason} at byte {err.start})",
+            Location(str(p), line, column),
         ) from None
     except OSError as err:
         raise SpecError(f"cannot read spec: {err.strerror}", Location(str(p))) from None

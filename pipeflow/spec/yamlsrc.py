@@ -9,7 +9,12 @@ and turns keys such as ``on`` or ``yes`` into booleans. Here the document is *co
 - only the YAML core schema is accepted (``!!python/object`` and any other custom tag is an error,
   never code execution);
 - anchors, aliases and ``<<`` merge keys work, but an alias bomb (exponential expansion) or a
-  recursive alias is refused, and so is nesting deeper than ``MAX_DEPTH``.
+  recursive alias is refused, and so is nesting deeper than ``MAX_DEPTH``. Merges are resolved
+  here, one entry per key (not by PyYAML's ``flatten_mapping``, which before 6.0.4 kept every
+  duplicate and so let a merge chain grow exponentially in memory before anything was counted);
+- values YAML cannot construct (``!!int abc``, a 5000-digit integer, ``2024-13-45``), ``!!binary``
+  (bytes are not a plain value) and text that cannot be encoded (lone surrogates, control
+  characters) are :class:`SpecError` with a line, like every other problem.
 
 The result is :class:`Source`: the data plus ``where(path)``, which maps a path such as
 ``("stages", "model", "with", "max_depth")`` to a :class:`~pipeflow.errors.Location`.
@@ -92,6 +97,8 @@ class _Walker:
         self.loader = loader
         self.source = Source(file, None)
         self.count = 0
+        self._merge_memo: dict[int, list[tuple[Any, Any]]] = {}
+        self._merging: set[int] = set()
 
     def walk(self, node: yaml.Node, path: Path, depth: int, active: frozenset[int]) -> Any:
         self.count += 1
@@ -131,8 +138,21 @@ class _Walker:
     def _scalar(self, node: yaml.Node) -> Any:
         if node.tag == _STR:  # most values: no constructor needed
             return node.value
+        if node.tag == _BINARY:  # bytes: not a plain value (the spec digest is JSON)
+            raise SpecError(
+                f"YAML tag '{node.tag}' is not allowed: specs use plain YAML values only",
+                _loc(self.file, node.start_mark),
+            )
+        if node.tag == _INT and len(node.value) > _MAX_INT_TEXT:
+            # `0x` + 100k digits or a long `1:2:3...` (sexagesimal) would be built first, at a
+            # cost quadratic in its length, and then be a number no one can print
+            raise SpecError(
+                f"invalid YAML value {_short(node.value)}: an integer of {len(node.value):,} "
+                f"characters (the limit is {_MAX_INT_TEXT:,})",
+                _loc(self.file, node.start_mark),
+            )
         try:
-            return self.loader.construct_object(node, deep=True)
+            value = self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as err:
             tag = getattr(node, "tag", "?")
             raise SpecError(
@@ -141,6 +161,22 @@ class _Walker:
                 else f"invalid YAML value: {err.problem}",
                 _loc(self.file, node.start_mark),
             ) from None
+        except (ValueError, OverflowError, LookupError, AttributeError, TypeError) as err:
+            # what PyYAML's safe constructors raise for a value that does not fit its tag:
+            # `!!int abc` and `2024-13-45` (ValueError), `!!bool maybe` (KeyError),
+            # `!!timestamp abc` (AttributeError)
+            why = f": {err}" if isinstance(err, ValueError | OverflowError) else ""
+            raise SpecError(
+                f"invalid YAML value {_short(node.value)} for tag '{node.tag}'{why}",
+                _loc(self.file, node.start_mark),
+            ) from None
+        if type(value) is int and value.bit_length() > _MAX_INT_BITS:
+            raise SpecError(
+                f"invalid YAML value {_short(node.value)}: an integer too large to print "
+                f"(more than {_MAX_INT_BITS:,} bits)",
+                _loc(self.file, node.start_mark),
+            )
+        return value
 
     def _mapping(
         self, node: yaml.MappingNode, path: Path, depth: int, active: frozenset[int]
@@ -170,17 +206,11 @@ class _Walker:
                     )
                 )
             seen[key] = key_node
-        if merges:
-            try:
-                self.loader.flatten_mapping(node)  # resolves `<<` merges; merged keys come first
-            except yaml.constructor.ConstructorError as err:
-                raise SpecError(
-                    f"invalid merge key: {err.problem}", _loc(self.file, node.start_mark)
-                ) from None
+        pairs = self._merged(node, depth) if merges else node.value
         result: dict[str, Any] = {}
         keys, values = self.source.keys, self.source.values
         depth += 1
-        for key_node, value_node in node.value:
+        for key_node, value_node in pairs:
             key = key_node.value
             if not isinstance(key, str):
                 raise SpecError(
@@ -193,17 +223,124 @@ class _Walker:
             result[key] = self.walk(value_node, child, depth, active)
         return result
 
+    def _merged(self, node: yaml.MappingNode, depth: int) -> list[tuple[Any, Any]]:
+        """The key/value pairs of ``node`` with its ``<<`` merges resolved, one pair per key.
+
+        YAML merge semantics: the mapping's own keys win over merged ones, and of several merged
+        mappings the first listed wins (as PyYAML did until 6.0.4, whose deduplication lets a
+        later mapping win when equal keys are distinct strings). Key order as a dict built from
+        PyYAML's flattened list: merged keys first, in the order their mappings are listed. Each mapping is resolved once (aliases
+        share the result), so the work and the result are bounded by the keys the document
+        spells out, however the merges are chained.
+        """
+        done = self._merge_memo.get(id(node))
+        if done is not None:
+            return done
+        if id(node) in self._merging:
+            raise SpecError(
+                "recursive merge: a mapping merges itself", _loc(self.file, node.start_mark)
+            )
+        if depth > MAX_DEPTH:
+            raise SpecError(
+                f"merges nested deeper than {MAX_DEPTH} levels are not supported",
+                _loc(self.file, node.start_mark),
+            )
+        self._merging.add(id(node))
+        try:
+            merged: dict[str, tuple[Any, Any]] = {}
+            own: list[tuple[Any, Any]] = []
+            for key_node, value_node in node.value:
+                if type(key_node) is not yaml.ScalarNode:
+                    raise SpecError(
+                        "mapping keys must be plain strings", _loc(self.file, key_node.start_mark)
+                    )
+                if key_node.tag != _MERGE:
+                    own.append((key_node, value_node))
+                    continue
+                if type(value_node) is yaml.MappingNode:
+                    sources = [value_node]
+                elif type(value_node) is yaml.SequenceNode:
+                    sources = value_node.value
+                else:
+                    sources = [value_node]
+                for sub in sources:
+                    if type(sub) is not yaml.MappingNode:
+                        raise SpecError(
+                            "invalid merge key: expected a mapping or a list of mappings to "
+                            f"merge, got a {sub.id}",
+                            _loc(self.file, sub.start_mark),
+                        )
+                    self._check_tag(sub, "tag:yaml.org,2002:map")
+                    for pair in self._merged(sub, depth + 1):
+                        merged.setdefault(pair[0].value, pair)
+            for pair in own:
+                merged[pair[0].value] = pair  # keeps the merged key's place, as a dict would
+            result = list(merged.values())
+        finally:
+            self._merging.discard(id(node))
+        self._merge_memo[id(node)] = result
+        return result
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
+
+
+def _encoding_error(file: str, text: str, err: UnicodeError) -> SpecError:
+    """A located error for text that cannot be UTF-8 encoded (a lone surrogate)."""
+    start = getattr(err, "start", 0)
+    return SpecError(
+        f"invalid text: character {text[start]!r} cannot be encoded as UTF-8 (a lone surrogate)"
+        if start < len(text)
+        else f"invalid text: {err}",
+        _text_location(file, text[:start]),
+    )
+
+
+def _reader_location(file: str, text: str, position: int) -> Location:
+    """Where a libyaml reader error is: its position counts UTF-8 bytes (the pure-Python
+    reader counts characters; either way the prefix is what lies before it)."""
+    if _Parser is not yaml.SafeLoader:
+        prefix = text.encode("utf-8", "surrogatepass")[:position].decode("utf-8", "ignore")
+    else:  # pragma: no cover - pyyaml built without libyaml
+        prefix = text[:position]
+    return _text_location(file, prefix)
+
+
+def _text_location(file: str, prefix: str) -> Location:
+    line = prefix.count("\n") + 1
+    return Location(file, line, len(prefix) - (prefix.rfind("\n") + 1) + 1)
+
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
+_BINARY = "tag:yaml.org,2002:binary"
+_INT = "tag:yaml.org,2002:int"
+#: Python refuses to print integers of more than 4300 digits (``sys.get_int_max_str_digits``)
+_MAX_INT_TEXT = 4300
+_MAX_INT_BITS = 14_000  # 4214 decimal digits
 
 
 def parse(text: str, file: str) -> Source:
     """Parse one YAML document into a :class:`Source`; any problem is a :class:`SpecError`."""
-    loader = _BaseLoader(text)
+    try:
+        loader = _BaseLoader(text)
+    except UnicodeEncodeError as err:  # libyaml reads UTF-8: a lone surrogate cannot be encoded
+        raise _encoding_error(file, text, err) from None
     try:
         try:
             node = loader.get_single_node()
+        except UnicodeEncodeError as err:
+            raise _encoding_error(file, text, err) from None
+        except yaml.reader.ReaderError as err:  # a control character: no mark, a position
+            what = (
+                f"character #x{err.character:04x} is not allowed in YAML"
+                if isinstance(err.character, int)
+                else str(err.reason)
+            )
+            raise SpecError(
+                f"invalid YAML: {what}", _reader_location(file, text, err.position)
+            ) from None
         except yaml.MarkedYAMLError as err:
             mark = err.problem_mark or err.context_mark
             what = err.problem or "invalid YAML"
