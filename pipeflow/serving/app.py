@@ -208,10 +208,27 @@ class Batcher:
                 rows += len(items[-1].rows)
             try:
                 results = await loop.run_in_executor(self.pool, self._score, items)
-            except Exception as err:  # the model failed: every request of the batch fails
+            except AuditUnavailable as err:  # nothing can be answered
                 for item in items:
                     if not item.future.done():
                         item.future.set_exception(err)
+                continue
+            except Exception as err:
+                if len(items) == 1:
+                    if not items[0].future.done():
+                        items[0].future.set_exception(err)
+                    continue
+                # the model failed on the batch: score each request alone, so one request the
+                # model cannot handle does not fail the others that happened to share its batch
+                for item in items:
+                    try:
+                        (result,) = await loop.run_in_executor(self.pool, self._score, [item])
+                    except Exception as alone:
+                        if not item.future.done():
+                            item.future.set_exception(alone)
+                    else:
+                        if not item.future.done():
+                            item.future.set_result(result)
                 continue
             for item, result in zip(items, results, strict=True):
                 if not item.future.done():

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pandas as pd
 from conftest import pf, rows
 
 from pipeflow.serving import audit
@@ -380,3 +381,47 @@ def test_start_up_refuses_an_unwritable_audit_log_and_a_busy_port(tumours, tmp_p
             str(tumours / ".pipeflow"),
         )
     assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
+
+
+def _register_fragile_model(store: Path, tumours: Path) -> int:
+    """A model that fails on negative inputs (sqrt then a NaN-refusing estimator), and only there."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from pipeflow.registry import Registry
+    from pipeflow.store.artifacts import ArtifactStore
+
+    frame = pd.read_csv(tumours / "data.csv")
+    y = frame.pop("diagnosis")
+    X = frame.drop(columns=["size_band"])
+    model = make_pipeline(FunctionTransformer(np.sqrt), LogisticRegression(max_iter=5000)).fit(X, y)
+    st = ArtifactStore(str(store))
+    registry = Registry(st)
+    signature = {
+        "features": [{"name": c, "dtype": "float64", "role": "numeric"} for c in X.columns]
+    }
+    record = registry.register("tumours", st.save(model, "model"), signature=signature, metrics={})
+    return int(record["version"])
+
+
+def test_a_request_the_model_fails_on_does_not_fail_its_batch_neighbours(
+    serve, tumours, own_store: Path
+) -> None:
+    import asyncio
+
+    version = _register_fragile_model(own_store, tumours)
+    s = serve(f"tumours@{version}", store=own_store)
+    good = {k: v for k, v in rows(tumours, 1)[0].items() if k != "size_band"}
+    bad = {**good, "mean_radius": -5.0}
+
+    async def burst() -> list[tuple[bool, int]]:
+        async with httpx.AsyncClient(base_url=s.url, timeout=30) as c:
+            payloads = [bad if i % 10 == 0 else good for i in range(200)]
+            answers = await asyncio.gather(*(c.post(PREDICT, json=p) for p in payloads))
+            return [(p is bad, r.status_code) for p, r in zip(payloads, answers, strict=True)]
+
+    outcomes = asyncio.run(burst())
+    assert {code for is_bad, code in outcomes if is_bad} == {500}
+    assert {code for is_bad, code in outcomes if not is_bad} == {200}
