@@ -132,6 +132,27 @@ def _parser() -> argparse.ArgumentParser:
 
     add_watch(sub)
 
+    st = sub.add_parser("store", help="inspect the artifact store and its metadata")
+    st_sub = st.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    c = st_sub.add_parser(
+        "check",
+        help="verify a store: every object hashes to its name, every record and manifest names "
+        "objects present, nothing half-written is reachable, the database is intact",
+        description="Verify a store and its metadata database; print each problem (exit 1 if any).",
+    )
+    c.add_argument("--spec", metavar="SPEC", help="check the store and database of this spec")
+    c.add_argument(
+        "--store", metavar="URL", help="store root (default: $PIPEFLOW_STORE or .pipeflow)"
+    )
+    c.add_argument(
+        "--db",
+        metavar="PATH",
+        help="metadata database (default: $PIPEFLOW_DB, or pipeflow.db in a local store)",
+    )
+    c.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
+
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
     for name, help_ in (
@@ -200,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         "schema": cmd_schema,
         "runs": cmd_runs,
         "data": cmd_data,
+        "store": cmd_store,
         "models": _registry_cmd("cmd_models"),
         "lineage": _registry_cmd("cmd_lineage"),
         "predict": _lazy("pipeflow.cli_predict", "cmd_predict"),
@@ -468,6 +490,48 @@ def cmd_data(args: argparse.Namespace) -> int:
         return EXIT_OK
     finally:
         db.close()
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    """``pipeflow store check``: one line per problem on stdout, exit 1 if there is any."""
+    from pipeflow.errors import UsageError
+    from pipeflow.store.check import scan_store
+    from pipeflow.store.metadata import MetadataDB
+
+    if args.spec:
+        if args.store or args.db:
+            raise UsageError("give --spec SPEC, or --store URL (and --db PATH), not both")
+        from pipeflow.session import open_store
+        from pipeflow.spec.load import load
+
+        store, db = open_store(load(args.spec))
+    else:
+        from pipeflow.store.artifacts import ArtifactStore
+
+        url = args.store or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
+        if "://" not in url and not os.path.isdir(url):
+            raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
+        path = args.db or os.environ.get("PIPEFLOW_DB")
+        if path is None and "://" not in url:
+            path = os.path.join(url, "pipeflow.db")
+        if not path or not os.path.exists(path):
+            raise UsageError(f"no metadata database at {path}: pass --db PATH")
+        store, db = ArtifactStore(url), MetadataDB(path)
+    try:
+        report = scan_store(store, db)
+    finally:
+        db.close()
+    for problem in report.problems:
+        print(problem)
+    counted = (
+        f"{report.objects} objects, {report.manifests} manifests, {report.artifacts} artifact "
+        f"records, {report.registry_files} registry files"
+    )
+    if report.problems:
+        print(f"store {report.url}: {len(report.problems)} problem(s) ({counted})", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ok: store {report.url}: {counted}, database {db.path} intact")
+    return EXIT_OK
 
 
 def _run_store(args: argparse.Namespace, run: Any) -> Any:

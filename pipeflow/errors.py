@@ -8,6 +8,7 @@
     ├── UsageError                exit 2: bad command-line arguments or API arguments
     ├── StageError                exit 1: a stage failed while running (names the stage)
     ├── RunFailed                 exit 1: a run finished with failed stages
+    ├── RunLocked                 exit 1: the same resolved spec is already running on this store
     ├── StoreError                exit 1: artifact store or metadata database problem (names the path)
     │   └── RegistryError         exit 1: model registry (unknown model/version/alias, refused model)
     │       └── InvalidName       exit 2: a model or alias name that is not allowed (bad input)
@@ -107,6 +108,16 @@ class RunFailed(PipeflowError):
 
     def __init__(self, report: object, message: str):
         self.report = report
+        super().__init__(message)
+
+
+class RunLocked(PipeflowError):
+    """Another live process runs the same resolved spec on the same store; ``holder`` is what
+    its lock file says (pid, host, started, run_id). Exit 1, like a failed run: nothing is wrong
+    with the input, and the same command succeeds once the other run ends."""
+
+    def __init__(self, message: str, holder: dict[str, object] | None = None):
+        self.holder = dict(holder or {})
         super().__init__(message)
 
 

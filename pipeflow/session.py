@@ -5,18 +5,34 @@ This is the only module that knows every layer; the CLI and the Python API both 
 before execution starts and every other stage as its result arrives, so ``pipeflow runs show`` of
 a run in progress is current, and a run killed mid-way leaves exactly the finished stages
 recorded (their manifests in the store make the next run reuse them).
+
+Run lock: while a run executes it holds ``locks/<pipeline>-<digest12>.lock`` in the store (the
+digest is the resolved spec's, so the same file with different ``--set`` overrides runs
+concurrently, but the same resolved spec twice does not: two runs would compute and record the
+same stages at once). The lock is created exclusively (:meth:`ArtifactStore.create_exclusive`),
+holds ``{pid, host, started, run_id}`` and is removed when the run ends. A second run fails at
+once with :class:`~pipeflow.errors.RunLocked` naming the holder. A lock whose process is gone
+(same host, pid no longer running, or reused by a process started later) is stale and reclaimed
+automatically; a lock held on another host is never guessed about (the message says which file
+to remove). On local and network file systems the create is atomic; on object stores (s3://...)
+it is check-then-write, so there the lock is advisory: it stops the common mistake, not a race.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import difflib
 import gc
+import json
 import os
+import posixpath
 import secrets
+import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +41,7 @@ from pipeflow.core.compiler import Pipeline, compile_pipeline
 from pipeflow.core.planner import Plan, StagePlan, make_plan
 from pipeflow.core.registry import StageRegistry
 from pipeflow.core.states import RunState, StageState
-from pipeflow.errors import UsageError
+from pipeflow.errors import RunLocked, StoreError, UsageError
 from pipeflow.execute.dask_executor import DaskExecutor, Executor
 from pipeflow.execute.task import StageResult, StageTask
 from pipeflow.spec.load import LoadedSpec, load
@@ -110,7 +126,10 @@ def open_store(loaded: LoadedSpec) -> tuple[ArtifactStore, MetadataDB]:
     if "://" not in root and not os.path.isabs(root):
         root = str(base / root)
     db_url = spec.metadata or str(base / ".pipeflow" / "pipeflow.db")
-    store = StoreRef(root, tuple(sorted(spec.storage_options.items()))).open()
+    try:
+        store = StoreRef(root, tuple(sorted(spec.storage_options.items()))).open()
+    except OSError as err:  # a backend that connects on open (ftp://, sftp://) and cannot
+        raise StoreError(f"cannot reach store {root!r}: {err.strerror or err}") from None
     return store, MetadataDB(sqlite_path(db_url, base))
 
 
@@ -165,9 +184,22 @@ def run(
         pipeline = compile_pipeline(loaded, registry)
     store, db = open_store(loaded)
     try:
-        return _run(
-            pipeline, store, db, executor, address, only, from_, force, on_event, on_plan, t0
-        )
+        run_id = new_run_id()
+        with run_lock(store, pipeline.name, loaded.digest, run_id, spec=str(loaded.path)):
+            return _run(
+                pipeline,
+                store,
+                db,
+                run_id,
+                executor,
+                address,
+                only,
+                from_,
+                force,
+                on_event,
+                on_plan,
+                t0,
+            )
     finally:
         db.close()
 
@@ -176,6 +208,7 @@ def _run(
     pipeline: Pipeline,
     store: ArtifactStore,
     db: MetadataDB,
+    run_id: str,
     executor: str | Executor | None,
     address: str | None,
     only: list[str] | None,
@@ -225,7 +258,6 @@ def _run(
     if on_plan is not None:
         on_plan(plan)
 
-    run_id = new_run_id()
     outcomes = {
         name: StageOutcome(
             name,
@@ -312,6 +344,164 @@ def _run(
     return RunReport(
         run_id, pipeline.name, state, outcomes, store, db.path, time.perf_counter() - t0
     )
+
+
+# -- run lock (see the module docstring) ---------------------------------------------------------
+
+
+def lock_name(pipeline: str, digest: str) -> str:
+    """The lock of one resolved spec, relative to the store root."""
+    return f"locks/{pipeline}-{digest[:12]}.lock"
+
+
+@contextlib.contextmanager
+def run_lock(
+    store: ArtifactStore, pipeline: str, digest: str, run_id: str, *, spec: str = ""
+) -> Iterator[dict[str, Any]]:
+    """Hold the run lock of ``pipeline`` at spec ``digest`` for the duration of the block.
+
+    Raises :class:`~pipeflow.errors.RunLocked` at once if a live process holds it; reclaims it
+    if the holder is gone."""
+    rel = lock_name(pipeline, digest)
+    pid = os.getpid()
+    info = {
+        "pipeline": pipeline,
+        "digest": digest,
+        "run_id": run_id,
+        "spec": spec,
+        "pid": pid,
+        "pid_start": _process_start(pid),
+        "host": socket.gethostname(),
+        "started": time.time(),
+    }
+    _acquire(store, rel, json.dumps(info, sort_keys=True).encode(), pipeline)
+    try:
+        yield info
+    finally:
+        _release(store, rel, run_id)
+
+
+def _acquire(store: ArtifactStore, rel: str, data: bytes, pipeline: str) -> None:
+    for _ in range(50):  # each turn either wins, raises, or sees a contender make progress
+        if store.create_exclusive(rel, data):
+            return
+        raw = store.read_text(rel)
+        if raw is None:
+            continue  # released between our attempt and our look
+        try:
+            holder = json.loads(raw)
+            holder["pid"] = int(holder["pid"])
+        except (ValueError, KeyError, TypeError):
+            raise StoreError(
+                f"run lock {_lock_path(store, rel)} is unreadable: remove it if no run of "
+                f"pipeline '{pipeline}' is in progress"
+            ) from None
+        if _holder_alive(holder):
+            raise RunLocked(_locked_message(store, rel, pipeline, holder), holder)
+        _reclaim(store, rel, raw)
+    raise StoreError(f"cannot take the run lock {_lock_path(store, rel)}: too many contenders")
+
+
+def _release(store: ArtifactStore, rel: str, run_id: str) -> None:
+    """Remove the lock if it is still ours. Never raises: a lock left behind by a failure here
+    is stale once this process exits, and the next run reclaims it."""
+    with contextlib.suppress(Exception):
+        raw = store.read_text(rel)
+        if raw is not None and json.loads(raw).get("run_id") == run_id:
+            store.fs.rm_file(_lock_path(store, rel))
+
+
+def _reclaim(store: ArtifactStore, rel: str, stale: str) -> None:
+    """Remove a stale lock. Locally it is first renamed aside, then compared with what was judged
+    stale: if a contender reclaimed it in between, what was moved is that contender's live lock,
+    and it is put back. Elsewhere (object stores) it is simply removed: advisory, see above."""
+    path = _lock_path(store, rel)
+    if not _is_local(store):
+        with contextlib.suppress(FileNotFoundError):
+            store.fs.rm_file(path)
+        return
+    aside = os.path.join(store.root, "tmp", f"{uuid.uuid4().hex}.stale-lock")
+    try:
+        os.makedirs(os.path.dirname(aside), exist_ok=True)
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # a contender removed it first
+    except OSError as err:
+        raise StoreError(f"cannot remove stale run lock {path}: {err.strerror or err}") from None
+    try:
+        with open(aside, encoding="utf-8") as fh:
+            moved = fh.read()
+        if moved != stale:
+            with contextlib.suppress(FileExistsError):
+                os.link(aside, path)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(aside)
+
+
+def _holder_alive(holder: Mapping[str, Any]) -> bool:
+    """Whether the process named in a lock may still be running. Another host's process cannot
+    be checked, so it counts as running."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    pid = int(holder["pid"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    state, started = _proc_stat(pid)
+    if state == "Z":
+        return False  # exited, not yet reaped by its parent
+    recorded = holder.get("pid_start")
+    # the pid was reused by a process started after the holder
+    return not (recorded is not None and started is not None and started != recorded)
+
+
+def _process_start(pid: int) -> int | None:
+    return _proc_stat(pid)[1]
+
+
+def _proc_stat(pid: int) -> tuple[str | None, int | None]:
+    """(state, start time in clock ticks since boot) from /proc; (None, None) where unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            text = fh.read()
+        fields = text[text.rindex(")") + 2 :].split()
+        return fields[0], int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None, None
+
+
+def _locked_message(
+    store: ArtifactStore, rel: str, pipeline: str, holder: Mapping[str, Any]
+) -> str:
+    try:
+        since = dt.datetime.fromtimestamp(float(holder["started"])).strftime("%Y-%m-%d %H:%M:%S")
+    except (KeyError, TypeError, ValueError, OverflowError):
+        since = "an unknown time"
+    path = _lock_path(store, rel)
+    if holder.get("host") == socket.gethostname():
+        hint = "wait for it to finish or stop it (a lock left by a process that died is reclaimed automatically)"
+    else:
+        hint = f"wait for it to finish; if that process is gone, remove {path}"
+    return (
+        f"pipeline '{pipeline}' is already running with this spec on this store "
+        f"(run {holder.get('run_id', '?')}, pid {holder['pid']} on host {holder.get('host', '?')}, "
+        f"started {since}; lock {path}): {hint}"
+    )
+
+
+def _is_local(store: ArtifactStore) -> bool:
+    protocol = store.fs.protocol
+    return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
+
+
+def _lock_path(store: ArtifactStore, rel: str) -> str:
+    if _is_local(store):
+        return os.path.join(store.root, *rel.split("/"))
+    return posixpath.join(store.root, rel)
 
 
 @contextlib.contextmanager

@@ -192,11 +192,7 @@ class DaskExecutor:
             name = futures[fut]
             if fut.status != "finished" or not isinstance(res, StageResult):
                 # the worker died (KilledWorker) or the task could not run
-                errored[name] = (
-                    res
-                    if isinstance(res, BaseException)
-                    else RuntimeError(f"task ended as {fut.status}")
-                )
+                errored[name] = _task_error(fut, res)
                 continue
             results[name] = res
             on_event(name, res.state, res)
@@ -214,10 +210,37 @@ class DaskExecutor:
                     t.name, StageState.SKIPPED, reason=f"upstream stage '{failed_up[0]}' failed"
                 )
             else:
-                err = errored[t.name]
                 res = StageResult(
-                    t.name, StageState.FAILED, error=f"{type(err).__name__}: {err}", worker=None
+                    t.name, StageState.FAILED, error=_describe(errored[t.name]), worker=None
                 )
             results[t.name] = res
             on_event(t.name, res.state, res)
         return results
+
+
+def _task_error(fut: Any, res: Any) -> BaseException:
+    """The exception of a task that did not finish. ``as_completed(raise_errors=False)`` gives
+    an errored future's result as ``(type, exception, traceback)``, a cancelled one's as the
+    exception itself."""
+    if isinstance(res, BaseException):
+        return res
+    if isinstance(res, tuple) and len(res) == 3 and isinstance(res[1], BaseException):
+        return res[1]
+    return RuntimeError(f"task ended as {fut.status}")
+
+
+def _describe(err: BaseException) -> str:
+    """One line for a task Dask gave up on. ``run_stage`` never raises for a stage's own error,
+    so what arrives here is the scheduler's: usually KilledWorker, raised when the workers
+    running the task died ``allowed-failures + 1`` times (the stage may be killing its process:
+    out of memory, a segfault, a signal)."""
+    if type(err).__name__ == "KilledWorker":
+        tries = getattr(err, "allowed_failures", None)
+        last = getattr(getattr(err, "last_worker", None), "address", None)
+        times = f"{tries + 1} times" if isinstance(tries, int) else "repeatedly"
+        return (
+            f"the Dask worker running it died {times}{f' (last {last})' if last else ''}, so Dask "
+            "gave up (distributed.scheduler.allowed-failures): the stage may be crashing its "
+            "process (out of memory, a segfault, a signal); see the worker logs"
+        )
+    return f"{type(err).__name__}: {err}"

@@ -230,11 +230,21 @@ class Watcher:
         log.info("%s: %s -> starting a run", pipeline.name, "; ".join(c["detail"] for c in causes))
         # the monitor stage judged the old model: the retraining run leaves it out
         others = [s for s in pipeline.stages if s != loaded.spec.triggers.on_drift]
-        report = run(
-            loaded,
-            executor=self.executor,
-            only=others if len(others) < len(pipeline.stages) else None,
-        )
+        from pipeflow.errors import RunLocked
+
+        try:
+            report = run(
+                loaded,
+                executor=self.executor,
+                only=others if len(others) < len(pipeline.stages) else None,
+            )
+        except RunLocked as err:  # a run of this spec is going on: it is the retraining
+            log.warning(
+                "%s: not started, %s; the triggers are checked again next tick", pipeline.name, err
+            )
+            if events is not None:
+                events.append([{**firing, "event": "run_skipped", "reason": str(err)}])
+            return None
         finished = {
             "id": firing["id"],
             "time": time.time(),

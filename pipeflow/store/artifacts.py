@@ -106,6 +106,8 @@ class ArtifactStore:
             self.fs, self.root = fsspec.core.url_to_fs(root, **self.storage_options)
         except (ImportError, ValueError) as err:
             raise StoreError(f"cannot open store {root!r}: {err}") from None
+        except OSError as err:  # e.g. ftp:// with nothing listening
+            raise StoreError(f"cannot reach store {root!r}: {err.strerror or err}") from None
         self.root = self.root.rstrip("/") or "/"
         self._local = "file" in (
             self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
