@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -46,8 +47,6 @@ def pipeflow(workdir: Path, *args: str, check: bool = True) -> subprocess.Comple
 
 def replay(url: str, month: int, drift: float, n: int) -> tuple[int, float]:
     """Send a month of claims and their true categories; returns (rows, live accuracy)."""
-    import httpx
-
     sys.path.insert(0, str(HERE))
     from steps import clean_claims, generate_claims
 
@@ -55,23 +54,29 @@ def replay(url: str, month: int, drift: float, n: int) -> tuple[int, float]:
     rows = clean[["description", "amount", "policy_type", "region"]].to_dict(orient="records")
     truth = clean["category"].tolist()
     predicted, ids = [], []
-    with httpx.Client(base_url=url, timeout=60) as client:
-        for i in range(0, len(rows), 100):
-            r = client.post("/v1/models/claims-categoriser/predict", json=rows[i : i + 100])
-            r.raise_for_status()
-            for p in r.json()["predictions"]:
-                ids.append(p["id"])
-                predicted.append(p["prediction"])
-        feedback = [{"id": i, "outcome": t} for i, t in zip(ids, truth, strict=True)]
-        client.post("/v1/models/claims-categoriser/feedback", json=feedback).raise_for_status()
+    for i in range(0, len(rows), 100):
+        answer = post(f"{url}/v1/models/claims-categoriser/predict", rows[i : i + 100])
+        for p in answer["predictions"]:
+            ids.append(p["id"])
+            predicted.append(p["prediction"])
+    feedback = [{"id": i, "outcome": t} for i, t in zip(ids, truth, strict=True)]
+    post(f"{url}/v1/models/claims-categoriser/feedback", feedback)
     accuracy = sum(p == t for p, t in zip(predicted, truth, strict=True)) / len(truth)
     return len(truth), accuracy
 
 
-def serving_version(url: str) -> int:
-    import httpx
+def post(url: str, payload: object) -> dict:
+    """POST JSON with the standard library (the demo installs no HTTP client)."""
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:  # noqa: S310 - 127.0.0.1
+        return json.loads(answer.read())
 
-    return int(httpx.get(f"{url}/ready", timeout=10).json()["version"])
+
+def serving_version(url: str) -> int:
+    with urllib.request.urlopen(f"{url}/ready", timeout=10) as answer:  # noqa: S310 - 127.0.0.1
+        return int(json.loads(answer.read())["version"])
 
 
 def main() -> int:
