@@ -333,7 +333,8 @@ class Server:
         self.audit = AuditLog(self.audit_dir, "predictions", sync=config.audit_sync)
         self.feedback_log = AuditLog(self.audit_dir, "feedback", sync=config.audit_sync)
         self.events = AuditLog(self.audit_dir, "events", sync=True)
-        self._prefix = secrets.token_hex(4)
+        # a letter first: an id such as "1305603e-1" would read back from CSV as a number
+        self._prefix = "p" + secrets.token_hex(4)
         self._counter = 0
         self._id_lock = threading.Lock()
         self.recent: collections.OrderedDict[str, tuple[str, int, Any]] = collections.OrderedDict()

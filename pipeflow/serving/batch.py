@@ -109,7 +109,7 @@ def predict_file(
             f"{input_path}: missing {what}: {_with_hints(missing, source.columns)} "
             f"(columns found: {_listing(source.columns)})"
         )
-    batch_id = secrets.token_hex(4)
+    batch_id = "b" + secrets.token_hex(4)  # a letter first: "1305603e-0" reads back as a number
     out_fs, out_path = _output_target(output_path, options, source)
     holder = ModelHolder(model, registry.store.ref, record)
     stop = threading.Event()

@@ -146,7 +146,8 @@ class PredictStage(Stage):
 
 
 def _batch_id(ctx: StageContext, data: Any, model_digest: str, config: PredictConfig) -> str:
-    """Eight hex digits from the input's content, the model and the config."""
+    """``b`` and eight hex digits from the input's content, the model and the config (the
+    letter first: an id such as ``1305603e-0`` would read back from CSV as a number)."""
     ref = ctx.input_refs.get("data")
     if ref is not None:
         content = ref.digest
@@ -155,7 +156,7 @@ def _batch_id(ctx: StageContext, data: Any, model_digest: str, config: PredictCo
 
         content = hashlib.sha256(pd.util.hash_pandas_object(data).to_numpy().tobytes()).hexdigest()
     blob = json.dumps([content, model_digest, config.model_dump(mode="json")], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+    return "b" + hashlib.sha256(blob.encode()).hexdigest()[:8]
 
 
 def _ids(batch_id: str, rows: int) -> Any:
