@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from conftest import pf
+from serving_helpers import pf
 
 from pipeflow.monitoring.history import load_alerts, load_reports
 

@@ -6,7 +6,7 @@ import os
 import signal
 
 import httpx
-from conftest import free_port, pf, rows
+from serving_helpers import free_port, pf, rows
 
 
 def test_serve_stage_starts_a_server_then_finds_it_on_the_next_run(tumours) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-from conftest import pf, rows
+from serving_helpers import pf, rows
 
 from pipeflow.serving import audit
 
