@@ -342,7 +342,7 @@ def test_hostile_bodies_to_every_route_never_get_a_5xx(
 
 
 @pytest.mark.slow
-@settings(max_examples=3000, **SETTINGS)
+@settings(max_examples=1500, **SETTINGS)
 @given(data=st.data())
 def test_thousands_of_hostile_bodies_never_get_a_5xx(
     served: Served, client: httpx.Client, good_row: dict[str, Any], data: st.DataObject

@@ -559,9 +559,9 @@ def test_pipeflow_check_names_file_and_line_for_hostile_specs(tmp_path: Path, da
 
 
 @pytest.mark.slow
-@settings(max_examples=300, **CLI)
+@settings(max_examples=100, **CLI)
 @given(data=spec_bytes)
-def test_pipeflow_check_names_file_and_line_for_three_hundred_hostile_specs(
+def test_pipeflow_check_names_file_and_line_for_a_hundred_hostile_specs(
     tmp_path: Path, data: bytes
 ) -> None:
     _check_file(tmp_path / f"spec-{next(_numbers)}.yaml", data)
