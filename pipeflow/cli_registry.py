@@ -281,7 +281,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
 
 def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
     from pipeflow.errors import GateFailed, UsageError
-    from pipeflow.registry.gates import champion_gate, describe_failures, threshold_gates
+    from pipeflow.registry.gates import champion_check, describe_failures, threshold_gates
 
     record = registry.resolve(args.name, args.which)
     gates_spec: dict[str, str] = {}
@@ -305,23 +305,19 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
                 f"--champion {args.champion!r}: expected METRIC or METRIC:MARGIN"
             ) from None
 
-    def check(holder: int | None) -> list[dict[str, Any]]:
-        if champion is None:
-            return gates
-        held = None if holder is None else registry.version(args.name, holder)
-        gate = champion_gate(
+    check = (
+        (lambda holder: gates)
+        if champion is None
+        else champion_check(
+            registry,
+            args.name,
             record.get("metrics") or {},
-            None if held is None else held.get("metrics") or {},
+            gates,
             metric=champion[0],
             margin=champion[1],
-            holder=None if holder is None else f"v{holder}",
+            prefix=f"{args.name}@{record['version']} not promoted: ",
         )
-        if not gate["passed"]:
-            raise GateFailed(
-                f"{args.name}@{record['version']} not promoted: {describe_failures([gate])}",
-                [*gates, gate],
-            )
-        return [*gates, gate]
+    )
 
     event = registry.move_alias(
         args.name, args.alias, record["version"], reason=args.reason, check=check

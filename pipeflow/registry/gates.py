@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _GATE = re.compile(r"^\s*(>=|<=|>|<|==)?\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -171,3 +171,35 @@ def describe_failures(gates: list[dict[str, Any]]) -> str:
                 f"needed {g['op']} {g['threshold']:.6g}"
             )
     return "; ".join(lines)
+
+
+def champion_check(
+    registry: Any,
+    name: str,
+    metrics: Mapping[str, Any],
+    gates: list[dict[str, Any]],
+    *,
+    metric: str,
+    margin: float,
+    prefix: str = "",
+) -> Callable[[int | None], list[dict[str, Any]]]:
+    """The ``check`` for :meth:`Registry.move_alias`: ``gates`` plus the champion gate against
+    whichever version holds the alias at the moment of the move; raises
+    :class:`~pipeflow.errors.GateFailed` (its message starting with ``prefix``) if it fails."""
+    from pipeflow.errors import GateFailed
+
+    def check(holder: int | None) -> list[dict[str, Any]]:
+        held = None if holder is None else registry.version(name, holder)
+        gate = champion_gate(
+            metrics,
+            None if held is None else held.get("metrics") or {},
+            metric=metric,
+            margin=margin,
+            holder=None if holder is None else f"v{holder}",
+        )
+        result = [*gates, gate]
+        if not gate["passed"]:
+            raise GateFailed(prefix + describe_failures(result), result)
+        return result
+
+    return check

@@ -123,7 +123,7 @@ class PromoteStage(Stage):
         from pipeflow.registry import Registry
         from pipeflow.registry.gates import (
             bias_gates,
-            champion_gate,
+            champion_check,
             describe_failures,
             threshold_gates,
         )
@@ -147,23 +147,18 @@ class PromoteStage(Stage):
         failure = describe_failures(gates)
         event = None
         if config.alias and not failure:
-
-            def check(holder: int | None) -> list[dict[str, Any]]:
-                if config.champion is None:
-                    return gates
-                champion = None if holder is None else registry.version(config.name, holder)
-                gate = champion_gate(
+            check = (
+                (lambda holder: gates)
+                if config.champion is None
+                else champion_check(
+                    registry,
+                    config.name,
                     metrics,
-                    None if champion is None else champion.get("metrics") or {},
+                    gates,
                     metric=config.champion.metric,
                     margin=config.champion.margin,
-                    holder=None if holder is None else f"v{holder}",
                 )
-                result = [*gates, gate]
-                if not gate["passed"]:
-                    raise GateFailed(describe_failures(result), result)
-                return result
-
+            )
             try:
                 event = registry.move_alias(
                     config.name,
