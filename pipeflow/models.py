@@ -61,11 +61,12 @@ def flatten(values: Any) -> Any:
 
 def as_strings(values: Any) -> Any:
     import numpy as np
+    import pandas as pd
 
     array = np.asarray(values, dtype=object)
-    out = array.astype(str)
-    out[np.vectorize(is_missing, otypes=[bool])(array)] = np.nan
-    return out.astype(object)
+    out = array.astype(str).astype(object)
+    out[pd.isna(array)] = np.nan  # None, NaN, NaT, pd.NA; elementwise on an object array
+    return out
 
 
 def is_missing(value: Any) -> bool:

@@ -32,6 +32,7 @@ import collections
 import contextlib
 import hashlib
 import hmac
+import itertools
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from pipeflow.serving.audit import AuditLog, dumps, loads
-from pipeflow.serving.signature import Signature
+from pipeflow.serving.signature import Columns, Signature
 
 log = logging.getLogger("pipeflow.serve")
 OPEN_PATHS = (
@@ -131,15 +132,23 @@ class Handle:
     def label(self) -> str:
         return f"{self.name}@{self.version}"
 
-    def score(
-        self, rows: list[dict[str, Any]], columns: list[str]
-    ) -> tuple[list[Any], list[Any] | None]:
+    def frame(self, items: list[Pending]) -> Any:
+        """One DataFrame of the items' rows (all checked against one signature, in its column
+        order): from the columns the signature's fast path took when every item has them, else
+        from the rows."""
         import pandas as pd
 
-        frame = pd.DataFrame.from_records(rows, columns=columns)
+        if all(i.data is not None for i in items):
+            return Columns.frame([i.data for i in items])  # type: ignore[misc]
+        names = items[0].columns
+        frame = pd.DataFrame.from_records([r for i in items for r in i.rows], columns=names)
         for name in self.numeric:
             if name in frame.columns and frame[name].dtype == object:
                 frame[name] = pd.to_numeric(frame[name], errors="coerce")
+        return frame
+
+    def score(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions (and class probabilities) of a frame's rows, as Python values."""
         if self._split is not None and self.proba:
             # one preprocessing pass for both predict and predict_proba
             prepare, final, labels = self._split
@@ -175,7 +184,8 @@ def _split_pipeline(model: Any) -> tuple[Any, Any, Any] | None:
 @dataclass
 class Pending:
     rows: list[dict[str, Any]]
-    columns: list[str]
+    columns: list[str]  # feature names, in the order of the signature the rows were checked against
+    data: Columns | None  # the rows' columns, when the signature's fast path took them
     flags: list[list[str]]
     caller: str
     route: str
@@ -236,15 +246,13 @@ class Batcher:
 
     def _score(self, items: list[Pending]) -> list[list[dict[str, Any]]]:
         handle, server = self.handle, self.server
-        # requests validated against the same signature share columns; group to be safe
         columns = items[0].columns
         if all(i.columns == columns for i in items):
-            rows = [r for i in items for r in i.rows]
-            predicted, proba = handle.score(rows, columns)
-        else:
+            predicted, proba = handle.score(handle.frame(items))
+        else:  # a reload changed the signature between requests: one frame per request
             predicted, proba = [], [] if handle.proba else None
             for i in items:
-                p, q = handle.score(i.rows, i.columns)
+                p, q = handle.score(handle.frame([i]))
                 predicted += p
                 if proba is not None and q is not None:
                     proba += q
@@ -252,19 +260,23 @@ class Batcher:
         ids = server.new_ids(len(predicted))
         labels = [str(c) for c in handle.classes]
         name, version, role = handle.name, handle.version, handle.role
-        results, records, k = [], [], 0
+        probabilities = (
+            [dict(zip(labels, p, strict=True)) for p in proba]
+            if proba is not None
+            else itertools.repeat(None)
+        )
+        results: list[list[dict[str, Any]]] = []
+        records: list[dict[str, Any]] = []
+        rows = iter(zip(ids, predicted, probabilities, strict=False))
         for item in items:
             out = []
             # the request's latency up to its audit record (the same for all its rows)
             latency = round((time.perf_counter() - item.started) * 1000, 3)
-            for row, flags in zip(item.rows, item.flags, strict=True):
-                pid, value = ids[k], predicted[k]
-                probabilities = (
-                    dict(zip(labels, proba[k], strict=True)) if proba is not None else None
-                )
+            route, caller = item.route, item.caller
+            for row, flags, (pid, value, probs) in zip(item.rows, item.flags, rows, strict=False):
                 result: dict[str, Any] = {"id": pid, "prediction": value}
-                if probabilities is not None:
-                    result["probabilities"] = probabilities
+                if probs is not None:
+                    result["probabilities"] = probs
                 if flags:
                     result["flags"] = flags
                 out.append(result)
@@ -275,23 +287,52 @@ class Batcher:
                         "model": name,
                         "version": version,
                         "role": role,
-                        "route": item.route,
+                        "route": route,
                         "inputs": row,
                         "output": value,
-                        "probabilities": probabilities,
+                        "probabilities": probs,
                         "flags": flags,
                         "latency_ms": latency,
-                        "caller": item.caller,
+                        "caller": caller,
                     }
                 )
-                k += 1
             results.append(out)
         try:
             server.audit.append(records)
         except OSError as err:
             raise AuditUnavailable(f"{server.audit.folder}: {err.strerror or err}") from None
-        server.remember(records)
+        server.recent.add(name, version, ids, predicted)
         return results
+
+
+class RecentPredictions:
+    """The outputs of roughly the last ``keep`` to ``2 * keep`` predictions by id, for live accuracy
+    from feedback. Two generations of plain dicts, one per model version, filled with one C-level
+    ``dict.update`` per batch; when the young generation is full it becomes the old one and the
+    old one is dropped: O(1) per batch, no per-row eviction."""
+
+    def __init__(self, keep: int = 100_000):
+        self.keep = keep
+        self._young: dict[tuple[str, int], dict[str, Any]] = {}
+        self._old: dict[tuple[str, int], dict[str, Any]] = {}
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def add(self, name: str, version: int, ids: list[str], outputs: list[Any]) -> None:
+        with self._lock:
+            if self._size >= self.keep:
+                self._old, self._young, self._size = self._young, {}, 0
+            self._young.setdefault((name, version), {}).update(zip(ids, outputs, strict=True))
+            self._size += len(ids)
+
+    def get(self, pid: str) -> tuple[str, int, Any] | None:
+        """(model, version, output) of a recent prediction id, or None."""
+        with self._lock:
+            for generation in (self._young, self._old):
+                for (name, version), outputs in generation.items():
+                    if pid in outputs:
+                        return name, version, outputs[pid]
+        return None
 
 
 # ------------------------------------------------------------------------------------ server
@@ -337,8 +378,7 @@ class Server:
         self._prefix = "p" + secrets.token_hex(4)
         self._counter = 0
         self._id_lock = threading.Lock()
-        self.recent: collections.OrderedDict[str, tuple[str, int, Any]] = collections.OrderedDict()
-        self._recent_lock = threading.Lock()
+        self.recent = RecentPredictions()
         self.primary = self._load(config.model, config.which, "primary")
         self.canary: Handle | None = None
         self.canary_weight = 0.0
@@ -369,14 +409,6 @@ class Server:
             self._counter += n
         prefix = self._prefix
         return [f"{prefix}-{i:x}" for i in range(first, first + n)]
-
-    def remember(self, records: list[dict[str, Any]]) -> None:
-        """Recent prediction ids -> (model, version, output), for live accuracy from feedback."""
-        with self._recent_lock:
-            for r in records:
-                self.recent[r["id"]] = (r["model"], r["version"], r["output"])
-            while len(self.recent) > 200_000:
-                self.recent.popitem(last=False)
 
     def pick(self) -> Handle:
         if (
@@ -904,7 +936,9 @@ def create_app(config: ServeConfig) -> Any:
                 413, "too_large", f"{len(rows)} rows in one request; the limit is {config.max_rows}"
             )
         reference = server.primary
-        problems, flags = reference.signature.check(rows, reject_unusual=config.reject_unusual)
+        problems, flags, data = reference.signature.check_columns(
+            rows, reject_unusual=config.reject_unusual
+        )
         if problems:
             first = problems[0]
             where = f"row {first['row']}" + (
@@ -919,7 +953,14 @@ def create_app(config: ServeConfig) -> Any:
         handle = server.pick()
         columns = reference.signature.names
         item = Pending(
-            rows, columns, flags, caller, route, started, asyncio.get_running_loop().create_future()
+            rows,
+            columns,
+            data,
+            flags,
+            caller,
+            route,
+            started,
+            asyncio.get_running_loop().create_future(),
         )
         try:
             assert handle.batcher is not None

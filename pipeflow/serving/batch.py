@@ -412,9 +412,16 @@ def _local_results(parts: Sequence[Any], scheduler: str) -> Iterator[pd.DataFram
                 ready.notify()
 
     def compute() -> None:
+        from threadpoolctl import threadpool_limits
+
         callback = Callback(pretask=pretask, posttask=posttask)
+        # Dask's threads already use every core: BLAS and OpenMP pools of their own in each
+        # task would oversubscribe them (OpenBLAS threads spin while they wait), as Dask's own
+        # workers avoid by setting OMP_NUM_THREADS=1 and the like
+        limit = threadpool_limits(1) if scheduler == "threads" else contextlib.nullcontext()
         try:
-            dask.compute(*parts, scheduler=scheduler, callbacks=[callback._callback])
+            with limit:
+                dask.compute(*parts, scheduler=scheduler, callbacks=[callback._callback])
         except BaseException as err:
             state["error"] = err
         finally:
@@ -663,8 +670,12 @@ def _write(
     folder, base = posixpath.split(path)
     tmp = posixpath.join(folder, f".{base}.{batch_id}.tmp")
     rows = 0
+    gzip = fmt == "csv.gz"
     try:
-        with fs.open(tmp, "wb", **({"compression": "gzip"} if fmt == "csv.gz" else {})) as fh:
+        with fs.open(tmp, "wb", **({"compression": "gzip"} if gzip else {})) as raw:
+            # the bytes are hashed as they are written, instead of reading the file back; a
+            # gzip stream is hashed after, from the file (its compressed bytes are the file's)
+            fh = raw if gzip else _HashingSink(raw)
             writer = _TableWriter(fh, fmt)
             try:
                 for frame in parts:
@@ -683,7 +694,7 @@ def _write(
             except BaseException:
                 writer.abandon()
                 raise
-        digest = _sha256(fs, tmp)
+        digest = _sha256(fs, tmp) if gzip else fh.hexdigest()  # type: ignore[union-attr]
         fs.mv(tmp, path)
     except BaseException:
         if fs.exists(tmp):
@@ -704,6 +715,43 @@ def _with_ids(frame: pd.DataFrame, batch_id: str, offset: int) -> Any:
     numbers = pc.cast(pa.array(np.arange(offset, offset + len(frame), dtype="int64")), pa.string())
     ids = pc.binary_join_element_wise(batch_id, numbers, "-")
     return table.add_column(0, "prediction_id", ids)
+
+
+class _HashingSink:
+    """A write-only file that passes its bytes on and hashes them (sha256) on the way."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.digest = hashlib.sha256()
+
+    def write(self, data: Any) -> int:
+        self.digest.update(data)
+        return int(self.inner.write(data))
+
+    def tell(self) -> int:
+        return int(self.inner.tell())
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.inner.closed)
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return False
+
+    def close(self) -> None:  # the writers close their sink; the file is closed by its owner
+        self.inner.flush()
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
 
 
 class _TableWriter:

@@ -166,6 +166,7 @@ def test_single_parquet_file_is_split_into_partitions_of_about_partition_rows(
     assert summary["partitions"] == 6
     scored = pd.read_csv(out)
     assert scored["prediction"].tolist() == list(expected(registry, frame)[0])
+    assert summary["output_fingerprint"] == sha256(out)  # of the compressed file's bytes
 
 
 def test_gzipped_csv_and_an_empty_input_are_scored(

@@ -1,0 +1,144 @@
+"""The signature check's fast column path against its slow row-by-row path.
+
+The server validates clean requests column by column (numpy for numbers) and builds the model's
+DataFrame from those columns; anything unusual goes row by row. Whatever the rows, both must
+agree: same verdict, same flags in the same order, and the columns must make the same DataFrame
+as ``DataFrame.from_records`` of the rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeflow.serving.signature import Columns, Signature
+
+RECORD = {
+    "signature": {
+        "features": [
+            {"name": "age", "dtype": "int64", "role": "numeric"},
+            {"name": "amount", "dtype": "float64", "role": "numeric"},
+            {"name": "region", "dtype": "object", "role": "categorical"},
+            {"name": "score", "dtype": "float64", "role": "numeric"},
+            {"name": "note", "dtype": "object", "role": "text"},
+            {"name": "urgent", "dtype": "bool", "role": "categorical"},
+        ]
+    },
+    "reference": {
+        "features": {
+            "age": {"min": 18, "max": 90},
+            "amount": {"min": 0.0, "max": 5000.0},
+            "region": {"categories": ["north", "south"]},
+            "note": {"length": {"max": 20}},
+            # "score" has no reference: never flagged
+        }
+    },
+}
+SIGNATURE = Signature.from_record(RECORD)
+NAMES = SIGNATURE.names
+
+numbers = st.one_of(
+    st.integers(-200, 10_000),
+    st.floats(-1e4, 1e4, allow_nan=False),
+    st.sampled_from([1e39, -1e39, 10**400, math.nan, math.inf]),  # refused by both paths
+)
+values = {
+    "age": numbers,
+    "amount": numbers,
+    "score": numbers,
+    "region": st.sampled_from(["north", "south", "west", ""]),
+    "note": st.sampled_from(["hello", "", "   ", "x" * 60]),
+    "urgent": st.booleans(),
+}
+anything = st.one_of(
+    st.none(), st.booleans(), st.text(max_size=3), st.lists(st.integers(), max_size=2)
+)
+
+
+@st.composite
+def row(draw: st.DrawFn, clean: bool) -> dict:
+    out = {}
+    for name in NAMES:
+        pick = draw(st.integers(0, 19))
+        if pick == 0:
+            out[name] = None
+        elif pick == 1 and not clean:
+            out[name] = draw(anything)
+        elif pick == 2 and not clean:
+            continue  # a missing field
+        else:
+            out[name] = draw(values[name])
+    if not clean and draw(st.integers(0, 9)) == 0:
+        out["extra"] = 1
+    return out
+
+
+def slow(rows: list) -> tuple[list, list]:
+    return SIGNATURE._slow(rows, False)
+
+
+def frame_of_rows(rows: list) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=NAMES)
+    for f in SIGNATURE.features:
+        if f.expect == "number":
+            frame[f.name] = pd.to_numeric(frame[f.name], errors="coerce").astype("float64")
+    return frame
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fast_and_slow_paths_agree_on_any_rows(data: st.DataObject) -> None:
+    clean = data.draw(st.booleans())
+    rows = data.draw(st.lists(row(clean), min_size=1, max_size=30))
+    problems, flags, columns = SIGNATURE.check_columns(rows)
+    want_problems, want_flags = slow(rows)
+    assert problems == want_problems
+    assert flags == want_flags
+    if columns is not None:  # the fast path took them: they make the same frame
+        assert not problems
+        pd.testing.assert_frame_equal(
+            Columns.frame([columns]), frame_of_rows(rows), check_dtype=False
+        )
+
+
+def test_clean_rows_take_the_fast_path_and_flag_in_feature_order() -> None:
+    rows = [
+        {"age": 30, "amount": 10.5, "region": "north", "score": 1, "note": "ok", "urgent": True},
+        {"age": 200, "amount": None, "region": "west", "score": 2.5, "note": "", "urgent": False},
+    ]
+    problems, flags, columns = SIGNATURE.check_columns(rows)
+    assert problems == [] and columns is not None
+    assert flags == [
+        [],
+        [
+            "age: 200 is outside the training range",
+            "region: category 'west' was not seen in training",
+            "note: empty text",
+        ],
+    ]
+    frame = Columns.frame([columns, columns])
+    assert list(frame.columns) == NAMES
+    assert frame["age"].tolist() == [30.0, 200.0, 30.0, 200.0]
+    assert math.isnan(frame["amount"].iloc[1])
+    assert frame["region"].tolist() == ["north", "west", "north", "west"]
+
+
+@pytest.mark.parametrize(
+    "bad, field, expected",
+    [
+        (True, "age", "a number"),  # a boolean is not a number, though numpy would take it
+        ("12", "age", "a number"),  # nor is a numeric string
+        (math.nan, "age", "a finite number"),  # what the fallback JSON parser reads
+        (10**400, "age", "a finite number"),
+        (1e39, "age", "a number within +-3.4e38"),
+    ],
+)
+def test_values_numpy_would_convert_are_refused(bad: object, field: str, expected: str) -> None:
+    row = {"age": 1, "amount": 1.0, "region": "north", "score": 1, "note": "n", "urgent": True}
+    problems, _, columns = SIGNATURE.check_columns([row, {**row, field: bad}])
+    assert columns is None
+    assert [(p["row"], p["field"], p["expected"]) for p in problems] == [(1, field, expected)]
