@@ -56,6 +56,12 @@ def add_parser(sub: Any) -> None:
     c.add_argument(
         "--max-body-mb", type=float, default=5.0, help="largest request body (default 5)"
     )
+    c.add_argument(
+        "--batch-wait-ms",
+        type=float,
+        default=5.0,
+        help="longest a micro-batch waits for requests still arriving (default 5; 0: never)",
+    )
     c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
     c.add_argument("--store", metavar="URL", help="store holding the registry (default .pipeflow)")
     c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -101,6 +107,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     name, which = parse_ref(args.ref)
     if not 0 <= args.weight <= 1:
         raise UsageError(f"--weight {args.weight}: expected a share between 0 and 1")
+    if not 0 <= args.batch_wait_ms <= 1000:
+        raise UsageError(f"--batch-wait-ms {args.batch_wait_ms}: expected 0 to 1000 milliseconds")
     if args.spec:
         from pipeflow.session import open_store
         from pipeflow.spec.load import load
@@ -131,6 +139,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reload_interval_s=args.reload_interval,
         reject_unusual=args.reject_unusual,
         max_body_bytes=int(args.max_body_mb * 1_000_000),
+        batch_wait_ms=args.batch_wait_ms,
     )
     _port_free(args.host, args.port)
     import logging

@@ -248,10 +248,16 @@ def rows_of(out: dict[str, Any], version: str | None) -> list[Row]:
         ours = out["results"][(label, "pipeflow")]
         theirs = out["results"].get((label, "mlflow"))
         errors = sum(r.errors for r in ours + (theirs or []))
+        # issue 6 asks for more than "ahead": 2x MLflow's single-row req/s (its aim) and
+        # 1.5x MLflow's rows/s in 1000-row requests
+        factor = 2.0 if kind == 1 else 1.5
         if kind == 1:
-            names = [(f"{label}: req/s", "ahead: >= 1.0x req/s"), (f"{label}: p99", "<= 1.0x p99")]
+            names = [
+                (f"{label}: req/s", f"ahead: >= {factor:.1f}x req/s"),
+                (f"{label}: p99", "<= 1.0x p99"),
+            ]
         else:
-            names = [(f"{label}: rows/s", "ahead: >= 1.0x rows/s")]
+            names = [(f"{label}: rows/s", f"ahead: >= {factor:.1f}x rows/s")]
         if theirs is None:
             rows.extend(skipped("serving", n, who, t, out["why"]) for n, t in names)
             continue
@@ -276,7 +282,7 @@ def rows_of(out: dict[str, Any], version: str | None) -> list[Row]:
                     f"{p['rps']:,.1f} req/s{note}",
                     p["rps"] / m["rps"],
                     names[0][1],
-                    p["rps"] >= m["rps"] and not errors,
+                    p["rps"] >= factor * m["rps"] and not errors,
                 )
             )
             rows.append(
@@ -301,7 +307,7 @@ def rows_of(out: dict[str, Any], version: str | None) -> list[Row]:
                     f"{p['rps'] * kind:,.0f} rows/s (p99 {p['p99']:.0f} ms){note}",
                     p["rps"] / m["rps"],
                     names[0][1],
-                    p["rps"] >= m["rps"] and not errors,
+                    p["rps"] >= factor * m["rps"] and not errors,
                 )
             )
     if out["same"] is not None:

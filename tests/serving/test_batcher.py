@@ -1,0 +1,70 @@
+"""How the micro-batcher gathers concurrent requests into one model call."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+
+from pipeflow.serving.app import Batcher, Pending, ServeConfig
+
+
+def pending(rows: int) -> Pending:
+    loop = asyncio.get_running_loop()
+    return Pending(
+        [{}] * rows, [], None, [[]] * rows, "t", "v1", time.perf_counter(), loop.create_future()
+    )
+
+
+def batcher(arriving: int, wait_ms: float = 50.0, max_rows: int = 10_000) -> Batcher:
+    config = ServeConfig("memory://x", "m", batch_wait_ms=wait_ms, max_rows=max_rows)
+    server = SimpleNamespace(config=config, arriving=arriving)
+    handle = SimpleNamespace(label="m@1")
+    return Batcher(handle, server)  # type: ignore[arg-type]
+
+
+def test_a_lone_request_is_taken_at_once() -> None:
+    async def main() -> tuple[int, float]:
+        b = batcher(arriving=0)
+        await b.queue.put(pending(1))
+        started = time.perf_counter()
+        items = await b.collect()
+        return len(items), time.perf_counter() - started
+
+    n, took = asyncio.run(main())
+    assert n == 1 and took < 0.02  # nothing arriving: no wait for the 50 ms
+
+
+def test_requests_still_arriving_join_the_batch_up_to_the_wait() -> None:
+    async def main() -> list[int]:
+        b = batcher(arriving=1)
+        await b.queue.put(pending(3))
+
+        async def arrive() -> None:
+            await asyncio.sleep(0.005)
+            await b.queue.put(pending(2))
+            b.server.arriving = 0  # type: ignore[attr-defined]
+
+        task = asyncio.create_task(arrive())
+        items = await b.collect()
+        await task
+        return [len(i.rows) for i in items]
+
+    assert asyncio.run(main()) == [3, 2]
+
+
+def test_the_wait_ends_at_the_deadline_and_at_max_rows() -> None:
+    async def main() -> tuple[int, float, list[int]]:
+        slow = batcher(arriving=1, wait_ms=20)  # a body that never comes
+        await slow.queue.put(pending(1))
+        started = time.perf_counter()
+        items = await slow.collect()
+        took = time.perf_counter() - started
+        full = batcher(arriving=5, max_rows=4)
+        for rows in (3, 1, 1):
+            await full.queue.put(pending(rows))
+        return len(items), took, [len(i.rows) for i in await full.collect()]
+
+    n, took, sizes = asyncio.run(main())
+    assert n == 1 and 0.015 <= took < 0.5
+    assert sizes == [3, 1]  # 4 rows reached: the third request waits for the next batch
