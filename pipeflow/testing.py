@@ -12,11 +12,19 @@ Usage in a plugin's test suite (pytest collects the inherited ``test_*`` methods
 
 ``ExecutorContract`` does the same for executors (``make_executor()`` returns one), and
 ``write_spec`` / ``spec_dir`` help build small example projects inside ``tmp_path``.
+``pipeflow_cli`` runs the command line as a user would, and ``serve`` starts a real
+``pipeflow serve`` process on a free port of 127.0.0.1 (``Served``: its URL, a client, stop/kill).
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import textwrap
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -192,3 +200,107 @@ def tumour_table() -> Any:
     frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
     frame.columns = [c.replace(" ", "_") for c in frame.columns]
     return frame
+
+
+# ------------------------------------------------------------------ the command line and a server
+
+PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
+
+
+def pipeflow_cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run the ``pipeflow`` command line in ``cwd`` as a user would (output captured as text)."""
+    return subprocess.run(
+        [PIPEFLOW, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free at the moment of asking."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Served:
+    """A ``pipeflow serve`` process, its URL and its log file."""
+
+    def __init__(
+        self, proc: subprocess.Popen[str], url: str, log: Path, client_timeout: float = 30
+    ):
+        self.proc, self.url, self.log = proc, url, log
+        self.client_timeout = client_timeout
+
+    def client(self, **kw: Any) -> Any:
+        """An ``httpx.Client`` for the server's URL."""
+        import httpx
+
+        return httpx.Client(base_url=self.url, timeout=self.client_timeout, **kw)
+
+    def alive(self) -> bool:
+        import httpx
+
+        if self.proc.poll() is not None:
+            return False
+        try:
+            return httpx.get(self.url + "/health", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        """SIGTERM (a graceful shutdown), SIGKILL after 15 s."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(15)
+
+
+def serve(
+    cwd: Path,
+    *args: str,
+    log_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 90,
+    client_timeout: float = 30,
+) -> Served:
+    """``pipeflow serve *args --port P`` on a free port, once it answers ``/ready``; its output
+    goes to ``serve-P.log`` in ``log_dir`` (default ``cwd``). Fails naming the log if it exits or
+    does not become ready in time."""
+    import httpx
+
+    port = free_port()
+    log = (log_dir or cwd) / f"serve-{port}.log"
+    proc = subprocess.Popen(
+        [PIPEFLOW, "serve", *args, "--port", str(port)],
+        cwd=cwd,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {log.read_text()}")
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                return Served(proc, url, log, client_timeout)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"server did not become ready: {log.read_text()}")

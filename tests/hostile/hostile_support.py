@@ -1,23 +1,31 @@
 """Helpers of the hostile-input tests: a real `pipeflow serve` process on 127.0.0.1, the rows it
 accepts, and reading its Prometheus counters.
 
-(Copied in small from tests/serving/conftest.py rather than imported from it: that module is a
-conftest and is edited on its own schedule; these tests only need a process, a port and a URL.)
+(The process itself is pipeflow.testing's ``serve``, shared with the serving tests.)
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
+from pipeflow.testing import PIPEFLOW, Served, free_port, pipeflow_cli, serve
 
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
+__all__ = [
+    "MODEL",
+    "PIPEFLOW",
+    "PREDICT",
+    "PROJECT",
+    "Served",
+    "counter",
+    "files_under",
+    "free_port",
+    "pf",
+    "sample_rows",
+    "start_server",
+]
+
 PROJECT = Path(__file__).parents[1] / "registry" / "project"
 MODEL = "tumours"
 PREDICT = f"/v1/models/{MODEL}/predict"
@@ -25,74 +33,22 @@ PREDICT = f"/v1/models/{MODEL}/predict"
 
 def pf(cwd: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """Run the `pipeflow` command line as a user would."""
-    return subprocess.run(
-        [PIPEFLOW, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=cwd,
-        env={**os.environ, "COLUMNS": "200"},
-    )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Served:
-    """A `pipeflow serve` process and its URL."""
-
-    def __init__(self, proc: subprocess.Popen[str], url: str, log: Path):
-        self.proc, self.url, self.log = proc, url, log
-
-    def client(self, **kw: object) -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, **kw)  # type: ignore[arg-type]
-
-    def alive(self) -> bool:
-        if self.proc.poll() is not None:
-            return False
-        try:
-            return httpx.get(self.url + "/health", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
+    return pipeflow_cli(cwd, *args, timeout=timeout)
 
 
 def start_server(cwd: Path, store: Path, *args: str) -> Served:
     """`pipeflow serve tumours@production` on a free port of 127.0.0.1, once it answers /ready."""
-    port = free_port()
-    log = store.parent / f"serve-{port}.log"
-    proc = subprocess.Popen(
-        [PIPEFLOW, "serve", f"{MODEL}@production", *args, "--port", str(port)]
-        + ["--store", str(store), "--log-level", "warning"],
-        cwd=cwd,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        text=True,
+    return serve(
+        cwd,
+        f"{MODEL}@production",
+        *args,
+        "--store",
+        str(store),
+        "--log-level",
+        "warning",
+        log_dir=store.parent,
+        client_timeout=60,
     )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                return Served(proc, url, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"server did not become ready: {log.read_text()}")
 
 
 def sample_rows(project: Path, n: int = 5) -> list[dict]:
