@@ -273,43 +273,21 @@ def rows_of(out: dict[str, Any], version: str | None) -> list[Row]:
         }
         note = f"; {errors} errors" if errors else ""
         if kind == 1:
-            rows.append(
-                Row(
-                    "serving",
-                    names[0][0],
-                    who,
-                    f"{m['rps']:,.1f} req/s",
-                    f"{p['rps']:,.1f} req/s{note}",
-                    p["rps"] / m["rps"],
-                    names[0][1],
-                    p["rps"] >= factor * m["rps"] and not errors,
-                )
-            )
-            rows.append(
-                Row(
-                    "serving",
-                    names[1][0],
-                    who,
-                    f"p99 {m['p99']:.1f} ms (p50 {m['p50']:.1f})",
-                    f"p99 {p['p99']:.1f} ms (p50 {p['p50']:.1f})",
-                    p["p99"] / m["p99"],
-                    names[1][1],
-                    p["p99"] <= m["p99"] and not errors,
-                )
-            )
+            theirs_rate, ours_rate = f"{m['rps']:,.1f} req/s", f"{p['rps']:,.1f} req/s{note}"
         else:
-            rows.append(
-                Row(
-                    "serving",
-                    names[0][0],
-                    who,
-                    f"{m['rps'] * kind:,.0f} rows/s (p99 {m['p99']:.0f} ms)",
-                    f"{p['rps'] * kind:,.0f} rows/s (p99 {p['p99']:.0f} ms){note}",
-                    p["rps"] / m["rps"],
-                    names[0][1],
-                    p["rps"] >= factor * m["rps"] and not errors,
-                )
-            )
+            theirs_rate = f"{m['rps'] * kind:,.0f} rows/s (p99 {m['p99']:.0f} ms)"
+            ours_rate = f"{p['rps'] * kind:,.0f} rows/s (p99 {p['p99']:.0f} ms){note}"
+        figures = [
+            (theirs_rate, ours_rate, p["rps"] / m["rps"], p["rps"] >= factor * m["rps"]),
+            (
+                f"p99 {m['p99']:.1f} ms (p50 {m['p50']:.1f})",
+                f"p99 {p['p99']:.1f} ms (p50 {p['p50']:.1f})",
+                p["p99"] / m["p99"],
+                p["p99"] <= m["p99"],
+            ),
+        ]
+        for (name, target), (base, mine, ratio, ok) in zip(names, figures, strict=False):
+            rows.append(Row("serving", name, who, base, mine, ratio, target, ok and not errors))
     if out["same"] is not None:
         print(f"{'PASS' if out['same'] else 'MISS'}  same predictions from both servers, 50 rows")
     return rows

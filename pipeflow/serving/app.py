@@ -960,6 +960,13 @@ def create_app(config: ServeConfig) -> Any:
                 f"no model named '{name}' here (this server serves '{config.model}')",
             )
 
+    def caller_for(name: str | None, request: Request, scope: str) -> str:
+        """The caller of a request to the model ``name`` (None: any route) with ``scope``; 404
+        for another model, 401/403 without the right token."""
+        if name is not None:
+            model_for(name)
+        return server.authorize(request.headers.get("authorization"), scope)
+
     async def predict_rows(
         rows: list[Any], caller: str, route: str, started: float
     ) -> tuple[Handle, list[dict[str, Any]]]:
@@ -1063,7 +1070,7 @@ def create_app(config: ServeConfig) -> Any:
     @app.get("/metrics", tags=["probes"])
     async def metrics(request: Request) -> Response:
         try:
-            server.authorize(request.headers.get("authorization"), "metrics")
+            caller_for(None, request, "metrics")
         except BadRequest as err:
             return failure(err)
         return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -1071,8 +1078,7 @@ def create_app(config: ServeConfig) -> Any:
     @app.get("/v1/models/{name}", tags=["native"])
     async def describe(name: str, request: Request) -> Response:
         try:
-            model_for(name)
-            server.authorize(request.headers.get("authorization"), "predict")
+            caller_for(name, request, "predict")
         except BadRequest as err:
             return failure(err)
         h = server.primary
@@ -1092,8 +1098,7 @@ def create_app(config: ServeConfig) -> Any:
     async def predict(name: str, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            model_for(name)
-            caller = server.authorize(request.headers.get("authorization"), "predict")
+            caller = caller_for(name, request, "predict")
             payload = await body_json(request)
             rows = rows_from_native(payload)
             handle, results = await predict_rows(rows, caller, "v1", started)
@@ -1120,8 +1125,7 @@ def create_app(config: ServeConfig) -> Any:
     @app.post("/v1/models/{name}/feedback", tags=["native"], openapi_extra=feedback_schema)
     async def feedback(name: str, request: Request) -> Response:
         try:
-            model_for(name)
-            caller = server.authorize(request.headers.get("authorization"), "feedback")
+            caller = caller_for(name, request, "feedback")
             payload = await body_json(request, predict=False)
             items = payload if isinstance(payload, list) else [payload]
             problems = []
@@ -1195,7 +1199,7 @@ def create_app(config: ServeConfig) -> Any:
     async def invocations(request: Request) -> Response:
         started = time.perf_counter()
         try:
-            caller = server.authorize(request.headers.get("authorization"), "predict")
+            caller = caller_for(None, request, "predict")
             payload = await body_json(request)
             rows = rows_from_mlflow(payload, server.primary.signature.names)
             _, results = await predict_rows(rows, caller, "mlflow", started)
@@ -1222,8 +1226,7 @@ def create_app(config: ServeConfig) -> Any:
     @app.get("/v2/models/{name}", tags=["open inference protocol"])
     async def v2_metadata(name: str, request: Request) -> Response:
         try:
-            model_for(name)
-            server.authorize(request.headers.get("authorization"), "predict")
+            caller_for(name, request, "predict")
         except BadRequest as err:
             return failure(err)
         h = server.primary
@@ -1258,8 +1261,7 @@ def create_app(config: ServeConfig) -> Any:
     async def v2_infer(name: str, request: Request) -> Response:
         started = time.perf_counter()
         try:
-            model_for(name)
-            caller = server.authorize(request.headers.get("authorization"), "predict")
+            caller = caller_for(name, request, "predict")
             payload = await body_json(request)
             rows = rows_from_v2(payload, server.primary.signature.names)
             handle, results = await predict_rows(rows, caller, "v2", started)
