@@ -41,7 +41,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -137,13 +136,9 @@ class Server:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
+        from pipeflow.testing import stop_process
+
+        stop_process(self.proc)
 
 
 def start(

@@ -259,13 +259,18 @@ class Served:
 
     def stop(self) -> None:
         """SIGTERM (a graceful shutdown), SIGKILL after 15 s."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(15)
+        stop_process(self.proc)
+
+
+def stop_process(proc: subprocess.Popen[Any], grace: float = 15) -> None:
+    """SIGTERM a child process, SIGKILL it if it has not exited after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(grace)
 
 
 def serve(
