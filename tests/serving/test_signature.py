@@ -142,3 +142,32 @@ def test_values_numpy_would_convert_are_refused(bad: object, field: str, expecte
     problems, _, columns = SIGNATURE.check_columns([row, {**row, field: bad}])
     assert columns is None
     assert [(p["row"], p["field"], p["expected"]) for p in problems] == [(1, field, expected)]
+
+
+@pytest.mark.parametrize(
+    "features, row",
+    [
+        ([{"name": "x", "dtype": "float64"}], {"x": 1.5}),
+        ([{"name": "t", "dtype": "object", "role": "text"}], {"t": "a claim"}),
+        (
+            [{"name": "t", "dtype": "object", "role": "text"}, {"name": "c", "dtype": "object"}],
+            {"t": "a claim", "c": "home"},
+        ),
+    ],
+)
+def test_signatures_of_only_numbers_or_only_strings_make_the_same_frame(
+    features: list, row: dict
+) -> None:
+    signature = Signature.from_record({"signature": {"features": features}})
+    rows = [row, dict.fromkeys(row), row]
+    problems, flags, columns = signature.check_columns(rows)
+    assert problems == [] and flags == [[], [], []] and columns is not None
+    want = pd.DataFrame.from_records(rows, columns=signature.names)
+    for f in signature.features:
+        if f.expect == "number":
+            want[f.name] = want[f.name].astype("float64")
+    pd.testing.assert_frame_equal(
+        Columns.frame([columns, columns]),
+        pd.concat([want, want], ignore_index=True),
+        check_dtype=False,
+    )
