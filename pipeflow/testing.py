@@ -18,6 +18,7 @@ Usage in a plugin's test suite (pytest collects the inherited ``test_*`` methods
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -224,6 +225,46 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """This process's environment for a ``pipeflow`` child, without the variables that would
+    point it at another cluster, database or store; one stage per output line, unbuffered."""
+    env = dict(os.environ)
+    for name in ("PIPEFLOW_DASK_ADDRESS", "PIPEFLOW_DB", "PIPEFLOW_STORE"):
+        env.pop(name, None)
+    env["COLUMNS"] = "250"  # one stage per line: reasons are not wrapped
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def start(
+    argv: Sequence[Any], log: Path, *, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a process in its own session, output appended to ``log`` (so :func:`kill_group`
+    reaches its children)."""
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [str(a) for a in argv],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else cli_env(),
+            start_new_session=True,
+        )
+
+
+def kill_group(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """Stop a child started with ``start_new_session=True`` and everything it spawned."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=timeout)
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # children of an exited leader
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
 
 
 class Served:

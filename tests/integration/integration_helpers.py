@@ -7,34 +7,30 @@ test instead of hanging the suite.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeflow.testing import cli_env, free_port, kill_group
+
+__all__ = [
+    "DASK",
+    "PIPEFLOW",
+    "calls",
+    "cli_env",
+    "free_port",
+    "kill_group",
+    "pipeflow",
+    "pipeflow_ok",
+    "show_run",
+    "stage_lines",
+]
+
 PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 DASK = str(Path(sys.executable).with_name("dask"))
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PIPEFLOW_DASK_ADDRESS", None)
-    env.pop("PIPEFLOW_DB", None)
-    env["COLUMNS"] = "250"  # one stage per line: reasons are not wrapped
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def pipeflow(
@@ -72,19 +68,6 @@ def stage_lines(stdout: str) -> dict[str, tuple[str, str]]:
         if len(parts) >= 3 and parts[0] in ("✓", "↺", "✗", "-"):
             out[parts[1]] = (parts[2], parts[3] if len(parts) > 3 else "")
     return out
-
-
-def kill_group(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-    """Stop a child started with ``start_new_session=True`` and everything it spawned."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # children of an exited leader
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=timeout)
 
 
 def calls(directory: Path, name: str = "calls.log") -> list[str]:

@@ -22,7 +22,6 @@ import pytest
 from integration_helpers import (
     PIPEFLOW,
     calls,
-    cli_env,
     kill_group,
     pipeflow,
     pipeflow_ok,
@@ -30,7 +29,7 @@ from integration_helpers import (
 )
 
 from pipeflow.store.metadata import MetadataDB
-from pipeflow.testing import write_spec
+from pipeflow.testing import start, write_spec
 
 pytestmark = pytest.mark.slow
 
@@ -120,14 +119,7 @@ def test_sigkill_mid_run_leaves_a_sound_store_and_the_next_run_resumes(tmp_path:
     (tmp_path / "hold").write_text("")
 
     log_path = tmp_path / "killed-run.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [PIPEFLOW, "run", str(spec)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=cli_env(),
-            start_new_session=True,
-        )
+    proc = start([PIPEFLOW, "run", spec], log_path)
     try:
         _wait_until(
             lambda: (

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,25 +20,28 @@ from typing import Any
 from pipeflow.session import open_store
 from pipeflow.spec.load import load
 from pipeflow.store.check import check_store
+from pipeflow.testing import cli_env, free_port, kill_group, start
+
+__all__ = [
+    "DASK",
+    "PIPEFLOW",
+    "assert_store_sound",
+    "cli_env",
+    "counts",
+    "events",
+    "free_port",
+    "hard_kill",
+    "kill_group",
+    "one_line_error",
+    "pipeflow",
+    "pipeflow_ok",
+    "processes",
+    "start",
+    "wait_until",
+]
 
 PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 DASK = str(Path(sys.executable).with_name("dask"))
-
-
-def cli_env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    for name in ("PIPEFLOW_DASK_ADDRESS", "PIPEFLOW_DB", "PIPEFLOW_STORE"):
-        env.pop(name, None)
-    env["COLUMNS"] = "250"  # one stage per line
-    env["PYTHONUNBUFFERED"] = "1"
-    env.update(extra)
-    return env
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pipeflow(
@@ -64,33 +66,6 @@ def pipeflow_ok(args: Sequence[Any], **kwargs: Any) -> subprocess.CompletedProce
     proc = pipeflow(args, **kwargs)
     assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
     return proc
-
-
-def start(
-    argv: Sequence[Any], log: Path, *, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    """Start a process in its own session (so :func:`kill_group` reaches its children)."""
-    with open(log, "ab") as fh:
-        return subprocess.Popen(
-            [str(a) for a in argv],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=env or cli_env(),
-            start_new_session=True,
-        )
-
-
-def kill_group(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-    """Stop a child started with ``start_new_session=True`` and everything it spawned."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=timeout)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=timeout)
 
 
 def hard_kill(proc: subprocess.Popen[Any], timeout: float = 10) -> None:

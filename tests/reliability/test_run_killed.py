@@ -13,17 +13,16 @@ from __future__ import annotations
 import os
 import signal
 import sqlite3
-import subprocess
 from pathlib import Path
 
 import pytest
 from reliability_helpers import (
     PIPEFLOW,
     assert_store_sound,
-    cli_env,
     counts,
     kill_group,
     pipeflow_ok,
+    start,
     wait_until,
 )
 
@@ -103,14 +102,7 @@ def test_sigkill_mid_run_leaves_a_sound_store_and_the_next_run_runs_only_what_wa
     finished = set(CHAIN[: CHAIN.index(held)])
     (tmp_path / "hold").write_text("")
     log = tmp_path / "killed.log"
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            [PIPEFLOW, "run", str(spec)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=cli_env(),
-            start_new_session=True,
-        )
+    proc = start([PIPEFLOW, "run", spec], log)
     try:
         wait_until(
             lambda: (

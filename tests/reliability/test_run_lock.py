@@ -21,12 +21,12 @@ import pytest
 from reliability_helpers import (
     PIPEFLOW,
     assert_store_sound,
-    cli_env,
     counts,
     kill_group,
     one_line_error,
     pipeflow,
     pipeflow_ok,
+    start,
     wait_until,
 )
 
@@ -87,14 +87,7 @@ def test_a_second_run_of_the_same_spec_fails_fast_and_a_killed_holder_is_reclaim
     lock = _lock_file(spec)
     (tmp_path / "hold").write_text("")
     log = tmp_path / "first.log"
-    with open(log, "w") as fh:
-        first = subprocess.Popen(
-            [PIPEFLOW, "run", str(spec)],
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-            env=cli_env(),
-            start_new_session=True,
-        )
+    first = start([PIPEFLOW, "run", spec], log)
     try:
         wait_until(
             lambda: counts(tmp_path / "calls.log", "start")["held"] == 1,
