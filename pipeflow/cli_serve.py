@@ -100,6 +100,7 @@ def read_tokens(path: str | None) -> dict[str, list[str]] | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pipeflow.cli_registry import _open
     from pipeflow.errors import UsageError
     from pipeflow.registry import parse_ref
     from pipeflow.serving.app import ServeConfig, create_app
@@ -109,19 +110,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--weight {args.weight}: expected a share between 0 and 1")
     if not 0 <= args.batch_wait_ms <= 1000:
         raise UsageError(f"--batch-wait-ms {args.batch_wait_ms}: expected 0 to 1000 milliseconds")
-    if args.spec:
-        from pipeflow.session import open_store
-        from pipeflow.spec.load import load
-
-        store, db = open_store(load(args.spec))
-        db.close()
-        url, options = store.url, store.storage_options
-    else:
-        url, options = args.store or os.environ.get("PIPEFLOW_STORE") or ".pipeflow", {}
-        if "://" not in url and not os.path.isdir(url):
-            raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
-        if "://" not in url:
-            url = os.path.abspath(url)
+    registry, db = _open(args)  # --spec SPEC, --store URL, $PIPEFLOW_STORE or .pipeflow
+    if db is not None:
+        db.close()  # the server needs only the store
+    url, options = registry.store.url, registry.store.storage_options
+    if "://" not in url:
+        url = os.path.abspath(url)  # --workers: every process resolves the same folder
     config = ServeConfig(
         store_url=url,
         storage_options=dict(options),

@@ -425,3 +425,21 @@ def test_a_request_the_model_fails_on_does_not_fail_its_batch_neighbours(
     outcomes = asyncio.run(burst())
     assert {code for is_bad, code in outcomes if is_bad} == {500}
     assert {code for is_bad, code in outcomes if not is_bad} == {200}
+
+
+def test_the_store_can_be_named_by_spec_and_a_missing_store_is_a_usage_error(
+    tumours: Path, tmp_path: Path
+) -> None:
+    from pipeflow.testing import serve as serve_process
+
+    # from another folder: only the spec leads to the store
+    served = serve_process(tmp_path, "tumours@production", "--spec", str(tumours / "pipeline.yaml"))
+    try:
+        ready = httpx.get(served.url + "/ready", timeout=10).json()
+        assert ready == {"status": "ready", "model": "tumours", "version": 1}
+        assert str(tumours / ".pipeflow" / "audit") in served.log.read_text()
+    finally:
+        served.stop()
+    missing = pf(tumours, "serve", "tumours@production", "--store", str(tmp_path / "nowhere"))
+    assert missing.returncode == 2
+    assert f"no pipeflow store at {tmp_path / 'nowhere'}" in missing.stderr
