@@ -26,7 +26,6 @@ import difflib
 import gc
 import json
 import os
-import posixpath
 import secrets
 import socket
 import threading
@@ -393,13 +392,13 @@ def _acquire(store: ArtifactStore, rel: str, data: bytes, pipeline: str) -> None
             holder["pid"] = int(holder["pid"])
         except (ValueError, KeyError, TypeError):
             raise StoreError(
-                f"run lock {_lock_path(store, rel)} is unreadable: remove it if no run of "
+                f"run lock {store.path(rel)} is unreadable: remove it if no run of "
                 f"pipeline '{pipeline}' is in progress"
             ) from None
         if _holder_alive(holder):
             raise RunLocked(_locked_message(store, rel, pipeline, holder), holder)
         _reclaim(store, rel, raw)
-    raise StoreError(f"cannot take the run lock {_lock_path(store, rel)}: too many contenders")
+    raise StoreError(f"cannot take the run lock {store.path(rel)}: too many contenders")
 
 
 def _release(store: ArtifactStore, rel: str, run_id: str) -> None:
@@ -408,15 +407,15 @@ def _release(store: ArtifactStore, rel: str, run_id: str) -> None:
     with contextlib.suppress(Exception):
         raw = store.read_text(rel)
         if raw is not None and json.loads(raw).get("run_id") == run_id:
-            store.fs.rm_file(_lock_path(store, rel))
+            store.fs.rm_file(store.path(rel))
 
 
 def _reclaim(store: ArtifactStore, rel: str, stale: str) -> None:
     """Remove a stale lock. Locally it is first renamed aside, then compared with what was judged
     stale: if a contender reclaimed it in between, what was moved is that contender's live lock,
     and it is put back. Elsewhere (object stores) it is simply removed: advisory, see above."""
-    path = _lock_path(store, rel)
-    if not _is_local(store):
+    path = store.path(rel)
+    if not store.is_local:
         with contextlib.suppress(FileNotFoundError):
             store.fs.rm_file(path)
         return
@@ -481,7 +480,7 @@ def _locked_message(
         since = dt.datetime.fromtimestamp(float(holder["started"])).strftime("%Y-%m-%d %H:%M:%S")
     except (KeyError, TypeError, ValueError, OverflowError):
         since = "an unknown time"
-    path = _lock_path(store, rel)
+    path = store.path(rel)
     if holder.get("host") == socket.gethostname():
         hint = "wait for it to finish or stop it (a lock left by a process that died is reclaimed automatically)"
     else:
@@ -491,17 +490,6 @@ def _locked_message(
         f"(run {holder.get('run_id', '?')}, pid {holder['pid']} on host {holder.get('host', '?')}, "
         f"started {since}; lock {path}): {hint}"
     )
-
-
-def _is_local(store: ArtifactStore) -> bool:
-    protocol = store.fs.protocol
-    return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
-
-
-def _lock_path(store: ArtifactStore, rel: str) -> str:
-    if _is_local(store):
-        return os.path.join(store.root, *rel.split("/"))
-    return posixpath.join(store.root, rel)
 
 
 @contextlib.contextmanager

@@ -127,6 +127,15 @@ class ArtifactStore:
         return StoreRef(self.url, tuple(sorted(self.storage_options.items())))
 
     # -- paths ---------------------------------------------------------------------------
+    @property
+    def is_local(self) -> bool:
+        """Whether the store is on the local filesystem (plain ``os`` paths work)."""
+        return self._local
+
+    def path(self, rel: str) -> str:
+        """The full path of ``rel`` (slash-separated, under the root) on the store's filesystem."""
+        return self._join(*rel.split("/"))
+
     def _join(self, *parts: str) -> str:
         return (
             posixpath.join(self.root, *parts)

@@ -77,7 +77,7 @@ def check_store(store: ArtifactStore, db: MetadataDB) -> list[str]:
 
 def scan_store(store: ArtifactStore, db: MetadataDB) -> StoreCheck:
     report = StoreCheck(store.url)
-    local = _is_local(store)
+    local = store.is_local
     refs: list[_Ref] = []
     # references first, objects after (see the module docstring)
     _check_db(db, refs, report)
@@ -145,7 +145,7 @@ def _check_manifests(store: ArtifactStore, refs: list[_Ref], report: StoreCheck)
             continue
         for name in store.list_names(f"cache/{fan}"):
             rel = f"cache/{fan}/{name}"
-            path = _path(store, rel)
+            path = store.path(rel)
             key = name.removesuffix(".json")
             if not name.endswith(".json") or not _HEX64.fullmatch(key) or key[:2] != fan:
                 report.problems.append(f"{path}: not a manifest name (cache/<ab>/<key>.json)")
@@ -162,7 +162,7 @@ def _check_manifests(store: ArtifactStore, refs: list[_Ref], report: StoreCheck)
             _manifest_refs(manifest, key, path, refs, report)
     for name in store.list_names("cache/batches"):
         rel = f"cache/batches/{name}"
-        path = _path(store, rel)
+        path = store.path(rel)
         if not name.endswith(".jsonl"):
             report.problems.append(f"{path}: not a batch file name (*.jsonl)")
             continue
@@ -220,12 +220,12 @@ def _check_registry(store: ArtifactStore, refs: list[_Ref], report: StoreCheck) 
                 digest, size = str(ref["digest"]), int(ref.get("size", 0))
                 versions.add(int(record["version"]))
             except (KeyError, TypeError, AttributeError, ValueError):
-                report.problems.append(f"{_path(store, rel)}: version record has no valid model")
+                report.problems.append(f"{store.path(rel)}: version record has no valid model")
                 continue
             if not _HEX64.fullmatch(digest):
-                report.problems.append(f"{_path(store, rel)}: invalid model digest {digest!r}")
+                report.problems.append(f"{store.path(rel)}: invalid model digest {digest!r}")
                 continue
-            refs.append(_Ref(digest, size, f"registry version {_path(store, rel)}"))
+            refs.append(_Ref(digest, size, f"registry version {store.path(rel)}"))
         for alias in store.list_names(f"registry/{model}/aliases"):
             folder = f"registry/{model}/aliases/{alias}"
             for name in store.list_names(folder):
@@ -236,7 +236,7 @@ def _check_registry(store: ArtifactStore, refs: list[_Ref], report: StoreCheck) 
                 target = event.get("to_version") if isinstance(event, dict) else None
                 if not isinstance(target, int) or target not in versions:
                     report.problems.append(
-                        f"{_path(store, f'{folder}/{name}')}: alias event points at version "
+                        f"{store.path(f'{folder}/{name}')}: alias event points at version "
                         f"{target!r}, which model '{model}' does not have"
                     )
 
@@ -245,7 +245,7 @@ def _check_locks(store: ArtifactStore, report: StoreCheck) -> None:
     for name in store.list_names("locks"):
         lock = _json_file(store, f"locks/{name}", report)
         if lock is not None and not (isinstance(lock, dict) and "pid" in lock and "host" in lock):
-            report.problems.append(f"{_path(store, f'locks/{name}')}: not a run lock")
+            report.problems.append(f"{store.path(f'locks/{name}')}: not a run lock")
 
 
 def _json_file(store: ArtifactStore, rel: str, report: StoreCheck) -> Any:
@@ -255,7 +255,7 @@ def _json_file(store: ArtifactStore, rel: str, report: StoreCheck) -> Any:
     try:
         return json.loads(raw)
     except ValueError as err:
-        report.problems.append(f"{_path(store, rel)}: does not parse: {err}")
+        report.problems.append(f"{store.path(rel)}: does not parse: {err}")
         return None
 
 
@@ -326,28 +326,17 @@ def _check_tmp_unreachable(store: ArtifactStore, report: StoreCheck) -> None:
 # -- fsspec helpers ---------------------------------------------------------------------------
 
 
-def _is_local(store: ArtifactStore) -> bool:
-    protocol = store.fs.protocol
-    return "file" in (protocol if isinstance(protocol, tuple) else (protocol,))
-
-
-def _path(store: ArtifactStore, rel: str) -> str:
-    if _is_local(store):
-        return os.path.join(store.root, *rel.split("/"))
-    return posixpath.join(store.root, rel)
-
-
 def _split(store: ArtifactStore, path: str) -> tuple[str, str]:
-    mod = os.path if _is_local(store) else posixpath
+    mod = os.path if store.is_local else posixpath
     folder, name = mod.split(path)
     return mod.basename(folder), name
 
 
 def _read(store: ArtifactStore, rel: str) -> bytes | None:
     """The bytes of a file under the root; None if it is gone (removed since the listing)."""
-    path = _path(store, rel)
+    path = store.path(rel)
     try:
-        if _is_local(store):
+        if store.is_local:
             with open(path, "rb") as fh:
                 return fh.read()
         return bytes(store.fs.cat_file(path))
@@ -358,8 +347,8 @@ def _read(store: ArtifactStore, rel: str) -> bytes | None:
 
 
 def _walk(store: ArtifactStore, rel: str) -> Iterator[tuple[str, int]]:
-    top = _path(store, rel)
-    if _is_local(store):
+    top = store.path(rel)
+    if store.is_local:
         for folder, _, files in os.walk(top):
             for name in sorted(files):
                 path = os.path.join(folder, name)
@@ -380,7 +369,7 @@ def _walk(store: ArtifactStore, rel: str) -> Iterator[tuple[str, int]]:
 
 def _sha256(store: ArtifactStore, path: str) -> str:
     h = hashlib.sha256()
-    opener = open if _is_local(store) else store.fs.open
+    opener = open if store.is_local else store.fs.open
     with opener(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
