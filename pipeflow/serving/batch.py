@@ -462,14 +462,7 @@ class _Source:
 
     @classmethod
     def open(cls, url: str, options: dict[str, Any]) -> _Source:
-        import fsspec
-
-        if "://" not in url:
-            url = os.path.abspath(url)
-        try:
-            fs, path = fsspec.core.url_to_fs(url, **options)
-        except (ImportError, ValueError) as err:
-            raise UsageError(f"cannot open input {url!r}: {err}") from None
+        url, fs, path = _filesystem(url, options, "input")
         lower = path.lower().rstrip("/")
         if any(ch in path for ch in "*?["):
             paths = sorted(fs.glob(path))
@@ -638,7 +631,8 @@ def _output_format(path: str) -> str:
     raise UsageError(f"output {path}: unknown format; expected .parquet, .pq, .csv or .csv.gz")
 
 
-def _output_target(url: str, options: dict[str, Any], source: _Source) -> tuple[Any, str]:
+def _filesystem(url: str, options: dict[str, Any], what: str) -> tuple[str, Any, str]:
+    """(URL, fsspec filesystem, path) of an input or output; a local path made absolute."""
     import fsspec
 
     if "://" not in url:
@@ -646,7 +640,12 @@ def _output_target(url: str, options: dict[str, Any], source: _Source) -> tuple[
     try:
         fs, path = fsspec.core.url_to_fs(url, **options)
     except (ImportError, ValueError) as err:
-        raise UsageError(f"cannot open output {url!r}: {err}") from None
+        raise UsageError(f"cannot open {what} {url!r}: {err}") from None
+    return url, fs, path
+
+
+def _output_target(url: str, options: dict[str, Any], source: _Source) -> tuple[Any, str]:
+    url, fs, path = _filesystem(url, options, "output")
     if path in source.paths or path.rstrip("/") == source.url.rstrip("/"):
         raise UsageError(f"output {url} is the input: choose another output path")
     if fs.isdir(path):
