@@ -160,81 +160,70 @@ class ValidateStage(Stage):
             raise TypeError(f"input 'data' must be a table, got {type(data).__name__}")
         frame = data.reset_index(drop=True)
         n = len(frame)
-        failed = np.zeros(n, dtype=bool)
-        pieces: list[tuple[Any, list[str]]] = []  # (failing rows, their messages) per check
-        results: list[dict[str, Any]] = []
-        table_failures: list[str] = []
-
-        def record(name: str, bad: Any, describe: Any, values: Any = None) -> None:
-            """``bad``: a boolean mask of failing rows (or a bool for a table-level check)."""
-            if isinstance(bad, bool | np.bool_):
-                results.append(
-                    {
-                        "check": name,
-                        "success": not bad,
-                        "level": "table",
-                        "detail": describe if bad else None,
-                    }
-                )
-                if bad:
-                    table_failures.append(f"{name}: {describe}")
-                return
-            rows = np.flatnonzero(bad)
-            # only failing rows are described: their values are fetched in one go
-            failing = (
-                values.iloc[rows].to_numpy(dtype=object)
-                if values is not None
-                else [None] * len(rows)
-            )
-            messages = [describe(i, v) for i, v in zip(rows, failing, strict=True)]
-            results.append(
-                {
-                    "check": name,
-                    "success": len(rows) == 0,
-                    "level": "row",
-                    "failed_rows": int(len(rows)),
-                    "examples": [_short(m) for m in messages[:5]],
-                }
-            )
-            if len(rows):
-                failed[rows] = True
-                pieces.append((rows, messages))
-
-        for check in config.checks:
-            _run_check(check, frame, record)
-        if config.expectations:
-            _run_expectations(config.expectations, frame, record)
-
-        report = {
-            "rows": n,
-            "rows_failed": int(failed.sum()),
-            "success": not table_failures and not failed.any(),
-            "on_failure": config.on_failure,
-            "checks": results,
+        # the columns the checks name, taken from the frame here (the checks may run in threads)
+        columns = {
+            c.column: _Column(frame[c.column])
+            for c in config.checks
+            if c.column and c.column in frame.columns
         }
-        summary = "; ".join(
-            table_failures
-            + [
-                f"{r['check']}: {r['failed_rows']} row(s) failed, e.g. {r['examples'][0]}"
-                for r in results
-                if r["level"] == "row" and not r["success"]
-            ]
-        )
-        if table_failures and config.on_failure != "warn":
-            raise ValueError(f"validation failed: {summary}")
-        if config.on_failure == "fail" and failed.any():
-            raise ValueError(f"validation failed: {summary}")
-        if not report["success"]:
-            ctx.logger.warning("validation: %s", summary)
-        if config.on_failure == "quarantine":
-            rejected = data[failed].copy()
-            rejected["reason"] = _reasons(pieces, np.flatnonzero(failed))
-            return {
-                "valid": data[~failed],
-                "rejected": rejected,
-                "report": report,
-                "html": _html(ctx.stage, report),
+        with _pool(n, len(config.checks)) as pool:
+            # the costly checks (regexes scan every string) start first, so that the threads
+            # end together; the findings keep the checks' order
+            order = sorted(range(len(config.checks)), key=lambda i: -_cost(config.checks[i]))
+            done = dict(
+                zip(
+                    order,
+                    pool.map(lambda i: _run_check(config.checks[i], frame, columns), order),
+                    strict=True,
+                )
+            )
+            findings = [f for i in range(len(config.checks)) for f in done[i]]
+            if config.expectations:
+                findings += _run_expectations(config.expectations, frame)
+
+            failed = np.zeros(n, dtype=bool)
+            for f in findings:
+                if f.rows is not None:
+                    failed[f.rows] = True
+            results = [f.result() for f in findings]
+            table_failures = [f"{f.name}: {f.detail}" for f in findings if f.table_failed]
+            report = {
+                "rows": n,
+                "rows_failed": int(failed.sum()),
+                "success": not table_failures and not failed.any(),
+                "on_failure": config.on_failure,
+                "checks": results,
             }
+            summary = "; ".join(
+                table_failures
+                + [
+                    f"{r['check']}: {r['failed_rows']} row(s) failed, e.g. {r['examples'][0]}"
+                    for r in results
+                    if r["level"] == "row" and not r["success"]
+                ]
+            )
+            if table_failures and config.on_failure != "warn":
+                raise ValueError(f"validation failed: {summary}")
+            if config.on_failure == "fail" and failed.any():
+                raise ValueError(f"validation failed: {summary}")
+            if not report["success"]:
+                ctx.logger.warning("validation: %s", summary)
+            if config.on_failure == "quarantine":
+                # the valid rows are selected in a worker while this thread joins the reasons;
+                # the rejected rows after that (a DataFrame's selections: one thread at a time)
+                selected = pool.submit(lambda: data[~failed])
+                reasons = _reasons(findings, n)
+                valid = selected.result()
+                rejected = data[failed].copy()
+                reason = reasons.to_pandas()  # a Series of the dtype pandas gives text
+                reason.index = rejected.index
+                rejected["reason"] = reason
+                return {
+                    "valid": valid,
+                    "rejected": rejected,
+                    "report": report,
+                    "html": _html(ctx.stage, report),
+                }
         empty = data.iloc[0:0].copy()
         empty["reason"] = pd.Series(dtype="string")
         return {
@@ -245,21 +234,119 @@ class ValidateStage(Stage):
         }
 
 
-def _reasons(pieces: list[tuple[Any, list[str]]], rows: Any) -> list[str]:
-    """One reason per failing row (``rows``, ascending): its messages in check order, '; '."""
-    import numpy as np
+class _Inline:
+    """The executor of small tables: each call runs at once, in this thread."""
 
-    if not pieces:
-        return []
-    all_rows = np.concatenate([r for r, _ in pieces])
-    all_messages = [m for _, msgs in pieces for m in msgs]
-    order = np.argsort(all_rows, kind="stable")  # by row; within a row, check order
-    ordered = all_rows[order]
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def map(self, fn: Any, items: Any) -> Any:
+        return map(fn, items)
+
+    def submit(self, fn: Any) -> Any:
+        from concurrent.futures import Future
+
+        future: Future = Future()
+        future.set_result(fn())
+        return future
+
+
+def _pool(rows: int, checks: int) -> Any:
+    """Threads for the checks of a large table: regex, ``isin``, hashing and numpy masks run in
+    pyarrow / numpy without the GIL, so two cores check two columns at once. Small tables (and
+    one-check configs) run inline: a pool would cost more than it saves."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(os.cpu_count() or 1, 4, checks)
+    if rows < 50_000 or workers < 2:
+        return _Inline()
+    return ThreadPoolExecutor(workers, thread_name_prefix="pipeflow-validate")
+
+
+def _cost(check: Check) -> int:
+    """A rough rank of what a check costs per row: regexes, then string lookups, then numbers."""
+    return (
+        4 * (check.regex is not None)
+        + 2 * (check.allowed is not None or check.duplicate_rows is False)
+        + bool(check.type or check.unique)
+    )
+
+
+class _Finding:
+    """What one check found: failing rows with a message each, or a table-level verdict."""
+
+    def __init__(
+        self,
+        name: str,
+        rows: Any = None,
+        messages: Any = None,
+        table_failed: bool = False,
+        detail: str | None = None,
+    ) -> None:
+        self.name = name
+        self.rows = rows  # ascending row positions (row level), or None (table level)
+        self.messages = messages  # a pyarrow large_string array, one message per row
+        self.table_failed = table_failed
+        self.detail = detail
+
+    def result(self) -> dict[str, Any]:
+        if self.rows is None:
+            return {
+                "check": self.name,
+                "success": not self.table_failed,
+                "level": "table",
+                "detail": self.detail if self.table_failed else None,
+            }
+        return {
+            "check": self.name,
+            "success": len(self.rows) == 0,
+            "level": "row",
+            "failed_rows": int(len(self.rows)),
+            "examples": [_short(m) for m in self.messages[:5].to_pylist()],
+        }
+
+
+def _table(name: str, failed: bool, detail: str) -> _Finding:
+    return _Finding(name, table_failed=failed, detail=detail)
+
+
+def _rows(name: str, rows: Any, *parts: Any) -> _Finding:
+    """A row-level finding whose messages join ``parts``: strings said of every row, or arrays
+    with one string per row (the rows' values, as :meth:`_Column.texts` shows them)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = np.asarray(rows, dtype=np.int64)
+    if not any(isinstance(p, pa.Array) for p in parts):
+        messages = pa.repeat(pa.scalar("".join(parts), _text()), len(rows))
+    else:
+        args = [p if isinstance(p, pa.Array) else pa.scalar(p, _text()) for p in parts]
+        messages = pc.binary_join_element_wise(*args, pa.scalar("", _text()))
+    return _Finding(name, rows, messages)
+
+
+def _reasons(findings: list[_Finding], n: int) -> Any:
+    """One reason per failing row, in row order: its messages in check order, joined by '; '."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = [f for f in findings if f.rows is not None and len(f.rows)]
+    if not found:
+        return pa.array([], _text())
+    rows = np.concatenate([f.rows for f in found])
+    messages = pa.concat_arrays([f.messages for f in found])
+    order = np.argsort(rows, kind="stable")  # by row; within a row, check order
+    ordered = rows[order]
     starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], len(ordered)]
-    messages = [all_messages[i] for i in order]
-    assert np.array_equal(ordered[starts], rows)
-    return ["; ".join(messages[a:b]) for a, b in zip(starts, ends, strict=True)]
+    offsets = pa.array(np.r_[starts, len(ordered)], pa.int64())
+    lists = pa.LargeListArray.from_arrays(offsets, messages.take(pa.array(order)))
+    return pc.binary_join(lists, pa.scalar("; ", _text()))
 
 
 def _html(stage: str, report: dict[str, Any]) -> bytes:
@@ -296,92 +383,220 @@ def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+_SHOW = 80  # a value is shown as its repr, cut to this many characters
+# strings whose repr is the string in single quotes: printable ASCII but ' and \
+_PLAIN_ASCII = r"^[ -&(-\[\]-~]*$"
+
+
+def _text() -> Any:
+    import pyarrow as pa
+
+    return pa.large_string()
+
+
 def _show(value: Any) -> str:
-    return _short(repr(value), 80)
+    return _short(repr(value), _SHOW)
 
 
-def _run_check(check: Check, frame: Any, record: Any) -> None:
+def _put(texts: Any, positions: Any, values: list[str]) -> Any:
+    """``texts`` with the strings at ``positions`` (ascending) replaced by ``values``."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    mask = np.zeros(len(texts), dtype=bool)
+    mask[positions] = True
+    return pc.replace_with_mask(texts, pa.array(mask), pa.array(values, _text()))
+
+
+def _arrow_strings(series: Any) -> Any:
+    """The pyarrow strings behind a pyarrow-backed string column (pandas 3's default ``str``,
+    ``string[pyarrow]``, ``ArrowDtype(string)``), as one chunked array; None for any other."""
+    import pyarrow as pa
+
+    if not hasattr(series.array, "__arrow_array__"):
+        return None
+    dtype = series.dtype
+    if getattr(dtype, "storage", None) != "pyarrow" and not hasattr(dtype, "pyarrow_dtype"):
+        return None  # a numpy-backed extension array (nullable Int64, string[python], ...)
+    values = series.array.__arrow_array__()
+    if not isinstance(values, pa.ChunkedArray):
+        values = pa.chunked_array([values])
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        return None
+    return values.cast(_text())
+
+
+class _Column:
+    """A checked column: its values, which of them are missing (null, or a blank string), and how
+    a failing value is shown in a message. Rules other than ``not_null`` leave missing values to
+    ``not_null``; they ask which of their failing rows are missing, not which of all rows."""
+
+    def __init__(self, series: Any) -> None:
+        import pandas as pd
+
+        self.series = series
+        self.text_like = series.dtype == object or pd.api.types.is_string_dtype(series)
+        self.arrow = _arrow_strings(series)
+        self._missing: Any = None
+
+    @property
+    def missing(self) -> Any:
+        """A boolean mask of every row: null or blank."""
+        if self._missing is None:
+            self._missing = self._missing_at(None)
+        return self._missing
+
+    def present(self, rows: Any) -> Any:
+        """The positions among ``rows`` that hold a value."""
+        missing = self._missing[rows] if self._missing is not None else self._missing_at(rows)
+        return rows[~missing]
+
+    def _missing_at(self, rows: Any) -> Any:
+        import pyarrow.compute as pc
+
+        if self.arrow is not None:
+            values = self.arrow if rows is None else self.arrow.take(rows)
+            blank = pc.or_(pc.equal(pc.binary_length(values), 0), pc.utf8_is_space(values))
+            return pc.fill_null(blank, True).to_numpy()
+        series = self.series if rows is None else self.series.iloc[rows]
+        missing = series.isna().to_numpy()
+        if self.text_like:
+            missing = missing | series.astype("string").str.strip().eq("").fillna(False).to_numpy()
+        return missing
+
+    def texts(self, rows: Any) -> Any:
+        """The values at ``rows`` as messages show them: their repr, cut to 80 characters."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self.arrow is not None:
+            values = self.arrow.take(rows).combine_chunks()
+            quote = pa.scalar("'", _text())
+            shown = pc.binary_join_element_wise(quote, values, quote, pa.scalar("", _text()))
+            # repr puts anything but printable ASCII without quotes or backslashes differently
+            plain = pc.fill_null(pc.match_substring_regex(values, _PLAIN_ASCII), False)
+            odd = np.flatnonzero(~plain.to_numpy(zero_copy_only=False))
+            if len(odd):
+                shown = _put(shown, odd, [_show(v) for v in values.take(odd).to_pylist()])
+            long = np.flatnonzero(
+                pc.greater(pc.utf8_length(shown), _SHOW).to_numpy(zero_copy_only=False)
+            )
+            if len(long):
+                shown = _put(shown, long, [_short(v, _SHOW) for v in shown.take(long).to_pylist()])
+            return shown
+        values = self.series.iloc[rows]
+        kind = values.dtype.kind if isinstance(values.dtype, np.dtype) else "O"
+        if kind in "iub":
+            return pa.array(values.to_numpy().astype(str), _text())
+        if kind == "f":  # numpy prints a float64 as repr does
+            return pa.array(values.to_numpy(dtype=np.float64).astype(str), _text())
+        return pa.array([_show(v) for v in values.to_numpy(dtype=object)], _text())
+
+
+def _run_check(check: Check, frame: Any, columns: dict[str, _Column]) -> list[_Finding]:
     import numpy as np
     import pandas as pd
+    import pyarrow as pa
 
+    found: list[_Finding] = []
     if check.row_count is not None:
         low, high = check.row_count
         n = len(frame)
         bad = (low is not None and n < low) or (high is not None and n > high)
-        record(
-            f"row_count {list(check.row_count)}",
-            bool(bad),
-            f"{n} rows, expected between {low} and {high}",
+        found.append(
+            _table(
+                f"row_count {list(check.row_count)}",
+                bool(bad),
+                f"{n} rows, expected between {low} and {high}",
+            )
         )
     if check.duplicate_rows is False:
         hashed = pd.util.hash_pandas_object(frame.astype("string"), index=False)
-        dup = hashed.duplicated().to_numpy()
-        record("duplicate_rows", dup, lambda i, v: "the same row appears earlier")
+        rows = np.flatnonzero(hashed.duplicated().to_numpy())
+        found.append(_rows("duplicate_rows", rows, "the same row appears earlier"))
     if not check.column:
-        return
+        return found
     col = check.column
-    if col not in frame.columns:
-        record(
-            f"{col}: exists",
-            True,
-            f"column '{col}' not found (columns: {', '.join(map(str, frame.columns))})",
+    if col not in columns:
+        found.append(
+            _table(
+                f"{col}: exists",
+                True,
+                f"column '{col}' not found (columns: {', '.join(map(str, frame.columns))})",
+            )
         )
-        return
-    series = frame[col]
-    null = series.isna().to_numpy()
-    if series.dtype == object or pd.api.types.is_string_dtype(series):
-        null = null | series.astype("string").str.strip().eq("").fillna(False).to_numpy()
+        return found
+    column = columns[col]
+    series = column.series
     if check.not_null:
-        record(f"{col}: not_null", null, lambda i, v: f"{col}: missing or empty", values=series)
-    present = ~null
+        rows = np.flatnonzero(column.missing)
+        found.append(_rows(f"{col}: not_null", rows, f"{col}: missing or empty"))
     if check.type is not None:
-        ok = _converts(series, check.type)
-        record(
-            f"{col}: type {check.type}",
-            present & ~ok,
-            lambda i, v: f"{col}: {_show(v)} is not {_article(check.type)}",
-            values=series,
+        rows = column.present(np.flatnonzero(~_converts(series, check.type)))
+        found.append(
+            _rows(
+                f"{col}: type {check.type}",
+                rows,
+                f"{col}: ",
+                column.texts(rows),
+                f" is not {_article(check.type)}",
+            )
         )
     if check.range is not None:
         low, high = check.range
-        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float)
-        not_number = present & np.isnan(numbers)
-        below = (
-            present & ~not_number & (numbers < low)
-            if low is not None
-            else np.zeros(len(frame), bool)
-        )
-        above = (
-            present & ~not_number & (numbers > high)
-            if high is not None
-            else np.zeros(len(frame), bool)
-        )
-
-        def why(i: int, v: Any) -> str:
-            if not_number[i]:
-                return f"{col}: {_show(v)} is not a number"
-            return (
-                f"{col}: {_show(v)} below {low}" if below[i] else f"{col}: {_show(v)} above {high}"
+        numbers = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        out = np.isnan(numbers)
+        if low is not None:
+            out |= numbers < low
+        if high is not None:
+            out |= numbers > high
+        rows = column.present(np.flatnonzero(out))
+        failing = numbers[rows]
+        why = np.full(len(rows), 2)  # 0 not a number, 1 below, 2 above
+        if low is not None:
+            why[failing < low] = 1
+        why[np.isnan(failing)] = 0
+        says = pa.array([" is not a number", f" below {low}", f" above {high}"], _text())
+        found.append(
+            _rows(
+                f"{col}: range [{low}, {high}]",
+                rows,
+                f"{col}: ",
+                column.texts(rows),
+                says.take(pa.array(why)),
             )
-
-        record(f"{col}: range [{low}, {high}]", not_number | below | above, why, values=series)
+        )
+    # string rules on a pyarrow string column go straight to pyarrow; anything else as text
+    text = (
+        series
+        if column.arrow is not None or (check.allowed is None and check.regex is None)
+        else series.astype("string")
+    )
     if check.allowed is not None:
         allowed = {str(v) for v in check.allowed}
-        bad = present & ~series.astype("string").isin(allowed).fillna(False).to_numpy()
-        record(f"{col}: allowed", bad, lambda i, v: f"{col}: {_show(v)} not allowed", values=series)
+        ok = text.isin(allowed).fillna(False).to_numpy(dtype=bool)
+        rows = column.present(np.flatnonzero(~ok))
+        found.append(_rows(f"{col}: allowed", rows, f"{col}: ", column.texts(rows), " not allowed"))
     if check.regex is not None:
-        matched = series.astype("string").str.contains(check.regex, regex=True, na=False).to_numpy()
-        record(
-            f"{col}: regex",
-            present & ~matched,
-            lambda i, v: f"{col}: {_show(v)} does not match {check.regex}",
-            values=series,
+        matched = text.str.contains(check.regex, regex=True, na=False).to_numpy(dtype=bool)
+        rows = column.present(np.flatnonzero(~matched))
+        found.append(
+            _rows(
+                f"{col}: regex",
+                rows,
+                f"{col}: ",
+                column.texts(rows),
+                f" does not match {check.regex}",
+            )
         )
     if check.unique:
-        dup = series.duplicated(keep="first").to_numpy() & present
-        record(
-            f"{col}: unique", dup, lambda i, v: f"{col}: {_show(v)} appears earlier", values=series
+        rows = column.present(np.flatnonzero(series.duplicated(keep="first").to_numpy()))
+        found.append(
+            _rows(f"{col}: unique", rows, f"{col}: ", column.texts(rows), " appears earlier")
         )
+    return found
 
 
 def _article(kind: str) -> str:
@@ -426,9 +641,7 @@ def _converts(series: Any, kind: ValueType) -> Any:
     return ok.to_numpy(dtype=bool)
 
 
-def _run_expectations(
-    expectations: list[dict[str, dict[str, Any]]], frame: Any, record: Any
-) -> None:
+def _run_expectations(expectations: list[dict[str, dict[str, Any]]], frame: Any) -> list[_Finding]:
     """Run Great Expectations 1.x expectations on the frame (an ephemeral, in-memory context)."""
     import logging
 
@@ -444,6 +657,7 @@ def _run_expectations(
     batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(
         batch_parameters={"dataframe": frame}
     )
+    found: list[_Finding] = []
     for item in expectations:
         name, kwargs = next(iter(item.items()))
         cls = getattr(gx.expectations, "".join(part.capitalize() for part in name.split("_")), None)
@@ -459,17 +673,18 @@ def _run_expectations(
                 f"{name} could not run: {result.exception_info.get('exception_message')}"
             )
         details = result.result or {}
-        rows = details.get("unexpected_index_list")
+        unexpected = details.get("unexpected_index_list")
         label = f"{name} {kwargs}"
-        if rows is None:
-            record(label, not result.success, f"observed {details.get('observed_value')!r}")
+        if unexpected is None:
+            found.append(
+                _table(label, not result.success, f"observed {details.get('observed_value')!r}")
+            )
             continue
-        bad = np.zeros(len(frame), dtype=bool)
-        bad[np.asarray(rows, dtype=int)] = True
+        rows = np.unique(np.asarray(unexpected, dtype=np.int64))
         column = kwargs.get("column")
-        record(
-            label,
-            bad,
-            lambda i, v, name=name, column=column: f"{column}: {_show(v)} fails {name}",
-            values=frame[column] if column in frame.columns else None,
-        )
+        if column in frame.columns:
+            texts = _Column(frame[column]).texts(rows)
+            found.append(_rows(label, rows, f"{column}: ", texts, f" fails {name}"))
+        else:  # a multi-column expectation: no one value to show
+            found.append(_rows(label, rows, f"{column}: None fails {name}"))
+    return found

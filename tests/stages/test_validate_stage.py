@@ -204,3 +204,70 @@ def test_validate_in_a_pipeline_with_a_mixed_type_column(tmp_path) -> None:
         "amount: missing or empty",
     ]
     assert np.isclose(report.load("checked", "report")["rows_failed"], 3)
+
+
+shown_values = st.one_of(
+    st.text(max_size=120),  # quotes, backslashes, control and non-ASCII characters, long ones
+    st.sampled_from(["plain", "it's", 'say "hi"', "back\\slash", "tab\there", "x" * 81, "ü" * 90]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(shown_values, min_size=1, max_size=30))
+def test_a_string_value_is_shown_as_its_repr_cut_to_80(values) -> None:
+    from pipeflow.stages.validate import _Column, _show
+
+    rows = np.arange(len(values))
+    for series in (pd.Series(values, dtype="string[pyarrow]"), pd.Series(values, dtype=object)):
+        assert _Column(series).texts(rows).to_pylist() == [_show(v) for v in values]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=True, allow_infinity=True), min_size=1, max_size=30),
+    st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=30),
+)
+def test_a_number_is_shown_as_its_repr(floats, ints) -> None:
+    from pipeflow.stages.validate import _Column, _show
+
+    for values in (floats, ints):
+        series = pd.Series(values)
+        assert series.dtype.kind in "if"
+        rows = np.arange(len(values))
+        assert _Column(series).texts(rows).to_pylist() == [_show(v) for v in values]
+
+
+def test_a_large_table_is_checked_in_threads_with_the_same_result_as_a_small_one() -> None:
+    """Above 50,000 rows the checks run in a thread pool; the verdicts and reasons (in check
+    order within a row) are those of the same rows checked 1,000 at a time, inline."""
+    rng = np.random.default_rng(3)
+    n = 60_000
+    data = pd.DataFrame(
+        {
+            "claim_id": np.where(rng.random(n) < 0.01, "bad", "C1"),
+            "amount": rng.uniform(-10, 1100, n).astype(str).astype(object),
+            "category": rng.choice(["fire", "theft", "flood", "", None], n),
+        }
+    )
+    data.loc[rng.random(n) < 0.01, "amount"] = "n/a"
+    checks = [
+        {"column": "claim_id", "not_null": True, "regex": r"^C\d+$"},
+        {"column": "amount", "range": [0, 1000]},
+        {"column": "category", "not_null": True, "allowed": ["fire", "theft"]},
+        {"duplicate_rows": False},
+    ]
+    whole = validate(data, on_failure="quarantine", checks=checks)
+    assert len(whole["valid"]) + len(whole["rejected"]) == n > len(whole["valid"]) > 0
+    parts = [
+        validate(data.iloc[i : i + 1000], on_failure="quarantine", checks=checks[:3])
+        for i in range(0, n, 1000)
+    ]
+    # duplicate_rows looks across the whole table (and is the last check): leave its message out
+    rejected = whole["rejected"]
+    reasons = rejected["reason"].str.replace(r"(; )?the same row appears earlier$", "", regex=True)
+    expected = pd.concat([p["rejected"] for p in parts])
+    assert rejected.index[reasons != ""].tolist() == expected.index.tolist()
+    assert reasons[reasons != ""].tolist() == expected["reason"].tolist()
+    assert {"claim_id: 'bad' does not match ^C\\d+$", "category: missing or empty"} <= {
+        m for r in whole["rejected"]["reason"] for m in r.split("; ")
+    }
