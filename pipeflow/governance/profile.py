@@ -28,77 +28,99 @@ def reference_profile(
     vocabulary: int = 300,
     seed: int = 0,
 ) -> dict[str, Any]:
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    def one(item: tuple[int, tuple[Any, str]]) -> dict[str, Any]:
+        i, (column, role) = item
+        # a generator of its own per column: the same samples whichever thread profiles it
+        return _profile_column(
+            X[column], role, bins, max_categories, vocabulary, np.random.default_rng([seed, i])
+        )
+
+    items = list(enumerate(roles.items()))
+    workers = min(os.cpu_count() or 1, len(items), 4)
+    if len(X) >= 100_000 and workers > 1:  # numpy sorts and reductions run without the GIL
+        with ThreadPoolExecutor(workers, thread_name_prefix="pipeflow-profile") as pool:
+            entries = list(pool.map(one, items))
+    else:
+        entries = [one(item) for item in items]
+    features = {
+        str(column): entry for (column, _), entry in zip(roles.items(), entries, strict=True)
+    }
+    return {"rows": int(len(X)), "features": features}
+
+
+def _profile_column(
+    series: Any, role: str, bins: int, max_categories: int, vocabulary: int, rng: Any
+) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
 
-    features: dict[str, Any] = {}
-    rng = np.random.default_rng(seed)
-    for column, role in roles.items():
-        series = X[column]
-        missing = int(series.isna().sum())
-        entry: dict[str, Any] = {"role": role, "missing": missing}
-        if role == "numeric":
-            values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-            finite = values[np.isfinite(values)]
-            if finite.size:
-                # quantiles from a sample (one sort of at most 100k values); counts, min and max
-                # from every row
-                sample = finite if finite.size <= 100_000 else rng.choice(finite, 100_000)
-                levels = np.linspace(0, 1, bins + 1)
-                found = np.quantile(sample, [*levels, 0.01, 0.5, 0.99])
-                low, high = float(finite.min()), float(finite.max())
-                edges = np.unique(np.clip(np.r_[low, found[1:bins], high], low, high))
-                counts = (
-                    np.histogram(finite, bins=edges)[0]
-                    if edges.size > 1
-                    else np.array([finite.size])
-                )
-                entry.update(
-                    min=low,
-                    max=high,
-                    mean=float(finite.mean()),
-                    std=float(finite.std()),
-                    quantiles={
-                        "p01": float(found[-3]),
-                        "p50": float(found[-2]),
-                        "p99": float(found[-1]),
-                    },
-                    edges=[float(e) for e in edges],
-                    counts=[int(c) for c in counts],
-                )
-        elif role == "text":
-            text = series.dropna().astype(str)
-            lengths = text.str.len().to_numpy()
-            entry["empty"] = int((text.str.strip() == "").sum())
-            if lengths.size:
-                edges = np.unique(np.quantile(lengths, np.linspace(0, 1, bins + 1)))
-                entry["length"] = {
-                    "min": int(lengths.min()),
-                    "max": int(lengths.max()),
-                    "mean": float(lengths.mean()),
-                    "p01": float(np.quantile(lengths, 0.01)),
-                    "p99": float(np.quantile(lengths, 0.99)),
-                    "edges": [float(e) for e in edges],
-                    "counts": [int(c) for c in np.histogram(lengths, bins=edges)[0]]
-                    if edges.size > 1
-                    else [int(lengths.size)],
-                }
-                sample = text.sample(min(len(text), 20000), random_state=seed)
-                tokens = sample.str.lower().str.findall(r"[a-z0-9]+").explode().dropna()
-                entry["tokens"] = {
-                    str(k): int(v) for k, v in tokens.value_counts().head(vocabulary).items()
-                }
-                entry["token_total"] = int(len(tokens))
-                entry["sampled_rows"] = int(len(sample))
-        elif role == "date":
-            dates = pd.to_datetime(series, errors="coerce").dropna()
-            if len(dates):
-                entry.update(min=dates.min().isoformat(), max=dates.max().isoformat())
-        else:
-            counts = series.dropna().astype(str).value_counts()
-            top = counts.head(max_categories)
-            entry["categories"] = {str(k): int(v) for k, v in top.items()}
-            entry["other"] = int(counts.iloc[max_categories:].sum())
-            entry["distinct"] = int(len(counts))
-        features[str(column)] = entry
-    return {"rows": int(len(X)), "features": features}
+    missing = int(series.isna().sum())
+    entry: dict[str, Any] = {"role": role, "missing": missing}
+    if role == "numeric":
+        values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        usable = np.isfinite(values)
+        finite = values if usable.all() else values[usable]  # no copy when all are numbers
+        if finite.size:
+            # quantiles from a sample (one sort of at most 100k values); counts, min and max
+            # from every row
+            sample = finite if finite.size <= 100_000 else rng.choice(finite, 100_000)
+            levels = np.linspace(0, 1, bins + 1)
+            found = np.quantile(sample, [*levels, 0.01, 0.5, 0.99])
+            low, high = float(finite.min()), float(finite.max())
+            edges = np.unique(np.clip(np.r_[low, found[1:bins], high], low, high))
+            counts = (
+                np.histogram(finite, bins=edges)[0] if edges.size > 1 else np.array([finite.size])
+            )
+            entry.update(
+                min=low,
+                max=high,
+                mean=float(finite.mean()),
+                std=float(finite.std()),
+                quantiles={
+                    "p01": float(found[-3]),
+                    "p50": float(found[-2]),
+                    "p99": float(found[-1]),
+                },
+                edges=[float(e) for e in edges],
+                counts=[int(c) for c in counts],
+            )
+    elif role == "text":
+        text = series.dropna().astype(str)
+        lengths = text.str.len().to_numpy()
+        entry["empty"] = int((text.str.strip() == "").sum())
+        if lengths.size:
+            edges = np.unique(np.quantile(lengths, np.linspace(0, 1, bins + 1)))
+            entry["length"] = {
+                "min": int(lengths.min()),
+                "max": int(lengths.max()),
+                "mean": float(lengths.mean()),
+                "p01": float(np.quantile(lengths, 0.01)),
+                "p99": float(np.quantile(lengths, 0.99)),
+                "edges": [float(e) for e in edges],
+                "counts": [int(c) for c in np.histogram(lengths, bins=edges)[0]]
+                if edges.size > 1
+                else [int(lengths.size)],
+            }
+            sample = text.sample(min(len(text), 20000), random_state=rng)
+            tokens = sample.str.lower().str.findall(r"[a-z0-9]+").explode().dropna()
+            entry["tokens"] = {
+                str(k): int(v) for k, v in tokens.value_counts().head(vocabulary).items()
+            }
+            entry["token_total"] = int(len(tokens))
+            entry["sampled_rows"] = int(len(sample))
+    elif role == "date":
+        dates = pd.to_datetime(series, errors="coerce").dropna()
+        if len(dates):
+            entry.update(min=dates.min().isoformat(), max=dates.max().isoformat())
+    else:
+        counts = series.dropna().astype(str).value_counts()
+        top = counts.head(max_categories)
+        entry["categories"] = {str(k): int(v) for k, v in top.items()}
+        entry["other"] = int(counts.iloc[max_categories:].sum())
+        entry["distinct"] = int(len(counts))
+    return entry

@@ -289,7 +289,10 @@ def _fit_across_workers(
     pipeline = model.pipeline if isinstance(model, LabelDecodedClassifier) else model
     # dense at training and at prediction alike: xgboost reads a sparse matrix's absent entries as
     # missing, not 0, so a model trained on dense blocks must never be fed the sparse form
-    prepare = pipeline.named_steps["prepare"].set_params(sparse_threshold=0.0).fit(X)
+    prepare = pipeline.named_steps["prepare"]
+    if "sparse_threshold" in prepare.get_params():  # a ColumnTransformer (not NumericColumns)
+        prepare.set_params(sparse_threshold=0.0)
+    prepare.fit(X)
     features = prepare.transform(X)
     if sp.issparse(features):
         features = features.toarray()
@@ -374,7 +377,8 @@ def _is_tree_model(estimator: Any) -> bool:
 
 
 def build_preprocessor(X: Any, config: TrainConfig, *, trees: bool = False) -> Any:
-    """A ColumnTransformer for the columns of ``X`` (see the module docstring)."""
+    """A ColumnTransformer for the columns of ``X`` (see the module docstring); for a tree
+    ensemble on numeric columns alone, :class:`pipeflow.models.NumericColumns`."""
     from sklearn.compose import ColumnTransformer
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.impute import SimpleImputer
@@ -440,6 +444,10 @@ def build_preprocessor(X: Any, config: TrainConfig, *, trees: bool = False) -> A
         )
     if not parts:
         raise ValueError("no usable feature columns")
+    if trees and len(parts) == 1 and numeric:  # numbers alone, as they are: no copies
+        from pipeflow.models import NumericColumns
+
+        return NumericColumns(numeric)
     # sparse only where it pays (TF-IDF vocabularies); many estimators want dense input
     return ColumnTransformer(parts, sparse_threshold=1.0 if text else 0.0)
 

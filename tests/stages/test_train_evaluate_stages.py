@@ -259,3 +259,31 @@ def test_xgboost_trains_across_the_workers_of_a_cluster(tmp_path) -> None:
     assert report.load("scores", "metrics")["accuracy"] > 0.8
     predicted = report.load("model", "model").predict(TEST.drop(columns="label"))
     assert set(predicted) <= set(WORDS)  # an ordinary model with the original labels
+
+
+def test_xgboost_on_numbers_alone_is_the_model_xgboost_trains_on_the_array(tmp_path) -> None:
+    """Numbers pass to a tree ensemble as they are (NumericColumns: no ColumnTransformer, no
+    copies): the stage's model predicts exactly what XGBClassifier fitted on the array does."""
+    import xgboost
+
+    from pipeflow.models import NumericColumns
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(2000, 5))
+    X[::11, 2] = np.nan  # missing values reach xgboost as missing
+    y = np.where(X[:, 0] + np.nan_to_num(X[:, 2]) * X[:, 1] > 0, "yes", "no")
+    table = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)]).assign(label=y)
+    params = {"n_estimators": 15, "max_depth": 3, "n_jobs": 1}
+    out = TrainStage(
+        TrainStage.Config(estimator="xgboost.XGBClassifier", target="label", params=params)
+    ).run(ctx(), {"train": table})
+    model = out["model"]
+    assert isinstance(model.pipeline.named_steps["prepare"], NumericColumns)
+    direct = xgboost.XGBClassifier(**params).fit(X, (y == "yes").astype(int))
+    np.testing.assert_array_equal(
+        model.predict_proba(table.drop(columns="label"))[:, 1], direct.predict_proba(X)[:, 1]
+    )
+    store = ArtifactStore(str(tmp_path))
+    back = store.load(store.save(model, kind="model[classifier]"))  # skops: a trusted type
+    assert (back.predict(table.drop(columns="label")) == model.predict(table)).all()
+    assert out["info"]["signature"]["classes"] == ["no", "yes"]
