@@ -1,10 +1,12 @@
-"""The training reference profile of a numeric column."""
+"""The training reference profile: every value counted once, the same in threads or not."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from pipeflow.governance.profile import reference_profile
+
 
 def test_a_numeric_profile_counts_every_finite_value_once() -> None:
     rng = np.random.default_rng(0)
