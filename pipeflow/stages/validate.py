@@ -209,12 +209,13 @@ class ValidateStage(Stage):
             if not report["success"]:
                 ctx.logger.warning("validation: %s", summary)
             if config.on_failure == "quarantine":
-                # the valid rows are selected in a worker while this thread joins the reasons;
-                # the rejected rows after that (a DataFrame's selections: one thread at a time)
-                selected = pool.submit(lambda: data[~failed])
-                reasons = _reasons(findings, n)
-                valid = selected.result()
+                # a worker joins the reasons (pyarrow) while this thread selects the rows: the
+                # selections allocate a table's worth of numpy memory, which a worker thread's
+                # malloc arena would first have to fault in
+                joined = pool.submit(lambda: _reasons(findings, n))
+                valid = data[~failed]
                 rejected = data[failed].copy()
+                reasons = joined.result()
                 reason = reasons.to_pandas()  # a Series of the dtype pandas gives text
                 reason.index = rejected.index
                 rejected["reason"] = reason
