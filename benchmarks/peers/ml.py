@@ -38,50 +38,47 @@ TRACKED_TARGET = "ahead: <= 1.0x time"
 
 def tracked(rows: int, repeat: int) -> list[Row]:
     """The two MLflow-tracked training rows, from ``tracked_training.py`` in MLflow's Python."""
-    python, version = peer_python("mlflow")
-    names = [
-        (
-            f"train + store {rows:,} x 28",
-            "MLflow-tracked script (log_params, log_metric, log_model)",
-        ),
-        (f"train + store {rows:,} x 28", "MLflow autolog (mlflow.xgboost.autolog)"),
+    row = f"train + store {rows:,} x 28"
+    baselines = [  # (who, the baseline's figure, the ratio) in tracked_training.py's output
+        ("tracked script (log_params, log_metric, log_model)", "mlflow_s", "ratio"),
+        ("autolog (mlflow.xgboost.autolog)", "mlflow_autolog_s", "autolog_ratio"),
     ]
-    if python is None:
-        return [skipped("training", n, who, TRACKED_TARGET, version) for n, who in names]
-    done = subprocess.run(
-        [python, str(HERE / "tracked_training.py"), "--rows", str(rows), "--repeat", str(repeat)],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    if done.returncode != 0:
-        why = f"tracked_training.py failed: {done.stderr.strip().splitlines()[-1][:200]}"
-        return [skipped("training", n, who, TRACKED_TARGET, why) for n, who in names]
+    python, version = peer_python("mlflow")
+    why = None if python else version
+    if python:
+        done = subprocess.run(
+            [
+                python,
+                str(HERE / "tracked_training.py"),
+                "--rows",
+                str(rows),
+                "--repeat",
+                str(repeat),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if done.returncode != 0:
+            why = f"tracked_training.py failed: {done.stderr.strip().splitlines()[-1][:200]}"
+    if why:
+        return [
+            skipped("training", row, f"MLflow {who}", TRACKED_TARGET, why) for who, *_ in baselines
+        ]
     out = json.loads(done.stdout.strip().splitlines()[-1])
-    mlflow = f"MLflow {out['mlflow']}"
     return [
         Row(
             "training",
-            names[0][0],
-            f"{mlflow} tracked script (log_params, log_metric, log_model)",
-            f"{out['mlflow_s']:.2f} s",
+            row,
+            f"MLflow {out['mlflow']} {who}",
+            f"{out[figure]:.2f} s",
             f"{out['pipeflow_s']:.2f} s",
-            out["ratio"],
+            out[ratio],
             TRACKED_TARGET,
-            out["ratio"] <= 1.0,
+            out[ratio] <= 1.0,
             data=out,
-        ),
-        Row(
-            "training",
-            names[1][0],
-            f"{mlflow} autolog (mlflow.xgboost.autolog)",
-            f"{out['mlflow_autolog_s']:.2f} s",
-            f"{out['pipeflow_s']:.2f} s",
-            out["autolog_ratio"],
-            TRACKED_TARGET,
-            out["autolog_ratio"] <= 1.0,
-            data=out,
-        ),
+        )
+        for who, figure, ratio in baselines
     ]
 
 

@@ -287,3 +287,32 @@ def test_xgboost_on_numbers_alone_is_the_model_xgboost_trains_on_the_array(tmp_p
     back = store.load(store.save(model, kind="model[classifier]"))  # skops: a trusted type
     assert (back.predict(table.drop(columns="label")) == model.predict(table)).all()
     assert out["info"]["signature"]["classes"] == ["no", "yes"]
+
+
+@pytest.mark.parametrize(
+    "estimator, labels",
+    [
+        ("sklearn.linear_model.LogisticRegression", "text"),
+        ("xgboost.XGBClassifier", "text"),
+        ("xgboost.XGBClassifier", "int"),
+        ("sklearn.linear_model.Ridge", "number"),
+    ],
+)
+def test_the_training_score_is_scikit_learns_score(estimator, labels) -> None:
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame({"a": rng.normal(size=400), "b": rng.normal(size=400)})
+    signal = X["a"] + rng.normal(scale=0.8, size=400)
+    target = {
+        "text": np.where(signal > 0, "high", "low"),
+        "int": np.where(signal > 0.5, 2, np.where(signal < -0.5, 0, 1)),
+        "number": signal.to_numpy(),
+    }[labels]
+    out = TrainStage(
+        TrainStage.Config(
+            estimator=estimator,
+            target="y",
+            params={"n_estimators": 10} if "xgb" in estimator else {},
+        )
+    ).run(ctx(), {"train": X.assign(y=target)})
+    expected = out["model"].score(X, target)  # accuracy, or R² for the regressor
+    assert 0.5 < out["info"]["train_score"] == pytest.approx(expected, abs=1e-12)
