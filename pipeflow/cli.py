@@ -494,29 +494,17 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 def cmd_store(args: argparse.Namespace) -> int:
     """``pipeflow store check``: one line per problem on stdout, exit 1 if there is any."""
+    from pipeflow.cli_registry import locate
     from pipeflow.errors import UsageError
     from pipeflow.store.check import scan_store
-    from pipeflow.store.metadata import MetadataDB
 
-    if args.spec:
-        if args.store or args.db:
-            raise UsageError("give --spec SPEC, or --store URL (and --db PATH), not both")
-        from pipeflow.session import open_store
-        from pipeflow.spec.load import load
-
-        store, db = open_store(load(args.spec))
-    else:
-        from pipeflow.store.artifacts import ArtifactStore
-
-        url = args.store or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
-        if "://" not in url and not os.path.isdir(url):
-            raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
-        path = args.db or os.environ.get("PIPEFLOW_DB")
-        if path is None and "://" not in url:
-            path = os.path.join(url, "pipeflow.db")
-        if not path or not os.path.exists(path):
-            raise UsageError(f"no metadata database at {path}: pass --db PATH")
-        store, db = ArtifactStore(url), MetadataDB(path)
+    if args.spec and (args.store or args.db):
+        raise UsageError("give --spec SPEC, or --store URL (and --db PATH), not both")
+    located = locate(args)
+    db = located.open_db()
+    if db is None:
+        raise UsageError(f"no metadata database at {located.db_path}: pass --db PATH")
+    store = located.store
     try:
         report = scan_store(store, db)
     finally:

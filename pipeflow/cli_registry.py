@@ -102,30 +102,58 @@ def add_parsers(sub: Any) -> None:
 # ---------------------------------------------------------------------------------- helpers
 
 
-def _open(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(Registry, metadata DB or None)."""
-    from pipeflow.errors import UsageError
-    from pipeflow.registry import Registry
-    from pipeflow.store.artifacts import ArtifactStore
-    from pipeflow.store.metadata import MetadataDB
+class Located:
+    """The store a command's ``--spec`` / ``--store`` / ``--db`` arguments name, and the path of
+    its metadata database (which may not exist yet: no run recorded)."""
 
-    if args.spec:
+    def __init__(self, store: Any, db_path: str | None) -> None:
+        self.store = store
+        self.db_path = db_path
+
+    def open_db(self) -> Any:
+        """The metadata database, or None where there is none."""
+        from pipeflow.store.metadata import MetadataDB
+
+        if self.db_path and os.path.exists(self.db_path):
+            return MetadataDB(self.db_path)
+        return None
+
+
+def locate(args: argparse.Namespace) -> Located:
+    """One rule for every command that reads a store (registry, serve, predict, monitor, ui,
+    store check): ``--spec SPEC`` (that spec's store, with its storage options, and its
+    metadata), else ``--store URL``, ``$PIPEFLOW_STORE`` or ``.pipeflow``; the database
+    ``--db PATH``, the spec's, ``$PIPEFLOW_DB``, or ``pipeflow.db`` inside a local store. A local
+    store that is not there is a usage error."""
+    from pipeflow.errors import UsageError
+    from pipeflow.store.artifacts import ArtifactStore
+
+    given_db = getattr(args, "db", None)
+    if getattr(args, "spec", None):
         from pipeflow.session import open_store
         from pipeflow.spec.load import load
 
         store, db = open_store(load(args.spec))
-        return Registry(store), db
-    url = args.store or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
-    if "://" not in url and not os.path.isdir(url):
-        raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
-    db = None
-    if hasattr(args, "db"):
-        path = args.db or os.environ.get("PIPEFLOW_DB")
-        if path is None and "://" not in url:
-            path = os.path.join(url, "pipeflow.db")
-        if path and os.path.exists(path):
-            db = MetadataDB(path)
-    return Registry(ArtifactStore(url)), db
+        db.close()
+        return Located(store, os.path.abspath(given_db or db.path))
+    url = getattr(args, "store", None) or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
+    local = "://" not in url or url.startswith("file://")
+    if local:
+        url = os.path.abspath(url.removeprefix("file://"))
+        if not os.path.isdir(url):
+            raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
+    path = given_db or os.environ.get("PIPEFLOW_DB")
+    if path is None and local:
+        path = os.path.join(url, "pipeflow.db")
+    return Located(ArtifactStore(url), os.path.abspath(path) if path else None)
+
+
+def _open(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(Registry, metadata DB or None)."""
+    from pipeflow.registry import Registry
+
+    located = locate(args)
+    return Registry(located.store), located.open_db()
 
 
 def escape(text: str) -> str:

@@ -47,51 +47,29 @@ def add_parser(sub: Any) -> None:
     )
 
 
-def locate(args: argparse.Namespace) -> tuple[str, str | None]:
-    """(store URL, metadata database path or None) that the arguments name."""
-    from pipeflow.errors import UsageError
-
-    if args.spec:
-        from pipeflow.session import open_store
-        from pipeflow.spec.load import load
-
-        store, db = open_store(load(args.spec))
-        db.close()
-        return store.url, args.db or str(db.path)
-    url = args.store or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
-    local = "://" not in url or url.startswith("file://")
-    if local:
-        url = os.path.abspath(url.removeprefix("file://"))
-        if not os.path.isdir(url):
-            raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
-    path = args.db or os.environ.get("PIPEFLOW_DB")
-    if path is None and local:
-        path = os.path.join(url, "pipeflow.db")
-    return url, os.path.abspath(path) if path else None
-
-
 def cmd_ui(args: argparse.Namespace) -> int:
     import threading
     import webbrowser
 
     import uvicorn
 
+    from pipeflow.cli_registry import locate
     from pipeflow.cli_serve import _port_free
     from pipeflow.ui.app import create_app
 
     _port_free(args.host, args.port)  # a busy port is bad input (exit 2), said before anything
-    store_url, db_path = locate(args)
+    located = locate(args)
     audit_dir = os.path.abspath(args.audit_dir) if args.audit_dir else None
     loopback = args.host in LOOPBACK
     app = create_app(
-        store_url,
-        db_path,
+        located.store,
+        located.db_path,
         audit_dir,
         allowed_hosts=["127.0.0.1", "localhost", "[::1]"] if loopback else None,
     )
     shown = f"[{args.host}]" if ":" in args.host else args.host
     url = f"http://{shown}:{args.port}/"
-    print(f"pipeflow ui for {store_url} on {url} (Ctrl-C to stop)", flush=True)
+    print(f"pipeflow ui for {located.store.url} on {url} (Ctrl-C to stop)", flush=True)
     if not loopback:
         print(f"warning: the dashboard has no login and is reachable on {args.host}", flush=True)
     config = uvicorn.Config(

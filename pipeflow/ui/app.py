@@ -77,15 +77,16 @@ MAX_TRAFFIC_INDEXES = 4  # bucket widths kept warm at once
 
 
 def create_app(
-    store_url: str,
+    store: ArtifactStore | str,
     db_path: str | os.PathLike[str] | None,
     audit_dir: str | os.PathLike[str] | None = None,
     *,
     allowed_hosts: list[str] | None = None,
 ) -> FastAPI:
-    """The dashboard for the store at ``store_url`` and the metadata database at ``db_path``
-    (which need not exist yet). ``allowed_hosts`` limits the Host header (DNS rebinding)."""
-    sources = Sources(store_url, db_path, audit_dir)
+    """The dashboard for ``store`` (an open store, with its storage options, or a URL) and the
+    metadata database at ``db_path`` (which need not exist yet). ``allowed_hosts`` limits the
+    Host header (DNS rebinding)."""
+    sources = Sources(store, db_path, audit_dir)
     app = FastAPI(
         title="pipeflow ui",
         docs_url=None,
@@ -139,7 +140,7 @@ def create_app(
 
     @app.get("/api/models")
     def models() -> dict[str, Any]:
-        return {"models": sources.models(), "store": store_url}
+        return {"models": sources.models(), "store": sources.store_url}
 
     @app.get("/api/models/{name}")
     def model(name: str) -> dict[str, Any]:
@@ -213,16 +214,16 @@ class Sources:
 
     def __init__(
         self,
-        store_url: str,
+        store: ArtifactStore | str,
         db_path: str | os.PathLike[str] | None,
         audit_dir: str | os.PathLike[str] | None,
     ):
-        self.store_url = store_url
-        self.registry = Registry(ArtifactStore(store_url))
-        remote = "://" in store_url and not store_url.startswith("file://")
-        self.local_root: Path | None = None if remote else Path(store_url.removeprefix("file://"))
+        store = ArtifactStore(store) if isinstance(store, str) else store
+        self.store_url = store.url
+        self.registry = Registry(store)
+        self.local_root: Path | None = Path(store.root) if store.is_local else None
         self.db_path = Path(db_path) if db_path else None
-        self.audit_dir = Path(audit_dir) if audit_dir else audit.default_folder(store_url)
+        self.audit_dir = Path(audit_dir) if audit_dir else audit.default_folder(store.url)
         self._db: Any = None
         self._db_lock = threading.Lock()
         self._indexes: OrderedDict[int, TrafficIndex] = OrderedDict()

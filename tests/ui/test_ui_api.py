@@ -403,3 +403,36 @@ def test_latency_quantiles_are_within_one_percent() -> None:
         exact = ordered[int(q * (len(ordered) - 1))]
         assert abs(cell.quantile(q) - exact) / exact < 0.011
     assert Cell().quantile(0.5) is None
+
+
+def test_the_dashboard_of_a_spec_reads_its_store_with_the_specs_storage_options(
+    tmp_path, monkeypatch
+) -> None:
+    """``--spec``: the store the spec names, opened with its storage options (the dashboard used
+    to reopen it from the bare URL), and the spec's database; the same rule as the registry."""
+    import argparse
+
+    from pipeflow.cli_registry import locate
+    from pipeflow.testing import write_spec
+
+    spec = write_spec(
+        tmp_path,
+        """
+        pipeline: p
+        store: {root: kept, storage_options: {auto_mkdir: true}}
+        stages:
+          one: {type: python, with: {function: "steps:one"}}
+        """,
+        {"steps.py": "def one():\n    return 1\n"},
+    )
+    monkeypatch.chdir(tmp_path.parent)  # anywhere but the spec's folder
+    located = locate(argparse.Namespace(spec=str(spec), store=None, db=None))
+    assert located.store.storage_options == {"auto_mkdir": True}
+    assert located.store.root == str(tmp_path / "kept")
+    assert located.db_path == str(tmp_path / ".pipeflow" / "pipeflow.db")
+    _register_models(located.store)  # written through the spec's store: kept/registry/...
+    assert (tmp_path / "kept").is_dir()
+    app = create_app(located.store, located.db_path)
+    answer = TestClient(app).get("/api/models").json()
+    assert answer["store"] == located.store.url
+    assert [m["name"] for m in answer["models"]] == ["tumours"]
