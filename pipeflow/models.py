@@ -64,7 +64,11 @@ class NumericColumns(TransformerMixin, BaseEstimator):
         self.columns = columns
 
     def fit(self, X: Any, y: Any = None) -> NumericColumns:  # noqa: N803
-        self.n_features_in_ = len(self.columns or [])
+        import numpy as np
+
+        if hasattr(X, "columns"):  # scikit-learn's record of the input, as a ColumnTransformer's
+            self.feature_names_in_ = np.asarray([str(c) for c in X.columns], dtype=object)
+        self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X: Any) -> Any:  # noqa: N803

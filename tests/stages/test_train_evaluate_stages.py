@@ -279,6 +279,7 @@ def test_xgboost_on_numbers_alone_is_the_model_xgboost_trains_on_the_array(tmp_p
     ).run(ctx(), {"train": table})
     model = out["model"]
     assert isinstance(model.pipeline.named_steps["prepare"], NumericColumns)
+    assert model.pipeline.feature_names_in_.tolist() == [f"x{i}" for i in range(5)]
     direct = xgboost.XGBClassifier(**params).fit(X, (y == "yes").astype(int))
     np.testing.assert_array_equal(
         model.predict_proba(table.drop(columns="label"))[:, 1], direct.predict_proba(X)[:, 1]

@@ -66,6 +66,7 @@ def test_numeric_columns_are_the_passthrough_without_copying_a_float_block() -> 
     np.testing.assert_array_equal(out, passthrough)  # NaN where NaN
     assert np.shares_memory(out, frame["a"].to_numpy())  # a view of the frame's block
     assert step.get_feature_names_out().tolist() == columns
+    assert step.feature_names_in_.tolist() == columns and step.n_features_in_ == 4
     # other column orders, integers and nullable integers are converted, missing -> NaN
     mixed = pd.DataFrame(
         {"d": [1.5, 2.5], "a": [1, 2], "b": pd.array([None, 4], dtype="Int64"), "c": [0.0, 1.0]}
