@@ -60,7 +60,8 @@ def add_parser(sub: Any) -> None:
         "--batch-wait-ms",
         type=float,
         default=5.0,
-        help="longest a micro-batch waits for requests still arriving (default 5; 0: never)",
+        help="longest a micro-batch waits for requests still arriving or clients taking turns "
+        "(default 5; 0: never)",
     )
     c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
     c.add_argument("--store", metavar="URL", help="store holding the registry (default .pipeflow)")

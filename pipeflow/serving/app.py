@@ -194,6 +194,11 @@ class Pending:
     future: asyncio.Future[Any]
 
 
+# how long a batcher remembers the most requests it saw at once: a few large requests' time, so
+# that a change of traffic (a burst of clients gone) stops the waiting for them within it
+PEAK_S = 0.2
+
+
 class Batcher:
     """Scores queued requests together on one thread; audits each batch before answering."""
 
@@ -202,27 +207,45 @@ class Batcher:
         self.queue: asyncio.Queue[Pending] = asyncio.Queue()
         self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"pipeflow-{handle.label}")
         self.task: asyncio.Task[None] | None = None
+        self.scoring = 0  # requests in the batch being scored
+        # the most requests seen in the system at once (queued, arriving or being scored) in
+        # the last PEAK_S seconds: how many clients are taking turns
+        self.peak, self.peak_at = 0, 0.0
 
     async def submit(self, item: Pending) -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
         if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._run())
+            self.task = loop.create_task(self._run())
         await self.queue.put(item)
+        self.count_clients(loop.time())
         return await item.future
+
+    def count_clients(self, now: float) -> None:
+        """Note how many requests are in the system (queued, arriving, being scored)."""
+        seen = self.queue.qsize() + self.scoring + self.server.arriving
+        if seen >= self.peak or now - self.peak_at > PEAK_S:
+            self.peak, self.peak_at = seen, now
 
     async def collect(self) -> list[Pending]:
         """The next batch: the first queued request, everything queued behind it, and requests
         still *arriving* (body being read or parsed), for at most ``batch_wait_ms``. Without
         waiting for those, concurrent large requests settle into batches of one, each paying the
-        model's fixed cost per call (a scikit-learn ColumnTransformer: ~2.5 ms) alone. A lone
-        request (nothing arriving) is scored at once."""
+        model's fixed cost per call (a scikit-learn ColumnTransformer: ~2.5 ms) alone. While
+        the batch holds fewer requests than were in the system at once a moment ago, it
+        also waits (as long) for the clients just answered to send their next request: else
+        four clients taking turns settle into two alternating pairs, each batch paying the fixed
+        costs for half the rows. A lone client's request is scored at once."""
         loop = asyncio.get_running_loop()
         items = [await self.queue.get()]
         rows, limit = len(items[0].rows), self.server.config.max_rows
         deadline = loop.time() + self.server.config.batch_wait_ms / 1000
+        expect = self.peak if loop.time() - self.peak_at <= PEAK_S else 0
         while rows < limit:
             if not self.queue.empty():
                 items.append(self.queue.get_nowait())
-            elif self.server.arriving > 0 and (left := deadline - loop.time()) > 0:
+            elif (self.server.arriving > 0 or len(items) < expect) and (
+                left := deadline - loop.time()
+            ) > 0:
                 try:
                     items.append(await asyncio.wait_for(self.queue.get(), left))
                 except TimeoutError:
@@ -235,7 +258,9 @@ class Batcher:
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            self.scoring = 0
             items = await self.collect()
+            self.scoring = len(items)
             try:
                 results = await loop.run_in_executor(self.pool, self._score, items)
             except AuditUnavailable as err:  # nothing can be answered

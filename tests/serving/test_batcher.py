@@ -68,3 +68,38 @@ def test_the_wait_ends_at_the_deadline_and_at_max_rows() -> None:
     n, took, sizes = asyncio.run(main())
     assert n == 1 and 0.015 <= took < 0.5
     assert sizes == [3, 1]  # 4 rows reached: the third request waits for the next batch
+
+
+def test_clients_taking_turns_are_waited_for_as_many_as_were_seen_at_once() -> None:
+    """Four clients in two alternating pairs: a pair's batch waits (up to the limit) for the
+    other pair's next requests, which have not started arriving yet, because four requests were
+    in the system at once a moment ago. Once the peak is old, nobody is waited for."""
+
+    async def main() -> tuple[list[int], float, int]:
+        b = batcher(arriving=0, wait_ms=50)
+        loop = asyncio.get_running_loop()
+        b.scoring = 2  # a pair being scored while the other pair queues: 4 in the system
+        for _ in range(2):
+            await b.queue.put(pending(1000))
+            b.count_clients(loop.time())
+        assert b.peak == 4
+        b.scoring = 0
+
+        async def later() -> None:  # the first pair's next requests, a few ms after
+            await asyncio.sleep(0.005)
+            for _ in range(2):
+                await b.queue.put(pending(1000))
+
+        task = asyncio.create_task(later())
+        started = time.perf_counter()
+        items = await b.collect()
+        took = time.perf_counter() - started
+        await task
+        b.peak_at = loop.time() - 1  # long enough ago: a lone client now
+        await b.queue.put(pending(1))
+        alone = await b.collect()
+        return [len(i.rows) for i in items], took, len(alone)
+
+    sizes, took, alone = asyncio.run(main())
+    assert sizes == [1000] * 4 and took < 0.04  # filled before the 50 ms limit
+    assert alone == 1
