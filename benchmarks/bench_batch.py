@@ -126,23 +126,17 @@ def claims(n: int, repeat: int) -> dict[str, Any]:
     """Scenario 4: the flagship claims model, trained by ``pipeflow run`` of the claims spec in a
     temporary copy, on ``n`` generated and cleaned claims."""
     import shutil
-    import subprocess
 
     from pipeflow.registry import Registry
     from pipeflow.serving.batch import predict_file
     from pipeflow.store.artifacts import ArtifactStore
+    from pipeflow.testing import pipeflow_cli
 
     with tempfile.TemporaryDirectory(prefix="pipeflow-bench-claims-") as name:
         where = Path(name)
         for f in ("pipeline.yaml", "steps.py"):
             shutil.copy(REPO / "specs" / "claims" / f, where / f)
-        done = subprocess.run(
-            [str(Path(sys.executable).with_name("pipeflow")), "run", "pipeline.yaml", "--quiet"],
-            cwd=where,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        done = pipeflow_cli(where, "run", "pipeline.yaml", "--quiet", timeout=600)
         if done.returncode != 0:
             raise RuntimeError(f"the claims run failed:\n{done.stdout}{done.stderr}")
         sys.path.insert(0, str(where))

@@ -90,19 +90,13 @@ async def predict(request: Request):
 
 def build_project(root: Path) -> Path:
     """The tumours project with ``tumours@production`` registered; returns its store."""
-    from pipeflow.testing import tumour_table
+    from pipeflow.testing import pipeflow_cli, tumour_table
 
     where = root / "tumours"
     shutil.copytree(PROJECT, where)
     frame = tumour_table()
     frame.to_csv(where / "data.csv", index=False)
-    done = subprocess.run(
-        [PIPEFLOW, "run", "pipeline.yaml", "--quiet"],
-        cwd=where,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = pipeflow_cli(where, "run", "pipeline.yaml", "--quiet")
     if done.returncode != 0:
         raise RuntimeError(f"pipeflow run failed:\n{done.stdout}{done.stderr}")
     return where / ".pipeflow"
