@@ -212,7 +212,7 @@ class ValidateStage(Stage):
                 # a worker joins the reasons (pyarrow) while this thread selects the rows: the
                 # selections allocate a table's worth of numpy memory, which a worker thread's
                 # malloc arena would first have to fault in
-                joined = pool.submit(lambda: _reasons(findings, n))
+                joined = pool.submit(lambda: _reasons(findings))
                 valid = data[~failed]
                 rejected = data[failed].copy()
                 reasons = joined.result()
@@ -331,7 +331,7 @@ def _rows(name: str, rows: Any, *parts: Any) -> _Finding:
     return _Finding(name, rows, messages)
 
 
-def _reasons(findings: list[_Finding], n: int) -> Any:
+def _reasons(findings: list[_Finding]) -> Any:
     """One reason per failing row, in row order: its messages in check order, joined by '; '."""
     import numpy as np
     import pyarrow as pa
