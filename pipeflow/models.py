@@ -108,12 +108,6 @@ def as_strings(values: Any) -> Any:
     return out
 
 
-def is_missing(value: Any) -> bool:
-    import pandas as pd
-
-    return value is None or (not isinstance(value, str) and bool(pd.isna(value)))
-
-
 def days_since_epoch(values: Any) -> Any:
     import numpy as np
     import pandas as pd
