@@ -199,18 +199,12 @@ class Signature:
             "additionalProperties": False,
         }
 
-    def check(
-        self, rows: list[Any], *, reject_unusual: bool = False
-    ) -> tuple[list[dict[str, Any]], list[list[str]]]:
-        """(problems, flags per row). No problems means every row can be given to the model."""
-        problems, flags, _ = self.check_columns(rows, reject_unusual=reject_unusual)
-        return problems, flags
-
     def check_columns(
         self, rows: list[Any], *, reject_unusual: bool = False
     ) -> tuple[list[dict[str, Any]], list[list[str]], Columns | None]:
-        """(problems, flags per row, columns): as :meth:`check`, with the rows' columns ready for
-        a DataFrame when the fast path took them (else None: build the frame from the rows)."""
+        """(problems, flags per row, columns). No problems means every row can be given to the
+        model; the columns are the rows' values ready for a DataFrame when the fast path took them
+        (else None: build the frame from the rows)."""
         fast = self._fast(rows)
         if fast is not None and not (reject_unusual and any(fast[0])):
             return [], fast[0], fast[1]
