@@ -101,7 +101,7 @@ def read_tokens(path: str | None) -> dict[str, list[str]] | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pipeflow.cli_registry import _open
+    from pipeflow.cli_registry import locate
     from pipeflow.errors import UsageError
     from pipeflow.registry import parse_ref
     from pipeflow.serving.app import ServeConfig, create_app
@@ -111,15 +111,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--weight {args.weight}: expected a share between 0 and 1")
     if not 0 <= args.batch_wait_ms <= 1000:
         raise UsageError(f"--batch-wait-ms {args.batch_wait_ms}: expected 0 to 1000 milliseconds")
-    registry, db = _open(args)  # --spec SPEC, --store URL, $PIPEFLOW_STORE or .pipeflow
-    if db is not None:
-        db.close()  # the server needs only the store
-    url, options = registry.store.url, registry.store.storage_options
-    if "://" not in url:
-        url = os.path.abspath(url)  # --workers: every process resolves the same folder
+    # --spec SPEC, --store URL, $PIPEFLOW_STORE or .pipeflow; the server needs only the store,
+    # and a local one by its absolute path (--workers: every process resolves the same folder)
+    store = locate(args).store
     config = ServeConfig(
-        store_url=url,
-        storage_options=dict(options),
+        store_url=store.url,
+        storage_options=dict(store.storage_options),
         model=name,
         which=which or "production",
         canary=args.canary,
