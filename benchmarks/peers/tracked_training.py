@@ -73,6 +73,8 @@ def main() -> int:
         # MLflow's recommended backend (its file store is in maintenance mode); the first use
         # creates the database, before the timing starts
         mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        # with a database backend MLflow's artifacts default to ./mlruns in the working directory
+        mlflow.create_experiment("tracked-training", artifact_location=(root / "mlruns").as_uri())
         mlflow.set_experiment("tracked-training")
         store = ArtifactStore(str(root / "store"))
         kept: dict[str, int] = {}
