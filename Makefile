@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/pipeflow-sql
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test demo test test-fast lint bench clean
+.PHONY: install install-test demo test test-fast audit lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,10 +26,15 @@ demo: install
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
 test: install-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider
-	$(BIN)/ruff check pipeflow plugins tests benchmarks
-	$(BIN)/ruff format --check pipeflow plugins tests benchmarks
+	$(BIN)/ruff check pipeflow plugins tests benchmarks tools
+	$(BIN)/ruff format --check pipeflow plugins tests benchmarks tools
 	$(BIN)/lint-imports
 	$(BIN)/bandit -q -c pyproject.toml -r pipeflow plugins -ll
+	$(BIN)/python tools/audit_dependencies.py
+
+## Known vulnerabilities in the installed dependencies (pip-audit); fails if nothing could be audited.
+audit: install-test
+	$(BIN)/python tools/audit_dependencies.py --strict
 
 ## Everyday loop: skip the slow and cluster tests.
 test-fast: install-test
