@@ -42,7 +42,7 @@ STEPS = """
     def small():
         return "small"
 
-    def big(mib):
+    def big(first, mib):
         return bytes(range(256)) * (4096 * mib)
 
     def after(blob):
@@ -59,7 +59,9 @@ def _spec(folder: Path, root: str) -> Path:
         store: {{root: "{root}", metadata: "sqlite:///meta/pipeflow.db"}}
         stages:
           small: {{type: python, with: {{function: "steps:small"}}}}
-          big: {{type: python, with: {{function: "steps:big", kwargs: {{mib: "${{params.mib}}"}}}}}}
+          # big waits for small: on a full disk they would race for its last blocks (and small
+          # lose, now and then)
+          big: {{type: python, inputs: {{first: small}}, with: {{function: "steps:big", kwargs: {{mib: "${{params.mib}}"}}}}}}
           after: {{type: python, inputs: {{blob: big}}, with: {{function: "steps:after"}}}}
         """,
         {"steps.py": STEPS},
