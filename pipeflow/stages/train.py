@@ -26,7 +26,8 @@ The second output, ``info``, is the training record: estimator and params, the m
 (feature names and dtypes, classes), row counts and the training score (on at most 50,000 rows). It holds nothing that
 varies between two identical fits (the fit time is in the run's record of the stage), so both
 outputs are byte-identical for the same data and config, and the cache can reuse them. xgboost estimators get ``device: cuda`` when the stage has GPU resources
-(``resources: {GPU: 1}``) and no device was set. Models are stored with skops, never pickle.
+(``resources: {GPU: 1}``) and no device was set; the stored model predicts on the CPU (``info.device``
+says where it was trained). Models are stored with skops, never pickle.
 """
 
 from __future__ import annotations
@@ -173,6 +174,9 @@ def fit(
     except ValueError as err:
         raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
     fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
+    trained_with = {k: _plain(v) for k, v in estimator.get_params(deep=False).items()}
+    device = trained_with.get("device") or "cpu"
+    _predict_on_cpu(model)
     score = _training_score(model, task, *_sample(X, y))
     classes = [str(c) for c in getattr(model, "classes_", [])]
     from pipeflow.governance.profile import reference_profile
@@ -180,7 +184,7 @@ def fit(
     roles = feature_roles(X, config)
     info = {
         "estimator": config.estimator,
-        "params": {k: _plain(v) for k, v in estimator.get_params(deep=False).items()},
+        "params": trained_with,
         "task": task,
         "target": config.target,
         "signature": {
@@ -192,7 +196,7 @@ def fit(
         "reference": reference_profile(X, roles),
         "rows_train": int(len(X)),
         "train_score": score,
-        "device": estimator.get_params().get("device") or "cpu",
+        "device": device,
     }
     if spread is not None:
         info["distributed"] = spread
@@ -226,6 +230,23 @@ def _make_estimator(
         return cls(**params)
     except TypeError as err:
         raise ValueError(f"{config.estimator}: bad params: {err}") from None
+
+
+def _predict_on_cpu(model: Any) -> None:
+    """Store a model trained on a GPU (xgboost ``device: cuda``) to predict on the CPU.
+
+    A registered model is scored wherever it is served, mostly on hosts without a GPU, where a
+    cuda model warns as it predicts and falls back to the CPU; on a GPU host it takes every
+    request's rows from the CPU through a DMatrix instead of in place (xgboost warns of the memory
+    and time that costs). The predictions are the same (checked on an H200 by
+    ``benchmarks/gpu_check.py``). ``info.device`` and ``info.params`` keep how it was trained."""
+    inner = getattr(model, "pipeline", model)  # inside LabelDecodedClassifier
+    steps = getattr(inner, "steps", None)
+    estimator = steps[-1][1] if steps else inner
+    if type(estimator).__module__.startswith("xgboost") and estimator.get_params().get(
+        "device"
+    ) not in (None, "cpu"):
+        estimator.set_params(device="cpu")
 
 
 def _cluster_for(config: TrainConfig, estimator: Any, rows: int) -> Any:

@@ -101,6 +101,30 @@ def test_xgboost_keeps_the_original_labels_and_asks_for_cuda_on_gpu_stages(tmp_p
     assert _make_estimator(config, ctx()).get_params().get("device") in (None, "cpu")
 
 
+def test_a_model_trained_on_a_gpu_is_stored_to_predict_on_the_cpu(tmp_path) -> None:
+    import json
+    import warnings
+
+    params = {"n_estimators": 20, "max_depth": 3}
+    config = TrainStage.Config(estimator="xgboost.XGBClassifier", target="label", params=params)
+    with warnings.catch_warnings():  # without a GPU xgboost warns and trains on the CPU
+        warnings.simplefilter("ignore")
+        out = TrainStage(config).run(ctx(GPU=1), {"train": TRAIN})
+    assert out["info"]["device"] == "cuda" and out["info"]["params"]["device"] == "cuda"
+    store = ArtifactStore(str(tmp_path))
+    back = store.load(store.save(out["model"], kind="model[classifier]"))
+    xgb = back.pipeline.steps[-1][1]
+    assert xgb.get_params()["device"] == "cpu"
+    booster = json.loads(xgb.get_booster().save_config())["learner"]["generic_param"]
+    assert booster["device"] == "cpu"
+    with warnings.catch_warnings(record=True) as caught:  # no "No visible GPU" on CPU hosts
+        warnings.simplefilter("always")
+        predicted = back.predict(TEST.drop(columns="label"))
+    assert not [w for w in caught if "GPU" in str(w.message) or "device" in str(w.message)]
+    cpu = train(estimator="xgboost.XGBClassifier", params=params)["model"]
+    assert (predicted == cpu.predict(TEST.drop(columns="label"))).all()
+
+
 def test_a_model_file_with_untrusted_types_is_refused(tmp_path) -> None:
     import os
 
