@@ -501,7 +501,12 @@ class _Source:
     @property
     def columns(self) -> list[str]:
         if self._columns is None:
-            self._columns = [str(c) for c in self._read().columns]
+            try:
+                self._columns = [str(c) for c in self._read().columns]
+            except (ValueError, OSError) as err:  # pandas', pyarrow's, codecs' parse errors
+                raise UsageError(
+                    f"input {self.url}: cannot read it as {'CSV' if self.format == 'csv' else 'Parquet'}: {_reason(err)}"
+                ) from None
         return self._columns
 
     def _read(self, **kwargs: Any) -> Any:
@@ -571,6 +576,16 @@ class _Source:
         if len(digests) == 1:
             return digests[0]
         return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()
+
+
+def _reason(err: BaseException) -> str:
+    """The library's own words, on one line (Dask wraps them in "An error occurred while
+    calling the read_csv method ... Original Message: ...")."""
+    text = str(err)
+    if "Original Message:" in text:
+        text = text.split("Original Message:", 1)[1]
+    text = " ".join(text.split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _is_csv(path: str) -> bool:

@@ -345,6 +345,28 @@ def test_cli_missing_feature_exits_2_with_one_line_naming_it(project: Path, tmp_
     assert not (tmp_path / "out.csv").exists()
 
 
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty.csv", b"", "cannot read it as CSV: No columns to parse from file"),
+        ("latin1.csv", b"mean_radius\n\xe9\xa6\n", "cannot read it as CSV: 'utf-8' codec"),
+        ("ragged.csv", b"a,b\n1,2\n3,4,5,6\n", "Expected 2 fields in line 3, saw 4"),
+        ("notes.parquet", b"not a parquet file", "cannot read it as Parquet: "),
+    ],
+)
+def test_cli_an_unreadable_input_exits_2_naming_it(
+    project: Path, tmp_path: Path, name: str, content: bytes, reason: str
+) -> None:
+    bad = tmp_path / name
+    bad.write_bytes(content)
+    out = tmp_path / "out.csv"
+    done = pf(project, "predict", "tumours@production", "--input", str(bad), "--output", str(out))
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"error: input {bad}: ") and reason in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "internal error" not in done.stderr
+    assert not out.exists()
+
+
 # ----------------------------------------------------------------------------------- the stage
 
 
