@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         if isinstance(err, PipeflowError):
-            _error(str(err))
+            _error(str(err), [str(p) for p in getattr(err, "problems", [])])
             return err.exit_code
         _error(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)")
         return EXIT_FAILED
@@ -268,14 +268,23 @@ def _registry_cmd(name: str) -> Any:
     return _lazy("pipeflow.cli_registry", name)
 
 
-def _error(message: str) -> None:
-    lines = message.splitlines() or [""]
-    if len(lines) == 1:
-        print(f"error: {lines[0]}", file=sys.stderr)
+def _error(message: str, problems: list[str] | None = None) -> None:
+    """``error: message`` on stderr, or ``error: N problems found:`` and one line each when a
+    spec had several problems. A message of several lines (a library's) stays one error, its
+    later lines indented under the first."""
+    if problems and len(problems) > 1:
+        print(f"error: {len(problems)} problems found:", file=sys.stderr)
+        for problem in problems:
+            _indented(problem, "  ", "    ")
     else:
-        print(f"error: {len(lines)} problems found:", file=sys.stderr)
-        for line in lines:
-            print(f"  {line}", file=sys.stderr)
+        _indented(message, "error: ", "  ")
+
+
+def _indented(text: str, first: str, rest: str) -> None:
+    head, *tail = text.splitlines() or [""]
+    print(f"{first}{head}", file=sys.stderr)
+    for line in tail:
+        print(f"{rest}{line}", file=sys.stderr)
 
 
 def _console(stderr: bool = False) -> Any:

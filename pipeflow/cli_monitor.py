@@ -49,7 +49,10 @@ def read_rules(path: str | None) -> tuple[list[Any], list[Any]]:
     except OSError as err:
         raise UsageError(f"cannot read --rules {path}: {err.strerror or err}") from None
     except yaml.YAMLError as err:
-        raise UsageError(f"{path}: not valid YAML: {err}") from None
+        from pipeflow.spec.yamlsrc import yaml_problem
+
+        what, where = yaml_problem(path, err)
+        raise UsageError(f"{where}: {what}") from None
     if not isinstance(data, dict) or set(data) - {"alerts", "sinks"}:
         raise UsageError(f"{path}: expected a mapping with `alerts:` and optionally `sinks:`")
     rules, sinks = [], []
@@ -78,6 +81,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         window = parse_duration(args.window)
     except ValueError as err:
         raise UsageError(f"--window: {err}") from None
+    if args.windows < 1:
+        raise UsageError(f"--windows must be at least 1, got {args.windows}")
     rules, sinks = read_rules(args.rules)
     import logging
 

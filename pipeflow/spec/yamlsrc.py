@@ -321,6 +321,17 @@ _MAX_INT_TEXT = 4300
 _MAX_INT_BITS = 14_000  # 4214 decimal digits
 
 
+def yaml_problem(file: str, err: yaml.YAMLError) -> tuple[str, Location]:
+    """What a YAML parse error says, in one line, and where (1-based line and column)."""
+    if isinstance(err, yaml.MarkedYAMLError):
+        mark = err.problem_mark or err.context_mark
+        what = err.problem or "invalid YAML"
+        if err.context:
+            what = f"{what} ({err.context})"
+        return f"invalid YAML: {what}", _loc(file, mark) if mark else Location(file)
+    return f"invalid YAML: {err}", Location(file)
+
+
 def parse(text: str, file: str) -> Source:
     """Parse one YAML document into a :class:`Source`; any problem is a :class:`SpecError`."""
     try:
@@ -341,16 +352,8 @@ def parse(text: str, file: str) -> Source:
             raise SpecError(
                 f"invalid YAML: {what}", _reader_location(file, text, err.position)
             ) from None
-        except yaml.MarkedYAMLError as err:
-            mark = err.problem_mark or err.context_mark
-            what = err.problem or "invalid YAML"
-            if err.context:
-                what = f"{what} ({err.context})"
-            raise SpecError(
-                f"invalid YAML: {what}", _loc(file, mark) if mark else Location(file)
-            ) from None
         except yaml.YAMLError as err:
-            raise SpecError(f"invalid YAML: {err}", Location(file)) from None
+            raise SpecError(*yaml_problem(file, err)) from None
         except RecursionError:
             raise SpecError(
                 f"nesting deeper than {MAX_DEPTH} levels is not supported", Location(file)

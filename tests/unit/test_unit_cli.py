@@ -80,6 +80,36 @@ def test_several_problems_are_listed(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "2 problems found" in err
 
 
+def test_a_message_of_several_lines_is_one_error_not_several_problems(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeflow.cli import _error
+
+    _error("cannot do it:\nthe library's second line")
+    assert capsys.readouterr().err == "error: cannot do it:\n  the library's second line\n"
+    _error("a\nb", ["spec.yaml:1:1: a", "spec.yaml:2:1: b"])
+    assert capsys.readouterr().err.splitlines() == [
+        "error: 2 problems found:",
+        "  spec.yaml:1:1: a",
+        "  spec.yaml:2:1: b",
+    ]
+
+
+def test_monitor_rules_that_are_not_yaml_name_file_line_and_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text("alerts:\n  - {metric: drift_share\n")
+    assert main(["monitor", "m@production", "--rules", str(rules)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {rules}:3:1: invalid YAML: ") and err.count("\n") == 1, err
+
+
+def test_monitor_windows_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["monitor", "m@production", "--windows", "0"]) == 2
+    assert capsys.readouterr().err == "error: --windows must be at least 1, got 0\n"
+
+
 def test_check_missing_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check", str(tmp_path / "nope.yaml")]) == 2
     assert "spec file not found" in capsys.readouterr().err
