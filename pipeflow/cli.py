@@ -345,17 +345,24 @@ def cmd_stages(args: argparse.Namespace) -> int:
     import json
 
     from pipeflow.core.compiler import describe_type
-    from pipeflow.core.registry import default_registry
+    from pipeflow.core.registry import StageTypeLoadError, default_registry
 
     reg = default_registry()
-    described = {}
+    described, broken = {}, {}
     for name in reg.names():
-        info = describe_type(reg.get(name))
+        try:  # one broken plugin must not hide the types that load
+            info = describe_type(reg.get(name))
+        except StageTypeLoadError as err:
+            broken[name] = {"origin": reg.origin(name), "error": str(err)}
+            continue
         info["origin"] = reg.origin(name)
         described[name] = info
+    for problem in broken.values():
+        _error(problem["error"])
+    exit_code = StageTypeLoadError.exit_code if broken else EXIT_OK
     if args.json:
-        print(json.dumps(described, indent=2))
-        return EXIT_OK
+        print(json.dumps({n: described.get(n) or broken[n] for n in reg.names()}, indent=2))
+        return exit_code
     from rich.table import Table
 
     console = _console()
@@ -384,7 +391,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
         console.print(
             f"  inputs: {ins or 'none'}   outputs: {outs or 'none'} (defaults; some types derive ports from config)\n"
         )
-    return EXIT_OK
+    return exit_code
 
 
 def cmd_schema(args: argparse.Namespace) -> int:

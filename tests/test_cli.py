@@ -320,6 +320,32 @@ def test_stages_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert python["origin"].startswith("pipeflow ")
 
 
+def test_a_broken_plugin_is_reported_and_the_other_types_still_listed(tmp_path: Path) -> None:
+    # an installed distribution whose entry point names a module that does not exist
+    dist = tmp_path / "broken_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[pipeflow.stages]\nbroken = no_such_pkg.stage:Broken\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "200"}
+    shown = subprocess.run([PIPEFLOW, "stages"], capture_output=True, text=True, env=env)
+    assert shown.returncode == 2, shown.stderr
+    assert shown.stderr == (
+        "error: stage type 'broken' could not be loaded from no_such_pkg.stage:Broken: "
+        "ModuleNotFoundError: No module named 'no_such_pkg'\n"
+    )
+    assert "train v" in shown.stdout and "python v" in shown.stdout and "broken" not in shown.stdout
+    as_json = subprocess.run(
+        [PIPEFLOW, "stages", "--json"], capture_output=True, text=True, env=env
+    )
+    assert as_json.returncode == 2
+    info = json.loads(as_json.stdout)
+    assert info["broken"] == {
+        "origin": "broken-plugin 0.1",
+        "error": shown.stderr.removeprefix("error: ").strip(),
+    }
+    assert info["train"]["origin"].startswith("pipeflow ")
+
+
 def test_schema_prints_json_schema(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, _ = _cli(capsys, "schema")
     assert code == 0
