@@ -135,17 +135,9 @@ def show_runs(console: Any, db: Any, *, limit: int, pipeline: str | None) -> Non
         console.print("no runs recorded yet")
         return
     t = Table(show_edge=False)
-    for col in (
-        "run",
-        "pipeline",
-        "state",
-        "started",
-        "duration",
-        "stages",
-        "ran",
-        "cached",
-        "failed",
-    ):
+    # a run id is what the user copies into `runs show` / `runs compare`: never cut it
+    t.add_column("run", no_wrap=True, min_width=max(len(r["id"]) for r in rows))
+    for col in ("pipeline", "state", "started", "duration", "stages", "ran", "cached", "failed"):
         t.add_column(col)
     for r in rows:
         dur = _fmt_s(r["ended"] - r["started"]) if r["ended"] else ""

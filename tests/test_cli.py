@@ -233,6 +233,13 @@ def test_run_then_runs_list_and_show(capsys: pytest.CaptureFixture[str], project
     code, out, _ = _cli(capsys, "runs", "show", "latest", "--spec", project, "--json")
     assert code == 0
     shown = json.loads(out)
+    narrow = subprocess.run(  # a narrow terminal squeezes the other columns, never the run id
+        [PIPEFLOW, "runs", "list", "--spec", str(project)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "COLUMNS": "60"},
+    )
+    assert shown["run"]["id"] in narrow.stdout, narrow.stdout
     assert shown["run"]["state"] == "done" and shown["params"] == {"n": 5}
     assert json.loads(shown["run"]["overrides"]) == ["params.n=5"]
     assert [s["stage"] for s in shown["stages"]] == ["a", "b"]
