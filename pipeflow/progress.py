@@ -135,9 +135,12 @@ def show_runs(console: Any, db: Any, *, limit: int, pipeline: str | None) -> Non
         console.print("no runs recorded yet")
         return
     t = Table(show_edge=False)
-    # a run id is what the user copies into `runs show` / `runs compare`: never cut it
-    t.add_column("run", no_wrap=True, min_width=max(len(r["id"]) for r in rows))
-    for col in ("pipeline", "state", "started", "duration", "stages", "ran", "cached", "failed"):
+    # a narrow terminal squeezes the figures, never the run id (what `runs show` and `runs
+    # compare` take), the pipeline or the state
+    for col in ("run", "pipeline", "state"):
+        widest = max(len(str(r["id" if col == "run" else col])) for r in rows)
+        t.add_column(col, no_wrap=True, min_width=min(max(widest, len(col)), 40))
+    for col in ("started", "duration", "stages", "ran", "cached", "failed"):
         t.add_column(col)
     for r in rows:
         dur = _fmt_s(r["ended"] - r["started"]) if r["ended"] else ""
