@@ -165,10 +165,10 @@ def fit(
     model, estimator, task = make_model(config, X, ctx, params)
     started = time.perf_counter()
     spread = None
-    client = _cluster_for(config, estimator, len(X))
+    client = _cluster_for(config, estimator, len(X), ctx.resources)
     try:
         if client is not None:
-            model, spread = _fit_across_workers(client, model, estimator, task, X, y)
+            model, spread = _fit_across_workers(client, model, estimator, task, X, y, ctx.resources)
         else:
             model.fit(X, y)
     except ValueError as err:
@@ -249,7 +249,9 @@ def _predict_on_cpu(model: Any) -> None:
         estimator.set_params(device="cpu")
 
 
-def _cluster_for(config: TrainConfig, estimator: Any, rows: int) -> Any:
+def _cluster_for(
+    config: TrainConfig, estimator: Any, rows: int, resources: Mapping[str, float]
+) -> Any:
     """A client to train with xgboost.dask, when this stage runs on a distributed worker, the
     estimator is an xgboost classifier or regressor, and the table is large enough (or asked)."""
     import sys
@@ -283,16 +285,37 @@ def _cluster_for(config: TrainConfig, estimator: Any, rows: int) -> Any:
                 "distributed: always needs the distributed executor (--executor distributed)"
             )
         return None
-    from distributed import worker_client
+    from distributed import get_client, worker_client
 
+    if config.distributed == "auto" and len(_workers_offering(get_client(), resources)) < 2:
+        return None  # the one worker that may train it (its GPU, say): no xgboost.dask detour
     return worker_client()
 
 
+def _workers_offering(client: Any, resources: Mapping[str, float]) -> list[str]:
+    """The workers that offer at least the stage's ``resources`` (every worker when it asked for
+    none). xgboost.dask trains where the row blocks are: a stage that asked for a GPU must train
+    on GPU workers alone, not hand a cuda fit to a CPU worker of a mixed cluster."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return sorted(
+        address
+        for address, worker in workers.items()
+        if all(worker.get("resources", {}).get(k, 0) >= v for k, v in resources.items())
+    )
+
+
 def _fit_across_workers(
-    client_cm: Any, model: Any, estimator: Any, task: str, X: Any, y: Any
+    client_cm: Any,
+    model: Any,
+    estimator: Any,
+    task: str,
+    X: Any,
+    y: Any,
+    resources: Mapping[str, float],
 ) -> tuple[Any, dict[str, Any]]:
     """Fit the preprocessing here, then xgboost with xgboost.dask over row blocks spread across
-    the workers; the result is an ordinary pipeline with an ordinary xgboost model in it."""
+    the workers that offer the stage's resources; the result is an ordinary pipeline with an
+    ordinary xgboost model in it."""
     import math
     import os
     import tempfile
@@ -325,11 +348,12 @@ def _fit_across_workers(
     params = _non_default_params(estimator)  # e.g. the default objective is binary, not multiclass
     cls = xgb_dask.DaskXGBClassifier if task == "classification" else xgb_dask.DaskXGBRegressor
     with client_cm as client:
-        workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        eligible = _workers_offering(client, resources)
+        workers = len(eligible)
         size = math.ceil(len(features) / max(1, workers))
         starts = range(0, len(features), size)
-        x_parts = client.scatter([features[i : i + size] for i in starts])
-        y_parts = client.scatter([target[i : i + size] for i in starts])
+        x_parts = client.scatter([features[i : i + size] for i in starts], workers=eligible)
+        y_parts = client.scatter([target[i : i + size] for i in starts], workers=eligible)
         X_da = da.concatenate(
             [
                 da.from_delayed(

@@ -285,6 +285,66 @@ def test_xgboost_trains_across_the_workers_of_a_cluster(tmp_path) -> None:
     assert set(predicted) <= set(WORDS)  # an ordinary model with the original labels
 
 
+@pytest.mark.cluster
+def test_xgboost_trains_across_only_the_workers_that_offer_the_stages_resources(tmp_path) -> None:
+    """A mixed cluster: two workers offer FAST, one does not (think GPU and CPU workers). A stage
+    asking for FAST spreads its rows over the two; asking for what one worker alone offers, it
+    trains there without xgboost.dask (distributed: auto)."""
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    import pipeflow
+    from pipeflow.execute.dask_executor import DaskExecutor
+    from pipeflow.testing import write_spec
+
+    TRAIN.to_parquet(tmp_path / "train.parquet")
+
+    def worker(**resources: float) -> dict:
+        return {"cls": Nanny, "options": {"nthreads": 1, "resources": resources}}
+
+    spec = write_spec(
+        tmp_path,
+        """
+        pipeline: xgb-resources
+        stages:
+          rows: {type: ingest, with: {path: train.parquet}}
+          fast:
+            type: train
+            inputs: {train: rows}
+            resources: {FAST: 1}
+            with:
+              estimator: xgboost.XGBClassifier
+              params: {n_estimators: 10, max_depth: 3, tree_method: hist}
+              target: label
+              distributed: always
+          solo:
+            type: train
+            inputs: {train: rows}
+            resources: {SOLO: 1}
+            with:
+              estimator: xgboost.XGBClassifier
+              params: {n_estimators: 10, max_depth: 3, tree_method: hist}
+              target: label
+              distributed_min_rows: 10
+        """,
+    )
+    with (
+        SpecCluster(
+            scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
+            workers={"a": worker(FAST=1), "b": worker(FAST=1), "c": worker(SOLO=1)},
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        client.wait_for_workers(3)
+        report = pipeflow.run(spec, executor=DaskExecutor("distributed", client=client))
+    assert str(report.state) == "done", {n: s.error for n, s in report.stages.items()}
+    assert report.load("fast", "info")["distributed"] == {
+        "workers": 2,
+        "partitions": 2,
+        "rows": len(TRAIN),
+    }
+    assert "distributed" not in report.load("solo", "info")  # one worker offers SOLO
+
+
 def test_xgboost_on_numbers_alone_is_the_model_xgboost_trains_on_the_array(tmp_path) -> None:
     """Numbers pass to a tree ensemble as they are (NumericColumns: no ColumnTransformer, no
     copies): the stage's model predicts exactly what XGBClassifier fitted on the array does."""
