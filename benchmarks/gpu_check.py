@@ -10,6 +10,7 @@
    holds afterwards is the stage's): the stage must record ``device: cuda``, the stored model
    (skops, loaded back through the store) must be set to predict on the CPU and predict there
    what it predicts on the GPU.
+   Then the same stage with ``distributed: always`` (``xgboost.dask`` on that worker).
 3. The ``train`` stage alone (no Dask, no store) against the bare cuda fit, with a profile.
 
 Prints one JSON object; ``ok`` is false where a check failed. With ``--out`` it also writes the
@@ -214,6 +215,15 @@ def pipeline_on_gpu_worker(rows: int, out: Path | None) -> dict[str, Any]:
             )
             run_s = time.perf_counter() - t0
             memory_after = gpu_memory_used_mib()
+            # the same stage through xgboost.dask (distributed: always) on the one GPU worker
+            t0 = time.perf_counter()
+            spread = pipeflow.run(
+                folder / "pipeline.yaml",
+                executor="distributed",
+                address=cluster.scheduler_address,
+                overrides=["stages.model.with.distributed=always"],
+            )
+            spread_s = time.perf_counter() - t0
         result: dict[str, Any] = {
             "state": str(report.state),
             "run_s": run_s,
@@ -251,6 +261,19 @@ def pipeline_on_gpu_worker(rows: int, out: Path | None) -> dict[str, Any]:
             test_accuracy=float(np.mean(on_cpu == test["label"].to_numpy())),
             evaluate_accuracy=report.load("scores", "metrics").get("accuracy"),
         )
+        result["xgboost_dask"] = {
+            "state": str(spread.state),
+            "run_s": spread_s,
+            "error": spread.stages["model"].error,
+        }
+        if spread.ok:
+            spread_info = spread.load("model", "info")
+            result["xgboost_dask"].update(
+                model_s=spread.stages["model"].duration,
+                distributed=spread_info.get("distributed"),
+                device=spread_info.get("device"),
+                evaluate_accuracy=spread.load("scores", "metrics").get("accuracy"),
+            )
         if out is not None:  # the model's stored bytes, and what it predicted on the GPU
             out.mkdir(parents=True, exist_ok=True)
             (out / "gpu-model.bin").write_bytes(report.store.get(check["ref"]["digest"]))
@@ -339,6 +362,7 @@ def main() -> int:
         and (args.force or (before is not None and after is not None and after - before >= 100))
         and run.get("stored_booster_device") == "cpu"
         and run.get("same_predictions_cpu_gpu")
+        and (run.get("xgboost_dask") or {}).get("device") == "cuda"
     )
     print(json.dumps(result, indent=1, default=str))
     return 0 if result["ok"] else 1
