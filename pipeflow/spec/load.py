@@ -167,8 +167,14 @@ def _apply_override(data: dict, source: Source, item: str) -> None:
             raise UsageError(f"--set {item}: '{where}' is {_kind(nxt)}, not a mapping")
         target = nxt
     target[parts[-1]] = value
-    source.values[tuple(parts)] = loc
-    source.keys[tuple(parts)] = loc
+    # what the file held below the key is gone: its positions must not be reported for the new
+    # value's items (``--set triggers.on_data_change=[x]`` over a list in the file)
+    replaced = tuple(parts)
+    for table in (source.values, source.keys):
+        for path in [p for p in table if len(p) > len(replaced) and p[: len(replaced)] == replaced]:
+            del table[path]
+    source.values[replaced] = loc
+    source.keys[replaced] = loc
 
 
 # ----------------------------------------------------------------------------- interpolation

@@ -415,6 +415,19 @@ def test_override_of_an_unknown_top_level_key_points_at_the_override() -> None:
     assert "unknown key 'parmas'; did you mean 'params'?" in problem.message
 
 
+def test_an_override_replacing_a_list_owns_the_positions_of_its_items() -> None:
+    from pipeflow.core.compiler import compile_pipeline
+
+    text = GOOD.replace("stages:\n", "triggers: {on_data_change: [raw]}\nstages:\n", 1)
+    assert compile_pipeline(loads(text, "p.yaml")).name == "claims-triage"
+    override = "triggers.on_data_change=[nosuch]"
+    with pytest.raises(SpecError) as info:
+        compile_pipeline(loads(text, "p.yaml", [override]))
+    problem = _one(info.value)
+    assert problem.location == Location(f"--set {override}"), problem  # not the file's list
+    assert "names no stage 'nosuch'" in problem.message
+
+
 def test_override_with_a_bad_value_names_the_override_stage_and_field() -> None:
     with pytest.raises(SpecError) as info:
         loads(GOOD, "p.yaml", ["stages.raw.retries=many"])
