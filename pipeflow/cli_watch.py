@@ -28,6 +28,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     import time
 
     from pipeflow.cli import _console
+    from pipeflow.core.compiler import compile_pipeline
     from pipeflow.errors import UsageError
     from pipeflow.monitoring.triggers import Watcher, parse_cron
     from pipeflow.spec.load import load
@@ -43,11 +44,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
             parse_cron(triggers.schedule)
         except ValueError as err:
             raise UsageError(f"{args.spec}: triggers.schedule: {err}") from None
-    if triggers.on_drift and triggers.on_drift not in loaded.spec.stages:
-        raise UsageError(f"{args.spec}: triggers.on_drift names no stage '{triggers.on_drift}'")
-    for name in triggers.on_data_change:
-        if name not in loaded.spec.stages:
-            raise UsageError(f"{args.spec}: triggers.on_data_change names no stage '{name}'")
+    # the stages the triggers name, checked as `pipeflow check` does (file:line or --set), before
+    # the watcher says it is watching
+    compile_pipeline(loaded)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console = _console()
     watcher = Watcher(args.spec, args.overrides, executor=args.executor)
