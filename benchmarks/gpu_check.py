@@ -76,34 +76,26 @@ def table(rows):
 """
 
 
-def gpu_name() -> str | None:
+def nvidia_smi(query: str) -> str | None:
+    """``nvidia-smi --query-gpu=QUERY`` for the first GPU, or None where there is none."""
     import subprocess
 
     try:
         out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            ["nvidia-smi", f"--query-gpu={query}", "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=30,
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    lines = out.stdout.strip().splitlines() if out.returncode == 0 else []
+    return lines[0].strip() if lines else None
 
 
 def gpu_memory_used_mib() -> int | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        return int(out.stdout.split()[0])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return None
+    used = nvidia_smi("memory.used")
+    return int(used) if used and used.isdigit() else None
 
 
 def fit_times(rows: int) -> dict[str, Any]:
@@ -342,7 +334,7 @@ def main() -> int:
         )
         print(json.dumps(result, indent=1))
         return 0 if result["ok"] else 1
-    gpu = gpu_name()
+    gpu = nvidia_smi("name,memory.total")
     if gpu is None and not args.force:
         print(json.dumps({"gpu": None, "ok": False, "why": "nvidia-smi found no GPU"}))
         return 2
