@@ -21,7 +21,8 @@
 
 Every trial is one Dask task: on the distributed executor the trials of a tune stage spread over
 the cluster's workers (submitted from the worker running the stage), on the local executors they
-run on a thread pool. Each trial is cross-validated on the training rows only; the best
+run on a thread pool. A stage with ``resources`` (``{GPU: 1}``) runs its trials itself, one after
+the other, on the worker that offers them. Each trial is cross-validated on the training rows only; the best
 parameters are then refitted on all of them. Outputs: ``model`` (as ``train`` makes it), ``info``
 (the train record plus the search: best params and score), and ``trials``, a table of every
 trial's params, the mean and spread of its score and its error if it failed, so the search itself
@@ -212,7 +213,11 @@ def _run_trials(
     import dataclasses
 
     ctx = dataclasses.replace(ctx, store=None)  # trials need the resources, not the store handle
-    client = _worker_client()
+    # A stage that asked for worker resources (a GPU) runs its trials itself, one at a time: it
+    # holds what it asked for until it ends, so trials asking for the same would wait for it for
+    # ever on a one-GPU cluster, and trials asking for nothing would land on CPU workers with
+    # device: cuda.
+    client = None if ctx.resources else _worker_client()
     if client is not None:
         with client as c:
             X_future, y_future = c.scatter([X, y], broadcast=False)
@@ -223,7 +228,7 @@ def _run_trials(
     import dask
 
     tasks = [dask.delayed(_trial, pure=False)(config, X, y, ctx, p) for p in candidates]
-    return list(dask.compute(*tasks, scheduler="threads"))
+    return list(dask.compute(*tasks, scheduler="sync" if ctx.resources else "threads"))
 
 
 def _worker_client() -> Any:

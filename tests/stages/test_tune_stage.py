@@ -119,3 +119,47 @@ def test_trials_spread_over_a_distributed_cluster(tmp_path) -> None:
             lambda dask_scheduler: list(dask_scheduler.task_prefixes)
         )
         assert "trial" in prefixes, prefixes  # the _trial function, one task per trial
+
+
+@pytest.mark.cluster
+def test_a_stage_with_resources_runs_its_trials_itself_on_its_worker(tmp_path) -> None:
+    """Asking for FAST (think GPU), only worker a offers it: the trials must not go to worker b
+    (a cuda fit on a CPU worker) nor wait for the FAST the stage itself holds."""
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    import pipeflow
+    from pipeflow.execute.dask_executor import DaskExecutor
+
+    TRAIN.to_parquet(tmp_path / "train.parquet")
+    spec = write_spec(
+        tmp_path,
+        """
+        pipeline: tune-resources
+        stages:
+          data: {type: ingest, with: {path: train.parquet}}
+          tuned:
+            type: tune
+            inputs: {train: data}
+            resources: {FAST: 1}
+            with:
+              estimator: sklearn.linear_model.LogisticRegression
+              target: label
+              params: {max_iter: 300}
+              space: {C: [0.1, 1.0, 10.0]}
+              cv: 2
+        """,
+    )
+    workers = {
+        "a": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"FAST": 1}}},
+        "b": {"cls": Nanny, "options": {"nthreads": 1}},
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    with SpecCluster(scheduler=scheduler, workers=workers) as cluster, Client(cluster) as client:
+        client.wait_for_workers(2)
+        report = pipeflow.run(spec, executor=DaskExecutor("distributed", client=client))
+        assert str(report.state) == "done", report.stages["tuned"].error
+        assert len(report.load("tuned", "trials")) == 3
+        prefixes = client.run_on_scheduler(
+            lambda dask_scheduler: list(dask_scheduler.task_prefixes)
+        )
+        assert "trial" not in prefixes, prefixes  # no trial task of its own, on any worker
