@@ -10,7 +10,8 @@
    holds afterwards is the stage's): the stage must record ``device: cuda``, the stored model
    (skops, loaded back through the store) must be set to predict on the CPU and predict there
    what it predicts on the GPU.
-   Then the same stage with ``distributed: always`` (``xgboost.dask`` on that worker).
+   Then the same stage with ``distributed: always`` (``xgboost.dask`` on that worker); and a
+   ``tune`` stage with ``resources: {GPU: 1}`` (its trials run on the GPU, in the stage).
 3. The ``train`` stage alone (no Dask, no store) against the bare cuda fit, with a profile.
 
 Prints one JSON object; ``ok`` is false where a check failed. With ``--out`` it also writes the
@@ -58,6 +59,16 @@ stages:
     type: evaluate
     inputs: {{model: model, data: split.test}}
     with: {{target: label}}
+  tuned:
+    type: tune
+    inputs: {{train: split.train}}
+    resources: {{GPU: 1}}
+    with:
+      estimator: xgboost.XGBClassifier
+      params: {{n_estimators: 50, tree_method: hist}}
+      space: {{max_depth: [4, 6]}}
+      cv: 2
+      target: label
 """
 
 STEPS = """\
@@ -253,6 +264,15 @@ def pipeline_on_gpu_worker(rows: int, out: Path | None) -> dict[str, Any]:
             test_accuracy=float(np.mean(on_cpu == test["label"].to_numpy())),
             evaluate_accuracy=report.load("scores", "metrics").get("accuracy"),
         )
+        tuned = report.load("tuned", "info")
+        trials = report.load("tuned", "trials")
+        result["tune"] = {
+            "duration_s": report.stages["tuned"].duration,
+            "device": tuned.get("device"),
+            "trials": len(trials),
+            "trial_errors": int(trials["error"].notna().sum()) if "error" in trials else 0,
+            "stored_device": _find_xgboost(report.load("tuned", "model")).get_params()["device"],
+        }
         result["xgboost_dask"] = {
             "state": str(spread.state),
             "run_s": spread_s,
@@ -355,6 +375,9 @@ def main() -> int:
         and run.get("stored_booster_device") == "cpu"
         and run.get("same_predictions_cpu_gpu")
         and (run.get("xgboost_dask") or {}).get("device") == "cuda"
+        and run.get("tune", {}).get("device") == "cuda"
+        and run.get("tune", {}).get("stored_device") == "cpu"
+        and run.get("tune", {}).get("trial_errors") == 0
     )
     print(json.dumps(result, indent=1, default=str))
     return 0 if result["ok"] else 1
