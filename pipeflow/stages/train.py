@@ -176,7 +176,7 @@ def fit(
     fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
     trained_with = {k: _plain(v) for k, v in estimator.get_params(deep=False).items()}
     device = trained_with.get("device") or "cpu"
-    _predict_on_cpu(model)
+    predict_on_cpu(model)
     score = _training_score(model, task, *_sample(X, y))
     classes = [str(c) for c in getattr(model, "classes_", [])]
     from pipeflow.governance.profile import reference_profile
@@ -232,7 +232,7 @@ def _make_estimator(
         raise ValueError(f"{config.estimator}: bad params: {err}") from None
 
 
-def _predict_on_cpu(model: Any) -> None:
+def predict_on_cpu(model: Any) -> None:
     """Store a model trained on a GPU (xgboost ``device: cuda``) to predict on the CPU.
 
     A registered model is scored wherever it is served, mostly on hosts without a GPU, where a

@@ -43,7 +43,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeflow.core.stage import Port, StageContext
-from pipeflow.stages.train import TrainConfig, TrainStage, fit, make_model, training_rows
+from pipeflow.stages.train import (
+    TrainConfig,
+    TrainStage,
+    fit,
+    make_model,
+    predict_on_cpu,
+    training_rows,
+)
 
 
 class Range(BaseModel):
@@ -200,7 +207,10 @@ def _trial(
         folds = (StratifiedKFold if task == "classification" else KFold)(
             n_splits=config.cv, shuffle=True, random_state=config.seed
         )
-        scores = cross_val_score(model, X, y, cv=folds, scoring=config.scoring, error_score="raise")
+        scoring: Any = config.scoring
+        if ctx.resources.get("GPU"):  # score each cuda fold on the CPU, where its rows are
+            scoring = _scored_on_cpu(config.scoring)
+        scores = cross_val_score(model, X, y, cv=folds, scoring=scoring, error_score="raise")
     except Exception as err:  # a bad combination is a failed trial, not a failed search
         return None, None, time.perf_counter() - started, f"{type(err).__name__}: {err}"
     return float(scores.mean()), float(scores.std()), time.perf_counter() - started, None
@@ -243,3 +253,16 @@ def _worker_client() -> Any:
     except ValueError:
         return None
     return worker_client()
+
+
+def _scored_on_cpu(scoring: str | None) -> Any:
+    """``scoring``'s scorer (the estimator's own ``score`` when None), after setting a fold's
+    GPU-fitted model to predict on the CPU: the fold's rows are host arrays, which a cuda model
+    copies through a DMatrix (xgboost warns of the cost). The predictions are the same."""
+    from sklearn.metrics import check_scoring
+
+    def score(estimator: Any, X: Any, y: Any) -> float:  # noqa: N803 (sklearn naming)
+        predict_on_cpu(estimator)
+        return check_scoring(estimator, scoring=scoring)(estimator, X, y)
+
+    return score

@@ -48,6 +48,26 @@ def test_grid_search_tries_every_combination_and_refits_the_best() -> None:
     assert (out["model"].predict(TEST.drop(columns="label")) == TEST["label"]).mean() > 0.8
 
 
+def test_a_gpu_tune_scores_its_folds_on_the_cpu_with_the_same_results() -> None:
+    import warnings
+
+    config = {
+        **BASE,
+        "estimator": "xgboost.XGBClassifier",
+        "params": {"n_estimators": 10, "max_depth": 3},
+        "space": {"learning_rate": [0.1, 0.3]},
+        "cv": 2,
+    }
+    stage = TuneStage(TuneStage.Config(**config))
+    with warnings.catch_warnings():  # without a GPU xgboost warns and fits on the CPU
+        warnings.simplefilter("ignore")
+        on_gpu = stage.run(StageContext("r", "t", {}, None, resources={"GPU": 1}), {"train": TRAIN})  # type: ignore[arg-type]
+    plain = stage.run(StageContext("r", "t", {}, None), {"train": TRAIN})  # type: ignore[arg-type]
+    assert on_gpu["trials"]["error"].isna().all()
+    assert on_gpu["trials"]["score_mean"].tolist() == plain["trials"]["score_mean"].tolist()
+    assert on_gpu["info"]["device"] == "cuda" and plain["info"]["device"] == "cpu"
+
+
 def test_random_search_is_seeded_and_respects_ranges() -> None:
     space = {"C": {"low": 0.01, "high": 100, "log": True}, "class_weight": [None, "balanced"]}
     first = tune(search="random", space=space, trials=5, seed=3, cv=2)["trials"]
