@@ -197,7 +197,7 @@ def score_frame(
     import numpy as np
     import pandas as pd
 
-    X = frame[list(features)]
+    X = _missing_as_nan(frame[list(features)])
     for column in datetimes:
         if column in X.columns and not pd.api.types.is_datetime64_any_dtype(X[column]):
             X = X.assign(**{column: pd.to_datetime(X[column])})
@@ -222,6 +222,21 @@ def score_frame(
         for i, label in enumerate(classes):
             out[f"proba_{label}"] = proba[:, i]
     return pd.DataFrame(out, index=frame.index)
+
+
+def _missing_as_nan(X: pd.DataFrame) -> pd.DataFrame:
+    """String columns with a missing value as objects with NaN for it. CSV text is read as
+    pandas' (Arrow) strings, whose missing value is pd.NA, and models trained before their text
+    pipeline learnt to take pd.NA fail on it ("boolean value of NA is ambiguous")."""
+    import numpy as np
+    import pandas as pd
+
+    changed = {
+        column: X[column].astype(object).where(X[column].notna(), np.nan)
+        for column in X.columns
+        if isinstance(X[column].dtype, pd.StringDtype) and X[column].hasnans
+    }
+    return X.assign(**changed) if changed else X
 
 
 def _final_step(model: Any, X: Any, probabilities: bool) -> tuple[Any, Any]:

@@ -457,6 +457,9 @@ def build_preprocessor(X: Any, config: TrainConfig, *, trees: bool = False) -> A
                 (
                     f"text_{column}",
                     make_pipeline(
+                        # pandas' and Arrow's string columns hold pd.NA, which the imputer
+                        # cannot compare: strings with NaN for missing first
+                        FunctionTransformer(_as_strings, feature_names_out="one-to-one"),
                         SimpleImputer(strategy="constant", fill_value=""),
                         FunctionTransformer(_flatten, feature_names_out="one-to-one"),
                         TfidfVectorizer(

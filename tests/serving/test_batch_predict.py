@@ -367,6 +367,36 @@ def test_cli_an_unreadable_input_exits_2_naming_it(
     assert not out.exists()
 
 
+def test_missing_text_in_pandas_strings_is_scored_by_a_model_that_cannot_take_pd_na() -> None:
+    """A text pipeline as models were trained before it took pd.NA (imputer first): batch
+    scoring hands it NaN, not pd.NA, for an empty CSV cell."""
+    import numpy as np
+    from sklearn.compose import ColumnTransformer
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    from pipeflow.models import flatten
+    from pipeflow.serving.batch import score_frame
+
+    text = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value=""),
+        FunctionTransformer(flatten),
+        TfidfVectorizer(),
+    )
+    model = make_pipeline(ColumnTransformer([("t", text, ["note"])]), LogisticRegression())
+    notes = ["pipe burst in the kitchen", "car stolen overnight"] * 20
+    model.fit(pd.DataFrame({"note": notes}), ["water", "theft"] * 20)
+    frame = pd.DataFrame(
+        {"note": pd.array(["car stolen", None, "pipe burst"], dtype="string[pyarrow]")}
+    )
+    scored = score_frame(model, frame, ["note"])
+    expected = model.predict(pd.DataFrame({"note": ["car stolen", np.nan, "pipe burst"]}))
+    assert scored["prediction"].tolist() == expected.tolist()
+
+
 # ----------------------------------------------------------------------------------- the stage
 
 

@@ -125,6 +125,26 @@ def test_a_model_trained_on_a_gpu_is_stored_to_predict_on_the_cpu(tmp_path) -> N
     assert (predicted == cpu.predict(TEST.drop(columns="label"))).all()
 
 
+def test_text_columns_with_missing_values_as_pandas_strings_train_and_predict() -> None:
+    # CSV and Parquet text arrives as pandas' Arrow strings, whose missing value is pd.NA
+    table = TRAIN.copy()
+    table["note"] = pd.array(
+        [
+            None if i % 5 == 0 else f"{w} reported at the front desk"
+            for i, w in enumerate(table["label"])
+        ],
+        dtype="string[pyarrow]",
+    )
+    config = TrainStage.Config(
+        estimator="sklearn.linear_model.LogisticRegression", target="label", text=["note"]
+    )
+    out = TrainStage(config).run(ctx(), {"train": table})
+    X = table.drop(columns="label")
+    as_objects = X.assign(note=X["note"].astype(object).where(X["note"].notna(), None))
+    assert (out["model"].predict(X) == out["model"].predict(as_objects)).all()
+    assert out["info"]["train_score"] > 0.9
+
+
 def test_a_model_file_with_untrusted_types_is_refused(tmp_path) -> None:
     import os
 
