@@ -548,11 +548,15 @@ class _Source:
         """The Dask dataframe of the needed columns, in partitions of about partition_rows."""
         wanted = list(dict.fromkeys([*([id_column] if id_column else []), *features]))
         if self.format == "csv":
-            ddf = self._read(
-                blocksize=self._blocksize(partition_rows),
-                usecols=wanted,
-                dtype=_csv_dtypes(record, id_column),
-            )
+            dtypes = _csv_dtypes(record, id_column)
+            try:  # Dask reads a sample with these types now, to learn the columns' types
+                ddf = self._read(
+                    blocksize=self._blocksize(partition_rows), usecols=wanted, dtype=dtypes
+                )
+            except ValueError as err:
+                raise UsageError(
+                    f"input {self.url}: {self._not_a_number(dtypes) or _reason(err)}"
+                ) from None
             return ddf[wanted]
         groups = self._row_groups()
         largest = max(groups, default=0)
@@ -564,6 +568,33 @@ class _Source:
             return ddf
         per_part = max(1, round(partition_rows / largest)) if largest else True
         return self._read(columns=wanted, split_row_groups=per_part)
+
+    def _not_a_number(self, dtypes: dict[str, Any]) -> str | None:
+        """Where the first file's opening rows hold text in a column the model reads as numbers."""
+        import pandas as pd
+
+        numbers = [c for c, t in dtypes.items() if t == "float64"]
+        try:
+            with self.fs.open(self.paths[0], "rb") as fh:
+                head = pd.read_csv(
+                    fh,
+                    usecols=lambda c: c in numbers,
+                    dtype=str,
+                    nrows=100_000,
+                    compression="gzip" if self.compressed else None,
+                )
+        except (ValueError, OSError):
+            return None
+        for column in head.columns:
+            text = head[column]
+            bad = pd.to_numeric(text, errors="coerce").isna() & text.notna()
+            if bad.any():
+                row = int(bad.to_numpy().argmax())
+                return (
+                    f"column '{column}' holds {text.iloc[row]!r} on line {row + 2} of "
+                    f"{posixpath.basename(self.paths[0])}, where the model reads a number"
+                )
+        return None
 
     def _blocksize(self, partition_rows: int) -> int | None:
         if self.compressed:

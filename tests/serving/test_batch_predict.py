@@ -367,6 +367,24 @@ def test_cli_an_unreadable_input_exits_2_naming_it(
     assert not out.exists()
 
 
+def test_cli_text_in_a_numeric_feature_exits_2_naming_column_line_and_value(
+    project: Path, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(project / "patients.csv").head(5).astype({"mean_radius": object})
+    frame.loc[2, "mean_radius"] = "12,5"
+    frame.to_csv(tmp_path / "typo.csv", index=False)
+    out = tmp_path / "out.csv"
+    done = pf(
+        project, "predict", "tumours@production", "-i", str(tmp_path / "typo.csv"), "-o", str(out)
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == (
+        f"error: input {tmp_path / 'typo.csv'}: column 'mean_radius' holds '12,5' on line 4 of "
+        "typo.csv, where the model reads a number\n"
+    )
+    assert not out.exists()
+
+
 def test_missing_text_in_pandas_strings_is_scored_by_a_model_that_cannot_take_pd_na() -> None:
     """A text pipeline as models were trained before it took pd.NA (imputer first): batch
     scoring hands it NaN, not pd.NA, for an empty CSV cell."""
