@@ -107,10 +107,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeflow.serving.app import ServeConfig, create_app
 
     name, which = parse_ref(args.ref)
-    if not 0 <= args.weight <= 1:
-        raise UsageError(f"--weight {args.weight}: expected a share between 0 and 1")
-    if not 0 <= args.batch_wait_ms <= 1000:
-        raise UsageError(f"--batch-wait-ms {args.batch_wait_ms}: expected 0 to 1000 milliseconds")
+    _check_port(args.port)
+    for flag, value, low, high, what in (
+        ("--weight", args.weight, 0, 1, "a share between 0 and 1"),
+        ("--batch-wait-ms", args.batch_wait_ms, 0, 1000, "0 to 1000 milliseconds"),
+        ("--workers", args.workers, 1, 512, "1 or more processes"),
+        ("--max-body-mb", args.max_body_mb, 0.001, 1e6, "a size above 0 megabytes"),
+        ("--reload-interval", args.reload_interval, 0.1, 86400, "0.1 seconds or more"),
+        ("--min-requests", args.min_requests, 1, 1e12, "1 or more requests"),
+        ("--max-error-rate", args.max_error_rate, 0, 1, "a share between 0 and 1"),
+        ("--min-accuracy", args.min_accuracy, 0, 1, "a share between 0 and 1"),
+        ("--max-p95-ms", args.max_p95_ms, 0.001, 1e9, "milliseconds above 0"),
+    ):
+        if value is not None and not low <= value <= high:
+            raise UsageError(f"{flag} {value:g}: expected {what}")
+    if args.canary:
+        canary_name, canary_which = parse_ref(args.canary)
+        if canary_name != name:
+            raise UsageError(
+                f"--canary {args.canary}: a canary is another version of {name}, "
+                f"not a version of {canary_name}"
+            )
+        if canary_which is None:
+            raise UsageError(f"--canary {args.canary}: name the version, e.g. {name}@3")
     # --spec SPEC, --store URL, $PIPEFLOW_STORE or .pipeflow; the server needs only the store,
     # and a local one by its absolute path (--workers: every process resolves the same folder)
     store = locate(args).store
@@ -173,6 +192,13 @@ def _freeze_heap() -> None:
 
     gc.collect()
     gc.freeze()
+
+
+def _check_port(port: int) -> None:
+    from pipeflow.errors import UsageError
+
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port}: expected a port from 1 to 65535")
 
 
 def _port_free(host: str, port: int) -> None:

@@ -432,6 +432,13 @@ class Server:
             name, which = parse_ref(config.canary)
             self.canary = self._load(name, which, "canary")
             self.canary_weight = config.canary_weight
+            if self.canary.version == self.primary.version:
+                from pipeflow.errors import UsageError
+
+                raise UsageError(
+                    f"--canary {config.canary} is {self.canary.label}, the version "
+                    f"{config.model}@{config.which} already serves: name another version"
+                )
         self.metrics = Metrics()
         self.metrics.canary_weight.set(self.canary_weight)
         self.tokens = {

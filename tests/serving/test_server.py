@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 from serving_helpers import pf, rows
 
 from pipeflow.serving import audit
@@ -443,3 +444,25 @@ def test_the_store_can_be_named_by_spec_and_a_missing_store_is_a_usage_error(
     missing = pf(tumours, "serve", "tumours@production", "--store", str(tmp_path / "nowhere"))
     assert missing.returncode == 2
     assert f"no pipeflow store at {tmp_path / 'nowhere'}" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "--port 99999: expected a port from 1 to 65535"),
+        (["--max-body-mb", "-1"], "--max-body-mb -1: expected a size above 0 megabytes"),
+        (["--reload-interval", "0"], "--reload-interval 0: expected 0.1 seconds or more"),
+        (["--workers", "0"], "--workers 0: expected 1 or more processes"),
+        (["--min-accuracy", "95"], "--min-accuracy 95: expected a share between 0 and 1"),
+        (["--canary", "tumours"], "--canary tumours: name the version, e.g. tumours@3"),
+        (["--canary", "other@2"], "a canary is another version of tumours, not a version of other"),
+        (["--canary", "tumours@1"], "is tumours@1, the version tumours@production already serves"),
+    ],
+)
+def test_bad_serve_options_exit_2_naming_the_option(
+    tumours: Path, args: list[str], message: str
+) -> None:
+    done = pf(tumours, "serve", "tumours@production", "--port", "8", *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
+    assert done.stderr.count("\n") == 1 and "serving" not in done.stdout
