@@ -401,8 +401,13 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
     text = json.dumps(spec_schema(), indent=2)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as fh:
-            fh.write(text + "\n")
+        from pipeflow.errors import UsageError
+
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError as err:
+            raise UsageError(f"cannot write {args.output}: {err.strerror or err}") from None
     else:
         print(text)
     return EXIT_OK

@@ -136,8 +136,13 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
-def select(pipeline: Pipeline, only: list[str] | None, from_: list[str] | None) -> set[str] | None:
-    """The stages a run covers: ``--only`` stages, or ``--from`` stages and their descendants."""
+def select(
+    pipeline: Pipeline, only: list[str] | str | None, from_: list[str] | str | None
+) -> set[str] | None:
+    """The stages a run covers: ``--only`` stages, or ``--from`` stages and their descendants.
+    A single stage may be given as a string (``only="model"``)."""
+    only = [only] if isinstance(only, str) else only
+    from_ = [from_] if isinstance(from_, str) else from_
     if not only and not from_:
         return None
     chosen: set[str] = set()
@@ -169,8 +174,8 @@ def run(
     overrides: Sequence[str] | Mapping[str, Any] = (),
     executor: str | Executor | None = None,
     address: str | None = None,
-    only: list[str] | None = None,
-    from_: list[str] | None = None,
+    only: list[str] | str | None = None,
+    from_: list[str] | str | None = None,
     force: bool = False,
     registry: StageRegistry | None = None,
     on_event: EventCallback | None = None,
@@ -210,8 +215,8 @@ def _run(
     run_id: str,
     executor: str | Executor | None,
     address: str | None,
-    only: list[str] | None,
-    from_: list[str] | None,
+    only: list[str] | str | None,
+    from_: list[str] | str | None,
     force: bool,
     on_event: EventCallback | None,
     on_plan: Callable[[Plan], None] | None,
