@@ -136,12 +136,23 @@ def locate(args: argparse.Namespace) -> Located:
         store, db = open_store(load(args.spec))
         db.close()
         return Located(store, os.path.abspath(given_db or db.path))
-    url = getattr(args, "store", None) or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
+    given = getattr(args, "store", None)
+    url = given or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
     local = "://" not in url or url.startswith("file://")
     if local:
         url = os.path.abspath(url.removeprefix("file://"))
         if not os.path.isdir(url):
-            raise UsageError(f"no pipeflow store at {url}: pass --spec SPEC or --store URL")
+            source = (
+                "--store"
+                if given
+                else "$PIPEFLOW_STORE"
+                if os.environ.get("PIPEFLOW_STORE")
+                else ""
+            )
+            raise UsageError(
+                f"no pipeflow store at {url}{f' (from {source})' if source else ''}: "
+                "pass --spec SPEC or --store URL"
+            )
     path = given_db or os.environ.get("PIPEFLOW_DB")
     if path is None and local:
         path = os.path.join(url, "pipeflow.db")

@@ -282,3 +282,16 @@ def test_help_imports_no_heavy_library() -> None:
     }
     for name in HEAVY:
         assert name not in imported, f"--help imported {name}"
+
+
+def test_a_missing_store_names_where_its_path_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("PIPEFLOW_STORE", str(tmp_path / "gone"))
+    assert main(["models", "list"]) == 2
+    assert (
+        f"no pipeflow store at {tmp_path / 'gone'} (from $PIPEFLOW_STORE)"
+        in capsys.readouterr().err
+    )
+    assert main(["models", "list", "--store", str(tmp_path / "typo")]) == 2
+    assert f"no pipeflow store at {tmp_path / 'typo'} (from --store)" in capsys.readouterr().err
