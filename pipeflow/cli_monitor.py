@@ -61,9 +61,19 @@ def read_rules(path: str | None) -> tuple[list[Any], list[Any]]:
             try:
                 out.append(cls.model_validate(item))
             except ValidationError as err:
+                from pipeflow.spec.load import did_you_mean, pydantic_message
+
                 first = err.errors()[0]
                 where = ".".join(str(p) for p in first["loc"])
-                raise UsageError(f"{path}: {key}[{i}].{where}: {first['msg']}") from None
+                if first["type"] == "extra_forbidden":
+                    word, known = str(first["loc"][-1]), list(cls.model_fields)
+                    what = (
+                        f"unknown key '{word}'{did_you_mean(word, known)} "
+                        f"(expected one of: {', '.join(known)})"
+                    )
+                else:
+                    what = pydantic_message(first)
+                raise UsageError(f"{path}: {key}[{i}].{where}: {what}") from None
     return rules, sinks or [Sink(type="log")]
 
 

@@ -33,7 +33,7 @@ from pipeflow.core.registry import (
 )
 from pipeflow.core.stage import Port, Stage
 from pipeflow.errors import GraphError, Problem, SpecError
-from pipeflow.spec.load import _did_you_mean, validation_problems
+from pipeflow.spec.load import did_you_mean, validation_problems
 
 if TYPE_CHECKING:
     from pipeflow.spec.load import LoadedSpec
@@ -137,7 +137,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
             field_name = f"inputs.{port}"
             accepted = in_ports.get(port) or cls.extra_inputs
             if accepted is None:
-                hint = _did_you_mean(port, list(in_ports))
+                hint = did_you_mean(port, list(in_ports))
                 known = ", ".join(in_ports) or "none"
                 problems.append(
                     Problem(
@@ -150,7 +150,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 continue
             src, _, src_port = ref.partition(".")
             if src not in spec.stages:
-                hint = _did_you_mean(src, list(spec.stages))
+                hint = did_you_mean(src, list(spec.stages))
                 problems.append(
                     Problem(
                         f"input refers to stage '{src}', which does not exist{hint}",
@@ -187,7 +187,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                     continue
                 src_port = default
             if src_port not in out_ports:
-                hint = _did_you_mean(src_port, list(out_ports))
+                hint = did_you_mean(src_port, list(out_ports))
                 problems.append(
                     Problem(
                         f"stage '{src}' has no output port '{src_port}'{hint} (its outputs: {', '.join(out_ports) or 'none'})",
@@ -256,6 +256,8 @@ def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any)
     for i, name in enumerate(triggers.on_data_change):
         st = compiled.get(name)
         where = source.where(("triggers", "on_data_change", i))
+        if st is None and name in loaded.spec.stages:
+            continue  # the stage is there but did not compile: its own problem says why
         if st is None:
             problems.append(
                 Problem(f"triggers.on_data_change names no stage '{name}'", where, None, "triggers")
@@ -273,7 +275,9 @@ def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any)
     if triggers.on_drift:
         st = compiled.get(triggers.on_drift)
         where = source.where(("triggers", "on_drift"))
-        if st is None:
+        if st is None and triggers.on_drift in loaded.spec.stages:
+            pass  # the stage is there but did not compile: its own problem says why
+        elif st is None:
             problems.append(
                 Problem(
                     f"triggers.on_drift names no stage '{triggers.on_drift}'",

@@ -248,7 +248,7 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
             walked.append(part)
             if not isinstance(current, dict) or part not in current:
                 options = sorted(current) if isinstance(current, dict) else []
-                hint = _did_you_mean(part, options)
+                hint = did_you_mean(part, options)
                 known = (
                     f"; params defined: {', '.join(options)}"
                     if options
@@ -306,7 +306,7 @@ def validation_problems(
         field = ".".join(str(p) for p in field_path) or None
         if kind == "extra_forbidden":
             allowed = _keys_at(model, loc[:-1])
-            hint = _did_you_mean(str(loc[-1]), allowed)
+            hint = did_you_mean(str(loc[-1]), allowed)
             expected = f" (expected one of: {', '.join(allowed)})" if allowed else ""
             msg = f"unknown key '{loc[-1]}'{hint}{expected}"
             where = source.where(full, key=True)
@@ -314,13 +314,13 @@ def validation_problems(
             msg = f"missing required key '{loc[-1]}'"
             where = source.where(full[:-1])
         else:
-            msg = f"{e['msg']}, got {_show(e.get('input'))}"
+            msg = pydantic_message(e)
             where = source.where(full)
         problems.append(Problem(msg, where, stage=stage_name, field=field))
     return problems
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
+def did_you_mean(word: str, options: list[str]) -> str:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
@@ -364,6 +364,13 @@ def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", str: "a string", type(None): "nothing"}.get(
         type(value), type(value).__name__
     )
+
+
+def pydantic_message(error: Any) -> str:
+    """One of pydantic's errors as pipeflow says it: without pydantic's "Value error, " prefix,
+    and with the value it got, unless the message says it already."""
+    msg = str(error["msg"]).removeprefix("Value error, ")
+    return msg if "got " in msg else f"{msg}, got {_show(error.get('input'))}"
 
 
 def _show(value: Any) -> str:

@@ -295,3 +295,32 @@ def test_a_missing_store_names_where_its_path_came_from(
     )
     assert main(["models", "list", "--store", str(tmp_path / "typo")]) == 2
     assert f"no pipeflow store at {tmp_path / 'typo'} (from --store)" in capsys.readouterr().err
+
+
+def test_monitor_rule_mistakes_read_like_spec_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("alerts:\n  - {metric: drift_share, threshold: '> 0.3', severty: warning}\n")
+    assert main(["monitor", "m@production", "--rules", str(typo)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: {typo}: alerts[0].severty: unknown key 'severty'; did you mean 'severity'?"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("alerts:\n  - {metric: drift_share, threshold: '=> 0.3'}\n")
+    assert main(["monitor", "m@production", "--rules", str(bad)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {bad}: alerts[0].threshold: expected a comparison such as '> 0.2', got '=> 0.3'\n"
+    )
+
+
+def test_a_stage_with_a_bad_setting_is_one_problem_even_when_a_trigger_names_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _spec(tmp_path, GOOD)
+    text = spec.read_text().replace("stages:\n", "triggers: {on_data_change: [one]}\nstages:\n", 1)
+    spec.write_text(text)
+    assert main(["check", str(spec), "--set", "stages.one.with.kwargs=many"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Value error" not in err, err  # no cascade from the trigger
+    assert err.count("got 'many'") == 1, err
