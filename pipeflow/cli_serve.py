@@ -197,8 +197,8 @@ def _freeze_heap() -> None:
 def _check_port(port: int) -> None:
     from pipeflow.errors import UsageError
 
-    if not 1 <= port <= 65535:
-        raise UsageError(f"--port {port}: expected a port from 1 to 65535")
+    if not 0 <= port <= 65535:  # 0: any free port
+        raise UsageError(f"--port {port}: expected a port from 0 to 65535")
 
 
 def _port_free(host: str, port: int) -> None:

@@ -449,7 +449,7 @@ def test_the_store_can_be_named_by_spec_and_a_missing_store_is_a_usage_error(
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--port", "99999"], "--port 99999: expected a port from 1 to 65535"),
+        (["--port", "99999"], "--port 99999: expected a port from 0 to 65535"),
         (["--max-body-mb", "-1"], "--max-body-mb -1: expected a size above 0 megabytes"),
         (["--reload-interval", "0"], "--reload-interval 0: expected 0.1 seconds or more"),
         (["--workers", "0"], "--workers 0: expected 1 or more processes"),

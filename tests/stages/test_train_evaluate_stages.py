@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -305,22 +309,32 @@ def test_xgboost_trains_across_the_workers_of_a_cluster(tmp_path) -> None:
     assert set(predicted) <= set(WORDS)  # an ordinary model with the original labels
 
 
+@contextlib.contextmanager
+def mixed_cluster(**workers: dict[str, float]) -> Iterator[Any]:
+    """A client of a real cluster whose worker processes offer different resources:
+    ``mixed_cluster(a={"FAST": 1}, b={})``."""
+    from distributed import Client, Nanny, Scheduler, SpecCluster
+
+    spec = {
+        name: {"cls": Nanny, "options": {"nthreads": 1, "resources": resources}}
+        for name, resources in workers.items()
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    with SpecCluster(scheduler=scheduler, workers=spec) as cluster, Client(cluster) as client:
+        client.wait_for_workers(len(workers))
+        yield client
+
+
 @pytest.mark.cluster
 def test_xgboost_trains_across_only_the_workers_that_offer_the_stages_resources(tmp_path) -> None:
     """A mixed cluster: two workers offer FAST, one does not (think GPU and CPU workers). A stage
     asking for FAST spreads its rows over the two; asking for what one worker alone offers, it
     trains there without xgboost.dask (distributed: auto)."""
-    from distributed import Client, Nanny, Scheduler, SpecCluster
-
     import pipeflow
     from pipeflow.execute.dask_executor import DaskExecutor
     from pipeflow.testing import write_spec
 
     TRAIN.to_parquet(tmp_path / "train.parquet")
-
-    def worker(**resources: float) -> dict:
-        return {"cls": Nanny, "options": {"nthreads": 1, "resources": resources}}
-
     spec = write_spec(
         tmp_path,
         """
@@ -347,14 +361,7 @@ def test_xgboost_trains_across_only_the_workers_that_offer_the_stages_resources(
               distributed_min_rows: 10
         """,
     )
-    with (
-        SpecCluster(
-            scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}},
-            workers={"a": worker(FAST=1), "b": worker(FAST=1), "c": worker(SOLO=1)},
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        client.wait_for_workers(3)
+    with mixed_cluster(a={"FAST": 1}, b={"FAST": 1}, c={"SOLO": 1}) as client:
         report = pipeflow.run(spec, executor=DaskExecutor("distributed", client=client))
     assert str(report.state) == "done", {n: s.error for n, s in report.stages.items()}
     assert report.load("fast", "info")["distributed"] == {

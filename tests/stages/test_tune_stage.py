@@ -6,7 +6,7 @@ import json
 
 import pydantic
 import pytest
-from test_train_evaluate_stages import TEST, TRAIN
+from test_train_evaluate_stages import TEST, TRAIN, mixed_cluster
 
 from pipeflow.core.stage import StageContext
 from pipeflow.stages.tune import TuneStage
@@ -145,8 +145,6 @@ def test_trials_spread_over_a_distributed_cluster(tmp_path) -> None:
 def test_a_stage_with_resources_runs_its_trials_itself_on_its_worker(tmp_path) -> None:
     """Asking for FAST (think GPU), only worker a offers it: the trials must not go to worker b
     (a cuda fit on a CPU worker) nor wait for the FAST the stage itself holds."""
-    from distributed import Client, Nanny, Scheduler, SpecCluster
-
     import pipeflow
     from pipeflow.execute.dask_executor import DaskExecutor
 
@@ -169,13 +167,7 @@ def test_a_stage_with_resources_runs_its_trials_itself_on_its_worker(tmp_path) -
               cv: 2
         """,
     )
-    workers = {
-        "a": {"cls": Nanny, "options": {"nthreads": 1, "resources": {"FAST": 1}}},
-        "b": {"cls": Nanny, "options": {"nthreads": 1}},
-    }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
-    with SpecCluster(scheduler=scheduler, workers=workers) as cluster, Client(cluster) as client:
-        client.wait_for_workers(2)
+    with mixed_cluster(a={"FAST": 1}, b={}) as client:
         report = pipeflow.run(spec, executor=DaskExecutor("distributed", client=client))
         assert str(report.state) == "done", report.stages["tuned"].error
         assert len(report.load("tuned", "trials")) == 3
