@@ -182,6 +182,10 @@ def _apply_override(data: dict, source: Source, item: str) -> None:
 
 def _interpolate_document(data: dict, source: Source) -> dict:
     params_raw = data.get("params", {})
+    if params_raw is not None and not isinstance(params_raw, dict):
+        # said here, before a ${params.x} elsewhere reports the param as unknown
+        message = f"expected a mapping of names to values, got {_show(params_raw)}"
+        raise SpecError([Problem(message, source.where(("params",)), field="params")])
     params = (
         _interpolate(params_raw, ("params",), source, None)
         if isinstance(params_raw, dict)

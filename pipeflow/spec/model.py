@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 PipelineName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=100)]
 StageName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_]+$", max_length=100)]
@@ -57,6 +64,13 @@ class StoreSpec(_Strict):
         None, description="sqlite:///path; default <spec dir>/.pipeflow/pipeflow.db"
     )
     storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec")
+
+    @field_validator("metadata")
+    @classmethod
+    def _sqlite(cls, value: str | None) -> str | None:
+        if value is not None and "://" in value and not value.startswith("sqlite:///"):
+            raise ValueError("expected sqlite:///path/to/file.db or a file path (SQLite only)")
+        return value
 
 
 class TriggersSpec(_Strict):

@@ -440,3 +440,20 @@ def test_override_with_a_bad_value_names_the_override_stage_and_field() -> None:
 def test_override_with_a_misspelt_stage_key_suggests_the_right_one() -> None:
     with pytest.raises(SpecError, match="did you mean 'retries'"):
         loads(GOOD, "p.yaml", ["stages.raw.retires=1"])
+
+
+def test_params_that_are_not_a_mapping_are_said_so_not_reported_as_unknown_params() -> None:
+    with pytest.raises(SpecError) as info:
+        loads(GOOD, "p.yaml", ["params=3"])
+    problem = _one(info.value)
+    assert problem.location == Location("--set params=3") and problem.field == "params"
+    assert problem.message == "expected a mapping of names to values, got 3"
+
+
+def test_a_metadata_url_pipeflow_cannot_use_is_a_spec_error() -> None:
+    with pytest.raises(SpecError) as info:
+        loads(GOOD, "p.yaml", ["store.metadata=postgres://db/pipeflow"])
+    problem = _one(info.value)
+    assert problem.location == Location("--set store.metadata=postgres://db/pipeflow")
+    assert problem.field == "store.metadata" and "sqlite:///" in problem.message
+    assert loads(GOOD, "p.yaml", ["store.metadata=sqlite:///m.db"]).spec.store.metadata
