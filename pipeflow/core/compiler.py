@@ -250,19 +250,18 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
 
 def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any) -> list[Problem]:
     """``triggers:`` name stages: ``on_data_change`` stages whose source can be fingerprinted,
-    ``on_drift`` a stage that monitors (an output named ``report``)."""
+    ``on_drift`` a stage that monitors (an output named ``report``). A named stage that is in the
+    spec but did not compile is left to its own problem."""
     triggers = loaded.spec.triggers
     problems = []
     for i, name in enumerate(triggers.on_data_change):
         st = compiled.get(name)
         where = source.where(("triggers", "on_data_change", i))
-        if st is None and name in loaded.spec.stages:
-            continue  # the stage is there but did not compile: its own problem says why
-        if st is None:
+        if name not in loaded.spec.stages:
             problems.append(
                 Problem(f"triggers.on_data_change names no stage '{name}'", where, None, "triggers")
             )
-        elif st.cls.fingerprint.__func__ is Stage.fingerprint.__func__:  # type: ignore[attr-defined]
+        elif st is not None and st.cls.fingerprint.__func__ is Stage.fingerprint.__func__:  # type: ignore[attr-defined]
             problems.append(
                 Problem(
                     f"triggers.on_data_change: stage '{name}' ({st.type}) has no source to watch; "
@@ -275,9 +274,7 @@ def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any)
     if triggers.on_drift:
         st = compiled.get(triggers.on_drift)
         where = source.where(("triggers", "on_drift"))
-        if st is None and triggers.on_drift in loaded.spec.stages:
-            pass  # the stage is there but did not compile: its own problem says why
-        elif st is None:
+        if triggers.on_drift not in loaded.spec.stages:
             problems.append(
                 Problem(
                     f"triggers.on_drift names no stage '{triggers.on_drift}'",
@@ -286,7 +283,7 @@ def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any)
                     "triggers",
                 )
             )
-        elif "report" not in st.output_ports:
+        elif st is not None and "report" not in st.output_ports:
             problems.append(
                 Problem(
                     f"triggers.on_drift: stage '{triggers.on_drift}' ({st.type}) does not monitor; "
