@@ -228,11 +228,12 @@ def _missing_as_nan(X: pd.DataFrame) -> pd.DataFrame:
     """String columns with a missing value as objects with NaN for it. CSV text is read as
     pandas' (Arrow) strings, whose missing value is pd.NA, and models trained before their text
     pipeline learnt to take pd.NA fail on it ("boolean value of NA is ambiguous")."""
-    import numpy as np
     import pandas as pd
 
+    from pipeflow.models import as_strings
+
     changed = {
-        column: X[column].astype(object).where(X[column].notna(), np.nan)
+        column: as_strings(X[column])
         for column in X.columns
         if isinstance(X[column].dtype, pd.StringDtype) and X[column].hasnans
     }
