@@ -107,7 +107,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeflow.serving.app import ServeConfig, create_app
 
     name, which = parse_ref(args.ref)
-    _check_port(args.port)
     for flag, value, low, high, what in (
         ("--weight", args.weight, 0, 1, "a share between 0 and 1"),
         ("--batch-wait-ms", args.batch_wait_ms, 0, 1000, "0 to 1000 milliseconds"),
@@ -121,15 +120,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     ):
         if value is not None and not low <= value <= high:
             raise UsageError(f"{flag} {value:g}: expected {what}")
-    if args.canary:
-        canary_name, canary_which = parse_ref(args.canary)
-        if canary_name != name:
-            raise UsageError(
-                f"--canary {args.canary}: a canary is another version of {name}, "
-                f"not a version of {canary_name}"
-            )
-        if canary_which is None:
-            raise UsageError(f"--canary {args.canary}: name the version, e.g. {name}@3")
     # --spec SPEC, --store URL, $PIPEFLOW_STORE or .pipeflow; the server needs only the store,
     # and a local one by its absolute path (--workers: every process resolves the same folder)
     store = locate(args).store
@@ -194,19 +184,15 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
-def _check_port(port: int) -> None:
-    from pipeflow.errors import UsageError
-
-    if not 0 <= port <= 65535:  # 0: any free port
-        raise UsageError(f"--port {port}: expected a port from 0 to 65535")
-
-
 def _port_free(host: str, port: int) -> None:
-    """Refuse a busy address before loading anything (uvicorn would exit 3 after start-up)."""
+    """Refuse a port out of range or a busy address before loading anything (the socket call
+    would raise OverflowError; uvicorn would exit 3 after start-up)."""
     import socket
 
     from pipeflow.errors import UsageError
 
+    if not 0 <= port <= 65535:  # 0: any free port
+        raise UsageError(f"--port {port}: expected a port from 0 to 65535")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -54,10 +54,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pipeflow.cli_registry import locate
-    from pipeflow.cli_serve import _check_port, _port_free
+    from pipeflow.cli_serve import _port_free
     from pipeflow.ui.app import create_app
 
-    _check_port(args.port)
     _port_free(args.host, args.port)  # a busy port is bad input (exit 2), said before anything
     located = locate(args)
     audit_dir = os.path.abspath(args.audit_dir) if args.audit_dir else None

@@ -387,7 +387,7 @@ class Server:
     """State shared by the routes: handles, audit, metrics, rollout."""
 
     def __init__(self, config: ServeConfig):
-        from pipeflow.registry import Registry, parse_ref
+        from pipeflow.registry import Registry
         from pipeflow.serving.audit import default_folder, repair
         from pipeflow.store.artifacts import ArtifactStore
 
@@ -429,22 +429,35 @@ class Server:
         self.canary: Handle | None = None
         self.canary_weight = 0.0
         if config.canary:
-            name, which = parse_ref(config.canary)
-            self.canary = self._load(name, which, "canary")
+            self.canary = self._load_canary(config.canary, config)
             self.canary_weight = config.canary_weight
-            if self.canary.version == self.primary.version:
-                from pipeflow.errors import UsageError
-
-                raise UsageError(
-                    f"--canary {config.canary} is {self.canary.label}, the version "
-                    f"{config.model}@{config.which} already serves: name another version"
-                )
         self.metrics = Metrics()
         self.metrics.canary_weight.set(self.canary_weight)
         self.tokens = {
             hashlib.sha256(t.encode()).digest(): frozenset(s)
             for t, s in (config.tokens or {}).items()
         }
+
+    def _load_canary(self, ref: str, config: ServeConfig) -> Handle:
+        """The canary ``ref``: another version of the served model, by its version or alias."""
+        from pipeflow.errors import UsageError
+        from pipeflow.registry import parse_ref
+
+        name, which = parse_ref(ref)
+        if name != config.model:
+            raise UsageError(
+                f"--canary {ref}: a canary is another version of {config.model}, "
+                f"not a version of {name}"
+            )
+        if which is None:
+            raise UsageError(f"--canary {ref}: name the version, e.g. {name}@3")
+        canary = self._load(name, which, "canary")
+        if canary.version == self.primary.version:
+            raise UsageError(
+                f"--canary {ref} is {canary.label}, the version "
+                f"{config.model}@{config.which} already serves: name another version"
+            )
+        return canary
 
     def _load(self, name: str, which: str | int | None, role: str) -> Handle:
         model, record = self.registry.load_model(name, which)
