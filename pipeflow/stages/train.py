@@ -165,10 +165,10 @@ def fit(
     model, estimator, task = make_model(config, X, ctx, params)
     started = time.perf_counter()
     spread = None
-    client = _cluster_for(config, estimator, len(X), ctx.resources)
+    cluster = _cluster_for(config, estimator, len(X), ctx.resources)
     try:
-        if client is not None:
-            model, spread = _fit_across_workers(client, model, estimator, task, X, y, ctx.resources)
+        if cluster is not None:
+            model, spread = _fit_across_workers(*cluster, model, estimator, task, X, y)
         else:
             model.fit(X, y)
     except ValueError as err:
@@ -251,9 +251,10 @@ def predict_on_cpu(model: Any) -> None:
 
 def _cluster_for(
     config: TrainConfig, estimator: Any, rows: int, resources: Mapping[str, float]
-) -> Any:
-    """A client to train with xgboost.dask, when this stage runs on a distributed worker, the
-    estimator is an xgboost classifier or regressor, and the table is large enough (or asked)."""
+) -> tuple[Any, list[str]] | None:
+    """(a client, the workers to train on) to train with xgboost.dask, when this stage runs on a
+    distributed worker, the estimator is an xgboost classifier or regressor, and the table is
+    large enough (or asked)."""
     import sys
 
     if config.distributed == "never":
@@ -287,9 +288,10 @@ def _cluster_for(
         return None
     from distributed import get_client, worker_client
 
-    if config.distributed == "auto" and len(_workers_offering(get_client(), resources)) < 2:
+    eligible = _workers_offering(get_client(), resources)
+    if config.distributed == "auto" and len(eligible) < 2:
         return None  # the one worker that may train it (its GPU, say): no xgboost.dask detour
-    return worker_client()
+    return worker_client(), eligible
 
 
 def _workers_offering(client: Any, resources: Mapping[str, float]) -> list[str]:
@@ -306,16 +308,16 @@ def _workers_offering(client: Any, resources: Mapping[str, float]) -> list[str]:
 
 def _fit_across_workers(
     client_cm: Any,
+    eligible: list[str],
     model: Any,
     estimator: Any,
     task: str,
     X: Any,
     y: Any,
-    resources: Mapping[str, float],
 ) -> tuple[Any, dict[str, Any]]:
     """Fit the preprocessing here, then xgboost with xgboost.dask over row blocks spread across
-    the workers that offer the stage's resources; the result is an ordinary pipeline with an
-    ordinary xgboost model in it."""
+    the ``eligible`` workers (those that offer the stage's resources); the result is an ordinary
+    pipeline with an ordinary xgboost model in it."""
     import math
     import os
     import tempfile
@@ -348,7 +350,6 @@ def _fit_across_workers(
     params = _non_default_params(estimator)  # e.g. the default objective is binary, not multiclass
     cls = xgb_dask.DaskXGBClassifier if task == "classification" else xgb_dask.DaskXGBRegressor
     with client_cm as client:
-        eligible = _workers_offering(client, resources)
         workers = len(eligible)
         size = math.ceil(len(features) / max(1, workers))
         starts = range(0, len(features), size)
