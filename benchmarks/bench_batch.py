@@ -106,7 +106,7 @@ def engine(registry: Any, model: Any, df: Any) -> Callable[[], None]:
     import dask
     import dask.dataframe as dd
 
-    from pipeflow.serving import batch
+    from pipeflow.scoring import batch
 
     record = registry.resolve("tumours", "production")
     holder = batch.ModelHolder(model, registry.store.ref, record)
@@ -128,7 +128,7 @@ def claims(n: int, repeat: int) -> dict[str, Any]:
     import shutil
 
     from pipeflow.registry import Registry
-    from pipeflow.serving.batch import predict_file
+    from pipeflow.scoring.batch import predict_file
     from pipeflow.store.artifacts import ArtifactStore
     from pipeflow.testing import pipeflow_cli
 
@@ -180,7 +180,7 @@ def main() -> int:
 
     import pandas as pd
 
-    from pipeflow.serving.batch import predict_file
+    from pipeflow.scoring.batch import predict_file
 
     results: dict[str, Any] = {"rows": args.rows, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="pipeflow-bench-batch-") as name:

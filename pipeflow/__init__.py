@@ -19,10 +19,10 @@ _EXPORTS = {
     "load": "pipeflow.spec.load:load",
     "loads": "pipeflow.spec.load:loads",
     "compile": "pipeflow.core.compiler:compile_pipeline",
-    "plan": "pipeflow.core.planner:make_plan",
-    "run": "pipeflow.session:run",
-    "open_store": "pipeflow.session:open_store",
-    "RunReport": "pipeflow.session:RunReport",
+    "plan": "pipeflow.runner.plan:make_plan",
+    "run": "pipeflow.runner.session:run",
+    "open_store": "pipeflow.runner.session:open_store",
+    "RunReport": "pipeflow.runner.session:RunReport",
     "Stage": "pipeflow.core.stage:Stage",
     "Port": "pipeflow.core.stage:Port",
     "StageContext": "pipeflow.core.stage:StageContext",
@@ -59,7 +59,6 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeflow.core.compiler import compile_pipeline as compile
-    from pipeflow.core.planner import make_plan as plan
     from pipeflow.core.registry import StageRegistry
     from pipeflow.core.stage import Port, Stage, StageContext
     from pipeflow.core.states import RunState, StageState
@@ -72,7 +71,8 @@ if TYPE_CHECKING:  # pragma: no cover
         UsageError,
     )
     from pipeflow.execute.dask_executor import DaskExecutor
-    from pipeflow.session import RunReport, open_store, run
+    from pipeflow.runner.plan import make_plan as plan
+    from pipeflow.runner.session import RunReport, open_store, run
     from pipeflow.spec.load import load, loads
     from pipeflow.store.artifacts import ArtifactStore
     from pipeflow.store.metadata import MetadataDB

@@ -322,7 +322,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from pipeflow.progress import RunDisplay
-    from pipeflow.session import run
+    from pipeflow.runner.session import run
 
     display = RunDisplay(_console(), quiet=args.quiet, debug=getattr(args, "debug", False))
     with display:
@@ -418,7 +418,7 @@ def _db(args: argparse.Namespace) -> Any:
     from pipeflow.store.metadata import MetadataDB
 
     if args.spec:
-        from pipeflow.session import open_store
+        from pipeflow.runner.session import open_store
         from pipeflow.spec.load import load
 
         return open_store(load(args.spec))[1]
@@ -545,7 +545,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
 def _run_store(args: argparse.Namespace, run: Any) -> Any:
     from pipeflow.errors import UsageError
-    from pipeflow.session import open_store
+    from pipeflow.runner.session import open_store
     from pipeflow.spec.load import load
 
     spec_path = getattr(args, "spec", None) or run["spec_path"]
@@ -639,7 +639,7 @@ def _print_output(args: argparse.Namespace, db: Any) -> int:
     import json
 
     from pipeflow.errors import UsageError
-    from pipeflow.session import open_store
+    from pipeflow.runner.session import open_store
     from pipeflow.spec.load import load
     from pipeflow.store.artifacts import ArtifactRef
 

@@ -85,7 +85,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from pipeflow.monitoring.alerts import parse_duration
     from pipeflow.monitoring.monitor import monitor, render_html
     from pipeflow.registry import parse_ref
-    from pipeflow.serving.audit import default_folder
+    from pipeflow.store.journal import default_folder
 
     try:
         window = parse_duration(args.window)

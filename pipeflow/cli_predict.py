@@ -3,7 +3,7 @@
 Which registry: ``--spec SPEC`` (that spec's store), else ``--store URL`` or ``$PIPEFLOW_STORE``,
 else ``.pipeflow/`` in the current directory (as for ``pipeflow models``). The job is audited in
 ``--audit-dir``, by default ``<store>/audit`` for a local store; a remote store needs
-``--audit-dir`` for an audit record. See :mod:`pipeflow.serving.batch` for what is read, written
+``--audit-dir`` for an audit record. See :mod:`pipeflow.scoring.batch` for what is read, written
 and recorded.
 """
 
@@ -81,8 +81,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeflow.cli_registry import _open
     from pipeflow.errors import UsageError
     from pipeflow.registry import parse_ref
-    from pipeflow.serving.audit import default_folder
-    from pipeflow.serving.batch import predict_file
+    from pipeflow.scoring.batch import predict_file
+    from pipeflow.store.journal import default_folder
 
     if args.address and args.executor != "distributed":
         raise UsageError(

@@ -130,7 +130,7 @@ def locate(args: argparse.Namespace) -> Located:
 
     given_db = getattr(args, "db", None)
     if getattr(args, "spec", None):
-        from pipeflow.session import open_store
+        from pipeflow.runner.session import open_store
         from pipeflow.spec.load import load
 
         store, db = open_store(load(args.spec))
@@ -421,7 +421,7 @@ def _find_prediction(args: argparse.Namespace, registry: Any) -> dict[str, Any] 
     import re
 
     from pipeflow.errors import RegistryError
-    from pipeflow.serving import audit
+    from pipeflow.store import journal as audit
 
     folder = args.audit_dir or audit.default_folder(registry.store.url)
     if folder is None or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.ref):

@@ -30,7 +30,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from pipeflow.cli import _console
     from pipeflow.core.compiler import compile_pipeline
     from pipeflow.errors import UsageError
-    from pipeflow.monitoring.triggers import Watcher, parse_cron
+    from pipeflow.runner.watch import Watcher, parse_cron
     from pipeflow.spec.load import load
 
     loaded = load(args.spec, args.overrides)

@@ -1,6 +1,6 @@
 """Terminal presentation of runs: live progress while running, tables for ``pipeflow runs``.
 
-Kept out of :mod:`pipeflow.session` so that running a pipeline from Python or a notebook draws
+Kept out of :mod:`pipeflow.runner.session` so that running a pipeline from Python or a notebook draws
 nothing. On a terminal a live progress bar names the stages running now; every finished stage also
 prints one line (so a log file or CI output shows the whole story without a TTY).
 """

@@ -157,7 +157,7 @@ class ExecutorContract:
     """
 
     def _run(self, tmp_path: Path, **kwargs: Any) -> Any:
-        from pipeflow.session import run
+        from pipeflow.runner.session import run
 
         spec = write_spec(tmp_path, self._SPEC, {"steps.py": self._STEPS})
         events: list[tuple[str, str]] = []

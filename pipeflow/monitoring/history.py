@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeflow.serving.audit import AuditLog, read
+from pipeflow.store.journal import AuditLog, read
 
 
 def monitoring_dir(store_root: str | os.PathLike[str]) -> Path:

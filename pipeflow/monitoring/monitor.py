@@ -22,7 +22,7 @@ def audit_schema(record: dict[str, Any]) -> Any:
     type inference and the columns monitoring does not read (about twice as fast)."""
     import pyarrow as pa
 
-    from pipeflow.serving.signature import Signature
+    from pipeflow.registry.signature import Signature
 
     types = {"number": pa.float64(), "boolean": pa.bool_(), "string": pa.string()}
     signature = Signature.from_record(record)
@@ -57,7 +57,7 @@ def load_window(
     import pyarrow.compute as pc
     import pyarrow.json as pj
 
-    from pipeflow.serving import audit
+    from pipeflow.store import journal as audit
 
     options = (
         pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
@@ -209,7 +209,7 @@ def monitor(
 
 
 def _accuracy(audit_dir: str | Path, meta: Any) -> dict[str, Any]:
-    from pipeflow.serving import audit
+    from pipeflow.store import journal as audit
 
     if not len(meta):
         return {"labelled": 0, "accuracy": None}
@@ -232,7 +232,7 @@ def _errors(
     audit_dir: str | Path, model: str, start: float, end: float, answered: int, version: int | None
 ) -> dict[str, Any]:
     """Requests the model failed on (the server's ``model_error`` events) in the window."""
-    from pipeflow.serving import audit
+    from pipeflow.store import journal as audit
 
     failed = sum(
         1

@@ -4,14 +4,14 @@ Request path, and why it is shaped this way:
 
 1. The body is read with a size limit and parsed with :mod:`json` (malformed JSON -> 400, too
    large -> 413, wrong content type -> 415), then checked against the model's signature
-   (:mod:`pipeflow.serving.signature`; -> 422 naming row and field). Bad input never reaches the
+   (:mod:`pipeflow.registry.signature`; -> 422 naming row and field). Bad input never reaches the
    model and never answers 500.
 2. Valid rows join a **micro-batch**: concurrent requests queue up while the model is busy and are
    scored together in one ``predict`` call on a dedicated thread. There is no artificial delay: a
    lone request is scored at once; under load, the batch is whatever arrived meanwhile. One
    DataFrame and one ``predict`` per batch instead of per request is where the throughput comes from.
 3. Before any answer leaves, the batch's audit records (id, time, model and version, inputs,
-   outputs, flags, latency, caller) are appended in one ``write()`` (:mod:`pipeflow.serving.audit`),
+   outputs, flags, latency, caller) are appended in one ``write()`` (:mod:`pipeflow.store.journal`),
    so every acknowledged prediction is in the audit trail, even if the process is killed.
 
 Routes: native ``/v1/models/{name}/predict`` and ``/feedback``; the Open Inference Protocol (KServe
@@ -48,8 +48,8 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from pipeflow.serving.audit import AuditLog, dumps, loads
-from pipeflow.serving.signature import Columns, Signature
+from pipeflow.registry.signature import Columns, Signature
+from pipeflow.store.journal import AuditLog, dumps, loads
 
 log = logging.getLogger("pipeflow.serve")
 OPEN_PATHS = (
@@ -388,8 +388,8 @@ class Server:
 
     def __init__(self, config: ServeConfig):
         from pipeflow.registry import Registry
-        from pipeflow.serving.audit import default_folder, repair
         from pipeflow.store.artifacts import ArtifactStore
+        from pipeflow.store.journal import default_folder, repair
 
         self.config = config
         self.store = ArtifactStore(config.store_url, config.storage_options)

@@ -74,7 +74,7 @@ class StoreSpec(_Strict):
 
 
 class TriggersSpec(_Strict):
-    """What re-runs this pipeline unattended under ``pipeflow watch`` (pipeflow.monitoring.triggers)."""
+    """What re-runs this pipeline unattended under ``pipeflow watch`` (pipeflow.runner.watch)."""
 
     schedule: str | None = Field(None, description="cron expression")
     on_data_change: list[StageName] = Field(default_factory=list)

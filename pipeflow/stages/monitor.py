@@ -64,7 +64,7 @@ class MonitorStage(Stage):
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from pipeflow.monitoring.monitor import monitor, render_html
         from pipeflow.registry import Registry, parse_ref
-        from pipeflow.serving.audit import default_folder
+        from pipeflow.store.journal import default_folder
 
         config: MonitorConfig = self.config  # type: ignore[assignment]
         if ctx.store is None:

@@ -104,7 +104,7 @@ class PredictStage(Stage):
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from pipeflow.registry import Registry, parse_ref
-        from pipeflow.serving.batch import datetime_features, score_frame, signature_features
+        from pipeflow.scoring.batch import datetime_features, score_frame, signature_features
 
         config: PredictConfig = self.config  # type: ignore[assignment]
         if ctx.store is None:

@@ -11,12 +11,12 @@ Every source is only read, never written:
   stores only.
 
 Why traffic is aggregated incrementally: the traffic page refreshes every 5 s and the audit log
-only grows (one append-only file per writer process, see :mod:`pipeflow.serving.audit`). A
+only grows (one append-only file per writer process, see :mod:`pipeflow.store.journal`). A
 :class:`TrafficIndex` remembers how far it has read each file and folds only the new whole lines
 into cells keyed by (model, version, time bucket). A cell keeps counts and a log-bucketed latency
 histogram (quantiles within 1 %), not the latencies, so memory grows with the number of time
 buckets, never with the number of predictions, and no record is held after it is counted. Like
-:func:`pipeflow.serving.audit.read`, a line without its newline (a torn or unfinished write) is
+:func:`pipeflow.store.journal.read`, a line without its newline (a torn or unfinished write) is
 not counted; it is read again once whole.
 
 Why nothing from the data can run in the page: values reach the browser only as JSON, the app
@@ -41,7 +41,7 @@ from fastapi.staticfiles import StaticFiles
 from pipeflow.errors import InvalidName, PipeflowError, RegistryError, StoreError, UsageError
 from pipeflow.monitoring import history as monitoring
 from pipeflow.registry import Registry
-from pipeflow.serving import audit
+from pipeflow.store import journal as audit
 from pipeflow.store.artifacts import ArtifactStore
 
 try:  # orjson (a dependency of the server) parses the audit lines several times faster

@@ -1,6 +1,6 @@
 """The planner decides before anything runs which stages are reused and says why the others run.
 
-History is made by real runs (``pipeflow.session.run`` on the sync executor); plans are then made
+History is made by real runs (``pipeflow.runner.session.run`` on the sync executor); plans are then made
 against the same store and metadata database.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pipeflow.core.compiler import compile_pipeline
-from pipeflow.core.planner import Plan, make_plan
-from pipeflow.session import open_store, run
+from pipeflow.runner.plan import Plan, make_plan
+from pipeflow.runner.session import open_store, run
 from pipeflow.spec import load
 from pipeflow.testing import write_spec
 

@@ -19,7 +19,7 @@ import orjson
 import pytest
 from hostile_support import MODEL, PREDICT, Served, counter, sample_rows
 
-from pipeflow.serving import audit
+from pipeflow.store import journal as audit
 
 TOTAL = 1_000_000
 BATCH = 1_000

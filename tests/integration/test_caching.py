@@ -14,7 +14,7 @@ import pytest
 from integration_helpers import calls, pipeflow, pipeflow_ok, show_run, stage_lines
 
 from pipeflow.errors import UsageError
-from pipeflow.session import open_store, run
+from pipeflow.runner.session import open_store, run
 from pipeflow.spec.load import load
 from pipeflow.testing import write_spec
 

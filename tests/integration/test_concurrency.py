@@ -14,7 +14,7 @@ from pathlib import Path
 
 from integration_helpers import PIPEFLOW, calls, cli_env, kill_group
 
-from pipeflow.session import open_store, run
+from pipeflow.runner.session import open_store, run
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactRef
 from pipeflow.testing import write_spec

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pipeflow.execute.dask_executor import DaskExecutor
-from pipeflow.session import run
+from pipeflow.runner.session import run
 from pipeflow.testing import ExecutorContract, write_spec
 
 WHERE_STEPS = """

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeflow.monitoring.triggers import cron_due, cron_matches, parse_cron
-from pipeflow.serving import audit
+from pipeflow.runner.watch import cron_due, cron_matches, parse_cron
+from pipeflow.store import journal as audit
 
 PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 

@@ -16,7 +16,7 @@ import pytest
 from reliability_helpers import PIPEFLOW, assert_store_sound, cli_env, hard_kill
 
 from pipeflow.registry import Registry, alias_stack
-from pipeflow.session import open_store
+from pipeflow.runner.session import open_store
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.check import check_store

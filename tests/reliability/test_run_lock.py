@@ -3,7 +3,7 @@
 The end-to-end test uses real ``pipeflow run`` processes: the first holds its lock while a stage
 waits on a file; a second run of the same spec fails within seconds naming the holder; the same
 file with different ``--set`` overrides still runs; after SIGKILL of the first, the next run takes
-over the stale lock and finishes. The rest drive :func:`pipeflow.session.run` in-process.
+over the stale lock and finishes. The rest drive :func:`pipeflow.runner.session.run` in-process.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from reliability_helpers import (
 )
 
 from pipeflow.errors import RunLocked, StoreError
-from pipeflow.session import lock_name, open_store, run
+from pipeflow.runner.session import lock_name, open_store, run
 from pipeflow.spec.load import load
 from pipeflow.testing import write_spec
 

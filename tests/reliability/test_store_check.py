@@ -19,7 +19,7 @@ import pytest
 
 from pipeflow.cli import main
 from pipeflow.registry import Registry
-from pipeflow.session import open_store, run
+from pipeflow.runner.session import open_store, run
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.check import check_store, scan_store

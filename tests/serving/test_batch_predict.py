@@ -17,9 +17,9 @@ import pytest
 
 from pipeflow.errors import PipeflowError, UsageError
 from pipeflow.registry import Registry
-from pipeflow.serving import audit
-from pipeflow.serving.batch import predict_file
+from pipeflow.scoring.batch import predict_file
 from pipeflow.stages.predict import PredictStage
+from pipeflow.store import journal as audit
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.testing import StageContract
 
@@ -32,7 +32,7 @@ SPEC = Path(__file__).with_name("predict_spec.yaml")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tumours project after one run: tumours v1, production -> v1; plus patients.csv, the
     same rows without the diagnosis and with a text id (leading zeros)."""
-    from pipeflow.session import run
+    from pipeflow.runner.session import run
     from pipeflow.testing import tumour_table
 
     where = tmp_path_factory.mktemp("batch") / "tumours"
@@ -259,7 +259,7 @@ def test_a_failing_write_stops_the_scoring_and_leaves_nothing(
 ) -> None:
     import threading
 
-    from pipeflow.serving import batch
+    from pipeflow.scoring import batch
 
     real, calls = batch._with_ids, []
 
@@ -397,7 +397,7 @@ def test_missing_text_in_pandas_strings_is_scored_by_a_model_that_cannot_take_pd
     from sklearn.preprocessing import FunctionTransformer
 
     from pipeflow.models import flatten
-    from pipeflow.serving.batch import score_frame
+    from pipeflow.scoring.batch import score_frame
 
     text = make_pipeline(
         SimpleImputer(strategy="constant", fill_value=""),
@@ -421,7 +421,7 @@ def test_missing_text_in_pandas_strings_is_scored_by_a_model_that_cannot_take_pd
 def test_spec_with_a_predict_stage_scores_with_the_alias_holder(
     project: Path, registry: Registry
 ) -> None:
-    from pipeflow.session import run
+    from pipeflow.runner.session import run
 
     spec = project / SPEC.name
     shutil.copy(SPEC, spec)
@@ -577,7 +577,7 @@ def test_a_local_cluster_scores_the_same_by_client_and_by_address(
 def test_prediction_ids_written_by_numpy_are_the_batch_and_the_row_number(
     start: int, n: int
 ) -> None:
-    from pipeflow.serving.batch import _ids
+    from pipeflow.scoring.batch import _ids
 
     ids = _ids("b1a2", start, n)
     ids.validate(full=True)

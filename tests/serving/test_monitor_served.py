@@ -98,7 +98,7 @@ def test_monitor_stage_records_a_report(serve, tumours, own_store: Path) -> None
 
 
 def test_watch_retrains_when_the_monitor_finds_drift(serve, tumours, own_store: Path) -> None:
-    from pipeflow.serving import audit
+    from pipeflow.store import journal as audit
 
     served = serve("tumours@production", store=own_store)
     project = own_store.parent

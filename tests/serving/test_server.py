@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from serving_helpers import pf, rows
 
-from pipeflow.serving import audit
+from pipeflow.store import journal as audit
 
 PREDICT = "/v1/models/tumours/predict"
 

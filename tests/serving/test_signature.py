@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeflow.serving.signature import Columns, Signature
+from pipeflow.registry.signature import Columns, Signature
 
 RECORD = {
     "signature": {

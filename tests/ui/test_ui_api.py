@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 
 from pipeflow.monitoring.history import alert_log, save_report
 from pipeflow.registry import Registry
-from pipeflow.serving.audit import AuditLog
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+from pipeflow.store.journal import AuditLog
 from pipeflow.store.metadata import MetadataDB
 from pipeflow.ui.app import Cell, create_app
 

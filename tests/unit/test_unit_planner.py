@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 import pipeflow
-from pipeflow.core.planner import Plan
+from pipeflow.runner.plan import Plan
 from pipeflow.testing import write_spec
 
 STEPS = """

@@ -78,7 +78,7 @@ def test_non_table_input_is_a_clear_error() -> None:
 
 
 def test_spec_using_sql_stage_runs_and_caches(tmp_path) -> None:
-    from pipeflow.session import run
+    from pipeflow.runner.session import run
 
     spec = write_spec(
         tmp_path,

@@ -28,7 +28,7 @@ Policy, and why:
   Local renames are atomic; on object stores the rename is a copy, still never exposing a
   partial object under the final name.
 - **Audit.** With an audit folder, one ``batches`` record per job (see
-  :mod:`pipeflow.serving.audit`): the batch id, model version, input and output with their
+  :mod:`pipeflow.store.journal`): the batch id, model version, input and output with their
   sha256 fingerprints (of the file's bytes, or of the sorted per-file digests of a directory or
   glob), rows, duration and user. The same record is returned.
 """
@@ -151,7 +151,7 @@ def predict_file(
         stop.set()  # a failed job does not wait for the hash of a large input
         pool.shutdown(wait=False)
     if audit_folder is not None:
-        from pipeflow.serving.audit import AuditLog
+        from pipeflow.store.journal import AuditLog
 
         log = AuditLog(audit_folder, "batches")
         try:

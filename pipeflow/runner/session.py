@@ -37,12 +37,12 @@ from pathlib import Path
 from typing import Any
 
 from pipeflow.core.compiler import Pipeline, compile_pipeline
-from pipeflow.core.planner import Plan, StagePlan, make_plan
 from pipeflow.core.registry import StageRegistry
 from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import RunLocked, StoreError, UsageError
 from pipeflow.execute.dask_executor import DaskExecutor, Executor
 from pipeflow.execute.task import StageResult, StageTask
+from pipeflow.runner.plan import Plan, StagePlan, make_plan
 from pipeflow.spec.load import LoadedSpec, load
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore, StoreRef
 from pipeflow.store.metadata import MetadataDB, sqlite_path
