@@ -412,7 +412,7 @@ def test_the_dashboard_of_a_spec_reads_its_store_with_the_specs_storage_options(
     to reopen it from the bare URL), and the spec's database; the same rule as the registry."""
     import argparse
 
-    from pipeflow.cli_registry import locate
+    from pipeflow.cli._common import locate
     from pipeflow.testing import write_spec
 
     spec = write_spec(

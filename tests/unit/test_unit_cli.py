@@ -83,7 +83,7 @@ def test_several_problems_are_listed(tmp_path: Path, capsys: pytest.CaptureFixtu
 def test_a_message_of_several_lines_is_one_error_not_several_problems(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from pipeflow.cli import _error
+    from pipeflow.cli._common import error as _error
 
     _error("cannot do it:\nthe library's second line")
     assert capsys.readouterr().err == "error: cannot do it:\n  the library's second line\n"

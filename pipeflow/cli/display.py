@@ -7,11 +7,11 @@ prints one line (so a log file or CI output shows the whole story without a TTY)
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from typing import Any
 
+from pipeflow.cli._common import when
 from pipeflow.core.states import StageState
 
 _MARK = {
@@ -121,12 +121,6 @@ class RunDisplay:
             self.console.print(f"details: pipeflow runs show {report.run_id} --db {report.db_path}")
 
 
-def _when(ts: float | None) -> str:
-    if not ts:
-        return ""
-    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def show_runs(console: Any, db: Any, *, limit: int, pipeline: str | None) -> None:
     from rich.table import Table
 
@@ -148,7 +142,7 @@ def show_runs(console: Any, db: Any, *, limit: int, pipeline: str | None) -> Non
             r["id"],
             r["pipeline"],
             r["state"],
-            _when(r["started"]),
+            when(r["started"]),
             dur,
             str(r["n_stages"]),
             str(r["n_done"]),
@@ -190,7 +184,7 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
         f"[bold]run {run['id']}[/]  pipeline [bold]{run['pipeline']}[/]  state [bold]{run['state']}[/]"
     )
     console.print(
-        f"  started {_when(run['started'])}  duration {dur}  executor {run['executor']}  host {run['host']}"
+        f"  started {when(run['started'])}  duration {dur}  executor {run['executor']}  host {run['host']}"
     )
     console.print(f"  spec {run['spec_path']}")
     if params:

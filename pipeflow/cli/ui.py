@@ -13,28 +13,19 @@ import argparse
 import os
 from typing import Any
 
+from pipeflow.cli._common import add_debug, add_where, locate, port_free
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     c = sub.add_parser(
         "ui",
         help="web dashboard: runs, models, live traffic, drift and alerts",
         description="Serve a read-only dashboard of a store: runs and stages, models and alias "
         "history, live traffic from the serving audit log, drift reports and alerts.",
     )
-    where = c.add_mutually_exclusive_group()
-    where.add_argument("--spec", metavar="SPEC", help="use the store and metadata of this spec")
-    where.add_argument(
-        "--store",
-        metavar="URL",
-        help="artifact store (default: $PIPEFLOW_STORE or .pipeflow)",
-    )
-    c.add_argument(
-        "--db",
-        metavar="PATH",
-        help="metadata database (default: the spec's, $PIPEFLOW_DB, or pipeflow.db in the store)",
-    )
+    add_where(c, db=True, exclusive=True)
     c.add_argument(
         "--audit-dir", metavar="DIR", help="audit log of the server (default: <store>/audit)"
     )
@@ -42,9 +33,8 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--port", type=int, default=8050, help="port (default 8050)")
     c.add_argument("--open", action="store_true", help="open the dashboard in a web browser")
     c.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
-    c.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
+    add_debug(c)
+    c.set_defaults(handler=cmd_ui)
 
 
 def cmd_ui(args: argparse.Namespace) -> int:
@@ -53,11 +43,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from pipeflow.cli_registry import locate
-    from pipeflow.cli_serve import _port_free
     from pipeflow.ui.app import create_app
 
-    _port_free(args.host, args.port)  # a busy port is bad input (exit 2), said before anything
+    port_free(args.host, args.port)  # a busy port is bad input (exit 2), said before anything
     located = locate(args)
     audit_dir = os.path.abspath(args.audit_dir) if args.audit_dir else None
     loopback = args.host in LOOPBACK

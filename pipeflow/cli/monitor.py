@@ -7,8 +7,10 @@ import json
 import os
 from typing import Any
 
+from pipeflow.cli._common import add_debug, add_where, make_console, open_registry
 
-def add_parser(sub: Any) -> None:
+
+def add_parsers(sub: Any) -> None:
     c = sub.add_parser(
         "monitor",
         help="drift, live accuracy and latency of a served model against its training reference",
@@ -26,11 +28,9 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--html", metavar="FILE", help="write the (last) report as HTML")
     c.add_argument("--json", action="store_true", help="print the report(s) as JSON")
     c.add_argument("--no-save", action="store_true", help="do not add the report to the history")
-    c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
-    c.add_argument("--store", metavar="URL", help="store holding the registry (default .pipeflow)")
-    c.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
+    add_where(c)
+    add_debug(c)
+    c.set_defaults(handler=cmd_monitor)
 
 
 def read_rules(path: str | None) -> tuple[list[Any], list[Any]]:
@@ -80,7 +80,6 @@ def read_rules(path: str | None) -> tuple[list[Any], list[Any]]:
 def cmd_monitor(args: argparse.Namespace) -> int:
     import time
 
-    from pipeflow.cli_registry import _console, _open
     from pipeflow.errors import UsageError
     from pipeflow.monitoring.alerts import parse_duration
     from pipeflow.monitoring.monitor import monitor, render_html
@@ -98,7 +97,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args.db = None
-    registry, db = _open(args)
+    registry, db = open_registry(args)
     if db is not None:
         db.close()
     root = default_folder(registry.store.url)
@@ -130,7 +129,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2, default=str))
         return 0
-    console = _console()
+    console = make_console()
     for r in reports:
         end = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["window"]["end"]))
         share = "-" if r["drift_share"] is None else f"{r['drift_share']:.0%}"

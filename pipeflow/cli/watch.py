@@ -1,33 +1,33 @@
-"""``pipeflow watch SPEC``: run a pipeline whenever its triggers fire (see monitoring/triggers.py)."""
+"""``pipeflow watch SPEC``: run a pipeline whenever its triggers fire (see pipeflow.runner.watch)."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
 
+from pipeflow.cli._common import add_debug, add_executor, add_overrides, make_console
 
-def add_parser(sub: Any) -> None:
+
+def add_parsers(sub: Any) -> None:
     c = sub.add_parser(
         "watch",
         help="run a pipeline unattended when its triggers fire (schedule, data change, drift)",
     )
     c.add_argument("spec", metavar="SPEC")
-    c.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    add_overrides(c)
     c.add_argument(
         "--interval", type=float, default=30.0, help="seconds between checks (default 30)"
     )
     c.add_argument("--once", action="store_true", help="check once, run if needed, and exit")
-    c.add_argument("--executor", choices=["sync", "threads", "processes", "distributed"])
-    c.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
+    add_executor(c, address=False)
+    add_debug(c)
+    c.set_defaults(handler=cmd_watch)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
     import logging
     import time
 
-    from pipeflow.cli import _console
     from pipeflow.core.compiler import compile_pipeline
     from pipeflow.errors import UsageError
     from pipeflow.runner.watch import Watcher, parse_cron
@@ -48,7 +48,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     # the watcher says it is watching
     compile_pipeline(loaded)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    console = _console()
+    console = make_console()
     watcher = Watcher(args.spec, args.overrides, executor=args.executor)
     if args.once:
         watcher.last_tick = time.time() - args.interval

@@ -14,10 +14,10 @@ import os
 import sys
 from typing import Any
 
-EXIT_OK = 0
+from pipeflow.cli._common import EXIT_OK, add_debug, add_executor, add_where, open_registry
 
 
-def add_parser(sub: Any) -> None:
+def add_parsers(sub: Any) -> None:
     c = sub.add_parser(
         "predict",
         help="score a CSV or Parquet file with a registered model (batch inference)",
@@ -37,22 +37,12 @@ def add_parser(sub: Any) -> None:
         "--output", "-o", required=True, metavar="PATH", help=".parquet, .pq, .csv or .csv.gz"
     )
     c.add_argument("--id-column", metavar="COL", help="input column passed through to the output")
-    c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
-    c.add_argument(
-        "--store",
-        metavar="URL",
-        help="artifact store holding the registry (default: $PIPEFLOW_STORE or .pipeflow)",
-    )
-    c.add_argument(
-        "--executor",
-        choices=["threads", "processes", "distributed"],
+    add_where(c)
+    add_executor(
+        c,
+        choices=("threads", "processes", "distributed"),
         default="threads",
         help="how partitions are scored (default: threads)",
-    )
-    c.add_argument(
-        "--address",
-        metavar="TCP://HOST:PORT",
-        help="Dask scheduler address for --executor distributed (default: a LocalCluster)",
     )
     c.add_argument(
         "--audit-dir",
@@ -72,13 +62,11 @@ def add_parser(sub: Any) -> None:
         action="store_false",
         help="classifiers: leave out the proba_<class> columns",
     )
-    c.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
+    add_debug(c)
+    c.set_defaults(handler=cmd_predict)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pipeflow.cli_registry import _open
     from pipeflow.errors import UsageError
     from pipeflow.registry import parse_ref
     from pipeflow.scoring.batch import predict_file
@@ -91,7 +79,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.partition_rows < 1:
         raise UsageError(f"--partition-rows must be at least 1, got {args.partition_rows}")
     name, which = parse_ref(args.ref)
-    registry, db = _open(args)
+    registry, db = open_registry(args)
     if db is not None:
         db.close()
     audit = args.audit_dir or default_folder(registry.store.url)

@@ -9,34 +9,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from pipeflow.cli._common import (
+    EXIT_OK,
+    add_debug,
+    add_where,
+    escape,
+    make_console,
+    open_registry,
+    when,
+)
 
 
 def add_parsers(sub: Any) -> None:
     def where(c: argparse.ArgumentParser, *, db: bool = False) -> None:
-        c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
-        c.add_argument(
-            "--store",
-            metavar="URL",
-            help="artifact store holding the registry (default: $PIPEFLOW_STORE or .pipeflow)",
-        )
-        if db:
-            c.add_argument(
-                "--db",
-                metavar="PATH",
-                help="metadata database (default: the spec's, $PIPEFLOW_DB, or pipeflow.db in the store)",
-            )
-        c.add_argument(
-            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-        )
+        add_where(c, db=db)
+        add_debug(c)
 
     models = sub.add_parser(
         "models", help="the model registry: versions, aliases, promotions, rollbacks, model cards"
     )
+    models.set_defaults(handler=cmd_models)
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     c = msub.add_parser("list", help="list registered models with their versions and aliases")
     c.add_argument("--json", action="store_true", help="machine-readable output")
@@ -92,6 +87,7 @@ def add_parsers(sub: Any) -> None:
         metavar="NAME@VERSION|PREDICTION_ID",
         help="a model version (or NAME@ALIAS), or the id of a served prediction",
     )
+    lin.set_defaults(handler=cmd_lineage)
     lin.add_argument("--json", action="store_true", help="machine-readable output")
     lin.add_argument(
         "--audit-dir", metavar="DIR", help="audit log of the server (default: <store>/audit)"
@@ -100,90 +96,6 @@ def add_parsers(sub: Any) -> None:
 
 
 # ---------------------------------------------------------------------------------- helpers
-
-
-class Located:
-    """The store a command's ``--spec`` / ``--store`` / ``--db`` arguments name, and the path of
-    its metadata database (which may not exist yet: no run recorded)."""
-
-    def __init__(self, store: Any, db_path: str | None) -> None:
-        self.store = store
-        self.db_path = db_path
-
-    def open_db(self) -> Any:
-        """The metadata database, or None where there is none."""
-        from pipeflow.store.metadata import MetadataDB
-
-        if self.db_path and os.path.exists(self.db_path):
-            return MetadataDB(self.db_path)
-        return None
-
-
-def locate(args: argparse.Namespace) -> Located:
-    """One rule for every command that reads a store (registry, serve, predict, monitor, ui,
-    store check): ``--spec SPEC`` (that spec's store, with its storage options, and its
-    metadata), else ``--store URL``, ``$PIPEFLOW_STORE`` or ``.pipeflow``; the database
-    ``--db PATH``, the spec's, ``$PIPEFLOW_DB``, or ``pipeflow.db`` inside a local store. A local
-    store that is not there is a usage error."""
-    from pipeflow.errors import UsageError
-    from pipeflow.store.artifacts import ArtifactStore
-
-    given_db = getattr(args, "db", None)
-    if getattr(args, "spec", None):
-        from pipeflow.runner.session import open_store
-        from pipeflow.spec.load import load
-
-        store, db = open_store(load(args.spec))
-        db.close()
-        return Located(store, os.path.abspath(given_db or db.path))
-    given = getattr(args, "store", None)
-    url = given or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
-    local = "://" not in url or url.startswith("file://")
-    if local:
-        url = os.path.abspath(url.removeprefix("file://"))
-        if not os.path.isdir(url):
-            source = (
-                "--store"
-                if given
-                else "$PIPEFLOW_STORE"
-                if os.environ.get("PIPEFLOW_STORE")
-                else ""
-            )
-            raise UsageError(
-                f"no pipeflow store at {url}{f' (from {source})' if source else ''}: "
-                "pass --spec SPEC or --store URL"
-            )
-    path = given_db or os.environ.get("PIPEFLOW_DB")
-    if path is None and local:
-        path = os.path.join(url, "pipeflow.db")
-    return Located(ArtifactStore(url), os.path.abspath(path) if path else None)
-
-
-def _open(args: argparse.Namespace) -> tuple[Any, Any]:
-    """(Registry, metadata DB or None)."""
-    from pipeflow.registry import Registry
-
-    located = locate(args)
-    return Registry(located.store), located.open_db()
-
-
-def escape(text: str) -> str:
-    """Data shown through rich must not be read as markup (``[bold]`` in a reason)."""
-    from rich.markup import escape as rich_escape
-
-    return rich_escape(text)
-
-
-def _console() -> Any:
-    from pipeflow.cli import _console as console
-
-    return console()
-
-
-def _when(ts: float | None) -> str:
-    from pipeflow.progress import _when as when
-
-    return when(ts)
 
 
 def _headline(metrics: dict[str, Any] | None) -> str:
@@ -199,7 +111,7 @@ def _headline(metrics: dict[str, Any] | None) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    registry, db = _open(args)
+    registry, db = open_registry(args)
     try:
         return {
             "list": _list,
@@ -234,7 +146,7 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
         print(json.dumps(rows, indent=2))
         return EXIT_OK
     if not rows:
-        _console().print(f"no models registered in {registry.store.url} yet")
+        make_console().print(f"no models registered in {registry.store.url} yet")
         return EXIT_OK
     from rich.table import Table
 
@@ -246,11 +158,11 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
             r["name"],
             str(r["versions"]),
             f"v{r['latest']}",
-            _when(r["latest_created"]),
+            when(r["latest_created"]),
             ", ".join(f"{a} -> v{v}" for a, v in sorted(r["aliases"].items())) or "-",
             r["headline"],
         )
-    _console().print(t)
+    make_console().print(t)
     return EXIT_OK
 
 
@@ -273,7 +185,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
         return EXIT_OK
     from rich.table import Table
 
-    console = _console()
+    console = make_console()
     console.print(f"[bold]{args.name}[/]  ({registry.store.url})")
     # a version's gates as last checked: those of its latest promotion, else its registration's
     last_gates = {e["to_version"]: e["gates"] for e in history if e.get("gates")}
@@ -288,7 +200,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
         failed = [g for g in gates if not g.get("passed")]
         t.add_row(
             f"v{v['version']}",
-            _when(v.get("created")),
+            when(v.get("created")),
             str(v.get("user", "")),
             str((v.get("run") or {}).get("run_id") or ""),
             _headline(v.get("metrics")),
@@ -303,7 +215,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
         h.add_column(col)
     for e in history:
         h.add_row(
-            _when(e["time"]),
+            when(e["time"]),
             e["alias"],
             e["action"],
             f"v{e['from_version']}" if e.get("from_version") else "-",
@@ -441,7 +353,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from pipeflow.registry import parse_ref
     from pipeflow.registry.lineage import model_lineage
 
-    registry, db = _open(args)
+    registry, db = open_registry(args)
     prediction = None
     try:
         if "@" not in args.ref:
@@ -460,10 +372,10 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(lineage, indent=2, default=str))
         return EXIT_OK
-    console = _console()
+    console = make_console()
     if prediction is not None:
         console.print(
-            f"[bold]prediction {prediction['id']}[/]  {_when(prediction.get('time'))}"
+            f"[bold]prediction {prediction['id']}[/]  {when(prediction.get('time'))}"
             f"  output {escape(repr(prediction.get('output')))}  caller {prediction.get('caller')}"
         )
         console.print(
@@ -472,9 +384,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         if prediction.get("flags"):
             console.print(f"   flags: {'; '.join(prediction['flags'])}", markup=False)
         for fb in prediction.get("feedback", []):
-            console.print(
-                f"   feedback {_when(fb.get('time'))}: true outcome {fb.get('outcome')!r}"
-            )
+            console.print(f"   feedback {when(fb.get('time'))}: true outcome {fb.get('outcome')!r}")
         console.print("   answered by:")
     console.print(f"[bold]{lineage['model']}[/]  model {str(lineage['model_digest'])[:12]}")
     console.print(

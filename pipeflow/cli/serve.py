@@ -6,8 +6,10 @@ import argparse
 import os
 from typing import Any
 
+from pipeflow.cli._common import add_debug, add_where, locate, port_free
 
-def add_parser(sub: Any) -> None:
+
+def add_parsers(sub: Any) -> None:
     c = sub.add_parser(
         "serve",
         help="serve a registered model over HTTP (native, KServe v2 and MLflow routes)",
@@ -63,12 +65,10 @@ def add_parser(sub: Any) -> None:
         help="longest a micro-batch waits for requests still arriving or clients taking turns "
         "(default 5; 0: never)",
     )
-    c.add_argument("--spec", metavar="SPEC", help="use the store of this spec")
-    c.add_argument("--store", metavar="URL", help="store holding the registry (default .pipeflow)")
+    add_where(c)
     c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    c.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
+    add_debug(c)
+    c.set_defaults(handler=cmd_serve)
 
 
 def read_tokens(path: str | None) -> dict[str, list[str]] | None:
@@ -101,7 +101,6 @@ def read_tokens(path: str | None) -> dict[str, list[str]] | None:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pipeflow.cli_registry import locate
     from pipeflow.errors import UsageError
     from pipeflow.registry import parse_ref
     from pipeflow.serving.app import ServeConfig, create_app
@@ -142,7 +141,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 1_000_000),
         batch_wait_ms=args.batch_wait_ms,
     )
-    _port_free(args.host, args.port)
+    port_free(args.host, args.port)
     import logging
 
     logging.basicConfig(
@@ -182,21 +181,3 @@ def _freeze_heap() -> None:
 
     gc.collect()
     gc.freeze()
-
-
-def _port_free(host: str, port: int) -> None:
-    """Refuse a port out of range or a busy address before loading anything (the socket call
-    would raise OverflowError; uvicorn would exit 3 after start-up)."""
-    import socket
-
-    from pipeflow.errors import UsageError
-
-    if not 0 <= port <= 65535:  # 0: any free port
-        raise UsageError(f"--port {port}: expected a port from 0 to 65535")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind((host, port))
-        except OSError as err:
-            raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None

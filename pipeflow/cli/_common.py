@@ -1,0 +1,241 @@
+"""What every command module of the CLI shares: exit codes, the console, error printing, and the
+arguments several commands take (``--spec``, ``--store``, ``--db``, ``--executor``, ``--address``,
+``--set``, ``--debug``), each declared here once so that its name, choices and help read the same
+in every command.
+
+Nothing here imports more than the standard library at import time: the whole command tree is
+built for ``pipeflow --help``, which must load no pydantic, Dask, pandas or ML library. Which
+store a command means is decided by :func:`locate` alone (``--spec``, else ``--store`` or
+``$PIPEFLOW_STORE``, else ``.pipeflow``), so every command resolves it the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import sys
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+EXECUTORS = ("sync", "threads", "processes", "distributed")
+
+SPEC_HELP = "use the store and metadata of this spec"
+STORE_HELP = "artifact store (default: $PIPEFLOW_STORE or .pipeflow)"
+DB_HELP = "metadata database (default: the spec's, $PIPEFLOW_DB, or pipeflow.db in the store)"
+ADDRESS_HELP = "Dask scheduler address for --executor distributed (default: a LocalCluster)"
+
+
+# ------------------------------------------------------------------------- shared arguments
+
+
+def add_debug(c: argparse.ArgumentParser) -> None:
+    """``--debug`` after the command too (``pipeflow run x.yaml --debug``); SUPPRESS keeps the
+    top-level flag's value when the command does not repeat it."""
+    c.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks for errors"
+    )
+
+
+def add_overrides(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. params.seed=7 (repeatable)",
+    )
+
+
+def add_where(
+    c: argparse.ArgumentParser,
+    *,
+    store: bool = True,
+    db: bool = False,
+    exclusive: bool = False,
+) -> None:
+    """``--spec`` and, as the command reads them, ``--store`` and ``--db``. ``exclusive``: the
+    spec and the store are alternatives argparse refuses together."""
+    group: Any = c.add_mutually_exclusive_group() if exclusive and store else c
+    group.add_argument("--spec", metavar="SPEC", help=SPEC_HELP)
+    if store:
+        group.add_argument("--store", metavar="URL", help=STORE_HELP)
+    if db:
+        c.add_argument("--db", metavar="PATH", help=DB_HELP)
+
+
+def add_executor(
+    c: argparse.ArgumentParser,
+    *,
+    choices: tuple[str, ...] = EXECUTORS,
+    default: str | None = None,
+    help: str = "override the spec's executor (default: threads)",
+    address: bool = True,
+) -> None:
+    c.add_argument("--executor", choices=list(choices), default=default, help=help)
+    if address:
+        c.add_argument("--address", metavar="TCP://HOST:PORT", help=ADDRESS_HELP)
+
+
+# ---------------------------------------------------------------------------------- output
+
+
+def make_console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    out = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not out.is_terminal and "COLUMNS" not in os.environ:
+        out.width = 160  # logs and CI output: don't squeeze tables into 80 columns
+    return out
+
+
+def error(message: str, problems: list[str] | None = None) -> None:
+    """``error: message`` on stderr, or ``error: N problems found:`` and one line each when a
+    spec had several problems. A message of several lines (a library's) stays one error, its
+    later lines indented under the first."""
+    if problems and len(problems) > 1:
+        print(f"error: {len(problems)} problems found:", file=sys.stderr)
+        for problem in problems:
+            _indented(problem, "  ", "    ")
+    else:
+        _indented(message, "error: ", "  ")
+
+
+def _indented(text: str, first: str, rest: str) -> None:
+    head, *tail = text.splitlines() or [""]
+    print(f"{first}{head}", file=sys.stderr)
+    for line in tail:
+        print(f"{rest}{line}", file=sys.stderr)
+
+
+def escape(text: str) -> str:
+    """Data shown through rich must not be read as markup (``[bold]`` in a reason)."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def when(ts: float | None) -> str:
+    """A timestamp as local time to the second, or "" for none."""
+    if not ts:
+        return ""
+    return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+# ------------------------------------------------------------------------------ resources
+
+
+def port_free(host: str, port: int, flag: str = "--port") -> None:
+    """Refuse a port out of range or a busy address before loading anything (the socket call
+    would raise OverflowError; uvicorn would exit 3 after start-up)."""
+    import socket
+
+    from pipeflow.errors import UsageError
+
+    if not 0 <= port <= 65535:  # 0: any free port
+        raise UsageError(f"{flag} {port}: expected a port from 0 to 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as err:
+            raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+
+
+class Located:
+    """The store a command's ``--spec`` / ``--store`` / ``--db`` arguments name, and the path of
+    its metadata database (which may not exist yet: no run recorded)."""
+
+    def __init__(self, store: Any, db_path: str | None) -> None:
+        self.store = store
+        self.db_path = db_path
+
+    def open_db(self) -> Any:
+        """The metadata database, or None where there is none."""
+        from pipeflow.store.metadata import MetadataDB
+
+        if self.db_path and os.path.exists(self.db_path):
+            return MetadataDB(self.db_path)
+        return None
+
+
+def locate(args: argparse.Namespace) -> Located:
+    """One rule for every command that reads a store (registry, serve, predict, monitor, ui,
+    store check): ``--spec SPEC`` (that spec's store, with its storage options, and its
+    metadata), else ``--store URL``, ``$PIPEFLOW_STORE`` or ``.pipeflow``; the database
+    ``--db PATH``, the spec's, ``$PIPEFLOW_DB``, or ``pipeflow.db`` inside a local store. A local
+    store that is not there is a usage error."""
+    from pipeflow.errors import UsageError
+    from pipeflow.store.artifacts import ArtifactStore
+
+    given_db = getattr(args, "db", None)
+    if getattr(args, "spec", None):
+        from pipeflow.runner.session import open_store
+        from pipeflow.spec.load import load
+
+        store, db = open_store(load(args.spec))
+        db.close()
+        return Located(store, os.path.abspath(given_db or db.path))
+    given = getattr(args, "store", None)
+    url = given or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
+    local = "://" not in url or url.startswith("file://")
+    if local:
+        url = os.path.abspath(url.removeprefix("file://"))
+        if not os.path.isdir(url):
+            source = (
+                "--store"
+                if given
+                else "$PIPEFLOW_STORE"
+                if os.environ.get("PIPEFLOW_STORE")
+                else ""
+            )
+            raise UsageError(
+                f"no pipeflow store at {url}{f' (from {source})' if source else ''}: "
+                "pass --spec SPEC or --store URL"
+            )
+    path = given_db or os.environ.get("PIPEFLOW_DB")
+    if path is None and local:
+        path = os.path.join(url, "pipeflow.db")
+    return Located(ArtifactStore(url), os.path.abspath(path) if path else None)
+
+
+def open_registry(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(Registry, metadata DB or None) of the store the arguments name."""
+    from pipeflow.registry import Registry
+
+    located = locate(args)
+    return Registry(located.store), located.open_db()
+
+
+def open_history(args: argparse.Namespace) -> Any:
+    """The metadata database of ``runs`` and ``data``: the spec's, else ``--db``,
+    ``$PIPEFLOW_DB`` or ``.pipeflow/pipeflow.db``; one that is not there is a usage error."""
+    from pipeflow.errors import UsageError
+    from pipeflow.store.metadata import MetadataDB
+
+    if args.spec:
+        from pipeflow.runner.session import open_store
+        from pipeflow.spec.load import load
+
+        return open_store(load(args.spec))[1]
+    path = args.db or os.environ.get("PIPEFLOW_DB") or os.path.join(".pipeflow", "pipeflow.db")
+    if not os.path.exists(path):
+        raise UsageError(f"no pipeflow metadata at {path}: pass --spec SPEC or --db PATH")
+    return MetadataDB(path)
+
+
+def run_store(args: argparse.Namespace, run: Any) -> Any:
+    """The artifact store of a recorded run: that of ``--spec``, else of the spec it ran."""
+    from pipeflow.errors import UsageError
+    from pipeflow.runner.session import open_store
+    from pipeflow.spec.load import load
+
+    spec_path = getattr(args, "spec", None) or run["spec_path"]
+    if not spec_path or not os.path.exists(spec_path):
+        raise UsageError(
+            f"the spec of run {run['id']} ({spec_path}) is gone: pass --spec SPEC to find its store"
+        )
+    return open_store(load(spec_path))[0]

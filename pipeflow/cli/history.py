@@ -1,0 +1,341 @@
+"""``pipeflow runs``, ``data`` and ``store check``: what the metadata database and the store
+recorded.
+
+``runs`` and ``data`` read the metadata database (:func:`pipeflow.cli._common.open_history`);
+``runs output`` and ``runs compare`` also load artifacts from the store of the run's spec.
+``store check`` verifies a whole store (:mod:`pipeflow.store.check`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pipeflow.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_debug,
+    add_where,
+    locate,
+    open_history,
+    run_store,
+    when,
+)
+from pipeflow.cli._common import make_console as _console
+
+
+def add_parsers(sub: Any) -> None:
+    data = sub.add_parser(
+        "data", help="dataset versions read by ingest stages, and the runs that used them"
+    )
+    data.set_defaults(handler=cmd_data)
+    data_sub = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    for name, help_ in (
+        ("list", "list dataset versions (one per source content seen)"),
+        ("show", "show one dataset version: its source and every run that used it"),
+    ):
+        c = data_sub.add_parser(name, help=help_, description=help_)
+        if name == "show":
+            c.add_argument(
+                "dataset_version",
+                metavar="VERSION",
+                help="a version id (unique prefix) from `data list`",
+            )
+        c.add_argument("--json", action="store_true", help="machine-readable output")
+        add_where(c, store=False, db=True)
+
+    st = sub.add_parser("store", help="inspect the artifact store and its metadata")
+    st.set_defaults(handler=cmd_store)
+    st_sub = st.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    c = st_sub.add_parser(
+        "check",
+        help="verify a store: every object hashes to its name, every record and manifest names "
+        "objects present, nothing half-written is reachable, the database is intact",
+        description="Verify a store and its metadata database; print each problem (exit 1 if any).",
+    )
+    add_where(c, db=True)
+    add_debug(c)
+
+    runs = sub.add_parser("runs", help="list and inspect recorded runs")
+    runs.set_defaults(handler=cmd_runs)
+    runs_sub = runs.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    for name, help_ in (
+        ("list", "list recent runs"),
+        ("show", "show one run: stages, timings, cache hits, errors, outputs, lineage"),
+        ("output", "print one output of a stage in a run (a table, JSON value, array or bytes)"),
+        ("compare", "compare runs side by side: params and metrics"),
+    ):
+        c = runs_sub.add_parser(name, help=help_, description=help_)
+        if name in ("show", "output"):
+            c.add_argument("run_id", metavar="RUN", help="run id (a unique prefix, or 'latest')")
+        if name == "compare":
+            c.add_argument(
+                "run_ids",
+                metavar="RUN",
+                nargs="+",
+                help="two or more run ids (unique prefixes, or 'latest')",
+            )
+            c.add_argument("--json", action="store_true", help="machine-readable output")
+        if name == "show":
+            c.add_argument("--json", action="store_true", help="machine-readable output")
+        elif name == "output":
+            c.add_argument(
+                "target", metavar="STAGE[.PORT]", help="the stage (its only output) or stage.port"
+            )
+            c.add_argument(
+                "--format",
+                choices=["text", "csv", "json"],
+                default="text",
+                help="how to print a table (default: text)",
+            )
+            c.add_argument(
+                "--rows",
+                type=int,
+                default=20,
+                help="rows of a table to print as text (default 20; 0 = all)",
+            )
+        elif name == "list":
+            c.add_argument("--limit", type=int, default=20)
+            c.add_argument("--pipeline", help="only runs of this pipeline")
+        add_where(c, store=False, db=True)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from pipeflow.cli.display import show_run, show_runs
+
+    db = open_history(args)
+    try:
+        if args.runs_command == "list":
+            show_runs(_console(), db, limit=args.limit, pipeline=args.pipeline)
+            return EXIT_OK
+        if args.runs_command == "output":
+            return _print_output(args, db)
+        if args.runs_command == "compare":
+            return _compare(args, db)
+        return show_run(_console(), db, args.run_id, as_json=args.json)
+    finally:
+        db.close()
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeflow.errors import UsageError
+
+    db = open_history(args)
+    try:
+        versions = db.dataset_versions()
+        if args.data_command == "list":
+            if args.json:
+                print(json.dumps(versions, indent=2, default=str))
+                return EXIT_OK
+            from rich.table import Table
+
+            t = Table(show_edge=False)
+            for col in (
+                "version",
+                "source",
+                "pipeline",
+                "stage",
+                "first seen",
+                "last used",
+                "runs",
+            ):
+                t.add_column(col)
+            for v in versions:
+                t.add_row(
+                    v["version"][:12],
+                    v["source"],
+                    v["pipeline"],
+                    v["stage"],
+                    when(v["first_seen"]),
+                    when(v["last_used"]),
+                    str(v["runs"]),
+                )
+            _console().print(t)
+            return EXIT_OK
+        matches = [v for v in versions if v["version"].startswith(args.dataset_version)]
+        if len({v["version"] for v in matches}) != 1:
+            raise UsageError(
+                f"no dataset version starts with {args.dataset_version!r}"
+                if not matches
+                else f"{args.dataset_version!r} is ambiguous: give more characters"
+            )
+        version = matches[0]["version"]
+        uses = db.dataset_uses(version)
+        if args.json:
+            print(
+                json.dumps(
+                    {"version": version, "sources": matches, "runs": uses}, indent=2, default=str
+                )
+            )
+            return EXIT_OK
+        console = _console()
+        console.print(f"[bold]dataset version {version}[/]")
+        for m in matches:
+            console.print(f"  source {m['source']}  (pipeline {m['pipeline']}, stage {m['stage']})")
+        console.print(f"  used by {len(uses)} run(s):")
+        for u in uses:
+            console.print(
+                f"    {u['run_id']}  {u['pipeline']}  {u['state']}  {when(u['started'])}  output {str(u['digest'] or '')[:16]}"
+            )
+        return EXIT_OK
+    finally:
+        db.close()
+
+
+def cmd_store(args: argparse.Namespace) -> int:
+    """``pipeflow store check``: one line per problem on stdout, exit 1 if there is any."""
+    from pipeflow.errors import UsageError
+    from pipeflow.store.check import scan_store
+
+    if args.spec and (args.store or args.db):
+        raise UsageError("give --spec SPEC, or --store URL (and --db PATH), not both")
+    located = locate(args)
+    db = located.open_db()
+    if db is None:
+        raise UsageError(f"no metadata database at {located.db_path}: pass --db PATH")
+    store = located.store
+    try:
+        report = scan_store(store, db)
+    finally:
+        db.close()
+    for problem in report.problems:
+        print(problem)
+    counted = (
+        f"{report.objects} objects, {report.manifests} manifests, {report.artifacts} artifact "
+        f"records, {report.registry_files} registry files"
+    )
+    if report.problems:
+        print(f"store {report.url}: {len(report.problems)} problem(s) ({counted})", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"ok: store {report.url}: {counted}, database {db.path} intact")
+    return EXIT_OK
+
+
+def _compare(args: argparse.Namespace, db: Any) -> int:
+    """Params and every numeric metric (outputs of kind ``metrics``) of several runs."""
+    import json
+
+    from pipeflow.errors import UsageError
+    from pipeflow.store.artifacts import ArtifactRef
+
+    runs = []
+    for run_id in args.run_ids:
+        run = db.find_run(run_id)
+        if run is None:
+            raise UsageError(f"no run matches {run_id!r}")
+        runs.append(run)
+    if len(runs) < 2:
+        raise UsageError("give at least two runs to compare")
+    table: dict[str, list[Any]] = {}
+    for i, run in enumerate(runs):
+        for name, value in db.params(run["id"]).items():
+            table.setdefault(f"param {name}", [None] * len(runs))[i] = value
+        store = None
+        for row in db.outputs(run["id"]):
+            if not str(row["kind"]).startswith("metrics"):
+                continue
+            store = store or run_store(args, run)
+            value = store.load(ArtifactRef(row["digest"], row["codec"], row["kind"], row["size"]))
+            for key, number in _numbers(value, f"{row['stage']}.{row['port']}"):
+                table.setdefault(key, [None] * len(runs))[i] = number
+    ids = [r["id"] for r in runs]
+    if args.json:
+        print(json.dumps({"runs": ids, "rows": table}, indent=2, default=str))
+        return EXIT_OK
+    from rich.table import Table
+
+    t = Table(show_edge=False)
+    t.add_column("param / metric")
+    for run_id in ids:
+        t.add_column(run_id, justify="right")
+    t.add_column("change", justify="right")
+    for key, values in table.items():
+        first, last = values[0], values[-1]
+        if first != first and last != last:  # NaN in both: unchanged
+            first = last = None
+        change = ""
+        if (
+            isinstance(first, int | float)
+            and isinstance(last, int | float)
+            and not isinstance(first, bool)
+            and first != last
+        ):
+            change = f"{last - first:+.4g}"
+        elif first != last:
+            change = "changed"
+        t.add_row(key, *[_cell(v) for v in values], change)
+    _console().print(t)
+    return EXIT_OK
+
+
+def _numbers(value: Any, prefix: str, depth: int = 0) -> list[tuple[str, float]]:
+    """Numeric leaves of a metrics value, two levels deep (``scores.metrics.accuracy``, ...)."""
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [(prefix, value)]
+    if isinstance(value, dict) and depth < 2:
+        out = []
+        for key in sorted(value):
+            out += _numbers(value[key], f"{prefix}.{key}", depth + 1)
+        return out
+    return []
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _print_output(args: argparse.Namespace, db: Any) -> int:
+    import json
+
+    from pipeflow.errors import UsageError
+    from pipeflow.store.artifacts import ArtifactRef
+
+    run = db.find_run(args.run_id)
+    if run is None:
+        raise UsageError(f"no run matches {args.run_id!r}")
+    stage, _, port = args.target.partition(".")
+    rows = [r for r in db.outputs(run["id"]) if r["stage"] == stage]
+    if not rows:
+        known = sorted({r["stage"] for r in db.outputs(run["id"])})
+        raise UsageError(
+            f"run {run['id']} has no outputs of stage '{stage}' (stages with outputs: {', '.join(known) or 'none'})"
+        )
+    if not port:
+        if len(rows) > 1:
+            raise UsageError(
+                f"stage '{stage}' has outputs {', '.join(r['port'] for r in rows)}: write {stage}.<port>"
+            )
+        port = rows[0]["port"]
+    row = next((r for r in rows if r["port"] == port), None)
+    if row is None:
+        raise UsageError(
+            f"stage '{stage}' has no output '{port}' (its outputs: {', '.join(r['port'] for r in rows)})"
+        )
+    store = run_store(args, run)
+    value = store.load(ArtifactRef(row["digest"], row["codec"], row["kind"], row["size"]))
+    if isinstance(value, bytes):
+        sys.stdout.buffer.write(value)
+        return EXIT_OK
+    if hasattr(value, "to_csv") and hasattr(value, "to_string"):  # a table
+        if args.format == "csv":
+            value.to_csv(sys.stdout, index=False)
+        elif args.format == "json":
+            print(value.to_json(orient="records", indent=2))
+        else:
+            print(value.to_string(max_rows=args.rows or None, index=False))
+            print(f"[{len(value)} rows x {len(value.columns)} columns]")
+        return EXIT_OK
+    try:
+        print(json.dumps(value, indent=2, default=str))
+    except (TypeError, ValueError):
+        print(repr(value))
+    return EXIT_OK

@@ -1,0 +1,173 @@
+"""``pipeflow run``, ``check``, ``graph``, ``stages`` and ``schema``: a spec from the command line.
+
+``run`` draws its progress through :mod:`pipeflow.cli.display`; running a pipeline from Python
+(:func:`pipeflow.run`) draws nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from pipeflow.cli._common import EXIT_FAILED, EXIT_OK, add_debug, add_executor, add_overrides
+from pipeflow.cli._common import error as _error
+from pipeflow.cli._common import make_console as _console
+
+
+def add_parsers(sub: Any) -> None:
+    def spec_cmd(name: str, help_: str, handler: Any) -> argparse.ArgumentParser:
+        c = sub.add_parser(name, help=help_, description=help_)
+        c.add_argument("spec", metavar="SPEC", help="pipeline YAML file")
+        add_overrides(c)
+        add_debug(c)
+        c.set_defaults(handler=handler)
+        return c
+
+    r = spec_cmd("run", "run a pipeline", cmd_run)
+    add_executor(r)
+    r.add_argument(
+        "--only",
+        action="append",
+        metavar="STAGE",
+        help="run only this stage (repeatable); its inputs must be stored already",
+    )
+    r.add_argument(
+        "--from",
+        dest="from_",
+        action="append",
+        metavar="STAGE",
+        help="run this stage and everything downstream of it (repeatable)",
+    )
+    r.add_argument(
+        "--force", action="store_true", help="re-run stages even when a stored result matches"
+    )
+    r.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
+
+    spec_cmd("check", "compile a spec without running it (exit 2 on a spec error)", cmd_check)
+    g = spec_cmd("graph", "show the compiled DAG", cmd_graph)
+    g.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
+
+    s = sub.add_parser(
+        "stages", help="list installed stage types with their ports and config fields"
+    )
+    s.add_argument("--json", action="store_true", help="machine-readable output")
+    s.set_defaults(handler=cmd_stages)
+    sc = sub.add_parser(
+        "schema", help="print the JSON Schema of pipeline specs (for yaml-language-server)"
+    )
+    sc.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    sc.set_defaults(handler=cmd_schema)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pipeflow.core.compiler import compile_pipeline
+    from pipeflow.spec.load import load
+
+    pipeline = compile_pipeline(load(args.spec, args.overrides))
+    edges = pipeline.graph.number_of_edges()
+    print(
+        f"ok: {args.spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges"
+    )
+    return EXIT_OK
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from pipeflow.core.compiler import compile_pipeline
+    from pipeflow.core.render import render
+    from pipeflow.spec.load import load
+
+    print(render(compile_pipeline(load(args.spec, args.overrides)), args.format))
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipeflow.cli.display import RunDisplay
+    from pipeflow.runner.session import run
+
+    display = RunDisplay(_console(), quiet=args.quiet, debug=getattr(args, "debug", False))
+    with display:
+        report = run(
+            args.spec,
+            overrides=args.overrides,
+            executor=args.executor,
+            address=args.address,
+            only=args.only,
+            from_=args.from_,
+            force=args.force,
+            on_event=display.event,
+            on_plan=display.plan,
+        )
+    display.summary(report)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_stages(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeflow.core.compiler import describe_type
+    from pipeflow.core.registry import StageTypeLoadError, default_registry
+
+    reg = default_registry()
+    described, broken = {}, {}
+    for name in reg.names():
+        try:  # one broken plugin must not hide the types that load
+            info = describe_type(reg.get(name))
+        except StageTypeLoadError as err:
+            broken[name] = {"origin": reg.origin(name), "error": str(err)}
+            continue
+        info["origin"] = reg.origin(name)
+        described[name] = info
+    for problem in broken.values():
+        _error(problem["error"])
+    exit_code = StageTypeLoadError.exit_code if broken else EXIT_OK
+    if args.json:
+        print(json.dumps({n: described.get(n) or broken[n] for n in reg.names()}, indent=2))
+        return exit_code
+    from rich.table import Table
+
+    console = _console()
+    for name, info in described.items():
+        t = Table(
+            title=f"[bold]{name}[/] v{info['version']} ({info['origin']}): {info['description']}",
+            title_justify="left",
+            show_edge=False,
+        )
+        t.add_column("config field")
+        t.add_column("type")
+        t.add_column("default")
+        t.add_column("description")
+        for fname, f in info["config"].items():
+            t.add_row(
+                fname,
+                f["type"],
+                "required" if f["required"] else str(f["default"]),
+                f["description"],
+            )
+        ins = ", ".join(f"{k}: {v['kind']}" for k, v in info["inputs"].items())
+        if info["extra_inputs"]:
+            ins = f"{ins + ', ' if ins else ''}any name: {info['extra_inputs']}"
+        outs = ", ".join(f"{k}: {v['kind']}" for k, v in info["outputs"].items())
+        console.print(t)
+        console.print(
+            f"  inputs: {ins or 'none'}   outputs: {outs or 'none'} (defaults; some types derive ports from config)\n"
+        )
+    return exit_code
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from pipeflow.core.schema import spec_schema
+
+    text = json.dumps(spec_schema(), indent=2)
+    if args.output:
+        from pipeflow.errors import UsageError
+
+        try:
+            with open(args.output, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+        except OSError as err:
+            raise UsageError(f"cannot write {args.output}: {err.strerror or err}") from None
+    else:
+        print(text)
+    return EXIT_OK
