@@ -21,7 +21,9 @@ _EXPORTS = {
     "compile": "pipeflow.core.compiler:compile_pipeline",
     "plan": "pipeflow.runner.plan:make_plan",
     "run": "pipeflow.runner.session:run",
-    "open_store": "pipeflow.runner.session:open_store",
+    "open_store": "pipeflow.workspace:open_store",
+    "open_workspace": "pipeflow.workspace:open_workspace",
+    "Workspace": "pipeflow.workspace:Workspace",
     "RunReport": "pipeflow.runner.session:RunReport",
     "Stage": "pipeflow.core.stage:Stage",
     "Port": "pipeflow.core.stage:Port",
@@ -72,7 +74,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from pipeflow.execute.dask_executor import DaskExecutor
     from pipeflow.runner.plan import make_plan as plan
-    from pipeflow.runner.session import RunReport, open_store, run
+    from pipeflow.runner.session import RunReport, run
     from pipeflow.spec.load import load, loads
     from pipeflow.store.artifacts import ArtifactStore
     from pipeflow.store.metadata import MetadataDB
+    from pipeflow.workspace import Workspace, open_store, open_workspace

@@ -145,97 +145,35 @@ def port_free(host: str, port: int, flag: str = "--port") -> None:
             raise UsageError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
 
 
-class Located:
-    """The store a command's ``--spec`` / ``--store`` / ``--db`` arguments name, and the path of
-    its metadata database (which may not exist yet: no run recorded)."""
+def locate(args: argparse.Namespace) -> Any:
+    """The workspace (:mod:`pipeflow.workspace`) a command's ``--spec`` / ``--store`` / ``--db``
+    arguments name: one rule for every command that reads a store."""
+    from pipeflow.workspace import open_workspace
 
-    def __init__(self, store: Any, db_path: str | None) -> None:
-        self.store = store
-        self.db_path = db_path
-
-    def open_db(self) -> Any:
-        """The metadata database, or None where there is none."""
-        from pipeflow.store.metadata import MetadataDB
-
-        if self.db_path and os.path.exists(self.db_path):
-            return MetadataDB(self.db_path)
-        return None
-
-
-def locate(args: argparse.Namespace) -> Located:
-    """One rule for every command that reads a store (registry, serve, predict, monitor, ui,
-    store check): ``--spec SPEC`` (that spec's store, with its storage options, and its
-    metadata), else ``--store URL``, ``$PIPEFLOW_STORE`` or ``.pipeflow``; the database
-    ``--db PATH``, the spec's, ``$PIPEFLOW_DB``, or ``pipeflow.db`` inside a local store. A local
-    store that is not there is a usage error."""
-    from pipeflow.errors import UsageError
-    from pipeflow.store.artifacts import ArtifactStore
-
-    given_db = getattr(args, "db", None)
-    if getattr(args, "spec", None):
-        from pipeflow.runner.session import open_store
-        from pipeflow.spec.load import load
-
-        store, db = open_store(load(args.spec))
-        db.close()
-        return Located(store, os.path.abspath(given_db or db.path))
-    given = getattr(args, "store", None)
-    url = given or os.environ.get("PIPEFLOW_STORE") or ".pipeflow"
-    local = "://" not in url or url.startswith("file://")
-    if local:
-        url = os.path.abspath(url.removeprefix("file://"))
-        if not os.path.isdir(url):
-            source = (
-                "--store"
-                if given
-                else "$PIPEFLOW_STORE"
-                if os.environ.get("PIPEFLOW_STORE")
-                else ""
-            )
-            raise UsageError(
-                f"no pipeflow store at {url}{f' (from {source})' if source else ''}: "
-                "pass --spec SPEC or --store URL"
-            )
-    path = given_db or os.environ.get("PIPEFLOW_DB")
-    if path is None and local:
-        path = os.path.join(url, "pipeflow.db")
-    return Located(ArtifactStore(url), os.path.abspath(path) if path else None)
+    return open_workspace(
+        getattr(args, "spec", None), getattr(args, "store", None), getattr(args, "db", None)
+    )
 
 
 def open_registry(args: argparse.Namespace) -> tuple[Any, Any]:
     """(Registry, metadata DB or None) of the store the arguments name."""
-    from pipeflow.registry import Registry
-
-    located = locate(args)
-    return Registry(located.store), located.open_db()
+    workspace = locate(args)
+    return workspace.registry, workspace.open_db()
 
 
 def open_history(args: argparse.Namespace) -> Any:
-    """The metadata database of ``runs`` and ``data``: the spec's, else ``--db``,
-    ``$PIPEFLOW_DB`` or ``.pipeflow/pipeflow.db``; one that is not there is a usage error."""
-    from pipeflow.errors import UsageError
-    from pipeflow.store.metadata import MetadataDB
-
-    if args.spec:
-        from pipeflow.runner.session import open_store
-        from pipeflow.spec.load import load
-
-        return open_store(load(args.spec))[1]
-    path = args.db or os.environ.get("PIPEFLOW_DB") or os.path.join(".pipeflow", "pipeflow.db")
-    if not os.path.exists(path):
-        raise UsageError(f"no pipeflow metadata at {path}: pass --spec SPEC or --db PATH")
-    return MetadataDB(path)
+    """The metadata database of ``runs`` and ``data``, which must exist (a spec's is created)."""
+    return locate(args).metadata()
 
 
 def run_store(args: argparse.Namespace, run: Any) -> Any:
     """The artifact store of a recorded run: that of ``--spec``, else of the spec it ran."""
     from pipeflow.errors import UsageError
-    from pipeflow.runner.session import open_store
-    from pipeflow.spec.load import load
+    from pipeflow.workspace import open_workspace
 
     spec_path = getattr(args, "spec", None) or run["spec_path"]
     if not spec_path or not os.path.exists(spec_path):
         raise UsageError(
             f"the spec of run {run['id']} ({spec_path}) is gone: pass --spec SPEC to find its store"
         )
-    return open_store(load(spec_path))[0]
+    return open_workspace(spec_path).store

@@ -193,10 +193,10 @@ def cmd_store(args: argparse.Namespace) -> int:
     if args.spec and (args.store or args.db):
         raise UsageError("give --spec SPEC, or --store URL (and --db PATH), not both")
     located = locate(args)
+    store = located.store  # a local store that is not there: said first
     db = located.open_db()
     if db is None:
         raise UsageError(f"no metadata database at {located.db_path}: pass --db PATH")
-    store = located.store
     try:
         report = scan_store(store, db)
     finally:

@@ -145,7 +145,8 @@ def evaluate(
     now: float | None = None,
 ) -> list[dict[str, Any]]:
     """Fire the rules breached by ``report``; returns every breach (sent ones and suppressed)."""
-    from pipeflow.monitoring.history import alert_log, monitoring_dir
+    from pipeflow.monitoring.history import alert_log
+    from pipeflow.store.layout import monitoring_dir
 
     now = time.time() if now is None else now
     state_path = monitoring_dir(store_root) / "alerts" / "state.json"

@@ -34,10 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeflow.store.journal import AuditLog, read
-
-
-def monitoring_dir(store_root: str | os.PathLike[str]) -> Path:
-    return Path(str(store_root).removeprefix("file://")) / "monitoring"
+from pipeflow.store.layout import monitoring_dir
 
 
 def save_report(store_root: str | os.PathLike[str], report: dict[str, Any]) -> Path:

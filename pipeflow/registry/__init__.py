@@ -35,10 +35,11 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeflow.errors import InvalidName, RegistryError, StoreError
+from pipeflow.store import layout
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
-ROOT = "registry"
+ROOT = layout.REGISTRY
 
 
 def check_name(what: str, name: str) -> str:

@@ -44,8 +44,10 @@ from pipeflow.execute.dask_executor import DaskExecutor, Executor
 from pipeflow.execute.task import StageResult, StageTask
 from pipeflow.runner.plan import Plan, StagePlan, make_plan
 from pipeflow.spec.load import LoadedSpec, load
-from pipeflow.store.artifacts import ArtifactRef, ArtifactStore, StoreRef
-from pipeflow.store.metadata import MetadataDB, sqlite_path
+from pipeflow.store import layout
+from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+from pipeflow.store.metadata import MetadataDB
+from pipeflow.workspace import open_store
 
 EventCallback = Callable[[str, StageState, "StageOutcome"], None]
 
@@ -115,21 +117,6 @@ class RunReport:
                 )
             port = next(iter(outcome.outputs))
         return self.store.load(outcome.outputs[port])
-
-
-def open_store(loaded: LoadedSpec) -> tuple[ArtifactStore, MetadataDB]:
-    """The artifact store and metadata DB a spec uses (defaults beside the spec file)."""
-    spec = loaded.spec.store
-    base = loaded.base_dir
-    root = spec.root or str(base / ".pipeflow")
-    if "://" not in root and not os.path.isabs(root):
-        root = str(base / root)
-    db_url = spec.metadata or str(base / ".pipeflow" / "pipeflow.db")
-    try:
-        store = StoreRef(root, tuple(sorted(spec.storage_options.items()))).open()
-    except OSError as err:  # a backend that connects on open (ftp://, sftp://) and cannot
-        raise StoreError(f"cannot reach store {root!r}: {err.strerror or err}") from None
-    return store, MetadataDB(sqlite_path(db_url, base))
 
 
 def new_run_id() -> str:
@@ -355,7 +342,7 @@ def _run(
 
 def lock_name(pipeline: str, digest: str) -> str:
     """The lock of one resolved spec, relative to the store root."""
-    return f"locks/{pipeline}-{digest[:12]}.lock"
+    return layout.lock_path(pipeline, digest)
 
 
 @contextlib.contextmanager
@@ -424,7 +411,7 @@ def _reclaim(store: ArtifactStore, rel: str, stale: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             store.fs.rm_file(path)
         return
-    aside = os.path.join(store.root, "tmp", f"{uuid.uuid4().hex}.stale-lock")
+    aside = os.path.join(store.root, layout.TMP, f"{uuid.uuid4().hex}.stale-lock")
     try:
         os.makedirs(os.path.dirname(aside), exist_ok=True)
         os.rename(path, aside)

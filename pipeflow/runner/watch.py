@@ -113,14 +113,15 @@ class Watcher:
         return loaded, compile_pipeline(loaded)
 
     def _events(self, store_url: str) -> Any:
-        from pipeflow.store.journal import AuditLog, default_folder
+        from pipeflow.store import layout
+        from pipeflow.store.journal import AuditLog
 
-        folder = default_folder(store_url)
-        return None if folder is None else AuditLog(folder.parent / "watch", "events")
+        folder = layout.audit_dir(store_url)
+        return None if folder is None else AuditLog(layout.watch_dir(folder), "events")
 
     def check(self, now: float | None = None) -> list[dict[str, Any]]:
         """The causes that fire now (without running anything but ``on_drift``'s monitor)."""
-        from pipeflow.runner.session import open_store
+        from pipeflow.workspace import open_store
 
         now = time.time() if now is None else now
         loaded, pipeline = self._load()
@@ -177,7 +178,7 @@ class Watcher:
         """Run the ``on_drift`` stage on its own (it needs no inputs: its ``after`` wiring only
         orders it in a full run); its report also lands in the monitoring history."""
         from pipeflow.core.stage import StageContext
-        from pipeflow.runner.session import open_store
+        from pipeflow.workspace import open_store
 
         st = pipeline.stages[name]
         store, db = open_store(loaded)
@@ -210,7 +211,7 @@ class Watcher:
         causes = self.check(now)
         if not causes:
             return None
-        from pipeflow.runner.session import open_store
+        from pipeflow.workspace import open_store
 
         loaded, pipeline = self._load()
         store, db = open_store(loaded)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeflow.errors import StoreError
-from pipeflow.store import codecs
+from pipeflow.store import codecs, layout
 
 
 @dataclass(frozen=True)
@@ -146,12 +146,12 @@ class ArtifactStore:
     def object_path(self, digest: str) -> str:
         if not _is_hex_digest(digest):
             raise StoreError(f"invalid artifact digest {digest!r}: expected 64 hex characters")
-        return self._join("objects", digest[:2], digest[2:])
+        return self._join(layout.OBJECTS, digest[:2], digest[2:])
 
     def manifest_path(self, key: str) -> str:
         if not _is_hex_digest(key):
             raise StoreError(f"invalid cache key {key!r}: expected 64 hex characters")
-        return self._join("cache", key[:2], f"{key}.json")
+        return self._join(layout.CACHE, key[:2], f"{key}.json")
 
     # -- low level -----------------------------------------------------------------------
     def _ensure_dir(self, path: str) -> None:
@@ -176,10 +176,10 @@ class ArtifactStore:
             self._write_once(path, data)
 
     def _write_once(self, path: str, data: bytes) -> None:
-        tmp_dir = self._join("tmp")
+        tmp_dir = self._join(layout.TMP)
         self._ensure_dir(tmp_dir)
         self._ensure_dir(posixpath.dirname(path) if not self._local else os.path.dirname(path))
-        tmp = self._join("tmp", uuid.uuid4().hex)
+        tmp = self._join(layout.TMP, uuid.uuid4().hex)
         try:
             if self._local:
                 with open(tmp, "wb") as fh:
@@ -223,8 +223,8 @@ class ArtifactStore:
     def _create_exclusive_local(self, path: str, data: bytes) -> bool:
         folder = os.path.dirname(path)
         self._ensure_dir(folder)
-        self._ensure_dir(self._join("tmp"))
-        tmp = self._join("tmp", uuid.uuid4().hex)
+        self._ensure_dir(self._join(layout.TMP))
+        tmp = self._join(layout.TMP, uuid.uuid4().hex)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
@@ -281,7 +281,7 @@ class ArtifactStore:
         write in progress elsewhere is never touched). Returns how many were removed."""
         if not self._local:
             return 0  # remote stores write in one request: nothing is left behind
-        folder = self._join("tmp")
+        folder = self._join(layout.TMP)
         cutoff = time.time() - older_than_s
         removed = 0
         try:
@@ -373,7 +373,7 @@ class ArtifactStore:
             entries, self._pending = self._pending, {}
             name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
             try:
-                self._write_atomic(self._join("cache", "batches", name), _batch_bytes(entries))
+                self._write_atomic(self._join(layout.CACHE_BATCHES, name), _batch_bytes(entries))
             except BaseException:
                 self._pending = {**entries, **self._pending}
                 raise
@@ -393,14 +393,14 @@ class ArtifactStore:
         self._refresh_batches(force=True)
         merged = set(self._batch_files)
         name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
-        self._write_atomic(self._join("cache", "batches", name), _batch_bytes(self._batch_index))
+        self._write_atomic(self._join(layout.CACHE_BATCHES, name), _batch_bytes(self._batch_index))
         for old in merged:
-            _silently_remove(self, self._join("cache", "batches", old))
+            _silently_remove(self, self._join(layout.CACHE_BATCHES, old))
         self._batch_files = {name}
 
     def _refresh_batches(self, *, force: bool = False) -> None:
         """Read batch files written since the last look (they never change once written)."""
-        folder = self._join("cache", "batches")
+        folder = self._join(layout.CACHE_BATCHES)
         try:
             if self._local:
                 stamp: Any = os.stat(folder).st_mtime_ns
@@ -423,7 +423,7 @@ class ArtifactStore:
             raise StoreError(f"cannot list {folder}: {err.strerror or err}") from None
         for name in names:
             if name.endswith(".jsonl") and name not in self._batch_files:
-                raw = self._read(self._join("cache", "batches", name))
+                raw = self._read(self._join(layout.CACHE_BATCHES, name))
                 if raw is None:
                     continue  # merged away since the listing: its entries are in the new file
                 self._batch_index.update(_parse_batch(raw))

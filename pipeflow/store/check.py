@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeflow.errors import StoreError
+from pipeflow.store import layout
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.metadata import MetadataDB
 
@@ -207,10 +208,10 @@ def _manifest_refs(
 
 
 def _check_registry(store: ArtifactStore, refs: list[_Ref], report: StoreCheck) -> None:
-    for model in store.list_names("registry"):
+    for model in store.list_names(layout.REGISTRY):
         versions: set[int] = set()
-        for name in store.list_names(f"registry/{model}/versions"):
-            rel = f"registry/{model}/versions/{name}"
+        for name in store.list_names(f"{layout.REGISTRY}/{model}/versions"):
+            rel = f"{layout.REGISTRY}/{model}/versions/{name}"
             record = _json_file(store, rel, report)
             if record is None:
                 continue
@@ -242,8 +243,8 @@ def _check_registry(store: ArtifactStore, refs: list[_Ref], report: StoreCheck) 
 
 
 def _check_locks(store: ArtifactStore, report: StoreCheck) -> None:
-    for name in store.list_names("locks"):
-        lock = _json_file(store, f"locks/{name}", report)
+    for name in store.list_names(layout.LOCKS):
+        lock = _json_file(store, f"{layout.LOCKS}/{name}", report)
         if lock is not None and not (isinstance(lock, dict) and "pid" in lock and "host" in lock):
             report.problems.append(f"{store.path(f'locks/{name}')}: not a run lock")
 
@@ -266,7 +267,7 @@ def _check_objects(store: ArtifactStore, report: StoreCheck) -> tuple[dict[str, 
     """Hash every object; returns path -> size of each, and the paths of corrupt ones."""
     sizes: dict[str, int] = {}
     corrupt: set[str] = set()
-    for path, size in _walk(store, "objects"):
+    for path, size in _walk(store, layout.OBJECTS):
         fan, name = _split(store, path)
         digest = fan + name
         if len(fan) != 2 or not _HEX64.fullmatch(digest):
@@ -290,7 +291,7 @@ def _check_objects(store: ArtifactStore, report: StoreCheck) -> tuple[dict[str, 
 
 
 def _check_tmp_unreachable(store: ArtifactStore, report: StoreCheck) -> None:
-    tmp = os.path.join(store.root, "tmp")
+    tmp = os.path.join(store.root, layout.TMP)
     try:
         entries = list(os.scandir(tmp))
     except OSError:
@@ -305,7 +306,7 @@ def _check_tmp_unreachable(store: ArtifactStore, report: StoreCheck) -> None:
             in_tmp[(st.st_dev, st.st_ino)] = entry.path
     real_tmp = os.path.realpath(tmp) + os.sep
     for top in sorted(os.listdir(store.root)) if os.path.isdir(store.root) else []:
-        if top == "tmp":
+        if top == layout.TMP:
             continue
         for folder, _, files in os.walk(os.path.join(store.root, top)):
             for name in files:

@@ -176,6 +176,6 @@ def repair(folder: str | os.PathLike[str]) -> int:
 
 def default_folder(store_url: str) -> Path | None:
     """``<store>/audit`` for a local store; None for remote stores (give --audit-dir)."""
-    if "://" in store_url and not store_url.startswith("file://"):
-        return None
-    return Path(store_url.removeprefix("file://")) / "audit"
+    from pipeflow.store import layout
+
+    return layout.audit_dir(store_url)

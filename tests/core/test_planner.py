@@ -13,9 +13,10 @@ import pytest
 
 from pipeflow.core.compiler import compile_pipeline
 from pipeflow.runner.plan import Plan, make_plan
-from pipeflow.runner.session import open_store, run
+from pipeflow.runner.session import run
 from pipeflow.spec import load
 from pipeflow.testing import write_spec
+from pipeflow.workspace import open_store
 
 SPEC = """\
 pipeline: plan-demo

@@ -14,9 +14,10 @@ import pytest
 from integration_helpers import calls, pipeflow, pipeflow_ok, show_run, stage_lines
 
 from pipeflow.errors import UsageError
-from pipeflow.runner.session import open_store, run
+from pipeflow.runner.session import run
 from pipeflow.spec.load import load
 from pipeflow.testing import write_spec
+from pipeflow.workspace import open_store
 
 LOG_HELPER = """
     from pathlib import Path

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from integration_helpers import DASK, PIPEFLOW, cli_env, free_port, kill_group, pipeflow, show_run
 
-from pipeflow.runner.session import open_store
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactRef
 from pipeflow.testing import write_spec
+from pipeflow.workspace import open_store
 
 pytestmark = pytest.mark.cluster
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from integration_helpers import PIPEFLOW, calls, cli_env, kill_group
 
-from pipeflow.runner.session import open_store, run
+from pipeflow.runner.session import run
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactRef
 from pipeflow.testing import write_spec
+from pipeflow.workspace import open_store
 
 STEPS = """
     import time

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeflow.runner.session import open_store
 from pipeflow.spec.load import load
 from pipeflow.store.check import check_store
 from pipeflow.testing import cli_env, free_port, kill_group, start
+from pipeflow.workspace import open_store
 
 __all__ = [
     "DASK",

@@ -16,12 +16,12 @@ import pytest
 from reliability_helpers import PIPEFLOW, assert_store_sound, cli_env, hard_kill
 
 from pipeflow.registry import Registry, alias_stack
-from pipeflow.runner.session import open_store
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.check import check_store
 from pipeflow.store.metadata import MetadataDB
 from pipeflow.testing import write_spec
+from pipeflow.workspace import open_store
 
 pytestmark = pytest.mark.slow
 

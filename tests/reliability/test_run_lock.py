@@ -31,9 +31,10 @@ from reliability_helpers import (
 )
 
 from pipeflow.errors import RunLocked, StoreError
-from pipeflow.runner.session import lock_name, open_store, run
+from pipeflow.runner.session import lock_name, run
 from pipeflow.spec.load import load
 from pipeflow.testing import write_spec
+from pipeflow.workspace import open_store
 
 STEPS = """
     import os

@@ -19,12 +19,13 @@ import pytest
 
 from pipeflow.cli import main
 from pipeflow.registry import Registry
-from pipeflow.runner.session import open_store, run
+from pipeflow.runner.session import run
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.check import check_store, scan_store
 from pipeflow.store.metadata import MetadataDB
 from pipeflow.testing import write_spec
+from pipeflow.workspace import open_store
 
 STEPS = """
     import time

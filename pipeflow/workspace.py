@@ -1,0 +1,183 @@
+"""Which store a command means, and everything of that one store in one object.
+
+The single rule, used by the CLI, the dashboard, ``serve``, ``watch`` and the Python API:
+
+- **the store**: the spec's (``store.root``, default ``.pipeflow`` beside the spec, with its
+  ``storage_options``) when a spec is given; else ``store=`` (``--store URL``), else
+  ``$PIPEFLOW_STORE``, else ``.pipeflow`` in the working directory. A local store that is not
+  there is a usage error naming where its path came from; it is checked when the store is first
+  used, so a command that needs only the database (``runs --db PATH``) never asks for it.
+- **the metadata database**: ``db=`` (``--db PATH``), else the spec's (``store.metadata``,
+  default ``.pipeflow/pipeflow.db`` beside the spec), else ``$PIPEFLOW_DB``, else
+  ``pipeflow.db`` inside a local store (:mod:`pipeflow.store.layout`). A remote store opened
+  without a spec has no default database.
+
+A :class:`Workspace` hands out the parts of that store: the artifact store, the metadata
+database, the model registry, the journals (serving audit, ``watch`` events) and the monitoring
+folder, each found through :mod:`pipeflow.store.layout`. Nothing is opened before it is asked
+for, so opening a workspace is cheap and never creates files.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeflow.errors import StoreError, UsageError
+from pipeflow.store import layout
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeflow.registry import Registry
+    from pipeflow.spec.load import LoadedSpec
+    from pipeflow.store.artifacts import ArtifactStore
+    from pipeflow.store.metadata import MetadataDB
+
+__all__ = ["Workspace", "open_store", "open_workspace"]
+
+
+def open_store(loaded: LoadedSpec) -> tuple[ArtifactStore, MetadataDB]:
+    """The artifact store and metadata DB a spec uses (defaults beside the spec file)."""
+    from pipeflow.store.metadata import MetadataDB
+
+    return _spec_store(loaded), MetadataDB(_spec_db(loaded))
+
+
+def _spec_store(loaded: LoadedSpec) -> ArtifactStore:
+    from pipeflow.store.artifacts import StoreRef
+
+    spec = loaded.spec.store
+    base = loaded.base_dir
+    root = spec.root or str(base / layout.DEFAULT_ROOT)
+    if "://" not in root and not os.path.isabs(root):
+        root = str(base / root)
+    try:
+        return StoreRef(root, tuple(sorted(spec.storage_options.items()))).open()
+    except OSError as err:  # a backend that connects on open (ftp://, sftp://) and cannot
+        raise StoreError(f"cannot reach store {root!r}: {err.strerror or err}") from None
+
+
+def _spec_db(loaded: LoadedSpec) -> Path:
+    from pipeflow.store.metadata import sqlite_path
+
+    url = loaded.spec.store.metadata or str(
+        loaded.base_dir / layout.DEFAULT_ROOT / layout.METADATA_FILE
+    )
+    return sqlite_path(url, loaded.base_dir)
+
+
+class Workspace:
+    """One store and what lives in it; see the module docstring for which store and database."""
+
+    def __init__(
+        self,
+        *,
+        loaded: LoadedSpec | None = None,
+        store_url: str | None = None,
+        store_source: str = "",
+        db_path: str | None = None,
+        audit_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self._store_url = store_url
+        self._store_source = store_source
+        self.db_path = db_path
+        self._audit_dir = Path(os.path.abspath(audit_dir)) if audit_dir else None
+
+    # -- the store ----------------------------------------------------------------------------
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        """The artifact store (a local one must exist)."""
+        return self._open_url() if self.loaded is None else _spec_store(self.loaded)
+
+    def _open_url(self) -> ArtifactStore:
+        from pipeflow.store.artifacts import ArtifactStore
+
+        url = self._store_url or layout.DEFAULT_ROOT
+        if layout.is_local(url) and not os.path.isdir(url):
+            source = f" (from {self._store_source})" if self._store_source else ""
+            raise UsageError(f"no pipeflow store at {url}{source}: pass --spec SPEC or --store URL")
+        return ArtifactStore(url)
+
+    @property
+    def url(self) -> str:
+        return self.store.url
+
+    # -- the metadata database ----------------------------------------------------------------
+
+    def open_db(self) -> MetadataDB | None:
+        """The metadata database, or None where there is none yet (no run recorded)."""
+        from pipeflow.store.metadata import MetadataDB
+
+        if self.db_path and os.path.exists(self.db_path):
+            return MetadataDB(self.db_path)
+        return None
+
+    def metadata(self) -> MetadataDB:
+        """The metadata database, which must exist (a spec's is created on first use)."""
+        from pipeflow.store.metadata import MetadataDB
+
+        if self.loaded is not None and self.db_path == self._spec_db_path():
+            return MetadataDB(self.db_path)
+        db = self.open_db()
+        if db is None:
+            where = self.db_path or f"store {self._store_url} (a remote store has no default)"
+            raise UsageError(f"no pipeflow metadata at {where}: pass --spec SPEC or --db PATH")
+        return db
+
+    def _spec_db_path(self) -> str | None:
+        return None if self.loaded is None else os.path.abspath(_spec_db(self.loaded))
+
+    # -- what lives in the store --------------------------------------------------------------
+
+    @cached_property
+    def registry(self) -> Registry:
+        from pipeflow.registry import Registry
+
+        return Registry(self.store)
+
+    @property
+    def audit_dir(self) -> Path | None:
+        """The serving journal: the one given, else ``<store>/audit`` of a local store."""
+        return self._audit_dir or layout.audit_dir(self.url)
+
+    @property
+    def monitoring_dir(self) -> Path:
+        return layout.monitoring_dir(self.url)
+
+
+def open_workspace(
+    spec: str | os.PathLike[str] | LoadedSpec | None = None,
+    store: str | None = None,
+    db: str | os.PathLike[str] | None = None,
+    *,
+    overrides: list[str] | None = None,
+    audit_dir: str | os.PathLike[str] | None = None,
+) -> Workspace:
+    """The workspace of a spec (a path or a loaded spec), or of a store URL (see the module
+    docstring for the rule). Nothing is opened until asked for."""
+    given_db = os.path.abspath(db) if db else None
+    if spec is not None:
+        from pipeflow.spec.load import LoadedSpec, load
+
+        loaded = spec if isinstance(spec, LoadedSpec) else load(spec, overrides or [])
+        ws = Workspace(loaded=loaded, db_path=None, audit_dir=audit_dir)
+        ws.db_path = given_db or ws._spec_db_path()
+        return ws
+    env_store = os.environ.get("PIPEFLOW_STORE")
+    url = store or env_store or layout.DEFAULT_ROOT
+    source = "--store" if store else "$PIPEFLOW_STORE" if env_store else ""
+    if layout.is_local(url):
+        url = os.path.abspath(url.removeprefix("file://"))
+    path = given_db or os.environ.get("PIPEFLOW_DB")
+    if path is None:
+        default = layout.metadata_file(url)
+        path = str(default) if default is not None else None
+    return Workspace(
+        store_url=url,
+        store_source=source,
+        db_path=os.path.abspath(path) if path else None,
+        audit_dir=audit_dir,
+    )

@@ -1,0 +1,108 @@
+"""``open_workspace``: the one rule for which store (and which metadata database) a command means,
+and the store layout it hands out.
+
+The layout test pins the paths a real run and a real registry write, so that a store written by
+an earlier release keeps opening: a change to :mod:`pipeflow.store.layout` fails here first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import pipeflow
+from pipeflow.errors import UsageError
+from pipeflow.store import layout
+from pipeflow.testing import write_spec
+from pipeflow.workspace import open_workspace
+
+SPEC = """
+    pipeline: ws
+    stages:
+      numbers: {type: python, with: {function: "steps:numbers"}}
+"""
+STEPS = """
+    def numbers():
+        return [1, 2, 3]
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return write_spec(tmp_path / "project", SPEC, {"steps.py": STEPS})
+
+
+def test_a_spec_names_the_store_and_database_beside_it(project: Path) -> None:
+    ws = open_workspace(project)
+    assert ws.db_path == str(project.parent / ".pipeflow" / "pipeflow.db")
+    assert not (project.parent / ".pipeflow").exists()  # opening creates nothing
+    report = pipeflow.run(project)
+    assert report.ok
+    assert Path(ws.url) == project.parent / ".pipeflow"
+    db = ws.metadata()
+    try:
+        assert [r["id"] for r in db.runs()] == [report.run_id]
+    finally:
+        db.close()
+    assert ws.audit_dir == project.parent / ".pipeflow" / "audit"
+    assert ws.registry.models() == []
+
+
+def test_without_a_spec_store_then_env_then_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("PIPEFLOW_STORE", "PIPEFLOW_DB"):
+        monkeypatch.delenv(name, raising=False)
+    given, env, cwd = (tmp_path / n for n in ("given", "env", "cwd"))
+    for folder in (given, env, cwd / ".pipeflow"):
+        folder.mkdir(parents=True)
+    monkeypatch.chdir(cwd)
+    assert Path(open_workspace().url) == cwd / ".pipeflow"
+    monkeypatch.setenv("PIPEFLOW_STORE", str(env))
+    assert Path(open_workspace().url) == env
+    assert open_workspace().db_path == str(env / "pipeflow.db")
+    ws = open_workspace(store=str(given), db=str(tmp_path / "other.db"))
+    assert Path(ws.url) == given and ws.db_path == str(tmp_path / "other.db")
+    monkeypatch.setenv("PIPEFLOW_DB", str(tmp_path / "env.db"))
+    assert open_workspace(store=str(given)).db_path == str(tmp_path / "env.db")
+
+
+def test_a_missing_local_store_names_where_its_path_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPEFLOW_STORE", str(tmp_path / "gone"))
+    ws = open_workspace()  # nothing is checked before the store is used
+    with pytest.raises(UsageError, match=r"no pipeflow store at .*gone \(from \$PIPEFLOW_STORE\)"):
+        ws.store  # noqa: B018 (the property opens the store)
+    with pytest.raises(UsageError, match=r"typo \(from --store\)"):
+        open_workspace(store=str(tmp_path / "typo")).store  # noqa: B018
+
+
+def test_metadata_that_is_not_there_is_a_usage_error_not_an_empty_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PIPEFLOW_DB", raising=False)
+    (tmp_path / "store").mkdir()
+    ws = open_workspace(store=str(tmp_path / "store"))
+    assert ws.open_db() is None
+    with pytest.raises(UsageError, match="no pipeflow metadata at .*pipeflow.db"):
+        ws.metadata()
+    remote = open_workspace(store="memory://ws-remote")
+    assert remote.db_path is None and remote.audit_dir is None
+    with pytest.raises(UsageError, match="remote store has no default"):
+        remote.metadata()
+
+
+def test_the_store_layout_is_what_earlier_releases_wrote(project: Path) -> None:
+    assert pipeflow.run(project).ok
+    root = project.parent / ".pipeflow"
+    top = {p.name for p in root.iterdir()}
+    assert {"objects", "cache", "pipeflow.db"} <= top, top
+    assert all(len(p.name) == 2 for p in (root / "objects").iterdir())
+    assert layout.REGISTRY == "registry" and layout.TMP == "tmp"
+    assert layout.lock_path("ws", "0123456789abcdef") == "locks/ws-0123456789ab.lock"
+    assert layout.audit_dir(str(root)) == root / "audit"
+    assert layout.monitoring_dir(str(root)) == root / "monitoring"
+    assert layout.watch_dir(root / "audit") == root / "watch"
+    assert layout.audit_dir("s3://bucket/team") is None
