@@ -7,12 +7,16 @@
     │   └── GraphError            exit 2: wiring (missing stage/port, kind mismatch, cycle, type)
     ├── UsageError                exit 2: bad command-line arguments or API arguments
     ├── StageError                exit 1: a stage failed while running (names the stage)
-    ├── RunFailed                 exit 1: a run finished with failed stages
     ├── RunLocked                 exit 1: the same resolved spec is already running on this store
     ├── StoreError                exit 1: artifact store or metadata database problem (names the path)
     │   └── RegistryError         exit 1: model registry (unknown model/version/alias, refused model)
     │       └── InvalidName       exit 2: a model or alias name that is not allowed (bad input)
-    └── GateFailed                exit 1: a promotion gate failed (names the gate and both numbers)
+    ├── GateFailed                exit 1: a promotion gate failed (names the gate and both numbers)
+    ├── UnknownStageType          exit 2: no stage type of that name is installed (names those that are)
+    └── PluginLoadError           exit 2: an entry point's code could not be loaded
+        ├── StageTypeLoadError    exit 2: a stage type (``pipeflow.stages``)
+        └── SinkTypeError         exit 2: an alert sink type (``pipeflow.sinks``), or one declared
+                                  without what it needs
 
 A ``SpecError`` carries a :class:`Location` (file, line, column) plus the stage and field it is
 about, so the message always says *where* and *what was expected*. Several problems found in one
@@ -22,6 +26,7 @@ fixes a spec in one round trip instead of one error per run.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 
@@ -103,14 +108,6 @@ class StageError(PipeflowError):
         super().__init__(f"stage '{stage}': {message}")
 
 
-class RunFailed(PipeflowError):
-    """A run ended with at least one failed stage; ``report`` has the details."""
-
-    def __init__(self, report: object, message: str):
-        self.report = report
-        super().__init__(message)
-
-
 class RunLocked(PipeflowError):
     """Another live process runs the same resolved spec on the same store; ``holder`` is what
     its lock file says (pid, host, started, run_id). Exit 1, like a failed run: nothing is wrong
@@ -143,3 +140,34 @@ class GateFailed(PipeflowError):
     def __init__(self, message: str, gates: list[dict[str, object]] | None = None):
         self.gates = gates or []
         super().__init__(message)
+
+
+class UnknownStageType(PipeflowError, LookupError):
+    """No stage type of that name is installed."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, installed: list[str]):
+        self.name = name
+        self.installed = installed
+        close = difflib.get_close_matches(name, installed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        super().__init__(
+            f"unknown stage type '{name}'; {hint}installed types: {', '.join(installed) or 'none'}"
+        )
+
+
+class PluginLoadError(PipeflowError):
+    """An entry point (a stage type, an alert sink) exists but its code could not be imported,
+    or is not what its group expects: a broken plugin, which must not look like a broken spec."""
+
+    exit_code = 2
+
+
+class StageTypeLoadError(PluginLoadError):
+    """A stage type's entry point exists but its code could not be imported."""
+
+
+class SinkTypeError(PluginLoadError):
+    """An alert sink type that is not installed or could not be loaded, or a sink declared
+    without what it needs (a file sink's path, a webhook's URL)."""

@@ -12,36 +12,22 @@ makes its own ``StageRegistry(extra={...})``.
 
 from __future__ import annotations
 
-import difflib
 import functools
 from collections.abc import Mapping
 from importlib import import_module, metadata
 
 from pipeflow.core.stage import Stage
-from pipeflow.errors import PipeflowError
+from pipeflow.errors import StageTypeLoadError, UnknownStageType
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "StageRegistry",
+    "StageTypeLoadError",
+    "UnknownStageType",
+    "default_registry",
+]
 
 ENTRY_POINT_GROUP = "pipeflow.stages"
-
-
-class UnknownStageType(PipeflowError, LookupError):
-    """No stage type of that name is installed."""
-
-    exit_code = 2
-
-    def __init__(self, name: str, installed: list[str]):
-        self.name = name
-        self.installed = installed
-        close = difflib.get_close_matches(name, installed, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        super().__init__(
-            f"unknown stage type '{name}'; {hint}installed types: {', '.join(installed) or 'none'}"
-        )
-
-
-class StageTypeLoadError(PipeflowError):
-    """A stage type's entry point exists but its code could not be imported."""
-
-    exit_code = 2
 
 
 @functools.cache

@@ -16,7 +16,8 @@ for text features, ``psi`` is the PSI of their lengths).
 
 Sinks: ``log`` (the ``pipeflow.alerts`` logger at the rule's severity), ``file`` (a JSON-lines file
 you name), ``webhook`` (a JSON POST to a URL, with a timeout; a failing webhook is logged, never
-raised: alerting must not break monitoring). Every fired alert is also appended to the store's
+raised: alerting must not break monitoring), or a plugin's: sink types load through the
+``pipeflow.sinks`` entry points (:mod:`pipeflow.monitoring.sinks`). Every fired alert is also appended to the store's
 alert history, which the dashboard reads (``triggers.on_drift`` reads the monitor's own report).
 
 Deduplication: a rule's key is ``(rule, model, feature)``; its last firing time is kept in
@@ -33,11 +34,10 @@ import os
 import re
 import secrets
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 log = logging.getLogger("pipeflow.alerts")
 _OP = re.compile(r"^\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -55,12 +55,30 @@ def parse_duration(text: str | float | int) -> float:
 
 
 class Sink(BaseModel):
+    """A sink's declaration; its ``type`` names an installed sink (:mod:`pipeflow.monitoring.sinks`)."""
+
     model_config = ConfigDict(extra="forbid")
 
-    type: Literal["log", "file", "webhook"]
+    type: str = Field(description="log, file, webhook, or a plugin's sink type")
     path: str | None = Field(None, description="file sink: the JSON-lines file")
     url: str | None = Field(None, description="webhook sink: where to POST")
     timeout_s: float = Field(5.0, gt=0)
+    options: dict[str, Any] = Field(default_factory=dict, description="a plugin sink's settings")
+
+    @field_validator("type")
+    @classmethod
+    def _installed(cls, name: str) -> str:
+        from pipeflow.monitoring.sinks import check_type
+
+        return check_type(name)
+
+    @model_validator(mode="after")
+    def _needs(self) -> Sink:
+        if self.type == "file" and not self.path:
+            raise ValueError("a file sink needs `path:` (the JSON-lines file to append to)")
+        if self.type == "webhook" and not self.url:
+            raise ValueError("a webhook sink needs `url:` (where to POST)")
+        return self
 
     @field_validator("url")
     @classmethod
@@ -202,35 +220,9 @@ def evaluate(
 
 
 def _send(sink: Sink, alert: dict[str, Any]) -> None:
-    if sink.type == "log":
-        level = {"info": logging.INFO, "warning": logging.WARNING, "critical": logging.CRITICAL}[
-            alert["severity"]
-        ]
-        log.log(level, "ALERT %s [%s]: %s", alert["rule"], alert["severity"], alert["message"])
-    elif sink.type == "file":
-        assert sink.path is not None
-        path = Path(sink.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(alert, default=str).encode() + b"\n"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        try:
-            os.write(fd, line)
-        finally:
-            os.close(fd)
-    else:
-        assert sink.url is not None
-        request = urllib.request.Request(
-            sink.url,
-            data=json.dumps(alert, default=str).encode(),
-            headers={"Content-Type": "application/json"},
-            method="POST",
-        )
-        try:
-            # B310 (urlopen of a file: URL) cannot happen: Sink._http admits only http(s) URLs
-            with urllib.request.urlopen(request, timeout=sink.timeout_s) as response:  # noqa: S310 # nosec B310
-                response.read()
-        except Exception as err:  # a down webhook must not stop monitoring
-            log.error("webhook %s failed for alert %s: %s", sink.url, alert["rule"], err)
+    from pipeflow.monitoring.sinks import open_sink
+
+    open_sink(sink).send(alert)
 
 
 def _read_state(path: Path) -> dict[str, float]:
