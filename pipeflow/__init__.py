@@ -24,7 +24,7 @@ _EXPORTS = {
     "open_store": "pipeflow.workspace:open_store",
     "open_workspace": "pipeflow.workspace:open_workspace",
     "Workspace": "pipeflow.workspace:Workspace",
-    "RunReport": "pipeflow.runner.session:RunReport",
+    "RunReport": "pipeflow.runner.report:RunReport",
     "Stage": "pipeflow.core.stage:Stage",
     "Port": "pipeflow.core.stage:Port",
     "StageContext": "pipeflow.core.stage:StageContext",
@@ -74,7 +74,8 @@ if TYPE_CHECKING:  # pragma: no cover
     )
     from pipeflow.execute.dask_executor import DaskExecutor
     from pipeflow.runner.plan import make_plan as plan
-    from pipeflow.runner.session import RunReport, run
+    from pipeflow.runner.report import RunReport
+    from pipeflow.runner.session import run
     from pipeflow.spec.load import load, loads
     from pipeflow.store.artifacts import ArtifactStore
     from pipeflow.store.metadata import MetadataDB

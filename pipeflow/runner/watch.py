@@ -176,30 +176,32 @@ class Watcher:
 
     def _monitor(self, loaded: Any, pipeline: Any, name: str) -> dict[str, Any] | None:
         """Run the ``on_drift`` stage on its own (it needs no inputs: its ``after`` wiring only
-        orders it in a full run); its report also lands in the monitoring history."""
-        from pipeflow.core.stage import StageContext
+        orders it in a full run) through :func:`~pipeflow.execute.task.run_stage`, like any
+        stage: its retries and timeout apply, its outputs land in the store, and its report
+        also lands in the monitoring history. Never from the cache: it judges the traffic of now."""
+        import dataclasses
+
+        from pipeflow.execute.task import run_stage
+        from pipeflow.runner.plan import make_plan
+        from pipeflow.runner.session import stage_task
         from pipeflow.workspace import open_store
 
         st = pipeline.stages[name]
         store, db = open_store(loaded)
         db.close()
-        ctx = StageContext(
-            run_id=f"watch-{secrets.token_hex(3)}",
-            stage=name,
-            params=loaded.spec.params,
-            base_dir=loaded.base_dir,
-            store=store,
-            pipeline=pipeline.name,
-        )
+        plan = make_plan(pipeline, store, include={name}, force={name})
+        task = stage_task(pipeline, plan, name, store, f"watch-{secrets.token_hex(3)}")
         config = st.config
         if getattr(config, "fail_on_drift", False):  # here drift is an answer, not a failure
             config = config.model_copy(update={"fail_on_drift": False})
-        try:
-            outputs = st.cls(config).run(ctx, {})
-        except Exception as err:  # a failing monitor must not retrain: say why and wait
-            log.error("on_drift stage '%s' failed: %s", name, err)
+        result = run_stage(dataclasses.replace(task, config=config, use_cache=False))
+        if result.error is not None or not result.state.ok:
+            # a failing monitor must not retrain: say why and wait
+            log.error("on_drift stage '%s' failed: %s", name, result.error or result.reason)
             return None
-        report = outputs.get(st.cls.default_output(st.config) or "report")
+        port = st.cls.default_output(st.config) or "report"
+        ref = result.outputs.get(port)
+        report = store.load(ref) if ref is not None else None
         return report if isinstance(report, dict) else None
 
     def tick(

@@ -31,7 +31,8 @@ from reliability_helpers import (
 )
 
 from pipeflow.errors import RunLocked, StoreError
-from pipeflow.runner.session import lock_name, run
+from pipeflow.runner.lock import lock_name
+from pipeflow.runner.session import run
 from pipeflow.spec.load import load
 from pipeflow.testing import write_spec
 from pipeflow.workspace import open_store
