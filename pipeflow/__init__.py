@@ -28,7 +28,7 @@ _EXPORTS = {
     "Stage": "pipeflow.core.stage:Stage",
     "Port": "pipeflow.core.stage:Port",
     "StageContext": "pipeflow.core.stage:StageContext",
-    "StageRegistry": "pipeflow.core.registry:StageRegistry",
+    "StageRegistry": "pipeflow.core.stage_types:StageRegistry",
     "StageState": "pipeflow.core.states:StageState",
     "RunState": "pipeflow.core.states:RunState",
     "DaskExecutor": "pipeflow.execute.dask_executor:DaskExecutor",
@@ -61,8 +61,8 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeflow.core.compiler import compile_pipeline as compile
-    from pipeflow.core.registry import StageRegistry
     from pipeflow.core.stage import Port, Stage, StageContext
+    from pipeflow.core.stage_types import StageRegistry
     from pipeflow.core.states import RunState, StageState
     from pipeflow.errors import (
         GraphError,

@@ -122,7 +122,7 @@ class StageContract:
     def test_registered_under_its_entry_point(self) -> None:
         if self.entry_point is None:
             return
-        from pipeflow.core.registry import StageRegistry
+        from pipeflow.core.stage_types import StageRegistry
 
         assert StageRegistry().get(self.entry_point) is self.stage_cls
 

@@ -105,7 +105,7 @@ def cmd_stages(args: argparse.Namespace) -> int:
     import json
 
     from pipeflow.core.compiler import describe_type
-    from pipeflow.core.registry import StageTypeLoadError, default_registry
+    from pipeflow.core.stage_types import StageTypeLoadError, default_registry
 
     reg = default_registry()
     described, broken = {}, {}

@@ -25,13 +25,13 @@ import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from pipeflow.core import kinds
-from pipeflow.core.registry import (
+from pipeflow.core.stage import Port, Stage
+from pipeflow.core.stage_types import (
     StageRegistry,
     StageTypeLoadError,
     UnknownStageType,
     default_registry,
 )
-from pipeflow.core.stage import Port, Stage
 from pipeflow.errors import GraphError, Problem, SpecError
 from pipeflow.spec.load import did_you_mean, validation_problems
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeflow.core.registry import StageRegistry, StageTypeLoadError, default_registry
+from pipeflow.core.stage_types import StageRegistry, StageTypeLoadError, default_registry
 from pipeflow.spec.model import PipelineSpec
 
 

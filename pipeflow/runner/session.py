@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pipeflow.core.compiler import Pipeline, compile_pipeline
-from pipeflow.core.registry import StageRegistry
+from pipeflow.core.stage_types import StageRegistry
 from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import UsageError
 from pipeflow.execute.dask_executor import DaskExecutor, Executor

@@ -12,8 +12,8 @@ import pytest
 from pydantic import BaseModel, ConfigDict
 
 from pipeflow.core.compiler import compile_pipeline, describe_type
-from pipeflow.core.registry import StageRegistry
 from pipeflow.core.stage import Port, Stage
+from pipeflow.core.stage_types import StageRegistry
 from pipeflow.errors import GraphError, Location, SpecError
 from pipeflow.spec import load, loads
 from pipeflow.testing import write_spec

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeflow.core.registry import StageRegistry
 from pipeflow.core.schema import spec_schema
 from pipeflow.core.stage import Port, Stage
+from pipeflow.core.stage_types import StageRegistry
 
 jsonschema = pytest.importorskip("jsonschema")
 

@@ -11,14 +11,14 @@ from typing import Any
 
 import pytest
 
-from pipeflow.core.registry import (
+from pipeflow.core.stage import Port, Stage
+from pipeflow.core.stage_types import (
     ENTRY_POINT_GROUP,
     StageRegistry,
     StageTypeLoadError,
     UnknownStageType,
     default_registry,
 )
-from pipeflow.core.stage import Port, Stage
 from pipeflow.stages.python import PythonStage
 
 BUILT_INS = {"python", "ingest", "split", "train", "evaluate"}
@@ -55,7 +55,7 @@ def test_entry_points_are_loaded_lazily_by_name() -> None:
     found = _fresh_python(
         """
         import json, sys
-        from pipeflow.core.registry import StageRegistry
+        from pipeflow.core.stage_types import StageRegistry
         reg = StageRegistry()
         names = reg.names()
         before = sorted(m for m in sys.modules if m.startswith("pipeflow.stages."))
