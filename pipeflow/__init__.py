@@ -32,6 +32,10 @@ _EXPORTS = {
     "StageState": "pipeflow.core.states:StageState",
     "RunState": "pipeflow.core.states:RunState",
     "DaskExecutor": "pipeflow.execute.dask_executor:DaskExecutor",
+    "Registry": "pipeflow.registry:Registry",
+    "predict_file": "pipeflow.scoring.batch:predict_file",
+    "monitor": "pipeflow.monitoring.monitor:monitor",
+    "create_app": "pipeflow.serving.app:create_app",
     "ArtifactStore": "pipeflow.store.artifacts:ArtifactStore",
     "MetadataDB": "pipeflow.store.metadata:MetadataDB",
     "PipeflowError": "pipeflow.errors:PipeflowError",
@@ -73,9 +77,13 @@ if TYPE_CHECKING:  # pragma: no cover
         UsageError,
     )
     from pipeflow.execute.dask_executor import DaskExecutor
+    from pipeflow.monitoring.monitor import monitor
+    from pipeflow.registry import Registry
     from pipeflow.runner.plan import make_plan as plan
     from pipeflow.runner.report import RunReport
     from pipeflow.runner.session import run
+    from pipeflow.scoring.batch import predict_file
+    from pipeflow.serving.app import create_app
     from pipeflow.spec.load import load, loads
     from pipeflow.store.artifacts import ArtifactStore
     from pipeflow.store.metadata import MetadataDB

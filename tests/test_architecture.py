@@ -1,0 +1,101 @@
+"""The house rules that no single module can check: the public surface is what the docs promise,
+every name of it resolves, no module imports itself in a circle, and Dask is spoken to in one
+place. (The floors themselves are import-linter's ``layers`` contract in pyproject.toml, run by
+``make test``.)"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pipeflow
+
+PACKAGE = Path(pipeflow.__file__).parent
+
+PUBLIC = {
+    # run a pipeline
+    "load",
+    "loads",
+    "compile",
+    "plan",
+    "run",
+    "RunReport",
+    "RunState",
+    "StageState",
+    # write a stage type
+    "Stage",
+    "Port",
+    "StageContext",
+    "StageRegistry",
+    # stores and the workspace
+    "open_store",
+    "open_workspace",
+    "Workspace",
+    "ArtifactStore",
+    "MetadataDB",
+    "DaskExecutor",
+    # after training: the registry, serving, batch inference, monitoring
+    "Registry",
+    "create_app",
+    "predict_file",
+    "monitor",
+    # errors
+    "PipeflowError",
+    "SpecError",
+    "GraphError",
+    "StageError",
+    "StoreError",
+    "UsageError",
+    "__version__",
+}
+
+
+def test_the_public_surface_is_pinned_and_every_name_resolves() -> None:
+    assert set(pipeflow.__all__) == PUBLIC
+    for name in sorted(PUBLIC):
+        assert getattr(pipeflow, name) is not None, name
+    assert sorted(dir(pipeflow)) == sorted(PUBLIC)
+
+
+def _imports(path: Path) -> set[str]:
+    """The pipeflow modules a file imports, lazy imports included (``if TYPE_CHECKING:`` blocks
+    left out: annotations are not dependencies)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip |= {id(n) for n in ast.walk(node)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("pipeflow.")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module.startswith("pipeflow."):
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+    return found
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+def test_no_module_imports_itself_in_a_circle() -> None:
+    import networkx as nx
+
+    modules = _modules()
+    graph = nx.DiGraph()
+    for name, path in modules.items():
+        graph.add_node(name)
+        for target in _imports(path):
+            if target in modules and target != name:
+                graph.add_edge(name, target)
+    cycles = [sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1]
+    assert cycles == []
