@@ -57,9 +57,10 @@ def test_the_public_surface_is_pinned_and_every_name_resolves() -> None:
     assert sorted(dir(pipeflow)) == sorted(PUBLIC)
 
 
-def _imports(path: Path) -> set[str]:
+def _imports(path: Path, modules: set[str]) -> set[str]:
     """The pipeflow modules a file imports, lazy imports included (``if TYPE_CHECKING:`` blocks
-    left out: annotations are not dependencies)."""
+    left out: annotations are not dependencies). ``from pkg import mod`` imports ``pkg.mod``;
+    ``from pkg import name`` imports ``pkg``."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
     skip: set[int] = set()
     for node in ast.walk(tree):
@@ -71,10 +72,10 @@ def _imports(path: Path) -> set[str]:
             continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("pipeflow.")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            if node.module.startswith("pipeflow."):
-                found.add(node.module)
-                found |= {f"{node.module}.{a.name}" for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("pipeflow."):
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in modules else str(node.module))
     return found
 
 
@@ -94,7 +95,7 @@ def test_no_module_imports_itself_in_a_circle() -> None:
     graph = nx.DiGraph()
     for name, path in modules.items():
         graph.add_node(name)
-        for target in _imports(path):
+        for target in _imports(path, set(modules)):
             if target in modules and target != name:
                 graph.add_edge(name, target)
     cycles = [sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1]
