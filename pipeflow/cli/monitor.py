@@ -73,7 +73,8 @@ def read_rules(path: str | None) -> tuple[list[Any], list[Any]]:
                     )
                 else:
                     what = pydantic_message(first)
-                raise UsageError(f"{path}: {key}[{i}].{where}: {what}") from None
+                field = f"{key}[{i}]" + (f".{where}" if where else "")
+                raise UsageError(f"{path}: {field}: {what}") from None
     return rules, sinks or [Sink(type="log")]
 
 

@@ -63,7 +63,7 @@ def check_type(name: str) -> str:
         close = difflib.get_close_matches(name, installed, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ValueError(
-            f"unknown sink type '{name}'; {hint}installed sink types: {', '.join(installed)}"
+            f"unknown sink type; {hint}installed sink types: {', '.join(installed)}; got '{name}'"
         )
     return name
 
