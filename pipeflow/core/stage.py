@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -61,8 +61,13 @@ class StageContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeflow.stage"))
 
 
-class Stage(ABC):
-    """Base class of every stage type."""
+ConfigT = TypeVar("ConfigT", bound=BaseModel)
+
+
+class Stage(ABC, Generic[ConfigT]):
+    """Base class of every stage type, generic over its config: ``class Train(Stage[TrainConfig])``
+    makes ``self.config`` a ``TrainConfig`` for type checkers (``Config`` names the same class
+    for the compiler, which validates the spec's ``with:`` block with it)."""
 
     #: Bump when results of the same config and inputs would differ: invalidates the cache.
     version: ClassVar[str] = "1"
@@ -78,8 +83,8 @@ class Stage(ABC):
     cacheable: ClassVar[bool] = True
     description: ClassVar[str] = ""
 
-    def __init__(self, config: BaseModel):
-        self.config = config
+    def __init__(self, config: ConfigT):
+        self.config: ConfigT = config
 
     @classmethod
     def input_ports(cls, config: BaseModel) -> Mapping[str, Port]:

@@ -39,7 +39,7 @@ class EvaluateConfig(BaseModel):
     )
 
 
-class EvaluateStage(Stage):
+class EvaluateStage(Stage[EvaluateConfig]):
     """Score a model on held-out rows: overall, per class and per slice."""
 
     version: ClassVar[str] = "1"
@@ -60,7 +60,7 @@ class EvaluateStage(Stage):
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from sklearn.base import is_classifier
 
-        config: EvaluateConfig = self.config  # type: ignore[assignment]
+        config = self.config
         model, data = inputs["model"], inputs["data"]
         for column in [config.target, *config.slices]:
             if column not in data.columns:

@@ -68,7 +68,7 @@ class IngestConfig(BaseModel):
     )
 
 
-class IngestStage(Stage):
+class IngestStage(Stage[IngestConfig]):
     """Read a table (CSV, Parquet, JSON/JSONL, Excel) from a path or fsspec URL."""
 
     version: ClassVar[str] = "1"
@@ -84,7 +84,7 @@ class IngestStage(Stage):
         )
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
-        config: IngestConfig = self.config  # type: ignore[assignment]
+        config = self.config
         url = _url(config.path, ctx.base_dir)
         fmt = config.format or _format_of(config.path)
         frame = _read(url, fmt, config.read_options, config.storage_options)

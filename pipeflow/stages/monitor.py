@@ -43,7 +43,7 @@ class MonitorConfig(BaseModel):
         return value
 
 
-class MonitorStage(Stage):
+class MonitorStage(Stage[MonitorConfig]):
     """Drift, accuracy and latency of a served model over a recent window."""
 
     version: ClassVar[str] = "1"
@@ -66,7 +66,7 @@ class MonitorStage(Stage):
         from pipeflow.registry import Registry, parse_ref
         from pipeflow.store.journal import default_folder
 
-        config: MonitorConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if ctx.store is None:
             raise ValueError("the monitor stage needs the run's artifact store")
         root = default_folder(str(ctx.store.url))

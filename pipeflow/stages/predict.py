@@ -71,7 +71,7 @@ class PredictConfig(BaseModel):
         return column
 
 
-class PredictStage(Stage):
+class PredictStage(Stage[PredictConfig]):
     """Score a table with a registered model version."""
 
     version: ClassVar[str] = "1"
@@ -106,7 +106,7 @@ class PredictStage(Stage):
         from pipeflow.registry import Registry, parse_ref
         from pipeflow.scoring.batch import datetime_features, score_frame, signature_features
 
-        config: PredictConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if ctx.store is None:
             raise ValueError("the predict stage needs the run's artifact store (its registry)")
         name, which = parse_ref(config.model)

@@ -90,7 +90,7 @@ class PromoteConfig(BaseModel):
         return gates
 
 
-class PromoteStage(Stage):
+class PromoteStage(Stage[PromoteConfig]):
     """Register a model version and move an alias to it if its gates pass."""
 
     version: ClassVar[str] = "1"
@@ -128,7 +128,7 @@ class PromoteStage(Stage):
             threshold_gates,
         )
 
-        config: PromoteConfig = self.config  # type: ignore[assignment]
+        config = self.config
         if ctx.store is None:
             raise ValueError("the promote stage needs the run's artifact store")
         model, metrics = inputs["model"], inputs["metrics"]

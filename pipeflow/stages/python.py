@@ -82,7 +82,7 @@ class PythonConfig(BaseModel):
         return value
 
 
-class PythonStage(Stage):
+class PythonStage(Stage[PythonConfig]):
     """Call a Python function with the stage's inputs; its return value is the output."""
 
     Config = PythonConfig
@@ -113,7 +113,7 @@ class PythonStage(Stage):
         return h.hexdigest()
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
-        config: PythonConfig = self.config  # type: ignore[assignment]
+        config = self.config
         fn = _load_function(config.function, ctx.base_dir)
         kwargs = {**inputs, **config.kwargs}
         if _wants_ctx(fn):

@@ -51,7 +51,7 @@ class ServeStageConfig(BaseModel):
     ready_timeout_s: float = Field(120.0, gt=0)
 
 
-class ServeStage(Stage):
+class ServeStage(Stage[ServeStageConfig]):
     """Start (or find) a server for a registered model; output its endpoint."""
 
     version: ClassVar[str] = "1"
@@ -66,7 +66,7 @@ class ServeStage(Stage):
     description = "Start (or find) an HTTP server for a registered model alias."
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
-        config: ServeStageConfig = self.config  # type: ignore[assignment]
+        config = self.config
         name = config.model.split("@", 1)[0]
         url = f"http://{config.host}:{config.port}"
         found = _describe(url, name)

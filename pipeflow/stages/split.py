@@ -55,7 +55,7 @@ class SplitConfig(BaseModel):
         return self
 
 
-class SplitStage(Stage):
+class SplitStage(Stage[SplitConfig]):
     """Split a table into train and test parts (random, stratified, group or time-based)."""
 
     version: ClassVar[str] = "1"
@@ -70,7 +70,7 @@ class SplitStage(Stage):
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         import numpy as np
 
-        config: SplitConfig = self.config  # type: ignore[assignment]
+        config = self.config
         data = inputs["data"]
         n = len(data)
         if n < 2:

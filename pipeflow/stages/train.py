@@ -82,7 +82,7 @@ class TrainConfig(BaseModel):
         return value
 
 
-class TrainStage(Stage):
+class TrainStage(Stage[TrainConfig]):
     """Fit a scikit-learn-compatible estimator with preprocessing built from the table's schema."""
 
     version: ClassVar[str] = "1"
@@ -106,7 +106,7 @@ class TrainStage(Stage):
         }
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
-        config: TrainConfig = self.config  # type: ignore[assignment]
+        config = self.config
         X, y = training_rows(config, inputs["train"])
         model, info = fit(config, X, y, ctx, dict(config.params))
         info["rows_without_target"] = int(len(inputs["train"]) - len(X))

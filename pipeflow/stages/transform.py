@@ -100,7 +100,7 @@ class TransformConfig(BaseModel):
     steps: Annotated[list[Step], Field(min_length=1, description="operations, applied in order")]
 
 
-class TransformStage(Stage):
+class TransformStage(Stage[TransformConfig]):
     """Declarative column operations (rename, parse, cast, fill, derive, filter, dedupe, join, ...)."""
 
     version: ClassVar[str] = "1"
@@ -115,7 +115,7 @@ class TransformStage(Stage):
     description = "Declarative column operations: rename, parse currency/percent/bool, cast, fill, derive, filter, dedupe, join."
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
-        config: TransformConfig = self.config  # type: ignore[assignment]
+        config = self.config
         frame = inputs["data"].copy()
         for number, step in enumerate(config.steps, start=1):
             name, arg = step.op

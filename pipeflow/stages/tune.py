@@ -38,7 +38,7 @@ import json
 import math
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -122,7 +122,7 @@ class TuneStage(TrainStage):
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         import pandas as pd
 
-        config: TuneConfig = self.config  # type: ignore[assignment]
+        config = cast(TuneConfig, self.config)  # a TrainStage whose Config is the wider TuneConfig
         X, y = training_rows(config, inputs["train"])
         candidates = _candidates(config)
         results = _run_trials(config, X, y, ctx, candidates)

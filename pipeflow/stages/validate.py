@@ -131,7 +131,7 @@ class ValidateConfig(BaseModel):
         return self
 
 
-class ValidateStage(Stage):
+class ValidateStage(Stage[ValidateConfig]):
     """Check a table; pass valid rows on and quarantine bad ones with a reason."""
 
     version: ClassVar[str] = "1"
@@ -154,7 +154,7 @@ class ValidateStage(Stage):
         import numpy as np
         import pandas as pd
 
-        config: ValidateConfig = self.config  # type: ignore[assignment]
+        config = self.config
         data = inputs["data"]
         if not isinstance(data, pd.DataFrame):
             raise TypeError(f"input 'data' must be a table, got {type(data).__name__}")

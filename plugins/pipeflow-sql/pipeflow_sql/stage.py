@@ -61,7 +61,7 @@ class SqlConfig(BaseModel):
         return text
 
 
-class SqlStage(Stage):
+class SqlStage(Stage[SqlConfig]):
     """Run a read-only SQL query over the input tables (SQLite, in memory)."""
 
     version: ClassVar[str] = "1"
@@ -73,7 +73,7 @@ class SqlStage(Stage):
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         import pandas as pd
 
-        config: SqlConfig = self.config  # type: ignore[assignment]
+        config = self.config
         with sqlite3.connect(":memory:") as conn:
             for name, frame in inputs.items():
                 if not isinstance(frame, pd.DataFrame):
