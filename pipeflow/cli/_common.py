@@ -66,6 +66,21 @@ def add_where(
         c.add_argument("--db", metavar="PATH", help=DB_HELP)
 
 
+def add_audit_dir(c: argparse.ArgumentParser) -> None:
+    c.add_argument(
+        "--audit-dir",
+        metavar="DIR",
+        help="the serving audit log (default: <store>/audit for a local store)",
+    )
+
+
+def add_listen(c: argparse.ArgumentParser, *, port: int, log_level: str) -> None:
+    """``--host``, ``--port`` and ``--log-level`` of a command that serves HTTP."""
+    c.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    c.add_argument("--port", type=int, default=port, help=f"port (default {port})")
+    c.add_argument("--log-level", default=log_level, choices=["debug", "info", "warning", "error"])
+
+
 def add_executor(
     c: argparse.ArgumentParser,
     *,

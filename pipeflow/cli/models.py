@@ -14,6 +14,7 @@ from typing import Any
 
 from pipeflow.cli._common import (
     EXIT_OK,
+    add_audit_dir,
     add_debug,
     add_where,
     escape,
@@ -89,9 +90,7 @@ def add_parsers(sub: Any) -> None:
     )
     lin.set_defaults(handler=cmd_lineage)
     lin.add_argument("--json", action="store_true", help="machine-readable output")
-    lin.add_argument(
-        "--audit-dir", metavar="DIR", help="audit log of the server (default: <store>/audit)"
-    )
+    add_audit_dir(lin)
     where(lin, db=True)
 
 

@@ -7,7 +7,7 @@ import json
 import os
 from typing import Any
 
-from pipeflow.cli._common import add_debug, add_where, make_console, open_registry
+from pipeflow.cli._common import add_audit_dir, add_debug, add_where, make_console, open_registry
 
 
 def add_parsers(sub: Any) -> None:
@@ -22,9 +22,7 @@ def add_parsers(sub: Any) -> None:
     )
     c.add_argument("--rules", metavar="FILE", help="YAML with `alerts:` rules and `sinks:`")
     c.add_argument("--all-versions", action="store_true", help="include earlier versions' traffic")
-    c.add_argument(
-        "--audit-dir", metavar="DIR", help="the server's audit log (default <store>/audit)"
-    )
+    add_audit_dir(c)
     c.add_argument("--html", metavar="FILE", help="write the (last) report as HTML")
     c.add_argument("--json", action="store_true", help="print the report(s) as JSON")
     c.add_argument("--no-save", action="store_true", help="do not add the report to the history")

@@ -14,7 +14,14 @@ import os
 import sys
 from typing import Any
 
-from pipeflow.cli._common import EXIT_OK, add_debug, add_executor, add_where, open_registry
+from pipeflow.cli._common import (
+    EXIT_OK,
+    add_audit_dir,
+    add_debug,
+    add_executor,
+    add_where,
+    open_registry,
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -44,11 +51,7 @@ def add_parsers(sub: Any) -> None:
         default="threads",
         help="how partitions are scored (default: threads)",
     )
-    c.add_argument(
-        "--audit-dir",
-        metavar="DIR",
-        help="audit folder (default: <store>/audit for a local store)",
-    )
+    add_audit_dir(c)
     c.add_argument(
         "--partition-rows",
         type=int,

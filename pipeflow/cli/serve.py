@@ -6,7 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from pipeflow.cli._common import add_debug, add_where, locate, port_free
+from pipeflow.cli._common import add_audit_dir, add_debug, add_listen, add_where, locate, port_free
 
 
 def add_parsers(sub: Any) -> None:
@@ -17,8 +17,7 @@ def add_parsers(sub: Any) -> None:
         "back and the server switches versions without a restart.",
     )
     c.add_argument("ref", metavar="NAME@ALIAS")
-    c.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    c.add_argument("--port", type=int, default=8000)
+    add_listen(c, port=8000, log_level="info")
     c.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     c.add_argument(
         "--canary", metavar="NAME@VERSION", help="a challenger taking --weight of traffic"
@@ -45,7 +44,7 @@ def add_parsers(sub: Any) -> None:
         help="bearer tokens, one per line: TOKEN [SCOPE,SCOPE] (scopes: predict, feedback, metrics, *); "
         "or $PIPEFLOW_TOKENS='TOKEN=SCOPES;...'",
     )
-    c.add_argument("--audit-dir", metavar="DIR", help="audit log folder (default: <store>/audit)")
+    add_audit_dir(c)
     c.add_argument("--audit-sync", action="store_true", help="fsync the audit log on every batch")
     c.add_argument(
         "--reload-interval", type=float, default=2.0, help="seconds between alias checks"
@@ -66,7 +65,6 @@ def add_parsers(sub: Any) -> None:
         "(default 5; 0: never)",
     )
     add_where(c)
-    c.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     add_debug(c)
     c.set_defaults(handler=cmd_serve)
 

@@ -13,7 +13,7 @@ import argparse
 import os
 from typing import Any
 
-from pipeflow.cli._common import add_debug, add_where, locate, port_free
+from pipeflow.cli._common import add_audit_dir, add_debug, add_listen, add_where, locate, port_free
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -26,13 +26,9 @@ def add_parsers(sub: Any) -> None:
         "history, live traffic from the serving audit log, drift reports and alerts.",
     )
     add_where(c, db=True, exclusive=True)
-    c.add_argument(
-        "--audit-dir", metavar="DIR", help="audit log of the server (default: <store>/audit)"
-    )
-    c.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
-    c.add_argument("--port", type=int, default=8050, help="port (default 8050)")
+    add_audit_dir(c)
+    add_listen(c, port=8050, log_level="warning")
     c.add_argument("--open", action="store_true", help="open the dashboard in a web browser")
-    c.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     add_debug(c)
     c.set_defaults(handler=cmd_ui)
 

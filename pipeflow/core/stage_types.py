@@ -12,10 +12,10 @@ makes its own ``StageRegistry(extra={...})``.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
-from importlib import import_module, metadata
+from importlib import metadata
 
+from pipeflow.core.entrypoints import entry_points, load_object
 from pipeflow.core.stage import Stage
 from pipeflow.errors import StageTypeLoadError, UnknownStageType
 
@@ -30,12 +30,8 @@ __all__ = [
 ENTRY_POINT_GROUP = "pipeflow.stages"
 
 
-@functools.cache
 def _entry_points() -> dict[str, metadata.EntryPoint]:
-    found: dict[str, metadata.EntryPoint] = {}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)  # first installed wins, like importlib's own resolution
-    return found
+    return entry_points(ENTRY_POINT_GROUP)
 
 
 class StageRegistry:
@@ -86,16 +82,7 @@ class StageRegistry:
 
 
 def _import(name: str, path: str) -> type:
-    module_name, _, attr = path.partition(":")
-    try:
-        obj = import_module(module_name)
-        for part in attr.split(".") if attr else []:
-            obj = getattr(obj, part)
-    except Exception as err:  # a broken plugin must not look like a broken spec
-        raise StageTypeLoadError(
-            f"stage type '{name}' could not be loaded from {path}: {type(err).__name__}: {err}"
-        ) from err
-    return obj  # type: ignore[return-value]
+    return load_object(f"stage type '{name}'", path, StageTypeLoadError)  # type: ignore[no-any-return]
 
 
 def default_registry() -> StageRegistry:

@@ -19,10 +19,11 @@ import json
 import logging
 import os
 import urllib.request
-from importlib import import_module, metadata
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from pipeflow.core.entrypoints import entry_points, load_object
 from pipeflow.errors import SinkTypeError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -42,12 +43,8 @@ class AlertSink(Protocol):
     def send(self, alert: dict[str, Any]) -> None: ...
 
 
-@functools.cache
 def _entry_points() -> dict[str, metadata.EntryPoint]:
-    found: dict[str, metadata.EntryPoint] = {}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        found.setdefault(ep.name, ep)
-    return found
+    return entry_points(ENTRY_POINT_GROUP)
 
 
 def sink_types() -> list[str]:
@@ -73,15 +70,7 @@ def _sink_class(name: str) -> type[AlertSink]:
     ep = _entry_points().get(name)
     if ep is None:
         raise SinkTypeError(f"unknown sink type '{name}'; installed: {', '.join(sink_types())}")
-    module_name, _, attr = ep.value.partition(":")
-    try:
-        obj: Any = import_module(module_name)
-        for part in attr.split(".") if attr else []:
-            obj = getattr(obj, part)
-    except Exception as err:  # a broken plugin must not look like a broken rule
-        raise SinkTypeError(
-            f"sink type '{name}' could not be loaded from {ep.value}: {type(err).__name__}: {err}"
-        ) from err
+    obj = load_object(f"sink type '{name}'", ep.value, SinkTypeError)
     if not (isinstance(obj, type) and callable(getattr(obj, "send", None))):
         raise SinkTypeError(f"sink type '{name}' ({ep.value}) is not a class with send(alert)")
     return obj  # type: ignore[no-any-return]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeflow.core.entrypoints import entry_points
 from pipeflow.monitoring import sinks
 from pipeflow.monitoring.alerts import Rule, Sink, evaluate
 
@@ -37,11 +38,11 @@ def plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: memo-sinks\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[pipeflow.sinks]\nmemo = memo_sinks:MemoSink\n")
     monkeypatch.syspath_prepend(str(site))
-    sinks._entry_points.cache_clear()
+    entry_points.cache_clear()
     sinks._sink_class.cache_clear()
     yield tmp_path
     sys.modules.pop("memo_sinks", None)
-    sinks._entry_points.cache_clear()
+    entry_points.cache_clear()
     sinks._sink_class.cache_clear()
 
 
