@@ -82,7 +82,7 @@ class StageRegistry:
 
 
 def _import(name: str, path: str) -> type:
-    return load_object(f"stage type '{name}'", path, StageTypeLoadError)  # type: ignore[no-any-return]
+    return load_object(f"stage type '{name}'", path, StageTypeLoadError)
 
 
 def default_registry() -> StageRegistry:
