@@ -127,6 +127,74 @@ class StageContract:
         assert StageRegistry().get(self.entry_point) is self.stage_cls
 
 
+class StoreContract:
+    """Inherit and implement ``make_store(tmp_path)`` returning an ``ArtifactStore`` on the
+    backend under test (a folder, ``memory://``, an S3 endpoint, ...); proves what the runner,
+    the cache and the registry rely on: objects named by their content and refused when corrupt,
+    manifests that round-trip and survive a second client, exclusive create with one winner."""
+
+    def make_store(self, tmp_path: Path) -> Any:  # pragma: no cover - to be overridden
+        raise NotImplementedError
+
+    def test_objects_are_named_by_their_content(self, tmp_path: Path) -> None:
+        import hashlib
+
+        store = self.make_store(tmp_path)
+        digest = store.put(b"some bytes")
+        assert digest == hashlib.sha256(b"some bytes").hexdigest()
+        assert store.has(digest) and store.get(digest) == b"some bytes"
+        assert store.put(b"some bytes") == digest  # the same bytes twice: one object
+        assert not store.has(hashlib.sha256(b"other").hexdigest())
+
+    def test_a_corrupt_object_is_refused_not_returned(self, tmp_path: Path) -> None:
+        import pytest
+
+        from pipeflow.errors import StoreError
+
+        store = self.make_store(tmp_path)
+        digest = store.put(b"the real content")
+        store.fs.pipe_file(store.object_path(digest), b"the fake content")
+        with pytest.raises(StoreError, match="corrupt"):
+            store.get(digest)
+
+    def test_values_round_trip_through_their_codec(self, tmp_path: Path) -> None:
+        import pandas as pd
+
+        store = self.make_store(tmp_path)
+        table = pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+        pd.testing.assert_frame_equal(store.load(store.save(table, "table")), table)
+        assert store.load(store.save({"accuracy": 0.9}, "metrics")) == {"accuracy": 0.9}
+
+    def test_manifests_round_trip_and_a_second_client_sees_them(self, tmp_path: Path) -> None:
+        store = self.make_store(tmp_path)
+        ref = store.save([1, 2, 3])
+        long_key, short_key = "a" * 64, "b" * 64
+        store.record_manifest(long_key, {"outputs": {"out": ref.to_dict()}}, duration=None)
+        store.record_manifest(short_key, {"outputs": {"out": ref.to_dict()}}, duration=0.001)
+        store.flush()
+        other = type(store)(store.ref.root, dict(store.ref.storage_options))  # a new client
+        assert other is not store
+        for key in (long_key, short_key):
+            found = other.read_manifest(key)
+            assert found is not None and found["outputs"]["out"] == ref, key
+        assert other.read_manifest("c" * 64) is None
+
+    def test_exclusive_create_has_one_winner(self, tmp_path: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        store = self.make_store(tmp_path)
+        with ThreadPoolExecutor(4) as pool:
+            won = list(
+                pool.map(
+                    lambda i: store.create_exclusive("locks/x.lock", f"{i}".encode()), range(4)
+                )
+            )
+        assert won.count(True) == 1
+        assert store.read_text("locks/x.lock") == str(won.index(True))
+        assert store.list_names("locks") == ["x.lock"]
+        assert store.read_text("locks/none.lock") is None
+
+
 class ExecutorContract:
     """Inherit and implement ``make_executor()``; proves ordering, isolation and reporting."""
 
