@@ -19,14 +19,18 @@ def digest_json(value: Any) -> str:
 
 
 def stage_key(
-    type_name: str, version: str, config_digest: str, code_digest: str, inputs: Mapping[str, str]
+    type_name: str, version: str, config_digest: str, fingerprint: str, inputs: Mapping[str, str]
 ) -> str:
+    """The cache key of one stage: its type and version, its config, its fingerprint (the source
+    of its code, the content of the data it reads, the model version an alias names: whatever
+    :meth:`Stage.fingerprint` and :meth:`Stage.store_fingerprint` add) and its inputs' digests.
+    The fingerprint is keyed ``code`` for keys written before it carried data too."""
     return digest_json(
         {
             "type": type_name,
             "version": version,
             "config": config_digest,
-            "code": code_digest,
+            "code": fingerprint,
             "inputs": dict(inputs),
         }
     )

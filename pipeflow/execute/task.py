@@ -45,7 +45,8 @@ class StageTask:
     cls: type[Stage]
     config: BaseModel
     config_digest: str
-    code_digest: str
+    #: what else the cache key depends on (code source, data content; :meth:`Stage.fingerprint`)
+    fingerprint: str
     #: input port -> (upstream stage, upstream port)
     inputs: Mapping[str, tuple[str, str]]
     output_kinds: Mapping[str, str]
@@ -144,7 +145,7 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
         task.type_name,
         task.cls.version,
         task.config_digest,
-        task.code_digest,
+        task.fingerprint,
         {p: r.digest for p, r in refs.items()},
     )
     result = StageResult(task.name, StageState.RUNNING, key=key, inputs=refs, worker=worker_name())

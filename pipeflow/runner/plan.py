@@ -28,7 +28,7 @@ class StagePlan:
     reason: str
     config: dict[str, Any]
     config_digest: str
-    code_digest: str
+    fingerprint: str
     key: str | None = None
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)
@@ -73,11 +73,11 @@ def make_plan(
         st = pipeline.stages[name]
         config = st.config.model_dump(mode="json", by_alias=True)
         config_digest = digest_json(config)
-        code_digest = st.cls.fingerprint(st.config, base_dir)
+        fingerprint = st.cls.fingerprint(st.config, base_dir)
         moving = st.cls.store_fingerprint(st.config, store)
         if moving:
-            code_digest = digest_json([code_digest, moving])
-        plan = StagePlan(name, "run", "", config, config_digest, code_digest)
+            fingerprint = digest_json([fingerprint, moving])
+        plan = StagePlan(name, "run", "", config, config_digest, fingerprint)
         plans[name] = plan
         waiting = [
             w.source
@@ -103,7 +103,7 @@ def make_plan(
             st.type,
             st.cls.version,
             config_digest,
-            code_digest,
+            fingerprint,
             {p: r.digest for p, r in inputs.items()},
         )
         manifest = store.read_manifest(plan.key)
@@ -123,7 +123,7 @@ def _why(plan: StagePlan, last: Any) -> str:
     if (
         last["state"] == "failed"
         and last["config_digest"] == plan.config_digest
-        and last["code_digest"] == plan.code_digest
+        and last["code_digest"] == plan.fingerprint
     ):
         return "previous attempt failed"
     if last["config_digest"] != plan.config_digest:
@@ -133,7 +133,7 @@ def _why(plan: StagePlan, last: Any) -> str:
             old = None
         changed = _diff(old, plan.config) if old is not None else []
         return f"config changed: {', '.join(changed[:5])}" if changed else "config changed"
-    if last["code_digest"] != plan.code_digest:
+    if last["code_digest"] != plan.fingerprint:
         return "code changed"
     old_inputs = json.loads(last["input_digests"] or "{}")
     changed = sorted(p for p, r in plan.inputs.items() if old_inputs.get(p) != r.digest)

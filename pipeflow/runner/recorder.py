@@ -87,7 +87,7 @@ def stage_row(
         "worker": o.worker,
         "config_digest": sp.config_digest,
         "config": sp.config,
-        "code_digest": sp.code_digest,
+        "code_digest": sp.fingerprint,  # the column's historic name: stores keep reading
         "input_digests": {p: r.digest for p, r in inputs.items()},
         "outputs": o.outputs,
         "lineage": {

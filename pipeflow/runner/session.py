@@ -297,7 +297,7 @@ def stage_task(
         cls=st.cls,
         config=st.config,
         config_digest=sp.config_digest,
-        code_digest=sp.code_digest,
+        fingerprint=sp.fingerprint,
         inputs={port: (w.source, w.source_port) for port, w in st.inputs.items()},
         output_kinds={p: port.kind for p, port in st.output_ports.items()},
         store=store.ref,
