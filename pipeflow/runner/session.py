@@ -289,7 +289,7 @@ def stage_task(
     known = {
         port: plan.stages[w.source].outputs[w.source_port]
         for port, w in st.inputs.items()
-        if plan.stages[w.source].action == "cached"
+        if w.source in plan.stages and plan.stages[w.source].action == "cached"
     }
     return StageTask(
         name=name,

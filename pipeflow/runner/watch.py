@@ -194,7 +194,10 @@ class Watcher:
         config = st.config
         if getattr(config, "fail_on_drift", False):  # here drift is an answer, not a failure
             config = config.model_copy(update={"fail_on_drift": False})
-        result = run_stage(dataclasses.replace(task, config=config, use_cache=False))
+        alone = dataclasses.replace(
+            task, config=config, inputs={}, known_inputs={}, use_cache=False
+        )
+        result = run_stage(alone)
         if result.error is not None or not result.state.ok:
             # a failing monitor must not retrain: say why and wait
             log.error("on_drift stage '%s' failed: %s", name, result.error or result.reason)

@@ -215,7 +215,8 @@ shown_values = st.one_of(
 @settings(max_examples=200, deadline=None)
 @given(st.lists(shown_values, min_size=1, max_size=30))
 def test_a_string_value_is_shown_as_its_repr_cut_to_80(values) -> None:
-    from pipeflow.stages.validate import _Column, _show
+    from pipeflow.stages.checks import Column as _Column
+    from pipeflow.stages.checks import _show
 
     rows = np.arange(len(values))
     for series in (pd.Series(values, dtype="string[pyarrow]"), pd.Series(values, dtype=object)):
@@ -228,7 +229,8 @@ def test_a_string_value_is_shown_as_its_repr_cut_to_80(values) -> None:
     st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=30),
 )
 def test_a_number_is_shown_as_its_repr(floats, ints) -> None:
-    from pipeflow.stages.validate import _Column, _show
+    from pipeflow.stages.checks import Column as _Column
+    from pipeflow.stages.checks import _show
 
     for values in (floats, ints):
         series = pd.Series(values)
