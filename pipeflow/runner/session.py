@@ -40,7 +40,8 @@ from pipeflow.core.compiler import Pipeline, compile_pipeline
 from pipeflow.core.registry import StageRegistry
 from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import RunLocked, StoreError, UsageError
-from pipeflow.execute.dask_executor import DaskExecutor, Executor
+from pipeflow.execute.dask_executor import DaskExecutor
+from pipeflow.execute.protocol import Executor
 from pipeflow.execute.task import StageResult, StageTask
 from pipeflow.runner.plan import Plan, StagePlan, make_plan
 from pipeflow.spec.load import LoadedSpec, load
