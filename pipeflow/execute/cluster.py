@@ -62,7 +62,8 @@ from pipeflow.errors import UsageError
 LOCAL_KINDS = ("sync", "threads", "processes")
 #: every scheduler an executor or a batch job can name
 KINDS = (*LOCAL_KINDS, "distributed")
-#: where ``distributed`` finds its scheduler when nothing else names one
+#: the environment variable naming the scheduler for ``distributed`` when nothing else does (read
+#: by :class:`~pipeflow.execute.dask_executor.DaskExecutor`; ``pipeflow predict`` reads it too)
 ADDRESS_ENV = "PIPEFLOW_DASK_ADDRESS"
 #: how long connecting to a scheduler address may take before it is an error
 CONNECT_TIMEOUT = "10s"
