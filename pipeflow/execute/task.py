@@ -32,6 +32,7 @@ from pydantic import BaseModel
 from pipeflow.core.hashing import stage_key
 from pipeflow.core.stage import Stage, StageContext
 from pipeflow.core.states import StageState
+from pipeflow.execute.cluster import worker_address
 from pipeflow.store.artifacts import ArtifactRef, StoreRef
 from pipeflow.store.codecs import UnsupportedOutput
 
@@ -97,14 +98,7 @@ class StageResult:
 
 def worker_name() -> str:
     """The Dask worker address when on a distributed worker, else host:pid."""
-    if "distributed" in sys.modules:  # never import distributed just to learn we are not on it
-        try:
-            from distributed import get_worker
-
-            return str(get_worker().address)
-        except ValueError:
-            pass
-    return _local_name()
+    return worker_address() or _local_name()
 
 
 @functools.lru_cache(maxsize=1)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeflow.execute.cluster import compute, delayed
+
 
 def _block(part: Any) -> Any:
     import numpy as np
@@ -64,8 +66,6 @@ def _fine_hist(part: Any, low: Any, high: Any, fine_bins: int) -> Any:
 
 def _tree(items: list[Any], merge: Any) -> Any:
     """Pairwise merge of delayed summaries (depth log2(n), no single task sees them all)."""
-    from dask import delayed
-
     while len(items) > 1:
         items = [
             delayed(merge)(items[i], items[i + 1]) if i + 1 < len(items) else items[i]
@@ -92,9 +92,7 @@ def compare_numeric(
 ) -> dict[str, dict[str, Any]]:
     """PSI and KS of every column of ``live`` against ``reference`` (dask DataFrames with the same
     numeric columns, or dask Arrays with the same columns), computed on the current scheduler."""
-    import dask
     import numpy as np
-    from dask import delayed
 
     from pipeflow.monitoring.drift import psi
 
@@ -105,14 +103,14 @@ def compare_numeric(
             else [f"c{i}" for i in range(reference.shape[1])]
         )
     ref_parts, live_parts = _partitions(reference), _partitions(live)
-    (span,) = dask.compute(_tree([delayed(_range)(p) for p in ref_parts], _merge_range))
+    (span,) = compute(_tree([delayed(_range)(p) for p in ref_parts], _merge_range))
     low, high = span[0], span[1]
     low = np.where(np.isfinite(low), low, 0.0)
     high = np.where(np.isfinite(high), high, low + 1.0)
     add = np.add
     ref_hist = _tree([delayed(_fine_hist)(p, low, high, fine_bins) for p in ref_parts], add)
     live_hist = _tree([delayed(_fine_hist)(p, low, high, fine_bins) for p in live_parts], add)
-    ref_counts, live_counts = dask.compute(ref_hist, live_hist)
+    ref_counts, live_counts = compute(ref_hist, live_hist)
     out: dict[str, dict[str, Any]] = {}
     for i, name in enumerate(columns):
         r, v = ref_counts[i].astype(float), live_counts[i].astype(float)

@@ -26,7 +26,8 @@ from pipeflow.core.compiler import Pipeline, compile_pipeline
 from pipeflow.core.stage_types import StageRegistry
 from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import UsageError
-from pipeflow.execute.dask_executor import DaskExecutor, Executor
+from pipeflow.execute.dask_executor import DaskExecutor
+from pipeflow.execute.protocol import Executor
 from pipeflow.execute.task import StageResult, StageTask
 from pipeflow.runner.lock import run_lock
 from pipeflow.runner.plan import Plan, make_plan

@@ -21,7 +21,8 @@ Policy, and why:
   ``prediction_id`` = ``<batch>-<row>``, rows numbered from 0 across the whole input (the offsets
   are running sums as partitions are written: no extra pass to count rows). Memory: a local
   scheduler keeps every scored partition in this process until the job ends, a cluster keeps
-  each on its worker until written; the scored columns only, never the input.
+  each on its worker until written; the scored columns only, never the input. (How partitions
+  stream in order from either: :meth:`pipeflow.execute.cluster.Scheduler.in_order`.)
 - **Atomic output.** The file is written under a hidden temporary name beside the output and
   renamed when complete, so the final name never holds half a file (an older file there is
   replaced only by a complete one); a failed job removes its temporary file and is not audited.
@@ -49,6 +50,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeflow.errors import PipeflowError, UsageError
+from pipeflow.execute import cluster
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,7 +58,7 @@ if TYPE_CHECKING:
     from pipeflow.registry import Registry
 
 #: schedulers named by a string; anything else is a Client or a scheduler address
-LOCAL_SCHEDULERS = ("sync", "threads", "processes")
+LOCAL_SCHEDULERS = cluster.LOCAL_KINDS
 RESERVED = ("prediction_id", "prediction")
 _SAMPLE_BYTES = 256 * 1024
 
@@ -81,7 +83,8 @@ def predict_file(
     ``duration_s``, ``user``.
 
     ``scheduler``: ``"sync"``, ``"threads"``, ``"processes"``, ``"distributed"`` (a LocalCluster
-    for this job), a scheduler address (``tcp://host:8786``) or a ``distributed.Client``.
+    for this job, sized as every LocalCluster pipeflow starts: :mod:`pipeflow.execute.cluster`),
+    a scheduler address (``tcp://host:8786``) or a ``distributed.Client``.
     ``storage_options`` apply to both the input and the output URL.
     """
     from concurrent.futures import ThreadPoolExecutor
@@ -118,14 +121,16 @@ def predict_file(
         input_fingerprint = pool.submit(source.fingerprint, stop)
         ddf = source.frame(features, id_column, record, partition_rows)
         spec = _ScoreSpec(tuple(features), id_column, probabilities, datetime_features(record))
-        with _Scheduler(scheduler) as sched:
-            model_arg = sched.share(holder)
+        with cluster.connect(**_where(scheduler)) as sched:
+            # threads share the holder's model, a process pool loads it once per process (see
+            # ModelHolder), a cluster gets the model scattered once to every worker
+            model_arg = holder if sched.client is None else sched.share(holder.model)
             scored = ddf.map_partitions(
                 _score_partition, model_arg, spec, meta=_meta(holder.model, ddf, spec)
             )
             parts = scored.to_delayed()
             rows, output_fingerprint = _write(
-                sched.results(parts),
+                sched.in_order(parts, thread="pipeflow-batch"),
                 out_fs,
                 out_path,
                 out_format,
@@ -337,132 +342,21 @@ def _holder_from_store(store_ref: Any, digest: str, record_json: str) -> ModelHo
 # ---------------------------------------------------------------------------------- schedulers
 
 
-class _Scheduler:
-    """Where partitions are scored: a local Dask scheduler or a distributed Client."""
-
-    def __init__(self, scheduler: Any):
-        self.scheduler = scheduler
-        self.client: Any = None
-        self._shared: Any = None
-        self._owned: list[Any] = []
-
-    def __enter__(self) -> _Scheduler:
-        s = self.scheduler
-        if isinstance(s, str) and s in LOCAL_SCHEDULERS:
-            return self
-        if isinstance(s, str) and s == "distributed":
-            from distributed import Client, LocalCluster
-
-            cluster = LocalCluster(processes=True, dashboard_address=":0")
-            self._owned.append(cluster)
-            self.client = Client(cluster)
-            self._owned.insert(0, self.client)
-        elif isinstance(s, str) and ":" in s:
-            from distributed import Client
-
-            try:
-                self.client = Client(s, timeout="10s")
-            except (OSError, TimeoutError) as err:
-                raise UsageError(f"cannot connect to Dask scheduler at {s}: {err}") from None
-            self._owned.append(self.client)
-        elif hasattr(s, "scatter") and hasattr(s, "compute"):
-            self.client = s
-        else:
-            raise UsageError(
-                f"unknown scheduler {s!r}: expected one of {', '.join(LOCAL_SCHEDULERS)}, "
-                "'distributed', a scheduler address or a distributed.Client"
-            )
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._shared is not None:  # a caller's cluster keeps no copy of the model
-            self._shared.release()
-            self._shared = None
-        for thing in self._owned:
-            thing.close()
-
-    def share(self, holder: ModelHolder) -> Any:
-        """The model argument of each partition: the holder, or the model scattered once to
-        every worker of a cluster."""
-        if self.client is None:
-            return holder
-        self._shared = self.client.scatter(holder.model, broadcast=True, hash=False)
-        return self._shared
-
-    def results(self, parts: Sequence[Any]) -> Iterator[pd.DataFrame]:
-        """Scored partitions in input order, each as soon as it and those before it are done
-        (so writing overlaps with scoring); all of them are computed in parallel."""
-        if self.client is None:
-            yield from _local_results(parts, self.scheduler)
-            return
-        futures = self.client.compute(list(parts))
-        try:
-            for future in futures:
-                yield future.result()
-                future.release()  # written: the worker may drop it
-        except BaseException:
-            self.client.cancel(futures)
-            raise
-
-
-def _local_results(parts: Sequence[Any], scheduler: str) -> Iterator[pd.DataFrame]:
-    """A local Dask scheduler runs in a background thread; its per-task callback hands each
-    finished partition over. If the consumer stops (the writer failed), the next task to start
-    raises, which ends the computation."""
-    import dask
-    from dask.callbacks import Callback
-
-    index = {part.key: i for i, part in enumerate(parts)}
-    done: dict[int, Any] = {}
-    state: dict[str, Any] = {"finished": False, "error": None, "stop": False}
-    ready = threading.Condition()
-
-    def pretask(key: Any, dsk: Any, st: Any) -> None:
-        if state["stop"]:
-            raise _Stopped
-
-    def posttask(key: Any, result: Any, dsk: Any, st: Any, worker_id: Any) -> None:
-        if key in index:
-            with ready:
-                done[index[key]] = result
-                ready.notify()
-
-    def compute() -> None:
-        from threadpoolctl import threadpool_limits
-
-        callback = Callback(pretask=pretask, posttask=posttask)
-        # Dask's threads already use every core: BLAS and OpenMP pools of their own in each
-        # task would oversubscribe them (OpenBLAS threads spin while they wait), as Dask's own
-        # workers avoid by setting OMP_NUM_THREADS=1 and the like
-        limit = threadpool_limits(1) if scheduler == "threads" else contextlib.nullcontext()
-        try:
-            with limit:
-                dask.compute(*parts, scheduler=scheduler, callbacks=[callback._callback])
-        except BaseException as err:
-            state["error"] = err
-        finally:
-            with ready:
-                state["finished"] = True
-                ready.notify()
-
-    worker = threading.Thread(target=compute, name="pipeflow-batch", daemon=True)
-    worker.start()
-    try:
-        for i in range(len(parts)):
-            with ready:
-                while i not in done and not state["finished"]:
-                    ready.wait()
-                if i not in done:
-                    raise state["error"] or RuntimeError("the Dask computation ended early")
-                frame = done.pop(i)
-            yield frame
-    finally:
-        state["stop"] = True
-        worker.join()
-
-
-class _Stopped(Exception):
-    """Raised in a task about to start after the consumer of the results has given up."""
+def _where(scheduler: Any) -> dict[str, Any]:
+    """:func:`pipeflow.execute.cluster.connect`'s arguments for ``predict_file``'s ``scheduler``."""
+    s = scheduler
+    if isinstance(s, str) and s in LOCAL_SCHEDULERS:
+        return {"kind": s}
+    if isinstance(s, str) and s == "distributed":
+        return {"kind": "distributed"}
+    if isinstance(s, str) and ":" in s:
+        return {"kind": "distributed", "address": s}
+    if cluster.is_client(s):
+        return {"kind": "distributed", "client": s}
+    raise UsageError(
+        f"unknown scheduler {s!r}: expected one of {', '.join(LOCAL_SCHEDULERS)}, "
+        "'distributed', a scheduler address or a distributed.Client"
+    )
 
 
 # ------------------------------------------------------------------------------------- input
@@ -526,12 +420,10 @@ class _Source:
         return self._columns
 
     def _read(self, **kwargs: Any) -> Any:
-        import dask.dataframe as dd
-
         if self.format == "parquet":
-            return dd.read_parquet(self.target, storage_options=self.options or None, **kwargs)
+            return cluster.read_parquet(self.target, storage_options=self.options or None, **kwargs)
         blocksize = kwargs.pop("blocksize", "64MB")
-        return dd.read_csv(
+        return cluster.read_csv(
             self.target,
             blocksize=None if self.compressed else blocksize,
             storage_options=self.options or None,

@@ -40,6 +40,13 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.execute.cluster import (
+    array_from_blocks,
+    current_client,
+    on_worker,
+    worker_client,
+    workers_offering,
+)
 
 
 class TrainConfig(BaseModel):
@@ -255,8 +262,6 @@ def _cluster_for(
     """(a client, the workers to train on) to train with xgboost.dask, when this stage runs on a
     distributed worker, the estimator is an xgboost classifier or regressor, and the table is
     large enough (or asked)."""
-    import sys
-
     if config.distributed == "never":
         return None
     name = type(estimator).__name__
@@ -271,39 +276,18 @@ def _cluster_for(
         return None
     if config.distributed == "auto" and rows < config.distributed_min_rows:
         return None
-    on_worker = False
-    if "distributed" in sys.modules:  # never import distributed just to learn we are not on it
-        from distributed import get_worker
-
-        try:
-            get_worker()
-            on_worker = True
-        except ValueError:
-            pass
-    if not on_worker:  # train here
+    if not on_worker():  # train here
         if config.distributed == "always":
             raise ValueError(
                 "distributed: always needs the distributed executor (--executor distributed)"
             )
         return None
-    from distributed import get_client, worker_client
-
-    eligible = _workers_offering(get_client(), resources)
+    # xgboost.dask trains where the row blocks are: a stage that asked for a GPU must train on
+    # GPU workers alone, not hand a cuda fit to a CPU worker of a mixed cluster
+    eligible = workers_offering(current_client(), resources)
     if config.distributed == "auto" and len(eligible) < 2:
         return None  # the one worker that may train it (its GPU, say): no xgboost.dask detour
     return worker_client(), eligible
-
-
-def _workers_offering(client: Any, resources: Mapping[str, float]) -> list[str]:
-    """The workers that offer at least the stage's ``resources`` (every worker when it asked for
-    none). xgboost.dask trains where the row blocks are: a stage that asked for a GPU must train
-    on GPU workers alone, not hand a cuda fit to a CPU worker of a mixed cluster."""
-    workers = client.scheduler_info(n_workers=-1)["workers"]
-    return sorted(
-        address
-        for address, worker in workers.items()
-        if all(worker.get("resources", {}).get(k, 0) >= v for k, v in resources.items())
-    )
 
 
 def _fit_across_workers(
@@ -322,8 +306,6 @@ def _fit_across_workers(
     import os
     import tempfile
 
-    import dask
-    import dask.array as da
     import numpy as np
     import scipy.sparse as sp
     import xgboost
@@ -355,23 +337,13 @@ def _fit_across_workers(
         starts = range(0, len(features), size)
         x_parts = client.scatter([features[i : i + size] for i in starts], workers=eligible)
         y_parts = client.scatter([target[i : i + size] for i in starts], workers=eligible)
-        X_da = da.concatenate(
-            [
-                da.from_delayed(
-                    dask.delayed(p),
-                    shape=(min(size, len(features) - i), features.shape[1]),
-                    dtype=features.dtype,
-                )
-                for p, i in zip(x_parts, starts, strict=True)
-            ]
+        X_da = array_from_blocks(
+            x_parts,
+            [(min(size, len(features) - i), features.shape[1]) for i in starts],
+            features.dtype,
         )
-        y_da = da.concatenate(
-            [
-                da.from_delayed(
-                    dask.delayed(p), shape=(min(size, len(target) - i),), dtype=target.dtype
-                )
-                for p, i in zip(y_parts, starts, strict=True)
-            ]
+        y_da = array_from_blocks(
+            y_parts, [(min(size, len(target) - i),) for i in starts], target.dtype
         )
         trained = cls(**params)
         trained.client = client

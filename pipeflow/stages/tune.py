@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeflow.core.stage import Port, StageContext
+from pipeflow.execute.cluster import compute, delayed, worker_client
 from pipeflow.stages.train import (
     TrainConfig,
     TrainStage,
@@ -227,7 +228,7 @@ def _run_trials(
     # holds what it asked for until it ends, so trials asking for the same would wait for it for
     # ever on a one-GPU cluster, and trials asking for nothing would land on CPU workers with
     # device: cuda.
-    client = None if ctx.resources else _worker_client()
+    client = None if ctx.resources else worker_client()
     if client is not None:
         with client as c:
             X_future, y_future = c.scatter([X, y], broadcast=False)
@@ -235,24 +236,8 @@ def _run_trials(
                 c.submit(_trial, config, X_future, y_future, ctx, p, pure=False) for p in candidates
             ]
             return c.gather(futures)
-    import dask
-
-    tasks = [dask.delayed(_trial, pure=False)(config, X, y, ctx, p) for p in candidates]
-    return list(dask.compute(*tasks, scheduler="sync" if ctx.resources else "threads"))
-
-
-def _worker_client() -> Any:
-    import sys
-
-    if "distributed" not in sys.modules:
-        return None
-    from distributed import get_worker, worker_client
-
-    try:
-        get_worker()
-    except ValueError:
-        return None
-    return worker_client()
+    tasks = [delayed(_trial, pure=False)(config, X, y, ctx, p) for p in candidates]
+    return list(compute(*tasks, scheduler="sync" if ctx.resources else "threads"))
 
 
 def _scored_on_cpu(scoring: str | None) -> Any:

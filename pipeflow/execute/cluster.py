@@ -1,0 +1,461 @@
+"""The Dask adapter: the one module of pipeflow that imports ``dask`` or ``distributed``.
+
+Every Dask user in the package goes through it: the pipeline executor
+(:mod:`pipeflow.execute.dask_executor`), batch scoring (:mod:`pipeflow.scoring.batch`), the
+``tune`` and ``train`` stages (code that runs inside a task) and drift at scale
+(:mod:`pipeflow.monitoring.scale`). So there is one set of defaults, one way to reach a scheduler
+and one place that knows the shapes of Dask's API (callback signatures, what ``as_completed``
+gives for a failed task, what the scheduler reports of its workers). Dask is imported inside the
+functions: importing this module costs nothing, and ``pipeflow --help`` loads no Dask.
+
+It is a low floor: it imports :mod:`pipeflow.errors`, the standard library and Dask, nothing else
+of pipeflow (an import-linter contract says so), so stages may use it without reaching the
+executor, the runner or the CLI.
+
+**Schedulers.** ``sync``, ``threads`` and ``processes`` are Dask's local schedulers (``workers``
+sizes the pool; ``None``: one per core); ``distributed`` is a ``distributed.Client``.
+:func:`connect` gives a :class:`Scheduler` for any of them: an existing client (left open), a
+client of the scheduler at ``address``, or a LocalCluster started for the block.
+
+**One set of defaults** (:data:`DEFAULTS`), for every LocalCluster pipeflow starts (``pipeflow
+run`` and ``pipeflow predict`` with ``--executor distributed`` and no address): 2 worker
+processes of 1 thread each unless told otherwise (a stage, or a partition, per process: a stage
+that crashes its process takes no other with it), Dask's ``memory_limit="auto"`` (the host's
+memory shared equally by the workers), the dashboard on a free port (``None`` still binds 8787; a
+random port never collides with another cluster on the host) and Dask's own log level for the
+cluster (WARNING). Reaching a scheduler by address gives up after 10 s with a
+:class:`~pipeflow.errors.UsageError` (``cannot connect to Dask scheduler at ADDRESS: ...``), exit
+2 from the CLI.
+
+**Progress.** A local scheduler reports through Dask callbacks (``pretask`` / ``posttask``), which
+Dask calls on the scheduling thread, that is the calling thread; a cluster's results arrive through
+``as_completed`` (:func:`completed`), in batches, not one round trip per task. Either way the
+caller's handlers run in one thread and need no locks.
+
+**Results in order, as they land** (:meth:`Scheduler.in_order`, batch scoring): every part is
+computed in parallel and yielded in input order as soon as it and those before it are done, so the
+consumer (a file writer) overlaps with the computation. A local scheduler computes in a background
+thread whose per-task callback hands each finished part over, and keeps each part in this process
+until consumed; a cluster keeps each on its worker until consumed, then releases it. A consumer
+that stops (closes the generator) stops the computation: on a local scheduler the next task to
+start raises, on a cluster the remaining futures are cancelled.
+
+**Inside a task** (``tune``, ``train``, :mod:`pipeflow.execute.task`): :func:`worker_address` and
+:func:`on_worker` tell whether the code runs on a distributed worker without importing
+``distributed`` just to learn that it does not; :func:`worker_client` gives a client that may
+submit more tasks from the task (it secedes from the worker's thread pool while in use).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeflow.errors import UsageError
+
+#: Dask's local schedulers, by the name pipeflow gives them
+LOCAL_KINDS = ("sync", "threads", "processes")
+#: every scheduler an executor or a batch job can name
+KINDS = (*LOCAL_KINDS, "distributed")
+#: the environment variable naming the scheduler for ``distributed`` when nothing else does (read
+#: by :class:`~pipeflow.execute.dask_executor.DaskExecutor`; ``pipeflow predict`` reads it too)
+ADDRESS_ENV = "PIPEFLOW_DASK_ADDRESS"
+#: how long connecting to a scheduler address may take before it is an error
+CONNECT_TIMEOUT = "10s"
+
+
+@dataclass(frozen=True)
+class LocalClusterDefaults:
+    """How pipeflow sizes and starts a LocalCluster (see the module docstring)."""
+
+    workers: int = 2
+    threads_per_worker: int = 1
+    processes: bool = True
+    memory_limit: str | int = "auto"
+    dashboard_address: str = ":0"
+    silence_logs: int = logging.WARNING
+
+
+DEFAULTS = LocalClusterDefaults()
+
+
+# ------------------------------------------------------------------------------ reaching Dask
+
+
+def local_cluster(workers: int | None = None, threads_per_worker: int | None = None) -> Any:
+    """A LocalCluster with :data:`DEFAULTS` (``workers`` and ``threads_per_worker`` when given)."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers or DEFAULTS.workers,
+        threads_per_worker=threads_per_worker or DEFAULTS.threads_per_worker,
+        processes=DEFAULTS.processes,
+        memory_limit=DEFAULTS.memory_limit,
+        dashboard_address=DEFAULTS.dashboard_address,
+        silence_logs=DEFAULTS.silence_logs,
+    )
+
+
+def client_at(address: str) -> Any:
+    """A client of the scheduler at ``address``; a UsageError if it cannot be reached in time."""
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT)
+    except (OSError, TimeoutError) as err:
+        raise UsageError(f"cannot connect to Dask scheduler at {address}: {err}") from None
+
+
+def is_client(value: Any) -> bool:
+    """Whether ``value`` looks like a ``distributed.Client`` (without importing distributed)."""
+    return hasattr(value, "scatter") and hasattr(value, "compute")
+
+
+@contextlib.contextmanager
+def connect(
+    kind: str = "threads",
+    address: str | None = None,
+    *,
+    client: Any = None,
+    workers: int | None = None,
+    threads_per_worker: int | None = None,
+) -> Iterator[Scheduler]:
+    """The scheduler to run on, for the ``with`` block.
+
+    ``kind``: one of :data:`KINDS`. For ``distributed``: ``client`` if given (left open), else a
+    client of ``address`` (closed after), else a LocalCluster with :data:`DEFAULTS` started for
+    the block. For a local kind, ``workers`` sizes its pool (``None``: one per core).
+    """
+    if kind in LOCAL_KINDS:
+        yield Scheduler(kind, workers=workers)
+        return
+    if kind != "distributed":
+        raise UsageError(f"unknown scheduler {kind!r}; expected one of: {', '.join(KINDS)}")
+    with contextlib.ExitStack() as stack:
+        if client is None and address:
+            client = stack.enter_context(client_at(address))
+        elif client is None:
+            from distributed import Client
+
+            cluster = stack.enter_context(local_cluster(workers, threads_per_worker))
+            client = stack.enter_context(Client(cluster))
+        scheduler = Scheduler(kind, client=client)
+        try:
+            yield scheduler
+        finally:  # before the client closes; a caller's cluster keeps no copy of what we shared
+            scheduler.release()
+
+
+class Scheduler:
+    """A local Dask scheduler (``client`` is None) or a distributed client, from :func:`connect`."""
+
+    kind: str
+    client: Any
+    workers: int | None
+
+    def __init__(self, kind: str, *, client: Any = None, workers: int | None = None):
+        self.kind = kind
+        self.client = client
+        self.workers = workers
+        self._shared: list[Any] = []
+
+    def run_graph(
+        self,
+        dsk: Mapping[Any, Any],
+        keys: Sequence[Any],
+        *,
+        on_start: Callable[[Any], None] | None = None,
+        on_finish: Callable[[Any, Any], None] | None = None,
+    ) -> list[Any]:
+        """Compute ``keys`` of the raw Dask graph ``dsk`` on this local scheduler; the values in
+        the order of ``keys``. ``on_start(key)`` and ``on_finish(key, value)`` are called for every
+        task, on the calling thread."""
+        from dask.callbacks import Callback
+
+        callback = Callback(
+            pretask=(lambda key, dsk, state: on_start(key)) if on_start else None,
+            posttask=(lambda key, result, dsk, state, worker_id: on_finish(key, result))
+            if on_finish
+            else None,
+        )
+        callbacks = [callback._callback]
+        if self.kind == "sync":
+            from dask.local import get_sync
+
+            return list(get_sync(dsk, keys, callbacks=callbacks))
+        if self.kind == "threads":
+            from dask.threaded import get
+        elif self.kind == "processes":
+            from dask.multiprocessing import get
+        else:
+            raise ValueError(f"run_graph needs a local scheduler, not {self.kind!r}")
+        return list(get(dsk, keys, num_workers=self.workers, callbacks=callbacks))
+
+    def share(self, value: Any) -> Any:
+        """What tasks should receive for ``value``: the value itself on a local scheduler, on a
+        cluster a future of it scattered once to every worker (released when the block ends)."""
+        if self.client is None:
+            return value
+        future = self.client.scatter(value, broadcast=True, hash=False)
+        self._shared.append(future)
+        return future
+
+    def release(self) -> None:
+        """Drop what :meth:`share` put on the cluster."""
+        while self._shared:
+            self._shared.pop().release()
+
+    def in_order(self, parts: Sequence[Any], *, thread: str = "pipeflow-dask") -> Iterator[Any]:
+        """The values of the Dask collections ``parts`` (delayed objects), in order, each as soon
+        as it and those before it are done; all are computed in parallel (module docstring).
+        A local scheduler computes in a background thread named ``thread``."""
+        if self.client is None:
+            yield from _local_in_order(parts, self.kind, self.workers, thread)
+            return
+        futures = self.client.compute(list(parts))
+        try:
+            for future in futures:
+                yield future.result()
+                future.release()  # consumed: the worker may drop it
+        except BaseException:
+            self.client.cancel(futures)
+            raise
+
+
+def _local_in_order(
+    parts: Sequence[Any], kind: str, workers: int | None, thread: str
+) -> Iterator[Any]:
+    """A local Dask scheduler runs in a background thread; its per-task callback hands each
+    finished part over. If the consumer stops, the next task to start raises, which ends the
+    computation."""
+    import dask
+    from dask.callbacks import Callback
+
+    index = {part.key: i for i, part in enumerate(parts)}
+    done: dict[int, Any] = {}
+    state: dict[str, Any] = {"finished": False, "error": None, "stop": False}
+    ready = threading.Condition()
+
+    def pretask(key: Any, dsk: Any, st: Any) -> None:
+        if state["stop"]:
+            raise _Stopped
+
+    def posttask(key: Any, result: Any, dsk: Any, st: Any, worker_id: Any) -> None:
+        if key in index:
+            with ready:
+                done[index[key]] = result
+                ready.notify()
+
+    def compute() -> None:
+        from threadpoolctl import threadpool_limits
+
+        callback = Callback(pretask=pretask, posttask=posttask)
+        # Dask's threads already use every core: BLAS and OpenMP pools of their own in each
+        # task would oversubscribe them (OpenBLAS threads spin while they wait), as Dask's own
+        # workers avoid by setting OMP_NUM_THREADS=1 and the like
+        limit = threadpool_limits(1) if kind == "threads" else contextlib.nullcontext()
+        pool = {} if workers is None or kind == "sync" else {"num_workers": workers}
+        try:
+            with limit:
+                dask.compute(*parts, scheduler=kind, callbacks=[callback._callback], **pool)
+        except BaseException as err:
+            state["error"] = err
+        finally:
+            with ready:
+                state["finished"] = True
+                ready.notify()
+
+    worker = threading.Thread(target=compute, name=thread, daemon=True)
+    worker.start()
+    try:
+        for i in range(len(parts)):
+            with ready:
+                while i not in done and not state["finished"]:
+                    ready.wait()
+                if i not in done:
+                    raise state["error"] or RuntimeError("the Dask computation ended early")
+                value = done.pop(i)
+            yield value
+    finally:
+        state["stop"] = True
+        worker.join()
+
+
+class _Stopped(Exception):
+    """Raised in a task about to start after the consumer of the results has given up."""
+
+
+# ---------------------------------------------------------------------------- on a cluster
+
+
+def worker_resources(client: Any) -> dict[str, dict[str, float]]:
+    """Worker address -> the resources it offers (``{}`` for none), as the scheduler knows them."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    return {address: dict(w.get("resources", {})) for address, w in workers.items()}
+
+
+def workers_offering(client: Any, resources: Mapping[str, float]) -> list[str]:
+    """The addresses, sorted, of the workers that offer at least ``resources`` (every worker when
+    it is empty)."""
+    return sorted(
+        address
+        for address, offered in worker_resources(client).items()
+        if all(offered.get(k, 0) >= v for k, v in resources.items())
+    )
+
+
+def completed(futures: Sequence[Any]) -> Iterator[tuple[Any, Any, BaseException | None]]:
+    """``(future, value, None)`` for each future that finished, ``(future, None, error)`` for one
+    that did not (the worker died, the task was cancelled), as they land; results come in
+    batches, not one round trip per future."""
+    from distributed import as_completed
+
+    for future, value in as_completed(list(futures), with_results=True, raise_errors=False):
+        if future.status == "finished":
+            yield future, value, None
+        else:
+            yield future, None, task_error(future, value)
+
+
+def task_error(future: Any, value: Any) -> BaseException:
+    """The exception of a task that did not finish. ``as_completed(raise_errors=False)`` gives
+    an errored future's result as ``(type, exception, traceback)``, a cancelled one's as the
+    exception itself."""
+    if isinstance(value, BaseException):
+        return value
+    if isinstance(value, tuple) and len(value) == 3 and isinstance(value[1], BaseException):
+        return value[1]
+    return RuntimeError(f"task ended as {future.status}")
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line for a task Dask gave up on: usually KilledWorker, raised when the workers running
+    it died ``allowed-failures + 1`` times (the task may be killing its process: out of memory, a
+    segfault, a signal)."""
+    if type(err).__name__ == "KilledWorker":
+        tries = getattr(err, "allowed_failures", None)
+        last = getattr(getattr(err, "last_worker", None), "address", None)
+        times = f"{tries + 1} times" if isinstance(tries, int) else "repeatedly"
+        return (
+            f"the Dask worker running it died {times}{f' (last {last})' if last else ''}, so Dask "
+            "gave up (distributed.scheduler.allowed-failures): the stage may be crashing its "
+            "process (out of memory, a segfault, a signal); see the worker logs"
+        )
+    return f"{type(err).__name__}: {err}"
+
+
+# ---------------------------------------------------------------------------- inside a task
+
+
+def worker_address() -> str | None:
+    """The address of the distributed worker running this code; None elsewhere."""
+    if "distributed" not in sys.modules:  # never import distributed just to learn we are not on it
+        return None
+    from distributed import get_worker
+
+    try:
+        return str(get_worker().address)
+    except ValueError:
+        return None
+
+
+def on_worker() -> bool:
+    """Whether this code runs in a task on a distributed worker."""
+    return worker_address() is not None
+
+
+def current_client() -> Any:
+    """The client of the cluster this task runs on (or the default client of this process)."""
+    from distributed import get_client
+
+    return get_client()
+
+
+def worker_client() -> Any:
+    """A context manager giving a client that may submit tasks from this task (it secedes from
+    the worker's thread pool while in use); None when not on a distributed worker."""
+    if not on_worker():
+        return None
+    from distributed import worker_client as _worker_client
+
+    return _worker_client()
+
+
+# ------------------------------------------------------------------------ lazy collections
+
+
+def delayed(obj: Any, **kwargs: Any) -> Any:
+    """``dask.delayed``: ``delayed(fn, pure=False)(*args)`` is a task; ``delayed(future)`` a
+    placeholder for a value already on the cluster."""
+    import dask
+
+    return dask.delayed(obj, **kwargs)
+
+
+def compute(*collections: Any, scheduler: str | None = None) -> tuple[Any, ...]:
+    """``dask.compute``: the values of ``collections``, on ``scheduler`` (a local kind) or, when
+    None, Dask's current one (the default client if there is one, else threads)."""
+    import dask
+
+    return tuple(dask.compute(*collections, **({"scheduler": scheduler} if scheduler else {})))
+
+
+def array_from_blocks(blocks: Sequence[Any], shapes: Sequence[tuple[int, ...]], dtype: Any) -> Any:
+    """One dask array of the row ``blocks`` (values or futures on a cluster) stacked in order;
+    ``shapes`` and ``dtype`` describe them, so nothing is computed to learn them."""
+    import dask.array as da
+
+    return da.concatenate(
+        [
+            da.from_delayed(delayed(block), shape=shape, dtype=dtype)
+            for block, shape in zip(blocks, shapes, strict=True)
+        ]
+    )
+
+
+def read_parquet(path: Any, **kwargs: Any) -> Any:
+    """``dask.dataframe.read_parquet``: a lazy dataframe of one file or a list of files."""
+    import dask.dataframe as dd
+
+    return dd.read_parquet(path, **kwargs)
+
+
+def read_csv(path: Any, **kwargs: Any) -> Any:
+    """``dask.dataframe.read_csv``: a lazy dataframe of one file or a list of files."""
+    import dask.dataframe as dd
+
+    return dd.read_csv(path, **kwargs)
+
+
+__all__ = [
+    "ADDRESS_ENV",
+    "CONNECT_TIMEOUT",
+    "DEFAULTS",
+    "KINDS",
+    "LOCAL_KINDS",
+    "LocalClusterDefaults",
+    "Scheduler",
+    "array_from_blocks",
+    "client_at",
+    "completed",
+    "compute",
+    "connect",
+    "current_client",
+    "delayed",
+    "describe_failure",
+    "is_client",
+    "local_cluster",
+    "on_worker",
+    "read_csv",
+    "read_parquet",
+    "task_error",
+    "worker_address",
+    "worker_client",
+    "worker_resources",
+    "workers_offering",
+]
