@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import pipeflow
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*/pipeline.yaml"))
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 
 
 def test_there_are_example_specs() -> None:
@@ -24,30 +24,18 @@ def test_example_spec_runs_end_to_end_then_is_cached(spec: Path, tmp_path: Path)
     shutil.copytree(spec.parent, project, ignore=shutil.ignore_patterns(".pipeflow", "__pycache__"))
     path = project / "pipeline.yaml"
 
-    check = subprocess.run(
-        [PIPEFLOW, "check", str(path)], capture_output=True, text=True, timeout=120
-    )
+    check = pipeflow(["check", path])
     assert check.returncode == 0, check.stdout + check.stderr
 
-    first = subprocess.run(
-        [PIPEFLOW, "run", str(path)], capture_output=True, text=True, timeout=600
-    )
+    first = pipeflow(["run", path], timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
     assert (project / ".pipeflow" / "pipeflow.db").is_file()
 
-    second = subprocess.run(
-        [PIPEFLOW, "run", str(path)], capture_output=True, text=True, timeout=300
-    )
+    second = pipeflow(["run", path], timeout=300)
     assert second.returncode == 0, second.stdout + second.stderr
     assert " 0 failed" in second.stdout, second.stdout
 
-    shown = subprocess.run(
-        [PIPEFLOW, "runs", "show", "latest", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=project,
-    )
+    shown = pipeflow(["runs", "show", "latest", "--json"], cwd=project, timeout=60)
     assert shown.returncode == 0, shown.stderr
     stages = json.loads(shown.stdout)["stages"]
     # everything is reused but stages that act rather than compute (monitor, serve: never cached)
@@ -94,21 +82,9 @@ def test_claims_example_ends_with_a_gated_production_model_and_its_card(tmp_path
         project,
         ignore=shutil.ignore_patterns(".pipeflow", "__pycache__"),
     )
-    run = subprocess.run(
-        [PIPEFLOW, "run", "pipeline.yaml", "--quiet"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=project,
-    )
+    run = pipeflow(["run", "pipeline.yaml", "--quiet"], cwd=project, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
-    shown = subprocess.run(
-        [PIPEFLOW, "models", "show", "claims-categoriser", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=project,
-    )
+    shown = pipeflow(["models", "show", "claims-categoriser", "--json"], cwd=project, timeout=60)
     assert shown.returncode == 0, shown.stderr
     model = json.loads(shown.stdout)
     holder = model["aliases"]["production"]
@@ -119,21 +95,10 @@ def test_claims_example_ends_with_a_gated_production_model_and_its_card(tmp_path
     record = model["versions"][holder - 1]
     assert record["metrics"]["accuracy"] >= 0.94
     card = project / "card.html"
-    rendered = subprocess.run(
-        [
-            PIPEFLOW,
-            "models",
-            "card",
-            "claims-categoriser@production",
-            "--format",
-            "html",
-            "-o",
-            str(card),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    rendered = pipeflow(
+        ["models", "card", "claims-categoriser@production", "--format", "html", "-o", card],
         cwd=project,
+        timeout=60,
     )
     assert rendered.returncode == 0, rendered.stderr
     text = card.read_text()

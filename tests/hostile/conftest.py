@@ -7,30 +7,33 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hostile_support import PROJECT, Served, pf, start_server
+from helpers import MODEL, Served, start_server, trained_tumours
 
 
 @pytest.fixture(scope="session")
 def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The registry tests' tumours project after one run: tumours v1 holds `production`."""
-    from sklearn.datasets import load_breast_cancer
-
-    where = tmp_path_factory.mktemp("hostile") / "tumours"
-    shutil.copytree(PROJECT, where)
-    frame = load_breast_cancer(as_frame=True).frame
-    frame["diagnosis"] = frame.pop("target").map({0: "malignant", 1: "benign"})
-    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
-    frame.to_csv(where / "data.csv", index=False)
-    done = pf(where, "run", "pipeline.yaml", "--quiet")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return where
+    return trained_tumours(tmp_path_factory.mktemp("hostile") / "tumours")
 
 
 def _copy_store(project: Path, into: Path) -> Path:
     copy = into / "store"
     shutil.copytree(project / ".pipeflow", copy, ignore=shutil.ignore_patterns("audit"))
     return copy
+
+
+def _serve(project: Path, store: Path, *args: str) -> Served:
+    """`pipeflow serve tumours@production` on a private store, logging warnings only."""
+    return start_server(
+        project,
+        f"{MODEL}@production",
+        *args,
+        "--log-level",
+        "warning",
+        store=store,
+        log_dir=store.parent,
+        client_timeout=60,
+    )
 
 
 @pytest.fixture
@@ -42,7 +45,7 @@ def server_factory(
 
     def start(*args: str) -> tuple[Served, Path]:
         store = _copy_store(hostile_project, tmp_path / f"s{len(started)}")
-        served = start_server(hostile_project, store, *args)
+        served = _serve(hostile_project, store, *args)
         started.append(served)
         return served, store
 
@@ -58,6 +61,6 @@ def module_server(
     """One server for a whole module of Hypothesis tests (fixtures of function scope are
     shared across Hypothesis examples anyway): (server, its private store)."""
     store = _copy_store(hostile_project, tmp_path_factory.mktemp("served"))
-    served = start_server(hostile_project, store)
+    served = _serve(hostile_project, store)
     yield served, store
     served.stop()

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hostile_support import MODEL, PREDICT, Served, counter, sample_rows
+from helpers import MODEL, PREDICT, Served, counter, sample_rows
 
 from pipeflow.store import journal as audit
 

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hostile_support import PIPEFLOW, Served, free_port, pf
+from helpers import PIPEFLOW, Served, free_port, pipeflow
 
 LOOPBACK = "127.0.0.1"
 
 
 @pytest.mark.parametrize("command", ["serve", "ui"])
 def test_help_shows_loopback_as_the_default_host(tmp_path: Path, command: str) -> None:
-    done = pf(tmp_path, command, "--help")
+    done = pipeflow([command, "--help"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     help_text = " ".join(done.stdout.split())  # argparse wraps lines
     assert f"--host HOST interface to bind (default {LOOPBACK})" in help_text
@@ -35,7 +35,9 @@ def test_the_serve_stage_binds_loopback_by_default(tmp_path: Path) -> None:
     from pipeflow.stages.serve import ServeStageConfig
 
     assert ServeStageConfig(model="m@production").host == LOOPBACK
-    shown = json.loads(pf(tmp_path, "stages", "--json").stdout)["serve"]["config"]["host"]
+    shown = json.loads(pipeflow(["stages", "--json"], cwd=tmp_path).stdout)["serve"]["config"][
+        "host"
+    ]
     assert shown["default"] == repr(LOOPBACK)
 
 

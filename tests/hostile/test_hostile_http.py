@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hostile_support import MODEL, PREDICT, Served, counter, files_under, sample_rows
+from helpers import MODEL, PREDICT, Served, counter, files_under, sample_rows
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

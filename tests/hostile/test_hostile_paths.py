@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from hostile_support import MODEL, files_under, free_port, pf
+from helpers import MODEL, files_under, free_port, pipeflow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -97,10 +97,10 @@ def test_model_names_and_aliases_that_spell_paths_are_refused_by_the_cli(
     tree: dict[str, Path], name: str
 ) -> None:
     # `pipeflow lineage` opens the metadata database, which may create its WAL files: once, here
-    pf(tree["cwd"], "lineage", f"{MODEL}@1", "--store", str(tree["store"]))
+    pipeflow(["lineage", f"{MODEL}@1", "--store", tree["store"]], cwd=tree["cwd"], timeout=300)
     before = files_under(tree["root"])
     for command in _commands(name, str(tree["store"])):
-        done = pf(tree["cwd"], *command, timeout=120)
+        done = pipeflow(command, cwd=tree["cwd"], timeout=120)
         out = done.stdout + done.stderr
         assert done.returncode == 2, (command, out)
         assert "Traceback" not in out and "internal error" not in out, (command, out)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import subprocess
-import sys
 import tempfile
 import time
 import tracemalloc
@@ -23,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import pipeflow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -32,7 +31,6 @@ from pipeflow.spec import loads
 from pipeflow.spec.yamlsrc import MAX_DEPTH, parse
 
 FILE = "hostile.yaml"
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 #: payloads try to create this file (absolute) or ./PWNED (relative to the working directory)
 MARKER = Path(tempfile.gettempdir()) / f"pipeflow-hostile-{os.getpid()}" / "PWNED"
 QUICK = settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
@@ -525,13 +523,7 @@ def test_merged_keys_come_first_in_the_order_their_mappings_are_listed() -> None
 
 def _check_file(path: Path, data: bytes) -> None:
     path.write_bytes(data)
-    done = subprocess.run(
-        [PIPEFLOW, "check", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    done = pipeflow(["check", path])
     out = done.stdout + done.stderr
     assert "Traceback" not in out and "internal error" not in out, out
     if done.returncode == 0:

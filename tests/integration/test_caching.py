@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from integration_helpers import calls, pipeflow, pipeflow_ok, show_run, stage_lines
+from helpers import calls, pipeflow, pipeflow_ok, show_run, stage_lines
 
 from pipeflow.errors import UsageError
 from pipeflow.runner.session import run

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from integration_helpers import DASK, PIPEFLOW, cli_env, free_port, kill_group, pipeflow, show_run
+from helpers import DASK, PIPEFLOW, cli_env, free_port, kill_group, pipeflow, show_run
 
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactRef

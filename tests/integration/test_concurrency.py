@@ -12,7 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
-from integration_helpers import PIPEFLOW, calls, cli_env, kill_group
+from helpers import PIPEFLOW, calls, cli_env, kill_group
 
 from pipeflow.runner.session import run
 from pipeflow.spec.load import load

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from integration_helpers import (
+from helpers import (
     PIPEFLOW,
     calls,
     kill_group,

@@ -20,11 +20,18 @@ from typing import Any
 
 import httpx
 import pytest
-from integration_helpers import PIPEFLOW, cli_env, free_port, kill_group, pipeflow_ok
+from helpers import (
+    PIPEFLOW,
+    cli_env,
+    free_port,
+    kill_group,
+    pipeflow_ok,
+    sample_rows,
+    trained_tumours,
+)
 
 pytestmark = pytest.mark.slow
 
-PROJECT = Path(__file__).parents[1] / "registry" / "project"
 MARKUP = '<img src=x onerror="document.title=1"><b>bold</b>'
 PREDICTIONS = 50
 
@@ -67,13 +74,6 @@ def _start(args: list[str], cwd: Path, log: Path, ready: str) -> subprocess.Pope
         time.sleep(0.1)
     kill_group(proc)
     raise AssertionError(f"{args[0]} did not become ready: {log.read_text()}")
-
-
-def _rows(project: Path, n: int) -> list[dict[str, Any]]:
-    import pandas as pd
-
-    frame = pd.read_csv(project / "data.csv").drop(columns=["diagnosis"]).head(n)
-    return frame.to_dict(orient="records")
 
 
 def _report(end: float, drift_share: float, accuracy: float, psi: float) -> dict[str, Any]:
@@ -128,13 +128,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The tumours project after one run, a server that answered real predictions, two drift
     reports and an alert, and `pipeflow ui` on the store."""
     from pipeflow.monitoring.history import alert_log, save_report
-    from pipeflow.testing import tumour_table
 
-    project = tmp_path_factory.mktemp("ui") / "tumours"
-    shutil.copytree(PROJECT, project)
-    frame = tumour_table()
-    frame.to_csv(project / "data.csv", index=False)
-    pipeflow_ok(["run", "pipeline.yaml", "--quiet"], cwd=project, timeout=300)
+    project = trained_tumours(tmp_path_factory.mktemp("ui") / "tumours")
     store = project / ".pipeflow"
     run_id = pipeflow_ok(["runs", "list", "--spec", "pipeline.yaml"], cwd=project).stdout
     started: list[subprocess.Popen[str]] = []
@@ -149,7 +144,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                 serve_url + "/ready",
             )
         )
-        rows = _rows(project, PREDICTIONS)
+        rows = sample_rows(project, PREDICTIONS)
         rows[0] = {**rows[0], "mean_radius": 500.0}  # far outside training: flagged
         with httpx.Client(base_url=serve_url, timeout=30) as client:
             for row in rows:

@@ -1,8 +1,8 @@
 """Hypothesis properties of the core: typed random DAGs, random (maybe cyclic) graphs, digests,
 the loader on YAML-ish text, overrides and interpolation, and store round trips.
 
-(Named test_graph_properties.py: tests/test_properties.py already exists, and test basenames must
-be unique in this repository's import mode.)
+(Named test_graph_properties.py: test basenames must be unique in this repository's import mode,
+and the spec properties have their own files beside this one.)
 """
 
 from __future__ import annotations

@@ -3,18 +3,14 @@ lineage without a metadata database says how to give it one."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import pipeflow
 
 from pipeflow.errors import InvalidName, RegistryError, StoreError
 from pipeflow.registry import check_name, parse_ref
 from pipeflow.registry.lineage import model_lineage
-
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 
 
 def test_invalid_name_is_a_registry_error_with_exit_code_2() -> None:
@@ -51,14 +47,7 @@ def test_parse_ref_accepts_good_refs() -> None:
 )
 def test_cli_exits_2_on_an_invalid_name(tmp_path: Path, args: tuple[str, ...]) -> None:
     (tmp_path / ".pipeflow").mkdir()
-    out = subprocess.run(
-        [PIPEFLOW, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+    out = pipeflow(args, cwd=tmp_path)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "Traceback" not in out.stderr
     assert "NAME@" in out.stderr or "invalid model name" in out.stderr

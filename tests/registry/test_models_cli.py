@@ -4,45 +4,20 @@ lineage` read what it recorded."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
-PROJECT = Path(__file__).with_name("project")
-
-
-def pf(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PIPEFLOW, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=project,
-        env={**os.environ, "COLUMNS": "200"},
-    )
+from helpers import pipeflow, trained_tumours
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pipeflow.testing import tumour_table
-
-    where = tmp_path_factory.mktemp("registry") / "tumours"
-    shutil.copytree(PROJECT, where)
-    frame = tumour_table()
-    frame.to_csv(where / "data.csv", index=False)
-    first = pf(where, "run", "pipeline.yaml", "--quiet")
-    assert first.returncode == 0, first.stdout + first.stderr
-    return where
+    return trained_tumours(tmp_path_factory.mktemp("registry") / "tumours")
 
 
 def show(project: Path) -> dict:
-    out = pf(project, "models", "show", "tumours", "--json")
+    out = pipeflow(["models", "show", "tumours", "--json"], cwd=project)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -59,20 +34,23 @@ def test_first_run_registers_and_promotes_with_a_full_record(project: Path) -> N
     assert v1["bias"]["attribute"] == "size_band"
     assert v1["importance"]["features"][0]["name"]
     assert v1["run"]["pipeline"] == "tumours" and v1["run"]["stage"] == "promote"
-    listed = pf(project, "models", "list")
+    listed = pipeflow(["models", "list"], cwd=project)
     assert listed.returncode == 0 and "production -> v1" in listed.stdout
 
 
 def test_a_failed_gate_leaves_the_alias_and_names_both_numbers(project: Path) -> None:
-    out = pf(
-        project,
-        "run",
-        "pipeline.yaml",
-        "--quiet",
-        "--set",
-        "params.C=0.5",
-        "--set",
-        "params.min_accuracy=0.9999",
+    out = pipeflow(
+        [
+            "run",
+            "pipeline.yaml",
+            "--quiet",
+            "--set",
+            "params.C=0.5",
+            "--set",
+            "params.min_accuracy=0.9999",
+        ],
+        cwd=project,
+        timeout=300,
     )
     assert out.returncode == 1
     text = out.stdout + out.stderr
@@ -84,40 +62,39 @@ def test_a_failed_gate_leaves_the_alias_and_names_both_numbers(project: Path) ->
 
 
 def test_promotion_rollback_and_history(project: Path) -> None:
-    out = pf(project, "run", "pipeline.yaml", "--quiet", "--set", "params.C=0.2")
+    out = pipeflow(
+        ["run", "pipeline.yaml", "--quiet", "--set", "params.C=0.2"], cwd=project, timeout=300
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert show(project)["aliases"] == {"production": 3}
 
-    back = pf(project, "models", "rollback", "tumours", "production", "--reason", "complaints")
+    back = pipeflow(
+        ["models", "rollback", "tumours", "production", "--reason", "complaints"], cwd=project
+    )
     assert back.returncode == 0, back.stderr
     assert "v1 (rolled back from v3)" in back.stdout
-    refused = pf(
-        project,
-        "models",
-        "promote",
-        "tumours",
-        "2",
-        "--to",
-        "production",
-        "--gate",
-        "accuracy>=0.9999",
+    refused = pipeflow(
+        ["models", "promote", "tumours", "2", "--to", "production", "--gate", "accuracy>=0.9999"],
+        cwd=project,
     )
     assert refused.returncode == 1 and "needed >= 0.9999" in refused.stderr
-    staged = pf(
-        project,
-        "models",
-        "promote",
-        "tumours",
-        "3",
-        "--to",
-        "staging",
-        "--reason",
-        "try it",
-        "--champion",
-        "accuracy:0.01",
+    staged = pipeflow(
+        [
+            "models",
+            "promote",
+            "tumours",
+            "3",
+            "--to",
+            "staging",
+            "--reason",
+            "try it",
+            "--champion",
+            "accuracy:0.01",
+        ],
+        cwd=project,
     )
     assert staged.returncode == 0, staged.stderr
-    moved = pf(project, "models", "promote", "tumours", "staging", "--to", "production")
+    moved = pipeflow(["models", "promote", "tumours", "staging", "--to", "production"], cwd=project)
     assert moved.returncode == 0 and "-> v3 (was v1)" in moved.stdout
 
     data = show(project)
@@ -129,7 +106,7 @@ def test_promotion_rollback_and_history(project: Path) -> None:
         ("rollback", 3, 1),
         ("promote", 1, 3),
     ]
-    table = pf(project, "models", "show", "tumours")
+    table = pipeflow(["models", "show", "tumours"], cwd=project)
     assert "complaints" in table.stdout and "rollback" in table.stdout
 
 
@@ -143,12 +120,14 @@ class _Parser(HTMLParser):
 
 
 def test_model_card_renders_as_markdown_and_html(project: Path) -> None:
-    md = pf(project, "models", "card", "tumours@1")
+    md = pipeflow(["models", "card", "tumours@1"], cwd=project)
     assert md.returncode == 0, md.stderr
     assert "tumours" in md.stdout and "pathologist" in md.stdout
     assert "size_band" in md.stdout and "data.csv" in md.stdout  # bias attribute, lineage source
     out = project / "card.html"
-    html = pf(project, "models", "card", "tumours@production", "--format", "html", "-o", str(out))
+    html = pipeflow(
+        ["models", "card", "tumours@production", "--format", "html", "-o", str(out)], cwd=project
+    )
     assert html.returncode == 0, html.stderr
     parser = _Parser()
     parser.feed(out.read_text())
@@ -156,7 +135,7 @@ def test_model_card_renders_as_markdown_and_html(project: Path) -> None:
 
 
 def test_lineage_reaches_the_source_file_and_versions_sharing_it(project: Path) -> None:
-    out = pf(project, "lineage", "tumours@1", "--json")
+    out = pipeflow(["lineage", "tumours@1", "--json"], cwd=project)
     assert out.returncode == 0, out.stderr
     lineage = json.loads(out.stdout)
     assert [s["stage"] for s in lineage["stages"]] == ["raw", "split", "model", "scores", "promote"]
@@ -165,7 +144,7 @@ def test_lineage_reaches_the_source_file_and_versions_sharing_it(project: Path) 
     assert len(source["fingerprint"]) == 64
     shared = {s["model"] for s in lineage["shared_with"]}
     assert {"tumours@2", "tumours@3"} <= shared
-    text = pf(project, "lineage", "tumours@1")
+    text = pipeflow(["lineage", "tumours@1"], cwd=project)
     assert "data.csv" in text.stdout and "tumours@3" in text.stdout
 
 
@@ -177,6 +156,6 @@ def test_clear_errors_for_unknown_models_and_versions(project: Path) -> None:
         (("models", "rollback", "tumours", "nope"), "has no alias 'nope'"),
         (("models", "promote", "tumours", "1", "--to", "a/b"), "invalid alias"),
     ]:
-        out = pf(project, *args)
+        out = pipeflow(args, cwd=project)
         assert out.returncode != 0 and expected in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from reliability_helpers import (
+from helpers import (
     PIPEFLOW,
     assert_store_sound,
     cli_env,

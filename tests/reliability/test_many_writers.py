@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_helpers import PIPEFLOW, assert_store_sound, cli_env, hard_kill
+from helpers import PIPEFLOW, assert_store_sound, cli_env, hard_kill
 
 from pipeflow.registry import Registry, alias_stack
 from pipeflow.spec.load import load

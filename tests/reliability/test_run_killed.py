@@ -16,7 +16,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from reliability_helpers import (
+from helpers import (
     PIPEFLOW,
     assert_store_sound,
     counts,

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import (
+from helpers import (
     PIPEFLOW,
     assert_store_sound,
     counts,

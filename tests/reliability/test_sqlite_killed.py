@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability_helpers import hard_kill
+from helpers import hard_kill
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_helpers import (
+from helpers import (
     DASK,
     PIPEFLOW,
     assert_store_sound,

@@ -3,34 +3,29 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serving_helpers import PROJECT, Served, pf, start_server
+from helpers import Served, pipeflow, start_server, trained_tumours
 
 
 @pytest.fixture(scope="session")
 def tumours(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tumours project after two runs: v1 (production) and v2 (C=0.2, not promoted)."""
-    from pipeflow.testing import tumour_table
-
-    where = tmp_path_factory.mktemp("serving") / "tumours"
-    shutil.copytree(PROJECT, where)
-    frame = tumour_table()
-    frame.to_csv(where / "data.csv", index=False)
-    first = pf(where, "run", "pipeline.yaml", "--quiet")
-    assert first.returncode == 0, first.stdout + first.stderr
-    second = pf(
-        where,
-        "run",
-        "pipeline.yaml",
-        "--quiet",
-        "--set",
-        "params.C=0.2",
-        "--set",
-        "params.min_accuracy=0.9999",
+    where = trained_tumours(tmp_path_factory.mktemp("serving") / "tumours")
+    second = pipeflow(
+        [
+            "run",
+            "pipeline.yaml",
+            "--quiet",
+            "--set",
+            "params.C=0.2",
+            "--set",
+            "params.min_accuracy=0.9999",
+        ],
+        cwd=where,
+        timeout=300,
     )
     assert second.returncode == 1  # registered as v2, production stays on v1
     return where
@@ -47,12 +42,7 @@ def serve(tumours: Path) -> Iterator[object]:
 
     yield run
     for s in started:
-        if s.proc.poll() is None:
-            s.proc.terminate()
-            try:
-                s.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                s.kill()
+        s.stop()
 
 
 @pytest.fixture

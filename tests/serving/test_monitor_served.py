@@ -6,11 +6,9 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from serving_helpers import pf
+from helpers import PREDICT, pipeflow
 
 from pipeflow.monitoring.history import load_alerts, load_reports
-
-PREDICT = "/v1/models/tumours/predict"
 
 
 def _send(served, tumours: Path, *, scale: float = 1.0, n: int = 200) -> None:
@@ -34,15 +32,9 @@ def test_monitor_sees_no_drift_then_drift_and_alerts(
 ) -> None:
     served = serve("tumours@production", store=own_store)
     _send(served, tumours)
-    calm = pf(
-        tumours,
-        "monitor",
-        "tumours@production",
-        "--window",
-        "10m",
-        "--store",
-        str(own_store),
-        "--json",
+    calm = pipeflow(
+        ["monitor", "tumours@production", "--window", "10m", "--store", str(own_store), "--json"],
+        cwd=tumours,
     )
     assert calm.returncode == 0, calm.stderr
     report = json.loads(calm.stdout)
@@ -59,9 +51,10 @@ def test_monitor_sees_no_drift_then_drift_and_alerts(
         f"  - {{type: file, path: {tmp_path / 'alerts.jsonl'}}}\n"
     )
     html = tmp_path / "drift.html"
-    shifted = pf(
-        tumours, "monitor", "tumours@production", "--window", "10m", "--store", str(own_store),
-        "--rules", str(rules), "--html", str(html),
+    shifted = pipeflow(
+        ["monitor", "tumours@production", "--window", "10m", "--store", str(own_store),
+         "--rules", str(rules), "--html", str(html)],
+        cwd=tumours,
     )  # fmt: skip
     assert shifted.returncode == 0, shifted.stderr
     assert "alert [critical]" in shifted.stdout and "drift_share" in shifted.stdout
@@ -72,8 +65,9 @@ def test_monitor_sees_no_drift_then_drift_and_alerts(
     assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == len(fired)
     history = load_reports(own_store, "tumours")
     assert len(history) == 2 and history[-1]["drift_share"] > 0.3
-    bad = pf(
-        tumours, "monitor", "tumours@production", "--window", "soon", "--store", str(own_store)
+    bad = pipeflow(
+        ["monitor", "tumours@production", "--window", "soon", "--store", str(own_store)],
+        cwd=tumours,
     )
     assert bad.returncode == 2 and "--window" in bad.stderr
 
@@ -90,9 +84,9 @@ def test_monitor_stage_records_a_report(serve, tumours, own_store: Path) -> None
         "    type: monitor\n"
         "    with: {model: tumours@production, window: 10m, alerts: [{metric: drift_share, threshold: '> 0.9'}]}\n"
     )
-    run = pf(project, "run", "monitoring.yaml", "--quiet")
+    run = pipeflow(["run", "monitoring.yaml", "--quiet"], cwd=project, timeout=300)
     assert run.returncode == 0, run.stdout + run.stderr
-    again = pf(project, "run", "monitoring.yaml", "--quiet")
+    again = pipeflow(["run", "monitoring.yaml", "--quiet"], cwd=project, timeout=300)
     assert "1 done" in again.stdout  # never cached: a new window each time
     assert len(load_reports(own_store, "tumours")) == 2
 
@@ -112,10 +106,10 @@ def test_watch_retrains_when_the_monitor_finds_drift(serve, tumours, own_store: 
         "    with: {model: tumours@production, window: 10m}\n"
     )
     _send(served, tumours, n=100)
-    calm = pf(project, "watch", "watched.yaml", "--once")
+    calm = pipeflow(["watch", "watched.yaml", "--once"], cwd=project, timeout=300)
     assert calm.returncode == 0 and "no trigger fired" in calm.stdout, calm.stdout + calm.stderr
     _send(served, tumours, scale=3.0, n=300)
-    fired = pf(project, "watch", "watched.yaml", "--once")
+    fired = pipeflow(["watch", "watched.yaml", "--once"], cwd=project, timeout=300)
     assert fired.returncode == 0, fired.stdout + fired.stderr
     assert "triggered" in fired.stdout and "drifted feature" in fired.stdout
     (event,) = [e for e in audit.read(own_store / "watch", "events") if e["event"] == "trigger"]

@@ -6,7 +6,7 @@ import os
 import signal
 
 import httpx
-from serving_helpers import free_port, pf, rows
+from helpers import free_port, pipeflow, sample_rows
 
 
 def test_serve_stage_starts_a_server_then_finds_it_on_the_next_run(tumours) -> None:
@@ -19,9 +19,11 @@ def test_serve_stage_starts_a_server_then_finds_it_on_the_next_run(tumours) -> N
         "    type: serve\n"
         f"    with: {{model: tumours@production, port: {port}, reload_interval_s: 0.5}}\n"
     )
-    first = pf(tumours, "run", spec.name, "--quiet")
+    first = pipeflow(["run", spec.name, "--quiet"], cwd=tumours, timeout=300)
     assert first.returncode == 0, first.stdout + first.stderr
-    out = pf(tumours, "runs", "output", "latest", "online", "--spec", spec.name, "--format", "json")
+    out = pipeflow(
+        ["runs", "output", "latest", "online", "--spec", spec.name, "--format", "json"], cwd=tumours
+    )
     assert out.returncode == 0, out.stderr
     import json
 
@@ -29,22 +31,15 @@ def test_serve_stage_starts_a_server_then_finds_it_on_the_next_run(tumours) -> N
     try:
         assert endpoint["started"] is True and endpoint["version"] == 1
         url = endpoint["url"]
-        r = httpx.post(f"{url}/v1/models/tumours/predict", json=rows(tumours, 2), timeout=30)
+        r = httpx.post(f"{url}/v1/models/tumours/predict", json=sample_rows(tumours, 2), timeout=30)
         assert r.status_code == 200 and len(r.json()["predictions"]) == 2
-        again = pf(tumours, "run", spec.name, "--quiet")
+        again = pipeflow(["run", spec.name, "--quiet"], cwd=tumours, timeout=300)
         assert again.returncode == 0, again.stdout + again.stderr
         assert "1 done" in again.stdout  # never cached: it checked the address again
         second = json.loads(
-            pf(
-                tumours,
-                "runs",
-                "output",
-                "latest",
-                "online",
-                "--spec",
-                spec.name,
-                "--format",
-                "json",
+            pipeflow(
+                ["runs", "output", "latest", "online", "--spec", spec.name, "--format", "json"],
+                cwd=tumours,
             ).stdout
         )
         assert second["started"] is False and second["url"] == url

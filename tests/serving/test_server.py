@@ -13,18 +13,16 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from serving_helpers import pf, rows
+from helpers import PREDICT, pipeflow, sample_rows
 
 from pipeflow.store import journal as audit
-
-PREDICT = "/v1/models/tumours/predict"
 
 
 def test_predicts_one_row_or_many_with_ids_probabilities_and_the_version(serve, tumours) -> None:
     s = serve("tumours@production")
     with s.client() as c:
-        one = c.post(PREDICT, json=rows(tumours, 1)[0])
-        many = c.post(PREDICT, json=rows(tumours, 5))
+        one = c.post(PREDICT, json=sample_rows(tumours, 1)[0])
+        many = c.post(PREDICT, json=sample_rows(tumours, 5))
     assert one.status_code == 200, one.text
     body = one.json()
     assert body["model"] == "tumours" and body["version"] == 1
@@ -37,7 +35,7 @@ def test_predicts_one_row_or_many_with_ids_probabilities_and_the_version(serve, 
 
 def test_bad_input_gets_a_4xx_naming_the_field_and_the_server_stays_up(serve, tumours) -> None:
     s = serve("tumours@production")
-    good = rows(tumours, 1)[0]
+    good = sample_rows(tumours, 1)[0]
     cases = [
         ({**good, "mean_radius": "big"}, 422, "mean_radius", "a number"),
         ({k: v for k, v in good.items() if k != "size_band"}, 422, "size_band", "required"),
@@ -80,7 +78,7 @@ def test_bad_input_gets_a_4xx_naming_the_field_and_the_server_stays_up(serve, tu
 
 
 def test_inputs_unlike_the_training_data_are_flagged_or_refused(serve, tumours) -> None:
-    odd = {**rows(tumours, 1)[0], "mean_radius": 1e6, "size_band": "enormous"}
+    odd = {**sample_rows(tumours, 1)[0], "mean_radius": 1e6, "size_band": "enormous"}
     s = serve("tumours@production")
     with s.client() as c:
         r = c.post(PREDICT, json=odd)
@@ -96,7 +94,7 @@ def test_inputs_unlike_the_training_data_are_flagged_or_refused(serve, tumours) 
 
 
 def test_open_inference_protocol_and_mlflow_payloads(serve, tumours) -> None:
-    sample = rows(tumours, 3)
+    sample = sample_rows(tumours, 3)
     names = list(sample[0])
     s = serve("tumours@production")
     with s.client() as c:
@@ -147,7 +145,7 @@ def test_bearer_tokens_with_scopes_and_open_probes(serve, tumours, tmp_path: Pat
     tokens = tmp_path / "tokens"
     tokens.write_text("predictor-token-0123456789 predict\nwatcher-token-0123456789 metrics\n")
     s = serve("tumours@production", "--tokens", str(tokens))
-    good = rows(tumours, 1)[0]
+    good = sample_rows(tumours, 1)[0]
     with s.client() as c:
         assert c.get("/health").status_code == 200 and c.get("/ready").status_code == 200
         assert c.get("/v2/health/ready").status_code == 200
@@ -175,7 +173,7 @@ def test_every_prediction_and_feedback_is_audited(serve, tumours, own_store: Pat
         answered = [
             p
             for _ in range(5)
-            for p in c.post(PREDICT, json=rows(tumours, 4)).json()["predictions"]
+            for p in c.post(PREDICT, json=sample_rows(tumours, 4)).json()["predictions"]
         ]
         r = c.post(
             "/v1/models/tumours/feedback",
@@ -193,13 +191,15 @@ def test_every_prediction_and_feedback_is_audited(serve, tumours, own_store: Pat
     fed = list(audit.read(own_store / "audit", "feedback"))
     assert [f["id"] for f in fed] == [p["id"] for p in answered[:3]]
     # lineage of one prediction: its record, its feedback, and the model version's lineage
-    shown = pf(tumours, "lineage", answered[0]["id"], "--store", str(own_store), "--json")
+    shown = pipeflow(
+        ["lineage", answered[0]["id"], "--store", str(own_store), "--json"], cwd=tumours
+    )
     assert shown.returncode == 0, shown.stderr
     lineage = json.loads(shown.stdout)
     assert lineage["prediction"]["output"] == answered[0]["prediction"]
     assert lineage["prediction"]["feedback"][0]["outcome"] == "benign"
     assert lineage["model"] == "tumours@1" and lineage["run_id"]
-    unknown = pf(tumours, "lineage", "no-such-prediction", "--store", str(own_store))
+    unknown = pipeflow(["lineage", "no-such-prediction", "--store", str(own_store)], cwd=tumours)
     assert unknown.returncode == 1 and "neither a prediction id" in unknown.stderr
 
 
@@ -220,20 +220,13 @@ def test_an_alias_move_is_picked_up_during_traffic_with_no_failed_request(
 ) -> None:
     s = serve("tumours@production", "--reload-interval", "0.2", store=own_store)
     stop, out = threading.Event(), []
-    runner = threading.Thread(target=_traffic, args=(s.url, rows(tumours, 2), stop, out))
+    runner = threading.Thread(target=_traffic, args=(s.url, sample_rows(tumours, 2), stop, out))
     runner.start()
     try:
         time.sleep(1.0)
-        moved = pf(
-            tumours,
-            "models",
-            "promote",
-            "tumours",
-            "2",
-            "--to",
-            "production",
-            "--store",
-            str(own_store),
+        moved = pipeflow(
+            ["models", "promote", "tumours", "2", "--to", "production", "--store", str(own_store)],
+            cwd=tumours,
         )
         assert moved.returncode == 0, moved.stderr
         deadline = time.monotonic() + 20
@@ -291,7 +284,7 @@ def test_a_failing_canary_is_withdrawn_and_the_event_recorded(
         "0.2",
         store=own_store,
     )
-    payload = rows(tumours, 1)
+    payload = sample_rows(tumours, 1)
     with s.client() as c:
         results = [c.post(PREDICT, json=payload) for _ in range(80)]
         described = c.get("/v1/models/tumours").json()
@@ -308,9 +301,10 @@ def test_a_failing_canary_is_withdrawn_and_the_event_recorded(
     assert event["version"] == version and "error rate" in event["reason"]
     assert "ALERT" in s.log.read_text()
     # the failures are events monitoring counts, per version
-    shown = pf(
-        tumours, "monitor", "tumours@production", "--window", "10m", "--store", str(own_store),
-        "--json", "--all-versions",
+    shown = pipeflow(
+        ["monitor", "tumours@production", "--window", "10m", "--store", str(own_store),
+         "--json", "--all-versions"],
+        cwd=tumours,
     )  # fmt: skip
     assert shown.returncode == 0, shown.stderr
     errors = json.loads(shown.stdout)["errors"]
@@ -322,7 +316,9 @@ def test_sigkill_mid_traffic_loses_no_acknowledged_prediction(
 ) -> None:
     s = serve("tumours@production", store=own_store)
     stop, out = threading.Event(), []
-    runner = threading.Thread(target=_traffic_tolerant, args=(s.url, rows(tumours, 3), stop, out))
+    runner = threading.Thread(
+        target=_traffic_tolerant, args=(s.url, sample_rows(tumours, 3), stop, out)
+    )
     runner.start()
     time.sleep(2.0)
     s.kill()
@@ -339,7 +335,7 @@ def test_sigkill_mid_traffic_loses_no_acknowledged_prediction(
     assert acknowledged <= audited
     again = serve("tumours@production", store=own_store)
     with again.client() as c:
-        assert c.post(PREDICT, json=rows(tumours, 1)).status_code == 200
+        assert c.post(PREDICT, json=sample_rows(tumours, 1)).status_code == 200
 
 
 def _traffic_tolerant(url: str, payload: list, stop: threading.Event, out: list) -> None:
@@ -361,9 +357,10 @@ def _traffic_tolerant(url: str, payload: list, stop: threading.Event, out: list)
 def test_start_up_refuses_an_unwritable_audit_log_and_a_busy_port(tumours, tmp_path: Path) -> None:
     blocked = tmp_path / "audit-is-a-file"
     blocked.write_text("not a folder")
-    out = pf(
-        tumours, "serve", "tumours@production", "--audit-dir", str(blocked), "--port", "0",
-        "--store", str(tumours / ".pipeflow"),
+    out = pipeflow(
+        ["serve", "tumours@production", "--audit-dir", str(blocked), "--port", "0",
+         "--store", str(tumours / ".pipeflow")],
+        cwd=tumours,
     )  # fmt: skip
     assert out.returncode == 2 and "cannot write the audit log" in out.stderr, out.stderr
     import socket
@@ -372,14 +369,16 @@ def test_start_up_refuses_an_unwritable_audit_log_and_a_busy_port(tumours, tmp_p
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        busy = pf(
-            tumours,
-            "serve",
-            "tumours@production",
-            "--port",
-            str(port),
-            "--store",
-            str(tumours / ".pipeflow"),
+        busy = pipeflow(
+            [
+                "serve",
+                "tumours@production",
+                "--port",
+                str(port),
+                "--store",
+                str(tumours / ".pipeflow"),
+            ],
+            cwd=tumours,
         )
     assert busy.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in busy.stderr
 
@@ -414,7 +413,7 @@ def test_a_request_the_model_fails_on_does_not_fail_its_batch_neighbours(
 
     version = _register_fragile_model(own_store, tumours)
     s = serve(f"tumours@{version}", store=own_store)
-    good = {k: v for k, v in rows(tumours, 1)[0].items() if k != "size_band"}
+    good = {k: v for k, v in sample_rows(tumours, 1)[0].items() if k != "size_band"}
     bad = {**good, "mean_radius": -5.0}
 
     async def burst() -> list[tuple[bool, int]]:
@@ -441,7 +440,9 @@ def test_the_store_can_be_named_by_spec_and_a_missing_store_is_a_usage_error(
         assert str(tumours / ".pipeflow" / "audit") in served.log.read_text()
     finally:
         served.stop()
-    missing = pf(tumours, "serve", "tumours@production", "--store", str(tmp_path / "nowhere"))
+    missing = pipeflow(
+        ["serve", "tumours@production", "--store", str(tmp_path / "nowhere")], cwd=tumours
+    )
     assert missing.returncode == 2
     assert f"no pipeflow store at {tmp_path / 'nowhere'}" in missing.stderr
 
@@ -462,7 +463,7 @@ def test_the_store_can_be_named_by_spec_and_a_missing_store_is_a_usage_error(
 def test_bad_serve_options_exit_2_naming_the_option(
     tumours: Path, args: list[str], message: str
 ) -> None:
-    done = pf(tumours, "serve", "tumours@production", "--port", "8", *args)
+    done = pipeflow(["serve", "tumours@production", "--port", "8", *args], cwd=tumours)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.startswith("error: ") and message in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and "serving" not in done.stdout

@@ -5,15 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import pipeflow
 
 from pipeflow.runner.watch import cron_due, cron_matches, parse_cron
 from pipeflow.store import journal as audit
-
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 
 
 def at(text: str) -> dt.datetime:
@@ -41,13 +39,7 @@ def test_a_slot_passed_while_busy_is_not_skipped() -> None:
 
 
 def _watch(project: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PIPEFLOW, "watch", "pipeline.yaml", "--once"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=project,
-    )
+    return pipeflow(["watch", "pipeline.yaml", "--once"], cwd=project)
 
 
 def test_watch_runs_the_pipeline_when_the_watched_source_changes(tmp_path: Path) -> None:
@@ -72,9 +64,7 @@ def test_watch_runs_the_pipeline_when_the_watched_source_changes(tmp_path: Path)
     finished = [e for e in events if e["event"] == "run_finished"]
     assert len(fired) == 2 and [e["state"] for e in finished] == ["done", "done"]
     assert fired[1]["causes"][0]["cause"] == "data_change"
-    shown = subprocess.run(
-        [PIPEFLOW, "runs", "list"], capture_output=True, text=True, timeout=60, cwd=tmp_path
-    )
+    shown = pipeflow(["runs", "list"], cwd=tmp_path, timeout=60)
     assert shown.stdout.count("watched") == 2
     json.dumps(events)
 
@@ -104,13 +94,7 @@ def test_check_names_bad_trigger_stages(tmp_path: Path) -> None:
         "stages:\n"
         "  raw: {type: ingest, with: {path: data.csv}}\n"
     )
-    out = subprocess.run(
-        [PIPEFLOW, "check", "pipeline.yaml"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    out = pipeflow(["check", "pipeline.yaml"], cwd=tmp_path, timeout=60)
     assert out.returncode == 2
     assert "names no stage 'rawx'" in out.stderr and "pipeline.yaml:2" in out.stderr
     assert "stage 'raw' (ingest) does not monitor" in out.stderr

@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
+from helpers import pipeflow, tumours_project
 
 from pipeflow.errors import PipeflowError, UsageError
 from pipeflow.registry import Registry
@@ -23,8 +21,6 @@ from pipeflow.store import journal as audit
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.testing import StageContract
 
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
-PROJECT = Path(__file__).parents[1] / "registry" / "project"
 SPEC = Path(__file__).with_name("predict_spec.yaml")
 
 
@@ -33,12 +29,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tumours project after one run: tumours v1, production -> v1; plus patients.csv, the
     same rows without the diagnosis and with a text id (leading zeros)."""
     from pipeflow.runner.session import run
-    from pipeflow.testing import tumour_table
 
     where = tmp_path_factory.mktemp("batch") / "tumours"
-    shutil.copytree(PROJECT, where)
-    frame = tumour_table()
-    frame.to_csv(where / "data.csv", index=False)
+    frame = tumours_project(where)
     patients = frame.drop(columns=["diagnosis"])
     patients.insert(0, "patient_id", [f"P{i:05d}" for i in range(len(patients))])
     patients.to_csv(where / "patients.csv", index=False)
@@ -61,17 +54,6 @@ def expected(registry: Registry, frame: pd.DataFrame) -> tuple[Any, Any]:
 
 def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def pf(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PIPEFLOW, *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-        env=dict(os.environ),
-    )
 
 
 # -------------------------------------------------------------------------------- the function
@@ -304,18 +286,21 @@ def test_unknown_formats_and_missing_inputs_are_usage_errors(
 def test_cli_scores_a_file_and_audits_it_in_the_store(project: Path, tmp_path: Path) -> None:
     out = tmp_path / "scored.parquet"
     before = len(list(audit.read(project / ".pipeflow" / "audit", "batches")))
-    done = pf(
-        project,
-        "predict",
-        "tumours@production",
-        "--input",
-        "patients.csv",
-        "--output",
-        str(out),
-        "--id-column",
-        "patient_id",
-        "--partition-rows",
-        "150",
+    done = pipeflow(
+        [
+            "predict",
+            "tumours@production",
+            "--input",
+            "patients.csv",
+            "--output",
+            str(out),
+            "--id-column",
+            "patient_id",
+            "--partition-rows",
+            "150",
+        ],
+        cwd=project,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     assert "569 rows with tumours@1" in done.stdout and "rows/s" in done.stdout
@@ -330,14 +315,17 @@ def test_cli_scores_a_file_and_audits_it_in_the_store(project: Path, tmp_path: P
 def test_cli_missing_feature_exits_2_with_one_line_naming_it(project: Path, tmp_path: Path) -> None:
     frame = pd.read_csv(project / "patients.csv").drop(columns=["mean_texture"])
     frame.to_csv(tmp_path / "partial.csv", index=False)
-    done = pf(
-        project,
-        "predict",
-        "tumours@production",
-        "--input",
-        str(tmp_path / "partial.csv"),
-        "--output",
-        str(tmp_path / "out.csv"),
+    done = pipeflow(
+        [
+            "predict",
+            "tumours@production",
+            "--input",
+            str(tmp_path / "partial.csv"),
+            "--output",
+            str(tmp_path / "out.csv"),
+        ],
+        cwd=project,
+        timeout=300,
     )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
@@ -360,7 +348,11 @@ def test_cli_an_unreadable_input_exits_2_naming_it(
     bad = tmp_path / name
     bad.write_bytes(content)
     out = tmp_path / "out.csv"
-    done = pf(project, "predict", "tumours@production", "--input", str(bad), "--output", str(out))
+    done = pipeflow(
+        ["predict", "tumours@production", "--input", str(bad), "--output", str(out)],
+        cwd=project,
+        timeout=300,
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith(f"error: input {bad}: ") and reason in done.stderr, done.stderr
     assert done.stderr.count("\n") == 1 and "internal error" not in done.stderr
@@ -374,8 +366,10 @@ def test_cli_text_in_a_numeric_feature_exits_2_naming_column_line_and_value(
     frame.loc[2, "mean_radius"] = "12,5"
     frame.to_csv(tmp_path / "typo.csv", index=False)
     out = tmp_path / "out.csv"
-    done = pf(
-        project, "predict", "tumours@production", "-i", str(tmp_path / "typo.csv"), "-o", str(out)
+    done = pipeflow(
+        ["predict", "tumours@production", "-i", str(tmp_path / "typo.csv"), "-o", str(out)],
+        cwd=project,
+        timeout=300,
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr == (

@@ -6,14 +6,12 @@ import csv
 import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from helpers import pipeflow, pipeflow_ok
 
 from pipeflow.testing import write_spec
-
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 
 SPEC = """
     pipeline: out
@@ -39,17 +37,12 @@ STEPS = """
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = write_spec(tmp_path_factory.mktemp("out"), SPEC, {"steps.py": STEPS})
-    subprocess.run([PIPEFLOW, "run", str(spec)], check=True, capture_output=True, timeout=120)
+    pipeflow_ok(["run", spec])
     return spec
 
 
 def _out(spec: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [PIPEFLOW, "runs", "output", *args, "--spec", str(spec)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return pipeflow(["runs", "output", *args, "--spec", spec], timeout=60)
 
 
 def test_json_output_round_trips(project: Path) -> None:
@@ -100,32 +93,17 @@ def test_compare_shows_params_and_metrics_side_by_side(tmp_path: Path) -> None:
         },
     )
     for k in (2, 4):
-        subprocess.run(
-            [PIPEFLOW, "run", str(spec), "--set", f"params.k={k}"],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    import pipeflow
+        pipeflow_ok(["run", spec, "--set", f"params.k={k}"])
+    from pipeflow import load, open_store
 
-    store, db = pipeflow.open_store(pipeflow.load(spec))
+    store, db = open_store(load(spec))
     ids = [r["id"] for r in db.runs(limit=2)][::-1]
     db.close()
-    done = subprocess.run(
-        [PIPEFLOW, "runs", "compare", *ids, "--spec", str(spec), "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = pipeflow(["runs", "compare", *ids, "--spec", spec, "--json"], timeout=60)
     assert done.returncode == 0, done.stderr
     rows = json.loads(done.stdout)["rows"]
     assert rows["param k"] == [2, 4]
     assert rows["score.out.accuracy"] == pytest.approx([2 / 3, 4 / 5])
     assert rows["score.out.detail.n"] == [20, 40]
-    one = subprocess.run(
-        [PIPEFLOW, "runs", "compare", ids[0], "--spec", str(spec)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    one = pipeflow(["runs", "compare", ids[0], "--spec", spec], timeout=60)
     assert one.returncode == 2 and "at least two runs" in one.stderr

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+from helpers import pipeflow
+
 from pipeflow.testing import write_spec
-
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([PIPEFLOW, *args], capture_output=True, text=True, timeout=120)
 
 
 def test_each_content_of_a_source_is_a_version_with_its_runs(tmp_path: Path) -> None:
@@ -30,12 +24,12 @@ def test_each_content_of_a_source_is_a_version_with_its_runs(tmp_path: Path) -> 
         """,
         {"steps.py": "def count(t):\n    return len(t)\n", "claims.csv": "id\n1\n2\n"},
     )
-    assert _cli("run", str(spec)).returncode == 0
-    assert _cli("run", str(spec)).returncode == 0  # same data: same version, cached
+    assert pipeflow(["run", str(spec)]).returncode == 0
+    assert pipeflow(["run", str(spec)]).returncode == 0  # same data: same version, cached
     (tmp_path / "claims.csv").write_text("id\n1\n2\n3\n")
-    assert _cli("run", str(spec)).returncode == 0
+    assert pipeflow(["run", str(spec)]).returncode == 0
 
-    listed = _cli("data", "list", "--spec", str(spec), "--json")
+    listed = pipeflow(["data", "list", "--spec", str(spec), "--json"])
     assert listed.returncode == 0, listed.stderr
     versions = json.loads(listed.stdout)
     assert [v["runs"] for v in versions] == [
@@ -44,12 +38,12 @@ def test_each_content_of_a_source_is_a_version_with_its_runs(tmp_path: Path) -> 
     ]  # newest first: the new file, then the old one used twice
     assert {v["source"] for v in versions} == {"claims.csv"}
 
-    shown = _cli("data", "show", versions[1]["version"][:10], "--spec", str(spec), "--json")
+    shown = pipeflow(["data", "show", versions[1]["version"][:10], "--spec", str(spec), "--json"])
     assert shown.returncode == 0, shown.stderr
     uses = json.loads(shown.stdout)["runs"]
     assert len(uses) == 2 and all(u["digest"] for u in uses)
 
-    missing = _cli("data", "show", "ffffffffff", "--spec", str(spec))
+    missing = pipeflow(["data", "show", "ffffffffff", "--spec", str(spec)])
     assert missing.returncode == 2 and "no dataset version" in missing.stderr
-    text = _cli("data", "list", "--spec", str(spec))
+    text = pipeflow(["data", "list", "--spec", str(spec)])
     assert text.returncode == 0 and "claims.csv" in text.stdout

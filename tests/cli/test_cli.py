@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import PIPEFLOW, pipeflow
 
 from pipeflow.cli import main
 from pipeflow.testing import write_spec
-
-PIPEFLOW = str(Path(sys.executable).with_name("pipeflow"))
 
 GOOD = """\
 pipeline: cli-demo
@@ -100,13 +99,6 @@ def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]
     return code, out, err
 
 
-def _script(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PIPEFLOW_DB", "PIPEFLOW_DASK_ADDRESS")}
-    return subprocess.run(
-        [PIPEFLOW, *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd, env=env
-    )
-
-
 # ----------------------------------------------------------------------------- check
 
 
@@ -140,7 +132,7 @@ def test_check_bad_spec_exits_2_with_a_located_one_line_error(
 def test_console_script_reports_bad_specs_without_a_traceback(tmp_path: Path, case: tuple) -> None:
     _, text, (line, col), words = case
     spec = write_spec(tmp_path, text)
-    done = _script("check", spec)
+    done = pipeflow(["check", spec])
     assert done.returncode == 2
     assert f"{spec}:{line}:{col}:" in done.stderr and words in done.stderr
     assert "Traceback" not in done.stderr
@@ -233,12 +225,8 @@ def test_run_then_runs_list_and_show(capsys: pytest.CaptureFixture[str], project
     code, out, _ = _cli(capsys, "runs", "show", "latest", "--spec", project, "--json")
     assert code == 0
     shown = json.loads(out)
-    narrow = subprocess.run(  # a narrow terminal squeezes the other columns, never the run id
-        [PIPEFLOW, "runs", "list", "--spec", str(project)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "60"},
-    )
+    # a narrow terminal squeezes the other columns, never the run id
+    narrow = pipeflow(["runs", "list", "--spec", project], env={**os.environ, "COLUMNS": "60"})
     assert shown["run"]["id"] in narrow.stdout, narrow.stdout
     assert shown["run"]["state"] == "done" and shown["params"] == {"n": 5}
     assert json.loads(shown["run"]["overrides"]) == ["params.n=5"]
@@ -296,10 +284,10 @@ def test_runs_without_a_database_is_a_usage_error(
 
 
 def test_console_script_runs_a_pipeline(project: Path) -> None:
-    done = _script("run", project, "--set", "params.n=4")
+    done = pipeflow(["run", project, "--set", "params.n=4"])
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 done, 0 cached, 0 failed" in done.stdout
-    shown = _script("runs", "show", "latest", "--json", "--spec", project)
+    shown = pipeflow(["runs", "show", "latest", "--json", "--spec", project])
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["params"] == {"n": 4}
 
@@ -334,16 +322,14 @@ def test_a_broken_plugin_is_reported_and_the_other_types_still_listed(tmp_path: 
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text("[pipeflow.stages]\nbroken = no_such_pkg.stage:Broken\n")
     env = {**os.environ, "PYTHONPATH": str(tmp_path), "COLUMNS": "200"}
-    shown = subprocess.run([PIPEFLOW, "stages"], capture_output=True, text=True, env=env)
+    shown = pipeflow(["stages"], env=env)
     assert shown.returncode == 2, shown.stderr
     assert shown.stderr == (
         "error: stage type 'broken' could not be loaded from no_such_pkg.stage:Broken: "
         "ModuleNotFoundError: No module named 'no_such_pkg'\n"
     )
     assert "train v" in shown.stdout and "python v" in shown.stdout and "broken" not in shown.stdout
-    as_json = subprocess.run(
-        [PIPEFLOW, "stages", "--json"], capture_output=True, text=True, env=env
-    )
+    as_json = pipeflow(["stages", "--json"], env=env)
     assert as_json.returncode == 2
     info = json.loads(as_json.stdout)
     assert info["broken"] == {

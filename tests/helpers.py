@@ -1,0 +1,300 @@
+"""Helpers shared by every test folder (``from helpers import ...``: ``pythonpath = ["tests"]`` in
+pyproject.toml puts this folder on ``sys.path``).
+
+- the real ``pipeflow`` and ``dask`` console scripts: :func:`pipeflow` runs one to completion as a
+  user would, :func:`pipeflow_ok` also asserts it succeeded; what ``pipeflow run`` printed and
+  recorded (:func:`stage_lines`, :func:`show_run`) and what example steps logged
+  (:func:`calls`, :func:`events`, :func:`counts`);
+- processes: started in their own session (``start``, ``kill_group``), SIGKILLed however the test
+  ends (:func:`hard_kill`, :func:`processes`), waited for with a deadline (:func:`wait_until`);
+- the tumours registry project (:data:`TUMOURS`, :func:`tumours_project`, trained once by
+  :func:`trained_tumours`), a real
+  ``pipeflow serve`` on it (:func:`start_server`), rows it accepts (:func:`sample_rows`), and its
+  Prometheus counters (:func:`counter`);
+- what a test ends with: the store check passes (:func:`assert_store_sound`), a failure is one
+  ``error:`` line (:func:`one_line_error`), nothing was written (:func:`files_under`).
+
+What ``pipeflow.testing`` (the public helpers for plugin authors) already offers is re-exported
+here, not copied. Everything runs on 127.0.0.1 and every wait has a timeout, so a hung child fails
+its test instead of hanging the suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from pipeflow.testing import (
+    PIPEFLOW,
+    Served,
+    cli_env,
+    free_port,
+    kill_group,
+    serve,
+    start,
+    tumour_table,
+)
+
+__all__ = [
+    "DASK",
+    "MODEL",
+    "PIPEFLOW",
+    "PREDICT",
+    "TUMOURS",
+    "Served",
+    "assert_store_sound",
+    "calls",
+    "cli_env",
+    "counter",
+    "counts",
+    "events",
+    "files_under",
+    "free_port",
+    "hard_kill",
+    "kill_group",
+    "one_line_error",
+    "pipeflow",
+    "pipeflow_ok",
+    "processes",
+    "sample_rows",
+    "show_run",
+    "stage_lines",
+    "start",
+    "start_server",
+    "trained_tumours",
+    "tumours_project",
+    "wait_until",
+]
+
+DASK = str(Path(PIPEFLOW).with_name("dask"))
+
+# ------------------------------------------------------------------------------ the command line
+
+
+def pipeflow(
+    args: Sequence[Any],
+    *,
+    cwd: Path | None = None,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``pipeflow`` script to completion (a timeout fails the test), in the
+    environment of :func:`cli_env` unless ``env`` is given."""
+    return subprocess.run(
+        [PIPEFLOW, *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or cli_env(),
+        preexec_fn=preexec_fn,
+    )
+
+
+def pipeflow_ok(args: Sequence[Any], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    """:func:`pipeflow`, asserting it exited 0."""
+    proc = pipeflow(args, **kwargs)
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def show_run(spec: Path, run: str = "latest") -> dict[str, Any]:
+    """``pipeflow runs show RUN --json --spec SPEC``, parsed; ``by_stage`` keys stages by name."""
+    data = json.loads(pipeflow_ok(["runs", "show", run, "--json", "--spec", spec]).stdout)
+    data["by_stage"] = {s["stage"]: s for s in data["stages"]}
+    return data
+
+
+def stage_lines(stdout: str) -> dict[str, tuple[str, str]]:
+    """The per-stage result lines of ``pipeflow run``: stage -> (state, detail)."""
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split(maxsplit=3)
+        if len(parts) >= 3 and parts[0] in ("✓", "↺", "✗", "-"):
+            out[parts[1]] = (parts[2], parts[3] if len(parts) > 3 else "")
+    return out
+
+
+def one_line_error(stderr: str) -> str:
+    """The single ``error: ...`` line of a failed command; no traceback anywhere."""
+    assert "Traceback" not in stderr, stderr
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    return lines[0]
+
+
+# ----------------------------------------------------------------- what the example steps logged
+
+
+def calls(directory: Path, name: str = "calls.log") -> list[str]:
+    """Lines appended by the example steps each time a function actually runs."""
+    path = directory / name
+    return path.read_text().split() if path.exists() else []
+
+
+def events(path: Path) -> list[tuple[str, str, int]]:
+    """Lines ``EVENT STAGE PID`` appended by the stages of these tests (complete lines only)."""
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[2].isdigit():
+            out.append((parts[0], parts[1], int(parts[2])))
+    return out
+
+
+def counts(path: Path, event: str) -> Counter[str]:
+    """How many times each stage logged ``event`` (``start`` or ``end``)."""
+    return Counter(stage for ev, stage, _ in events(path) if ev == event)
+
+
+# ------------------------------------------------------------------------------------ processes
+
+
+def hard_kill(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGKILL a child's whole process group now (dask workers linger after SIGTERM)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def processes() -> Iterator[list[subprocess.Popen[Any]]]:
+    """A list to append started processes to; all are SIGKILLed on the way out."""
+    started: list[subprocess.Popen[Any]] = []
+    try:
+        yield started
+    finally:
+        for proc in reversed(started):
+            hard_kill(proc)
+
+
+def wait_until(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen[Any] | None = None,
+    log: Path | None = None,
+) -> Any:
+    """Poll ``predicate`` until it returns something true (returned); fail with the tail of
+    ``log`` if ``proc`` exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+            raise AssertionError(f"process exited ({proc.returncode}) before {what}:\n{tail}")
+        time.sleep(0.02)
+    tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+
+
+# ------------------------------------------------------------------- the store and the file tree
+
+
+def assert_store_sound(spec: Path, overrides: Sequence[str] = ()) -> None:
+    """The store and metadata database of ``spec`` pass :func:`check_store`."""
+    from pipeflow.spec.load import load
+    from pipeflow.store.check import check_store
+    from pipeflow.workspace import open_store
+
+    store, db = open_store(load(spec, overrides))
+    try:
+        problems = check_store(store, db)
+    finally:
+        db.close()
+    assert problems == [], "\n".join(problems)
+
+
+def files_under(root: Path) -> dict[str, int]:
+    """Every file under ``root`` -> its mtime in ns (to prove nothing new appeared or changed)."""
+    out = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            try:
+                out[path] = os.stat(path).st_mtime_ns
+            except FileNotFoundError:
+                continue
+    return out
+
+
+# ------------------------------------------------------- the tumours registry project, served
+
+#: the registry tests' project: breast-cancer data -> a scikit-learn pipeline, gated and promoted
+TUMOURS = Path(__file__).with_name("registry") / "project"
+MODEL = "tumours"
+PREDICT = f"/v1/models/{MODEL}/predict"
+
+
+def tumours_project(where: Path) -> Any:
+    """Copy the tumours project to ``where`` (not run yet) with its ``data.csv``
+    (:func:`pipeflow.testing.tumour_table`); returns that table."""
+    shutil.copytree(TUMOURS, where)
+    frame = tumour_table()
+    frame.to_csv(where / "data.csv", index=False)
+    return frame
+
+
+def trained_tumours(where: Path) -> Path:
+    """:func:`tumours_project` at ``where``, then ``pipeflow run pipeline.yaml --quiet`` in it:
+    tumours v1, gated and promoted to ``production``; returns ``where``."""
+    tumours_project(where)
+    pipeflow_ok(["run", "pipeline.yaml", "--quiet"], cwd=where, timeout=300)
+    return where
+
+
+def sample_rows(project: Path, n: int = 5) -> list[dict]:
+    """The first ``n`` rows of the project's ``data.csv`` as request records (no diagnosis)."""
+    import pandas as pd
+
+    frame = pd.read_csv(project / "data.csv").drop(columns=["diagnosis"]).head(n)
+    return frame.to_dict(orient="records")
+
+
+def start_server(
+    project: Path,
+    *args: str,
+    store: Path | None = None,
+    env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+    client_timeout: float = 30,
+) -> Served:
+    """``pipeflow serve *args --store STORE`` in ``project`` (the store defaults to the project's
+    own ``.pipeflow``) on a free port of 127.0.0.1, once it answers ``/ready``."""
+    store = store or project / ".pipeflow"
+    return serve(
+        project,
+        *args,
+        "--store",
+        str(store),
+        env=env,
+        log_dir=log_dir,
+        client_timeout=client_timeout,
+    )
+
+
+def counter(metrics_text: str, name: str) -> float:
+    """The sum of every sample of a Prometheus counter (all label sets) in /metrics text."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith("#"):
+            continue
+        metric, _, value = line.rpartition(" ")
+        if metric == name or metric.startswith(name + "{"):
+            total += float(value)
+    return total
