@@ -88,7 +88,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     audit = args.audit_dir or default_folder(registry.store.url)
     scheduler: Any = args.executor
     if args.executor == "distributed":
-        scheduler = args.address or os.environ.get("PIPEFLOW_DASK_ADDRESS") or "distributed"
+        from pipeflow.execute.cluster import ADDRESS_ENV
+
+        scheduler = args.address or os.environ.get(ADDRESS_ENV) or "distributed"
     summary = predict_file(
         registry,
         name,
