@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
@@ -71,6 +71,7 @@ class Stage(ABC, Generic[ConfigT]):
 
     #: Bump when results of the same config and inputs would differ: invalidates the cache.
     version: ClassVar[str] = "1"
+    #: validates the spec's ``with:`` block; by default the type argument (``Stage[TrainConfig]``)
     Config: ClassVar[type[BaseModel]] = EmptyConfig
     inputs: ClassVar[Mapping[str, Port]] = {}
     outputs: ClassVar[Mapping[str, Port]] = {"out": Port("any")}
@@ -82,6 +83,18 @@ class Stage(ABC, Generic[ConfigT]):
     #: every time, as if the spec said ``cache: false``.
     cacheable: ClassVar[bool] = True
     description: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``class Train(Stage[TrainConfig])`` is all a type says about its config: ``Config``
+        is taken from the type argument unless the class sets it itself."""
+        super().__init_subclass__(**kwargs)
+        if "Config" in cls.__dict__:
+            return
+        for base in cls.__dict__.get("__orig_bases__", ()):
+            args = get_args(base)
+            config = args[0] if get_origin(base) is Stage and args else None
+            if isinstance(config, type) and issubclass(config, BaseModel):
+                cls.Config = config
 
     def __init__(self, config: ConfigT):
         self.config: ConfigT = config

@@ -43,7 +43,6 @@ class EvaluateStage(Stage[EvaluateConfig]):
     """Score a model on held-out rows: overall, per class and per slice."""
 
     version: ClassVar[str] = "1"
-    Config = EvaluateConfig
     inputs: ClassVar[Mapping[str, Port]] = {
         "model": Port("model", description="a fitted model (from train)"),
         "data": Port("table", description="held-out rows with the target"),

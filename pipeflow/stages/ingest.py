@@ -72,7 +72,6 @@ class IngestStage(Stage[IngestConfig]):
     """Read a table (CSV, Parquet, JSON/JSONL, Excel) from a path or fsspec URL."""
 
     version: ClassVar[str] = "1"
-    Config = IngestConfig
     outputs: ClassVar[Mapping[str, Port]] = {"out": Port("table", description="the table read")}
     description = "Read a table (CSV, Parquet, JSON/JSONL, Excel) from a path or any fsspec URL."
 

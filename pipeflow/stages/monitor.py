@@ -47,7 +47,6 @@ class MonitorStage(Stage[MonitorConfig]):
     """Drift, accuracy and latency of a served model over a recent window."""
 
     version: ClassVar[str] = "1"
-    Config = MonitorConfig
     cacheable: ClassVar[bool] = False
     inputs: ClassVar[Mapping[str, Port]] = {
         "after": Port("any", required=False, description="a stage to wait for")

@@ -75,7 +75,6 @@ class PredictStage(Stage[PredictConfig]):
     """Score a table with a registered model version."""
 
     version: ClassVar[str] = "1"
-    Config = PredictConfig
     inputs: ClassVar[Mapping[str, Port]] = {
         "data": Port("table", description="rows to score; must hold every feature of the model"),
     }

@@ -94,7 +94,6 @@ class PromoteStage(Stage[PromoteConfig]):
     """Register a model version and move an alias to it if its gates pass."""
 
     version: ClassVar[str] = "1"
-    Config = PromoteConfig
     inputs: ClassVar[Mapping[str, Port]] = {
         "model": Port("model", description="the fitted model (from train or tune)"),
         "metrics": Port("metrics", description="its evaluation metrics (from evaluate)"),

@@ -85,7 +85,6 @@ class PythonConfig(BaseModel):
 class PythonStage(Stage[PythonConfig]):
     """Call a Python function with the stage's inputs; its return value is the output."""
 
-    Config = PythonConfig
     extra_inputs = Port("any", required=False)
     description = "Call module:function with the inputs as keyword arguments."
 

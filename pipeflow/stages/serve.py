@@ -55,7 +55,6 @@ class ServeStage(Stage[ServeStageConfig]):
     """Start (or find) a server for a registered model; output its endpoint."""
 
     version: ClassVar[str] = "1"
-    Config = ServeStageConfig
     cacheable: ClassVar[bool] = False
     inputs: ClassVar[Mapping[str, Port]] = {
         "after": Port("any", required=False, description="a stage to wait for (e.g. promote)")

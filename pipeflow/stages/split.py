@@ -59,7 +59,6 @@ class SplitStage(Stage[SplitConfig]):
     """Split a table into train and test parts (random, stratified, group or time-based)."""
 
     version: ClassVar[str] = "1"
-    Config = SplitConfig
     inputs: ClassVar[Mapping[str, Port]] = {"data": Port("table", description="the table to split")}
     outputs: ClassVar[Mapping[str, Port]] = {
         "train": Port("table", description="the training part"),

@@ -93,7 +93,6 @@ class TrainStage(Stage[TrainConfig]):
     """Fit a scikit-learn-compatible estimator with preprocessing built from the table's schema."""
 
     version: ClassVar[str] = "1"
-    Config = TrainConfig
     inputs: ClassVar[Mapping[str, Port]] = {
         "train": Port("table", description="training rows, target included")
     }

@@ -104,7 +104,6 @@ class TransformStage(Stage[TransformConfig]):
     """Declarative column operations (rename, parse, cast, fill, derive, filter, dedupe, join, ...)."""
 
     version: ClassVar[str] = "1"
-    Config = TransformConfig
     inputs: ClassVar[Mapping[str, Port]] = {
         "data": Port("table", description="the table to transform")
     }

@@ -92,7 +92,6 @@ class ValidateStage(Stage[ValidateConfig]):
     """Check a table; pass valid rows on and quarantine bad ones with a reason."""
 
     version: ClassVar[str] = "1"
-    Config = ValidateConfig
     inputs: ClassVar[Mapping[str, Port]] = {"data": Port("table", description="the table to check")}
     outputs: ClassVar[Mapping[str, Port]] = {
         "valid": Port(

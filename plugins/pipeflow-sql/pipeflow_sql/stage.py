@@ -65,7 +65,6 @@ class SqlStage(Stage[SqlConfig]):
     """Run a read-only SQL query over the input tables (SQLite, in memory)."""
 
     version: ClassVar[str] = "1"
-    Config = SqlConfig
     extra_inputs = Port("table", description="each input is a table named after its port")
     outputs: ClassVar[Mapping[str, Port]] = {"out": Port("table", description="the query's result")}
     description = "Run a read-only SQL query over the input tables (SQLite, in memory)."
