@@ -106,14 +106,14 @@ def engine(registry: Any, model: Any, df: Any) -> Callable[[], None]:
     import dask
     import dask.dataframe as dd
 
-    from pipeflow.scoring import batch
+    from pipeflow.scoring import model as batch
 
     record = registry.resolve("tumours", "production")
     holder = batch.ModelHolder(model, registry.store.ref, record)
-    spec = batch._ScoreSpec(tuple(df.columns), None, True, ())
+    spec = batch.ScoreSpec(tuple(df.columns), None, True, ())
     ddf = dd.from_pandas(df, npartitions=10)
     scored = ddf.map_partitions(
-        batch._score_partition, holder, spec, meta=batch._meta(model, ddf, spec)
+        batch.score_partition, holder, spec, meta=batch.meta_frame(model, ddf, spec)
     )
 
     def run() -> None:

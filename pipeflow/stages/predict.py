@@ -103,7 +103,7 @@ class PredictStage(Stage[PredictConfig]):
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from pipeflow.registry import Registry, parse_ref
-        from pipeflow.scoring.batch import datetime_features, score_frame, signature_features
+        from pipeflow.scoring.model import datetime_features, score_frame, signature_features
 
         config = self.config
         if ctx.store is None:

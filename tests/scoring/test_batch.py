@@ -241,9 +241,9 @@ def test_a_failing_write_stops_the_scoring_and_leaves_nothing(
 ) -> None:
     import threading
 
-    from pipeflow.scoring import batch
+    from pipeflow.scoring import files
 
-    real, calls = batch._with_ids, []
+    real, calls = files._with_ids, []
 
     def disk_full(frame: Any, batch_id: str, offset: int) -> Any:
         calls.append(offset)
@@ -251,7 +251,7 @@ def test_a_failing_write_stops_the_scoring_and_leaves_nothing(
             raise OSError(28, "No space left on device")
         return real(frame, batch_id, offset)
 
-    monkeypatch.setattr(batch, "_with_ids", disk_full)
+    monkeypatch.setattr(files, "_with_ids", disk_full)
     out = tmp_path / "scored.parquet"
     with pytest.raises(PipeflowError, match="No space left"):
         predict_file(
@@ -391,7 +391,7 @@ def test_missing_text_in_pandas_strings_is_scored_by_a_model_that_cannot_take_pd
     from sklearn.preprocessing import FunctionTransformer
 
     from pipeflow.models import flatten
-    from pipeflow.scoring.batch import score_frame
+    from pipeflow.scoring.model import score_frame
 
     text = make_pipeline(
         SimpleImputer(strategy="constant", fill_value=""),
@@ -571,7 +571,7 @@ def test_a_local_cluster_scores_the_same_by_client_and_by_address(
 def test_prediction_ids_written_by_numpy_are_the_batch_and_the_row_number(
     start: int, n: int
 ) -> None:
-    from pipeflow.scoring.batch import _ids
+    from pipeflow.scoring.files import _ids
 
     ids = _ids("b1a2", start, n)
     ids.validate(full=True)

@@ -1,0 +1,193 @@
+"""Scoring a table with a loaded model: which columns are its features, how a frame is turned
+into predictions and class probabilities, and how a model travels to workers.
+
+Why the model is loaded once per worker, never pickled per partition: threads share the object
+loaded by the job; a process pool receives a :class:`ModelHolder` that pickles as its registry
+record and is loaded from the store (hash-checked, like every registry load) once per process; a
+distributed cluster gets the object scattered to every worker once, so workers need not reach
+the store. Why the signature decides the features: every feature recorded with the version must
+be a column of the input, so :func:`signature_features` is asked before any row is scored. Used by
+:mod:`pipeflow.scoring.batch` and the ``predict`` stage.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from pipeflow.errors import UsageError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def signature_features(record: dict[str, Any], model: Any = None) -> list[str]:
+    """The feature columns a version was trained on, in training order: its signature, else the
+    fitted model's ``feature_names_in_``."""
+    features = [f["name"] for f in (record.get("signature") or {}).get("features") or []]
+    if not features and model is not None:
+        features = [str(c) for c in getattr(model, "feature_names_in_", [])]
+    if not features:
+        raise UsageError(
+            f"{record.get('name')}@{record.get('version')} has no recorded signature: "
+            "cannot tell which columns are its features"
+        )
+    return features
+
+
+def score_frame(
+    model: Any,
+    frame: pd.DataFrame,
+    features: Sequence[str],
+    *,
+    id_column: str | None = None,
+    probabilities: bool = True,
+    datetimes: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Score ``frame``: columns ``id_column`` (if given), ``prediction`` and, for classifiers
+    with ``probabilities``, ``proba_<class>`` per class; same index and row order as ``frame``.
+
+    The predictions are exactly ``model.predict(frame[features])``. A scikit-learn pipeline is
+    run through its transforms once and both ``predict`` and ``predict_proba`` of its final step
+    are called on the result (what ``Pipeline.predict`` does), instead of transforming twice.
+    """
+    import numpy as np
+    import pandas as pd
+
+    X = _missing_as_nan(frame[list(features)])
+    for column in datetimes:
+        if column in X.columns and not pd.api.types.is_datetime64_any_dtype(X[column]):
+            X = X.assign(**{column: pd.to_datetime(X[column])})
+    final, Xt = (model, X) if frame.empty else _final_step(model, X, probabilities)
+    classes = getattr(final, "classes_", None)
+    out: dict[str, Any] = {}
+    if id_column is not None:
+        out[id_column] = frame[id_column]
+    if frame.empty:  # estimators refuse 0 rows; an empty partition scores to an empty frame
+        predicted = np.asarray(classes)[:0] if classes is not None else np.empty(0)
+    else:
+        predicted = final.predict(Xt)
+    # labels stay an object array: pandas' conversion of a million of them to its string dtype
+    # costs more than the classifier's predict (Arrow converts them when writing)
+    out["prediction"] = (
+        pd.Series(predicted, index=frame.index, dtype=object)
+        if getattr(getattr(predicted, "dtype", None), "kind", "") == "O"
+        else predicted
+    )
+    if probabilities and classes is not None and hasattr(final, "predict_proba"):
+        proba = final.predict_proba(Xt) if not frame.empty else np.empty((0, len(classes)))
+        for i, label in enumerate(classes):
+            out[f"proba_{label}"] = proba[:, i]
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _missing_as_nan(X: pd.DataFrame) -> pd.DataFrame:
+    """String columns with a missing value as objects with NaN for it. CSV text is read as
+    pandas' (Arrow) strings, whose missing value is pd.NA, and models trained before their text
+    pipeline learnt to take pd.NA fail on it ("boolean value of NA is ambiguous")."""
+    import pandas as pd
+
+    from pipeflow.models import as_strings
+
+    changed = {
+        column: as_strings(X[column])
+        for column in X.columns
+        if isinstance(X[column].dtype, pd.StringDtype) and X[column].hasnans
+    }
+    return X.assign(**changed) if changed else X
+
+
+def _final_step(model: Any, X: Any, probabilities: bool) -> tuple[Any, Any]:
+    """(final estimator, transformed X) of a plain scikit-learn pipeline whose probabilities are
+    wanted; (model, X) otherwise."""
+    from sklearn.pipeline import Pipeline
+
+    if not probabilities or type(model) is not Pipeline or len(model.steps) < 2:
+        return model, X
+    final = model.steps[-1][1]
+    if not hasattr(final, "predict_proba"):
+        return model, X
+    return final, model[:-1].transform(X)
+
+
+class ScoreSpec(NamedTuple):
+    """What a partition needs besides the model (small; pickled with each task)."""
+
+    features: tuple[str, ...]
+    id_column: str | None
+    probabilities: bool
+    datetimes: tuple[str, ...]
+
+
+def score_partition(
+    part: pd.DataFrame, model: Any, spec: ScoreSpec, partition_info: Any = None
+) -> pd.DataFrame:
+    try:
+        return score_frame(
+            model.model if isinstance(model, ModelHolder) else model,
+            part,
+            spec.features,
+            id_column=spec.id_column,
+            probabilities=spec.probabilities,
+            datetimes=spec.datetimes,
+        )
+    except Exception as err:
+        number = (partition_info or {}).get("number")
+        where = f"partition {number}" if number is not None else "a partition"
+        raise ValueError(f"scoring {where} failed: {type(err).__name__}: {err}") from err
+
+
+def meta_frame(model: Any, ddf: Any, spec: ScoreSpec) -> pd.DataFrame:
+    """The empty frame Dask is told each scored partition looks like."""
+    import numpy as np
+    import pandas as pd
+
+    classes = getattr(model, "classes_", None)
+    columns: dict[str, Any] = {}
+    if spec.id_column is not None:
+        columns[spec.id_column] = pd.Series([], dtype=ddf.dtypes[spec.id_column])
+    columns["prediction"] = np.asarray(classes)[:0] if classes is not None else np.empty(0)
+    if spec.probabilities and classes is not None and hasattr(model, "predict_proba"):
+        for label in classes:
+            columns[f"proba_{label}"] = np.empty(0)
+    return pd.DataFrame(columns)
+
+
+def datetime_features(record: dict[str, Any]) -> tuple[str, ...]:
+    """Features recorded as datetimes (CSV gives them as text: converted before scoring)."""
+    return tuple(
+        f["name"]
+        for f in (record.get("signature") or {}).get("features") or []
+        if str(f.get("dtype", "")).startswith("datetime")
+    )
+
+
+class ModelHolder:
+    """A loaded model that pickles as its registry record: a process that unpickles it loads
+    the model from the store once (cached per process), so a process pool never receives the
+    model itself with every task. Within one process it is just the object."""
+
+    def __init__(self, model: Any, store_ref: Any, record: dict[str, Any]):
+        self.model = model
+        self.store_ref = store_ref
+        self.record = record
+        self.digest = str(record["model"]["digest"])
+
+    def __reduce__(self) -> Any:
+        if str(self.store_ref.root).startswith("memory://"):  # another process cannot see it
+            return (ModelHolder, (self.model, self.store_ref, self.record))
+        record_json = json.dumps(self.record, sort_keys=True, default=str)
+        return (_holder_from_store, (self.store_ref, self.digest, record_json))
+
+    def __dask_tokenize__(self) -> Any:
+        return ("pipeflow-model", self.digest)
+
+
+@functools.lru_cache(maxsize=4)
+def _holder_from_store(store_ref: Any, digest: str, record_json: str) -> ModelHolder:
+    from pipeflow.registry import load_version_model
+
+    record = json.loads(record_json)
+    return ModelHolder(load_version_model(store_ref.open(), record), store_ref, record)
