@@ -17,7 +17,8 @@ from pipeflow.registry import Registry
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 from pipeflow.store.journal import AuditLog
 from pipeflow.store.metadata import MetadataDB
-from pipeflow.ui.app import Cell, create_app
+from pipeflow.ui.app import create_app
+from pipeflow.ui.traffic import Cell
 
 T0 = 1_700_000_040.0  # a minute boundary
 
