@@ -23,9 +23,9 @@ import threading
 import time
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -72,20 +72,45 @@ class StageTask:
 
 
 @dataclass
-class StageResult:
+class StageRecord:
+    """One stage's fate, as far as it is known. The record grows as it moves: the plan adds what
+    it decided (:class:`pipeflow.runner.plan.StagePlan`), the worker what happened
+    (:class:`StageResult`), the runner what the report shows
+    (:class:`pipeflow.runner.report.StageOutcome`); :func:`grown` carries a record one step on."""
+
     name: str
-    state: StageState
+    state: StageState = StageState.PENDING
+    reason: str = ""
     key: str | None = None
-    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
+    cached_from: str | None = None
+
+
+R = TypeVar("R", bound=StageRecord)
+
+
+def grown(record: StageRecord, cls: type[R], **more: Any) -> R:
+    """``record`` as a ``cls`` (a record type further along), its shared fields carried over and
+    ``more`` set."""
+    carried = {f.name: getattr(record, f.name) for f in fields(record) if f.name in _names(cls)}
+    return cls(**{**carried, **more})
+
+
+def _names(cls: type[StageRecord]) -> set[str]:
+    return {f.name for f in fields(cls)}
+
+
+@dataclass(kw_only=True)
+class StageResult(StageRecord):
+    """What running a stage (or finding it in the cache) on a worker gave."""
+
     started: float | None = None
     ended: float | None = None
     attempts: int = 0
     error: str | None = None
     traceback: str | None = None
     worker: str | None = None
-    reason: str | None = None
-    cached_from: str | None = None
     #: the cache manifest of a finished stage; the client records it (see ArtifactStore)
     manifest: dict[str, Any] | None = None
 

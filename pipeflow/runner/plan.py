@@ -13,26 +13,23 @@ its upstream produced identical bytes (see :mod:`pipeflow.execute.task`).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipeflow.core.compiler import Pipeline
 from pipeflow.core.hashing import digest_json, stage_key
-from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+from pipeflow.execute.task import StageRecord
+from pipeflow.store.artifacts import ArtifactStore
 
 
-@dataclass
-class StagePlan:
-    name: str
+@dataclass(kw_only=True)
+class StagePlan(StageRecord):
+    """A stage's record as planned: run or reuse, and the digests its cache key is made of."""
+
     action: Literal["cached", "run"]
-    reason: str
     config: dict[str, Any]
     config_digest: str
     fingerprint: str
-    key: str | None = None
-    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
-    inputs: dict[str, ArtifactRef] = field(default_factory=dict)
-    cached_from: str | None = None
     forced: bool = False
 
 
@@ -77,7 +74,13 @@ def make_plan(
         moving = st.cls.store_fingerprint(st.config, store)
         if moving:
             fingerprint = digest_json([fingerprint, moving])
-        plan = StagePlan(name, "run", "", config, config_digest, fingerprint)
+        plan = StagePlan(
+            name=name,
+            action="run",
+            config=config,
+            config_digest=config_digest,
+            fingerprint=fingerprint,
+        )
         plans[name] = plan
         waiting = [
             w.source

@@ -14,7 +14,6 @@ from typing import Any
 from pipeflow.core.compiler import Pipeline
 from pipeflow.runner.plan import StagePlan
 from pipeflow.runner.report import StageOutcome
-from pipeflow.store.artifacts import ArtifactRef
 from pipeflow.store.metadata import MetadataDB
 
 
@@ -63,15 +62,10 @@ class Recorder:
             self.flush()
 
 
-def stage_row(
-    pipeline: Pipeline,
-    sp: StagePlan,
-    o: StageOutcome,
-    inputs: dict[str, ArtifactRef],
-    started: float | None,
-    ended: float | None,
-) -> dict[str, Any]:
+def stage_row(pipeline: Pipeline, sp: StagePlan, o: StageOutcome) -> dict[str, Any]:
+    """The metadata row of a stage: what was planned (``sp``) and what came of it (``o``)."""
     st = pipeline.stages[sp.name]
+    inputs = o.inputs
     return {
         "stage": sp.name,
         "seq": pipeline.position[sp.name],
@@ -79,8 +73,8 @@ def stage_row(
         "state": str(o.state),
         "key": o.key,
         "reason": o.reason,
-        "started": started,
-        "ended": ended,
+        "started": o.started,
+        "ended": o.ended,
         "attempts": o.attempts,
         "error": o.error,
         "traceback": o.traceback,

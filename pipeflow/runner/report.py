@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import UsageError
-from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+from pipeflow.execute.task import StageResult
+from pipeflow.store.artifacts import ArtifactStore
 
 
-@dataclass
-class StageOutcome:
-    name: str
+@dataclass(kw_only=True)
+class StageOutcome(StageResult):
+    """A stage's record in a run's report: its result, its type, and the port a bare stage name
+    means (the type's default output)."""
+
     type: str
-    state: StageState = StageState.PENDING
-    reason: str = ""
-    key: str | None = None
-    duration: float | None = None
-    attempts: int = 0
-    error: str | None = None
-    traceback: str | None = None
-    worker: str | None = None
-    outputs: dict[str, ArtifactRef] = field(default_factory=dict)
-    #: the output a bare stage name means (the type's default port)
     default_port: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds it ran; 0 for a result reused from the store."""
+        if self.state is StageState.CACHED and self.started is None:
+            return 0.0
+        return super().duration
 
 
 @dataclass

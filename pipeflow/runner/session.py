@@ -28,7 +28,7 @@ from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import UsageError
 from pipeflow.execute.dask_executor import DaskExecutor
 from pipeflow.execute.protocol import Executor
-from pipeflow.execute.task import StageResult, StageTask
+from pipeflow.execute.task import StageResult, StageTask, grown
 from pipeflow.runner.lock import run_lock
 from pipeflow.runner.plan import Plan, make_plan
 from pipeflow.runner.recorder import Recorder, stage_row
@@ -173,8 +173,8 @@ def _run(
 
     outcomes = {
         name: StageOutcome(
-            name,
-            pipeline.stages[name].type,
+            name=name,
+            type=pipeline.stages[name].type,
             reason=sp.reason,
             default_port=pipeline.stages[name].cls.default_output(pipeline.stages[name].config),
         )
@@ -193,10 +193,12 @@ def _run(
 
     cached_rows = []
     for name in plan.cached:
-        sp = plan.stages[name]
-        o = outcomes[name]
-        o.state, o.key, o.outputs, o.duration = StageState.CACHED, sp.key, dict(sp.outputs), 0.0
-        cached_rows.append(stage_row(pipeline, sp, o, sp.inputs, started=None, ended=None))
+        sp, o = plan.stages[name], outcomes[name]
+        o = outcomes[name] = grown(
+            sp, StageOutcome, state=StageState.CACHED, type=o.type, default_port=o.default_port
+        )
+        o.outputs = dict(sp.outputs)
+        cached_rows.append(stage_row(pipeline, sp, o))
         if on_event:
             on_event(name, StageState.CACHED, o)
     db.record_stages(run_id, cached_rows)
@@ -209,20 +211,17 @@ def _run(
         if result is not None:
             if result.manifest is not None and result.key:
                 store.record_manifest(result.key, result.manifest, duration=result.duration)
-            o.key, o.duration, o.attempts = result.key, result.duration, result.attempts
-            o.error, o.traceback, o.worker, o.outputs = (
-                result.error,
-                result.traceback,
-                result.worker,
-                dict(result.outputs),
+            o = outcomes[name] = grown(
+                result,
+                StageOutcome,
+                state=state,
+                reason=result.reason or o.reason,
+                type=o.type,
+                default_port=o.default_port,
+                manifest=None,  # recorded above: the report need not hold it
             )
-            if result.reason:
-                o.reason = result.reason
-            recorder.add(
-                stage_row(
-                    pipeline, plan.stages[name], o, result.inputs, result.started, result.ended
-                )
-            )
+            o.outputs = dict(result.outputs)
+            recorder.add(stage_row(pipeline, plan.stages[name], o))
         elif state is StageState.RUNNING:
             recorder.add(
                 {
