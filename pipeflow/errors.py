@@ -7,10 +7,12 @@
     │   └── GraphError            exit 2: wiring (missing stage/port, kind mismatch, cycle, type)
     ├── UsageError                exit 2: bad command-line arguments or API arguments
     ├── StageError                exit 1: a stage failed while running (names the stage)
+    │   └── StageTimeout          exit 1: a stage ran past its ``timeout_s``
     ├── RunLocked                 exit 1: the same resolved spec is already running on this store
     ├── StoreError                exit 1: artifact store or metadata database problem (names the path)
-    │   └── RegistryError         exit 1: model registry (unknown model/version/alias, refused model)
-    │       └── InvalidName       exit 2: a model or alias name that is not allowed (bad input)
+    │   ├── RegistryError         exit 1: model registry (unknown model/version/alias, refused model)
+    │   │   └── InvalidName       exit 2: a model or alias name that is not allowed (bad input)
+    │   └── UnsupportedOutput     exit 1: a value no safe codec can store (also a TypeError)
     ├── GateFailed                exit 1: a promotion gate failed (names the gate and both numbers)
     ├── UnknownStageType          exit 2: no stage type of that name is installed (names those that are)
     └── PluginLoadError           exit 2: an entry point's code could not be loaded
@@ -108,6 +110,14 @@ class StageError(PipeflowError):
         super().__init__(f"stage '{stage}': {message}")
 
 
+class StageTimeout(StageError):
+    """A stage ran past its ``timeout_s``; the message is what the run records for it."""
+
+    def __init__(self, message: str, stage: str | None = None):
+        self.stage = stage
+        PipeflowError.__init__(self, message)
+
+
 class RunLocked(PipeflowError):
     """Another live process runs the same resolved spec on the same store; ``holder`` is what
     its lock file says (pid, host, started, run_id). Exit 1, like a failed run: nothing is wrong
@@ -125,6 +135,11 @@ class StoreError(PipeflowError):
 class RegistryError(StoreError):
     """A model, version or alias that does not exist, a name that is not allowed, or a stored
     model that is refused (tampered, truncated, or holding types pipeflow does not trust)."""
+
+
+class UnsupportedOutput(StoreError, TypeError):
+    """A value with no safe codec (an untrusted type in a model, an object pipeflow cannot
+    serialise without pickle): the message names the type and, from a stage, the port."""
 
 
 class InvalidName(RegistryError):

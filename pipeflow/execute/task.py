@@ -32,9 +32,9 @@ from pydantic import BaseModel
 from pipeflow.core.hashing import stage_key
 from pipeflow.core.stage import Stage, StageContext
 from pipeflow.core.states import StageState
+from pipeflow.errors import StageTimeout, UnsupportedOutput
 from pipeflow.execute.cluster import worker_address
 from pipeflow.store.artifacts import ArtifactRef, StoreRef
-from pipeflow.store.codecs import UnsupportedOutput
 
 
 @dataclass(frozen=True)
@@ -207,10 +207,6 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
         }
         return result
     raise AssertionError("unreachable")  # pragma: no cover
-
-
-class StageTimeout(Exception):
-    pass
 
 
 def _call(

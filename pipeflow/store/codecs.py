@@ -30,6 +30,10 @@ import io
 import json
 from typing import Any
 
+from pipeflow.errors import UnsupportedOutput
+
+__all__ = ["UnsupportedOutput", "decode", "encode"]
+
 CODECS = ("bytes", "parquet", "npy", "json", "skops")
 #: module prefixes (or exact type names) a stored model may contain
 TRUSTED = (
@@ -40,10 +44,6 @@ TRUSTED = (
     "xgboost.sklearn.",
     "pipeflow.models.",
 )
-
-
-class UnsupportedOutput(TypeError):
-    """The object has no safe codec."""
 
 
 def _is(obj: Any, module: str, name: str) -> bool:
