@@ -19,7 +19,20 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pipeflow.registry.records import (
+        Bias,
+        Gate,
+        Importance,
+        Lineage,
+        Metrics,
+        ModelRef,
+        RunRef,
+        SignatureRecord,
+        VersionRecord,
+    )
 
 NOT_RECORDED = "not recorded"
 BIAS_DIFFERENCES = (
@@ -80,20 +93,24 @@ Block = Heading | Text | Status | Kpis | Table | Bars | Matrix
 
 
 def render_card(record: dict[str, Any], lineage: dict[str, Any] | None = None) -> tuple[str, bytes]:
-    """(Markdown, HTML bytes) of the card of ``record`` (a registered version; see the registry
-    for its keys, all optional but ``name`` and ``version``)."""
-    title = f"Model card: {record.get('name', '?')}@{record.get('version', '?')}"
+    """(Markdown, HTML bytes) of the card of ``record`` (a registered version, read through
+    :class:`pipeflow.registry.records.VersionRecord`: every key is optional but ``name`` and
+    ``version``)."""
+    from pipeflow.registry.records import Lineage, VersionRecord
+
+    v, lin = VersionRecord.read(record), Lineage.read(lineage)
+    title = f"Model card: {v.name}@{v.version}"
     sections: list[Callable[[], list[Block]]] = [
-        lambda: _header(record),
-        lambda: _intended_use(record),
-        lambda: _data(record),
-        lambda: _metrics(record.get("metrics")),
-        lambda: _bias(record.get("bias"), record.get("bias_limits")),
-        lambda: _importance(record.get("importance")),
-        lambda: _gates(record.get("gates")),
-        lambda: _lineage(record.get("run"), lineage),
-        lambda: _signature(record.get("signature")),
-        lambda: _params(record.get("params")),
+        lambda: _header(v),
+        lambda: [Heading("Intended use"), Text(str(v.intended_use or NOT_RECORDED))],
+        lambda: _data(v),
+        lambda: _metrics(v.metrics),
+        lambda: _bias(v.bias, v.bias_limits),
+        lambda: _importance(v.importance),
+        lambda: _gates(v.gates),
+        lambda: _lineage(v.run, lin),
+        lambda: _signature(v.signature),
+        lambda: _params(v.params),
     ]
     blocks: list[Block] = []
     for section in sections:
@@ -108,86 +125,77 @@ def render_card(record: dict[str, Any], lineage: dict[str, Any] | None = None) -
 # -- sections ----------------------------------------------------------------------------------
 
 
-def _header(record: dict[str, Any]) -> list[Block]:
-    model = _dict(record.get("model"))
-    who = record.get("user")
-    if who and record.get("host"):
-        who = f"{who} on {record['host']}"
+def _header(v: VersionRecord) -> list[Block]:
+    who = v.user
+    if who and v.host:
+        who = f"{who} on {v.host}"
     rows = [
-        ["model", f"{record.get('name', '?')}@{record.get('version', '?')}"],
-        ["created", _when(record.get("created"))],
+        ["model", f"{v.name}@{v.version}"],
+        ["created", _when(v.created)],
         ["registered by", who or NOT_RECORDED],
-        ["estimator", record.get("estimator") or NOT_RECORDED],
-        ["task", record.get("task") or _dict(record.get("metrics")).get("task") or NOT_RECORDED],
-        ["target", record.get("target") or NOT_RECORDED],
-        ["model digest", model.get("digest") or NOT_RECORDED],
-        ["stored as", _stored_as(model)],
+        ["estimator", v.estimator or NOT_RECORDED],
+        ["task", v.task or v.metrics.get("task") or NOT_RECORDED],
+        ["target", v.target or NOT_RECORDED],
+        ["model digest", v.model.digest or NOT_RECORDED],
+        ["stored as", _stored_as(v.model)],
     ]
     blocks: list[Block] = [Table(["", ""], rows, left=2)]
-    if record.get("description"):
-        blocks.append(Text(str(record["description"])))
+    if v.description:
+        blocks.append(Text(str(v.description)))
     return blocks
 
 
-def _intended_use(record: dict[str, Any]) -> list[Block]:
-    return [Heading("Intended use"), Text(str(record.get("intended_use") or NOT_RECORDED))]
-
-
-def _data(record: dict[str, Any]) -> list[Block]:
-    data = _dict(record.get("data"))
+def _data(v: VersionRecord) -> list[Block]:
+    data = v.data
     blocks: list[Block] = [
         Heading("Data"),
         Table(
             ["set", "digest", "rows"],
             [
-                ["train", _short(data.get("train")), _or(data.get("rows_train"))],
-                ["evaluation", _short(data.get("evaluation")), _or(data.get("rows_evaluation"))],
+                ["train", _short(data.train), _or(data.rows_train)],
+                ["evaluation", _short(data.evaluation), _or(data.rows_evaluation)],
             ],
             left=2,
         ),
     ]
-    summary = _dict(record.get("data_summary"))
-    if not summary:
+    summary = v.data_summary
+    if summary is None:
         return [*blocks, Text(f"Column summary: {NOT_RECORDED}.")]
-    columns = _records(summary.get("columns"))
-    blocks.append(
-        Text(f"Summarised table: {_or(summary.get('rows'))} rows, {len(columns)} columns.")
-    )
+    columns = summary.columns
+    blocks.append(Text(f"Summarised table: {_or(summary.rows)} rows, {len(columns)} columns."))
     if columns:
         blocks.append(
             Table(
                 ["column", "dtype", "missing", "distinct", "min", "max", "mean"],
                 [
                     [
-                        c.get("name", "?"),
-                        _or(c.get("dtype")),
-                        _or(c.get("missing")),
-                        _or(c.get("distinct")),
-                        _blank(c.get("min")),
-                        _blank(c.get("max")),
-                        _blank(c.get("mean")),
+                        c.name,
+                        _or(c.dtype),
+                        _or(c.missing),
+                        _or(c.distinct),
+                        _blank(c.min),
+                        _blank(c.max),
+                        _blank(c.mean),
                     ]
                     for c in columns
                 ],
                 left=2,
             )
         )
-    target = _dict(summary.get("target"))
-    distribution = _dict(target.get("distribution"))
-    if distribution:
-        blocks.append(Heading(f"Target: {target.get('name', '?')}", level=3))
-        blocks.append(Table(["value", "rows"], [[k, v] for k, v in distribution.items()]))
+    target = summary.target
+    if target.distribution:
+        blocks.append(Heading(f"Target: {target.name}", level=3))
+        blocks.append(Table(["value", "rows"], [[k, n] for k, n in target.distribution.items()]))
     return blocks
 
 
-def _metrics(metrics: Any) -> list[Block]:
-    metrics = _dict(metrics)
+def _metrics(metrics: Metrics) -> list[Block]:
     blocks: list[Block] = [Heading("Metrics")]
-    overall = {k: v for k, v in metrics.items() if _is_number(v)}
+    overall = {k: v for k, v in metrics.extra.items() if _is_number(v)}
     if not overall:
         return [*blocks, Text(NOT_RECORDED)]
     blocks.append(Kpis(overall))
-    per_class = {k: v for k, v in _dict(metrics.get("per_class")).items() if isinstance(v, dict)}
+    per_class = {k: v for k, v in metrics.per_class.items() if isinstance(v, dict)}
     if per_class:
         blocks.append(Heading("By class", level=3))
         blocks.append(
@@ -205,18 +213,21 @@ def _metrics(metrics: Any) -> list[Block]:
                 ],
             )
         )
-    cm = _dict(metrics.get("confusion_matrix"))
-    labels, matrix = _list(cm.get("labels")), [_list(row) for row in _list(cm.get("matrix"))]
+    labels = metrics.confusion_matrix.labels
+    matrix = [row if isinstance(row, list) else [] for row in metrics.confusion_matrix.matrix]
     square = len(matrix) == len(labels) and all(len(row) == len(labels) for row in matrix)
-    if labels and square and all(_is_number(v) for row in matrix for v in row):
+    if labels and square and all(_is_number(n) for row in matrix for n in row):
         # counts as ints: reports.heatmap writes the cells as they are
         blocks.append(Heading("Confusion matrix", level=3))
-        blocks.append(Matrix([str(x) for x in labels], [[int(v) for v in row] for row in matrix]))
-    calibration = _dict(metrics.get("calibration"))
-    if _is_number(calibration.get("ece")):
-        blocks.append(Text(f"Expected calibration error: {_fmt(calibration['ece'])}."))
-    for column, values in _dict(metrics.get("slices")).items():
-        values = {k: v for k, v in _dict(values).items() if isinstance(v, dict)}
+        blocks.append(Matrix([str(x) for x in labels], [[int(n) for n in row] for row in matrix]))
+    if _is_number(metrics.calibration.get("ece")):
+        blocks.append(Text(f"Expected calibration error: {_fmt(metrics.calibration['ece'])}."))
+    for column, values in metrics.slices.items():
+        values = (
+            {k: v for k, v in values.items() if isinstance(v, dict)}
+            if isinstance(values, dict)
+            else {}
+        )
         names = list(dict.fromkeys(n for v in values.values() for n in v if n != "rows"))
         blocks.append(Heading(f"By {column}", level=3))
         blocks.append(
@@ -233,22 +244,20 @@ def _metrics(metrics: Any) -> list[Block]:
     return blocks
 
 
-def _bias(bias: Any, limits: Any) -> list[Block]:
-    bias, limits = _dict(bias), _dict(limits)
+def _bias(bias: Bias | None, limits: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = [Heading("Bias")]
-    if not bias:
+    if bias is None:
         return [*blocks, Text(NOT_RECORDED)]
-    groups = {k: v for k, v in _dict(bias.get("groups")).items() if isinstance(v, dict)}
-    classes = [str(c) for c in _list(bias.get("classes"))]
-    min_rows = bias.get("min_rows")
+    groups = {k: v for k, v in bias.groups.items() if isinstance(v, dict)}
+    classes = [str(c) for c in bias.classes]
+    min_rows = bias.min_rows
     small = (
         f", groups under {min_rows} rows left out of the differences"
         if _is_number(min_rows) and min_rows > 1
         else ""
     )
-    blocks.append(
-        Text(f"Attribute: {bias.get('attribute', NOT_RECORDED)}; {len(groups)} groups{small}.")
-    )
+    attribute = bias.attribute if "attribute" in bias.model_fields_set else NOT_RECORDED
+    blocks.append(Text(f"Attribute: {attribute}; {len(groups)} groups{small}."))
     verdicts: list[bool] = []
     rows = []
     for name in dict.fromkeys([*BIAS_DIFFERENCES, *limits]):
@@ -291,9 +300,9 @@ def _bias(bias: Any, limits: Any) -> list[Block]:
             [
                 g,
                 c,
-                _blank(_dict(v.get("selection_rate")).get(c), "n/a"),
-                _blank(_dict(v.get("tpr")).get(c), "n/a"),  # no rows of the class
-                _blank(_dict(v.get("fpr")).get(c), "n/a"),  # every row of the class
+                _blank(_rate(v, "selection_rate", c), "n/a"),
+                _blank(_rate(v, "tpr", c), "n/a"),  # no rows of the class
+                _blank(_rate(v, "fpr", c), "n/a"),  # every row of the class
             ]
             for g, v in groups.items()
             for c in classes
@@ -304,57 +313,57 @@ def _bias(bias: Any, limits: Any) -> list[Block]:
     return blocks
 
 
-def _importance(importance: Any) -> list[Block]:
-    importance = _dict(importance)
+def _rate(group: dict[str, Any], measure: str, cls: str) -> Any:
+    """A group's rate of one class (``None`` where it was not recorded)."""
+    rates = group.get(measure)
+    return rates.get(cls) if isinstance(rates, dict) else None
+
+
+def _importance(importance: Importance) -> list[Block]:
     blocks: list[Block] = [Heading("Feature importance")]
-    features = _records(importance.get("features"))
+    features = importance.features
     if not features:
         blocks.append(Text(NOT_RECORDED))
     else:
         how = [
-            f"{importance[k]} {k.replace('n_', '')}"
-            for k in ("rows", "n_repeats")
-            if _is_number(importance.get(k))
+            f"{value} {label}"
+            for value, label in ((importance.rows, "rows"), (importance.n_repeats, "repeats"))
+            if _is_number(value)
         ]
         blocks.append(
             Text(
-                f"{importance.get('method', 'permutation')} importance on the raw input columns: "
-                f"drop in {importance.get('scoring', 'score')} when a column is shuffled"
+                f"{importance.method or 'permutation'} importance on the raw input columns: "
+                f"drop in {importance.scoring or 'score'} when a column is shuffled"
                 + (f" ({', '.join(how)})." if how else ".")
             )
         )
-        values = {str(f.get("name", "?")): f.get("mean") for f in features}
-        blocks.append(_bars(values))
+        blocks.append(_bars({str(f.name): f.mean for f in features}))
         blocks.append(
             Table(
                 ["feature", "mean", "std"],
-                [
-                    [f.get("name", "?"), _blank(f.get("mean")), _blank(f.get("std"))]
-                    for f in features
-                ],
+                [[f.name, _blank(f.mean), _blank(f.std)] for f in features],
             )
         )
-    contributions = importance.get("contributions")
-    if isinstance(contributions, dict):
+    contributions = importance.contributions
+    if contributions is not None:
         blocks.append(Heading("Model feature contributions", level=3))
-        if contributions.get("error"):
-            blocks.append(Text(f"Could not be computed: {contributions['error']}"))
+        if contributions.error:
+            blocks.append(Text(f"Could not be computed: {contributions.error}"))
         else:
-            items = _records(contributions.get("features"))
-            blocks.append(Text(f"{contributions.get('method', NOT_RECORDED)}."))
+            items = contributions.features
+            blocks.append(Text(f"{contributions.method or NOT_RECORDED}."))
             if items:
-                blocks.append(_bars({str(f.get("name", "?")): f.get("mean_abs") for f in items}))
+                blocks.append(_bars({str(f.name): f.mean_abs for f in items}))
                 blocks.append(
                     Table(
                         ["model feature", "mean |contribution|"],
-                        [[f.get("name", "?"), _blank(f.get("mean_abs"))] for f in items],
+                        [[f.name, _blank(f.mean_abs)] for f in items],
                     )
                 )
     return blocks
 
 
-def _gates(gates: Any) -> list[Block]:
-    gates = _records(gates)
+def _gates(gates: list[Gate]) -> list[Block]:
     blocks: list[Block] = [Heading("Gates")]
     if not gates:
         return [*blocks, Text(NOT_RECORDED)]
@@ -363,23 +372,22 @@ def _gates(gates: Any) -> list[Block]:
             ["kind", "gate", "result", "detail", "value", "threshold"],
             [
                 [
-                    _or(g.get("kind")),
+                    _or(g.kind),
                     _or(
-                        g.get("gate")
-                        or " ".join(str(g[k]) for k in ("metric", "op", "threshold") if k in g)
+                        g.gate or " ".join(str(p) for p in _written(g, "metric", "op", "threshold"))
                     ),
-                    _verdict(g.get("passed") if isinstance(g.get("passed"), bool) else None),
-                    g.get("detail") or "",
-                    _blank(g.get("value")),
-                    _blank(g.get("threshold")),
+                    _verdict(g.passed),
+                    g.detail or "",
+                    _blank(g.value),
+                    _blank(g.threshold),
                 ]
                 for g in gates
             ],
             left=4,
         )
     )
-    failed = sum(1 for g in gates if g.get("passed") is False)
-    unknown = sum(1 for g in gates if not isinstance(g.get("passed"), bool))
+    failed = sum(1 for g in gates if g.passed is False)
+    unknown = sum(1 for g in gates if g.passed is None)
     if failed:
         blocks.append(Status(f"{failed} of {len(gates)} gate(s) FAILED.", ok=False))
     elif unknown:
@@ -389,35 +397,33 @@ def _gates(gates: Any) -> list[Block]:
     return blocks
 
 
-def _lineage(run: Any, lineage: Any) -> list[Block]:
+def _written(part: Any, *keys: str) -> list[Any]:
+    """The values of ``keys`` that the record wrote (a key written as null included)."""
+    return [getattr(part, k) for k in keys if k in part.model_fields_set]
+
+
+def _lineage(run: RunRef, lineage: Lineage) -> list[Block]:
     """The run that made the model and, when the lineage is known (the dict
     :func:`pipeflow.registry.lineage.model_lineage` returns), the stages that made it, the sources
     they read and the other versions sharing data with it."""
-    run, lineage = _dict(run), _dict(lineage)
     blocks: list[Block] = [Heading("Lineage")]
     rows = [
-        ["run", _or(run.get("run_id") or lineage.get("run_id"))],
-        ["pipeline", _or(run.get("pipeline") or lineage.get("pipeline"))],
-        ["registered by stage", _or(run.get("stage") or lineage.get("stage"))],
+        ["run", _or(run.run_id or lineage.run_id)],
+        ["pipeline", _or(run.pipeline or lineage.pipeline)],
+        ["registered by stage", _or(run.stage or lineage.stage)],
     ]
-    if run.get("spec_path"):
-        rows.append(["spec", run["spec_path"]])
+    if run.spec_path:
+        rows.append(["spec", run.spec_path])
     blocks.append(Table(["", ""], rows, left=2))
-    if lineage.get("note"):
-        blocks.append(Text(str(lineage["note"])))
-    sources = _records(lineage.get("sources"))
+    if lineage.note:
+        blocks.append(Text(str(lineage.note)))
+    sources = lineage.sources
     blocks.append(Heading("Sources", level=3))
     blocks.append(
         Table(
             ["stage", "type", "source", "fingerprint", "digest"],
             [
-                [
-                    _or(s.get("stage")),
-                    _or(s.get("type")),
-                    _or(s.get("source")),
-                    _short(s.get("fingerprint")),
-                    _short(s.get("digest")),
-                ]
+                [_or(s.stage), _or(s.type), _or(s.source), _short(s.fingerprint), _short(s.digest)]
                 for s in sources
             ],
             left=5,
@@ -425,18 +431,18 @@ def _lineage(run: Any, lineage: Any) -> list[Block]:
         if sources
         else Text(NOT_RECORDED)
     )
-    stages = _records(lineage.get("stages"))
+    stages = lineage.stages
     blocks.append(Heading("Stages", level=3))
     blocks.append(
         Table(
             ["stage", "type", "state", "inputs", "outputs"],
             [
                 [
-                    _or(s.get("stage")),
-                    _or(s.get("type")),
-                    _or(s.get("state")),
-                    ", ".join(str(i) for i in _list(s.get("inputs"))) or "—",
-                    ", ".join(_short(d) for d in _list(s.get("outputs"))) or "—",
+                    _or(s.stage),
+                    _or(s.type),
+                    _or(s.state),
+                    ", ".join(str(i) for i in s.inputs) or "—",
+                    ", ".join(_short(d) for d in s.outputs) or "—",
                 ]
                 for s in stages
             ],
@@ -445,8 +451,8 @@ def _lineage(run: Any, lineage: Any) -> list[Block]:
         if stages
         else Text(NOT_RECORDED)
     )
-    if "shared_with" in lineage:
-        shared = [_shared(s) for s in _list(lineage.get("shared_with"))]
+    if "shared_with" in lineage.model_fields_set:
+        shared = [_shared(s) for s in lineage.shared_with]
         blocks.append(
             Text("Shares data with: " + ("; ".join(shared) if shared else "no other version") + ".")
         )
@@ -457,24 +463,24 @@ def _shared(entry: Any) -> str:
     """One version sharing data: ``name@v (digest, ...)``, digests cut short."""
     if not isinstance(entry, dict):
         return str(entry)
-    digests = ", ".join(_short(d) for d in _list(entry.get("digests")))
-    return f"{_or(entry.get('model'))}" + (f" ({digests})" if digests else "")
+    digests = entry.get("digests")
+    shown = ", ".join(_short(d) for d in digests) if isinstance(digests, list | tuple) else ""
+    return f"{_or(entry.get('model'))}" + (f" ({shown})" if shown else "")
 
 
-def _signature(signature: Any) -> list[Block]:
-    signature = _dict(signature)
+def _signature(signature: SignatureRecord) -> list[Block]:
     blocks: list[Block] = [Heading("Signature")]
-    features = _records(signature.get("features"))
+    features = signature.features
     blocks.append(
         Table(
             ["feature", "dtype"],
-            [[f.get("name", "?"), _or(f.get("dtype"))] for f in features],
+            [[f.name, _or(f.dtype)] for f in features],
             left=2,
         )
         if features
         else Text(f"Features: {NOT_RECORDED}.")
     )
-    classes = _list(signature.get("classes"))
+    classes = signature.classes
     if classes:
         blocks.append(Table(["#", "class"], [[i, c] for i, c in enumerate(classes)], left=2))
     elif not features:
@@ -482,8 +488,7 @@ def _signature(signature: Any) -> list[Block]:
     return blocks
 
 
-def _params(params: Any) -> list[Block]:
-    params = _dict(params)
+def _params(params: dict[str, Any]) -> list[Block]:
     blocks: list[Block] = [Heading("Params")]
     if not params:
         return [*blocks, Text(NOT_RECORDED)]
@@ -591,18 +596,6 @@ def _bars(values: dict[str, Any]) -> Bars:
     return Bars(shown, limit=top if top > 0 else 1.0)
 
 
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list | tuple) else []
-
-
-def _records(value: Any) -> list[dict[str, Any]]:
-    return [v for v in _list(value) if isinstance(v, dict)]
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -639,12 +632,10 @@ def _when(created: Any) -> str:
         return str(created)
 
 
-def _stored_as(model: dict[str, Any]) -> str:
-    if not model:
-        return NOT_RECORDED
-    parts = [str(model[k]) for k in ("codec", "kind") if model.get(k)]
-    if _is_number(model.get("size")):
-        parts.append(f"{model['size']:,} bytes")
+def _stored_as(model: ModelRef) -> str:
+    parts = [str(p) for p in (model.codec, model.kind) if p]
+    if _is_number(model.size):
+        parts.append(f"{model.size:,} bytes")
     return ", ".join(parts) or NOT_RECORDED
 
 

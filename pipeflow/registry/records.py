@@ -1,0 +1,266 @@
+"""The registry's records as types: a registered version and the lineage of one.
+
+A version record is JSON in the store (``registry/<model>/versions/<n>.json``), written by the
+``promote`` stage and ``pipeflow models``; records written by earlier releases, or by hand, may
+lack keys or hold another shape. Readers that draw a record (the model card) read it through
+these types instead of probing dicts: :meth:`VersionRecord.read` never fails. A key of the wrong
+shape reads as "not recorded" (its default), a list keeps only its items that are records, and
+keys these types do not name are kept (``extra``), so nothing written is lost on the way.
+
+Leaves shown as they were written (a metric, a count, a digest) stay ``Any``: the card prints
+what was recorded, and decides itself whether a value is a number.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+def _only_records(value: Any) -> list[Any]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list | tuple) else []
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+#: a list of records; anything else in it is left out
+Records = Annotated[list[Any], BeforeValidator(_only_records)]
+#: a list, or nothing
+Items = Annotated[list[Any], BeforeValidator(_as_list)]
+#: a mapping, or nothing
+Mapping = Annotated[dict[str, Any], BeforeValidator(_as_dict)]
+
+
+class Loose(BaseModel):
+    """A record part read leniently: a part that is not a mapping reads as empty, a field of the
+    wrong shape as its default, and unnamed keys are kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mapping(cls, data: Any) -> Any:
+        return data if isinstance(data, dict) else {}
+
+    @field_validator("*", mode="wrap")
+    @classmethod
+    def _or_default(cls, value: Any, handler: Any, info: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            return cls.model_fields[info.field_name].get_default(call_default_factory=True)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A key as written, named field or not."""
+        if key in type(self).model_fields:
+            return getattr(self, key)
+        return (self.model_extra or {}).get(key, default)
+
+    def items(self) -> list[tuple[str, Any]]:
+        """Every key as written (named fields first), for parts that are open mappings."""
+        return [*((k, getattr(self, k)) for k in type(self).model_fields), *self.extra.items()]
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class ModelRef(Loose):
+    digest: Any = None
+    codec: Any = None
+    kind: Any = None
+    size: Any = None
+
+
+class DataRefs(Loose):
+    train: Any = None
+    evaluation: Any = None
+    rows_train: Any = None
+    rows_evaluation: Any = None
+
+
+class ColumnSummary(Loose):
+    name: Any = "?"
+    dtype: Any = None
+    missing: Any = None
+    distinct: Any = None
+    min: Any = None
+    max: Any = None
+    mean: Any = None
+
+
+class TargetSummary(Loose):
+    name: Any = "?"
+    distribution: Mapping = {}
+
+
+class DataSummary(Loose):
+    rows: Any = None
+    columns: Annotated[list[ColumnSummary], BeforeValidator(_only_records)] = []
+    target: TargetSummary = TargetSummary()
+
+
+class ConfusionMatrix(Loose):
+    labels: Items = []
+    matrix: Items = []
+
+
+class Metrics(Loose):
+    """Overall metrics are the open keys (``accuracy``, ``r2``, ...); the named ones are parts."""
+
+    per_class: Mapping = {}
+    confusion_matrix: ConfusionMatrix = ConfusionMatrix()
+    calibration: Mapping = {}
+    slices: Mapping = {}
+
+
+class Bias(Loose):
+    """The differences (``demographic_parity_difference``, ...) are the open keys."""
+
+    attribute: Any = None
+    groups: Mapping = {}
+    classes: Items = []
+    min_rows: Any = None
+
+
+class FeatureImportance(Loose):
+    name: Any = "?"
+    mean: Any = None
+    std: Any = None
+    mean_abs: Any = None
+
+
+class Contributions(Loose):
+    method: Any = None
+    error: Any = None
+    features: Annotated[list[FeatureImportance], BeforeValidator(_only_records)] = []
+
+
+class Importance(Loose):
+    method: Any = None
+    scoring: Any = None
+    rows: Any = None
+    n_repeats: Any = None
+    features: Annotated[list[FeatureImportance], BeforeValidator(_only_records)] = []
+    contributions: Contributions | None = None
+
+    @field_validator("contributions", mode="before")
+    @classmethod
+    def _contributions(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else None
+
+
+class Gate(Loose):
+    kind: Any = None
+    gate: Any = None
+    metric: Any = None
+    op: Any = None
+    threshold: Any = None
+    passed: bool | None = None
+    detail: Any = None
+    value: Any = None
+
+    @field_validator("passed", mode="before")
+    @classmethod
+    def _verdict(cls, value: Any) -> Any:
+        return value if isinstance(value, bool) else None
+
+
+class RunRef(Loose):
+    run_id: Any = None
+    pipeline: Any = None
+    stage: Any = None
+    spec_path: Any = None
+
+
+class SignatureFeature(Loose):
+    name: Any = "?"
+    dtype: Any = None
+
+
+class SignatureRecord(Loose):
+    features: Annotated[list[SignatureFeature], BeforeValidator(_only_records)] = []
+    classes: Items = []
+
+
+class VersionRecord(Loose):
+    """One registered version, as the registry wrote it."""
+
+    name: Any = "?"
+    version: Any = "?"
+    created: Any = None
+    user: Any = None
+    host: Any = None
+    estimator: Any = None
+    task: Any = None
+    target: Any = None
+    description: Any = None
+    intended_use: Any = None
+    model: ModelRef = ModelRef()
+    data: DataRefs = DataRefs()
+    data_summary: DataSummary | None = None
+    metrics: Metrics = Metrics()
+    bias: Bias | None = None
+    bias_limits: Mapping = {}
+    importance: Importance = Importance()
+    gates: Annotated[list[Gate], BeforeValidator(_only_records)] = []
+    run: RunRef = RunRef()
+    signature: SignatureRecord = SignatureRecord()
+    params: Mapping = {}
+
+    @field_validator("data_summary", "bias", mode="before")
+    @classmethod
+    def _present(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) and value else None
+
+    @classmethod
+    def read(cls, record: Any) -> VersionRecord:
+        """The record, however it was written (never raises)."""
+        return cls.model_validate(record)
+
+
+class LineageSource(Loose):
+    stage: Any = None
+    type: Any = None
+    source: Any = None
+    fingerprint: Any = None
+    digest: Any = None
+
+
+class LineageStage(Loose):
+    stage: Any = None
+    type: Any = None
+    state: Any = None
+    inputs: Items = []
+    outputs: Items = []
+
+
+class Lineage(Loose):
+    """What :func:`pipeflow.registry.lineage.model_lineage` returns."""
+
+    run_id: Any = None
+    pipeline: Any = None
+    stage: Any = None
+    note: Any = None
+    sources: Annotated[list[LineageSource], BeforeValidator(_only_records)] = []
+    stages: Annotated[list[LineageStage], BeforeValidator(_only_records)] = []
+    #: whether the key was written at all: ``"shared_with" in lineage.model_fields_set``
+    shared_with: Items = []
+
+    @classmethod
+    def read(cls, lineage: Any) -> Lineage:
+        return cls.model_validate(lineage)
