@@ -41,7 +41,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from pipeflow.registry.signature import Columns, Signature
+from pipeflow.serving.config import ServeConfig
+from pipeflow.serving.errors import AuditUnavailable, BadRequest
+from pipeflow.serving.metrics import Metrics
 from pipeflow.store.journal import AuditLog, dumps, loads
 
 log = logging.getLogger("pipeflow.serve")
@@ -61,49 +64,6 @@ OPEN_PATHS = (
     "/docs",
     "/openapi.json",
 )
-
-
-@dataclass
-class ServeConfig:
-    """Everything a server process needs; JSON-serialisable (``--workers`` passes it by env)."""
-
-    store_url: str
-    model: str
-    which: str | None = "production"
-    storage_options: dict[str, Any] = field(default_factory=dict)
-    canary: str | None = None  # NAME@VERSION
-    canary_weight: float = 0.1
-    max_error_rate: float = 0.05
-    max_p95_ms: float | None = None
-    min_accuracy: float | None = None
-    min_requests: int = 20
-    audit_dir: str | None = None
-    audit_sync: bool = False
-    tokens: dict[str, list[str]] | None = None  # token -> scopes
-    reload_interval_s: float = 2.0
-    reject_unusual: bool = False
-    max_body_bytes: int = 5_000_000
-    max_rows: int = 10_000
-    batch_wait_ms: float = 5.0  # the longest a batch waits for requests still arriving
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> ServeConfig:
-        return cls(**json.loads(text))
-
-
-class AuditUnavailable(Exception):
-    """The audit log cannot be written: no prediction is answered unaudited (503)."""
-
-
-class BadRequest(Exception):
-    def __init__(
-        self, status: int, kind: str, message: str, fields: list[dict[str, Any]] | None = None
-    ):
-        super().__init__(message)
-        self.status, self.kind, self.fields = status, kind, fields or []
 
 
 # ------------------------------------------------------------------------------ model handles
@@ -629,46 +589,6 @@ class Server:
         return len(records)
 
 
-class Metrics:
-    """Prometheus metrics of one server process."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "pipeflow_requests",
-            "requests answered",
-            ["model", "version", "route", "code"],
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "pipeflow_errors",
-            "requests refused or failed, by type",
-            ["type"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "pipeflow_request_latency_seconds",
-            "time to answer a prediction request",
-            ["model", "version", "route"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
-            registry=self.registry,
-        )
-        self.rows = Counter(
-            "pipeflow_predictions", "rows predicted", ["model", "version"], registry=self.registry
-        )
-        self.unusual = Counter(
-            "pipeflow_unusual_inputs",
-            "rows flagged as outside what the model saw in training",
-            ["model", "version"],
-            registry=self.registry,
-        )
-        self.canary_weight = Gauge(
-            "pipeflow_canary_weight", "share of traffic sent to the canary", registry=self.registry
-        )
-
-
 # ------------------------------------------------------------------------------ payloads
 
 
@@ -927,10 +847,7 @@ def create_app(config: ServeConfig) -> Any:
         return Response(dumps(value), status_code=status, media_type="application/json")
 
     def failure(err: BadRequest) -> Response:
-        server.metrics.errors.labels(err.kind).inc()
-        server.metrics.requests.labels(
-            config.model, str(server.primary.version), "-", str(err.status)
-        ).inc()
+        server.metrics.refused(err.kind, config.model, str(server.primary.version), err.status)
         body: dict[str, Any] = {"type": err.kind, "message": str(err)}
         if err.fields:
             body["fields"] = err.fields
@@ -1079,14 +996,9 @@ def create_app(config: ServeConfig) -> Any:
             ) from None
         elapsed = time.perf_counter() - started
         server.observe(handle, elapsed, False)
-        m = server.metrics
-        version = str(handle.version)
-        m.requests.labels(handle.name, version, route, "200").inc()
-        m.latency.labels(handle.name, version, route).observe(elapsed)
-        m.rows.labels(handle.name, version).inc(len(rows))
-        unusual = sum(1 for f in flags if f)
-        if unusual:
-            m.unusual.labels(handle.name, version).inc(unusual)
+        server.metrics.answered(
+            handle.name, str(handle.version), route, elapsed, len(rows), sum(1 for f in flags if f)
+        )
         return handle, results
 
     predict_schema = {
