@@ -52,6 +52,14 @@ from pipeflow.registry.signature import Columns, Signature
 from pipeflow.serving.config import ServeConfig
 from pipeflow.serving.errors import AuditUnavailable, BadRequest
 from pipeflow.serving.metrics import Metrics
+from pipeflow.serving.protocols.mlflow import invocations_body, rows_from_mlflow
+from pipeflow.serving.protocols.native import (
+    FEEDBACK_SCHEMA,
+    feedback_items,
+    predict_body,
+    rows_from_native,
+)
+from pipeflow.serving.protocols.v2 import infer_body, metadata_body, rows_from_v2
 from pipeflow.store.journal import AuditLog, dumps, loads
 
 log = logging.getLogger("pipeflow.serve")
@@ -592,189 +600,6 @@ class Server:
 # ------------------------------------------------------------------------------ payloads
 
 
-def rows_from_native(payload: Any) -> list[Any]:
-    if isinstance(payload, dict):
-        return [payload]
-    if isinstance(payload, list):
-        return payload
-    raise BadRequest(422, "invalid_request", "expected a JSON object (one row) or an array of rows")
-
-
-def rows_from_columns(columns: Any, data: Any, names: list[str]) -> list[Any]:
-    if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
-        raise BadRequest(422, "invalid_request", "'data' must be a list of rows (lists of values)")
-    if columns is None:
-        columns = names
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise BadRequest(422, "invalid_request", "'columns' must be a list of column names")
-    rows = []
-    for i, r in enumerate(data):
-        if len(r) != len(columns):
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"row {i} has {len(r)} values for {len(columns)} columns",
-                [
-                    {
-                        "row": i,
-                        "field": None,
-                        "expected": f"{len(columns)} values",
-                        "got": f"{len(r)}",
-                    }
-                ],
-            )
-        rows.append(dict(zip(columns, r, strict=True)))
-    return rows
-
-
-def rows_from_mlflow(payload: Any, names: list[str]) -> list[Any]:
-    """MLflow scoring-server payloads (``dataframe_split``, ``dataframe_records``, ``instances``,
-    ``inputs``) as rows."""
-    if not isinstance(payload, dict):
-        raise BadRequest(
-            422,
-            "invalid_request",
-            "expected an object with one of: dataframe_split, dataframe_records, instances, inputs",
-        )
-    keys = [
-        k for k in ("dataframe_split", "dataframe_records", "instances", "inputs") if k in payload
-    ]
-    if len(keys) != 1:
-        raise BadRequest(
-            422,
-            "invalid_request",
-            "expected exactly one of: dataframe_split, dataframe_records, instances, inputs"
-            + (f" (got {', '.join(keys)})" if keys else ""),
-        )
-    key, value = keys[0], payload[keys[0]]
-    if key == "dataframe_split":
-        if not isinstance(value, dict):
-            raise BadRequest(
-                422, "invalid_request", "dataframe_split must be an object with columns and data"
-            )
-        return rows_from_columns(value.get("columns"), value.get("data"), names)
-    if key == "inputs" and isinstance(value, dict):  # columnar: {"col": [values]}
-        lengths = {len(v) if isinstance(v, list) else -1 for v in value.values()}
-        if len(lengths) != 1 or -1 in lengths:
-            raise BadRequest(
-                422,
-                "invalid_request",
-                "'inputs' as an object must map each column to a list of equal length",
-            )
-        n = lengths.pop()
-        return [{k: v[i] for k, v in value.items()} for i in range(n)]
-    if not isinstance(value, list):
-        raise BadRequest(422, "invalid_request", f"'{key}' must be a list of rows")
-    if value and all(isinstance(r, list) for r in value):
-        return rows_from_columns(None, value, names)
-    return value
-
-
-_V2_TYPES = {
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-}
-
-
-def rows_from_v2(payload: Any, names: list[str]) -> list[Any]:
-    """Open Inference Protocol (KServe v2) request tensors as rows: one 1-D tensor per feature,
-    or a single 2-D tensor whose columns are the features in signature order."""
-    if (
-        not isinstance(payload, dict)
-        or not isinstance(payload.get("inputs"), list)
-        or not payload["inputs"]
-    ):
-        raise BadRequest(
-            422, "invalid_request", "expected an object with a non-empty 'inputs' list of tensors"
-        )
-    tensors = payload["inputs"]
-    for i, t in enumerate(tensors):
-        if not isinstance(t, dict) or not {"name", "shape", "datatype", "data"} <= t.keys():
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"inputs[{i}] must have name, shape, datatype and data",
-                [
-                    {
-                        "row": None,
-                        "field": f"inputs[{i}]",
-                        "expected": "name, shape, datatype, data",
-                        "got": "missing keys",
-                    }
-                ],
-            )
-        if not isinstance(t["datatype"], str) or t["datatype"] not in _V2_TYPES:
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"inputs[{i}].datatype {t['datatype']!r} is not an Open Inference Protocol type",
-                [
-                    {
-                        "row": None,
-                        "field": f"inputs[{i}].datatype",
-                        "expected": "one of " + ", ".join(sorted(_V2_TYPES)),
-                        "got": str(t["datatype"]),
-                    }
-                ],
-            )
-        if not isinstance(t["shape"], list) or not all(
-            isinstance(d, int) and d >= 0 for d in t["shape"]
-        ):
-            raise BadRequest(
-                422, "invalid_request", f"inputs[{i}].shape must be a list of non-negative integers"
-            )
-    if len(tensors) == 1 and len(tensors[0]["shape"]) == 2 and tensors[0]["name"] not in names:
-        t = tensors[0]
-        n, d = t["shape"]
-        flat = _flatten(t["data"])
-        if d != len(names) or len(flat) != n * d:
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"a 2-D input needs shape [rows, {len(names)}] (features: {', '.join(names)}) and rows x {len(names)} values",
-            )
-        return [dict(zip(names, flat[i * d : (i + 1) * d], strict=True)) for i in range(n)]
-    columns: dict[str, list[Any]] = {}
-    for t in tensors:
-        flat = _flatten(t["data"])
-        expected = 1
-        for dim in t["shape"]:
-            expected *= dim
-        if len(flat) != expected:
-            raise BadRequest(
-                422,
-                "invalid_request",
-                f"input '{t['name']}' has {len(flat)} values for shape {t['shape']}",
-                [
-                    {
-                        "row": None,
-                        "field": t["name"],
-                        "expected": f"{expected} values",
-                        "got": str(len(flat)),
-                    }
-                ],
-            )
-        columns[str(t["name"])] = flat
-    lengths = {len(v) for v in columns.values()}
-    if len(lengths) != 1:
-        raise BadRequest(
-            422, "invalid_request", "every input tensor must hold the same number of rows"
-        )
-    n = lengths.pop()
-    return [{k: v[i] for k, v in columns.items()} for i in range(n)]
-
-
 def _json_int(text: str) -> int | float:
     """Integers as orjson reads them: beyond 64 bits they become floats (so a 400-digit number
     is ``inf``, refused by the signature as not finite, not an integer no float can hold)."""
@@ -786,30 +611,6 @@ def _json_int(text: str) -> int | float:
         if -(2**63) <= number < 2**64:
             return number
     return value
-
-
-def _flatten(data: Any) -> list[Any]:
-    if not isinstance(data, list):
-        raise BadRequest(422, "invalid_request", "tensor data must be a list")
-    out: list[Any] = []
-    stack = [data]
-    while stack:  # iterative: deep nesting cannot overflow the Python stack
-        item = stack.pop()
-        if isinstance(item, list):
-            stack.extend(reversed(item))
-        else:
-            out.append(item)
-    return out
-
-
-def v2_datatype(values: list[Any]) -> str:
-    if all(isinstance(v, bool) for v in values):
-        return "BOOL"
-    if all(isinstance(v, int) and not isinstance(v, bool) for v in values):
-        return "INT64"
-    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return "FP64"
-    return "BYTES"
 
 
 # ------------------------------------------------------------------------------------ the app
@@ -1061,7 +862,7 @@ def create_app(config: ServeConfig) -> Any:
             handle, results = await predict_rows(rows, caller, "v1", started)
         except BadRequest as err:
             return failure(err)
-        return reply({"model": handle.name, "version": handle.version, "predictions": results})
+        return reply(predict_body(payload, handle, results))
 
     feedback_schema = {
         "requestBody": {
@@ -1084,69 +885,7 @@ def create_app(config: ServeConfig) -> Any:
         try:
             caller = caller_for(name, request, "feedback")
             payload = await body_json(request, predict=False)
-            items = payload if isinstance(payload, list) else [payload]
-            problems = []
-            for i, item in enumerate(items):
-                if not isinstance(item, dict):
-                    problems.append(
-                        {
-                            "row": i,
-                            "field": None,
-                            "expected": "an object with id and outcome",
-                            "got": type(item).__name__,
-                        }
-                    )
-                    continue
-                pid = item.get("id")
-                if (
-                    not isinstance(pid, str)
-                    or not pid
-                    or len(pid) > 64
-                    or not all(c.isalnum() or c in "-_" for c in pid)
-                ):
-                    problems.append(
-                        {
-                            "row": i,
-                            "field": "id",
-                            "expected": "a prediction id (letters, digits, - or _)",
-                            "got": repr(pid)[:80],
-                        }
-                    )
-                if "outcome" not in item:
-                    problems.append(
-                        {
-                            "row": i,
-                            "field": "outcome",
-                            "expected": "the true outcome",
-                            "got": "nothing",
-                        }
-                    )
-                else:
-                    try:  # it goes to the audit log as it came; orjson nests 254 levels at most
-                        dumps({"outcome": item["outcome"]})  # nested as in the record
-                    except TypeError as err:
-                        problems.append(
-                            {
-                                "row": i,
-                                "field": "outcome",
-                                "expected": "a JSON value the audit log can hold",
-                                "got": str(err),
-                            }
-                        )
-                extra = item.keys() - {"id", "outcome"}
-                for key in extra:
-                    problems.append(
-                        {
-                            "row": i,
-                            "field": key,
-                            "expected": "no such field (id, outcome)",
-                            "got": "a value",
-                        }
-                    )
-            if problems or not items:
-                raise BadRequest(
-                    422, "validation_error", "feedback needs {id, outcome} per prediction", problems
-                )
+            items = feedback_items(payload)
             recorded = server.record_feedback(items, caller)
         except BadRequest as err:
             return failure(err)
@@ -1159,12 +898,10 @@ def create_app(config: ServeConfig) -> Any:
             caller = caller_for(None, request, "predict")
             payload = await body_json(request)
             rows = rows_from_mlflow(payload, server.primary.signature.names)
-            _, results = await predict_rows(rows, caller, "mlflow", started)
+            handle, results = await predict_rows(rows, caller, "mlflow", started)
         except BadRequest as err:
             return failure(err)
-        return reply(
-            {"predictions": [r["prediction"] for r in results], "ids": [r["id"] for r in results]}
-        )
+        return reply(invocations_body(payload, handle, results))
 
     @app.get("/v2/health/live", tags=["open inference protocol"])
     async def v2_live() -> Response:
@@ -1186,25 +923,7 @@ def create_app(config: ServeConfig) -> Any:
             caller_for(name, request, "predict")
         except BadRequest as err:
             return failure(err)
-        h = server.primary
-        kinds = {"number": "FP64", "string": "BYTES", "boolean": "BOOL"}
-        outputs = [{"name": "predict", "datatype": "BYTES" if h.classes else "FP64", "shape": [-1]}]
-        if h.proba:
-            outputs.append(
-                {"name": "predict_proba", "datatype": "FP64", "shape": [-1, len(h.classes)]}
-            )
-        return reply(
-            {
-                "name": h.name,
-                "versions": [str(h.version)],
-                "platform": "pipeflow",
-                "inputs": [
-                    {"name": f.name, "datatype": kinds[f.expect], "shape": [-1]}
-                    for f in h.signature.features
-                ],
-                "outputs": outputs,
-            }
-        )
+        return reply(metadata_body(server.primary))
 
     @app.get("/v2/models/{name}/ready", tags=["open inference protocol"])
     async def v2_model_ready(name: str) -> Response:
@@ -1224,35 +943,7 @@ def create_app(config: ServeConfig) -> Any:
             handle, results = await predict_rows(rows, caller, "v2", started)
         except BadRequest as err:
             return failure(err)
-        predictions = [r["prediction"] for r in results]
-        outputs = [
-            {
-                "name": "predict",
-                "datatype": v2_datatype(predictions),
-                "shape": [len(predictions)],
-                "data": predictions,
-            },
-            {
-                "name": "prediction_id",
-                "datatype": "BYTES",
-                "shape": [len(results)],
-                "data": [r["id"] for r in results],
-            },
-        ]
-        if handle.proba:
-            flat = [p for r in results for p in r["probabilities"].values()]
-            outputs.append(
-                {
-                    "name": "predict_proba",
-                    "datatype": "FP64",
-                    "shape": [len(results), len(handle.classes)],
-                    "data": flat,
-                }
-            )
-        body = {"model_name": handle.name, "model_version": str(handle.version), "outputs": outputs}
-        if isinstance(payload, dict) and isinstance(payload.get("id"), str):
-            body["id"] = payload["id"]
-        return reply(body)
+        return reply(infer_body(payload, handle, results))
 
     _add_feedback_schema(app)
     return app
@@ -1265,12 +956,7 @@ def _add_feedback_schema(app: Any) -> None:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        schema.setdefault("components", {}).setdefault("schemas", {})["Feedback"] = {
-            "type": "object",
-            "properties": {"id": {"type": "string"}, "outcome": {}},
-            "required": ["id", "outcome"],
-            "additionalProperties": False,
-        }
+        schema.setdefault("components", {}).setdefault("schemas", {})["Feedback"] = FEEDBACK_SCHEMA
         app.openapi_schema = schema
         return schema
 
