@@ -28,11 +28,9 @@ A canary version takes ``weight`` of the traffic; when its error rate, p95 laten
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import os
@@ -40,17 +38,16 @@ import random
 import secrets
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from pipeflow.registry.signature import Columns, Signature
+from pipeflow.serving.batcher import Batcher, Pending
 from pipeflow.serving.config import ServeConfig
 from pipeflow.serving.errors import AuditUnavailable, BadRequest
+from pipeflow.serving.handle import Handle
 from pipeflow.serving.metrics import Metrics
 from pipeflow.serving.protocols.mlflow import invocations_body, rows_from_mlflow
 from pipeflow.serving.protocols.native import (
@@ -72,250 +69,6 @@ OPEN_PATHS = (
     "/docs",
     "/openapi.json",
 )
-
-
-# ------------------------------------------------------------------------------ model handles
-
-
-class Handle:
-    """One loaded model version with its own batcher and live statistics."""
-
-    def __init__(self, name: str, record: dict[str, Any], model: Any, role: str):
-        self.name, self.record, self.model, self.role = name, record, model, role
-        self.version = int(record["version"])
-        self.signature = Signature.from_record(record)
-        classes = getattr(model, "classes_", None)
-        self.classes = (
-            [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else []
-        )
-        self.proba = bool(self.classes) and hasattr(model, "predict_proba")
-        self.numeric = [f.name for f in self.signature.features if f.expect == "number"]
-        self.requests = 0
-        self.errors = 0
-        self.latencies: collections.deque[float] = collections.deque(maxlen=2000)
-        self.feedback = [0, 0]  # correct, total
-        self.batcher: Batcher | None = None
-        self._split = _split_pipeline(model)
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    def frame(self, items: list[Pending]) -> Any:
-        """One DataFrame of the items' rows (all checked against one signature, in its column
-        order): from the columns the signature's fast path took when every item has them, else
-        from the rows."""
-        import pandas as pd
-
-        if all(i.data is not None for i in items):
-            return Columns.frame([i.data for i in items])  # type: ignore[misc]
-        names = items[0].columns
-        frame = pd.DataFrame.from_records([r for i in items for r in i.rows], columns=names)
-        for name in self.numeric:
-            if name in frame.columns and frame[name].dtype == object:
-                frame[name] = pd.to_numeric(frame[name], errors="coerce")
-        return frame
-
-    def score(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
-        """Predictions (and class probabilities) of a frame's rows, as Python values."""
-        if self._split is not None and self.proba:
-            # one preprocessing pass for both predict and predict_proba
-            prepare, final, labels = self._split
-            features = prepare.transform(frame)
-            proba = final.predict_proba(features)
-            raw = final.predict(features)
-            predicted = labels[raw.astype(int)] if labels is not None else raw
-        else:
-            predicted = self.model.predict(frame)
-            proba = self.model.predict_proba(frame) if self.proba else None
-        out = predicted.tolist() if hasattr(predicted, "tolist") else list(predicted)
-        return out, (proba.tolist() if proba is not None else None)
-
-
-def _split_pipeline(model: Any) -> tuple[Any, Any, Any] | None:
-    """(preprocessing, final estimator, label array or None) of a scikit-learn Pipeline, or of
-    pipeflow's LabelDecodedClassifier around one; None for anything else."""
-    import numpy as np
-
-    labels = None
-    inner = model
-    if (
-        type(model).__name__ == "LabelDecodedClassifier"
-        and getattr(model, "pipeline", None) is not None
-    ):
-        inner, labels = model.pipeline, np.asarray(model.classes)
-    steps = getattr(inner, "steps", None)
-    if not steps or len(steps) < 2 or type(inner).__name__ != "Pipeline":
-        return None
-    return inner[:-1], steps[-1][1], labels
-
-
-@dataclass
-class Pending:
-    rows: list[dict[str, Any]]
-    columns: list[str]  # feature names, in the order of the signature the rows were checked against
-    data: Columns | None  # the rows' columns, when the signature's fast path took them
-    flags: list[list[str]]
-    caller: str
-    route: str
-    started: float
-    future: asyncio.Future[Any]
-
-
-# how long a batcher remembers the most requests it saw at once: a few large requests' time, so
-# that a change of traffic (a burst of clients gone) stops the waiting for them within it
-PEAK_S = 0.2
-
-
-class Batcher:
-    """Scores queued requests together on one thread; audits each batch before answering."""
-
-    def __init__(self, handle: Handle, server: Server):
-        self.handle, self.server = handle, server
-        self.queue: asyncio.Queue[Pending] = asyncio.Queue()
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix=f"pipeflow-{handle.label}")
-        self.task: asyncio.Task[None] | None = None
-        self.scoring = 0  # requests in the batch being scored
-        # the most requests seen in the system at once (queued, arriving or being scored) in
-        # the last PEAK_S seconds: how many clients are taking turns
-        self.peak, self.peak_at = 0, 0.0
-
-    async def submit(self, item: Pending) -> list[dict[str, Any]]:
-        loop = asyncio.get_running_loop()
-        if self.task is None or self.task.done():
-            self.task = loop.create_task(self._run())
-        await self.queue.put(item)
-        self.count_clients(loop.time())
-        return await item.future
-
-    def count_clients(self, now: float) -> None:
-        """Note how many requests are in the system (queued, arriving, being scored)."""
-        seen = self.queue.qsize() + self.scoring + self.server.arriving
-        if seen >= self.peak or now - self.peak_at > PEAK_S:
-            self.peak, self.peak_at = seen, now
-
-    async def collect(self) -> list[Pending]:
-        """The next batch: the first queued request, everything queued behind it, and requests
-        still *arriving* (body being read or parsed), for at most ``batch_wait_ms``. Without
-        waiting for those, concurrent large requests settle into batches of one, each paying the
-        model's fixed cost per call (a scikit-learn ColumnTransformer: ~2.5 ms) alone. While
-        the batch holds fewer requests than were in the system at once a moment ago, it
-        also waits (as long) for the clients just answered to send their next request: else
-        four clients taking turns settle into two alternating pairs, each batch paying the fixed
-        costs for half the rows. A lone client's request is scored at once."""
-        loop = asyncio.get_running_loop()
-        items = [await self.queue.get()]
-        rows, limit = len(items[0].rows), self.server.config.max_rows
-        deadline = loop.time() + self.server.config.batch_wait_ms / 1000
-        expect = self.peak if loop.time() - self.peak_at <= PEAK_S else 0
-        while rows < limit:
-            if not self.queue.empty():
-                items.append(self.queue.get_nowait())
-            elif (self.server.arriving > 0 or len(items) < expect) and (
-                left := deadline - loop.time()
-            ) > 0:
-                try:
-                    items.append(await asyncio.wait_for(self.queue.get(), left))
-                except TimeoutError:
-                    break
-            else:
-                break
-            rows += len(items[-1].rows)
-        return items
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            self.scoring = 0
-            items = await self.collect()
-            self.scoring = len(items)
-            try:
-                results = await loop.run_in_executor(self.pool, self._score, items)
-            except AuditUnavailable as err:  # nothing can be answered
-                for item in items:
-                    if not item.future.done():
-                        item.future.set_exception(err)
-                continue
-            except Exception as err:
-                if len(items) == 1:
-                    if not items[0].future.done():
-                        items[0].future.set_exception(err)
-                    continue
-                # the model failed on the batch: score each request alone, so one request the
-                # model cannot handle does not fail the others that happened to share its batch
-                for item in items:
-                    try:
-                        (result,) = await loop.run_in_executor(self.pool, self._score, [item])
-                    except Exception as alone:
-                        if not item.future.done():
-                            item.future.set_exception(alone)
-                    else:
-                        if not item.future.done():
-                            item.future.set_result(result)
-                continue
-            for item, result in zip(items, results, strict=True):
-                if not item.future.done():
-                    item.future.set_result(result)
-
-    def _score(self, items: list[Pending]) -> list[list[dict[str, Any]]]:
-        handle, server = self.handle, self.server
-        columns = items[0].columns
-        if all(i.columns == columns for i in items):
-            predicted, proba = handle.score(handle.frame(items))
-        else:  # a reload changed the signature between requests: one frame per request
-            predicted, proba = [], [] if handle.proba else None
-            for i in items:
-                p, q = handle.score(handle.frame([i]))
-                predicted += p
-                if proba is not None and q is not None:
-                    proba += q
-        now = time.time()
-        ids = server.new_ids(len(predicted))
-        labels = [str(c) for c in handle.classes]
-        name, version, role = handle.name, handle.version, handle.role
-        probabilities = (
-            [dict(zip(labels, p, strict=True)) for p in proba]
-            if proba is not None
-            else itertools.repeat(None)
-        )
-        results: list[list[dict[str, Any]]] = []
-        records: list[dict[str, Any]] = []
-        rows = iter(zip(ids, predicted, probabilities, strict=False))
-        for item in items:
-            out = []
-            # the request's latency up to its audit record (the same for all its rows)
-            latency = round((time.perf_counter() - item.started) * 1000, 3)
-            route, caller = item.route, item.caller
-            for row, flags, (pid, value, probs) in zip(item.rows, item.flags, rows, strict=False):
-                result: dict[str, Any] = {"id": pid, "prediction": value}
-                if probs is not None:
-                    result["probabilities"] = probs
-                if flags:
-                    result["flags"] = flags
-                out.append(result)
-                records.append(
-                    {
-                        "id": pid,
-                        "time": now,
-                        "model": name,
-                        "version": version,
-                        "role": role,
-                        "route": route,
-                        "inputs": row,
-                        "output": value,
-                        "probabilities": probs,
-                        "flags": flags,
-                        "latency_ms": latency,
-                        "caller": caller,
-                    }
-                )
-            results.append(out)
-        try:
-            server.audit.append(records)
-        except OSError as err:
-            raise AuditUnavailable(f"{server.audit.folder}: {err.strerror or err}") from None
-        server.recent.add(name, version, ids, predicted)
-        return results
 
 
 class RecentPredictions:

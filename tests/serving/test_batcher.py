@@ -6,7 +6,7 @@ import asyncio
 import time
 from types import SimpleNamespace
 
-from pipeflow.serving.app import Batcher, Pending
+from pipeflow.serving.batcher import Batcher, Pending
 from pipeflow.serving.config import ServeConfig
 
 

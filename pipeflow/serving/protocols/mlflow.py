@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pipeflow.serving.errors import BadRequest
 
 if TYPE_CHECKING:
-    from pipeflow.serving.app import Handle
+    from pipeflow.serving.handle import Handle
 
 
 def rows_from_columns(columns: Any, data: Any, names: list[str]) -> list[Any]:

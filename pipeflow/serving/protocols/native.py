@@ -15,7 +15,7 @@ from pipeflow.serving.errors import BadRequest
 from pipeflow.store.journal import dumps
 
 if TYPE_CHECKING:
-    from pipeflow.serving.app import Handle
+    from pipeflow.serving.handle import Handle
 
 # the JSON Schema of one feedback item, a component of the OpenAPI document
 FEEDBACK_SCHEMA = {

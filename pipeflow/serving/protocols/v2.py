@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pipeflow.serving.errors import BadRequest
 
 if TYPE_CHECKING:
-    from pipeflow.serving.app import Handle
+    from pipeflow.serving.handle import Handle
 
 _V2_TYPES = {
     "BOOL",
