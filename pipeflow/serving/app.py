@@ -29,26 +29,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
-import random
-import secrets
-import threading
 import time
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from pipeflow.serving.batcher import Batcher, Pending
+from pipeflow.serving.batcher import Pending
 from pipeflow.serving.config import ServeConfig
 from pipeflow.serving.errors import AuditUnavailable, BadRequest
 from pipeflow.serving.handle import Handle
-from pipeflow.serving.metrics import Metrics
 from pipeflow.serving.protocols.mlflow import invocations_body, rows_from_mlflow
 from pipeflow.serving.protocols.native import (
     FEEDBACK_SCHEMA,
@@ -57,7 +50,8 @@ from pipeflow.serving.protocols.native import (
     rows_from_native,
 )
 from pipeflow.serving.protocols.v2 import infer_body, metadata_body, rows_from_v2
-from pipeflow.store.journal import AuditLog, dumps, loads
+from pipeflow.serving.state import Server
+from pipeflow.store.journal import dumps, loads
 
 log = logging.getLogger("pipeflow.serve")
 OPEN_PATHS = (
@@ -69,285 +63,6 @@ OPEN_PATHS = (
     "/docs",
     "/openapi.json",
 )
-
-
-class RecentPredictions:
-    """The outputs of roughly the last ``keep`` to ``2 * keep`` predictions by id, for live accuracy
-    from feedback. Two generations of plain dicts, one per model version, filled with one C-level
-    ``dict.update`` per batch; when the young generation is full it becomes the old one and the
-    old one is dropped: O(1) per batch, no per-row eviction."""
-
-    def __init__(self, keep: int = 100_000):
-        self.keep = keep
-        self._young: dict[tuple[str, int], dict[str, Any]] = {}
-        self._old: dict[tuple[str, int], dict[str, Any]] = {}
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def add(self, name: str, version: int, ids: list[str], outputs: list[Any]) -> None:
-        with self._lock:
-            if self._size >= self.keep:
-                self._old, self._young, self._size = self._young, {}, 0
-            self._young.setdefault((name, version), {}).update(zip(ids, outputs, strict=True))
-            self._size += len(ids)
-
-    def get(self, pid: str) -> tuple[str, int, Any] | None:
-        """(model, version, output) of a recent prediction id, or None."""
-        with self._lock:
-            for generation in (self._young, self._old):
-                for (name, version), outputs in generation.items():
-                    if pid in outputs:
-                        return name, version, outputs[pid]
-        return None
-
-
-# ------------------------------------------------------------------------------------ server
-
-
-class Server:
-    """State shared by the routes: handles, audit, metrics, rollout."""
-
-    def __init__(self, config: ServeConfig):
-        from pipeflow.registry import Registry
-        from pipeflow.store.artifacts import ArtifactStore
-        from pipeflow.store.journal import default_folder, repair
-
-        self.config = config
-        self.store = ArtifactStore(config.store_url, config.storage_options)
-        self.registry = Registry(self.store)
-        folder = config.audit_dir or default_folder(config.store_url)
-        if folder is None:
-            from pipeflow.errors import UsageError
-
-            raise UsageError(
-                f"the store {config.store_url} is not local: pass --audit-dir DIR for the audit log"
-            )
-        self.audit_dir = str(folder)
-        try:
-            repair(self.audit_dir)
-            for kind in ("predictions", "feedback", "events"):
-                probe = Path(self.audit_dir) / kind
-                probe.mkdir(parents=True, exist_ok=True)
-                if not os.access(probe, os.W_OK):
-                    raise PermissionError(13, "not writable", str(probe))
-        except OSError as err:
-            from pipeflow.errors import UsageError
-
-            raise UsageError(
-                f"cannot write the audit log at {err.filename or self.audit_dir}: {err.strerror or err} "
-                "(pass --audit-dir DIR to put it somewhere writable)"
-            ) from None
-        self.audit = AuditLog(self.audit_dir, "predictions", sync=config.audit_sync)
-        self.feedback_log = AuditLog(self.audit_dir, "feedback", sync=config.audit_sync)
-        self.events = AuditLog(self.audit_dir, "events", sync=True)
-        # a letter first: an id such as "1305603e-1" would read back from CSV as a number
-        self._prefix = "p" + secrets.token_hex(4)
-        self._counter = 0
-        self._id_lock = threading.Lock()
-        self.recent = RecentPredictions()
-        self.arriving = 0  # predict requests whose body is being read (event loop only)
-        self.primary = self._load(config.model, config.which, "primary")
-        self.canary: Handle | None = None
-        self.canary_weight = 0.0
-        if config.canary:
-            self.canary = self._load_canary(config.canary, config)
-            self.canary_weight = config.canary_weight
-        self.metrics = Metrics()
-        self.metrics.canary_weight.set(self.canary_weight)
-        self.tokens = {
-            hashlib.sha256(t.encode()).digest(): frozenset(s)
-            for t, s in (config.tokens or {}).items()
-        }
-
-    def _load_canary(self, ref: str, config: ServeConfig) -> Handle:
-        """The canary ``ref``: another version of the served model, by its version or alias."""
-        from pipeflow.errors import UsageError
-        from pipeflow.registry import parse_ref
-
-        name, which = parse_ref(ref)
-        if name != config.model:
-            raise UsageError(
-                f"--canary {ref}: a canary is another version of {config.model}, "
-                f"not a version of {name}"
-            )
-        if which is None:
-            raise UsageError(f"--canary {ref}: name the version, e.g. {name}@3")
-        canary = self._load(name, which, "canary")
-        if canary.version == self.primary.version:
-            raise UsageError(
-                f"--canary {ref} is {canary.label}, the version "
-                f"{config.model}@{config.which} already serves: name another version"
-            )
-        return canary
-
-    def _load(self, name: str, which: str | int | None, role: str) -> Handle:
-        model, record = self.registry.load_model(name, which)
-        handle = Handle(name, record, model, role)
-        handle.batcher = Batcher(handle, self)
-        return handle
-
-    def new_id(self) -> str:
-        return self.new_ids(1)[0]
-
-    def new_ids(self, n: int) -> list[str]:
-        """``n`` prediction ids, unique in this process (one lock for a whole batch)."""
-        with self._id_lock:
-            first = self._counter + 1
-            self._counter += n
-        prefix = self._prefix
-        return [f"{prefix}-{i:x}" for i in range(first, first + n)]
-
-    def pick(self) -> Handle:
-        if (
-            self.canary is not None
-            and self.canary_weight > 0
-            and random.random() < self.canary_weight
-        ):
-            return self.canary
-        return self.primary
-
-    # -- auth ------------------------------------------------------------------------------
-    def authorize(self, authorization: str | None, scope: str) -> str:
-        """The caller's name (a token fingerprint) or raises 401/403; open when no tokens."""
-        if not self.tokens:
-            return "anonymous"
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise BadRequest(
-                401, "unauthorized", "a bearer token is required (Authorization: Bearer TOKEN)"
-            )
-        digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
-        scopes = None
-        for known, granted in self.tokens.items():  # constant time per comparison, all compared
-            if hmac.compare_digest(known, digest):
-                scopes = granted
-        if scopes is None:
-            raise BadRequest(401, "unauthorized", "the bearer token is not valid")
-        if scope not in scopes and "*" not in scopes:
-            raise BadRequest(403, "forbidden", f"the token lacks the '{scope}' scope")
-        return "token:" + digest.hex()[:12]
-
-    # -- rollout -----------------------------------------------------------------------------
-    def observe(self, handle: Handle, seconds: float, failed: bool) -> None:
-        handle.requests += 1
-        handle.errors += failed
-        handle.latencies.append(seconds)
-        if handle is self.canary and self.canary_weight > 0:
-            self.check_canary()
-
-    def check_canary(self) -> None:
-        c, cfg = self.canary, self.config
-        if c is None or c.requests < cfg.min_requests:
-            return
-        reasons = []
-        rate = c.errors / c.requests
-        if rate > cfg.max_error_rate:
-            reasons.append(f"error rate {rate:.3f} > {cfg.max_error_rate:g}")
-        if cfg.max_p95_ms is not None and c.latencies:
-            ordered = sorted(c.latencies)
-            p95 = ordered[int(0.95 * (len(ordered) - 1))] * 1000
-            if p95 > cfg.max_p95_ms:
-                reasons.append(f"p95 latency {p95:.1f} ms > {cfg.max_p95_ms:g} ms")
-        correct, total = c.feedback
-        if cfg.min_accuracy is not None and total >= cfg.min_requests:
-            accuracy = correct / total
-            if accuracy < cfg.min_accuracy:
-                reasons.append(f"live accuracy {accuracy:.3f} < {cfg.min_accuracy:g}")
-        if reasons:
-            self.withdraw_canary("; ".join(reasons))
-
-    def withdraw_canary(self, why: str) -> None:
-        c = self.canary
-        if c is None or self.canary_weight == 0:
-            return
-        self.canary_weight = 0.0
-        self.metrics.canary_weight.set(0)
-        event = {
-            "id": self.new_id(),
-            "time": time.time(),
-            "event": "canary_withdrawn",
-            "model": c.name,
-            "version": c.version,
-            "primary": self.primary.label,
-            "reason": why,
-            "requests": c.requests,
-            "errors": c.errors,
-        }
-        self.events.append([event])
-        log.warning(
-            "ALERT canary %s withdrawn: %s (all traffic back on %s)",
-            c.label,
-            why,
-            self.primary.label,
-        )
-
-    async def watch_alias(self) -> None:
-        """Swap in the alias's new holder when it moves (promote / rollback)."""
-        which = self.config.which
-        if which is None or str(which).isdigit():
-            return
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.config.reload_interval_s)
-            try:
-                held = await loop.run_in_executor(
-                    None, self.registry.holder, self.config.model, which
-                )
-                if held is None or held == self.primary.version:
-                    continue
-                fresh = await loop.run_in_executor(
-                    None, self._load, self.config.model, held, "primary"
-                )
-            except Exception as err:  # keep serving the version we have
-                log.error("could not reload %s@%s: %s", self.config.model, which, err)
-                continue
-            old = self.primary
-            self.primary = fresh
-            self.events.append(
-                [
-                    {
-                        "id": self.new_id(),
-                        "time": time.time(),
-                        "event": "reloaded",
-                        "model": fresh.name,
-                        "alias": which,
-                        "from_version": old.version,
-                        "version": fresh.version,
-                    }
-                ]
-            )
-            log.info(
-                "%s@%s moved: now serving v%d (was v%d)",
-                fresh.name,
-                which,
-                fresh.version,
-                old.version,
-            )
-
-    def record_feedback(self, items: list[dict[str, Any]], caller: str) -> int:
-        now = time.time()
-        records = []
-        for item in items:
-            pid, outcome = item["id"], item["outcome"]
-            seen = self.recent.get(pid)
-            if seen is not None:
-                name, version, predicted = seen
-                for h in (self.primary, self.canary):
-                    if h is not None and h.name == name and h.version == version:
-                        h.feedback[0] += str(predicted) == str(outcome)
-                        h.feedback[1] += 1
-            records.append(
-                {
-                    "id": pid,
-                    "time": now,
-                    "outcome": outcome,
-                    "caller": caller,
-                    "model": self.primary.name,
-                }
-            )
-        self.feedback_log.append(records)
-        if self.canary is not None and self.canary_weight > 0:
-            self.check_canary()
-        return len(records)
 
 
 # ------------------------------------------------------------------------------ payloads
@@ -507,7 +222,7 @@ def create_app(config: ServeConfig) -> Any:
                 f"{len(problems)} problem(s); first: {where}: expected {first['expected']}, got {first['got']}",
                 problems[:100],
             )
-        handle = server.pick()
+        handle = server.rollout.pick()
         columns = reference.signature.names
         item = Pending(
             rows,
@@ -528,7 +243,7 @@ def create_app(config: ServeConfig) -> Any:
                 503, "audit_unavailable", "the audit log cannot be written; try again later"
             ) from None
         except Exception as err:
-            server.observe(handle, time.perf_counter() - started, True)
+            server.rollout.observe(handle, time.perf_counter() - started, True)
             log.error("%s failed on a valid request: %s: %s", handle.label, type(err).__name__, err)
             with contextlib.suppress(OSError):  # monitoring's error rate reads these
                 server.events.append(
@@ -549,7 +264,7 @@ def create_app(config: ServeConfig) -> Any:
                 500, "model_error", f"the model {handle.label} failed: {type(err).__name__}"
             ) from None
         elapsed = time.perf_counter() - started
-        server.observe(handle, elapsed, False)
+        server.rollout.observe(handle, elapsed, False)
         server.metrics.answered(
             handle.name, str(handle.version), route, elapsed, len(rows), sum(1 for f in flags if f)
         )
@@ -601,7 +316,7 @@ def create_app(config: ServeConfig) -> Any:
                 "signature": h.record.get("signature"),
                 "canary": None
                 if server.canary is None
-                else {"version": server.canary.version, "weight": server.canary_weight},
+                else {"version": server.canary.version, "weight": server.rollout.weight},
             }
         )
 

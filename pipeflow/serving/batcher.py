@@ -26,8 +26,8 @@ from pipeflow.registry.signature import Columns
 from pipeflow.serving.errors import AuditUnavailable
 
 if TYPE_CHECKING:
-    from pipeflow.serving.app import Server
     from pipeflow.serving.handle import Handle
+    from pipeflow.serving.state import Server
 
 
 @dataclass
