@@ -66,3 +66,9 @@ class Metrics:
         """A request refused or failed with ``status``; the route is not known here: ``-``."""
         self.errors.labels(kind).inc()
         self.requests.labels(model, version, "-", str(status)).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The metrics in Prometheus' text format, and its content type (``GET /metrics``)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
