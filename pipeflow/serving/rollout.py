@@ -2,11 +2,12 @@
 
 ``--canary NAME@VERSION`` loads another version of the served model next to the primary
 (:meth:`Rollout.load`); :meth:`Rollout.pick` sends it ``weight`` of the requests, at random.
-Every answered or failed request is observed on the handle that took it (:meth:`Rollout.observe`:
+Each request a version scored, or failed on, is observed on its handle (:meth:`Rollout.observe`:
 requests, errors, latencies); feedback adds to the handles' live accuracy
-(:meth:`pipeflow.serving.state.Server.record_feedback`). Once the canary has answered
-``min_requests``, each of its requests and each feedback checks it (:meth:`Rollout.check`): when
-its error rate, p95 latency or live accuracy breaches the limits of the config, it is withdrawn
+(:meth:`pipeflow.serving.state.Server.record_feedback`). Once the canary has taken
+``min_requests`` requests, each of its requests and each feedback checks it
+(:meth:`Rollout.check`): when its error rate, p95 latency or live accuracy (once it has
+``min_requests`` outcomes) breaches the limits of the config, it is withdrawn
 (:meth:`Rollout.withdraw`): its weight drops to 0 (all traffic back on the primary), the event is
 appended to the audit log's ``events``, the ``pipeflow_canary_weight`` gauge reads 0 and an
 ``ALERT`` is logged. A withdrawn canary stays loaded (its requests in flight finish) and is not
