@@ -101,7 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from pipeflow.errors import UsageError
     from pipeflow.registry import parse_ref
-    from pipeflow.serving.app import ServeConfig, create_app
+    from pipeflow.serving.app import create_app
+    from pipeflow.serving.config import ServeConfig
 
     name, which = parse_ref(args.ref)
     for flag, value, low, high, what in (

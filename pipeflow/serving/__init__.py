@@ -1,1 +1,3 @@
-"""Serving registered models: the HTTP server, batch inference and the audit trail."""
+"""Serving a registered model over HTTP (``pipeflow serve``): :mod:`pipeflow.serving.app` builds the
+server and names the module of each part. Batch inference is :mod:`pipeflow.scoring`, the audit
+trail the server writes :mod:`pipeflow.store.journal`."""

@@ -6,7 +6,8 @@ import asyncio
 import time
 from types import SimpleNamespace
 
-from pipeflow.serving.app import Batcher, Pending, ServeConfig
+from pipeflow.serving.batcher import Batcher, Pending
+from pipeflow.serving.config import ServeConfig
 
 
 def pending(rows: int) -> Pending:

@@ -1,0 +1,43 @@
+"""What one server process is told: :class:`ServeConfig`.
+
+A plain dataclass, JSON-serialisable on purpose: ``pipeflow serve --workers N`` cannot hand a
+Python object to the worker processes uvicorn starts, so it writes the config to
+``$PIPEFLOW_SERVE_CONFIG`` and each worker rebuilds it (``pipeflow.serving.app:app_from_env``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class ServeConfig:
+    """Everything a server process needs; JSON-serialisable (``--workers`` passes it by env)."""
+
+    store_url: str
+    model: str
+    which: str | None = "production"
+    storage_options: dict[str, Any] = field(default_factory=dict)
+    canary: str | None = None  # NAME@VERSION
+    canary_weight: float = 0.1
+    max_error_rate: float = 0.05
+    max_p95_ms: float | None = None
+    min_accuracy: float | None = None
+    min_requests: int = 20
+    audit_dir: str | None = None
+    audit_sync: bool = False
+    tokens: dict[str, list[str]] | None = None  # token -> scopes
+    reload_interval_s: float = 2.0
+    reject_unusual: bool = False
+    max_body_bytes: int = 5_000_000
+    max_rows: int = 10_000
+    batch_wait_ms: float = 5.0  # the longest a batch waits for requests still arriving
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> ServeConfig:
+        return cls(**json.loads(text))

@@ -1,0 +1,96 @@
+"""One loaded model version, as the server holds it: :class:`Handle`.
+
+A handle is what a request is routed to: the model object and its registry record, the signature
+rows are checked against, the classes (when the model has ``predict_proba``, every answer carries
+the class probabilities), the handle's :class:`~pipeflow.serving.batcher.Batcher`, and the live
+statistics the canary's probation reads (requests, errors, latencies, feedback;
+:mod:`pipeflow.serving.rollout`). A reload swaps in a new handle; requests already queued on the
+old one finish there.
+
+Scoring is here too: one DataFrame of a batch's rows (:meth:`Handle.frame`), and its predictions
+(:meth:`Handle.score`). A scikit-learn Pipeline is split once at load (:func:`_split_pipeline`)
+so that ``predict`` and ``predict_proba`` share one preprocessing pass instead of two.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import TYPE_CHECKING, Any
+
+from pipeflow.registry.signature import Columns, Signature
+
+if TYPE_CHECKING:
+    from pipeflow.serving.batcher import Batcher, Pending
+
+
+class Handle:
+    """One loaded model version with its own batcher and live statistics."""
+
+    def __init__(self, name: str, record: dict[str, Any], model: Any, role: str):
+        self.name, self.record, self.model, self.role = name, record, model, role
+        self.version = int(record["version"])
+        self.signature = Signature.from_record(record)
+        classes = getattr(model, "classes_", None)
+        self.classes = (
+            [c.item() if hasattr(c, "item") else c for c in classes] if classes is not None else []
+        )
+        self.proba = bool(self.classes) and hasattr(model, "predict_proba")
+        self.numeric = [f.name for f in self.signature.features if f.expect == "number"]
+        self.requests = 0
+        self.errors = 0
+        self.latencies: collections.deque[float] = collections.deque(maxlen=2000)
+        self.feedback = [0, 0]  # correct, total
+        self.batcher: Batcher | None = None
+        self._split = _split_pipeline(model)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def frame(self, items: list[Pending]) -> Any:
+        """One DataFrame of the items' rows (all checked against one signature, in its column
+        order): from the columns the signature's fast path took when every item has them, else
+        from the rows."""
+        import pandas as pd
+
+        if all(i.data is not None for i in items):
+            return Columns.frame([i.data for i in items])  # type: ignore[misc]
+        names = items[0].columns
+        frame = pd.DataFrame.from_records([r for i in items for r in i.rows], columns=names)
+        for name in self.numeric:
+            if name in frame.columns and frame[name].dtype == object:
+                frame[name] = pd.to_numeric(frame[name], errors="coerce")
+        return frame
+
+    def score(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions (and class probabilities) of a frame's rows, as Python values."""
+        if self._split is not None and self.proba:
+            # one preprocessing pass for both predict and predict_proba
+            prepare, final, labels = self._split
+            features = prepare.transform(frame)
+            proba = final.predict_proba(features)
+            raw = final.predict(features)
+            predicted = labels[raw.astype(int)] if labels is not None else raw
+        else:
+            predicted = self.model.predict(frame)
+            proba = self.model.predict_proba(frame) if self.proba else None
+        out = predicted.tolist() if hasattr(predicted, "tolist") else list(predicted)
+        return out, (proba.tolist() if proba is not None else None)
+
+
+def _split_pipeline(model: Any) -> tuple[Any, Any, Any] | None:
+    """(preprocessing, final estimator, label array or None) of a scikit-learn Pipeline, or of
+    pipeflow's LabelDecodedClassifier around one; None for anything else."""
+    import numpy as np
+
+    labels = None
+    inner = model
+    if (
+        type(model).__name__ == "LabelDecodedClassifier"
+        and getattr(model, "pipeline", None) is not None
+    ):
+        inner, labels = model.pipeline, np.asarray(model.classes)
+    steps = getattr(inner, "steps", None)
+    if not steps or len(steps) < 2 or type(inner).__name__ != "Pipeline":
+        return None
+    return inner[:-1], steps[-1][1], labels

@@ -1,0 +1,74 @@
+"""The Prometheus metrics of one server process (``GET /metrics``).
+
+Each app keeps its own :class:`~prometheus_client.CollectorRegistry`, not the global one, where a
+second app in the same process (the tests) would collide on the metric names; with ``--workers N`` each worker
+answers for itself, and a scrape sees one of them. The metric names and labels are the public
+interface here (dashboards and alerts read them): ``pipeflow_requests`` (model, version, route,
+code), ``pipeflow_errors`` (type), ``pipeflow_request_latency_seconds``, ``pipeflow_predictions``,
+``pipeflow_unusual_inputs`` and ``pipeflow_canary_weight``. The two moments that count are here
+too: a request answered with predictions (:meth:`Metrics.answered`) and one refused
+(:meth:`Metrics.refused`).
+"""
+
+from __future__ import annotations
+
+
+class Metrics:
+    """Prometheus metrics of one server process."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "pipeflow_requests",
+            "requests answered",
+            ["model", "version", "route", "code"],
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "pipeflow_errors",
+            "requests refused or failed, by type",
+            ["type"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "pipeflow_request_latency_seconds",
+            "time to answer a prediction request",
+            ["model", "version", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.rows = Counter(
+            "pipeflow_predictions", "rows predicted", ["model", "version"], registry=self.registry
+        )
+        self.unusual = Counter(
+            "pipeflow_unusual_inputs",
+            "rows flagged as outside what the model saw in training",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.canary_weight = Gauge(
+            "pipeflow_canary_weight", "share of traffic sent to the canary", registry=self.registry
+        )
+
+    def answered(
+        self, model: str, version: str, route: str, elapsed: float, rows: int, unusual: int
+    ) -> None:
+        """A prediction request answered (200) in ``elapsed`` seconds, ``unusual`` rows flagged."""
+        self.requests.labels(model, version, route, "200").inc()
+        self.latency.labels(model, version, route).observe(elapsed)
+        self.rows.labels(model, version).inc(rows)
+        if unusual:
+            self.unusual.labels(model, version).inc(unusual)
+
+    def refused(self, kind: str, model: str, version: str, status: int) -> None:
+        """A request refused or failed with ``status``; the route is not known here: ``-``."""
+        self.errors.labels(kind).inc()
+        self.requests.labels(model, version, "-", str(status)).inc()
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The metrics in Prometheus' text format, and its content type (``GET /metrics``)."""
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

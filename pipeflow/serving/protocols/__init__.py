@@ -1,0 +1,15 @@
+"""The wire formats the server speaks, one module each: what a request body means as rows, and
+what the answer looks like.
+
+- :mod:`~pipeflow.serving.protocols.native`: pipeflow's own ``/v1/models/{name}/predict`` and
+  ``/feedback``;
+- :mod:`~pipeflow.serving.protocols.mlflow`: MLflow's scoring server, ``/invocations``;
+- :mod:`~pipeflow.serving.protocols.v2`: the Open Inference Protocol (KServe v2), ``/v2/...``.
+
+A decoder (``rows_from_*``) turns a parsed JSON body into a list of rows (dicts of feature values)
+or raises :class:`~pipeflow.serving.errors.BadRequest` (422) naming what is wrong; it does not
+check the values: every protocol's rows then go through the same signature check and the same
+micro-batch (:mod:`pipeflow.serving.routes`). An encoder (``*_body``) shapes the predictions of
+one request into that protocol's answer. Both are plain functions of JSON values, with no HTTP or
+server state, so each protocol can be read, and tested, on its own.
+"""

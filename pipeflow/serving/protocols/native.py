@@ -1,0 +1,107 @@
+"""pipeflow's own protocol: ``/v1/models/{name}/predict`` and ``/v1/models/{name}/feedback``.
+
+A predict body is one row (a JSON object of feature values) or an array of them; the answer gives
+each row its prediction id, its prediction, the class probabilities when the model has them, and
+the flags of unusual inputs. The ids are what feedback refers to: a feedback body is
+``{id, outcome}`` or an array of them, checked here in full before anything is recorded (an
+outcome goes to the audit log as it came, so it must be JSON the log can write).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pipeflow.serving.errors import BadRequest
+from pipeflow.store.journal import dumps
+
+if TYPE_CHECKING:
+    from pipeflow.serving.handle import Handle
+
+# the JSON Schema of one feedback item, a component of the OpenAPI document
+FEEDBACK_SCHEMA = {
+    "type": "object",
+    "properties": {"id": {"type": "string"}, "outcome": {}},
+    "required": ["id", "outcome"],
+    "additionalProperties": False,
+}
+
+
+def rows_from_native(payload: Any) -> list[Any]:
+    if isinstance(payload, dict):
+        return [payload]
+    if isinstance(payload, list):
+        return payload
+    raise BadRequest(422, "invalid_request", "expected a JSON object (one row) or an array of rows")
+
+
+def predict_body(payload: Any, handle: Handle, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The answer to a predict request: the model and version that answered, and the results."""
+    return {"model": handle.name, "version": handle.version, "predictions": results}
+
+
+def feedback_items(payload: Any) -> list[Any]:
+    """The ``{id, outcome}`` items of a feedback body; 422 naming every problem."""
+    items = payload if isinstance(payload, list) else [payload]
+    problems = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            problems.append(
+                {
+                    "row": i,
+                    "field": None,
+                    "expected": "an object with id and outcome",
+                    "got": type(item).__name__,
+                }
+            )
+            continue
+        pid = item.get("id")
+        if (
+            not isinstance(pid, str)
+            or not pid
+            or len(pid) > 64
+            or not all(c.isalnum() or c in "-_" for c in pid)
+        ):
+            problems.append(
+                {
+                    "row": i,
+                    "field": "id",
+                    "expected": "a prediction id (letters, digits, - or _)",
+                    "got": repr(pid)[:80],
+                }
+            )
+        if "outcome" not in item:
+            problems.append(
+                {
+                    "row": i,
+                    "field": "outcome",
+                    "expected": "the true outcome",
+                    "got": "nothing",
+                }
+            )
+        else:
+            try:  # it goes to the audit log as it came; orjson nests 254 levels at most
+                dumps({"outcome": item["outcome"]})  # nested as in the record
+            except TypeError as err:
+                problems.append(
+                    {
+                        "row": i,
+                        "field": "outcome",
+                        "expected": "a JSON value the audit log can hold",
+                        "got": str(err),
+                    }
+                )
+        extra = item.keys() - {"id", "outcome"}
+        for key in extra:
+            problems.append(
+                {
+                    "row": i,
+                    "field": key,
+                    "expected": "no such field (id, outcome)",
+                    "got": "a value",
+                }
+            )
+    if problems or not items:
+        raise BadRequest(
+            422, "validation_error", "feedback needs {id, outcome} per prediction", problems
+        )
+    return items

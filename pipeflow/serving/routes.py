@@ -1,0 +1,441 @@
+"""The HTTP routes, and what every request goes through on its way to the model.
+
+Routes: native ``/v1/models/{name}`` (describe), ``/predict`` and ``/feedback``; the Open
+Inference Protocol (KServe v2) under ``/v2``; MLflow's ``/invocations`` and ``/ping``;
+``/health``, ``/ready``, ``/metrics`` (Prometheus). What a body means, and what an answer looks
+like, is each protocol's own (:mod:`pipeflow.serving.protocols`); everything else is shared and
+lives here, once:
+
+1. The caller: a request for another model is 404, and without the route's scope 401/403
+   (:func:`caller_for`; the tokens are :meth:`pipeflow.serving.state.Server.authorize`'s).
+2. The body is read with a size limit and parsed with :mod:`json` (malformed JSON -> 400, too
+   large -> 413, wrong content type -> 415; :func:`read_body`); the protocol's decoder turns it
+   into rows, which are checked against the model's signature (:mod:`pipeflow.registry.signature`;
+   -> 422 naming row and field). Bad input never reaches the model and never answers 500.
+3. Valid rows join the micro-batch of the version the rollout picks (:func:`predict_rows`,
+   :mod:`pipeflow.serving.batcher`), which answers once the rows are audited.
+4. Every refusal is a :class:`~pipeflow.serving.errors.BadRequest` (FastAPI's own 404 and 405
+   become one in :mod:`pipeflow.serving.app`), answered in one JSON error shape and counted in
+   the metrics (:func:`failure`).
+
+A prediction route is :func:`answer` with its protocol's decoder and encoder. The route functions
+are plain module functions that find the server in ``request.app.state.server``;
+:func:`register` adds them to an app in a fixed order (the order of the OpenAPI document), with
+the request schemas that depend on the served model's signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+from pipeflow.serving.batcher import Pending
+from pipeflow.serving.errors import AuditUnavailable, BadRequest
+from pipeflow.serving.protocols import mlflow, native, v2
+from pipeflow.store.journal import dumps, loads
+
+if TYPE_CHECKING:
+    from pipeflow.serving.handle import Handle
+    from pipeflow.serving.state import Server
+
+log = logging.getLogger("pipeflow.serve")
+OPEN_PATHS = (
+    "/health",
+    "/ready",
+    "/v2/health/live",
+    "/v2/health/ready",
+    "/ping",
+    "/docs",
+    "/openapi.json",
+)
+
+
+# ----------------------------------------------------------------------------------- answers
+
+
+def reply(value: Any, status: int = 200) -> Response:
+    return Response(dumps(value), status_code=status, media_type="application/json")
+
+
+def failure(server: Server, err: BadRequest) -> Response:
+    """The JSON error answer of a refused request, counted in the metrics."""
+    server.metrics.refused(err.kind, server.config.model, str(server.primary.version), err.status)
+    body: dict[str, Any] = {"type": err.kind, "message": str(err)}
+    if err.fields:
+        body["fields"] = err.fields
+    response = reply({"error": body}, err.status)
+    if err.status == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+# ------------------------------------------------------------------------------- the request
+
+
+async def read_body(server: Server, request: Request, *, predict: bool = True) -> Any:
+    """The parsed body. A predict request counts as *arriving* while its body is read and
+    parsed: the batchers wait briefly for arriving requests (see
+    :meth:`pipeflow.serving.batcher.Batcher.collect`). Between the end of this and joining a batch
+    queue nothing awaits, so the count is exact.
+    """
+    if not predict:
+        return await _read_body(request, server.config.max_body_bytes)
+    server.arriving += 1
+    try:
+        return await _read_body(request, server.config.max_body_bytes)
+    finally:
+        server.arriving -= 1
+
+
+async def _read_body(request: Request, limit: int) -> Any:
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype != "application/json" and not ctype.endswith("+json"):
+        raise BadRequest(
+            415,
+            "unsupported_media_type",
+            f"expected Content-Type application/json, got {ctype!r}",
+        )
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise BadRequest(413, "too_large", f"the body is {int(length)} bytes; the limit is {limit}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BadRequest(413, "too_large", f"the body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    try:
+        return loads(body)
+    except ValueError:
+        pass  # orjson refuses NaN/Infinity: the standard parser reads them, so the
+        # signature check can name the field, and words the error if the JSON is broken
+    try:
+        value = json.loads(body, parse_int=_json_int)
+    except RecursionError:
+        raise BadRequest(400, "malformed_json", "the JSON is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as err:
+        raise BadRequest(400, "malformed_json", f"malformed JSON: {err}") from None
+    try:  # what orjson refused may also be what it cannot write (audit log, error replies)
+        dumps(value)
+    except TypeError as err:  # a lone surrogate escape ("\ud800"), or nesting orjson refuses
+        raise BadRequest(400, "malformed_json", f"unusable JSON: {err}") from None
+    return value
+
+
+def _json_int(text: str) -> int | float:
+    """Integers as orjson reads them: beyond 64 bits they become floats (so a 400-digit number
+    is ``inf``, refused by the signature as not finite, not an integer no float can hold)."""
+    if len(text) < 19:
+        return int(text)
+    value = float(text)
+    if -(2**63) <= value < 2**64:
+        number = int(text)
+        if -(2**63) <= number < 2**64:
+            return number
+    return value
+
+
+def model_for(server: Server, name: str) -> None:
+    config = server.config
+    if name != config.model:
+        raise BadRequest(
+            404,
+            "not_found",
+            f"no model named '{name}' here (this server serves '{config.model}')",
+        )
+
+
+def caller_for(server: Server, name: str | None, request: Request, scope: str) -> str:
+    """The caller of a request to the model ``name`` (None: any route) with ``scope``; 404
+    for another model, 401/403 without the right token."""
+    if name is not None:
+        model_for(server, name)
+    return server.authorize(request.headers.get("authorization"), scope)
+
+
+def refusal(server: Server, request: Request, name: str | None, scope: str) -> Response | None:
+    """The error answer when the caller may not ask the model ``name`` (None: any route) with
+    ``scope`` (see :func:`caller_for`), or None: go on."""
+    try:
+        caller_for(server, name, request, scope)
+    except BadRequest as err:
+        return failure(server, err)
+    return None
+
+
+async def predict_rows(
+    server: Server, rows: list[Any], caller: str, route: str, started: float
+) -> tuple[Handle, list[dict[str, Any]]]:
+    """The results of a request's rows, checked against the signature and scored in a batch;
+    the request is observed for the rollout and counted in the metrics."""
+    config = server.config
+    if not rows:
+        raise BadRequest(422, "invalid_request", "no rows to predict")
+    if len(rows) > config.max_rows:
+        raise BadRequest(
+            413, "too_large", f"{len(rows)} rows in one request; the limit is {config.max_rows}"
+        )
+    reference = server.primary
+    problems, flags, data = reference.signature.check_columns(
+        rows, reject_unusual=config.reject_unusual
+    )
+    if problems:
+        first = problems[0]
+        where = f"row {first['row']}" + (f", field '{first['field']}'" if first["field"] else "")
+        raise BadRequest(
+            422,
+            "validation_error",
+            f"{len(problems)} problem(s); first: {where}: expected {first['expected']}, got {first['got']}",
+            problems[:100],
+        )
+    handle = server.rollout.pick()
+    columns = reference.signature.names
+    item = Pending(
+        rows,
+        columns,
+        data,
+        flags,
+        caller,
+        route,
+        started,
+        asyncio.get_running_loop().create_future(),
+    )
+    try:
+        assert handle.batcher is not None
+        results = await handle.batcher.submit(item)
+    except AuditUnavailable as err:
+        log.error("audit log unavailable, refusing to answer: %s", err)
+        raise BadRequest(
+            503, "audit_unavailable", "the audit log cannot be written; try again later"
+        ) from None
+    except Exception as err:
+        server.rollout.observe(handle, time.perf_counter() - started, True)
+        log.error("%s failed on a valid request: %s: %s", handle.label, type(err).__name__, err)
+        with contextlib.suppress(OSError):  # monitoring's error rate reads these
+            server.events.append(
+                [
+                    {
+                        "id": server.new_id(),
+                        "time": time.time(),
+                        "event": "model_error",
+                        "model": handle.name,
+                        "version": handle.version,
+                        "role": handle.role,
+                        "rows": len(rows),
+                        "error": f"{type(err).__name__}: {err}"[:500],
+                    }
+                ]
+            )
+        raise BadRequest(
+            500, "model_error", f"the model {handle.label} failed: {type(err).__name__}"
+        ) from None
+    elapsed = time.perf_counter() - started
+    server.rollout.observe(handle, elapsed, False)
+    server.metrics.answered(
+        handle.name, str(handle.version), route, elapsed, len(rows), sum(1 for f in flags if f)
+    )
+    return handle, results
+
+
+async def answer(
+    request: Request,
+    name: str | None,
+    route: str,
+    decode: Callable[[Any], list[Any]],
+    encode: Callable[[Any, Handle, list[dict[str, Any]]], dict[str, Any]],
+) -> Response:
+    """A prediction request from end to end: the caller with the ``predict`` scope, the body,
+    its rows (``decode``), their predictions, and the protocol's answer (``encode``)."""
+    started = time.perf_counter()
+    server: Server = request.app.state.server
+    try:
+        caller = caller_for(server, name, request, "predict")
+        payload = await read_body(server, request)
+        rows = decode(payload)
+        handle, results = await predict_rows(server, rows, caller, route, started)
+    except BadRequest as err:
+        return failure(server, err)
+    return reply(encode(payload, handle, results))
+
+
+# ------------------------------------------------------------------------------------ routes
+
+
+async def health() -> Response:
+    return reply({"status": "ok"})
+
+
+async def ready(request: Request) -> Response:
+    server: Server = request.app.state.server
+    return reply(
+        {"status": "ready", "model": server.config.model, "version": server.primary.version}
+    )
+
+
+async def ping() -> Response:
+    return reply({"status": "ok"})
+
+
+async def metrics(request: Request) -> Response:
+    server: Server = request.app.state.server
+    if (refused := refusal(server, request, None, "metrics")) is not None:
+        return refused
+    body, media_type = server.metrics.exposition()
+    return Response(body, media_type=media_type)
+
+
+async def describe(name: str, request: Request) -> Response:
+    server: Server = request.app.state.server
+    if (refused := refusal(server, request, name, "predict")) is not None:
+        return refused
+    h = server.primary
+    return reply(
+        {
+            "name": h.name,
+            "version": h.version,
+            "alias": server.config.which,
+            "signature": h.record.get("signature"),
+            "canary": None
+            if server.canary is None
+            else {"version": server.canary.version, "weight": server.rollout.weight},
+        }
+    )
+
+
+async def predict(name: str, request: Request) -> Response:
+    return await answer(request, name, "v1", native.rows_from_native, native.predict_body)
+
+
+async def feedback(name: str, request: Request) -> Response:
+    server: Server = request.app.state.server
+    try:
+        caller = caller_for(server, name, request, "feedback")
+        payload = await read_body(server, request, predict=False)
+        items = native.feedback_items(payload)
+        recorded = server.record_feedback(items, caller)
+    except BadRequest as err:
+        return failure(server, err)
+    return reply({"recorded": recorded})
+
+
+async def invocations(request: Request) -> Response:
+    server: Server = request.app.state.server
+    return await answer(
+        request,
+        None,
+        "mlflow",
+        lambda payload: mlflow.rows_from_mlflow(payload, server.primary.signature.names),
+        mlflow.invocations_body,
+    )
+
+
+async def v2_live() -> Response:
+    return reply({"live": True})
+
+
+async def v2_ready() -> Response:
+    return reply({"ready": True})
+
+
+async def v2_server() -> Response:
+    from pipeflow import __version__
+
+    return reply({"name": "pipeflow", "version": __version__, "extensions": []})
+
+
+async def v2_metadata(name: str, request: Request) -> Response:
+    server: Server = request.app.state.server
+    if (refused := refusal(server, request, name, "predict")) is not None:
+        return refused
+    return reply(v2.metadata_body(server.primary))
+
+
+async def v2_model_ready(name: str, request: Request) -> Response:
+    server: Server = request.app.state.server
+    try:
+        model_for(server, name)
+    except BadRequest as err:
+        return failure(server, err)
+    return reply({"name": name, "ready": True})
+
+
+async def v2_infer(name: str, request: Request) -> Response:
+    server: Server = request.app.state.server
+    return await answer(
+        request,
+        name,
+        "v2",
+        lambda payload: v2.rows_from_v2(payload, server.primary.signature.names),
+        v2.infer_body,
+    )
+
+
+def register(app: FastAPI, server: Server) -> None:
+    """Add the routes to ``app``, in the order of its OpenAPI document; the request schemas of
+    predict and feedback are written in (FastAPI cannot infer them: the routes read raw bodies)."""
+    row_schema = server.primary.signature.json_schema()
+    predict_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"oneOf": [row_schema, {"type": "array", "items": row_schema}]}
+                }
+            },
+        }
+    }
+    feedback_schema = {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [
+                            {"$ref": "#/components/schemas/Feedback"},
+                            {"type": "array", "items": {"$ref": "#/components/schemas/Feedback"}},
+                        ]
+                    }
+                }
+            },
+        }
+    }
+    app.get("/health", tags=["probes"])(health)
+    app.get("/ready", tags=["probes"])(ready)
+    app.get("/ping", tags=["mlflow"])(ping)
+    app.get("/metrics", tags=["probes"])(metrics)
+    app.get("/v1/models/{name}", tags=["native"])(describe)
+    app.post("/v1/models/{name}/predict", tags=["native"], openapi_extra=predict_schema)(predict)
+    app.post("/v1/models/{name}/feedback", tags=["native"], openapi_extra=feedback_schema)(feedback)
+    app.post("/invocations", tags=["mlflow"])(invocations)
+    app.get("/v2/health/live", tags=["open inference protocol"])(v2_live)
+    app.get("/v2/health/ready", tags=["open inference protocol"])(v2_ready)
+    app.get("/v2", tags=["open inference protocol"])(v2_server)
+    app.get("/v2/models/{name}", tags=["open inference protocol"])(v2_metadata)
+    app.get("/v2/models/{name}/ready", tags=["open inference protocol"])(v2_model_ready)
+    app.post("/v2/models/{name}/infer", tags=["open inference protocol"])(v2_infer)
+    _add_feedback_schema(app)
+
+
+def _add_feedback_schema(app: Any) -> None:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Feedback"] = (
+            native.FEEDBACK_SCHEMA
+        )
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi
