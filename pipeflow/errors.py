@@ -14,6 +14,9 @@
     │   │   └── InvalidName       exit 2: a model or alias name that is not allowed (bad input)
     │   └── UnsupportedOutput     exit 1: a value no safe codec can store (also a TypeError)
     ├── GateFailed                exit 1: a promotion gate failed (names the gate and both numbers)
+    ├── ServingError              a request the model server refuses or cannot answer (HTTP only)
+    │   ├── BadRequest            4xx: the status, an error type and the request fields at fault
+    │   └── AuditUnavailable      503: the audit log cannot be written, so nothing is answered
     ├── UnknownStageType          exit 2: no stage type of that name is installed (names those that are)
     └── PluginLoadError           exit 2: an entry point's code could not be loaded
         ├── StageTypeLoadError    exit 2: a stage type (``pipeflow.stages``)
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -155,6 +159,27 @@ class GateFailed(PipeflowError):
     def __init__(self, message: str, gates: list[dict[str, object]] | None = None):
         self.gates = gates or []
         super().__init__(message)
+
+
+class ServingError(PipeflowError):
+    """A request the model server refuses or cannot answer; one place in the server
+    (``pipeflow.serving.routes.failure``) turns it into the JSON error reply, so bad input never
+    reaches the model and never answers 500."""
+
+
+class BadRequest(ServingError):
+    """A refused request: the HTTP ``status``, an error ``kind`` and the ``fields`` at fault.
+    Raised by the decoders, the token check and the request helpers of the server."""
+
+    def __init__(
+        self, status: int, kind: str, message: str, fields: list[dict[str, Any]] | None = None
+    ):
+        super().__init__(message)
+        self.status, self.kind, self.fields = status, kind, fields or []
+
+
+class AuditUnavailable(ServingError):
+    """A batch's audit records cannot be written: no prediction is answered unaudited (503)."""
 
 
 class UnknownStageType(PipeflowError, LookupError):

@@ -33,8 +33,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pipeflow.errors import BadRequest
 from pipeflow.serving.config import ServeConfig
-from pipeflow.serving.errors import BadRequest
 from pipeflow.serving.routes import failure, register
 from pipeflow.serving.state import Server
 

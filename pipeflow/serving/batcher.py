@@ -10,7 +10,7 @@ Before any answer leaves, the batch's audit records (id, time, model and version
 outputs, flags, latency, caller) are appended in one ``write()`` (:mod:`pipeflow.store.journal`),
 so every acknowledged prediction is in the audit trail, even if the process is killed; when the
 log cannot be written the whole batch fails with
-:class:`~pipeflow.serving.errors.AuditUnavailable` (503) and nothing is answered.
+:class:`~pipeflow.errors.AuditUnavailable` (503) and nothing is answered.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pipeflow.errors import AuditUnavailable
 from pipeflow.registry.signature import Columns
-from pipeflow.serving.errors import AuditUnavailable
 
 if TYPE_CHECKING:
     from pipeflow.serving.handle import Handle

@@ -14,7 +14,7 @@ lives here, once:
    -> 422 naming row and field). Bad input never reaches the model and never answers 500.
 3. Valid rows join the micro-batch of the version the rollout picks (:func:`predict_rows`,
    :mod:`pipeflow.serving.batcher`), which answers once the rows are audited.
-4. Every refusal is a :class:`~pipeflow.serving.errors.BadRequest` (FastAPI's own 404 and 405
+4. Every refusal is a :class:`~pipeflow.errors.BadRequest` (FastAPI's own 404 and 405
    become one in :mod:`pipeflow.serving.app`), answered in one JSON error shape and counted in
    the metrics (:func:`failure`).
 
@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from pipeflow.errors import AuditUnavailable, BadRequest
 from pipeflow.serving.batcher import Pending
-from pipeflow.serving.errors import AuditUnavailable, BadRequest
 from pipeflow.serving.protocols import mlflow, native, v2
 from pipeflow.store.journal import dumps, loads
 
@@ -47,15 +47,6 @@ if TYPE_CHECKING:
     from pipeflow.serving.state import Server
 
 log = logging.getLogger("pipeflow.serve")
-OPEN_PATHS = (
-    "/health",
-    "/ready",
-    "/v2/health/live",
-    "/v2/health/ready",
-    "/ping",
-    "/docs",
-    "/openapi.json",
-)
 
 
 # ----------------------------------------------------------------------------------- answers

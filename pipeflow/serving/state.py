@@ -30,9 +30,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeflow.errors import BadRequest
 from pipeflow.serving.batcher import Batcher
 from pipeflow.serving.config import ServeConfig
-from pipeflow.serving.errors import BadRequest
 from pipeflow.serving.handle import Handle
 from pipeflow.serving.metrics import Metrics
 from pipeflow.serving.rollout import Rollout

@@ -7,7 +7,7 @@ what the answer looks like.
 - :mod:`~pipeflow.serving.protocols.v2`: the Open Inference Protocol (KServe v2), ``/v2/...``.
 
 A decoder (``rows_from_*``) turns a parsed JSON body into a list of rows (dicts of feature values)
-or raises :class:`~pipeflow.serving.errors.BadRequest` (422) naming what is wrong; it does not
+or raises :class:`~pipeflow.errors.BadRequest` (422) naming what is wrong; it does not
 check the values: every protocol's rows then go through the same signature check and the same
 micro-batch (:mod:`pipeflow.serving.routes`). An encoder (``*_body``) shapes the predictions of
 one request into that protocol's answer. Both are plain functions of JSON values, with no HTTP or

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from pipeflow.serving.errors import BadRequest
+from pipeflow.errors import BadRequest
 from pipeflow.store.journal import dumps
 
 if TYPE_CHECKING:
