@@ -108,27 +108,25 @@ class DaskExecutor:
         futures: dict[Any, str] = {}
         by_name: dict[str, Any] = {}
         run_id = tasks[0].run_id
+
+        def settle(res: StageResult) -> None:
+            """A stage decided here, not on a worker: recorded and reported at once."""
+            results[res.name] = res
+            on_event(res.name, res.state, res)
+
         for t in tasks:
             if t.resources and not any(
                 all(res.get(k, 0) >= v for k, v in t.resources.items()) for res in offered
             ):
                 have = "; ".join(f"{r}" for r in offered if r) or "no resources"
-                res = StageResult(
-                    t.name,
-                    StageState.FAILED,
-                    error=f"needs worker resources {dict(t.resources)} but no worker of the cluster offers them (workers offer: {have})",
-                )
-                results[t.name] = res
-                on_event(t.name, res.state, res)
+                needs = f"needs worker resources {dict(t.resources)} but no worker of the cluster offers them (workers offer: {have})"
+                settle(StageResult(t.name, StageState.FAILED, error=needs))
                 continue
             if any(u in results for u in t.upstream):
-                res = StageResult(
-                    t.name,
-                    StageState.SKIPPED,
-                    reason=f"upstream stage '{next(u for u in t.upstream if u in results)}' failed",
+                up = next(u for u in t.upstream if u in results)
+                settle(
+                    StageResult(t.name, StageState.SKIPPED, reason=f"upstream stage '{up}' failed")
                 )
-                results[t.name] = res
-                on_event(t.name, res.state, res)
                 continue
             fut = client.submit(
                 run_stage,
@@ -166,18 +164,11 @@ class DaskExecutor:
                 continue
             failed_up = [u for u in t.upstream if u in results and not results[u].state.ok]
             if failed_up:
-                res = StageResult(
-                    t.name, StageState.SKIPPED, reason=f"upstream stage '{failed_up[0]}' failed"
-                )
+                why = f"upstream stage '{failed_up[0]}' failed"
+                settle(StageResult(t.name, StageState.SKIPPED, reason=why))
             else:
-                res = StageResult(
-                    t.name,
-                    StageState.FAILED,
-                    error=cluster.describe_failure(errored[t.name]),
-                    worker=None,
-                )
-            results[t.name] = res
-            on_event(t.name, res.state, res)
+                error = cluster.describe_failure(errored[t.name])
+                settle(StageResult(t.name, StageState.FAILED, error=error))
         return results
 
 

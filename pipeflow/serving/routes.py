@@ -241,17 +241,21 @@ async def answer(
     request: Request,
     name: str | None,
     route: str,
-    decode: Callable[[Any], list[Any]],
+    decode: Callable[..., list[Any]],
     encode: Callable[[Any, Handle, list[dict[str, Any]]], dict[str, Any]],
+    *,
+    by_name: bool = False,
 ) -> Response:
     """A prediction request from end to end: the caller with the ``predict`` scope, the body,
-    its rows (``decode``), their predictions, and the protocol's answer (``encode``)."""
+    its rows (``decode``; given the model's feature names too where ``by_name``: MLflow's and
+    the Open Inference Protocol's inputs are columns), their predictions, and the protocol's
+    answer (``encode``)."""
     started = time.perf_counter()
     server: Server = request.app.state.server
     try:
         caller = caller_for(server, name, request, "predict")
         payload = await read_body(server, request)
-        rows = decode(payload)
+        rows = decode(payload, server.primary.signature.names) if by_name else decode(payload)
         handle, results = await predict_rows(server, rows, caller, route, started)
     except BadRequest as err:
         return failure(server, err)
@@ -319,13 +323,8 @@ async def feedback(name: str, request: Request) -> Response:
 
 
 async def invocations(request: Request) -> Response:
-    server: Server = request.app.state.server
     return await answer(
-        request,
-        None,
-        "mlflow",
-        lambda payload: mlflow.rows_from_mlflow(payload, server.primary.signature.names),
-        mlflow.invocations_body,
+        request, None, "mlflow", mlflow.rows_from_mlflow, mlflow.invocations_body, by_name=True
     )
 
 
@@ -360,14 +359,7 @@ async def v2_model_ready(name: str, request: Request) -> Response:
 
 
 async def v2_infer(name: str, request: Request) -> Response:
-    server: Server = request.app.state.server
-    return await answer(
-        request,
-        name,
-        "v2",
-        lambda payload: v2.rows_from_v2(payload, server.primary.signature.names),
-        v2.infer_body,
-    )
+    return await answer(request, name, "v2", v2.rows_from_v2, v2.infer_body, by_name=True)
 
 
 def register(app: FastAPI, server: Server) -> None:
