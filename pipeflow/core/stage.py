@@ -92,7 +92,9 @@ class Stage(ABC, Generic[ConfigT]):
             return
         for base in cls.__dict__.get("__orig_bases__", ()):
             args = get_args(base)
-            config = args[0] if get_origin(base) is Stage and args else None
+            origin = get_origin(base)
+            generic = isinstance(origin, type) and issubclass(origin, Stage)
+            config = args[0] if generic and args else None
             if isinstance(config, type) and issubclass(config, BaseModel):
                 cls.Config = config
 
@@ -133,3 +135,14 @@ class Stage(ABC, Generic[ConfigT]):
     @abstractmethod
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         """Compute the outputs: a mapping with one entry per declared output port."""
+
+
+class Action(Stage[ConfigT]):
+    """A stage type that acts on the world (starts a server, measures live traffic) rather than
+    computing a value: it runs every time, as if the spec said ``cache: false``, and its optional
+    ``after`` input orders it after any stage without passing it anything."""
+
+    cacheable: ClassVar[bool] = False
+    inputs: ClassVar[Mapping[str, Port]] = {
+        "after": Port("any", required=False, description="a stage to wait for (e.g. promote)")
+    }

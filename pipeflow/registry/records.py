@@ -13,7 +13,7 @@ what was recorded, and decides itself whether a value is a number.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -37,8 +37,19 @@ def _as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-#: a list of records; anything else in it is left out
-Records = Annotated[list[Any], BeforeValidator(_only_records)]
+def _dict_or_none(value: Any) -> Any:
+    return value if isinstance(value, dict) and value else None
+
+
+def _bool_or_none(value: Any) -> Any:
+    return value if isinstance(value, bool) else None
+
+
+T = TypeVar("T")
+#: a list of records of one part type; anything else in it is left out
+RecordsOf = Annotated[list[T], BeforeValidator(_only_records)]
+#: a part that may be absent: a mapping with keys, else None
+PartOr = Annotated[T | None, BeforeValidator(_dict_or_none)]
 #: a list, or nothing
 Items = Annotated[list[Any], BeforeValidator(_as_list)]
 #: a mapping, or nothing
@@ -110,7 +121,7 @@ class TargetSummary(Loose):
 
 class DataSummary(Loose):
     rows: Any = None
-    columns: Annotated[list[ColumnSummary], BeforeValidator(_only_records)] = []
+    columns: RecordsOf[ColumnSummary] = []
     target: TargetSummary = TargetSummary()
 
 
@@ -147,7 +158,7 @@ class FeatureImportance(Loose):
 class Contributions(Loose):
     method: Any = None
     error: Any = None
-    features: Annotated[list[FeatureImportance], BeforeValidator(_only_records)] = []
+    features: RecordsOf[FeatureImportance] = []
 
 
 class Importance(Loose):
@@ -155,13 +166,8 @@ class Importance(Loose):
     scoring: Any = None
     rows: Any = None
     n_repeats: Any = None
-    features: Annotated[list[FeatureImportance], BeforeValidator(_only_records)] = []
-    contributions: Contributions | None = None
-
-    @field_validator("contributions", mode="before")
-    @classmethod
-    def _contributions(cls, value: Any) -> Any:
-        return value if isinstance(value, dict) else None
+    features: RecordsOf[FeatureImportance] = []
+    contributions: PartOr[Contributions] = None
 
 
 class Gate(Loose):
@@ -170,14 +176,9 @@ class Gate(Loose):
     metric: Any = None
     op: Any = None
     threshold: Any = None
-    passed: bool | None = None
+    passed: Annotated[bool | None, BeforeValidator(_bool_or_none)] = None
     detail: Any = None
     value: Any = None
-
-    @field_validator("passed", mode="before")
-    @classmethod
-    def _verdict(cls, value: Any) -> Any:
-        return value if isinstance(value, bool) else None
 
 
 class RunRef(Loose):
@@ -193,7 +194,7 @@ class SignatureFeature(Loose):
 
 
 class SignatureRecord(Loose):
-    features: Annotated[list[SignatureFeature], BeforeValidator(_only_records)] = []
+    features: RecordsOf[SignatureFeature] = []
     classes: Items = []
 
 
@@ -212,20 +213,15 @@ class VersionRecord(Loose):
     intended_use: Any = None
     model: ModelRef = ModelRef()
     data: DataRefs = DataRefs()
-    data_summary: DataSummary | None = None
+    data_summary: PartOr[DataSummary] = None
     metrics: Metrics = Metrics()
-    bias: Bias | None = None
+    bias: PartOr[Bias] = None
     bias_limits: Mapping = {}
     importance: Importance = Importance()
-    gates: Annotated[list[Gate], BeforeValidator(_only_records)] = []
+    gates: RecordsOf[Gate] = []
     run: RunRef = RunRef()
     signature: SignatureRecord = SignatureRecord()
     params: Mapping = {}
-
-    @field_validator("data_summary", "bias", mode="before")
-    @classmethod
-    def _present(cls, value: Any) -> Any:
-        return value if isinstance(value, dict) and value else None
 
     @classmethod
     def read(cls, record: Any) -> VersionRecord:
@@ -256,8 +252,8 @@ class Lineage(Loose):
     pipeline: Any = None
     stage: Any = None
     note: Any = None
-    sources: Annotated[list[LineageSource], BeforeValidator(_only_records)] = []
-    stages: Annotated[list[LineageStage], BeforeValidator(_only_records)] = []
+    sources: RecordsOf[LineageSource] = []
+    stages: RecordsOf[LineageStage] = []
     #: whether the key was written at all: ``"shared_with" in lineage.model_fields_set``
     shared_with: Items = []
 

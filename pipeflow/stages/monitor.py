@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import Action, Port, StageContext
 from pipeflow.monitoring.alerts import Rule, Sink, parse_duration
 
 
@@ -43,14 +43,10 @@ class MonitorConfig(BaseModel):
         return value
 
 
-class MonitorStage(Stage[MonitorConfig]):
+class MonitorStage(Action[MonitorConfig]):
     """Drift, accuracy and latency of a served model over a recent window."""
 
     version: ClassVar[str] = "1"
-    cacheable: ClassVar[bool] = False
-    inputs: ClassVar[Mapping[str, Port]] = {
-        "after": Port("any", required=False, description="a stage to wait for")
-    }
     outputs: ClassVar[Mapping[str, Port]] = {
         "report": Port("metrics", description="the drift report (JSON)"),
         "html": Port("report", description="the drift report as a readable HTML page"),

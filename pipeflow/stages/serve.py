@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import Action, Port, StageContext
 
 
 class ServeStageConfig(BaseModel):
@@ -51,14 +51,10 @@ class ServeStageConfig(BaseModel):
     ready_timeout_s: float = Field(120.0, gt=0)
 
 
-class ServeStage(Stage[ServeStageConfig]):
+class ServeStage(Action[ServeStageConfig]):
     """Start (or find) a server for a registered model; output its endpoint."""
 
     version: ClassVar[str] = "1"
-    cacheable: ClassVar[bool] = False
-    inputs: ClassVar[Mapping[str, Port]] = {
-        "after": Port("any", required=False, description="a stage to wait for (e.g. promote)")
-    }
     outputs: ClassVar[Mapping[str, Port]] = {
         "endpoint": Port("endpoint", description="url, model, version, pid and log of the server")
     }
