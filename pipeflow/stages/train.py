@@ -75,7 +75,7 @@ class TrainConfig(BaseModel):
     distributed: Literal["auto", "always", "never"] = Field(
         "auto",
         description="xgboost on the distributed executor: train across the workers with xgboost.dask "
-        "(auto: from distributed_min_rows rows)",
+        "(auto: at distributed_min_rows rows or more)",
     )
     distributed_min_rows: int = Field(
         1_000_000, ge=1, description="auto: tables at least this long train across the workers"
