@@ -6,20 +6,33 @@ on, which gates did it pass, and where did it come from. It is rendered from the
 alone (plus the lineage, when known), so it can be rebuilt at any time from the registry.
 
 Each section is built once as a list of small blocks (heading, text, table, bars ...) and the
-blocks are drawn twice, as Markdown and as HTML (with :mod:`pipeflow.reports`: no scripts, no
-CDN, every value escaped). Every section tolerates missing keys ("not recorded"), and a section
-that cannot be drawn at all (an unexpected shape) says so in the card instead of failing the
-promotion that asked for it.
+blocks are drawn twice, as Markdown and as HTML (:mod:`pipeflow.governance.blocks`). The record
+is read through :class:`pipeflow.registry.records.VersionRecord`, so every section tolerates
+missing keys and odd shapes ("not recorded"); a section that cannot be drawn at all says so in the
+card instead of failing the promotion that asked for it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+
+from pipeflow.governance.blocks import (
+    Bars,
+    Block,
+    Heading,
+    Kpis,
+    Matrix,
+    Status,
+    Table,
+    Text,
+    fmt,
+    html,
+    is_number,
+    markdown,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from pipeflow.registry.records import (
@@ -41,55 +54,6 @@ BIAS_DIFFERENCES = (
     "accuracy_difference",
 )
 MAX_BARS = 20
-
-
-# -- the blocks a section is made of ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Heading:
-    text: str
-    level: int = 2
-
-
-@dataclass(frozen=True)
-class Text:
-    text: str
-
-
-@dataclass(frozen=True)
-class Status:
-    """A verdict line: ``ok`` True (passed), False (failed) or None (nothing to judge)."""
-
-    text: str
-    ok: bool | None = None
-
-
-@dataclass(frozen=True)
-class Kpis:
-    values: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Table:
-    headers: list[str]
-    rows: list[list[Any]]
-    left: int = 1
-
-
-@dataclass(frozen=True)
-class Bars:
-    values: dict[str, float]
-    limit: float = 1.0
-
-
-@dataclass(frozen=True)
-class Matrix:
-    labels: list[str]
-    matrix: list[list[int]]
-
-
-Block = Heading | Text | Status | Kpis | Table | Bars | Matrix
 
 
 def render_card(record: dict[str, Any], lineage: dict[str, Any] | None = None) -> tuple[str, bytes]:
@@ -119,7 +83,7 @@ def render_card(record: dict[str, Any], lineage: dict[str, Any] | None = None) -
         except Exception as err:  # an unexpected shape: say so, keep the rest of the card
             blocks.append(Status(f"this section could not be drawn: {type(err).__name__}: {err}"))
     everything = record if lineage is None else {"record": record, "lineage": lineage}
-    return _markdown(title, blocks), _html(title, blocks, everything)
+    return markdown(title, blocks), html(title, blocks, everything)
 
 
 # -- sections ----------------------------------------------------------------------------------
@@ -191,7 +155,7 @@ def _data(v: VersionRecord) -> list[Block]:
 
 def _metrics(metrics: Metrics) -> list[Block]:
     blocks: list[Block] = [Heading("Metrics")]
-    overall = {k: v for k, v in metrics.extra.items() if _is_number(v)}
+    overall = {k: v for k, v in metrics.extra.items() if is_number(v)}
     if not overall:
         return [*blocks, Text(NOT_RECORDED)]
     blocks.append(Kpis(overall))
@@ -216,12 +180,12 @@ def _metrics(metrics: Metrics) -> list[Block]:
     labels = metrics.confusion_matrix.labels
     matrix = [row if isinstance(row, list) else [] for row in metrics.confusion_matrix.matrix]
     square = len(matrix) == len(labels) and all(len(row) == len(labels) for row in matrix)
-    if labels and square and all(_is_number(n) for row in matrix for n in row):
+    if labels and square and all(is_number(n) for row in matrix for n in row):
         # counts as ints: reports.heatmap writes the cells as they are
         blocks.append(Heading("Confusion matrix", level=3))
         blocks.append(Matrix([str(x) for x in labels], [[int(n) for n in row] for row in matrix]))
-    if _is_number(metrics.calibration.get("ece")):
-        blocks.append(Text(f"Expected calibration error: {_fmt(metrics.calibration['ece'])}."))
+    if is_number(metrics.calibration.get("ece")):
+        blocks.append(Text(f"Expected calibration error: {fmt(metrics.calibration['ece'])}."))
     for column, values in metrics.slices.items():
         values = (
             {k: v for k, v in values.items() if isinstance(v, dict)}
@@ -253,7 +217,7 @@ def _bias(bias: Bias | None, limits: dict[str, Any]) -> list[Block]:
     min_rows = bias.min_rows
     small = (
         f", groups under {min_rows} rows left out of the differences"
-        if _is_number(min_rows) and min_rows > 1
+        if is_number(min_rows) and min_rows > 1
         else ""
     )
     attribute = bias.attribute if "attribute" in bias.model_fields_set else NOT_RECORDED
@@ -328,7 +292,7 @@ def _importance(importance: Importance) -> list[Block]:
         how = [
             f"{value} {label}"
             for value, label in ((importance.rows, "rows"), (importance.n_repeats, "repeats"))
-            if _is_number(value)
+            if is_number(value)
         ]
         blocks.append(
             Text(
@@ -495,97 +459,12 @@ def _params(params: dict[str, Any]) -> list[Block]:
     return [*blocks, Table(["param", "value"], [[k, _plain(v)] for k, v in params.items()], left=2)]
 
 
-# -- drawing -----------------------------------------------------------------------------------
-
-
-def _markdown(title: str, blocks: list[Block]) -> str:
-    out = [f"# {_md_line(title)}", ""]
-    for block in blocks:
-        if isinstance(block, Heading):
-            out += ["#" * block.level + " " + _md_line(block.text), ""]
-        elif isinstance(block, Text):
-            out += [_md_text(block.text), ""]
-        elif isinstance(block, Status):
-            out += [f"**{_md_text(block.text)}**", ""]
-        elif isinstance(block, Kpis):
-            out += _md_table(["metric", "value"], [[k, v] for k, v in block.values.items()], 1)
-        elif isinstance(block, Table):
-            out += _md_table(block.headers, block.rows, block.left)
-        # Bars: Markdown has no charts, and every chart here sits above a table of its values
-        elif isinstance(block, Matrix):
-            out += _md_table(
-                ["true \\ predicted", *block.labels],
-                [[label, *row] for label, row in zip(block.labels, block.matrix, strict=False)],
-                1,
-            )
-    return "\n".join(out).rstrip() + "\n"
-
-
-def _md_table(headers: list[str], rows: list[list[Any]], left: int) -> list[str]:
-    """A GFM table; columns of numbers only are right-aligned (``left`` is HTML's rule)."""
-    align = [
-        "---:" if rows and all(_is_number(r[i]) for r in rows if i < len(r)) else "---"
-        for i in range(len(headers))
-    ]
-    lines = [
-        "| " + " | ".join(_md_cell(h) for h in headers) + " |",
-        "| " + " | ".join(align) + " |",
-    ]
-    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in rows]
-    return [*lines, ""]
-
-
-def _md_text(value: Any) -> str:
-    """Text as Markdown shows it, with no raw HTML getting through: ``<`` gets a backslash escape,
-    which CommonMark shows as ``<`` but never reads as the start of a tag (``&lt;`` would be
-    shown as is wherever the Markdown is read as text), and backslashes are escaped first, so a
-    ``\\`` in the value cannot cancel that escape."""
-    return str(value).replace("\\", "\\\\").replace("<", "\\<")
-
-
-def _md_line(value: Any) -> str:
-    return " ".join(_md_text(value).splitlines())
-
-
-def _md_cell(value: Any) -> str:
-    """One table cell: one line, pipes escaped (after backslashes, so ``a\\|`` stays a cell)."""
-    return _md_line(_fmt(value)).replace("|", "\\|")
-
-
-def _html(title: str, blocks: list[Block], everything: dict[str, Any]) -> bytes:
-    from pipeflow import reports as r
-
-    parts = []
-    for block in blocks:
-        if isinstance(block, Heading):
-            parts.append(f"<h{block.level}>{r._e(block.text)}</h{block.level}>")
-        elif isinstance(block, Text):
-            parts.append(f"<p>{r._e(block.text)}</p>")
-        elif isinstance(block, Status):
-            css = "" if block.ok is None else " class=ok" if block.ok else " class=bad"
-            parts.append(f"<p{css}>{r._e(block.text)}</p>")
-        elif isinstance(block, Kpis):
-            parts.append(r.kpis(block.values))
-        elif isinstance(block, Table):
-            parts.append(
-                r.table(
-                    block.headers, [[_cell(v) for v in row] for row in block.rows], left=block.left
-                )
-            )
-        elif isinstance(block, Bars):
-            parts.append(r.bars(block.values, limit=block.limit))
-        elif isinstance(block, Matrix):
-            parts.append(r.heatmap(block.labels, block.matrix))
-    parts.append(r.raw_json(everything))
-    return r.page(title, parts)
-
-
 # -- values ------------------------------------------------------------------------------------
 
 
 def _bars(values: dict[str, Any]) -> Bars:
     """The largest ``MAX_BARS`` numeric values, labels cut to fit the chart's label column."""
-    numeric = [(k, float(v)) for k, v in values.items() if _is_number(v)][:MAX_BARS]
+    numeric = [(k, float(v)) for k, v in values.items() if is_number(v)][:MAX_BARS]
     shown: dict[str, float] = {}
     for name, value in numeric:
         label = name if len(name) <= 22 else name[:21] + "…"
@@ -594,21 +473,6 @@ def _bars(values: dict[str, Any]) -> Bars:
         shown[label] = value
     top = max([v for v in shown.values()] + [0.0])
     return Bars(shown, limit=top if top > 0 else 1.0)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    return str(value)
-
-
-def _cell(value: Any) -> Any:
-    """A table cell for reports.table: floats kept (it formats them), the rest as text."""
-    return value if isinstance(value, float | int) and not isinstance(value, bool) else str(value)
 
 
 def _or(value: Any) -> Any:
@@ -624,7 +488,7 @@ def _short(digest: Any) -> str:
 
 
 def _when(created: Any) -> str:
-    if not _is_number(created):
+    if not is_number(created):
         return NOT_RECORDED if created is None else str(created)
     try:
         return datetime.fromtimestamp(created, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
@@ -634,15 +498,15 @@ def _when(created: Any) -> str:
 
 def _stored_as(model: ModelRef) -> str:
     parts = [str(p) for p in (model.codec, model.kind) if p]
-    if _is_number(model.size):
+    if is_number(model.size):
         parts.append(f"{model.size:,} bytes")
     return ", ".join(parts) or NOT_RECORDED
 
 
 def _at_most(value: Any, limit: Any) -> bool | None:
-    if not _is_number(limit):
+    if not is_number(limit):
         return None
-    if not _is_number(value):
+    if not is_number(value):
         return False  # a limit on a figure that was not computed cannot be shown to hold
     return bool(value <= limit)
 
