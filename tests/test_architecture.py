@@ -100,3 +100,10 @@ def test_no_module_imports_itself_in_a_circle() -> None:
                 graph.add_edge(name, target)
     cycles = [sorted(c) for c in nx.strongly_connected_components(graph) if len(c) > 1]
     assert cycles == []
+
+
+def test_no_module_of_the_package_is_over_600_lines() -> None:
+    """A module that grows past this is doing more than one job: split it by job, as serving/,
+    scoring/ and runner/ were."""
+    sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert {name: n for name, n in sizes.items() if n > 600} == {}
