@@ -36,6 +36,7 @@ _EXPORTS = {
     "predict_file": "pipeflow.scoring.batch:predict_file",
     "monitor": "pipeflow.monitoring.monitor:monitor",
     "create_app": "pipeflow.serving.app:create_app",
+    "ServeConfig": "pipeflow.serving.config:ServeConfig",
     "ArtifactStore": "pipeflow.store.artifacts:ArtifactStore",
     "MetadataDB": "pipeflow.store.metadata:MetadataDB",
     "PipeflowError": "pipeflow.errors:PipeflowError",
@@ -84,6 +85,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipeflow.runner.session import run
     from pipeflow.scoring.batch import predict_file
     from pipeflow.serving.app import create_app
+    from pipeflow.serving.config import ServeConfig
     from pipeflow.spec.load import load, loads
     from pipeflow.store.artifacts import ArtifactStore
     from pipeflow.store.metadata import MetadataDB

@@ -37,6 +37,7 @@ PUBLIC = {
     # after training: the registry, serving, batch inference, monitoring
     "Registry",
     "create_app",
+    "ServeConfig",
     "predict_file",
     "monitor",
     # errors
