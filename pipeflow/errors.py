@@ -6,6 +6,8 @@
     ├── SpecError                 exit 2: the spec file (YAML, grammar, values, interpolation)
     │   └── GraphError            exit 2: wiring (missing stage/port, kind mismatch, cycle, type)
     ├── UsageError                exit 2: bad command-line arguments or API arguments
+    │   └── NonFiniteInput        exit 2: an inf (or a number beyond float range) where a model
+    │                             reads a feature
     ├── StageError                exit 1: a stage failed while running (names the stage)
     │   └── StageTimeout          exit 1: a stage ran past its ``timeout_s``
     ├── RunLocked                 exit 1: the same resolved spec is already running on this store
@@ -104,6 +106,25 @@ class UsageError(PipeflowError):
     """Bad arguments from the command line or the Python API."""
 
     exit_code = 2
+
+
+class NonFiniteInput(UsageError):
+    """A numeric feature holds ``inf``, ``-inf`` or a number too large for a float (``1e400``
+    reads as inf): no model can score it, so the input is refused, naming the column and the
+    value (and, from a batch job, the line). Built from (column, value) so it pickles across
+    Dask workers."""
+
+    def __init__(self, column: str, value: object, where: str = "", source: str = ""):
+        super().__init__(column, value, where, source)
+        self.column, self.value, self.where, self.source = column, value, where, source
+
+    def __str__(self) -> str:
+        at = f" {self.where}" if self.where else ""
+        of = f"input {self.source}: " if self.source else ""
+        return (
+            f"{of}column '{self.column}' holds {self.value}{at}, where the model needs a finite "
+            "number (inf, -inf and numbers beyond ±1.8e308 cannot be scored)"
+        )
 
 
 class StageError(PipeflowError):

@@ -38,7 +38,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from pipeflow.errors import UsageError
+from pipeflow.errors import NonFiniteInput, UsageError
 from pipeflow.execute import cluster
 from pipeflow.scoring.files import (
     Source,
@@ -132,14 +132,18 @@ def predict_file(
                 score_partition, model_arg, spec, meta=meta_frame(holder.model, ddf, spec)
             )
             parts = scored.to_delayed()
-            rows, output_fingerprint = write_output(
-                sched.in_order(parts, thread="pipeflow-batch"),
-                out_fs,
-                out_path,
-                out_format,
-                batch_id,
-                source=input_path,
-            )
+            try:
+                rows, output_fingerprint = write_output(
+                    sched.in_order(parts, thread="pipeflow-batch"),
+                    out_fs,
+                    out_path,
+                    out_format,
+                    batch_id,
+                    source=input_path,
+                )
+            except NonFiniteInput as err:  # refused up front by every partition: say where
+                where = source.first_non_finite(err.column)
+                raise NonFiniteInput(err.column, err.value, where, source.url) from None
         summary = {
             "id": batch_id,
             "time": started,

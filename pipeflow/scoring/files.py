@@ -14,7 +14,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipeflow.errors import PipeflowError, UsageError
+from pipeflow.errors import NonFiniteInput, PipeflowError, UsageError
 from pipeflow.execute import cluster
 
 if TYPE_CHECKING:
@@ -153,6 +153,41 @@ class Source:
                     f"{posixpath.basename(self.paths[0])}, where the model reads a number"
                 )
         return None
+
+    def first_non_finite(self, column: str) -> str:
+        """Where the input first holds ±inf in ``column``: ``on line N of FILE`` for CSV, ``in row
+        N of FILE`` for Parquet; "" if it cannot be found again. Read only when a job was refused
+        for it, one column at a time."""
+        import numpy as np
+        import pandas as pd
+
+        for path in self.paths:
+            name = posixpath.basename(path)
+            try:
+                with self.fs.open(path, "rb") as fh:
+                    if self.format == "parquet":
+                        values = pd.read_parquet(fh, columns=[column])[column].to_numpy()
+                        bad = np.isinf(pd.to_numeric(values, errors="coerce"))
+                        if bad.any():
+                            return f"in row {int(bad.argmax()) + 1} of {name}"
+                        continue
+                    compression = "gzip" if path.endswith(".gz") else None
+                    chunks = pd.read_csv(
+                        fh,
+                        usecols=[column],
+                        dtype={column: "float64"},
+                        chunksize=1_000_000,
+                        compression=compression,
+                    )
+                    seen = 0
+                    for chunk in chunks:
+                        bad = np.isinf(chunk[column].to_numpy())
+                        if bad.any():
+                            return f"on line {seen + int(bad.argmax()) + 2} of {name}"
+                        seen += len(chunk)
+            except (ValueError, OSError):
+                return ""
+        return ""
 
     def _blocksize(self, partition_rows: int) -> int | None:
         if self.compressed:
@@ -300,6 +335,9 @@ def write_output(
                     writer.write(_with_ids(frame, batch_id, rows))
                     rows += len(frame)
                 writer.close()
+            except NonFiniteInput:
+                writer.abandon()
+                raise  # bad input: the job says where (predict_file)
             except Exception as err:
                 writer.abandon()
                 message = " ".join(str(err).split())  # one line: the CLI prints it as is

@@ -17,7 +17,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pipeflow.errors import UsageError
+from pipeflow.errors import NonFiniteInput, UsageError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -57,6 +57,7 @@ def score_frame(
     import pandas as pd
 
     X = _missing_as_nan(frame[list(features)])
+    _refuse_non_finite(X)
     for column in datetimes:
         if column in X.columns and not pd.api.types.is_datetime64_any_dtype(X[column]):
             X = X.assign(**{column: pd.to_datetime(X[column])})
@@ -81,6 +82,19 @@ def score_frame(
         for i, label in enumerate(classes):
             out[f"proba_{label}"] = proba[:, i]
     return pd.DataFrame(out, index=frame.index)
+
+
+def _refuse_non_finite(X: pd.DataFrame) -> None:
+    """:class:`~pipeflow.errors.NonFiniteInput` for the first ±inf of a float column (NaN is a
+    missing value, which models that allow it take)."""
+    import numpy as np
+
+    for column in X.columns:
+        if X[column].dtype.kind == "f":
+            values = X[column].to_numpy()
+            bad = np.isinf(values)
+            if bad.any():
+                raise NonFiniteInput(str(column), values[int(bad.argmax())])
 
 
 def _missing_as_nan(X: pd.DataFrame) -> pd.DataFrame:
@@ -133,6 +147,8 @@ def score_partition(
             probabilities=spec.probabilities,
             datetimes=spec.datetimes,
         )
+    except NonFiniteInput:
+        raise  # bad input, not a failure of the partition: said as is, with its line
     except Exception as err:
         number = (partition_info or {}).get("number")
         where = f"partition {number}" if number is not None else "a partition"

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from helpers import pipeflow, tumours_project
 
-from pipeflow.errors import PipeflowError, UsageError
+from pipeflow.errors import NonFiniteInput, PipeflowError, UsageError
 from pipeflow.registry import Registry
 from pipeflow.scoring.batch import predict_file
 from pipeflow.stages.predict import PredictStage
@@ -377,6 +377,52 @@ def test_cli_text_in_a_numeric_feature_exits_2_naming_column_line_and_value(
         "typo.csv, where the model reads a number\n"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("written", ["inf", "-inf", "1e400"])
+def test_cli_a_non_finite_number_exits_2_naming_column_line_and_value(
+    project: Path, tmp_path: Path, written: str
+) -> None:
+    """One inf (or a number beyond float range) is refused like text in a numeric column: exit 2,
+    the column and the line, nothing written; not a failed job with scikit-learn's words."""
+    lines = (project / "patients.csv").read_text().splitlines()[:8]
+    at = lines[0].split(",").index("mean_area")
+    cells = lines[5].split(",")
+    cells[at] = written
+    lines[5] = ",".join(cells)
+    (tmp_path / "wide.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.csv"
+    done = pipeflow(
+        ["predict", "tumours@production", "-i", str(tmp_path / "wide.csv"), "-o", str(out)],
+        cwd=project,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    value = "-inf" if written == "-inf" else "inf"
+    assert done.stderr == (
+        f"error: input {tmp_path / 'wide.csv'}: column 'mean_area' holds {value} on line 6 of "
+        "wide.csv, where the model needs a finite number (inf, -inf and numbers beyond "
+        "±1.8e308 cannot be scored)\n"
+    )
+    assert not out.exists()
+
+
+def test_a_non_finite_number_in_parquet_names_its_row(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    frame = pd.read_csv(project / "patients.csv", dtype={"patient_id": str}).head(30)
+    frame.loc[17, "mean_radius"] = float("inf")
+    frame.to_parquet(tmp_path / "rows.parquet")
+    with pytest.raises(NonFiniteInput, match=r"'mean_radius' holds inf in row 18 of rows.parquet"):
+        predict_file(
+            registry,
+            "tumours",
+            "production",
+            str(tmp_path / "rows.parquet"),
+            str(tmp_path / "out.parquet"),
+            partition_rows=10,
+        )
+    assert not (tmp_path / "out.parquet").exists()
 
 
 def test_missing_text_in_pandas_strings_is_scored_by_a_model_that_cannot_take_pd_na() -> None:
