@@ -23,6 +23,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import os
 import secrets
 import threading
@@ -112,6 +113,8 @@ class Server:
         self._counter = 0
         self._id_lock = threading.Lock()
         self.recent = RecentPredictions()
+        #: whether the latest label of a recent prediction matched it (a relabel replaces it)
+        self._labels: dict[str, bool] = {}
         self.arriving = 0  # predict requests whose body is being read (event loop only)
         self.primary = self.load(config.model, config.which, "primary")
         self.rollout = Rollout(self)
@@ -210,7 +213,36 @@ class Server:
             )
 
     # -- feedback -----------------------------------------------------------------------------
+    def check_outcomes(self, items: list[dict[str, Any]]) -> None:
+        """422 unless every outcome is one the served model could have answered: one of its
+        classes for a classifier (as text or as the label itself), a finite number otherwise."""
+        handles = [h for h in (self.primary, self.rollout.canary) if h is not None]
+        classes = {str(c) for h in handles for c in h.classes}
+        problems = []
+        for i, item in enumerate(items):
+            outcome = item["outcome"]
+            if classes:
+                if isinstance(outcome, bool | int | float | str) and str(outcome) in classes:
+                    continue
+                expected = f"one of the model's classes: {', '.join(sorted(classes))}"
+            else:
+                number = isinstance(outcome, int | float) and not isinstance(outcome, bool)
+                if number and math.isfinite(outcome):
+                    continue
+                expected = "a finite number (the model is a regressor)"
+            problems.append(
+                {"row": i, "field": "outcome", "expected": expected, "got": repr(outcome)[:80]}
+            )
+        if problems:
+            raise BadRequest(
+                422, "validation_error", "feedback outcomes the model cannot have", problems
+            )
+
     def record_feedback(self, items: list[dict[str, Any]], caller: str) -> int:
+        """Record true outcomes. A second label for the same prediction id replaces the first:
+        live accuracy (here and in ``pipeflow monitor``) counts each prediction once, by its
+        latest label."""
+        self.check_outcomes(items)
         now = time.time()
         records = []
         for item in items:
@@ -218,9 +250,17 @@ class Server:
             seen = self.recent.get(pid)
             if seen is not None:
                 name, version, predicted = seen
+                correct = str(predicted) == str(outcome)
+                before = self._labels.pop(pid, None)
+                self._labels[pid] = correct
+                while len(self._labels) > 2 * self.recent.keep:  # as long as predictions are kept
+                    self._labels.pop(next(iter(self._labels)))
                 for h in (self.primary, self.rollout.canary):
                     if h is not None and h.name == name and h.version == version:
-                        h.feedback[0] += str(predicted) == str(outcome)
+                        if before is not None:  # the earlier label no longer counts
+                            h.feedback[0] -= before
+                            h.feedback[1] -= 1
+                        h.feedback[0] += correct
                         h.feedback[1] += 1
             records.append(
                 {

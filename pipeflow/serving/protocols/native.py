@@ -39,6 +39,17 @@ def predict_body(payload: Any, handle: Handle, results: list[dict[str, Any]]) ->
     return {"model": handle.name, "version": handle.version, "predictions": results}
 
 
+#: the longest text outcome: a class label, never a document
+MAX_OUTCOME = 200
+
+
+def _is_label(value: Any) -> bool:
+    """A scalar a model can predict: text (short), a number or a boolean; never a structure."""
+    if isinstance(value, str):
+        return len(value) <= MAX_OUTCOME
+    return isinstance(value, int | float | bool)
+
+
 def feedback_items(payload: Any) -> list[Any]:
     """The ``{id, outcome}`` items of a feedback body; 422 naming every problem."""
     items = payload if isinstance(payload, list) else [payload]
@@ -76,6 +87,15 @@ def feedback_items(payload: Any) -> list[Any]:
                     "field": "outcome",
                     "expected": "the true outcome",
                     "got": "nothing",
+                }
+            )
+        elif not _is_label(item["outcome"]):
+            problems.append(
+                {
+                    "row": i,
+                    "field": "outcome",
+                    "expected": f"a class label or a number (text of at most {MAX_OUTCOME} characters)",
+                    "got": repr(item["outcome"])[:80],
                 }
             )
         else:

@@ -1,0 +1,95 @@
+"""Feedback is a true outcome the model could have answered, or it is refused (422) and changes
+nothing; a second label for the same prediction replaces the first, in the server's live accuracy
+and in ``pipeflow monitor``'s."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from helpers import PREDICT, sample_rows
+
+from pipeflow.serving.app import create_app
+from pipeflow.serving.config import ServeConfig
+from pipeflow.store import journal as audit
+
+FEEDBACK = "/v1/models/tumours/feedback"
+
+
+@pytest.fixture
+def client(own_store: Path) -> Iterator[Any]:
+    app = create_app(ServeConfig(store_url=str(own_store), model="tumours", which="production"))
+    with TestClient(app) as c:
+        yield c
+
+
+def _answered(client: Any, tumours: Path, n: int = 4) -> list[dict[str, Any]]:
+    r = client.post(PREDICT, json=sample_rows(tumours, n))
+    assert r.status_code == 200, r.text
+    return r.json()["predictions"]
+
+
+def test_an_outcome_the_model_cannot_have_is_refused_and_replaces_nothing(
+    client: Any, tumours: Path, own_store: Path
+) -> None:
+    first = _answered(client, tumours)[0]
+    right = {"id": first["id"], "outcome": first["prediction"]}
+    assert client.post(FEEDBACK, json=right).json() == {"recorded": 1}
+    nested: Any = "x"
+    for _ in range(40):  # a 100 KB nested object, as a careless client sent
+        nested = {"k": nested, "pad": "y" * 2500}
+    for outcome, expected in (
+        (nested, "a class label or a number"),
+        ([1, 2], "a class label or a number"),
+        ("x" * 201, "a class label or a number"),
+        ("maybe", "one of the model's classes: benign, malignant"),
+        (3.5, "one of the model's classes: benign, malignant"),
+    ):
+        r = client.post(FEEDBACK, json={"id": first["id"], "outcome": outcome})
+        assert r.status_code == 422, (outcome, r.text)
+        problem = r.json()["error"]["fields"][0]
+        assert problem["field"] == "outcome" and problem["expected"].startswith(expected)
+    # nothing recorded after the refusals: the correct label stands
+    fed = list(audit.read(own_store / "audit", "feedback"))
+    assert [f["outcome"] for f in fed] == [first["prediction"]]
+    assert client.app.state.server.primary.feedback == [1, 1]
+
+
+def test_a_second_label_replaces_the_first_in_live_accuracy(client: Any, tumours: Path) -> None:
+    answered = _answered(client, tumours, 2)
+    other = {"benign": "malignant", "malignant": "benign"}
+    wrong = [{"id": p["id"], "outcome": other[p["prediction"]]} for p in answered]
+    assert client.post(FEEDBACK, json=wrong).json() == {"recorded": 2}
+    assert client.app.state.server.primary.feedback == [0, 2]
+    fixed = {"id": answered[0]["id"], "outcome": answered[0]["prediction"]}
+    assert client.post(FEEDBACK, json=fixed).json() == {"recorded": 1}
+    assert client.app.state.server.primary.feedback == [1, 2]  # two predictions, one right
+
+
+def test_the_monitor_counts_the_latest_label_too(
+    client: Any, tumours: Path, own_store: Path
+) -> None:
+    from pipeflow.monitoring.monitor import monitor
+    from pipeflow.registry import Registry
+
+    answered = _answered(client, tumours, 2)
+    other = {"benign": "malignant", "malignant": "benign"}
+    client.post(
+        FEEDBACK, json=[{"id": p["id"], "outcome": other[p["prediction"]]} for p in answered]
+    )
+    client.post(FEEDBACK, json=[{"id": p["id"], "outcome": p["prediction"]} for p in answered])
+    server = client.app.state.server
+    report = monitor(
+        Registry(server.store),
+        "tumours",
+        "production",
+        audit_dir=own_store / "audit",
+        store_root=own_store,
+        window_s=3600,
+        save=False,
+    )
+    assert report["accuracy"] == {"labelled": 2, "accuracy": 1.0}, json.dumps(report["accuracy"])
