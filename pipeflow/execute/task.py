@@ -76,7 +76,7 @@ class StageRecord:
     """One stage's fate, as far as it is known. The record grows as it moves: the plan adds what
     it decided (:class:`pipeflow.runner.plan.StagePlan`), the worker what happened
     (:class:`StageResult`), the runner what the report shows
-    (:class:`pipeflow.runner.report.StageOutcome`); :func:`grown` carries a record one step on."""
+    (:class:`pipeflow.runner.report.StageOutcome`); :func:`carry` takes a record one step on."""
 
     name: str
     state: StageState = StageState.PENDING
@@ -90,15 +90,20 @@ class StageRecord:
 R = TypeVar("R", bound=StageRecord)
 
 
-def grown(record: StageRecord, cls: type[R], **more: Any) -> R:
-    """``record`` as a ``cls`` (a record type further along), its shared fields carried over and
-    ``more`` set."""
-    carried = {f.name: getattr(record, f.name) for f in fields(record) if f.name in _names(cls)}
-    return cls(**{**carried, **more})
+def carry(source: StageRecord, target: R, *, skip: tuple[str, ...] = ()) -> R:
+    """Carry what ``source`` knows into ``target`` (a record further along): every field the two
+    types share, but ``skip``. Once per stage on the client, on the scheduler's thread: the
+    shared names are worked out once per pair of types, and ``target`` is updated in place."""
+    for name in _carried(type(source), type(target)):
+        if name not in skip:
+            setattr(target, name, getattr(source, name))
+    return target
 
 
-def _names(cls: type[StageRecord]) -> set[str]:
-    return {f.name for f in fields(cls)}
+@functools.cache
+def _carried(source: type[StageRecord], target: type[StageRecord]) -> tuple[str, ...]:
+    wanted = {f.name for f in fields(target)}
+    return tuple(f.name for f in fields(source) if f.name in wanted)
 
 
 @dataclass(kw_only=True)

@@ -28,7 +28,7 @@ from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import UsageError
 from pipeflow.execute.dask_executor import DaskExecutor
 from pipeflow.execute.protocol import Executor
-from pipeflow.execute.task import StageResult, StageTask, grown
+from pipeflow.execute.task import StageResult, StageTask, carry
 from pipeflow.runner.lock import run_lock
 from pipeflow.runner.plan import Plan, make_plan
 from pipeflow.runner.recorder import Recorder, stage_row
@@ -194,10 +194,8 @@ def _run(
     cached_rows = []
     for name in plan.cached:
         sp, o = plan.stages[name], outcomes[name]
-        o = outcomes[name] = grown(
-            sp, StageOutcome, state=StageState.CACHED, type=o.type, default_port=o.default_port
-        )
-        o.outputs = dict(sp.outputs)
+        carry(sp, o)
+        o.state, o.outputs = StageState.CACHED, dict(sp.outputs)
         cached_rows.append(stage_row(pipeline, sp, o))
         if on_event:
             on_event(name, StageState.CACHED, o)
@@ -211,16 +209,9 @@ def _run(
         if result is not None:
             if result.manifest is not None and result.key:
                 store.record_manifest(result.key, result.manifest, duration=result.duration)
-            o = outcomes[name] = grown(
-                result,
-                StageOutcome,
-                state=state,
-                reason=result.reason or o.reason,
-                type=o.type,
-                default_port=o.default_port,
-                manifest=None,  # recorded above: the report need not hold it
-            )
-            o.outputs = dict(result.outputs)
+            reason = result.reason or o.reason
+            carry(result, o, skip=("manifest",))  # recorded above: the report need not hold it
+            o.state, o.reason, o.outputs = state, reason, dict(result.outputs)
             recorder.add(stage_row(pipeline, plan.stages[name], o))
         elif state is StageState.RUNNING:
             recorder.add(
