@@ -77,12 +77,15 @@ class Workspace:
         store_url: str | None = None,
         store_source: str = "",
         db_path: str | None = None,
+        creates_db: bool = False,
         audit_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.loaded = loaded
         self._store_url = store_url
         self._store_source = store_source
         self.db_path = db_path
+        #: the database is the spec's own, created on first use (a named one must exist)
+        self._creates_db = creates_db
         self._audit_dir = Path(os.path.abspath(audit_dir)) if audit_dir else None
 
     # -- the store ----------------------------------------------------------------------------
@@ -95,7 +98,7 @@ class Workspace:
     def _open_url(self) -> ArtifactStore:
         from pipeflow.store.artifacts import ArtifactStore
 
-        url = self._store_url or layout.DEFAULT_ROOT
+        url = str(self._store_url)
         if layout.is_local(url) and not os.path.isdir(url):
             source = f" (from {self._store_source})" if self._store_source else ""
             raise UsageError(f"no pipeflow store at {url}{source}: pass --spec SPEC or --store URL")
@@ -119,16 +122,13 @@ class Workspace:
         """The metadata database, which must exist (a spec's is created on first use)."""
         from pipeflow.store.metadata import MetadataDB
 
-        if self.loaded is not None and self.db_path == self._spec_db_path():
+        if self._creates_db and self.db_path:
             return MetadataDB(self.db_path)
         db = self.open_db()
         if db is None:
             where = self.db_path or f"store {self._store_url} (a remote store has no default)"
             raise UsageError(f"no pipeflow metadata at {where}: pass --spec SPEC or --db PATH")
         return db
-
-    def _spec_db_path(self) -> str | None:
-        return None if self.loaded is None else os.path.abspath(_spec_db(self.loaded))
 
     # -- what lives in the store --------------------------------------------------------------
 
@@ -163,9 +163,13 @@ def open_workspace(
         from pipeflow.spec.load import LoadedSpec, load
 
         loaded = spec if isinstance(spec, LoadedSpec) else load(spec, overrides or [])
-        ws = Workspace(loaded=loaded, db_path=None, audit_dir=audit_dir)
-        ws.db_path = given_db or ws._spec_db_path()
-        return ws
+        spec_db = os.path.abspath(_spec_db(loaded))
+        return Workspace(
+            loaded=loaded,
+            db_path=given_db or spec_db,
+            creates_db=given_db in (None, spec_db),
+            audit_dir=audit_dir,
+        )
     env_store = os.environ.get("PIPEFLOW_STORE")
     url = store or env_store or layout.DEFAULT_ROOT
     source = "--store" if store else "$PIPEFLOW_STORE" if env_store else ""

@@ -36,7 +36,7 @@ from pipeflow.monitoring import history as monitoring
 from pipeflow.registry import Registry
 from pipeflow.store import journal as audit
 from pipeflow.store.artifacts import ArtifactStore
-from pipeflow.ui.traffic import TrafficIndex
+from pipeflow.ui.traffic import TrafficIndex, finite_number
 
 try:  # orjson (a dependency of the server) parses the audit lines several times faster
     from orjson import loads as _loads
@@ -186,11 +186,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _number(value: Any) -> float | None:
-    """``value`` as a finite float, else None."""
-    return float(value) if _is_number(value) and math.isfinite(value) else None
-
-
 def _json_field(text: str | None) -> Any:
     if not text:
         return None
@@ -275,7 +270,11 @@ class Sources:
             latest = versions[-1]
             metrics = _scalar_metrics(latest.get("metrics"))
             headline = next(
-                ((m, metrics[m]) for m in HEADLINE_METRICS if _number(metrics.get(m)) is not None),
+                (
+                    (m, metrics[m])
+                    for m in HEADLINE_METRICS
+                    if finite_number(metrics.get(m)) is not None
+                ),
                 None,
             )
             out.append(
@@ -358,7 +357,7 @@ class Sources:
             for e in audit.read(index.folder, "events")
             if model is None or e.get("model") == model
         ]
-        events.sort(key=lambda e: _number(e.get("time")) or 0.0)
+        events.sort(key=lambda e: finite_number(e.get("time")) or 0.0)
         out["events"] = events[-200:]
         return out
 
@@ -414,7 +413,7 @@ class Sources:
 
 
 def _run_row(r: dict[str, Any]) -> dict[str, Any]:
-    started, ended = _number(r.get("started")), _number(r.get("ended"))
+    started, ended = finite_number(r.get("started")), finite_number(r.get("ended"))
     return {
         **r,
         "overrides": _json_field(r.get("overrides")) or [],
@@ -423,7 +422,7 @@ def _run_row(r: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_row(s: dict[str, Any]) -> dict[str, Any]:
-    started, ended = _number(s.get("started")), _number(s.get("ended"))
+    started, ended = finite_number(s.get("started")), finite_number(s.get("ended"))
     return {
         "stage": s["stage"],
         "type": s["type"],
@@ -457,17 +456,17 @@ def _report_point(r: dict[str, Any]) -> dict[str, Any]:
     accuracy = r.get("accuracy") or {}
     latency = r.get("latency_ms") or {}
     return {
-        "time": _number(window.get("end")) or _number(r.get("created")),
+        "time": finite_number(window.get("end")) or finite_number(r.get("created")),
         "version": r.get("version"),
         "alias": r.get("alias"),
         "rows": r.get("rows"),
-        "drift_share": _number(r.get("drift_share")),
+        "drift_share": finite_number(r.get("drift_share")),
         "drifted": bool(r.get("drifted")),
-        "accuracy": _number(accuracy.get("accuracy")),
+        "accuracy": finite_number(accuracy.get("accuracy")),
         "labelled": accuracy.get("labelled"),
-        "prediction_psi": _number((r.get("prediction") or {}).get("psi")),
-        "p95_ms": _number(latency.get("p95")),
-        "flagged_rate": _number(r.get("flagged_rate")),
+        "prediction_psi": finite_number((r.get("prediction") or {}).get("psi")),
+        "p95_ms": finite_number(latency.get("p95")),
+        "flagged_rate": finite_number(r.get("flagged_rate")),
         "features": {
             name: _feature(name, f)["psi"] for name, f in (r.get("features") or {}).items()
         },
@@ -482,6 +481,6 @@ def _feature(name: str, f: Any) -> dict[str, Any]:
         "name": name,
         "role": f.get("role"),
         "metric": metric,
-        "psi": _number(f.get(metric)) if metric else None,
+        "psi": finite_number(f.get(metric)) if metric else None,
         "drifted": bool(f.get("drifted")),
     }

@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover
     _loads = json.loads
 
 
-def _number(value: Any) -> float | None:
+def finite_number(value: Any) -> float | None:
     """``value`` as a finite float, else None."""
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     return float(value) if is_number and math.isfinite(value) else None
@@ -117,14 +117,14 @@ class TrafficIndex:
             self.offsets[key] = offset
 
     def _add(self, r: dict[str, Any]) -> None:
-        when, version, model = _number(r.get("time")), r.get("version"), r.get("model")
+        when, version, model = finite_number(r.get("time")), r.get("version"), r.get("model")
         if when is None or not isinstance(model, str) or not isinstance(version, int):
             return
         bucket = int(when // self.bucket_s) * self.bucket_s
         cell = self.cells.get((model, version, bucket))
         if cell is None:
             cell = self.cells[(model, version, bucket)] = Cell()
-        cell.add(_number(r.get("latency_ms")), bool(r.get("flags")))
+        cell.add(finite_number(r.get("latency_ms")), bool(r.get("flags")))
         role = r.get("role")
         if isinstance(role, str):
             self.roles.setdefault((model, version), set()).add(role)
