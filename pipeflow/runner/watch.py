@@ -121,7 +121,7 @@ class Watcher:
 
     def check(self, now: float | None = None) -> list[dict[str, Any]]:
         """The causes that fire now (without running anything but ``on_drift``'s monitor)."""
-        from pipeflow.workspace import open_store
+        from pipeflow.workspace import open_workspace
 
         now = time.time() if now is None else now
         loaded, pipeline = self._load()
@@ -134,7 +134,7 @@ class Watcher:
                     {"cause": "schedule", "detail": f"'{triggers.schedule}' matched {_iso(due)}"}
                 )
         if triggers.on_data_change:
-            store, db = open_store(loaded)
+            db = open_workspace(loaded).metadata()
             try:
                 for name in triggers.on_data_change:
                     st = pipeline.stages[name]
@@ -184,11 +184,10 @@ class Watcher:
         from pipeflow.execute.task import run_stage
         from pipeflow.runner.plan import make_plan
         from pipeflow.runner.session import stage_task
-        from pipeflow.workspace import open_store
+        from pipeflow.workspace import open_workspace
 
         st = pipeline.stages[name]
-        store, db = open_store(loaded)
-        db.close()
+        store = open_workspace(loaded).store  # the store only: no database is opened
         plan = make_plan(pipeline, store, include={name}, force={name})
         task = stage_task(pipeline, plan, name, store, f"watch-{secrets.token_hex(3)}")
         config = st.config
@@ -216,11 +215,10 @@ class Watcher:
         causes = self.check(now)
         if not causes:
             return None
-        from pipeflow.workspace import open_store
+        from pipeflow.workspace import open_workspace
 
         loaded, pipeline = self._load()
-        store, db = open_store(loaded)
-        db.close()
+        store = open_workspace(loaded).store  # the store only: no database is opened
         events = self._events(store.url)
         firing = {
             "id": secrets.token_hex(6),
