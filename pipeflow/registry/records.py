@@ -81,10 +81,6 @@ class Loose(BaseModel):
             return getattr(self, key)
         return (self.model_extra or {}).get(key, default)
 
-    def items(self) -> list[tuple[str, Any]]:
-        """Every key as written (named fields first), for parts that are open mappings."""
-        return [*((k, getattr(self, k)) for k in type(self).model_fields), *self.extra.items()]
-
     @property
     def extra(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
