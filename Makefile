@@ -17,6 +17,8 @@ install-test: $(BIN)/python
 	$(PIP) -e '.[test]' $(addprefix -e ,$(PLUGINS))
 	# Debian's chromium for the dashboard's browser tests (installed when missing and we are root)
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || true
+	# Debian's postgresql for the team-store tests (a throwaway cluster per test session)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q postgresql >/dev/null 2>&1; }; }; } || true
 
 ## Install pipeflow and run the flagship example end to end.
 demo: install
