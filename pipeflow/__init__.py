@@ -23,6 +23,7 @@ _EXPORTS = {
     "run": "pipeflow.runner.session:run",
     "open_store": "pipeflow.workspace:open_store",
     "open_workspace": "pipeflow.workspace:open_workspace",
+    "open_metadata": "pipeflow.store.database:open_metadata",
     "Workspace": "pipeflow.workspace:Workspace",
     "RunReport": "pipeflow.runner.report:RunReport",
     "Stage": "pipeflow.core.stage:Stage",
@@ -88,5 +89,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from pipeflow.serving.config import ServeConfig
     from pipeflow.spec.load import load, loads
     from pipeflow.store.artifacts import ArtifactStore
+    from pipeflow.store.database import open_metadata
     from pipeflow.store.metadata import MetadataDB
     from pipeflow.workspace import Workspace, open_store, open_workspace

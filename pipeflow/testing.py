@@ -299,7 +299,13 @@ def cli_env(**extra: str) -> dict[str, str]:
     """This process's environment for a ``pipeflow`` child, without the variables that would
     point it at another cluster, database or store; one stage per output line, unbuffered."""
     env = dict(os.environ)
-    for name in ("PIPEFLOW_DASK_ADDRESS", "PIPEFLOW_DB", "PIPEFLOW_STORE"):
+    for name in (
+        "PIPEFLOW_DASK_ADDRESS",
+        "PIPEFLOW_DB",
+        "PIPEFLOW_STORE",
+        "PIPEFLOW_STORE__ROOT",
+        "PIPEFLOW_STORE__METADATA",
+    ):
         env.pop(name, None)
     env["COLUMNS"] = "250"  # one stage per line: reasons are not wrapped
     env["PYTHONUNBUFFERED"] = "1"

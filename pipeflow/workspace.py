@@ -7,10 +7,13 @@ The single rule, used by the CLI, the dashboard, ``serve``, ``watch`` and the Py
   ``$PIPEFLOW_STORE``, else ``.pipeflow`` in the working directory. A local store that is not
   there is a usage error naming where its path came from; it is checked when the store is first
   used, so a command that needs only the database (``runs --db PATH``) never asks for it.
-- **the metadata database**: ``db=`` (``--db PATH``), else the spec's (``store.metadata``,
+- **the metadata database**: ``db=`` (``--db PATH|URL``), else the spec's (``store.metadata``,
   default ``.pipeflow/pipeflow.db`` beside the spec), else ``$PIPEFLOW_DB``, else
   ``pipeflow.db`` inside a local store (:mod:`pipeflow.store.layout`). A remote store opened
-  without a spec has no default database.
+  without a spec has no default database. A ``postgresql://`` URL anywhere in that chain is a
+  team's PostgreSQL history (:mod:`pipeflow.store.postgres`); anything else names a SQLite
+  file. (A spec's ``store`` section can itself be set from the environment:
+  ``$PIPEFLOW_STORE__ROOT``, ``$PIPEFLOW_STORE__METADATA``, see :mod:`pipeflow.spec.load`.)
 
 A :class:`Workspace` hands out the parts of that store: the artifact store, the metadata
 database, the model registry, the journals (serving audit, ``watch`` events) and the monitoring
@@ -39,9 +42,9 @@ __all__ = ["Workspace", "open_store", "open_workspace"]
 
 def open_store(loaded: LoadedSpec) -> tuple[ArtifactStore, MetadataDB]:
     """The artifact store and metadata DB a spec uses (defaults beside the spec file)."""
-    from pipeflow.store.metadata import MetadataDB
+    from pipeflow.store.database import open_metadata
 
-    return _spec_store(loaded), MetadataDB(_spec_db(loaded))
+    return _spec_store(loaded), open_metadata(_spec_db(loaded))
 
 
 def _spec_store(loaded: LoadedSpec) -> ArtifactStore:
@@ -58,13 +61,14 @@ def _spec_store(loaded: LoadedSpec) -> ArtifactStore:
         raise StoreError(f"cannot reach store {root!r}: {err.strerror or err}") from None
 
 
-def _spec_db(loaded: LoadedSpec) -> Path:
-    from pipeflow.store.metadata import sqlite_path
+def _spec_db(loaded: LoadedSpec) -> str:
+    """The spec's database: a PostgreSQL URL, or its SQLite file as an absolute path."""
+    from pipeflow.store.metadata import is_postgres, sqlite_path
 
     url = loaded.spec.store.metadata or str(
         loaded.base_dir / layout.DEFAULT_ROOT / layout.METADATA_FILE
     )
-    return sqlite_path(url, loaded.base_dir)
+    return url if is_postgres(url) else os.path.abspath(sqlite_path(url, loaded.base_dir))
 
 
 class Workspace:
@@ -112,18 +116,19 @@ class Workspace:
 
     def open_db(self) -> MetadataDB | None:
         """The metadata database, or None where there is none yet (no run recorded)."""
-        from pipeflow.store.metadata import MetadataDB
+        from pipeflow.store.database import open_metadata
+        from pipeflow.store.metadata import exists
 
-        if self.db_path and os.path.exists(self.db_path):
-            return MetadataDB(self.db_path)
+        if self.db_path and exists(self.db_path):
+            return open_metadata(self.db_path)
         return None
 
     def metadata(self) -> MetadataDB:
         """The metadata database, which must exist (a spec's is created on first use)."""
-        from pipeflow.store.metadata import MetadataDB
+        from pipeflow.store.database import open_metadata
 
         if self._creates_db and self.db_path:
-            return MetadataDB(self.db_path)
+            return open_metadata(self.db_path)
         db = self.open_db()
         if db is None:
             where = self.db_path or f"store {self._store_url} (a remote store has no default)"
@@ -158,12 +163,14 @@ def open_workspace(
 ) -> Workspace:
     """The workspace of a spec (a path or a loaded spec), or of a store URL (see the module
     docstring for the rule). Nothing is opened until asked for."""
-    given_db = os.path.abspath(db) if db else None
+    from pipeflow.store.metadata import absolute
+
+    given_db = absolute(db) if db else None
     if spec is not None:
         from pipeflow.spec.load import LoadedSpec, load
 
         loaded = spec if isinstance(spec, LoadedSpec) else load(spec, overrides or [])
-        spec_db = os.path.abspath(_spec_db(loaded))
+        spec_db = _spec_db(loaded)
         return Workspace(
             loaded=loaded,
             db_path=given_db or spec_db,
@@ -182,6 +189,6 @@ def open_workspace(
     return Workspace(
         store_url=url,
         store_source=source,
-        db_path=os.path.abspath(path) if path else None,
+        db_path=absolute(path) if path else None,
         audit_dir=audit_dir,
     )

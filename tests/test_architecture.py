@@ -33,6 +33,7 @@ PUBLIC = {
     "Workspace",
     "ArtifactStore",
     "MetadataDB",
+    "open_metadata",
     "DaskExecutor",
     # after training: the registry, serving, batch inference, monitoring
     "Registry",

@@ -157,7 +157,7 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
 
     run = db.find_run(run_id)
     if run is None:
-        raise UsageError(f"no run {run_id!r} in {db.path}")
+        raise UsageError(f"no run {run_id!r} in {db.location}")
     stages = db.stage_runs(run["id"])
     outputs = db.outputs(run["id"])
     lineage = db.lineage(run["id"])

@@ -210,7 +210,7 @@ def cmd_store(args: argparse.Namespace) -> int:
     if report.problems:
         print(f"store {report.url}: {len(report.problems)} problem(s) ({counted})", file=sys.stderr)
         return EXIT_FAILED
-    print(f"ok: store {report.url}: {counted}, database {db.path} intact")
+    print(f"ok: store {report.url}: {counted}, database {db.location} intact")
     return EXIT_OK
 
 

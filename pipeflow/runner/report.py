@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pipeflow.core.states import RunState, StageState
@@ -37,7 +36,7 @@ class RunReport:
     state: RunState
     stages: dict[str, StageOutcome]
     store: ArtifactStore
-    db_path: Path
+    db_path: str  # the metadata database: a file path, or a URL without its password
     duration: float
 
     @property

@@ -247,7 +247,7 @@ def _run(
     state = RunState.FAILED if failed else RunState.DONE
     db.finish_run(run_id, state, error=f"failed stages: {', '.join(failed)}" if failed else None)
     return RunReport(
-        run_id, pipeline.name, state, outcomes, store, db.path, time.perf_counter() - t0
+        run_id, pipeline.name, state, outcomes, store, db.location, time.perf_counter() - t0
     )
 
 

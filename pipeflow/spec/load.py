@@ -3,7 +3,9 @@
 Order of work, and why:
 
 1. parse YAML with positions (:mod:`pipeflow.spec.yamlsrc`);
-2. apply ``--set a.b=value`` overrides to the raw data (values parsed as YAML scalars, so
+2. apply the deployment's settings from the environment (:data:`ENV_SETTINGS`:
+   ``$PIPEFLOW_STORE__ROOT``, ``$PIPEFLOW_STORE__METADATA``, taken as plain strings), then
+   ``--set a.b=value`` overrides to the raw data (values parsed as YAML scalars, so
    ``--set params.seed=7`` gives an int), before interpolation so overridden params flow into
    every ``${params.x}`` that uses them;
 3. interpolate ``${params.x}`` / ``${env:NAME}`` / ``${env:NAME:-default}`` (``$${`` escapes).
@@ -97,6 +99,9 @@ def loads(text: str, file: str = "<spec>", overrides: Overrides = ()) -> LoadedS
             Location(file, 1, 1),
         )
     data = source.data
+    for name, parts in ENV_SETTINGS.items():
+        if os.environ.get(name):
+            _set_path(data, source, list(parts), os.environ[name], Location(f"${name}"), name)
     for item in overrides:
         _apply_override(data, source, item)
     data = _interpolate_document(data, source)
@@ -150,9 +155,22 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return parts, value
 
 
+#: environment variables that set a spec field (over the file, under ``--set``): where the
+#: team's store is belongs to the machine, not to the spec in git (docs/howto-team.md)
+ENV_SETTINGS: dict[str, tuple[str, ...]] = {
+    "PIPEFLOW_STORE__ROOT": ("store", "root"),
+    "PIPEFLOW_STORE__METADATA": ("store", "metadata"),
+}
+
+
 def _apply_override(data: dict, source: Source, item: str) -> None:
     parts, value = parse_override(item)
-    loc = Location(f"--set {item}")
+    _set_path(data, source, parts, value, Location(f"--set {item}"), f"--set {item}")
+
+
+def _set_path(
+    data: dict, source: Source, parts: list[str], value: Any, loc: Location, label: str
+) -> None:
     target: Any = data
     for depth, part in enumerate(parts[:-1]):
         nxt = target.get(part) if isinstance(target, dict) else None
@@ -164,7 +182,7 @@ def _apply_override(data: dict, source: Source, item: str) -> None:
             source.keys[tuple(parts[: depth + 1])] = loc
         if not isinstance(nxt, dict):
             where = ".".join(parts[: depth + 1])
-            raise UsageError(f"--set {item}: '{where}' is {_kind(nxt)}, not a mapping")
+            raise UsageError(f"{label}: '{where}' is {_kind(nxt)}, not a mapping")
         target = nxt
     target[parts[-1]] = value
     # what the file held below the key is gone: its positions must not be reported for the new

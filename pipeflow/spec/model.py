@@ -55,21 +55,27 @@ class ExecutorSpec(_Strict):
 
 
 class StoreSpec(_Strict):
-    """Where artifacts (any fsspec URL) and run metadata (SQLite) live."""
+    """Where artifacts (any fsspec URL) and run metadata (SQLite, or PostgreSQL for a team) live."""
 
     root: str | None = Field(
         None, description="fsspec URL or path; default .pipeflow/ beside the spec"
     )
     metadata: str | None = Field(
-        None, description="sqlite:///path; default <spec dir>/.pipeflow/pipeflow.db"
+        None,
+        description="sqlite:///path or postgresql://user@host/db (password from the "
+        "environment); default <spec dir>/.pipeflow/pipeflow.db",
     )
     storage_options: dict[str, Any] = Field(default_factory=dict, description="passed to fsspec")
 
     @field_validator("metadata")
     @classmethod
-    def _sqlite(cls, value: str | None) -> str | None:
-        if value is not None and "://" in value and not value.startswith("sqlite:///"):
-            raise ValueError("expected sqlite:///path/to/file.db or a file path (SQLite only)")
+    def _database(cls, value: str | None) -> str | None:
+        if value is None or "://" not in value or value.startswith("sqlite:///"):
+            return value
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(
+                "expected sqlite:///path/to/file.db, a file path, or postgresql://user@host/db"
+            )
         return value
 
 

@@ -2,10 +2,11 @@
 
 A store is sound when everything a reader can reach by name is complete and consistent:
 
-- the metadata database passes SQLite's own ``PRAGMA integrity_check``;
+- the metadata database passes its own integrity check (SQLite's ``PRAGMA integrity_check``;
+  for PostgreSQL, every table there and every index valid);
 - every file under ``objects/`` hashes to its name (reads verify this too, but an object nobody
   reads again would rot unnoticed); files are hashed in chunks, so large ones cost no memory;
-- every artifact and output recorded in SQLite names an object present with the recorded size;
+- every artifact and output recorded in the metadata names an object present with the recorded size;
 - every cache manifest (one file each under ``cache/``, or a line of a batch file under
   ``cache/batches/``) parses and names objects present with the recorded sizes. At run time a
   manifest that does not is only a cache miss, but no crash can produce one (objects are written
@@ -108,11 +109,12 @@ def scan_store(store: ArtifactStore, db: MetadataDB) -> StoreCheck:
 
 def _check_db(db: MetadataDB, refs: list[_Ref], report: StoreCheck) -> None:
     try:
-        rows = db.query("PRAGMA integrity_check")
-        verdict = [line for r in rows for line in str(r[0]).splitlines() if line.strip()]
+        verdict = [line for line in db.integrity_check().splitlines() if line.strip()]
         if verdict != ["ok"]:
             shown = "; ".join(verdict[:5]) + (f"; ({len(verdict) - 5} more)" if verdict[5:] else "")
-            report.problems.append(f"metadata database {db.path}: integrity check failed: {shown}")
+            report.problems.append(
+                f"metadata database {db.location}: integrity check failed: {shown}"
+            )
             return  # its rows cannot be trusted enough to check what they name
         artifacts = db.query("SELECT digest, size, run_id, stage FROM artifacts")
         outputs = db.query(
@@ -124,13 +126,15 @@ def _check_db(db: MetadataDB, refs: list[_Ref], report: StoreCheck) -> None:
         return
     report.artifacts = len(artifacts)
     for row in artifacts:
-        where = f"metadata {db.path}: artifact of run {row['run_id']} stage '{row['stage']}'"
+        where = f"metadata {db.location}: artifact of run {row['run_id']} stage '{row['stage']}'"
         if _HEX64.fullmatch(str(row["digest"])):
             refs.append(_Ref(row["digest"], int(row["size"]), where))
         else:
             report.problems.append(f"{where} has an invalid digest {row['digest']!r}")
     for row in outputs:
-        where = f"metadata {db.path}: output {row['stage']}.{row['port']} of run {row['run_id']}"
+        where = (
+            f"metadata {db.location}: output {row['stage']}.{row['port']} of run {row['run_id']}"
+        )
         if row["size"] is None:
             report.problems.append(f"{where} names artifact {str(row['digest'])[:12]}, unrecorded")
         elif _HEX64.fullmatch(str(row["digest"])):

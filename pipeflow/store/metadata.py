@@ -1,108 +1,84 @@
-"""Run metadata in SQLite: runs, stage runs, artifacts, params, lineage.
+"""Run metadata: runs, stage runs, artifacts, params, lineage — one contract, two databases.
 
-Policy:
+:class:`MetadataDB` is the contract every command reads and writes run history through; it is
+written once, in SQL both databases speak, over three primitives a backend provides:
+``write`` (statements as one transaction, retried as a whole on a transient failure),
+``query`` and ``integrity_check``. The backends:
 
-- WAL journal, ``synchronous=NORMAL``: readers never block the writer, and a crash loses at most
-  the last transactions, never the file's integrity.
-- Every write is one ``BEGIN IMMEDIATE`` transaction, so two processes recording runs into the
-  same file serialise instead of deadlocking; a busy database is waited for (busy timeout) and
-  retried, so "database is locked" does not reach the user while another writer makes progress.
+- :class:`~pipeflow.store.sqlite.SQLiteMetadata` (the default: one file, beside the spec or
+  in a local store) — WAL, ``BEGIN IMMEDIATE``, a busy database waited for;
+- :class:`~pipeflow.store.postgres.PostgresMetadata` (a team's shared history,
+  ``postgresql://user@host/db``) — a psycopg 3 connection pool, a dropped connection or a
+  serialisation failure or deadlock retried.
+
+:func:`pipeflow.store.database.open_metadata` opens the right one: a ``postgresql://`` /
+``postgres://`` URL is PostgreSQL, ``sqlite:///path`` or a bare path is SQLite
+(:func:`parse_location`). The same contract test suite (``tests/store/test_metadata.py``) runs
+against both.
+
+Policy, for both:
+
 - Writes are idempotent: the same stage result recorded twice (Dask may run a task twice after a
-  worker dies) leaves one row (``INSERT ... ON CONFLICT DO UPDATE``).
+  worker dies) leaves one row, and a transaction retried after its commit was lost in a dropped
+  connection changes nothing (``INSERT ... ON CONFLICT``).
+- The schema carries a version (table ``meta``); an older database is upgraded on first use, a
+  newer one refused with "upgrade pipeflow".
 - Only the client process writes here; workers write artifacts and manifests to the store.
+- SQL in this module uses ``?`` placeholders and no ``?`` or ``%`` inside literals: the
+  PostgreSQL backend rewrites the placeholders.
+- ``location`` names the database in messages: the file's path, or the URL without a password
+  (credentials come from the environment — ``PGPASSWORD``, ``~/.pgpass`` — never the spec).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import socket
-import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from pipeflow.errors import StoreError
+from pipeflow.errors import StoreError, UsageError
 
 SCHEMA_VERSION = 2
-T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    pipeline TEXT NOT NULL,
-    spec_path TEXT,
-    spec_digest TEXT,
-    executor TEXT,
-    state TEXT NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    host TEXT,
-    pid INTEGER,
-    overrides TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started);
-CREATE TABLE IF NOT EXISTS params (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS stage_runs (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    stage TEXT NOT NULL,
-    type TEXT NOT NULL,
-    state TEXT NOT NULL,
-    cache_key TEXT,
-    reason TEXT,
-    cache_hit INTEGER NOT NULL DEFAULT 0,
-    started REAL,
-    ended REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    traceback TEXT,
-    worker TEXT,
-    config_digest TEXT,
-    config TEXT,
-    code_digest TEXT,
-    input_digests TEXT,
-    seq INTEGER,
-    PRIMARY KEY (run_id, stage)
-);
-CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
-CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage);
-CREATE TABLE IF NOT EXISTS artifacts (
-    digest TEXT PRIMARY KEY,
-    codec TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL,
-    run_id TEXT,
-    stage TEXT
-);
-CREATE TABLE IF NOT EXISTS outputs (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    port TEXT NOT NULL,
-    digest TEXT NOT NULL REFERENCES artifacts(digest),
-    PRIMARY KEY (run_id, stage, port)
-);
-CREATE TABLE IF NOT EXISTS lineage (
-    run_id TEXT NOT NULL,
-    src_stage TEXT NOT NULL,
-    src_port TEXT NOT NULL,
-    dst_stage TEXT NOT NULL,
-    dst_port TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (run_id, dst_stage, dst_port)
-);
-CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
-"""
+#: every table, with its primary key (what ``pipeflow store migrate`` copies and compares)
+TABLES: dict[str, tuple[str, ...]] = {
+    "runs": ("id",),
+    "params": ("run_id", "name"),
+    "stage_runs": ("run_id", "stage"),
+    "artifacts": ("digest",),
+    "outputs": ("run_id", "stage", "port"),
+    "lineage": ("run_id", "dst_stage", "dst_port"),
+}
+
+_POSTGRES = ("postgresql://", "postgres://")
+
+
+def is_postgres(location: str | os.PathLike[str]) -> bool:
+    return str(location).startswith(_POSTGRES)
+
+
+def parse_location(location: str | os.PathLike[str], base_dir: Path | None = None) -> str | Path:
+    """A PostgreSQL URL (kept as given) or the SQLite file a location names."""
+    text = str(location)
+    if is_postgres(text):
+        return text
+    return sqlite_path(text, base_dir or Path.cwd())
+
+
+def absolute(location: str | os.PathLike[str]) -> str:
+    """A location as a command records it: a URL as given, a file path made absolute."""
+    text = str(location)
+    return text if is_postgres(text) else os.path.abspath(parse_location(text))
+
+
+def exists(location: str | os.PathLike[str]) -> bool:
+    """Whether there is a database to read: a SQLite file must exist; a server database is
+    there to ask (connecting says if it is not)."""
+    return is_postgres(location) or os.path.exists(location)
 
 
 def sqlite_path(url: str, base_dir: Path) -> Path:
@@ -110,129 +86,67 @@ def sqlite_path(url: str, base_dir: Path) -> Path:
     if url.startswith("sqlite:///"):
         url = url[len("sqlite:///") :]
     elif "://" in url:
-        from pipeflow.errors import UsageError
-
         raise UsageError(
-            f"metadata URL {url!r} is not supported: expected sqlite:///path/to/file.db"
+            f"metadata URL {url!r} is not supported: expected sqlite:///path/to/file.db "
+            "or postgresql://user@host/database"
         )
     path = Path(url)
     return path if path.is_absolute() else (base_dir / path)
 
 
+def redact(url: str) -> str:
+    """``url`` without the password it may carry (for messages and records)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 class MetadataDB:
-    """One SQLite file; safe to share between threads of one process and between processes."""
+    """The run history, whichever database holds it (open one with
+    :func:`~pipeflow.store.database.open_metadata`).
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 60.0):
-        self.path = Path(path)
-        self.busy_timeout_s = busy_timeout_s
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                str(self.path),
-                timeout=busy_timeout_s,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-        except (OSError, sqlite3.Error) as err:
-            raise StoreError(f"cannot open metadata database {self.path}: {err}") from None
-        self._lock = threading.RLock()
-        self._conn.row_factory = sqlite3.Row
-        try:
-            self._retry(self._init)
-        except BaseException:
-            self._conn.close()
-            raise
+    Safe to share between threads of one process, and between processes and machines (as far
+    as the database is: a SQLite file on one machine, a PostgreSQL server for a team).
+    """
 
-    def _init(self) -> None:
-        c = self._conn
-        c.execute("PRAGMA journal_mode=WAL")
-        c.execute("PRAGMA synchronous=NORMAL")
-        c.execute("PRAGMA foreign_keys=OFF")
-        row = c.execute(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
-        ).fetchone()
-        if row is None:
-            # executescript commits any open transaction first, so the script carries its own.
-            c.executescript(
-                "BEGIN IMMEDIATE;"
-                + _SCHEMA
-                + f"INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
-                + "COMMIT;"
-            )
-            return
-        found = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        version = int(found[0]) if found else 1
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"metadata database {self.path} has schema version {version}, newer than this "
-                f"pipeflow understands ({SCHEMA_VERSION}): upgrade pipeflow"
-            )
-        if version < SCHEMA_VERSION:
-            self._migrate(version)
+    #: the file (SQLite) or the URL without a password (PostgreSQL), for messages
+    location: str
+    #: SQLite's file; None for a server database
+    path: Path | None = None
 
-    def _migrate(self, version: int) -> None:
-        """Bring an older database up to ``SCHEMA_VERSION``, one step per version, in one
-        transaction (a concurrent opener waits, then finds the work done)."""
-        c = self._conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            found = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            version = int(found[0]) if found else 1
-            if version < 2:  # 2: stage_runs.seq (DAG position) and an index by stage
-                cols = {row[1] for row in c.execute("PRAGMA table_info(stage_runs)")}
-                if "seq" not in cols:
-                    c.execute("ALTER TABLE stage_runs ADD COLUMN seq INTEGER")
-                c.execute("CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage)")
-            c.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-            c.execute("COMMIT")
-        except BaseException:
-            if c.in_transaction:
-                c.execute("ROLLBACK")
-            raise
+    # -- what a backend provides ----------------------------------------------------------------
+    def write(self, statements: Iterable[tuple[str, tuple]]) -> None:
+        """Run the statements as one transaction (retried as a whole on a transient failure)."""
+        raise NotImplementedError
+
+    def query(self, sql: str, args: tuple = ()) -> list[Any]:
+        """Rows that read like ``sqlite3.Row``: ``row["name"]``, ``row[0]``, ``row.keys()``."""
+        raise NotImplementedError
+
+    def integrity_check(self) -> str:
+        """``"ok"``, or what is wrong with the database itself (not with what it records)."""
+        raise NotImplementedError
 
     def close(self) -> None:
-        with self._lock:
-            self._conn.close()
+        raise NotImplementedError
 
-    # -- transactions ----------------------------------------------------------------------
-    def _retry(self, fn: Callable[[], T]) -> T:
-        deadline = time.monotonic() + self.busy_timeout_s
-        delay = 0.005
-        while True:
-            try:
-                with self._lock:
-                    return fn()
-            except sqlite3.OperationalError as err:
-                text = str(err)
-                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
-                    raise StoreError(f"metadata database {self.path}: {text}") from None
-                time.sleep(delay * (1 + random.random()))
-                delay = min(delay * 2, 0.5)
-            except sqlite3.DatabaseError as err:
-                raise StoreError(f"metadata database {self.path}: {err}") from None
+    def json_text(self, column: str, key: str) -> str:
+        """SQL for the text of ``key`` in the JSON object held in ``column``."""
+        return f"json_extract({column}, '$.{key}')"
 
-    def write(self, statements: Iterable[tuple[str, tuple]]) -> None:
-        """Run the statements as one transaction (retried as a whole while the DB is busy)."""
-        batch = list(statements)
+    def __enter__(self) -> MetadataDB:
+        return self
 
-        def tx() -> None:
-            c = self._conn
-            c.execute("BEGIN IMMEDIATE")
-            try:
-                for sql, args in batch:
-                    c.execute(sql, args)
-                c.execute("COMMIT")
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
-        self._retry(tx)
-
-    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        return self._retry(lambda: self._conn.execute(sql, args).fetchall())
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.location!r})"
 
     # -- runs ------------------------------------------------------------------------------
     def start_run(
@@ -251,7 +165,7 @@ class MetadataDB:
         stmts: list[tuple[str, tuple]] = [
             (
                 "INSERT INTO runs (id, pipeline, spec_path, spec_digest, executor, state, started, host, pid, overrides)"
-                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?)",
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (
                     run_id,
                     pipeline,
@@ -266,12 +180,16 @@ class MetadataDB:
             )
         ]
         stmts += [
-            ("INSERT INTO params VALUES (?, ?, ?)", (run_id, k, json.dumps(v, default=str)))
+            (
+                "INSERT INTO params VALUES (?, ?, ?) ON CONFLICT (run_id, name) DO NOTHING",
+                (run_id, k, json.dumps(v, default=str)),
+            )
             for k, v in params.items()
         ]
         stmts += [
             (
-                "INSERT INTO stage_runs (run_id, stage, type, state) VALUES (?, ?, ?, 'pending')",
+                "INSERT INTO stage_runs (run_id, stage, type, state) VALUES (?, ?, ?, 'pending')"
+                " ON CONFLICT (run_id, stage) DO NOTHING",
                 (run_id, name, type_),
             )
             for name, type_ in stages
@@ -358,20 +276,23 @@ class MetadataDB:
             for port, ref in (r.get("outputs") or {}).items():
                 stmts.append(
                     (
-                        "INSERT OR IGNORE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
                         (ref.digest, ref.codec, ref.kind, ref.size, now, run_id, r["stage"]),
                     )
                 )
                 stmts.append(
                     (
-                        "INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?)",
+                        "INSERT INTO outputs VALUES (?, ?, ?, ?) ON CONFLICT (run_id, stage, port)"
+                        " DO UPDATE SET digest = excluded.digest",
                         (run_id, r["stage"], port, ref.digest),
                     )
                 )
             for dst_port, (src_stage, src_port, digest) in (r.get("lineage") or {}).items():
                 stmts.append(
                     (
-                        "INSERT OR REPLACE INTO lineage VALUES (?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO lineage VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, dst_stage, dst_port)"
+                        " DO UPDATE SET src_stage = excluded.src_stage,"
+                        " src_port = excluded.src_port, digest = excluded.digest",
                         (run_id, src_stage, src_port, r["stage"], dst_port, digest),
                     )
                 )
@@ -379,7 +300,7 @@ class MetadataDB:
             self.write(stmts)
 
     # -- reading ---------------------------------------------------------------------------
-    def runs(self, limit: int = 20, pipeline: str | None = None) -> list[sqlite3.Row]:
+    def runs(self, limit: int = 20, pipeline: str | None = None) -> list[Any]:
         sql = (
             "SELECT r.*, (SELECT COUNT(*) FROM stage_runs s WHERE s.run_id = r.id) AS n_stages,"
             " (SELECT COUNT(*) FROM stage_runs s WHERE s.run_id = r.id AND s.state = 'done') AS n_done,"
@@ -394,7 +315,7 @@ class MetadataDB:
         sql += " ORDER BY r.started DESC, r.id DESC LIMIT ?"
         return self.query(sql, (*args, limit))
 
-    def find_run(self, prefix: str) -> sqlite3.Row | None:
+    def find_run(self, prefix: str) -> Any | None:
         if prefix in ("latest", "last"):
             rows = self.query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT 1")
         else:
@@ -407,7 +328,7 @@ class MetadataDB:
                 raise StoreError(f"run id prefix {prefix!r} is ambiguous; give more characters")
         return rows[0] if rows else None
 
-    def stage_runs(self, run_id: str) -> list[sqlite3.Row]:
+    def stage_runs(self, run_id: str) -> list[Any]:
         return self.query(
             "SELECT * FROM stage_runs WHERE run_id = ? ORDER BY COALESCE(seq, 1e18), COALESCE(started, 1e18), stage",
             (run_id,),
@@ -419,13 +340,13 @@ class MetadataDB:
             for r in self.query("SELECT name, value FROM params WHERE run_id = ?", (run_id,))
         }
 
-    def outputs(self, run_id: str) -> list[sqlite3.Row]:
+    def outputs(self, run_id: str) -> list[Any]:
         return self.query(
             "SELECT o.stage, o.port, a.* FROM outputs o JOIN artifacts a ON a.digest = o.digest WHERE o.run_id = ? ORDER BY o.stage, o.port",
             (run_id,),
         )
 
-    def lineage(self, run_id: str) -> list[sqlite3.Row]:
+    def lineage(self, run_id: str) -> list[Any]:
         return self.query(
             "SELECT * FROM lineage WHERE run_id = ? ORDER BY dst_stage, dst_port", (run_id,)
         )
@@ -435,7 +356,7 @@ class MetadataDB:
         lazily: a plan asks only about stages that must run, so a cached re-run asks nothing."""
         return LastStageRuns(self, pipeline)
 
-    def last_stage_run(self, pipeline: str, stage: str) -> sqlite3.Row | None:
+    def last_stage_run(self, pipeline: str, stage: str) -> Any | None:
         rows = self.query(
             "SELECT s.* FROM stage_runs s JOIN runs r ON r.id = s.run_id"
             " WHERE s.stage = ? AND r.pipeline = ? AND s.state IN ('done', 'cached', 'failed')"
@@ -448,7 +369,7 @@ class MetadataDB:
         """Dataset versions: the content fingerprints of what ``ingest`` stages read (their
         ``code_digest``), with the source path and when they were first and last used."""
         rows = self.query(
-            "SELECT s.code_digest AS version, json_extract(s.config, '$.path') AS source, r.pipeline AS pipeline,"
+            f"SELECT s.code_digest AS version, {self.json_text('s.config', 'path')} AS source, r.pipeline AS pipeline,"
             " s.stage AS stage, MIN(r.started) AS first_seen, MAX(r.started) AS last_used, COUNT(DISTINCT r.id) AS runs"
             " FROM stage_runs s JOIN runs r ON r.id = s.run_id"
             " WHERE s.type = 'ingest' AND s.code_digest IS NOT NULL AND s.state IN ('done', 'cached')"
@@ -467,16 +388,13 @@ class MetadataDB:
         )
         return [dict(r) for r in rows]
 
-    def integrity_check(self) -> str:
-        return str(self.query("PRAGMA integrity_check")[0][0])
-
 
 class LastStageRuns:
     """``get(stage)`` -> the stage's last record in ``pipeline``, queried on first use."""
 
     def __init__(self, db: MetadataDB, pipeline: str):
         self.db, self.pipeline = db, pipeline
-        self._memo: dict[str, sqlite3.Row | None] = {}
+        self._memo: dict[str, Any | None] = {}
 
     def get(self, stage: str, default: Any = None) -> Any:
         if stage not in self._memo:

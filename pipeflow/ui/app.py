@@ -211,7 +211,7 @@ class Sources:
         self.store_url = store.url
         self.registry = Registry(store)
         self.local_root: Path | None = Path(store.root) if store.is_local else None
-        self.db_path = Path(db_path) if db_path else None
+        self.db_path = str(db_path) if db_path else None  # a SQLite file or a PostgreSQL URL
         self.audit_dir = Path(audit_dir) if audit_dir else audit.default_folder(store.url)
         self._db: Any = None
         self._db_lock = threading.Lock()
@@ -221,17 +221,21 @@ class Sources:
     # -- metadata database ------------------------------------------------------------------
     @property
     def db_label(self) -> str | None:
-        return str(self.db_path) if self.db_path else None
+        from pipeflow.store.metadata import redact
+
+        return redact(self.db_path) if self.db_path else None
 
     def _query(self, fn: Any) -> Any:
         """``fn(db)`` under a lock, or None while there is no database (no run recorded yet)."""
         with self._db_lock:
             if self._db is None:
-                if self.db_path is None or not self.db_path.exists():
-                    return None
-                from pipeflow.store.metadata import MetadataDB
+                from pipeflow.store.database import open_metadata
+                from pipeflow.store.metadata import exists
 
-                self._db = MetadataDB(self.db_path)
+                if self.db_path is None or not exists(self.db_path):
+                    return None
+
+                self._db = open_metadata(self.db_path)
             return fn(self._db)
 
     def runs(self, limit: int, pipeline: str | None = None) -> list[dict[str, Any]]:

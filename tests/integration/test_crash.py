@@ -28,7 +28,7 @@ from helpers import (
     show_run,
 )
 
-from pipeflow.store.metadata import MetadataDB
+from pipeflow.store.database import open_metadata
 from pipeflow.testing import start, write_spec
 
 pytestmark = pytest.mark.slow
@@ -173,7 +173,7 @@ def test_sigkill_mid_run_leaves_a_sound_store_and_the_next_run_resumes(tmp_path:
     listed = pipeflow_ok(["runs", "list", "--spec", spec])
     line = next(ln for ln in listed.stdout.splitlines() if killed_id in ln)
     assert "interrupted" in line, listed.stdout
-    db = MetadataDB(db_path)
+    db = open_metadata(db_path)
     try:
         row = db.find_run(killed_id)
         assert row["state"] == "interrupted"

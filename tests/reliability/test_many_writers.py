@@ -19,7 +19,7 @@ from pipeflow.registry import Registry, alias_stack
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.check import check_store
-from pipeflow.store.metadata import MetadataDB
+from pipeflow.store.database import open_metadata
 from pipeflow.testing import write_spec
 from pipeflow.workspace import open_store
 
@@ -101,7 +101,7 @@ def test_four_promotions_racing_for_one_alias_leave_a_straight_history(tmp_path:
     for i in range(1, 5):
         ref = store.save({"model": "linear", "weights": [i, i + 1]}, "model")
         assert registry.register("scorer", ref, metrics={"accuracy": 0.8 + i / 100})["version"] == i
-    MetadataDB(root / "pipeflow.db").close()  # promotions need none; the store check does
+    open_metadata(root / "pipeflow.db").close()  # promotions need none; the store check does
 
     argvs = [
         [
@@ -137,7 +137,7 @@ def test_four_promotions_racing_for_one_alias_leave_a_straight_history(tmp_path:
         for e in history
     )
     assert printed == expected
-    db = MetadataDB(root / "pipeflow.db")
+    db = open_metadata(root / "pipeflow.db")
     try:
         assert check_store(store, db) == []
     finally:

@@ -28,9 +28,10 @@ import sys
 
 from pipeflow.store.artifacts import ArtifactRef
 from pipeflow.store.metadata import MetadataDB
+from pipeflow.store.database import open_metadata
 
 path, tag = sys.argv[1], sys.argv[2]
-db = MetadataDB(path)
+db = open_metadata(path)
 print("ready", flush=True)
 i = 0
 while True:

@@ -23,7 +23,7 @@ from pipeflow.runner.session import run
 from pipeflow.spec.load import load
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.check import check_store, scan_store
-from pipeflow.store.metadata import MetadataDB
+from pipeflow.store.database import open_metadata
 from pipeflow.testing import write_spec
 from pipeflow.workspace import open_store
 
@@ -227,7 +227,7 @@ def test_an_unreadable_run_lock_is_reported(filled: Store) -> None:
 
 
 def test_a_damaged_metadata_database_fails_the_integrity_check(filled: Store) -> None:
-    db = MetadataDB(filled.db_path)
+    db = open_metadata(filled.db_path)
     try:  # enough rows for several pages, then fold the WAL into the file
         db.write(
             ("INSERT INTO params VALUES (?, ?, ?)", (f"r{i}", "p", "x" * 200)) for i in range(400)
@@ -277,7 +277,7 @@ def test_a_remote_store_is_checked_through_fsspec(tmp_path: Path) -> None:
     ref = store.save(list(range(10)), "any")
     key = "12" * 32
     store.write_manifest(key, {"key": key, "outputs": {"out": ref.to_dict()}})
-    db = MetadataDB(tmp_path / "meta.db")
+    db = open_metadata(tmp_path / "meta.db")
     try:
         assert check_store(store, db) == []
         fsspec.filesystem("memory").pipe_file(store.object_path(ref.digest), b"[0, 1]")

@@ -452,8 +452,28 @@ def test_params_that_are_not_a_mapping_are_said_so_not_reported_as_unknown_param
 
 def test_a_metadata_url_pipeflow_cannot_use_is_a_spec_error() -> None:
     with pytest.raises(SpecError) as info:
-        loads(GOOD, "p.yaml", ["store.metadata=postgres://db/pipeflow"])
+        loads(GOOD, "p.yaml", ["store.metadata=mysql://db/pipeflow"])
     problem = _one(info.value)
-    assert problem.location == Location("--set store.metadata=postgres://db/pipeflow")
+    assert problem.location == Location("--set store.metadata=mysql://db/pipeflow")
     assert problem.field == "store.metadata" and "sqlite:///" in problem.message
+    assert "postgresql://" in problem.message
     assert loads(GOOD, "p.yaml", ["store.metadata=sqlite:///m.db"]).spec.store.metadata
+    url = "postgresql://team@db.example/pipeflow"
+    assert loads(GOOD, "p.yaml", [f"store.metadata={url}"]).spec.store.metadata == url
+
+
+def test_the_environment_sets_where_the_store_is_and_set_wins_over_it(monkeypatch) -> None:
+    monkeypatch.setenv("PIPEFLOW_STORE__METADATA", "postgresql://team@db.example/pipeflow")
+    monkeypatch.setenv("PIPEFLOW_STORE__ROOT", "s3://bucket/team")
+    loaded = loads(GOOD, "p.yaml")
+    assert loaded.spec.store.metadata == "postgresql://team@db.example/pipeflow"
+    assert loaded.spec.store.root == "s3://bucket/team"
+    assert loaded.overrides == ()  # not recorded with the run as if the user had typed them
+    loaded = loads(GOOD, "p.yaml", ["store.root=/elsewhere"])
+    assert loaded.spec.store.root == "/elsewhere"
+    monkeypatch.setenv("PIPEFLOW_STORE__METADATA", "mysql://db/x")
+    with pytest.raises(SpecError) as info:
+        loads(GOOD, "p.yaml")
+    problem = _one(info.value)
+    assert problem.location == Location("$PIPEFLOW_STORE__METADATA")
+    assert problem.field == "store.metadata"

@@ -12,6 +12,7 @@ import pytest
 
 from pipeflow.errors import StoreError
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+from pipeflow.store.database import open_metadata
 from pipeflow.store.metadata import MetadataDB
 
 
@@ -229,7 +230,7 @@ def test_unreadable_manifest_is_a_miss(tmp_path: Path) -> None:
 
 @pytest.fixture
 def db(tmp_path: Path):  # noqa: ANN201 - yields a MetadataDB
-    database = MetadataDB(tmp_path / "meta" / "pipeflow.db")
+    database = open_metadata(tmp_path / "meta" / "pipeflow.db")
     yield database
     database.close()
 
@@ -328,14 +329,14 @@ def test_last_stage_run_is_per_pipeline(db: MetadataDB) -> None:
 
 def test_two_threads_recording_concurrently_lose_no_rows(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    setup = MetadataDB(path)
+    setup = open_metadata(path)
     n_stages = 40
     for t in range(2):
         _start(setup, f"run-{t}", [])
     errors: list[BaseException] = []
 
     def writer(t: int) -> None:
-        db = setup if t == 0 else MetadataDB(path)
+        db = setup if t == 0 else open_metadata(path)
         try:
             for i in range(n_stages):
                 ref = ArtifactRef(_key(f"{t}-{i}"), "json", "any", 1)
@@ -379,4 +380,4 @@ def test_unopenable_database_is_a_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
     with pytest.raises(StoreError, match="cannot open metadata database"):
-        MetadataDB(blocker / "sub" / "pipeflow.db")
+        open_metadata(blocker / "sub" / "pipeflow.db")

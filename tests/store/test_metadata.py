@@ -1,9 +1,10 @@
-"""Run metadata in a real SQLite file: runs, stage runs, outputs, lineage, and concurrency."""
+"""The metadata contract — runs, stage runs, outputs, lineage, concurrency — run against both
+databases: a real SQLite file and a real PostgreSQL server (``postgres`` fixture, tests/servers.py;
+each test gets a fresh database). Tests of one backend only say so in their names."""
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,12 +15,21 @@ import pytest
 
 from pipeflow.errors import StoreError, UsageError
 from pipeflow.store.artifacts import ArtifactRef
+from pipeflow.store.database import open_metadata
 from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB, sqlite_path
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database of each kind."""
+    if request.param == "sqlite":
+        return str(tmp_path / "meta" / "pipeflow.db")
+    return request.getfixturevalue("postgres").database()
+
+
 @pytest.fixture
-def db(tmp_path: Path):
-    database = MetadataDB(tmp_path / "meta" / "pipeflow.db")
+def db(location: str):
+    database = open_metadata(location)
     yield database
     database.close()
 
@@ -61,12 +71,22 @@ def _stage(name: str, state: str = "done", **kw: Any) -> dict[str, Any]:
     return row
 
 
-def test_a_new_database_uses_wal_and_the_current_schema(db: MetadataDB) -> None:
-    assert db.path.is_file()
+def test_a_new_database_has_the_current_schema_and_passes_its_integrity_check(
+    db: MetadataDB,
+) -> None:
+    version = db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0]
+    assert int(version) == SCHEMA_VERSION
+    assert db.integrity_check() == "ok"
+
+
+def test_a_new_sqlite_database_uses_wal(tmp_path: Path) -> None:
+    db = open_metadata(tmp_path / "meta" / "pipeflow.db")
+    assert db.path is not None and db.path.is_file()
     assert db.query("PRAGMA journal_mode")[0][0] == "wal"
     version = db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0]
     assert int(version) == SCHEMA_VERSION
     assert db.integrity_check() == "ok"
+    db.close()
 
 
 def test_run_lifecycle_is_recorded(db: MetadataDB) -> None:
@@ -222,10 +242,9 @@ def test_mark_interrupted_only_touches_runs_of_dead_processes(db: MetadataDB) ->
     assert db.mark_interrupted() == 0
 
 
-def test_two_threads_writing_concurrently_lose_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "shared.db"
-    shared = MetadataDB(path)
-    other = MetadataDB(path)  # a second connection, as a second process would have
+def test_three_writers_on_two_connections_lose_nothing(location: str) -> None:
+    shared = open_metadata(location)
+    other = open_metadata(location)  # a second connection, as a second process would have
     errors: list[BaseException] = []
     n_runs, n_stages = 25, 4
 
@@ -258,33 +277,54 @@ def test_two_threads_writing_concurrently_lose_nothing(tmp_path: Path) -> None:
     other.close()
 
 
-def test_reopening_keeps_everything(tmp_path: Path) -> None:
-    path = tmp_path / "p.db"
-    first = MetadataDB(path)
+def test_reopening_keeps_everything(location: str) -> None:
+    first = open_metadata(location)
     _start(first, "r1")
     first.finish_run("r1", "done")
     first.close()
-    again = MetadataDB(path)
+    again = open_metadata(location)
     assert again.find_run("r1")["state"] == "done"  # type: ignore[index]
     again.close()
 
 
-def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "future.db"
-    MetadataDB(path).close()
-    with sqlite3.connect(path) as conn:
-        conn.execute(
-            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION + 1),)
+def test_a_newer_schema_is_refused(location: str) -> None:
+    with open_metadata(location) as db:
+        db.write(
+            [
+                (
+                    "UPDATE meta SET value = ? WHERE key = 'schema_version'",
+                    (str(SCHEMA_VERSION + 1),),
+                )
+            ]
         )
     with pytest.raises(StoreError, match="newer than this pipeflow understands"):
-        MetadataDB(path)
+        open_metadata(location)
+
+
+def test_dataset_versions_are_the_fingerprints_ingest_stages_read(db: MetadataDB) -> None:
+    out = ArtifactRef(_digest("rows"), "parquet", "table", 10)
+    for i, run_id in enumerate(["r1", "r2"]):
+        _start(db, run_id, stages=[("load", "ingest")])
+        db.write([("UPDATE runs SET started = ? WHERE id = ?", (100.0 + i, run_id))])
+        ingest = _stage("load", "done" if i == 0 else "cached", outputs={"out": out})
+        ingest.update(type="ingest", config={"path": "data/claims.csv"}, code_digest="v1")
+        db.record_stages(run_id, [ingest])
+    (version,) = db.dataset_versions()
+    assert (version["version"], version["source"], version["stage"]) == (
+        "v1",
+        "data/claims.csv",
+        "load",
+    )
+    assert (version["first_seen"], version["last_used"], version["runs"]) == (100.0, 101.0, 2)
+    uses = db.dataset_uses("v1")
+    assert [(u["run_id"], u["digest"]) for u in uses] == [("r2", out.digest), ("r1", out.digest)]
 
 
 def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match=str(path)):
-        MetadataDB(path)
+        open_metadata(path)
 
 
 def test_sqlite_path_forms(tmp_path: Path) -> None:
@@ -292,4 +332,4 @@ def test_sqlite_path_forms(tmp_path: Path) -> None:
     assert sqlite_path("sqlite:////abs/p.db", tmp_path) == Path("/abs/p.db")
     assert sqlite_path("bare.db", tmp_path) == tmp_path / "bare.db"
     with pytest.raises(UsageError, match="is not supported"):  # bad input: exit 2
-        sqlite_path("postgres://host/db", tmp_path)
+        sqlite_path("mysql://host/db", tmp_path)

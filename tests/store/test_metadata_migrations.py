@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 
 from pipeflow.errors import StoreError
-from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB
+from pipeflow.store.database import open_metadata
+from pipeflow.store.metadata import SCHEMA_VERSION
 
 
 def _make_v1(path: Path) -> None:
-    MetadataDB(path).close()
+    open_metadata(path).close()
     with sqlite3.connect(path) as conn:  # what version 1 looked like: no seq, no index by stage
         conn.execute("DROP INDEX stage_runs_by_stage")
         conn.execute("ALTER TABLE stage_runs DROP COLUMN seq")
@@ -29,7 +30,7 @@ def _make_v1(path: Path) -> None:
 def test_version_1_database_is_upgraded_and_keeps_its_records(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     _make_v1(path)
-    db = MetadataDB(path)
+    db = open_metadata(path)
     try:
         assert [r["stage"] for r in db.stage_runs("r1")] == ["b"]  # the query uses the new column
         db.record_stages("r1", [{"stage": "a", "type": "python", "state": "done", "seq": 0}])
@@ -44,9 +45,9 @@ def test_version_1_database_is_upgraded_and_keeps_its_records(tmp_path: Path) ->
 
 def test_database_from_a_newer_pipeflow_is_refused_clearly(tmp_path: Path) -> None:
     path = tmp_path / "new.db"
-    MetadataDB(path).close()
+    open_metadata(path).close()
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
     conn.close()
     with pytest.raises(StoreError, match="schema version 99, newer than this pipeflow understands"):
-        MetadataDB(path)
+        open_metadata(path)

@@ -15,8 +15,8 @@ from fastapi.testclient import TestClient
 from pipeflow.monitoring.history import alert_log, save_report
 from pipeflow.registry import Registry
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
+from pipeflow.store.database import open_metadata
 from pipeflow.store.journal import AuditLog
-from pipeflow.store.metadata import MetadataDB
 from pipeflow.ui.app import create_app
 from pipeflow.ui.traffic import Cell
 
@@ -24,7 +24,7 @@ T0 = 1_700_000_040.0  # a minute boundary
 
 
 def _record_runs(db_path: Path) -> None:
-    db = MetadataDB(db_path)
+    db = open_metadata(db_path)
     try:
         stages = [("raw", "ingest"), ("model", "train")]
         db.start_run(

@@ -1,0 +1,225 @@
+"""The SQLite backend of :class:`~pipeflow.store.metadata.MetadataDB`: one file, the default.
+
+Policy:
+
+- WAL journal, ``synchronous=NORMAL``: readers never block the writer, and a crash loses at most
+  the last transactions, never the file's integrity.
+- Every write is one ``BEGIN IMMEDIATE`` transaction, so two processes recording runs into the
+  same file serialise instead of deadlocking; a busy database is waited for (busy timeout) and
+  retried, so "database is locked" does not reach the user while another writer makes progress.
+- The schema is created in one transaction on first use; older files are upgraded in place, one
+  step per version (:meth:`SQLiteMetadata._migrate`).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from pipeflow.errors import StoreError
+from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB
+
+__all__ = ["SQLiteMetadata"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    spec_path TEXT,
+    spec_digest TEXT,
+    executor TEXT,
+    state TEXT NOT NULL,
+    started REAL NOT NULL,
+    ended REAL,
+    host TEXT,
+    pid INTEGER,
+    overrides TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started);
+CREATE TABLE IF NOT EXISTS params (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS stage_runs (
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    stage TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    cache_key TEXT,
+    reason TEXT,
+    cache_hit INTEGER NOT NULL DEFAULT 0,
+    started REAL,
+    ended REAL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    traceback TEXT,
+    worker TEXT,
+    config_digest TEXT,
+    config TEXT,
+    code_digest TEXT,
+    input_digests TEXT,
+    seq INTEGER,
+    PRIMARY KEY (run_id, stage)
+);
+CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
+CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage);
+CREATE TABLE IF NOT EXISTS artifacts (
+    digest TEXT PRIMARY KEY,
+    codec TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created REAL NOT NULL,
+    run_id TEXT,
+    stage TEXT
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    run_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    port TEXT NOT NULL,
+    digest TEXT NOT NULL REFERENCES artifacts(digest),
+    PRIMARY KEY (run_id, stage, port)
+);
+CREATE TABLE IF NOT EXISTS lineage (
+    run_id TEXT NOT NULL,
+    src_stage TEXT NOT NULL,
+    src_port TEXT NOT NULL,
+    dst_stage TEXT NOT NULL,
+    dst_port TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (run_id, dst_stage, dst_port)
+);
+CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
+"""
+
+
+class SQLiteMetadata(MetadataDB):
+    """One SQLite file; safe to share between threads of one process and between processes."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.location = str(self.path)
+        self.busy_timeout_s = busy_timeout_s
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(self.path),
+                timeout=busy_timeout_s,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"cannot open metadata database {self.path}: {err}") from None
+        self._lock = threading.RLock()
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._retry(self._init)
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _init(self) -> None:
+        c = self._conn
+        c.execute("PRAGMA journal_mode=WAL")
+        c.execute("PRAGMA synchronous=NORMAL")
+        c.execute("PRAGMA foreign_keys=OFF")
+        row = c.execute(
+            "SELECT name FROM sqlite_master WHERE type='table' AND name='meta'"
+        ).fetchone()
+        if row is None:
+            # executescript commits any open transaction first, so the script carries its own.
+            c.executescript(
+                "BEGIN IMMEDIATE;"
+                + _SCHEMA
+                + f"INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
+                + "COMMIT;"
+            )
+            return
+        found = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        version = int(found[0]) if found else 1
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"metadata database {self.path} has schema version {version}, newer than this "
+                f"pipeflow understands ({SCHEMA_VERSION}): upgrade pipeflow"
+            )
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        """Bring an older database up to ``SCHEMA_VERSION``, one step per version, in one
+        transaction (a concurrent opener waits, then finds the work done)."""
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            found = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            version = int(found[0]) if found else 1
+            if version < 2:  # 2: stage_runs.seq (DAG position) and an index by stage
+                cols = {row[1] for row in c.execute("PRAGMA table_info(stage_runs)")}
+                if "seq" not in cols:
+                    c.execute("ALTER TABLE stage_runs ADD COLUMN seq INTEGER")
+                c.execute("CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage)")
+            c.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            c.execute("COMMIT")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # -- transactions ----------------------------------------------------------------------
+    def _retry(self, fn: Callable[[], T]) -> T:
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.005
+        while True:
+            try:
+                with self._lock:
+                    return fn()
+            except sqlite3.OperationalError as err:
+                text = str(err)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise StoreError(f"metadata database {self.path}: {text}") from None
+                time.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 0.5)
+            except sqlite3.DatabaseError as err:
+                raise StoreError(f"metadata database {self.path}: {err}") from None
+
+    def write(self, statements: Iterable[tuple[str, tuple]]) -> None:
+        """Run the statements as one transaction (retried as a whole while the DB is busy)."""
+        batch = list(statements)
+
+        def tx() -> None:
+            c = self._conn
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, args in batch:
+                    c.execute(sql, args)
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+
+        self._retry(tx)
+
+    def query(self, sql: str, args: tuple = ()) -> list[sqlite3.Row]:
+        return self._retry(lambda: self._conn.execute(sql, args).fetchall())
+
+    def integrity_check(self) -> str:
+        rows = self.query("PRAGMA integrity_check")
+        return "\n".join(str(r[0]) for r in rows)
