@@ -23,7 +23,10 @@ EXECUTORS = ("sync", "threads", "processes", "distributed")
 
 SPEC_HELP = "use the store and metadata of this spec"
 STORE_HELP = "artifact store (default: $PIPEFLOW_STORE or .pipeflow)"
-DB_HELP = "metadata database (default: the spec's, $PIPEFLOW_DB, or pipeflow.db in the store)"
+DB_HELP = (
+    "metadata database: a SQLite path or postgresql://user@host/db (default: the spec's, "
+    "$PIPEFLOW_DB, or pipeflow.db in the store)"
+)
 ADDRESS_HELP = "Dask scheduler address for --executor distributed (default: a LocalCluster)"
 
 
@@ -63,7 +66,7 @@ def add_where(
     if store:
         group.add_argument("--store", metavar="URL", help=STORE_HELP)
     if db:
-        c.add_argument("--db", metavar="PATH", help=DB_HELP)
+        c.add_argument("--db", metavar="PATH|URL", help=DB_HELP)
 
 
 def add_audit_dir(c: argparse.ArgumentParser) -> None:
