@@ -1,6 +1,6 @@
 """Lineage of a model version: version -> run -> stages -> input datasets -> sources.
 
-The version record names the run and the stage that registered it; the run's metadata (SQLite)
+The version record names the run and the stage that registered it; the run's metadata (SQLite or PostgreSQL)
 holds the lineage edges (which output of which stage fed which input, by content digest) and each
 stage's config. Walking the edges upstream from the registering stage gives the stages that made
 the model; the stages with no inputs are its sources (an ``ingest`` stage's dataset version is its

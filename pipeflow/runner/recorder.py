@@ -18,7 +18,7 @@ from pipeflow.store.metadata import MetadataDB
 
 
 class Recorder:
-    """Batches stage records into few SQLite transactions.
+    """Batches stage records into few transactions (SQLite or PostgreSQL alike).
 
     A transaction per stage would cost more than running a small stage. Records are flushed when
     ``max_rows`` are waiting, ``max_age_s`` after the first one arrived (a timer, so a long stage

@@ -1,4 +1,4 @@
-"""The store: artifacts under an fsspec root and run metadata in SQLite."""
+"""The store: artifacts under an fsspec root; run metadata in SQLite or PostgreSQL."""
 
 from __future__ import annotations
 

@@ -401,9 +401,10 @@ class ArtifactStore:
     def _refresh_batches(self, *, force: bool = False) -> None:
         """Read batch files written since the last look (they never change once written)."""
         folder = self._join(layout.CACHE_BATCHES)
+        stamp: Any = None
         try:
             if self._local:
-                stamp: Any = os.stat(folder).st_mtime_ns
+                stamp = os.stat(folder).st_mtime_ns
             else:
                 now = time.monotonic()
                 if not force and now - self._batch_checked < 1.0:
@@ -418,9 +419,15 @@ class ArtifactStore:
                 else [posixpath.basename(p) for p in self.fs.ls(folder, detail=False)]
             )
         except (FileNotFoundError, NotADirectoryError):
-            return
+            names = []
         except OSError as err:
             raise StoreError(f"cannot list {folder}: {err.strerror or err}") from None
+        if self._batch_files - set(names):
+            # files gone: merged into a new one (read below), or the store was emptied under
+            # this process. Forget what they said, or a stage would be "cached" by a manifest
+            # that no longer exists whose objects happen to be there again.
+            self._batch_index = {}
+            self._batch_files = set()
         for name in names:
             if name.endswith(".jsonl") and name not in self._batch_files:
                 raw = self._read(self._join(layout.CACHE_BATCHES, name))
@@ -433,10 +440,10 @@ class ArtifactStore:
 
     def _find_manifest(self, key: str) -> dict[str, Any] | None:
         with self._lock:
+            # look at the folder first (one stat on a local disk; at most once a second on an
+            # object store): an entry of a batch file that is gone must not answer
+            self._refresh_batches()
             found = self._pending.get(key) or self._batch_index.get(key)
-            if found is None:
-                self._refresh_batches()
-                found = self._batch_index.get(key)
         if found is not None:
             return dict(found)
         raw = self._read(self.manifest_path(key))

@@ -196,7 +196,7 @@ class PostgresMetadata(MetadataDB):
             "connect_timeout": 10,
             "application_name": "pipeflow",
         }
-        try:  # once directly, so a wrong URL says why (a pool would only time out)
+        try:  # once directly, so a wrong URL says why at once (a pool would retry, then time out)
             with psycopg.connect(url, **kwargs) as conn:  # type: ignore[arg-type]
                 self._init(conn)
         except psycopg.Error as err:

@@ -3,7 +3,7 @@ app (``static/``: plain HTML, JS and CSS, no build step, no CDN) that draws it.
 
 Every source is only read, never written:
 
-- runs and stages: the metadata database (SQLite). It is opened once it exists and is never
+- runs and stages: the metadata database (SQLite or PostgreSQL). It is opened once it exists and is never
   created here, so pointing the dashboard at a store with no run yet leaves the store untouched;
 - models, versions and alias history: the registry in the artifact store;
 - live traffic: the serving audit log (``<store>/audit`` or ``audit_dir``), predictions and events;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import threading
 import uuid
 from pathlib import Path
@@ -195,6 +196,25 @@ def test_short_stage_manifests_are_batched_and_visible_to_a_new_store(tmp_path: 
         assert fresh.load(found["outputs"]["out"]) == i
     store.flush()  # nothing pending: no new file
     assert len(list(batches.iterdir())) == 1
+
+
+def test_a_batch_file_that_is_gone_no_longer_answers_even_if_its_objects_are_back(
+    tmp_path: Path,
+) -> None:
+    """The store emptied under a long-lived process (a notebook, ``watch``, a benchmark): the
+    manifests it had read are forgotten, even where the objects they name are written again
+    (equal outputs share one object), so the stages run again instead of being "cached"."""
+    root = tmp_path / "store"
+    store = ArtifactStore(str(root))
+    key = _key("short")
+    manifest = _manifest(store, 0)
+    store.record_manifest(key, manifest, duration=0.001)
+    store.flush()
+    assert store.read_manifest(key) is not None
+    shutil.rmtree(root)
+    assert store.read_manifest(key) is None
+    store.save(0)  # the same object as before, written again by another stage
+    assert store.read_manifest(key) is None
 
 
 def test_long_stage_manifest_is_written_at_once(tmp_path: Path) -> None:
