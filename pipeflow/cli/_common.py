@@ -1,6 +1,6 @@
 """What every command module of the CLI shares: exit codes, the console, error printing, and the
 arguments several commands take (``--spec``, ``--store``, ``--db``, ``--executor``, ``--address``,
-``--set``, ``--debug``), each declared here once so that its name, choices and help read the same
+``--cluster``, ``--set``, ``--debug``), each declared here once so that its name, choices and help read the same
 in every command.
 
 Nothing here imports more than the standard library at import time: the whole command tree is
@@ -28,6 +28,11 @@ DB_HELP = (
     "$PIPEFLOW_DB, or pipeflow.db in the store)"
 )
 ADDRESS_HELP = "Dask scheduler address for --executor distributed (default: a LocalCluster)"
+CLUSTER_HELP = (
+    "start a Dask cluster for the run from this factory, e.g. dask_jobqueue:SLURMCluster "
+    "(--executor distributed; its options come from Dask's configuration, replacing the spec's "
+    "executor.options; the spec's executor.adapt applies)"
+)
 
 
 # ------------------------------------------------------------------------- shared arguments
@@ -91,10 +96,16 @@ def add_executor(
     default: str | None = None,
     help: str = "override the spec's executor (default: threads)",
     address: bool = True,
+    cluster: bool = False,
 ) -> None:
+    """``--executor``, and ``--address`` and ``--cluster`` (alternatives) where the command takes
+    them."""
     c.add_argument("--executor", choices=list(choices), default=default, help=help)
+    where: Any = c.add_mutually_exclusive_group() if address and cluster else c
     if address:
-        c.add_argument("--address", metavar="TCP://HOST:PORT", help=ADDRESS_HELP)
+        where.add_argument("--address", metavar="TCP://HOST:PORT", help=ADDRESS_HELP)
+    if cluster:
+        where.add_argument("--cluster", metavar="MODULE:ATTR", help=CLUSTER_HELP)
 
 
 # ---------------------------------------------------------------------------------- output

@@ -24,7 +24,7 @@ def add_parsers(sub: Any) -> None:
         return c
 
     r = spec_cmd("run", "run a pipeline", cmd_run)
-    add_executor(r)
+    add_executor(r, cluster=True)
     r.add_argument(
         "--only",
         action="append",
@@ -91,6 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides=args.overrides,
             executor=args.executor,
             address=args.address,
+            cluster=args.cluster,
             only=args.only,
             from_=args.from_,
             force=args.force,

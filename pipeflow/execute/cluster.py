@@ -15,7 +15,16 @@ executor, the runner or the CLI.
 **Schedulers.** ``sync``, ``threads`` and ``processes`` are Dask's local schedulers (``workers``
 sizes the pool; ``None``: one per core); ``distributed`` is a ``distributed.Client``.
 :func:`connect` gives a :class:`Scheduler` for any of them: an existing client (left open), a
-client of the scheduler at ``address``, or a LocalCluster started for the block.
+client of the scheduler at ``address``, a cluster from a factory (:class:`ClusterFactory`), or a
+LocalCluster started for the block.
+
+**A cluster from a factory** (:class:`ClusterFactory`, built by :mod:`pipeflow.execute.factory`
+from a ``module:attribute`` name): started for the block, adapting between ``adapt``'s bounds
+when asked (a cluster without ``adapt()`` is an error: the bounds are what the user agreed to pay
+for, and a fixed-size cluster ignoring them could be too small to finish or larger than allowed),
+waited on until its first worker joins (at most :data:`WORKERS_TIMEOUT`: pods and batch jobs take
+a while), so stages' worker resources are checked against a real worker, and closed when the
+block ends however it ends (an error, Ctrl-C), as the LocalCluster is.
 
 **One set of defaults** (:data:`DEFAULTS`), for every LocalCluster pipeflow starts (``pipeflow
 run`` and ``pipeflow predict`` with ``--executor distributed`` and no address): 2 worker
@@ -67,6 +76,8 @@ KINDS = (*LOCAL_KINDS, "distributed")
 ADDRESS_ENV = "PIPEFLOW_DASK_ADDRESS"
 #: how long connecting to a scheduler address may take before it is an error
 CONNECT_TIMEOUT = "10s"
+#: how long a cluster from a factory may take to offer its first worker (pods, batch jobs)
+WORKERS_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -101,6 +112,87 @@ def local_cluster(workers: int | None = None, threads_per_worker: int | None = N
     )
 
 
+@dataclass(frozen=True)
+class ClusterFactory:
+    """A cluster to start for a block: ``make()`` returns it; ``name`` names it in messages;
+    ``adapt`` is ``(minimum, maximum)`` or None; ``where`` and ``adapt_where`` say where the user
+    named the factory and the bounds (``spec.yaml:4:12 executor.cluster``, ``--cluster``)."""
+
+    name: str
+    make: Callable[[], Any]
+    adapt: tuple[int, int] | None = None
+    where: str = "cluster"
+    adapt_where: str = "adapt"
+
+    def __str__(self) -> str:
+        bounds = f", adapt {self.adapt[0]}-{self.adapt[1]}" if self.adapt else ""
+        return f"{self.name}{bounds}"
+
+    def no_adapt(self) -> str:
+        return (
+            f"{self.adapt_where}: cluster {self.name} has no adapt(), so it cannot scale itself: "
+            "remove adapt and size it with its options"
+        )
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def start_cluster(factory: ClusterFactory) -> Iterator[Any]:
+    """The cluster ``factory`` makes, adapting when asked, closed when the block ends."""
+    try:
+        cluster = factory.make()
+    except Exception as err:
+        raise UsageError(
+            f"{factory.where}: cannot start {factory.name}: {_one_line(err)}"
+        ) from None
+    adaptive = None
+    try:
+        if factory.adapt:
+            adapt = getattr(cluster, "adapt", None)
+            if not callable(adapt):
+                raise UsageError(factory.no_adapt())
+            minimum, maximum = factory.adapt
+            try:
+                adaptive = adapt(minimum=minimum, maximum=maximum)
+            except Exception as err:
+                raise UsageError(
+                    f"{factory.adapt_where}: {factory.name}.adapt(minimum={minimum}, "
+                    f"maximum={maximum}) failed: {_one_line(err)}"
+                ) from None
+        yield cluster
+    finally:
+        _close(cluster, factory.name, adaptive)
+
+
+def _close(cluster: Any, name: str, adaptive: Any = None) -> None:
+    """Close a cluster pipeflow started, its adaptive loop first (else it retires workers while
+    they are being closed); a failure to close is logged, never raised over the error that may
+    be on its way out."""
+    try:
+        stop = getattr(adaptive, "stop", None)
+        if callable(stop):
+            stop()
+        cluster.close()
+    except Exception as err:  # pragma: no cover - depends on the cluster manager
+        logging.getLogger("pipeflow.cluster").warning(
+            "closing cluster %s failed: %s", name, _one_line(err)
+        )
+
+
+def wait_for_workers(client: Any, what: str, timeout: float = WORKERS_TIMEOUT) -> None:
+    """Wait until the cluster has a worker; a UsageError after ``timeout`` seconds."""
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (TimeoutError, OSError) as err:
+        raise UsageError(
+            f"no worker of cluster {what} joined within {timeout:g} s ({_one_line(err)})"
+        ) from None
+
+
 def client_at(address: str) -> Any:
     """A client of the scheduler at ``address``; a UsageError if it cannot be reached in time."""
     from distributed import Client
@@ -124,12 +216,16 @@ def connect(
     client: Any = None,
     workers: int | None = None,
     threads_per_worker: int | None = None,
+    factory: ClusterFactory | None = None,
+    adapt: tuple[int, int] | None = None,
 ) -> Iterator[Scheduler]:
     """The scheduler to run on, for the ``with`` block.
 
     ``kind``: one of :data:`KINDS`. For ``distributed``: ``client`` if given (left open), else a
-    client of ``address`` (closed after), else a LocalCluster with :data:`DEFAULTS` started for
-    the block. For a local kind, ``workers`` sizes its pool (``None``: one per core).
+    client of ``address`` (closed after), else a cluster from ``factory``, else a LocalCluster
+    with :data:`DEFAULTS`, either started for the block and closed after (``adapt``: the
+    LocalCluster's ``(minimum, maximum)``). For a local kind, ``workers`` sizes its pool
+    (``None``: one per core).
     """
     if kind in LOCAL_KINDS:
         yield Scheduler(kind, workers=workers)
@@ -139,10 +235,18 @@ def connect(
     with contextlib.ExitStack() as stack:
         if client is None and address:
             client = stack.enter_context(client_at(address))
+        elif client is None and factory is not None:
+            from distributed import Client
+
+            cluster = stack.enter_context(start_cluster(factory))
+            client = stack.enter_context(Client(cluster))
+            wait_for_workers(client, factory.name)
         elif client is None:
             from distributed import Client
 
             cluster = stack.enter_context(local_cluster(workers, threads_per_worker))
+            if adapt:
+                cluster.adapt(minimum=adapt[0], maximum=adapt[1])
             client = stack.enter_context(Client(cluster))
         scheduler = Scheduler(kind, client=client)
         try:
@@ -436,6 +540,8 @@ __all__ = [
     "ADDRESS_ENV",
     "CONNECT_TIMEOUT",
     "DEFAULTS",
+    "WORKERS_TIMEOUT",
+    "ClusterFactory",
     "KINDS",
     "LOCAL_KINDS",
     "LocalClusterDefaults",
@@ -453,7 +559,9 @@ __all__ = [
     "on_worker",
     "read_csv",
     "read_parquet",
+    "start_cluster",
     "task_error",
+    "wait_for_workers",
     "worker_address",
     "worker_client",
     "worker_resources",

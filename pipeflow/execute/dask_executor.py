@@ -18,13 +18,14 @@ died too often) fails its stage with one line saying so; its dependants are skip
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipeflow.core.states import StageState
 from pipeflow.errors import UsageError
 from pipeflow.execute import cluster
-from pipeflow.execute.cluster import KINDS
+from pipeflow.execute.cluster import ADDRESS_ENV, KINDS, ClusterFactory
+from pipeflow.execute.factory import cluster_factory
 from pipeflow.execute.protocol import EventHandler, Executor
 from pipeflow.execute.task import StageResult, StageTask, run_stage
 
@@ -33,12 +34,17 @@ class DaskExecutor:
     """The built-in :class:`~pipeflow.execute.protocol.Executor`: ``kind`` is one of
     :data:`~pipeflow.execute.cluster.KINDS`; ``workers`` sizes a local pool or a LocalCluster,
     ``threads_per_worker`` a LocalCluster; ``address`` (else ``$PIPEFLOW_DASK_ADDRESS``) or
-    ``client`` names an existing cluster for ``distributed``."""
+    ``client`` names an existing cluster for ``distributed``, ``cluster`` a factory
+    (``module:attribute``, or a :class:`~pipeflow.execute.cluster.ClusterFactory` from
+    :func:`~pipeflow.execute.factory.cluster_factory`) that starts one for each run, called with
+    ``options``; ``adapt`` is ``(minimum, maximum)`` for the cluster the run starts."""
 
     kind: str
     address: str | None
     workers: int | None
     threads_per_worker: int | None
+    cluster: ClusterFactory | None
+    adapt: tuple[int, int] | None
 
     def __init__(
         self,
@@ -48,26 +54,50 @@ class DaskExecutor:
         workers: int | None = None,
         threads_per_worker: int | None = None,
         client: Any = None,
+        cluster: str | ClusterFactory | None = None,
+        options: Mapping[str, Any] | None = None,
+        adapt: tuple[int, int] | None = None,
     ):
         if kind not in KINDS:
             raise UsageError(f"unknown executor {kind!r}; expected one of: {', '.join(KINDS)}")
-        if address and kind != "distributed":
+        for flag, value in (("--address", address), ("--cluster", cluster), ("adapt", adapt)):
+            if value and kind != "distributed":
+                raise UsageError(
+                    f"{flag} only applies to the distributed executor (got executor {kind!r})"
+                )
+        if address and cluster:
             raise UsageError(
-                f"--address only applies to the distributed executor (got executor {kind!r})"
+                "--address and --cluster are exclusive: a running scheduler, or a new cluster"
             )
+        if adapt and address:
+            raise UsageError(
+                "adapt scales a cluster pipeflow starts, not the scheduler at --address"
+            )
+        if isinstance(cluster, str):
+            cluster = cluster_factory(cluster, options, adapt=adapt, where="--cluster")
         self.kind = kind
+        self.cluster = cluster
+        self.adapt = cluster.adapt if cluster is not None else adapt
         self.address = address or (
-            os.environ.get(cluster.ADDRESS_ENV) if kind == "distributed" else None
+            os.environ.get(ADDRESS_ENV) if kind == "distributed" and not cluster else None
         )
+        if self.adapt and self.address:
+            raise UsageError(
+                f"adapt scales a cluster pipeflow starts, not the scheduler at {self.address} "
+                f"(from ${ADDRESS_ENV})"
+            )
         self.workers = workers
         self.threads_per_worker = threads_per_worker
         self._client = client
 
     @property
     def name(self) -> str:
-        if self.kind == "distributed":
-            return f"distributed({self.address or 'LocalCluster'})"
-        return self.kind
+        if self.kind != "distributed":
+            return self.kind
+        if self.cluster is not None:
+            return f"distributed({self.cluster})"
+        bounds = f", adapt {self.adapt[0]}-{self.adapt[1]}" if self.adapt else ""
+        return f"distributed({self.address or 'LocalCluster'}{bounds})"
 
     def execute(self, tasks: Sequence[StageTask], on_event: EventHandler) -> dict[str, StageResult]:
         if not tasks:
@@ -78,6 +108,8 @@ class DaskExecutor:
             client=self._client,
             workers=self.workers,
             threads_per_worker=self.threads_per_worker,
+            factory=self.cluster,
+            adapt=self.adapt,
         ) as scheduler:
             if scheduler.client is not None:
                 return self._submit(scheduler.client, tasks, on_event)

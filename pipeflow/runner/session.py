@@ -27,6 +27,7 @@ from pipeflow.core.stage_types import StageRegistry
 from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import UsageError
 from pipeflow.execute.dask_executor import DaskExecutor
+from pipeflow.execute.factory import cluster_factory
 from pipeflow.execute.protocol import Executor
 from pipeflow.execute.task import StageResult, StageTask, carry
 from pipeflow.runner.lock import run_lock
@@ -67,13 +68,40 @@ def select(
     return chosen
 
 
-def make_executor(loaded: LoadedSpec, kind: str | None, address: str | None) -> DaskExecutor:
+def make_executor(
+    loaded: LoadedSpec, kind: str | None, address: str | None, cluster: str | None = None
+) -> DaskExecutor:
+    """The spec's executor, with what the command line overrides: ``kind``; ``address`` (the
+    spec's cluster, options and adapt then do not apply: they describe a cluster the spec would
+    start); ``cluster`` (it replaces the spec's factory and its options, written for that one;
+    ``adapt`` still applies)."""
     ex = loaded.spec.executor
+    kind = kind or ex.kind
+    distributed = kind == "distributed"
+    factory = None
+    if distributed and not address and (cluster or ex.cluster):
+        origin = (
+            "--cluster"
+            if cluster
+            else f"{loaded.source.where(('executor', 'cluster'))}: executor.cluster"
+        )
+        bounds = (ex.adapt.minimum, ex.adapt.maximum) if ex.adapt else None
+        factory = cluster_factory(
+            cluster or ex.cluster or "",
+            {} if cluster else ex.options,
+            adapt=bounds,
+            where=origin,
+            adapt_where=f"{loaded.source.where(('executor', 'adapt'))}: executor.adapt",
+            search_path=str(loaded.base_dir),
+        )
+    adapt = ex.adapt if distributed and not address and factory is None else None
     return DaskExecutor(
-        kind or ex.kind,
-        address=address or (ex.address if (kind or ex.kind) == "distributed" else None),
+        kind,
+        address=address or (ex.address if distributed and factory is None else None),
         workers=ex.workers,
         threads_per_worker=ex.threads_per_worker,
+        cluster=factory,
+        adapt=(adapt.minimum, adapt.maximum) if adapt else None,
     )
 
 
@@ -83,6 +111,7 @@ def run(
     overrides: Sequence[str] | Mapping[str, Any] = (),
     executor: str | Executor | None = None,
     address: str | None = None,
+    cluster: str | None = None,
     only: list[str] | str | None = None,
     from_: list[str] | str | None = None,
     force: bool = False,
@@ -90,7 +119,10 @@ def run(
     on_event: EventCallback | None = None,
     on_plan: Callable[[Plan], None] | None = None,
 ) -> RunReport:
-    """Run a pipeline. Returns a :class:`RunReport` whether or not stages failed."""
+    """Run a pipeline. Returns a :class:`RunReport` whether or not stages failed.
+
+    ``executor`` (a kind, or an :class:`~pipeflow.execute.protocol.Executor`), ``address`` and
+    ``cluster`` (``module:attribute`` of a cluster factory) override the spec's executor."""
     t0 = time.perf_counter()
     with _gc_paused():
         loaded = spec if isinstance(spec, LoadedSpec) else load(spec, overrides)
@@ -106,6 +138,7 @@ def run(
                 run_id,
                 executor,
                 address,
+                cluster,
                 only,
                 from_,
                 force,
@@ -124,6 +157,7 @@ def _run(
     run_id: str,
     executor: str | Executor | None,
     address: str | None,
+    cluster: str | None,
     only: list[str] | str | None,
     from_: list[str] | str | None,
     force: bool,
@@ -135,7 +169,7 @@ def _run(
     ex: Executor = (
         executor
         if executor is not None and not isinstance(executor, str)
-        else make_executor(loaded, executor, address)
+        else make_executor(loaded, executor, address, cluster)
     )
     if getattr(ex, "kind", None) in ("processes", "distributed") and store.url.startswith(
         "memory://"

@@ -8,6 +8,7 @@ because which fields are valid depends on the installed stage types.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -15,6 +16,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -30,10 +32,32 @@ class _Strict(BaseModel):
 
 
 ExecutorKind = Literal["sync", "threads", "processes", "distributed"]
+#: ``module:attribute`` of a cluster factory: a dotted module path, a colon, a dotted attribute
+_FACTORY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+class AdaptSpec(_Strict):
+    """Bounds of a cluster that scales itself (Dask's ``cluster.adapt(minimum=, maximum=)``)."""
+
+    minimum: int = Field(
+        1, ge=1, description="workers kept for the run (the cluster lives for one run only)"
+    )
+    maximum: int = Field(ge=1, description="most workers the cluster may grow to")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AdaptSpec:
+        if self.minimum > self.maximum:
+            raise ValueError(f"minimum ({self.minimum}) is above maximum ({self.maximum})")
+        return self
 
 
 class ExecutorSpec(_Strict):
-    """Where stages run. ``threads`` on the local machine unless told otherwise."""
+    """Where stages run. ``threads`` on the local machine unless told otherwise.
+
+    For ``distributed``, at most one of ``address`` (a running scheduler) and ``cluster`` (a
+    factory pipeflow calls with ``options`` to start a cluster for the run); each field is
+    checked as it is read, so an error points at the field that is wrong.
+    """
 
     kind: ExecutorKind = "threads"
     address: str | None = Field(
@@ -46,12 +70,65 @@ class ExecutorSpec(_Strict):
     threads_per_worker: int | None = Field(
         None, ge=1, description="Threads per LocalCluster worker"
     )
+    cluster: str | None = Field(
+        None,
+        description="Cluster factory 'module:attribute' started for a distributed run, e.g. dask_kubernetes.operator:KubeCluster",
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict, description="keyword arguments of the cluster factory"
+    )
+    adapt: AdaptSpec | None = Field(
+        None, description="adaptive scaling {minimum, maximum} of the cluster pipeflow starts"
+    )
 
-    @model_validator(mode="after")
-    def _address_needs_distributed(self) -> ExecutorSpec:
-        if self.address and self.kind != "distributed":
-            raise ValueError(f"address is only used by kind 'distributed' (kind is '{self.kind}')")
-        return self
+    @field_validator("address", "cluster", "adapt")
+    @classmethod
+    def _distributed_only(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("kind")
+        if value is not None and kind is not None and kind != "distributed":
+            raise ValueError(
+                f"{info.field_name} is only used by kind 'distributed' (kind is '{kind}')"
+            )
+        return value
+
+    @field_validator("cluster")
+    @classmethod
+    def _factory(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        if not _FACTORY.fullmatch(value):
+            raise ValueError(
+                "expected 'module:attribute' (a module path, a colon, a callable), "
+                f"e.g. 'dask_kubernetes.operator:KubeCluster', got {value!r}"
+            )
+        if info.data.get("address"):
+            raise ValueError(
+                "address and cluster are exclusive: connect to a running scheduler, or start one"
+            )
+        sized = [f for f in ("workers", "threads_per_worker") if info.data.get(f)]
+        if sized:
+            raise ValueError(
+                f"{' and '.join(sized)} size pipeflow's own LocalCluster: size a cluster from a "
+                "factory with its options (e.g. n_workers) or adapt"
+            )
+        return value
+
+    @field_validator("options")
+    @classmethod
+    def _options_need_cluster(cls, value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        if value and not info.data.get("cluster"):
+            raise ValueError("options are the keyword arguments of a cluster factory: set cluster")
+        return value
+
+    @field_validator("adapt")
+    @classmethod
+    def _adapt_needs_own_cluster(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("address"):
+            raise ValueError(
+                "adapt scales a cluster pipeflow starts (cluster, or its LocalCluster), "
+                "not a running scheduler at address"
+            )
+        return value
 
 
 class StoreSpec(_Strict):

@@ -13,6 +13,7 @@ folder itself, so the layout can be read (and changed) in one place::
       registry/<model>/versions/    model versions (N.json)           registry
       registry/<model>/aliases/     alias moves                       registry
       locks/<pipeline>-<d12>.lock   the run lock of a pipeline        runner.session
+      leases/<pipeline>/<gen>.json  the lease of ``pipeflow watch``   runner.lease
       audit/                        serving journal: predictions,     store.journal
                                     feedback, batches, events
       monitoring/<model>/reports/   monitoring reports                monitoring.history
@@ -38,6 +39,7 @@ CACHE_BATCHES = "cache/batches"
 TMP = "tmp"
 REGISTRY = "registry"
 LOCKS = "locks"
+LEASES = "leases"
 AUDIT = "audit"
 MONITORING = "monitoring"
 WATCH = "watch"
@@ -60,6 +62,11 @@ def local_root(url: str | os.PathLike[str]) -> Path | None:
 def lock_path(pipeline: str, digest: str) -> str:
     """The run lock of a pipeline whose spec digest is ``digest``, relative to the root."""
     return f"{LOCKS}/{pipeline}-{digest[:12]}.lock"
+
+
+def lease_dir(name: str) -> str:
+    """The generations of the watch lease of pipeline ``name``, relative to the root."""
+    return f"{LEASES}/{name}"
 
 
 def audit_dir(url: str | os.PathLike[str]) -> Path | None:
