@@ -312,7 +312,7 @@ class ArtifactStore:
         """Remove files left in ``tmp/`` by writers that died (older than ``older_than_s``, so a
         write in progress elsewhere is never touched). Returns how many were removed."""
         if not self._local:
-            return 0  # remote stores write in one request: nothing is left behind
+            return 0  # object stores write in one PUT (nothing is left); others are not swept
         folder = self._join(layout.TMP)
         cutoff = time.time() - older_than_s
         removed = 0
