@@ -24,6 +24,7 @@ from helpers import (
     start_server,
     tumours_project,
 )
+from servers import s3_server
 
 from pipeflow.registry import Registry
 from pipeflow.store.artifacts import ArtifactStore
@@ -204,3 +205,14 @@ def test_no_credentials_is_one_line_saying_where_they_go(
     assert f"store {root}: no credentials found for S3" in line
     assert "AWS_ACCESS_KEY_ID" in line and "never holds them" in line
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_refused_credentials_are_one_line_saying_which_to_check(tmp_path: Path) -> None:
+    """A server that checks keys (moto with IAM auth on) refuses the dummy ones: 403."""
+    with s3_server(check_credentials=True) as strict:
+        env = cli_env(**strict.env)
+        failed = pipeflow(["models", "list", "--store", "s3://team/pf"], env=env)
+    assert failed.returncode == 1
+    line = one_line_error(failed.stderr)
+    assert "store s3://team/pf: access denied (403): check the credentials" in line
+    assert "AWS_ACCESS_KEY_ID" in line and "bucket 'team'" in line
