@@ -183,10 +183,15 @@ class StoreContract:
         from concurrent.futures import ThreadPoolExecutor
 
         store = self.make_store(tmp_path)
+        # four clients, as four machines would be, racing for one name
+        clients = [store] + [
+            type(store)(store.ref.root, dict(store.ref.storage_options)) for _ in range(3)
+        ]
         with ThreadPoolExecutor(4) as pool:
             won = list(
                 pool.map(
-                    lambda i: store.create_exclusive("locks/x.lock", f"{i}".encode()), range(4)
+                    lambda i: clients[i].create_exclusive("locks/x.lock", f"{i}".encode()),
+                    range(4),
                 )
             )
         assert won.count(True) == 1

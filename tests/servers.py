@@ -140,13 +140,19 @@ class S3:
 
 
 @contextlib.contextmanager
-def s3_server() -> Iterator[S3]:
+def s3_server(*, check_credentials: bool = False) -> Iterator[S3]:
+    """moto's server; ``check_credentials``: it refuses keys it does not know (403), as AWS does
+    (moto's IAM auth from the first request; by default it accepts any key)."""
     port = free_port()
+    env = dict(os.environ)
+    if check_credentials:
+        env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
+        env=env,
     )
     endpoint = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30

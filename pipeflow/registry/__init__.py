@@ -14,8 +14,10 @@ Policy, and why:
   promotions racing for version 4 or alias event 7 cannot both win; the loser re-reads and takes
   the next number, re-checking its gates against the holder it now sees. So the history of an
   alias is always a straight chain (each event's ``from_version`` is the previous event's result).
-  On local and network file systems this is atomic; object stores (s3) have no exclusive create,
-  so concurrent promotions there are check-then-write (documented in docs/concepts.md).
+  On local and network file systems this is a hard link, on S3 a conditional write (a PUT with
+  ``If-None-Match: *``): both atomic, so the chain stays straight whichever the store is. Object
+  stores without a conditional write (``gs://``, ``az://``) fall back to check-then-write, which
+  leaves a small race window (see :mod:`pipeflow.store.remote`).
 - **An alias is a stack**: a promotion pushes a version, ``rollback`` pops back to the previous
   holder. Replaying the events gives the current holder, so there is no mutable pointer to corrupt.
 - **Loading never trusts the file**: the bytes must hash to the digest recorded in the version

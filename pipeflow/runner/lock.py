@@ -8,8 +8,11 @@ holds ``{pid, host, started, run_id}`` and is removed when the run ends. A secon
 once with :class:`~pipeflow.errors.RunLocked` naming the holder. A lock whose process is gone
 (same host, pid no longer running, or reused by a process started later) is stale and reclaimed
 automatically; a lock held on another host is never guessed about (the message says which file
-to remove). On local and network file systems the create is atomic; on object stores (s3://...)
-it is check-then-write, so there the lock is advisory: it stops the common mistake, not a race.
+to remove). The create is atomic on local and network file systems (a hard link) and on S3 (a
+conditional write); on object stores without one (``gs://``, ``az://``) it is check-then-write,
+so there the lock is advisory: it stops the common mistake, not a race. Reclaiming a stale lock
+on any object store is remove-then-create, so two processes reclaiming the same stale lock at
+the same instant could both go on (stale locks are judged on their own host only).
 """
 
 from __future__ import annotations

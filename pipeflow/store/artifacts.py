@@ -19,9 +19,12 @@ results (they simply run again); everything older, and every long stage, is reus
 files are immutable once written; when there are many they are merged into one.
 
 Crash safety: every file is written under ``tmp/`` and moved to its final name, so a valid name
-never points at half-written bytes. Objects are verified against their name on every read; a
-manifest whose objects are missing or corrupt counts as a cache miss, never as a result. Writing
-the same object twice is harmless (same name, same bytes).
+never points at half-written bytes; on an object store (``s3://``...) a write is one PUT, which
+the store makes visible whole or not at all (:mod:`pipeflow.store.remote` holds what else differs
+there: client defaults, probing the bucket, the conditional write, one-line errors). Objects are
+verified against their name on every read; a manifest whose objects are missing or corrupt counts
+as a cache miss, never as a result. Writing the same object twice is harmless (same name, same
+bytes).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeflow.errors import StoreError
-from pipeflow.store import codecs, layout
+from pipeflow.store import codecs, layout, remote
 
 
 @dataclass(frozen=True)
@@ -102,16 +105,22 @@ class ArtifactStore:
 
         self.url = root
         self.storage_options = dict(storage_options or {})
+        options = remote.client_options(root, self.storage_options)
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(root, **self.storage_options)
+            self.fs, self.root = fsspec.core.url_to_fs(root, **options)
         except (ImportError, ValueError) as err:
             raise StoreError(f"cannot open store {root!r}: {err}") from None
         except OSError as err:  # e.g. ftp:// with nothing listening
             raise StoreError(f"cannot reach store {root!r}: {err.strerror or err}") from None
         self.root = self.root.rstrip("/") or "/"
-        self._local = "file" in (
-            self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        )
+        protocols = set(remote.protocols(self.fs))
+        self._local = "file" in protocols
+        #: an object store: no folders, a PUT is atomic (see pipeflow.store.remote)
+        self._flat = bool(protocols & remote.FLAT)
+        self._conditional = bool(protocols & remote.CONDITIONAL)
+        problem = remote.probe(self.fs, self.root, root, self.storage_options)
+        if problem is not None:
+            raise StoreError(problem)
         self._dirs: set[str] = set()
         # manifests waiting to be written as one batch file, and the index of batch files read
         self._lock = threading.RLock()
@@ -154,8 +163,18 @@ class ArtifactStore:
         return self._join(layout.CACHE, key[:2], f"{key}.json")
 
     # -- low level -----------------------------------------------------------------------
+    def _failed(self, err: Exception, doing: str) -> Exception:
+        """A failed read or write as one line: a local ``OSError`` by its ``strerror``, a remote
+        backend's error worded by :func:`remote.explain` (naming the store and the fix); any
+        other error of a local store is a bug and stays what it is."""
+        if not self._local:
+            return StoreError(remote.explain(err, self.url, self.storage_options, doing))
+        if isinstance(err, OSError):
+            return StoreError(f"{doing}: {err.strerror or err}")
+        return err
+
     def _ensure_dir(self, path: str) -> None:
-        if path in self._dirs:
+        if path in self._dirs or self._flat:
             return
         try:
             if self._local:
@@ -176,6 +195,12 @@ class ArtifactStore:
             self._write_once(path, data)
 
     def _write_once(self, path: str, data: bytes) -> None:
+        if self._flat:  # one PUT: visible whole or not at all
+            try:
+                self.fs.pipe_file(path, data)
+            except Exception as err:  # fsspec backends raise their own types
+                raise self._failed(err, f"cannot write {path}") from None
+            return
         tmp_dir = self._join(layout.TMP)
         self._ensure_dir(tmp_dir)
         self._ensure_dir(posixpath.dirname(path) if not self._local else os.path.dirname(path))
@@ -203,10 +228,17 @@ class ArtifactStore:
         file appears or nothing. Returns False when the name was taken (a concurrent writer won).
 
         Local stores use a hard link from a temporary file, which the filesystem makes atomic and
-        exclusive. Other filesystems have no portable exclusive create: there a check-then-write
-        leaves a small race window, documented for shared registries on object stores.
+        exclusive. S3 uses its conditional write (a PUT with ``If-None-Match: *``, see
+        :mod:`pipeflow.store.remote`), just as exclusive. Other filesystems (``gs://``,
+        ``az://``, ``memory://``...) have no portable exclusive create: there a check-then-write
+        leaves a small race window between the check and the write.
         """
         path = self._join(*relpath.split("/"))
+        if self._conditional:
+            try:
+                return remote.create_exclusive(self.fs, path, data)
+            except Exception as err:  # botocore and s3fs raise their own types
+                raise self._failed(err, f"cannot write {path}") from None
         if not self._local:
             if self._exists(path):
                 return False
@@ -252,8 +284,8 @@ class ArtifactStore:
             )
         except (FileNotFoundError, NotADirectoryError):
             return []
-        except OSError as err:
-            raise StoreError(f"cannot list {folder}: {err.strerror or err}") from None
+        except Exception as err:  # remote backends raise their own types too
+            raise self._failed(err, f"cannot list {folder}") from None
 
     def read_text(self, relpath: str) -> str | None:
         raw = self._read(self._join(*relpath.split("/")))
@@ -267,20 +299,20 @@ class ArtifactStore:
             return self.fs.cat_file(path)
         except FileNotFoundError:
             return None
-        except OSError as err:
-            raise StoreError(f"cannot read {path}: {err.strerror or err}") from None
+        except Exception as err:  # remote backends raise their own types too
+            raise self._failed(err, f"cannot read {path}") from None
 
     def _exists(self, path: str) -> bool:
         try:
             return os.path.exists(path) if self._local else self.fs.exists(path)
-        except OSError as err:
-            raise StoreError(f"cannot reach {path}: {err.strerror or err}") from None
+        except Exception as err:  # remote backends raise their own types too
+            raise self._failed(err, f"cannot reach {path}") from None
 
     def clean_tmp(self, older_than_s: float = 3600.0) -> int:
         """Remove files left in ``tmp/`` by writers that died (older than ``older_than_s``, so a
         write in progress elsewhere is never touched). Returns how many were removed."""
         if not self._local:
-            return 0  # remote stores write in one request: nothing is left behind
+            return 0  # object stores write in one PUT (nothing is left); others are not swept
         folder = self._join(layout.TMP)
         cutoff = time.time() - older_than_s
         removed = 0
@@ -311,8 +343,8 @@ class ArtifactStore:
             return os.stat(path).st_size if self._local else int(self.fs.size(path))
         except FileNotFoundError:
             return None
-        except OSError as err:
-            raise StoreError(f"cannot reach {path}: {err.strerror or err}") from None
+        except Exception as err:  # remote backends raise their own types too
+            raise self._failed(err, f"cannot reach {path}") from None
 
     def get(self, digest: str) -> bytes:
         path = self.object_path(digest)
@@ -420,8 +452,8 @@ class ArtifactStore:
             )
         except (FileNotFoundError, NotADirectoryError):
             names = []
-        except OSError as err:
-            raise StoreError(f"cannot list {folder}: {err.strerror or err}") from None
+        except Exception as err:  # remote backends raise their own types too
+            raise self._failed(err, f"cannot list {folder}") from None
         if self._batch_files - set(names):
             # files gone: merged into a new one (read below), or the store was emptied under
             # this process. Forget what they said, or a stage would be "cached" by a manifest
