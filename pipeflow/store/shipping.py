@@ -238,14 +238,15 @@ class Journal:
         remember: bool = False,
     ):
         self.local = Path(local) if local is not None else None
-        self.store = None if store is None or store.is_local else store
+        self.store = store
         self.journal = journal
         self.remember = remember
         self._records: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self._root_seen = False
 
     def describe(self) -> str:
         where = [str(self.local)] if self.local is not None else []
-        if self.store is not None:
+        if self.store is not None and (not self.store.is_local or not where):
             where.append(f"{self.store.url.rstrip('/')}/{layout.JOURNAL}/{self.journal}")
         return " and ".join(where) or "nowhere"
 
@@ -263,11 +264,31 @@ class Journal:
             fs.invalidate_cache(folder)  # s3fs caches listings: a long-lived reader must not
             found = fs.ls(folder, detail=False)
         except FileNotFoundError:
+            self._check_root()  # nothing shipped yet, or no store at all (no bucket)?
             return []
         except Exception as err:  # fsspec backends raise their own types
             raise StoreError(f"cannot list the journal at {folder}: {_reason(err)}") from None
         names = (str(p).rstrip("/").rsplit("/", 1)[-1] for p in found)
         return sorted(n for n in names if n.endswith(".jsonl"))
+
+    def _check_root(self) -> None:
+        """An empty journal only where the store itself is there: a missing bucket or root is an
+        error, never "no records"."""
+        if self._root_seen:
+            return
+        root = self.store.root
+        try:
+            there = self.store.fs.isdir(root) or bool(self.store.fs.ls(root, detail=False))
+        except FileNotFoundError:
+            there = False
+        except Exception as err:
+            raise StoreError(f"cannot read the store {self.store.url}: {_reason(err)}") from None
+        if not there:
+            raise StoreError(
+                f"cannot read the journal: no store at {self.store.url} (check the URL, the "
+                "bucket and the endpoint)"
+            )
+        self._root_seen = True
 
     def _fetch(self, kind: str, name: str) -> bytes:
         path = f"{self._folder(kind)}/{name}"
@@ -318,6 +339,7 @@ def open_journal(
     remember: bool = False,
 ) -> Journal:
     """The journal ``journal`` of ``store`` as this machine sees it: ``local`` (default: the
-    local store's folder, or this machine's spool of a remote store) and what was shipped."""
+    local store's folder, or this machine's spool of a remote store) and what was shipped to
+    ``<store>/journal/`` (nothing, in a local store: its writers append in place)."""
     folder = Path(local) if local is not None else layout.journal_dir(store.url, journal)
     return Journal(folder, store, journal, remember=remember)
