@@ -210,8 +210,8 @@ def append_and_ship(
     local: str | os.PathLike[str] | None = None,
 ) -> None:
     """Append ``records`` as a short-lived writer: in a local store's journal folder as before;
-    for a remote store, in the spool, then the segment is shipped at once (left in the spool for
-    the next writer to adopt if the store cannot be reached)."""
+    for a remote store, in the spool, then the segment is shipped at once (left in the spool if
+    the store cannot be reached, for the next writer on that spool, once this process is gone)."""
     folder = Path(local) if local is not None else layout.journal_dir(store.url, journal)
     if store.is_local:
         audit_log = AuditLog(folder, kind)
@@ -223,6 +223,7 @@ def append_and_ship(
     shipper = Shipper(store, journal, folder)
     shipper.log(kind).append(records)
     shipper.flush()
+    shipper.adopt()  # and what an earlier writer that is gone could not ship
 
 
 class Journal:

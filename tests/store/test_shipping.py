@@ -193,3 +193,38 @@ def test_a_local_store_keeps_its_journal_in_place(tmp_path: Path) -> None:
     assert _ids(open_journal(store)) == Counter({"here-0": 1, "here-1": 1})
     assert not (tmp_path / "store" / layout.JOURNAL).exists()
     assert json.loads(log.path.read_text().splitlines()[0])["id"] == "here-0"
+
+
+def test_a_segment_that_cannot_be_shipped_stays_and_goes_on_the_next_tick(
+    s3: object, tmp_path: Path
+) -> None:
+    name = f"later-{os.getpid()}"
+    store = ArtifactStore(
+        f"s3://{name}",
+        {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"},  # type: ignore[attr-defined]
+    )
+    shipper = Shipper(store, "audit", tmp_path / "spool")
+    shipper.log("predictions").append(_records("kept", 3))
+    assert shipper.flush() == 0  # no bucket yet: the segment stays in the spool
+    assert len(journal.files(tmp_path / "spool", "predictions")) == 1
+    s3.bucket(name)  # type: ignore[attr-defined]
+    assert shipper.flush() == 1
+    assert _ids(Journal(None, store, "audit")) == Counter({f"kept-{i}": 1 for i in range(3)})
+
+
+def test_one_shot_writers_ship_as_they_write(store: ArtifactStore, tmp_path: Path) -> None:
+    """``watch`` events, fired alerts and batch records: appended, closed and shipped at once
+    (a local store keeps them in place, as before)."""
+    from pipeflow.store.shipping import append_and_ship
+
+    spool = tmp_path / "spool"
+    append_and_ship(store, "watch", "events", _records("w", 2), local=spool / "watch")
+    append_and_ship(store, "watch", "events", _records("x", 1), local=spool / "watch")
+    seen = open_journal(store, "watch", tmp_path / "elsewhere")
+    if store.is_local:
+        seen = open_journal(store, "watch")
+        assert _ids(seen, "events") == Counter()  # given another folder: written there
+        seen = open_journal(store, "watch", spool / "watch")
+    else:
+        assert not any(spool.rglob("*.jsonl"))
+    assert _ids(seen, "events") == Counter({"w-0": 1, "w-1": 1, "x-0": 1})
