@@ -144,8 +144,9 @@ class Workspace:
         return Registry(self.store)
 
     @property
-    def audit_dir(self) -> Path | None:
-        """The serving journal: the one given, else ``<store>/audit`` of a local store."""
+    def audit_dir(self) -> Path:
+        """The serving journal's local folder: the one given, else ``<store>/audit`` of a local
+        store, or this machine's spool of a remote one (shipped: :mod:`pipeflow.store.shipping`)."""
         return self._audit_dir or layout.audit_dir(self.url)
 
     @property

@@ -88,8 +88,12 @@ def test_metadata_that_is_not_there_is_a_usage_error_not_an_empty_history(
     assert ws.open_db() is None
     with pytest.raises(UsageError, match="no pipeflow metadata at .*pipeflow.db"):
         ws.metadata()
+    monkeypatch.setenv("PIPEFLOW_SPOOL", str(tmp_path / "spool"))
     remote = open_workspace(store="memory://ws-remote")
-    assert remote.db_path is None and remote.audit_dir is None
+    assert remote.db_path is None
+    # a remote store's journal is appended in this machine's spool, one folder per store URL
+    assert remote.audit_dir == layout.spool_dir("memory://ws-remote") / "audit"
+    assert remote.audit_dir.parent.parent == tmp_path / "spool"
     with pytest.raises(UsageError, match="remote store has no default"):
         remote.metadata()
 
@@ -105,7 +109,10 @@ def test_the_store_layout_is_what_earlier_releases_wrote(project: Path) -> None:
     assert layout.audit_dir(str(root)) == root / "audit"
     assert layout.monitoring_dir(str(root)) == root / "monitoring"
     assert layout.watch_dir(root / "audit") == root / "watch"
-    assert layout.audit_dir("s3://bucket/team") is None
+    # a remote store's journals: appended in a local spool, shipped to <store>/journal/
+    assert layout.audit_dir("s3://bucket/team").name == "audit"
+    assert layout.audit_dir("s3://bucket/team") != layout.audit_dir("s3://bucket/other")
+    assert layout.shipped_dir("audit", "predictions") == "journal/audit/predictions"
 
 
 def test_cache_keys_are_those_earlier_releases_wrote() -> None:

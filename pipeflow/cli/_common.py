@@ -78,7 +78,8 @@ def add_audit_dir(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--audit-dir",
         metavar="DIR",
-        help="the serving audit log (default: <store>/audit for a local store)",
+        help="the serving audit log (default: <store>/audit for a local store; for a remote "
+        "one, this machine's spool, $PIPEFLOW_SPOOL, shipped to <store>/journal/audit)",
     )
 
 

@@ -333,17 +333,18 @@ def _find_prediction(args: argparse.Namespace, registry: Any) -> dict[str, Any] 
 
     from pipeflow.errors import RegistryError
     from pipeflow.store import journal as audit
+    from pipeflow.store.shipping import open_journal
 
-    folder = args.audit_dir or audit.default_folder(registry.store.url)
-    if folder is None or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.ref):
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.ref):
         return None
+    folder = open_journal(registry.store, "audit", args.audit_dir)
     found = audit.find(folder, "predictions", args.ref)
     if found:
         return {**found[0], "feedback": audit.find(folder, "feedback", args.ref)}
     if args.ref in registry.models():
         return None
     raise RegistryError(
-        f"'{args.ref}' is neither a prediction id in the audit log at {folder} nor a model "
+        f"'{args.ref}' is neither a prediction id in the audit log at {audit.describe(folder)} nor a model "
         f"in the registry at {registry.store.url} (give NAME@VERSION for a model)"
     )
 

@@ -83,7 +83,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     from pipeflow.monitoring.alerts import parse_duration
     from pipeflow.monitoring.monitor import monitor, render_html
     from pipeflow.registry import parse_ref
-    from pipeflow.store.journal import default_folder
+    from pipeflow.store.shipping import open_journal
 
     try:
         window = parse_duration(args.window)
@@ -99,10 +99,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     registry, db = open_registry(args)
     if db is not None:
         db.close()
-    root = default_folder(registry.store.url)
-    if root is None:
-        raise UsageError("monitoring needs a local store (its history lives there)")
-    audit_dir = args.audit_dir or root
+    # the audit journal: <store>/audit (or --audit-dir) of a local store; of a remote one, what
+    # every replica shipped to <store>/journal/audit and this machine's unshipped spool
+    audit_dir = open_journal(registry.store, "audit", args.audit_dir)
     name, which = parse_ref(args.ref)
     now = time.time()
     reports = []
@@ -113,7 +112,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 name,
                 which or "production",
                 audit_dir=audit_dir,
-                store_root=root.parent,
+                store_root=registry.store,
                 window_s=window,
                 end=now - k * window,
                 all_versions=args.all_versions,

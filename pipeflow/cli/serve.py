@@ -47,6 +47,14 @@ def add_parsers(sub: Any) -> None:
     add_audit_dir(c)
     c.add_argument("--audit-sync", action="store_true", help="fsync the audit log on every batch")
     c.add_argument(
+        "--ship-interval",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="a remote store: seconds between shipping the audit log's segments to "
+        "<store>/journal/audit (default 10; also at shutdown)",
+    )
+    c.add_argument(
         "--reload-interval", type=float, default=2.0, help="seconds between alias checks"
     )
     c.add_argument(
@@ -112,6 +120,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ("--max-body-mb", args.max_body_mb, 0.001, 1e6, "a size above 0 megabytes"),
         ("--reload-interval", args.reload_interval, 0.1, 86400, "0.1 seconds or more"),
         ("--min-requests", args.min_requests, 1, 1e12, "1 or more requests"),
+        ("--ship-interval", args.ship_interval, 0.1, 86400, "0.1 seconds or more"),
         ("--max-error-rate", args.max_error_rate, 0, 1, "a share between 0 and 1"),
         ("--min-accuracy", args.min_accuracy, 0, 1, "a share between 0 and 1"),
         ("--max-p95-ms", args.max_p95_ms, 0.001, 1e9, "milliseconds above 0"),
@@ -134,6 +143,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         min_requests=args.min_requests,
         audit_dir=os.path.abspath(args.audit_dir) if args.audit_dir else None,
         audit_sync=args.audit_sync,
+        ship_interval_s=args.ship_interval,
         tokens=read_tokens(args.tokens),
         reload_interval_s=args.reload_interval,
         reject_unusual=args.reject_unusual,
@@ -153,7 +163,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(
         f"serving {server.primary.label} ({name}@{config.which}) on http://{args.host}:{args.port}"
         + (f", canary {server.canary.label} at {config.canary_weight:.0%}" if server.canary else "")
-        + f"; audit log in {server.audit_dir}",
+        + f"; audit log in {server.audit_dir}"
+        + (
+            f", shipped to {server.shipper.describe()} every {config.ship_interval_s:g}s"
+            if server.shipper is not None
+            else ""
+        ),
         flush=True,
     )
     if args.workers > 1:

@@ -28,13 +28,10 @@ in the report but not sent.
 from __future__ import annotations
 
 import fnmatch
-import json
 import logging
-import os
 import re
 import secrets
 import time
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -158,17 +155,15 @@ def evaluate(
     report: dict[str, Any],
     rules: list[Rule],
     sinks: list[Sink],
-    store_root: str | os.PathLike[str],
+    store_root: Any,  # a local store folder, or an open ArtifactStore (monitoring.history)
     *,
     now: float | None = None,
 ) -> list[dict[str, Any]]:
     """Fire the rules breached by ``report``; returns every breach (sent ones and suppressed)."""
-    from pipeflow.monitoring.history import alert_log
-    from pipeflow.store.layout import monitoring_dir
+    from pipeflow.monitoring.history import read_state, record_alerts, write_state
 
     now = time.time() if now is None else now
-    state_path = monitoring_dir(store_root) / "alerts" / "state.json"
-    state = _read_state(state_path)
+    state = read_state(store_root)
     fired: list[dict[str, Any]] = []
     window = (report.get("window") or {}).get("seconds")
     for rule in rules:
@@ -214,8 +209,8 @@ def evaluate(
                 _send(sink, alert)
     sent = [a for a in fired if not a["suppressed"]]
     if sent:
-        alert_log(store_root).append(sent)
-        _write_state(state_path, state)
+        record_alerts(store_root, sent)
+        write_state(store_root, state)
     return fired
 
 
@@ -223,17 +218,3 @@ def _send(sink: Sink, alert: dict[str, Any]) -> None:
     from pipeflow.monitoring.sinks import open_sink
 
     open_sink(sink).send(alert)
-
-
-def _read_state(path: Path) -> dict[str, float]:
-    try:
-        return {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
-
-
-def _write_state(path: Path, state: dict[str, float]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".state-{secrets.token_hex(3)}.tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)

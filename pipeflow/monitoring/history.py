@@ -1,6 +1,8 @@
 """Where monitoring results and alerts are kept, and how they are read back (dashboard, triggers).
 
-Layout under a local store root (``<store>/monitoring/``)::
+Every function takes the store as ``store_root``: a local store's folder (a path), or an open
+:class:`~pipeflow.store.artifacts.ArtifactStore` (local or remote). Layout under the root
+(``<store>/monitoring/``)::
 
     monitoring/<model>/reports/<end-time>-<token>.json   one drift report per monitored window
     monitoring/alerts/<host>-<pid>-<token>.jsonl         fired alerts (append-only, see audit.py)
@@ -20,6 +22,12 @@ A report (written by :func:`pipeflow.monitoring.monitor.monitor`) is a JSON obje
      "errors": {"model_errors": 3, "error_rate": 0.0003},
      "alerts": [ ...alerts fired by this report... ]}
 
+On a remote store, reports and the alert state are whole files written to the store itself (a PUT
+is atomic); the alert journal is appended in this machine's spool and shipped at once to
+``<store>/journal/monitoring/alerts/`` (:mod:`pipeflow.store.shipping`), and read back as the
+union of every machine's alerts. The alert state is read, changed and written back: two passes
+racing on it may each send an alert once (the cooldown is advisory, not a lock).
+
 An alert record: ``{"id", "time", "key", "rule", "metric", "value", "op", "threshold",
 "severity", "model", "version", "message", "sinks": ["log", "file", "webhook"]}``.
 """
@@ -33,67 +41,165 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeflow.errors import StoreError
+from pipeflow.store import layout
 from pipeflow.store.journal import AuditLog, read
 from pipeflow.store.layout import monitoring_dir
+from pipeflow.store.shipping import append_and_ship, open_journal
+
+Root = Any  # str | os.PathLike[str] | ArtifactStore
 
 
-def save_report(store_root: str | os.PathLike[str], report: dict[str, Any]) -> Path:
-    """Write a report atomically (temp file + rename); returns its path."""
-    folder = monitoring_dir(store_root) / report["model"] / "reports"
-    folder.mkdir(parents=True, exist_ok=True)
+def _remote(store_root: Root) -> Any:
+    """The store, when ``store_root`` is an open remote store; else None."""
+    is_store = hasattr(store_root, "fs") and hasattr(store_root, "is_local")
+    return store_root if is_store and not store_root.is_local else None
+
+
+def _local(store_root: Root) -> Path:
+    return Path(store_root.root) if hasattr(store_root, "fs") else Path(store_root)
+
+
+def _remote_call(store: Any, what: str, path: str, fn: Any, *args: Any) -> Any:
+    try:
+        return fn(path, *args)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # fsspec backends raise their own types
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise StoreError(f"cannot {what} {path}: {reason}") from None
+
+
+def _remote_names(store: Any, rel: str) -> list[str]:
+    path = store.path(rel)
+    try:
+        store.fs.invalidate_cache(path)
+        found = _remote_call(store, "list", path, store.fs.ls, False)
+    except FileNotFoundError:
+        return []
+    return sorted(str(p).rstrip("/").rsplit("/", 1)[-1] for p in found)
+
+
+def save_report(store_root: Root, report: dict[str, Any]) -> Path | str:
+    """Write a report atomically (temp file + rename; one PUT remote); returns its path."""
     end = report.get("window", {}).get("end") or time.time()
-    path = folder / f"{end:017.6f}-{secrets.token_hex(3)}.json"
+    name = f"{end:017.6f}-{secrets.token_hex(3)}.json"
+    data = json.dumps(report, default=str, allow_nan=False)
+    store = _remote(store_root)
+    if store is not None:
+        path = store.path(f"{layout.MONITORING}/{report['model']}/reports/{name}")
+        _remote_call(store, "write", path, store.fs.pipe_file, data.encode())
+        return path
+    folder = _local(store_root) / layout.MONITORING / report["model"] / "reports"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, default=str, allow_nan=False))
+    tmp.write_text(data)
     os.replace(tmp, path)
     return path
 
 
 def load_reports(
-    store_root: str | os.PathLike[str],
+    store_root: Root,
     model: str,
     *,
     since: float | None = None,
     limit: int | None = None,
 ) -> list[dict[str, Any]]:
     """Reports of ``model``, oldest first (by window end)."""
-    folder = monitoring_dir(store_root) / model / "reports"
-    if not folder.is_dir():
-        return []
-    paths = sorted(folder.glob("*.json"))
-    out = []
-    for path in paths:
+    store = _remote(store_root)
+    rel = f"{layout.MONITORING}/{model}/reports"
+    if store is not None:
+        names = [n for n in _remote_names(store, rel) if n.endswith(".json")]
+    else:
+        folder = _local(store_root) / rel
+        names = sorted(p.name for p in folder.glob("*.json")) if folder.is_dir() else []
+    kept = []
+    for name in names:
         try:
-            end = float(path.name.split("-", 1)[0])
+            end = float(name.split("-", 1)[0])
         except ValueError:
             continue
-        if since is not None and end < since:
-            continue
+        if since is None or end >= since:
+            kept.append(name)
+    out = []
+    for name in kept[-limit:] if limit else kept:  # only the reports returned are read
         try:
-            out.append(json.loads(path.read_text()))
-        except (OSError, ValueError):
+            if store is not None:
+                path = store.path(f"{rel}/{name}")
+                raw = _remote_call(store, "read", path, store.fs.cat_file)
+            else:
+                raw = (_local(store_root) / rel / name).read_bytes()
+            out.append(json.loads(raw))
+        except (FileNotFoundError, ValueError):
             continue  # a report being replaced; the next read sees it
-    return out[-limit:] if limit else out
+    return out
 
 
-def monitored_models(store_root: str | os.PathLike[str]) -> list[str]:
-    root = monitoring_dir(store_root)
+def monitored_models(store_root: Root) -> list[str]:
+    store = _remote(store_root)
+    if store is not None:
+        names = _remote_names(store, layout.MONITORING)
+        return [n for n in names if _remote_names(store, f"{layout.MONITORING}/{n}/reports")]
+    root = _local(store_root) / layout.MONITORING
     if not root.is_dir():
         return []
     return sorted(p.name for p in root.iterdir() if (p / "reports").is_dir())
 
 
 def alert_log(store_root: str | os.PathLike[str]) -> AuditLog:
+    """The alert journal of a local store, for appending."""
     return AuditLog(monitoring_dir(store_root), "alerts")
 
 
-def load_alerts(
-    store_root: str | os.PathLike[str], *, model: str | None = None
-) -> list[dict[str, Any]]:
-    """Fired alerts, oldest first."""
-    alerts = [
-        a
-        for a in read(monitoring_dir(store_root), "alerts")
-        if model is None or a.get("model") == model
-    ]
+def record_alerts(store_root: Root, alerts: list[dict[str, Any]]) -> None:
+    """Append fired alerts to the journal (shipped at once from a remote store's spool)."""
+    store = _remote(store_root)
+    if store is None:
+        audit_log = alert_log(_local(store_root))
+        try:
+            audit_log.append(alerts)
+        finally:
+            audit_log.close()
+    else:
+        append_and_ship(store, layout.MONITORING, "alerts", alerts)
+
+
+def load_alerts(store_root: Root, *, model: str | None = None) -> list[dict[str, Any]]:
+    """Fired alerts, oldest first (of every machine, on a remote store)."""
+    store = _remote(store_root)
+    where = (
+        open_journal(store, layout.MONITORING)
+        if store is not None
+        else monitoring_dir(_local(store_root))
+    )
+    alerts = [a for a in read(where, "alerts") if model is None or a.get("model") == model]
     return sorted(alerts, key=lambda a: a.get("time", 0))
+
+
+def read_state(store_root: Root) -> dict[str, float]:
+    """The last firing time of each alert key (``monitoring/alerts/state.json``)."""
+    store = _remote(store_root)
+    try:
+        if store is not None:
+            path = store.path(f"{layout.MONITORING}/alerts/state.json")
+            raw = _remote_call(store, "read", path, store.fs.cat_file)
+        else:
+            raw = (monitoring_dir(_local(store_root)) / "alerts" / "state.json").read_bytes()
+        return {str(k): float(v) for k, v in json.loads(raw).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def write_state(store_root: Root, state: dict[str, float]) -> None:
+    data = json.dumps(state)
+    store = _remote(store_root)
+    if store is not None:
+        path = store.path(f"{layout.MONITORING}/alerts/state.json")
+        _remote_call(store, "write", path, store.fs.pipe_file, data.encode())
+        return
+    path = monitoring_dir(_local(store_root)) / "alerts" / "state.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".state-{secrets.token_hex(3)}.tmp")
+    tmp.write_text(data)
+    os.replace(tmp, path)

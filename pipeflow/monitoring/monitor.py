@@ -1,6 +1,8 @@
 """One monitoring pass: a window of audited predictions against the model version's reference.
 
-Reads the window from the serving audit log with pyarrow's JSON reader (multi-threaded C++, so a
+Reads the window from the serving audit log (a local folder, or the union of every replica's
+shipped segments and this machine's spool: :class:`pipeflow.store.shipping.Journal`) with
+pyarrow's JSON reader (multi-threaded C++, so a
 million audited predictions load in about a second rather than the many seconds of ``json.loads``
 per line), keeps the rows of the model (and, unless ``all_versions``, of the version the alias
 holds now), then measures feature drift (:mod:`pipeflow.monitoring.drift`), prediction drift, live
@@ -11,7 +13,6 @@ store's monitoring history, and alert rules are evaluated on it.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 from pipeflow.errors import UsageError
@@ -43,7 +44,7 @@ def audit_schema(record: dict[str, Any]) -> Any:
 
 
 def load_window(
-    audit_dir: str | Path,
+    audit_dir: Any,
     model: str,
     start: float,
     end: float,
@@ -65,16 +66,18 @@ def load_window(
         else None
     )
     tables = []
-    for path in audit.files(audit_dir, "predictions"):
+    for segment in audit.segments(audit_dir, "predictions"):
         try:
             try:
-                table = pj.read_json(path, parse_options=options)
+                table = _read_json(segment, options)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 if options is None:
                     raise
-                table = pj.read_json(path)  # records of another model or signature in the file
+                table = _read_json(segment, None)  # records of another model or signature
+        except FileNotFoundError:
+            continue  # a spool file removed unshipped (it held nothing whole)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            rows = list(_whole_lines(path))  # a torn tail or types pyarrow cannot unify
+            rows = list(audit.parse(segment.lines()))  # a torn tail or types pyarrow cannot unify
             if not rows:
                 continue
             table = pa.Table.from_pylist(rows)
@@ -122,16 +125,19 @@ def load_window(
     return frame, meta
 
 
-def _whole_lines(path: Path) -> Any:
-    import json
+def _read_json(segment: Any, options: Any) -> Any:
+    """A segment as an Arrow table: a local file by its path (read natively), a shipped one from
+    its bytes (also a spool file shipped and removed since it was listed)."""
+    import pyarrow as pa
+    import pyarrow.json as pj
 
-    with open(path, "rb") as fh:
-        for line in fh:
-            if line.endswith(b"\n"):
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
+    if segment.path is not None:
+        try:
+            return pj.read_json(str(segment.path), parse_options=options)
+        except FileNotFoundError:
+            if segment.fetch is None:
+                raise
+    return pj.read_json(pa.BufferReader(segment.read_bytes()), parse_options=options)
 
 
 def monitor(
@@ -139,8 +145,8 @@ def monitor(
     name: str,
     which: str | int | None,
     *,
-    audit_dir: str | Path,
-    store_root: str | Path,
+    audit_dir: Any,  # a local folder or a pipeflow.store.shipping.Journal
+    store_root: Any,  # a local store folder or an open ArtifactStore (monitoring.history)
     window_s: float,
     end: float | None = None,
     all_versions: bool = False,
@@ -208,7 +214,7 @@ def monitor(
     return report
 
 
-def _accuracy(audit_dir: str | Path, meta: Any) -> dict[str, Any]:
+def _accuracy(audit_dir: Any, meta: Any) -> dict[str, Any]:
     from pipeflow.store import journal as audit
 
     if not len(meta):
@@ -229,7 +235,7 @@ def _accuracy(audit_dir: str | Path, meta: Any) -> dict[str, Any]:
 
 
 def _errors(
-    audit_dir: str | Path, model: str, start: float, end: float, answered: int, version: int | None
+    audit_dir: Any, model: str, start: float, end: float, answered: int, version: int | None
 ) -> dict[str, Any]:
     """Requests the model failed on (the server's ``model_error`` events) in the window."""
     from pipeflow.store import journal as audit

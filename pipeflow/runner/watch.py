@@ -13,7 +13,8 @@ The spec's ``triggers:`` block (DESIGN.md) declares three causes, checked on eve
 A firing starts a run of the whole pipeline but the ``on_drift`` monitor stage (so a new model goes through the same gates, and a
 ``promote`` stage moves the alias only if they pass; a server following the alias picks it up).
 Every firing is recorded with its cause and the run it started, in ``<store>/watch/events/``
-(append-only JSON lines, like the audit log).
+(append-only JSON lines, like the audit log; on a remote store, shipped from this machine's spool
+to ``<store>/journal/watch/events/`` as each is written, :mod:`pipeflow.store.shipping`).
 """
 
 from __future__ import annotations
@@ -112,12 +113,14 @@ class Watcher:
         loaded = load(self.spec_path, self.overrides)
         return loaded, compile_pipeline(loaded)
 
-    def _events(self, store_url: str) -> Any:
-        from pipeflow.store import layout
-        from pipeflow.store.journal import AuditLog
+    def _events(self, store: Any) -> Any:
+        """A function appending watch events: to ``<store>/watch`` of a local store; for a
+        remote one, to this machine's spool, each shipped at once (pipeflow.store.shipping)."""
+        from functools import partial
 
-        folder = layout.audit_dir(store_url)
-        return None if folder is None else AuditLog(layout.watch_dir(folder), "events")
+        from pipeflow.store.shipping import append_and_ship
+
+        return partial(append_and_ship, store, "watch", "events")
 
     def check(self, now: float | None = None) -> list[dict[str, Any]]:
         """The causes that fire now (without running anything but ``on_drift``'s monitor)."""
@@ -219,7 +222,7 @@ class Watcher:
 
         loaded, pipeline = self._load()
         store = open_workspace(loaded).store  # the store only: no database is opened
-        events = self._events(store.url)
+        events = self._events(store)
         firing = {
             "id": secrets.token_hex(6),
             "time": time.time(),
@@ -229,8 +232,7 @@ class Watcher:
             "overrides": self.overrides,
             "causes": causes,
         }
-        if events is not None:
-            events.append([firing])
+        events([firing])
         log.info("%s: %s -> starting a run", pipeline.name, "; ".join(c["detail"] for c in causes))
         # the monitor stage judged the old model: the retraining run leaves it out
         others = [s for s in pipeline.stages if s != loaded.spec.triggers.on_drift]
@@ -246,8 +248,7 @@ class Watcher:
             log.warning(
                 "%s: not started, %s; the triggers are checked again next tick", pipeline.name, err
             )
-            if events is not None:
-                events.append([{**firing, "event": "run_skipped", "reason": str(err)}])
+            events([{**firing, "event": "run_skipped", "reason": str(err)}])
             return None
         finished = {
             "id": firing["id"],
@@ -257,8 +258,7 @@ class Watcher:
             "run_id": report.run_id,
             "state": str(report.state),
         }
-        if events is not None:
-            events.append([finished])
+        events([finished])
         if on_run is not None:
             on_run(report)
         return {**firing, "run_id": report.run_id, "state": str(report.state)}

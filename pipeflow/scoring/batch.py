@@ -162,14 +162,10 @@ def predict_file(
     finally:
         stop.set()  # a failed job does not wait for the hash of a large input
         pool.shutdown(wait=False)
-    if audit_folder is not None:
-        from pipeflow.store.journal import AuditLog
+    if audit_folder is not None:  # a remote store's spool ships the segment at once
+        from pipeflow.store.shipping import append_and_ship
 
-        log = AuditLog(audit_folder, "batches")
-        try:
-            log.append([summary])
-        finally:
-            log.close()
+        append_and_ship(registry.store, "audit", "batches", [summary], local=audit_folder)
     return summary
 
 

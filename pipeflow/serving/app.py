@@ -16,7 +16,8 @@ why:
 - :mod:`~pipeflow.serving.metrics`: the Prometheus metrics.
 
 Here: the app (its OpenAPI title and version name the served model), the lifespan (the alias
-watch runs while the app does; the audit log is closed after it), the handler that answers
+watch, and on a remote store the audit shipper, run while the app does; at shutdown the shipper
+ships what is left and the audit logs are closed), the handler that answers
 FastAPI's own 404 and 405 in the server's error shape, and :func:`app_from_env`, the factory
 ``pipeflow serve --workers N`` hands uvicorn as ``"pipeflow.serving.app:app_from_env"``.
 """
@@ -24,6 +25,7 @@ FastAPI's own 404 and 405 in the server's error shape, and :func:`app_from_env`,
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -43,11 +45,19 @@ from pipeflow.serving.state import Server
 async def lifespan(app: Any) -> AsyncIterator[None]:
     server: Server = app.state.server
     watcher = asyncio.get_running_loop().create_task(server.watch_alias())
+    if server.shipper is not None:
+        server.shipper.start()
     try:
         yield
     finally:
         watcher.cancel()
-        server.audit.close()
+        if server.shipper is not None:  # SIGTERM: ship what is closed and what is open
+            shipped = await asyncio.to_thread(server.shipper.stop)
+            logging.getLogger("pipeflow.serve").info(
+                "shipped %d audit segment(s) to %s", shipped, server.shipper.describe()
+            )
+        for audit_log in (server.audit, server.feedback_log, server.events):
+            audit_log.close()
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

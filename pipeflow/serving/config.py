@@ -28,6 +28,7 @@ class ServeConfig:
     min_requests: int = 20
     audit_dir: str | None = None
     audit_sync: bool = False
+    ship_interval_s: float = 10.0  # a remote store: seconds between shipping audit segments
     tokens: dict[str, list[str]] | None = None  # token -> scopes
     reload_interval_s: float = 2.0
     reject_unusual: bool = False

@@ -5,7 +5,10 @@ canary's rollout (:mod:`pipeflow.serving.rollout`), the metrics, the prediction 
 predictions (for live accuracy from feedback) and the three audit logs: ``predictions`` (written
 by the batchers), ``feedback`` and ``events`` (canary withdrawn, reloaded, model errors). The
 audit folder is repaired and checked writable at start: a server that cannot audit does not
-start.
+start. On a remote store the folder is a local spool (``--audit-dir``, else
+``$PIPEFLOW_SPOOL``), and :attr:`Server.shipper` ships its closed segments to
+``<store>/journal/audit/`` every ``ship_interval_s`` and at shutdown, having first shipped what a
+crashed predecessor left there (:mod:`pipeflow.store.shipping`).
 
 Authentication: optional bearer tokens with scopes (``predict``, ``feedback``, ``metrics``;
 ``*`` = all). Only their SHA-256 digests are kept, and a presented token's digest is compared
@@ -38,6 +41,7 @@ from pipeflow.serving.handle import Handle
 from pipeflow.serving.metrics import Metrics
 from pipeflow.serving.rollout import Rollout
 from pipeflow.store.journal import AuditLog
+from pipeflow.store.shipping import Shipper
 
 log = logging.getLogger("pipeflow.serve")
 
@@ -83,13 +87,8 @@ class Server:
         self.config = config
         self.store = ArtifactStore(config.store_url, config.storage_options)
         self.registry = Registry(self.store)
+        # a local store's journal is <store>/audit; a remote store's is a local spool, shipped
         folder = config.audit_dir or default_folder(config.store_url)
-        if folder is None:
-            from pipeflow.errors import UsageError
-
-            raise UsageError(
-                f"the store {config.store_url} is not local: pass --audit-dir DIR for the audit log"
-            )
         self.audit_dir = str(folder)
         try:
             repair(self.audit_dir)
@@ -105,9 +104,21 @@ class Server:
                 f"cannot write the audit log at {err.filename or self.audit_dir}: {err.strerror or err} "
                 "(pass --audit-dir DIR to put it somewhere writable)"
             ) from None
-        self.audit = AuditLog(self.audit_dir, "predictions", sync=config.audit_sync)
-        self.feedback_log = AuditLog(self.audit_dir, "feedback", sync=config.audit_sync)
-        self.events = AuditLog(self.audit_dir, "events", sync=True)
+        self.shipper: Shipper | None = None
+        if self.store.is_local:
+            self.audit = AuditLog(self.audit_dir, "predictions", sync=config.audit_sync)
+            self.feedback_log = AuditLog(self.audit_dir, "feedback", sync=config.audit_sync)
+            self.events = AuditLog(self.audit_dir, "events", sync=True)
+        else:
+            self.shipper = Shipper(
+                self.store, "audit", self.audit_dir, interval_s=config.ship_interval_s
+            )
+            self.audit = self.shipper.log("predictions", sync=config.audit_sync)
+            self.feedback_log = self.shipper.log("feedback", sync=config.audit_sync)
+            self.events = self.shipper.log("events", sync=True)
+            adopted = self.shipper.adopt()  # what a crashed predecessor left in this spool
+            if adopted:
+                log.info("shipped %d segment(s) left in %s", adopted, self.audit_dir)
         # a letter first: an id such as "1305603e-1" would read back from CSV as a number
         self._prefix = "p" + secrets.token_hex(4)
         self._counter = 0

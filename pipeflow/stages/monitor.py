@@ -59,22 +59,22 @@ class MonitorStage(Action[MonitorConfig]):
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from pipeflow.monitoring.monitor import monitor, render_html
         from pipeflow.registry import Registry, parse_ref
-        from pipeflow.store.journal import default_folder
+        from pipeflow.store.shipping import open_journal
 
         config = self.config
         if ctx.store is None:
             raise ValueError("the monitor stage needs the run's artifact store")
-        root = default_folder(str(ctx.store.url))
-        if root is None:
-            raise ValueError("the monitor stage needs a local store for its history")
-        audit_dir = ctx.base_dir / config.audit_dir if config.audit_dir else root
+        # every replica's records: a local store's audit folder, or what was shipped to a
+        # remote one and this machine's spool (pipeflow.store.shipping)
+        given = ctx.base_dir / config.audit_dir if config.audit_dir else None
+        audit_dir = open_journal(ctx.store, "audit", given)
         name, which = parse_ref(config.model)
         report = monitor(
             Registry(ctx.store),
             name,
             which or "production",
             audit_dir=audit_dir,
-            store_root=root.parent,
+            store_root=ctx.store,
             window_s=parse_duration(config.window),
             all_versions=config.all_versions,
             rules=config.alerts,

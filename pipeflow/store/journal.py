@@ -3,7 +3,11 @@
 Policy, and why:
 
 - **One file per writer process** (``<folder>/<kind>/<host>-<pid>-<token>.jsonl``): several server
-  workers never interleave bytes in one file, and no lock is needed.
+  workers never interleave bytes in one file, and no lock is needed. A writer whose journal is
+  shipped (a remote store, :mod:`pipeflow.store.shipping`) closes its file now and then
+  (:meth:`AuditLog.rotate`: on a timer, or at ``segment_bytes``) and goes on in a new one; each
+  file is then a *segment*, and a closed one is never written again. ``<token>`` is 16 random hex
+  digits per segment, so names never collide across machines, processes or restarts.
 - **A batch of records is one ``write()`` on an ``O_APPEND`` descriptor**, done *before* the client
   gets its answer. SIGKILL cannot split a ``write()`` to a local file (the signal is acted on when
   the system call returns), so every acknowledged prediction is in the file, whole. ``sync=True``
@@ -13,18 +17,24 @@ Policy, and why:
   writing, so a torn tail can only be at the end of a dead writer's file.
 - Records are plain JSON objects; each has ``id`` and ``time``. Kinds: ``predictions``,
   ``feedback``, ``batches`` (one record per batch-inference job), ``events`` (canary and reload).
+- **Readers see segments** (:class:`Segment`, :func:`segments`): of a local folder here, or of a
+  :class:`pipeflow.store.shipping.Journal` (a spool and the store's shipped copy, as one union).
+  :func:`read`, :func:`find` and :func:`files` take either.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import secrets
 import socket
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 
 def _dumps_std(value: Any) -> bytes:
@@ -63,14 +73,24 @@ class AuditLog:
     """Appends records of one kind to this process's own file under ``folder``."""
 
     def __init__(
-        self, folder: str | os.PathLike[str], kind: str = "predictions", *, sync: bool = False
+        self,
+        folder: str | os.PathLike[str],
+        kind: str = "predictions",
+        *,
+        sync: bool = False,
+        segment_bytes: int | None = None,
     ):
         if kind not in KINDS:
             raise ValueError(f"unknown audit kind {kind!r}; known: {', '.join(KINDS)}")
         self.folder = Path(folder) / kind
+        self.kind = kind
         self.sync = sync
+        #: close the segment once it holds this many bytes (None: one file for the process)
+        self.segment_bytes = segment_bytes
         self._fd: int | None = None
         self._pid = 0
+        self._written = 0
+        self._closed: list[Path] = []
         self._lock = threading.Lock()
 
     @property
@@ -81,10 +101,9 @@ class AuditLog:
         pid = os.getpid()
         if self._fd is None or self._pid != pid:  # a forked worker gets its own file
             self.folder.mkdir(parents=True, exist_ok=True)
-            name = f"{socket.gethostname()}-{pid}-{secrets.token_hex(3)}.jsonl"
-            self._path = self.folder / name
+            self._path = self.folder / segment_name()
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            self._pid = pid
+            self._pid, self._written = pid, 0
         return self._fd
 
     def append(self, records: Iterable[dict[str, Any]]) -> None:
@@ -99,46 +118,133 @@ class AuditLog:
                 view = view[written:]
             if self.sync:
                 os.fsync(fd)
+            self._written += len(data)
+            if self.segment_bytes is not None and self._written >= self.segment_bytes:
+                self._close_segment()
+
+    def _close_segment(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+            if self._written:
+                self._closed.append(self._path)
+            else:  # nothing in it: no segment to ship
+                with contextlib.suppress(OSError):
+                    os.unlink(self._path)
+        self._fd = None
+
+    def rotate(self) -> list[Path]:
+        """Close the current segment (the next append starts a new one) and hand over every
+        segment closed since the last call, oldest first: each is whole and never written again."""
+        with self._lock:
+            self._close_segment()
+            closed, self._closed = self._closed, []
+            return closed
+
+    def mine(self) -> Path | None:
+        """The segment this process is appending to, if any (never shipped while open)."""
+        with self._lock:
+            return self._path if self._fd is not None and self._pid == os.getpid() else None
 
     def close(self) -> None:
         with self._lock:
-            if self._fd is not None and self._pid == os.getpid():
-                os.close(self._fd)
-            self._fd = None
+            self._close_segment()
+
+
+def segment_name() -> str:
+    """A new segment's file name: ``<host>-<pid>-<16 hex digits>.jsonl``, unique everywhere."""
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(8)}.jsonl"
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One journal file: a local one (``path``), a shipped one (``fetch`` reads it), or one in a
+    spool that may be shipped and removed while it is read (both: ``fetch`` is the fallback)."""
+
+    name: str
+    path: Path | None = None
+    fetch: Callable[[], bytes] | None = None
+
+    def read_bytes(self) -> bytes:
+        if self.path is not None:
+            try:
+                return self.path.read_bytes()
+            except FileNotFoundError:
+                if self.fetch is None:
+                    raise
+        assert self.fetch is not None
+        return self.fetch()
+
+    def open(self) -> BinaryIO:
+        """A binary file object: the local file itself where it is still there."""
+        if self.path is not None:
+            try:
+                return open(self.path, "rb")
+            except FileNotFoundError:
+                if self.fetch is None:
+                    raise
+        return io.BytesIO(self.read_bytes())
+
+    def lines(self) -> Iterator[bytes]:
+        """The whole lines (a torn tail, never acknowledged, is left out)."""
+        try:
+            with self.open() as fh:
+                for line in fh:
+                    if not line.endswith(b"\n"):
+                        break
+                    yield line
+        except FileNotFoundError:
+            return  # a local segment removed between listing and reading, with no other copy
+
+
+#: a local folder of a journal, or a :class:`pipeflow.store.shipping.Journal` (anything with
+#: ``segments(kind)`` and ``describe()``)
+Where = Any
 
 
 def files(folder: str | os.PathLike[str], kind: str) -> list[Path]:
+    """The local files of ``kind`` under ``folder``."""
     where = Path(folder) / kind
     return sorted(where.glob("*.jsonl")) if where.is_dir() else []
 
 
-def read(folder: str | os.PathLike[str], kind: str = "predictions") -> Iterator[dict[str, Any]]:
-    """Every whole record of ``kind``, file by file (unordered across files)."""
-    for path in files(folder, kind):
-        with open(path, "rb") as fh:
-            for line in fh:
-                if not line.endswith(b"\n"):
-                    break  # a torn tail: never acknowledged
-                try:
-                    yield json.loads(line)
-                except ValueError:
-                    continue
+def segments(where: Where, kind: str) -> list[Segment]:
+    """The segments of ``kind``: the files of a local folder, or a journal's union."""
+    if hasattr(where, "segments"):
+        return list(where.segments(kind))
+    return [Segment(p.name, p) for p in files(where, kind)]
 
 
-def find(folder: str | os.PathLike[str], kind: str, record_id: str) -> list[dict[str, Any]]:
+def describe(where: Where) -> str:
+    """Where a journal is, for messages."""
+    return where.describe() if hasattr(where, "describe") else str(where)
+
+
+def read(where: Where, kind: str = "predictions") -> Iterator[dict[str, Any]]:
+    """Every whole record of ``kind``, segment by segment (unordered across segments)."""
+    if hasattr(where, "read"):
+        yield from where.read(kind)
+        return
+    for segment in segments(where, kind):
+        yield from parse(segment.lines())
+
+
+def parse(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The JSON records of whole lines (one that does not parse is skipped)."""
+    for line in lines:
+        try:
+            yield json.loads(line)
+        except ValueError:
+            continue
+
+
+def find(where: Where, kind: str, record_id: str) -> list[dict[str, Any]]:
     """Records of ``kind`` with this ``id`` (a byte search first, so a large log is cheap)."""
     needle = json.dumps(record_id).encode()
     found = []
-    for path in files(folder, kind):
-        with open(path, "rb") as fh:
-            for line in fh:
-                if needle in line and line.endswith(b"\n"):
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        continue
-                    if record.get("id") == record_id:
-                        found.append(record)
+    for segment in segments(where, kind):
+        for record in parse(line for line in segment.lines() if needle in line):
+            if record.get("id") == record_id:
+                found.append(record)
     return found
 
 
@@ -174,8 +280,8 @@ def repair(folder: str | os.PathLike[str]) -> int:
     return trimmed
 
 
-def default_folder(store_url: str) -> Path | None:
-    """``<store>/audit`` for a local store; None for remote stores (give --audit-dir)."""
+def default_folder(store_url: str) -> Path:
+    """``<store>/audit`` for a local store; the local spool's ``audit`` for a remote one."""
     from pipeflow.store import layout
 
     return layout.audit_dir(store_url)

@@ -20,16 +20,24 @@ folder itself, so the layout can be read (and changed) in one place::
       monitoring/alerts*.jsonl      the alert journal                 monitoring.history
       monitoring/alerts/state.json  alert de-duplication state        monitoring.alerts
       watch/                        ``pipeflow watch`` events         runner.watch
-      pipeflow.db                   metadata (SQLite) of a local      store.metadata
+      journal/<journal>/<kind>/     journal segments shipped from     store.shipping
+        <host>-<pid>-<token>.jsonl  the writers' local spools (a
+                                    remote store only)
+      pipeflow.db                   metadata (SQLite) of a local      store.sqlite
                                     store opened without a spec
 
-The journals (audit, monitoring, watch) are append-only files on a local disk; for a remote
-store they have no default folder (the functions return None) and a folder is given explicitly
-(``--audit-dir``). This module is pure: names and path arithmetic, no I/O.
+The journals (``audit``, ``monitoring``, ``watch``) are append-only files on a local disk
+(:mod:`pipeflow.store.journal`). A local store keeps them in place, in the folders above. A
+remote store's writers append to a local **spool** instead, ``$PIPEFLOW_SPOOL/<digest>/<journal>``
+(default ``~/.cache/pipeflow/spool``; ``<digest>`` names the store URL, so two stores never share
+a spool and a restarted writer finds what its predecessor left), and ship closed segments to
+``journal/`` in the store (:mod:`pipeflow.store.shipping`). This module is pure: names and path
+arithmetic (and the environment variable that moves the spool), no I/O.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -43,6 +51,9 @@ LEASES = "leases"
 AUDIT = "audit"
 MONITORING = "monitoring"
 WATCH = "watch"
+JOURNAL = "journal"
+#: the journals: what their local folders are called, in a local store or a spool
+JOURNALS = (AUDIT, MONITORING, WATCH)
 METADATA_FILE = "pipeflow.db"
 #: the default store of a project: this folder beside the spec, or in the working directory
 DEFAULT_ROOT = ".pipeflow"
@@ -69,10 +80,31 @@ def lease_dir(name: str) -> str:
     return f"{LEASES}/{name}"
 
 
-def audit_dir(url: str | os.PathLike[str]) -> Path | None:
-    """``<store>/audit`` for a local store; None for a remote one (give --audit-dir)."""
+def spool_dir(url: str | os.PathLike[str]) -> Path:
+    """The local spool of a remote store on this machine: ``$PIPEFLOW_SPOOL/<digest>`` (default
+    ``~/.cache/pipeflow/spool``), where ``<digest>`` is 16 hex digits of the store URL's SHA-256."""
+    base = os.environ.get("PIPEFLOW_SPOOL") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pipeflow", "spool"
+    )
+    digest = hashlib.sha256(str(url).rstrip("/").encode()).hexdigest()[:16]
+    return Path(os.path.abspath(base)) / digest
+
+
+def journal_dir(url: str | os.PathLike[str], journal: str) -> Path:
+    """Where a writer on this machine appends ``journal`` (one of :data:`JOURNALS`): in a local
+    store, ``<store>/<journal>``; for a remote store, ``<spool>/<journal>``."""
     root = local_root(url)
-    return None if root is None else root / AUDIT
+    return (spool_dir(url) if root is None else root) / journal
+
+
+def shipped_dir(journal: str, kind: str) -> str:
+    """The shipped segments of one kind of a journal, relative to the root."""
+    return f"{JOURNAL}/{journal}/{kind}"
+
+
+def audit_dir(url: str | os.PathLike[str]) -> Path:
+    """``<store>/audit`` for a local store; the spool's ``audit`` for a remote one."""
+    return journal_dir(url, AUDIT)
 
 
 def watch_dir(audit: Path) -> Path:
@@ -81,8 +113,10 @@ def watch_dir(audit: Path) -> Path:
 
 
 def monitoring_dir(url: str | os.PathLike[str]) -> Path:
-    """``<store>/monitoring``: monitoring reports, the alert journal and alert state."""
-    return Path(str(url).removeprefix("file://")) / MONITORING
+    """``<store>/monitoring`` of a local store (reports, the alert journal and alert state); the
+    spool's ``monitoring`` of a remote one (the alert journal only: reports and alert state are
+    whole files written to the store itself, :mod:`pipeflow.monitoring.history`)."""
+    return journal_dir(url, MONITORING)
 
 
 def metadata_file(url: str | os.PathLike[str]) -> Path | None:

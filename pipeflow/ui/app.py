@@ -7,8 +7,10 @@ Every source is only read, never written:
   created here, so pointing the dashboard at a store with no run yet leaves the store untouched;
 - models, versions and alias history: the registry in the artifact store;
 - live traffic: the serving audit log (``<store>/audit`` or ``audit_dir``), predictions and events;
-- drift, accuracy and alerts: ``<store>/monitoring`` (:mod:`pipeflow.monitoring.history`), local
-  stores only.
+  on a remote store, the union of what every replica shipped to ``<store>/journal/audit`` and
+  this machine's spool (:mod:`pipeflow.store.shipping`), each shipped segment downloaded once;
+- drift, accuracy and alerts: ``<store>/monitoring`` (:mod:`pipeflow.monitoring.history`), on
+  any store.
 
 Why traffic is aggregated incrementally: see :mod:`pipeflow.ui.traffic`.
 
@@ -36,6 +38,7 @@ from pipeflow.monitoring import history as monitoring
 from pipeflow.registry import Registry
 from pipeflow.store import journal as audit
 from pipeflow.store.artifacts import ArtifactStore
+from pipeflow.store.shipping import open_journal
 from pipeflow.ui.traffic import TrafficIndex, finite_number
 
 try:  # orjson (a dependency of the server) parses the audit lines several times faster
@@ -210,9 +213,10 @@ class Sources:
         store = ArtifactStore(store) if isinstance(store, str) else store
         self.store_url = store.url
         self.registry = Registry(store)
-        self.local_root: Path | None = Path(store.root) if store.is_local else None
+        self.store = store
         self.db_path = str(db_path) if db_path else None  # a SQLite file or a PostgreSQL URL
-        self.audit_dir = Path(audit_dir) if audit_dir else audit.default_folder(store.url)
+        self.journal = open_journal(store, "audit", audit_dir, remember=True)
+        self.audit_dir = self.journal.describe()
         self._db: Any = None
         self._db_lock = threading.Lock()
         self._indexes: OrderedDict[int, TrafficIndex] = OrderedDict()
@@ -331,11 +335,9 @@ class Sources:
         return found
 
     # -- traffic ----------------------------------------------------------------------------
-    def _index(self, bucket_s: int) -> TrafficIndex | None:
-        if self.audit_dir is None:
-            return None
+    def _index(self, bucket_s: int) -> TrafficIndex:
         with self._indexes_lock:
-            index = self._indexes.pop(bucket_s, None) or TrafficIndex(self.audit_dir, bucket_s)
+            index = self._indexes.pop(bucket_s, None) or TrafficIndex(self.journal, bucket_s)
             self._indexes[bucket_s] = index
             while len(self._indexes) > MAX_TRAFFIC_INDEXES:
                 self._indexes.popitem(last=False)
@@ -345,20 +347,17 @@ class Sources:
         out: dict[str, Any] = {
             "model": model,
             "bucket_s": bucket_s,
-            "audit_dir": str(self.audit_dir) if self.audit_dir else None,
+            "audit_dir": self.audit_dir,
             "models": [],
             "series": [],
             "versions": [],
             "events": [],
         }
         index = self._index(bucket_s)
-        if index is None:
-            out["note"] = "the store is remote: start pipeflow ui with --audit-dir DIR"
-            return out
         out.update(index.query(model, buckets))
         events = [
             e
-            for e in audit.read(index.folder, "events")
+            for e in audit.read(self.journal, "events")
             if model is None or e.get("model") == model
         ]
         events.sort(key=lambda e: finite_number(e.get("time")) or 0.0)
@@ -367,11 +366,9 @@ class Sources:
 
     # -- monitoring -------------------------------------------------------------------------
     def drift(self, model: str | None, limit: int) -> dict[str, Any]:
-        if self.local_root is None:
-            return {"model": model, "models": [], "reports": [], "latest": None}
-        models = monitoring.monitored_models(self.local_root)
+        models = monitoring.monitored_models(self.store)
         model = model or (models[0] if models else None)
-        reports = monitoring.load_reports(self.local_root, model, limit=limit) if model else []
+        reports = monitoring.load_reports(self.store, model, limit=limit) if model else []
         points = [_report_point(r) for r in reports]
         latest = None
         if reports:
@@ -389,9 +386,7 @@ class Sources:
         return {"model": model, "models": models, "reports": points, "latest": latest}
 
     def alerts(self, model: str | None, limit: int) -> dict[str, Any]:
-        found = (
-            [] if self.local_root is None else monitoring.load_alerts(self.local_root, model=model)
-        )
+        found = monitoring.load_alerts(self.store, model=model)
         return {"alerts": list(reversed(found))[:limit], "total": len(found)}
 
     # -- summary ----------------------------------------------------------------------------
@@ -401,17 +396,16 @@ class Sources:
             latest = db.runs(limit=1)
             return {"count": count, "latest": _run_row(dict(latest[0])) if latest else None}
 
-        index = self._index(60)
-        traffic = index.totals() if index is not None else {"requests": 0, "flagged": 0}
+        traffic = self._index(60).totals()
         alerts = self.alerts(None, 1)
         return {
             "store": self.store_url,
             "db": self.db_label,
-            "audit_dir": str(self.audit_dir) if self.audit_dir else None,
+            "audit_dir": self.audit_dir,
             "runs": self._query(read) or {"count": 0, "latest": None},
             "models": self.models(),
             "traffic": traffic,
-            "monitored": monitoring.monitored_models(self.local_root) if self.local_root else [],
+            "monitored": monitoring.monitored_models(self.store),
             "alerts": {"total": alerts["total"], "latest": (alerts["alerts"] or [None])[0]},
         }
 

@@ -2,9 +2,11 @@
 
 The traffic page refreshes every 5 s and the audit log
 only grows (one append-only file per writer process, see :mod:`pipeflow.store.journal`). A
-:class:`TrafficIndex` remembers how far it has read each file and folds only the new whole lines
-into cells keyed by (model, version, time bucket). A cell keeps counts and a log-bucketed latency
-histogram (quantiles within 1 %), not the latencies, so memory grows with the number of time
+:class:`TrafficIndex` remembers how far it has read each segment, by name, and folds only the new
+whole lines. A shipped segment (a remote store, :mod:`pipeflow.store.shipping`) never changes:
+it is downloaded once, from where a local spool copy of it was read up to, and then only its
+name is listed again. Lines are folded into cells keyed by (model, version, time bucket). A cell
+keeps counts and a log-bucketed latency histogram (quantiles within 1 %), not the latencies, so memory grows with the number of time
 buckets, never with the number of predictions, and no record is held after it is counted. Like
 :func:`pipeflow.store.journal.read`, a line without its newline (a torn or unfinished write) is
 not counted; it is read again once whole.
@@ -12,10 +14,10 @@ not counted; it is read again once whole.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import threading
-from pathlib import Path
 from typing import Any
 
 from pipeflow.store import journal as audit
@@ -75,46 +77,60 @@ class TrafficIndex:
     """The prediction audit log folded into cells of ``bucket_s`` seconds, read incrementally
     (see the module docstring)."""
 
-    def __init__(self, folder: Path, bucket_s: int):
-        self.folder, self.bucket_s = Path(folder), int(bucket_s)
+    def __init__(self, where: Any, bucket_s: int):
+        """``where``: a local audit folder or a :class:`pipeflow.store.shipping.Journal`."""
+        self.where, self.bucket_s = where, int(bucket_s)
         self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
         self.offsets: dict[str, int] = {}
+        self.shipped: set[str] = set()  # segments read whole from the store: never again
         self.cells: dict[tuple[str, int, int], Cell] = {}
         self.roles: dict[tuple[str, int], set[str]] = {}
 
     def refresh(self) -> None:
-        """Fold in the whole lines appended since the last call."""
-        paths = audit.files(self.folder, "predictions")
-        for path in paths:
+        """Fold in the whole lines appended (or shipped) since the last call."""
+        segments = audit.segments(self.where, "predictions")
+        for segment in segments:
+            if segment.path is None:
+                continue
             try:
-                size = path.stat().st_size
+                size = segment.path.stat().st_size
             except OSError:
                 continue
-            if size < self.offsets.get(str(path), 0):  # rewritten behind our back: start over
+            if size < self.offsets.get(segment.name, 0):  # rewritten behind our back
                 self._reset()
                 break
-        for path in paths:
-            key = str(path)
-            offset = self.offsets.get(key, 0)
-            try:
-                with open(path, "rb") as fh:
-                    fh.seek(offset)
-                    for line in fh:
-                        if not line.endswith(b"\n"):
-                            break  # not whole yet: read again next time
-                        offset += len(line)
-                        try:
-                            record = _loads(line)
-                        except ValueError:
-                            continue
-                        if isinstance(record, dict):
-                            self._add(record)
-            except OSError:
+        for segment in segments:
+            if segment.name in self.shipped:
                 continue
-            self.offsets[key] = offset
+            offset = self.offsets.get(segment.name, 0)
+            try:
+                if segment.path is not None:
+                    with open(segment.path, "rb") as fh:
+                        fh.seek(offset)
+                        offset = self._fold(fh, offset)
+                else:
+                    data = segment.read_bytes()
+                    offset = self._fold(io.BytesIO(data[offset:]), offset)
+                    self.shipped.add(segment.name)
+            except FileNotFoundError:  # shipped and removed from the spool: read next time
+                continue
+            self.offsets[segment.name] = offset
+
+    def _fold(self, lines: Any, offset: int) -> int:
+        for line in lines:
+            if not line.endswith(b"\n"):
+                break  # not whole yet: read again next time
+            offset += len(line)
+            try:
+                record = _loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                self._add(record)
+        return offset
 
     def _add(self, r: dict[str, Any]) -> None:
         when, version, model = finite_number(r.get("time")), r.get("version"), r.get("model")

@@ -437,3 +437,48 @@ def test_the_dashboard_of_a_spec_reads_its_store_with_the_specs_storage_options(
     answer = TestClient(app).get("/api/models").json()
     assert answer["store"] == located.store.url
     assert [m["name"] for m in answer["models"]] == ["tumours"]
+
+
+def test_the_dashboard_of_an_s3_store_reads_every_machines_shipped_records(
+    s3, tmp_path, monkeypatch
+) -> None:
+    """Traffic, events, drift and alerts of a store on (moto's) S3: two machines' spools
+    shipped to ``<store>/journal``, the dashboard on a third with its own empty spool; a
+    segment read from a spool and then shipped is counted once, and downloaded once."""
+    from pipeflow.monitoring.history import record_alerts
+    from pipeflow.store.shipping import Shipper
+
+    store = ArtifactStore(
+        s3.bucket(), {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"}
+    )
+    _register_models(store)
+    for machine in ("a", "b"):  # the same records as the local test, split over two machines
+        _write_traffic(tmp_path / machine)
+        shipper = Shipper(store, "audit", tmp_path / machine)
+        for segment in sorted((tmp_path / machine).rglob("*.jsonl")):  # closed: shipped
+            shipper._ship(segment)
+    assert not any((tmp_path / "a").rglob("*.jsonl"))
+    save_report(store, _report(T0, 0.2, None))
+    save_report(store, _report(T0 + 3600, 0.5, 0.9))
+    record_alerts(store, [{"id": "a1", "time": T0 + 3601, "model": "tumours", "message": "m"}])
+    monkeypatch.setenv("PIPEFLOW_SPOOL", str(tmp_path / "dashboard-spool"))
+    client = TestClient(create_app(store, None))
+    t = client.get("/api/traffic", params={"model": "tumours", "bucket_s": 60}).json()
+    versions = {v["version"]: v["requests"] for v in t["versions"]}
+    assert versions == {1: 30, 2: 8} and len(t["events"]) == 2
+    assert [r["drift_share"] for r in client.get("/api/drift").json()["reports"]] == [0.2, 0.5]
+    assert [a["id"] for a in client.get("/api/alerts").json()["alerts"]] == ["a1"]
+    # a third machine's spool, read by the dashboard before it is shipped, then shipped
+    sources = client.app.state.sources
+    sources.journal.local = tmp_path / "c"
+    log = AuditLog(tmp_path / "c", "predictions")
+    log.append([_prediction(T0 + 130, 1, "primary", 3.0, [])])
+    log.close()
+    assert client.get("/api/summary").json()["traffic"]["requests"] == 41
+    Shipper(store, "audit", tmp_path / "c")._ship(log.path)
+    fetched: list[str] = []
+    fetch = sources.journal._fetch
+    sources.journal._fetch = lambda kind, name: fetched.append(name) or fetch(kind, name)
+    for _ in range(2):
+        assert client.get("/api/summary").json()["traffic"]["requests"] == 41
+    assert len(fetched) == 1  # only the newly shipped segment, and only once
