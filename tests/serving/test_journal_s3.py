@@ -1,7 +1,8 @@
 """Three ``pipeflow serve`` processes over one S3 store (moto), each with its own spool as three
 machines would have: every prediction answered 200 reaches ``<store>/journal/audit`` exactly
 once, by the timer while they run and at SIGTERM, and ``pipeflow monitor`` and ``pipeflow
-lineage`` on a fourth "machine" (another working directory, an empty spool) see all of them."""
+lineage`` on a fourth "machine" (another working directory, an empty spool) see all of them —
+lineage reaching the training run in the team's PostgreSQL history."""
 
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def _answered(served: Any, rows: list[dict], requests: int) -> list[str]:
 
 @pytest.mark.slow
 def test_three_servers_on_one_s3_store_ship_every_acknowledged_prediction(
-    tumours: Path, s3: Any, tmp_path: Path
+    tumours: Path, s3: Any, postgres: Any, tmp_path: Path
 ) -> None:
     url = s3.bucket()
     fs = s3.filesystem()
@@ -90,7 +91,10 @@ def test_three_servers_on_one_s3_store_ship_every_acknowledged_prediction(
     assert report["rows"] == len(every) == 150
     assert Registry(store).store.fs.ls(f"{url[5:]}/monitoring/tumours/reports")  # saved on S3
 
-    db = tumours / ".pipeflow" / "pipeflow.db"
+    # the team's history is in PostgreSQL: the training project's, migrated there
+    db = postgres.database()
+    local_db = tumours / ".pipeflow" / "pipeflow.db"
+    pipeflow_ok(["store", "migrate", "--db", local_db, "--to", db], cwd=elsewhere, env=env)
     out = pipeflow_ok(
         ["lineage", acked[2][-1], "--store", url, "--db", db, "--json"], cwd=elsewhere, env=env
     )
