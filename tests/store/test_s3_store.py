@@ -6,6 +6,7 @@ the URL and the fix. Run metadata stays in local SQLite."""
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from pathlib import Path
@@ -55,7 +56,6 @@ def s3_env(s3, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 def test_a_model_in_an_s3_store_is_served_and_monitored(
     trained: tuple[Path, str], s3_env: dict[str, str], tmp_path: Path
 ) -> None:
-    from pipeflow.monitoring.monitor import monitor
 
     project, root = trained
     audit = tmp_path / "audit"
@@ -72,17 +72,17 @@ def test_a_model_in_an_s3_store_is_served_and_monitored(
         assert {p["prediction"] for p in body["predictions"]} <= {"benign", "malignant"}
     finally:
         served.stop()
-    # what monitoring reads from the store (the version, its training reference profile) comes
-    # from S3; the audit log and the report history are local folders (shipping those to the
-    # object store is issue 16's journal work)
-    report = monitor(
-        Registry(ArtifactStore(root)),
-        MODEL,
-        "production",
-        audit_dir=audit,
-        store_root=tmp_path / "history",
-        window_s=3600,
+    # the server shipped its journal to the store when it stopped (its --audit-dir is its local
+    # spool, emptied by shipping); monitoring reads the version, its training reference profile
+    # and the shipped journal from S3, here from another working directory
+    assert not list(audit.rglob("*.jsonl"))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {**s3_env, "PIPEFLOW_SPOOL": str(elsewhere / "spool")}
+    out = pipeflow_ok(
+        ["monitor", f"{MODEL}@production", "--store", root, "--json"], cwd=elsewhere, env=env
     )
+    report = json.loads(out.stdout)
     assert report["version"] == 1 and report["rows"] == 20
     assert set(report["features"]) == set(rows[0]) and report["drift_share"] is not None
 
