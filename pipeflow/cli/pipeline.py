@@ -61,9 +61,14 @@ def add_parsers(sub: Any) -> None:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from pipeflow.core.compiler import compile_pipeline
+    from pipeflow.core.static import static_problems
+    from pipeflow.errors import SpecError
     from pipeflow.spec.load import load
 
     pipeline = compile_pipeline(load(args.spec, args.overrides))
+    problems = static_problems(pipeline)
+    if problems:
+        raise SpecError(problems)
     edges = pipeline.graph.number_of_edges()
     print(
         f"ok: {args.spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges"

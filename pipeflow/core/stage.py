@@ -61,6 +61,24 @@ class StageContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeflow.stage"))
 
 
+@dataclass
+class CheckContext:
+    """What ``pipeflow check`` knows about a stage besides its config, without running anything:
+    the spec's folder, and per input port the type and config of the stage that feeds it."""
+
+    base_dir: Path
+    upstream: Mapping[str, Upstream] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The stage feeding an input port, as ``pipeflow check`` sees it."""
+
+    stage: str
+    cls: type[Stage]
+    config: BaseModel
+
+
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
 
 
@@ -131,6 +149,14 @@ class Stage(ABC, Generic[ConfigT]):
         points at, for ``predict``), so a stage following something that moves re-runs when it
         moves. Default: none."""
         return ""
+
+    @classmethod
+    def check_config(cls, config: BaseModel, ctx: CheckContext) -> list[tuple[str, str]]:
+        """What is wrong with ``config`` that shows without running user code or reading data
+        (``pipeflow check``): ``(field, message)`` pairs, ``field`` a dotted path under
+        ``with:``. Reading the spec's files, parsing a module, importing a library class: yes;
+        importing the user's modules or loading the data: no. Default: nothing to check."""
+        return []
 
     @abstractmethod
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:

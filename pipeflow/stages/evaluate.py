@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
 
 
 class EvaluateConfig(BaseModel):
@@ -55,6 +55,34 @@ class EvaluateStage(Stage[EvaluateConfig]):
     description = (
         "Score a model on held-out rows (overall, per class, per slice), optionally as a gate."
     )
+
+    #: the top-level keys of the ``metrics`` output (classification and regression together):
+    #: gates and quality limits naming anything else can never be met (``pipeflow check``)
+    METRICS: ClassVar[tuple[str, ...]] = (
+        "task",
+        "rows",
+        "accuracy",
+        "balanced_accuracy",
+        "f1_macro",
+        "precision_macro",
+        "recall_macro",
+        "per_class",
+        "confusion_matrix",
+        "calibration",
+        "slices",
+        "mae",
+        "rmse",
+        "r2",
+    )
+
+    @classmethod
+    def check_config(cls, config: BaseModel, ctx: CheckContext) -> list[tuple[str, str]]:
+        assert isinstance(config, EvaluateConfig)
+        return unknown_metrics(
+            [(f"{side}.{name}", name) for side in ("min", "max") for name in getattr(config, side)],
+            cls.METRICS,
+            "an evaluate stage",
+        )
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from sklearn.base import is_classifier
@@ -237,4 +265,25 @@ def _regression(y: Any, predicted: Any, *, detail: bool) -> dict[str, Any]:
     }
     if len(y) > 1:
         out["r2"] = float(m.r2_score(y, predicted))
+    return out
+
+
+def unknown_metrics(
+    named: list[tuple[str, str]], known: tuple[str, ...], producer: str
+) -> list[tuple[str, str]]:
+    """``(field, message)`` for each ``(field, metric)`` whose first dotted part ``producer`` never
+    writes (``per_class.theft.recall`` is checked as ``per_class``)."""
+    from pipeflow.core.static import hint
+
+    out = []
+    for field, metric in named:
+        head = metric.split(".")[0]
+        if head not in known:
+            out.append(
+                (
+                    field,
+                    f"metric '{metric}' is not one {producer} produces ({', '.join(known)})"
+                    f"{hint(head, list(known))}",
+                )
+            )
     return out

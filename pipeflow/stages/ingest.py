@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
 
 Format = Literal["csv", "parquet", "json", "jsonl", "excel"]
 ColumnType = Literal["string", "int", "float", "bool", "datetime", "category"]
@@ -81,6 +81,18 @@ class IngestStage(Stage[IngestConfig]):
             _url(config.path, base_dir),
             json.dumps(config.storage_options, sort_keys=True, default=str),
         )
+
+    @classmethod
+    def check_config(cls, config: BaseModel, ctx: CheckContext) -> list[tuple[str, str]]:
+        """A local file must be there (a URL is left to the run: it may need credentials)."""
+        assert isinstance(config, IngestConfig)
+        url = _url(config.path, ctx.base_dir)
+        if "://" in url and not url.startswith("file://"):
+            return []
+        path = url.removeprefix("file://")
+        if os.path.exists(path):
+            return []
+        return [("path", f"no file at {path}")]
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         config = self.config

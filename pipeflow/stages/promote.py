@@ -26,7 +26,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -115,6 +115,22 @@ class PromoteStage(Stage[PromoteConfig]):
     }
     default_port = "version"
     description = "Register a model version; move an alias to it only if its gates pass."
+
+    @classmethod
+    def check_config(cls, config: BaseModel, ctx: CheckContext) -> list[tuple[str, str]]:
+        """Gates (and the champion's metric) name metrics the feeding stage produces, where that
+        stage says which it produces (``evaluate``: :attr:`EvaluateStage.METRICS`)."""
+        from pipeflow.stages.evaluate import unknown_metrics
+
+        assert isinstance(config, PromoteConfig)
+        feeder = ctx.upstream.get("metrics")
+        known = getattr(feeder.cls, "METRICS", None) if feeder else None
+        if feeder is None or known is None:
+            return []
+        named = [(f"gates.{metric}", metric) for metric in config.gates]
+        if config.champion is not None:
+            named.append(("champion.metric", config.champion.metric))
+        return unknown_metrics(named, known, f"stage '{feeder.stage}'")
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from pipeflow.errors import GateFailed

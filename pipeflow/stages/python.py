@@ -36,7 +36,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeflow.core import kinds
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
 
 
 class PythonConfig(BaseModel):
@@ -110,6 +110,43 @@ class PythonStage(Stage[PythonConfig]):
             except OSError:
                 pass
         return h.hexdigest()
+
+    @classmethod
+    def check_config(cls, config: BaseModel, ctx: CheckContext) -> list[tuple[str, str]]:
+        """The function's module is found (beside the spec, or installed) and, read without being
+        run, defines the function."""
+        from pipeflow.core.static import defined_names, hint
+
+        assert isinstance(config, PythonConfig)
+        module_name, _, attr = config.function.partition(":")
+        local = _module_file(module_name, ctx.base_dir)
+        if local is None or not _is_beside(local, ctx.base_dir):
+            top = module_name.split(".")[0]
+            try:
+                found = importlib.util.find_spec(top)
+            except (ImportError, ValueError):
+                found = None
+            if found is None:
+                return [
+                    (
+                        "function",
+                        f"no module '{module_name}': not beside the spec (in {ctx.base_dir}) "
+                        "nor installed",
+                    )
+                ]
+            if "." in module_name or not found.origin or not found.origin.endswith(".py"):
+                return []  # an installed package: its submodules are not looked into
+            local = Path(found.origin)
+        names = defined_names(local)
+        if names is None or attr in names:
+            return []
+        public = sorted(n for n in names if not n.startswith("_"))
+        return [
+            (
+                "function",
+                f"module '{module_name}' ({local}) has no function '{attr}'{hint(attr, public)}",
+            )
+        ]
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         config = self.config

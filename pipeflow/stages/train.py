@@ -39,7 +39,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
 from pipeflow.execute.cluster import (
     array_from_blocks,
     current_client,
@@ -110,6 +110,59 @@ class TrainStage(Stage[TrainConfig]):
                 "metrics", description="training record: params, signature, timings, score"
             ),
         }
+
+    @classmethod
+    def check_config(cls, config: BaseModel, ctx: CheckContext) -> list[tuple[str, str]]:
+        """The estimator class exists in its library and takes the given params. The library is
+        imported (it is not user code); a module beside the spec is not (it would run it)."""
+        import inspect
+
+        from pipeflow.core.static import hint
+
+        assert isinstance(config, TrainConfig)
+        module_name, _, class_name = config.estimator.rpartition(".")
+        top = ctx.base_dir / module_name.split(".")[0]
+        if top.with_suffix(".py").exists() or top.is_dir():
+            return []  # the user's own estimator module: importing it would run it
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            return [
+                (
+                    "estimator",
+                    f"cannot import {module_name} for estimator {config.estimator}: {err}",
+                )
+            ]
+        found = getattr(module, class_name, None)
+        if not isinstance(found, type):
+            classes = sorted(
+                n for n, v in vars(module).items() if isinstance(v, type) and not n.startswith("_")
+            )
+            return [
+                (
+                    "estimator",
+                    f"{module_name} has no estimator class '{class_name}'{hint(class_name, classes)}",
+                )
+            ]
+        if not (hasattr(found, "fit") and hasattr(found, "get_params")):
+            return [
+                (
+                    "estimator",
+                    f"{config.estimator} is not a scikit-learn-compatible estimator (needs fit and get_params)",
+                )
+            ]
+        try:
+            signature = inspect.signature(found.__init__)
+        except (TypeError, ValueError):
+            return []
+        if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+            return []  # takes any keyword (xgboost): its own checks run at fit time
+        known = [n for n in signature.parameters if n != "self"]
+        return [
+            (f"params.{name}", f"{class_name} has no parameter '{name}'{hint(name, known)}")
+            for name in config.params
+            if name not in known
+        ]
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         config = self.config
