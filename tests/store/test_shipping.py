@@ -176,12 +176,15 @@ def test_a_long_lived_reader_downloads_a_shipped_segment_once(
 
 
 def test_a_store_that_is_not_there_is_an_error_not_an_empty_journal(s3: object) -> None:
-    store = ArtifactStore(
-        "s3://no-such-bucket-here",
-        {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"},  # type: ignore[attr-defined]
-    )
-    with pytest.raises(StoreError, match="no store at s3://no-such-bucket-here"):
+    name = f"gone-{os.getpid()}"
+    s3.bucket(name)  # type: ignore[attr-defined]
+    options = {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"}  # type: ignore[attr-defined]
+    store = ArtifactStore(f"s3://{name}", options)
+    s3.filesystem().rmdir(name)  # type: ignore[attr-defined]  # the bucket goes after opening
+    with pytest.raises(StoreError, match=f"s3://{name}"):
         list(journal.read(Journal(None, store, "audit"), "predictions"))
+    with pytest.raises(StoreError, match=f"bucket '{name}' does not exist"):
+        ArtifactStore(f"s3://{name}", options)  # and one opened now says so at once
 
 
 def test_a_local_store_keeps_its_journal_in_place(tmp_path: Path) -> None:
@@ -199,13 +202,15 @@ def test_a_segment_that_cannot_be_shipped_stays_and_goes_on_the_next_tick(
     s3: object, tmp_path: Path
 ) -> None:
     name = f"later-{os.getpid()}"
+    s3.bucket(name)  # type: ignore[attr-defined]
     store = ArtifactStore(
         f"s3://{name}",
         {"endpoint_url": s3.endpoint, "key": "testing", "secret": "testing"},  # type: ignore[attr-defined]
     )
+    s3.filesystem().rmdir(name)  # type: ignore[attr-defined]  # the bucket is gone for a while
     shipper = Shipper(store, "audit", tmp_path / "spool")
     shipper.log("predictions").append(_records("kept", 3))
-    assert shipper.flush() == 0  # no bucket yet: the segment stays in the spool
+    assert shipper.flush() == 0  # no bucket: the segment stays in the spool
     assert len(journal.files(tmp_path / "spool", "predictions")) == 1
     s3.bucket(name)  # type: ignore[attr-defined]
     assert shipper.flush() == 1
