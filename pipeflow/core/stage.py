@@ -51,6 +51,9 @@ class StageContext:
     params: Mapping[str, Any]
     base_dir: Path
     attempt: int = 1
+    #: where the spec folder's Python code is imported from: ``base_dir``, or on a worker that
+    #: got the code through the store, the folder it was unpacked to (``pipeflow.execute.bundle``)
+    code_dir: Path | None = None
     resources: Mapping[str, float] = field(default_factory=dict)
     #: the run's artifact store (``pipeflow.store.ArtifactStore``): ``save(obj)`` / ``load(ref)``
     store: Any = None

@@ -11,7 +11,10 @@ recorder needs no locks).
 
 Before submitting to a cluster, resources are checked against what its workers offer: a stage
 that asks for ``GPU: 1`` on a cluster without GPU workers fails at once with a message naming the
-stage and what the workers have, instead of waiting forever. A task Dask gives up on (its worker
+stage and what the workers have, instead of waiting forever. Workers of a cluster at an address
+or from a factory may share nothing with the client but the store: such an executor
+``ships_code``, and the runner puts the spec's code in the store for them
+(:mod:`pipeflow.execute.bundle`). A task Dask gives up on (its worker
 died too often) fails its stage with one line saying so; its dependants are skipped.
 """
 
@@ -98,6 +101,14 @@ class DaskExecutor:
             return f"distributed({self.cluster})"
         bounds = f", adapt {self.adapt[0]}-{self.adapt[1]}" if self.adapt else ""
         return f"distributed({self.address or 'LocalCluster'}{bounds})"
+
+    @property
+    def ships_code(self) -> bool:
+        """Whether the workers may not share this machine's files, so the spec's code goes to
+        them through the store (:mod:`pipeflow.execute.bundle`): a cluster at an address, from a
+        factory or a given client. The local schedulers and the LocalCluster pipeflow starts run
+        here and import the spec's folder directly."""
+        return self.kind == "distributed" and bool(self.address or self.cluster or self._client)
 
     def execute(self, tasks: Sequence[StageTask], on_event: EventHandler) -> dict[str, StageResult]:
         if not tasks:

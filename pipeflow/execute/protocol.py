@@ -30,7 +30,9 @@ class Executor(Protocol):
     ``name`` is recorded as the run's executor (``pipeflow runs show``). An executor may also
     have a ``kind`` (a :data:`pipeflow.execute.cluster.KINDS` name): the runner reads it, when
     there is one, to refuse a store in this process's memory to ``processes`` and
-    ``distributed``, whose workers cannot see it.
+    ``distributed``, whose workers cannot see it. One whose ``ships_code`` is true runs stages
+    where the spec's folder may not be visible: the runner then puts the folder's Python code
+    in the store and each task carries its digest (:mod:`pipeflow.execute.bundle`).
     """
 
     @property

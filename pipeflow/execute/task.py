@@ -8,7 +8,9 @@ whether the graph ran on threads, processes or a cluster.
 
 Before running, the stage's cache key is computed from its actual input digests and looked up in
 the store: an upstream that re-ran but produced identical bytes does not force its consumers to
-re-run. After running, outputs are written to the store and the manifest is written last, so a
+re-run. The spec's own code is imported from ``base_dir``, or, for a task that carries a code
+bundle, from wherever :func:`pipeflow.execute.bundle.code_folder` finds that exact code (the
+folder itself, or the bundle fetched from the store). After running, outputs are written to the store and the manifest is written last, so a
 result becomes visible only once complete (and a worker that dies after writing it still leaves a
 reusable result for the next run).
 """
@@ -33,6 +35,7 @@ from pipeflow.core.hashing import stage_key
 from pipeflow.core.stage import Stage, StageContext
 from pipeflow.core.states import StageState
 from pipeflow.errors import StageTimeout, UnsupportedOutput
+from pipeflow.execute import bundle
 from pipeflow.execute.cluster import worker_address
 from pipeflow.store.artifacts import ArtifactRef, StoreRef
 
@@ -62,6 +65,9 @@ class StageTask:
     #: inputs already known at plan time (from cached upstream stages): port -> ref
     known_inputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
     pipeline: str = ""
+    #: digest of the spec folder's code in the store, for workers that may not share the
+    #: client's files (:mod:`pipeflow.execute.bundle`); None: import from ``base_dir``
+    code: str | None = None
 
     @property
     def upstream(self) -> list[str]:
@@ -186,13 +192,19 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
     except Exception as err:  # store unreachable: the stage fails with the store's message
         return _failed(result, err, 0)
 
-    _importable(task.base_dir)
+    code_dir = task.base_dir
+    if task.code:
+        try:
+            code_dir = str(bundle.code_folder(store, task.code, task.base_dir))
+        except Exception as err:
+            return _failed(result, err, 0)
+    _importable(code_dir)
     result.started = time.time()
     attempts = task.retries + 1
     for attempt in range(1, attempts + 1):
         result.attempts = attempt
         try:
-            values = _call(task, refs, store, attempt)
+            values = _call(task, refs, store, attempt, code_dir)
             result.outputs = _save_outputs(task, values, store)
         except Exception as err:
             if attempt < attempts:
@@ -215,7 +227,7 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
 
 
 def _call(
-    task: StageTask, refs: dict[str, ArtifactRef], store: Any, attempt: int
+    task: StageTask, refs: dict[str, ArtifactRef], store: Any, attempt: int, code_dir: str
 ) -> Mapping[str, Any]:
     inputs = {port: store.load(ref) for port, ref in refs.items()}
     ctx = StageContext(
@@ -223,6 +235,7 @@ def _call(
         stage=task.name,
         params=task.params,
         base_dir=Path(task.base_dir),
+        code_dir=Path(code_dir),
         attempt=attempt,
         resources=task.resources,
         store=store,

@@ -26,6 +26,7 @@ from pipeflow.core.compiler import Pipeline, compile_pipeline
 from pipeflow.core.stage_types import StageRegistry
 from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import UsageError
+from pipeflow.execute import bundle
 from pipeflow.execute.dask_executor import DaskExecutor
 from pipeflow.execute.factory import cluster_factory
 from pipeflow.execute.protocol import Executor
@@ -235,7 +236,14 @@ def _run(
             on_event(name, StageState.CACHED, o)
     db.record_stages(run_id, cached_rows)
 
-    tasks = _tasks(pipeline, plan, store, run_id)
+    # workers that may not see the spec's folder get its code through the store (only then:
+    # local executors import the folder directly, at no cost)
+    code = (
+        bundle.ship(store, loaded.base_dir)
+        if plan.to_run and getattr(ex, "ships_code", False)
+        else None
+    )
+    tasks = _tasks(pipeline, plan, store, run_id, code)
 
     def handle(name: str, state: StageState, result: StageResult | None) -> None:
         o = outcomes[name]
@@ -299,12 +307,19 @@ def _gc_paused() -> Any:
             gc.enable()
 
 
-def _tasks(pipeline: Pipeline, plan: Plan, store: ArtifactStore, run_id: str) -> list[StageTask]:
-    return [stage_task(pipeline, plan, name, store, run_id) for name in plan.to_run]
+def _tasks(
+    pipeline: Pipeline, plan: Plan, store: ArtifactStore, run_id: str, code: str | None = None
+) -> list[StageTask]:
+    return [stage_task(pipeline, plan, name, store, run_id, code) for name in plan.to_run]
 
 
 def stage_task(
-    pipeline: Pipeline, plan: Plan, name: str, store: ArtifactStore, run_id: str
+    pipeline: Pipeline,
+    plan: Plan,
+    name: str,
+    store: ArtifactStore,
+    run_id: str,
+    code: str | None = None,
 ) -> StageTask:
     """What a worker needs to run stage ``name`` of ``plan`` (inputs of cached upstream stages
     are known already; the others arrive as upstream results)."""
@@ -335,4 +350,5 @@ def stage_task(
         use_cache=st.spec.cache and st.cls.cacheable and not sp.forced,
         known_inputs=known,
         pipeline=pipeline.name,
+        code=code,
     )

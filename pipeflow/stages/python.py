@@ -16,7 +16,9 @@ If the function has a parameter named ``ctx`` it receives the :class:`StageConte
 The cache key includes a hash of the module's source file, so editing the function (or anything
 else in its module) re-runs the stage; editing a different module it imports does not, which is
 why heavy helpers are better called through their own stage. The module is located without being
-imported, so ``pipeflow check`` and planning never execute user code.
+imported, so ``pipeflow check`` and planning never execute user code. On a worker that does not
+share the client's files the module comes from the code bundle the client put in the store
+(``ctx.code_dir``; see :mod:`pipeflow.execute.bundle`), which holds the same source the key hashed.
 """
 
 from __future__ import annotations
@@ -150,7 +152,7 @@ class PythonStage(Stage[PythonConfig]):
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         config = self.config
-        fn = _load_function(config.function, ctx.base_dir)
+        fn = _load_function(config.function, ctx.code_dir or ctx.base_dir)
         kwargs = {**inputs, **config.kwargs}
         if _wants_ctx(fn):
             kwargs["ctx"] = ctx

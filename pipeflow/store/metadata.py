@@ -342,7 +342,11 @@ class MetadataDB:
 
     def outputs(self, run_id: str) -> list[Any]:
         return self.query(
-            "SELECT o.stage, o.port, a.* FROM outputs o JOIN artifacts a ON a.digest = o.digest WHERE o.run_id = ? ORDER BY o.stage, o.port",
+            # no `a.*`: artifacts has its own stage (the first producer), and which of two
+            # same-named columns a row keeps differs between sqlite3 and psycopg
+            "SELECT o.stage, o.port, a.digest, a.codec, a.kind, a.size, a.created, a.run_id"
+            " FROM outputs o JOIN artifacts a ON a.digest = o.digest WHERE o.run_id = ?"
+            " ORDER BY o.stage, o.port",
             (run_id,),
         )
 

@@ -104,6 +104,27 @@ def test_run_lifecycle_is_recorded(db: MetadataDB) -> None:
     assert run["ended"] is not None and run["ended"] >= run["started"]
 
 
+def test_an_output_is_listed_under_its_own_stage_when_another_stage_made_the_same_bytes(
+    db: MetadataDB,
+) -> None:
+    """A pass-through (validate's ``valid`` is its input) shares its artifact row with the stage
+    that first made those bytes: ``outputs`` still names the stage and run asked about, on both
+    databases."""
+    shared = ArtifactRef(_digest("same-bytes"), "parquet", "table", 30)
+    for run in ("run-1", "run-2"):
+        _start(db, run)
+        db.record_stages(
+            run,
+            [
+                _stage("cleaned", outputs={"clean": shared}, seq=0),
+                _stage("checked", outputs={"valid": shared}, seq=1),
+            ],
+        )
+    for run in ("run-1", "run-2"):
+        rows = [(o["stage"], o["port"], o["digest"]) for o in db.outputs(run)]
+        assert rows == [("checked", "valid", shared.digest), ("cleaned", "clean", shared.digest)]
+
+
 def test_stage_runs_outputs_and_lineage(db: MetadataDB) -> None:
     _start(db, "run-1")
     out_a = ArtifactRef(_digest("a-out"), "json", "table", 10)
