@@ -7,8 +7,8 @@
 # The server writes its audit log under /store/audit: a bind-mounted store must be writable by
 # the container's user (uid 10001), or add --user "$(id -u):$(id -g)" to docker run.
 #
-# See docs/deploy/docker.md. Extra Python packages (an object-store filesystem such as s3fs or
-# gcsfs, the libraries your own stages import) go in with --build-arg EXTRA_PACKAGES="s3fs".
+# See docs/deploy/docker.md. The team store's clients (s3fs, psycopg) are in; other Python packages
+# (gcsfs, adlfs, the libraries your own stages import) go in with --build-arg EXTRA_PACKAGES="gcsfs".
 FROM python:3.11-slim
 
 ARG EXTRA_PACKAGES=""
@@ -24,9 +24,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 COPY pyproject.toml README.md /opt/pipeflow-src/
 COPY pipeflow/ /opt/pipeflow-src/pipeflow/
 COPY plugins/pipeflow-sql/ /opt/pipeflow-src/plugins/pipeflow-sql/
-# hadolint ignore=DL3013
-RUN pip install /opt/pipeflow-src /opt/pipeflow-src/plugins/pipeflow-sql ${EXTRA_PACKAGES} \
-    && rm -rf /opt/pipeflow-src \
+# The README's install from a clone ("Install"), with the team store's extras (PostgreSQL history,
+# S3 artifacts: docs/howto-team.md), run in the copied source (tests/deploy/test_dockerfile.py).
+# (cd, not WORKDIR: the folder is deleted once installed)
+# hadolint ignore=DL3003,DL3013
+RUN cd /opt/pipeflow-src \
+    && pip install '.[postgres,s3]' ./plugins/pipeflow-sql ${EXTRA_PACKAGES} \
+    && cd / && rm -rf /opt/pipeflow-src \
     && pipeflow --version
 
 # An unprivileged user, numeric in USER so that Kubernetes' runAsNonRoot can verify it. /store is

@@ -72,6 +72,14 @@ def add_parsers(sub: Any) -> None:
         help="longest a micro-batch waits for requests still arriving or clients taking turns "
         "(default 5; 0: never)",
     )
+    c.add_argument(
+        "--drain-seconds",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="on SIGTERM, first answer readiness probes 503 for S seconds while still serving, "
+        "so a load balancer takes this replica out before it stops (default 0; --workers 1)",
+    )
     add_where(c)
     add_debug(c)
     c.set_defaults(handler=cmd_serve)
@@ -124,9 +132,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ("--max-error-rate", args.max_error_rate, 0, 1, "a share between 0 and 1"),
         ("--min-accuracy", args.min_accuracy, 0, 1, "a share between 0 and 1"),
         ("--max-p95-ms", args.max_p95_ms, 0.001, 1e9, "milliseconds above 0"),
+        ("--drain-seconds", args.drain_seconds, 0, 3600, "0 to 3600 seconds"),
     ):
         if value is not None and not low <= value <= high:
             raise UsageError(f"{flag} {value:g}: expected {what}")
+    if args.drain_seconds and args.workers > 1:
+        raise UsageError(
+            "--drain-seconds needs --workers 1 (each replica one process; scale with replicas)"
+        )
     # --spec SPEC, --store URL, $PIPEFLOW_STORE or .pipeflow; the server needs only the store,
     # and a local one by its absolute path (--workers: every process resolves the same folder)
     store = locate(args).store
@@ -149,6 +162,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         reject_unusual=args.reject_unusual,
         max_body_bytes=int(args.max_body_mb * 1_000_000),
         batch_wait_ms=args.batch_wait_ms,
+        drain_s=args.drain_seconds,
     )
     port_free(args.host, args.port)
     import logging
@@ -183,7 +197,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
             access_log=False,
         )
     else:
-        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
+        from pipeflow.serving.drain import GracefulServer
+
+        served = GracefulServer(
+            uvicorn.Config(
+                app, host=args.host, port=args.port, log_level=args.log_level, access_log=False
+            ),
+            app.state.drain,
+        )
+        served.run()
+        if not served.started:  # uvicorn.run's exit status when the port could not be bound
+            return 3
     return 0
 
 

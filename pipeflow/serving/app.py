@@ -13,7 +13,9 @@ why:
   signature check, micro-batch, errors);
 - :mod:`~pipeflow.serving.protocols`: the native, MLflow and Open Inference Protocol (KServe v2)
   formats;
-- :mod:`~pipeflow.serving.metrics`: the Prometheus metrics.
+- :mod:`~pipeflow.serving.metrics`: the Prometheus metrics;
+- :mod:`~pipeflow.serving.drain`: not ready, then stopped, on SIGTERM (a fleet's replica leaves
+  its load balancer before it closes its port).
 
 Here: the app (its OpenAPI title and version name the served model), the lifespan (the alias
 watch, and on a remote store the audit shipper, run while the app does; at shutdown the shipper
@@ -37,6 +39,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeflow.errors import BadRequest
 from pipeflow.serving.config import ServeConfig
+from pipeflow.serving.drain import CloseWhileDraining, Drain
 from pipeflow.serving.routes import failure, register
 from pipeflow.serving.state import Server
 
@@ -77,9 +80,21 @@ def create_app(config: ServeConfig) -> Any:
         lifespan=lifespan,
     )
     app.state.server = server
+    app.state.drain = drain = Drain(config.drain_s)
+    server.metrics.track(lambda: queued(server), lambda: drain.draining)
+    app.add_middleware(CloseWhileDraining, drain=drain)
     app.exception_handler(StarletteHTTPException)(http_error)
     register(app, server)
     return app
+
+
+def queued(server: Server) -> int:
+    """Requests waiting in the batch queues of the versions served (primary and canary)."""
+    return sum(
+        h.batcher.queue.qsize()
+        for h in (server.primary, server.canary)
+        if h is not None and h.batcher is not None
+    )
 
 
 def app_from_env() -> Any:

@@ -8,9 +8,20 @@ code), ``pipeflow_errors`` (type), ``pipeflow_request_latency_seconds``, ``pipef
 ``pipeflow_unusual_inputs`` and ``pipeflow_canary_weight``. The two moments that count are here
 too: a request answered with predictions (:meth:`Metrics.answered`) and one refused
 (:meth:`Metrics.refused`).
+
+Three gauges say how loaded and how alive a replica is *now*, for autoscalers (docs/deploy/
+kubernetes.md scales on them) and load balancers: ``pipeflow_requests_in_flight`` (prediction
+requests received and not yet answered: body being read, queued or being scored),
+``pipeflow_queue_depth`` (requests waiting in the micro-batch queues for a batch, read at scrape
+time from the batchers :mod:`pipeflow.serving.app` hands to :meth:`Metrics.track`) and
+``pipeflow_draining`` (1 from SIGTERM until exit, :mod:`pipeflow.serving.drain`). In-flight is the
+one to scale on: it counts the work a replica has accepted, whether it waits on the model or on
+the queue; queue depth above zero for long says the model itself is the bottleneck.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 
 class Metrics:
@@ -51,6 +62,26 @@ class Metrics:
         self.canary_weight = Gauge(
             "pipeflow_canary_weight", "share of traffic sent to the canary", registry=self.registry
         )
+        self.in_flight = Gauge(
+            "pipeflow_requests_in_flight",
+            "prediction requests received and not yet answered (reading, queued or scoring)",
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "pipeflow_queue_depth",
+            "prediction requests waiting in the micro-batch queues for a batch",
+            registry=self.registry,
+        )
+        self.draining = Gauge(
+            "pipeflow_draining",
+            "1 while this replica drains before stopping (not ready, still answering)",
+            registry=self.registry,
+        )
+
+    def track(self, queued: Callable[[], float], draining: Callable[[], bool]) -> None:
+        """Read the queue depth and the draining state at each scrape from these callables."""
+        self.queue_depth.set_function(queued)
+        self.draining.set_function(lambda: float(draining()))
 
     def answered(
         self, model: str, version: str, route: str, elapsed: float, rows: int, unusual: int

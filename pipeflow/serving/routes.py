@@ -2,7 +2,8 @@
 
 Routes: native ``/v1/models/{name}`` (describe), ``/predict`` and ``/feedback``; the Open
 Inference Protocol (KServe v2) under ``/v2``; MLflow's ``/invocations`` and ``/ping``;
-``/health``, ``/ready``, ``/metrics`` (Prometheus). What a body means, and what an answer looks
+``/health``, ``/ready``, ``/metrics`` (Prometheus). The readiness routes answer 503 while the
+replica drains before stopping (:mod:`pipeflow.serving.drain`); liveness never does. What a body means, and what an answer looks
 like, is each protocol's own (:mod:`pipeflow.serving.protocols`); everything else is shared and
 lives here, once:
 
@@ -252,14 +253,18 @@ async def answer(
     answer (``encode``)."""
     started = time.perf_counter()
     server: Server = request.app.state.server
+    in_flight = server.metrics.in_flight
+    in_flight.inc()
     try:
         caller = caller_for(server, name, request, "predict")
         payload = await read_body(server, request)
         rows = decode(payload, server.primary.signature.names) if by_name else decode(payload)
         handle, results = await predict_rows(server, rows, caller, route, started)
+        return reply(encode(payload, handle, results))
     except BadRequest as err:
         return failure(server, err)
-    return reply(encode(payload, handle, results))
+    finally:
+        in_flight.dec()
 
 
 # ------------------------------------------------------------------------------------ routes
@@ -269,8 +274,17 @@ async def health() -> Response:
     return reply({"status": "ok"})
 
 
+def draining(request: Request) -> Response | None:
+    """The readiness routes' answer while this replica drains (503), or None: ready."""
+    if request.app.state.drain.draining:
+        return reply({"status": "draining", "ready": False}, 503)
+    return None
+
+
 async def ready(request: Request) -> Response:
     server: Server = request.app.state.server
+    if (refused := draining(request)) is not None:
+        return refused
     return reply(
         {"status": "ready", "model": server.config.model, "version": server.primary.version}
     )
@@ -332,7 +346,9 @@ async def v2_live() -> Response:
     return reply({"live": True})
 
 
-async def v2_ready() -> Response:
+async def v2_ready(request: Request) -> Response:
+    if (refused := draining(request)) is not None:
+        return refused
     return reply({"ready": True})
 
 
@@ -355,6 +371,8 @@ async def v2_model_ready(name: str, request: Request) -> Response:
         model_for(server, name)
     except BadRequest as err:
         return failure(server, err)
+    if request.app.state.drain.draining:
+        return reply({"name": name, "ready": False}, 503)
     return reply({"name": name, "ready": True})
 
 

@@ -454,6 +454,8 @@ def test_the_store_can_be_named_by_spec_and_a_missing_store_is_a_usage_error(
         (["--max-body-mb", "-1"], "--max-body-mb -1: expected a size above 0 megabytes"),
         (["--reload-interval", "0"], "--reload-interval 0: expected 0.1 seconds or more"),
         (["--workers", "0"], "--workers 0: expected 1 or more processes"),
+        (["--drain-seconds", "-1"], "--drain-seconds -1: expected 0 to 3600 seconds"),
+        (["--drain-seconds", "5", "--workers", "2"], "--drain-seconds needs --workers 1"),
         (["--min-accuracy", "95"], "--min-accuracy 95: expected a share between 0 and 1"),
         (["--canary", "tumours"], "--canary tumours: name the version, e.g. tumours@3"),
         (["--canary", "other@2"], "a canary is another version of tumours, not a version of other"),
