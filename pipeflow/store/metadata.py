@@ -54,6 +54,90 @@ TABLES: dict[str, tuple[str, ...]] = {
     "lineage": ("run_id", "dst_stage", "dst_port"),
 }
 
+# The tables in both databases, in each one's types: ``{real}`` an 8-byte float (SQLite's REAL;
+# PostgreSQL's REAL is 4 bytes, so DOUBLE PRECISION there), ``{bigint}`` a 64-bit integer. No
+# foreign keys: records arrive in batches, not in key order.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    spec_path TEXT,
+    spec_digest TEXT,
+    executor TEXT,
+    state TEXT NOT NULL,
+    started {real} NOT NULL,
+    ended {real},
+    host TEXT,
+    pid {bigint},
+    overrides TEXT,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started);
+CREATE INDEX IF NOT EXISTS runs_by_started ON runs (started);
+CREATE TABLE IF NOT EXISTS params (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS stage_runs (
+    run_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    type TEXT NOT NULL,
+    state TEXT NOT NULL,
+    cache_key TEXT,
+    reason TEXT,
+    cache_hit INTEGER NOT NULL DEFAULT 0,
+    started {real},
+    ended {real},
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    traceback TEXT,
+    worker TEXT,
+    config_digest TEXT,
+    config TEXT,
+    code_digest TEXT,
+    input_digests TEXT,
+    seq INTEGER,
+    PRIMARY KEY (run_id, stage)
+);
+CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
+CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage);
+CREATE TABLE IF NOT EXISTS artifacts (
+    digest TEXT PRIMARY KEY,
+    codec TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    size {bigint} NOT NULL,
+    created {real} NOT NULL,
+    run_id TEXT,
+    stage TEXT
+);
+CREATE TABLE IF NOT EXISTS outputs (
+    run_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    port TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (run_id, stage, port)
+);
+CREATE TABLE IF NOT EXISTS lineage (
+    run_id TEXT NOT NULL,
+    src_stage TEXT NOT NULL,
+    src_port TEXT NOT NULL,
+    dst_stage TEXT NOT NULL,
+    dst_port TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    PRIMARY KEY (run_id, dst_stage, dst_port)
+);
+CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
+"""
+
+
+def schema(*, real: str, bigint: str) -> str:
+    """The DDL of every table and index (``CREATE ... IF NOT EXISTS``) in a database's types."""
+    return _SCHEMA.format(real=real, bigint=bigint)
+
+
 _POSTGRES = ("postgresql://", "postgres://")
 
 

@@ -34,7 +34,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from pipeflow.errors import StoreError, UsageError
-from pipeflow.store.metadata import SCHEMA_VERSION, TABLES, MetadataDB, redact
+from pipeflow.store.metadata import SCHEMA_VERSION, TABLES, MetadataDB, redact, schema
 
 __all__ = ["PostgresMetadata", "Row"]
 
@@ -42,80 +42,6 @@ T = TypeVar("T")
 
 _LOCK_KEY = 7_231_640_011  # pg_advisory_xact_lock key: "pipeflow schema"
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    pipeline TEXT NOT NULL,
-    spec_path TEXT,
-    spec_digest TEXT,
-    executor TEXT,
-    state TEXT NOT NULL,
-    started DOUBLE PRECISION NOT NULL,
-    ended DOUBLE PRECISION,
-    host TEXT,
-    pid BIGINT,
-    overrides TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started);
-CREATE INDEX IF NOT EXISTS runs_by_started ON runs (started);
-CREATE TABLE IF NOT EXISTS params (
-    run_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS stage_runs (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    type TEXT NOT NULL,
-    state TEXT NOT NULL,
-    cache_key TEXT,
-    reason TEXT,
-    cache_hit INTEGER NOT NULL DEFAULT 0,
-    started DOUBLE PRECISION,
-    ended DOUBLE PRECISION,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    traceback TEXT,
-    worker TEXT,
-    config_digest TEXT,
-    config TEXT,
-    code_digest TEXT,
-    input_digests TEXT,
-    seq INTEGER,
-    PRIMARY KEY (run_id, stage)
-);
-CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
-CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage);
-CREATE TABLE IF NOT EXISTS artifacts (
-    digest TEXT PRIMARY KEY,
-    codec TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    size BIGINT NOT NULL,
-    created DOUBLE PRECISION NOT NULL,
-    run_id TEXT,
-    stage TEXT
-);
-CREATE TABLE IF NOT EXISTS outputs (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    port TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (run_id, stage, port)
-);
-CREATE TABLE IF NOT EXISTS lineage (
-    run_id TEXT NOT NULL,
-    src_stage TEXT NOT NULL,
-    src_port TEXT NOT NULL,
-    dst_stage TEXT NOT NULL,
-    dst_port TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (run_id, dst_stage, dst_port)
-);
-CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
-"""
 
 #: version -> the statements that bring a database of the version before it up to it
 _MIGRATIONS: dict[int, list[str]] = {}
@@ -221,7 +147,7 @@ class PostgresMetadata(MetadataDB):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
             exists = conn.execute("SELECT to_regclass('meta') IS NOT NULL").fetchone()[0]
             if not exists:
-                conn.execute(_SCHEMA)
+                conn.execute(schema(real="DOUBLE PRECISION", bigint="BIGINT"))
                 conn.execute(
                     "INSERT INTO meta VALUES ('schema_version', %s) ON CONFLICT DO NOTHING",
                     (str(SCHEMA_VERSION),),

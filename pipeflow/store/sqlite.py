@@ -23,85 +23,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipeflow.errors import StoreError
-from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB
+from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB, schema
 
 __all__ = ["SQLiteMetadata"]
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    pipeline TEXT NOT NULL,
-    spec_path TEXT,
-    spec_digest TEXT,
-    executor TEXT,
-    state TEXT NOT NULL,
-    started REAL NOT NULL,
-    ended REAL,
-    host TEXT,
-    pid INTEGER,
-    overrides TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started);
-CREATE TABLE IF NOT EXISTS params (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS stage_runs (
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    stage TEXT NOT NULL,
-    type TEXT NOT NULL,
-    state TEXT NOT NULL,
-    cache_key TEXT,
-    reason TEXT,
-    cache_hit INTEGER NOT NULL DEFAULT 0,
-    started REAL,
-    ended REAL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    traceback TEXT,
-    worker TEXT,
-    config_digest TEXT,
-    config TEXT,
-    code_digest TEXT,
-    input_digests TEXT,
-    seq INTEGER,
-    PRIMARY KEY (run_id, stage)
-);
-CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
-CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage);
-CREATE TABLE IF NOT EXISTS artifacts (
-    digest TEXT PRIMARY KEY,
-    codec TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    created REAL NOT NULL,
-    run_id TEXT,
-    stage TEXT
-);
-CREATE TABLE IF NOT EXISTS outputs (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    port TEXT NOT NULL,
-    digest TEXT NOT NULL REFERENCES artifacts(digest),
-    PRIMARY KEY (run_id, stage, port)
-);
-CREATE TABLE IF NOT EXISTS lineage (
-    run_id TEXT NOT NULL,
-    src_stage TEXT NOT NULL,
-    src_port TEXT NOT NULL,
-    dst_stage TEXT NOT NULL,
-    dst_port TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (run_id, dst_stage, dst_port)
-);
-CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
-"""
 
 
 class SQLiteMetadata(MetadataDB):
@@ -141,7 +67,7 @@ class SQLiteMetadata(MetadataDB):
             # executescript commits any open transaction first, so the script carries its own.
             c.executescript(
                 "BEGIN IMMEDIATE;"
-                + _SCHEMA
+                + schema(real="REAL", bigint="INTEGER")
                 + f"INSERT OR IGNORE INTO meta VALUES ('schema_version', '{SCHEMA_VERSION}');"
                 + "COMMIT;"
             )
