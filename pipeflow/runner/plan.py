@@ -116,11 +116,14 @@ def make_plan(
             plan.cached_from = manifest.get("run_id")
             plan.reason = f"unchanged: same type, config, code and inputs as run {plan.cached_from}"
             continue
-        plan.reason = _why(plan, previous.get(name))
+        cut_short = getattr(previous, "cut_short", None)
+        plan.reason = _why(plan, previous.get(name), cut_short(name) if cut_short else None)
     return Plan(pipeline, plans)
 
 
-def _why(plan: StagePlan, last: Any) -> str:
+def _why(plan: StagePlan, last: Any, cut_short: str | None = None) -> str:
+    if cut_short is not None and (last is None or last["state"] != "failed"):
+        return f"not finished last time: {cut_short}"
     if last is None:
         return "first run of this stage"
     if (

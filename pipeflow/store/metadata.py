@@ -491,20 +491,32 @@ class LastStageRuns:
         self.db, self.pipeline = db, pipeline
         self._memo: dict[str, Any] | None = None
         self._no_history = False
+        self._cut_short: dict[str, str] = {}
 
     def _load(self) -> dict[str, Any]:
         latest = self.db.query(
-            "SELECT id FROM runs WHERE pipeline = ? ORDER BY started DESC, id DESC LIMIT 1",
+            "SELECT id, state FROM runs WHERE pipeline = ? ORDER BY started DESC, id DESC LIMIT 1",
             (self.pipeline,),
         )
         if not latest:
             self._no_history = True
             return {}
-        rows = self.db.query(
-            "SELECT * FROM stage_runs WHERE run_id = ? AND state IN ('done', 'cached', 'failed')",
-            (latest[0]["id"],),
-        )
-        return {row["stage"]: row for row in rows}
+        run_id, run_state = latest[0]["id"], latest[0]["state"]
+        rows = self.db.query("SELECT * FROM stage_runs WHERE run_id = ?", (run_id,))
+        finished = {}
+        for row in rows:
+            if row["state"] in ("done", "cached", "failed"):
+                finished[row["stage"]] = row
+            elif run_state == "interrupted":
+                self._cut_short[row["stage"]] = f"run {run_id} was {run_state} before it finished"
+        return finished
+
+    def cut_short(self, stage: str) -> str | None:
+        """Why the pipeline's latest run left ``stage`` unfinished (it was interrupted, or it
+        failed elsewhere first), or None."""
+        if self._memo is None:
+            self._memo = self._load()
+        return self._cut_short.get(stage)
 
     def get(self, stage: str, default: Any = None) -> Any:
         if self._memo is None:

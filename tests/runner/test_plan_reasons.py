@@ -147,3 +147,28 @@ def test_run_report_records_the_plan_reasons(project: Path) -> None:
     assert second.stages["one"].reason.startswith("config changed")
     assert str(second.stages["two"].state) == "cached"
     assert second.load("sum") == 11
+
+
+def test_a_stage_an_interrupted_run_left_unfinished_says_so(project: Path) -> None:
+    """The last run was killed while 'two' ran: the next plan says that, not "first run"."""
+    import shutil
+
+    from pipeflow.store.database import open_metadata
+
+    report = _run(project)
+    shutil.rmtree(project.parent / ".pipeflow" / "cache")  # nothing reusable: every stage runs
+    with open_metadata(report.db_path) as db:
+        db.write(
+            [
+                ("UPDATE runs SET state = 'interrupted' WHERE id = ?", (report.run_id,)),
+                (
+                    "UPDATE stage_runs SET state = 'pending' WHERE run_id = ? AND stage = 'two'",
+                    (report.run_id,),
+                ),
+            ]
+        )
+    reasons = _reasons(_plan(project))
+    assert reasons["two"] == (
+        f"not finished last time: run {report.run_id} was interrupted before it finished"
+    )
+    assert reasons["one"] == "no stored result for this key"  # it did finish in that run
