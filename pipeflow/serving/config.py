@@ -35,6 +35,7 @@ class ServeConfig:
     max_body_bytes: int = 5_000_000
     max_rows: int = 10_000
     batch_wait_ms: float = 5.0  # the longest a batch waits for requests still arriving
+    guard: dict[str, Any] | None = None  # the alias's guard (pipeflow.serving.guard.GuardConfig)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
