@@ -204,7 +204,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _limits(guard: dict[str, Any]) -> str:
     keys = ("error_rate", "p95_ms", "min_accuracy", "window", "min_requests")
-    return ", ".join(f"{k} {guard[k]}" for k in keys if k in guard)
+    return ", ".join(
+        f"{k} {guard[k]:g}" if isinstance(guard[k], float) else f"{k} {guard[k]}"
+        for k in keys
+        if k in guard
+    )
 
 
 def _freeze_heap() -> None:

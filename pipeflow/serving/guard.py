@@ -195,7 +195,8 @@ class Guard:
             "suppressed": False,
             "sinks": [s.type for s in self.config.sinks],
         }
-        log.warning("ALERT %s", message)
+        log.warning("%s (alias event %d; alerted: %s)", message, event["seq"],
+                    ", ".join(alert["sinks"]))  # fmt: skip
         for sink in self.config.sinks:
             try:
                 open_sink(sink).send(alert)

@@ -67,7 +67,10 @@ def test_a_bad_version_promoted_under_traffic_is_rolled_back_once_with_no_failed
               store=own_store)
         for _ in range(3)
     ]  # fmt: skip
-    assert "guarded (p95_ms 5000.0, min_accuracy 0.8" in replicas[0].log.read_text()
+    assert (
+        "guarded (p95_ms 5000, min_accuracy 0.8, window 30s, min_requests 20)"
+        in replicas[0].log.read_text()
+    )
     rows, truth = sample_rows(tumours, 60), true_labels(tumours, 60)
     stop, out = threading.Event(), []
     loop = threading.Thread(
