@@ -5,7 +5,9 @@ counts in every replica's live accuracy, in `pipeflow monitor` and in the dashbo
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +17,7 @@ from helpers import (
     pipeflow,
     register_failing_model,
     sample_rows,
+    start_server,
     true_labels,
     wait_until,
 )
@@ -107,3 +110,44 @@ def test_feedback_to_any_replica_counts_in_every_replicas_live_accuracy_monitor_
         traffic = dashboard.get("/api/traffic", params={"model": "tumours"}).json()
     (v1,) = traffic["versions"]
     assert v1["requests"] == 30 and v1["p95_ms"] is not None
+
+
+@pytest.mark.slow
+def test_on_s3_two_machines_share_a_withdrawal_and_each_others_feedback(
+    tumours, s3: Any, tmp_path: Path
+) -> None:
+    local = tmp_path / "local"
+    shutil.copytree(tumours / ".pipeflow", local, ignore=shutil.ignore_patterns("audit"))
+    version = register_failing_model(local)
+    url = s3.bucket()
+    for part in ("registry", "objects"):  # the registry, with the failing version, on S3
+        s3.filesystem().put(str(local / part), f"{url[5:]}/{part}", recursive=True)
+    a, b = (
+        start_server(
+            tumours, "tumours@production", "--canary", f"tumours@{version}", "--weight", "0.5",
+            "--min-requests", "5", "--max-error-rate", "0.2", "--reload-interval", "0.2",
+            "--ship-interval", "0.5", store=url,  # type: ignore[arg-type]
+            env={**s3.env, "PIPEFLOW_SPOOL": str(tmp_path / f"machine-{m}")}, log_dir=tmp_path,
+        )
+        for m in range(2)
+    )  # fmt: skip
+    try:
+        payload = sample_rows(tumours, 1)
+        with a.client() as client:
+            codes = [client.post(PREDICT, json=payload).status_code for _ in range(60)]
+        assert 500 in codes and _canary_weight(a) == 0  # a withdrew it
+        wait_until(lambda: _canary_weight(b) == 0, 10, "b to apply a's withdrawal")
+        rows, truth = sample_rows(tumours, 10), true_labels(tumours, 10)
+        with a.client() as client:
+            answered = client.post(PREDICT, json=rows).json()["predictions"]
+        with b.client() as client:  # b learns a's predictions once a has shipped them
+            items = [{"id": p["id"], "outcome": t} for p, t in zip(answered, truth, strict=True)]
+            assert client.post(FEEDBACK, json=items).json() == {"recorded": 10}
+        right = sum(p["prediction"] == t for p, t in zip(answered, truth, strict=True))
+        for server in (a, b):
+            wait_until(
+                lambda s=server: _labelled(s) == (10.0, right / 10), 20, "the fleet's accuracy"
+            )
+    finally:
+        a.stop()
+        b.stop()
