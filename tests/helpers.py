@@ -65,12 +65,15 @@ __all__ = [
     "pipeflow",
     "pipeflow_ok",
     "processes",
+    "register_failing_model",
+    "register_mislabelled_model",
     "sample_rows",
     "show_run",
     "stage_lines",
     "start",
     "start_server",
     "trained_tumours",
+    "true_labels",
     "tumours_project",
     "wait_until",
 ]
@@ -286,6 +289,73 @@ def start_server(
         log_dir=log_dir,
         client_timeout=client_timeout,
     )
+
+
+def register_failing_model(store: Path) -> int:
+    """A tumours version that cannot score what clients send (it was trained with a feature the
+    signature lacks: every request it takes fails with ``model_error``); its number."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    from pipeflow.registry import Registry
+    from pipeflow.store.artifacts import ArtifactStore
+
+    frame = pd.DataFrame({"mean_radius": np.arange(20.0), "extra_feature": np.arange(20.0) % 3})
+    y = np.where(frame["mean_radius"] > 9, "malignant", "benign")
+    model = make_pipeline(
+        make_column_transformer(("passthrough", ["mean_radius", "extra_feature"])),
+        LogisticRegression(),
+    ).fit(frame, y)
+    st = ArtifactStore(str(store))
+    registry = Registry(st)
+    record = registry.register("tumours", st.save(model, "model"), metrics={"accuracy": 0.5})
+    return int(record["version"])
+
+
+def register_mislabelled_model(project: Path, store: Path) -> int:
+    """A tumours version trained on flipped diagnoses: fast, never fails, takes the same rows as
+    version 1 (its signature and reference profile), looks fine offline (its evaluation data was
+    flipped too), and is wrong on most live rows; its number."""
+    import pandas as pd
+    from sklearn.compose import make_column_transformer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    from pipeflow.registry import Registry
+    from pipeflow.store.artifacts import ArtifactStore
+
+    frame = pd.read_csv(project / "data.csv")
+    flipped = frame["diagnosis"].map({"benign": "malignant", "malignant": "benign"})
+    features = frame.drop(columns=["diagnosis"])
+    numeric = [c for c in features.columns if c != "size_band"]
+    model = make_pipeline(
+        make_column_transformer(
+            (StandardScaler(), numeric), (OneHotEncoder(handle_unknown="ignore"), ["size_band"])
+        ),
+        LogisticRegression(max_iter=5000),
+    ).fit(features, flipped)
+    st = ArtifactStore(str(store))
+    registry = Registry(st)
+    first = registry.version("tumours", 1)
+    record = registry.register(
+        "tumours",
+        st.save(model, "model"),
+        metrics={"accuracy": 0.97},
+        signature=first["signature"],
+        reference=first.get("reference"),
+    )
+    return int(record["version"])
+
+
+def true_labels(project: Path, n: int) -> list[str]:
+    """The diagnoses of the first ``n`` rows of the project's ``data.csv`` (:func:`sample_rows`)."""
+    import pandas as pd
+
+    return pd.read_csv(project / "data.csv")["diagnosis"].head(n).tolist()
 
 
 def counter(metrics_text: str, name: str) -> float:

@@ -67,6 +67,11 @@ def add_parsers(sub: Any) -> None:
         metavar="METRIC[:MARGIN]",
         help="no worse than the alias's current holder on METRIC by more than MARGIN",
     )
+    c.add_argument(
+        "--force",
+        action="store_true",
+        help="promote a version the serving guard rolled back from ALIAS (needs --reason)",
+    )
     where(c)
     c = msub.add_parser("rollback", help="point an alias back at its previous holder")
     c.add_argument("name", metavar="NAME")
@@ -233,6 +238,8 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
     from pipeflow.errors import GateFailed, UsageError
     from pipeflow.registry.gates import champion_check, describe_failures, threshold_gates
 
+    if args.force and not args.reason.strip():
+        raise UsageError("--force: say why with --reason (recorded with the move)")
     record = registry.resolve(args.name, args.which)
     gates_spec: dict[str, str] = {}
     for text in args.gate:
@@ -270,7 +277,7 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
     )
 
     event = registry.move_alias(
-        args.name, args.alias, record["version"], reason=args.reason, check=check
+        args.name, args.alias, record["version"], reason=args.reason, check=check, force=args.force
     )
     was = f"v{event['from_version']}" if event["from_version"] else "unset"
     print(f"{args.name}@{args.alias} -> v{event['to_version']} (was {was})")

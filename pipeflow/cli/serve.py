@@ -39,6 +39,13 @@ def add_parsers(sub: Any) -> None:
         help="canary requests before judging it (default 20)",
     )
     c.add_argument(
+        "--guard",
+        metavar="LIMITS|FILE",
+        help="roll the alias back when its holder fails live, over every replica: "
+        "'error_rate=0.05,p95_ms=200,min_accuracy=0.9,window=5m,min_requests=200' "
+        "(also cooldown=), or a YAML file of those keys and sinks:",
+    )
+    c.add_argument(
         "--tokens",
         metavar="FILE",
         help="bearer tokens, one per line: TOKEN [SCOPE,SCOPE] (scopes: predict, feedback, metrics, *); "
@@ -119,6 +126,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipeflow.registry import parse_ref
     from pipeflow.serving.app import create_app
     from pipeflow.serving.config import ServeConfig
+    from pipeflow.serving.guard import parse_guard
 
     name, which = parse_ref(args.ref)
     for flag, value, low, high, what in (
@@ -163,6 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * 1_000_000),
         batch_wait_ms=args.batch_wait_ms,
         drain_s=args.drain_seconds,
+        guard=parse_guard(args.guard) if args.guard else None,
     )
     port_free(args.host, args.port)
     import logging
@@ -176,7 +185,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = app.state.server
     print(
         f"serving {server.primary.label} ({name}@{config.which}) on http://{args.host}:{args.port}"
-        + (f", canary {server.canary.label} at {config.canary_weight:.0%}" if server.canary else "")
+        + (
+            f", canary {server.canary.label} at {server.rollout.weight:.0%}"
+            if server.canary
+            else ""
+        )
+        + (" (withdrawn by the fleet)" if server.canary and server.rollout.weight == 0 else "")
+        + (f", guarded ({_limits(config.guard)})" if config.guard else "")
         + f"; audit log in {server.audit_dir}"
         + (
             f", shipped to {server.shipper.describe()} every {config.ship_interval_s:g}s"
@@ -209,6 +224,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if not served.started:  # uvicorn.run's exit status when the port could not be bound
             return 3
     return 0
+
+
+def _limits(guard: dict[str, Any]) -> str:
+    keys = ("error_rate", "p95_ms", "min_accuracy", "window", "min_requests")
+    return ", ".join(
+        f"{k} {guard[k]:g}" if isinstance(guard[k], float) else f"{k} {guard[k]}"
+        for k in keys
+        if k in guard
+    )
 
 
 def _freeze_heap() -> None:

@@ -20,6 +20,10 @@ raised: alerting must not break monitoring), or a plugin's: sink types load thro
 ``pipeflow.sinks`` entry points (:mod:`pipeflow.monitoring.sinks`). Every fired alert is also appended to the store's
 alert history, which the dashboard reads (``triggers.on_drift`` reads the monitor's own report).
 
+The guard of a served alias (``pipeflow serve --guard``, the ``serve`` stage's ``guard:``) is
+declared here too (:class:`GuardConfig`: limits, window, sinks), so a spec is checked when it is
+built; what it does is :mod:`pipeflow.serving.guard`'s.
+
 Deduplication: a rule's key is ``(rule, model, feature)``; its last firing time is kept in
 ``monitoring/alerts/state.json`` (written atomically), and within the cooldown a repeat is counted
 in the report but not sent.
@@ -122,6 +126,38 @@ class Rule(BaseModel):
     def label(self) -> str:
         op, limit = self.comparison()
         return self.name or f"{self.metric} {op} {limit:g}"
+
+
+#: the limits of a guard: the most error rate, the most p95 latency, the least live accuracy
+LIMITS = ("error_rate", "p95_ms", "min_accuracy")
+
+
+class GuardConfig(BaseModel):
+    """The guard of a served alias (:mod:`pipeflow.serving.guard`): its limits (at least one),
+    its window and cool-down, and where its alerts go."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error_rate: float | None = Field(None, ge=0, le=1, description="most share of failed rows")
+    p95_ms: float | None = Field(None, gt=0, description="most p95 request latency in ms")
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="least live accuracy")
+    window: str | float = Field("5m", description="how far back to measure: 90s, 5m, 1h")
+    min_requests: int = Field(200, ge=1, description="rows (and labels) before judging")
+    cooldown: str | float | None = Field(None, description="quiet time after a rollback")
+    sinks: list[Sink] = Field(default_factory=lambda: [Sink(type="log")])
+
+    @field_validator("window", "cooldown")
+    @classmethod
+    def _duration(cls, value: str | float | None) -> str | float | None:
+        if value is not None and parse_duration(value) <= 0:
+            raise ValueError("expected a duration above 0")
+        return value
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> GuardConfig:
+        if all(getattr(self, k) is None for k in LIMITS):
+            raise ValueError(f"a guard needs at least one limit: {', '.join(LIMITS)}")
+        return self
 
 
 def _values(report: dict[str, Any], metric: str) -> list[tuple[str | None, float]]:

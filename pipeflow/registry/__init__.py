@@ -6,6 +6,7 @@ Policy, and why:
 
       registry/<model>/versions/<n>.json            one per version, written once
       registry/<model>/aliases/<alias>/<seq>.json   one per alias move, written once
+      registry/<model>/fleet/<seq>.json             one per fleet event, written once
 
   so every spec and every machine that points at the same store URL shares one registry (the
   environments of a team), and a stage running on a Dask worker can register a model with only
@@ -20,6 +21,19 @@ Policy, and why:
   leaves a small race window (see :mod:`pipeflow.store.remote`).
 - **An alias is a stack**: a promotion pushes a version, ``rollback`` pops back to the previous
   holder. Replaying the events gives the current holder, so there is no mutable pointer to corrupt.
+- **Fleet events** (:meth:`Registry.fleet_events`, :meth:`Registry.record_fleet_event`) are what
+  the replicas of ``pipeflow serve`` decided and every other replica must apply: a canary
+  withdrawn (``canary_withdrawn``, model and version). Numbered and claimed like alias moves, so
+  the fleet's history is one straight chain too; a replica replays it when it starts, so a
+  decision outlives the process that made it (:mod:`pipeflow.serving.fleet`).
+- **A guarded rollback blocks the version it removed**: :meth:`Registry.rollback` with
+  ``only_from`` (the serving guard, :mod:`pipeflow.serving.guard`) moves the alias back only if
+  that version still holds it (so of N replicas that see the same breach, one rolls back and the
+  others find the alias already moved and do nothing), and records ``guard`` (the reason, the
+  limits and the measurements) in the alias event. That version may not be promoted to that
+  alias again (:meth:`Registry.blocked`; promotion fails like a failed gate) until a person
+  promotes it with ``force`` (``pipeflow models promote ... --force``), which is recorded in the
+  event. A new version (a new run whose model differs) is not blocked.
 - **Loading never trusts the file**: the bytes must hash to the digest recorded in the version
   (tampered or truncated files are refused before parsing), and a skops file may only contain the
   types recorded when pipeflow registered it, intersected with pipeflow's own allow-list.
@@ -42,6 +56,7 @@ from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ROOT = layout.REGISTRY
+FLEET = layout.FLEET
 
 
 def check_name(what: str, name: str) -> str:
@@ -169,6 +184,45 @@ class Registry:
         stack = alias_stack(self.history(name, alias))
         return stack[-1] if stack else None
 
+    def blocked(self, name: str, alias: str, version: int) -> dict[str, Any] | None:
+        """The guarded rollback that took ``version`` off ``alias``, if no forced promotion of it
+        came after; None when the version may be promoted there."""
+        return _blocking(self.history(name, alias), int(version))
+
+    def fleet_events(self, name: str, after: int = 0) -> list[dict[str, Any]]:
+        """The fleet events of ``name`` numbered above ``after``, oldest first."""
+        check_name("model name", name)
+        folder = f"{ROOT}/{name}/{FLEET}"
+        return [self._read_json(f"{folder}/{n}.json") for n in self._numbered(folder) if n > after]
+
+    def record_fleet_event(
+        self,
+        name: str,
+        event: dict[str, Any],
+        *,
+        unless: Callable[[list[dict[str, Any]]], bool] | None = None,
+    ) -> dict[str, Any] | None:
+        """Append ``event`` as the next fleet event of ``name`` (claimed with an exclusive create;
+        a loser re-reads and takes the next number). None, and nothing written, when
+        ``unless(events so far)`` holds: a concurrent replica already recorded the same decision."""
+        check_name("model name", name)
+        folder = f"{ROOT}/{name}/{FLEET}"
+        while True:
+            events = self.fleet_events(name)
+            if unless is not None and unless(events):
+                return None
+            seq = (events[-1]["seq"] if events else 0) + 1
+            record = {
+                **event,
+                "seq": seq,
+                "model": name,
+                "time": time.time(),
+                "host": socket.gethostname(),
+            }
+            data = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
+            if self.store.create_exclusive(f"{folder}/{seq}.json", data):
+                return record
+
     def resolve(self, name: str, which: str | int | None = None) -> dict[str, Any]:
         """The version record that ``which`` means: a number, an alias, or None (the latest)."""
         check_name("model name", name)
@@ -231,10 +285,13 @@ class Registry:
         action: str = "promote",
         run_id: str | None = None,
         check: Callable[[int | None], list[dict[str, Any]]] | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Point ``alias`` at ``version``. ``check(current_holder)`` runs before each attempt (and
         again if a concurrent move got in first): it returns the gate records or raises
-        :class:`~pipeflow.errors.GateFailed`, which leaves the alias untouched."""
+        :class:`~pipeflow.errors.GateFailed`, which leaves the alias untouched. A version the
+        serving guard rolled back from this alias is refused the same way (a failed ``rollback``
+        gate) unless ``force`` (a person's decision, recorded in the event)."""
         check_name("alias", alias)
         self.version(name, version)  # must exist
         return self._append(
@@ -246,15 +303,29 @@ class Registry:
             user=user,
             run_id=run_id,
             check=check,
+            extra={"force": True} if force else None,
         )
 
     def rollback(
-        self, name: str, alias: str, *, reason: str = "", user: str | None = None
-    ) -> dict[str, Any]:
-        """Point ``alias`` back at the version it held before the current one."""
+        self,
+        name: str,
+        alias: str,
+        *,
+        reason: str = "",
+        user: str | None = None,
+        only_from: int | None = None,
+        guard: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Point ``alias`` back at the version it held before the current one. With
+        ``only_from``: only while that version holds the alias (re-checked if a concurrent move
+        got in first), else None and nothing written. ``guard`` (the serving guard's limits and
+        measurements) is recorded in the event and blocks the version rolled back from
+        (:meth:`blocked`)."""
         check_name("alias", alias)
 
         def previous(stack: list[int]) -> int:
+            if only_from is not None and (not stack or stack[-1] != only_from):
+                raise _Moved
             if not stack:
                 raise RegistryError(self._no_alias(name, alias))
             if len(stack) < 2:
@@ -263,7 +334,18 @@ class Registry:
                 )
             return stack[-2]
 
-        return self._append(name, alias, previous, action="rollback", reason=reason, user=user)
+        try:
+            return self._append(
+                name,
+                alias,
+                previous,
+                action="rollback",
+                reason=reason,
+                user=user,
+                extra=None if guard is None else {"guard": guard},
+            )
+        except _Moved:
+            return None
 
     def _no_alias(self, name: str, alias: str) -> str:
         if not self._numbered(f"{ROOT}/{name}/versions"):
@@ -281,6 +363,7 @@ class Registry:
         user: str | None,
         run_id: str | None = None,
         check: Callable[[int | None], list[dict[str, Any]]] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         folder = f"{ROOT}/{name}/aliases/{alias}"
         while True:
@@ -289,6 +372,8 @@ class Registry:
             current = stack[-1] if stack else None
             to_version = target(stack)
             gates = check(current) if check is not None else []
+            if action != "rollback" and not (extra or {}).get("force"):
+                _refuse_blocked(name, alias, events, to_version, current)
             seq = (events[-1]["seq"] if events else 0) + 1
             event = {
                 "seq": seq,
@@ -303,6 +388,7 @@ class Registry:
                 "reason": reason,
                 "run_id": run_id,
                 "gates": gates,
+                **(extra or {}),
             }
             data = json.dumps(event, indent=1, sort_keys=True, default=str).encode()
             if self.store.create_exclusive(f"{folder}/{seq}.json", data):
@@ -313,6 +399,55 @@ class Registry:
         """The model object and its version record; refuses tampered or untrusted files."""
         record = self.resolve(name, which)
         return load_version_model(self.store, record), record
+
+
+class _Moved(Exception):
+    """A rollback ``only_from`` a version that no longer holds the alias: nothing to do."""
+
+
+def _blocking(events: list[dict[str, Any]], version: int) -> dict[str, Any] | None:
+    """The latest guarded rollback from ``version`` in an alias's events, unless a forced
+    promotion of it came after."""
+    found = None
+    for event in events:
+        if event.get("action") == "rollback" and event.get("guard"):
+            if event.get("from_version") == version:
+                found = event
+        elif event.get("force") and event.get("to_version") == version:
+            found = None
+    return found
+
+
+def _refuse_blocked(
+    name: str, alias: str, events: list[dict[str, Any]], version: int, current: int | None
+) -> None:
+    """GateFailed (a failed ``rollback`` gate) when the serving guard rolled ``version`` back
+    from ``alias`` and no person has promoted it again since; promoting the holder again is a
+    no-op and passes."""
+    from pipeflow.errors import GateFailed
+
+    if version == current:
+        return
+    event = _blocking(events, version)
+    if event is None:
+        return
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
+    message = (
+        f"{name}@{version} was rolled back from '{alias}' by the serving guard at {when} "
+        f"(alias event {event['seq']}: {event.get('reason') or 'no reason recorded'}); "
+        f"promote it again only with --force (a person's decision), or promote a new version"
+    )
+    gate = {
+        "kind": "rollback",
+        "gate": f"not rolled back from {alias} by the serving guard",
+        "metric": "rollback",
+        "op": "==",
+        "threshold": None,
+        "value": None,
+        "passed": False,
+        "detail": message,
+    }
+    raise GateFailed(message, [gate])
 
 
 def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:

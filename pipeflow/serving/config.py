@@ -36,6 +36,7 @@ class ServeConfig:
     max_rows: int = 10_000
     batch_wait_ms: float = 5.0  # the longest a batch waits for requests still arriving
     drain_s: float = 0.0  # after SIGTERM: not ready, still answering, for this long (drain.py)
+    guard: dict[str, Any] | None = None  # the alias's guard (pipeflow.serving.guard.GuardConfig)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -5,7 +5,10 @@ second app in the same process (the tests) would collide on the metric names; wi
 answers for itself, and a scrape sees one of them. The metric names and labels are the public
 interface here (dashboards and alerts read them): ``pipeflow_requests`` (model, version, route,
 code), ``pipeflow_errors`` (type), ``pipeflow_request_latency_seconds``, ``pipeflow_predictions``,
-``pipeflow_unusual_inputs`` and ``pipeflow_canary_weight``. The two moments that count are here
+``pipeflow_unusual_inputs`` and ``pipeflow_canary_weight``: this process's own, which Prometheus
+sums over the replicas. Two gauges are the fleet's, the same on every replica (from every
+replica's journal, :mod:`pipeflow.serving.fleet`): ``pipeflow_fleet_accuracy`` and
+``pipeflow_fleet_labelled`` (model, version). The two moments that count are here
 too: a request answered with predictions (:meth:`Metrics.answered`) and one refused
 (:meth:`Metrics.refused`).
 
@@ -78,10 +81,29 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.fleet_accuracy = Gauge(
+            "pipeflow_fleet_accuracy",
+            "live accuracy from feedback over every replica (right / labelled predictions)",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.fleet_labelled = Gauge(
+            "pipeflow_fleet_labelled",
+            "predictions with feedback over every replica",
+            ["model", "version"],
+            registry=self.registry,
+        )
+
     def track(self, queued: Callable[[], float], draining: Callable[[], bool]) -> None:
         """Read the queue depth and the draining state at each scrape from these callables."""
         self.queue_depth.set_function(queued)
         self.draining.set_function(lambda: float(draining()))
+
+    def fleet(self, accuracies: dict[tuple[str, int], tuple[int, int]]) -> None:
+        """The fleet's live accuracy per version: (model, version) -> (right, labelled)."""
+        for (model, version), (right, labelled) in accuracies.items():
+            self.fleet_accuracy.labels(model, str(version)).set(right / labelled)
+            self.fleet_labelled.labels(model, str(version)).set(labelled)
 
     def answered(
         self, model: str, version: str, route: str, elapsed: float, rows: int, unusual: int

@@ -3,23 +3,32 @@
 ``--canary NAME@VERSION`` loads another version of the served model next to the primary
 (:meth:`Rollout.load`); :meth:`Rollout.pick` sends it ``weight`` of the requests, at random.
 Each request a version scored, or failed on, is observed on its handle (:meth:`Rollout.observe`:
-requests, errors, latencies); feedback adds to the handles' live accuracy
-(:meth:`pipeflow.serving.state.Server.record_feedback`). Once the canary has taken
-``min_requests`` requests, each of its requests and each feedback checks it
-(:meth:`Rollout.check`): when its error rate, p95 latency or live accuracy (once it has
-``min_requests`` outcomes) breaches the limits of the config, it is withdrawn
+requests, errors, latencies: this replica's); its live accuracy is the fleet's (feedback to any
+replica for predictions any replica answered, :mod:`pipeflow.serving.fleet`). Once the canary
+has taken ``min_requests`` requests, each of its requests, each feedback and each pass of the
+watch loop checks it (:meth:`Rollout.check`): when its error rate, p95 latency or live accuracy
+(once it has ``min_requests`` outcomes) breaches the limits of the config, it is withdrawn
 (:meth:`Rollout.withdraw`): its weight drops to 0 (all traffic back on the primary), the event is
 appended to the audit log's ``events``, the ``pipeflow_canary_weight`` gauge reads 0 and an
-``ALERT`` is logged. A withdrawn canary stays loaded (its requests in flight finish) and is not
-put back: that takes a restart.
+``ALERT`` is logged.
+
+The withdrawal is the fleet's, not this process's: it is recorded as a ``canary_withdrawn``
+fleet event in the registry (:meth:`Rollout.publish`; at once, off the event loop, and retried by
+the watch loop if the store could not be written), unless another replica recorded the same
+version first. Every replica applies it within its reload interval (:meth:`Rollout.apply`), and a
+replica started later with the same ``--canary`` replays it at start and begins at weight 0. A
+withdrawn canary stays loaded (its requests in flight finish) and is never put back, not even by
+a restart: to try that version again, a person promotes it, or a new run registers a new one.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pipeflow.serving.handle import Handle
@@ -35,6 +44,8 @@ class Rollout:
         self.server = server
         self.canary: Handle | None = None
         self.weight = 0.0
+        #: this replica's withdrawal, until it is recorded as a fleet event
+        self.unpublished: dict[str, Any] | None = None
         config = server.config
         if config.canary:
             self.canary = self.load(config.canary)
@@ -124,3 +135,53 @@ class Rollout:
             why,
             server.primary.label,
         )
+        self.unpublished = {
+            "event": "canary_withdrawn",
+            "version": c.version,
+            "primary": server.primary.label,
+            "reason": why,
+            "requests": c.requests,
+            "errors": c.errors,
+            "replica": server.replica,
+        }
+        # no event loop (a direct call): the watch loop publishes it
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().run_in_executor(None, self.publish)
+
+    def publish(self) -> None:
+        """Record this replica's withdrawal as a fleet event (once for the fleet: nothing is
+        written when any replica already recorded this version's withdrawal)."""
+        event = self.unpublished
+        if event is None:
+            return
+        version = event["version"]
+        try:
+            self.server.registry.record_fleet_event(
+                self.server.config.model,
+                event,
+                unless=lambda events: any(_withdraws(e, version) for e in events),
+            )
+        except Exception as err:  # the store is unreachable: the watch loop tries again
+            log.error("could not record the canary's withdrawal in the registry: %s", err)
+            return
+        self.unpublished = None
+
+    def apply(self, event: dict[str, Any]) -> None:
+        """A fleet event (:mod:`pipeflow.serving.fleet`): a withdrawal of this canary's version,
+        by any replica, takes its traffic here too."""
+        c, server = self.canary, self.server
+        if c is None or not _withdraws(event, c.version) or self.weight == 0:
+            return
+        self.weight = 0.0
+        server.metrics.canary_weight.set(0)
+        log.warning(
+            "canary %s withdrawn by replica %s: %s (all traffic back on %s)",
+            c.label,
+            event.get("replica"),
+            event.get("reason"),
+            server.primary.label,
+        )
+
+
+def _withdraws(event: dict[str, Any], version: int) -> bool:
+    return event.get("event") == "canary_withdrawn" and event.get("version") == version

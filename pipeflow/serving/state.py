@@ -1,9 +1,11 @@
 """The state of one server process, shared by the routes: :class:`Server`.
 
 It holds the store and registry, the handle of the primary version (the alias's holder) and the
-canary's rollout (:mod:`pipeflow.serving.rollout`), the metrics, the prediction ids, the recent
-predictions (for live accuracy from feedback) and the three audit logs: ``predictions`` (written
-by the batchers), ``feedback`` and ``events`` (canary withdrawn, reloaded, model errors). The
+canary's rollout (:mod:`pipeflow.serving.rollout`), the metrics, the prediction ids, the fleet's
+view (:mod:`pipeflow.serving.fleet`: every replica's predictions and feedback, for live accuracy,
+and the fleet events), the alias's guard (:mod:`pipeflow.serving.guard`) and the three audit
+logs: ``predictions`` (written by the batchers), ``feedback`` and ``events`` (canary withdrawn,
+reloaded, guard rollback, model errors). The
 audit folder is repaired and checked writable at start: a server that cannot audit does not
 start. On a remote store the folder is a local spool (``--audit-dir``, else
 ``$PIPEFLOW_SPOOL``), and :attr:`Server.shipper` ships its closed segments to
@@ -15,9 +17,13 @@ Authentication: optional bearer tokens with scopes (``predict``, ``feedback``, `
 with every known one in constant time; the caller is named in the audit log by a digest
 fingerprint, never by the token.
 
-Hot reload: the alias is re-read every ``reload_interval_s`` (:meth:`Server.watch_alias`); when it
-moves (promote, rollback), the new version is loaded off the request path and swapped in;
-requests already queued finish on the old one.
+The watch loop (:meth:`Server.watch_alias`), every ``reload_interval_s``, off the request path
+(:meth:`Server.tick`): fold the fleet's new journal records, apply new fleet events (a canary
+another replica withdrew), let the guard judge the alias's holder, and re-read the alias. When it
+moved (promote, rollback, the guard's rollback), the new version is loaded off the request path
+and swapped in by one assignment: a request picks its handle once, and requests already queued
+on the old one finish there, so nothing in flight fails. At start the same records are replayed,
+so a restarted replica begins where the fleet is.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import logging
 import math
 import os
 import secrets
+import socket
 import threading
 import time
 from pathlib import Path
@@ -37,6 +44,8 @@ from typing import Any
 from pipeflow.errors import BadRequest
 from pipeflow.serving.batcher import Batcher
 from pipeflow.serving.config import ServeConfig
+from pipeflow.serving.fleet import Fleet, RecentPredictions
+from pipeflow.serving.guard import Guard
 from pipeflow.serving.handle import Handle
 from pipeflow.serving.metrics import Metrics
 from pipeflow.serving.rollout import Rollout
@@ -45,35 +54,7 @@ from pipeflow.store.shipping import Shipper
 
 log = logging.getLogger("pipeflow.serve")
 
-
-class RecentPredictions:
-    """The outputs of roughly the last ``keep`` to ``2 * keep`` predictions by id, for live accuracy
-    from feedback. Two generations of plain dicts, one per model version, filled with one C-level
-    ``dict.update`` per batch; when the young generation is full it becomes the old one and the
-    old one is dropped: O(1) per batch, no per-row eviction."""
-
-    def __init__(self, keep: int = 100_000):
-        self.keep = keep
-        self._young: dict[tuple[str, int], dict[str, Any]] = {}
-        self._old: dict[tuple[str, int], dict[str, Any]] = {}
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def add(self, name: str, version: int, ids: list[str], outputs: list[Any]) -> None:
-        with self._lock:
-            if self._size >= self.keep:
-                self._old, self._young, self._size = self._young, {}, 0
-            self._young.setdefault((name, version), {}).update(zip(ids, outputs, strict=True))
-            self._size += len(ids)
-
-    def get(self, pid: str) -> tuple[str, int, Any] | None:
-        """(model, version, output) of a recent prediction id, or None."""
-        with self._lock:
-            for generation in (self._young, self._old):
-                for (name, version), outputs in generation.items():
-                    if pid in outputs:
-                        return name, version, outputs[pid]
-        return None
+__all__ = ["RecentPredictions", "Server"]
 
 
 class Server:
@@ -85,6 +66,12 @@ class Server:
         from pipeflow.store.journal import default_folder, repair
 
         self.config = config
+        if config.guard and (config.which is None or str(config.which).isdigit()):
+            from pipeflow.errors import UsageError
+
+            raise UsageError(
+                f"--guard guards an alias: serve {config.model}@ALIAS, not a pinned version"
+            )
         self.store = ArtifactStore(config.store_url, config.storage_options)
         self.registry = Registry(self.store)
         # a local store's journal is <store>/audit; a remote store's is a local spool, shipped
@@ -123,13 +110,20 @@ class Server:
         self._prefix = "p" + secrets.token_hex(4)
         self._counter = 0
         self._id_lock = threading.Lock()
-        self.recent = RecentPredictions()
-        #: whether the latest label of a recent prediction matched it (a relabel replaces it)
-        self._labels: dict[str, bool] = {}
+        #: this process among the replicas, in the fleet events it writes
+        self.replica = f"{socket.gethostname()}-{os.getpid()}-{self._prefix}"
+        self.guard = Guard(config.guard) if config.guard else None
+        self.fleet = self._fleet()
+        self.recent: RecentPredictions = self.fleet.recent
         self.arriving = 0  # predict requests whose body is being read (event loop only)
         self.primary = self.load(config.model, config.which, "primary")
         self.rollout = Rollout(self)
         self.metrics = Metrics()
+        # what the fleet decided and observed before this replica started
+        for event in self.fleet_events():
+            self.rollout.apply(event)
+        self.fleet.refresh(time.time())
+        self.metrics.fleet(self.fleet.accuracies())
         self.metrics.canary_weight.set(self.rollout.weight)
         self.tokens = {
             hashlib.sha256(t.encode()).digest(): frozenset(s)
@@ -142,11 +136,34 @@ class Server:
         return self.rollout.canary
 
     def load(self, name: str, which: str | int | None, role: str) -> Handle:
-        """A version of a registered model, loaded, with its batcher."""
+        """A version of a registered model, loaded, with its batcher; its live accuracy is the
+        fleet's (:mod:`pipeflow.serving.fleet`)."""
         model, record = self.registry.load_model(name, which)
         handle = Handle(name, record, model, role)
+        handle.feedback = self.fleet.counts_of(name, handle.version)
         handle.batcher = Batcher(handle, self)
         return handle
+
+    def _fleet(self) -> Fleet:
+        """The reader of every replica's journal (this one's own segments told apart)."""
+        from pipeflow.store.shipping import open_journal
+
+        where: Any = self.audit_dir
+        if not self.store.is_local:
+            where = open_journal(self.store, "audit", self.audit_dir, remember=False)
+
+        def own() -> set[str]:
+            return self.audit.names | self.feedback_log.names | self.events.names
+
+        horizon = max(3600.0, self.guard.window_s) if self.guard is not None else 3600.0
+        return Fleet(where, own, horizon)
+
+    def fleet_events(self) -> list[dict[str, Any]]:
+        """The fleet events recorded since the last call (all of them, the first time)."""
+        fresh = self.registry.fleet_events(self.config.model, after=self.fleet.seq)
+        if fresh:
+            self.fleet.seq = fresh[-1]["seq"]
+        return fresh
 
     def new_id(self) -> str:
         return self.new_ids(1)[0]
@@ -179,47 +196,74 @@ class Server:
             raise BadRequest(403, "forbidden", f"the token lacks the '{scope}' scope")
         return "token:" + digest.hex()[:12]
 
-    # -- alias watch ------------------------------------------------------------------------
-    async def watch_alias(self) -> None:
-        """Swap in the alias's new holder when it moves (promote / rollback)."""
+    # -- the watch loop ---------------------------------------------------------------------
+    def tick(self) -> tuple[list[dict[str, Any]], int | None]:
+        """One pass of the watch loop, off the event loop: fold the fleet's new journal records,
+        publish a withdrawal not yet recorded, read new fleet events, let the guard judge the
+        alias's holder, and read who holds the alias now. Returns (fleet events to apply,
+        the holder; None for a pinned version)."""
+        from pipeflow.registry import alias_stack
+
+        now = time.time()
+        self.fleet.refresh(now)
+        if self.rollout.unpublished is not None:
+            self.rollout.publish()
+        fresh = self.fleet_events()
         which = self.config.which
         if which is None or str(which).isdigit():
-            return
+            return fresh, None
+        history = self.registry.history(self.config.model, str(which))
+        if self.guard is not None and self.guard.check(self, history, now) is not None:
+            history = self.registry.history(self.config.model, str(which))
+        stack = alias_stack(history)
+        return fresh, (stack[-1] if stack else None)
+
+    async def watch_alias(self) -> None:
+        """Every ``reload_interval_s``: apply what the fleet decided (:meth:`tick`), and swap in
+        the alias's new holder when it moved (promote, rollback, the guard's rollback)."""
         loop = asyncio.get_running_loop()
+        which = self.config.which
         while True:
             await asyncio.sleep(self.config.reload_interval_s)
             try:
-                held = await loop.run_in_executor(
-                    None, self.registry.holder, self.config.model, which
-                )
-                if held is None or held == self.primary.version:
-                    continue
-                fresh = await loop.run_in_executor(
+                fresh, held = await loop.run_in_executor(None, self.tick)
+            except Exception as err:  # keep serving what we have; try again next interval
+                log.error("could not read the fleet's state in %s: %s", self.store.url, err)
+                continue
+            for event in fresh:
+                self.rollout.apply(event)
+            self.metrics.fleet(self.fleet.accuracies())
+            if self.rollout.live:
+                self.rollout.check()  # feedback from other replicas may have come in
+            if held is None or held == self.primary.version:
+                continue
+            try:
+                fresh_handle = await loop.run_in_executor(
                     None, self.load, self.config.model, held, "primary"
                 )
             except Exception as err:  # keep serving the version we have
                 log.error("could not reload %s@%s: %s", self.config.model, which, err)
                 continue
             old = self.primary
-            self.primary = fresh
+            self.primary = fresh_handle
             self.events.append(
                 [
                     {
                         "id": self.new_id(),
                         "time": time.time(),
                         "event": "reloaded",
-                        "model": fresh.name,
+                        "model": fresh_handle.name,
                         "alias": which,
                         "from_version": old.version,
-                        "version": fresh.version,
+                        "version": fresh_handle.version,
                     }
                 ]
             )
             log.info(
                 "%s@%s moved: now serving v%d (was v%d)",
-                fresh.name,
+                fresh_handle.name,
                 which,
-                fresh.version,
+                fresh_handle.version,
                 old.version,
             )
 
@@ -251,28 +295,15 @@ class Server:
 
     def record_feedback(self, items: list[dict[str, Any]], caller: str) -> int:
         """Record true outcomes. A second label for the same prediction id replaces the first:
-        live accuracy (here and in ``pipeflow monitor``) counts each prediction once, by its
-        latest label."""
+        live accuracy (here, over the fleet, and in ``pipeflow monitor``) counts each prediction
+        once, by its latest label. A prediction another replica answered counts once its record
+        is read from the journal (:meth:`pipeflow.serving.fleet.Fleet.label`)."""
         self.check_outcomes(items)
         now = time.time()
         records = []
         for item in items:
             pid, outcome = item["id"], item["outcome"]
-            seen = self.recent.get(pid)
-            if seen is not None:
-                name, version, predicted = seen
-                correct = str(predicted) == str(outcome)
-                before = self._labels.pop(pid, None)
-                self._labels[pid] = correct
-                while len(self._labels) > 2 * self.recent.keep:  # as long as predictions are kept
-                    self._labels.pop(next(iter(self._labels)))
-                for h in (self.primary, self.rollout.canary):
-                    if h is not None and h.name == name and h.version == version:
-                        if before is not None:  # the earlier label no longer counts
-                            h.feedback[0] -= before
-                            h.feedback[1] -= 1
-                        h.feedback[0] += correct
-                        h.feedback[1] += 1
+            self.fleet.label(pid, outcome, now)
             records.append(
                 {
                     "id": pid,

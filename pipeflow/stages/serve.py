@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from pipeflow.core.stage import Action, Port, StageContext
+from pipeflow.monitoring.alerts import GuardConfig
 
 
 class ServeStageConfig(BaseModel):
@@ -48,6 +49,11 @@ class ServeStageConfig(BaseModel):
     )
     audit_dir: str | None = None
     reload_interval_s: float = Field(2.0, gt=0)
+    guard: GuardConfig | None = Field(
+        None,
+        description="roll the alias back when its holder fails live (pipeflow serve --guard): "
+        "error_rate, p95_ms, min_accuracy, window, min_requests, cooldown, sinks",
+    )
     ready_timeout_s: float = Field(120.0, gt=0)
 
 
@@ -107,6 +113,11 @@ class ServeStage(Action[ServeStageConfig]):
             command += ["--tokens", str(ctx.base_dir / config.tokens_file)]
         if config.audit_dir:
             command += ["--audit-dir", str(ctx.base_dir / config.audit_dir)]
+        if config.guard is not None:
+            guard_file = os.path.join(root, "serving", f"{name}-{config.port}-guard.json")
+            with open(guard_file, "w", encoding="utf-8") as fh:
+                json.dump({"guard": config.guard.model_dump(mode="json", exclude_none=True)}, fh)
+            command += ["--guard", guard_file]
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(  # noqa: S603 - our own CLI, arguments from a validated config
                 command,

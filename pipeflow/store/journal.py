@@ -91,6 +91,9 @@ class AuditLog:
         self._pid = 0
         self._written = 0
         self._closed: list[Path] = []
+        #: the names of every segment this log has opened (a reader of the whole journal can
+        #: tell this writer's own records from the others', see pipeflow.serving.fleet)
+        self.names: set[str] = set()
         self._lock = threading.Lock()
 
     @property
@@ -102,6 +105,7 @@ class AuditLog:
         if self._fd is None or self._pid != pid:  # a forked worker gets its own file
             self.folder.mkdir(parents=True, exist_ok=True)
             self._path = self.folder / segment_name()
+            self.names.add(self._path.name)
             self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
             self._pid, self._written = pid, 0
         return self._fd

@@ -12,6 +12,8 @@ folder itself, so the layout can be read (and changed) in one place::
       tmp/<uuid>                    writes in progress, never read    store.artifacts
       registry/<model>/versions/    model versions (N.json)           registry
       registry/<model>/aliases/     alias moves                       registry
+      registry/<model>/fleet/       fleet events (N.json): what one   registry
+                                    server replica decided for all
       locks/<pipeline>-<d12>.lock   the run lock of a pipeline        runner.session
       leases/<pipeline>/<gen>.json  the lease of ``pipeflow watch``   runner.lease
       audit/                        serving journal: predictions,     store.journal
@@ -46,6 +48,8 @@ CACHE = "cache"
 CACHE_BATCHES = "cache/batches"
 TMP = "tmp"
 REGISTRY = "registry"
+#: ``registry/<model>/fleet``: events every ``pipeflow serve`` replica applies
+FLEET = "fleet"
 LOCKS = "locks"
 LEASES = "leases"
 AUDIT = "audit"

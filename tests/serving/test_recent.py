@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeflow.serving.state import RecentPredictions
+from pipeflow.serving.fleet import RecentPredictions
 
 
 def test_recent_predictions_keep_between_keep_and_twice_keep_and_forget_the_oldest() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from helpers import PREDICT, pipeflow, sample_rows
+from helpers import PREDICT, pipeflow, register_failing_model, sample_rows
 
 from pipeflow.store import journal as audit
 
@@ -245,33 +245,10 @@ def test_an_alias_move_is_picked_up_during_traffic_with_no_failed_request(
     assert any(e["event"] == "reloaded" and e["version"] == 2 for e in events)
 
 
-def _register_failing_model(store: Path) -> int:
-    """A model that cannot score what clients send: it was trained with an extra feature."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.compose import make_column_transformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
-    from pipeflow.registry import Registry
-    from pipeflow.store.artifacts import ArtifactStore
-
-    frame = pd.DataFrame({"mean_radius": np.arange(20.0), "extra_feature": np.arange(20.0) % 3})
-    y = np.where(frame["mean_radius"] > 9, "malignant", "benign")
-    model = make_pipeline(
-        make_column_transformer(("passthrough", ["mean_radius", "extra_feature"])),
-        LogisticRegression(),
-    ).fit(frame, y)
-    st = ArtifactStore(str(store))
-    registry = Registry(st)
-    record = registry.register("tumours", st.save(model, "model"), metrics={"accuracy": 0.5})
-    return int(record["version"])
-
-
 def test_a_failing_canary_is_withdrawn_and_the_event_recorded(
     serve, tumours, own_store: Path
 ) -> None:
-    version = _register_failing_model(own_store)
+    version = register_failing_model(own_store)
     s = serve(
         "tumours@production",
         "--canary",

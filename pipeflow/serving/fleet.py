@@ -1,0 +1,312 @@
+"""The fleet: N ``pipeflow serve`` replicas over one store behave as one service.
+
+Two kinds of shared truth, both in the store, and one loop per replica that applies them
+(:meth:`pipeflow.serving.state.Server.watch_alias`, every ``--reload-interval``):
+
+- **Decisions** are registry records, claimed with an exclusive create so each history is one
+  straight chain: alias moves (promote, rollback; ``registry/<model>/aliases/``) and *fleet
+  events* (``registry/<model>/fleet/<seq>.json``, :meth:`pipeflow.registry.Registry.fleet_events`).
+  Today the one fleet event is ``canary_withdrawn``: the replica whose probation of the canary
+  failed records it (:meth:`pipeflow.serving.rollout.Rollout.withdraw`); every other replica reads
+  it within its reload interval and stops routing to that version; a replica that starts later
+  replays the chain at start (:attr:`Fleet.seq`), so a restarted pod never routes to it either.
+  A rollback by the guard (:mod:`pipeflow.serving.guard`) needs no fleet event: it *is* an alias
+  event, which every replica follows the same way it follows a promotion.
+- **Observations** are the audit journal every replica already writes (predictions with model,
+  version, output and latency; feedback; ``model_error`` events). :class:`Fleet` reads the union
+  of every replica's records incrementally (:class:`Follower`: whole lines past a remembered
+  offset per segment; a shipped segment is read once) and folds them into
+
+  - the fleet's memory of prediction ids (:class:`RecentPredictions`), so feedback posted to any
+    replica for a prediction any replica answered counts once it is seen: feedback for an id not
+    seen yet waits (:attr:`Fleet.pending`, bounded) until the prediction's record arrives;
+  - per-version live accuracy over the whole fleet (``[correct, labelled]``, the same list object
+    as each :class:`~pipeflow.serving.handle.Handle`'s ``feedback``; a second label for an id
+    replaces the first), read by the canary's ``--min-accuracy`` and exported as the
+    ``pipeflow_fleet_accuracy`` gauge;
+  - one-second cells per version (rows answered, rows failed, a latency histogram, feedback),
+    so the guard can ask for the fleet's error rate, p95 latency and accuracy over a window
+    (:meth:`Fleet.window`) without keeping records.
+
+  This replica's own feedback is applied the moment it is posted (:meth:`Fleet.label`) and its
+  own predictions are remembered by the batcher, so its own segments (the names its
+  :class:`~pipeflow.store.journal.AuditLog` opened) are read for the cells only.
+
+How fresh: on a local store every replica's records are files in ``<store>/audit`` (each writer
+its own ``<host>-<pid>-<token>.jsonl``), seen at the next refresh. On an object store another
+replica's records arrive when it ships them (``--ship-interval``), so fleet accuracy and the
+guard's window lag by up to that interval plus the reload interval. A replica reads the whole
+journal once when it starts (known limit: a long history on S3 is many downloads).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from pipeflow.store import journal
+
+try:  # orjson parses the audit lines several times faster
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    import json
+
+    _loads = json.loads
+
+log = logging.getLogger("pipeflow.serve")
+
+
+class RecentPredictions:
+    """The outputs of roughly the last ``keep`` to ``2 * keep`` predictions by id, for live accuracy
+    from feedback. Two generations of plain dicts, one per model version, filled with one C-level
+    ``dict.update`` per batch; when the young generation is full it becomes the old one and the
+    old one is dropped: O(1) per batch, no per-row eviction."""
+
+    def __init__(self, keep: int = 100_000):
+        self.keep = keep
+        self._young: dict[tuple[str, int], dict[str, Any]] = {}
+        self._old: dict[tuple[str, int], dict[str, Any]] = {}
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def add(self, name: str, version: int, ids: list[str], outputs: list[Any]) -> None:
+        with self._lock:
+            if self._size >= self.keep:
+                self._old, self._young, self._size = self._young, {}, 0
+            self._young.setdefault((name, version), {}).update(zip(ids, outputs, strict=True))
+            self._size += len(ids)
+
+    def get(self, pid: str) -> tuple[str, int, Any] | None:
+        """(model, version, output) of a recent prediction id, or None."""
+        with self._lock:
+            for generation in (self._young, self._old):
+                for (name, version), outputs in generation.items():
+                    if pid in outputs:
+                        return name, version, outputs[pid]
+        return None
+
+
+class Follower:
+    """The whole records appended to one kind of a journal since the last call, segment by
+    segment: a local file is read on from the offset where the last call stopped; a shipped one
+    (it never changes) once, from where its spool copy was read up to."""
+
+    def __init__(self, where: Any, kind: str):
+        self.where, self.kind = where, kind
+        self.offsets: dict[str, int] = {}
+        self.done: set[str] = set()
+
+    def new(self) -> list[tuple[str, dict[str, Any]]]:
+        """(segment name, record) of every whole line not returned before."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for segment in journal.segments(self.where, self.kind):
+            if segment.name in self.done:
+                continue
+            offset = self.offsets.get(segment.name, 0)
+            try:
+                if segment.path is not None:
+                    with open(segment.path, "rb") as fh:
+                        fh.seek(offset)
+                        offset = _fold(fh, offset, segment.name, out)
+                else:
+                    data = segment.read_bytes()
+                    offset = _fold(io.BytesIO(data[offset:]), offset, segment.name, out)
+                    self.done.add(segment.name)
+            except FileNotFoundError:  # shipped and removed from the spool: read next time
+                continue
+            self.offsets[segment.name] = offset
+        return out
+
+
+def _fold(lines: Any, offset: int, name: str, out: list[tuple[str, dict[str, Any]]]) -> int:
+    for line in lines:
+        if not line.endswith(b"\n"):
+            break  # not whole yet: read again next time
+        offset += len(line)
+        try:
+            record = _loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            out.append((name, record))
+    return offset
+
+
+GAMMA = 1.02  # latency bins grow by 2 %: a quantile within 1 % of the true one
+_LOG_GAMMA = math.log(GAMMA)
+
+
+class Cell:
+    """One version's second: rows answered and failed, their latencies (a histogram), and the
+    labels received (feedback) with how many were right."""
+
+    __slots__ = ("correct", "errors", "labelled", "latency", "rows")
+
+    def __init__(self) -> None:
+        self.rows = self.errors = self.correct = self.labelled = 0
+        self.latency: dict[int, int] = {}
+
+    def add_latency(self, ms: Any) -> None:
+        if isinstance(ms, int | float) and not isinstance(ms, bool) and math.isfinite(ms):
+            key = math.ceil(math.log(max(float(ms), 1e-3)) / _LOG_GAMMA)
+            self.latency[key] = self.latency.get(key, 0) + 1
+
+
+def _quantile(histogram: dict[int, int], q: float) -> float | None:
+    total = sum(histogram.values())
+    if not total:
+        return None
+    rank, seen = q * (total - 1), 0
+    for key in sorted(histogram):
+        seen += histogram[key]
+        if seen > rank:
+            return round(2 * GAMMA**key / (GAMMA + 1), 3)
+    return None  # not reached
+
+
+class Fleet:
+    """Every replica's records, folded (see the module docstring); thread-safe."""
+
+    def __init__(self, where: Any, own: Callable[[], set[str]], horizon_s: float = 3600):
+        """``where``: the audit journal (a local folder or a
+        :class:`~pipeflow.store.shipping.Journal`); ``own()``: this replica's segment names;
+        ``horizon_s``: how long the per-second cells are kept (the longest window asked for)."""
+        self.own = own
+        self.horizon_s = horizon_s
+        self.recent = RecentPredictions()
+        self.followers = {k: Follower(where, k) for k in ("predictions", "feedback", "events")}
+        #: (model, version) -> [correct, labelled] over the fleet (a handle's ``feedback``)
+        self.counts: dict[tuple[str, int], list[int]] = {}
+        #: prediction id -> (model, version, second, correct) of its latest label
+        self.labels: dict[str, tuple[str, int, int, bool]] = {}
+        #: prediction id -> (time, outcome): feedback waiting for its prediction to be seen
+        self.pending: dict[str, tuple[float, Any]] = {}
+        self.cells: dict[tuple[str, int, int], Cell] = {}
+        self.seq = 0  # the last fleet event applied (pipeflow.registry.Registry.fleet_events)
+        self._lock = threading.RLock()
+
+    def counts_of(self, name: str, version: int) -> list[int]:
+        with self._lock:
+            return self.counts.setdefault((name, version), [0, 0])
+
+    def _cell(self, name: str, version: int, second: int) -> Cell:
+        cell = self.cells.get((name, version, second))
+        if cell is None:
+            cell = self.cells[(name, version, second)] = Cell()
+        return cell
+
+    # -- feedback -------------------------------------------------------------------------------
+    def label(self, pid: str, outcome: Any, when: float) -> bool:
+        """Count a true outcome for prediction ``pid`` (its latest label replaces an earlier one);
+        False when the prediction is not known yet: the label waits for it."""
+        seen = self.recent.get(pid)
+        with self._lock:
+            if seen is None:
+                self.pending.pop(pid, None)
+                self.pending[pid] = (when, outcome)
+                while len(self.pending) > self.recent.keep:
+                    self.pending.pop(next(iter(self.pending)))
+                return False
+            name, version, predicted = seen
+            correct = str(predicted) == str(outcome)
+            before = self.labels.pop(pid, None)
+            if before is not None:  # the earlier label no longer counts
+                b_name, b_version, b_second, b_correct = before
+                counts = self.counts_of(b_name, b_version)
+                counts[0] -= b_correct
+                counts[1] -= 1
+                cell = self.cells.get((b_name, b_version, b_second))
+                if cell is not None:
+                    cell.correct -= b_correct
+                    cell.labelled -= 1
+            second = int(when)
+            self.labels[pid] = (name, version, second, correct)
+            while len(self.labels) > 2 * self.recent.keep:  # as long as predictions are kept
+                self.labels.pop(next(iter(self.labels)))
+            counts = self.counts_of(name, version)
+            counts[0] += correct
+            counts[1] += 1
+            cell = self._cell(name, version, second)
+            cell.correct += correct
+            cell.labelled += 1
+            return True
+
+    # -- the journal ----------------------------------------------------------------------------
+    def refresh(self, now: float) -> None:
+        """Fold in what every replica appended (or shipped) since the last call."""
+        own = self.own()
+        predictions = self.followers["predictions"].new()
+        events = self.followers["events"].new()
+        feedback = [r for name, r in self.followers["feedback"].new() if name not in own]
+        others: dict[tuple[str, int], tuple[list[str], list[Any]]] = {}
+        with self._lock:
+            for name, r in predictions:
+                model, version, when = r.get("model"), r.get("version"), r.get("time")
+                if not isinstance(model, str) or not isinstance(version, int):
+                    continue
+                if isinstance(when, int | float):
+                    cell = self._cell(model, version, int(when))
+                    cell.rows += 1
+                    cell.add_latency(r.get("latency_ms"))
+                if name not in own and isinstance(r.get("id"), str):
+                    ids, outputs = others.setdefault((model, version), ([], []))
+                    ids.append(r["id"])
+                    outputs.append(r.get("output"))
+            for _, r in events:
+                model, version, when = r.get("model"), r.get("version"), r.get("time")
+                if r.get("event") != "model_error" or not isinstance(version, int):
+                    continue
+                if isinstance(model, str) and isinstance(when, int | float):
+                    rows = r.get("rows")
+                    self._cell(model, version, int(when)).errors += (
+                        rows if isinstance(rows, int) and rows > 0 else 1
+                    )
+            for (model, version), (ids, outputs) in others.items():
+                self.recent.add(model, version, ids, outputs)
+            waiting = list(self.pending.items()) if others else []
+            for r in feedback:
+                if isinstance(r.get("id"), str) and isinstance(r.get("time"), int | float):
+                    self.label(r["id"], r.get("outcome"), r["time"])
+            for pid, (when, outcome) in waiting:
+                if self.recent.get(pid) is not None:
+                    self.pending.pop(pid, None)
+                    self.label(pid, outcome, when)
+            oldest = int(now - self.horizon_s)
+            for key in [k for k in self.cells if k[2] < oldest]:
+                del self.cells[key]
+
+    def window(self, name: str, version: int, start: float, end: float) -> dict[str, Any]:
+        """The fleet's measurements of one version from ``start`` to ``end``: rows answered
+        (``requests``) and failed, ``error_rate``, ``p95_ms`` (of the answered rows' request
+        latencies), ``labelled`` and ``accuracy`` (of the feedback received in the window)."""
+        rows = errors = correct = labelled = 0
+        latency: dict[int, int] = {}
+        with self._lock:
+            for (m, v, second), cell in self.cells.items():
+                if m != name or v != version or not int(start) <= second < end:
+                    continue
+                rows += cell.rows
+                errors += cell.errors
+                correct += cell.correct
+                labelled += cell.labelled
+                for key, n in cell.latency.items():
+                    latency[key] = latency.get(key, 0) + n
+        failed_share = errors / (rows + errors) if rows + errors else 0.0
+        return {
+            "requests": rows + errors,
+            "answered": rows,
+            "errors": errors,
+            "error_rate": round(failed_share, 4),
+            "p95_ms": _quantile(latency, 0.95),
+            "labelled": labelled,
+            "accuracy": round(correct / labelled, 4) if labelled else None,
+        }
+
+    def accuracies(self) -> dict[tuple[str, int], tuple[int, int]]:
+        """(model, version) -> (correct, labelled) over the fleet, for the gauges."""
+        with self._lock:
+            return {k: (c[0], c[1]) for k, c in self.counts.items() if c[1]}
