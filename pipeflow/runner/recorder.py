@@ -18,13 +18,17 @@ from pipeflow.store.metadata import MetadataDB
 
 
 class Recorder:
-    """Batches stage records into few transactions (SQLite or PostgreSQL alike).
+    """Batches stage records into few transactions (SQLite or PostgreSQL alike), written off the
+    thread that adds them.
 
-    A transaction per stage would cost more than running a small stage. Records are flushed when
-    ``max_rows`` are waiting, ``max_age_s`` after the first one arrived (a timer, so a long stage
-    does not hold back the records of those before it), and at the end of the run; ``runs show``
-    of a run in progress lags by at most a fraction of a second. A crash can lose only those
-    unflushed records.
+    A transaction per stage would cost more than running a small stage, and a write on the
+    scheduler's thread would hold up every stage behind it (a batch of 200 records is a few
+    milliseconds in SQLite, tens on a database server). So :meth:`add` only files the record;
+    a timer thread writes what is waiting ``max_age_s`` after the first record arrived, at once
+    when ``max_rows`` are waiting, and at the end of the run (:meth:`flush`). ``runs show`` of a
+    run in progress lags by at most a fraction of a second. Writes are serialised, and a batch
+    is taken under the write lock, so an older record of a stage never lands after a newer one;
+    a failed write puts its records back for the next. A crash can lose only unwritten records.
     """
 
     def __init__(
@@ -34,28 +38,40 @@ class Recorder:
         self.max_rows, self.max_age_s = max_rows, max_age_s
         #: latest row per stage: a stage that starts and ends within one batch is written once
         self.rows: dict[str, dict[str, Any]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards rows and the timer; held only briefly
+        self._write_lock = threading.Lock()  # one write at a time, in the order batches are taken
         self._timer: threading.Timer | None = None
+        self._due = 0.0
 
     def add(self, row: dict[str, Any]) -> None:
         with self._lock:
             self.rows[row["stage"]] = row
-            full = len(self.rows) >= self.max_rows
-            if not full and self._timer is None:
-                self._timer = threading.Timer(self.max_age_s, self._flush_quietly)
+            delay = 0.0 if len(self.rows) >= self.max_rows else self.max_age_s
+            if self._timer is not None and delay == 0.0 and self._due > 0.0:
+                self._timer.cancel()  # full: write now rather than when the timer was due
+                self._timer = None
+            if self._timer is None:
+                self._due = delay
+                self._timer = threading.Timer(delay, self._flush_quietly)
                 self._timer.daemon = True
                 self._timer.start()
-        if full:
-            self.flush()
 
     def flush(self) -> None:
-        with self._lock:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            rows, self.rows = self.rows, {}
-            if rows:
+        """Write every waiting record now (on the calling thread)."""
+        with self._write_lock:
+            with self._lock:
+                if self._timer is not None:
+                    self._timer.cancel()
+                    self._timer = None
+                rows, self.rows = self.rows, {}
+            if not rows:
+                return
+            try:
                 self.db.record_stages(self.run_id, rows.values())
+            except BaseException:
+                with self._lock:  # back in line, under any newer record of the same stage
+                    self.rows = {**rows, **self.rows}
+                raise
 
     def _flush_quietly(self) -> None:
         with contextlib.suppress(Exception):  # the end-of-run flush reports failures

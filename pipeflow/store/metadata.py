@@ -263,21 +263,15 @@ class MetadataDB:
                 ),
             )
         ]
-        stmts += [
-            (
-                "INSERT INTO params VALUES (?, ?, ?) ON CONFLICT (run_id, name) DO NOTHING",
-                (run_id, k, json.dumps(v, default=str)),
-            )
-            for k, v in params.items()
-        ]
-        stmts += [
-            (
-                "INSERT INTO stage_runs (run_id, stage, type, state) VALUES (?, ?, ?, 'pending')"
-                " ON CONFLICT (run_id, stage) DO NOTHING",
-                (run_id, name, type_),
-            )
-            for name, type_ in stages
-        ]
+        stmts += _rows(
+            "INSERT INTO params VALUES {} ON CONFLICT (run_id, name) DO NOTHING",
+            [(run_id, k, json.dumps(v, default=str)) for k, v in params.items()],
+        )
+        stmts += _rows(
+            "INSERT INTO stage_runs (run_id, stage, type, state) VALUES {}"
+            " ON CONFLICT (run_id, stage) DO NOTHING",
+            [(run_id, name, type_, "pending") for name, type_ in stages],
+        )
         self.write(stmts)
 
     def finish_run(self, run_id: str, state: str, error: str | None = None) -> None:
@@ -320,66 +314,62 @@ class MetadataDB:
         return len(stale)
 
     def record_stages(self, run_id: str, results: Iterable[dict[str, Any]]) -> None:
-        """Record finished (or cached / skipped) stages: one transaction for the whole batch."""
-        stmts: list[tuple[str, tuple]] = []
+        """Record finished (or cached / skipped) stages: one transaction for the whole batch,
+        the rows of each table together (one ``executemany`` per table, see :func:`_rows`)."""
+        stages: list[tuple] = []
+        artifacts: dict[str, tuple] = {}
+        outputs: list[tuple] = []
+        lineage: list[tuple] = []
+        now = time.time()
         for r in results:
-            stmts.append(
+            config = r.get("config")
+            stages.append(
                 (
-                    "INSERT INTO stage_runs (run_id, stage, type, state, cache_key, reason, cache_hit, started, ended,"
-                    " attempts, error, traceback, worker, config_digest, config, code_digest, input_digests, seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (run_id, stage) DO UPDATE SET state=excluded.state, cache_key=excluded.cache_key,"
-                    " reason=excluded.reason, cache_hit=excluded.cache_hit, started=excluded.started, ended=excluded.ended,"
-                    " attempts=excluded.attempts, error=excluded.error, traceback=excluded.traceback, worker=excluded.worker,"
-                    " config_digest=excluded.config_digest, config=excluded.config, code_digest=excluded.code_digest, input_digests=excluded.input_digests, seq=excluded.seq",
-                    (
-                        run_id,
-                        r["stage"],
-                        r["type"],
-                        r["state"],
-                        r.get("key"),
-                        r.get("reason"),
-                        1 if r["state"] == "cached" else 0,
-                        r.get("started"),
-                        r.get("ended"),
-                        r.get("attempts", 0),
-                        r.get("error"),
-                        r.get("traceback"),
-                        r.get("worker"),
-                        r.get("config_digest"),
-                        json.dumps(r["config"], sort_keys=True)
-                        if r.get("config") is not None
-                        else None,
-                        r.get("code_digest"),
-                        json.dumps(r.get("input_digests") or {}, sort_keys=True),
-                        r.get("seq"),
-                    ),
+                    run_id,
+                    r["stage"],
+                    r["type"],
+                    r["state"],
+                    r.get("key"),
+                    r.get("reason"),
+                    1 if r["state"] == "cached" else 0,
+                    r.get("started"),
+                    r.get("ended"),
+                    r.get("attempts", 0),
+                    r.get("error"),
+                    r.get("traceback"),
+                    r.get("worker"),
+                    r.get("config_digest"),
+                    json.dumps(config, sort_keys=True) if config is not None else None,
+                    r.get("code_digest"),
+                    json.dumps(r.get("input_digests") or {}, sort_keys=True),
+                    r.get("seq"),
                 )
             )
-            now = time.time()
             for port, ref in (r.get("outputs") or {}).items():
-                stmts.append(
-                    (
-                        "INSERT INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
-                        (ref.digest, ref.codec, ref.kind, ref.size, now, run_id, r["stage"]),
-                    )
+                artifacts.setdefault(
+                    ref.digest, (ref.digest, ref.codec, ref.kind, ref.size, now, run_id, r["stage"])
                 )
-                stmts.append(
-                    (
-                        "INSERT INTO outputs VALUES (?, ?, ?, ?) ON CONFLICT (run_id, stage, port)"
-                        " DO UPDATE SET digest = excluded.digest",
-                        (run_id, r["stage"], port, ref.digest),
-                    )
-                )
+                outputs.append((run_id, r["stage"], port, ref.digest))
             for dst_port, (src_stage, src_port, digest) in (r.get("lineage") or {}).items():
-                stmts.append(
-                    (
-                        "INSERT INTO lineage VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, dst_stage, dst_port)"
-                        " DO UPDATE SET src_stage = excluded.src_stage,"
-                        " src_port = excluded.src_port, digest = excluded.digest",
-                        (run_id, src_stage, src_port, r["stage"], dst_port, digest),
-                    )
-                )
+                lineage.append((run_id, src_stage, src_port, r["stage"], dst_port, digest))
+        stmts = [
+            *_rows(_STAGE_UPSERT, stages),
+            *_rows(
+                "INSERT INTO artifacts VALUES {} ON CONFLICT (digest) DO NOTHING",
+                list(artifacts.values()),
+            ),
+            *_rows(
+                "INSERT INTO outputs VALUES {} ON CONFLICT (run_id, stage, port)"
+                " DO UPDATE SET digest = excluded.digest",
+                outputs,
+            ),
+            *_rows(
+                "INSERT INTO lineage VALUES {} ON CONFLICT (run_id, dst_stage, dst_port)"
+                " DO UPDATE SET src_stage = excluded.src_stage,"
+                " src_port = excluded.src_port, digest = excluded.digest",
+                lineage,
+            ),
+        ]
         if stmts:
             self.write(stmts)
 
@@ -475,6 +465,41 @@ class MetadataDB:
             (version,),
         )
         return [dict(r) for r in rows]
+
+
+_STAGE_UPSERT = (
+    "INSERT INTO stage_runs (run_id, stage, type, state, cache_key, reason, cache_hit, started,"
+    " ended, attempts, error, traceback, worker, config_digest, config, code_digest,"
+    " input_digests, seq) VALUES {}"
+    " ON CONFLICT (run_id, stage) DO UPDATE SET state=excluded.state, cache_key=excluded.cache_key,"
+    " reason=excluded.reason, cache_hit=excluded.cache_hit, started=excluded.started,"
+    " ended=excluded.ended, attempts=excluded.attempts, error=excluded.error,"
+    " traceback=excluded.traceback, worker=excluded.worker, config_digest=excluded.config_digest,"
+    " config=excluded.config, code_digest=excluded.code_digest,"
+    " input_digests=excluded.input_digests, seq=excluded.seq"
+)
+
+
+def same_sql(batch: list[tuple[str, tuple]]) -> list[tuple[str, list[tuple]]]:
+    """Consecutive statements with the same SQL, together, in order: what a backend sends with
+    one ``executemany``."""
+    out: list[tuple[str, list[tuple]]] = []
+    for sql, args in batch:
+        if out and out[-1][0] == sql:
+            out[-1][1].append(args)
+        else:
+            out.append((sql, [args]))
+    return out
+
+
+def _rows(template: str, rows: list[tuple]) -> list[tuple[str, tuple]]:
+    """One statement per row, all with the same SQL (``template`` with its ``{}`` the row's
+    VALUES), so a backend can send them as one batch: sqlite3's and psycopg's ``executemany``
+    parse the statement once (no key twice in one batch: an upsert may touch a row once)."""
+    if not rows:
+        return []
+    sql = template.format("(" + ", ".join("?" for _ in rows[0]) + ")")
+    return [(sql, row) for row in rows]
 
 
 class LastStageRuns:

@@ -34,7 +34,14 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from pipeflow.errors import StoreError, UsageError
-from pipeflow.store.metadata import SCHEMA_VERSION, TABLES, MetadataDB, redact, schema
+from pipeflow.store.metadata import (
+    SCHEMA_VERSION,
+    TABLES,
+    MetadataDB,
+    redact,
+    same_sql,
+    schema,
+)
 
 __all__ = ["PostgresMetadata", "Row"]
 
@@ -201,8 +208,11 @@ class PostgresMetadata(MetadataDB):
         def tx(conn: Any) -> None:
             with conn.transaction(), conn.pipeline():
                 cur = conn.cursor()
-                for sql, args in batch:
-                    cur.execute(sql, args)
+                for sql, rows in same_sql(batch):
+                    if len(rows) == 1:
+                        cur.execute(sql, rows[0])
+                    else:  # parsed once, the rows pipelined
+                        cur.executemany(sql, rows)
 
         self._retry(tx)
 

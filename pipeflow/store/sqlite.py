@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipeflow.errors import StoreError
-from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB, schema
+from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB, same_sql, schema
 
 __all__ = ["SQLiteMetadata"]
 
@@ -133,8 +133,8 @@ class SQLiteMetadata(MetadataDB):
             c = self._conn
             c.execute("BEGIN IMMEDIATE")
             try:
-                for sql, args in batch:
-                    c.execute(sql, args)
+                for sql, rows in same_sql(batch):
+                    c.executemany(sql, rows)
                 c.execute("COMMIT")
             except BaseException:
                 if c.in_transaction:
