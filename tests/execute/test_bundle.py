@@ -48,7 +48,7 @@ SPEC = """
 def _project(folder: Path) -> Path:
     """A spec folder with code (a module, a package with a subpackage) and things that are not
     code to ship (data, the store, caches, a folder that is not a package)."""
-    spec = write_spec(folder, SPEC, {"steps.py": STEPS, "helpers.py": "K = 1\n"})
+    spec = write_spec(folder, SPEC, {"steps.py": STEPS, "aux_code.py": "K = 1\n"})
     (folder / "lib" / "sub").mkdir(parents=True)
     (folder / "lib" / "__init__.py").write_text("")
     (folder / "lib" / "core.py").write_text("def f():\n    return 1\n")
@@ -69,7 +69,7 @@ def test_the_bundle_holds_the_importable_code_only(tmp_path: Path) -> None:
     _project(tmp_path)
     names = [name for name, _ in bundle.code_files(tmp_path)]
     assert names == [
-        "helpers.py",
+        "aux_code.py",
         "lib/__init__.py",
         "lib/core.py",
         "lib/sub/__init__.py",

@@ -145,7 +145,9 @@ def test_the_factory_gets_its_options_and_bounds_and_the_cluster_is_closed_after
 
 def test_ctrl_c_during_a_run_closes_the_cluster_the_factory_started(tmp_path: Path) -> None:
     record = tmp_path / "cluster.jsonl"
-    options = f"{{record: '{record}', n_workers: 1, processes: false, dashboard_address: ':0'}}"
+    # a worker process: closing the cluster ends it, napping stage and all (a worker thread in
+    # this process would make the close wait ~30 s for Dask's own timeout)
+    options = f"{{record: '{record}', n_workers: 1, processes: true, dashboard_address: ':0'}}"
     spec = _spec(tmp_path, "recording:RecordingCluster", options, "", 1, 60)
     log = tmp_path / "run.log"
     with processes() as procs:
