@@ -168,6 +168,10 @@ def start_cluster(factory: ClusterFactory) -> Iterator[Any]:
         _close(cluster, factory.name, adaptive)
 
 
+#: seconds a cluster pipeflow started may take to close (its workers are then left to die)
+CLOSE_TIMEOUT = 10
+
+
 def _close(cluster: Any, name: str, adaptive: Any = None) -> None:
     """Close a cluster pipeflow started, its adaptive loop first (else it retires workers while
     they are being closed); a failure to close is logged, never raised over the error that may
@@ -176,7 +180,10 @@ def _close(cluster: Any, name: str, adaptive: Any = None) -> None:
         stop = getattr(adaptive, "stop", None)
         if callable(stop):
             stop()
-        cluster.close()
+        try:  # bounded: Ctrl-C must not wait on a worker busy with a long stage
+            cluster.close(timeout=CLOSE_TIMEOUT)
+        except TypeError:  # a cluster manager whose close takes no timeout
+            cluster.close()
     except Exception as err:  # pragma: no cover - depends on the cluster manager
         logging.getLogger("pipeflow.cluster").warning(
             "closing cluster %s failed: %s", name, _one_line(err)
