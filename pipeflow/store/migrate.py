@@ -19,15 +19,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeflow.errors import StoreError
 from pipeflow.store.metadata import TABLES, MetadataDB
 
 __all__ = ["Migration", "TableCopy", "migrate"]
 
 BATCH = 500
+_COLUMN = re.compile(r"[a-z_][a-z0-9_]*")
 
 
 @dataclass
@@ -73,16 +76,19 @@ def migrate(
     report = Migration(source.location, target.location)
     for table, key in TABLES.items():
         order = ", ".join(key)
-        rows = [dict(r) for r in source.query(f"SELECT * FROM {table} ORDER BY {order}")]  # noqa: S608 (names from TABLES)
+        query = f"SELECT * FROM {table} ORDER BY {order}"  # noqa: S608  # nosec B608 (names from TABLES)
+        rows = [dict(r) for r in source.query(query)]
         copy = TableCopy(table, rows=len(rows))
         if rows:
             columns = list(rows[0])
+            if not all(_COLUMN.fullmatch(c) for c in columns):  # they go into SQL below
+                raise StoreError(f"{source.location}: table {table} has unexpected column names")
             before = {
                 _key_text(table, dict(r))
-                for r in target.query(f"SELECT {order} FROM {table}")  # noqa: S608
+                for r in target.query(f"SELECT {order} FROM {table}")  # noqa: S608  # nosec B608
             }
             sql = (
-                f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608 (names from TABLES)
+                f"INSERT INTO {table} ({', '.join(columns)})"  # noqa: S608  # nosec B608 (checked names)
                 f" VALUES ({', '.join('?' for _ in columns)}) ON CONFLICT DO NOTHING"
             )
             for start in range(0, len(rows), BATCH):
@@ -90,7 +96,7 @@ def migrate(
                 target.write([(sql, tuple(r[c] for c in columns)) for r in batch])
             landed = {
                 _key_text(table, row): row
-                for row in (dict(r) for r in target.query(f"SELECT * FROM {table}"))  # noqa: S608
+                for row in (dict(r) for r in target.query(f"SELECT * FROM {table}"))  # noqa: S608  # nosec B608
             }
             source_hash, target_hash = hashlib.sha256(), hashlib.sha256()
             for row in rows:
