@@ -123,17 +123,7 @@ class Follower:
 
 
 def _fold(lines: Any, offset: int, name: str, out: list[tuple[str, dict[str, Any]]]) -> int:
-    for line in lines:
-        if not line.endswith(b"\n"):
-            break  # not whole yet: read again next time
-        offset += len(line)
-        try:
-            record = _loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            out.append((name, record))
-    return offset
+    return journal.fold_whole(lines, offset, lambda record: out.append((name, record)))
 
 
 GAMMA = 1.02  # latency bins grow by 2 %: a quantile within 1 % of the true one

@@ -241,6 +241,26 @@ def parse(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
             continue
 
 
+def fold_whole(
+    lines: Iterable[bytes], offset: int, take: Callable[[dict[str, Any]], object]
+) -> int:
+    """Hand each record of the whole lines to ``take`` (a line that does not parse, or is not a
+    JSON object, is skipped); stop at a torn last line, to be read again next time. Returns the
+    offset after the last whole line: what an incremental reader (a replica's fleet view, the
+    dashboard's traffic index) remembers per segment."""
+    for line in lines:
+        if not line.endswith(b"\n"):
+            break  # not whole yet: read again next time
+        offset += len(line)
+        try:
+            record = loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            take(record)
+    return offset
+
+
 def find(where: Where, kind: str, record_id: str) -> list[dict[str, Any]]:
     """Records of ``kind`` with this ``id`` (a byte search first, so a large log is cheap)."""
     needle = json.dumps(record_id).encode()

@@ -120,17 +120,7 @@ class TrafficIndex:
             self.offsets[segment.name] = offset
 
     def _fold(self, lines: Any, offset: int) -> int:
-        for line in lines:
-            if not line.endswith(b"\n"):
-                break  # not whole yet: read again next time
-            offset += len(line)
-            try:
-                record = _loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                self._add(record)
-        return offset
+        return audit.fold_whole(lines, offset, self._add)
 
     def _add(self, r: dict[str, Any]) -> None:
         when, version, model = finite_number(r.get("time")), r.get("version"), r.get("model")
