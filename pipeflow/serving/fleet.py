@@ -41,21 +41,13 @@ journal once when it starts (known limit: a long history on S3 is many downloads
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 import threading
 from collections.abc import Callable
 from typing import Any
 
-from pipeflow.store import journal
-
-try:  # orjson parses the audit lines several times faster
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    import json
-
-    _loads = json.loads
+from pipeflow.store.journal import Follower
 
 log = logging.getLogger("pipeflow.serve")
 
@@ -88,42 +80,6 @@ class RecentPredictions:
                     if pid in outputs:
                         return name, version, outputs[pid]
         return None
-
-
-class Follower:
-    """The whole records appended to one kind of a journal since the last call, segment by
-    segment: a local file is read on from the offset where the last call stopped; a shipped one
-    (it never changes) once, from where its spool copy was read up to."""
-
-    def __init__(self, where: Any, kind: str):
-        self.where, self.kind = where, kind
-        self.offsets: dict[str, int] = {}
-        self.done: set[str] = set()
-
-    def new(self) -> list[tuple[str, dict[str, Any]]]:
-        """(segment name, record) of every whole line not returned before."""
-        out: list[tuple[str, dict[str, Any]]] = []
-        for segment in journal.segments(self.where, self.kind):
-            if segment.name in self.done:
-                continue
-            offset = self.offsets.get(segment.name, 0)
-            try:
-                if segment.path is not None:
-                    with open(segment.path, "rb") as fh:
-                        fh.seek(offset)
-                        offset = _fold(fh, offset, segment.name, out)
-                else:
-                    data = segment.read_bytes()
-                    offset = _fold(io.BytesIO(data[offset:]), offset, segment.name, out)
-                    self.done.add(segment.name)
-            except FileNotFoundError:  # shipped and removed from the spool: read next time
-                continue
-            self.offsets[segment.name] = offset
-        return out
-
-
-def _fold(lines: Any, offset: int, name: str, out: list[tuple[str, dict[str, Any]]]) -> int:
-    return journal.fold_whole(lines, offset, lambda record: out.append((name, record)))
 
 
 GAMMA = 1.02  # latency bins grow by 2 %: a quantile within 1 % of the true one

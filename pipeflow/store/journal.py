@@ -261,6 +261,52 @@ def fold_whole(
     return offset
 
 
+class Follower:
+    """The whole records appended to one kind of a journal since the last call, segment by
+    segment: a local file is read on from the offset where the last call stopped; a shipped one
+    (it never changes) once, from where its spool copy was read up to. What an incremental
+    reader (a replica's fleet view, the dashboard's traffic index) keeps between calls."""
+
+    def __init__(self, where: Where, kind: str):
+        self.where, self.kind = where, kind
+        self.offsets: dict[str, int] = {}
+        self.done: set[str] = set()  # segments read whole from the store: never again
+
+    def follow(
+        self,
+        take: Callable[[str, dict[str, Any]], object],
+        found: list[Segment] | None = None,
+    ) -> None:
+        """``take(segment name, record)`` for every whole record not taken before (of
+        ``found``, the segments already listed, or of a fresh listing)."""
+        for segment in segments(self.where, self.kind) if found is None else found:
+            if segment.name in self.done:
+                continue
+            offset = self.offsets.get(segment.name, 0)
+
+            def one(record: dict[str, Any], name: str = segment.name) -> None:
+                take(name, record)
+
+            try:
+                if segment.path is not None:
+                    with open(segment.path, "rb") as fh:
+                        fh.seek(offset)
+                        offset = fold_whole(fh, offset, one)
+                else:
+                    data = segment.read_bytes()
+                    offset = fold_whole(io.BytesIO(data[offset:]), offset, one)
+                    self.done.add(segment.name)
+            except FileNotFoundError:  # shipped and removed from the spool: read next time
+                continue
+            self.offsets[segment.name] = offset
+
+    def new(self) -> list[tuple[str, dict[str, Any]]]:
+        """(segment name, record) of every whole record not returned before."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        self.follow(lambda name, record: out.append((name, record)))
+        return out
+
+
 def find(where: Where, kind: str, record_id: str) -> list[dict[str, Any]]:
     """Records of ``kind`` with this ``id`` (a byte search first, so a large log is cheap)."""
     needle = json.dumps(record_id).encode()

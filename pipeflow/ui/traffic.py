@@ -2,8 +2,8 @@
 
 The traffic page refreshes every 5 s and the audit log
 only grows (one append-only file per writer process, see :mod:`pipeflow.store.journal`). A
-:class:`TrafficIndex` remembers how far it has read each segment, by name, and folds only the new
-whole lines. A shipped segment (a remote store, :mod:`pipeflow.store.shipping`) never changes:
+:class:`TrafficIndex` remembers how far it has read each segment, by name
+(:class:`pipeflow.store.journal.Follower`), and folds only the new whole lines. A shipped segment (a remote store, :mod:`pipeflow.store.shipping`) never changes:
 it is downloaded once, from where a local spool copy of it was read up to, and then only its
 name is listed again. Lines are folded into cells keyed by (model, version, time bucket). A cell
 keeps counts and a log-bucketed latency histogram (quantiles within 1 %), not the latencies, so memory grows with the number of time
@@ -14,18 +14,11 @@ not counted; it is read again once whole.
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import threading
 from typing import Any
 
 from pipeflow.store import journal as audit
-
-try:  # orjson (a dependency of the server) parses the audit lines several times faster
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    _loads = json.loads
 
 
 def finite_number(value: Any) -> float | None:
@@ -84,8 +77,7 @@ class TrafficIndex:
         self._reset()
 
     def _reset(self) -> None:
-        self.offsets: dict[str, int] = {}
-        self.shipped: set[str] = set()  # segments read whole from the store: never again
+        self.follower = audit.Follower(self.where, "predictions")
         self.cells: dict[tuple[str, int, int], Cell] = {}
         self.roles: dict[tuple[str, int], set[str]] = {}
 
@@ -99,28 +91,10 @@ class TrafficIndex:
                 size = segment.path.stat().st_size
             except OSError:
                 continue
-            if size < self.offsets.get(segment.name, 0):  # rewritten behind our back
+            if size < self.follower.offsets.get(segment.name, 0):  # rewritten behind our back
                 self._reset()
                 break
-        for segment in segments:
-            if segment.name in self.shipped:
-                continue
-            offset = self.offsets.get(segment.name, 0)
-            try:
-                if segment.path is not None:
-                    with open(segment.path, "rb") as fh:
-                        fh.seek(offset)
-                        offset = self._fold(fh, offset)
-                else:
-                    data = segment.read_bytes()
-                    offset = self._fold(io.BytesIO(data[offset:]), offset)
-                    self.shipped.add(segment.name)
-            except FileNotFoundError:  # shipped and removed from the spool: read next time
-                continue
-            self.offsets[segment.name] = offset
-
-    def _fold(self, lines: Any, offset: int) -> int:
-        return audit.fold_whole(lines, offset, self._add)
+        self.follower.follow(lambda _name, record: self._add(record), segments)
 
     def _add(self, r: dict[str, Any]) -> None:
         when, version, model = finite_number(r.get("time")), r.get("version"), r.get("model")
