@@ -4,11 +4,13 @@ The single rule, used by the CLI, the dashboard, ``serve``, ``watch`` and the Py
 
 - **the store**: the spec's (``store.root``, default ``.pipeflow`` beside the spec, with its
   ``storage_options``) when a spec is given; else ``store=`` (``--store URL``), else
-  ``$PIPEFLOW_STORE``, else ``.pipeflow`` in the working directory. A local store that is not
+  ``$PIPEFLOW_STORE``, else ``$PIPEFLOW_STORE__ROOT`` (the variable a team sets for specs, so
+  one setting serves every command), else ``.pipeflow`` in the working directory. A local store that is not
   there is a usage error naming where its path came from; it is checked when the store is first
   used, so a command that needs only the database (``runs --db PATH``) never asks for it.
 - **the metadata database**: ``db=`` (``--db PATH|URL``), else the spec's (``store.metadata``,
   default ``.pipeflow/pipeflow.db`` beside the spec), else ``$PIPEFLOW_DB``, else
+  ``$PIPEFLOW_STORE__METADATA``, else
   ``pipeflow.db`` inside a local store (:mod:`pipeflow.store.layout`). A remote store opened
   without a spec has no default database. A ``postgresql://`` URL anywhere in that chain is a
   team's PostgreSQL history (:mod:`pipeflow.store.postgres`); anything else names a SQLite
@@ -178,12 +180,12 @@ def open_workspace(
             creates_db=given_db in (None, spec_db),
             audit_dir=audit_dir,
         )
-    env_store = os.environ.get("PIPEFLOW_STORE")
+    env_name, env_store = _first_env("PIPEFLOW_STORE", "PIPEFLOW_STORE__ROOT")
     url = store or env_store or layout.DEFAULT_ROOT
-    source = "--store" if store else "$PIPEFLOW_STORE" if env_store else ""
+    source = "--store" if store else f"${env_name}" if env_store else ""
     if layout.is_local(url):
         url = os.path.abspath(url.removeprefix("file://"))
-    path = given_db or os.environ.get("PIPEFLOW_DB")
+    path = given_db or _first_env("PIPEFLOW_DB", "PIPEFLOW_STORE__METADATA")[1]
     if path is None:
         default = layout.metadata_file(url)
         path = str(default) if default is not None else None
@@ -193,3 +195,11 @@ def open_workspace(
         db_path=absolute(path) if path else None,
         audit_dir=audit_dir,
     )
+
+
+def _first_env(*names: str) -> tuple[str, str | None]:
+    """The first of these environment variables that is set (non-empty): (name, value)."""
+    for name in names:
+        if value := os.environ.get(name):
+            return name, value
+    return names[0], None

@@ -52,7 +52,12 @@ def test_a_spec_names_the_store_and_database_beside_it(project: Path) -> None:
 def test_without_a_spec_store_then_env_then_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for name in ("PIPEFLOW_STORE", "PIPEFLOW_DB"):
+    for name in (
+        "PIPEFLOW_STORE",
+        "PIPEFLOW_DB",
+        "PIPEFLOW_STORE__ROOT",
+        "PIPEFLOW_STORE__METADATA",
+    ):
         monkeypatch.delenv(name, raising=False)
     given, env, cwd = (tmp_path / n for n in ("given", "env", "cwd"))
     for folder in (given, env, cwd / ".pipeflow"):
@@ -66,6 +71,30 @@ def test_without_a_spec_store_then_env_then_the_working_directory(
     assert Path(ws.url) == given and ws.db_path == str(tmp_path / "other.db")
     monkeypatch.setenv("PIPEFLOW_DB", str(tmp_path / "env.db"))
     assert open_workspace(store=str(given)).db_path == str(tmp_path / "env.db")
+
+
+def test_without_a_spec_the_teams_store_variables_are_the_fallback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A machine set up for a team store ($PIPEFLOW_STORE__ROOT/__METADATA, read by specs) needs
+    no second pair of variables for `models`, `lineage` or `runs` without --spec."""
+    for name in ("PIPEFLOW_STORE", "PIPEFLOW_DB"):
+        monkeypatch.delenv(name, raising=False)
+    team, mine = tmp_path / "team", tmp_path / "mine"
+    team.mkdir(), mine.mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIPEFLOW_STORE__ROOT", str(team))
+    monkeypatch.setenv("PIPEFLOW_STORE__METADATA", str(tmp_path / "team.db"))
+    ws = open_workspace()
+    assert Path(ws.url) == team and ws.db_path == str(tmp_path / "team.db")
+    monkeypatch.setenv("PIPEFLOW_STORE", str(mine))  # the older, store-only variables win
+    monkeypatch.setenv("PIPEFLOW_DB", str(tmp_path / "mine.db"))
+    ws = open_workspace()
+    assert Path(ws.url) == mine and ws.db_path == str(tmp_path / "mine.db")
+    monkeypatch.setenv("PIPEFLOW_STORE__ROOT", str(tmp_path / "gone"))
+    monkeypatch.delenv("PIPEFLOW_STORE")
+    with pytest.raises(UsageError, match=r"from \$PIPEFLOW_STORE__ROOT"):
+        _ = open_workspace().store
 
 
 def test_a_missing_local_store_names_where_its_path_came_from(
