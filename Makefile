@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/pipeflow-sql
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test demo test test-fast audit lint bench clean
+.PHONY: install install-test demo test test-fast audit lint bench docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,8 +42,14 @@ audit: install-test
 test-fast: install-test
 	$(BIN)/python -m pytest -q -m "not slow and not cluster"
 
+## The docs site in site/: the generated spec keys rewritten, then every link and anchor checked.
+docs: $(BIN)/python
+	$(PIP) -e '.[docs]' $(addprefix -e ,$(PLUGINS))
+	$(BIN)/python tools/spec_reference.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
 bench: install
 	$(BIN)/python benchmarks/bench_core.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache specs/*/.pipeflow
+	rm -rf $(VENV) .pytest_cache .ruff_cache specs/*/.pipeflow site

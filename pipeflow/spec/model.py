@@ -160,15 +160,20 @@ class TriggersSpec(_Strict):
     """What re-runs this pipeline unattended under ``pipeflow watch`` (pipeflow.runner.watch)."""
 
     schedule: str | None = Field(None, description="cron expression")
-    on_data_change: list[StageName] = Field(default_factory=list)
-    on_drift: StageName | None = None
+    on_data_change: list[StageName] = Field(
+        default_factory=list,
+        description="stages whose source (ingest file, python module) is watched",
+    )
+    on_drift: StageName | None = Field(
+        None, description="a monitor stage: drift or an alert starts a run"
+    )
 
 
 class StageSpec(_Strict):
     """One node of the pipeline: a stage type, its wiring and its configuration."""
 
     type: Annotated[str, StringConstraints(min_length=1)]
-    description: str | None = None
+    description: str | None = Field(None, description="free text")
     inputs: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+$")], InputRef] = Field(
         default_factory=dict, description="input port -> 'stage' or 'stage.port'"
     )
@@ -188,10 +193,16 @@ class StageSpec(_Strict):
 class PipelineSpec(_Strict):
     """A whole pipeline file."""
 
-    pipeline: PipelineName
-    description: str | None = None
-    params: dict[str, Any] = Field(default_factory=dict)
-    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
-    store: StoreSpec = Field(default_factory=StoreSpec)
-    triggers: TriggersSpec = Field(default_factory=TriggersSpec)
-    stages: dict[StageName, StageSpec] = Field(min_length=1)
+    pipeline: PipelineName = Field(description="the pipeline's name; runs are grouped by it")
+    description: str | None = Field(None, description="free text")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="values referenced as ${params.name} anywhere below"
+    )
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="where stages run")
+    store: StoreSpec = Field(
+        default_factory=StoreSpec, description="where artifacts and run metadata live"
+    )
+    triggers: TriggersSpec = Field(
+        default_factory=TriggersSpec, description="what re-runs the pipeline under pipeflow watch"
+    )
+    stages: dict[StageName, StageSpec] = Field(min_length=1, description="stage name -> stage")
