@@ -27,7 +27,10 @@ users. This measures it on 127.0.0.1, everything real:
 
 Clients, proxy and replicas share the machine's cores (this project's VM has 2): a closed loop of
 thousands of clients saturates them, so the figures are the machine's ceiling, shared, and
-latency is mostly queueing (about clients / throughput). Each level prints the CPU each part used.
+latency is mostly queueing (about clients / throughput). Each level prints the CPU each part used
+(in cores: 1.0 is one core busy for the whole level) and the p99 of the requests sent in each
+quarter of it: every client's first request leaves at once, so the first quarter's tail is the
+start's burst, the others the steady state.
 
 After the last level the proxy is stopped and every replica is sent SIGTERM (a graceful stop: the
 requests in flight are answered and audited, then the journal is closed); then the check that
@@ -270,6 +273,7 @@ class Level:
     duration_s: float  # from the first request sent to the last answer
     connect_s: float  # opening the connections, before the clock
     latency: list[float]  # per request: seconds from sending to the whole answer
+    sent: list[float]  # per request: when it was sent, seconds since the level's start
     statuses: Counter[int]  # 0: no HTTP answer (connection lost, timeout)
     rows_ok: int
     ids: list[str]  # prediction ids in the 200 answers
@@ -294,6 +298,20 @@ class Level:
             return float("nan")
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
+    def timeline(self, windows: int = 4) -> list[tuple[float, float, int, float]]:
+        """Per window of the level (by when requests were sent): (from s, to s, requests, p99 ms):
+        whether the tail is the start (every client's first request at once) or steady."""
+        step = max(self.sent, default=0.0) / windows or 1.0
+        out = []
+        for w in range(windows):
+            lo, hi = w * step, (w + 1) * step if w < windows - 1 else float("inf")
+            got = sorted(
+                lat for t, lat in zip(self.sent, self.latency, strict=True) if lo <= t < hi
+            )
+            p99 = got[min(len(got) - 1, int(0.99 * len(got)))] * 1000 if got else float("nan")
+            out.append((lo, min(hi, self.duration_s), len(got), p99))
+        return out
+
     def cpu_share(self, part: str) -> float:
         """CPU of ``part`` in cores (1.0: one core busy the whole level)."""
         return self.cpu[part] / self.duration_s
@@ -313,6 +331,7 @@ async def _level(
 
     raw = _sibling("bench_serving").RawConnection
     latency: list[float] = []
+    sent_at: list[float] = []
     statuses: Counter[int] = Counter()
     ids: list[str] = []
     failures: list[str] = []
@@ -356,6 +375,7 @@ async def _level(
                 await conn.close()
                 conn = conns[slot] = raw(proxy.port, path)
             latency.append(time.perf_counter() - sent)
+            sent_at.append(sent - t0)
             statuses[status] += 1
             if status == 200:
                 rows_ok += rows
@@ -374,6 +394,7 @@ async def _level(
         duration_s=wall,
         connect_s=connect_s,
         latency=latency,
+        sent=sent_at,
         statuses=statuses,
         rows_ok=rows_ok,
         ids=ids,
@@ -432,6 +453,12 @@ def run_phase(
                 f"  {clients:,} clients: {level.rps:,.0f} req/s, p50 {level.pct(0.5):.0f} ms, "
                 f"p99 {level.pct(0.99):.0f} ms, errors {level.errors} "
                 f"(connecting took {level.connect_s:.1f} s)"
+            )
+            say(
+                "    p99 by when sent: "
+                + "; ".join(
+                    f"{a:.0f}-{b:.0f} s {n:,} req {p:.0f} ms" for a, b, n, p in level.timeline()
+                )
             )
     finally:
         given = proxy.stop() if proxy is not None else {"connections": [], "failed": []}
@@ -505,8 +532,12 @@ def report(
             f"{lv.pct(0.99):7.0f}/{(f'{b.pct(0.99):.0f}' if b else '-'):<7} {errors:6} "
             f"{lv.cpu_share('client'):11.2f}/{lv.cpu_share('proxy'):.2f}/"
             f"{lv.cpu_share('replicas'):.2f}"
-            + (f"  (1 replica: {b.cpu_share('client'):.2f}/{b.cpu_share('proxy'):.2f}/"
-               f"{b.cpu_share('replicas'):.2f})" if b else "")  # fmt: skip
+            + (
+                f"  (1 replica: {b.cpu_share('client'):.2f}/{b.cpu_share('proxy'):.2f}/"
+                f"{b.cpu_share('replicas'):.2f})"
+                if b
+                else ""
+            )  # fmt: skip
         )
         for failure in lv.failures + (b.failures if b else []):
             lines.append(f"      first failures: {failure}")
@@ -528,8 +559,11 @@ def report(
             f"{'PASS' if graceful else 'FAIL'}  {phase.target} stopped gracefully by SIGTERM "
             "(exit status 0 or -15, uvicorn's own after its graceful shutdown): "
             + ", ".join(f"{k} {'killed' if v is None else v}" for k, v in phase.exits.items())
-            + (f"; the proxy failed to reach a replica {phase.proxy_failed} time(s)"
-               if phase.proxy_failed else "")  # fmt: skip
+            + (
+                f"; the proxy failed to reach a replica {phase.proxy_failed} time(s)"
+                if phase.proxy_failed
+                else ""
+            )  # fmt: skip
         )
     stray = sorted(set(audited) - {pid for p in phases for pid in p.pids})
     every = [i for ids in audited.values() for i in ids]
