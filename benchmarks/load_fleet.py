@@ -145,6 +145,7 @@ async def _proxy(port: int, backends: list[int]) -> None:
     given = [0] * len(backends)  # connections given to each replica
     failed = [0] * len(backends)  # connections to it that could not be opened
     turn = 0
+    attaching: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
 
     async def attach(client: _Pipe, i: int) -> None:
         try:
@@ -168,7 +169,9 @@ async def _proxy(port: int, backends: list[int]) -> None:
         client = _Pipe()
         i, turn = turn, (turn + 1) % len(backends)
         given[i] += 1
-        loop.create_task(attach(client, i))
+        task = loop.create_task(attach(client, i))
+        attaching.add(task)
+        task.add_done_callback(attaching.discard)
         return client
 
     server = await loop.create_server(accept, "127.0.0.1", port, backlog=4096)
@@ -457,7 +460,8 @@ def run_phase(
             say(
                 "    p99 by when sent: "
                 + "; ".join(
-                    f"{a:.0f}-{b:.0f} s {n:,} req {p:.0f} ms" for a, b, n, p in level.timeline()
+                    f"{a:.0f}-{b:.0f} s {n:,} req " + (f"{p:.0f} ms" if n else "-")
+                    for a, b, n, p in level.timeline()
                 )
             )
     finally:
@@ -493,15 +497,15 @@ def audit_by_writer(store: Path) -> dict[int, list[str]]:
 
 
 def audit_check(audited: list[str], acknowledged: list[str]) -> tuple[bool, str]:
+    """Whether the journals hold exactly the acknowledged ids (as multisets), and the line saying so."""
     audit, acked = Counter(audited), Counter(acknowledged)
     missing, unexpected = sum((acked - audit).values()), sum((audit - acked).values())
-    ok = audit == acked and len(acknowledged) > 0
+    ok = audit == acked and len(acknowledged) > 0  # nothing acknowledged proves nothing
     return ok, (
-        f"audit log across the fleet: {len(audited):,} records = {len(acknowledged):,} "
-        f"acknowledged answers" + ("" if ok else " NOT EQUAL")
-        + f"; acknowledged ids missing from the journals: {missing}, records never acknowledged: "
-        f"{unexpected}"
-    )  # fmt: skip
+        f"audit log across the fleet: {len(audited):,} records {'=' if ok else '!='} "
+        f"{len(acknowledged):,} acknowledged answers; acknowledged ids missing from the journals: "
+        f"{missing}, records never acknowledged: {unexpected}"
+    )
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -652,7 +656,12 @@ def main(argv: list[str] | None = None) -> int:
         if baseline_s > 0:
             baseline = run_phase("1 replica", 1, *common, baseline_s, args.timeout, say)
         fleet = run_phase(
-            f"{args.replicas} replicas", args.replicas, *common, duration, args.timeout, say
+            f"{args.replicas} replica{'s' if args.replicas > 1 else ''}",
+            args.replicas,
+            *common,
+            duration,
+            args.timeout,
+            say,
         )
         audited = audit_by_writer(store)
     acknowledged = (baseline.acknowledged if baseline else []) + fleet.acknowledged
