@@ -10,8 +10,9 @@ Usage::
     .venv/bin/python benchmarks/peers/run_all.py [--quick] [--rows N] [--out docs/benchmarks.md]
 
 ``--quick`` is a smoke run (small sizes) and does not overwrite the docs unless ``--out`` is
-given. Like every benchmark here it never fails on a missed target; it exits 1 only if a script
-itself broke (and still writes what the others measured).
+given. The page is generated down to the ``HAND_WRITTEN`` marker; what follows it (sections on
+other benchmarks, written by hand) is kept. Like every benchmark here it never fails on a missed
+target; it exits 1 only if a script itself broke (and still writes what the others measured).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ from _common import HERE, REPO, Row, markdown_table, peer_python, text_table
 
 SCRIPTS = ("orchestration.py", "serving.py", "ml.py")
 COMMAND = ".venv/bin/python benchmarks/peers/run_all.py"
+# the page is generated down to this line; what follows it is written by hand and kept
+HAND_WRITTEN = "<!-- Written by hand from here on: run_all.py keeps this part. -->"
 
 
 def cpu_model() -> str:
@@ -188,7 +191,17 @@ def write_doc(
         "separate: `.venv/bin/python benchmarks/load_serving.py`, and `tests/load/` (marked slow).",
         "",
     ]
-    path.write_text("\n".join(lines))
+    path.write_text("\n".join(lines + kept_part(path)))
+
+
+def kept_part(path: Path) -> list[str]:
+    """The hand-written end of the page, from the ``HAND_WRITTEN`` line on (none: nothing)."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    at = text.find(HAND_WRITTEN)
+    return [] if at < 0 else [text[at:].rstrip("\n"), ""]
 
 
 def main() -> int:
