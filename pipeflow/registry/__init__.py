@@ -64,6 +64,13 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeflow.errors import ArchivedVersion, InvalidName, RegistryError, StoreError
+from pipeflow.registry.holding import (
+    archived_message,
+    blocking,
+    refuse_archived,
+    refuse_blocked,
+    replay_archive,
+)
 from pipeflow.store import layout
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
@@ -201,7 +208,7 @@ class Registry:
     def blocked(self, name: str, alias: str, version: int) -> dict[str, Any] | None:
         """The guarded rollback that took ``version`` off ``alias``, if no forced promotion of it
         came after; None when the version may be promoted there."""
-        return _blocking(self.history(name, alias), int(version))
+        return blocking(self.history(name, alias), int(version))
 
     def fleet_events(self, name: str, after: int = 0) -> list[dict[str, Any]]:
         """The fleet events of ``name`` numbered above ``after``, oldest first."""
@@ -218,7 +225,7 @@ class Registry:
     def archived(self, name: str) -> dict[int, dict[str, Any]]:
         """Version -> the event that archived it, for every version archived now (replayed:
         a later ``restore`` of a version undoes its ``archive``)."""
-        return _archived(self.archive_events(name))
+        return replay_archive(self.archive_events(name))
 
     def servable(self, name: str, which: str | int | None = None) -> tuple[Any, dict[str, Any]]:
         """:meth:`load_model`, refusing an archived version (:class:`ArchivedVersion`): what
@@ -226,7 +233,7 @@ class Registry:
         record = self.resolve(name, which)
         event = self.archived(name).get(int(record["version"]))
         if event is not None:
-            raise ArchivedVersion(_archived_message(name, int(record["version"]), event))
+            raise ArchivedVersion(archived_message(name, int(record["version"]), event))
         return load_version_model(self.store, record), record
 
     def record_fleet_event(
@@ -356,7 +363,7 @@ class Registry:
 
         def refuse(archived: dict[int, dict[str, Any]]) -> None:
             if version in archived:
-                raise RegistryError(_archived_message(name, version, archived[version]))
+                raise RegistryError(archived_message(name, version, archived[version]))
 
         return self._archive_event(name, version, "archive", refuse, reason=reason, user=user)
 
@@ -385,7 +392,7 @@ class Registry:
         folder = f"{ROOT}/{name}/{ARCHIVE}"
         while True:
             events = self.archive_events(name)
-            refuse(_archived(events))
+            refuse(replay_archive(events))
             seq = (events[-1]["seq"] if events else 0) + 1
             event = {
                 "seq": seq,
@@ -431,7 +438,7 @@ class Registry:
             if event is not None:
                 raise ArchivedVersion(
                     f"cannot roll '{name}@{alias}' back to v{stack[-2]}: "
-                    + _archived_message(name, stack[-2], event)
+                    + archived_message(name, stack[-2], event)
                 )
             return stack[-2]
 
@@ -474,9 +481,9 @@ class Registry:
             to_version = target(stack)
             gates = check(current) if check is not None else []
             if action != "rollback":
-                _refuse_archived(name, alias, self.archived(name), to_version)
+                refuse_archived(name, alias, self.archived(name), to_version)
             if action != "rollback" and not (extra or {}).get("force"):
-                _refuse_blocked(name, alias, events, to_version, current)
+                refuse_blocked(name, alias, events, to_version, current)
             seq = (events[-1]["seq"] if events else 0) + 1
             event = {
                 "seq": seq,
@@ -506,103 +513,6 @@ class Registry:
 
 class _Moved(Exception):
     """A rollback ``only_from`` a version that no longer holds the alias: nothing to do."""
-
-
-def _blocking(events: list[dict[str, Any]], version: int) -> dict[str, Any] | None:
-    """The latest guarded rollback from ``version`` in an alias's events, unless a forced
-    promotion of it came after."""
-    found = None
-    for event in events:
-        if event.get("action") == "rollback" and event.get("guard"):
-            if event.get("from_version") == version:
-                found = event
-        elif event.get("force") and event.get("to_version") == version:
-            found = None
-    return found
-
-
-def _archived(events: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Replay archive events: version -> the ``archive`` event in force."""
-    out: dict[int, dict[str, Any]] = {}
-    for event in events:
-        try:
-            version = int(event["version"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if event.get("action") == "archive":
-            out[version] = event
-        elif event.get("action") == "restore":
-            out.pop(version, None)
-    return out
-
-
-def _archived_message(name: str, version: int, event: dict[str, Any]) -> str:
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(event.get("time") or 0)))
-    why = f": {event['reason']}" if event.get("reason") else ""
-    return (
-        f"{name}@{version} is archived (by {event.get('user', 'unknown')} at {when}{why}); "
-        f"it is kept but never served or promoted: restore it first with "
-        f"'pipeflow models restore {name}@{version}'"
-    )
-
-
-def _refuse_archived(
-    name: str,
-    alias: str,
-    archived: dict[int, dict[str, Any]],
-    version: int,
-) -> None:
-    """GateFailed (a failed ``archived`` gate) when ``version`` is archived: promotion refuses
-    it like any gate, so the ``promote`` stage's ``on_gate_failure`` applies."""
-    from pipeflow.errors import GateFailed
-
-    event = archived.get(int(version))
-    if event is None:
-        return
-    message = f"not promoted to '{alias}': " + _archived_message(name, version, event)
-    gate = {
-        "kind": "archived",
-        "gate": "not archived",
-        "metric": "archived",
-        "op": "==",
-        "threshold": None,
-        "value": None,
-        "passed": False,
-        "detail": message,
-    }
-    raise GateFailed(message, [gate])
-
-
-def _refuse_blocked(
-    name: str, alias: str, events: list[dict[str, Any]], version: int, current: int | None
-) -> None:
-    """GateFailed (a failed ``rollback`` gate) when the serving guard rolled ``version`` back
-    from ``alias`` and no person has promoted it again since; promoting the holder again is a
-    no-op and passes."""
-    from pipeflow.errors import GateFailed
-
-    if version == current:
-        return
-    event = _blocking(events, version)
-    if event is None:
-        return
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
-    message = (
-        f"{name}@{version} was rolled back from '{alias}' by the serving guard at {when} "
-        f"(alias event {event['seq']}: {event.get('reason') or 'no reason recorded'}); "
-        f"promote it again only with --force (a person's decision), or promote a new version"
-    )
-    gate = {
-        "kind": "rollback",
-        "gate": f"not rolled back from {alias} by the serving guard",
-        "metric": "rollback",
-        "op": "==",
-        "threshold": None,
-        "value": None,
-        "passed": False,
-        "detail": message,
-    }
-    raise GateFailed(message, [gate])
 
 
 def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:

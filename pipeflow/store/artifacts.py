@@ -351,7 +351,7 @@ class ArtifactStore:
             raise self._failed(err, f"cannot list {base}") from None
         for path, info in found.items():
             if info.get("type", "file") == "file":
-                yield path, int(info.get("size") or 0), _mtime(info)
+                yield path, int(info.get("size") or 0), remote.modified(info)
 
     def delete(self, paths: list[str]) -> None:
         """Delete files by full path (:meth:`path`); one already gone is not an error. Only
@@ -557,21 +557,6 @@ class ArtifactStore:
             return None
         manifest["outputs"] = outputs
         return manifest
-
-
-def _mtime(info: dict[str, Any]) -> float:
-    """A remote listing entry's modification time; unknown reads as now."""
-    for key in ("LastModified", "mtime", "last_modified", "updated", "created"):
-        value = info.get(key)
-        if value is None:
-            continue
-        if hasattr(value, "timestamp"):
-            return float(value.timestamp())
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            continue
-    return time.time()
 
 
 def _batch_bytes(entries: dict[str, dict[str, Any]]) -> bytes:

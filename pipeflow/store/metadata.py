@@ -26,10 +26,8 @@ Policy, for both:
 - Only the client process writes here; workers write artifacts and manifests to the store.
 - SQL in this module uses ``?`` placeholders and no ``?`` or ``%`` inside literals: the
   PostgreSQL backend rewrites the placeholders.
-- ``collected`` remembers the objects ``pipeflow store gc`` deleted (digest, size, when), so
-  that a run's recorded output whose object is gone reads "collected by store gc", not damage
-  (``store check``, ``runs output``). Rows in the other tables are never deleted: the history
-  stays whole after its artifacts are collected.
+- ``collected``: objects ``store gc`` deleted, so a recorded output whose object is gone reads
+  as collected, not damage. No other row is ever deleted: the history outlives its artifacts.
 - ``location`` names the database in messages: the file's path, or the URL without a password
   (credentials come from the environment — ``PGPASSWORD``, ``~/.pgpass`` — never the spec).
 """
@@ -149,8 +147,7 @@ CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
     + _COLLECTED
 )
 
-#: the tables and indexes each schema version added: how both backends upgrade an older database
-#: (version 2 added ``stage_runs.seq``, a column, which each backend adds its own way)
+#: the tables each schema version added (2 added a column, which each backend adds its own way)
 ADDED: dict[int, str] = {3: _COLLECTED}
 
 
@@ -496,14 +493,9 @@ class MetadataDB:
     # -- store gc --------------------------------------------------------------------------
     def record_collected(self, objects: Iterable[tuple[str, int]]) -> None:
         """Remember objects (digest, size) that ``store gc`` is about to delete."""
-        now = time.time()
-        stmts = _rows(
-            "INSERT INTO collected VALUES {} ON CONFLICT (digest)"
-            " DO UPDATE SET size = excluded.size, collected = excluded.collected",
-            [(digest, int(size), now) for digest, size in dict(objects).items()],
-        )
-        if stmts:
-            self.write(stmts)
+        rows = [(digest, int(size), time.time()) for digest, size in dict(objects).items()]
+        upsert = " ON CONFLICT (digest) DO UPDATE SET size = excluded.size, collected = excluded.collected"
+        self.write(_rows("INSERT INTO collected VALUES {}" + upsert, rows))
 
     def collected(self) -> dict[str, float]:
         """Digest -> when ``store gc`` deleted that object."""

@@ -43,7 +43,7 @@ def _objects(spec: Path) -> set[str]:
     return {path for path, _, _ in store.walk("objects")}
 
 
-@pytest.fixture(params=["local-sqlite", "s3-postgres"])
+@pytest.fixture(params=["local-sqlite", pytest.param("s3-postgres", marks=pytest.mark.slow)])
 def where(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, dict[str, str]]:
     if request.param == "local-sqlite":
         return _project(tmp_path / "tumours"), cli_env()
@@ -54,6 +54,7 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Path, dict[st
     return spec, env
 
 
+@pytest.mark.timeout(900)  # four runs of a real project, then gc, loads and a cached run
 def test_gc_keeps_every_version_loadable_and_the_latest_spec_cached(
     where: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
