@@ -67,7 +67,8 @@ def refuse_archived(
     event = archived.get(int(version))
     if event is None:
         return
-    message = f"not promoted to '{alias}': " + archived_message(name, version, event)
+    told = archived_message(name, version, event).replace(f"{name}@{version} is", "it is", 1)
+    message = f"{name}@{version} not promoted to '{alias}': {told}"
     gate = {
         "kind": "archived",
         "gate": "not archived",

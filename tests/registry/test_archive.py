@@ -35,7 +35,7 @@ def test_an_archived_version_is_kept_readable_and_listed(registry: Registry) -> 
 
 def test_promotion_to_an_archived_version_fails_its_archived_gate(registry: Registry) -> None:
     registry.archive("m", 2)
-    with pytest.raises(GateFailed, match="not promoted to 'production': m@2 is archived") as err:
+    with pytest.raises(GateFailed, match="m@2 not promoted to 'production': it is archived") as err:
         registry.move_alias("m", "production", 2)
     assert [g["kind"] for g in err.value.gates] == ["archived"]
     assert registry.aliases("m") == {}

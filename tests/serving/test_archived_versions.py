@@ -38,7 +38,9 @@ def test_archive_is_shown_refused_by_promotion_serve_and_predict_then_restored(
 
     promoted = _models(own_store, "promote", "tumours", "2", "--to", "production", cwd=tumours)
     assert promoted.returncode == 1
-    assert "tumours@2 is archived" in one_line_error(promoted.stderr)
+    assert "tumours@2 not promoted to 'production': it is archived" in one_line_error(
+        promoted.stderr
+    )
 
     served = pipeflow(
         ["serve", "tumours@2", "--store", str(own_store), "--port", "0"], cwd=tumours, timeout=60
