@@ -13,7 +13,8 @@
     ├── RunLocked                 exit 1: the same resolved spec is already running on this store
     ├── StoreError                exit 1: artifact store or metadata database problem (names the path)
     │   ├── RegistryError         exit 1: model registry (unknown model/version/alias, refused model)
-    │   │   └── InvalidName       exit 2: a model or alias name that is not allowed (bad input)
+    │   │   ├── InvalidName       exit 2: a model or alias name that is not allowed (bad input)
+    │   │   └── ArchivedVersion   exit 1: an archived version asked to serve, score or hold an alias
     │   └── UnsupportedOutput     exit 1: a value no safe codec can store (also a TypeError)
     ├── GateFailed                exit 1: a promotion gate failed (names the gate and both numbers)
     ├── ServingError              a request the model server refuses or cannot answer (HTTP only)
@@ -172,6 +173,11 @@ class InvalidName(RegistryError):
     with nothing after its ``@``: bad input, like a :class:`UsageError`."""
 
     exit_code = 2
+
+
+class ArchivedVersion(RegistryError):
+    """An archived model version (``pipeflow models archive``) asked to be served, to score a
+    batch, or to hold an alias: it is kept for the record and used for nothing until restored."""
 
 
 class GateFailed(PipeflowError):

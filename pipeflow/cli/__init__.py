@@ -12,9 +12,10 @@ arguments several commands share and decides which store a command means.
 ============  ============================================================================
 module        commands
 ============  ============================================================================
+scaffold      ``init`` (a new project from a template)
 pipeline      ``run``, ``check``, ``graph``, ``stages``, ``schema``
-history       ``runs list|show|output|compare``, ``data list|show``, ``store check``
-models        ``models list|show|promote|rollback|card``, ``lineage``
+history       ``runs list|show|output|compare``, ``data list|show``, ``store check|gc|migrate``
+models        ``models list|show|promote|rollback|archive|restore|card``, ``lineage``
 predict       ``predict`` (batch inference)
 serve         ``serve`` (the HTTP model server)
 ui            ``ui`` (the dashboard)
@@ -40,7 +41,17 @@ __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from pipeflow.cli import history, models, monitor, pipeline, predict, serve, ui, watch
+    from pipeflow.cli import (
+        history,
+        models,
+        monitor,
+        pipeline,
+        predict,
+        scaffold,
+        serve,
+        ui,
+        watch,
+    )
 
     p = argparse.ArgumentParser(
         prog="pipeflow",
@@ -50,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="store_true", help="print the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    for group in (pipeline, history, models, predict, serve, ui, monitor, watch):
+    for group in (scaffold, pipeline, history, models, predict, serve, ui, monitor, watch):
         group.add_parsers(sub)
     return p
 

@@ -1,9 +1,10 @@
-"""``pipeflow runs``, ``data``, ``store check`` and ``store migrate``: what the metadata database
-and the store recorded.
+"""``pipeflow runs``, ``data``, ``store check``, ``store gc`` and ``store migrate``: what the
+metadata database and the store recorded.
 
 ``runs`` and ``data`` read the metadata database (:func:`pipeflow.cli._common.open_history`);
 ``runs output`` and ``runs compare`` also load artifacts from the store of the run's spec.
-``store check`` verifies a whole store (:mod:`pipeflow.store.check`); ``store migrate`` copies a
+``store check`` verifies a whole store (:mod:`pipeflow.store.check`); ``store gc`` deletes what
+nothing needs (:mod:`pipeflow.runner.gc`); ``store migrate`` copies a
 run history into another database, checked (:mod:`pipeflow.store.migrate`).
 """
 
@@ -54,6 +55,36 @@ def add_parsers(sub: Any) -> None:
         help="verify a store: every object hashes to its name, every record and manifest names "
         "objects present, nothing half-written is reachable, the database is intact",
         description="Verify a store and its metadata database; print each problem (exit 1 if any).",
+    )
+    add_where(c, db=True)
+    add_debug(c)
+    c = st_sub.add_parser(
+        "gc",
+        help="delete run artifacts nothing needs: never a registered version's, the last runs' "
+        "or the latest stage results' (refused while a run is in progress)",
+        description="Delete objects and cache manifests that are unreachable: not named by a "
+        "registered version (archived ones included) or its registering stage's lineage, not "
+        "an output of the last --keep-last runs of a pipeline, not the latest result of any "
+        "stage, and older than --older-than. The run history is kept; what was deleted is "
+        "recorded in it. Refused while a run is in progress.",
+    )
+    c.add_argument(
+        "--keep-last",
+        type=int,
+        default=1,
+        metavar="N",
+        help="keep the outputs of the last N runs of each pipeline (default 1)",
+    )
+    c.add_argument(
+        "--older-than",
+        default="30d",
+        metavar="AGE",
+        help="delete only what is older than this: 30d, 12h, 90m, 45s, 2w (default 30d)",
+    )
+    c.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list what would be deleted, with sizes; delete nothing",
     )
     add_where(c, db=True)
     add_debug(c)
@@ -207,6 +238,8 @@ def cmd_store(args: argparse.Namespace) -> int:
     """``pipeflow store check``: one line per problem on stdout, exit 1 if there is any."""
     if args.store_command == "migrate":
         return cmd_migrate(args)
+    if args.store_command == "gc":
+        return cmd_gc(args)
     from pipeflow.errors import UsageError
     from pipeflow.store.check import scan_store
 
@@ -232,6 +265,48 @@ def cmd_store(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"ok: store {report.url}: {counted}, database {db.location} intact")
     return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    """``pipeflow store gc``: with ``--dry-run`` a line per object that would go, then one
+    summary line (count and bytes deleted, and what is kept)."""
+    from pipeflow.errors import UsageError
+    from pipeflow.runner.gc import collect, parse_age
+
+    if args.spec and (args.store or args.db):
+        raise UsageError("give --spec SPEC, or --store URL (and --db PATH), not both")
+    older_than = parse_age(args.older_than)
+    located = locate(args)
+    store = located.store
+    db = located.open_db()
+    if db is None:
+        raise UsageError(f"no metadata database at {located.db_path}: pass --db PATH")
+    try:
+        done = collect(
+            store, db, keep_last=args.keep_last, older_than_s=older_than, dry_run=args.dry_run
+        )
+    finally:
+        db.close()
+    if args.dry_run:
+        for o in sorted(done.objects, key=lambda o: (-o.size, o.digest)):
+            print(
+                f"would delete {o.digest[:12]}  {_size(o.size):>9}  {o.origin or 'no run recorded'}"
+            )
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {len(done.objects)} object(s), {_size(done.bytes)}, and {done.manifests} cache "
+        f"manifest(s) from {done.url}; kept {done.kept_objects} object(s), {_size(done.kept_bytes)}"
+    )
+    return EXIT_OK
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{n} B"  # pragma: no cover
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -388,6 +463,13 @@ def _print_output(args: argparse.Namespace, db: Any) -> int:
             f"stage '{stage}' has no output '{port}' (its outputs: {', '.join(r['port'] for r in rows)})"
         )
     store = run_store(args, run)
+    if not store.has(row["digest"]) and row["digest"] in (gone := db.collected()):
+        from pipeflow.errors import StoreError
+
+        raise StoreError(
+            f"output {stage}.{port} of run {run['id']} was deleted by pipeflow store gc at "
+            f"{when(gone[row['digest']])} (run the spec again to make it)"
+        )
     value = store.load(ArtifactRef(row["digest"], row["codec"], row["kind"], row["size"]))
     if isinstance(value, bytes):
         sys.stdout.buffer.write(value)

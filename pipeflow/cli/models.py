@@ -78,6 +78,24 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("alias", metavar="ALIAS")
     c.add_argument("--reason", default="", help="why (recorded with the move)")
     where(c)
+    c = msub.add_parser(
+        "archive",
+        help="archive a version: kept for the record, never served, refused by promotion",
+        description="Archive NAME@VERSION: its record and model file stay (show, card, lineage "
+        "read them; store gc keeps them), but serve, predict and promotion refuse it until it is "
+        "restored. A version an alias holds cannot be archived: move the alias first.",
+    )
+    c.add_argument("ref", metavar="NAME@VERSION")
+    c.add_argument("--reason", default="", help="why (recorded with the event)")
+    where(c)
+    c = msub.add_parser(
+        "restore",
+        aliases=["unarchive"],
+        help="undo archive: the version may be promoted and served again",
+    )
+    c.add_argument("ref", metavar="NAME@VERSION")
+    c.add_argument("--reason", default="", help="why (recorded with the event)")
+    where(c)
     c = msub.add_parser("card", help="print the model card of NAME@VERSION (or NAME@ALIAS)")
     c.add_argument("ref", metavar="NAME@VERSION")
     c.add_argument("--format", choices=["markdown", "html"], default="markdown")
@@ -123,6 +141,9 @@ def cmd_models(args: argparse.Namespace) -> int:
             "promote": _promote,
             "rollback": _rollback,
             "card": _card,
+            "archive": _archive,
+            "restore": _archive,
+            "unarchive": _archive,
         }[args.models_command](args, registry, db)
     finally:
         if db is not None:
@@ -143,6 +164,7 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
                 "latest": latest["version"],
                 "latest_created": latest.get("created"),
                 "aliases": registry.aliases(name),
+                "archived": sorted(registry.archived(name)),
                 "headline": _headline(latest.get("metrics")),
             }
         )
@@ -155,7 +177,7 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
     from rich.table import Table
 
     t = Table(show_edge=False)
-    for col in ("model", "versions", "latest", "created", "aliases", "latest metrics"):
+    for col in ("model", "versions", "latest", "created", "aliases", "latest metrics", "archived"):
         t.add_column(col)
     for r in rows:
         t.add_row(
@@ -165,6 +187,7 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
             when(r["latest_created"]),
             ", ".join(f"{a} -> v{v}" for a, v in sorted(r["aliases"].items())) or "-",
             r["headline"],
+            ", ".join(f"v{v}" for v in r["archived"]) or "-",
         )
     make_console().print(t)
     return EXIT_OK
@@ -178,10 +201,21 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
         raise RegistryError(registry._unknown_model(args.name))
     aliases = registry.aliases(args.name)
     history = registry.history(args.name)
+    archive_events = registry.archive_events(args.name)
+    archived = registry.archived(args.name)
     if args.json:
+        for v in versions:
+            v["archived"] = v["version"] in archived
         print(
             json.dumps(
-                {"name": args.name, "aliases": aliases, "versions": versions, "history": history},
+                {
+                    "name": args.name,
+                    "aliases": aliases,
+                    "archived": sorted(archived),
+                    "versions": versions,
+                    "history": history,
+                    "archive_history": archive_events,
+                },
                 indent=2,
                 default=str,
             )
@@ -197,7 +231,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     for alias, version in aliases.items():
         held.setdefault(version, []).append(alias)
     t = Table(show_edge=False, title="versions", title_justify="left")
-    for col in ("version", "created", "by", "run", "metrics", "gates", "aliases"):
+    for col in ("version", "created", "by", "run", "metrics", "gates", "aliases", "status"):
         t.add_column(col)
     for v in versions:
         gates = last_gates.get(v["version"]) or v.get("gates") or []
@@ -212,6 +246,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
             if not gates
             else ("[green]passed[/]" if not failed else f"[red]{len(failed)} failed[/]"),
             ", ".join(sorted(held.get(v["version"], []))),
+            "[yellow]archived[/]" if v["version"] in archived else "",
         )
     console.print(t)
     h = Table(show_edge=False, title="alias history", title_justify="left")
@@ -231,6 +266,19 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
         console.print(h)
     else:
         console.print("no alias has pointed at a version yet")
+    if archive_events:
+        a = Table(show_edge=False, title="archive history", title_justify="left")
+        for col in ("when", "action", "version", "by", "reason"):
+            a.add_column(col)
+        for e in archive_events:
+            a.add_row(
+                when(e.get("time")),
+                str(e.get("action", "")),
+                f"v{e.get('version')}",
+                str(e.get("user", "")),
+                escape(e.get("reason") or ""),
+            )
+        console.print(a)
     return EXIT_OK
 
 
@@ -300,6 +348,24 @@ def _rollback(args: argparse.Namespace, registry: Any, db: Any) -> int:
     print(
         f"{args.name}@{args.alias} -> v{event['to_version']} (rolled back from v{event['from_version']})"
     )
+    return EXIT_OK
+
+
+def _archive(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    """``models archive`` and ``models restore`` (``unarchive``): one event each."""
+    from pipeflow.errors import UsageError
+    from pipeflow.registry import parse_ref
+
+    name, which = parse_ref(args.ref)
+    if which is None:
+        raise UsageError(f"{args.ref!r}: name the version, e.g. {name}@3")
+    version = int(registry.resolve(name, which)["version"])
+    if args.models_command == "archive":
+        registry.archive(name, version, reason=args.reason)
+        print(f"{name}@{version} archived: kept, never served or promoted until restored")
+    else:
+        registry.restore(name, version, reason=args.reason)
+        print(f"{name}@{version} restored: it may be promoted and served again")
     return EXIT_OK
 
 

@@ -7,6 +7,7 @@ Policy, and why:
       registry/<model>/versions/<n>.json            one per version, written once
       registry/<model>/aliases/<alias>/<seq>.json   one per alias move, written once
       registry/<model>/fleet/<seq>.json             one per fleet event, written once
+      registry/<model>/archive/<seq>.json           one per archive or restore, written once
 
   so every spec and every machine that points at the same store URL shares one registry (the
   environments of a team), and a stage running on a Dask worker can register a model with only
@@ -34,6 +35,18 @@ Policy, and why:
   alias again (:meth:`Registry.blocked`; promotion fails like a failed gate) until a person
   promotes it with ``force`` (``pipeflow models promote ... --force``), which is recorded in the
   event. A new version (a new run whose model differs) is not blocked.
+- **An archived version is kept, never used** (MLflow's *Archived* stage): ``pipeflow models
+  archive NAME@V`` appends an ``archive`` event, ``models restore`` a ``restore`` event, numbered
+  and claimed like alias moves, so the record of who archived what and why is a straight chain
+  and archiving is undone by a later event, not by rewriting one (:meth:`Registry.archived`
+  replays it). Its record and model file stay (``models show``, ``models card``, ``lineage`` and
+  :meth:`Registry.load_model` read it; ``store gc`` keeps it), but it may not hold an alias:
+  a version holding one cannot be archived (move the alias first), a promotion to an archived
+  version fails like a failed gate (``archived``), a rollback onto one is refused, and
+  :meth:`Registry.servable` (``serve``, its alias watch and canary, ``predict``, the ``predict``
+  stage) refuses it with :class:`~pipeflow.errors.ArchivedVersion`. Archiving and promoting are
+  two files: a promotion racing an archive of the same version can win, and the server then
+  still refuses to load it (it keeps serving what it has).
 - **Loading never trusts the file**: the bytes must hash to the digest recorded in the version
   (tampered or truncated files are refused before parsing), and a skops file may only contain the
   types recorded when pipeflow registered it, intersected with pipeflow's own allow-list.
@@ -50,13 +63,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeflow.errors import InvalidName, RegistryError, StoreError
+from pipeflow.errors import ArchivedVersion, InvalidName, RegistryError, StoreError
+from pipeflow.registry.holding import (
+    archived_message,
+    blocking,
+    refuse_archived,
+    refuse_blocked,
+    replay_archive,
+)
 from pipeflow.store import layout
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ROOT = layout.REGISTRY
 FLEET = layout.FLEET
+ARCHIVE = "archive"
 
 
 def check_name(what: str, name: str) -> str:
@@ -187,13 +208,33 @@ class Registry:
     def blocked(self, name: str, alias: str, version: int) -> dict[str, Any] | None:
         """The guarded rollback that took ``version`` off ``alias``, if no forced promotion of it
         came after; None when the version may be promoted there."""
-        return _blocking(self.history(name, alias), int(version))
+        return blocking(self.history(name, alias), int(version))
 
     def fleet_events(self, name: str, after: int = 0) -> list[dict[str, Any]]:
         """The fleet events of ``name`` numbered above ``after``, oldest first."""
         check_name("model name", name)
         folder = f"{ROOT}/{name}/{FLEET}"
         return [self._read_json(f"{folder}/{n}.json") for n in self._numbered(folder) if n > after]
+
+    def archive_events(self, name: str) -> list[dict[str, Any]]:
+        """The archive and restore events of ``name``, oldest first."""
+        check_name("model name", name)
+        folder = f"{ROOT}/{name}/{ARCHIVE}"
+        return [self._read_json(f"{folder}/{n}.json") for n in self._numbered(folder)]
+
+    def archived(self, name: str) -> dict[int, dict[str, Any]]:
+        """Version -> the event that archived it, for every version archived now (replayed:
+        a later ``restore`` of a version undoes its ``archive``)."""
+        return replay_archive(self.archive_events(name))
+
+    def servable(self, name: str, which: str | int | None = None) -> tuple[Any, dict[str, Any]]:
+        """:meth:`load_model`, refusing an archived version (:class:`ArchivedVersion`): what
+        serving and batch scoring load through."""
+        record = self.resolve(name, which)
+        event = self.archived(name).get(int(record["version"]))
+        if event is not None:
+            raise ArchivedVersion(archived_message(name, int(record["version"]), event))
+        return load_version_model(self.store, record), record
 
     def record_fleet_event(
         self,
@@ -306,6 +347,67 @@ class Registry:
             extra={"force": True} if force else None,
         )
 
+    def archive(
+        self, name: str, version: int, *, reason: str = "", user: str | None = None
+    ) -> dict[str, Any]:
+        """Archive ``version`` of ``name``: kept, never served, refused by promotion. Refused
+        while an alias holds it (say which) or when it is archived already."""
+        version = int(self.version(name, version)["version"])
+        holding = sorted(a for a, v in self.aliases(name).items() if v == version)
+        if holding:
+            listed = ", ".join(f"'{a}'" for a in holding)
+            raise RegistryError(
+                f"{name}@{version} holds alias {listed}: promote another version there or roll "
+                f"{'them' if len(holding) > 1 else 'it'} back first, then archive it"
+            )
+
+        def refuse(archived: dict[int, dict[str, Any]]) -> None:
+            if version in archived:
+                raise RegistryError(archived_message(name, version, archived[version]))
+
+        return self._archive_event(name, version, "archive", refuse, reason=reason, user=user)
+
+    def restore(
+        self, name: str, version: int, *, reason: str = "", user: str | None = None
+    ) -> dict[str, Any]:
+        """Undo :meth:`archive`: the version may be promoted and served again."""
+        version = int(self.version(name, version)["version"])
+
+        def refuse(archived: dict[int, dict[str, Any]]) -> None:
+            if version not in archived:
+                raise RegistryError(f"{name}@{version} is not archived: nothing to restore")
+
+        return self._archive_event(name, version, "restore", refuse, reason=reason, user=user)
+
+    def _archive_event(
+        self,
+        name: str,
+        version: int,
+        action: str,
+        refuse: Callable[[dict[int, dict[str, Any]]], None],
+        *,
+        reason: str,
+        user: str | None,
+    ) -> dict[str, Any]:
+        folder = f"{ROOT}/{name}/{ARCHIVE}"
+        while True:
+            events = self.archive_events(name)
+            refuse(replay_archive(events))
+            seq = (events[-1]["seq"] if events else 0) + 1
+            event = {
+                "seq": seq,
+                "model": name,
+                "action": action,
+                "version": version,
+                "time": time.time(),
+                "user": user or current_user(),
+                "host": socket.gethostname(),
+                "reason": reason,
+            }
+            data = json.dumps(event, indent=1, sort_keys=True, default=str).encode()
+            if self.store.create_exclusive(f"{folder}/{seq}.json", data):
+                return event
+
     def rollback(
         self,
         name: str,
@@ -331,6 +433,12 @@ class Registry:
             if len(stack) < 2:
                 raise RegistryError(
                     f"'{name}@{alias}' has no earlier holder to roll back to (it holds v{stack[-1]} only)"
+                )
+            event = self.archived(name).get(stack[-2])
+            if event is not None:
+                raise ArchivedVersion(
+                    f"cannot roll '{name}@{alias}' back to v{stack[-2]}: "
+                    + archived_message(name, stack[-2], event)
                 )
             return stack[-2]
 
@@ -372,8 +480,10 @@ class Registry:
             current = stack[-1] if stack else None
             to_version = target(stack)
             gates = check(current) if check is not None else []
+            if action != "rollback":
+                refuse_archived(name, alias, self.archived(name), to_version)
             if action != "rollback" and not (extra or {}).get("force"):
-                _refuse_blocked(name, alias, events, to_version, current)
+                refuse_blocked(name, alias, events, to_version, current)
             seq = (events[-1]["seq"] if events else 0) + 1
             event = {
                 "seq": seq,
@@ -403,51 +513,6 @@ class Registry:
 
 class _Moved(Exception):
     """A rollback ``only_from`` a version that no longer holds the alias: nothing to do."""
-
-
-def _blocking(events: list[dict[str, Any]], version: int) -> dict[str, Any] | None:
-    """The latest guarded rollback from ``version`` in an alias's events, unless a forced
-    promotion of it came after."""
-    found = None
-    for event in events:
-        if event.get("action") == "rollback" and event.get("guard"):
-            if event.get("from_version") == version:
-                found = event
-        elif event.get("force") and event.get("to_version") == version:
-            found = None
-    return found
-
-
-def _refuse_blocked(
-    name: str, alias: str, events: list[dict[str, Any]], version: int, current: int | None
-) -> None:
-    """GateFailed (a failed ``rollback`` gate) when the serving guard rolled ``version`` back
-    from ``alias`` and no person has promoted it again since; promoting the holder again is a
-    no-op and passes."""
-    from pipeflow.errors import GateFailed
-
-    if version == current:
-        return
-    event = _blocking(events, version)
-    if event is None:
-        return
-    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event["time"]))
-    message = (
-        f"{name}@{version} was rolled back from '{alias}' by the serving guard at {when} "
-        f"(alias event {event['seq']}: {event.get('reason') or 'no reason recorded'}); "
-        f"promote it again only with --force (a person's decision), or promote a new version"
-    )
-    gate = {
-        "kind": "rollback",
-        "gate": f"not rolled back from {alias} by the serving guard",
-        "metric": "rollback",
-        "op": "==",
-        "threshold": None,
-        "value": None,
-        "passed": False,
-        "detail": message,
-    }
-    raise GateFailed(message, [gate])
 
 
 def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:

@@ -79,7 +79,7 @@ def _acquire(store: ArtifactStore, rel: str, data: bytes, pipeline: str) -> None
                 f"run lock {store.path(rel)} is unreadable: remove it if no run of "
                 f"pipeline '{pipeline}' is in progress"
             ) from None
-        if _holder_alive(holder):
+        if holder_alive(holder):
             raise RunLocked(_locked_message(store, rel, pipeline, holder), holder)
         _reclaim(store, rel, raw)
     raise StoreError(f"cannot take the run lock {store.path(rel)}: too many contenders")
@@ -122,7 +122,7 @@ def _reclaim(store: ArtifactStore, rel: str, stale: str) -> None:
             os.unlink(aside)
 
 
-def _holder_alive(holder: Mapping[str, Any]) -> bool:
+def holder_alive(holder: Mapping[str, Any]) -> bool:
     """Whether the process named in a lock may still be running. Another host's process cannot
     be checked, so it counts as running."""
     if holder.get("host") != socket.gethostname():

@@ -92,7 +92,7 @@ def predict_file(
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from pipeflow.registry import current_user, load_version_model
+    from pipeflow.registry import current_user
 
     started, clock = time.time(), time.perf_counter()
     if partition_rows < 1:
@@ -102,9 +102,8 @@ def predict_file(
     out_format = output_format(output_path)
     if id_column is not None and id_column in RESERVED:
         raise UsageError(f"id column {id_column!r} clashes with an output column")
-    record = registry.resolve(name, which)
+    model, record = registry.servable(name, which)  # an archived version scores nothing
     label = f"{name}@{record['version']}"
-    model = load_version_model(registry.store, record)
     features = signature_features(record, model)
     missing = [
         c for c in [*features, *([id_column] if id_column else [])] if c not in source.columns

@@ -160,10 +160,19 @@ class Guard:
             "measurements": m,
             "replica": server.replica,
         }
-        event = server.registry.rollback(
-            model, alias, reason=f"guard: {why}", user="pipeflow-guard", only_from=holder,
-            guard=record,
-        )  # fmt: skip
+        from pipeflow.errors import ArchivedVersion
+
+        try:
+            event = server.registry.rollback(
+                model, alias, reason=f"guard: {why}", user="pipeflow-guard", only_from=holder,
+                guard=record,
+            )  # fmt: skip
+        except ArchivedVersion as err:  # the earlier holder was archived: nothing to go back to
+            if self._stuck != holder:
+                self._stuck = holder
+                log.error("guard: %s@%s (v%d) breaches its guard (%s) but %s", model, alias,
+                          holder, why, err)  # fmt: skip
+            return None
         if event is None:  # another replica rolled it back (or a person moved it) first
             return None
         self.alert(server, event, why, m)

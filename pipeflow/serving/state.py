@@ -137,8 +137,10 @@ class Server:
 
     def load(self, name: str, which: str | int | None, role: str) -> Handle:
         """A version of a registered model, loaded, with its batcher; its live accuracy is the
-        fleet's (:mod:`pipeflow.serving.fleet`)."""
-        model, record = self.registry.load_model(name, which)
+        fleet's (:mod:`pipeflow.serving.fleet`). An archived version is refused
+        (:class:`~pipeflow.errors.ArchivedVersion`): at start the server does not start; the alias
+        watch logs it and keeps serving the version it has."""
+        model, record = self.registry.servable(name, which)
         handle = Handle(name, record, model, role)
         handle.feedback = self.fleet.counts_of(name, handle.version)
         handle.batcher = Batcher(handle, self)

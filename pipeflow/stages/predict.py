@@ -109,7 +109,7 @@ class PredictStage(Stage[PredictConfig]):
         if ctx.store is None:
             raise ValueError("the predict stage needs the run's artifact store (its registry)")
         name, which = parse_ref(config.model)
-        model, record = Registry(ctx.store).load_model(name, which)
+        model, record = Registry(ctx.store).servable(name, which)
         label = f"{name}@{record['version']}"
         data = inputs["data"]
         features = signature_features(record, model)

@@ -39,6 +39,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -327,6 +328,51 @@ class ArtifactStore:
                     removed += 1
         return removed
 
+    def walk(self, relfolder: str) -> Iterator[tuple[str, int, float]]:
+        """(path, size, modification time) of every file under ``relfolder`` (nothing if it does
+        not exist). A remote entry without a time reads as now: whoever judges age by it keeps
+        it (``store gc``)."""
+        base = self.path(relfolder)
+        if self._local:
+            for dirpath, _, names in os.walk(base):
+                for name in names:
+                    path = os.path.join(dirpath, name)
+                    try:
+                        st = os.stat(path)
+                    except FileNotFoundError:
+                        continue
+                    yield path, st.st_size, st.st_mtime
+            return
+        try:
+            found = self.fs.find(base, detail=True)
+        except FileNotFoundError:
+            return
+        except Exception as err:  # remote backends raise their own types
+            raise self._failed(err, f"cannot list {base}") from None
+        for path, info in found.items():
+            if info.get("type", "file") == "file":
+                yield path, int(info.get("size") or 0), remote.modified(info)
+
+    def delete(self, paths: list[str]) -> None:
+        """Delete files by full path (:meth:`path`); one already gone is not an error. Only
+        ``pipeflow store gc`` deletes from a store (:mod:`pipeflow.runner.gc`)."""
+        if self._local:
+            for path in paths:
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                except OSError as err:
+                    raise StoreError(f"cannot delete {path}: {err.strerror or err}") from None
+            return
+        for start in range(0, len(paths), 1000):  # S3 deletes up to 1000 keys per request
+            try:
+                self.fs.rm(paths[start : start + 1000])
+            except FileNotFoundError:
+                continue
+            except Exception as err:  # remote backends raise their own types
+                raise self._failed(err, f"cannot delete from {self.url}") from None
+
     # -- objects -------------------------------------------------------------------------
     def put(self, data: bytes, *, overwrite: bool = False) -> str:
         """Store bytes under their hash. An object already there is kept unless its size is
@@ -393,6 +439,12 @@ class ArtifactStore:
                 self._timer = threading.Timer(self.flush_after_s, self._flush_quietly)
                 self._timer.daemon = True
                 self._timer.start()
+
+    def write_batch(self, entries: dict[str, dict[str, Any]]) -> str:
+        """Write ``entries`` (key -> manifest) as a new batch file now; its name."""
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
+        self._write_atomic(self._join(layout.CACHE_BATCHES, name), _batch_bytes(entries))
+        return name
 
     def flush(self) -> None:
         """Write buffered manifests now (one batch file). Safe to call from any thread."""

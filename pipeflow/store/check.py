@@ -23,7 +23,9 @@ names it, so a check running beside a live run never reports a just-written obje
 ``tmp/`` to its name and then unlinks the ``tmp/`` name: a check landing between the two reports
 that one file for an instant, harmlessly.) The database is expected to belong to this store: rows
 recorded by runs that used another store root are reported as missing objects.
-Objects nothing refers to are not problems (they are reusable cache entries). Remote stores get
+Objects nothing refers to are not problems (they are reusable cache entries). An object the
+metadata names that ``pipeflow store gc`` deleted (table ``collected``) is not one either: the
+history outlives the artifacts gc collects (:mod:`pipeflow.runner.gc`). Remote stores get
 the same checks through fsspec, except the ``tmp/`` one (object stores have no inodes or links).
 """
 
@@ -55,6 +57,8 @@ class StoreCheck:
     problems: list[str] = field(default_factory=list)
     objects: int = 0
     manifests: int = 0
+    #: digests ``store gc`` deleted: the metadata may still name them
+    collected: set[str] = field(default_factory=set)
     artifacts: int = 0
     registry_files: int = 0
 
@@ -91,6 +95,8 @@ def scan_store(store: ArtifactStore, db: MetadataDB) -> StoreCheck:
         path = store.object_path(ref.digest)
         found = sizes.get(path)
         if found is None:
+            if ref.where.startswith("metadata ") and ref.digest in report.collected:
+                continue
             report.problems.append(f"{ref.where} names object {ref.digest[:12]}, missing ({path})")
         elif path in corrupt:
             report.problems.append(f"{ref.where} names object {ref.digest[:12]}, corrupt ({path})")
@@ -117,6 +123,7 @@ def _check_db(db: MetadataDB, refs: list[_Ref], report: StoreCheck) -> None:
             )
             return  # its rows cannot be trusted enough to check what they name
         artifacts = db.query("SELECT digest, size, run_id, stage FROM artifacts")
+        report.collected = set(db.collected())
         outputs = db.query(
             "SELECT o.run_id, o.stage, o.port, o.digest, a.size FROM outputs o"
             " LEFT JOIN artifacts a ON a.digest = o.digest"

@@ -14,6 +14,7 @@ folder itself, so the layout can be read (and changed) in one place::
       registry/<model>/aliases/     alias moves                       registry
       registry/<model>/fleet/       fleet events (N.json): what one   registry
                                     server replica decided for all
+      registry/<model>/archive/     archive and restore events        registry
       locks/<pipeline>-<d12>.lock   the run lock of a pipeline        runner.session
       leases/<pipeline>/<gen>.json  the lease of ``pipeflow watch``   runner.lease
       audit/                        serving journal: predictions,     store.journal

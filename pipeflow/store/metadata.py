@@ -26,6 +26,8 @@ Policy, for both:
 - Only the client process writes here; workers write artifacts and manifests to the store.
 - SQL in this module uses ``?`` placeholders and no ``?`` or ``%`` inside literals: the
   PostgreSQL backend rewrites the placeholders.
+- ``collected``: objects ``store gc`` deleted, so a recorded output whose object is gone reads
+  as collected, not damage. No other row is ever deleted: the history outlives its artifacts.
 - ``location`` names the database in messages: the file's path, or the URL without a password
   (credentials come from the environment — ``PGPASSWORD``, ``~/.pgpass`` — never the spec).
 """
@@ -42,7 +44,7 @@ from typing import Any
 
 from pipeflow.errors import StoreError, UsageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: every table, with its primary key (what ``pipeflow store migrate`` copies and compares)
 TABLES: dict[str, tuple[str, ...]] = {
@@ -52,12 +54,23 @@ TABLES: dict[str, tuple[str, ...]] = {
     "artifacts": ("digest",),
     "outputs": ("run_id", "stage", "port"),
     "lineage": ("run_id", "dst_stage", "dst_port"),
+    "collected": ("digest",),
 }
+
+# version 3: objects deleted by ``pipeflow store gc``
+_COLLECTED = """
+CREATE TABLE IF NOT EXISTS collected (
+    digest TEXT PRIMARY KEY,
+    size {bigint} NOT NULL,
+    collected {real} NOT NULL
+);
+"""
 
 # The tables in both databases, in each one's types: ``{real}`` an 8-byte float (SQLite's REAL;
 # PostgreSQL's REAL is 4 bytes, so DOUBLE PRECISION there), ``{bigint}`` a 64-bit integer. No
 # foreign keys: records arrive in batches, not in key order.
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
@@ -131,11 +144,22 @@ CREATE TABLE IF NOT EXISTS lineage (
 );
 CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
 """
+    + _COLLECTED
+)
+
+#: the tables each schema version added (2 added a column, which each backend adds its own way)
+ADDED: dict[int, str] = {3: _COLLECTED}
 
 
 def schema(*, real: str, bigint: str) -> str:
     """The DDL of every table and index (``CREATE ... IF NOT EXISTS``) in a database's types."""
     return _SCHEMA.format(real=real, bigint=bigint)
+
+
+def added_in(version: int, *, real: str, bigint: str) -> list[str]:
+    """The statements (part of :func:`schema`) creating what schema ``version`` added."""
+    ddl = ADDED.get(version, "").format(real=real, bigint=bigint)
+    return [part.strip() for part in ddl.split(";") if part.strip()]
 
 
 _POSTGRES = ("postgresql://", "postgres://")
@@ -465,6 +489,17 @@ class MetadataDB:
             (version,),
         )
         return [dict(r) for r in rows]
+
+    # -- store gc --------------------------------------------------------------------------
+    def record_collected(self, objects: Iterable[tuple[str, int]]) -> None:
+        """Remember objects (digest, size) that ``store gc`` is about to delete."""
+        rows = [(digest, int(size), time.time()) for digest, size in dict(objects).items()]
+        upsert = " ON CONFLICT (digest) DO UPDATE SET size = excluded.size, collected = excluded.collected"
+        self.write(_rows("INSERT INTO collected VALUES {}" + upsert, rows))
+
+    def collected(self) -> dict[str, float]:
+        """Digest -> when ``store gc`` deleted that object."""
+        return {r["digest"]: r["collected"] for r in self.query("SELECT * FROM collected")}
 
 
 _STAGE_UPSERT = (

@@ -18,7 +18,8 @@ Policy:
   changes nothing.
 - **Schema on first use, under a lock**: creating or migrating the schema takes a transaction-level
   advisory lock, so N clients opening a new database at once create it once. Version 2 is the
-  first PostgreSQL schema; later versions add steps to ``_MIGRATIONS``. Timestamps are
+  first PostgreSQL schema; later versions create the tables they added
+  (:func:`~pipeflow.store.metadata.added_in`) and run their steps in ``_MIGRATIONS``. Timestamps are
   ``DOUBLE PRECISION`` (SQLite's REAL is 8 bytes; PostgreSQL's REAL is 4), no foreign keys (as
   in SQLite, where they are off: records arrive in batches, not in key order).
 - Rows read like ``sqlite3.Row`` (:class:`Row`), so every reader works on both databases.
@@ -38,6 +39,7 @@ from pipeflow.store.metadata import (
     SCHEMA_VERSION,
     TABLES,
     MetadataDB,
+    added_in,
     redact,
     same_sql,
     schema,
@@ -50,7 +52,8 @@ T = TypeVar("T")
 _LOCK_KEY = 7_231_640_011  # pg_advisory_xact_lock key: "pipeflow schema"
 
 
-#: version -> the statements that bring a database of the version before it up to it
+#: version -> the statements that bring a database of the version before it up to it, besides
+#: the tables it added (:func:`pipeflow.store.metadata.added_in`)
 _MIGRATIONS: dict[int, list[str]] = {}
 _FIRST_VERSION = 2  # the first schema PostgreSQL databases were created with
 
@@ -168,7 +171,9 @@ class PostgresMetadata(MetadataDB):
                     f"than this pipeflow understands ({SCHEMA_VERSION}): upgrade pipeflow"
                 )
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS.get(step, []):
+                for statement in _MIGRATIONS.get(step, []) + added_in(
+                    step, real="DOUBLE PRECISION", bigint="BIGINT"
+                ):
                     conn.execute(statement)
             if version < SCHEMA_VERSION:
                 conn.execute(

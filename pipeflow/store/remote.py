@@ -184,3 +184,18 @@ def _endpoint_source(options: dict[str, Any]) -> str:
         if os.environ.get(name):
             return f"${name}"
     return "AWS's default for the region: set AWS_ENDPOINT_URL_S3 for another S3 server"
+
+
+def modified(info: dict[str, Any]) -> float:
+    """A remote listing entry's modification time; unknown reads as now."""
+    for key in ("LastModified", "mtime", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if value is None:
+            continue
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            continue
+    return time.time()

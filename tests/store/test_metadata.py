@@ -322,6 +322,28 @@ def test_a_newer_schema_is_refused(location: str) -> None:
         open_metadata(location)
 
 
+def test_objects_collected_by_gc_are_remembered_once_each(db: MetadataDB) -> None:
+    db.record_collected([(_digest("a"), 10), (_digest("b"), 20)])
+    db.record_collected([(_digest("a"), 10)])  # collected again after it was made again
+    assert set(db.collected()) == {_digest("a"), _digest("b")}
+    assert db.query("SELECT size FROM collected WHERE digest = ?", (_digest("b"),))[0][0] == 20
+
+
+def test_a_version_2_database_is_upgraded_with_the_collected_table(location: str) -> None:
+    with open_metadata(location) as db:
+        db.write(
+            [
+                ("DROP TABLE collected", ()),
+                ("UPDATE meta SET value = '2' WHERE key = 'schema_version'", ()),
+            ]
+        )
+    with open_metadata(location) as db:
+        db.record_collected([(_digest("a"), 1)])
+        assert list(db.collected()) == [_digest("a")]
+        assert db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "3"
+        assert db.integrity_check() == "ok"
+
+
 def test_dataset_versions_are_the_fingerprints_ingest_stages_read(db: MetadataDB) -> None:
     out = ArtifactRef(_digest("rows"), "parquet", "table", 10)
     for i, run_id in enumerate(["r1", "r2"]):

@@ -51,3 +51,18 @@ def test_database_from_a_newer_pipeflow_is_refused_clearly(tmp_path: Path) -> No
     conn.close()
     with pytest.raises(StoreError, match="schema version 99, newer than this pipeflow understands"):
         open_metadata(path)
+
+
+def test_version_2_database_gains_the_collected_table(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    open_metadata(path).close()
+    with sqlite3.connect(path) as conn:  # version 2 had no record of what store gc deleted
+        conn.execute("DROP TABLE collected")
+        conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.close()
+    db = open_metadata(path)
+    try:
+        db.record_collected([("ab" * 32, 10)])
+        assert list(db.collected()) == ["ab" * 32]
+    finally:
+        db.close()
