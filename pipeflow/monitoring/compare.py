@@ -98,11 +98,21 @@ def _proportion(k: int, n: int, alpha: float) -> dict[str, Any]:
     }
 
 
-def _verdict(what: str, a: str, b: str, va: float, vb: float, p: float, alpha: float) -> str:
+def _verdict(
+    what: str, a: str, b: str, va: float, vb: float, test: dict[str, Any], alpha: float
+) -> str:
+    """The verdict in words: which is higher, the test, its p-value and the level."""
+    p, name = test["p_value"], test["test"]
     if p < alpha:
-        which = f"{b} {'higher' if vb > va else 'lower'} than {a}"
-        return f"{what}: {which} ({vb:.4g} vs {va:.4g}), significant at α = {alpha:g} (p = {p:.3g})"
-    return f"{what}: no significant difference at α = {alpha:g} ({va:.4g} vs {vb:.4g}, p = {p:.3g})"
+        which = f"{b} is {'higher' if vb > va else 'lower'} than {a}"
+        return (
+            f"{what}: {which} ({vb:.4g} vs {va:.4g}): significant at α = {alpha:g} "
+            f"({name}, p = {p:.3g})"
+        )
+    return (
+        f"{what}: no significant difference at α = {alpha:g} ({a} {va:.4g}, {b} {vb:.4g}; "
+        f"{name}, p = {p:.3g})"
+    )
 
 
 def compare_live(
