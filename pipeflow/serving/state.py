@@ -287,9 +287,6 @@ class Server:
                 continue
             old = self.primary
             self.primary = fresh_handle
-            canary = self.rollout.canary
-            if canary is not None and canary.version == fresh_handle.version:
-                self.rollout.retire()  # promoted (by its ramp, or by a person)
             self.events.append(
                 [
                     {
@@ -310,6 +307,9 @@ class Server:
                 fresh_handle.version,
                 old.version,
             )
+            canary = self.rollout.canary
+            if canary is not None and canary.version == fresh_handle.version:
+                self.rollout.retire()  # promoted (by its ramp, or by a person)
 
     # -- feedback -----------------------------------------------------------------------------
     def check_outcomes(self, items: list[dict[str, Any]]) -> None:
