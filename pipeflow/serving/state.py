@@ -138,6 +138,10 @@ class Server:
             self.rollout.begin()
             for event in self.fleet_events():
                 self.rollout.apply(event)
+        if self.rollout.promoted and self.rollout.live:
+            # its ramp promoted it and the alias has moved on since (a rollback): the ramp is
+            # over, and a restarted replica does not send it traffic again
+            self.rollout.weight = 0.0
         self.shadow = self._shadow() if config.shadow else None
         self.fleet.refresh(time.time())
         self.metrics.fleet(self.fleet.accuracies())
