@@ -96,6 +96,29 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("ref", metavar="NAME@VERSION")
     c.add_argument("--reason", default="", help="why (recorded with the event)")
     where(c)
+    c = msub.add_parser(
+        "compare",
+        help="compare two versions on live traffic: accuracy, error rate, latency, significance",
+        description="Compare NAME@A and NAME@B on what the serving fleet recorded (every "
+        "replica's journal): rows, error rate and accuracy from feedback with Wilson intervals, "
+        "latency p50/p95 and mean with an interval, and whether each difference is significant "
+        "at --alpha.",
+    )
+    c.add_argument("first", metavar="NAME@A")
+    c.add_argument("second", metavar="NAME@B")
+    c.add_argument(
+        "--live", action="store_true", help="from the serving journal (the only mode for now)"
+    )
+    c.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
+    c.add_argument(
+        "--since",
+        metavar="DURATION|TIME",
+        help="only records since this long ago (90s, 30m, 2h, 7d) or this time "
+        "(2026-05-01 or 2026-05-01T12:00); default: the whole journal",
+    )
+    c.add_argument("--json", action="store_true", help="machine-readable output")
+    add_audit_dir(c)
+    where(c)
     c = msub.add_parser("card", help="print the model card of NAME@VERSION (or NAME@ALIAS)")
     c.add_argument("ref", metavar="NAME@VERSION")
     c.add_argument("--format", choices=["markdown", "html"], default="markdown")
@@ -140,6 +163,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             "show": _show,
             "promote": _promote,
             "rollback": _rollback,
+            "compare": _compare,
             "card": _card,
             "archive": _archive,
             "restore": _archive,
@@ -283,23 +307,15 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
 
 
 def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
-    from pipeflow.errors import GateFailed, UsageError
-    from pipeflow.registry.gates import champion_check, describe_failures, threshold_gates
+    from pipeflow.errors import UsageError
+    from pipeflow.registry.gates import promote, split_gate
 
     if args.force and not args.reason.strip():
         raise UsageError("--force: say why with --reason (recorded with the move)")
-    record = registry.resolve(args.name, args.which)
     gates_spec: dict[str, str] = {}
     for text in args.gate:
-        metric, op, limit = _split_gate(text)
+        metric, op, limit = split_gate(text)
         gates_spec[metric] = f"{op} {limit}"
-    try:
-        gates = threshold_gates(record.get("metrics") or {}, gates_spec)
-    except ValueError as err:
-        raise UsageError(str(err)) from None
-    failure = describe_failures(gates)
-    if failure:
-        raise GateFailed(f"{args.name}@{record['version']} not promoted: {failure}", gates)
     champion = None
     if args.champion:
         metric, _, margin = args.champion.partition(":")
@@ -309,38 +325,23 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
             raise UsageError(
                 f"--champion {args.champion!r}: expected METRIC or METRIC:MARGIN"
             ) from None
-
-    check = (
-        (lambda holder: gates)
-        if champion is None
-        else champion_check(
+    try:
+        event = promote(
             registry,
             args.name,
-            record.get("metrics") or {},
-            gates,
-            metric=champion[0],
-            margin=champion[1],
-            prefix=f"{args.name}@{record['version']} not promoted: ",
+            args.which,
+            args.alias,
+            gates=gates_spec,
+            champion=champion,
+            reason=args.reason,
+            force=args.force,
         )
-    )
-
-    event = registry.move_alias(
-        args.name, args.alias, record["version"], reason=args.reason, check=check, force=args.force
-    )
+    except ValueError as err:  # a gate that cannot be read
+        raise UsageError(str(err)) from None
+    assert event is not None  # without unless_held a promotion always writes
     was = f"v{event['from_version']}" if event["from_version"] else "unset"
     print(f"{args.name}@{args.alias} -> v{event['to_version']} (was {was})")
     return EXIT_OK
-
-
-def _split_gate(text: str) -> tuple[str, str, str]:
-    import re
-
-    from pipeflow.errors import UsageError
-
-    found = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(>=|<=|>|<|==)\s*(\S+)\s*$", text)
-    if not found:
-        raise UsageError(f"--gate {text!r}: expected METRIC>=VALUE (or >, <=, <, ==)")
-    return found.group(1), found.group(2), found.group(3)
 
 
 def _rollback(args: argparse.Namespace, registry: Any, db: Any) -> int:
@@ -367,6 +368,108 @@ def _archive(args: argparse.Namespace, registry: Any, db: Any) -> int:
         registry.restore(name, version, reason=args.reason)
         print(f"{name}@{version} restored: it may be promoted and served again")
     return EXIT_OK
+
+
+def _since(text: str, now: float) -> float:
+    """``--since``: a duration back from now, or a date / date-time (local time)."""
+    from datetime import datetime
+
+    from pipeflow.errors import UsageError
+    from pipeflow.monitoring.alerts import parse_duration
+
+    try:
+        return now - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"--since {text!r}: expected a duration (90s, 30m, 2h, 7d) or a time "
+            "(2026-05-01 or 2026-05-01T12:00)"
+        ) from None
+
+
+def _compare(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    import time
+
+    from pipeflow.errors import UsageError
+    from pipeflow.monitoring.compare import compare_live
+    from pipeflow.registry import parse_ref
+    from pipeflow.store import journal as audit
+    from pipeflow.store.shipping import open_journal
+
+    if not args.live:
+        raise UsageError(
+            "models compare needs --live: it compares versions on what the serving fleet "
+            "recorded (offline metrics: pipeflow models show NAME, pipeflow runs compare)"
+        )
+    if not 0 < args.alpha < 1:
+        raise UsageError(f"--alpha {args.alpha:g}: expected a level between 0 and 1, e.g. 0.05")
+    variants = []
+    for ref in (args.first, args.second):
+        name, which = parse_ref(ref)
+        if which is None:
+            raise UsageError(f"{ref}: name the version or alias, e.g. {name}@2")
+        variants.append((name, int(registry.resolve(name, which)["version"])))
+    if variants[0] == variants[1]:
+        raise UsageError(
+            f"{args.first} and {args.second} are the same version "
+            f"({variants[0][0]}@{variants[0][1]}): name two versions"
+        )
+    now = time.time()
+    start = _since(args.since, now) if args.since else 0.0
+    journal = open_journal(registry.store, "audit", args.audit_dir)
+    report = compare_live(journal, variants[0], variants[1], start=start, end=now + 1,
+                          alpha=args.alpha)  # fmt: skip
+    report["journal"] = audit.describe(journal)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return EXIT_OK
+    _print_compare(report, args)
+    return EXIT_OK
+
+
+def _print_compare(report: dict[str, Any], args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    def pct(p: dict[str, Any]) -> str:
+        if p["value"] is None:
+            return "-"
+        lo, hi = p["ci"]
+        return f"{100 * p['value']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] ({p['count']}/{p['of']})"
+
+    def ms(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}"
+
+    console = make_console()
+    since = f" since {when(report['window']['start'])}" if args.since else ""
+    level = f"{100 * (1 - report['alpha']):g}%"
+    console.print(f"live comparison from {escape(report['journal'])}{since}")
+    t = Table(show_edge=False)
+    for col in ("", *(v["variant"] for v in report["variants"])):
+        t.add_column(col)
+    va, vb = report["variants"]
+    for label, fn in (
+        ("rows", lambda v: f"{v['rows']} ({', '.join(f'{n} {r}' for r, n in sorted(v['roles'].items())) or 'none answered'})"),
+        (f"accuracy [{level} CI]", lambda v: pct(v["accuracy"])),
+        (f"error rate [{level} CI]", lambda v: pct(v["error_rate"])),
+        ("latency p50 / p95 ms", lambda v: f"{ms(v['latency_ms']['p50'])} / {ms(v['latency_ms']['p95'])}"),
+        (
+            f"latency mean ms [{level} CI]",
+            lambda v: "-" if v["latency_ms"]["mean"] is None else (
+                f"{v['latency_ms']['mean']:.2f}"
+                + (f" [{v['latency_ms']['ci'][0]:.2f}, {v['latency_ms']['ci'][1]:.2f}]"
+                   if v["latency_ms"]["ci"] else "")
+            ),
+        ),
+    ):  # fmt: skip
+        t.add_row(label, fn(va), fn(vb))
+    console.print(t)
+    for verdict in report["verdicts"]:
+        console.print(escape(verdict))
+    for note in report["notes"]:
+        console.print(f"note: {escape(note)}")
 
 
 def _card(args: argparse.Namespace, registry: Any, db: Any) -> int:

@@ -22,8 +22,51 @@ def add_parsers(sub: Any) -> None:
     c.add_argument(
         "--canary", metavar="NAME@VERSION", help="a challenger taking --weight of traffic"
     )
+    c.add_argument("--weight", type=float, help="canary share of traffic (default 0.1)")
     c.add_argument(
-        "--weight", type=float, default=0.1, help="canary share of traffic (default 0.1)"
+        "--route-by",
+        metavar="header:NAME|field:NAME",
+        help="sticky canary assignment: requests with the same key (a header, or a field of the "
+        "first row) go to the same version on every replica; without the key, at random",
+    )
+    c.add_argument(
+        "--ramp",
+        metavar="PERCENTS",
+        help="ramp the canary up over the fleet, e.g. 5,25,50,100, while its limits hold; "
+        "after the last step, promote it to the served alias",
+    )
+    c.add_argument(
+        "--ramp-every",
+        default="5m",
+        metavar="DURATION",
+        help="the least time a ramp step lasts (90s, 5m, 1h; default 5m)",
+    )
+    c.add_argument(
+        "--ramp-min-requests",
+        type=int,
+        metavar="N",
+        help="canary rows over the fleet before a ramp step may end (default: --min-requests)",
+    )
+    c.add_argument(
+        "--ramp-gate",
+        action="append",
+        default=[],
+        metavar="METRIC>=VALUE",
+        help="a gate the canary's recorded metrics must pass for the ramp to promote it "
+        "(repeatable; as pipeflow models promote --gate)",
+    )
+    c.add_argument(
+        "--shadow",
+        metavar="NAME@VERSION",
+        help="score every answered request with this version too, off the answer path "
+        "(audited as shadow, never answered)",
+    )
+    c.add_argument(
+        "--shadow-queue",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="requests waiting for the shadow before new ones are dropped (default 1000)",
     )
     c.add_argument(
         "--max-error-rate", type=float, default=0.05, help="withdraw the canary above this"
@@ -123,14 +166,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from pipeflow.errors import UsageError
+    from pipeflow.monitoring.alerts import parse_duration
     from pipeflow.registry import parse_ref
+    from pipeflow.registry.gates import split_gate
     from pipeflow.serving.app import create_app
     from pipeflow.serving.config import ServeConfig
     from pipeflow.serving.guard import parse_guard
+    from pipeflow.serving.rollout import parse_ramp, parse_route_by
 
     name, which = parse_ref(args.ref)
+    ramp = parse_ramp(args.ramp) if args.ramp else None
+    try:
+        ramp_every = parse_duration(args.ramp_every)
+    except ValueError as err:
+        raise UsageError(f"--ramp-every {args.ramp_every}: {err}") from None
+    for text in args.ramp_gate:
+        split_gate(text, "--ramp-gate")
+    if (ramp or args.route_by) and not args.canary:
+        raise UsageError(
+            f"--{'ramp' if ramp else 'route-by'} routes to a canary: add --canary {name}@VERSION"
+        )
+    if ramp and args.weight is not None:
+        raise UsageError("--ramp sets the canary's weight step by step: drop --weight")
+    weight = 0.1 if args.weight is None else args.weight
     for flag, value, low, high, what in (
-        ("--weight", args.weight, 0, 1, "a share between 0 and 1"),
+        ("--weight", weight, 0, 1, "a share between 0 and 1"),
+        ("--ramp-every", ramp_every, 0.1, 1e9, "a duration of 0.1 seconds or more"),
+        ("--ramp-min-requests", args.ramp_min_requests, 1, 1e12, "1 or more requests"),
+        ("--shadow-queue", args.shadow_queue, 1, 1e7, "1 or more requests"),
         ("--batch-wait-ms", args.batch_wait_ms, 0, 1000, "0 to 1000 milliseconds"),
         ("--workers", args.workers, 1, 512, "1 or more processes"),
         ("--max-body-mb", args.max_body_mb, 0.001, 1e6, "a size above 0 megabytes"),
@@ -157,7 +220,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         model=name,
         which=which or "production",
         canary=args.canary,
-        canary_weight=args.weight if args.canary else 0.0,
+        canary_weight=weight if args.canary else 0.0,
         max_error_rate=args.max_error_rate,
         max_p95_ms=args.max_p95_ms,
         min_accuracy=args.min_accuracy,
@@ -172,6 +235,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         batch_wait_ms=args.batch_wait_ms,
         drain_s=args.drain_seconds,
         guard=parse_guard(args.guard) if args.guard else None,
+        route_by=parse_route_by(args.route_by) if args.route_by else None,
+        ramp=ramp,
+        ramp_every_s=ramp_every,
+        ramp_min_requests=args.ramp_min_requests,
+        ramp_gates=list(args.ramp_gate),
+        shadow=args.shadow,
+        shadow_queue=args.shadow_queue,
     )
     port_free(args.host, args.port)
     import logging
@@ -190,7 +260,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
             if server.canary
             else ""
         )
-        + (" (withdrawn by the fleet)" if server.canary and server.rollout.weight == 0 else "")
+        + (" (withdrawn by the fleet)" if server.canary and server.rollout.withdrawn else "")
+        + (
+            f" (ramp step {server.rollout.step + 1} of {len(server.rollout.plan['steps'])}: "
+            + ", ".join(f"{100 * s:g}%" for s in server.rollout.plan["steps"])
+            + f", every {args.ramp_every})"
+            if server.canary and server.rollout.plan and not server.rollout.withdrawn
+            else ""
+        )
+        + (f", routed by {config.route_by}" if config.route_by else "")
+        + (f", shadow {server.shadow.handle.label}" if server.shadow else "")
         + (f", guarded ({_limits(config.guard)})" if config.guard else "")
         + f"; audit log in {server.audit_dir}"
         + (

@@ -24,7 +24,8 @@ Policy, and why:
   holder. Replaying the events gives the current holder, so there is no mutable pointer to corrupt.
 - **Fleet events** (:meth:`Registry.fleet_events`, :meth:`Registry.record_fleet_event`) are what
   the replicas of ``pipeflow serve`` decided and every other replica must apply: a canary
-  withdrawn (``canary_withdrawn``, model and version). Numbered and claimed like alias moves, so
+  withdrawn (``canary_withdrawn``, model and version), a step of a canary's ramp (``ramp_step``)
+  and its promotion (``ramp_promoted``). Numbered and claimed like alias moves, so
   the fleet's history is one straight chain too; a replica replays it when it starts, so a
   decision outlives the process that made it (:mod:`pipeflow.serving.fleet`).
 - **A guarded rollback blocks the version it removed**: :meth:`Registry.rollback` with

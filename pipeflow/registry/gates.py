@@ -157,6 +157,16 @@ def bias_gates(bias: Mapping[str, Any] | None, limits: Mapping[str, float]) -> l
     return out
 
 
+def split_gate(text: str, flag: str = "--gate") -> tuple[str, str, str]:
+    """``accuracy>=0.9`` -> ``("accuracy", ">=", "0.9")``; a UsageError naming ``flag``."""
+    from pipeflow.errors import UsageError
+
+    found = re.match(r"^\s*([A-Za-z0-9_.]+)\s*(>=|<=|>|<|==)\s*(\S+)\s*$", text)
+    if not found:
+        raise UsageError(f"{flag} {text!r}: expected METRIC>=VALUE (or >, <=, <, ==)")
+    return found.group(1), found.group(2), found.group(3)
+
+
 def describe_failures(gates: list[dict[str, Any]]) -> str:
     """One line per failed gate, with both numbers."""
     lines = []
@@ -203,3 +213,62 @@ def champion_check(
         return result
 
     return check
+
+
+def promote(
+    registry: Any,
+    name: str,
+    which: str | int,
+    alias: str,
+    *,
+    gates: Mapping[str, str] | None = None,
+    champion: tuple[str, float] | None = None,
+    reason: str = "",
+    user: str | None = None,
+    force: bool = False,
+    unless_held: bool = False,
+) -> dict[str, Any] | None:
+    """Point ``alias`` at the version ``which`` means if it passes ``gates`` (``metric ->
+    ">= 0.9"``, on its recorded metrics) and, with ``champion`` (metric, margin), is no worse than
+    the holder at the moment of the move; the alias event. One path for ``pipeflow models promote``
+    and the serving ramp (:mod:`pipeflow.serving.rollout`). Raises
+    :class:`~pipeflow.errors.GateFailed` (the alias untouched) on a failed gate, a blocked version
+    included. With ``unless_held``: None, and nothing written, when the version already holds the
+    alias (another replica of a fleet promoted it first)."""
+    from pipeflow.errors import GateFailed
+
+    record = registry.resolve(name, which)
+    checked = threshold_gates(record.get("metrics") or {}, dict(gates or {}))
+    failure = describe_failures(checked)
+    if failure:
+        raise GateFailed(f"{name}@{record['version']} not promoted: {failure}", checked)
+    check = (
+        (lambda holder: checked)
+        if champion is None
+        else champion_check(
+            registry,
+            name,
+            record.get("metrics") or {},
+            checked,
+            metric=champion[0],
+            margin=champion[1],
+            prefix=f"{name}@{record['version']} not promoted: ",
+        )
+    )
+    version = int(record["version"])
+
+    def guarded(holder: int | None) -> list[dict[str, Any]]:
+        if unless_held and holder == version:
+            raise _Held
+        return check(holder)
+
+    try:
+        return registry.move_alias(
+            name, alias, version, reason=reason, user=user, check=guarded, force=force
+        )
+    except _Held:
+        return None
+
+
+class _Held(Exception):
+    """The version already holds the alias: nothing to promote."""

@@ -6,7 +6,9 @@ why:
 - :mod:`~pipeflow.serving.config`: :class:`ServeConfig`, everything a server process is told;
 - :mod:`~pipeflow.serving.state`: the :class:`~pipeflow.serving.state.Server` the routes share
   (audit logs, bearer tokens, the alias watch that hot-reloads on promote / rollback, feedback);
-- :mod:`~pipeflow.serving.rollout`: the canary, withdrawn when it breaches its limits;
+- :mod:`~pipeflow.serving.rollout`: the canary (sticky by a request key, ramped step by step
+  over the fleet), withdrawn when it breaches its limits;
+- :mod:`~pipeflow.serving.shadow`: a challenger scored on the answered rows off the answer path;
 - :mod:`~pipeflow.serving.handle` and :mod:`~pipeflow.serving.batcher`: a loaded model version,
   and the micro-batcher that scores concurrent requests in one call and audits before answering;
 - :mod:`~pipeflow.serving.routes`: the routes, and the request path they share (caller, body,
@@ -48,12 +50,16 @@ from pipeflow.serving.state import Server
 async def lifespan(app: Any) -> AsyncIterator[None]:
     server: Server = app.state.server
     watcher = asyncio.get_running_loop().create_task(server.watch_alias())
+    if server.shadow is not None:
+        server.shadow.start()
     if server.shipper is not None:
         server.shipper.start()
     try:
         yield
     finally:
         watcher.cancel()
+        if server.shadow is not None:  # score what is queued, briefly, before the logs close
+            await asyncio.to_thread(server.shadow.stop)
         if server.shipper is not None:  # SIGTERM: ship what is closed and what is open
             shipped = await asyncio.to_thread(server.shipper.stop)
             logging.getLogger("pipeflow.serve").info(
@@ -61,6 +67,8 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
             )
         for audit_log in (server.audit, server.feedback_log, server.events):
             audit_log.close()
+        if server.shadow is not None:
+            server.shadow.journal.close()
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

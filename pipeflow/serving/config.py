@@ -37,6 +37,14 @@ class ServeConfig:
     batch_wait_ms: float = 5.0  # the longest a batch waits for requests still arriving
     drain_s: float = 0.0  # after SIGTERM: not ready, still answering, for this long (drain.py)
     guard: dict[str, Any] | None = None  # the alias's guard (pipeflow.serving.guard.GuardConfig)
+    # A/B and progressive delivery (pipeflow.serving.rollout, pipeflow.serving.shadow)
+    route_by: str | None = None  # "header:x-user" or "field:NAME": sticky canary assignment
+    ramp: list[float] | None = None  # the canary's weights, step by step (shares, rising)
+    ramp_every_s: float = 300.0  # the least time a step lasts
+    ramp_min_requests: int | None = None  # canary rows over the fleet per step (None: min_requests)
+    ramp_gates: list[str] = field(default_factory=list)  # "accuracy>=0.9": the promotion's gates
+    shadow: str | None = None  # NAME@VERSION scored off the answer path
+    shadow_queue: int = 1000  # requests waiting for the shadow; beyond it they are dropped
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

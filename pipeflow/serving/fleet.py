@@ -6,14 +6,19 @@ Two kinds of shared truth, both in the store, and one loop per replica that appl
 - **Decisions** are registry records, claimed with an exclusive create so each history is one
   straight chain: alias moves (promote, rollback; ``registry/<model>/aliases/``) and *fleet
   events* (``registry/<model>/fleet/<seq>.json``, :meth:`pipeflow.registry.Registry.fleet_events`).
-  Today the one fleet event is ``canary_withdrawn``: the replica whose probation of the canary
-  failed records it (:meth:`pipeflow.serving.rollout.Rollout.withdraw`); every other replica reads
-  it within its reload interval and stops routing to that version; a replica that starts later
-  replays the chain at start (:attr:`Fleet.seq`), so a restarted pod never routes to it either.
+  The fleet events are ``canary_withdrawn`` and the canary's ramp (``ramp_step``,
+  ``ramp_promoted``; :mod:`pipeflow.serving.rollout`): the replica whose probation of the canary
+  failed records the withdrawal (:meth:`pipeflow.serving.rollout.Rollout.withdraw`), the replica
+  that sees a ramp step hold first records the next one; every other replica reads them within
+  its reload interval and routes accordingly (no traffic to a withdrawn version, the step's
+  weight); a replica that starts later replays the chain at start (:attr:`Fleet.seq`), so a
+  restarted pod never routes to a withdrawn canary and resumes a ramp at the fleet's step.
   A rollback by the guard (:mod:`pipeflow.serving.guard`) needs no fleet event: it *is* an alias
   event, which every replica follows the same way it follows a promotion.
 - **Observations** are the audit journal every replica already writes (predictions with model,
-  version, output and latency; feedback; ``model_error`` events). :class:`Fleet` reads the union
+  version, output and latency; feedback; ``model_error`` events). A shadow's records
+  (:mod:`pipeflow.serving.shadow`) are a journal kind of their own, which this view does not read:
+  they answered nothing. :class:`Fleet` reads the union
   of every replica's records incrementally (:class:`Follower`: whole lines past a remembered
   offset per segment; a shipped segment is read once) and folds them into
 

@@ -5,7 +5,9 @@ second app in the same process (the tests) would collide on the metric names; wi
 answers for itself, and a scrape sees one of them. The metric names and labels are the public
 interface here (dashboards and alerts read them): ``pipeflow_requests`` (model, version, route,
 code), ``pipeflow_errors`` (type), ``pipeflow_request_latency_seconds``, ``pipeflow_predictions``,
-``pipeflow_unusual_inputs`` and ``pipeflow_canary_weight``: this process's own, which Prometheus
+``pipeflow_unusual_inputs``, ``pipeflow_canary_weight``, ``pipeflow_route_unkeyed`` (requests
+routed at random for want of the ``--route-by`` key) and the shadow's ``pipeflow_shadow_rows``,
+``pipeflow_shadow_errors`` and ``pipeflow_shadow_dropped`` (model, version): this process's own, which Prometheus
 sums over the replicas. Two gauges are the fleet's, the same on every replica (from every
 replica's journal, :mod:`pipeflow.serving.fleet`): ``pipeflow_fleet_accuracy`` and
 ``pipeflow_fleet_labelled`` (model, version). The two moments that count are here
@@ -81,6 +83,29 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.unkeyed = Counter(
+            "pipeflow_route_unkeyed",
+            "prediction requests without the --route-by key (routed at random)",
+            registry=self.registry,
+        )
+        self.shadow_rows = Counter(
+            "pipeflow_shadow_rows",
+            "rows the shadow version scored (audited in the shadow journal)",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.shadow_errors = Counter(
+            "pipeflow_shadow_errors",
+            "rows the shadow version failed on",
+            ["model", "version"],
+            registry=self.registry,
+        )
+        self.shadow_dropped = Counter(
+            "pipeflow_shadow_dropped",
+            "requests not scored by the shadow because its queue was full",
+            ["model", "version"],
+            registry=self.registry,
+        )
         self.fleet_accuracy = Gauge(
             "pipeflow_fleet_accuracy",
             "live accuracy from feedback over every replica (right / labelled predictions)",

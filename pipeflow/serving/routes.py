@@ -13,8 +13,10 @@ lives here, once:
    large -> 413, wrong content type -> 415; :func:`read_body`); the protocol's decoder turns it
    into rows, which are checked against the model's signature (:mod:`pipeflow.registry.signature`;
    -> 422 naming row and field). Bad input never reaches the model and never answers 500.
-3. Valid rows join the micro-batch of the version the rollout picks (:func:`predict_rows`,
-   :mod:`pipeflow.serving.batcher`), which answers once the rows are audited.
+3. Valid rows join the micro-batch of the version the rollout picks (by the ``--route-by`` key,
+   :mod:`pipeflow.serving.rollout`; :func:`predict_rows`, :mod:`pipeflow.serving.batcher`), which
+   answers once the rows are audited; the answered request is then offered to the shadow, if any
+   (:mod:`pipeflow.serving.shadow`), which scores it off the answer path.
 4. Every refusal is a :class:`~pipeflow.errors.BadRequest` (FastAPI's own 404 and 405
    become one in :mod:`pipeflow.serving.app`), answered in one JSON error shape and counted in
    the metrics (:func:`failure`).
@@ -165,10 +167,17 @@ def refusal(server: Server, request: Request, name: str | None, scope: str) -> R
 
 
 async def predict_rows(
-    server: Server, rows: list[Any], caller: str, route: str, started: float
+    server: Server,
+    rows: list[Any],
+    caller: str,
+    route: str,
+    started: float,
+    headers: Any = None,
 ) -> tuple[Handle, list[dict[str, Any]]]:
-    """The results of a request's rows, checked against the signature and scored in a batch;
-    the request is observed for the rollout and counted in the metrics."""
+    """The results of a request's rows, checked against the signature and scored in a batch by
+    the version the rollout picks (by the request's ``--route-by`` key, from ``headers`` or the
+    rows); the request is observed for the rollout, counted in the metrics, and offered to the
+    shadow once answered."""
     config = server.config
     if not rows:
         raise BadRequest(422, "invalid_request", "no rows to predict")
@@ -176,6 +185,7 @@ async def predict_rows(
         raise BadRequest(
             413, "too_large", f"{len(rows)} rows in one request; the limit is {config.max_rows}"
         )
+    key = server.rollout.key_of(headers if headers is not None else {}, rows)
     reference = server.primary
     problems, flags, data = reference.signature.check_columns(
         rows, reject_unusual=config.reject_unusual
@@ -189,7 +199,7 @@ async def predict_rows(
             f"{len(problems)} problem(s); first: {where}: expected {first['expected']}, got {first['got']}",
             problems[:100],
         )
-    handle = server.rollout.pick()
+    handle = server.rollout.pick(key)
     columns = reference.signature.names
     item = Pending(
         rows,
@@ -231,6 +241,8 @@ async def predict_rows(
             500, "model_error", f"the model {handle.label} failed: {type(err).__name__}"
         ) from None
     elapsed = time.perf_counter() - started
+    if server.shadow is not None:  # off the answer path: a queue put, never a wait
+        server.shadow.offer(item, [r["id"] for r in results], handle.version)
     server.rollout.observe(handle, elapsed, False)
     server.metrics.answered(
         handle.name, str(handle.version), route, elapsed, len(rows), sum(1 for f in flags if f)
@@ -259,7 +271,7 @@ async def answer(
         caller = caller_for(server, name, request, "predict")
         payload = await read_body(server, request)
         rows = decode(payload, server.primary.signature.names) if by_name else decode(payload)
-        handle, results = await predict_rows(server, rows, caller, route, started)
+        handle, results = await predict_rows(server, rows, caller, route, started, request.headers)
         return reply(encode(payload, handle, results))
     except BadRequest as err:
         return failure(server, err)
@@ -315,7 +327,20 @@ async def describe(name: str, request: Request) -> Response:
             "signature": h.record.get("signature"),
             "canary": None
             if server.canary is None
-            else {"version": server.canary.version, "weight": server.rollout.weight},
+            else {
+                "version": server.canary.version,
+                "weight": server.rollout.weight,
+                "withdrawn": server.rollout.withdrawn,
+                "ramp": None
+                if server.rollout.plan is None
+                else {
+                    "step": server.rollout.step + 1,
+                    "steps": server.rollout.plan["steps"],
+                    "since": server.rollout.step_since or None,
+                },
+            },
+            "route_by": server.config.route_by,
+            "shadow": None if server.shadow is None else server.shadow.handle.label,
         }
     )
 

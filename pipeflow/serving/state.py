@@ -1,7 +1,8 @@
 """The state of one server process, shared by the routes: :class:`Server`.
 
-It holds the store and registry, the handle of the primary version (the alias's holder) and the
-canary's rollout (:mod:`pipeflow.serving.rollout`), the metrics, the prediction ids, the fleet's
+It holds the store and registry, the handle of the primary version (the alias's holder), the
+canary's rollout (:mod:`pipeflow.serving.rollout`: sticky routing, the ramp), the shadow
+(:mod:`pipeflow.serving.shadow`), the metrics, the prediction ids, the fleet's
 view (:mod:`pipeflow.serving.fleet`: every replica's predictions and feedback, for live accuracy,
 and the fleet events), the alias's guard (:mod:`pipeflow.serving.guard`) and the three audit
 logs: ``predictions`` (written by the batchers), ``feedback`` and ``events`` (canary withdrawn,
@@ -19,7 +20,8 @@ fingerprint, never by the token.
 
 The watch loop (:meth:`Server.watch_alias`), every ``reload_interval_s``, off the request path
 (:meth:`Server.tick`): fold the fleet's new journal records, apply new fleet events (a canary
-another replica withdrew), let the guard judge the alias's holder, and re-read the alias. When it
+another replica withdrew, a step of the canary's ramp), move the ramp on, let the guard judge the
+alias's holder, and re-read the alias. When it
 moved (promote, rollback, the guard's rollback), the new version is loaded off the request path
 and swapped in by one assignment: a request picks its handle once, and requests already queued
 on the old one finish there, so nothing in flight fails. At start the same records are replayed,
@@ -49,6 +51,7 @@ from pipeflow.serving.guard import Guard
 from pipeflow.serving.handle import Handle
 from pipeflow.serving.metrics import Metrics
 from pipeflow.serving.rollout import Rollout
+from pipeflow.serving.shadow import Shadow
 from pipeflow.store.journal import AuditLog
 from pipeflow.store.shipping import Shipper
 
@@ -66,11 +69,19 @@ class Server:
         from pipeflow.store.journal import default_folder, repair
 
         self.config = config
-        if config.guard and (config.which is None or str(config.which).isdigit()):
+        pinned = config.which is None or str(config.which).isdigit()
+        if config.guard and pinned:
             from pipeflow.errors import UsageError
 
             raise UsageError(
                 f"--guard guards an alias: serve {config.model}@ALIAS, not a pinned version"
+            )
+        if config.ramp and (pinned or not config.canary):
+            from pipeflow.errors import UsageError
+
+            raise UsageError(
+                "--ramp ramps a canary up to the served alias: serve "
+                f"{config.model}@ALIAS --canary {config.model}@VERSION --ramp ..."
             )
         self.store = ArtifactStore(config.store_url, config.storage_options)
         self.registry = Registry(self.store)
@@ -117,11 +128,21 @@ class Server:
         self.recent: RecentPredictions = self.fleet.recent
         self.arriving = 0  # predict requests whose body is being read (event loop only)
         self.primary = self.load(config.model, config.which, "primary")
-        self.rollout = Rollout(self)
         self.metrics = Metrics()
-        # what the fleet decided and observed before this replica started
+        self.rollout = Rollout(self)
+        # what the fleet decided and observed before this replica started; the ramp's first
+        # step is recorded by the first replica (and replayed by the others)
         for event in self.fleet_events():
             self.rollout.apply(event)
+        if self.rollout.plan is not None and self.rollout.step < 0:
+            self.rollout.begin()
+            for event in self.fleet_events():
+                self.rollout.apply(event)
+        if self.rollout.promoted and self.rollout.live:
+            # its ramp promoted it and the alias has moved on since (a rollback): the ramp is
+            # over, and a restarted replica does not send it traffic again
+            self.rollout.weight = 0.0
+        self.shadow = self._shadow() if config.shadow else None
         self.fleet.refresh(time.time())
         self.metrics.fleet(self.fleet.accuracies())
         self.metrics.canary_weight.set(self.rollout.weight)
@@ -145,6 +166,29 @@ class Server:
         handle.feedback = self.fleet.counts_of(name, handle.version)
         handle.batcher = Batcher(handle, self)
         return handle
+
+    def _shadow(self) -> Shadow:
+        """The shadow version (``--shadow``), with its journal (:mod:`pipeflow.serving.shadow`)."""
+        from pipeflow.errors import UsageError
+        from pipeflow.registry import parse_ref
+
+        config = self.config
+        assert config.shadow is not None
+        name, which = parse_ref(config.shadow)
+        if which is None:
+            raise UsageError(f"--shadow {config.shadow}: name the version, e.g. {name}@3")
+        record = self.registry.resolve(name, which)
+        if name == config.model and int(record["version"]) == self.primary.version:
+            raise UsageError(
+                f"--shadow {config.shadow} is {name}@{record['version']}, the version "
+                f"{config.model}@{config.which} already serves: name another version"
+            )
+        handle = self.load(name, which, "shadow")
+        if self.shipper is not None:
+            journal = self.shipper.log("shadow")
+        else:
+            journal = AuditLog(self.audit_dir, "shadow", sync=config.audit_sync)
+        return Shadow(self, handle, journal, config.shadow_queue)
 
     def _fleet(self) -> Fleet:
         """The reader of every replica's journal (this one's own segments told apart)."""
@@ -199,26 +243,29 @@ class Server:
         return "token:" + digest.hex()[:12]
 
     # -- the watch loop ---------------------------------------------------------------------
-    def tick(self) -> tuple[list[dict[str, Any]], int | None]:
+    def tick(self) -> int | None:
         """One pass of the watch loop, off the event loop: fold the fleet's new journal records,
-        publish a withdrawal not yet recorded, read new fleet events, let the guard judge the
-        alias's holder, and read who holds the alias now. Returns (fleet events to apply,
-        the holder; None for a pinned version)."""
+        publish a withdrawal not yet recorded, apply new fleet events, move the canary's ramp on
+        (:meth:`pipeflow.serving.rollout.Rollout.advance`), let the guard judge the alias's
+        holder, and read who holds the alias now (None for a pinned version)."""
         from pipeflow.registry import alias_stack
 
         now = time.time()
         self.fleet.refresh(now)
         if self.rollout.unpublished is not None:
             self.rollout.publish()
-        fresh = self.fleet_events()
+        for event in self.fleet_events():
+            self.rollout.apply(event)
+        if self.rollout.ramping:
+            self.rollout.advance(now)
         which = self.config.which
         if which is None or str(which).isdigit():
-            return fresh, None
+            return None
         history = self.registry.history(self.config.model, str(which))
         if self.guard is not None and self.guard.check(self, history, now) is not None:
             history = self.registry.history(self.config.model, str(which))
         stack = alias_stack(history)
-        return fresh, (stack[-1] if stack else None)
+        return stack[-1] if stack else None
 
     async def watch_alias(self) -> None:
         """Every ``reload_interval_s``: apply what the fleet decided (:meth:`tick`), and swap in
@@ -228,12 +275,10 @@ class Server:
         while True:
             await asyncio.sleep(self.config.reload_interval_s)
             try:
-                fresh, held = await loop.run_in_executor(None, self.tick)
+                held = await loop.run_in_executor(None, self.tick)
             except Exception as err:  # keep serving what we have; try again next interval
                 log.error("could not read the fleet's state in %s: %s", self.store.url, err)
                 continue
-            for event in fresh:
-                self.rollout.apply(event)
             self.metrics.fleet(self.fleet.accuracies())
             if self.rollout.live:
                 self.rollout.check()  # feedback from other replicas may have come in
@@ -268,6 +313,9 @@ class Server:
                 fresh_handle.version,
                 old.version,
             )
+            canary = self.rollout.canary
+            if canary is not None and canary.version == fresh_handle.version:
+                self.rollout.retire()  # promoted (by its ramp, or by a person)
 
     # -- feedback -----------------------------------------------------------------------------
     def check_outcomes(self, items: list[dict[str, Any]]) -> None:

@@ -16,7 +16,8 @@ Policy, and why:
   :func:`repair` trims such a tail before a writer reuses nothing: files are never reopened for
   writing, so a torn tail can only be at the end of a dead writer's file.
 - Records are plain JSON objects; each has ``id`` and ``time``. Kinds: ``predictions``,
-  ``feedback``, ``batches`` (one record per batch-inference job), ``events`` (canary and reload).
+  ``feedback``, ``batches`` (one record per batch-inference job), ``events`` (canary and reload),
+  ``shadow`` (a shadow version's predictions, :mod:`pipeflow.serving.shadow`).
 - **Readers see segments** (:class:`Segment`, :func:`segments`): of a local folder here, or of a
   :class:`pipeflow.store.shipping.Journal` (a spool and the store's shipped copy, as one union).
   :func:`read`, :func:`find` and :func:`files` take either.
@@ -66,7 +67,7 @@ except ImportError:  # pragma: no cover - orjson is a dependency; keep working w
     loads = json.loads
 
 
-KINDS = ("predictions", "feedback", "batches", "events", "alerts")
+KINDS = ("predictions", "feedback", "batches", "events", "alerts", "shadow")
 
 
 class AuditLog:
