@@ -101,7 +101,9 @@ class Tracker:
 
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         check_name(name, "metric")
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or type(value).__name__ == "bool_":
+            raise ValueError(f"metric {name!r}: value {value!r} is not a number")
+        if not isinstance(value, int | float):
             try:  # numpy scalars and 0-d arrays
                 value = float(value)  # type: ignore[arg-type]
             except (TypeError, ValueError):
