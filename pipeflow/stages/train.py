@@ -29,11 +29,7 @@ outputs are byte-identical for the same data and config, and the cache can reuse
 (``resources: {GPU: 1}``) and no device was set; the stored model predicts on the CPU (``info.device``
 says where it was trained). Models are stored with skops, never pickle.
 
-Tracking (:mod:`pipeflow.core.tracking`): the stage logs the ``estimator`` and the params the
-spec set as params, ``train_score`` as a metric, and the per-iteration curves the fitted
-estimator keeps anyway (:func:`training_history`: a neural net's loss, gradient boosting's
-per-stage scores) as steps. xgboost's evaluation history is not computed for the log: it needs
-evaluation sets, which would change how the pipeline is fitted.
+What it logs (``ctx.log_metric`` / ``log_param``): see :mod:`pipeflow.stages.training_log`.
 """
 
 from __future__ import annotations
@@ -53,6 +49,7 @@ from pipeflow.execute.cluster import (
     worker_client,
     workers_offering,
 )
+from pipeflow.stages.training_log import log_training
 
 
 class TrainConfig(BaseModel):
@@ -179,63 +176,6 @@ class TrainStage(Stage[TrainConfig]):
         if "train" in ctx.input_refs:  # the training table's content fingerprint, for lineage
             info["data"] = {"train": ctx.input_refs["train"].digest}
         return {"model": model, "info": info}
-
-
-def log_training(
-    ctx: StageContext, info: dict[str, Any], model: Any, chosen: Mapping[str, Any]
-) -> None:
-    """Log what a fit gave (:mod:`pipeflow.core.tracking`): the estimator and the params the
-    spec chose as params, ``train_score`` as a metric, and the per-iteration history the fitted
-    estimator keeps anyway (see :func:`training_history`) as steps."""
-    ctx.log_param("estimator", info["estimator"])
-    trained = info.get("params") or {}
-    for name in sorted(chosen):
-        ctx.log_param(name, trained.get(name, chosen[name]))
-    _log_finite(ctx, "train_score", info.get("train_score"))
-    for name, values in training_history(model).items():
-        for step, value in enumerate(values):
-            _log_finite(ctx, name, value, step)
-
-
-def _log_finite(ctx: StageContext, name: str, value: Any, step: int | None = None) -> None:
-    import math
-
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return
-    if math.isfinite(number):
-        ctx.log_metric(name, number, step)
-
-
-def training_history(model: Any) -> dict[str, list[float]]:
-    """Per-iteration curves a fitted estimator already holds, at no cost: a neural net's
-    ``loss_curve_``, gradient boosting's ``train_score_`` (and ``validation_score_`` with early
-    stopping), xgboost's ``evals_result()`` when it was given evaluation sets. Metric names:
-    ``loss``, ``train_score``/``train_loss``... as below; nothing for other estimators."""
-    estimator = getattr(model, "pipeline", model)  # LabelDecodedClassifier wraps the pipeline
-    steps = getattr(estimator, "steps", None)
-    if steps:
-        estimator = steps[-1][1]
-    out: dict[str, list[float]] = {}
-    if hasattr(estimator, "loss_curve_"):
-        out["loss"] = list(estimator.loss_curve_)
-    if hasattr(estimator, "validation_scores_") and estimator.validation_scores_ is not None:
-        out["validation_score"] = list(estimator.validation_scores_)
-    if hasattr(estimator, "train_score_"):  # GradientBoosting*: loss; HistGradientBoosting*: score
-        out["iteration_train_score"] = [float(v) for v in estimator.train_score_]
-    if hasattr(estimator, "validation_score_"):
-        out["iteration_validation_score"] = [float(v) for v in estimator.validation_score_]
-    evals = getattr(estimator, "evals_result", None)
-    if callable(evals) and type(estimator).__module__.startswith("xgboost"):
-        try:
-            history = evals()
-        except Exception:  # not fitted with evaluation sets
-            history = {}
-        for data_name, by_metric in (history or {}).items():
-            for metric, values in by_metric.items():
-                out[f"{data_name}-{metric}"] = [float(v) for v in values]
-    return out
 
 
 def training_rows(config: TrainConfig, data: Any) -> tuple[Any, Any]:

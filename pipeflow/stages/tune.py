@@ -53,11 +53,11 @@ from pipeflow.stages.train import (
     TrainConfig,
     TrainStage,
     fit,
-    log_training,
     make_model,
     predict_on_cpu,
     training_rows,
 )
+from pipeflow.stages.training_log import log_training
 
 
 class Range(BaseModel):

@@ -1,4 +1,7 @@
-"""Run metadata: runs, stage runs, artifacts, params, lineage — one contract, two databases.
+"""Run metadata: runs, stage runs, artifacts, params, lineage, what stages logged, tags — one
+contract, two databases. The schema and its versions are :mod:`pipeflow.store.schema`; the
+queries about logged metrics, params, tags and notes are :mod:`pipeflow.store.logged` (mixed in
+here); ``runs(where=...)`` filters as :mod:`pipeflow.store.search` says.
 
 :class:`MetadataDB` is the contract every command reads and writes run history through; it is
 written once, in SQL both databases speak, over three primitives a backend provides:
@@ -38,156 +41,27 @@ import socket
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pipeflow.errors import StoreError, UsageError
+from pipeflow.store.logged import LoggedRecords
+from pipeflow.store.schema import SCHEMA_VERSION, TABLES, schema
+from pipeflow.store.search import Condition, where_sql
 
-if TYPE_CHECKING:
-    from pipeflow.store.search import Condition
-
-SCHEMA_VERSION = 3
-
-#: every table, with its primary key (what ``pipeflow store migrate`` copies and compares)
-TABLES: dict[str, tuple[str, ...]] = {
-    "runs": ("id",),
-    "params": ("run_id", "name"),
-    "stage_runs": ("run_id", "stage"),
-    "artifacts": ("digest",),
-    "outputs": ("run_id", "stage", "port"),
-    "lineage": ("run_id", "dst_stage", "dst_port"),
-    "metrics": ("run_id", "stage", "name", "step"),
-    "logged_params": ("run_id", "stage", "name"),
-    "tags": ("run_id", "name"),
-}
-
-# The tables in both databases, in each one's types: ``{real}`` an 8-byte float (SQLite's REAL;
-# PostgreSQL's REAL is 4 bytes, so DOUBLE PRECISION there), ``{bigint}`` a 64-bit integer. No
-# foreign keys: records arrive in batches, not in key order.
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    pipeline TEXT NOT NULL,
-    spec_path TEXT,
-    spec_digest TEXT,
-    executor TEXT,
-    state TEXT NOT NULL,
-    started {real} NOT NULL,
-    ended {real},
-    host TEXT,
-    pid {bigint},
-    overrides TEXT,
-    error TEXT,
-    note TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started);
-CREATE INDEX IF NOT EXISTS runs_by_started ON runs (started);
-CREATE TABLE IF NOT EXISTS params (
-    run_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS stage_runs (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    type TEXT NOT NULL,
-    state TEXT NOT NULL,
-    cache_key TEXT,
-    reason TEXT,
-    cache_hit INTEGER NOT NULL DEFAULT 0,
-    started {real},
-    ended {real},
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    traceback TEXT,
-    worker TEXT,
-    config_digest TEXT,
-    config TEXT,
-    code_digest TEXT,
-    input_digests TEXT,
-    seq INTEGER,
-    PRIMARY KEY (run_id, stage)
-);
-CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
-CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage);
-CREATE TABLE IF NOT EXISTS artifacts (
-    digest TEXT PRIMARY KEY,
-    codec TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    size {bigint} NOT NULL,
-    created {real} NOT NULL,
-    run_id TEXT,
-    stage TEXT
-);
-CREATE TABLE IF NOT EXISTS outputs (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    port TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (run_id, stage, port)
-);
-CREATE TABLE IF NOT EXISTS lineage (
-    run_id TEXT NOT NULL,
-    src_stage TEXT NOT NULL,
-    src_port TEXT NOT NULL,
-    dst_stage TEXT NOT NULL,
-    dst_port TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (run_id, dst_stage, dst_port)
-);
-CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
-"""
-
-# Version 3: what stages log and what people note (pipeflow.core.tracking). A metric's value in a
-# run is the one at its highest step; ``from_run`` is the run that logged it (another run's id
-# for a stage reused from the store).
-_TRACKING = """
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    name TEXT NOT NULL,
-    step {bigint} NOT NULL,
-    value {real} NOT NULL,
-    logged {real},
-    from_run TEXT,
-    PRIMARY KEY (run_id, stage, name, step)
-);
-CREATE INDEX IF NOT EXISTS metrics_by_name ON metrics (name);
-CREATE TABLE IF NOT EXISTS logged_params (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    from_run TEXT,
-    PRIMARY KEY (run_id, stage, name)
-);
-CREATE TABLE IF NOT EXISTS tags (
-    run_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE INDEX IF NOT EXISTS tags_by_name ON tags (name, value);
-"""
-
-#: version -> the tables and indexes it added (``CREATE ... IF NOT EXISTS``, both databases)
-_ADDED_TABLES: dict[int, str] = {3: _TRACKING}
-#: version -> the columns it added to existing tables: (table, column, type)
-ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {3: [("runs", "note", "TEXT")]}
-
-
-def schema(*, real: str, bigint: str) -> str:
-    """The DDL of every table and index (``CREATE ... IF NOT EXISTS``) in a database's types."""
-    return (_SCHEMA + "".join(_ADDED_TABLES.values())).format(real=real, bigint=bigint)
-
-
-def added_tables(version: int, *, real: str, bigint: str) -> list[str]:
-    """The statements creating what ``version`` added (a backend's migration step runs them,
-    then adds the columns of :data:`ADDED_COLUMNS` the database lacks)."""
-    ddl = _ADDED_TABLES.get(version, "").format(real=real, bigint=bigint)
-    return [s.strip() for s in ddl.split(";") if s.strip()]
-
+__all__ = [
+    "SCHEMA_VERSION",
+    "TABLES",
+    "LastStageRuns",
+    "MetadataDB",
+    "absolute",
+    "exists",
+    "is_postgres",
+    "parse_location",
+    "redact",
+    "same_sql",
+    "schema",
+    "sqlite_path",
+]
 
 _POSTGRES = ("postgresql://", "postgres://")
 
@@ -241,7 +115,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class MetadataDB:
+class MetadataDB(LoggedRecords):
     """The run history, whichever database holds it (open one with
     :func:`~pipeflow.store.database.open_metadata`).
 
@@ -455,110 +329,6 @@ class MetadataDB:
         if stmts:
             self.write(stmts)
 
-    # -- tags and notes --------------------------------------------------------------------
-    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
-        """Set (or change) tags of a run."""
-        self.write(
-            _rows(
-                "INSERT INTO tags VALUES {} ON CONFLICT (run_id, name) DO UPDATE SET value = excluded.value",
-                [(run_id, k, str(v)) for k, v in tags.items()],
-            )
-        )
-
-    def delete_tags(self, run_id: str, names: Iterable[str]) -> None:
-        self.write([("DELETE FROM tags WHERE run_id = ? AND name = ?", (run_id, n)) for n in names])
-
-    def set_note(self, run_id: str, note: str | None) -> None:
-        """The run's note (free text; None removes it)."""
-        self.write([("UPDATE runs SET note = ? WHERE id = ?", (note, run_id))])
-
-    def tags(self, run_id: str) -> dict[str, str]:
-        return self.tags_of([run_id]).get(run_id, {})
-
-    def tags_of(self, run_ids: Sequence[str]) -> dict[str, dict[str, str]]:
-        """The tags of each of ``run_ids`` (runs without tags are left out)."""
-        out: dict[str, dict[str, str]] = {}
-        for rows in self._by_run("SELECT run_id, name, value FROM tags", run_ids, "name"):
-            out.setdefault(rows["run_id"], {})[rows["name"]] = rows["value"]
-        return out
-
-    # -- what stages logged -----------------------------------------------------------------
-    def metrics(self, run_id: str, name: str | None = None) -> list[Any]:
-        """Every logged value of the run (of metric ``name`` only, if given): ``stage, name,
-        step, value, logged, from_run``, by stage, name and step."""
-        sql = "SELECT stage, name, step, value, logged, from_run FROM metrics WHERE run_id = ?"
-        args: tuple = (run_id,)
-        if name is not None:
-            sql += " AND name = ?"
-            args += (name,)
-        return self.query(sql + " ORDER BY stage, name, step", args)
-
-    def latest_metrics(self, run_ids: Sequence[str]) -> list[Any]:
-        """The value of each metric of each run (at its highest step): ``run_id, stage, name,
-        step, value, from_run``."""
-        return self._by_run(
-            "SELECT m.run_id, m.stage, m.name, m.step, m.value, m.from_run FROM metrics m"
-            f" WHERE {LATEST}",
-            run_ids,
-            "m.stage, m.name",
-            column="m.run_id",
-        )
-
-    def logged_params(self, run_id: str) -> list[Any]:
-        """Params stages logged: ``stage, name, value, from_run``."""
-        return self.query(
-            "SELECT stage, name, value, from_run FROM logged_params WHERE run_id = ?"
-            " ORDER BY stage, name",
-            (run_id,),
-        )
-
-    def metric_names(self, pipeline: str | None = None) -> list[str]:
-        """Every metric name logged (in runs of ``pipeline``), sorted."""
-        if pipeline:
-            rows = self.query(
-                "SELECT DISTINCT m.name FROM metrics m JOIN runs r ON r.id = m.run_id"
-                " WHERE r.pipeline = ? ORDER BY m.name",
-                (pipeline,),
-            )
-        else:
-            rows = self.query("SELECT DISTINCT name FROM metrics ORDER BY name")
-        return [r[0] for r in rows]
-
-    def metric_across_runs(
-        self, name: str, *, pipeline: str | None = None, limit: int = 100
-    ) -> list[Any]:
-        """Metric ``name`` in each of the latest ``limit`` runs that logged it (of ``pipeline``):
-        ``run_id, pipeline, started, state, stage, step, value, from_run``, oldest run first."""
-        where = "m.name = ? AND " + LATEST
-        args: tuple = (name,)
-        if pipeline:
-            where += " AND r.pipeline = ?"
-            args += (pipeline,)
-        return self.query(
-            "SELECT * FROM (SELECT r.id AS run_id, r.pipeline AS pipeline, r.started AS started,"
-            " r.state AS state, m.stage AS stage, m.step AS step, m.value AS value,"
-            " m.from_run AS from_run FROM metrics m JOIN runs r ON r.id = m.run_id"
-            f" WHERE {where} ORDER BY r.started DESC, r.id DESC, m.stage LIMIT ?) latest"  # nosec B608 (fixed SQL)
-            " ORDER BY started, run_id, stage",
-            (*args, limit),
-        )
-
-    def _by_run(
-        self, select: str, run_ids: Sequence[str], order: str, *, column: str = "run_id"
-    ) -> list[Any]:
-        """``select`` (with or without a WHERE) for the rows of ``run_ids``, 500 ids a query."""
-        out: list[Any] = []
-        ids = list(dict.fromkeys(run_ids))
-        joiner = " AND " if " WHERE " in select else " WHERE "
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ", ".join("?" for _ in chunk)
-            out += self.query(
-                f"{select}{joiner}{column} IN ({marks}) ORDER BY {column}, {order}",  # nosec B608 (fixed SQL, ids as parameters)
-                tuple(chunk),
-            )
-        return out
-
     # -- reading ---------------------------------------------------------------------------
     def runs(
         self,
@@ -581,8 +351,6 @@ class MetadataDB:
             filters.append("r.pipeline = ?")
             args = (pipeline,)
         if where:
-            from pipeflow.store.search import where_sql
-
             condition, more = where_sql(where, "r")
             filters.append(condition)
             args += more
@@ -668,12 +436,6 @@ class MetadataDB:
         )
         return [dict(r) for r in rows]
 
-
-#: a metric's value in a run: the one at its highest step (of each stage that logged it)
-LATEST = (
-    "m.step = (SELECT MAX(m2.step) FROM metrics m2"
-    " WHERE m2.run_id = m.run_id AND m2.stage = m.stage AND m2.name = m.name)"
-)
 
 _STAGE_UPSERT = (
     "INSERT INTO stage_runs (run_id, stage, type, state, cache_key, reason, cache_hit, started,"

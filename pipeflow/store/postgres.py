@@ -36,15 +36,14 @@ from typing import Any, TypeVar
 
 from pipeflow.errors import StoreError, UsageError
 from pipeflow.store.metadata import (
-    ADDED_COLUMNS,
     SCHEMA_VERSION,
     TABLES,
     MetadataDB,
-    added_tables,
     redact,
     same_sql,
     schema,
 )
+from pipeflow.store.schema import ADDED_COLUMNS, added_tables
 
 __all__ = ["PostgresMetadata", "Row"]
 

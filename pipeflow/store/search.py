@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from pipeflow.errors import UsageError
 
-__all__ = ["Condition", "parse_where", "where_sql"]
+__all__ = ["LATEST", "Condition", "parse_where", "where_sql"]
 
 KINDS = ("metrics", "params", "tags")
 NUMERIC_OPS = ("<=", ">=", "!=", "==", "<", ">", "=")
@@ -210,6 +210,12 @@ def _after(tok: _Tok) -> int:
 
 # ------------------------------------------------------------------------------------- SQL
 
+#: SQL true for the row ``m`` of ``metrics`` holding its metric's value in the run: the one at
+#: its highest step (per stage)
+LATEST = (
+    "m.step = (SELECT MAX(m2.step) FROM metrics m2"
+    " WHERE m2.run_id = m.run_id AND m2.stage = m.stage AND m2.name = m.name)"
+)
 _SQL_OP = {"<": "<", "<=": "<=", ">": ">", ">=": ">=", "=": "=", "!=": "<>"}
 
 
@@ -217,8 +223,6 @@ def where_sql(conditions: Sequence[Condition], run: str = "r") -> tuple[str, tup
     """SQL true for a run (``run``: the alias of ``runs`` in the query) that meets every
     condition, and its parameters. Operators come from a fixed table; names and values are
     parameters."""
-    from pipeflow.store.metadata import LATEST
-
     parts: list[str] = []
     args: list[object] = []
     for c in conditions:

@@ -24,13 +24,12 @@ from typing import TypeVar
 
 from pipeflow.errors import StoreError
 from pipeflow.store.metadata import (
-    ADDED_COLUMNS,
     SCHEMA_VERSION,
     MetadataDB,
-    added_tables,
     same_sql,
     schema,
 )
+from pipeflow.store.schema import ADDED_COLUMNS, added_tables
 
 __all__ = ["SQLiteMetadata"]
 
