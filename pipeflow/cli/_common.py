@@ -74,6 +74,35 @@ def add_where(
         c.add_argument("--db", metavar="PATH|URL", help=DB_HELP)
 
 
+def add_tag_args(c: argparse.ArgumentParser, help: str | None = None) -> None:
+    c.add_argument(
+        "--tag",
+        dest="tags",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=help or "tag the run (repeatable); runs list --tag KEY=VALUE finds it",
+    )
+
+
+def parse_tags(items: list[str], *, value_optional: bool = False) -> dict[str, str | None]:
+    """``KEY=VALUE`` arguments as a dict (``KEY`` alone: None, where ``value_optional``)."""
+    from pipeflow.core.tracking import check_name
+    from pipeflow.errors import UsageError
+
+    out: dict[str, str | None] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq and not value_optional:
+            raise UsageError(f"--tag {item!r}: expected KEY=VALUE")
+        try:
+            check_name(key, "tag")
+        except ValueError as err:
+            raise UsageError(f"--tag {item!r}: {err}") from None
+        out[key] = value if eq else None
+    return out
+
+
 def add_audit_dir(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--audit-dir",

@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from pipeflow.cli._common import when
+from pipeflow.cli._common import escape, when
 from pipeflow.core.states import StageState
 
 _MARK = {
@@ -121,13 +121,46 @@ class RunDisplay:
             self.console.print(f"details: pipeflow runs show {report.run_id} --db {report.db_path}")
 
 
-def show_runs(console: Any, db: Any, *, limit: int, pipeline: str | None) -> None:
+def show_runs(
+    console: Any,
+    db: Any,
+    *,
+    limit: int,
+    pipeline: str | None,
+    where: list[Any] | None = None,
+    as_json: bool = False,
+) -> None:
+    """The latest runs (meeting ``where``), with their tags and, for each metric ``where`` names,
+    its value."""
     from rich.table import Table
 
-    rows = db.runs(limit=limit, pipeline=pipeline)
-    if not rows:
-        console.print("no runs recorded yet")
+    rows = db.runs(limit=limit, pipeline=pipeline, where=where or ())
+    ids = [r["id"] for r in rows]
+    tags = db.tags_of(ids) if rows else {}
+    # run -> stage -> metric -> value (two stages may log metrics of the same name)
+    values: dict[str, dict[str, dict[str, float]]] = {}
+    for m in db.latest_metrics(ids) if rows else []:
+        values.setdefault(m["run_id"], {}).setdefault(m["stage"], {})[m["name"]] = m["value"]
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        **dict(r),
+                        "tags": tags.get(r["id"], {}),
+                        "metrics": values.get(r["id"], {}),
+                    }
+                    for r in rows
+                ],
+                indent=2,
+                default=str,
+            )
+        )
         return
+    if not rows:
+        console.print("no runs match" if where else "no runs recorded yet")
+        return
+    shown_metrics = list(dict.fromkeys(c.name for c in where or () if c.kind == "metrics"))
     t = Table(show_edge=False)
     # a narrow terminal squeezes the figures, never the run id (what `runs show` and `runs
     # compare` take), the pipeline or the state
@@ -136,8 +169,13 @@ def show_runs(console: Any, db: Any, *, limit: int, pipeline: str | None) -> Non
         t.add_column(col, no_wrap=True, min_width=min(max(widest, len(col)), 40))
     for col in ("started", "duration", "stages", "ran", "cached", "failed"):
         t.add_column(col)
+    for name in shown_metrics:
+        t.add_column(escape(name), justify="right")
+    if tags:
+        t.add_column("tags")
     for r in rows:
         dur = _fmt_s(r["ended"] - r["started"]) if r["ended"] else ""
+        mine = values.get(r["id"], {})
         t.add_row(
             r["id"],
             r["pipeline"],
@@ -148,6 +186,15 @@ def show_runs(console: Any, db: Any, *, limit: int, pipeline: str | None) -> Non
             str(r["n_done"]),
             str(r["n_cached"]),
             str(r["n_failed"]),
+            *[
+                ", ".join(f"{by[name]:.4g}" for by in mine.values() if name in by) or "-"
+                for name in shown_metrics
+            ],
+            *(
+                [escape(" ".join(f"{k}={v}" for k, v in sorted(tags.get(r["id"], {}).items())))]
+                if tags
+                else []
+            ),
         )
     console.print(t)
 
@@ -162,12 +209,18 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
     outputs = db.outputs(run["id"])
     lineage = db.lineage(run["id"])
     params = db.params(run["id"])
+    tags = db.tags(run["id"])
+    metrics = db.metrics(run["id"])
+    logged = db.logged_params(run["id"])
     if as_json:
         print(
             json.dumps(
                 {
                     "run": dict(run),
                     "params": params,
+                    "tags": tags,
+                    "metrics": [dict(m) for m in metrics],
+                    "logged_params": [dict(p) for p in logged],
                     "stages": [{k: s[k] for k in s.keys() if k != "config"} for s in stages],  # noqa: SIM118 (sqlite3.Row: `in` tests values)
                     "outputs": [dict(o) for o in outputs],
                     "lineage": [dict(e) for e in lineage],
@@ -188,7 +241,11 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
     )
     console.print(f"  spec {run['spec_path']}")
     if params:
-        console.print(f"  params {json.dumps(params, default=str)}")
+        console.print(f"  params {escape(json.dumps(params, default=str))}")
+    if tags:
+        console.print(f"  tags {escape(' '.join(f'{k}={v}' for k, v in sorted(tags.items())))}")
+    if run["note"]:
+        console.print(f"  note {escape(run['note'])}")
     if run["error"]:
         console.print(f"  [red]{run['error']}[/]")
     t = Table(show_edge=False, title="stages", title_justify="left")
@@ -214,6 +271,32 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
             t.add_row(
                 f"{o['stage']}.{o['port']}", o["kind"], o["codec"], str(o["size"]), o["digest"][:16]
             )
+        console.print(t)
+    if metrics:
+        t = Table(show_edge=False, title="metrics", title_justify="left")
+        for col in ("stage", "metric", "value", "steps", "logged by"):
+            t.add_column(col)
+        last: dict[tuple[str, str], Any] = {}
+        steps: dict[tuple[str, str], int] = {}
+        for m in metrics:  # ordered by step: the last one is the metric's value
+            last[(m["stage"], m["name"])] = m
+            steps[(m["stage"], m["name"])] = steps.get((m["stage"], m["name"]), 0) + 1
+        for key, m in last.items():
+            origin = m["from_run"] if m["from_run"] and m["from_run"] != run["id"] else ""
+            t.add_row(
+                m["stage"],
+                escape(m["name"]),
+                f"{m['value']:.6g}",
+                str(steps[key]),
+                f"run {origin} (cached)" if origin else "this run",
+            )
+        console.print(t)
+    if logged:
+        t = Table(show_edge=False, title="logged params", title_justify="left")
+        for col in ("stage", "param", "value"):
+            t.add_column(col)
+        for p in logged:
+            t.add_row(p["stage"], escape(p["name"]), escape(p["value"]))
         console.print(t)
     if lineage:
         console.print("[bold]lineage[/]")

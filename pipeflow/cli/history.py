@@ -114,10 +114,19 @@ def add_parsers(sub: Any) -> None:
         ("show", "show one run: stages, timings, cache hits, errors, outputs, lineage"),
         ("output", "print one output of a stage in a run (a table, JSON value, array or bytes)"),
         ("compare", "compare runs side by side: params and metrics"),
+        ("tag", "set (or --delete) tags of a recorded run"),
+        ("note", "set the note of a recorded run (an empty TEXT removes it)"),
     ):
         c = runs_sub.add_parser(name, help=help_, description=help_)
-        if name in ("show", "output"):
+        if name in ("show", "output", "tag", "note"):
             c.add_argument("run_id", metavar="RUN", help="run id (a unique prefix, or 'latest')")
+        if name == "tag":
+            c.add_argument("tags", metavar="KEY=VALUE", nargs="*", help="tags to set")
+            c.add_argument(
+                "--delete", action="append", default=[], metavar="KEY", help="remove this tag"
+            )
+        elif name == "note":
+            c.add_argument("text", metavar="TEXT", help="the note (replaces the previous one)")
         if name == "compare":
             c.add_argument(
                 "run_ids",
@@ -147,6 +156,23 @@ def add_parsers(sub: Any) -> None:
         elif name == "list":
             c.add_argument("--limit", type=int, default=20)
             c.add_argument("--pipeline", help="only runs of this pipeline")
+            c.add_argument(
+                "--where",
+                metavar="EXPR",
+                help='only runs meeting EXPR, e.g. "metrics.accuracy > 0.9 and '
+                "params.optimizer = 'adam' and tags.team = 'fraud'\" (see docs/cli.md)",
+            )
+            c.add_argument(
+                "--tag",
+                dest="tags",
+                action="append",
+                default=[],
+                metavar="KEY[=VALUE]",
+                help="only runs with this tag (and value); repeatable",
+            )
+            c.add_argument(
+                "--json", action="store_true", help="machine-readable: runs, tags, metrics"
+            )
         add_where(c, store=False, db=True)
 
 
@@ -156,8 +182,17 @@ def cmd_runs(args: argparse.Namespace) -> int:
     db = open_history(args)
     try:
         if args.runs_command == "list":
-            show_runs(_console(), db, limit=args.limit, pipeline=args.pipeline)
+            show_runs(
+                _console(),
+                db,
+                limit=args.limit,
+                pipeline=args.pipeline,
+                where=_conditions(args),
+                as_json=args.json,
+            )
             return EXIT_OK
+        if args.runs_command in ("tag", "note"):
+            return _tag_or_note(args, db)
         if args.runs_command == "output":
             return _print_output(args, db)
         if args.runs_command == "compare":
@@ -165,6 +200,49 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return show_run(_console(), db, args.run_id, as_json=args.json)
     finally:
         db.close()
+
+
+def _conditions(args: argparse.Namespace) -> list[Any]:
+    """``--where`` and ``--tag`` of ``runs list`` as search conditions (pipeflow.store.search)."""
+    from pipeflow.cli._common import parse_tags
+    from pipeflow.store.search import Condition, parse_where
+
+    conditions = parse_where(args.where) if args.where is not None else []
+    for name, value in parse_tags(args.tags, value_optional=True).items():
+        conditions.append(
+            Condition("tags", name) if value is None else Condition("tags", name, "=", value)
+        )
+    return conditions
+
+
+def _tag_or_note(args: argparse.Namespace, db: Any) -> int:
+    from pipeflow.cli._common import parse_tags
+    from pipeflow.errors import UsageError
+
+    run = db.find_run(args.run_id)
+    if run is None:
+        raise UsageError(f"no run {args.run_id!r} in {db.location}")
+    if args.runs_command == "note":
+        db.set_note(run["id"], args.text or None)
+        print(f"run {run['id']}: note {'set' if args.text else 'removed'}")
+        return EXIT_OK
+    if not args.tags and not args.delete:
+        raise UsageError("give tags to set (KEY=VALUE) or --delete KEY")
+    tags = {k: v or "" for k, v in parse_tags(args.tags).items()}
+    clash = sorted(set(tags) & set(args.delete))
+    if clash:
+        raise UsageError(f"tag {clash[0]!r} is both set and deleted")
+    missing = [k for k in args.delete if k not in db.tags(run["id"])]
+    if missing:
+        raise UsageError(f"run {run['id']} has no tag {missing[0]!r}")
+    if tags:
+        db.set_tags(run["id"], tags)
+    if args.delete:
+        db.delete_tags(run["id"], args.delete)
+    now = db.tags(run["id"])
+    shown = ", ".join(f"{k}={v}" for k, v in sorted(now.items())) or "none"
+    print(f"run {run['id']}: tags {shown}")
+    return EXIT_OK
 
 
 def cmd_data(args: argparse.Namespace) -> int:

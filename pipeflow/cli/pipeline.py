@@ -9,7 +9,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipeflow.cli._common import EXIT_FAILED, EXIT_OK, add_debug, add_executor, add_overrides
+from pipeflow.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_debug,
+    add_executor,
+    add_overrides,
+    add_tag_args,
+    parse_tags,
+)
 from pipeflow.cli._common import error as _error
 from pipeflow.cli._common import make_console as _console
 
@@ -42,6 +50,8 @@ def add_parsers(sub: Any) -> None:
         "--force", action="store_true", help="re-run stages even when a stored result matches"
     )
     r.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
+    add_tag_args(r)
+    r.add_argument("--note", metavar="TEXT", help="a note recorded with the run (runs show)")
 
     spec_cmd("check", "compile a spec without running it (exit 2 on a spec error)", cmd_check)
     g = spec_cmd("graph", "show the compiled DAG", cmd_graph)
@@ -102,6 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             force=args.force,
             on_event=display.event,
             on_plan=display.plan,
+            tags=parse_tags(args.tags),
+            note=args.note,
         )
     display.summary(report)
     return EXIT_OK if report.ok else EXIT_FAILED

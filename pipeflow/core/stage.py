@@ -26,6 +26,8 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeflow.core.tracking import Tracker
+
 
 @dataclass(frozen=True)
 class Port:
@@ -62,6 +64,28 @@ class StageContext:
     pipeline: str = ""
     input_refs: Mapping[str, Any] = field(default_factory=dict)
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeflow.stage"))
+    #: what this attempt logged (:mod:`pipeflow.core.tracking`): recorded with the stage
+    tracker: Tracker = field(default_factory=Tracker)
+
+    def log_metric(self, name: str, value: float, step: int | None = None) -> None:
+        """Record ``value`` of metric ``name`` at ``step`` (default: one after the metric's last
+        step in this stage, 0 first), like ``mlflow.log_metric``. See :mod:`pipeflow.core.tracking`."""
+        self.tracker.log_metric(name, value, step)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """:meth:`log_metric` for each entry of ``metrics``."""
+        for name, value in metrics.items():
+            self.tracker.log_metric(name, value, step)
+
+    def log_param(self, name: str, value: Any) -> None:
+        """Record a param of this stage (kept as text), like ``mlflow.log_param``; logging it
+        again with another value is an error."""
+        self.tracker.log_param(name, value)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """:meth:`log_param` for each entry of ``params``."""
+        for name, value in params.items():
+            self.tracker.log_param(name, value)
 
 
 @dataclass

@@ -34,6 +34,7 @@ from pydantic import BaseModel
 from pipeflow.core.hashing import stage_key
 from pipeflow.core.stage import Stage, StageContext
 from pipeflow.core.states import StageState
+from pipeflow.core.tracking import Metric, Tracker, from_manifest, to_manifest
 from pipeflow.errors import StageTimeout, UnsupportedOutput
 from pipeflow.execute import bundle
 from pipeflow.execute.cluster import worker_address
@@ -91,6 +92,10 @@ class StageRecord:
     inputs: dict[str, ArtifactRef] = field(default_factory=dict)
     outputs: dict[str, ArtifactRef] = field(default_factory=dict)
     cached_from: str | None = None
+    #: what the stage logged (:mod:`pipeflow.core.tracking`); for a stage reused from the
+    #: store, what it logged in the run that made it (``cached_from``)
+    metrics: list[Metric] = field(default_factory=list)
+    logged_params: dict[str, str] = field(default_factory=dict)
 
 
 R = TypeVar("R", bound=StageRecord)
@@ -187,6 +192,7 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
                 result.state = StageState.CACHED
                 result.outputs = manifest["outputs"]
                 result.cached_from = manifest.get("run_id")
+                result.metrics, result.logged_params = from_manifest(manifest)
                 result.reason = "found in the store: same type, config, code and input contents (an upstream re-ran with identical output, or an identical stage ran)"
                 return result
     except Exception as err:  # store unreachable: the stage fails with the store's message
@@ -203,14 +209,17 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
     attempts = task.retries + 1
     for attempt in range(1, attempts + 1):
         result.attempts = attempt
+        tracker = Tracker()  # each attempt logs afresh; the last one's log is kept
         try:
-            values = _call(task, refs, store, attempt, code_dir)
+            values = _call(task, refs, store, attempt, code_dir, tracker)
             result.outputs = _save_outputs(task, values, store)
         except Exception as err:
             if attempt < attempts:
                 time.sleep(min(0.1 * 2 ** (attempt - 1), 2.0))
                 continue
+            result.metrics, result.logged_params = tracker.metrics(), tracker.params()
             return _failed(result, err, attempt)
+        result.metrics, result.logged_params = tracker.metrics(), tracker.params()
         result.state = StageState.DONE
         result.ended = time.time()
         result.manifest = {
@@ -221,13 +230,19 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
             "finished": result.ended,
             "outputs": {p: r.to_dict() for p, r in result.outputs.items()},
             "inputs": {p: r.to_dict() for p, r in refs.items()},
+            **to_manifest(result.metrics, result.logged_params),
         }
         return result
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _call(
-    task: StageTask, refs: dict[str, ArtifactRef], store: Any, attempt: int, code_dir: str
+    task: StageTask,
+    refs: dict[str, ArtifactRef],
+    store: Any,
+    attempt: int,
+    code_dir: str,
+    tracker: Tracker,
 ) -> Mapping[str, Any]:
     inputs = {port: store.load(ref) for port, ref in refs.items()}
     ctx = StageContext(
@@ -241,6 +256,7 @@ def _call(
         store=store,
         pipeline=task.pipeline,
         input_refs=dict(refs),
+        tracker=tracker,
     )
     stage = task.cls(task.config)
     if task.timeout_s is None:

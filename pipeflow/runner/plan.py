@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pipeflow.core.compiler import Pipeline
 from pipeflow.core.hashing import digest_json, stage_key
+from pipeflow.core.tracking import from_manifest
 from pipeflow.execute.task import StageRecord
 from pipeflow.store.artifacts import ArtifactStore
 
@@ -114,6 +115,7 @@ def make_plan(
             plan.action = "cached"
             plan.outputs = manifest["outputs"]
             plan.cached_from = manifest.get("run_id")
+            plan.metrics, plan.logged_params = from_manifest(manifest)
             plan.reason = f"unchanged: same type, config, code and inputs as run {plan.cached_from}"
             continue
         cut_short = getattr(previous, "cut_short", None)

@@ -12,6 +12,7 @@ import threading
 from typing import Any
 
 from pipeflow.core.compiler import Pipeline
+from pipeflow.core.states import StageState
 from pipeflow.runner.plan import StagePlan
 from pipeflow.runner.report import StageOutcome
 from pipeflow.store.metadata import MetadataDB
@@ -105,4 +106,8 @@ def stage_row(pipeline: Pipeline, sp: StagePlan, o: StageOutcome) -> dict[str, A
             for port, w in st.inputs.items()
             if port in inputs
         },
+        # what the stage logged; a reused stage's log is that of the run that made it
+        "metrics": o.metrics,
+        "logged_params": o.logged_params,
+        "from_run": o.cached_from if o.state is StageState.CACHED else None,
     }

@@ -47,6 +47,20 @@ def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
 
 
+def check_tags(tags: Mapping[str, Any]) -> dict[str, str]:
+    """Tags as recorded: names as :data:`pipeflow.core.tracking.NAME` allows, values as text."""
+    from pipeflow.core.tracking import check_name
+
+    out = {}
+    for name, value in tags.items():
+        try:
+            check_name(name, "tag")
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        out[name] = str(value)
+    return out
+
+
 def select(
     pipeline: Pipeline, only: list[str] | str | None, from_: list[str] | str | None
 ) -> set[str] | None:
@@ -119,11 +133,15 @@ def run(
     registry: StageRegistry | None = None,
     on_event: EventCallback | None = None,
     on_plan: Callable[[Plan], None] | None = None,
+    tags: Mapping[str, str] | None = None,
+    note: str | None = None,
 ) -> RunReport:
     """Run a pipeline. Returns a :class:`RunReport` whether or not stages failed.
 
     ``executor`` (a kind, or an :class:`~pipeflow.execute.protocol.Executor`), ``address`` and
-    ``cluster`` (``module:attribute`` of a cluster factory) override the spec's executor."""
+    ``cluster`` (``module:attribute`` of a cluster factory) override the spec's executor.
+    ``tags`` and ``note`` are recorded with the run (``runs list --tag``, ``runs show``)."""
+    tags = check_tags(tags or {})
     t0 = time.perf_counter()
     with _gc_paused():
         loaded = spec if isinstance(spec, LoadedSpec) else load(spec, overrides)
@@ -146,6 +164,8 @@ def run(
                 on_event,
                 on_plan,
                 t0,
+                tags,
+                note,
             )
     finally:
         db.close()
@@ -165,6 +185,8 @@ def _run(
     on_event: EventCallback | None,
     on_plan: Callable[[Plan], None] | None,
     t0: float,
+    tags: Mapping[str, str] | None = None,
+    note: str | None = None,
 ) -> RunReport:
     loaded = pipeline.loaded
     ex: Executor = (
@@ -224,6 +246,8 @@ def _run(
         params=loaded.spec.params,
         overrides=list(loaded.overrides),
         stages=[(n, pipeline.stages[n].type) for n in plan.stages],
+        tags=tags,
+        note=note,
     )
 
     cached_rows = []

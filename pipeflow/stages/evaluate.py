@@ -14,10 +14,14 @@ Classification: accuracy, balanced accuracy, macro precision / recall / F1, per-
 recall, F1 and support, the confusion matrix (with its label order). Regression: MAE, RMSE, R².
 The output ``metrics`` is JSON, recorded with the run; ``min`` turns it into a quality gate that
 stops the pipeline (and whatever would ship the model) when the model is not good enough.
+The top-level numbers (``accuracy``, ``f1_macro``, ``rmse``, ``r2`` ...) are also logged as
+metrics (:mod:`pipeflow.core.tracking`), before the gate, so a failed gate still shows them and
+``runs list --where 'metrics.accuracy > 0.9'`` finds the run.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -121,6 +125,10 @@ class EvaluateStage(Stage[EvaluateConfig]):
                     }
                     for value in sorted(set(keys))
                 }
+        for name, value in metrics.items():  # the headline numbers, logged before any gate
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and name != "rows" and math.isfinite(value):
+                ctx.log_metric(name, float(value))
         failures = [
             f"{name} {metrics.get(name)} < {limit}"
             for name, limit in config.min.items()

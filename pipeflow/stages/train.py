@@ -28,6 +28,8 @@ varies between two identical fits (the fit time is in the run's record of the st
 outputs are byte-identical for the same data and config, and the cache can reuse them. xgboost estimators get ``device: cuda`` when the stage has GPU resources
 (``resources: {GPU: 1}``) and no device was set; the stored model predicts on the CPU (``info.device``
 says where it was trained). Models are stored with skops, never pickle.
+
+What it logs (``ctx.log_metric`` / ``log_param``): see :mod:`pipeflow.stages.training_log`.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from pipeflow.execute.cluster import (
     worker_client,
     workers_offering,
 )
+from pipeflow.stages.training_log import log_training
 
 
 class TrainConfig(BaseModel):
@@ -168,6 +171,7 @@ class TrainStage(Stage[TrainConfig]):
         config = self.config
         X, y = training_rows(config, inputs["train"])
         model, info = fit(config, X, y, ctx, dict(config.params))
+        log_training(ctx, info, model, config.params)
         info["rows_without_target"] = int(len(inputs["train"]) - len(X))
         if "train" in ctx.input_refs:  # the training table's content fingerprint, for lineage
             info["data"] = {"train": ctx.input_refs["train"].digest}

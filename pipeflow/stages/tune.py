@@ -29,6 +29,11 @@ trial's params, the mean and spread of its score and its error if it failed, so 
 is tracked (durations go to the log: outputs stay byte-identical for the same inputs).
 
 Same data, config and seed: same trials, same best model.
+
+Tracking (:mod:`pipeflow.core.tracking`): each trial's mean score is logged as metric
+``trial_score`` at step = the trial's number (a failed trial leaves a gap), then ``best_score``,
+and, as ``train`` logs them, the refitted model's estimator, params (the fixed ones and the best
+ones) and ``train_score``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from pipeflow.stages.train import (
     predict_on_cpu,
     training_rows,
 )
+from pipeflow.stages.training_log import log_training
 
 
 class Range(BaseModel):
@@ -148,7 +154,11 @@ class TuneStage(TrainStage):
             ok.sort_values(["score_mean", "trial"], ascending=[False, True]).iloc[0]["trial"]
         )
         best_params = candidates[best]
+        for i, (mean, _std, _secs, _err) in enumerate(results):
+            if mean is not None and math.isfinite(mean):
+                ctx.log_metric("trial_score", mean, step=i)  # one step per trial, in order
         model, info = fit(config, X, y, ctx, {**config.params, **best_params})
+        log_training(ctx, info, model, {**config.params, **best_params})
         info["search"] = {
             "method": config.search,
             "trials": len(candidates),
@@ -158,6 +168,8 @@ class TuneStage(TrainStage):
             "best_params": best_params,
             "best_score": float(trials.loc[best, "score_mean"]),
         }
+        ctx.log_metric("best_score", info["search"]["best_score"])
+        ctx.log_param("search", config.search)
         ctx.logger.info(
             "tune: best of %d trials %s scored %.4f",
             len(candidates),

@@ -1,4 +1,7 @@
-"""Run metadata: runs, stage runs, artifacts, params, lineage — one contract, two databases.
+"""Run metadata: runs, stage runs, artifacts, params, lineage, what stages logged, tags — one
+contract, two databases. The schema and its versions are :mod:`pipeflow.store.schema`; the
+queries about logged metrics, params, tags and notes are :mod:`pipeflow.store.logged` (mixed in
+here); ``runs(where=...)`` filters as :mod:`pipeflow.store.search` says.
 
 :class:`MetadataDB` is the contract every command reads and writes run history through; it is
 written once, in SQL both databases speak, over three primitives a backend provides:
@@ -38,128 +41,29 @@ import json
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from pipeflow.errors import StoreError, UsageError
+from pipeflow.store.logged import LoggedRecords
+from pipeflow.store.schema import SCHEMA_VERSION, TABLES, schema
+from pipeflow.store.search import Condition, where_sql
 
-SCHEMA_VERSION = 3
-
-#: every table, with its primary key (what ``pipeflow store migrate`` copies and compares)
-TABLES: dict[str, tuple[str, ...]] = {
-    "runs": ("id",),
-    "params": ("run_id", "name"),
-    "stage_runs": ("run_id", "stage"),
-    "artifacts": ("digest",),
-    "outputs": ("run_id", "stage", "port"),
-    "lineage": ("run_id", "dst_stage", "dst_port"),
-    "collected": ("digest",),
-}
-
-# version 3: objects deleted by ``pipeflow store gc``
-_COLLECTED = """
-CREATE TABLE IF NOT EXISTS collected (
-    digest TEXT PRIMARY KEY,
-    size {bigint} NOT NULL,
-    collected {real} NOT NULL
-);
-"""
-
-# The tables in both databases, in each one's types: ``{real}`` an 8-byte float (SQLite's REAL;
-# PostgreSQL's REAL is 4 bytes, so DOUBLE PRECISION there), ``{bigint}`` a 64-bit integer. No
-# foreign keys: records arrive in batches, not in key order.
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    pipeline TEXT NOT NULL,
-    spec_path TEXT,
-    spec_digest TEXT,
-    executor TEXT,
-    state TEXT NOT NULL,
-    started {real} NOT NULL,
-    ended {real},
-    host TEXT,
-    pid {bigint},
-    overrides TEXT,
-    error TEXT
-);
-CREATE INDEX IF NOT EXISTS runs_by_pipeline ON runs (pipeline, started);
-CREATE INDEX IF NOT EXISTS runs_by_started ON runs (started);
-CREATE TABLE IF NOT EXISTS params (
-    run_id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    value TEXT NOT NULL,
-    PRIMARY KEY (run_id, name)
-);
-CREATE TABLE IF NOT EXISTS stage_runs (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    type TEXT NOT NULL,
-    state TEXT NOT NULL,
-    cache_key TEXT,
-    reason TEXT,
-    cache_hit INTEGER NOT NULL DEFAULT 0,
-    started {real},
-    ended {real},
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    traceback TEXT,
-    worker TEXT,
-    config_digest TEXT,
-    config TEXT,
-    code_digest TEXT,
-    input_digests TEXT,
-    seq INTEGER,
-    PRIMARY KEY (run_id, stage)
-);
-CREATE INDEX IF NOT EXISTS stage_runs_by_key ON stage_runs (cache_key);
-CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage);
-CREATE TABLE IF NOT EXISTS artifacts (
-    digest TEXT PRIMARY KEY,
-    codec TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    size {bigint} NOT NULL,
-    created {real} NOT NULL,
-    run_id TEXT,
-    stage TEXT
-);
-CREATE TABLE IF NOT EXISTS outputs (
-    run_id TEXT NOT NULL,
-    stage TEXT NOT NULL,
-    port TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (run_id, stage, port)
-);
-CREATE TABLE IF NOT EXISTS lineage (
-    run_id TEXT NOT NULL,
-    src_stage TEXT NOT NULL,
-    src_port TEXT NOT NULL,
-    dst_stage TEXT NOT NULL,
-    dst_port TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    PRIMARY KEY (run_id, dst_stage, dst_port)
-);
-CREATE INDEX IF NOT EXISTS lineage_by_digest ON lineage (digest);
-"""
-    + _COLLECTED
-)
-
-#: the tables each schema version added (2 added a column, which each backend adds its own way)
-ADDED: dict[int, str] = {3: _COLLECTED}
-
-
-def schema(*, real: str, bigint: str) -> str:
-    """The DDL of every table and index (``CREATE ... IF NOT EXISTS``) in a database's types."""
-    return _SCHEMA.format(real=real, bigint=bigint)
-
-
-def added_in(version: int, *, real: str, bigint: str) -> list[str]:
-    """The statements (part of :func:`schema`) creating what schema ``version`` added."""
-    ddl = ADDED.get(version, "").format(real=real, bigint=bigint)
-    return [part.strip() for part in ddl.split(";") if part.strip()]
+__all__ = [
+    "SCHEMA_VERSION",
+    "TABLES",
+    "LastStageRuns",
+    "MetadataDB",
+    "absolute",
+    "exists",
+    "is_postgres",
+    "parse_location",
+    "redact",
+    "same_sql",
+    "schema",
+    "sqlite_path",
+]
 
 
 _POSTGRES = ("postgresql://", "postgres://")
@@ -214,7 +118,7 @@ def redact(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class MetadataDB:
+class MetadataDB(LoggedRecords):
     """The run history, whichever database holds it (open one with
     :func:`~pipeflow.store.database.open_metadata`).
 
@@ -268,12 +172,14 @@ class MetadataDB:
         params: dict[str, Any],
         overrides: list[str],
         stages: list[tuple[str, str]],
+        tags: Mapping[str, str] | None = None,
+        note: str | None = None,
     ) -> None:
         now = time.time()
         stmts: list[tuple[str, tuple]] = [
             (
-                "INSERT INTO runs (id, pipeline, spec_path, spec_digest, executor, state, started, host, pid, overrides)"
-                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                "INSERT INTO runs (id, pipeline, spec_path, spec_digest, executor, state, started, host, pid, overrides, note)"
+                " VALUES (?, ?, ?, ?, ?, 'running', ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
                 (
                     run_id,
                     pipeline,
@@ -284,9 +190,14 @@ class MetadataDB:
                     socket.gethostname(),
                     os.getpid(),
                     json.dumps(overrides),
+                    note,
                 ),
             )
         ]
+        stmts += _rows(
+            "INSERT INTO tags VALUES {} ON CONFLICT (run_id, name) DO NOTHING",
+            [(run_id, k, v) for k, v in (tags or {}).items()],
+        )
         stmts += _rows(
             "INSERT INTO params VALUES {} ON CONFLICT (run_id, name) DO NOTHING",
             [(run_id, k, json.dumps(v, default=str)) for k, v in params.items()],
@@ -339,13 +250,31 @@ class MetadataDB:
 
     def record_stages(self, run_id: str, results: Iterable[dict[str, Any]]) -> None:
         """Record finished (or cached / skipped) stages: one transaction for the whole batch,
-        the rows of each table together (one ``executemany`` per table, see :func:`_rows`)."""
+        the rows of each table together (one ``executemany`` per table, see :func:`_rows`).
+
+        A result that carries ``metrics`` (:class:`~pipeflow.core.tracking.Metric` s) or
+        ``logged_params`` replaces what the stage logged in this run; ``from_run`` names the run
+        that logged them when it is another (a stage reused from the store)."""
         stages: list[tuple] = []
         artifacts: dict[str, tuple] = {}
         outputs: list[tuple] = []
         lineage: list[tuple] = []
+        logged: list[tuple] = []  # (run_id, stage): the stages whose log this batch replaces
+        metrics: list[tuple] = []
+        params: list[tuple] = []
         now = time.time()
         for r in results:
+            if "metrics" in r or "logged_params" in r:
+                logged.append((run_id, r["stage"]))
+                origin = r.get("from_run") or run_id
+                metrics += [
+                    (run_id, r["stage"], m.name, m.step, m.value, m.time, origin)
+                    for m in r.get("metrics") or ()
+                ]
+                params += [
+                    (run_id, r["stage"], k, v, origin)
+                    for k, v in (r.get("logged_params") or {}).items()
+                ]
             config = r.get("config")
             stages.append(
                 (
@@ -393,12 +322,25 @@ class MetadataDB:
                 " src_port = excluded.src_port, digest = excluded.digest",
                 lineage,
             ),
+            # a stage's log is what its latest record says: a stage recorded again (Dask ran
+            # it twice) leaves no value of the first time behind
+            *[("DELETE FROM metrics WHERE run_id = ? AND stage = ?", key) for key in logged],
+            *[("DELETE FROM logged_params WHERE run_id = ? AND stage = ?", key) for key in logged],
+            *_rows("INSERT INTO metrics VALUES {}", metrics),
+            *_rows("INSERT INTO logged_params VALUES {}", params),
         ]
         if stmts:
             self.write(stmts)
 
     # -- reading ---------------------------------------------------------------------------
-    def runs(self, limit: int = 20, pipeline: str | None = None) -> list[Any]:
+    def runs(
+        self,
+        limit: int = 20,
+        pipeline: str | None = None,
+        where: Sequence[Condition] = (),
+    ) -> list[Any]:
+        """The latest ``limit`` runs (of ``pipeline``; meeting the ``where`` conditions, see
+        :mod:`pipeflow.store.search`), newest first."""
         sql = (
             "SELECT r.*, (SELECT COUNT(*) FROM stage_runs s WHERE s.run_id = r.id) AS n_stages,"
             " (SELECT COUNT(*) FROM stage_runs s WHERE s.run_id = r.id AND s.state = 'done') AS n_done,"
@@ -406,10 +348,17 @@ class MetadataDB:
             " (SELECT COUNT(*) FROM stage_runs s WHERE s.run_id = r.id AND s.state = 'failed') AS n_failed"
             " FROM runs r"
         )
+        filters: list[str] = []
         args: tuple = ()
         if pipeline:
-            sql += " WHERE r.pipeline = ?"
+            filters.append("r.pipeline = ?")
             args = (pipeline,)
+        if where:
+            condition, more = where_sql(where, "r")
+            filters.append(condition)
+            args += more
+        if filters:
+            sql += " WHERE " + " AND ".join(filters)
         sql += " ORDER BY r.started DESC, r.id DESC LIMIT ?"
         return self.query(sql, (*args, limit))
 

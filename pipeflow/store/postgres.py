@@ -18,8 +18,8 @@ Policy:
   changes nothing.
 - **Schema on first use, under a lock**: creating or migrating the schema takes a transaction-level
   advisory lock, so N clients opening a new database at once create it once. Version 2 is the
-  first PostgreSQL schema; later versions create the tables they added
-  (:func:`~pipeflow.store.metadata.added_in`) and run their steps in ``_MIGRATIONS``. Timestamps are
+  first PostgreSQL schema; each later version's step is what the contract says it added
+  (:func:`_migration`). Timestamps are
   ``DOUBLE PRECISION`` (SQLite's REAL is 8 bytes; PostgreSQL's REAL is 4), no foreign keys (as
   in SQLite, where they are off: records arrive in batches, not in key order).
 - Rows read like ``sqlite3.Row`` (:class:`Row`), so every reader works on both databases.
@@ -39,11 +39,11 @@ from pipeflow.store.metadata import (
     SCHEMA_VERSION,
     TABLES,
     MetadataDB,
-    added_in,
     redact,
     same_sql,
     schema,
 )
+from pipeflow.store.schema import ADDED_COLUMNS, added_tables
 
 __all__ = ["PostgresMetadata", "Row"]
 
@@ -52,10 +52,19 @@ T = TypeVar("T")
 _LOCK_KEY = 7_231_640_011  # pg_advisory_xact_lock key: "pipeflow schema"
 
 
-#: version -> the statements that bring a database of the version before it up to it, besides
-#: the tables it added (:func:`pipeflow.store.metadata.added_in`)
-_MIGRATIONS: dict[int, list[str]] = {}
 _FIRST_VERSION = 2  # the first schema PostgreSQL databases were created with
+
+
+def _migration(version: int) -> list[str]:
+    """The statements that bring a database of the version before ``version`` up to it: the
+    contract's new tables and columns (:func:`~pipeflow.store.metadata.added_tables`)."""
+    return [
+        *added_tables(version, real="DOUBLE PRECISION", bigint="BIGINT"),
+        *(
+            f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {type_}"
+            for table, column, type_ in ADDED_COLUMNS.get(version, [])
+        ),
+    ]
 
 
 class Row:
@@ -171,9 +180,7 @@ class PostgresMetadata(MetadataDB):
                     f"than this pipeflow understands ({SCHEMA_VERSION}): upgrade pipeflow"
                 )
             for step in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS.get(step, []) + added_in(
-                    step, real="DOUBLE PRECISION", bigint="BIGINT"
-                ):
+                for statement in _migration(step):
                     conn.execute(statement)
             if version < SCHEMA_VERSION:
                 conn.execute(

@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipeflow.errors import StoreError
-from pipeflow.store.metadata import SCHEMA_VERSION, MetadataDB, added_in, same_sql, schema
+from pipeflow.store.metadata import (
+    SCHEMA_VERSION,
+    MetadataDB,
+    same_sql,
+    schema,
+)
+from pipeflow.store.schema import ADDED_COLUMNS, added_tables
 
 __all__ = ["SQLiteMetadata"]
 
@@ -95,9 +101,14 @@ class SQLiteMetadata(MetadataDB):
                 if "seq" not in cols:
                     c.execute("ALTER TABLE stage_runs ADD COLUMN seq INTEGER")
                 c.execute("CREATE INDEX IF NOT EXISTS stage_runs_by_stage ON stage_runs (stage)")
-            for step in range(max(version, 2) + 1, SCHEMA_VERSION + 1):  # 3: collected
-                for statement in added_in(step, real="REAL", bigint="INTEGER"):
+            for step in range(max(version, 2) + 1, SCHEMA_VERSION + 1):
+                # 3: collected; 4: metrics, logged params, tags (tables) and runs.note (a column)
+                for statement in added_tables(step, real="REAL", bigint="INTEGER"):
                     c.execute(statement)
+                for table, column, type_ in ADDED_COLUMNS.get(step, []):
+                    cols = {row[1] for row in c.execute(f"PRAGMA table_info({table})")}
+                    if column not in cols:
+                        c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {type_}")
             c.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )

@@ -3,7 +3,8 @@ app (``static/``: plain HTML, JS and CSS, no build step, no CDN) that draws it.
 
 Every source is only read, never written:
 
-- runs and stages: the metadata database (SQLite or PostgreSQL). It is opened once it exists and is never
+- runs and stages, and what stages logged (metrics by step, params) and people noted (tags,
+  notes): the metadata database (SQLite or PostgreSQL). It is opened once it exists and is never
   created here, so pointing the dashboard at a store with no run yet leaves the store untouched;
 - models, versions and alias history: the registry in the artifact store;
 - live traffic: the serving audit log (``<store>/audit`` or ``audit_dir``), predictions and events;
@@ -125,8 +126,20 @@ def create_app(
         return sources.summary()
 
     @app.get("/api/runs")
-    def runs(limit: int = Query(50, ge=1, le=1000), pipeline: str | None = None) -> dict[str, Any]:
-        return {"runs": sources.runs(limit, pipeline), "db": sources.db_label}
+    def runs(
+        limit: int = Query(50, ge=1, le=1000),
+        pipeline: str | None = None,
+        where: str | None = Query(None, max_length=2000),
+    ) -> dict[str, Any]:
+        return {"runs": sources.runs(limit, pipeline, where or None), "db": sources.db_label}
+
+    @app.get("/api/metrics")
+    def metrics(
+        name: str | None = Query(None, max_length=250),
+        pipeline: str | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict[str, Any]:
+        return sources.metric_across_runs(name or None, pipeline or None, limit)
 
     @app.get("/api/runs/{run_id}", response_model=None)
     def run(run_id: str) -> Response | dict[str, Any]:
@@ -242,9 +255,37 @@ class Sources:
                 self._db = open_metadata(self.db_path)
             return fn(self._db)
 
-    def runs(self, limit: int, pipeline: str | None = None) -> list[dict[str, Any]]:
-        rows = self._query(lambda db: [dict(r) for r in db.runs(limit=limit, pipeline=pipeline)])
-        return [_run_row(r) for r in rows or []]
+    def runs(
+        self, limit: int, pipeline: str | None = None, where: str | None = None
+    ) -> list[dict[str, Any]]:
+        from pipeflow.store.search import parse_where
+
+        conditions = parse_where(where) if where is not None else []
+
+        def read(db: Any) -> list[dict[str, Any]]:
+            rows = [dict(r) for r in db.runs(limit=limit, pipeline=pipeline, where=conditions)]
+            tags = db.tags_of([r["id"] for r in rows]) if rows else {}
+            return [{**r, "tags": tags.get(r["id"], {})} for r in rows]
+
+        return [_run_row(r) for r in self._query(read) or []]
+
+    def metric_across_runs(
+        self, name: str | None, pipeline: str | None, limit: int
+    ) -> dict[str, Any]:
+        """The metric names logged, and metric ``name`` (default: the first) in each of the
+        latest ``limit`` runs that logged it, oldest first: a point per run and stage."""
+
+        def read(db: Any) -> dict[str, Any]:
+            names = db.metric_names(pipeline)
+            chosen = name if name is not None else (names[0] if names else None)
+            rows = (
+                db.metric_across_runs(chosen, pipeline=pipeline, limit=limit)
+                if chosen is not None
+                else []
+            )
+            return {"names": names, "name": chosen, "points": [dict(r) for r in rows]}
+
+        return self._query(read) or {"names": [], "name": name, "points": []}
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         def read(db: Any) -> dict[str, Any] | None:
@@ -264,6 +305,9 @@ class Sources:
                     for o in db.outputs(rid)
                 ],
                 "lineage": [dict(e) for e in db.lineage(rid)],
+                "tags": db.tags(rid),
+                "metrics": [dict(m) for m in db.metrics(rid)],
+                "logged_params": [dict(p) for p in db.logged_params(rid)],
             }
 
         return self._query(read)

@@ -401,3 +401,70 @@ def test_the_ui_command_refuses_a_missing_store(tmp_path: Path) -> None:
         env=cli_env(),
     )
     assert done.returncode == 2 and "no pipeflow store" in done.stderr
+
+
+TRACKED_SPEC = """
+    pipeline: trk
+    params: {lr: 0.1}
+    stages:
+      fit:
+        type: python
+        with: {function: "steps:fit", kwargs: {lr: "${params.lr}"}}
+"""
+TRACKED_STEPS = """
+    def fit(lr, ctx):
+        for step in range(5):
+            ctx.log_metric("loss", round(1.0 / (step + 1) + lr, 6), step=step)
+        ctx.log_metric("accuracy", 0.5 + lr)
+        ctx.log_param("optimizer", "adam")
+        return {"lr": lr}
+"""
+
+
+def _values(page: Any, chart: str) -> list[float]:
+    points = page.locator(f'[data-chart="{chart}"] circle.point')
+    return sorted(float(points.nth(i).get_attribute("data-value")) for i in range(points.count()))
+
+
+def test_logged_metrics_are_charted_across_runs_and_across_steps(browser, tmp_path: Path) -> None:
+    from pipeflow.testing import write_spec
+
+    spec = write_spec(tmp_path / "trk", TRACKED_SPEC, {"steps.py": TRACKED_STEPS})
+    for lr in ("0.1", "0.3", "0.45"):
+        pipeflow_ok(["run", spec, "--set", f"params.lr={lr}", "--tag", f"lr={lr}", "-q"])
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = _start(
+        ["ui", "--store", str(spec.parent / ".pipeflow"), "--port", str(port)],
+        tmp_path,
+        tmp_path / "ui.log",
+        url + "/api/summary",
+    )
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    t = Tab(browser, url, shots)
+    try:
+        page = t.visit("runs", '[data-chart="metric-runs"] circle.point')
+        assert _values(page, "metric-runs") == pytest.approx([0.6, 0.8, 0.95])  # accuracy
+        assert "fit · accuracy" in t.text('[data-chart="metric-runs"] .legend')
+        assert "lr=0.45" in t.text("#runs-table")
+        page.get_by_label("metric").select_option("loss")
+        page.wait_for_function(
+            "() => document.querySelector('[data-chart=\"metric-runs\"] figcaption')"
+            ".textContent.startsWith('loss')"
+        )
+        assert _values(page, "metric-runs") == pytest.approx([0.3, 0.5, 0.65])  # last steps
+        run_id = page.locator("#runs-table tbody a").first.inner_text()  # newest: lr 0.45
+        page = t.visit(f"runs/{run_id}", '[data-chart="steps-loss"] circle.point')
+        assert _values(page, "steps-loss") == pytest.approx(
+            sorted(1 / (s + 1) + 0.45 for s in range(5))
+        )
+        assert page.locator('[data-chart="steps-loss"] path').count() == 1
+        metrics = t.text("#metrics-table")
+        assert "accuracy" in metrics and "0.9500" in metrics
+        assert "optimizer" in t.text("#logged-params-table")
+        assert t.errors == []
+    finally:
+        t.page.close()
+        kill_group(proc)
+    _assert_screenshots(browser, shots, ["runs", f"runs_{run_id}"])

@@ -340,7 +340,8 @@ def test_a_version_2_database_is_upgraded_with_the_collected_table(location: str
     with open_metadata(location) as db:
         db.record_collected([(_digest("a"), 1)])
         assert list(db.collected()) == [_digest("a")]
-        assert db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0] == "3"
+        version = db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0]
+        assert int(version) == SCHEMA_VERSION
         assert db.integrity_check() == "ok"
 
 
@@ -376,3 +377,164 @@ def test_sqlite_path_forms(tmp_path: Path) -> None:
     assert sqlite_path("bare.db", tmp_path) == tmp_path / "bare.db"
     with pytest.raises(UsageError, match="is not supported"):  # bad input: exit 2
         sqlite_path("mysql://host/db", tmp_path)
+
+
+# -- what stages logged, tags and notes (schema 3) ----------------------------------------------
+
+
+def _logged(name: str, values: list[float], **kw: Any) -> dict[str, Any]:
+    """A stage record carrying a metric history (one value per step) and a logged param."""
+    from pipeflow.core.tracking import Metric
+
+    row = _stage(name, **kw)
+    row["metrics"] = [Metric("loss", i, v, 1000.0 + i) for i, v in enumerate(values)] + [
+        Metric("accuracy", 0, 1 - values[-1], 1000.0)
+    ]
+    row["logged_params"] = {"optimizer": "adam"}
+    return row
+
+
+def _ids(db: MetadataDB, where: str) -> set[str]:
+    from pipeflow.store.search import parse_where
+
+    return {r["id"] for r in db.runs(where=parse_where(where))}
+
+
+def test_logged_metrics_params_and_their_origin_are_recorded(db: MetadataDB) -> None:
+    _start(db, "run-1", stages=[("fit", "python")])
+    db.record_stages("run-1", [_logged("fit", [0.9, 0.5, 0.2])])
+    _start(db, "run-2", stages=[("fit", "python")])  # the stage reused from run-1
+    db.record_stages("run-2", [_logged("fit", [0.9, 0.5, 0.2], state="cached", from_run="run-1")])
+    rows = db.metrics("run-2", "loss")
+    assert [(m["step"], m["value"], m["from_run"]) for m in rows] == [
+        (0, 0.9, "run-1"),
+        (1, 0.5, "run-1"),
+        (2, 0.2, "run-1"),
+    ]
+    assert {m["from_run"] for m in db.metrics("run-1")} == {"run-1"}
+    latest = {(m["run_id"], m["name"]): m["value"] for m in db.latest_metrics(["run-1", "run-2"])}
+    assert latest == {
+        ("run-1", "accuracy"): 0.8,
+        ("run-1", "loss"): 0.2,
+        ("run-2", "accuracy"): 0.8,
+        ("run-2", "loss"): 0.2,
+    }
+    (param,) = db.logged_params("run-1")
+    assert (param["stage"], param["name"], param["value"]) == ("fit", "optimizer", "adam")
+    assert db.metric_names() == ["accuracy", "loss"]
+    across = db.metric_across_runs("loss")
+    assert [(p["run_id"], p["step"], p["value"]) for p in across] == [
+        ("run-1", 2, 0.2),
+        ("run-2", 2, 0.2),
+    ]
+
+
+def test_recording_a_stage_again_replaces_what_it_logged(db: MetadataDB) -> None:
+    _start(db, "run-1", stages=[("fit", "python")])
+    db.record_stages("run-1", [_logged("fit", [0.9, 0.5, 0.2])])
+    db.record_stages("run-1", [_logged("fit", [0.7])])  # Dask ran it again: two steps fewer
+    assert [(m["step"], m["value"]) for m in db.metrics("run-1", "loss")] == [(0, 0.7)]
+    db.record_stages("run-1", [_stage("fit", state="running")])  # no log: the log stays
+    assert len(db.metrics("run-1")) == 2
+
+
+def test_runs_are_found_by_metric_param_and_tag(db: MetadataDB) -> None:
+    for run_id, loss, opt, team in (
+        ("r1", [0.9, 0.05], "adam", "fraud"),  # accuracy 0.95
+        ("r2", [0.3], "sgd", "fraud"),  # accuracy 0.7
+        ("r3", [0.2, 0.6], "adam", None),  # loss went up: its value is 0.6, not 0.2
+    ):
+        _start(
+            db,
+            run_id,
+            params={"lr": 0.1, "name": "base"},
+            stages=[("fit", "python")],
+        )
+        row = _logged("fit", loss)
+        row["logged_params"] = {"optimizer": opt}
+        db.record_stages(run_id, [row])
+        if team:
+            db.set_tags(run_id, {"team": team})
+    assert _ids(db, "metrics.accuracy > 0.9") == {"r1"}
+    assert _ids(db, "metrics.accuracy >= 0.4") == {"r1", "r2", "r3"}
+    assert _ids(db, "metrics.loss < 0.5") == {"r1", "r2"}  # the last step counts
+    assert _ids(db, "metrics.loss = 0.6") == {"r3"}
+    assert _ids(db, "metrics.nope > 0") == set()
+    assert _ids(db, "params.optimizer = 'adam'") == {"r1", "r3"}
+    assert _ids(db, "params.optimizer != 'adam'") == {"r2"}
+    assert _ids(db, "params.lr = '0.1' and params.name = 'base'") == {"r1", "r2", "r3"}
+    assert _ids(db, "params.lr = 0.1 and params.name != 'base'") == set()
+    assert _ids(db, "params.missing != 'x'") == set()  # != needs the param
+    assert _ids(db, "tags.team = 'fraud'") == {"r1", "r2"}
+    assert _ids(db, "tags.team != 'fraud'") == set()
+    assert _ids(db, "tags.team") == {"r1", "r2"}
+    assert _ids(db, "tags.team = 'fraud' and metrics.accuracy > 0.9") == {"r1"}
+    # a value that looks like SQL is only ever a parameter
+    assert _ids(db, """tags.team = "x' OR '1'='1" """) == set()
+    assert [r["id"] for r in db.runs(limit=1, where=[])] == ["r3"]
+
+
+def test_tags_and_notes_are_set_changed_and_removed(db: MetadataDB) -> None:
+    db.start_run(
+        "r1",
+        "demo",
+        spec_path="/x/pipeline.yaml",
+        spec_digest=_digest("r1"),
+        executor="sync",
+        params={},
+        overrides=[],
+        stages=[],
+        tags={"team": "fraud", "stage": "dev"},
+        note="first try",
+    )
+    assert db.tags("r1") == {"team": "fraud", "stage": "dev"}
+    assert db.find_run("r1")["note"] == "first try"  # type: ignore[index]
+    db.set_tags("r1", {"stage": "prod", "owner": "ana"})
+    db.delete_tags("r1", ["team"])
+    db.set_note("r1", "shipped")
+    assert db.tags("r1") == {"stage": "prod", "owner": "ana"}
+    assert db.tags_of(["r1", "nope"]) == {"r1": {"stage": "prod", "owner": "ana"}}
+    assert db.find_run("r1")["note"] == "shipped"  # type: ignore[index]
+    db.set_note("r1", None)
+    assert db.find_run("r1")["note"] is None  # type: ignore[index]
+
+
+def _as_version_2(db: MetadataDB) -> None:
+    """Turn a new database into what pipeflow wrote at schema version 2: no objects collected by
+    gc, no tables of what stages logged, no tags, no runs.note (SQLite drops a column since
+    3.35)."""
+    db.write(
+        [
+            ("DROP TABLE collected", ()),
+            ("DROP TABLE metrics", ()),
+            ("DROP TABLE logged_params", ()),
+            ("DROP TABLE tags", ()),
+            ("ALTER TABLE runs DROP COLUMN note", ()),
+            ("UPDATE meta SET value = '2' WHERE key = 'schema_version'", ()),
+        ]
+    )
+
+
+def test_a_version_2_database_is_upgraded_keeping_its_runs(location: str) -> None:
+    with open_metadata(location) as old:
+        _start(old, "r-old", stages=[("fit", "python")])
+        old.record_stages("r-old", [_stage("fit")])
+        old.finish_run("r-old", "done")
+        _as_version_2(old)
+        assert "note" not in old.query("SELECT * FROM runs")[0].keys()  # noqa: SIM118 (a Row: `in` tests values)
+    with open_metadata(location) as db:
+        version = db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0]
+        assert int(version) == SCHEMA_VERSION == 4
+        assert db.integrity_check() == "ok"
+        run = db.find_run("r-old")
+        assert run is not None and run["state"] == "done" and run["note"] is None
+        assert [s["stage"] for s in db.stage_runs("r-old")] == ["fit"]
+        assert db.metrics("r-old") == [] and db.tags("r-old") == {}
+        db.set_tags("r-old", {"team": "fraud"})
+        db.set_note("r-old", "from before the upgrade")
+        _start(db, "r-new", stages=[("fit", "python")])
+        db.record_stages("r-new", [_logged("fit", [0.4, 0.1])])
+        assert _ids(db, "metrics.loss < 0.2") == {"r-new"}
+        assert _ids(db, "tags.team = 'fraud'") == {"r-old"}
+    with open_metadata(location) as again:  # opening an upgraded database changes nothing
+        assert again.find_run("r-old")["note"] == "from before the upgrade"  # type: ignore[index]

@@ -482,3 +482,65 @@ def test_the_dashboard_of_an_s3_store_reads_every_machines_shipped_records(
     for _ in range(2):
         assert client.get("/api/summary").json()["traffic"]["requests"] == 41
     assert len(fetched) == 1  # only the newly shipped segment, and only once
+
+
+def test_logged_metrics_are_served_per_run_and_across_runs_and_runs_filter_by_where(
+    tmp_path: Path,
+) -> None:
+    from pipeflow.core.tracking import Metric
+
+    db = open_metadata(tmp_path / "pipeflow.db")
+    try:
+        for i, (run_id, accuracy) in enumerate((("r-1", 0.7), ("r-2", 0.95))):
+            db.start_run(
+                run_id,
+                "trk",
+                spec_path="pipeline.yaml",
+                spec_digest="d" * 64,
+                executor="threads",
+                params={},
+                overrides=[],
+                stages=[("fit", "python")],
+                tags={"team": "fraud"} if i else None,
+                note="the better one" if i else None,
+            )
+            db.write([("UPDATE runs SET started = ? WHERE id = ?", (T0 + i, run_id))])
+            losses = [Metric("loss", s, 1 / (s + 1), T0) for s in range(4)]
+            db.record_stages(
+                run_id,
+                [
+                    {
+                        "stage": "fit",
+                        "type": "python",
+                        "state": "done",
+                        "metrics": [*losses, Metric("accuracy", 0, accuracy, T0)],
+                        "logged_params": {"optimizer": "adam"},
+                    }
+                ],
+            )
+    finally:
+        db.close()
+    client = TestClient(create_app(str(tmp_path), tmp_path / "pipeflow.db"))
+    across = client.get("/api/metrics").json()
+    assert across["names"] == ["accuracy", "loss"] and across["name"] == "accuracy"
+    assert [(p["run_id"], p["value"]) for p in across["points"]] == [("r-1", 0.7), ("r-2", 0.95)]
+    loss = client.get("/api/metrics?name=loss").json()["points"]
+    assert [(p["run_id"], p["step"], p["value"]) for p in loss] == [
+        ("r-1", 3, 0.25),
+        ("r-2", 3, 0.25),
+    ]
+    run = client.get("/api/runs/r-2").json()
+    assert run["tags"] == {"team": "fraud"} and run["note"] == "the better one"
+    assert [(m["step"], m["value"]) for m in run["metrics"] if m["name"] == "loss"] == [
+        (0, 1.0),
+        (1, 0.5),
+        (2, 1 / 3),
+        (3, 0.25),
+    ]
+    assert run["logged_params"] == [
+        {"stage": "fit", "name": "optimizer", "value": "adam", "from_run": "r-2"}
+    ]
+    found = client.get("/api/runs", params={"where": "metrics.accuracy > 0.9"}).json()["runs"]
+    assert [(r["id"], r["tags"]) for r in found] == [("r-2", {"team": "fraud"})]
+    bad = client.get("/api/runs", params={"where": "metrics.accuracy >> 1"})
+    assert bad.status_code == 400 and "(column 19)" in bad.json()["error"]

@@ -130,27 +130,32 @@
     );
   }
 
-  // series: [{label, points: [{x, y}]}] (y null: a gap); markers: [{x, label}]
-  function lineChart({ name, title, series, yFormat = (v) => fmtNum(v, 2), yMax = 0, markers = [], threshold = null, integer = false }) {
+  // series: [{label, points: [{x, y, note}]}] (y null: a gap); markers: [{x, label}];
+  // x is a time (seconds) unless xFormat says how to write it (e.g. a step number)
+  function lineChart({ name, title, series, yFormat = (v) => fmtNum(v, 2), yMax = 0, markers = [], threshold = null, integer = false, xFormat = null, yMin = 0 }) {
     const W = 720, H = 240, L = 58, R = 16, T = 12, B = 30;
     const points = series.flatMap((s) => s.points.filter((p) => p.y !== null && p.y !== undefined));
     const xs = points.map((p) => p.x);
     let x0 = Math.min(...xs), x1 = Math.max(...xs);
-    if (!Number.isFinite(x0)) x0 = x1 = Date.now() / 1000;
-    if (x0 === x1) { x0 -= 30; x1 += 30; }
+    if (!Number.isFinite(x0)) x0 = x1 = xFormat ? 0 : Date.now() / 1000;
+    if (x0 === x1) { const pad = xFormat ? 1 : 30; x0 -= pad; x1 += pad; }
+    const xText = (x) => (xFormat ? xFormat(x) : fmtTime(x));
     let y1 = niceMax(Math.max(yMax, threshold || 0, ...points.map((p) => p.y)));
     if (integer) y1 = Math.max(4, Math.ceil(y1 / 4) * 4); // whole-number ticks
+    // negative values (a log-likelihood, a score of -MSE): the axis goes below zero
+    const low = Math.min(yMin, ...points.map((p) => p.y));
+    const y0 = low < 0 ? -niceMax(-low) : 0;
     const X = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-    const Y = (y) => T + (1 - y / y1) * (H - T - B);
+    const Y = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
     const root = svg("svg", { class: "chart", viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": title });
     for (let i = 0; i <= 4; i++) {
-      const v = (y1 * i) / 4;
+      const v = y0 + ((y1 - y0) * i) / 4;
       root.append(
         svg("line", { class: "grid", x1: L, x2: W - R, y1: Y(v), y2: Y(v) }),
         svg("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end" }, yFormat(v)),
       );
       const t = x0 + ((x1 - x0) * i) / 4;
-      root.append(svg("text", { x: X(t), y: H - 8, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, fmtClock(t, x1 - x0)));
+      root.append(svg("text", { x: X(t), y: H - 8, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" }, xFormat ? xFormat(t) : fmtClock(t, x1 - x0)));
     }
     root.append(svg("line", { class: "axis", x1: L, x2: W - R, y1: Y(0), y2: Y(0) }));
     if (threshold !== null) root.append(svg("line", { class: "threshold", x1: L, x2: W - R, y1: Y(threshold), y2: Y(threshold) }, svg("title", {}, `threshold ${yFormat(threshold)}`)));
@@ -171,7 +176,7 @@
       if (d) g.append(svg("path", { d, fill: "none", stroke: colour, "stroke-width": 2, "stroke-linejoin": "round" }));
       for (const p of s.points) {
         if (p.y === null || p.y === undefined || p.hide) continue;
-        g.append(svg("circle", { class: "point", cx: X(p.x).toFixed(1), cy: Y(p.y).toFixed(1), r: 3, fill: colour }, svg("title", {}, `${s.label}, ${fmtTime(p.x)}: ${yFormat(p.y)}`)));
+        g.append(svg("circle", { class: "point", cx: X(p.x).toFixed(1), cy: Y(p.y).toFixed(1), r: 3, fill: colour, "data-value": p.y }, svg("title", {}, `${s.label}, ${p.note || xText(p.x)}: ${yFormat(p.y)}`)));
       }
       root.append(g);
     });
@@ -271,10 +276,83 @@
           { title: "duration", cell: (r) => fmtDuration(r.duration_s), num: true },
           { title: "stages", cell: (r) => `${r.n_done} done, ${r.n_cached} cached, ${r.n_failed} failed`, num: true },
           { title: "executor", cell: (r) => r.executor || "" },
+          { title: "tags", cell: (r) => Object.entries(r.tags || {}).sort().map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)) },
         ],
         data.runs,
         { id: "runs-table" },
       ),
+      await metricAcrossRuns(),
+    ];
+  }
+
+  // one logged metric in each run that logged it (its value: the one at its highest step)
+  async function metricAcrossRuns() {
+    const box = h("div", { id: "metric-runs" });
+    const show = async (name) => {
+      const q = new URLSearchParams({ limit: 200 });
+      if (name) q.set("name", name);
+      const m = await api(`/api/metrics?${q}`);
+      if (!m.names.length) {
+        box.replaceChildren(h("h2", {}, "Metrics across runs"), h("p", { class: "muted" }, "No run logged a metric yet — a stage logs one with ctx.log_metric(name, value, step=)."));
+        return;
+      }
+      const byStage = new Map();
+      for (const p of m.points) {
+        if (!byStage.has(p.stage)) byStage.set(p.stage, []);
+        byStage.get(p.stage).push({ x: p.started, y: p.value, note: `run ${p.run_id}${p.from_run && p.from_run !== p.run_id ? ` (cached from ${p.from_run})` : ""}` });
+      }
+      const series = [...byStage].map(([stage, points]) => ({ label: `${stage} · ${m.name}`, points }));
+      box.replaceChildren(
+        h("h2", {}, "Metrics across runs"),
+        h("div", { class: "controls" }, select(m.names.map((n) => [n, n]), m.name, (v) => show(v).catch((err) => box.replaceChildren(h("p", { class: "error" }, err.message))), "metric")),
+        lineChart({ name: "metric-runs", title: `${m.name} by run (value at its last step)`, series, yFormat: (v) => fmtNum(v, 3) }),
+      );
+    };
+    await show(null);
+    return box;
+  }
+
+  // a run's logged metrics: the value of each (per stage), and a chart of each that has steps
+  function runMetrics(run) {
+    const metrics = run.metrics || [];
+    if (!metrics.length) return null;
+    const groups = new Map(); // name -> stage -> [{step, value}]
+    const latest = new Map(); // "stage\u0000name" -> last logged row (rows come by step)
+    for (const m of metrics) {
+      if (!groups.has(m.name)) groups.set(m.name, new Map());
+      const byStage = groups.get(m.name);
+      if (!byStage.has(m.stage)) byStage.set(m.stage, []);
+      byStage.get(m.stage).push(m);
+      latest.set(`${m.stage}\u0000${m.name}`, m);
+    }
+    const rows = [...latest.values()];
+    const counts = (m) => groups.get(m.name).get(m.stage).length;
+    const charts = [...groups]
+      .filter(([, byStage]) => [...byStage.values()].some((list) => list.length > 1))
+      .slice(0, 12)
+      .map(([name, byStage]) =>
+        lineChart({
+          name: `steps-${name}`,
+          title: `${name} by step`,
+          series: [...byStage].map(([stage, list]) => ({ label: `${stage} · ${name}`, points: list.map((m) => ({ x: m.step, y: m.value, note: `step ${m.step}` })) })),
+          xFormat: (x) => (Number.isInteger(x) ? String(x) : x.toFixed(1)),
+          yFormat: (v) => fmtNum(v, 3),
+        }),
+      );
+    return [
+      h("h2", {}, "Metrics"),
+      table(
+        [
+          { title: "stage", cell: (m) => m.stage },
+          { title: "metric", cell: (m) => m.name },
+          { title: "value", cell: (m) => fmtNum(m.value, 4), num: true },
+          { title: "steps", cell: (m) => fmtNum(counts(m)), num: true },
+          { title: "logged by", cell: (m) => (m.from_run && m.from_run !== run.id ? [runLink(m.from_run), " (cached)"] : "this run") },
+        ],
+        rows,
+        { id: "metrics-table" },
+      ),
+      charts.length ? h("div", { class: "charts" }, charts) : null,
     ];
   }
 
@@ -292,6 +370,8 @@
         ["executor", run.executor || ""],
         ["host", run.host ? `${run.host} (pid ${run.pid})` : ""],
         ["overrides", run.overrides.length ? run.overrides.join(" ") : ""],
+        ["tags", Object.keys(run.tags || {}).length ? Object.entries(run.tags).sort().map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)) : ""],
+        ["note", run.note ? h("span", { id: "run-note" }, run.note) : ""],
         ["error", run.error ? h("span", { class: "error" }, run.error) : ""],
       ]),
       stageTimeline(run),
@@ -313,6 +393,10 @@
       ),
       failed.filter((s) => s.traceback).map((s) => h("details", {}, h("summary", {}, `traceback of ${s.stage}`), h("pre", {}, s.traceback))),
       params.length ? [h("h2", {}, "Params"), table([{ title: "name", cell: (p) => p[0] }, { title: "value", cell: (p) => h("code", {}, JSON.stringify(p[1])) }], params)] : null,
+      runMetrics(run),
+      (run.logged_params || []).length
+        ? [h("h2", {}, "Logged params"), table([{ title: "stage", cell: (p) => p.stage }, { title: "name", cell: (p) => p.name }, { title: "value", cell: (p) => h("code", {}, p.value) }], run.logged_params, { id: "logged-params-table" })]
+        : null,
       run.outputs.length
         ? [
             h("h2", {}, "Outputs"),
