@@ -176,12 +176,23 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     versions = registry.versions(args.name)
     if not versions:
         raise RegistryError(registry._unknown_model(args.name))
+    from pipeflow.registry import verdicts
+
     aliases = registry.aliases(args.name)
     history = registry.history(args.name)
+    refusals = registry.refusals(args.name)
+    # a version's gates as last checked: its latest promotion or refusal, else its registration's
+    verdict = verdicts(versions, history, refusals)
     if args.json:
         print(
             json.dumps(
-                {"name": args.name, "aliases": aliases, "versions": versions, "history": history},
+                {
+                    "name": args.name,
+                    "aliases": aliases,
+                    "versions": [{**v, "verdict": verdict[v["version"]]} for v in versions],
+                    "history": history,
+                    "refusals": refusals,
+                },
                 indent=2,
                 default=str,
             )
@@ -191,26 +202,22 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
 
     console = make_console()
     console.print(f"[bold]{args.name}[/]  ({registry.store.url})")
-    # a version's gates as last checked: those of its latest promotion, else its registration's
-    last_gates = {e["to_version"]: e["gates"] for e in history if e.get("gates")}
     held: dict[int, list[str]] = {}
     for alias, version in aliases.items():
         held.setdefault(version, []).append(alias)
     t = Table(show_edge=False, title="versions", title_justify="left")
-    for col in ("version", "created", "by", "run", "metrics", "gates", "aliases"):
+    for col in ("version", "created", "by", "run", "metrics", "gates", "status", "aliases"):
         t.add_column(col)
     for v in versions:
-        gates = last_gates.get(v["version"]) or v.get("gates") or []
-        failed = [g for g in gates if not g.get("passed")]
+        judged = verdict[v["version"]]
         t.add_row(
             f"v{v['version']}",
             when(v.get("created")),
             str(v.get("user", "")),
             str((v.get("run") or {}).get("run_id") or ""),
             _headline(v.get("metrics")),
-            "-"
-            if not gates
-            else ("[green]passed[/]" if not failed else f"[red]{len(failed)} failed[/]"),
+            "\n".join(_gate_line(g) for g in judged["gates"]) or "-",
+            escape(judged["status"]),
             ", ".join(sorted(held.get(v["version"], []))),
         )
     console.print(t)
@@ -234,9 +241,17 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     return EXIT_OK
 
 
+def _gate_line(gate: dict[str, Any]) -> str:
+    """One gate's verdict: a mark, its kind and expression, the value measured."""
+    value = gate.get("value")
+    measured = f" ({value:.4g})" if isinstance(value, int | float) else ""
+    mark = "[green]✓[/]" if gate.get("passed") is True else "[red]✗[/]"
+    return f"{mark} {gate.get('kind')} {escape(str(gate.get('gate')))}{measured}"
+
+
 def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
-    from pipeflow.errors import GateFailed, UsageError
-    from pipeflow.registry.gates import champion_check, describe_failures, threshold_gates
+    from pipeflow.errors import UsageError
+    from pipeflow.registry.gates import champion_check, gates_check, threshold_gates
 
     if args.force and not args.reason.strip():
         raise UsageError("--force: say why with --reason (recorded with the move)")
@@ -249,9 +264,6 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
         gates = threshold_gates(record.get("metrics") or {}, gates_spec)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    failure = describe_failures(gates)
-    if failure:
-        raise GateFailed(f"{args.name}@{record['version']} not promoted: {failure}", gates)
     champion = None
     if args.champion:
         metric, _, margin = args.champion.partition(":")
@@ -262,8 +274,9 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
                 f"--champion {args.champion!r}: expected METRIC or METRIC:MARGIN"
             ) from None
 
-    check = (
-        (lambda holder: gates)
+    prefix = f"{args.name}@{record['version']} not promoted: "
+    check = (  # a refusal is recorded in the registry with every gate's verdict
+        gates_check(gates, prefix=prefix)
         if champion is None
         else champion_check(
             registry,
@@ -272,7 +285,7 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
             gates,
             metric=champion[0],
             margin=champion[1],
-            prefix=f"{args.name}@{record['version']} not promoted: ",
+            prefix=prefix,
         )
     )
 

@@ -7,6 +7,7 @@ Policy, and why:
       registry/<model>/versions/<n>.json            one per version, written once
       registry/<model>/aliases/<alias>/<seq>.json   one per alias move, written once
       registry/<model>/fleet/<seq>.json             one per fleet event, written once
+      registry/<model>/refusals/<seq>.json          one per refused promotion, written once
 
   so every spec and every machine that points at the same store URL shares one registry (the
   environments of a team), and a stage running on a Dask worker can register a model with only
@@ -19,6 +20,14 @@ Policy, and why:
   ``If-None-Match: *``): both atomic, so the chain stays straight whichever the store is. Object
   stores without a conditional write (``gs://``, ``az://``) fall back to check-then-write, which
   leaves a small race window (see :mod:`pipeflow.store.remote`).
+- **A refused promotion leaves a record** (:meth:`Registry.refusals`): the version, the alias,
+  the holder it was compared with and *every* gate's verdict (thresholds, bias, champion, a
+  guarded rollback's block), numbered and claimed like alias moves (on S3 a conditional write
+  too). The version record is written once at registration and holds only the gates known then
+  (thresholds and bias): the champion gate is judged at the moment of the move, against whoever
+  holds the alias then, so without this record a version the champion rejected would read as
+  passed. :func:`verdicts` folds alias moves and refusals into what each version's gates said
+  when last checked, and whether it ever held an alias (``pipeflow models show``, the dashboard).
 - **An alias is a stack**: a promotion pushes a version, ``rollback`` pops back to the previous
   holder. Replaying the events gives the current holder, so there is no mutable pointer to corrupt.
 - **Fleet events** (:meth:`Registry.fleet_events`, :meth:`Registry.record_fleet_event`) are what
@@ -50,13 +59,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeflow.errors import InvalidName, RegistryError, StoreError
+from pipeflow.errors import GateFailed, InvalidName, RegistryError, StoreError
 from pipeflow.store import layout
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ROOT = layout.REGISTRY
 FLEET = layout.FLEET
+REFUSALS = layout.REFUSALS
 
 
 def check_name(what: str, name: str) -> str:
@@ -223,6 +233,52 @@ class Registry:
             if self.store.create_exclusive(f"{folder}/{seq}.json", data):
                 return record
 
+    def refusals(self, name: str) -> list[dict[str, Any]]:
+        """The promotions of ``name`` its gates refused, oldest first."""
+        check_name("model name", name)
+        folder = f"{ROOT}/{name}/{REFUSALS}"
+        return [self._read_json(f"{folder}/{n}.json") for n in self._numbered(folder)]
+
+    def record_refusal(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        gates: list[dict[str, Any]],
+        *,
+        holder: int | None,
+        message: str,
+        reason: str = "",
+        user: str | None = None,
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record that promoting ``version`` of ``name`` to ``alias`` was refused, with every
+        gate's verdict (``gates``) and the holder it was judged against; the next number is
+        claimed with an exclusive create, like an alias move."""
+        check_name("model name", name)
+        check_name("alias", alias)
+        folder = f"{ROOT}/{name}/{REFUSALS}"
+        while True:
+            known = self._numbered(folder)
+            seq = (known[-1] if known else 0) + 1
+            record = {
+                "seq": seq,
+                "model": name,
+                "alias": alias,
+                "version": int(version),
+                "holder": holder,
+                "gates": gates,
+                "message": message,
+                "reason": reason,
+                "run_id": run_id,
+                "time": time.time(),
+                "user": user or current_user(),
+                "host": socket.gethostname(),
+            }
+            data = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
+            if self.store.create_exclusive(f"{folder}/{seq}.json", data):
+                return record
+
     def resolve(self, name: str, which: str | int | None = None) -> dict[str, Any]:
         """The version record that ``which`` means: a number, an alias, or None (the latest)."""
         check_name("model name", name)
@@ -291,7 +347,8 @@ class Registry:
         again if a concurrent move got in first): it returns the gate records or raises
         :class:`~pipeflow.errors.GateFailed`, which leaves the alias untouched. A version the
         serving guard rolled back from this alias is refused the same way (a failed ``rollback``
-        gate) unless ``force`` (a person's decision, recorded in the event)."""
+        gate) unless ``force`` (a person's decision, recorded in the event). A refusal is
+        recorded (:meth:`record_refusal`) before the GateFailed goes on to the caller."""
         check_name("alias", alias)
         self.version(name, version)  # must exist
         return self._append(
@@ -371,9 +428,24 @@ class Registry:
             stack = alias_stack(events)
             current = stack[-1] if stack else None
             to_version = target(stack)
-            gates = check(current) if check is not None else []
-            if action != "rollback" and not (extra or {}).get("force"):
-                _refuse_blocked(name, alias, events, to_version, current)
+            gates: list[dict[str, Any]] = []
+            try:
+                gates = check(current) if check is not None else []
+                if action != "rollback" and not (extra or {}).get("force"):
+                    _refuse_blocked(name, alias, events, to_version, current)
+            except GateFailed as err:
+                self.record_refusal(
+                    name,
+                    alias,
+                    to_version,
+                    [*gates, *err.gates],
+                    holder=current,
+                    message=str(err),
+                    reason=reason,
+                    user=user,
+                    run_id=run_id,
+                )
+                raise
             seq = (events[-1]["seq"] if events else 0) + 1
             event = {
                 "seq": seq,
@@ -401,6 +473,56 @@ class Registry:
         return load_version_model(self.store, record), record
 
 
+def verdicts(
+    versions: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    refusals: list[dict[str, Any]],
+) -> dict[int, dict[str, Any]]:
+    """Per version number: what its gates said when last checked, and whether it was promoted.
+
+    ``gates``: those of its latest promotion or refused promotion, whichever came last (they
+    include the champion gate), else its registration's (thresholds and bias); ``promoted``:
+    whether any alias ever pointed at it; ``refused``: the latest refusal, if that came last;
+    ``status``: one line, e.g. ``not promoted: champion gate 'accuracy >= v1's 0.97 - 0.01'
+    failed`` for a version that never held an alias."""
+    from pipeflow.registry.gates import failed_gates
+
+    checks: dict[int, list[tuple[float, str, dict[str, Any]]]] = {}
+    promoted: set[int] = set()
+    for event in history:
+        if event.get("action") == "rollback":
+            continue
+        version = event.get("to_version")
+        promoted.add(version)
+        if event.get("gates"):
+            checks.setdefault(version, []).append((event.get("time") or 0, "promote", event))
+    for refusal in refusals:
+        checks.setdefault(refusal.get("version"), []).append(
+            (refusal.get("time") or 0, "refused", refusal)
+        )
+    out: dict[int, dict[str, Any]] = {}
+    for record in versions:
+        number = record.get("version")
+        latest = max(checks.get(number, []), key=lambda c: c[0], default=None)
+        refused = latest[2] if latest is not None and latest[1] == "refused" else None
+        gates = latest[2].get("gates") if latest is not None else None
+        gates = [g for g in (gates or record.get("gates") or []) if isinstance(g, dict)]
+        failed = failed_gates(gates)
+        if number not in promoted:
+            status = f"not promoted: {failed}" if failed else "not promoted"
+        elif refused is not None and failed:
+            status = f"refused for '{refused.get('alias')}': {failed}"
+        else:
+            status = "promoted"
+        out[number] = {
+            "gates": gates,
+            "promoted": number in promoted,
+            "refused": refused,
+            "status": status,
+        }
+    return out
+
+
 class _Moved(Exception):
     """A rollback ``only_from`` a version that no longer holds the alias: nothing to do."""
 
@@ -424,8 +546,6 @@ def _refuse_blocked(
     """GateFailed (a failed ``rollback`` gate) when the serving guard rolled ``version`` back
     from ``alias`` and no person has promoted it again since; promoting the holder again is a
     no-op and passes."""
-    from pipeflow.errors import GateFailed
-
     if version == current:
         return
     event = _blocking(events, version)
@@ -515,4 +635,5 @@ __all__ = [
     "current_user",
     "load_version_model",
     "parse_ref",
+    "verdicts",
 ]

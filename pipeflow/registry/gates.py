@@ -173,6 +173,32 @@ def describe_failures(gates: list[dict[str, Any]]) -> str:
     return "; ".join(lines)
 
 
+def failed_gates(gates: list[dict[str, Any]]) -> str:
+    """The failed gates in a few words: ``champion gate 'accuracy >= v1's 0.97 - 0.01' failed``
+    (several joined by ``; ``); "" when every gate passed."""
+    return "; ".join(
+        f"{g.get('kind') or 'a'} gate '{g.get('gate')}' failed"
+        for g in gates
+        if g.get("passed") is not True
+    )
+
+
+def gates_check(
+    gates: list[dict[str, Any]], *, prefix: str = ""
+) -> Callable[[int | None], list[dict[str, Any]]]:
+    """The ``check`` for :meth:`Registry.move_alias` when there is no champion gate: ``gates``
+    as they are, or :class:`~pipeflow.errors.GateFailed` if one failed."""
+    from pipeflow.errors import GateFailed
+
+    def check(holder: int | None) -> list[dict[str, Any]]:
+        failure = describe_failures(gates)
+        if failure:
+            raise GateFailed(prefix + failure, gates)
+        return gates
+
+    return check
+
+
 def champion_check(
     registry: Any,
     name: str,
@@ -185,7 +211,9 @@ def champion_check(
 ) -> Callable[[int | None], list[dict[str, Any]]]:
     """The ``check`` for :meth:`Registry.move_alias`: ``gates`` plus the champion gate against
     whichever version holds the alias at the moment of the move; raises
-    :class:`~pipeflow.errors.GateFailed` (its message starting with ``prefix``) if it fails."""
+    :class:`~pipeflow.errors.GateFailed` (its message starting with ``prefix``) if any of them
+    failed (the champion is judged even when a threshold failed, so a refusal has every
+    verdict)."""
     from pipeflow.errors import GateFailed
 
     def check(holder: int | None) -> list[dict[str, Any]]:
@@ -198,7 +226,7 @@ def champion_check(
             holder=None if holder is None else f"v{holder}",
         )
         result = [*gates, gate]
-        if not gate["passed"]:
+        if not all(g["passed"] for g in result):
             raise GateFailed(prefix + describe_failures(result), result)
         return result
 
