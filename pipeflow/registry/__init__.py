@@ -575,7 +575,7 @@ def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:
     from pipeflow.store import codecs
 
     where = f"{record.get('name')}@{record.get('version')}"
-    ref = ArtifactRef.from_dict(record["model"])
+    ref = _model_ref(store, record, where)
     try:
         data = store.get(ref.digest)
     except StoreError as err:
@@ -603,6 +603,31 @@ def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:
         raise RegistryError(
             f"refusing to load model {where}: {type(err).__name__}: {err}"
         ) from None
+
+
+def _model_ref(store: ArtifactStore, record: dict[str, Any], where: str) -> ArtifactRef:
+    """The model reference of a version record, or a RegistryError naming the record's file
+    when it was edited into something no codec reads (``"codec": "pickle"``) or lost a key."""
+    from pipeflow.store import codecs
+
+    try:
+        ref = ArtifactRef.from_dict(record["model"])
+        problem = (
+            None
+            if ref.codec in codecs.CODECS
+            else f"its model has codec {ref.codec!r}, which pipeflow does not read "
+            f"(known codecs: {', '.join(codecs.CODECS)})"
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        problem = "its 'model' entry is not a digest, codec, kind and size"
+    if problem is None:
+        return ref
+    name, version = record.get("name"), record.get("version")
+    try:
+        file = store.path(f"{ROOT}/{check_name('model name', str(name))}/versions/{int(version)}.json")
+    except (InvalidName, TypeError, ValueError):
+        file = f"the version record of {where} in {store.url}"
+    raise RegistryError(f"refusing to load model {where}: {file}: {problem}")
 
 
 def _trusted_types(codec: str, data: bytes) -> list[str]:
