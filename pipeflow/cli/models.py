@@ -206,8 +206,11 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     for alias, version in aliases.items():
         held.setdefault(version, []).append(alias)
     t = Table(show_edge=False, title="versions", title_justify="left")
-    for col in ("version", "created", "by", "run", "metrics", "gates", "status", "aliases"):
+    for col in ("version", "created", "by", "run", "metrics", "status", "aliases"):
         t.add_column(col)
+    g = Table(show_edge=False, title="gates, as last checked", title_justify="left")
+    for col in ("version", "", "kind", "gate", "value"):
+        g.add_column(col)
     for v in versions:
         judged = verdict[v["version"]]
         t.add_row(
@@ -216,11 +219,23 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
             str(v.get("user", "")),
             str((v.get("run") or {}).get("run_id") or ""),
             _headline(v.get("metrics")),
-            "\n".join(_gate_line(g) for g in judged["gates"]) or "-",
-            escape(judged["status"]),
+            _status(judged),
             ", ".join(sorted(held.get(v["version"], []))),
         )
+        for gate in judged["gates"]:
+            value = gate.get("value")
+            g.add_row(
+                f"v{v['version']}",
+                "[green]✓[/]" if gate.get("passed") is True else "[red]✗[/]",
+                str(gate.get("kind")),
+                escape(str(gate.get("gate"))),
+                f"{value:.4g}"
+                if isinstance(value, int | float)
+                else escape(str(gate.get("detail") or "-")),
+            )
     console.print(t)
+    if g.row_count:
+        console.print(g)
     h = Table(show_edge=False, title="alias history", title_justify="left")
     for col in ("when", "alias", "action", "from", "to", "by", "reason"):
         h.add_column(col)
@@ -241,12 +256,16 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     return EXIT_OK
 
 
-def _gate_line(gate: dict[str, Any]) -> str:
-    """One gate's verdict: a mark, its kind and expression, the value measured."""
-    value = gate.get("value")
-    measured = f" ({value:.4g})" if isinstance(value, int | float) else ""
-    mark = "[green]✓[/]" if gate.get("passed") is True else "[red]✗[/]"
-    return f"{mark} {gate.get('kind')} {escape(str(gate.get('gate')))}{measured}"
+def _status(judged: dict[str, Any]) -> str:
+    """A version's status in a few words: the failed gates by kind (the gates table below has
+    each expression and value)."""
+    failed = ", ".join(str(g.get("kind")) for g in judged["gates"] if g.get("passed") is not True)
+    if not judged["promoted"]:
+        return f"[red]not promoted: {escape(failed)} failed[/]" if failed else "not promoted"
+    if judged["refused"] is not None and failed:
+        alias = escape(str(judged["refused"].get("alias")))
+        return f"[red]refused for {alias}: {escape(failed)} failed[/]"
+    return "promoted"
 
 
 def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:

@@ -624,7 +624,9 @@ def _model_ref(store: ArtifactStore, record: dict[str, Any], where: str) -> Arti
         return ref
     name, version = record.get("name"), record.get("version")
     try:
-        file = store.path(f"{ROOT}/{check_name('model name', str(name))}/versions/{int(version)}.json")
+        file = store.path(
+            f"{ROOT}/{check_name('model name', str(name))}/versions/{int(version)}.json"
+        )
     except (InvalidName, TypeError, ValueError):
         file = f"the version record of {where} in {store.url}"
     raise RegistryError(f"refusing to load model {where}: {file}: {problem}")

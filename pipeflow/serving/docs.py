@@ -122,4 +122,3 @@ def register(app: FastAPI, server: Server) -> None:
     app.get("/openapi.json", include_in_schema=False)(openapi)
     app.get("/docs", include_in_schema=False)(docs)
     app.get("/docs/assets/{name}", include_in_schema=False)(asset)
-

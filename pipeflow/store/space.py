@@ -35,7 +35,7 @@ def free_bytes(path: str | os.PathLike[str]) -> int | None:
 
 
 def full(path: str | os.PathLike[str]) -> str:
-    """"no space left on the device holding PATH (N bytes free)"."""
+    """ "no space left on the device holding PATH (N bytes free)"."""
     free = free_bytes(path)
     room = "" if free is None else f" ({free:,} bytes free)"
     return f"no space left on the device holding {os.fspath(path)}{room}"

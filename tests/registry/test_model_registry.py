@@ -155,11 +155,15 @@ def test_a_version_record_edited_to_what_no_codec_reads_is_a_registry_error_nami
     file.write_text(json.dumps(record))
     with pytest.raises(RegistryError) as err:
         reg.load_model("m", 1)
-    assert str(err.value).startswith(f"refusing to load model m@1: {file}: ") and said in str(err.value)
+    assert str(err.value).startswith(f"refusing to load model m@1: {file}: ") and said in str(
+        err.value
+    )
 
     rows = tmp_path / "rows.csv"
     rows.write_text("a,b,c\n1,2,3\n")
-    cli = pipeflow(["predict", "m@1", "-i", rows, "-o", tmp_path / "out.csv", "--store", store.root])
+    cli = pipeflow(
+        ["predict", "m@1", "-i", rows, "-o", tmp_path / "out.csv", "--store", store.root]
+    )
     assert cli.returncode == 1 and str(file) in one_line_error(cli.stderr)
 
 

@@ -58,9 +58,13 @@ def test_a_version_the_champion_rejected_is_shown_not_promoted_with_every_verdic
     assert v1["verdict"]["status"] == "promoted"
 
     table = pipeflow(["models", "show", "tumours"], cwd=rejected).stdout
-    row = next(line for line in table.splitlines() if line.lstrip().startswith("v2 "))
-    assert "not promoted: champion gate" in row, table
-    assert "✗ champion accuracy >= v1's" in table
+    rows = [
+        [cell for cell in line.split() if cell != "│"]
+        for line in table.splitlines()
+        if line.lstrip().startswith("v2 ")
+    ]
+    assert "not promoted: champion failed" in " ".join(rows[0]), table
+    assert [r[1:3] for r in rows[1:]] == [["✓", "threshold"], ["✓", "bias"], ["✗", "champion"]]
 
 
 def test_models_promote_refused_by_its_gates_is_recorded(rejected: Path) -> None:

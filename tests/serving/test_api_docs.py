@@ -51,7 +51,9 @@ def test_the_openapi_document_needs_the_predict_scope_like_the_model(serve, toke
         assert watcher.status_code == 403
         schema = c.get("/openapi.json", headers={"Authorization": f"Bearer {PREDICTOR}"})
         assert schema.status_code == 200 and "mean_radius" in schema.text
-        assert "/docs" not in schema.json()["paths"] and "/openapi.json" not in schema.json()["paths"]
+        assert (
+            "/docs" not in schema.json()["paths"] and "/openapi.json" not in schema.json()["paths"]
+        )
         assert c.get("/redoc").status_code == 404  # it would load its script from a CDN
 
 
@@ -70,7 +72,9 @@ def test_docs_and_every_file_it_loads_come_from_the_server(serve, tokens) -> Non
             asset = c.get(absolute)
             assert asset.status_code == 200 and len(asset.content) > 1000, url
         css = c.get("/docs/assets/swagger-ui.css").text
-        assert not re.search(r"url\(\s*['\"]?https?://", css), "the stylesheet loads nothing outside"
+        assert not re.search(r"url\(\s*['\"]?https?://", css), (
+            "the stylesheet loads nothing outside"
+        )
         assert c.get("/docs/assets/..%2F..%2Fconsts.py").status_code == 404
         assert c.get("/docs/assets/redoc.standalone.js").status_code == 404  # not on the list
 
@@ -97,7 +101,9 @@ def test_swagger_ui_renders_offline_once_given_a_token(serve, tokens) -> None:
             route.abort()
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, headless=True, args=["--no-sandbox"])
+        browser = p.chromium.launch(
+            executable_path=executable, headless=True, args=["--no-sandbox"]
+        )
         try:
             page = browser.new_page()
             page.route("**/*", only_the_server)

@@ -67,8 +67,8 @@ def test_every_json_route_refuses_a_key_twice_naming_it(serve, tumours) -> None:
         assert len(r.json()["predictions"]) == 2
 
 
-_keys = st.text(alphabet="ab:\\\"", max_size=3)
-_scalars = st.one_of(st.integers(-5, 5), st.text(alphabet="x:\\\"\u00e9", max_size=4))
+_keys = st.text(alphabet='ab:\\"', max_size=3)
+_scalars = st.one_of(st.integers(-5, 5), st.text(alphabet='x:\\"\u00e9', max_size=4))
 _values = st.recursive(
     _scalars,
     lambda inner: st.one_of(
