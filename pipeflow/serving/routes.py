@@ -137,10 +137,9 @@ def _unique_keys(body: bytes, value: Any) -> Any:
     docs/serving.md)."""
     if b"\\" not in body and _colons(body) == _colons(dumps(value)):
         return value
-    try:
+    # what orjson read and this parser cannot: orjson's reading stands
+    with contextlib.suppress(ValueError, RecursionError):
         json.loads(body, parse_int=_json_int, object_pairs_hook=_refuse_duplicates)
-    except (ValueError, RecursionError):  # what orjson read and this cannot: its reading stands
-        pass
     return value
 
 
