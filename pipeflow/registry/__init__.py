@@ -60,6 +60,8 @@ from collections.abc import Callable
 from typing import Any
 
 from pipeflow.errors import GateFailed, InvalidName, RegistryError, StoreError
+from pipeflow.registry.gates import verdicts
+from pipeflow.registry.records import model_ref
 from pipeflow.store import layout
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
@@ -473,56 +475,6 @@ class Registry:
         return load_version_model(self.store, record), record
 
 
-def verdicts(
-    versions: list[dict[str, Any]],
-    history: list[dict[str, Any]],
-    refusals: list[dict[str, Any]],
-) -> dict[int, dict[str, Any]]:
-    """Per version number: what its gates said when last checked, and whether it was promoted.
-
-    ``gates``: those of its latest promotion or refused promotion, whichever came last (they
-    include the champion gate), else its registration's (thresholds and bias); ``promoted``:
-    whether any alias ever pointed at it; ``refused``: the latest refusal, if that came last;
-    ``status``: one line, e.g. ``not promoted: champion gate 'accuracy >= v1's 0.97 - 0.01'
-    failed`` for a version that never held an alias."""
-    from pipeflow.registry.gates import failed_gates
-
-    checks: dict[int, list[tuple[float, str, dict[str, Any]]]] = {}
-    promoted: set[int] = set()
-    for event in history:
-        if event.get("action") == "rollback":
-            continue
-        version = event.get("to_version")
-        promoted.add(version)
-        if event.get("gates"):
-            checks.setdefault(version, []).append((event.get("time") or 0, "promote", event))
-    for refusal in refusals:
-        checks.setdefault(refusal.get("version"), []).append(
-            (refusal.get("time") or 0, "refused", refusal)
-        )
-    out: dict[int, dict[str, Any]] = {}
-    for record in versions:
-        number = record.get("version")
-        latest = max(checks.get(number, []), key=lambda c: c[0], default=None)
-        refused = latest[2] if latest is not None and latest[1] == "refused" else None
-        gates = latest[2].get("gates") if latest is not None else None
-        gates = [g for g in (gates or record.get("gates") or []) if isinstance(g, dict)]
-        failed = failed_gates(gates)
-        if number not in promoted:
-            status = f"not promoted: {failed}" if failed else "not promoted"
-        elif refused is not None and failed:
-            status = f"refused for '{refused.get('alias')}': {failed}"
-        else:
-            status = "promoted"
-        out[number] = {
-            "gates": gates,
-            "promoted": number in promoted,
-            "refused": refused,
-            "status": status,
-        }
-    return out
-
-
 class _Moved(Exception):
     """A rollback ``only_from`` a version that no longer holds the alias: nothing to do."""
 
@@ -575,7 +527,7 @@ def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:
     from pipeflow.store import codecs
 
     where = f"{record.get('name')}@{record.get('version')}"
-    ref = _model_ref(store, record, where)
+    ref = model_ref(store, record, where)
     try:
         data = store.get(ref.digest)
     except StoreError as err:
@@ -603,33 +555,6 @@ def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:
         raise RegistryError(
             f"refusing to load model {where}: {type(err).__name__}: {err}"
         ) from None
-
-
-def _model_ref(store: ArtifactStore, record: dict[str, Any], where: str) -> ArtifactRef:
-    """The model reference of a version record, or a RegistryError naming the record's file
-    when it was edited into something no codec reads (``"codec": "pickle"``) or lost a key."""
-    from pipeflow.store import codecs
-
-    try:
-        ref = ArtifactRef.from_dict(record["model"])
-        problem = (
-            None
-            if ref.codec in codecs.CODECS
-            else f"its model has codec {ref.codec!r}, which pipeflow does not read "
-            f"(known codecs: {', '.join(codecs.CODECS)})"
-        )
-    except (KeyError, TypeError, ValueError, AttributeError):
-        problem = "its 'model' entry is not a digest, codec, kind and size"
-    if problem is None:
-        return ref
-    name, version = record.get("name"), record.get("version")
-    try:
-        file = store.path(
-            f"{ROOT}/{check_name('model name', str(name))}/versions/{int(version)}.json"
-        )
-    except (InvalidName, TypeError, ValueError):
-        file = f"the version record of {where} in {store.url}"
-    raise RegistryError(f"refusing to load model {where}: {file}: {problem}")
 
 
 def _trusted_types(codec: str, data: bytes) -> list[str]:

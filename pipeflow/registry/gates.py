@@ -231,3 +231,51 @@ def champion_check(
         return result
 
     return check
+
+
+def verdicts(
+    versions: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    refusals: list[dict[str, Any]],
+) -> dict[int, dict[str, Any]]:
+    """Per version number: what its gates said when last checked, and whether it was promoted.
+
+    ``gates``: those of its latest promotion or refused promotion, whichever came last (they
+    include the champion gate), else its registration's (thresholds and bias); ``promoted``:
+    whether any alias ever pointed at it; ``refused``: the latest refusal, if that came last;
+    ``status``: one line, e.g. ``not promoted: champion gate 'accuracy >= v1's 0.97 - 0.01'
+    failed`` for a version that never held an alias."""
+    checks: dict[int, list[tuple[float, str, dict[str, Any]]]] = {}
+    promoted: set[int] = set()
+    for event in history:
+        if event.get("action") == "rollback":
+            continue
+        version = event.get("to_version")
+        promoted.add(version)
+        if event.get("gates"):
+            checks.setdefault(version, []).append((event.get("time") or 0, "promote", event))
+    for refusal in refusals:
+        checks.setdefault(refusal.get("version"), []).append(
+            (refusal.get("time") or 0, "refused", refusal)
+        )
+    out: dict[int, dict[str, Any]] = {}
+    for record in versions:
+        number = record.get("version")
+        latest = max(checks.get(number, []), key=lambda c: c[0], default=None)
+        refused = latest[2] if latest is not None and latest[1] == "refused" else None
+        gates = latest[2].get("gates") if latest is not None else None
+        gates = [g for g in (gates or record.get("gates") or []) if isinstance(g, dict)]
+        failed = failed_gates(gates)
+        if number not in promoted:
+            status = f"not promoted: {failed}" if failed else "not promoted"
+        elif refused is not None and failed:
+            status = f"refused for '{refused.get('alias')}': {failed}"
+        else:
+            status = "promoted"
+        out[number] = {
+            "gates": gates,
+            "promoted": number in promoted,
+            "refused": refused,
+            "status": status,
+        }
+    return out
