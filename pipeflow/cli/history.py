@@ -513,6 +513,39 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _bare_port(db: Any, run_id: str, stage: str, ports: list[str]) -> str:
+    """The output a bare stage name means, as in a spec's ``inputs``
+    (:meth:`pipeflow.core.stage.Stage.default_output`: the type's default port, the only
+    output, or ``out``); the same error as the spec's when a stage has several and none is
+    the default."""
+    import json
+
+    from pipeflow.core.stage_types import default_registry
+    from pipeflow.errors import PipeflowError, UsageError
+
+    if len(ports) == 1:
+        return ports[0]
+    row = next((r for r in db.stage_runs(run_id) if r["stage"] == stage), None)
+    default = "out" if "out" in ports else None
+    if row is not None:
+        try:
+            cls = default_registry().get(row["type"])
+        except PipeflowError:  # a plugin's type no longer installed: the recorded ports only
+            cls = None
+        if cls is not None:
+            try:
+                config = cls.Config.model_validate(json.loads(row["config"] or "{}"))
+                default = cls.default_output(config)
+            except ValueError:  # a config this release reads otherwise: the type's default
+                if cls.default_port in ports:
+                    default = cls.default_port
+    if default is None or default not in ports:
+        raise UsageError(
+            f"stage '{stage}' has several outputs ({', '.join(ports)}): write '{stage}.<port>'"
+        )
+    return default
+
+
 def _print_output(args: argparse.Namespace, db: Any) -> int:
     import json
 
@@ -530,11 +563,7 @@ def _print_output(args: argparse.Namespace, db: Any) -> int:
             f"run {run['id']} has no outputs of stage '{stage}' (stages with outputs: {', '.join(known) or 'none'})"
         )
     if not port:
-        if len(rows) > 1:
-            raise UsageError(
-                f"stage '{stage}' has outputs {', '.join(r['port'] for r in rows)}: write {stage}.<port>"
-            )
-        port = rows[0]["port"]
+        port = _bare_port(db, run["id"], stage, [r["port"] for r in rows])
     row = next((r for r in rows if r["port"] == port), None)
     if row is None:
         raise UsageError(

@@ -155,6 +155,12 @@ def _headline(metrics: dict[str, Any] | None) -> str:
 # ---------------------------------------------------------------------------------- commands
 
 
+def _compare(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    from pipeflow.cli.compare import compare
+
+    return compare(args, registry)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     registry, db = open_registry(args)
     try:
@@ -163,7 +169,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             "show": _show,
             "promote": _promote,
             "rollback": _rollback,
-            "compare": _compare,
+            "compare": _compare,  # pipeflow.cli.compare
             "card": _card,
             "archive": _archive,
             "restore": _archive,
@@ -223,10 +229,15 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     versions = registry.versions(args.name)
     if not versions:
         raise RegistryError(registry._unknown_model(args.name))
+    from pipeflow.registry import verdicts
+
     aliases = registry.aliases(args.name)
     history = registry.history(args.name)
     archive_events = registry.archive_events(args.name)
     archived = registry.archived(args.name)
+    refusals = registry.refusals(args.name)
+    # a version's gates as last checked: its latest promotion or refusal, else its registration's
+    verdict = verdicts(versions, history, refusals)
     if args.json:
         for v in versions:
             v["archived"] = v["version"] in archived
@@ -236,9 +247,10 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
                     "name": args.name,
                     "aliases": aliases,
                     "archived": sorted(archived),
-                    "versions": versions,
+                    "versions": [{**v, "verdict": verdict[v["version"]]} for v in versions],
                     "history": history,
                     "archive_history": archive_events,
+                    "refusals": refusals,
                 },
                 indent=2,
                 default=str,
@@ -249,30 +261,41 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
 
     console = make_console()
     console.print(f"[bold]{args.name}[/]  ({registry.store.url})")
-    # a version's gates as last checked: those of its latest promotion, else its registration's
-    last_gates = {e["to_version"]: e["gates"] for e in history if e.get("gates")}
     held: dict[int, list[str]] = {}
     for alias, version in aliases.items():
         held.setdefault(version, []).append(alias)
     t = Table(show_edge=False, title="versions", title_justify="left")
-    for col in ("version", "created", "by", "run", "metrics", "gates", "aliases", "status"):
+    for col in ("version", "created", "by", "run", "metrics", "status", "aliases", "archived"):
         t.add_column(col)
+    g = Table(show_edge=False, title="gates, as last checked", title_justify="left")
+    for col in ("version", "", "kind", "gate", "value"):
+        g.add_column(col)
     for v in versions:
-        gates = last_gates.get(v["version"]) or v.get("gates") or []
-        failed = [g for g in gates if not g.get("passed")]
+        judged = verdict[v["version"]]
         t.add_row(
             f"v{v['version']}",
             when(v.get("created")),
             str(v.get("user", "")),
             str((v.get("run") or {}).get("run_id") or ""),
             _headline(v.get("metrics")),
-            "-"
-            if not gates
-            else ("[green]passed[/]" if not failed else f"[red]{len(failed)} failed[/]"),
+            _status(judged),
             ", ".join(sorted(held.get(v["version"], []))),
             "[yellow]archived[/]" if v["version"] in archived else "",
         )
+        for gate in judged["gates"]:
+            value = gate.get("value")
+            g.add_row(
+                f"v{v['version']}",
+                "[green]✓[/]" if gate.get("passed") is True else "[red]✗[/]",
+                str(gate.get("kind")),
+                escape(str(gate.get("gate"))),
+                f"{value:.4g}"
+                if isinstance(value, int | float)
+                else escape(str(gate.get("detail") or "-")),
+            )
     console.print(t)
+    if g.row_count:
+        console.print(g)
     h = Table(show_edge=False, title="alias history", title_justify="left")
     for col in ("when", "alias", "action", "from", "to", "by", "reason"):
         h.add_column(col)
@@ -304,6 +327,18 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
             )
         console.print(a)
     return EXIT_OK
+
+
+def _status(judged: dict[str, Any]) -> str:
+    """A version's status in a few words: the failed gates by kind (the gates table below has
+    each expression and value)."""
+    failed = ", ".join(str(g.get("kind")) for g in judged["gates"] if g.get("passed") is not True)
+    if not judged["promoted"]:
+        return f"[red]not promoted: {escape(failed)} failed[/]" if failed else "not promoted"
+    if judged["refused"] is not None and failed:
+        alias = escape(str(judged["refused"].get("alias")))
+        return f"[red]refused for {alias}: {escape(failed)} failed[/]"
+    return "promoted"
 
 
 def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
@@ -368,108 +403,6 @@ def _archive(args: argparse.Namespace, registry: Any, db: Any) -> int:
         registry.restore(name, version, reason=args.reason)
         print(f"{name}@{version} restored: it may be promoted and served again")
     return EXIT_OK
-
-
-def _since(text: str, now: float) -> float:
-    """``--since``: a duration back from now, or a date / date-time (local time)."""
-    from datetime import datetime
-
-    from pipeflow.errors import UsageError
-    from pipeflow.monitoring.alerts import parse_duration
-
-    try:
-        return now - parse_duration(text)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(text).timestamp()
-    except ValueError:
-        raise UsageError(
-            f"--since {text!r}: expected a duration (90s, 30m, 2h, 7d) or a time "
-            "(2026-05-01 or 2026-05-01T12:00)"
-        ) from None
-
-
-def _compare(args: argparse.Namespace, registry: Any, db: Any) -> int:
-    import time
-
-    from pipeflow.errors import UsageError
-    from pipeflow.monitoring.compare import compare_live
-    from pipeflow.registry import parse_ref
-    from pipeflow.store import journal as audit
-    from pipeflow.store.shipping import open_journal
-
-    if not args.live:
-        raise UsageError(
-            "models compare needs --live: it compares versions on what the serving fleet "
-            "recorded (offline metrics: pipeflow models show NAME, pipeflow runs compare)"
-        )
-    if not 0 < args.alpha < 1:
-        raise UsageError(f"--alpha {args.alpha:g}: expected a level between 0 and 1, e.g. 0.05")
-    variants = []
-    for ref in (args.first, args.second):
-        name, which = parse_ref(ref)
-        if which is None:
-            raise UsageError(f"{ref}: name the version or alias, e.g. {name}@2")
-        variants.append((name, int(registry.resolve(name, which)["version"])))
-    if variants[0] == variants[1]:
-        raise UsageError(
-            f"{args.first} and {args.second} are the same version "
-            f"({variants[0][0]}@{variants[0][1]}): name two versions"
-        )
-    now = time.time()
-    start = _since(args.since, now) if args.since else 0.0
-    journal = open_journal(registry.store, "audit", args.audit_dir)
-    report = compare_live(journal, variants[0], variants[1], start=start, end=now + 1,
-                          alpha=args.alpha)  # fmt: skip
-    report["journal"] = audit.describe(journal)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
-        return EXIT_OK
-    _print_compare(report, args)
-    return EXIT_OK
-
-
-def _print_compare(report: dict[str, Any], args: argparse.Namespace) -> None:
-    from rich.table import Table
-
-    def pct(p: dict[str, Any]) -> str:
-        if p["value"] is None:
-            return "-"
-        lo, hi = p["ci"]
-        return f"{100 * p['value']:.2f}% [{100 * lo:.2f}, {100 * hi:.2f}] ({p['count']}/{p['of']})"
-
-    def ms(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}"
-
-    console = make_console()
-    since = f" since {when(report['window']['start'])}" if args.since else ""
-    level = f"{100 * (1 - report['alpha']):g}%"
-    console.print(f"live comparison from {escape(report['journal'])}{since}")
-    t = Table(show_edge=False)
-    for col in ("", *(v["variant"] for v in report["variants"])):
-        t.add_column(col)
-    va, vb = report["variants"]
-    for label, fn in (
-        ("rows", lambda v: f"{v['rows']} ({', '.join(f'{n} {r}' for r, n in sorted(v['roles'].items())) or 'none answered'})"),
-        (f"accuracy [{level} CI]", lambda v: pct(v["accuracy"])),
-        (f"error rate [{level} CI]", lambda v: pct(v["error_rate"])),
-        ("latency p50 / p95 ms", lambda v: f"{ms(v['latency_ms']['p50'])} / {ms(v['latency_ms']['p95'])}"),
-        (
-            f"latency mean ms [{level} CI]",
-            lambda v: "-" if v["latency_ms"]["mean"] is None else (
-                f"{v['latency_ms']['mean']:.2f}"
-                + (f" [{v['latency_ms']['ci'][0]:.2f}, {v['latency_ms']['ci'][1]:.2f}]"
-                   if v["latency_ms"]["ci"] else "")
-            ),
-        ),
-    ):  # fmt: skip
-        t.add_row(label, fn(va), fn(vb))
-    console.print(t)
-    for verdict in report["verdicts"]:
-        console.print(escape(verdict))
-    for note in report["notes"]:
-        console.print(f"note: {escape(note)}")
 
 
 def _card(args: argparse.Namespace, registry: Any, db: Any) -> int:

@@ -8,6 +8,7 @@ Policy, and why:
       registry/<model>/aliases/<alias>/<seq>.json   one per alias move, written once
       registry/<model>/fleet/<seq>.json             one per fleet event, written once
       registry/<model>/archive/<seq>.json           one per archive or restore, written once
+      registry/<model>/refusals/<seq>.json          one per refused promotion, written once
 
   so every spec and every machine that points at the same store URL shares one registry (the
   environments of a team), and a stage running on a Dask worker can register a model with only
@@ -20,6 +21,14 @@ Policy, and why:
   ``If-None-Match: *``): both atomic, so the chain stays straight whichever the store is. Object
   stores without a conditional write (``gs://``, ``az://``) fall back to check-then-write, which
   leaves a small race window (see :mod:`pipeflow.store.remote`).
+- **A refused promotion leaves a record** (:meth:`Registry.refusals`): the version, the alias,
+  the holder it was compared with and *every* gate's verdict (thresholds, bias, champion, a
+  guarded rollback's block), numbered and claimed like alias moves (on S3 a conditional write
+  too). The version record is written once at registration and holds only the gates known then
+  (thresholds and bias): the champion gate is judged at the moment of the move, against whoever
+  holds the alias then, so without this record a version the champion rejected would read as
+  passed. :func:`verdicts` folds alias moves and refusals into what each version's gates said
+  when last checked, and whether it ever held an alias (``pipeflow models show``, the dashboard).
 - **An alias is a stack**: a promotion pushes a version, ``rollback`` pops back to the previous
   holder. Replaying the events gives the current holder, so there is no mutable pointer to corrupt.
 - **Fleet events** (:meth:`Registry.fleet_events`, :meth:`Registry.record_fleet_event`) are what
@@ -55,16 +64,14 @@ Policy, and why:
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import re
 import socket
 import time
 from collections.abc import Callable
 from typing import Any
 
-from pipeflow.errors import ArchivedVersion, InvalidName, RegistryError, StoreError
+from pipeflow.errors import ArchivedVersion, GateFailed, RegistryError
+from pipeflow.registry.gates import verdicts
 from pipeflow.registry.holding import (
     archived_message,
     blocking,
@@ -72,54 +79,15 @@ from pipeflow.registry.holding import (
     refuse_blocked,
     replay_archive,
 )
+from pipeflow.registry.loading import load_version_model, trusted_types
+from pipeflow.registry.names import NAME, alias_stack, check_name, current_user, parse_ref
 from pipeflow.store import layout
 from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 ROOT = layout.REGISTRY
 FLEET = layout.FLEET
 ARCHIVE = "archive"
-
-
-def check_name(what: str, name: str) -> str:
-    """Model and alias names become path components: letters, digits, ``_ . -`` only."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise InvalidName(
-            f"invalid {what} {name!r}: expected 1-100 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def current_user() -> str:
-    user = os.environ.get("PIPEFLOW_USER")
-    if user:
-        return user
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def parse_ref(text: str) -> tuple[str, str | None]:
-    """``NAME@ALIAS`` / ``NAME@3`` / ``NAME`` -> (name, alias-or-version-or-None)."""
-    name, sep, which = text.partition("@")
-    check_name("model name", name)
-    if sep and not which:
-        raise InvalidName(f"{text!r}: expected NAME@ALIAS or NAME@VERSION after '@'")
-    return name, (which or None)
-
-
-def alias_stack(events: list[dict[str, Any]]) -> list[int]:
-    """Replay an alias's events: promotions push a version, rollbacks pop one."""
-    stack: list[int] = []
-    for event in events:
-        if event["action"] == "rollback":
-            if stack:
-                stack.pop()
-        elif not stack or stack[-1] != event["to_version"]:
-            stack.append(int(event["to_version"]))
-    return stack
+REFUSALS = layout.REFUSALS
 
 
 class Registry:
@@ -130,7 +98,7 @@ class Registry:
 
     # -- reading ---------------------------------------------------------------------------
     def models(self) -> list[str]:
-        return [n for n in self.store.list_names(ROOT) if _NAME.fullmatch(n)]
+        return [n for n in self.store.list_names(ROOT) if NAME.fullmatch(n)]
 
     def _numbered(self, folder: str) -> list[int]:
         return sorted(
@@ -248,22 +216,64 @@ class Registry:
         a loser re-reads and takes the next number). None, and nothing written, when
         ``unless(events so far)`` holds: a concurrent replica already recorded the same decision."""
         check_name("model name", name)
-        folder = f"{ROOT}/{name}/{FLEET}"
-        while True:
-            events = self.fleet_events(name)
+
+        def build(events: list[dict[str, Any]], seq: int) -> dict[str, Any] | None:
             if unless is not None and unless(events):
                 return None
-            seq = (events[-1]["seq"] if events else 0) + 1
-            record = {
+            return {
                 **event,
                 "seq": seq,
                 "model": name,
                 "time": time.time(),
                 "host": socket.gethostname(),
             }
-            data = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
-            if self.store.create_exclusive(f"{folder}/{seq}.json", data):
-                return record
+
+        return self._claim(f"{ROOT}/{name}/{FLEET}", lambda: self.fleet_events(name), build)
+
+    def refusals(self, name: str) -> list[dict[str, Any]]:
+        """The promotions of ``name`` its gates refused, oldest first."""
+        check_name("model name", name)
+        folder = f"{ROOT}/{name}/{REFUSALS}"
+        return [self._read_json(f"{folder}/{n}.json") for n in self._numbered(folder)]
+
+    def record_refusal(
+        self,
+        name: str,
+        alias: str,
+        version: int,
+        gates: list[dict[str, Any]],
+        *,
+        holder: int | None,
+        message: str,
+        reason: str = "",
+        user: str | None = None,
+        run_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Record that promoting ``version`` of ``name`` to ``alias`` was refused, with every
+        gate's verdict (``gates``) and the holder it was judged against; the next number is
+        claimed with an exclusive create, like an alias move."""
+        check_name("model name", name)
+        check_name("alias", alias)
+
+        def build(events: list[dict[str, Any]], seq: int) -> dict[str, Any]:
+            return {
+                "seq": seq,
+                "model": name,
+                "alias": alias,
+                "version": int(version),
+                "holder": holder,
+                "gates": gates,
+                "message": message,
+                "reason": reason,
+                "run_id": run_id,
+                "time": time.time(),
+                "user": user or current_user(),
+                "host": socket.gethostname(),
+            }
+
+        record = self._claim(f"{ROOT}/{name}/{REFUSALS}", lambda: self.refusals(name), build)
+        assert record is not None
+        return record
 
     def resolve(self, name: str, which: str | int | None = None) -> dict[str, Any]:
         """The version record that ``which`` means: a number, an alias, or None (the latest)."""
@@ -297,7 +307,7 @@ class Registry:
         for record in self.versions(name):
             if record.get("model", {}).get("digest") == model.digest:
                 return {**record, "existing": True}
-        trusted = _trusted_types(model.codec, self.store.get(model.digest))
+        trusted = trusted_types(model.codec, self.store.get(model.digest))
         folder = f"{ROOT}/{name}/versions"
         while True:
             known = self._numbered(folder)
@@ -333,7 +343,8 @@ class Registry:
         again if a concurrent move got in first): it returns the gate records or raises
         :class:`~pipeflow.errors.GateFailed`, which leaves the alias untouched. A version the
         serving guard rolled back from this alias is refused the same way (a failed ``rollback``
-        gate) unless ``force`` (a person's decision, recorded in the event)."""
+        gate) unless ``force`` (a person's decision, recorded in the event). A refusal is
+        recorded (:meth:`record_refusal`) before the GateFailed goes on to the caller."""
         check_name("alias", alias)
         self.version(name, version)  # must exist
         return self._append(
@@ -390,12 +401,10 @@ class Registry:
         reason: str,
         user: str | None,
     ) -> dict[str, Any]:
-        folder = f"{ROOT}/{name}/{ARCHIVE}"
-        while True:
-            events = self.archive_events(name)
+
+        def build(events: list[dict[str, Any]], seq: int) -> dict[str, Any]:
             refuse(replay_archive(events))
-            seq = (events[-1]["seq"] if events else 0) + 1
-            event = {
+            return {
                 "seq": seq,
                 "model": name,
                 "action": action,
@@ -405,9 +414,29 @@ class Registry:
                 "host": socket.gethostname(),
                 "reason": reason,
             }
-            data = json.dumps(event, indent=1, sort_keys=True, default=str).encode()
+
+        event = self._claim(f"{ROOT}/{name}/{ARCHIVE}", lambda: self.archive_events(name), build)
+        assert event is not None
+        return event
+
+    def _claim(
+        self,
+        folder: str,
+        events: Callable[[], list[dict[str, Any]]],
+        build: Callable[[list[dict[str, Any]], int], dict[str, Any] | None],
+    ) -> dict[str, Any] | None:
+        """Write the next numbered event file of ``folder``: ``build(events so far, number)``
+        makes it (None: nothing to write; it may raise to refuse). The number is claimed with an
+        exclusive create (a conditional write on S3); a loser re-reads and tries the next one."""
+        while True:
+            known = events()
+            seq = (known[-1]["seq"] if known else 0) + 1
+            record = build(known, seq)
+            if record is None:
+                return None
+            data = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
             if self.store.create_exclusive(f"{folder}/{seq}.json", data):
-                return event
+                return record
 
     def rollback(
         self,
@@ -480,11 +509,26 @@ class Registry:
             stack = alias_stack(events)
             current = stack[-1] if stack else None
             to_version = target(stack)
-            gates = check(current) if check is not None else []
-            if action != "rollback":
-                refuse_archived(name, alias, self.archived(name), to_version)
-            if action != "rollback" and not (extra or {}).get("force"):
-                refuse_blocked(name, alias, events, to_version, current)
+            gates: list[dict[str, Any]] = []
+            try:
+                gates = check(current) if check is not None else []
+                if action != "rollback":
+                    refuse_archived(name, alias, self.archived(name), to_version)
+                if action != "rollback" and not (extra or {}).get("force"):
+                    refuse_blocked(name, alias, events, to_version, current)
+            except GateFailed as err:
+                self.record_refusal(
+                    name,
+                    alias,
+                    to_version,
+                    [*gates, *err.gates],
+                    holder=current,
+                    message=str(err),
+                    reason=reason,
+                    user=user,
+                    run_id=run_id,
+                )
+                raise
             seq = (events[-1]["seq"] if events else 0) + 1
             event = {
                 "seq": seq,
@@ -516,58 +560,6 @@ class _Moved(Exception):
     """A rollback ``only_from`` a version that no longer holds the alias: nothing to do."""
 
 
-def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:
-    """Load the model of a version record: hash-checked, types limited to what was recorded."""
-    from pipeflow.store import codecs
-
-    where = f"{record.get('name')}@{record.get('version')}"
-    ref = ArtifactRef.from_dict(record["model"])
-    try:
-        data = store.get(ref.digest)
-    except StoreError as err:
-        raise RegistryError(f"refusing to load model {where}: {err}") from None
-    if ref.codec != "skops":
-        return codecs.decode(ref.codec, data)
-    import skops.io
-
-    allowed = [t for t in record.get("trusted_types") or [] if t.startswith(codecs.TRUSTED)]
-    try:
-        found = skops.io.get_untrusted_types(data=data)
-    except Exception as err:  # not a skops zip at all
-        raise RegistryError(
-            f"refusing to load model {where}: not a readable skops file ({err})"
-        ) from None
-    refused = sorted(set(found) - set(allowed))
-    if refused:
-        raise RegistryError(
-            f"refusing to load model {where}: it contains types not recorded when it was "
-            f"registered: {', '.join(refused)}"
-        )
-    try:
-        return skops.io.loads(data, trusted=allowed)
-    except Exception as err:
-        raise RegistryError(
-            f"refusing to load model {where}: {type(err).__name__}: {err}"
-        ) from None
-
-
-def _trusted_types(codec: str, data: bytes) -> list[str]:
-    """The non-default types a skops model holds; all must be on pipeflow's allow-list."""
-    if codec != "skops":
-        return []
-    import skops.io
-
-    from pipeflow.store import codecs
-
-    found = sorted(skops.io.get_untrusted_types(data=data))
-    refused = [t for t in found if not t.startswith(codecs.TRUSTED)]
-    if refused:
-        raise RegistryError(
-            f"refusing to register a model containing types outside pipeflow's allow-list: {', '.join(refused)}"
-        )
-    return found
-
-
 def _ranges(numbers: list[int]) -> str:
     if len(numbers) <= 6:
         return ", ".join(map(str, numbers))
@@ -581,4 +573,5 @@ __all__ = [
     "current_user",
     "load_version_model",
     "parse_ref",
+    "verdicts",
 ]

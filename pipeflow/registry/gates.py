@@ -183,6 +183,32 @@ def describe_failures(gates: list[dict[str, Any]]) -> str:
     return "; ".join(lines)
 
 
+def failed_gates(gates: list[dict[str, Any]]) -> str:
+    """The failed gates in a few words: ``champion gate 'accuracy >= v1's 0.97 - 0.01' failed``
+    (several joined by ``; ``); "" when every gate passed."""
+    return "; ".join(
+        f"{g.get('kind') or 'a'} gate '{g.get('gate')}' failed"
+        for g in gates
+        if g.get("passed") is not True
+    )
+
+
+def gates_check(
+    gates: list[dict[str, Any]], *, prefix: str = ""
+) -> Callable[[int | None], list[dict[str, Any]]]:
+    """The ``check`` for :meth:`Registry.move_alias` when there is no champion gate: ``gates``
+    as they are, or :class:`~pipeflow.errors.GateFailed` if one failed."""
+    from pipeflow.errors import GateFailed
+
+    def check(holder: int | None) -> list[dict[str, Any]]:
+        failure = describe_failures(gates)
+        if failure:
+            raise GateFailed(prefix + failure, gates)
+        return gates
+
+    return check
+
+
 def champion_check(
     registry: Any,
     name: str,
@@ -195,7 +221,9 @@ def champion_check(
 ) -> Callable[[int | None], list[dict[str, Any]]]:
     """The ``check`` for :meth:`Registry.move_alias`: ``gates`` plus the champion gate against
     whichever version holds the alias at the moment of the move; raises
-    :class:`~pipeflow.errors.GateFailed` (its message starting with ``prefix``) if it fails."""
+    :class:`~pipeflow.errors.GateFailed` (its message starting with ``prefix``) if any of them
+    failed (the champion is judged even when a threshold failed, so a refusal has every
+    verdict)."""
     from pipeflow.errors import GateFailed
 
     def check(holder: int | None) -> list[dict[str, Any]]:
@@ -208,7 +236,7 @@ def champion_check(
             holder=None if holder is None else f"v{holder}",
         )
         result = [*gates, gate]
-        if not gate["passed"]:
+        if not all(g["passed"] for g in result):
             raise GateFailed(prefix + describe_failures(result), result)
         return result
 
@@ -234,16 +262,13 @@ def promote(
     and the serving ramp (:mod:`pipeflow.serving.rollout`). Raises
     :class:`~pipeflow.errors.GateFailed` (the alias untouched) on a failed gate, a blocked version
     included. With ``unless_held``: None, and nothing written, when the version already holds the
-    alias (another replica of a fleet promoted it first)."""
-    from pipeflow.errors import GateFailed
-
+    alias (another replica of a fleet promoted it first). A refusal is recorded in the registry
+    (:meth:`~pipeflow.registry.Registry.record_refusal`) with every gate's verdict."""
     record = registry.resolve(name, which)
     checked = threshold_gates(record.get("metrics") or {}, dict(gates or {}))
-    failure = describe_failures(checked)
-    if failure:
-        raise GateFailed(f"{name}@{record['version']} not promoted: {failure}", checked)
-    check = (
-        (lambda holder: checked)
+    prefix = f"{name}@{record['version']} not promoted: "
+    check = (  # a failed gate is recorded in the registry as a refusal, with every verdict
+        gates_check(checked, prefix=prefix)
         if champion is None
         else champion_check(
             registry,
@@ -252,7 +277,7 @@ def promote(
             checked,
             metric=champion[0],
             margin=champion[1],
-            prefix=f"{name}@{record['version']} not promoted: ",
+            prefix=prefix,
         )
     )
     version = int(record["version"])
@@ -272,3 +297,51 @@ def promote(
 
 class _Held(Exception):
     """The version already holds the alias: nothing to promote."""
+
+
+def verdicts(
+    versions: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    refusals: list[dict[str, Any]],
+) -> dict[int, dict[str, Any]]:
+    """Per version number: what its gates said when last checked, and whether it was promoted.
+
+    ``gates``: those of its latest promotion or refused promotion, whichever came last (they
+    include the champion gate), else its registration's (thresholds and bias); ``promoted``:
+    whether any alias ever pointed at it; ``refused``: the latest refusal, if that came last;
+    ``status``: one line, e.g. ``not promoted: champion gate 'accuracy >= v1's 0.97 - 0.01'
+    failed`` for a version that never held an alias."""
+    checks: dict[int, list[tuple[float, str, dict[str, Any]]]] = {}
+    promoted: set[int] = set()
+    for event in history:
+        if event.get("action") == "rollback":
+            continue
+        version = event.get("to_version")
+        promoted.add(version)
+        if event.get("gates"):
+            checks.setdefault(version, []).append((event.get("time") or 0, "promote", event))
+    for refusal in refusals:
+        checks.setdefault(refusal.get("version"), []).append(
+            (refusal.get("time") or 0, "refused", refusal)
+        )
+    out: dict[int, dict[str, Any]] = {}
+    for record in versions:
+        number = record.get("version")
+        latest = max(checks.get(number, []), key=lambda c: c[0], default=None)
+        refused = latest[2] if latest is not None and latest[1] == "refused" else None
+        gates = latest[2].get("gates") if latest is not None else None
+        gates = [g for g in (gates or record.get("gates") or []) if isinstance(g, dict)]
+        failed = failed_gates(gates)
+        if number not in promoted:
+            status = f"not promoted: {failed}" if failed else "not promoted"
+        elif refused is not None and failed:
+            status = f"refused for '{refused.get('alias')}': {failed}"
+        else:
+            status = "promoted"
+        out[number] = {
+            "gates": gates,
+            "promoted": number in promoted,
+            "refused": refused,
+            "status": status,
+        }
+    return out

@@ -13,7 +13,8 @@ what was recorded, and decides itself whether a value is a number.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+import re
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -23,6 +24,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+if TYPE_CHECKING:
+    from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
 
 def _only_records(value: Any) -> list[Any]:
@@ -256,3 +260,32 @@ class Lineage(Loose):
     @classmethod
     def read(cls, lineage: Any) -> Lineage:
         return cls.model_validate(lineage)
+
+
+def model_ref(store: ArtifactStore, record: dict[str, Any], where: str) -> ArtifactRef:
+    """The model reference of a version record to load, or a RegistryError naming the record's
+    file when it was edited into something no codec reads (``"codec": "pickle"``) or lost it."""
+    from pipeflow.errors import RegistryError
+    from pipeflow.store import codecs, layout
+    from pipeflow.store.artifacts import ArtifactRef
+
+    try:
+        ref = ArtifactRef.from_dict(record["model"])
+        if ref.codec in codecs.CODECS:
+            return ref
+        problem = (
+            f"its model has codec {ref.codec!r}, which pipeflow does not read "
+            f"(known codecs: {', '.join(codecs.CODECS)})"
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        problem = "its 'model' entry is not a digest, codec, kind and size"
+    name, version = str(record.get("name")), str(record.get("version"))
+    if (
+        re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name)
+        and ".." not in name
+        and version.isdigit()
+    ):
+        file = store.path(f"{layout.REGISTRY}/{name}/versions/{version}.json")
+    else:
+        file = f"the version record of {where} in {store.url}"
+    raise RegistryError(f"refusing to load model {where}: {file}: {problem}")

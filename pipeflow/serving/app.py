@@ -16,6 +16,8 @@ why:
 - :mod:`~pipeflow.serving.protocols`: the native, MLflow and Open Inference Protocol (KServe v2)
   formats;
 - :mod:`~pipeflow.serving.metrics`: the Prometheus metrics;
+- :mod:`~pipeflow.serving.docs`: ``/openapi.json`` (under the ``predict`` scope) and Swagger UI
+  at ``/docs`` with its assets served locally;
 - :mod:`~pipeflow.serving.drain`: not ready, then stopped, on SIGTERM (a fleet's replica leaves
   its load balancer before it closes its port).
 
@@ -40,6 +42,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeflow.errors import BadRequest
+from pipeflow.serving import docs
 from pipeflow.serving.config import ServeConfig
 from pipeflow.serving.drain import CloseWhileDraining, Drain
 from pipeflow.serving.routes import failure, register
@@ -86,6 +89,10 @@ def create_app(config: ServeConfig) -> Any:
         version=str(primary.version),
         description=f"Predictions from the registered model {config.model}@{config.which or primary.version}.",
         lifespan=lifespan,
+        # served by pipeflow.serving.docs: the schema under the predict scope, no CDN
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.server = server
     app.state.drain = drain = Drain(config.drain_s)
@@ -93,6 +100,7 @@ def create_app(config: ServeConfig) -> Any:
     app.add_middleware(CloseWhileDraining, drain=drain)
     app.exception_handler(StarletteHTTPException)(http_error)
     register(app, server)
+    docs.register(app, server)
     return app
 
 

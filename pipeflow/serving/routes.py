@@ -10,7 +10,8 @@ lives here, once:
 1. The caller: a request for another model is 404, and without the route's scope 401/403
    (:func:`caller_for`; the tokens are :meth:`pipeflow.serving.state.Server.authorize`'s).
 2. The body is read with a size limit and parsed with :mod:`json` (malformed JSON -> 400, too
-   large -> 413, wrong content type -> 415; :func:`read_body`); the protocol's decoder turns it
+   large -> 413, wrong content type -> 415, a key twice in one object -> 422 naming it;
+   :func:`read_body`); the protocol's decoder turns it
    into rows, which are checked against the model's signature (:mod:`pipeflow.registry.signature`;
    -> 422 naming row and field). Bad input never reaches the model and never answers 500.
 3. Valid rows join the micro-batch of the version the rollout picks (by the ``--route-by`` key,
@@ -108,12 +109,12 @@ async def _read_body(request: Request, limit: int) -> Any:
         chunks.append(chunk)
     body = b"".join(chunks)
     try:
-        return loads(body)
+        return _unique_keys(body, loads(body))
     except ValueError:
         pass  # orjson refuses NaN/Infinity: the standard parser reads them, so the
         # signature check can name the field, and words the error if the JSON is broken
     try:
-        value = json.loads(body, parse_int=_json_int)
+        value = json.loads(body, parse_int=_json_int, object_pairs_hook=_refuse_duplicates)
     except RecursionError:
         raise BadRequest(400, "malformed_json", "the JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as err:
@@ -123,6 +124,47 @@ async def _read_body(request: Request, limit: int) -> Any:
     except TypeError as err:  # a lone surrogate escape ("\ud800"), or nesting orjson refuses
         raise BadRequest(400, "malformed_json", f"unusable JSON: {err}") from None
     return value
+
+
+def _unique_keys(body: bytes, value: Any) -> Any:
+    """``value`` (``body`` as orjson parsed it), or 422 if an object in ``body`` repeats a key:
+    orjson, like most parsers, silently keeps the last value, as the spec loader refuses to.
+
+    The hot path proves there is none without a second parse: outside strings, a ``:`` in JSON
+    only ever follows a key, so ``body`` holds (pairs written) + (colons inside strings) colons,
+    and ``value`` written back holds (pairs kept) + (colons inside the strings kept). Without a
+    backslash (no ``\\u003a`` escapes) the strings are the same bytes, so the two counts are
+    equal exactly when no pair was dropped. Otherwise the standard parser, with a hook that
+    sees every pair, decides and names the key (a few times slower; benchmarked in
+    docs/serving.md)."""
+    if b"\\" not in body and _colons(body) == _colons(dumps(value)):
+        return value
+    # what orjson read and this parser cannot: orjson's reading stands
+    with contextlib.suppress(ValueError, RecursionError):
+        json.loads(body, parse_int=_json_int, object_pairs_hook=_refuse_duplicates)
+    return value
+
+
+def _colons(data: bytes) -> int:
+    if len(data) < 4096:
+        return data.count(b":")
+    import numpy as np  # a vectorised count: bytes.count is a byte-at-a-time loop
+
+    return int(np.count_nonzero(np.frombuffer(data, np.uint8) == 58))
+
+
+def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen: set[str] = set()
+        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise BadRequest(
+            422,
+            "duplicate_key",
+            f"duplicate key {key!r} in a JSON object: each key may appear once",
+            [{"field": key, "expected": "each key once in an object", "got": "the key twice"}],
+        )
+    return found
 
 
 def _json_int(text: str) -> int | float:

@@ -11,9 +11,11 @@ Gates, in order: metric thresholds (``gates: {accuracy: ">= 0.94"}``), bias limi
 (``bias: {sensitive: region, max: {demographic_parity_difference: 0.1}}``), then the champion gate
 (``champion: {metric: accuracy, margin: 0.01}``: no worse than the alias's current holder by more
 than the margin), evaluated against the holder at the moment of the move. A failed gate leaves the
-alias untouched; the version stays registered (its record says which gates it failed), and the stage
-fails naming each failed gate with both numbers, unless ``on_gate_failure: register``, which lets the
-run go on.
+alias untouched; the version stays registered, the refusal is recorded in the registry with every
+gate's verdict, the champion's included (:meth:`Registry.record_refusal`: the version record, written
+once at registration, holds only the thresholds and bias), and the stage fails naming each failed
+gate with both numbers, unless ``on_gate_failure: register``, which lets the run go on. The champion
+gate is judged even when a threshold failed, so the record has every verdict.
 
 Registering the same model content again returns the existing version, so a re-run never makes
 duplicate versions.
@@ -140,6 +142,7 @@ class PromoteStage(Stage[PromoteConfig]):
             bias_gates,
             champion_check,
             describe_failures,
+            gates_check,
             threshold_gates,
         )
 
@@ -161,9 +164,9 @@ class PromoteStage(Stage[PromoteConfig]):
         promoted = False
         failure = describe_failures(gates)
         event = None
-        if config.alias and not failure:
+        if config.alias:  # a refusal is recorded in the registry, with every gate's verdict
             check = (
-                (lambda holder: gates)
+                gates_check(gates)
                 if config.champion is None
                 else champion_check(
                     registry,

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeflow.errors import StoreError
-from pipeflow.store import codecs, layout, remote
+from pipeflow.store import codecs, layout, remote, space
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ class ArtifactStore:
         if not self._local:
             return StoreError(remote.explain(err, self.url, self.storage_options, doing))
         if isinstance(err, OSError):
-            return StoreError(f"{doing}: {err.strerror or err}")
+            return StoreError(f"{doing}: {space.explain(err, self.root)}")
         return err
 
     def _ensure_dir(self, path: str) -> None:
@@ -183,7 +183,9 @@ class ArtifactStore:
             else:
                 self.fs.makedirs(path, exist_ok=True)
         except OSError as err:
-            raise StoreError(f"cannot create directory {path}: {err.strerror or err}") from None
+            raise StoreError(
+                f"cannot create directory {path}: {space.explain(err, self.root)}"
+            ) from None
         self._dirs.add(path)
 
     def _write_atomic(self, path: str, data: bytes) -> None:
@@ -219,7 +221,7 @@ class ArtifactStore:
             raise
         except OSError as err:
             _silently_remove(self, tmp)
-            raise StoreError(f"cannot write {path}: {err.strerror or err}") from None
+            raise StoreError(f"cannot write {path}: {space.explain(err, self.root)}") from None
         except Exception as err:  # fsspec backends raise their own types
             _silently_remove(self, tmp)
             raise StoreError(f"cannot write {path}: {type(err).__name__}: {err}") from None
@@ -269,7 +271,7 @@ class ArtifactStore:
         except FileNotFoundError:
             raise
         except OSError as err:
-            raise StoreError(f"cannot write {path}: {err.strerror or err}") from None
+            raise StoreError(f"cannot write {path}: {space.explain(err, self.root)}") from None
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)

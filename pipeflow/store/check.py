@@ -14,8 +14,8 @@ A store is sound when everything a reader can reach by name is complete and cons
 - nothing in ``tmp/`` is reachable under a final name: bytes being written live only there, and
   no final name shares a file (an inode) with ``tmp/`` or links into it. Leftovers in ``tmp/``
   are fine: nothing reaches them, and runs remove them after an hour;
-- registry version files parse and their model objects are present; alias events parse and name
-  versions that exist; run locks (``locks/``) parse.
+- registry version files parse and their model objects are present; alias events and refused
+  promotions parse and name versions that exist; run locks (``locks/``) parse.
 
 References are read before objects are listed: an object is always written before anything
 names it, so a check running beside a live run never reports a just-written object as missing.
@@ -251,6 +251,18 @@ def _check_registry(store: ArtifactStore, refs: list[_Ref], report: StoreCheck) 
                         f"{store.path(f'{folder}/{name}')}: alias event points at version "
                         f"{target!r}, which model '{model}' does not have"
                     )
+        folder = f"{layout.REGISTRY}/{model}/{layout.REFUSALS}"
+        for name in store.list_names(folder):
+            refusal = _json_file(store, f"{folder}/{name}", report)
+            if refusal is None:
+                continue
+            report.registry_files += 1
+            target = refusal.get("version") if isinstance(refusal, dict) else None
+            if not isinstance(target, int) or target not in versions:
+                report.problems.append(
+                    f"{store.path(f'{folder}/{name}')}: refused promotion names version "
+                    f"{target!r}, which model '{model}' does not have"
+                )
 
 
 def _check_locks(store: ArtifactStore, report: StoreCheck) -> None:

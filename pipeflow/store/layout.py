@@ -15,6 +15,8 @@ folder itself, so the layout can be read (and changed) in one place::
       registry/<model>/fleet/       fleet events (N.json): what one   registry
                                     server replica decided for all
       registry/<model>/archive/     archive and restore events        registry
+      registry/<model>/refusals/    refused promotions (N.json): the  registry
+                                    version, the alias, every gate
       locks/<pipeline>-<d12>.lock   the run lock of a pipeline        runner.session
       leases/<pipeline>/<gen>.json  the lease of ``pipeflow watch``   runner.lease
       audit/                        serving journal: predictions,     store.journal
@@ -51,6 +53,8 @@ TMP = "tmp"
 REGISTRY = "registry"
 #: ``registry/<model>/fleet``: events every ``pipeflow serve`` replica applies
 FLEET = "fleet"
+#: ``registry/<model>/refusals``: promotions the gates refused, with every gate's verdict
+REFUSALS = "refusals"
 LOCKS = "locks"
 LEASES = "leases"
 AUDIT = "audit"

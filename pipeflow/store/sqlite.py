@@ -7,6 +7,8 @@ Policy:
 - Every write is one ``BEGIN IMMEDIATE`` transaction, so two processes recording runs into the
   same file serialise instead of deadlocking; a busy database is waited for (busy timeout) and
   retried, so "database is locked" does not reach the user while another writer makes progress.
+- A full disk is said as one ("no space left on the device holding FOLDER"), not as SQLite's
+  "disk I/O error" (:mod:`pipeflow.store.space`).
 - The schema is created in one transaction on first use; older files are upgraded in place, one
   step per version (:meth:`SQLiteMetadata._migrate`).
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pipeflow.errors import StoreError
+from pipeflow.store import space
 from pipeflow.store.metadata import (
     SCHEMA_VERSION,
     MetadataDB,
@@ -52,7 +55,9 @@ class SQLiteMetadata(MetadataDB):
                 check_same_thread=False,
             )
         except (OSError, sqlite3.Error) as err:
-            raise StoreError(f"cannot open metadata database {self.path}: {err}") from None
+            raise StoreError(
+                f"cannot open metadata database {self.path}: {space.explain(err, self.path.parent)}"
+            ) from None
         self._lock = threading.RLock()
         self._conn.row_factory = sqlite3.Row
         try:
@@ -133,11 +138,16 @@ class SQLiteMetadata(MetadataDB):
             except sqlite3.OperationalError as err:
                 text = str(err)
                 if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
-                    raise StoreError(f"metadata database {self.path}: {text}") from None
+                    raise StoreError(self._failed(err)) from None
                 time.sleep(delay * (1 + random.random()))
                 delay = min(delay * 2, 0.5)
             except sqlite3.DatabaseError as err:
-                raise StoreError(f"metadata database {self.path}: {err}") from None
+                raise StoreError(self._failed(err)) from None
+
+    def _failed(self, err: sqlite3.Error) -> str:
+        """One line naming the file; a full disk said as such (:mod:`pipeflow.store.space`:
+        SQLite calls it "disk I/O error" when the WAL cannot grow, reads included)."""
+        return f"metadata database {self.path}: {space.explain(err, self.path.parent)}"
 
     def write(self, statements: Iterable[tuple[str, tuple]]) -> None:
         """Run the statements as one transaction (retried as a whole while the DB is busy)."""

@@ -36,7 +36,7 @@ from fastapi.staticfiles import StaticFiles
 
 from pipeflow.errors import InvalidName, PipeflowError, RegistryError, StoreError, UsageError
 from pipeflow.monitoring import history as monitoring
-from pipeflow.registry import Registry
+from pipeflow.registry import Registry, verdicts
 from pipeflow.store import journal as audit
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.shipping import open_journal
@@ -352,14 +352,16 @@ class Sources:
         for alias, version in sorted(aliases.items()):
             held.setdefault(version, []).append(alias)
         history = self.registry.history(name)
-        last_gates = {e["to_version"]: e["gates"] for e in history if e.get("gates")}
+        verdict = verdicts(versions, history, self.registry.refusals(name))
         return {
             "name": name,
             "aliases": aliases,
             "versions": [
                 {
                     **{k: v.get(k) for k in VERSION_FIELDS},
-                    "gates": last_gates.get(v["version"]) or v.get("gates") or [],
+                    # as last checked (champion included), and "not promoted: ..." if refused
+                    "gates": verdict[v["version"]]["gates"],
+                    "status": verdict[v["version"]]["status"],
                     "model_digest": (v.get("model") or {}).get("digest"),
                     "metrics": _scalar_metrics(v.get("metrics")),
                     "aliases": held.get(v["version"], []),

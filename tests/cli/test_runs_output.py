@@ -67,7 +67,7 @@ def test_table_as_text_is_truncated_and_says_its_size(project: Path) -> None:
 @pytest.mark.parametrize(
     "target, message",
     [
-        ("rows", "has outputs bad, good: write rows.<port>"),
+        ("rows", "stage 'rows' has several outputs (bad, good): write 'rows.<port>'"),
         ("rows.ugly", "has no output 'ugly'"),
         ("nope", "no outputs of stage 'nope'"),
     ],
@@ -107,3 +107,29 @@ def test_compare_shows_params_and_metrics_side_by_side(tmp_path: Path) -> None:
     assert rows["score.out.detail.n"] == [20, 40]
     one = pipeflow(["runs", "compare", ids[0], "--spec", spec], timeout=60)
     assert one.returncode == 2 and "at least two runs" in one.stderr
+
+
+def test_a_bare_stage_name_means_the_output_a_spec_input_would_take(tmp_path: Path) -> None:
+    """``model`` alone is train's ``model`` output (its default), as in ``inputs: {m: model}``,
+    though train also has ``info``."""
+    spec = write_spec(
+        tmp_path,
+        """
+        pipeline: bare
+        stages:
+          rows:
+            type: python
+            with: {function: "steps:rows", outputs: {good: table, bad: table}}
+          model:
+            type: train
+            inputs: {train: rows.good}
+            with: {estimator: sklearn.linear_model.LinearRegression, target: v}
+        """,
+        {"steps.py": STEPS},
+    )
+    pipeflow_ok(["run", spec])
+    done = _out(spec, "latest", "model")
+    assert done.returncode == 0, done.stderr
+    assert "LinearRegression" in done.stdout
+    info = _out(spec, "latest", "model.info")
+    assert info.returncode == 0 and json.loads(info.stdout)["target"] == "v"

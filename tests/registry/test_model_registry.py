@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import one_line_error, pipeflow
 from sklearn.linear_model import LogisticRegression
 from sklearn.tree import DecisionTreeClassifier
 
@@ -133,6 +134,37 @@ def test_tampered_or_truncated_model_files_are_refused(store) -> None:
         reg.load_model("m", 1)
     path.write_bytes(original)
     assert reg.load_model("m", 1)[0].C == 1.0
+
+
+@pytest.mark.parametrize(
+    ("model", "said"),
+    [
+        ({"codec": "pickle"}, "codec 'pickle', which pipeflow does not read (known codecs: bytes,"),
+        (None, "its 'model' entry is not a digest, codec, kind and size"),
+    ],
+    ids=["unknown-codec", "no-model-entry"],
+)
+def test_a_version_record_edited_to_what_no_codec_reads_is_a_registry_error_naming_it(
+    store: ArtifactStore, tmp_path: Path, model: dict | None, said: str
+) -> None:
+    reg = Registry(store)
+    add(store, reg, 1.0, 0.9)
+    file = Path(store.path("registry/m/versions/1.json"))
+    record = json.loads(file.read_text())
+    record["model"] = None if model is None else {**record["model"], **model}
+    file.write_text(json.dumps(record))
+    with pytest.raises(RegistryError) as err:
+        reg.load_model("m", 1)
+    assert str(err.value).startswith(f"refusing to load model m@1: {file}: ") and said in str(
+        err.value
+    )
+
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b,c\n1,2,3\n")
+    cli = pipeflow(
+        ["predict", "m@1", "-i", rows, "-o", tmp_path / "out.csv", "--store", store.root]
+    )
+    assert cli.returncode == 1 and str(file) in one_line_error(cli.stderr)
 
 
 class Smuggled:

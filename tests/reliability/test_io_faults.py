@@ -203,7 +203,7 @@ def test_a_full_disk_fails_the_stage_in_one_line(tmp_path: Path, tiny_disk: Path
     proc = pipeflow(["run", spec])
     line = _failure_line(proc, "big")
     assert f"cannot write {tiny_disk / 'store' / 'objects'}" in line, line
-    assert "No space left on device" in line, line
+    assert f"no space left on the device holding {tiny_disk / 'store'}" in line, line
     assert_store_sound(spec)
     assert os.statvfs(tiny_disk).f_bfree > 0.9 * os.statvfs(tiny_disk).f_blocks, (
         "the half-written output was removed, not left filling the disk"
@@ -216,6 +216,32 @@ def test_a_full_disk_fails_the_stage_in_one_line(tmp_path: Path, tiny_disk: Path
     rerun = pipeflow_ok(["run", spec])
     assert "2 done, 1 cached" in rerun.stdout, rerun.stdout
     assert_store_sound(spec)
+
+
+def test_every_database_command_on_a_full_disk_says_so_not_disk_io_error(
+    tmp_path: Path, tiny_disk: Path
+) -> None:
+    """SQLite says "disk I/O error" when it cannot grow its WAL, which every command does on
+    opening the database, reads included: each says which device is full instead."""
+    spec = _spec(tmp_path, str(tiny_disk / "store"))
+    spec.write_text(
+        spec.read_text().replace("sqlite:///meta/pipeflow.db", f"sqlite:///{tiny_disk}/meta.db")
+    )
+    pipeflow_ok(["run", spec, "--set", "params.mib=0"])
+    filler = tiny_disk / "filler"
+    with filler.open("wb", buffering=0) as fh, pytest.raises(OSError):
+        while True:  # the rest of the device, to the last block
+            fh.write(b"\0" * 4096)
+    for wal in tiny_disk.glob("meta.db-*"):  # as after a clean close: the next open writes them
+        wal.unlink()
+    for args in (["runs", "list"], ["data", "list"], ["run", spec, "--set", "params.mib=0"]):
+        proc = pipeflow([*args, "--spec", spec] if args[0] != "run" else args)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        line = one_line_error(proc.stderr)
+        assert f"no space left on the device holding {tiny_disk}" in line, line
+        assert "disk I/O error" not in line
+    filler.unlink()
+    assert "done" in pipeflow_ok(["runs", "list", "--spec", spec]).stdout
 
 
 @pytest.mark.parametrize(

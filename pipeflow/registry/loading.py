@@ -1,0 +1,69 @@
+"""Loading a registered model safely, and what a model may hold to be registered.
+
+A model file is loaded only after its hash is checked (the store addresses it by digest) and,
+for skops files, only with the types recorded when it was registered, all on pipeflow's
+allow-list (:data:`pipeflow.store.codecs.TRUSTED`): loading never runs code from the file.
+:func:`trusted_types` is the check at registration, :func:`load_version_model` the one at load.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeflow.errors import RegistryError, StoreError
+from pipeflow.registry.records import model_ref
+from pipeflow.store.artifacts import ArtifactStore
+
+__all__ = ["load_version_model", "trusted_types"]
+
+
+def load_version_model(store: ArtifactStore, record: dict[str, Any]) -> Any:
+    """Load the model of a version record: hash-checked, types limited to what was recorded."""
+    from pipeflow.store import codecs
+
+    where = f"{record.get('name')}@{record.get('version')}"
+    ref = model_ref(store, record, where)
+    try:
+        data = store.get(ref.digest)
+    except StoreError as err:
+        raise RegistryError(f"refusing to load model {where}: {err}") from None
+    if ref.codec != "skops":
+        return codecs.decode(ref.codec, data)
+    import skops.io
+
+    allowed = [t for t in record.get("trusted_types") or [] if t.startswith(codecs.TRUSTED)]
+    try:
+        found = skops.io.get_untrusted_types(data=data)
+    except Exception as err:  # not a skops zip at all
+        raise RegistryError(
+            f"refusing to load model {where}: not a readable skops file ({err})"
+        ) from None
+    refused = sorted(set(found) - set(allowed))
+    if refused:
+        raise RegistryError(
+            f"refusing to load model {where}: it contains types not recorded when it was "
+            f"registered: {', '.join(refused)}"
+        )
+    try:
+        return skops.io.loads(data, trusted=allowed)
+    except Exception as err:
+        raise RegistryError(
+            f"refusing to load model {where}: {type(err).__name__}: {err}"
+        ) from None
+
+
+def trusted_types(codec: str, data: bytes) -> list[str]:
+    """The non-default types a skops model holds; all must be on pipeflow's allow-list."""
+    if codec != "skops":
+        return []
+    import skops.io
+
+    from pipeflow.store import codecs
+
+    found = sorted(skops.io.get_untrusted_types(data=data))
+    refused = [t for t in found if not t.startswith(codecs.TRUSTED)]
+    if refused:
+        raise RegistryError(
+            f"refusing to register a model containing types outside pipeflow's allow-list: {', '.join(refused)}"
+        )
+    return found
