@@ -19,9 +19,10 @@ why:
 
 Here: the app (its OpenAPI title and version name the served model), the lifespan (the alias
 watch, and on a remote store the audit shipper, run while the app does; at shutdown the shipper
-ships what is left and the audit logs are closed), the handler that answers
-FastAPI's own 404 and 405 in the server's error shape, and :func:`app_from_env`, the factory
-``pipeflow serve --workers N`` hands uvicorn as ``"pipeflow.serving.app:app_from_env"``.
+ships what is left and the audit logs are closed), the handler that answers FastAPI's own 404
+and 405 in the server's error shape (the Open Inference Protocol's under ``/v2``), and
+:func:`app_from_env`, the factory ``pipeflow serve --workers N`` hands uvicorn as
+``"pipeflow.serving.app:app_from_env"``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from pipeflow.errors import BadRequest
 from pipeflow.serving.config import ServeConfig
 from pipeflow.serving.drain import CloseWhileDraining, Drain
-from pipeflow.serving.routes import failure, register
+from pipeflow.serving.routes import failure, register, v2_failure
 from pipeflow.serving.state import Server
 
 
@@ -64,9 +65,12 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    """FastAPI's own refusals (no such route: 404, wrong method: 405) in the server's shape."""
+    """FastAPI's own refusals (no such route: 404, wrong method: 405) in the server's shape (under
+    ``/v2``, the Open Inference Protocol's)."""
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return failure(request.app.state.server, BadRequest(exc.status_code, kind, str(exc.detail)))
+    path = request.url.path
+    refuse = v2_failure if path == "/v2" or path.startswith("/v2/") else failure
+    return refuse(request.app.state.server, BadRequest(exc.status_code, kind, str(exc.detail)))
 
 
 def create_app(config: ServeConfig) -> Any:
