@@ -222,6 +222,12 @@ def decode_tensor(name: str, tensor: dict[str, Any], chunk: bytes) -> list[Any]:
 def _check_tensor(i: int, t: Any, *, binary: bool = False) -> str:
     """The name of request input ``i``, once its keys, datatype, shape and parameters are
     checked (``data`` is not required of a binary input)."""
+    params = t.get("parameters") if isinstance(t, dict) else None
+    if not binary and isinstance(params, dict) and "binary_data_size" in params:
+        raise _bad(
+            f"inputs[{i}] has parameters.binary_data_size but the request has no {HEADER} "
+            "header: binary tensor data needs it (the byte length of the JSON part)"
+        )
     required = {"name", "shape", "datatype"} | (set() if binary else {"data"})
     if not isinstance(t, dict) or not required <= t.keys():
         raise BadRequest(
@@ -257,12 +263,7 @@ def _check_tensor(i: int, t: Any, *, binary: bool = False) -> str:
         raise BadRequest(
             422, "invalid_request", f"inputs[{i}].shape must be a list of non-negative integers"
         )
-    params = _parameters(t.get("parameters"), f"inputs[{i}]", INPUT_PARAMETERS)
-    if "binary_data_size" in params and not binary:
-        raise _bad(
-            f"inputs[{i}] has parameters.binary_data_size but the request has no {HEADER} "
-            "header: binary tensor data needs it (the byte length of the JSON part)"
-        )
+    _parameters(params, f"inputs[{i}]", INPUT_PARAMETERS)
     return str(t["name"])
 
 
