@@ -10,7 +10,8 @@ why:
 - :mod:`~pipeflow.serving.handle` and :mod:`~pipeflow.serving.batcher`: a loaded model version,
   and the micro-batcher that scores concurrent requests in one call and audits before answering;
 - :mod:`~pipeflow.serving.routes`: the routes, and the request path they share (caller, body,
-  signature check, micro-batch, errors);
+  signature check, micro-batch, errors); :mod:`~pipeflow.serving.interop`: MLflow's and the
+  Open Inference Protocol's routes on that path (CSV, binary tensors, versioned paths);
 - :mod:`~pipeflow.serving.protocols`: the native, MLflow and Open Inference Protocol (KServe v2)
   formats;
 - :mod:`~pipeflow.serving.metrics`: the Prometheus metrics;
@@ -39,6 +40,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeflow.errors import BadRequest
+from pipeflow.serving import interop
 from pipeflow.serving.config import ServeConfig
 from pipeflow.serving.drain import CloseWhileDraining, Drain
 from pipeflow.serving.routes import failure, register, v2_failure
@@ -89,6 +91,7 @@ def create_app(config: ServeConfig) -> Any:
     app.add_middleware(CloseWhileDraining, drain=drain)
     app.exception_handler(StarletteHTTPException)(http_error)
     register(app, server)
+    interop.register(app)  # MLflow's and the Open Inference Protocol's routes, after pipeflow's
     return app
 
 

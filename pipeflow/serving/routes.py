@@ -12,20 +12,22 @@ lives here, once:
 2. The body is read with a size limit (:func:`read_bytes`; too large -> 413) and parsed with
    :mod:`json` (:func:`parse_json`; malformed -> 400); :func:`read_body` takes JSON only (other
    content types -> 415), the MLflow and Open Inference Protocol routes also their protocol's
-   other bodies (:func:`read_mlflow`: ``text/csv``; :func:`read_v2`: binary tensor data). The
+   other bodies (:mod:`pipeflow.serving.interop`: ``text/csv``; binary tensor data). The
    protocol's decoder turns the body into rows, which are checked against the model's signature
    (:mod:`pipeflow.registry.signature`; -> 422 naming row and field). Bad input never reaches the
    model and never answers 500.
-3. Valid rows join the micro-batch of the version the rollout picks (:func:`predict_rows`,
-   :mod:`pipeflow.serving.batcher`), which answers once the rows are audited.
+3. Valid rows join the micro-batch of the version the rollout picks, or of the version the path
+   names (:func:`served_version`; :func:`predict_rows`, :mod:`pipeflow.serving.batcher`), which
+   answers once the rows are audited.
 4. Every refusal is a :class:`~pipeflow.errors.BadRequest` (FastAPI's own 404 and 405
    become one in :mod:`pipeflow.serving.app`), answered in one JSON error shape and counted in
    the metrics (:func:`failure`); under ``/v2`` in the Open Inference Protocol's own
    ``{"error": "<message>"}`` (:func:`v2_failure`), which its clients read.
 
-A prediction route is :func:`answer` with its protocol's reader, decoder and encoder. The route functions
-are plain module functions that find the server in ``request.app.state.server``;
-:func:`register` adds them to an app in a fixed order (the order of the OpenAPI document), with
+A prediction route is :func:`answer` with its protocol's reader, decoder and encoder; MLflow's
+and the Open Inference Protocol's routes, with their readers and answers, are in
+:mod:`pipeflow.serving.interop`. The route functions are plain module functions that find the
+server in ``request.app.state.server``; :func:`register` adds them to an app in a fixed order (the order of the OpenAPI document), with
 the request schemas that depend on the served model's signature.
 """
 
@@ -44,7 +46,7 @@ from fastapi.responses import Response
 
 from pipeflow.errors import AuditUnavailable, BadRequest
 from pipeflow.serving.batcher import Pending
-from pipeflow.serving.protocols import mlflow, native, v2
+from pipeflow.serving.protocols import native
 from pipeflow.store.journal import dumps, loads
 
 if TYPE_CHECKING:
@@ -89,7 +91,7 @@ def _refused(server: Server, err: BadRequest, body: dict[str, Any]) -> Response:
 async def read_body(server: Server, request: Request, *, predict: bool = True) -> Any:
     """The parsed JSON body (another content type: 415); see :func:`read_bytes`."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if not _is_json(ctype):
+    if not is_json(ctype):
         raise BadRequest(
             415,
             "unsupported_media_type",
@@ -98,7 +100,7 @@ async def read_body(server: Server, request: Request, *, predict: bool = True) -
     return parse_json(await read_bytes(server, request, predict=predict))
 
 
-def _is_json(ctype: str) -> bool:
+def is_json(ctype: str) -> bool:
     return ctype == "application/json" or ctype.endswith("+json")
 
 
@@ -399,181 +401,12 @@ async def feedback(name: str, request: Request) -> Response:
     return reply({"recorded": recorded})
 
 
-async def invocations(request: Request) -> Response:
-    return await answer(
-        request,
-        None,
-        "mlflow",
-        mlflow.rows_from_mlflow,
-        mlflow.invocations_body,
-        by_name=True,
-        read=read_mlflow,
-    )
-
-
-async def read_mlflow(server: Server, request: Request) -> Any:
-    """An ``/invocations`` body: JSON or CSV, UTF-8, as MLflow's scoring server reads them (any
-    other content type, charset or content-type parameter: 415 naming what is read), its
-    ``params`` checked (:func:`pipeflow.serving.protocols.mlflow.check_params`)."""
-    raw = request.headers.get("content-type", "application/json")
-    ctype, *rest = (part.strip() for part in raw.split(";"))
-    ctype = ctype.lower()
-    params = dict(p.partition("=")[::2] for p in rest if p)
-    charset = params.pop("charset", "utf-8").strip('"').lower()
-    if ctype != "text/csv" and not _is_json(ctype):
-        raise BadRequest(
-            415,
-            "unsupported_media_type",
-            f"expected Content-Type application/json or text/csv (MLflow's scoring server's), "
-            f"got {ctype!r}",
-        )
-    if charset not in ("utf-8", "utf8"):
-        raise BadRequest(
-            415, "unsupported_media_type", f"only UTF-8 bodies are read, got charset={charset}"
-        )
-    if params:
-        raise BadRequest(
-            415,
-            "unsupported_media_type",
-            f"Content-Type parameter(s) {', '.join(sorted(params))} are not read (only charset); "
-            "MLflow 1's format= is now the body's dataframe_split or dataframe_records",
-        )
-    body = await read_bytes(server, request)
-    if ctype == "text/csv":
-        kinds = {f.name: f.expect for f in server.primary.signature.features}
-        payload = mlflow.payload_from_csv(body, kinds)
-    else:
-        payload = parse_json(body)
-    mlflow.check_params(payload, server.primary)
-    return payload
-
-
-async def v2_live() -> Response:
-    return reply({"live": True})
-
-
-async def v2_ready(request: Request) -> Response:
-    if (refused := draining(request)) is not None:
-        return refused
-    return reply({"ready": True})
-
-
-async def v2_server() -> Response:
-    from pipeflow import __version__
-
-    return reply({"name": "pipeflow", "version": __version__, "extensions": ["binary_tensor_data"]})
-
-
-async def v2_metadata(name: str, request: Request) -> Response:
-    return _v2_metadata(name, None, request)
-
-
-async def v2_version_metadata(name: str, version: str, request: Request) -> Response:
-    return _v2_metadata(name, version, request)
-
-
-def _v2_metadata(name: str, version: str | None, request: Request) -> Response:
-    server: Server = request.app.state.server
-    try:
-        caller_for(server, name, request, "predict")
-        handle = server.primary if version is None else served_version(server, version)
-    except BadRequest as err:
-        return v2_failure(server, err)
-    return reply(v2.metadata_body(handle, [int(v) for v in served(server)]))
-
-
-async def v2_model_ready(name: str, request: Request) -> Response:
-    return _v2_model_ready(name, None, request)
-
-
-async def v2_version_ready(name: str, version: str, request: Request) -> Response:
-    return _v2_model_ready(name, version, request)
-
-
-def _v2_model_ready(name: str, version: str | None, request: Request) -> Response:
-    server: Server = request.app.state.server
-    try:
-        model_for(server, name)
-        if version is not None:
-            served_version(server, version)
-    except BadRequest as err:
-        return v2_failure(server, err)
-    if request.app.state.drain.draining:
-        return reply({"name": name, "ready": False}, 503)
-    return reply({"name": name, "ready": True})
-
-
-async def v2_infer(name: str, request: Request) -> Response:
-    return await _v2_infer(name, None, request)
-
-
-async def v2_version_infer(name: str, version: str, request: Request) -> Response:
-    return await _v2_infer(name, version, request)
-
-
-async def _v2_infer(name: str, version: str | None, request: Request) -> Response:
-    return await answer(
-        request,
-        name,
-        "v2",
-        v2.rows_from_v2,
-        v2.infer_answer,
-        by_name=True,
-        read=read_v2,
-        respond=v2_reply,
-        fail=v2_failure,
-        version=version,
-    )
-
-
-#: the content types of an inference request without binary data (with it, any: the header says)
-V2_TYPES = ("application/json", "application/octet-stream")
-
-
-async def read_v2(server: Server, request: Request) -> Any:
-    """An ``/infer`` body: the JSON request, or with the ``Inference-Header-Content-Length``
-    header the JSON request followed by binary tensor data (:mod:`pipeflow.serving.protocols.v2`);
-    its parameters and outputs checked."""
-    header = request.headers.get(v2.HEADER)
-    if header is None:
-        raw = request.headers.get("content-type", "application/json")
-        ctype = raw.split(";")[0].strip().lower()
-        if ctype not in V2_TYPES and not _is_json(ctype):
-            raise BadRequest(
-                415,
-                "unsupported_media_type",
-                f"expected Content-Type {' or '.join(V2_TYPES)} (or any, with binary tensor "
-                f"data and the {v2.HEADER} header), got {ctype!r}",
-            )
-        body = await read_bytes(server, request)
-        hint = (
-            f" (a body with binary tensor data needs the {v2.HEADER} header: the byte length "
-            "of its JSON part)"
-        )
-        payload = parse_json(body, hint)
-    else:
-        head, binary = v2.split_body(await read_bytes(server, request), header)
-        payload = v2.attach_binary(parse_json(head), binary)
-    v2.check_request(payload, server.primary)
-    return payload
-
-
-def v2_reply(answer: tuple[bytes, int | None]) -> Response:
-    """An ``/infer`` answer: JSON, or JSON and binary outputs (with the header giving the length
-    of the JSON part)."""
-    content, header_length = answer
-    if header_length is None:
-        return Response(content, media_type="application/json")
-    return Response(
-        content,
-        media_type="application/octet-stream",
-        headers={v2.HEADER: str(header_length)},
-    )
-
-
 def register(app: FastAPI, server: Server) -> None:
     """Add the routes to ``app``, in the order of its OpenAPI document; the request schemas of
-    predict and feedback are written in (FastAPI cannot infer them: the routes read raw bodies)."""
+    predict and feedback are written in (FastAPI cannot infer them: the routes read raw bodies).
+    MLflow's and the Open Inference Protocol's routes come next, from
+    :func:`pipeflow.serving.interop.register`."""
+
     row_schema = server.primary.signature.json_schema()
     predict_schema = {
         "requestBody": {
@@ -607,17 +440,6 @@ def register(app: FastAPI, server: Server) -> None:
     app.get("/v1/models/{name}", tags=["native"])(describe)
     app.post("/v1/models/{name}/predict", tags=["native"], openapi_extra=predict_schema)(predict)
     app.post("/v1/models/{name}/feedback", tags=["native"], openapi_extra=feedback_schema)(feedback)
-    app.post("/invocations", tags=["mlflow"])(invocations)
-    app.get("/v2/health/live", tags=["open inference protocol"])(v2_live)
-    app.get("/v2/health/ready", tags=["open inference protocol"])(v2_ready)
-    app.get("/v2", tags=["open inference protocol"])(v2_server)
-    oip = ["open inference protocol"]
-    app.get("/v2/models/{name}", tags=oip)(v2_metadata)
-    app.get("/v2/models/{name}/ready", tags=oip)(v2_model_ready)
-    app.post("/v2/models/{name}/infer", tags=oip)(v2_infer)
-    app.get("/v2/models/{name}/versions/{version}", tags=oip)(v2_version_metadata)
-    app.get("/v2/models/{name}/versions/{version}/ready", tags=oip)(v2_version_ready)
-    app.post("/v2/models/{name}/versions/{version}/infer", tags=oip)(v2_version_infer)
     _add_feedback_schema(app)
 
 

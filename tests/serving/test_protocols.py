@@ -265,6 +265,8 @@ def test_malformed_binary_bodies_get_a_400_naming_the_problem(
     message = assert_v2_error(client.post(INFER, content=body), 400, "malformed JSON", HEADER)
     assert "binary tensor data" in message
     assert_v2_error(client.post(INFER, content=body, headers={HEADER: "ten"}), 400, HEADER, "'ten'")
+    short_header = {HEADER: str(int(headers[HEADER]) - 10)}
+    assert_v2_error(client.post(INFER, content=body, headers=short_header), 400, "JSON part")
     assert_v2_error(
         client.post(INFER, content=body, headers={HEADER: str(len(body) + 1)}), 400, HEADER
     )
