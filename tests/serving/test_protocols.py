@@ -509,3 +509,42 @@ def test_unsupported_content_types_get_a_415_naming_the_supported_ones(
     assert_v2_error(r, 415, "application/json", "application/octet-stream", HEADER)
     r = client.post(PREDICT, content=text, headers={"content-type": "text/csv"})
     assert r.status_code == 415 and "application/json" in r.text
+
+
+def test_csv_cells_read_as_pandas_read_csv_reads_them() -> None:
+    """MLflow's server reads CSV with ``pandas.read_csv``: the same cells give the same values
+    (pandas' missing markers as None, numbers, booleans, quoted text)."""
+    import io
+    import math
+
+    import pandas as pd
+
+    from pipeflow.serving.protocols.mlflow import payload_from_csv
+
+    text = (
+        "amount,note,flag\n"
+        "1,plain,True\n"
+        '2.5,"a, quoted, cell",false\n'
+        '-3e2,"",TRUE\n'
+        ",NA,False\n"
+        "NaN,None,true\n"
+        ".5,  spaced,FALSE\n"
+        "1e400,null,True\n"
+        "-nan,n/a,False\n"
+    )
+    ours = payload_from_csv(
+        text.encode(), {"amount": "number", "note": "string", "flag": "boolean"}
+    )
+    frame = pd.read_csv(io.StringIO(text))
+    assert ours["dataframe_split"]["columns"] == list(frame.columns)
+    rows = ours["dataframe_split"]["data"]
+    assert len(rows) == len(frame)
+    for got, expected in zip(rows, frame.itertuples(index=False), strict=True):
+        for value, reference in zip(got, expected, strict=True):
+            if isinstance(reference, float) and math.isnan(reference):
+                assert value is None, (got, tuple(expected))
+            else:
+                assert value == reference, (got, tuple(expected))
+    # not numbers to pandas, so left as text for the signature check to name
+    odd = payload_from_csv(b"amount\n1_000\n\xd9\xa1\xd9\xa2\n", {"amount": "number"})
+    assert odd["dataframe_split"]["data"] == [["1_000"], ["١٢"]]

@@ -119,7 +119,7 @@ def _cell(text: str, kind: str | None) -> Any:
     if text in NA_VALUES:
         return None
     if kind == "number":
-        if "_" in text:  # Python's float() reads 1_000; pandas does not
+        if "_" in text or not text.isascii():  # Python reads 1_000 and "١٢"; pandas does not
             return text
         try:
             return int(text)
