@@ -27,7 +27,8 @@ not the content type, says that a body is binary.
 
 Anything else the protocol's parameters could ask for (Triton's classification extension,
 sequences, priorities) is refused with 400 naming the parameter and those supported: a request
-is answered as asked or not at all. The v2 routes answer errors in the protocol's form,
+is answered as asked or not at all. Seldon MLServer's ``content_type`` hint is accepted where it
+names what is done here anyway (``np``, ``pd``, ``str``), refused otherwise (``base64``...). The v2 routes answer errors in the protocol's form,
 ``{"error": "<message>"}`` (:func:`pipeflow.serving.routes.v2_failure`).
 """
 
@@ -74,9 +75,13 @@ _NUMPY = {
     "FP32": "<f4",
     "FP64": "<f8",
 }
-INPUT_PARAMETERS = ("binary_data_size",)
+INPUT_PARAMETERS = ("binary_data_size", "content_type")
 OUTPUT_PARAMETERS = ("binary_data",)
-REQUEST_PARAMETERS = ("binary_data_output",)
+REQUEST_PARAMETERS = ("binary_data_output", "content_type")
+#: Seldon MLServer's codec hints that name what is done here anyway (a column per tensor or a
+#: matrix, text as UTF-8): accepted; another (``base64``, ``datetime``...) would mean values
+#: this server does not decode, so it is refused
+CONTENT_TYPES = ("np", "pd", "str")
 #: what the extensions' parameters we do not implement are for, to say so when refusing them
 _NOT_IMPLEMENTED = {
     "classification": "Triton's classification extension; ask for the predict_proba output",
@@ -102,7 +107,8 @@ def _unsupported(where: str, key: str, supported: tuple[str, ...]) -> BadRequest
 
 
 def _parameters(value: Any, where: str, supported: tuple[str, ...]) -> dict[str, Any]:
-    """A ``parameters`` object, checked: an object of supported keys only."""
+    """A ``parameters`` object, checked: an object of supported keys only, and a
+    ``content_type`` only of :data:`CONTENT_TYPES`."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -110,6 +116,12 @@ def _parameters(value: Any, where: str, supported: tuple[str, ...]) -> dict[str,
     for key in value:
         if key not in supported:
             raise _unsupported(where, key, supported)
+    if "content_type" in value and value["content_type"] not in CONTENT_TYPES:
+        raise _bad(
+            f"{where} parameter content_type {value['content_type']!r} is not decoded here "
+            f"(accepted: {', '.join(CONTENT_TYPES)}: text as UTF-8, numbers as their datatype)",
+            kind="unsupported",
+        )
     return value
 
 
