@@ -12,7 +12,8 @@ why:
 - :mod:`~pipeflow.serving.handle` and :mod:`~pipeflow.serving.batcher`: a loaded model version,
   and the micro-batcher that scores concurrent requests in one call and audits before answering;
 - :mod:`~pipeflow.serving.routes`: the routes, and the request path they share (caller, body,
-  signature check, micro-batch, errors);
+  signature check, micro-batch, errors); :mod:`~pipeflow.serving.interop`: MLflow's and the
+  Open Inference Protocol's routes on that path (CSV, binary tensors, versioned paths);
 - :mod:`~pipeflow.serving.protocols`: the native, MLflow and Open Inference Protocol (KServe v2)
   formats;
 - :mod:`~pipeflow.serving.metrics`: the Prometheus metrics;
@@ -23,9 +24,10 @@ why:
 
 Here: the app (its OpenAPI title and version name the served model), the lifespan (the alias
 watch, and on a remote store the audit shipper, run while the app does; at shutdown the shipper
-ships what is left and the audit logs are closed), the handler that answers
-FastAPI's own 404 and 405 in the server's error shape, and :func:`app_from_env`, the factory
-``pipeflow serve --workers N`` hands uvicorn as ``"pipeflow.serving.app:app_from_env"``.
+ships what is left and the audit logs are closed), the handler that answers FastAPI's own 404
+and 405 in the server's error shape (the Open Inference Protocol's under ``/v2``), and
+:func:`app_from_env`, the factory ``pipeflow serve --workers N`` hands uvicorn as
+``"pipeflow.serving.app:app_from_env"``.
 """
 
 from __future__ import annotations
@@ -42,10 +44,10 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeflow.errors import BadRequest
-from pipeflow.serving import docs
+from pipeflow.serving import docs, interop
 from pipeflow.serving.config import ServeConfig
 from pipeflow.serving.drain import CloseWhileDraining, Drain
-from pipeflow.serving.routes import failure, register
+from pipeflow.serving.routes import failure, register, v2_failure
 from pipeflow.serving.state import Server
 
 
@@ -75,9 +77,12 @@ async def lifespan(app: Any) -> AsyncIterator[None]:
 
 
 async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-    """FastAPI's own refusals (no such route: 404, wrong method: 405) in the server's shape."""
+    """FastAPI's own refusals (no such route: 404, wrong method: 405) in the server's shape (under
+    ``/v2``, the Open Inference Protocol's)."""
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return failure(request.app.state.server, BadRequest(exc.status_code, kind, str(exc.detail)))
+    path = request.url.path
+    refuse = v2_failure if path == "/v2" or path.startswith("/v2/") else failure
+    return refuse(request.app.state.server, BadRequest(exc.status_code, kind, str(exc.detail)))
 
 
 def create_app(config: ServeConfig) -> Any:
@@ -101,6 +106,7 @@ def create_app(config: ServeConfig) -> Any:
     app.exception_handler(StarletteHTTPException)(http_error)
     register(app, server)
     docs.register(app, server)
+    interop.register(app)  # MLflow's and the Open Inference Protocol's routes, after pipeflow's
     return app
 
 

@@ -9,22 +9,27 @@ lives here, once:
 
 1. The caller: a request for another model is 404, and without the route's scope 401/403
    (:func:`caller_for`; the tokens are :meth:`pipeflow.serving.state.Server.authorize`'s).
-2. The body is read with a size limit and parsed with :mod:`json` (malformed JSON -> 400, too
-   large -> 413, wrong content type -> 415, a key twice in one object -> 422 naming it;
-   :func:`read_body`); the protocol's decoder turns it
-   into rows, which are checked against the model's signature (:mod:`pipeflow.registry.signature`;
-   -> 422 naming row and field). Bad input never reaches the model and never answers 500.
-3. Valid rows join the micro-batch of the version the rollout picks (by the ``--route-by`` key,
-   :mod:`pipeflow.serving.rollout`; :func:`predict_rows`, :mod:`pipeflow.serving.batcher`), which
-   answers once the rows are audited; the answered request is then offered to the shadow, if any
+2. The body is read with a size limit (:func:`read_bytes`; too large -> 413) and parsed with
+   :mod:`json` (:func:`parse_json`; malformed -> 400, a key twice in one object -> 422 naming
+   it); :func:`read_body` takes JSON only (other content types -> 415), the MLflow and Open
+   Inference Protocol routes also their protocol's other bodies (:mod:`pipeflow.serving.interop`:
+   ``text/csv``; binary tensor data). The protocol's decoder turns the body into rows, which are
+   checked against the model's signature (:mod:`pipeflow.registry.signature`; -> 422 naming row
+   and field). Bad input never reaches the model and never answers 500.
+3. Valid rows join the micro-batch of the version the path names (:func:`served_version`), else
+   of the version the rollout picks (by the ``--route-by`` key, :mod:`pipeflow.serving.rollout`;
+   :func:`predict_rows`, :mod:`pipeflow.serving.batcher`), which answers once the rows are
+   audited; the answered request is then offered to the shadow, if any
    (:mod:`pipeflow.serving.shadow`), which scores it off the answer path.
 4. Every refusal is a :class:`~pipeflow.errors.BadRequest` (FastAPI's own 404 and 405
    become one in :mod:`pipeflow.serving.app`), answered in one JSON error shape and counted in
-   the metrics (:func:`failure`).
+   the metrics (:func:`failure`); under ``/v2`` in the Open Inference Protocol's own
+   ``{"error": "<message>"}`` (:func:`v2_failure`), which its clients read.
 
-A prediction route is :func:`answer` with its protocol's decoder and encoder. The route functions
-are plain module functions that find the server in ``request.app.state.server``;
-:func:`register` adds them to an app in a fixed order (the order of the OpenAPI document), with
+A prediction route is :func:`answer` with its protocol's reader, decoder and encoder; MLflow's
+and the Open Inference Protocol's routes, with their readers and answers, are in
+:mod:`pipeflow.serving.interop`. The route functions are plain module functions that find the
+server in ``request.app.state.server``; :func:`register` adds them to an app in a fixed order (the order of the OpenAPI document), with
 the request schemas that depend on the served model's signature.
 """
 
@@ -35,7 +40,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -43,7 +48,7 @@ from fastapi.responses import Response
 
 from pipeflow.errors import AuditUnavailable, BadRequest
 from pipeflow.serving.batcher import Pending
-from pipeflow.serving.protocols import mlflow, native, v2
+from pipeflow.serving.protocols import native
 from pipeflow.store.journal import dumps, loads
 
 if TYPE_CHECKING:
@@ -62,11 +67,21 @@ def reply(value: Any, status: int = 200) -> Response:
 
 def failure(server: Server, err: BadRequest) -> Response:
     """The JSON error answer of a refused request, counted in the metrics."""
-    server.metrics.refused(err.kind, server.config.model, str(server.primary.version), err.status)
     body: dict[str, Any] = {"type": err.kind, "message": str(err)}
     if err.fields:
         body["fields"] = err.fields
-    response = reply({"error": body}, err.status)
+    return _refused(server, err, {"error": body})
+
+
+def v2_failure(server: Server, err: BadRequest) -> Response:
+    """The error answer on the Open Inference Protocol's routes: ``{"error": "<message>"}``, the
+    protocol's error object (its clients format ``error`` as a string), counted as any other."""
+    return _refused(server, err, {"error": str(err)})
+
+
+def _refused(server: Server, err: BadRequest, body: dict[str, Any]) -> Response:
+    server.metrics.refused(err.kind, server.config.model, str(server.primary.version), err.status)
+    response = reply(body, err.status)
     if err.status == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
@@ -76,28 +91,37 @@ def failure(server: Server, err: BadRequest) -> Response:
 
 
 async def read_body(server: Server, request: Request, *, predict: bool = True) -> Any:
-    """The parsed body. A predict request counts as *arriving* while its body is read and
-    parsed: the batchers wait briefly for arriving requests (see
-    :meth:`pipeflow.serving.batcher.Batcher.collect`). Between the end of this and joining a batch
-    queue nothing awaits, so the count is exact.
-    """
-    if not predict:
-        return await _read_body(request, server.config.max_body_bytes)
-    server.arriving += 1
-    try:
-        return await _read_body(request, server.config.max_body_bytes)
-    finally:
-        server.arriving -= 1
-
-
-async def _read_body(request: Request, limit: int) -> Any:
+    """The parsed JSON body (another content type: 415); see :func:`read_bytes`."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
-    if ctype != "application/json" and not ctype.endswith("+json"):
+    if not is_json(ctype):
         raise BadRequest(
             415,
             "unsupported_media_type",
             f"expected Content-Type application/json, got {ctype!r}",
         )
+    return parse_json(await read_bytes(server, request, predict=predict))
+
+
+def is_json(ctype: str) -> bool:
+    return ctype == "application/json" or ctype.endswith("+json")
+
+
+async def read_bytes(server: Server, request: Request, *, predict: bool = True) -> bytes:
+    """The body, read with the size limit. A predict request counts as *arriving* while its body
+    is read: the batchers wait briefly for arriving requests (see
+    :meth:`pipeflow.serving.batcher.Batcher.collect`). From the end of this until the request joins
+    a batch queue nothing awaits (parsing and decoding are synchronous), so the count is exact.
+    """
+    if not predict:
+        return await _read_bytes(request, server.config.max_body_bytes)
+    server.arriving += 1
+    try:
+        return await _read_bytes(request, server.config.max_body_bytes)
+    finally:
+        server.arriving -= 1
+
+
+async def _read_bytes(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise BadRequest(413, "too_large", f"the body is {int(length)} bytes; the limit is {limit}")
@@ -107,7 +131,11 @@ async def _read_body(request: Request, limit: int) -> Any:
         if size > limit:
             raise BadRequest(413, "too_large", f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes, hint: str = "") -> Any:
+    """``body`` as JSON (400 ``malformed_json`` saying why, and ``hint`` when it is not JSON)."""
     try:
         return _unique_keys(body, loads(body))
     except ValueError:
@@ -118,7 +146,7 @@ async def _read_body(request: Request, limit: int) -> Any:
     except RecursionError:
         raise BadRequest(400, "malformed_json", "the JSON is nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(400, "malformed_json", f"malformed JSON: {err}") from None
+        raise BadRequest(400, "malformed_json", f"malformed JSON: {err}{hint}") from None
     try:  # what orjson refused may also be what it cannot write (audit log, error replies)
         dumps(value)
     except TypeError as err:  # a lone surrogate escape ("\ud800"), or nesting orjson refuses
@@ -215,11 +243,12 @@ async def predict_rows(
     route: str,
     started: float,
     headers: Any = None,
+    handle: Handle | None = None,
 ) -> tuple[Handle, list[dict[str, Any]]]:
     """The results of a request's rows, checked against the signature and scored in a batch by
-    the version the rollout picks (by the request's ``--route-by`` key, from ``headers`` or the
-    rows); the request is observed for the rollout, counted in the metrics, and offered to the
-    shadow once answered."""
+    ``handle``, else by the version the rollout picks (by the request's ``--route-by`` key, from
+    ``headers`` or the rows); the request is observed for the rollout, counted in the metrics,
+    and offered to the shadow once answered."""
     config = server.config
     if not rows:
         raise BadRequest(422, "invalid_request", "no rows to predict")
@@ -241,7 +270,8 @@ async def predict_rows(
             f"{len(problems)} problem(s); first: {where}: expected {first['expected']}, got {first['got']}",
             problems[:100],
         )
-    handle = server.rollout.pick(key)
+    if handle is None:
+        handle = server.rollout.pick(key)
     columns = reference.signature.names
     item = Pending(
         rows,
@@ -297,28 +327,59 @@ async def answer(
     name: str | None,
     route: str,
     decode: Callable[..., list[Any]],
-    encode: Callable[[Any, Handle, list[dict[str, Any]]], dict[str, Any]],
+    encode: Callable[[Any, Handle, list[dict[str, Any]]], Any],
     *,
     by_name: bool = False,
+    read: Callable[[Server, Request], Awaitable[Any]] = read_body,
+    respond: Callable[[Any], Response] = reply,
+    fail: Callable[[Server, BadRequest], Response] = failure,
+    version: str | None = None,
 ) -> Response:
-    """A prediction request from end to end: the caller with the ``predict`` scope, the body,
-    its rows (``decode``; given the model's feature names too where ``by_name``: MLflow's and
-    the Open Inference Protocol's inputs are columns), their predictions, and the protocol's
-    answer (``encode``)."""
+    """A prediction request from end to end: the caller with the ``predict`` scope, the version
+    asked for by path (``version``; None: the rollout's pick), the body (``read``), its rows
+    (``decode``; given the model's feature names too where ``by_name``: MLflow's and the Open
+    Inference Protocol's inputs are columns), their predictions, and the protocol's answer
+    (``encode``, made a response by ``respond``; a refusal by ``fail``)."""
     started = time.perf_counter()
     server: Server = request.app.state.server
     in_flight = server.metrics.in_flight
     in_flight.inc()
     try:
         caller = caller_for(server, name, request, "predict")
-        payload = await read_body(server, request)
+        handle = None if version is None else served_version(server, version)
+        payload = await read(server, request)
         rows = decode(payload, server.primary.signature.names) if by_name else decode(payload)
-        handle, results = await predict_rows(server, rows, caller, route, started, request.headers)
-        return reply(encode(payload, handle, results))
+        handle, results = await predict_rows(
+            server, rows, caller, route, started, request.headers, handle
+        )
+        return respond(encode(payload, handle, results))
     except BadRequest as err:
-        return failure(server, err)
+        return fail(server, err)
     finally:
         in_flight.dec()
+
+
+def served(server: Server) -> dict[str, Handle]:
+    """The versions a client may ask for by path, by version: the primary, and the canary while
+    it is on probation (a withdrawn one stays loaded only to finish its requests)."""
+    handles = {str(server.primary.version): server.primary}
+    canary = server.canary
+    if canary is not None and server.rollout.weight > 0:
+        handles.setdefault(str(canary.version), canary)
+    return handles
+
+
+def served_version(server: Server, version: str) -> Handle:
+    """The handle of ``version`` of the served model; 404 naming the versions served."""
+    handles = served(server)
+    if version not in handles:
+        raise BadRequest(
+            404,
+            "not_found",
+            f"version {version!r} of '{server.config.model}' is not served here "
+            f"(versions served: {', '.join(handles)})",
+        )
+    return handles[version]
 
 
 # ------------------------------------------------------------------------------------ routes
@@ -403,53 +464,12 @@ async def feedback(name: str, request: Request) -> Response:
     return reply({"recorded": recorded})
 
 
-async def invocations(request: Request) -> Response:
-    return await answer(
-        request, None, "mlflow", mlflow.rows_from_mlflow, mlflow.invocations_body, by_name=True
-    )
-
-
-async def v2_live() -> Response:
-    return reply({"live": True})
-
-
-async def v2_ready(request: Request) -> Response:
-    if (refused := draining(request)) is not None:
-        return refused
-    return reply({"ready": True})
-
-
-async def v2_server() -> Response:
-    from pipeflow import __version__
-
-    return reply({"name": "pipeflow", "version": __version__, "extensions": []})
-
-
-async def v2_metadata(name: str, request: Request) -> Response:
-    server: Server = request.app.state.server
-    if (refused := refusal(server, request, name, "predict")) is not None:
-        return refused
-    return reply(v2.metadata_body(server.primary))
-
-
-async def v2_model_ready(name: str, request: Request) -> Response:
-    server: Server = request.app.state.server
-    try:
-        model_for(server, name)
-    except BadRequest as err:
-        return failure(server, err)
-    if request.app.state.drain.draining:
-        return reply({"name": name, "ready": False}, 503)
-    return reply({"name": name, "ready": True})
-
-
-async def v2_infer(name: str, request: Request) -> Response:
-    return await answer(request, name, "v2", v2.rows_from_v2, v2.infer_body, by_name=True)
-
-
 def register(app: FastAPI, server: Server) -> None:
     """Add the routes to ``app``, in the order of its OpenAPI document; the request schemas of
-    predict and feedback are written in (FastAPI cannot infer them: the routes read raw bodies)."""
+    predict and feedback are written in (FastAPI cannot infer them: the routes read raw bodies).
+    MLflow's and the Open Inference Protocol's routes come next, from
+    :func:`pipeflow.serving.interop.register`."""
+
     row_schema = server.primary.signature.json_schema()
     predict_schema = {
         "requestBody": {
@@ -483,13 +503,6 @@ def register(app: FastAPI, server: Server) -> None:
     app.get("/v1/models/{name}", tags=["native"])(describe)
     app.post("/v1/models/{name}/predict", tags=["native"], openapi_extra=predict_schema)(predict)
     app.post("/v1/models/{name}/feedback", tags=["native"], openapi_extra=feedback_schema)(feedback)
-    app.post("/invocations", tags=["mlflow"])(invocations)
-    app.get("/v2/health/live", tags=["open inference protocol"])(v2_live)
-    app.get("/v2/health/ready", tags=["open inference protocol"])(v2_ready)
-    app.get("/v2", tags=["open inference protocol"])(v2_server)
-    app.get("/v2/models/{name}", tags=["open inference protocol"])(v2_metadata)
-    app.get("/v2/models/{name}/ready", tags=["open inference protocol"])(v2_model_ready)
-    app.post("/v2/models/{name}/infer", tags=["open inference protocol"])(v2_infer)
     _add_feedback_schema(app)
 
 
