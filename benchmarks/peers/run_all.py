@@ -188,6 +188,16 @@ def write_doc(
         "separate: `.venv/bin/python benchmarks/load_serving.py`, and `tests/load/` (marked slow).",
         "",
     ]
+    # sections other scripts write into this file (bench_batch.py --docs) are kept as they are
+    if path.exists():
+        import re
+
+        kept = re.findall(r"<!-- (\w+):start -->.*?<!-- \1:end -->", path.read_text(), re.S)
+        for name in kept:
+            block = re.search(
+                rf"<!-- {name}:start -->.*?<!-- {name}:end -->", path.read_text(), re.S
+            )
+            lines += [block.group(0), ""] if block else []
     path.write_text("\n".join(lines))
 
 
