@@ -34,7 +34,8 @@ test: install-test
 	$(BIN)/bandit -q -c pyproject.toml -r pipeflow plugins -ll
 	$(BIN)/python tools/audit_dependencies.py
 
-## Known vulnerabilities in the installed dependencies (pip-audit); fails if nothing could be audited.
+## Known vulnerabilities in the installed dependencies (pip-audit; where it audits nothing, from the
+## index's JSON: tools/audit_dependencies.py); fails if any package could not be audited.
 audit: install-test
 	$(BIN)/python tools/audit_dependencies.py --strict
 

@@ -191,7 +191,23 @@ def write_doc(
         "separate: `.venv/bin/python benchmarks/load_serving.py`, and `tests/load/` (marked slow).",
         "",
     ]
-    path.write_text("\n".join(lines + kept_part(path)))
+    path.write_text("\n".join(lines + kept_blocks(path) + kept_part(path)))
+
+
+def kept_blocks(path: Path) -> list[str]:
+    """Sections other scripts write into this page (``bench_batch.py --docs``: between
+    ``<!-- NAME:start -->`` and ``<!-- NAME:end -->``) before the hand-written end, as they are."""
+    import re
+
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return []
+    at = text.find(HAND_WRITTEN)
+    found = re.finditer(
+        r"<!-- (\w+):start -->.*?<!-- \1:end -->", text[: at if at >= 0 else None], re.S
+    )
+    return [line for block in found for line in (block.group(0), "")]
 
 
 def kept_part(path: Path) -> list[str]:

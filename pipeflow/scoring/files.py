@@ -16,6 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from pipeflow.errors import NonFiniteInput, PipeflowError, UsageError
 from pipeflow.execute import cluster
+from pipeflow.scoring.arrow import (
+    _arrow_strings,
+    _arrow_to_pandas,
+    _ids,
+    _parquet_columns,
+    parquet_plan,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,14 +82,109 @@ class Source:
 
     @property
     def columns(self) -> list[str]:
+        """The input's columns, read as Dask reads them (a CSV's first rows, with the errors
+        they raise; a Parquet file's schema), without importing Dask."""
         if self._columns is None:
             try:
-                self._columns = [str(c) for c in self._read().columns]
+                if self.format == "csv":
+                    self._columns = [str(c) for c in self._csv_head().columns]
+                elif self._partitioned():
+                    self._columns = [str(c) for c in self._read().columns]
+                else:
+                    self._columns = _parquet_columns(self.fs, self.paths[0])
             except (ValueError, OSError) as err:  # pandas', pyarrow's, codecs' parse errors
                 raise UsageError(
                     f"input {self.url}: cannot read it as {'CSV' if self.format == 'csv' else 'Parquet'}: {_reason(err)}"
                 ) from None
         return self._columns
+
+    def _csv_head(self) -> pd.DataFrame:
+        """The first rows of the first file, parsed as ``dask.dataframe.read_csv`` parses its
+        sample (the first 256,000 bytes, cut at the last line end, 10 rows)."""
+        import io
+
+        import pandas as pd
+
+        with self.fs.open(
+            self.paths[0], "rb", **({"compression": "gzip"} if self.compressed else {})
+        ) as fh:
+            sample = fh.read(256_000)
+        if len(sample) == 256_000 and b"\n" in sample:
+            sample = sample[: sample.rindex(b"\n") + 1]
+        return pd.read_csv(io.BytesIO(sample), nrows=10)
+
+    def _partitioned(self) -> bool:
+        """A directory of hive-style partitions (``key=value/``), whose keys Dask adds as
+        columns: read by Dask only."""
+        return any("=" in part for p in self.paths for part in p.split("/")[:-1])
+
+    def in_process(self, partition_rows: int) -> bool:
+        """Whether this process reads and scores the input itself, with no Dask graph: Parquet
+        (streamed by row groups), or a CSV that is one partition anyway (one file of at most
+        one block, or a ``.csv.gz``)."""
+        if self.format == "parquet":
+            return not self._partitioned()
+        if len(self.paths) != 1:
+            return False
+        if self.compressed:
+            return True
+        return bool(self.fs.size(self.paths[0]) <= (self._blocksize(partition_rows) or 0))
+
+    def read_whole_csv(
+        self, features: Sequence[str], id_column: str | None, record: dict[str, Any]
+    ) -> pd.DataFrame:
+        """The one-partition CSV (:meth:`in_process`), read as Dask reads a block: the needed
+        columns with the signature's types, text as Arrow strings."""
+        import pandas as pd
+
+        wanted = list(dict.fromkeys([*([id_column] if id_column else []), *features]))
+        dtypes = _csv_dtypes(record, id_column)
+        try:
+            with self.fs.open(self.paths[0], "rb") as fh:
+                frame = pd.read_csv(
+                    fh,
+                    usecols=wanted,
+                    dtype=dtypes,
+                    compression="gzip" if self.compressed else None,
+                )
+        except ValueError as err:
+            raise UsageError(
+                f"input {self.url}: {self._not_a_number(dtypes) or _reason(err)}"
+            ) from None
+        return _arrow_strings(frame)[wanted]
+
+    def parquet_parts(
+        self, features: Sequence[str], id_column: str | None, partition_rows: int
+    ) -> Iterator[pd.DataFrame]:
+        """The Parquet input's partitions, read here as :meth:`frame` has Dask read them (the
+        same rows in each, so the output's row groups are the same): row groups read one at a
+        time, grouped or split as :func:`parquet_plan` says."""
+        import numpy as np
+        import pyarrow.parquet as pq
+
+        wanted = list(dict.fromkeys([*([id_column] if id_column else []), *features]))
+        plan = parquet_plan([self._file_row_groups(p) for p in self.paths], partition_rows)
+        opened: dict[int, Any] = {}
+        try:
+            for index, groups, pieces in plan:
+                if index not in opened:
+                    for old in opened.values():
+                        old.close()
+                    opened = {index: pq.ParquetFile(self.fs.open(self.paths[index], "rb"))}
+                table = opened[index].read_row_groups(list(groups), columns=wanted)
+                bounds = np.linspace(0, table.num_rows, pieces + 1).astype(int)
+                for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+                    yield _arrow_to_pandas(table.slice(start, stop - start))
+        finally:
+            for old in opened.values():
+                old.close()
+
+    def _file_row_groups(self, path: str) -> list[int]:
+        import pyarrow.parquet as pq
+
+        with self.fs.open(path, "rb") as fh:
+            meta = pq.ParquetFile(fh).metadata
+            return [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
 
     def _read(self, **kwargs: Any) -> Any:
         if self.format == "parquet":
@@ -318,8 +420,11 @@ def write_output(
     batch_id: str,
     *,
     source: str,
+    overlap: bool = False,
 ) -> tuple[int, str]:
-    """Write the scored partitions in order to a temporary file, then rename it to ``path``."""
+    """Write the scored partitions in order to a temporary file, then rename it to ``path``.
+    With ``overlap``, the ids, the Arrow conversion and the writing run on a writer thread
+    while this thread produces the next partition (at most two waiting)."""
     folder, base = posixpath.split(path)
     tmp = posixpath.join(folder, f".{base}.{batch_id}.tmp")
     rows = 0
@@ -329,10 +434,10 @@ def write_output(
             # the bytes are hashed as they are written, instead of reading the file back; a
             # gzip stream is hashed after, from the file (its compressed bytes are the file's)
             fh = raw if gzip else _HashingSink(raw)
-            writer = _TableWriter(fh, fmt)
+            writer = _TableWriter(fh, fmt, batch_id, background=overlap)
             try:
                 for frame in parts:
-                    writer.write(_with_ids(frame, batch_id, rows))
+                    writer.write(frame, rows)
                     rows += len(frame)
                 writer.close()
             except NonFiniteInput:
@@ -367,34 +472,6 @@ def _with_ids(frame: pd.DataFrame, batch_id: str, offset: int) -> Any:
 
     table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
     return table.add_column(0, "prediction_id", _ids(batch_id, offset, len(frame)))
-
-
-def _ids(batch_id: str, start: int, n: int) -> Any:
-    """``f"{batch_id}-{i}"`` for ``i`` in ``start .. start + n - 1``, as an Arrow string array
-    whose bytes are written by numpy (a million ids in ~10 ms, a tenth of casting the numbers to
-    strings and joining them in Arrow). The numbers are consecutive, so the ids of each digit
-    count fill one contiguous stretch of the data buffer."""
-    import numpy as np
-    import pyarrow as pa
-
-    prefix = np.frombuffer(f"{batch_id}-".encode(), dtype=np.uint8)
-    offsets = np.zeros(n + 1, dtype=np.int32)  # a partition's ids stay far below 2 GiB
-    pieces, at, low = [], 0, start
-    while low < start + n:
-        digits = len(str(low))
-        high = min(start + n, 10**digits)  # the numbers of this many digits
-        numbers = np.arange(low, high, dtype=np.int64)
-        scale = 10 ** np.arange(digits - 1, -1, -1, dtype=np.int64)
-        block = np.empty((len(numbers), len(prefix) + digits), dtype=np.uint8)
-        block[:, : len(prefix)] = prefix
-        block[:, len(prefix) :] = (numbers[:, None] // scale) % 10 + ord("0")
-        pieces.append(block.reshape(-1))
-        offsets[at + 1 : at + len(numbers) + 1] = offsets[at] + block.shape[1] * np.arange(
-            1, len(numbers) + 1, dtype=np.int32
-        )
-        at, low = at + len(numbers), high
-    data = np.concatenate(pieces) if pieces else np.empty(0, dtype=np.uint8)
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(data))
 
 
 class _HashingSink:
@@ -435,14 +512,36 @@ class _HashingSink:
 
 
 class _TableWriter:
-    """Arrow tables to one Parquet or CSV stream, every table cast to the first one's schema."""
+    """Scored frames, with their ids, to one Parquet or CSV stream, every table cast to the first
+    one's schema; on this thread, or on a writer thread of its own (``background``)."""
 
-    def __init__(self, sink: Any, fmt: str):
-        self.sink, self.format = sink, fmt
+    def __init__(self, sink: Any, fmt: str, batch_id: str, *, background: bool = False):
+        self.sink, self.format, self.batch_id = sink, fmt, batch_id
         self.schema: Any = None
         self.writer: Any = None
+        self.pool: Any = None
+        self.pending: Any = None
+        if background:
+            from collections import deque
+            from concurrent.futures import ThreadPoolExecutor
 
-    def write(self, table: Any) -> None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="pipeflow-batch-write")
+            self.pending = deque()
+
+    def write(self, frame: pd.DataFrame, offset: int) -> None:
+        """Write ``frame``, its rows numbered from ``offset``; in the background, raise the
+        first error the writer thread met (the next write or :meth:`close` does)."""
+        if self.pool is None:
+            self._write(frame, offset)
+            return
+        self.pending.append(self.pool.submit(self._write, frame, offset))
+        while len(self.pending) > 2 or (self.pending and self.pending[0].done()):
+            self.pending.popleft().result()
+
+    def _write(self, frame: pd.DataFrame, offset: int) -> None:
+        self._write_table(_with_ids(frame, self.batch_id, offset))
+
+    def _write_table(self, table: Any) -> None:
         if self.writer is None:
             self.schema = table.schema
             self.writer = self._open(table.schema)
@@ -464,14 +563,32 @@ class _TableWriter:
             self.sink, schema, write_options=pcsv.WriteOptions(quoting_style="needed")
         )
 
+    def _drain(self, cancel: bool) -> None:
+        """Wait for the writer thread's queued work (or cancel it) and end the thread."""
+        if self.pool is None:
+            return
+        try:
+            while self.pending:
+                future = self.pending.popleft()
+                if cancel:
+                    future.cancel()
+                else:
+                    future.result()
+        finally:
+            self.pool.shutdown(wait=True, cancel_futures=cancel)
+            self.pool = None
+
     def abandon(self) -> None:
         """Close without caring for the result (the temporary file is about to be removed)."""
+        with contextlib.suppress(Exception):
+            self._drain(cancel=True)
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 self.writer.close()
             self.writer = None
 
     def close(self) -> None:
+        self._drain(cancel=False)
         if self.writer is None:  # no partition at all: still a valid, empty file
             import pyarrow as pa
 

@@ -263,7 +263,174 @@ def test_a_failing_write_stops_the_scoring_and_leaves_nothing(
             partition_rows=50,
         )
     assert not out.exists() and list(tmp_path.iterdir()) == []
-    assert not [t for t in threading.enumerate() if t.name == "pipeflow-batch"]
+    assert not [t for t in threading.enumerate() if t.name.startswith("pipeflow-batch")]
+
+
+def test_a_failing_write_of_a_parquet_input_scored_in_process_leaves_nothing(
+    project: Path, registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The in-process path: the writer thread's error is raised on this thread, the reader and
+    writer threads end, the temporary file goes."""
+    import threading
+
+    from pipeflow.scoring import files
+
+    source = tmp_path / "in" / "patients.parquet"
+    source.parent.mkdir()
+    pd.read_csv(project / "patients.csv").to_parquet(source, index=False)
+    real, calls = files._with_ids, []
+
+    def disk_full(frame: Any, batch_id: str, offset: int) -> Any:
+        calls.append(offset)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device")
+        return real(frame, batch_id, offset)
+
+    monkeypatch.setattr(files, "_with_ids", disk_full)
+    out = tmp_path / "out" / "scored.parquet"
+    with pytest.raises(PipeflowError, match="No space left"):
+        predict_file(registry, "tumours", "production", str(source), str(out), partition_rows=50)
+    assert len(calls) == 3 and list(out.parent.iterdir()) == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("pipeflow-batch")]
+
+
+# ------------------------------------------------- in this process, or on Dask: the same bytes
+
+
+@pytest.fixture
+def fixed_batch_id(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every job gets batch id ``b0123abcd`` (ids are in the output), so two jobs' output
+    files can be compared byte for byte."""
+    from pipeflow.scoring import batch
+
+    monkeypatch.setattr(batch.secrets, "token_hex", lambda n: "0123abcd")
+    return "b0123abcd"
+
+
+def both_ways(
+    registry: Registry, source: Path, tmp_path: Path, suffix: str, **kw: Any
+) -> tuple[dict, dict, bytes, bytes]:
+    """Score ``source`` in this process (threads) and on Dask (a process pool): both summaries
+    and both outputs' bytes."""
+    here, dask = tmp_path / f"here{suffix}", tmp_path / f"dask{suffix}"
+    a = predict_file(registry, "tumours", "production", str(source), str(here), **kw)
+    b = predict_file(
+        registry, "tumours", "production", str(source), str(dask), scheduler="processes", **kw
+    )
+    return a, b, here.read_bytes(), dask.read_bytes()
+
+
+@pytest.mark.slow  # a process pool per case
+@pytest.mark.parametrize(
+    ("layout", "partition_rows", "parts"),
+    [
+        ({"row_group_size": None}, 100, 6),  # one row group of 569, split in 6 as Dask does
+        ({"row_group_size": 300}, 50, 12),  # two row groups, repartitioned to more: 6 + 6
+        ({"row_group_size": 40}, 100, 8),  # small row groups, two to a partition
+        ({"files": 3, "row_group_size": 70}, 100, 9),  # a directory: never across files
+        ({"row_group_size": 100}, 1000, 1),  # all six row groups in one partition
+    ],
+)
+def test_parquet_scored_in_process_writes_the_bytes_dask_writes(
+    project: Path,
+    registry: Registry,
+    tmp_path: Path,
+    fixed_batch_id: str,
+    layout: dict,
+    partition_rows: int,
+    parts: int,
+) -> None:
+    frame = pd.read_csv(project / "patients.csv", dtype={"patient_id": str})
+    if "files" in layout:
+        source = tmp_path / "patients"
+        source.mkdir()
+        for i, start in enumerate(range(0, len(frame), 200)):
+            frame.iloc[start : start + 200].to_parquet(
+                source / f"part-{i}.parquet", index=False, row_group_size=layout["row_group_size"]
+            )
+    else:
+        source = tmp_path / "patients.parquet"
+        frame.to_parquet(source, index=False, row_group_size=layout["row_group_size"])
+    for suffix in (".parquet", ".csv"):
+        here, dask, ours, theirs = both_ways(
+            registry, source, tmp_path, suffix, id_column="patient_id",
+            partition_rows=partition_rows,
+        )  # fmt: skip
+        assert ours == theirs
+        assert here["partitions"] == dask["partitions"] == parts
+        assert here["output_fingerprint"] == dask["output_fingerprint"]
+    scored = pd.read_parquet(tmp_path / "here.parquet")
+    assert scored["patient_id"].tolist() == frame["patient_id"].tolist()
+    assert scored["prediction"].tolist() == list(expected(registry, frame)[0])
+    assert scored["prediction_id"].tolist() == [f"{fixed_batch_id}-{i}" for i in range(569)]
+
+
+@pytest.mark.parametrize("name", ["patients.csv", "patients.csv.gz"])
+def test_a_one_partition_csv_scored_in_process_writes_the_bytes_dask_writes(
+    project: Path, registry: Registry, tmp_path: Path, fixed_batch_id: str, name: str
+) -> None:
+    source = tmp_path / name
+    pd.read_csv(project / "patients.csv", dtype={"patient_id": str}).to_csv(source, index=False)
+    for suffix in (".parquet", ".csv"):
+        here, dask, ours, theirs = both_ways(
+            registry, source, tmp_path, suffix, id_column="patient_id"
+        )
+        assert ours == theirs and here["partitions"] == dask["partitions"] == 1
+        assert here["rows"] == 569
+
+
+def test_a_one_partition_job_starts_no_dask(project: Path, tmp_path: Path) -> None:
+    """The 178-row CSV and a small Parquet file are scored without importing dask.dataframe
+    (its import is most of what a small job used to wait for); a CSV of more than one
+    partition is still scored on Dask."""
+    import subprocess
+    import sys
+
+    frame = pd.read_csv(project / "patients.csv")
+    frame.head(178).to_csv(tmp_path / "small.csv", index=False)
+    frame.to_parquet(tmp_path / "small.parquet", index=False)
+    script = """
+import sys
+from pipeflow.registry import Registry
+from pipeflow.scoring.batch import predict_file
+from pipeflow.store.artifacts import ArtifactStore
+registry = Registry(ArtifactStore(sys.argv[1]))
+summary = predict_file(registry, "tumours", "production", sys.argv[2], sys.argv[3],
+                       partition_rows=int(sys.argv[4]))
+print(summary["rows"], summary["partitions"], "dask.dataframe" in sys.modules)
+"""
+    for source, partition_rows, said in (
+        ("small.csv", 100_000, "178 1 False"),
+        ("small.parquet", 100, "569 6 False"),
+        ("small.csv", 50, "178 3 True"),  # three blocks: on Dask
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(project / ".pipeflow"), str(tmp_path / source),
+             str(tmp_path / "out.parquet"), str(partition_rows)],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split("\n")[-2] == said
+
+
+def test_text_deep_in_a_one_partition_csv_is_named_with_its_line(
+    project: Path, registry: Registry, tmp_path: Path
+) -> None:
+    """Read whole, a one-partition CSV's text in a numeric column is refused before anything is
+    scored, naming the column, the value and the line, wherever it is."""
+    frame = pd.read_csv(project / "patients.csv").astype({"mean_radius": object})
+    frame.loc[300, "mean_radius"] = "12,5"
+    frame.to_csv(tmp_path / "typo.csv", index=False)
+    with pytest.raises(UsageError) as info:
+        predict_file(
+            registry, "tumours", "production", str(tmp_path / "typo.csv"),
+            str(tmp_path / "out.csv"),
+        )  # fmt: skip
+    assert str(info.value) == (
+        f"input {tmp_path / 'typo.csv'}: column 'mean_radius' holds '12,5' on line 302 of "
+        "typo.csv, where the model reads a number"
+    )
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_unknown_formats_and_missing_inputs_are_usage_errors(
