@@ -11,7 +11,27 @@ from pathlib import Path
 import pytest
 from helpers import pipeflow
 
+from pipeflow.testing import serve
+
 SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*/pipeline.yaml"))
+
+#: the examples that train a model but register none, with the promote stage docs/serving.md
+#: adds with --set to serve them ("Serving an example that has no promote stage"); the target
+#: column each predicts
+PROMOTE = {
+    "breast-cancer": (
+        "stages.promote={type: promote, inputs: {model: model, metrics: scores, info: model.info,"
+        " data: split.test}, with: {name: breast-cancer, alias: production}}",
+        "breast-cancer",
+        "diagnosis",
+    ),
+    "houses": (
+        "stages.promote={type: promote, inputs: {model: model, metrics: scores, info: model.info,"
+        " data: split.test}, with: {name: houses, alias: production}}",
+        "houses",
+        "price",
+    ),
+}
 
 
 def test_there_are_example_specs() -> None:
@@ -42,6 +62,30 @@ def test_example_spec_runs_end_to_end_then_is_cached(spec: Path, tmp_path: Path)
     acting = {"monitor", "serve"}
     assert stages and all(s["state"] == "cached" for s in stages if s["type"] not in acting), stages
     assert all(s["state"] == "done" for s in stages if s["type"] in acting), stages
+
+    # every example that trains a model goes all the way: registered (by its own promote stage,
+    # or the one docs/serving.md adds with --set), served, answering a held-out row
+    has_promote = any(s["type"] == "promote" for s in stages)
+    trains = any(s["type"] in ("train", "tune") for s in stages)
+    assert has_promote or not trains or spec.parent.name in PROMOTE, "add it to PROMOTE"
+    if spec.parent.name not in PROMOTE:
+        return
+    override, model, target = PROMOTE[spec.parent.name]
+    third = pipeflow(["run", path, "--set", override], timeout=300)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "1 done" in third.stdout and f"{len(stages)} cached" in third.stdout, third.stdout
+    test = pipeflow(["runs", "output", "latest", "split.test", "--format", "json"], cwd=project)
+    row = {k: v for k, v in json.loads(test.stdout)[0].items() if k != target}
+    server = serve(project, f"{model}@production", "--spec", str(path))
+    try:
+        with server.client() as client:
+            described = client.get(f"/v1/models/{model}").json()
+            features = {f["name"] for f in described["signature"]["features"]}
+            answer = client.post(f"/v1/models/{model}/predict", json={k: row[k] for k in features})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["version"] == 1 and len(answer.json()["predictions"]) == 1
+    finally:
+        server.stop()
 
 
 def test_claims_example_separates_clean_and_rejected_claims(tmp_path: Path) -> None:
