@@ -89,7 +89,8 @@ class RunDisplay:
             self._progress = Progress(
                 SpinnerColumn(finished_text=" "),
                 TextColumn(
-                    "{task.description}", table_column=Column(no_wrap=True, min_width=self._width + 2)
+                    "{task.description}",
+                    table_column=Column(no_wrap=True, min_width=self._width + 2),
                 ),
                 BarColumn(bar_width=20),
                 TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True, min_width=13)),
@@ -161,7 +162,6 @@ class RunDisplay:
             bar.update(task, **fields)
         except KeyError:  # the stage finished meanwhile
             pass
-
 
     def summary(self, report: Any) -> None:
         counts = ", ".join(

@@ -169,6 +169,10 @@ class StageMonitor:
         self._message: str | None = None
         self._line: str | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """A copy sent to another process keeps the log so far and reports to nobody."""
+        return (_unpickled, (self.stage, self.log))
+
     def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
         """Record how far the stage is (see :meth:`StageContext.progress`)."""
         for what, value in (("done", done), ("total", total)):
@@ -215,6 +219,12 @@ class StageMonitor:
             )
         with contextlib.suppress(Exception):  # a watcher gone away never fails the stage
             self._send(update.to_list())  # type: ignore[misc]
+
+
+def _unpickled(stage: str, log: StageLog) -> StageMonitor:
+    monitor = StageMonitor(stage)
+    monitor.log = log
+    return monitor
 
 
 _current: contextvars.ContextVar[StageMonitor | None] = contextvars.ContextVar(
