@@ -9,6 +9,7 @@ stage also prints one line, and that line is all a log file or CI output (no TTY
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -83,7 +84,6 @@ class RunDisplay:
                 TextColumn,
                 TimeElapsedColumn,
             )
-
             from rich.table import Column
 
             self._progress = Progress(
@@ -158,10 +158,8 @@ class RunDisplay:
                 fields["count"] = _num(done)
         if update.message and update.line:
             fields["note"] = f"{update.message} · {update.line}"
-        try:
+        with contextlib.suppress(KeyError):  # the stage finished meanwhile
             bar.update(task, **fields)
-        except KeyError:  # the stage finished meanwhile
-            pass
 
     def summary(self, report: Any) -> None:
         counts = ", ".join(

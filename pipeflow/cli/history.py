@@ -196,10 +196,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.runs_command in ("tag", "note"):
             return _tag_or_note(args, db)
-        if args.runs_command == "output":
-            return _print_output(args, db)
-        if args.runs_command == "compare":
-            return _compare(args, db)
+        if args.runs_command in ("output", "compare"):
+            return (_print_output if args.runs_command == "output" else _compare)(args, db)
         if args.runs_command == "logs":
             return show_logs(_console(), db, args.run_id, args.stage, as_json=args.json)
         return show_run(_console(), db, args.run_id, as_json=args.json)

@@ -502,8 +502,7 @@ def publish(topic: str, message: Any) -> None:
 
 
 def subscribe(client: Any, topic: str, handler: Callable[[Any], None]) -> None:
-    """Call ``handler(message)`` for each event published under ``topic`` (on the client's
-    event-loop thread)."""
+    """Call ``handler(message)`` for each event under ``topic`` (on the client's loop thread)."""
     client.subscribe_topic(topic, lambda event: handler(event[1]))
 
 
