@@ -1,12 +1,15 @@
 """Terminal presentation of runs: live progress while running, tables for ``pipeflow runs``.
 
 Kept out of :mod:`pipeflow.runner.session` so that running a pipeline from Python or a notebook draws
-nothing. On a terminal a live progress bar names the stages running now; every finished stage also
-prints one line (so a log file or CI output shows the whole story without a TTY).
+nothing. On a terminal a live area shows the run's progress and each running stage (spinner,
+elapsed time, what it reported through ``ctx.progress``, its latest log line); every finished
+stage also prints one line, and that line is all a log file or CI output (no TTY) gets, as before.
+``pipeflow runs logs`` prints the log lines stages kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -29,6 +32,12 @@ def _fmt_s(seconds: float | None) -> str:
 
 
 class RunDisplay:
+    """What ``pipeflow run`` prints. Every finished stage prints one line (the whole story on a
+    terminal, in a log file or CI output alike). On a terminal only, a live area under those
+    lines shows the run's progress and, per running stage, a spinner, its elapsed time, the
+    progress it reported (``ctx.progress``: done/total and percent) and its latest message or
+    log line; it is gone when the run ends. :meth:`progress` may be called from any thread."""
+
     def __init__(self, console: Any, *, quiet: bool = False, debug: bool = False):
         self.console = console
         self.quiet = quiet
@@ -38,7 +47,14 @@ class RunDisplay:
         self.finished = 0
         self._progress: Any = None
         self._task: Any = None
+        self._stage_tasks: dict[str, Any] = {}
         self._width = 12
+
+    @property
+    def live(self) -> bool:
+        """Whether live updates are drawn (a terminal, not quiet): ``on_progress`` is worth
+        passing to the runner only then."""
+        return bool(self.console.is_terminal and not self.quiet)
 
     def __enter__(self) -> RunDisplay:
         return self
@@ -60,33 +76,51 @@ class RunDisplay:
                 self.console.print(
                     f"  [dim]· {name:<{self._width}} will run: {plan.stages[name].reason}[/]"
                 )
-        if self.console.is_terminal and not self.quiet and to_run:
+        if self.live and to_run:
             from rich.progress import (
                 BarColumn,
-                MofNCompleteColumn,
                 Progress,
+                SpinnerColumn,
                 TextColumn,
                 TimeElapsedColumn,
             )
+            from rich.table import Column
 
             self._progress = Progress(
-                TextColumn("[bold blue]running"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TextColumn("{task.description}"),
+                SpinnerColumn(finished_text=" "),
+                TextColumn(
+                    "{task.description}",
+                    table_column=Column(no_wrap=True, min_width=self._width + 2),
+                ),
+                BarColumn(bar_width=20),
+                TextColumn("{task.fields[count]}", table_column=Column(no_wrap=True, min_width=13)),
+                TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+                TextColumn(
+                    "{task.fields[note]}",
+                    markup=False,
+                    table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1),
+                ),
                 console=self.console,
                 transient=True,
+                refresh_per_second=8,
             )
             self._progress.start()
-            self._task = self._progress.add_task("", total=self.total)
+            self._task = self._progress.add_task(
+                "[bold blue]running[/]", total=self.total, count=f"0/{self.total}", note=""
+            )
 
     def event(self, name: str, state: StageState, outcome: Any) -> None:
         if state is StageState.RUNNING:
             self.running[name] = time.monotonic()
+            if self._progress is not None and name not in self._stage_tasks:
+                self._stage_tasks[name] = self._progress.add_task(
+                    f"  {escape(name):<{self._width}}", total=None, count="", note=""
+                )
         else:
             self.running.pop(name, None)
             self.finished += 1
+            if self._progress is not None and name in self._stage_tasks:
+                self._progress.remove_task(self._stage_tasks.pop(name))
             if not self.quiet:
                 mark, word = _MARK.get(state, ("?", str(state)))
                 detail = _fmt_s(outcome.duration) if state is StageState.DONE else ""
@@ -102,8 +136,30 @@ class RunDisplay:
                 if state is StageState.FAILED and self.debug and outcome.traceback:
                     self.console.print(outcome.traceback, markup=False)
         if self._progress is not None:
-            shown = ", ".join(list(self.running)[:4]) + (" ..." if len(self.running) > 4 else "")
-            self._progress.update(self._task, completed=self.finished, description=shown)
+            self._progress.update(
+                self._task, completed=self.finished, count=f"{self.finished}/{self.total}"
+            )
+
+    def progress(self, update: Any) -> None:
+        """A live :class:`~pipeflow.core.progress.Update` of a running stage (any thread)."""
+        bar = self._progress
+        task = self._stage_tasks.get(update.stage)
+        if bar is None or task is None:
+            return
+        fields: dict[str, Any] = {"note": update.message or update.line or ""}
+        if update.done is not None:
+            done = float(update.done)
+            if update.total:
+                total = float(update.total)
+                pct = min(100.0, 100.0 * done / total)
+                fields.update(total=total, completed=min(done, total))
+                fields["count"] = f"{_num(done)}/{_num(total)} {pct:.0f}%"
+            else:
+                fields["count"] = _num(done)
+        if update.message and update.line:
+            fields["note"] = f"{update.message} · {update.line}"
+        with contextlib.suppress(KeyError):  # the stage finished meanwhile
+            bar.update(task, **fields)
 
     def summary(self, report: Any) -> None:
         counts = ", ".join(
@@ -119,6 +175,10 @@ class RunDisplay:
             self.console.print(f"[red]stage '{name}' failed:[/] {o.error}", markup=True)
         if report.failed:
             self.console.print(f"details: pipeflow runs show {report.run_id} --db {report.db_path}")
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.3g}"
 
 
 def show_runs(
@@ -308,4 +368,56 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
         if s["traceback"]:
             console.print(f"[red]traceback of stage '{s['stage']}':[/]")
             console.print(s["traceback"], markup=False)
+    return 0
+
+
+def show_logs(
+    console: Any, db: Any, run_id: str, stage: str | None = None, *, as_json: bool = False
+) -> int:
+    """The log lines the stages of a run kept (of ``stage`` only): per stage a header, then
+    ``HH:MM:SS LEVEL logger: message``; a stage that dropped earlier lines says how many, one
+    reused from the store says which run has its lines."""
+    from pipeflow.errors import UsageError
+
+    run = db.find_run(run_id)
+    if run is None:
+        raise UsageError(f"no run {run_id!r} in {db.location}")
+    stages = {s["stage"]: s for s in db.stage_runs(run["id"])}
+    if stage is not None and stage not in stages:
+        known = ", ".join(stages) or "none"
+        raise UsageError(f"run {run['id']} has no stage '{stage}' (its stages: {known})")
+    rows = db.stage_logs(run["id"], stage)
+    if as_json:
+        print(json.dumps([dict(r) for r in rows], indent=2, default=str))
+        return 0
+    by_stage: dict[str, list[Any]] = {}
+    for r in rows:
+        by_stage.setdefault(r["stage"], []).append(r)
+    for name in [stage] if stage is not None else list(stages):
+        lines = by_stage.get(name, [])
+        s = stages[name]
+        if not lines and stage is None and s["state"] != "cached":
+            continue
+        console.print(f"[bold]── {escape(name)}[/] ({s['state']})")
+        if not lines:
+            why = (
+                f"reused from the store: its lines are in the run that made it ({s['reason']})"
+                if s["state"] == "cached"
+                else "no log lines"
+            )
+            console.print(f"  [dim]{escape(why)}[/]")
+            continue
+        if lines[0]["line"] > 1:
+            from pipeflow.core.progress import MAX_BYTES, MAX_LINES
+
+            console.print(
+                f"  [dim]({lines[0]['line'] - 1} earlier lines not kept: a stage keeps its last "
+                f"{MAX_LINES} lines, {MAX_BYTES // 1024} KB)[/]"
+            )
+        for r in lines:
+            at = time.strftime("%H:%M:%S", time.localtime(r["logged"])) if r["logged"] else ""
+            text = f"{at} {r['level']:<7} {r['logger']}: {r['message']}"
+            console.print(text, markup=False, highlight=False)
+    if not rows and stage is None:
+        console.print(f"run {run['id']}: no stage kept log lines")
     return 0

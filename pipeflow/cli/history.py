@@ -116,9 +116,10 @@ def add_parsers(sub: Any) -> None:
         ("compare", "compare runs side by side: params and metrics"),
         ("tag", "set (or --delete) tags of a recorded run"),
         ("note", "set the note of a recorded run (an empty TEXT removes it)"),
+        ("logs", "print the log lines stages of a run kept (Python logging in the stage)"),
     ):
         c = runs_sub.add_parser(name, help=help_, description=help_)
-        if name in ("show", "output", "tag", "note"):
+        if name in ("show", "output", "tag", "note", "logs"):
             c.add_argument("run_id", metavar="RUN", help="run id (a unique prefix, or 'latest')")
         if name == "tag":
             c.add_argument("tags", metavar="KEY=VALUE", nargs="*", help="tags to set")
@@ -135,7 +136,9 @@ def add_parsers(sub: Any) -> None:
                 help="two or more run ids (unique prefixes, or 'latest')",
             )
             c.add_argument("--json", action="store_true", help="machine-readable output")
-        if name == "show":
+        if name == "logs":
+            c.add_argument("stage", metavar="STAGE", nargs="?", help="only this stage's lines")
+        if name in ("show", "logs"):
             c.add_argument("--json", action="store_true", help="machine-readable output")
         elif name == "output":
             c.add_argument(
@@ -177,7 +180,7 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from pipeflow.cli.display import show_run, show_runs
+    from pipeflow.cli.display import show_logs, show_run, show_runs
 
     db = open_history(args)
     try:
@@ -193,10 +196,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
             return EXIT_OK
         if args.runs_command in ("tag", "note"):
             return _tag_or_note(args, db)
-        if args.runs_command == "output":
-            return _print_output(args, db)
-        if args.runs_command == "compare":
-            return _compare(args, db)
+        if args.runs_command in ("output", "compare"):
+            return (_print_output if args.runs_command == "output" else _compare)(args, db)
+        if args.runs_command == "logs":
+            return show_logs(_console(), db, args.run_id, args.stage, as_json=args.json)
         return show_run(_console(), db, args.run_id, as_json=args.json)
     finally:
         db.close()

@@ -114,6 +114,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             on_plan=display.plan,
             tags=parse_tags(args.tags),
             note=args.note,
+            on_progress=display.progress if display.live else None,
         )
     display.summary(report)
     return EXIT_OK if report.ok else EXIT_FAILED

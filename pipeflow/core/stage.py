@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict
 
+from pipeflow.core.progress import StageMonitor
 from pipeflow.core.tracking import Tracker
 
 
@@ -66,6 +67,18 @@ class StageContext:
     logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeflow.stage"))
     #: what this attempt logged (:mod:`pipeflow.core.tracking`): recorded with the stage
     tracker: Tracker = field(default_factory=Tracker)
+    #: this stage's log and its channel to the live display (:mod:`pipeflow.core.progress`)
+    monitor: StageMonitor | None = None
+
+    def progress(self, done: float, total: float | None = None, message: str | None = None) -> None:
+        """Report how far the stage is: ``done`` of ``total`` (units of the stage's choosing:
+        trials, epochs, rows; ``total`` None when unknown) and an optional short ``message``.
+        Cheap enough to call in a loop: rate-limited, and a no-op where nobody watches (no
+        terminal). Shown live by ``pipeflow run`` on a terminal; not stored.
+        See :mod:`pipeflow.core.progress`."""
+        if self.monitor is None:
+            self.monitor = StageMonitor(self.stage)
+        self.monitor.progress(done, total, message)
 
     def log_metric(self, name: str, value: float, step: int | None = None) -> None:
         """Record ``value`` of metric ``name`` at ``step`` (default: one after the metric's last

@@ -49,6 +49,9 @@ until consumed; a cluster keeps each on its worker until consumed, then releases
 that stops (closes the generator) stops the computation: on a local scheduler the next task to
 start raises, on a cluster the remaining futures are cancelled.
 
+**Live updates from tasks** (:mod:`pipeflow.execute.channel`): :func:`publish` on a worker puts a
+message in the cluster's event log, :func:`subscribe` hands each one to the client's handler.
+
 **Inside a task** (``tune``, ``train``, :mod:`pipeflow.execute.task`): :func:`worker_address` and
 :func:`on_worker` tell whether the code runs on a distributed worker without importing
 ``distributed`` just to learn that it does not; :func:`worker_client` gives a client that may
@@ -485,6 +488,27 @@ def current_client() -> Any:
     from distributed import get_client
 
     return get_client()
+
+
+def publish(topic: str, message: Any) -> None:
+    """Put ``message`` (msgpack-able) in the cluster's event log under ``topic``, from a task on
+    a worker (or from a process with a default client)."""
+    from distributed import get_client, get_worker
+
+    try:
+        get_worker().log_event(topic, message)
+    except ValueError:  # not on a worker
+        get_client().log_event(topic, message)
+
+
+def subscribe(client: Any, topic: str, handler: Callable[[Any], None]) -> None:
+    """Call ``handler(message)`` for each event under ``topic`` (on the client's loop thread)."""
+    client.subscribe_topic(topic, lambda event: handler(event[1]))
+
+
+def unsubscribe(client: Any, topic: str) -> None:
+    with contextlib.suppress(Exception):  # a closed client has no subscriptions left
+        client.unsubscribe_topic(topic)
 
 
 def worker_client() -> Any:

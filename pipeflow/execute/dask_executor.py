@@ -16,10 +16,16 @@ or from a factory may share nothing with the client but the store: such an execu
 ``ships_code``, and the runner puts the spec's code in the store for them
 (:mod:`pipeflow.execute.bundle`). A task Dask gives up on (its worker
 died too often) fails its stage with one line saying so; its dependants are skipped.
+
+Given ``on_progress``, the tasks carry a sender of live updates (``ctx.progress``, the latest
+log line) for the kind of scheduler (:mod:`pipeflow.execute.channel`); without it they carry
+none and nothing is opened.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -27,6 +33,7 @@ from typing import Any
 from pipeflow.core.states import StageState
 from pipeflow.errors import UsageError
 from pipeflow.execute import cluster
+from pipeflow.execute.channel import Deliver, open_channel
 from pipeflow.execute.cluster import ADDRESS_ENV, KINDS, ClusterFactory
 from pipeflow.execute.factory import cluster_factory
 from pipeflow.execute.protocol import EventHandler, Executor
@@ -42,6 +49,8 @@ class DaskExecutor:
     :func:`~pipeflow.execute.factory.cluster_factory`) that starts one for each run, called with
     ``options``; ``adapt`` is ``(minimum, maximum)`` for the cluster the run starts."""
 
+    #: ``execute`` takes ``on_progress`` (see :mod:`pipeflow.execute.protocol`)
+    reports_progress = True
     kind: str
     address: str | None
     workers: int | None
@@ -110,10 +119,25 @@ class DaskExecutor:
         here and import the spec's folder directly."""
         return self.kind == "distributed" and bool(self.address or self.cluster or self._client)
 
-    def execute(self, tasks: Sequence[StageTask], on_event: EventHandler) -> dict[str, StageResult]:
+    def execute(
+        self,
+        tasks: Sequence[StageTask],
+        on_event: EventHandler,
+        on_progress: Deliver | None = None,
+    ) -> dict[str, StageResult]:
         if not tasks:
             return {}
-        with cluster.connect(
+        with contextlib.ExitStack() as stack:
+            scheduler = stack.enter_context(self._connect())
+            if on_progress is not None:
+                sender = stack.enter_context(open_channel(self.kind, on_progress, scheduler.client))
+                tasks = [dataclasses.replace(t, progress=sender) for t in tasks]
+            if scheduler.client is not None:
+                return self._submit(scheduler.client, tasks, on_event)
+            return self._local(scheduler, tasks, on_event)
+
+    def _connect(self) -> contextlib.AbstractContextManager[cluster.Scheduler]:
+        return cluster.connect(
             self.kind,
             self.address,
             client=self._client,
@@ -121,10 +145,7 @@ class DaskExecutor:
             threads_per_worker=self.threads_per_worker,
             factory=self.cluster,
             adapt=self.adapt,
-        ) as scheduler:
-            if scheduler.client is not None:
-                return self._submit(scheduler.client, tasks, on_event)
-            return self._local(scheduler, tasks, on_event)
+        )
 
     # -- sync / threads / processes ---------------------------------------------------------
     def _local(

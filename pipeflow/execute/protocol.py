@@ -32,7 +32,10 @@ class Executor(Protocol):
     there is one, to refuse a store in this process's memory to ``processes`` and
     ``distributed``, whose workers cannot see it. One whose ``ships_code`` is true runs stages
     where the spec's folder may not be visible: the runner then puts the folder's Python code
-    in the store and each task carries its digest (:mod:`pipeflow.execute.bundle`).
+    in the store and each task carries its digest (:mod:`pipeflow.execute.bundle`). One whose
+    ``reports_progress`` is true also takes ``on_progress`` (a keyword of ``execute``): a
+    thread-safe callable given each live :class:`~pipeflow.core.progress.Update` of a running
+    stage, from any thread (:mod:`pipeflow.execute.channel`); the runner passes it only then.
     """
 
     @property

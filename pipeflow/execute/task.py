@@ -17,6 +17,7 @@ reusable result for the next run).
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import os
 import socket
@@ -32,6 +33,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from pipeflow.core.hashing import stage_key
+from pipeflow.core.progress import LogLine, Sender, StageMonitor, capture
 from pipeflow.core.stage import Stage, StageContext
 from pipeflow.core.states import StageState
 from pipeflow.core.tracking import Metric, Tracker, from_manifest, to_manifest
@@ -69,6 +71,8 @@ class StageTask:
     #: digest of the spec folder's code in the store, for workers that may not share the
     #: client's files (:mod:`pipeflow.execute.bundle`); None: import from ``base_dir``
     code: str | None = None
+    #: where live updates of the stage go (:mod:`pipeflow.execute.channel`); None: nobody watches
+    progress: Sender | None = None
 
     @property
     def upstream(self) -> list[str]:
@@ -96,6 +100,9 @@ class StageRecord:
     #: store, what it logged in the run that made it (``cached_from``)
     metrics: list[Metric] = field(default_factory=list)
     logged_params: dict[str, str] = field(default_factory=dict)
+    #: the stage's log lines (:mod:`pipeflow.core.progress`); empty for a stage reused from the
+    #: store (it did not run)
+    log: list[LogLine] = field(default_factory=list)
 
 
 R = TypeVar("R", bound=StageRecord)
@@ -207,19 +214,23 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
     _importable(code_dir)
     result.started = time.time()
     attempts = task.retries + 1
+    monitor = StageMonitor(task.name, task.progress)  # every attempt's lines, in one log
     for attempt in range(1, attempts + 1):
         result.attempts = attempt
         tracker = Tracker()  # each attempt logs afresh; the last one's log is kept
         try:
-            values = _call(task, refs, store, attempt, code_dir, tracker)
+            with capture(monitor):
+                values = _call(task, refs, store, attempt, code_dir, tracker, monitor)
             result.outputs = _save_outputs(task, values, store)
         except Exception as err:
             if attempt < attempts:
                 time.sleep(min(0.1 * 2 ** (attempt - 1), 2.0))
                 continue
             result.metrics, result.logged_params = tracker.metrics(), tracker.params()
+            result.log = monitor.log.lines()
             return _failed(result, err, attempt)
         result.metrics, result.logged_params = tracker.metrics(), tracker.params()
+        result.log = monitor.log.lines()
         result.state = StageState.DONE
         result.ended = time.time()
         result.manifest = {
@@ -243,6 +254,7 @@ def _call(
     attempt: int,
     code_dir: str,
     tracker: Tracker,
+    monitor: StageMonitor | None = None,
 ) -> Mapping[str, Any]:
     inputs = {port: store.load(ref) for port, ref in refs.items()}
     ctx = StageContext(
@@ -257,6 +269,7 @@ def _call(
         pipeline=task.pipeline,
         input_refs=dict(refs),
         tracker=tracker,
+        monitor=monitor,
     )
     stage = task.cls(task.config)
     if task.timeout_s is None:
@@ -273,7 +286,10 @@ def _call(
         except BaseException as err:
             outcome["error"] = err
 
-    thread = threading.Thread(target=attempt_run, name=f"pipeflow-{task.name}", daemon=True)
+    context = contextvars.copy_context()  # the stage's log records stay the stage's
+    thread = threading.Thread(
+        target=context.run, args=(attempt_run,), name=f"pipeflow-{task.name}", daemon=True
+    )
     thread.start()
     thread.join(task.timeout_s)
     if thread.is_alive():

@@ -110,4 +110,6 @@ def stage_row(pipeline: Pipeline, sp: StagePlan, o: StageOutcome) -> dict[str, A
         "metrics": o.metrics,
         "logged_params": o.logged_params,
         "from_run": o.cached_from if o.state is StageState.CACHED else None,
+        # a stage that ran has its log lines (maybe none); a reused one none in this run
+        **({"log": o.log} if o.state in (StageState.DONE, StageState.FAILED) else {}),
     }

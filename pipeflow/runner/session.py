@@ -20,7 +20,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipeflow.core.compiler import Pipeline, compile_pipeline
 from pipeflow.core.stage_types import StageRegistry
@@ -40,7 +40,13 @@ from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.metadata import MetadataDB
 from pipeflow.workspace import open_store
 
+if TYPE_CHECKING:
+    from pipeflow.core.progress import Update
+
 EventCallback = Callable[[str, StageState, "StageOutcome"], None]
+#: given each live update of a running stage (``ctx.progress``, its latest log line), from any
+#: thread (:mod:`pipeflow.execute.channel`)
+ProgressCallback = Callable[["Update"], None]
 
 
 def new_run_id() -> str:
@@ -135,12 +141,15 @@ def run(
     on_plan: Callable[[Plan], None] | None = None,
     tags: Mapping[str, str] | None = None,
     note: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> RunReport:
     """Run a pipeline. Returns a :class:`RunReport` whether or not stages failed.
 
     ``executor`` (a kind, or an :class:`~pipeflow.execute.protocol.Executor`), ``address`` and
     ``cluster`` (``module:attribute`` of a cluster factory) override the spec's executor.
-    ``tags`` and ``note`` are recorded with the run (``runs list --tag``, ``runs show``)."""
+    ``tags`` and ``note`` are recorded with the run (``runs list --tag``, ``runs show``).
+    ``on_progress`` receives live updates of running stages where the executor can send them
+    (:mod:`pipeflow.core.progress`); without it none are sent."""
     tags = check_tags(tags or {})
     t0 = time.perf_counter()
     with _gc_paused():
@@ -166,6 +175,7 @@ def run(
                 t0,
                 tags,
                 note,
+                on_progress,
             )
     finally:
         db.close()
@@ -187,6 +197,7 @@ def _run(
     t0: float,
     tags: Mapping[str, str] | None = None,
     note: str | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> RunReport:
     loaded = pipeline.loaded
     ex: Executor = (
@@ -298,7 +309,10 @@ def _run(
     # rescanning thousands of them after every stage (it was a third of a no-op stage's cost).
     gc.freeze()
     try:
-        ex.execute(tasks, handle)
+        if on_progress is not None and getattr(ex, "reports_progress", False):
+            ex.execute(tasks, handle, on_progress=on_progress)  # type: ignore[call-arg]
+        else:
+            ex.execute(tasks, handle)
     except BaseException as err:
         with contextlib.suppress(Exception):  # keep the original error; record what we can
             store.flush()

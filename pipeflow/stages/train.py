@@ -222,10 +222,20 @@ def make_model(
 
 
 def fit(
-    config: TrainConfig, X: Any, y: Any, ctx: StageContext, params: dict[str, Any]
+    config: TrainConfig,
+    X: Any,
+    y: Any,
+    ctx: StageContext,
+    params: dict[str, Any],
+    *,
+    phases: tuple[int, int] = (0, 2),
 ) -> tuple[Any, dict[str, Any]]:
-    """Fit and describe a model (the ``info`` record, see the module docstring)."""
+    """Fit and describe a model (the ``info`` record, see the module docstring). Progress is
+    reported in two phases, fitting then scoring and profiling, as steps ``phases[0]`` and
+    ``phases[0] + 1`` of ``phases[1]`` (``tune`` counts its trials before them)."""
     model, estimator, task = make_model(config, X, ctx, params)
+    step, steps = phases
+    ctx.progress(step, steps, f"fitting {config.estimator} on {len(X)} rows")
     started = time.perf_counter()
     spread = None
     cluster = _cluster_for(config, estimator, len(X), ctx.resources)
@@ -237,6 +247,7 @@ def fit(
     except ValueError as err:
         raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
     fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
+    ctx.progress(step + 1, steps, "scoring and profiling the training rows")
     trained_with = {k: _plain(v) for k, v in estimator.get_params(deep=False).items()}
     device = trained_with.get("device") or "cpu"
     predict_on_cpu(model)
@@ -266,6 +277,7 @@ def fit(
     ctx.logger.info(
         "trained %s on %d rows in %.2fs (train score %.4f)", config.estimator, len(X), fit_s, score
     )
+    ctx.progress(step + 2, steps, "trained")
     return model, info
 
 

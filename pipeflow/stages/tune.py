@@ -41,6 +41,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, cast
@@ -48,7 +49,7 @@ from typing import Any, ClassVar, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pipeflow.core.stage import Port, StageContext
-from pipeflow.execute.cluster import compute, delayed, worker_client
+from pipeflow.execute.cluster import completed, compute, delayed, worker_client
 from pipeflow.stages.train import (
     TrainConfig,
     TrainStage,
@@ -157,7 +158,8 @@ class TuneStage(TrainStage):
         for i, (mean, _std, _secs, _err) in enumerate(results):
             if mean is not None and math.isfinite(mean):
                 ctx.log_metric("trial_score", mean, step=i)  # one step per trial, in order
-        model, info = fit(config, X, y, ctx, {**config.params, **best_params})
+        n = len(candidates)  # progress: n trials, then the refit's two phases
+        model, info = fit(config, X, y, ctx, {**config.params, **best_params}, phases=(n, n + 2))
         log_training(ctx, info, model, {**config.params, **best_params})
         info["search"] = {
             "method": config.search,
@@ -240,16 +242,40 @@ def _run_trials(
     # holds what it asked for until it ends, so trials asking for the same would wait for it for
     # ever on a one-GPU cluster, and trials asking for nothing would land on CPU workers with
     # device: cuda.
+    total = len(candidates) + 2  # and the refit's two phases (train.fit)
+    ctx.progress(0, total, f"{len(candidates)} trials")
     client = None if ctx.resources else worker_client()
     if client is not None:
         with client as c:
             X_future, y_future = c.scatter([X, y], broadcast=False)
+            trial_ctx = dataclasses.replace(ctx, monitor=None)  # trials report through here
             futures = [
-                c.submit(_trial, config, X_future, y_future, ctx, p, pure=False) for p in candidates
+                c.submit(_trial, config, X_future, y_future, trial_ctx, p, pure=False)
+                for p in candidates
             ]
+            for done, _ in enumerate(completed(futures), start=1):
+                ctx.progress(done, total, f"trial {done} of {len(candidates)} done")
             return c.gather(futures)
-    tasks = [delayed(_trial, pure=False)(config, X, y, ctx, p) for p in candidates]
+    counter = _Counter(ctx, total, len(candidates))
+    tasks = [delayed(counter.trial, pure=False)(config, X, y, ctx, p) for p in candidates]
     return list(compute(*tasks, scheduler="sync" if ctx.resources else "threads"))
+
+
+class _Counter:
+    """Counts trials as they finish on this process's threads and reports them."""
+
+    def __init__(self, ctx: StageContext, total: int, trials: int) -> None:
+        self.ctx, self.total, self.trials = ctx, total, trials
+        self.done = 0
+        self._lock = threading.Lock()
+
+    def trial(self, *args: Any) -> Any:
+        result = _trial(*args)
+        with self._lock:
+            self.done += 1
+            done = self.done
+        self.ctx.progress(done, self.total, f"trial {done} of {self.trials} done")
+        return result
 
 
 def _scored_on_cpu(scoring: str | None) -> Any:

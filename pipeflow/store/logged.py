@@ -1,6 +1,6 @@
 """What stages logged and what people noted about runs: the part of the metadata contract
 (:class:`~pipeflow.store.metadata.MetadataDB`) that reads ``metrics`` and ``logged_params`` and
-reads and writes ``tags`` and ``runs.note``.
+reads and writes ``tags`` and ``runs.note``, and the log lines stages kept (``stage_logs``).
 
 Stages log through ``ctx.log_metric`` / ``ctx.log_param`` (:mod:`pipeflow.core.tracking`); the
 client records the log with the stage (``MetadataDB.record_stages``, in the same transaction as
@@ -86,6 +86,20 @@ class LoggedRecords:
             " ORDER BY stage, name",
             (run_id,),
         )
+
+    def stage_logs(self, run_id: str, stage: str | None = None) -> list[Any]:
+        """The log lines stages of the run kept (of ``stage`` only, if given): ``stage, line,
+        logged, level, logger, message``, stages in the pipeline's order, lines in order."""
+        sql = (
+            "SELECT l.stage, l.line, l.logged, l.level, l.logger, l.message FROM stage_logs l"
+            " LEFT JOIN stage_runs s ON s.run_id = l.run_id AND s.stage = l.stage"
+            " WHERE l.run_id = ?"
+        )
+        args: tuple = (run_id,)
+        if stage is not None:
+            sql += " AND l.stage = ?"
+            args += (stage,)
+        return self.query(sql + " ORDER BY s.seq, l.stage, l.line", args)
 
     def metric_names(self, pipeline: str | None = None) -> list[str]:
         """Every metric name logged (in runs of ``pipeline``), sorted."""

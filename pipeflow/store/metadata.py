@@ -254,7 +254,8 @@ class MetadataDB(LoggedRecords):
 
         A result that carries ``metrics`` (:class:`~pipeflow.core.tracking.Metric` s) or
         ``logged_params`` replaces what the stage logged in this run; ``from_run`` names the run
-        that logged them when it is another (a stage reused from the store)."""
+        that logged them when it is another (a stage reused from the store). One that carries
+        ``log`` (:class:`~pipeflow.core.progress.LogLine` s) replaces the stage's log lines."""
         stages: list[tuple] = []
         artifacts: dict[str, tuple] = {}
         outputs: list[tuple] = []
@@ -262,8 +263,16 @@ class MetadataDB(LoggedRecords):
         logged: list[tuple] = []  # (run_id, stage): the stages whose log this batch replaces
         metrics: list[tuple] = []
         params: list[tuple] = []
+        logs: list[tuple] = []
+        log_of: list[tuple] = []  # (run_id, stage): the stages whose log lines this batch replaces
         now = time.time()
         for r in results:
+            if "log" in r:
+                log_of.append((run_id, r["stage"]))
+                logs += [
+                    (run_id, r["stage"], x.line, x.time, x.level, x.logger, x.message)
+                    for x in r["log"] or ()
+                ]
             if "metrics" in r or "logged_params" in r:
                 logged.append((run_id, r["stage"]))
                 origin = r.get("from_run") or run_id
@@ -328,6 +337,8 @@ class MetadataDB(LoggedRecords):
             *[("DELETE FROM logged_params WHERE run_id = ? AND stage = ?", key) for key in logged],
             *_rows("INSERT INTO metrics VALUES {}", metrics),
             *_rows("INSERT INTO logged_params VALUES {}", params),
+            *[("DELETE FROM stage_logs WHERE run_id = ? AND stage = ?", key) for key in log_of],
+            *_rows("INSERT INTO stage_logs VALUES {}", logs),
         ]
         if stmts:
             self.write(stmts)

@@ -6,13 +6,14 @@ the tables and indexes the version added (:func:`added_tables`) and the columns 
 existing tables (:data:`ADDED_COLUMNS`, added only where missing). Version 2 added
 ``stage_runs.seq`` (SQLite's own step; PostgreSQL databases started at 2); version 3 the objects
 ``pipeflow store gc`` deleted (``collected``); version 4 what stages log and people note:
-``metrics``, ``logged_params``, ``tags`` and ``runs.note``.
+``metrics``, ``logged_params``, ``tags`` and ``runs.note``; version 5 the log lines of stages
+(``stage_logs``, :mod:`pipeflow.core.progress`).
 :data:`TABLES` lists every table with its primary key (what ``pipeflow store migrate`` copies).
 """
 
 from __future__ import annotations
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: every table, with its primary key (what ``pipeflow store migrate`` copies and compares)
 TABLES: dict[str, tuple[str, ...]] = {
@@ -26,6 +27,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "metrics": ("run_id", "stage", "name", "step"),
     "logged_params": ("run_id", "stage", "name"),
     "tags": ("run_id", "name"),
+    "stage_logs": ("run_id", "stage", "line"),
 }
 
 # The tables in both databases, in each one's types: ``{real}`` an 8-byte float (SQLite's REAL;
@@ -148,8 +150,23 @@ CREATE TABLE IF NOT EXISTS tags (
 CREATE INDEX IF NOT EXISTS tags_by_name ON tags (name, value);
 """
 
+# Version 5: the log lines of stages (pipeflow.core.progress): ``line`` numbers a stage's records
+# from 1 in the order logged, so a first kept line above 1 says how many earlier were dropped.
+_LOGS = """
+CREATE TABLE IF NOT EXISTS stage_logs (
+    run_id TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    logged {real},
+    level TEXT NOT NULL,
+    logger TEXT,
+    message TEXT NOT NULL,
+    PRIMARY KEY (run_id, stage, line)
+);
+"""
+
 #: version -> the tables and indexes it added (``CREATE ... IF NOT EXISTS``, both databases)
-_ADDED_TABLES: dict[int, str] = {3: _COLLECTED, 4: _TRACKING}
+_ADDED_TABLES: dict[int, str] = {3: _COLLECTED, 4: _TRACKING, 5: _LOGS}
 #: version -> the columns it added to existing tables: (table, column, type)
 ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {4: [("runs", "note", "TEXT")]}
 

@@ -96,3 +96,23 @@ def test_evaluate_logs_its_headline_scores_even_when_its_gate_fails() -> None:
         "recall_macro",
     }
     assert 0.8 < logged["accuracy"][0][1] < 0.999
+
+
+def test_tune_reports_its_trials_then_the_refit_as_progress() -> None:
+    from pipeflow.core.progress import StageMonitor, Update
+
+    updates: list[Update] = []
+    ctx = _ctx("tuned")
+    ctx.monitor = StageMonitor("tuned", lambda message: updates.append(Update.from_list(message)))
+    config = TuneStage.Config(
+        estimator="sklearn.linear_model.LogisticRegression",
+        target="label",
+        task="classification",
+        params={"max_iter": 300},
+        space={"C": [0.1, 1.0, 10.0]},
+        cv=2,
+    )
+    TuneStage(config).run(ctx, {"train": TRAIN})
+    assert {u.total for u in updates} == {5.0}  # 3 trials, then fitting and scoring the best
+    assert updates[0].done == 0 and updates[0].message == "3 trials"
+    assert (updates[-1].done, updates[-1].message) == (5.0, "trained")

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from pipeflow.core.progress import LogLine
 from pipeflow.errors import StoreError, UsageError
 from pipeflow.store.artifacts import ArtifactRef
 from pipeflow.store.database import open_metadata
@@ -509,6 +510,7 @@ def _as_version_2(db: MetadataDB) -> None:
             ("DROP TABLE metrics", ()),
             ("DROP TABLE logged_params", ()),
             ("DROP TABLE tags", ()),
+            ("DROP TABLE stage_logs", ()),
             ("ALTER TABLE runs DROP COLUMN note", ()),
             ("UPDATE meta SET value = '2' WHERE key = 'schema_version'", ()),
         ]
@@ -524,7 +526,7 @@ def test_a_version_2_database_is_upgraded_keeping_its_runs(location: str) -> Non
         assert "note" not in old.query("SELECT * FROM runs")[0].keys()  # noqa: SIM118 (a Row: `in` tests values)
     with open_metadata(location) as db:
         version = db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0]
-        assert int(version) == SCHEMA_VERSION == 4
+        assert int(version) == SCHEMA_VERSION == 5
         assert db.integrity_check() == "ok"
         run = db.find_run("r-old")
         assert run is not None and run["state"] == "done" and run["note"] is None
@@ -538,3 +540,52 @@ def test_a_version_2_database_is_upgraded_keeping_its_runs(location: str) -> Non
         assert _ids(db, "tags.team = 'fraud'") == {"r-old"}
     with open_metadata(location) as again:  # opening an upgraded database changes nothing
         assert again.find_run("r-old")["note"] == "from before the upgrade"  # type: ignore[index]
+
+
+def _lines(*messages: str, first: int = 1) -> list[LogLine]:
+    return [
+        LogLine(first + i, 100.0 + i, "INFO", "steps", message)
+        for i, message in enumerate(messages)
+    ]
+
+
+def test_stage_log_lines_are_recorded_replaced_and_read_in_order(db: MetadataDB) -> None:
+    _start(db, "run-1", stages=[("b", "python"), ("a", "python")])
+    db.record_stages(
+        "run-1",
+        [
+            _stage("b", seq=0, log=_lines("b one", "b two")),
+            _stage("a", seq=1, log=_lines("kept", "last", first=7)),  # lines 1-6 dropped
+        ],
+    )
+    rows = db.stage_logs("run-1")
+    assert [(r["stage"], r["line"], r["message"]) for r in rows] == [
+        ("b", 1, "b one"),
+        ("b", 2, "b two"),
+        ("a", 7, "kept"),
+        ("a", 8, "last"),
+    ]
+    assert (rows[0]["level"], rows[0]["logger"], rows[0]["logged"]) == ("INFO", "steps", 100.0)
+    db.record_stages("run-1", [_stage("b", seq=0, state="running")])  # no log: the lines stay
+    db.record_stages("run-1", [_stage("a", seq=1, log=_lines("again"))])  # Dask ran it again
+    assert [r["message"] for r in db.stage_logs("run-1", "a")] == ["again"]
+    assert len(db.stage_logs("run-1", "b")) == 2 and db.stage_logs("run-1", "nope") == []
+
+
+def test_a_version_4_database_gains_the_stage_logs_table(location: str) -> None:
+    with open_metadata(location) as old:
+        _start(old, "r-old", stages=[("fit", "python")])
+        old.record_stages("r-old", [_logged("fit", [0.3])])
+        old.write(
+            [
+                ("DROP TABLE stage_logs", ()),
+                ("UPDATE meta SET value = '4' WHERE key = 'schema_version'", ()),
+            ]
+        )
+    with open_metadata(location) as db:
+        version = db.query("SELECT value FROM meta WHERE key = 'schema_version'")[0][0]
+        assert int(version) == SCHEMA_VERSION == 5
+        assert db.integrity_check() == "ok"
+        assert db.stage_logs("r-old") == [] and len(db.metrics("r-old", "loss")) == 1
+        db.record_stages("r-old", [_stage("fit", log=_lines("after the upgrade"))])
+        assert [r["message"] for r in db.stage_logs("r-old")] == ["after the upgrade"]
