@@ -1,7 +1,7 @@
 """``pipeflow models export`` and ``pipeflow models import``: models to and from MLflow and ONNX.
 
 The formats and the checks are :mod:`pipeflow.registry.exchange` (MLflow, both ways) and
-:mod:`pipeflow.registry.onnx` (ONNX, with its predictions checked against the pipeline's on
+:mod:`pipeflow.registry.onnx_export` (ONNX, with its predictions checked against the pipeline's on
 held-out rows); this module declares the two actions and prints what they did.
 """
 
@@ -72,7 +72,7 @@ def export_model(args: argparse.Namespace, registry: Any, db: Any) -> int:
 
         summary = export_mlflow(registry.store, record, out)
     else:
-        from pipeflow.registry.onnx import export_onnx
+        from pipeflow.registry.onnx_export import export_onnx
 
         summary = export_onnx(registry.store, record, out, data=args.data)
     summary = {"model": label, "format": args.format, **summary}

@@ -257,6 +257,8 @@ def _inside(root: Path, name: Any, key: str, mlmodel: Path) -> Path:
 def _hash_files(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        if "__pycache__" in path.parts:  # written by whoever loaded the model's code
+            continue
         digest = hashlib.sha256()
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
