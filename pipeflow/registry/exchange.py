@@ -36,6 +36,7 @@ schema is refused unless xgboost recorded its feature names.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -127,10 +128,8 @@ def _versions(*packages: str) -> dict[str, str]:
 
     out = {}
     for package in packages:
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[package] = version(package)
-        except PackageNotFoundError:
-            pass
     return out
 
 
@@ -304,7 +303,9 @@ def _load_skops(root: Path, mlmodel: Path, conf: dict[str, Any]) -> Any:
     try:
         found = sorted(skops.io.get_untrusted_types(data=data))
     except Exception as err:  # not a skops zip
-        raise RegistryError(f"refusing to import {path}: not a readable skops file ({err})") from None
+        raise RegistryError(
+            f"refusing to import {path}: not a readable skops file ({err})"
+        ) from None
     refused = [t for t in found if not t.startswith(codecs.TRUSTED)]
     if refused:
         raise RegistryError(
@@ -367,9 +368,7 @@ def _booster_kind(data: bytes, path: Path) -> str:
     return "classifier" if objective.startswith(("binary:", "multi:")) else "regressor"
 
 
-def import_mlflow(
-    registry: Any, root: Path, name: str, *, description: str = ""
-) -> dict[str, Any]:
+def import_mlflow(registry: Any, root: Path, name: str, *, description: str = "") -> dict[str, Any]:
     """Register the model of the MLflow model directory ``root`` as the next version of
     ``name`` (see the module docstring); returns the version record."""
     from pipeflow.registry.names import check_name

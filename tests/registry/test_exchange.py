@@ -187,7 +187,9 @@ def test_a_pickled_sklearn_model_is_refused_naming_the_file(tmp_path: Path, fmt:
     root.mkdir()
     (root / "model.pkl").write_bytes(b"\x80\x04N.")  # pickle of None: never opened
     write_mlmodel(root, {"sklearn": {"pickled_model": "model.pkl", "serialization_format": fmt}})
-    done = pipeflow(["models", "import", root, "--name", "m", "--store", new_store(tmp_path / "store")])
+    done = pipeflow(
+        ["models", "import", root, "--name", "m", "--store", new_store(tmp_path / "store")]
+    )
     assert done.returncode != 0
     assert f"refusing to import {root / 'model.pkl'}" in done.stderr
     assert f"serialization_format is '{fmt}'" in done.stderr and "runs code" in done.stderr
@@ -201,7 +203,9 @@ def test_a_custom_pyfunc_model_is_refused_as_cloudpickle(tmp_path: Path) -> None
     (root / "python_model.pkl").write_bytes(b"\x80\x04N.")
     write_mlmodel(root, {"python_function": {"python_model": "python_model.pkl",
                                              "loader_module": "mlflow.pyfunc.model"}})  # fmt: skip
-    done = pipeflow(["models", "import", root, "--name", "m", "--store", new_store(tmp_path / "store")])
+    done = pipeflow(
+        ["models", "import", root, "--name", "m", "--store", new_store(tmp_path / "store")]
+    )
     assert done.returncode != 0
     assert f"refusing to import {root / 'python_model.pkl'}" in done.stderr
     assert "cloudpickle" in done.stderr
@@ -217,7 +221,9 @@ def test_a_skops_file_with_a_type_off_the_allow_list_is_refused_by_name(tmp_path
     write_mlmodel(
         root, {"sklearn": {"pickled_model": "model.skops", "serialization_format": "skops"}}
     )
-    done = pipeflow(["models", "import", root, "--name", "m", "--store", new_store(tmp_path / "store")])
+    done = pipeflow(
+        ["models", "import", root, "--name", "m", "--store", new_store(tmp_path / "store")]
+    )
     assert done.returncode != 0
     assert "outside pipeflow's allow-list" in done.stderr
     assert "system" in done.stderr.split("allow-list")[-1]
@@ -253,7 +259,6 @@ def test_an_xgboost_model_directory_is_imported_with_its_signature(
 
 
 # ------------------------------------------------------------------------------------ ONNX
-
 
 
 def _has(module: str) -> bool:
