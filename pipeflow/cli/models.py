@@ -119,6 +119,9 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--json", action="store_true", help="machine-readable output")
     add_audit_dir(c)
     where(c)
+    from pipeflow.cli.exchange import add_parsers as add_exchange
+
+    add_exchange(msub, where)  # models export, models import
     c = msub.add_parser("card", help="print the model card of NAME@VERSION (or NAME@ALIAS)")
     c.add_argument("ref", metavar="NAME@VERSION")
     c.add_argument("--format", choices=["markdown", "html"], default="markdown")
@@ -161,6 +164,14 @@ def _compare(args: argparse.Namespace, registry: Any, db: Any) -> int:
     return compare(args, registry)
 
 
+def _exchange(args: argparse.Namespace, registry: Any, db: Any) -> int:
+    from pipeflow.cli import exchange
+
+    if args.models_command == "export":
+        return exchange.export_model(args, registry, db)
+    return exchange.import_model(args, registry, db)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     registry, db = open_registry(args)
     try:
@@ -170,6 +181,8 @@ def cmd_models(args: argparse.Namespace) -> int:
             "promote": _promote,
             "rollback": _rollback,
             "compare": _compare,  # pipeflow.cli.compare
+            "export": _exchange,  # pipeflow.cli.exchange
+            "import": _exchange,
             "card": _card,
             "archive": _archive,
             "restore": _archive,

@@ -31,6 +31,12 @@ def model_lineage(db: Any, registry: Registry, record: dict[str, Any]) -> dict[s
         "sources": [],
         "shared_with": [],
     }
+    imported = record.get("imported")
+    if isinstance(imported, dict):  # pipeflow models import: no run of pipeflow's made it
+        out["imported"] = imported
+        run_id = f" (MLflow run {imported['run_id']})" if imported.get("run_id") else ""
+        out["note"] = f"imported from {imported.get('from')}{run_id}, not made by a pipeflow run"
+        return out
     walked = _walk(db, run.get("run_id"), run.get("stage"))
     if walked is None:
         if db is None:
