@@ -112,7 +112,7 @@
       input,
       h("button", { type: "submit" }, "Log in"),
     );
-    main.replaceChildren(
+    const view = [
       h("h1", {}, "Log in"),
       h(
         "p",
@@ -125,7 +125,8 @@
       ),
       error ? h("p", { class: "box-error", id: "login-error", role: "alert" }, error) : null,
       form,
-    );
+    ];
+    main.replaceChildren(...view.filter(Boolean));
     input.focus();
   }
 
