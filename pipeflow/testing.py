@@ -302,7 +302,8 @@ def free_port() -> int:
 
 def cli_env(**extra: str) -> dict[str, str]:
     """This process's environment for a ``pipeflow`` child, without the variables that would
-    point it at another cluster, database or store; one stage per output line, unbuffered."""
+    point it at another cluster, database or store (or give a server tokens); one stage per
+    output line, unbuffered."""
     env = dict(os.environ)
     for name in (
         "PIPEFLOW_DASK_ADDRESS",
@@ -310,6 +311,7 @@ def cli_env(**extra: str) -> dict[str, str]:
         "PIPEFLOW_STORE",
         "PIPEFLOW_STORE__ROOT",
         "PIPEFLOW_STORE__METADATA",
+        "PIPEFLOW_TOKENS",
     ):
         env.pop(name, None)
     env["COLUMNS"] = "250"  # one stage per line: reasons are not wrapped

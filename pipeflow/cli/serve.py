@@ -91,7 +91,8 @@ def add_parsers(sub: Any) -> None:
     c.add_argument(
         "--tokens",
         metavar="FILE",
-        help="bearer tokens, one per line: TOKEN [SCOPE,SCOPE] (scopes: predict, feedback, metrics, *); "
+        help="bearer tokens, one per line: TOKEN [SCOPE,SCOPE] (scopes: predict, feedback, metrics, "
+        "ui, *); "
         "or $PIPEFLOW_TOKENS='TOKEN=SCOPES;...'",
     )
     add_audit_dir(c)
@@ -135,36 +136,10 @@ def add_parsers(sub: Any) -> None:
     c.set_defaults(handler=cmd_serve)
 
 
-def read_tokens(path: str | None) -> dict[str, list[str]] | None:
-    from pipeflow.errors import UsageError
-
-    tokens: dict[str, list[str]] = {}
-    if path:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                lines = fh.read().splitlines()
-        except OSError as err:
-            raise UsageError(f"cannot read --tokens {path}: {err.strerror or err}") from None
-        for n, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            token, _, scopes = line.partition(" ")
-            if len(token) < 16:
-                raise UsageError(f"{path}:{n}: a token must be at least 16 characters")
-            tokens[token] = [s.strip() for s in scopes.split(",") if s.strip()] or ["predict"]
-    for item in filter(None, os.environ.get("PIPEFLOW_TOKENS", "").split(";")):
-        token, _, scopes = item.partition("=")
-        token = token.strip()
-        if len(token) < 16:
-            raise UsageError("$PIPEFLOW_TOKENS: a token must be at least 16 characters")
-        tokens[token] = [s.strip() for s in scopes.split(",") if s.strip()] or ["predict"]
-    return tokens or None
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from pipeflow.auth import read_tokens
     from pipeflow.errors import UsageError
     from pipeflow.monitoring.alerts import parse_duration
     from pipeflow.registry import parse_ref

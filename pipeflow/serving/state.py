@@ -14,9 +14,9 @@ start. On a remote store the folder is a local spool (``--audit-dir``, else
 crashed predecessor left there (:mod:`pipeflow.store.shipping`).
 
 Authentication: optional bearer tokens with scopes (``predict``, ``feedback``, ``metrics``;
-``*`` = all). Only their SHA-256 digests are kept, and a presented token's digest is compared
-with every known one in constant time; the caller is named in the audit log by a digest
-fingerprint, never by the token.
+``*`` = all), checked by :class:`pipeflow.auth.Tokens` (the dashboard's too): only their SHA-256
+digests are kept, and a presented token's digest is compared with every known one in constant
+time; the caller is named in the audit log by a digest fingerprint, never by the token.
 
 The watch loop (:meth:`Server.watch_alias`), every ``reload_interval_s``, off the request path
 (:meth:`Server.tick`): fold the fleet's new journal records, apply new fleet events (a canary
@@ -31,8 +31,6 @@ so a restarted replica begins where the fleet is.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 import math
 import os
@@ -43,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipeflow.auth import Tokens
 from pipeflow.errors import BadRequest
 from pipeflow.serving.batcher import Batcher
 from pipeflow.serving.config import ServeConfig
@@ -146,10 +145,7 @@ class Server:
         self.fleet.refresh(time.time())
         self.metrics.fleet(self.fleet.accuracies())
         self.metrics.canary_weight.set(self.rollout.weight)
-        self.tokens = {
-            hashlib.sha256(t.encode()).digest(): frozenset(s)
-            for t, s in (config.tokens or {}).items()
-        }
+        self.tokens = Tokens(config.tokens)
 
     @property
     def canary(self) -> Handle | None:
@@ -225,22 +221,7 @@ class Server:
     # -- auth ------------------------------------------------------------------------------
     def authorize(self, authorization: str | None, scope: str) -> str:
         """The caller's name (a token fingerprint) or raises 401/403; open when no tokens."""
-        if not self.tokens:
-            return "anonymous"
-        if not authorization or not authorization.lower().startswith("bearer "):
-            raise BadRequest(
-                401, "unauthorized", "a bearer token is required (Authorization: Bearer TOKEN)"
-            )
-        digest = hashlib.sha256(authorization[7:].strip().encode()).digest()
-        scopes = None
-        for known, granted in self.tokens.items():  # constant time per comparison, all compared
-            if hmac.compare_digest(known, digest):
-                scopes = granted
-        if scopes is None:
-            raise BadRequest(401, "unauthorized", "the bearer token is not valid")
-        if scope not in scopes and "*" not in scopes:
-            raise BadRequest(403, "forbidden", f"the token lacks the '{scope}' scope")
-        return "token:" + digest.hex()[:12]
+        return self.tokens.check(authorization, scope)
 
     # -- the watch loop ---------------------------------------------------------------------
     def tick(self) -> int | None:

@@ -15,6 +15,17 @@ Every source is only read, never written:
 
 Why traffic is aggregated incrementally: see :mod:`pipeflow.ui.traffic`.
 
+Who may read it: without tokens, anyone who reaches the port (``pipeflow ui`` binds loopback
+unless told otherwise, and refuses another address without tokens: :mod:`pipeflow.cli.ui`). With
+tokens (:class:`pipeflow.auth.Tokens`, the same file and scheme as ``pipeflow serve``), every
+route but the page itself and its static files needs ``Authorization: Bearer TOKEN`` with the
+``ui`` scope (or ``*``), else 401/403 with ``{"error": ...}`` and none of the data. The check is a
+dependency of the whole app, so a route added later is guarded without being named; the page
+(``/``, a plain Starlette route) and ``/static`` (a mount) are outside it. They hold no data:
+the page asks for the token, keeps it in the tab's ``sessionStorage`` (never in a URL, a cookie
+or a log) and sends it with every ``fetch``, the way ``/docs`` of ``pipeflow serve`` does. No
+cookie means no cross-site request can carry the token.
+
 Why nothing from the data can run in the page: values reach the browser only as JSON, the app
 puts them in the DOM with ``textContent`` and ``setAttribute``, and every response carries a
 Content-Security-Policy that forbids inline script and any other origin.
@@ -30,11 +41,19 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from pipeflow.errors import InvalidName, PipeflowError, RegistryError, StoreError, UsageError
+from pipeflow.auth import Tokens
+from pipeflow.errors import (
+    BadRequest,
+    InvalidName,
+    PipeflowError,
+    RegistryError,
+    StoreError,
+    UsageError,
+)
 from pipeflow.monitoring import history as monitoring
 from pipeflow.registry import Registry, verdicts
 from pipeflow.store import journal as audit
@@ -72,6 +91,7 @@ VERSION_FIELDS = (
     "params",
 )
 MAX_TRAFFIC_INDEXES = 4  # bucket widths kept warm at once
+SCOPE = "ui"  # the scope a token needs to read the dashboard (see pipeflow.auth)
 
 
 def create_app(
@@ -80,19 +100,28 @@ def create_app(
     audit_dir: str | os.PathLike[str] | None = None,
     *,
     allowed_hosts: list[str] | None = None,
+    tokens: Tokens | None = None,
 ) -> FastAPI:
     """The dashboard for ``store`` (an open store, with its storage options, or a URL) and the
     metadata database at ``db_path`` (which need not exist yet). ``allowed_hosts`` limits the
-    Host header (DNS rebinding)."""
+    Host header (DNS rebinding); with ``tokens``, every route but the page and its static files
+    needs one with the ``ui`` scope."""
     sources = Sources(store, db_path, audit_dir)
+    tokens = tokens if tokens is not None else Tokens()
+
+    async def authorized(request: Request) -> str:
+        return tokens.check(request.headers.get("authorization"), SCOPE)
+
     app = FastAPI(
         title="pipeflow ui",
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
         default_response_class=FiniteJSON,
+        dependencies=[Depends(authorized)],  # every route declared with @app.get below
     )
     app.state.sources = sources
+    app.state.tokens = tokens
     if allowed_hosts:
         from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -110,15 +139,18 @@ def create_app(
 
     @app.exception_handler(PipeflowError)
     async def pipeflow_error(request: Request, err: PipeflowError) -> Response:
+        if isinstance(err, BadRequest):  # the token check: 401 or 403
+            headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+            return FiniteJSON({"error": str(err)}, status_code=err.status, headers=headers)
         status = 400 if isinstance(err, InvalidName | UsageError) else 500
         if status == 500 and isinstance(err, RegistryError):
             status = 404
         return FiniteJSON({"error": str(err)}, status_code=status)
 
-    @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
+    async def index(request: Request) -> Response:  # no data here: open, as the static files
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
+    app.router.add_route("/", index, methods=["GET", "HEAD"], include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/api/summary")

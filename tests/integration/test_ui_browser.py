@@ -392,6 +392,84 @@ def test_an_empty_store_shows_empty_states_on_every_page(browser, tmp_path: Path
     _assert_screenshots(browser, shots, ["runs"])
 
 
+LOGIN_TOKEN = "dashboard-reader-0123456789"
+PREDICT_ONLY = "predict-only-token-0123456789"
+
+
+def test_with_tokens_the_page_asks_for_one_keeps_it_in_the_tab_and_logs_out(
+    browser, world, tmp_path: Path
+) -> None:
+    """`pipeflow ui --tokens`: the page asks for a token; a wrong one (or one without the `ui`
+    scope) shows the server's reason and the form again; the right one shows the runs, survives
+    a reload (sessionStorage) and never enters the URL; "Log out" asks again."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{LOGIN_TOKEN} ui\n{PREDICT_ONLY} predict\n")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    store = world["project"] / ".pipeflow"
+    log = tmp_path / "ui.log"
+    proc = _start(
+        ["ui", "--store", str(store), "--port", str(port), "--tokens", str(tokens)],
+        tmp_path,
+        log,
+        url + "/",
+    )
+    t = Tab(browser, url, tmp_path)
+    page = t.page
+    try:
+        page.goto(f"{url}/#/runs")
+        page.wait_for_selector("form#login")
+        assert page.locator("#runs-table").count() == 0
+        assert page.locator("#login-error").count() == 0  # no token yet: no error to show
+        assert not page.locator("#logout").is_visible()
+        assert "the ui scope" in t.text("main") and "null" not in t.text("main")
+        page.screenshot(path=str(tmp_path / "login.png"), full_page=True)
+
+        page.fill("#token", "not-the-token-0123456789")
+        page.click("form#login button")
+        page.wait_for_selector("#login-error")
+        assert "the bearer token is not valid" in t.text("#login-error")
+        assert page.locator("form#login").is_visible()
+        assert page.evaluate("sessionStorage.length") == 0  # a refused token is not kept
+
+        page.fill("#token", PREDICT_ONLY)
+        page.click("form#login button")
+        page.wait_for_function(
+            "() => (document.querySelector('#login-error') || {}).textContent?.includes('scope')"
+        )
+        assert "the token lacks the 'ui' scope" in t.text("#login-error")
+
+        page.fill("#token", LOGIN_TOKEN)
+        page.click("form#login button")
+        page.wait_for_selector("#runs-table")
+        assert "tumours" in t.text("#runs-table") and "done" in t.text("#runs-table")
+        assert page.locator("#logout").is_visible()
+        page.screenshot(path=str(tmp_path / "logged_in.png"), full_page=True)
+
+        page.reload()
+        page.wait_for_selector("#runs-table")  # the token is still in the tab
+        assert page.locator("form#login").count() == 0
+        page.goto(f"{url}/#/models")
+        page.wait_for_selector("#models-table")
+        assert LOGIN_TOKEN not in page.url
+
+        page.click("#logout")
+        page.wait_for_selector("form#login")
+        assert page.evaluate("sessionStorage.length") == 0
+        assert not page.locator("#logout").is_visible()
+        page.reload()
+        page.wait_for_selector("form#login")
+        assert page.locator("#models-table").count() == 0
+        # the browser's own "failed to load resource: 401" lines are expected; nothing else
+        assert [e for e in t.errors if "401" not in e and "403" not in e] == []
+    finally:
+        page.close()
+        kill_group(proc)
+    text = log.read_text()
+    assert LOGIN_TOKEN not in text and PREDICT_ONLY not in text
+    _assert_screenshots(browser, tmp_path, ["login", "logged_in"])
+
+
 def test_the_ui_command_refuses_a_missing_store(tmp_path: Path) -> None:
     done = subprocess.run(
         [PIPEFLOW, "ui", "--store", str(tmp_path / "nope")],

@@ -3,6 +3,12 @@
 // Every value from the API goes into the page as a text node or an attribute (h() and svg()
 // below); nothing is parsed as HTML, and the server's Content-Security-Policy forbids inline
 // script, so a model name, a run error or an alert message cannot run as code.
+//
+// Login: where the server has tokens, /api answers 401 (or 403) until the page sends one. The
+// page then shows a form; the token entered is kept in this tab's sessionStorage (gone when the
+// tab closes; never in a URL or a cookie) and sent as "Authorization: Bearer ..." with every
+// fetch. A refused token is dropped and the form shown again with the server's reason; "log out"
+// drops it too. Without tokens on the server nothing asks for one.
 "use strict";
 
 (() => {
@@ -14,6 +20,8 @@
   let generation = 0; // bumped on every navigation: answers for a page left behind are dropped
   let timer = null;
   const state = { trafficModel: "", bucket: 60, driftModel: "" };
+  const TOKEN_KEY = "pipeflow-ui-token";
+  const logout = document.getElementById("logout");
 
   // ------------------------------------------------------------------------------ DOM helpers
 
@@ -33,8 +41,28 @@
   const h = (tag, attrs, ...children) => fill(document.createElement(tag), attrs, children);
   const svg = (tag, attrs, ...children) => fill(document.createElementNS(SVG_NS, tag), attrs, children);
 
+  // Thrown by api() when the server wants a (valid) token: route() shows the login form.
+  class LoginNeeded extends Error {}
+
+  function token() {
+    try {
+      return sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (_) {
+      return ""; // storage disabled: every request goes without a token
+    }
+  }
+
+  function setToken(value) {
+    if (value) sessionStorage.setItem(TOKEN_KEY, value);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    logout.hidden = !value;
+  }
+
   async function api(path) {
-    const response = await fetch(path, { headers: { Accept: "application/json" } });
+    const sent = token();
+    const headers = { Accept: "application/json" };
+    if (sent) headers.Authorization = `Bearer ${sent}`;
+    const response = await fetch(path, { headers });
     let body = null;
     try {
       body = await response.json();
@@ -43,9 +71,63 @@
     }
     if (!response.ok) {
       const why = body && (body.error || body.detail);
-      throw new Error(typeof why === "string" ? why : `${response.status} ${response.statusText}`);
+      const message = typeof why === "string" ? why : `${response.status} ${response.statusText}`;
+      if (response.status === 401 || response.status === 403) {
+        if (sent && token() === sent) setToken(""); // refused: ask again
+        throw new LoginNeeded(sent ? message : "");
+      }
+      throw new Error(message);
     }
     return body;
+  }
+
+  function loginPage(error) {
+    clearInterval(timer);
+    timer = null;
+    refreshed.textContent = "";
+    const input = h("input", {
+      type: "password",
+      id: "token",
+      name: "token",
+      autocomplete: "off",
+      spellcheck: "false",
+      size: 48,
+      required: true,
+    });
+    const form = h(
+      "form",
+      {
+        id: "login",
+        on: {
+          submit: (event) => {
+            event.preventDefault();
+            const value = input.value.trim();
+            if (!value) return;
+            setToken(value);
+            route();
+          },
+        },
+      },
+      h("label", { for: "token" }, "Bearer token"),
+      input,
+      h("button", { type: "submit" }, "Log in"),
+    );
+    const view = [
+      h("h1", {}, "Log in"),
+      h(
+        "p",
+        { class: "muted" },
+        "This dashboard needs a token with the ",
+        h("code", {}, "ui"),
+        " scope (or ",
+        h("code", {}, "*"),
+        "), one of its --tokens. It is kept in this browser tab only, until you log out or close the tab.",
+      ),
+      error ? h("p", { class: "box-error", id: "login-error", role: "alert" }, error) : null,
+      form,
+    ];
+    main.replaceChildren(...view.filter(Boolean));
+    input.focus();
   }
 
   const link = (hash, text) => h("a", { href: hash }, text);
@@ -690,6 +772,13 @@
         container.replaceChildren(...[view].flat(Infinity).filter(Boolean));
         refreshed.textContent = `updated ${new Date().toLocaleTimeString()} · every ${REFRESH_MS / 1000} s`;
       } catch (err) {
+        if (err instanceof LoginNeeded) {
+          if (gen === generation) {
+            generation++;
+            loginPage(err.message);
+          }
+          return;
+        }
         if (gen === generation) refreshed.textContent = `refresh failed: ${err.message}`;
         if (!container.childNodes.length) throw err;
       } finally {
@@ -738,11 +827,18 @@
     } catch (err) {
       if (gen === generation) {
         clearInterval(timer);
-        main.replaceChildren(h("div", { class: "box-error" }, err.message));
+        if (err instanceof LoginNeeded) loginPage(err.message);
+        else main.replaceChildren(h("div", { class: "box-error" }, err.message));
       }
     }
   }
 
+  logout.addEventListener("click", () => {
+    setToken("");
+    ++generation;
+    loginPage("");
+  });
+  logout.hidden = !token();
   window.addEventListener("hashchange", route);
   route();
 })();
