@@ -9,10 +9,12 @@ lives here, once:
 
 1. The caller: a request for another model is 404, and without the route's scope 401/403
    (:func:`caller_for`; the tokens are :meth:`pipeflow.serving.state.Server.authorize`'s).
-2. The body is read with a size limit and parsed with :mod:`json` (malformed JSON -> 400, too
-   large -> 413, wrong content type -> 415; :func:`read_body`); the protocol's decoder turns it
-   into rows, which are checked against the model's signature (:mod:`pipeflow.registry.signature`;
-   -> 422 naming row and field). Bad input never reaches the model and never answers 500.
+2. The body is read with a size limit (:func:`read_bytes`; too large -> 413) and parsed as JSON
+   (:func:`parse_json`, the one place a JSON body is decoded; malformed -> 400; another content
+   type -> 415); the protocol's decoder turns it into rows, which are checked against the
+   model's signature (:mod:`pipeflow.registry.signature`; -> 422 naming row and field). The
+   native predict route also takes tables (Arrow IPC, Parquet: :mod:`pipeflow.serving.tables`),
+   checked column by column. Bad input never reaches the model and never answers 500.
 3. Valid rows join the micro-batch of the version the rollout picks (by the ``--route-by`` key,
    :mod:`pipeflow.serving.rollout`; :func:`predict_rows`, :mod:`pipeflow.serving.batcher`), which
    answers once the rows are audited; the answered request is then offered to the shadow, if any
@@ -41,6 +43,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from pipeflow.errors import AuditUnavailable, BadRequest
+from pipeflow.serving import tables
 from pipeflow.serving.batcher import Pending
 from pipeflow.serving.protocols import mlflow, native, v2
 from pipeflow.store.journal import dumps, loads
@@ -75,21 +78,7 @@ def failure(server: Server, err: BadRequest) -> Response:
 
 
 async def read_body(server: Server, request: Request, *, predict: bool = True) -> Any:
-    """The parsed body. A predict request counts as *arriving* while its body is read and
-    parsed: the batchers wait briefly for arriving requests (see
-    :meth:`pipeflow.serving.batcher.Batcher.collect`). Between the end of this and joining a batch
-    queue nothing awaits, so the count is exact.
-    """
-    if not predict:
-        return await _read_body(request, server.config.max_body_bytes)
-    server.arriving += 1
-    try:
-        return await _read_body(request, server.config.max_body_bytes)
-    finally:
-        server.arriving -= 1
-
-
-async def _read_body(request: Request, limit: int) -> Any:
+    """The parsed JSON body (another content type: 415); see :func:`read_bytes`."""
     ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if ctype != "application/json" and not ctype.endswith("+json"):
         raise BadRequest(
@@ -97,6 +86,25 @@ async def _read_body(request: Request, limit: int) -> Any:
             "unsupported_media_type",
             f"expected Content-Type application/json, got {ctype!r}",
         )
+    return parse_json(await read_bytes(server, request, predict=predict))
+
+
+async def read_bytes(server: Server, request: Request, *, predict: bool = True) -> bytes:
+    """The body, read with the size limit. A predict request counts as *arriving* while its body
+    is read: the batchers wait briefly for arriving requests (see
+    :meth:`pipeflow.serving.batcher.Batcher.collect`). From the end of this until the request joins
+    a batch queue nothing awaits (parsing and decoding are synchronous), so the count is exact.
+    """
+    if not predict:
+        return await _read_bytes(request, server.config.max_body_bytes)
+    server.arriving += 1
+    try:
+        return await _read_bytes(request, server.config.max_body_bytes)
+    finally:
+        server.arriving -= 1
+
+
+async def _read_bytes(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > limit:
         raise BadRequest(413, "too_large", f"the body is {int(length)} bytes; the limit is {limit}")
@@ -106,7 +114,12 @@ async def _read_body(request: Request, limit: int) -> Any:
         if size > limit:
             raise BadRequest(413, "too_large", f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """``body`` as JSON (400 ``malformed_json`` saying why): every JSON request body is decoded
+    here, once."""
     try:
         return loads(body)
     except ValueError:
@@ -173,11 +186,13 @@ async def predict_rows(
     route: str,
     started: float,
     headers: Any = None,
+    table: Any = None,
 ) -> tuple[Handle, list[dict[str, Any]]]:
     """The results of a request's rows, checked against the signature and scored in a batch by
     the version the rollout picks (by the request's ``--route-by`` key, from ``headers`` or the
     rows); the request is observed for the rollout, counted in the metrics, and offered to the
-    shadow once answered."""
+    shadow once answered. ``table``: the rows' Arrow table (a table body), checked column by
+    column (:mod:`pipeflow.serving.tables`)."""
     config = server.config
     if not rows:
         raise BadRequest(422, "invalid_request", "no rows to predict")
@@ -187,9 +202,14 @@ async def predict_rows(
         )
     key = server.rollout.key_of(headers if headers is not None else {}, rows)
     reference = server.primary
-    problems, flags, data = reference.signature.check_columns(
-        rows, reject_unusual=config.reject_unusual
-    )
+    if table is not None:
+        problems, flags, data = reference.signature.check_table(
+            table, reject_unusual=config.reject_unusual
+        )
+    else:
+        problems, flags, data = reference.signature.check_columns(
+            rows, reject_unusual=config.reject_unusual
+        )
     if problems:
         first = problems[0]
         where = f"row {first['row']}" + (f", field '{first['field']}'" if first["field"] else "")
@@ -346,7 +366,35 @@ async def describe(name: str, request: Request) -> Response:
 
 
 async def predict(name: str, request: Request) -> Response:
+    if tables.content_type(request) in tables.TABLE_TYPES:
+        return await answer_table(request, name)
     return await answer(request, name, "v1", native.rows_from_native, native.predict_body)
+
+
+async def answer_table(request: Request, name: str) -> Response:
+    """A predict request whose body is a table (Arrow IPC, Parquet; :mod:`pipeflow.serving.tables`),
+    answered as a JSON body's."""
+    started = time.perf_counter()
+    server: Server = request.app.state.server
+    in_flight = server.metrics.in_flight
+    in_flight.inc()
+    try:
+        caller = caller_for(server, name, request, "predict")
+        body = await read_bytes(server, request)
+        table = tables.read_table(body, tables.content_type(request), server.config.max_rows)
+        if server.rollout.route_kind == "field":  # the key may be a column that is no feature
+            rows: Any = table.to_pylist()
+            table = None
+        else:
+            rows = tables.TableRows(table)
+        handle, results = await predict_rows(
+            server, rows, caller, "v1", started, request.headers, table
+        )
+        return reply(native.predict_body(None, handle, results))
+    except BadRequest as err:
+        return failure(server, err)
+    finally:
+        in_flight.dec()
 
 
 async def feedback(name: str, request: Request) -> Response:
