@@ -211,10 +211,13 @@ class Signature:
             for at in numeric:
                 column = table.column(self.features[at].name)
                 kind = column.type
-                if not (pa.types.is_integer(kind) or pa.types.is_floating(kind)):
-                    if not pa.types.is_null(kind):
-                        arrays = None
-                        break
+                if not (
+                    pa.types.is_integer(kind)
+                    or pa.types.is_floating(kind)
+                    or pa.types.is_null(kind)
+                ):
+                    arrays = None
+                    break
                 arrays.append(
                     pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
                 )

@@ -165,11 +165,18 @@ class Batcher:
             at += n
             if probs is not None:
                 out = [
-                    {"id": pid, "prediction": value, "probabilities": dict(zip(labels, p))}
+                    {
+                        "id": pid,
+                        "prediction": value,
+                        "probabilities": dict(zip(labels, p, strict=True)),
+                    }
                     for pid, value, p in zip(mine, values, probs, strict=False)
                 ]
             else:
-                out = [{"id": pid, "prediction": value} for pid, value in zip(mine, values)]
+                out = [
+                    {"id": pid, "prediction": value}
+                    for pid, value in zip(mine, values, strict=False)
+                ]
             flagged = any(item.flags)
             if flagged:
                 for result, flags in zip(out, item.flags, strict=False):
@@ -189,7 +196,9 @@ class Batcher:
                     "route": item.route,
                     "inputs": inputs_of(item),
                     "output": values,
-                    "probabilities": dict(zip(labels, map(list, zip(*probs, strict=True))))
+                    "probabilities": dict(
+                        zip(labels, map(list, zip(*probs, strict=True)), strict=True)
+                    )
                     if probs
                     else None,
                     "flags": item.flags if flagged else None,

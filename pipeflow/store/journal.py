@@ -290,9 +290,7 @@ def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
         if k not in ("ids", "id", "rows", "inputs", "output", "probabilities", "flags")
     }
     inputs = record.get("inputs")
-    columns = (
-        {str(k): _column(v, n) for k, v in inputs.items()} if isinstance(inputs, dict) else {}
-    )
+    columns = {str(k): _column(v, n) for k, v in inputs.items()} if isinstance(inputs, dict) else {}
     names = list(columns)
     values = list(zip(*columns.values(), strict=True)) if columns else [()] * n
     outputs = _column(record.get("output"), n)

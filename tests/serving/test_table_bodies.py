@@ -60,9 +60,7 @@ def test_arrow_and_parquet_bodies_answer_as_json_does_and_every_row_is_audited(
         assert record["inputs"] == rows[at % len(rows)]  # numbers compare as the floats they are
 
 
-def test_a_table_that_is_not_clean_is_refused_naming_row_and_field(
-    serve, tumours: Path
-) -> None:
+def test_a_table_that_is_not_clean_is_refused_naming_row_and_field(serve, tumours: Path) -> None:
     rows = sample_rows(tumours, 5)
     good = pa.Table.from_pylist(rows)
     missing = good.drop_columns(["mean_radius"])
