@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PLUGINS := plugins/pipeflow-sql
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
 
-.PHONY: install install-test demo test test-fast audit lint bench docs clean
+.PHONY: install install-test demo test test-fast audit lint bench bench-peers docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -51,6 +51,12 @@ docs: $(BIN)/python
 
 bench: install
 	$(BIN)/python benchmarks/bench_core.py
+
+## The peers' table (docs/benchmarks.md): kedro, httpx in .venv; MLflow and BentoML in their own
+## venvs (benchmarks/peers/.venv, benchmarks/peers/.venv-bentoml), skipped with the reason if absent.
+bench-peers: install
+	$(PIP) httpx kedro
+	$(BIN)/python benchmarks/peers/run_all.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache specs/*/.pipeflow site

@@ -68,7 +68,9 @@ from fastapi import FastAPI, Request
 from pipeflow.registry import Registry
 from pipeflow.store.artifacts import ArtifactStore
 
-model, _ = Registry(ArtifactStore(os.environ["BENCH_STORE"])).load_model("tumours", "production")
+model, _ = Registry(ArtifactStore(os.environ["BENCH_STORE"])).load_model(
+    os.environ.get("BENCH_MODEL", "tumours"), "production"
+)
 app = FastAPI()
 
 
@@ -317,11 +319,18 @@ class Scenario:
 
 
 def audit_records(store: Path) -> int:
-    total = 0
+    """Rows audited (a request's record counts its rows)."""
+    from pipeflow.store import journal
+
+    return sum(journal.row_count(r) for r in _records(store))
+
+
+def _records(store: Path) -> Any:
+    import orjson
+
     for path in sorted((store / "audit" / "predictions").glob("*.jsonl")):
         with open(path, "rb") as fh:
-            total += sum(1 for line in fh if line.endswith(b"\n"))
-    return total
+            yield from (orjson.loads(line) for line in fh if line.endswith(b"\n"))
 
 
 def fmt_ms(x: float) -> str:

@@ -490,10 +490,12 @@ def audit_by_writer(store: Path) -> dict[int, list[str]]:
     out: dict[int, list[str]] = {}
     for path in sorted((store / "audit" / "predictions").glob("*.jsonl")):
         pid = int(path.stem.rsplit("-", 2)[1])
+        mine = out.setdefault(pid, [])
         with open(path, "rb") as fh:
-            out.setdefault(pid, []).extend(
-                orjson.loads(line)["id"] for line in fh if line.endswith(b"\n")
-            )
+            for line in fh:
+                if line.endswith(b"\n"):  # a request's record holds its rows' ids
+                    record = orjson.loads(line)
+                    mine.extend(record["ids"] if "ids" in record else [record["id"]])
     return out
 
 

@@ -354,10 +354,15 @@ def audit_ids(store: Path) -> list[str]:
     """Prediction ids in the audit log (lines without their newline are torn: not counted)."""
     import orjson
 
+    from pipeflow.store import journal
+
     ids = []
     for path in sorted((store / "audit" / "predictions").glob("*.jsonl")):
         with open(path, "rb") as fh:
-            ids.extend(orjson.loads(line)["id"] for line in fh if line.endswith(b"\n"))
+            for line in fh:
+                if line.endswith(b"\n"):  # a request's record holds its rows' ids
+                    record = orjson.loads(line)
+                    ids.extend(record["ids"] if journal.is_request(record) else [record["id"]])
     return ids
 
 

@@ -44,11 +44,12 @@ def sibling(name: str) -> ModuleType:
     return module
 
 
-def peer_python(module: str) -> tuple[str | None, str]:
-    """A Python that can import ``module``: ``$PIPEFLOW_PEERS_PYTHON``, then
-    ``benchmarks/peers/.venv``, then this interpreter. Returns ``(path, version)``, or
-    ``(None, why not)``."""
-    candidates = [os.environ.get("PIPEFLOW_PEERS_PYTHON"), str(HERE / ".venv" / "bin" / "python")]
+def peer_python(
+    module: str, variable: str = "PIPEFLOW_PEERS_PYTHON", venv: str = ".venv"
+) -> tuple[str | None, str]:
+    """A Python that can import ``module``: ``$<variable>``, then ``benchmarks/peers/<venv>``,
+    then this interpreter. Returns ``(path, version)``, or ``(None, why not)``."""
+    candidates = [os.environ.get(variable), str(HERE / venv / "bin" / "python")]
     candidates.append(sys.executable)
     tried = []
     for python in candidates:

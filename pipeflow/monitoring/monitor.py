@@ -18,17 +18,33 @@ from typing import Any
 from pipeflow.errors import UsageError
 
 
-def audit_schema(record: dict[str, Any]) -> Any:
+def audit_schema(record: dict[str, Any], *, requests: bool = False) -> Any:
     """The Arrow schema of audit records for a version's signature: parsing against it skips
-    type inference and the columns monitoring does not read (about twice as fast)."""
+    type inference and the columns monitoring does not read (about twice as fast). With
+    ``requests``: of a served request's records (:mod:`pipeflow.store.journal`), each column a
+    list of its rows' values."""
     import pyarrow as pa
 
     from pipeflow.registry.signature import Signature
 
     types = {"number": pa.float64(), "boolean": pa.bool_(), "string": pa.string()}
     signature = Signature.from_record(record)
-    inputs = pa.struct([(f.name, types[f.expect]) for f in signature.features])
     output = pa.string() if signature.classes else pa.float64()
+    if requests:
+        inputs = pa.struct([(f.name, pa.list_(types[f.expect])) for f in signature.features])
+        return pa.schema(
+            [
+                ("ids", pa.list_(pa.string())),
+                ("time", pa.float64()),
+                ("model", pa.string()),
+                ("version", pa.int64()),
+                ("inputs", inputs),
+                ("output", pa.list_(output)),
+                ("flags", pa.list_(pa.list_(pa.string()))),
+                ("latency_ms", pa.float64()),
+            ]
+        )
+    inputs = pa.struct([(f.name, types[f.expect]) for f in signature.features])
     return pa.schema(
         [
             ("id", pa.string()),
@@ -51,49 +67,51 @@ def load_window(
     version: int | None = None,
     *,
     schema: Any = None,
+    request_schema: Any = None,
 ) -> tuple[Any, Any]:
-    """(inputs DataFrame, meta DataFrame with id, time, version, output, latency_ms, flagged)."""
+    """(inputs DataFrame, meta DataFrame with id, time, version, output, latency_ms, flagged).
+
+    A segment of request records (one per served request, :mod:`pipeflow.store.journal`) is read
+    against ``request_schema`` and unpacked into rows in Arrow (no Python object per row); one of
+    row records (written before) against ``schema``; either falls back to inferring the types,
+    and then to parsing line by line."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
-    import pyarrow.json as pj
 
     from pipeflow.store import journal as audit
 
-    options = (
-        pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
-        if schema is not None
-        else None
-    )
     tables = []
     for segment in audit.segments(audit_dir, "predictions"):
         try:
-            try:
-                table = _read_json(segment, options)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                if options is None:
-                    raise
-                table = _read_json(segment, None)  # records of another model or signature
+            source = _source(segment)
         except FileNotFoundError:
             continue  # a spool file removed unshipped (it held nothing whole)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            rows = list(audit.parse(segment.lines()))  # a torn tail or types pyarrow cannot unify
+        requests = _holds_requests(source)
+        try:
+            table = _read_any(source, request_schema if requests else schema)
+            if requests and table.num_rows:
+                table = _unpack(_in_window(table, model, start, end, version))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, KeyError):
+            # a torn tail, types pyarrow cannot unify, records of several formats
+            rows = list(audit.parse(segment.lines()))
             if not rows:
                 continue
             table = pa.Table.from_pylist(rows)
         if table.num_rows == 0 or "time" not in table.column_names:
             continue
-        mask = pc.and_(
-            pc.and_(pc.greater_equal(table["time"], start), pc.less(table["time"], end)),
-            pc.equal(table["model"], model),
-        )
-        if version is not None:
-            mask = pc.and_(mask, pc.equal(table["version"], version))
-        table = table.filter(mask)
+        table = _in_window(table, model, start, end, version)
         if table.num_rows:
+            if "flagged" not in table.column_names:
+                flagged = (
+                    pc.greater(pc.list_value_length(table["flags"]).fill_null(0), 0)
+                    if "flags" in table.column_names and pa.types.is_list(table["flags"].type)
+                    else pa.array([False] * table.num_rows)
+                )
+                table = table.append_column("flagged", flagged)
             keep = [
                 c
-                for c in ("id", "time", "version", "inputs", "output", "flags", "latency_ms")
+                for c in ("id", "time", "version", "inputs", "output", "flagged", "latency_ms")
                 if c in table.column_names
             ]
             tables.append(table.select(keep))
@@ -117,27 +135,115 @@ def load_window(
             "latency_ms": table["latency_ms"].to_numpy()
             if "latency_ms" in table.column_names
             else None,
-            "flagged": pc.list_value_length(table["flags"]).fill_null(0).to_numpy() > 0
-            if "flags" in table.column_names and pa.types.is_list(table["flags"].type)
-            else False,
+            "flagged": table["flagged"].fill_null(False).to_numpy(),
         }
     )
     return frame, meta
 
 
-def _read_json(segment: Any, options: Any) -> Any:
-    """A segment as an Arrow table: a local file by its path (read natively), a shipped one from
-    its bytes (also a spool file shipped and removed since it was listed)."""
+def _in_window(table: Any, model: str, start: float, end: float, version: int | None) -> Any:
+    import pyarrow.compute as pc
+
+    mask = pc.and_(
+        pc.and_(pc.greater_equal(table["time"], start), pc.less(table["time"], end)),
+        pc.equal(table["model"], model),
+    )
+    if version is not None:
+        mask = pc.and_(mask, pc.equal(table["version"], version))
+    return table.filter(mask)
+
+
+def _unpack(table: Any) -> Any:
+    """Request records as one row per prediction: the list columns flattened, the request's
+    fields repeated. A list whose length is not its request's rows raises KeyError (the caller
+    then parses line by line)."""
+    import numpy as np
     import pyarrow as pa
-    import pyarrow.json as pj
+    import pyarrow.compute as pc
+
+    table = table.combine_chunks()
+    ids = table["ids"].chunk(0) if table.num_rows else pa.array([], pa.list_(pa.string()))
+    counts = pc.list_value_length(ids).fill_null(0).to_numpy(zero_copy_only=False)
+    total = int(counts.sum())
+    parents = pc.list_parent_indices(ids)
+
+    def flat(column: Any) -> Any:
+        values = pc.list_flatten(column)
+        if len(values) != total:
+            raise KeyError("a column of another length than the request's rows")
+        return values
+
+    inputs = table["inputs"].chunk(0)
+    fields = [inputs.type.field(i).name for i in range(inputs.type.num_fields)]
+    unpacked_inputs = pa.StructArray.from_arrays(
+        [flat(pc.struct_field(inputs, i)) for i in range(len(fields))], names=fields
+    )
+    flagged = np.zeros(total, dtype=bool)
+    if "flags" in table.column_names:
+        flags = table["flags"].chunk(0)
+        valid = flags.is_valid().to_numpy(zero_copy_only=False)
+        if valid.any():
+            starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+            inner = pc.list_flatten(flags.filter(pa.array(valid)))
+            at = np.concatenate(
+                [np.arange(s, s + k) for s, k in zip(starts[valid], counts[valid], strict=True)]
+            )
+            if len(at) != len(inner):
+                raise KeyError("flags of another length than the request's rows")
+            flagged[at] = pc.list_value_length(inner).fill_null(0).to_numpy() > 0
+    columns = {
+        "id": pc.list_flatten(ids),
+        "time": table["time"].take(parents),
+        "model": table["model"].take(parents),
+        "version": table["version"].take(parents),
+        "inputs": unpacked_inputs,
+        "output": flat(table["output"]),
+        "flagged": pa.array(flagged),
+    }
+    if "latency_ms" in table.column_names:
+        columns["latency_ms"] = table["latency_ms"].take(parents)
+    return pa.table(columns)
+
+
+def _source(segment: Any) -> Any:
+    """What pyarrow reads a segment from: a local file's path, else its bytes (fetched once)."""
+    import pyarrow as pa
 
     if segment.path is not None:
         try:
-            return pj.read_json(str(segment.path), parse_options=options)
+            segment.path.stat()
+            return str(segment.path)
         except FileNotFoundError:
             if segment.fetch is None:
                 raise
-    return pj.read_json(pa.BufferReader(segment.read_bytes()), parse_options=options)
+    return pa.BufferReader(segment.read_bytes())
+
+
+def _holds_requests(source: Any) -> bool:
+    """Whether a segment holds request records (its first line has ``ids``)."""
+    if isinstance(source, str):
+        with open(source, "rb") as fh:
+            first = fh.readline()
+    else:
+        first = source.read_buffer(65536).to_pybytes().split(b"\n", 1)[0]
+        source.seek(0)
+    return b'"ids":[' in first
+
+
+def _read_any(source: Any, schema: Any) -> Any:
+    """A segment as an Arrow table, against ``schema`` (None: types inferred); a schema the
+    records do not fit falls back to inferring them."""
+    import pyarrow as pa
+    import pyarrow.json as pj
+
+    if schema is not None:
+        options = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+        try:
+            return pj.read_json(source, parse_options=options)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if not isinstance(source, str):
+                source.seek(0)
+    return pj.read_json(source)
 
 
 def monitor(
@@ -175,6 +281,7 @@ def monitor(
         end,
         None if all_versions else int(record["version"]),
         schema=None if all_versions else audit_schema(record),
+        request_schema=None if all_versions else audit_schema(record, requests=True),
     )
     loaded = time.perf_counter() - started
     features = feature_drift(reference, inputs) if len(inputs) else {}

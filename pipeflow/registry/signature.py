@@ -120,9 +120,7 @@ class Signature:
         width = len(self.features)
         if not rows or not all(type(r) is dict and len(r) == width for r in rows):
             return None
-        unusual: dict[int, list[tuple[int, str]]] = {}  # feature index -> (row, flag)
-        others_data: dict[str, list[Any]] = {}
-        matrix = None
+        matrix, nones = None, 0
         try:  # every row of the right size and every feature present: exactly the features
             numeric, getter = self._numeric_getter
             block = list(map(getter, rows)) if numeric else []
@@ -142,10 +140,29 @@ class Signature:
                 matrix = np.array(block, dtype=np.float64).reshape(len(rows), len(numeric))
             except OverflowError:  # an integer beyond float range: the slow path names it
                 return None
+            nones = sum(t.count(None) for t in block) if np.isnan(matrix).any() else 0
+        return self._finish(len(rows), numeric, matrix, nones, others)
+
+    def _finish(
+        self,
+        n: int,
+        numeric: list[int],
+        matrix: Any,
+        nones: int,
+        others: list[tuple[int, Feature, list[Any]]],
+    ) -> tuple[list[list[str]], Columns] | None:
+        """The checks of the fast paths (rows, :meth:`check_table`) on columns: ``matrix`` the
+        numeric features (``numeric``: their indexes; ``nones`` of its NaNs were nulls), ``others``
+        the other features' values. Flags per row and the columns, or None: not clean."""
+        import numpy as np
+
+        unusual: dict[int, list[tuple[int, str]]] = {}  # feature index -> (row, flag)
+        others_data: dict[str, list[Any]] = {}
+        if numeric:
             nans = int(np.isnan(matrix).sum())
             # None reads as NaN; a NaN that was not a None came from the request (the fallback
             # JSON parser reads NaN), and so does an infinity: the slow path names them
-            if (nans and nans != sum(t.count(None) for t in block)) or np.isinf(matrix).any():
+            if (nans and nans != nones) or np.isinf(matrix).any():
                 return None
             if nans:
                 low, high = np.fmin.reduce(matrix, axis=0), np.fmax.reduce(matrix, axis=0)
@@ -160,7 +177,7 @@ class Signature:
                 if f.low is not None and not (f.low <= low[j] and high[j] <= f.high):  # type: ignore[operator]
                     outside = np.flatnonzero((column < f.low) | (column > f.high))  # NaN: neither
                     unusual[at] = [
-                        (i, f"{f.name}: {block[i][j]:g} is outside the training range")
+                        (i, f"{f.name}: {float(column[i]):g} is outside the training range")
                         for i in outside.tolist()
                     ]
         for at, f, values in others:
@@ -169,12 +186,53 @@ class Signature:
                 return None
             unusual[at] = found
             others_data[f.name] = values
-        flags: list[list[str]] = [[] for _ in rows]
+        flags: list[list[str]] = [[] for _ in range(n)]
         for at in sorted(unusual):  # in feature order, as the slow path lists them
             for i, text in unusual[at]:
                 flags[i].append(text)
         names = [self.features[at].name for at in numeric]
         return flags, Columns(self.names, names, matrix, others_data)
+
+    def check_table(
+        self, table: Any, *, reject_unusual: bool = False
+    ) -> tuple[list[dict[str, Any]], list[list[str]], Columns | None]:
+        """:meth:`check_columns` of an Arrow table's rows, column by column: numbers straight
+        from the Arrow arrays into the float64 matrix (nulls as NaN). A table that is not clean
+        (a column missing or extra, of another type, a NaN) is checked row by row, so each
+        problem is named as for a JSON body."""
+        import numpy as np
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        names = table.column_names
+        if sorted(names) == sorted(self.names) and table.num_rows:
+            numeric, _ = self._numeric_getter
+            arrays = []
+            for at in numeric:
+                column = table.column(self.features[at].name)
+                kind = column.type
+                if not (
+                    pa.types.is_integer(kind)
+                    or pa.types.is_floating(kind)
+                    or pa.types.is_null(kind)
+                ):
+                    arrays = None
+                    break
+                arrays.append(
+                    pc.cast(column, pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+                )
+            if arrays is not None:
+                nones = sum(table.column(self.features[at].name).null_count for at in numeric)
+                matrix = np.column_stack(arrays) if arrays else None
+                others = [
+                    (at, f, table.column(f.name).to_pylist())
+                    for at, f in enumerate(self.features)
+                    if f.expect != _NUMBER
+                ]
+                fast = self._finish(table.num_rows, numeric, matrix, nones, others)
+                if fast is not None and not (reject_unusual and any(fast[0])):
+                    return [], fast[0], fast[1]
+        return self.check_columns(table.to_pylist(), reject_unusual=reject_unusual)
 
     @property
     def _numeric_getter(self) -> tuple[list[int], Any]:

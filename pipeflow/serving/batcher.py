@@ -6,8 +6,9 @@ under load, the batch is whatever arrived meanwhile, plus what is still arriving
 ``batch_wait_ms`` (:meth:`Batcher.collect` says why). One DataFrame and one ``predict`` per batch
 instead of per request is where the throughput comes from.
 
-Before any answer leaves, the batch's audit records (id, time, model and version, inputs,
-outputs, flags, latency, caller) are appended in one ``write()`` (:mod:`pipeflow.store.journal`),
+Before any answer leaves, the batch's audit records (one per request: its rows' ids, time, model
+and version, inputs as columns, outputs, flags, latency, caller) are appended in one ``write()``
+(:mod:`pipeflow.store.journal`),
 so every acknowledged prediction is in the audit trail, even if the process is killed; when the
 log cannot be written the whole batch fails with
 :class:`~pipeflow.errors.AuditUnavailable` (503) and nothing is answered.
@@ -16,7 +17,6 @@ log cannot be written the whole batch fails with
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -155,46 +155,76 @@ class Batcher:
         ids = server.new_ids(len(predicted))
         labels = [str(c) for c in handle.classes]
         name, version, role = handle.name, handle.version, handle.role
-        probabilities = (
-            [dict(zip(labels, p, strict=True)) for p in proba]
-            if proba is not None
-            else itertools.repeat(None)
-        )
         results: list[list[dict[str, Any]]] = []
         records: list[dict[str, Any]] = []
-        rows = iter(zip(ids, predicted, probabilities, strict=False))
+        at = 0
         for item in items:
-            out = []
-            # the request's latency up to its audit record (the same for all its rows)
-            latency = round((time.perf_counter() - item.started) * 1000, 3)
-            route, caller = item.route, item.caller
-            for row, flags, (pid, value, probs) in zip(item.rows, item.flags, rows, strict=False):
-                result: dict[str, Any] = {"id": pid, "prediction": value}
-                if probs is not None:
-                    result["probabilities"] = probs
-                if flags:
-                    result["flags"] = flags
-                out.append(result)
-                records.append(
+            n = len(item.rows)
+            mine, values = ids[at : at + n], predicted[at : at + n]
+            probs = proba[at : at + n] if proba is not None else None
+            at += n
+            if probs is not None:
+                out = [
                     {
                         "id": pid,
-                        "time": now,
-                        "model": name,
-                        "version": version,
-                        "role": role,
-                        "route": route,
-                        "inputs": row,
-                        "output": value,
-                        "probabilities": probs,
-                        "flags": flags,
-                        "latency_ms": latency,
-                        "caller": caller,
+                        "prediction": value,
+                        "probabilities": dict(zip(labels, p, strict=True)),
                     }
-                )
+                    for pid, value, p in zip(mine, values, probs, strict=False)
+                ]
+            else:
+                out = [
+                    {"id": pid, "prediction": value}
+                    for pid, value in zip(mine, values, strict=False)
+                ]
+            flagged = any(item.flags)
+            if flagged:
+                for result, flags in zip(out, item.flags, strict=False):
+                    if flags:
+                        result["flags"] = flags
             results.append(out)
+            # one record per request (pipeflow.store.journal): the request's latency up to it
+            records.append(
+                {
+                    "id": mine[0] if mine else None,
+                    "ids": mine,
+                    "rows": len(mine),
+                    "time": now,
+                    "model": name,
+                    "version": version,
+                    "role": role,
+                    "route": item.route,
+                    "inputs": inputs_of(item),
+                    "output": values,
+                    "probabilities": dict(
+                        zip(labels, map(list, zip(*probs, strict=True)), strict=True)
+                    )
+                    if probs
+                    else None,
+                    "flags": item.flags if flagged else None,
+                    "latency_ms": round((time.perf_counter() - item.started) * 1000, 3),
+                    "caller": item.caller,
+                }
+            )
         try:
             server.audit.append(records)
         except OSError as err:
             raise AuditUnavailable(f"{server.audit.folder}: {err.strerror or err}") from None
         server.recent.add(name, version, ids, predicted)
         return results
+
+
+def inputs_of(item: Pending) -> dict[str, Any]:
+    """A request's inputs as columns for its audit record, in signature order: the numbers as
+    the float64 the model saw (numpy arrays, written by orjson; a missing one is null), the others
+    as they came."""
+    data = item.data
+    if data is None:  # the rows were checked row by row: take the columns out of them
+        return {c: [r.get(c) for r in item.rows] for c in item.columns}
+    columns: dict[str, Any] = dict.fromkeys(data.names)
+    if data.matrix is not None:
+        import numpy as np
+
+        columns.update(zip(data.numeric, np.ascontiguousarray(data.matrix.T), strict=True))
+    columns.update(data.others)
+    return columns

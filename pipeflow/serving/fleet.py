@@ -52,7 +52,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pipeflow.store.journal import Follower
+from pipeflow.store.journal import Follower, is_request, row_count
 
 log = logging.getLogger("pipeflow.serve")
 
@@ -101,10 +101,11 @@ class Cell:
         self.rows = self.errors = self.correct = self.labelled = 0
         self.latency: dict[int, int] = {}
 
-    def add_latency(self, ms: Any) -> None:
+    def add_latency(self, ms: Any, rows: int = 1) -> None:
+        """Count ``rows`` rows answered in ``ms`` (a request's rows share its latency)."""
         if isinstance(ms, int | float) and not isinstance(ms, bool) and math.isfinite(ms):
             key = math.ceil(math.log(max(float(ms), 1e-3)) / _LOG_GAMMA)
-            self.latency[key] = self.latency.get(key, 0) + 1
+            self.latency[key] = self.latency.get(key, 0) + rows
 
 
 def _quantile(histogram: dict[int, int], q: float) -> float | None:
@@ -199,11 +200,21 @@ class Fleet:
                 model, version, when = r.get("model"), r.get("version"), r.get("time")
                 if not isinstance(model, str) or not isinstance(version, int):
                     continue
+                # a request's record stands for its rows (pipeflow.store.journal), counted
+                # without unpacking them
+                n = row_count(r)
                 if isinstance(when, int | float):
                     cell = self._cell(model, version, int(when))
-                    cell.rows += 1
-                    cell.add_latency(r.get("latency_ms"))
-                if name not in own and isinstance(r.get("id"), str):
+                    cell.rows += n
+                    cell.add_latency(r.get("latency_ms"), n)
+                if name in own:
+                    continue
+                if is_request(r):
+                    ids, outputs = others.setdefault((model, version), ([], []))
+                    out = r.get("output")
+                    ids.extend(r["ids"])
+                    outputs.extend(out if isinstance(out, list) and len(out) == n else [None] * n)
+                elif isinstance(r.get("id"), str):
                     ids, outputs = others.setdefault((model, version), ([], []))
                     ids.append(r["id"])
                     outputs.append(r.get("output"))

@@ -15,7 +15,9 @@ lives here, once:
    Inference Protocol routes also their protocol's other bodies (:mod:`pipeflow.serving.interop`:
    ``text/csv``; binary tensor data). The protocol's decoder turns the body into rows, which are
    checked against the model's signature (:mod:`pipeflow.registry.signature`; -> 422 naming row
-   and field). Bad input never reaches the model and never answers 500.
+   and field). The native predict route also takes tables (Arrow IPC, Parquet:
+   :mod:`pipeflow.serving.tables`), checked column by column. Bad input never reaches the model
+   and never answers 500.
 3. Valid rows join the micro-batch of the version the path names (:func:`served_version`), else
    of the version the rollout picks (by the ``--route-by`` key, :mod:`pipeflow.serving.rollout`;
    :func:`predict_rows`, :mod:`pipeflow.serving.batcher`), which answers once the rows are
@@ -47,6 +49,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from pipeflow.errors import AuditUnavailable, BadRequest
+from pipeflow.serving import tables
 from pipeflow.serving.batcher import Pending
 from pipeflow.serving.protocols import native
 from pipeflow.store.journal import dumps, loads
@@ -135,7 +138,8 @@ async def _read_bytes(request: Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes, hint: str = "") -> Any:
-    """``body`` as JSON (400 ``malformed_json`` saying why, and ``hint`` when it is not JSON)."""
+    """``body`` as JSON (400 ``malformed_json`` saying why, and ``hint`` when it is not JSON):
+    every JSON request body is decoded here, once."""
     try:
         return _unique_keys(body, loads(body))
     except ValueError:
@@ -244,11 +248,13 @@ async def predict_rows(
     started: float,
     headers: Any = None,
     handle: Handle | None = None,
+    table: Any = None,
 ) -> tuple[Handle, list[dict[str, Any]]]:
     """The results of a request's rows, checked against the signature and scored in a batch by
     ``handle``, else by the version the rollout picks (by the request's ``--route-by`` key, from
     ``headers`` or the rows); the request is observed for the rollout, counted in the metrics,
-    and offered to the shadow once answered."""
+    and offered to the shadow once answered. ``table``: the rows' Arrow table (a table body),
+    checked column by column (:mod:`pipeflow.serving.tables`)."""
     config = server.config
     if not rows:
         raise BadRequest(422, "invalid_request", "no rows to predict")
@@ -258,9 +264,14 @@ async def predict_rows(
         )
     key = server.rollout.key_of(headers if headers is not None else {}, rows)
     reference = server.primary
-    problems, flags, data = reference.signature.check_columns(
-        rows, reject_unusual=config.reject_unusual
-    )
+    if table is not None:
+        problems, flags, data = reference.signature.check_table(
+            table, reject_unusual=config.reject_unusual
+        )
+    else:
+        problems, flags, data = reference.signature.check_columns(
+            rows, reject_unusual=config.reject_unusual
+        )
     if problems:
         first = problems[0]
         where = f"row {first['row']}" + (f", field '{first['field']}'" if first["field"] else "")
@@ -449,7 +460,35 @@ async def describe(name: str, request: Request) -> Response:
 
 
 async def predict(name: str, request: Request) -> Response:
+    if tables.content_type(request) in tables.TABLE_TYPES:
+        return await answer_table(request, name)
     return await answer(request, name, "v1", native.rows_from_native, native.predict_body)
+
+
+async def answer_table(request: Request, name: str) -> Response:
+    """A predict request whose body is a table (Arrow IPC, Parquet; :mod:`pipeflow.serving.tables`),
+    answered as a JSON body's."""
+    started = time.perf_counter()
+    server: Server = request.app.state.server
+    in_flight = server.metrics.in_flight
+    in_flight.inc()
+    try:
+        caller = caller_for(server, name, request, "predict")
+        body = await read_bytes(server, request)
+        table = tables.read_table(body, tables.content_type(request), server.config.max_rows)
+        if server.rollout.route_kind == "field":  # the key may be a column that is no feature
+            rows: Any = table.to_pylist()
+            table = None
+        else:
+            rows = tables.TableRows(table)
+        handle, results = await predict_rows(
+            server, rows, caller, "v1", started, request.headers, table=table
+        )
+        return reply(native.predict_body(None, handle, results))
+    except BadRequest as err:
+        return failure(server, err)
+    finally:
+        in_flight.dec()
 
 
 async def feedback(name: str, request: Request) -> Response:

@@ -41,12 +41,14 @@ class Cell:
         self.flagged = 0
         self.latency: dict[int, int] = {}
 
-    def add(self, latency_ms: float | None, flagged: bool) -> None:
-        self.requests += 1
+    def add(self, latency_ms: float | None, flagged: int, rows: int = 1) -> None:
+        """Count ``rows`` predictions (a request's share its latency), ``flagged`` of them
+        flagged."""
+        self.requests += rows
         self.flagged += flagged
         if latency_ms is not None and latency_ms >= 0:
             key = math.ceil(math.log(max(latency_ms, 1e-3)) / _LOG_GAMMA)
-            self.latency[key] = self.latency.get(key, 0) + 1
+            self.latency[key] = self.latency.get(key, 0) + rows
 
     def merge(self, other: Cell) -> None:
         self.requests += other.requests
@@ -104,7 +106,12 @@ class TrafficIndex:
         cell = self.cells.get((model, version, bucket))
         if cell is None:
             cell = self.cells[(model, version, bucket)] = Cell()
-        cell.add(finite_number(r.get("latency_ms")), bool(r.get("flags")))
+        if audit.is_request(r):  # a request's record: its rows, and how many were flagged
+            flags = r.get("flags")
+            flagged = sum(1 for f in flags if f) if isinstance(flags, list) else 0
+            cell.add(finite_number(r.get("latency_ms")), flagged, audit.row_count(r))
+        else:
+            cell.add(finite_number(r.get("latency_ms")), int(bool(r.get("flags"))))
         role = r.get("role")
         if isinstance(role, str):
             self.roles.setdefault((model, version), set()).add(role)
