@@ -6,10 +6,11 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import pipeflow
+from helpers import ExampleRun, pipeflow
 
 SPECS = sorted((Path(__file__).resolve().parents[1] / "specs").glob("*/pipeline.yaml"))
 
@@ -19,23 +20,21 @@ def test_there_are_example_specs() -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[p.parent.name for p in SPECS])
-def test_example_spec_runs_end_to_end_then_is_cached(spec: Path, tmp_path: Path) -> None:
-    project = tmp_path / spec.parent.name
-    shutil.copytree(spec.parent, project, ignore=shutil.ignore_patterns(".pipeflow", "__pycache__"))
-    path = project / "pipeline.yaml"
-
-    check = pipeflow(["check", path])
+def test_example_spec_runs_end_to_end_then_is_cached(
+    spec: Path, example_run: Callable[[Path], ExampleRun]
+) -> None:
+    ran = example_run(spec)  # `pipeflow run` on a copy (the session's: other tests compare with it)
+    check = pipeflow(["check", ran.spec])
     assert check.returncode == 0, check.stdout + check.stderr
-
-    first = pipeflow(["run", path], timeout=600)
+    first = ran.first
     assert first.returncode == 0, first.stdout + first.stderr
-    assert (project / ".pipeflow" / "pipeflow.db").is_file()
+    assert (ran.spec.parent / ".pipeflow" / "pipeflow.db").is_file()
 
-    second = pipeflow(["run", path], timeout=300)
+    second = pipeflow(["run", ran.spec], timeout=300)
     assert second.returncode == 0, second.stdout + second.stderr
     assert " 0 failed" in second.stdout, second.stdout
 
-    shown = pipeflow(["runs", "show", "latest", "--json"], cwd=project, timeout=60)
+    shown = pipeflow(["runs", "show", "latest", "--json"], cwd=ran.spec.parent, timeout=60)
     assert shown.returncode == 0, shown.stderr
     stages = json.loads(shown.stdout)["stages"]
     # everything is reused but stages that act rather than compute (monitor, serve: never cached)
