@@ -221,39 +221,39 @@ json_ish = st.recursive(
 )
 
 
-# built once: a strategy made inside a draw is validated (and its properties over the recursive
-# json_ish computed) again on every draw, which was most of the generation time
-stage_types = st.sampled_from(INSTALLED) | any_text
-stage_options = st.dictionaries(
-    st.sampled_from(["retries", "timeout_s", "cache", "rtries"]), json_ish, max_size=2
-)
-stage_with = st.fixed_dictionaries(
-    {"function": st.just("s:f")}, optional={"kwargs": json_ish}
-) | st.dictionaries(any_text, json_ish, max_size=4)
-pipeline_names = st.sampled_from(["p", "my-pipe", "Bad Name", ""]) | any_text
-top_extras = st.dictionaries(any_text, json_ish, max_size=2)
-param_values = st.dictionaries(any_text, json_ish, max_size=3)
-input_names = names | any_text
-
-
 @st.composite
 def structured_specs(draw: st.DrawFn) -> str:
     """A spec built as data (mostly plausible, sometimes wrong), dumped as YAML."""
-    stage_names = draw(st.lists(input_names, min_size=0, max_size=6, unique=True))
+    stage_names = draw(st.lists(names | any_text, min_size=0, max_size=6, unique=True))
     stages: dict = {}
     for name in stage_names:
-        stage: dict = {"type": draw(stage_types)}
+        stage: dict = {"type": draw(st.sampled_from(INSTALLED) | any_text)}
         if draw(st.booleans()):
             stage["inputs"] = draw(
                 st.dictionaries(
-                    input_names, st.sampled_from(stage_names or ["x"]) | any_text, max_size=3
+                    names | any_text, st.sampled_from(stage_names or ["x"]) | any_text, max_size=3
                 )
             )
-        stage["with"] = draw(stage_with)
-        stage.update(draw(stage_options))
+        stage["with"] = draw(
+            st.fixed_dictionaries({"function": st.just("s:f")}, optional={"kwargs": json_ish})
+            | st.dictionaries(any_text, json_ish, max_size=4)
+        )
+        stage.update(
+            draw(
+                st.dictionaries(
+                    st.sampled_from(["retries", "timeout_s", "cache", "rtries"]),
+                    json_ish,
+                    max_size=2,
+                )
+            )
+        )
         stages[name] = stage
-    spec = {"pipeline": draw(pipeline_names), "params": draw(param_values), "stages": stages}
-    spec.update(draw(top_extras))
+    spec = {
+        "pipeline": draw(st.sampled_from(["p", "my-pipe", "Bad Name", ""]) | any_text),
+        "params": draw(st.dictionaries(any_text, json_ish, max_size=3)),
+        "stages": stages,
+    }
+    spec.update(draw(st.dictionaries(any_text, json_ish, max_size=2)))
     return yaml.safe_dump(
         spec,
         sort_keys=False,
