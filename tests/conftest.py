@@ -1,10 +1,17 @@
 """Session fixtures: the real servers of the team-scale tests (:mod:`servers`), and each example
-spec's first local run, shared by the tests that start from one or compare with one."""
+spec's first local run, shared by the tests that start from one or compare with one.
+
+And Ctrl-C as a user has it. A background job of a non-interactive shell (``bash -c 'pytest &'``,
+a CI script's ``&``) starts with SIGINT ignored; every child inherits that, and Python then
+installs no KeyboardInterrupt handler, so a test that sends SIGINT to a ``pipeflow run`` would
+wait out the run (the Ctrl-C test of test_cluster_factory did, for 60 s, and failed). The session
+restores Python's handler, and a test that leaves SIGINT's handler changed errors, named."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +19,28 @@ from typing import Any
 import pytest
 from helpers import ExampleRun, pipeflow, pipeflow_ok
 from servers import S3, Postgres, postgres_server, s3_server
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_SIGINT_BEFORE = pytest.StashKey[object]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_SIGINT_BEFORE] = signal.getsignal(signal.SIGINT)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    before, after = item.stash.get(_SIGINT_BEFORE, None), signal.getsignal(signal.SIGINT)
+    if before is not None and after != before:
+        signal.signal(signal.SIGINT, before)  # so the tests after it are not affected
+        raise AssertionError(f"the test left SIGINT's handler {after!r} (was {before!r})")
 
 
 @pytest.fixture(scope="session")
