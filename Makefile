@@ -3,18 +3,24 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 PLUGINS := plugins/pipeflow-sql
+# uv installs what pip would (the same requirements from the same index, pyproject.toml's), about
+# five times faster: pip brings uv into the venv, uv does the rest (README's pip line: the image's)
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -q
+UV := $(BIN)/uv pip install --python $(BIN)/python -q
 
 .PHONY: install install-test demo test test-fast audit lint bench bench-peers docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
-install: $(BIN)/python
-	$(PIP) -e . $(addprefix -e ,$(PLUGINS))
+$(BIN)/uv: $(BIN)/python
+	$(PIP) uv
 
-install-test: $(BIN)/python
-	$(PIP) -e '.[test]' $(addprefix -e ,$(PLUGINS))
+install: $(BIN)/uv
+	$(UV) -e . $(addprefix -e ,$(PLUGINS))
+
+install-test: $(BIN)/uv
+	$(UV) -e '.[test]' $(addprefix -e ,$(PLUGINS))
 	# Debian's chromium for the dashboard's browser tests (installed when missing and we are root)
 	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || true
 	# Debian's postgresql for the team-store tests (a throwaway cluster per test session)

@@ -147,15 +147,16 @@ def start(
         cmd, cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env={**os.environ, **env}
     )
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}{ready}", timeout=1).status_code == 200:
-                return Server(name, proc, port, path, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    with httpx.Client(timeout=1) as poll:  # one client: each httpx.get builds an SSL context
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited {proc.returncode}: {log.read_text()}")
+            try:
+                if poll.get(f"http://127.0.0.1:{port}{ready}").status_code == 200:
+                    return Server(name, proc, port, path, log)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{name} did not become ready: {log.read_text()}")
 

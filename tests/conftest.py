@@ -1,11 +1,46 @@
-"""Session fixtures for the real servers of the team-scale tests (:mod:`servers`)."""
+"""Session fixtures: the real servers of the team-scale tests (:mod:`servers`), and each example
+spec's first local run, shared by the tests that start from one or compare with one.
+
+And Ctrl-C as a user has it. A background job of a non-interactive shell (``bash -c 'pytest &'``,
+a CI script's ``&``) starts with SIGINT ignored; every child inherits that, and Python then
+installs no KeyboardInterrupt handler, so a test that sends SIGINT to a ``pipeflow run`` would
+wait out the run (the Ctrl-C test of test_cluster_factory did, for 60 s, and failed). The session
+restores Python's handler, and a test that leaves SIGINT's handler changed errors, named."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import shutil
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
+from helpers import ExampleRun, pipeflow, pipeflow_ok
 from servers import S3, Postgres, postgres_server, s3_server
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_SIGINT_BEFORE = pytest.StashKey[object]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_SIGINT_BEFORE] = signal.getsignal(signal.SIGINT)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    yield
+    before, after = item.stash.get(_SIGINT_BEFORE, None), signal.getsignal(signal.SIGINT)
+    if before is not None and after != before:
+        signal.signal(signal.SIGINT, before)  # so the tests after it are not affected
+        raise AssertionError(f"the test left SIGINT's handler {after!r} (was {before!r})")
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +71,32 @@ def s3() -> Iterator[S3]:
         pytest.skip("moto[server] and s3fs are not installed (pip install -e '.[test]')")
     with s3_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], ExampleRun]:
+    """The first local run of an example spec, made once for the session by whichever test asks
+    first: tests/test_specs.py runs the copy again (all cached), tests/store/test_s3_specs.py
+    compares an S3 store's run with it; each run of the claims example takes seconds."""
+    done: dict[Path, ExampleRun] = {}
+
+    def get(spec: Path) -> ExampleRun:
+        if spec not in done:
+            project = tmp_path_factory.mktemp("example") / spec.parent.name
+            ignore = shutil.ignore_patterns(".pipeflow", "__pycache__")
+            shutil.copytree(spec.parent, project, ignore=ignore)
+            path = project / "pipeline.yaml"
+            first = pipeflow(["run", path], timeout=600)
+            shown: dict[str, Any] = {}
+            models: dict[str, dict[str, Any]] = {}
+            if first.returncode == 0:
+                argv = ["runs", "show", "latest", "--json", "--spec", path]
+                shown = json.loads(pipeflow_ok(argv, timeout=60).stdout)
+                listed = pipeflow_ok(["models", "list", "--json", "--spec", path]).stdout
+                for name in sorted(m["name"] for m in json.loads(listed)):
+                    argv = ["models", "show", name, "--json", "--spec", path]
+                    models[name] = json.loads(pipeflow_ok(argv).stdout)
+            done[spec] = ExampleRun(path, first, shown, models)
+        return done[spec]
+
+    return get

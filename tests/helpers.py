@@ -11,6 +11,8 @@ pyproject.toml puts this folder on ``sys.path``).
   :func:`trained_tumours`), a real
   ``pipeflow serve`` on it (:func:`start_server`), rows it accepts (:func:`sample_rows`), and its
   Prometheus counters (:func:`counter`);
+- an example spec's first local run, shared for the session (:class:`ExampleRun`, the
+  ``example_run`` fixture of conftest.py);
 - what a test ends with: the store check passes (:func:`assert_store_sound`), a failure is one
   ``error:`` line (:func:`one_line_error`), nothing was written (:func:`files_under`).
 
@@ -30,6 +32,7 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ from pipeflow.testing import (
 
 __all__ = [
     "DASK",
+    "ExampleRun",
     "MODEL",
     "PIPEFLOW",
     "PREDICT",
@@ -242,6 +246,19 @@ def files_under(root: Path) -> dict[str, int]:
 TUMOURS = Path(__file__).with_name("registry") / "project"
 MODEL = "tumours"
 PREDICT = f"/v1/models/{MODEL}/predict"
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    """An example spec copied out of specs/ and run once with ``pipeflow run``, as a user would."""
+
+    #: the copy's pipeline.yaml (its store is the copy's .pipeflow)
+    spec: Path
+    first: subprocess.CompletedProcess[str]
+    #: ``runs show latest --json`` right after that run (later tests may run the copy again)
+    shown: dict[str, Any]
+    #: ``models show NAME --json`` of every model in its registry then
+    models: dict[str, dict[str, Any]]
 
 
 def tumours_project(where: Path) -> Any:

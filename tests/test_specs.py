@@ -6,10 +6,11 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import pipeflow
+from helpers import ExampleRun, pipeflow
 
 from pipeflow.testing import serve
 
@@ -39,23 +40,21 @@ def test_there_are_example_specs() -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=[p.parent.name for p in SPECS])
-def test_example_spec_runs_end_to_end_then_is_cached(spec: Path, tmp_path: Path) -> None:
-    project = tmp_path / spec.parent.name
-    shutil.copytree(spec.parent, project, ignore=shutil.ignore_patterns(".pipeflow", "__pycache__"))
-    path = project / "pipeline.yaml"
-
-    check = pipeflow(["check", path])
+def test_example_spec_runs_end_to_end_then_is_cached(
+    spec: Path, example_run: Callable[[Path], ExampleRun]
+) -> None:
+    ran = example_run(spec)  # `pipeflow run` on a copy (the session's: other tests compare with it)
+    check = pipeflow(["check", ran.spec])
     assert check.returncode == 0, check.stdout + check.stderr
-
-    first = pipeflow(["run", path], timeout=600)
+    first = ran.first
     assert first.returncode == 0, first.stdout + first.stderr
-    assert (project / ".pipeflow" / "pipeflow.db").is_file()
+    assert (ran.spec.parent / ".pipeflow" / "pipeflow.db").is_file()
 
-    second = pipeflow(["run", path], timeout=300)
+    second = pipeflow(["run", ran.spec], timeout=300)
     assert second.returncode == 0, second.stdout + second.stderr
     assert " 0 failed" in second.stdout, second.stdout
 
-    shown = pipeflow(["runs", "show", "latest", "--json"], cwd=project, timeout=60)
+    shown = pipeflow(["runs", "show", "latest", "--json"], cwd=ran.spec.parent, timeout=60)
     assert shown.returncode == 0, shown.stderr
     stages = json.loads(shown.stdout)["stages"]
     # everything is reused but stages that act rather than compute (monitor, serve: never cached)
@@ -71,12 +70,13 @@ def test_example_spec_runs_end_to_end_then_is_cached(spec: Path, tmp_path: Path)
     if spec.parent.name not in PROMOTE:
         return
     override, model, target = PROMOTE[spec.parent.name]
-    third = pipeflow(["run", path, "--set", override], timeout=300)
+    third = pipeflow(["run", ran.spec, "--set", override], timeout=300)
     assert third.returncode == 0, third.stdout + third.stderr
     assert "1 done" in third.stdout and f"{len(stages)} cached" in third.stdout, third.stdout
+    project = ran.spec.parent
     test = pipeflow(["runs", "output", "latest", "split.test", "--format", "json"], cwd=project)
     row = {k: v for k, v in json.loads(test.stdout)[0].items() if k != target}
-    server = serve(project, f"{model}@production", "--spec", str(path))
+    server = serve(project, f"{model}@production", "--spec", str(ran.spec))
     try:
         with server.client() as client:
             described = client.get(f"/v1/models/{model}").json()

@@ -5,7 +5,7 @@
 dask-kubernetes' ``KubeCluster``, dask-jobqueue's ``SLURMCluster`` (and its PBS, SGE, LSF
 siblings), Dask Gateway's ``GatewayCluster``, Coiled's ``Cluster``, ``distributed:LocalCluster``,
 or a function of the user's in a module beside the spec (the spec's folder is put on
-``sys.path`` first, as for stage code). :func:`cluster_factory` imports it and gives a
+``sys.path`` first for the run, as for stage code: :mod:`pipeflow.core.importpath`). :func:`cluster_factory` imports it and gives a
 :class:`~pipeflow.execute.cluster.ClusterFactory` that calls it with ``options`` as keyword
 arguments; :mod:`pipeflow.execute.cluster` starts, adapts and closes the cluster.
 
@@ -22,10 +22,10 @@ there. No Dask import here: whatever the factory's module imports is its own bus
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pipeflow.core.importpath import put_first
 from pipeflow.errors import UsageError
 from pipeflow.execute.cluster import ClusterFactory
 
@@ -68,8 +68,8 @@ def resolve(ref: str, where: str = "cluster", search_path: str | None = None) ->
         raise UsageError(
             f"{where}: {ref!r}: expected module:attribute, e.g. dask_kubernetes.operator:KubeCluster"
         )
-    if search_path and search_path not in sys.path:
-        sys.path.insert(0, search_path)
+    if search_path:
+        put_first(search_path)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:

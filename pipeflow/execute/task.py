@@ -21,7 +21,6 @@ import contextvars
 import functools
 import os
 import socket
-import sys
 import threading
 import time
 import traceback
@@ -33,6 +32,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel
 
 from pipeflow.core.hashing import stage_key
+from pipeflow.core.importpath import put_first
 from pipeflow.core.progress import LogLine, Sender, StageMonitor, capture
 from pipeflow.core.stage import Stage, StageContext
 from pipeflow.core.states import StageState
@@ -158,16 +158,6 @@ def _local_name() -> str:
     return _local_name_for(os.getpid())
 
 
-_path_lock = threading.Lock()
-
-
-def _importable(base_dir: str) -> None:
-    if base_dir and base_dir not in sys.path:
-        with _path_lock:
-            if base_dir not in sys.path:
-                sys.path.insert(0, base_dir)
-
-
 def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
     """Run one stage (with cache lookup, retries and timeout). Never raises for stage errors."""
     by_name = {r.name: r for r in upstream}
@@ -211,7 +201,7 @@ def run_stage(task: StageTask, *upstream: StageResult) -> StageResult:
             code_dir = str(bundle.code_folder(store, task.code, task.base_dir))
         except Exception as err:
             return _failed(result, err, 0)
-    _importable(code_dir)
+    put_first(code_dir)  # off again when the run ends, where it runs in the client
     result.started = time.time()
     attempts = task.retries + 1
     monitor = StageMonitor(task.name, task.progress)  # every attempt's lines, in one log

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pipeflow.core.compiler import Pipeline, compile_pipeline
+from pipeflow.core.importpath import during_a_run
 from pipeflow.core.stage_types import StageRegistry
 from pipeflow.core.states import RunState, StageState
 from pipeflow.errors import UsageError
@@ -158,7 +159,11 @@ def run(
     store, db = open_store(loaded)
     try:
         run_id = new_run_id()
-        with run_lock(store, pipeline.name, loaded.digest, run_id, spec=str(loaded.path)):
+        # the spec's folder goes on sys.path for the stage code and comes off when the run ends
+        with (
+            run_lock(store, pipeline.name, loaded.digest, run_id, spec=str(loaded.path)),
+            during_a_run(),
+        ):
             return _run(
                 pipeline,
                 store,

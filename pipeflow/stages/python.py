@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeflow.core import kinds
+from pipeflow.core.importpath import put_first
 from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
 
 
@@ -224,8 +225,7 @@ def _load_function(path: str, base_dir: Path) -> Any:
     module_name, _, attr = path.partition(":")
     base = str(base_dir)
     with _import_lock:
-        if base not in sys.path:
-            sys.path.insert(0, base)
+        put_first(base)
         local = _module_file(module_name, base_dir)
         try:
             if local is not None and _is_beside(local, base_dir):

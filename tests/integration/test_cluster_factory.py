@@ -25,6 +25,7 @@ from helpers import (
     pipeflow,
     processes,
     show_run,
+    start,
     wait_until,
 )
 
@@ -151,18 +152,9 @@ def test_ctrl_c_during_a_run_closes_the_cluster_the_factory_started(tmp_path: Pa
     spec = _spec(tmp_path, "recording:RecordingCluster", options, "", 1, 60)
     log = tmp_path / "run.log"
     with processes() as procs:
-        # Ctrl-C's default action, whatever this test process inherited: a child of a process
-        # that ignores SIGINT ignores it too (Python installs no KeyboardInterrupt handler then),
-        # and an earlier test in the same session may have left it ignored
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(
-                [PIPEFLOW, "run", str(spec)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=cli_env(),
-                start_new_session=True,
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
-            )
+        # Ctrl-C acts in the run: tests/conftest.py gives the session Python's SIGINT handler
+        # even where it was started with SIGINT ignored (children would inherit that)
+        proc = start([PIPEFLOW, "run", spec], log)
         procs.append(proc)
         wait_until(lambda: (tmp_path / "started-s0").exists(), 60, "the stage to start", proc, log)
         os.kill(proc.pid, signal.SIGINT)

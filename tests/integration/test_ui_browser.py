@@ -63,15 +63,16 @@ def _start(args: list[str], cwd: Path, log: Path, ready: str) -> subprocess.Pope
         start_new_session=True,
     )
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"{args[0]} exited {proc.returncode}: {log.read_text()}")
-        try:
-            if httpx.get(ready, timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
+    with httpx.Client(timeout=1) as poll:  # one client: each httpx.get builds an SSL context
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise AssertionError(f"{args[0]} exited {proc.returncode}: {log.read_text()}")
+            try:
+                if poll.get(ready).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
     kill_group(proc)
     raise AssertionError(f"{args[0]} did not become ready: {log.read_text()}")
 
