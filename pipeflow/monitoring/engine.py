@@ -90,12 +90,12 @@ class DriftPolicy(BaseModel):
         ge=0,
         description="two tables up to this many rows each: KS and Wasserstein on the samples",
     )
-    columns: dict[str, ColumnPolicy] = Field(
+    per_column: dict[str, ColumnPolicy] = Field(
         default_factory=dict, description="per-column method and thresholds"
     )
 
     def for_column(self, name: str) -> DriftPolicy:
-        own = self.columns.get(name)
+        own = self.per_column.get(name)
         if own is None:
             return self
         return self.model_copy(update=own.model_dump(exclude_none=True))
@@ -448,7 +448,7 @@ def compare_samples(
         return compare(entry, summary, policy)
     cur = np.asarray(current, dtype=float)
     cur = cur[np.isfinite(cur)]
-    result = compare(entry, summary, policy.model_copy(update={"method": "psi", "columns": {}}))
+    result = compare(entry, summary, policy.model_copy(update={"method": "psi", "per_column": {}}))
     test = stats.ks_2samp(ref, cur)
     distance = float(stats.wasserstein_distance(ref, cur))
     result.update(
@@ -466,10 +466,8 @@ def decide(result: dict[str, Any], policy: DriftPolicy) -> dict[str, Any]:
     """Apply the rule: ``drifted`` and the ``rule`` that decided it."""
     effect_name = "js" if result["kind"] == "categorical" else "wasserstein"
     effect, limit = result.get(effect_name), getattr(policy, effect_name)
-    if effect is None:  # a constant reference column: any move at all is the whole effect
-        effect_hit = (result.get(f"{effect_name}_raw") or 0) > 0
-    else:
-        effect_hit = effect >= limit
+    # effect None: a constant reference column, where any move at all is the whole effect
+    effect_hit = (result.get(f"{effect_name}_raw") or 0) > 0 if effect is None else effect >= limit
     p = result.get("p_value")
     test_hit = p is not None and p < policy.alpha
     test_text = f"{result.get('test')} p={_fmt(p)} {'<' if test_hit else '>='} {policy.alpha:g}"

@@ -379,3 +379,25 @@ def alert_section(report: dict[str, Any]) -> list[str]:
         if alerts
         else "<p>none</p>",
     ]
+
+
+def render_tables_html(report: dict[str, Any]) -> bytes:
+    """A two-table drift report (``pipeflow drift``, the ``drift`` stage) as an HTML page."""
+    from pipeflow.reports import kpis, page, raw_json
+
+    share = report.get("drift_share")
+    sections = [
+        f"<p>{report.get('current', 'current')} against {report.get('reference', 'reference')}</p>",
+        kpis(
+            {
+                "rows": report["rows"],
+                "reference rows": report["reference_rows"],
+                "drift share": share if share is not None else "-",
+                "drifted": "yes" if report.get("drifted") else "no",
+            }
+        ),
+        *feature_sections(report),
+        "<h2>Raw</h2>",
+        raw_json(report),
+    ]
+    return page("Drift report", sections)
