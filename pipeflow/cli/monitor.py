@@ -66,7 +66,6 @@ def add_parsers(sub: Any) -> None:
 
 
 def read_rules(path: str | None) -> tuple[list[Any], list[Any]]:
-    from pydantic import ValidationError
 
     from pipeflow.errors import UsageError
     from pipeflow.monitoring.alerts import Rule, Sink

@@ -177,17 +177,8 @@ def profile_at_scale(
         std = float(np.sqrt(max(merged["sumsq"][i] / n - mean**2, 0.0)))
         lo, hi = float(span[0][i]), float(span[1][i])
         hist = merged["hist"][i].astype(float)
-        step = (hi - lo) / fine_bins if hi > lo else 1.0
-        cdf = np.cumsum(hist) / hist.sum()
 
-        def cut(levels: Any, hist: Any = hist, cdf: Any = cdf, lo: float = lo, step: float = step):
-            ends = np.unique(np.searchsorted(cdf, levels, side="left") + 1)
-            ends = ends[(ends > 0) & (ends < fine_bins)]
-            edges = np.r_[lo, lo + ends * step, hi] if hi > lo else np.array([lo])
-            counts = np.add.reduceat(hist, np.r_[0, ends]) if hi > lo else np.array([hist.sum()])
-            return [float(e) for e in edges], [int(c) for c in counts]
-
-        edges, counts = cut(np.linspace(0, 1, 11)[1:-1])
+        edges, counts = _cut(hist, lo, hi, fine_bins, 10)
         entry.update(min=lo, max=hi, mean=float(mean), std=std, edges=edges, counts=counts)
         found = merged["values"][i]
         if found is not None:
@@ -196,11 +187,25 @@ def profile_at_scale(
                 "counts": [int(c) for c in found[1]],
             }
         else:
-            fine_edges, fine_counts = cut(np.linspace(0, 1, SKETCH_BINS + 1)[1:-1])
+            fine_edges, fine_counts = _cut(hist, lo, hi, fine_bins, SKETCH_BINS)
             entry["sketch"] = {"edges": fine_edges, "counts": fine_counts}
         features[name] = entry
         rows = max(rows, n)
     return {"format": PROFILE_FORMAT, "rows": rows, "features": features}
+
+
+def _cut(hist: Any, lo: float, hi: float, fine_bins: int, bins: int) -> tuple[list, list]:
+    """Edges at the fine-bin boundaries nearest the reference's 1/bins quantiles, and counts."""
+    import numpy as np
+
+    if not hi > lo:
+        return [lo], [int(hist.sum())]
+    cdf = np.cumsum(hist) / hist.sum()
+    ends = np.unique(np.searchsorted(cdf, np.linspace(0, 1, bins + 1)[1:-1], side="left") + 1)
+    ends = ends[(ends > 0) & (ends < fine_bins)]
+    edges = np.r_[lo, lo + ends * (hi - lo) / fine_bins, hi]
+    counts = np.add.reduceat(hist, np.r_[0, ends])
+    return [float(e) for e in edges], [int(c) for c in counts]
 
 
 def _live_pass(part: Any, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -236,10 +241,7 @@ def compare_to_profile(
     if absent:
         raise UsageError(f"the profile has no column {', '.join(map(repr, absent))}")
     picked = [n for n in names if known[n].get("role") == "numeric" and column_kind(known[n])]
-    if hasattr(live, "columns"):
-        data = live[picked]
-    else:
-        data = live[:, [names.index(n) for n in picked]]
+    data = live[picked] if hasattr(live, "columns") else live[:, [names.index(n) for n in picked]]
     entries = [known[n] for n in picked]
     parts = _partitions(data)
     (summaries,) = compute(_tree([delayed(_live_pass)(p, entries) for p in parts], _merge_live))
