@@ -82,53 +82,65 @@ def reference_profile(
     return out
 
 
-def numeric_entry(values: Any, bins: int = 10, rng: Any = None) -> dict[str, Any]:
-    """The profile entry of a numeric column (finite values; missing ones are the caller's)."""
+def numeric_entry(values: Any, bins: int = 10) -> dict[str, Any]:
+    """The profile entry of a numeric column (finite values; missing ones are the caller's).
+
+    One sort of the column gives everything: exact quantiles, the counts on both sets of edges
+    (binary searches of the edges in the sorted values) and, for a column of few values, their
+    exact counts (the runs of equal values)."""
     import numpy as np
 
-    rng = np.random.default_rng(0) if rng is None else rng
-    finite = np.asarray(values, dtype=float)
-    if not finite.size:
+    ordered = np.sort(np.asarray(values, dtype=float))
+    n = ordered.size
+    if not n:
         return {}
-    # quantiles from a sample (one sort of at most 100k values); counts, min and max from every row
-    sample = finite if finite.size <= 100_000 else rng.choice(finite, 100_000)
-    levels = np.linspace(0, 1, bins + 1)
-    fine = np.linspace(0, 1, SKETCH_BINS + 1)
-    found = np.quantile(sample, [*levels, 0.01, 0.5, 0.99, *fine])
-    low, high = float(finite.min()), float(finite.max())
-    edges = np.unique(np.clip(np.r_[low, found[1:bins], high], low, high))
-    counts = np.histogram(finite, bins=edges)[0] if edges.size > 1 else np.array([finite.size])
-    entry: dict[str, Any] = dict(
-        rows=int(finite.size),
-        min=low,
-        max=high,
-        mean=float(finite.mean()),
-        std=float(finite.std()),
-        quantiles={
-            "p01": float(found[bins + 1]),
-            "p50": float(found[bins + 2]),
-            "p99": float(found[bins + 3]),
+    low, high = float(ordered[0]), float(ordered[-1])
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    entry: dict[str, Any] = {
+        "rows": int(n),
+        "min": low,
+        "max": high,
+        "mean": float(ordered.mean()),
+        "std": float(ordered.std()),
+        "quantiles": {
+            k: float(v)
+            for k, v in zip(
+                ("p01", "p50", "p99"), _quantiles(ordered, [0.01, 0.5, 0.99]), strict=True
+            )
         },
-        edges=[float(e) for e in edges],
-        counts=[int(c) for c in counts],
-    )
-    if np.unique(sample[: 10 * DISCRETE_MAX * 50]).size <= DISCRETE_MAX:
-        distinct, seen = np.unique(finite, return_counts=True)
-        if distinct.size <= DISCRETE_MAX:
-            entry["discrete"] = {
-                "values": [float(v) for v in distinct],
-                "counts": [int(c) for c in seen],
-            }
-            return entry
-    fine_edges = np.unique(np.clip(np.r_[low, found[bins + 5 : -1], high], low, high))
-    fine_counts = (
-        np.histogram(finite, bins=fine_edges)[0] if fine_edges.size > 1 else np.array([finite.size])
-    )
-    entry["sketch"] = {
-        "edges": [float(e) for e in fine_edges],
-        "counts": [int(c) for c in fine_counts],
     }
+    entry["edges"], entry["counts"] = _histogram(ordered, bins)
+    if starts.size <= DISCRETE_MAX:
+        entry["discrete"] = {
+            "values": [float(v) for v in ordered[starts]],
+            "counts": [int(c) for c in np.diff(np.r_[starts, n])],
+        }
+    else:
+        edges, counts = _histogram(ordered, SKETCH_BINS)
+        entry["sketch"] = {"edges": edges, "counts": counts}
     return entry
+
+
+def _quantiles(ordered: Any, levels: Any) -> Any:
+    """np.quantile's default (linear) quantiles of already sorted values."""
+    import numpy as np
+
+    position = np.asarray(levels, dtype=float) * (ordered.size - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, ordered.size - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def _histogram(ordered: Any, bins: int) -> tuple[list[float], list[int]]:
+    """Counts on the sorted values' quantile edges (np.histogram's bins: the last one closed)."""
+    import numpy as np
+
+    edges = np.unique(_quantiles(ordered, np.linspace(0, 1, bins + 1)))
+    if edges.size < 2:
+        return [float(e) for e in edges], [int(ordered.size)]
+    cuts = np.searchsorted(ordered, edges[1:-1], side="left")
+    counts = np.diff(np.r_[0, cuts, ordered.size])
+    return [float(e) for e in edges], [int(c) for c in counts]
 
 
 def _profile_column(
@@ -144,7 +156,7 @@ def _profile_column(
         usable = np.isfinite(values)
         finite = values if usable.all() else values[usable]  # no copy when all are numbers
         if finite.size:
-            entry.update(numeric_entry(finite, bins, rng))
+            entry.update(numeric_entry(finite, bins))
     elif role == "text":
         text = series.dropna().astype(str)
         lengths = text.str.len().to_numpy()

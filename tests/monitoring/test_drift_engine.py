@@ -242,3 +242,14 @@ def test_predictions_and_outcomes_are_compared_with_the_training_target() -> Non
     }
     assert outcome_drift(regression, list(rng.normal(110, 10, 2000)))["drifted"]
     assert not outcome_drift(regression, list(rng.normal(100, 10, 2000)))["drifted"]
+
+
+def test_large_samples_agree_with_scipys_asymptotic_test() -> None:
+    rng = np.random.default_rng(15)
+    a, b = rng.normal(0, 1, 30_000), np.round(rng.normal(0.03, 1, 25_000), 2)  # ties in b
+    found = compare_samples(a, b)
+    scipy_ks = stats.ks_2samp(a, b)
+    assert found["statistic"] == pytest.approx(scipy_ks.statistic, abs=1e-12)
+    assert found["p_value"] == pytest.approx(scipy_ks.pvalue, abs=1e-9)
+    w = stats.wasserstein_distance(a, b) / a.std()
+    assert found["wasserstein"] == pytest.approx(w, abs=1e-9)
