@@ -444,36 +444,48 @@ def compare_samples(
     ref = ref[np.isfinite(ref)]
     if entry is None:
         entry = {"role": "numeric", **numeric_entry(ref)}
-    summary = summarize(entry, current)
-    if column_kind(entry) != "continuous" or not summary["n"]:
-        return compare(entry, summary, policy)
-    cur = np.asarray(current, dtype=float)
-    cur = cur[np.isfinite(cur)]
-    result = compare(entry, summary, policy.model_copy(update={"method": "psi", "per_column": {}}))
-    statistic, distance = ks_wasserstein(ref, cur)
+    raw = np.asarray(current, dtype=float)
+    if column_kind(entry) != "continuous" or not np.isfinite(raw).any() or not ref.size:
+        return compare(entry, summarize(entry, raw), policy)
+    cur = np.sort(raw[np.isfinite(raw)])
+    ref = np.sort(ref)
+    statistic, distance = ks_wasserstein(ref, cur, ordered=True)
     if max(ref.size, cur.size) <= KS_EXACT_N:  # scipy's exact distribution (its "auto" mode)
         statistic, p_value = (float(v) for v in stats.ks_2samp(ref, cur)[:2])
     else:  # scipy's asymptotic one, as its "auto" mode takes above 10,000 rows
         p_value = ks_pvalue(statistic, ref.size, cur.size)
-    result.update(
-        statistic=statistic,
-        ks=statistic,
-        p_value=p_value,
-        wasserstein=_scale({"std": float(ref.std())}, distance),
-        wasserstein_raw=distance,
-        exact=True,
-    )
+    # PSI over the reference's deciles (the profile's 10-bin histogram; outer bins open-ended)
+    edges = np.asarray(entry["edges"], dtype=float)
+    cuts = np.searchsorted(cur, edges[1:-1], side="left")
+    live = np.diff(np.r_[0, cuts, cur.size])
+    result = {
+        "role": "numeric",
+        "kind": "continuous",
+        "rows": int(raw.size),
+        "missing_rate": float(1 - cur.size / raw.size) if raw.size else 0.0,
+        "test": "ks",
+        "statistic": statistic,
+        "ks": statistic,
+        "p_value": p_value,
+        "wasserstein": _scale({"std": float(ref.std())}, distance),
+        "wasserstein_raw": distance,
+        "psi": psi(entry["counts"], live),
+        "mean": float(cur.mean()),
+        "reference_mean": entry.get("mean"),
+        "exact": True,
+    }
     return decide(result, policy)
 
 
-def ks_wasserstein(a: Any, b: Any) -> tuple[float, float]:
+def ks_wasserstein(a: Any, b: Any, *, ordered: bool = False) -> tuple[float, float]:
     """The two-sample KS statistic and Wasserstein-1 distance of two samples (finite values), from
     one merge of the sorted samples: the same figures as scipy's ``ks_2samp`` and
     ``wasserstein_distance``, with two sorts and a linear merge instead of their four binary
     searches over the pooled sample."""
     import numpy as np
 
-    a, b = np.sort(a), np.sort(b)
+    if not ordered:
+        a, b = np.sort(a), np.sort(b)
     pooled = np.concatenate([a, b])
     order = np.argsort(pooled, kind="stable")  # two sorted runs: merged in linear time
     values = pooled[order]
