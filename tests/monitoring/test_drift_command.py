@@ -108,3 +108,18 @@ def test_the_drift_stage_compares_two_tables(tmp_path: Path, fail: bool) -> None
     found = report.load("drift")
     assert found["drifted_features"] == ["flag"] and set(found["features"]) == {"amount", "flag"}
     assert found["policy"]["alpha"] == 0.01 and found["features"]["flag"]["rule"]
+
+
+def test_a_monitor_stage_drift_policy_is_checked_with_file_line_and_field(
+    tmp_path: Path, capsys
+) -> None:
+    spec = tmp_path / "mon.yaml"
+    spec.write_text(
+        "pipeline: mon\nstages:\n  watch:\n    type: monitor\n    with:\n"
+        "      model: m@production\n"
+        "      drift: {alpa: 0.1, per_column: {amount: {method: chi}}}\n"
+    )
+    assert main(["check", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "mon.yaml:7:15: stage 'watch', field 'with.drift.alpa': unknown key 'alpa'" in err
+    assert "with.drift.per_column.amount.method" in err and "'auto', 'test'" in err
