@@ -123,3 +123,20 @@ def test_a_monitor_stage_drift_policy_is_checked_with_file_line_and_field(
     err = capsys.readouterr().err
     assert "mon.yaml:7:15: stage 'watch', field 'with.drift.alpa': unknown key 'alpa'" in err
     assert "with.drift.per_column.amount.method" in err and "'auto', 'test'" in err
+
+
+def test_drift_reads_both_tables_from_s3(tmp_path: Path, s3) -> None:
+    from helpers import cli_env, pipeflow_ok
+
+    ref, cur = tables(tmp_path)
+    bucket = s3.bucket()
+    fs = s3.filesystem()
+    fs.put(str(ref), f"{bucket}/tables/reference.parquet")
+    fs.put(str(cur), f"{bucket}/tables/current.csv")
+    proc = pipeflow_ok(
+        ["drift", f"{bucket}/tables/reference.parquet", f"{bucket}/tables/current.csv", "--json"],
+        env=cli_env(**s3.env),
+    )
+    report = json.loads(proc.stdout)
+    assert report["drifted_features"] == ["flag"] and report["rows"] == 3000
+    assert report["reference_rows"] == 4000
