@@ -84,7 +84,9 @@ def _reference_pass(part: Any, low: Any, high: Any, fine_bins: int) -> dict[str,
     finite = np.isfinite(x)
     zeroed = np.where(finite, x, 0.0)
     head = np.sort(np.where(finite[:HEAD_ROWS], x[:HEAD_ROWS], np.inf), axis=0)
-    distinct = 1 + (np.diff(head, axis=0) != 0).sum(axis=0) if len(head) else np.zeros(x.shape[1])
+    # distinct values of each column's head (inf stands for the missing ones: inf - inf is no step)
+    steps = (head[1:] != head[:-1]).sum(axis=0) if len(head) else np.zeros(x.shape[1])
+    distinct = 1 + steps
     values: list[Any] = []
     for j in range(x.shape[1]):
         found = None
