@@ -222,6 +222,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 if acc is not None
                 else ""
             )
+            + "".join(
+                f", {what} drifted against the {r[key]['against']}"
+                for key, what in (("prediction", "predictions"), ("target", "outcomes"))
+                if (r.get(key) or {}).get("drifted")
+            )
         )
         for a in r["alerts"]:
             state = "suppressed: cooldown" if a["suppressed"] else "sent"
