@@ -29,7 +29,8 @@ def main() -> None:
     import numpy as np
     from distributed import Client, LocalCluster
 
-    from pipeflow.monitoring.scale import _fine_hist, _range, compare_numeric
+    from pipeflow.governance.profile import numeric_entry
+    from pipeflow.monitoring.scale import _live_pass, _range, _reference_pass, compare_numeric
 
     shifted = max(1, args.cols // 10)
     reference = da.random.default_rng(1).normal(
@@ -42,17 +43,18 @@ def main() -> None:
     shift[:shifted] = 0.5
     live = live + shift
 
-    # baseline: the per-partition work (generate, range, histogram) for one chunk in this process
+    # baseline: the per-partition work (generate; range and reference pass; the live pass against
+    # the profile's entries) for one chunk of each table in this process
     rng = np.random.default_rng(0)
     rng.normal(0.0, 1.0, size=(1000, args.cols))  # warm
+    sample = rng.normal(0.0, 1.0, size=(20_000, args.cols))
+    entries = [{"role": "numeric", **numeric_entry(sample[:, j])} for j in range(args.cols)]
     t0 = time.perf_counter()
-    block = rng.normal(
-        0.0, 1.0, size=(args.chunk, args.cols)
-    )  # a reference chunk: range + histogram
+    block = rng.normal(0.0, 1.0, size=(args.chunk, args.cols))  # a reference chunk
     span = _range(block)
-    _fine_hist(block, span[0], span[1], 1024)
-    block = rng.normal(0.0, 1.0, size=(args.chunk, args.cols)) + 0.1  # a live chunk: histogram
-    _fine_hist(block, span[0], span[1], 1024)
+    _reference_pass(block, span[0], span[1], 1024)
+    block = rng.normal(0.0, 1.0, size=(args.chunk, args.cols)) + 0.1  # a live chunk
+    _live_pass(block, entries)
     one = time.perf_counter() - t0
     del block
     pairs = -(-args.rows // args.chunk)

@@ -19,7 +19,7 @@ models        ``models list|show|promote|rollback|archive|restore|card``, ``line
 predict       ``predict`` (batch inference)
 serve         ``serve`` (the HTTP model server)
 ui            ``ui`` (the dashboard)
-monitor       ``monitor``
+monitor       ``monitor``, ``drift`` (two tables)
 watch         ``watch`` (triggers)
 display       terminal presentation of runs (progress, ``runs`` tables), no command
 ============  ============================================================================

@@ -6,23 +6,40 @@ monitoring can measure drift without ever re-reading the training data.
 
 Per feature, by role (the same roles the training preprocessing uses):
 
-- ``numeric``: min, max, mean, std, missing, quantiles, and a histogram on quantile edges (the
-  reference for PSI / KS);
+- ``numeric``: min, max, mean, std, missing, quantiles, and a histogram on 10 quantile edges
+  (``edges``/``counts``: PSI); a finer histogram on ``SKETCH_BINS`` quantile edges (``sketch``:
+  the reference CDF the drift engine's KS and Wasserstein read, accurate to one bin's mass,
+  0.5%); and, for a column with at most ``DISCRETE_MAX`` distinct values (a 0/1 flag, a small
+  count), its exact value counts (``discrete``: compared category by category, as quantile
+  edges would collapse onto those few values);
 - ``categorical``: counts of the most frequent values (up to ``max_categories``) and of the rest;
 - ``text``: length quantiles and histogram, empty count, and the most frequent tokens (from a
   sample) for vocabulary shift;
 - ``date``: the earliest and latest value.
+
+With ``target`` given, the profile also holds the target's entry (``target``: categorical for a
+classifier, numeric for a regressor), so monitoring can set live predictions and outcomes beside
+the distribution the model learnt from (prior shift).
+
+``format`` is 2 since ``sketch`` and ``discrete`` exist; a profile without them (format 1, stored
+with versions registered before) is still read by :mod:`pipeflow.monitoring.engine`.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+PROFILE_FORMAT = 2
+SKETCH_BINS = 200
+DISCRETE_MAX = 20
+
 
 def reference_profile(
     X: Any,
     roles: dict[str, str],
     *,
+    target: Any = None,
+    target_role: str | None = None,
     bins: int = 10,
     max_categories: int = 200,
     vocabulary: int = 300,
@@ -50,7 +67,80 @@ def reference_profile(
     features = {
         str(column): entry for (column, _), entry in zip(roles.items(), entries, strict=True)
     }
-    return {"rows": int(len(X)), "features": features}
+    out: dict[str, Any] = {"format": PROFILE_FORMAT, "rows": int(len(X)), "features": features}
+    if target is not None:
+        import pandas as pd
+
+        role = target_role or (
+            "numeric"
+            if pd.api.types.is_float_dtype(getattr(target, "dtype", None))
+            else "categorical"
+        )
+        out["target"] = _profile_column(
+            pd.Series(target), role, bins, max_categories, vocabulary, np.random.default_rng(seed)
+        )
+    return out
+
+
+def numeric_entry(values: Any, bins: int = 10) -> dict[str, Any]:
+    """The profile entry of a numeric column (finite values; missing ones are the caller's).
+
+    One sort of the column gives everything: exact quantiles, the counts on both sets of edges
+    (binary searches of the edges in the sorted values) and, for a column of few values, their
+    exact counts (the runs of equal values)."""
+    import numpy as np
+
+    ordered = np.sort(np.asarray(values, dtype=float))
+    n = ordered.size
+    if not n:
+        return {}
+    low, high = float(ordered[0]), float(ordered[-1])
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    entry: dict[str, Any] = {
+        "rows": int(n),
+        "min": low,
+        "max": high,
+        "mean": float(ordered.mean()),
+        "std": float(ordered.std()),
+        "quantiles": {
+            k: float(v)
+            for k, v in zip(
+                ("p01", "p50", "p99"), _quantiles(ordered, [0.01, 0.5, 0.99]), strict=True
+            )
+        },
+    }
+    entry["edges"], entry["counts"] = _histogram(ordered, bins)
+    if starts.size <= DISCRETE_MAX:
+        entry["discrete"] = {
+            "values": [float(v) for v in ordered[starts]],
+            "counts": [int(c) for c in np.diff(np.r_[starts, n])],
+        }
+    else:
+        edges, counts = _histogram(ordered, SKETCH_BINS)
+        entry["sketch"] = {"edges": edges, "counts": counts}
+    return entry
+
+
+def _quantiles(ordered: Any, levels: Any) -> Any:
+    """np.quantile's default (linear) quantiles of already sorted values."""
+    import numpy as np
+
+    position = np.asarray(levels, dtype=float) * (ordered.size - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, ordered.size - 1)
+    return ordered[below] + (ordered[above] - ordered[below]) * (position - below)
+
+
+def _histogram(ordered: Any, bins: int) -> tuple[list[float], list[int]]:
+    """Counts on the sorted values' quantile edges (np.histogram's bins: the last one closed)."""
+    import numpy as np
+
+    edges = np.unique(_quantiles(ordered, np.linspace(0, 1, bins + 1)))
+    if edges.size < 2:
+        return [float(e) for e in edges], [int(ordered.size)]
+    cuts = np.searchsorted(ordered, edges[1:-1], side="left")
+    counts = np.diff(np.r_[0, cuts, ordered.size])
+    return [float(e) for e in edges], [int(c) for c in counts]
 
 
 def _profile_column(
@@ -66,29 +156,7 @@ def _profile_column(
         usable = np.isfinite(values)
         finite = values if usable.all() else values[usable]  # no copy when all are numbers
         if finite.size:
-            # quantiles from a sample (one sort of at most 100k values); counts, min and max
-            # from every row
-            sample = finite if finite.size <= 100_000 else rng.choice(finite, 100_000)
-            levels = np.linspace(0, 1, bins + 1)
-            found = np.quantile(sample, [*levels, 0.01, 0.5, 0.99])
-            low, high = float(finite.min()), float(finite.max())
-            edges = np.unique(np.clip(np.r_[low, found[1:bins], high], low, high))
-            counts = (
-                np.histogram(finite, bins=edges)[0] if edges.size > 1 else np.array([finite.size])
-            )
-            entry.update(
-                min=low,
-                max=high,
-                mean=float(finite.mean()),
-                std=float(finite.std()),
-                quantiles={
-                    "p01": float(found[-3]),
-                    "p50": float(found[-2]),
-                    "p99": float(found[-1]),
-                },
-                edges=[float(e) for e in edges],
-                counts=[int(c) for c in counts],
-            )
+            entry.update(numeric_entry(finite, bins))
     elif role == "text":
         text = series.dropna().astype(str)
         lengths = text.str.len().to_numpy()

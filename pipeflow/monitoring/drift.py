@@ -1,137 +1,78 @@
-"""Drift of live inputs against a model version's training reference.
+"""Drift of a table (live inputs, or any current table) against a reference profile, feature by
+feature; and of a model's predictions and outcomes against its training target.
 
-The reference is the version's profile, computed once at training (histograms on quantile edges,
-category counts, text length histograms and token counts; :mod:`pipeflow.governance.profile`), so
-monitoring never re-reads training data. Live inputs come from the serving audit log.
+The reference is the version's profile, computed once at training (:mod:`pipeflow.governance.
+profile`), so monitoring never re-reads training data. Numeric and categorical features go
+through the drift engine (:mod:`pipeflow.monitoring.engine`: KS or chi-squared with p-values,
+Wasserstein / Jensen-Shannon / PSI as effect sizes, and the policy's rule); text features keep
+their own measures: PSI of text lengths, Jensen-Shannon distance between token distributions
+over the reference vocabulary (plus an "other" bucket), and the out-of-vocabulary rate; a text
+feature drifted when its length PSI exceeds the policy's ``psi`` (0.2) or its token JS distance
+exceeds ``TEXT_JS`` (0.2; the token counts come from samples).
 
-Per feature, by role:
-
-- numeric: PSI over the reference's bins (outer bins open-ended) and a binned Kolmogorov-Smirnov
-  statistic (largest gap between the two cumulative distributions at the reference's edges);
-- categorical: PSI over the reference's categories plus one bucket for everything else, Pearson's
-  chi-squared against the reference proportions (with its p-value), and the share of unseen values;
-- text: PSI of text lengths, Jensen-Shannon distance between token distributions over the
-  reference vocabulary (plus an "other" bucket), and the out-of-vocabulary rate.
-
-A feature is *drifted* when PSI (numeric, categorical, text length) exceeds ``psi_threshold``
-(0.2, the usual "significant shift") or the token JS distance exceeds ``js_threshold`` (0.2).
-Proportions are smoothed with ``EPS`` so an empty bin does not make PSI infinite. Everything is
-vectorised with numpy: one ``searchsorted`` + ``bincount`` per numeric feature.
+:func:`compare_tables` is the two-table route (``pipeflow drift``, the ``drift`` stage): the
+reference table is profiled as training profiles it, and while both tables are small
+(``exact_rows``) continuous columns are compared sample to sample.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-EPS = 1e-4
+from pipeflow.monitoring.engine import (
+    EPS,
+    DriftPolicy,
+    _props,
+    compare,
+    js_distance,
+    psi,
+    summarize,
+)
+
 PSI_THRESHOLD = 0.2
-JS_THRESHOLD = 0.2
+TEXT_JS = 0.2
+
+__all__ = [
+    "EPS",
+    "PSI_THRESHOLD",
+    "compare_tables",
+    "feature_drift",
+    "numeric_drift",
+    "outcome_drift",
+    "prediction_drift",
+    "psi",
+    "text_drift",
+]
 
 
-def _props(counts: Any) -> Any:
-    import numpy as np
+def numeric_drift(
+    ref: dict[str, Any], values: Any, policy: DriftPolicy | None = None
+) -> dict[str, Any]:
+    """A numeric feature's live values against its profile entry."""
+    return compare(
+        {"role": "numeric", **ref}, summarize({"role": "numeric", **ref}, values), policy
+    )
 
-    counts = np.asarray(counts, dtype=float)
-    total = counts.sum()
-    p = counts / total if total > 0 else np.full(len(counts), 1.0 / max(len(counts), 1))
-    p = np.clip(p, EPS, None)
-    return p / p.sum()
 
-
-def psi(expected: Any, actual: Any) -> float:
-    """Population stability index between two count vectors over the same bins."""
-    import numpy as np
-
-    e, a = _props(expected), _props(actual)
-    return float(np.sum((a - e) * np.log(a / e)))
+def categorical_drift(
+    ref: dict[str, Any], values: Any, policy: DriftPolicy | None = None
+) -> dict[str, Any]:
+    entry = {"role": "categorical", **ref}
+    return compare(entry, summarize(entry, _series(values)), policy)
 
 
 def _js(p: Any, q: Any) -> float:
-    import numpy as np
-
-    p, q = _props(p), _props(q)
-    m = 0.5 * (p + q)
-    value = 0.5 * np.sum(p * np.log2(p / m)) + 0.5 * np.sum(q * np.log2(q / m))
-    return float(math.sqrt(max(value, 0.0)))
-
-
-def numeric_drift(ref: dict[str, Any], values: Any) -> dict[str, Any]:
-    import numpy as np
-
-    x = np.asarray(values, dtype=float)
-    n = x.size
-    finite = x[np.isfinite(x)]
-    out: dict[str, Any] = {
-        "role": "numeric",
-        "rows": int(n),
-        "missing_rate": float(1 - finite.size / n) if n else 0.0,
-    }
-    edges, counts = ref.get("edges"), ref.get("counts")
-    if not edges or not counts or not finite.size:
-        return {**out, "psi": None, "ks": None, "drifted": False}
-    inner = np.asarray(edges[1:-1], dtype=float)
-    bins = np.searchsorted(inner, finite, side="right")
-    live = np.bincount(bins, minlength=len(counts))[: len(counts)]
-    e, a = _props(counts), _props(live)
-    value = psi(counts, live)
-    ks = float(np.max(np.abs(np.cumsum(e) - np.cumsum(a))))
-    return {
-        **out,
-        "psi": value,
-        "ks": ks,
-        "mean": float(finite.mean()),
-        "reference_mean": ref.get("mean"),
-        "drifted": value > PSI_THRESHOLD,
-    }
-
-
-def categorical_drift(ref: dict[str, Any], values: Any) -> dict[str, Any]:
-    import numpy as np
-    from scipy import stats
-
-    series = _series(values)
-    n = len(series)
-    counted = series.value_counts(dropna=True)  # Arrow-backed columns count in C++
-    live_counts: dict[str, int] = {}
-    for key, count in zip(counted.index, counted.to_numpy(), strict=True):
-        live_counts[str(key)] = live_counts.get(str(key), 0) + int(count)
-    present = sum(live_counts.values())
-    out: dict[str, Any] = {
-        "role": "categorical",
-        "rows": int(n),
-        "missing_rate": float(1 - present / n) if n else 0.0,
-    }
-    known = ref.get("categories") or {}
-    if not known or not present:
-        return {
-            **out,
-            "psi": None,
-            "chi2": None,
-            "p_value": None,
-            "unseen_rate": None,
-            "drifted": False,
-        }
-    names = list(known)
-    inside = [live_counts.get(k, 0) for k in names]
-    live = np.array([*inside, present - sum(inside)])
-    expected = np.array([known[k] for k in names] + [int(ref.get("other") or 0)], dtype=float)
-    value = psi(expected, live)
-    scaled = _props(expected) * live.sum()
-    chi2, p_value = stats.chisquare(live, scaled)
-    unseen = float(live[-1] / live.sum()) if not ref.get("other") else None
-    return {
-        **out,
-        "psi": value,
-        "chi2": float(chi2),
-        "p_value": float(p_value),
-        "unseen_rate": unseen,
-        "drifted": value > PSI_THRESHOLD,
-    }
+    """Smoothed JS distance (the text vocabulary's: counts from a sample)."""
+    return js_distance(_props(p), _props(q))
 
 
 def text_drift(
-    ref: dict[str, Any], values: Any, *, sample: int = 20000, seed: int = 0
+    ref: dict[str, Any],
+    values: Any,
+    *,
+    sample: int = 20000,
+    seed: int = 0,
+    policy: DriftPolicy | None = None,
 ) -> dict[str, Any]:
     import numpy as np
     import pandas as pd
@@ -187,9 +128,11 @@ def text_drift(
         result["reference_oov_rate"] = float(expected[-1] / ref_total) if ref_total else None
     else:
         result["vocabulary_js"] = result["oov_rate"] = None
+    limit = (policy or DriftPolicy()).psi
     result["drifted"] = bool(
-        (result["length_psi"] or 0) > PSI_THRESHOLD or (result["vocabulary_js"] or 0) > JS_THRESHOLD
+        (result["length_psi"] or 0) > limit or (result["vocabulary_js"] or 0) > TEXT_JS
     )
+    result["rule"] = f"length psi > {limit:g} or vocabulary js > {TEXT_JS:g}"
     return result
 
 
@@ -199,8 +142,11 @@ def _series(values: Any) -> Any:
     return values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
 
 
-def feature_drift(reference: dict[str, Any], frame: Any) -> dict[str, dict[str, Any]]:
+def feature_drift(
+    reference: dict[str, Any], frame: Any, policy: DriftPolicy | None = None
+) -> dict[str, dict[str, Any]]:
     """Drift of every referenced feature present in ``frame`` (missing columns are reported)."""
+    policy = policy or DriftPolicy()
     out: dict[str, dict[str, Any]] = {}
     for name, ref in (reference.get("features") or {}).items():
         role = ref.get("role")
@@ -213,17 +159,13 @@ def feature_drift(reference: dict[str, Any], frame: Any) -> dict[str, dict[str, 
             }
             continue
         values = frame[name]
+        rule = policy.for_column(name)
         if role == "numeric":
-            import pandas as pd
-
-            out[name] = numeric_drift(
-                ref,
-                pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=float("nan")),
-            )
+            out[name] = numeric_drift(ref, _numbers(values), rule)
         elif role == "text":
-            out[name] = text_drift(ref, values)
+            out[name] = text_drift(ref, values, policy=rule)
         elif role == "categorical":
-            out[name] = categorical_drift(ref, values)
+            out[name] = categorical_drift(ref, values, rule)
         else:
             out[name] = {
                 "role": role,
@@ -234,25 +176,178 @@ def feature_drift(reference: dict[str, Any], frame: Any) -> dict[str, dict[str, 
     return out
 
 
-def prediction_drift(record: dict[str, Any], outputs: Any) -> dict[str, Any] | None:
-    """Predicted-class distribution now against the one on the evaluation set."""
-    import numpy as np
+def _numbers(values: Any) -> Any:
     import pandas as pd
 
-    cm = (record.get("metrics") or {}).get("confusion_matrix")
-    if not cm or not len(outputs):
-        return None
-    labels = [str(label) for label in cm["labels"]]
-    expected = np.asarray(cm["matrix"], dtype=float).sum(axis=0)
-    counts = pd.Series(outputs, dtype=object).astype(str).value_counts()
-    live = np.array(
-        [int(counts.get(k, 0)) for k in labels]
-        + [int(counts.sum() - counts.reindex(labels).fillna(0).sum())]
-    )
-    expected = np.r_[expected, 0.0]
-    live_p, ref_p = live / max(live.sum(), 1), expected / max(expected.sum(), 1)
-    return {
-        "psi": psi(expected, live),
-        "distribution": {k: float(v) for k, v in zip([*labels, "<other>"], live_p, strict=True)},
-        "reference": {k: float(v) for k, v in zip([*labels, "<other>"], ref_p, strict=True)},
+    if pd.api.types.is_bool_dtype(values.dtype):
+        values = values.astype("float64")
+    return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=float("nan"))
+
+
+def table_roles(frame: Any, columns: list[str] | None = None) -> dict[str, str]:
+    """numeric for numbers and booleans, categorical for anything else."""
+    import pandas as pd
+
+    roles = {}
+    for name in columns or list(frame.columns):
+        dtype = frame[name].dtype
+        numeric = pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+        roles[str(name)] = "numeric" if numeric else "categorical"
+    return roles
+
+
+def compare_tables(
+    reference: Any,
+    current: Any,
+    *,
+    columns: list[str] | None = None,
+    policy: DriftPolicy | None = None,
+) -> dict[str, Any]:
+    """Drift of ``current`` against ``reference`` (two DataFrames), column by column: the
+    reference profiled as training profiles it, the comparison the monitor's. Both tables at most
+    ``policy.exact_rows`` rows: continuous columns compared sample to sample (scipy's KS and
+    Wasserstein)."""
+    from pipeflow.errors import UsageError
+    from pipeflow.governance.profile import reference_profile
+    from pipeflow.monitoring.engine import compare_samples
+
+    policy = policy or DriftPolicy()
+    wanted = list(columns) if columns else [c for c in reference.columns if c in current.columns]
+    for side, frame in (("reference", reference), ("current", current)):
+        absent = [c for c in wanted if c not in frame.columns]
+        if absent:
+            raise UsageError(
+                f"the {side} table has no column {', '.join(map(repr, absent))} "
+                f"(it has: {', '.join(map(str, frame.columns))})"
+            )
+    if not wanted:
+        raise UsageError("the two tables have no column in common")
+    roles = table_roles(reference, wanted)
+    profile = reference_profile(reference[wanted], roles)
+    exact = max(len(reference), len(current)) <= policy.exact_rows
+
+    def one(name: str) -> dict[str, Any]:
+        entry, rule = profile["features"][name], policy.for_column(name)
+        if roles[name] != "numeric":
+            return categorical_drift(entry, current[name], rule)
+        if exact:
+            return compare_samples(_numbers(reference[name]), _numbers(current[name]), entry, rule)
+        return numeric_drift(entry, _numbers(current[name]), rule)
+
+    features = dict(zip(wanted, _map(one, wanted, len(current)), strict=True))
+    return summary_report(features, policy) | {
+        "reference_rows": int(len(reference)),
+        "rows": int(len(current)),
+        "exact": exact,
     }
+
+
+def _map(fn: Any, items: list[str], rows: int) -> list[Any]:
+    """``fn`` over the columns, on a few threads for large tables (numpy's sorts and binary
+    searches run without the GIL), in order."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    workers = min(os.cpu_count() or 1, len(items), 4)
+    if rows < 100_000 or workers < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(workers, thread_name_prefix="pipeflow-drift") as pool:
+        return list(pool.map(fn, items))
+
+
+def summary_report(features: dict[str, dict[str, Any]], policy: DriftPolicy) -> dict[str, Any]:
+    """The table-level part of a report: drifted features, their share, the verdict."""
+    measured = [f for f in features.values() if f.get("rows")]
+    drifted = [n for n, f in features.items() if f.get("drifted")]
+    share = (len(drifted) / len(measured)) if measured else None
+    return {
+        "features": features,
+        "drifted_features": drifted,
+        "drift_share": share,
+        "drifted": share is not None and share >= policy.share,
+        "policy": policy.model_dump(),
+    }
+
+
+def _series(values: Any) -> Any:
+    import pandas as pd
+
+    return values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+
+
+def _class_entry(labels: list[str], counts: Any) -> dict[str, Any]:
+    return {
+        "role": "categorical",
+        "categories": {k: int(v) for k, v in zip(labels, counts, strict=True) if v > 0},
+        "other": 0,
+    }
+
+
+def prediction_drift(
+    record: dict[str, Any], outputs: Any, policy: DriftPolicy | None = None
+) -> dict[str, Any] | None:
+    """The distribution of the model's answers now against the training target's (``reference.
+    target`` of profiles from format 2), or, for a version registered before, against the
+    classes it predicted on the evaluation set (the column sums of its confusion matrix)."""
+    import numpy as np
+
+    if not len(outputs):
+        return None
+    entry, against = _target_reference(record, predicted=True)
+    if entry is None:
+        return None
+    if entry.get("role") == "numeric":
+        result = numeric_drift(entry, _numbers(_series(outputs)), policy)
+    else:
+        result = categorical_drift(entry, _series(outputs).astype(str), policy)
+        labels = list(entry["categories"])
+        counts = _series(outputs).astype(str).value_counts()
+        live = np.array([int(counts.get(k, 0)) for k in labels] + [0], dtype=float)
+        live[-1] = counts.sum() - live[:-1].sum()
+        ref = np.array([entry["categories"][k] for k in labels] + [0], dtype=float)
+        result["distribution"] = {
+            k: float(v)
+            for k, v in zip([*labels, "<other>"], live / max(live.sum(), 1), strict=True)
+        }
+        result["reference"] = {
+            k: float(v) for k, v in zip([*labels, "<other>"], ref / max(ref.sum(), 1), strict=True)
+        }
+    result["against"] = against
+    return result
+
+
+def outcome_drift(
+    record: dict[str, Any], outcomes: Any, policy: DriftPolicy | None = None
+) -> dict[str, Any] | None:
+    """Prior shift: the outcomes reported as feedback for the window's predictions against the
+    training target (or, for a version registered before profiles held it, the true classes of
+    the evaluation set: the row sums of its confusion matrix)."""
+    if not len(outcomes):
+        return None
+    entry, against = _target_reference(record, predicted=False)
+    if entry is None:
+        return None
+    if entry.get("role") == "numeric":
+        result = numeric_drift(entry, _numbers(_series(outcomes)), policy)
+    else:
+        result = categorical_drift(entry, _series(outcomes).astype(str), policy)
+    result["against"] = against
+    return result
+
+
+def _target_reference(
+    record: dict[str, Any], *, predicted: bool
+) -> tuple[dict[str, Any] | None, str]:
+    import numpy as np
+
+    target = (record.get("reference") or {}).get("target")
+    if target:
+        return target, "training target"
+    cm = (record.get("metrics") or {}).get("confusion_matrix")
+    if not cm:
+        return None, ""
+    labels = [str(label) for label in cm["labels"]]
+    matrix = np.asarray(cm["matrix"], dtype=float)
+    if predicted:
+        return _class_entry(labels, matrix.sum(axis=0)), "evaluation predictions"
+    return _class_entry(labels, matrix.sum(axis=1)), "evaluation classes"

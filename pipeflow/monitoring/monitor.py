@@ -5,8 +5,10 @@ shipped segments and this machine's spool: :class:`pipeflow.store.shipping.Journ
 pyarrow's JSON reader (multi-threaded C++, so a
 million audited predictions load in about a second rather than the many seconds of ``json.loads``
 per line), keeps the rows of the model (and, unless ``all_versions``, of the version the alias
-holds now), then measures feature drift (:mod:`pipeflow.monitoring.drift`), prediction drift, live
-accuracy from feedback, latency and the share of flagged inputs. The report is saved to the
+holds now), then measures feature drift (:mod:`pipeflow.monitoring.drift`, the drift engine's
+rule: a :class:`~pipeflow.monitoring.engine.DriftPolicy`), the drift of the predictions and of the
+outcomes reported as feedback against the training target (prior shift), live accuracy from
+feedback, latency and the share of flagged inputs. The report is saved to the
 store's monitoring history, and alert rules are evaluated on it.
 """
 
@@ -259,10 +261,19 @@ def monitor(
     rules: list[Any] | None = None,
     sinks: list[Any] | None = None,
     save: bool = True,
+    policy: Any = None,  # a pipeflow.monitoring.engine.DriftPolicy (default: its defaults)
 ) -> dict[str, Any]:
     import numpy as np
 
-    from pipeflow.monitoring.drift import feature_drift, prediction_drift
+    from pipeflow.monitoring.drift import (
+        feature_drift,
+        outcome_drift,
+        prediction_drift,
+        summary_report,
+    )
+    from pipeflow.monitoring.engine import DriftPolicy
+
+    policy = policy or DriftPolicy()
 
     record = registry.resolve(name, which)
     reference = record.get("reference")
@@ -284,9 +295,9 @@ def monitor(
         request_schema=None if all_versions else audit_schema(record, requests=True),
     )
     loaded = time.perf_counter() - started
-    features = feature_drift(reference, inputs) if len(inputs) else {}
-    measured = [f for f in features.values() if f.get("rows")]
-    drifted = [n for n, f in features.items() if f.get("drifted")]
+    features = feature_drift(reference, inputs, policy) if len(inputs) else {}
+    table = summary_report(features, policy)
+    accuracy, outcomes = _accuracy(audit_dir, meta)
     report: dict[str, Any] = {
         "model": name,
         "version": int(record["version"]),
@@ -294,12 +305,12 @@ def monitor(
         "created": time.time(),
         "window": {"start": start, "end": end, "seconds": window_s},
         "rows": int(len(meta)),
-        "features": features,
-        "drifted_features": drifted,
-        "drift_share": (len(drifted) / len(measured)) if measured else None,
-        "drifted": bool(measured) and len(drifted) / len(measured) >= 0.3,
-        "prediction": prediction_drift(record, meta["output"].tolist()) if len(meta) else None,
-        "accuracy": _accuracy(audit_dir, meta),
+        **table,
+        "prediction": prediction_drift(record, meta["output"].tolist(), policy)
+        if len(meta)
+        else None,
+        "target": outcome_drift(record, outcomes, policy) if outcomes else None,
+        "accuracy": accuracy,
         "latency_ms": _percentiles(meta["latency_ms"]) if len(meta) else None,
         "errors": _errors(
             audit_dir, name, start, end, len(meta), None if all_versions else int(record["version"])
@@ -321,24 +332,24 @@ def monitor(
     return report
 
 
-def _accuracy(audit_dir: Any, meta: Any) -> dict[str, Any]:
+def _accuracy(audit_dir: Any, meta: Any) -> tuple[dict[str, Any], list[Any]]:
+    """Live accuracy from feedback, and the window's reported outcomes (for target drift)."""
     from pipeflow.store import journal as audit
 
     if not len(meta):
-        return {"labelled": 0, "accuracy": None}
+        return {"labelled": 0, "accuracy": None}, []
     outcomes = {}
     for record in audit.read(audit_dir, "feedback"):
         outcomes[record.get("id")] = record.get("outcome")
     if not outcomes:
-        return {"labelled": 0, "accuracy": None}
+        return {"labelled": 0, "accuracy": None}, []
     pairs = [
-        (str(o), str(outcomes[i]))
-        for i, o in zip(meta["id"], meta["output"], strict=True)
-        if i in outcomes
+        (o, outcomes[i]) for i, o in zip(meta["id"], meta["output"], strict=True) if i in outcomes
     ]
     if not pairs:
-        return {"labelled": 0, "accuracy": None}
-    return {"labelled": len(pairs), "accuracy": sum(a == b for a, b in pairs) / len(pairs)}
+        return {"labelled": 0, "accuracy": None}, []
+    right = sum(str(a) == str(b) for a, b in pairs)
+    return {"labelled": len(pairs), "accuracy": right / len(pairs)}, [b for _, b in pairs]
 
 
 def _errors(
@@ -372,7 +383,7 @@ def _percentiles(values: Any) -> dict[str, float] | None:
 
 def render_html(report: dict[str, Any]) -> bytes:
     """The drift report as a self-contained HTML page."""
-    from pipeflow.reports import bars, kpis, page, raw_json, table
+    from pipeflow.reports import kpis, page, raw_json
 
     accuracy = (report.get("accuracy") or {}).get("accuracy")
     latency = report.get("latency_ms") or {}
@@ -389,70 +400,111 @@ def render_html(report: dict[str, Any]) -> bytes:
             else "-",
         }
     )
-    rows = []
-    for name, f in sorted(report.get("features", {}).items()):
-        main = f.get("psi") if f.get("role") != "text" else f.get("length_psi")
-        rows.append(
-            [
-                name,
-                f.get("role"),
-                "drifted" if f.get("drifted") else "ok",
-                main if main is not None else "-",
-                f.get("ks", f.get("chi2", f.get("vocabulary_js", "-")))
-                if f.get("role") != "numeric" or f.get("ks") is not None
-                else "-",
-                f.get("missing_rate", "-"),
-                f.get("unseen_rate", f.get("oov_rate", "-")) if f.get("role") != "numeric" else "-",
-            ]
-        )
-    psis = {
-        n: float(f.get("psi") if f.get("psi") is not None else f.get("length_psi") or 0.0)
-        for n, f in report.get("features", {}).items()
-    }
     sections = [
         f"<p>{report['model']}@{report['version']}, window of {report['window']['seconds']:g} s ending "
         f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(report['window']['end']))} UTC</p>",
         head,
+        *feature_sections(report),
+    ]
+    for key, title in (("prediction", "Predictions"), ("target", "Outcomes (feedback)")):
+        part = report.get(key)
+        if part:
+            sections += [
+                f"<h2>{title} against the {part.get('against', 'reference')}</h2>",
+                f"<p>{'drifted' if part.get('drifted') else 'ok'}: {part.get('rule', '')}</p>",
+            ]
+    sections += alert_section(report)
+    sections += ["<h2>Raw</h2>", raw_json(report)]
+    return page(f"Drift report: {report['model']}@{report['version']}", sections)
+
+
+def feature_sections(report: dict[str, Any]) -> list[str]:
+    """The per-feature table and effect-size bars (shared with ``pipeflow drift``'s page)."""
+    from pipeflow.reports import bars, table
+
+    rows = []
+    for name, f in sorted(report.get("features", {}).items()):
+        effect = f.get("js") if f.get("kind") == "categorical" else f.get("wasserstein")
+        rows.append(
+            [
+                name,
+                f.get("kind") or f.get("role"),
+                "drifted" if f.get("drifted") else "ok",
+                f.get("test") or "-",
+                f.get("statistic") if f.get("statistic") is not None else "-",
+                f.get("p_value") if f.get("p_value") is not None else "-",
+                effect if effect is not None else "-",
+                f.get("psi", f.get("length_psi"))
+                if f.get("psi", f.get("length_psi")) is not None
+                else "-",
+                f.get("missing_rate", "-"),
+                f.get("rule") or f.get("note") or "-",
+            ]
+        )
+    effects = {
+        n: float(
+            (f.get("js") if f.get("kind") == "categorical" else f.get("wasserstein"))
+            or f.get("length_psi")
+            or 0.0
+        )
+        for n, f in report.get("features", {}).items()
+    }
+    return [
         "<h2>Features</h2>",
         table(
             [
                 "feature",
-                "role",
+                "kind",
                 "state",
-                "PSI (length PSI for text)",
-                "KS / chi² / token JS",
+                "test",
+                "statistic",
+                "p-value",
+                "effect (Wasserstein/sd, JS)",
+                "PSI",
                 "missing",
-                "unseen / OOV",
+                "rule",
             ],
             rows,
-            left=3,
+            left=4,
         ),
-        "<h2>PSI by feature</h2>",
-        bars(psis, limit=max([0.5, *psis.values()])),
+        "<h2>Effect size by feature</h2>",
+        bars(effects, limit=max([0.2, *effects.values()])),
     ]
-    pred = report.get("prediction")
-    if pred:
-        sections += [
-            "<h2>Predicted classes</h2>",
-            f"<p>PSI {pred['psi']:.4f}</p>",
-            table(
-                ["class", "live share", "evaluation share"],
-                [
-                    [k, pred["distribution"][k], pred["reference"].get(k, 0.0)]
-                    for k in pred["distribution"]
-                ],
-            ),
-        ]
+
+
+def alert_section(report: dict[str, Any]) -> list[str]:
+    from pipeflow.reports import table
+
     alerts = [a for a in report.get("alerts") or [] if not a.get("suppressed")]
-    sections.append("<h2>Alerts</h2>")
-    sections.append(
+    return [
+        "<h2>Alerts</h2>",
         table(
             ["severity", "rule", "message"],
             [[a["severity"], a["rule"], a["message"]] for a in alerts],
             left=3,
         )
         if alerts
-        else "<p>none</p>"
-    )
-    sections += ["<h2>Raw</h2>", raw_json(report)]
-    return page(f"Drift report: {report['model']}@{report['version']}", sections)
+        else "<p>none</p>",
+    ]
+
+
+def render_tables_html(report: dict[str, Any]) -> bytes:
+    """A two-table drift report (``pipeflow drift``, the ``drift`` stage) as an HTML page."""
+    from pipeflow.reports import kpis, page, raw_json
+
+    share = report.get("drift_share")
+    sections = [
+        f"<p>{report.get('current', 'current')} against {report.get('reference', 'reference')}</p>",
+        kpis(
+            {
+                "rows": report["rows"],
+                "reference rows": report["reference_rows"],
+                "drift share": share if share is not None else "-",
+                "drifted": "yes" if report.get("drifted") else "no",
+            }
+        ),
+        *feature_sections(report),
+        "<h2>Raw</h2>",
+        raw_json(report),
+    ]
+    return page("Drift report", sections)

@@ -1,23 +1,30 @@
-"""Drift at cluster scale: every row of a large reference against every row of a live window,
-partition by partition, with nothing sampled and no partition held longer than its task.
+"""Drift at cluster scale: a live window of any size against a stored training profile (or a large
+reference table), partition by partition, with nothing sampled and no partition held longer than
+its task. The statistics are the drift engine's (:mod:`pipeflow.monitoring.engine`), so a column
+gets the verdict here that ``monitor`` or ``pipeflow drift`` gives it.
 
 The popular drift libraries load both tables into one process, so at ten million rows by a
-thousand columns their users are told to sample. Here each Dask task turns one partition into a
-small, mergeable summary, and only summaries travel:
+thousand columns their users are told to sample. Here each Dask task turns one partition into
+small, mergeable summaries, and only summaries travel:
 
-1. **Range pass**: per partition, the finite minimum and maximum of every column (two vectors);
-   merged into the global range of the reference.
-2. **Histogram pass**: per partition (reference and live alike), a fine histogram of every column
-   on ``fine_bins`` equal-width bins over the reference's range (values outside fall in the end
-   bins), computed for all columns at once with one ``bincount`` over ``column * fine_bins + bin``.
-   Histograms add up exactly, so merging is a sum.
-3. On the client: the reference's quantile edges come from its merged fine histogram (accurate to
-   one fine bin, 1/1024 of the range by default); PSI on those coarse bins, and the KS statistic on
-   the fine grid (its error is bounded by the mass of one fine bin).
+- **Against a profile** (:func:`compare_to_profile`, what monitoring a registered version does):
+  the profile is the reference, so the reference table is never read. Each live partition becomes
+  the engine's summary of every column against its profile entry (counts on the entry's sketch
+  bins, or value counts of a discrete column, plus the tail sums Wasserstein needs); summaries
+  are added pairwise up a tree (:func:`pipeflow.monitoring.engine.merge`), and the engine
+  compares the total with the entry.
+- **Two tables** (:func:`compare_numeric`): the reference is first profiled partition by
+  partition (:func:`profile_at_scale`): a range pass (finite min and max of every column,
+  merged), then one pass of per-partition fine histograms (``fine_bins`` equal-width bins over
+  the reference's range, all columns in one ``bincount`` over ``column * fine_bins + bin``),
+  moments (count, sum, sum of squares) and, for columns whose partition head shows at most
+  ``DISCRETE_MAX`` values, exact value counts. Histograms and counts add up exactly. The profile's
+  quantile edges come from the merged fine histogram (accurate to one fine bin, 1/1024 of the
+  range by default). Then it is compared as above.
 
 Memory per task: one partition plus an int64 index of the same shape; the summaries are
-``columns x fine_bins`` integers. Numeric columns only; categorical drift at this scale is a sum of
-per-partition value counts and is left to :mod:`pipeflow.monitoring.drift` for now.
+``columns x fine_bins`` integers. Numeric columns only (categorical columns of a table this size
+are value counts per partition, left to :mod:`pipeflow.monitoring.drift` for now).
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from __future__ import annotations
 from typing import Any
 
 from pipeflow.execute.cluster import compute, delayed
+
+HEAD_ROWS = 2000
 
 
 def _block(part: Any) -> Any:
@@ -64,6 +73,58 @@ def _fine_hist(part: Any, low: Any, high: Any, fine_bins: int) -> Any:
     return counts.reshape(cols, fine_bins)
 
 
+def _reference_pass(part: Any, low: Any, high: Any, fine_bins: int) -> dict[str, Any]:
+    """One reference partition: fine histograms, moments, and the exact value counts of the
+    columns its head shows to be discrete (None for the others)."""
+    import numpy as np
+
+    from pipeflow.governance.profile import DISCRETE_MAX
+
+    x = _block(part)
+    finite = np.isfinite(x)
+    zeroed = np.where(finite, x, 0.0)
+    head = np.sort(np.where(finite[:HEAD_ROWS], x[:HEAD_ROWS], np.inf), axis=0)
+    # distinct values of each column's head (inf stands for the missing ones: inf - inf is no step)
+    steps = (head[1:] != head[:-1]).sum(axis=0) if len(head) else np.zeros(x.shape[1])
+    distinct = 1 + steps
+    values: list[Any] = []
+    for j in range(x.shape[1]):
+        found = None
+        if distinct[j] <= DISCRETE_MAX:
+            v, c = np.unique(x[finite[:, j], j], return_counts=True)
+            found = (v, c) if v.size <= DISCRETE_MAX else None
+        values.append(found)
+    return {
+        "hist": _fine_hist(x, low, high, fine_bins),
+        "n": finite.sum(axis=0),
+        "sum": zeroed.sum(axis=0),
+        "sumsq": (zeroed**2).sum(axis=0),
+        "values": values,
+    }
+
+
+def _merge_reference(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from pipeflow.governance.profile import DISCRETE_MAX
+
+    values = []
+    for x, y in zip(a["values"], b["values"], strict=True):
+        if x is None or y is None:
+            values.append(None)
+            continue
+        distinct, where = np.unique(np.r_[x[0], y[0]], return_inverse=True)
+        counts = np.bincount(where, weights=np.r_[x[1], y[1]]).astype(np.int64)
+        values.append((distinct, counts) if distinct.size <= DISCRETE_MAX else None)
+    return {
+        "hist": a["hist"] + b["hist"],
+        "n": a["n"] + b["n"],
+        "sum": a["sum"] + b["sum"],
+        "sumsq": a["sumsq"] + b["sumsq"],
+        "values": values,
+    }
+
+
 def _tree(items: list[Any], merge: Any) -> Any:
     """Pairwise merge of delayed summaries (depth log2(n), no single task sees them all)."""
     while len(items) > 1:
@@ -81,54 +142,127 @@ def _partitions(data: Any) -> list[Any]:
     raise TypeError("expected a dask DataFrame or dask Array")
 
 
+def _names(data: Any) -> list[str]:
+    if hasattr(data, "columns"):
+        return [str(c) for c in data.columns]
+    return [f"c{i}" for i in range(data.shape[1])]
+
+
+def profile_at_scale(
+    reference: Any, *, columns: list[str] | None = None, fine_bins: int = 1024
+) -> dict[str, Any]:
+    """The numeric profile (format 2 entries) of a dask DataFrame or Array, partition by
+    partition; see the module docstring for what is exact and what is within one fine bin."""
+    import numpy as np
+
+    from pipeflow.governance.profile import PROFILE_FORMAT, SKETCH_BINS
+
+    columns = columns or _names(reference)
+    parts = _partitions(reference)
+    (span,) = compute(_tree([delayed(_range)(p) for p in parts], _merge_range))
+    low, high = span[0], span[1]
+    low = np.where(np.isfinite(low), low, 0.0)
+    high = np.where(np.isfinite(high), high, low + 1.0)
+    total = _tree(
+        [delayed(_reference_pass)(p, low, high, fine_bins) for p in parts], _merge_reference
+    )
+    (merged,) = compute(total)
+    features: dict[str, Any] = {}
+    rows = 0
+    for i, name in enumerate(columns):
+        n = int(merged["n"][i])
+        entry: dict[str, Any] = {"role": "numeric", "rows": n}
+        if not n:
+            features[name] = entry
+            continue
+        mean = merged["sum"][i] / n
+        std = float(np.sqrt(max(merged["sumsq"][i] / n - mean**2, 0.0)))
+        lo, hi = float(span[0][i]), float(span[1][i])
+        hist = merged["hist"][i].astype(float)
+
+        edges, counts = _cut(hist, lo, hi, fine_bins, 10)
+        entry.update(min=lo, max=hi, mean=float(mean), std=std, edges=edges, counts=counts)
+        found = merged["values"][i]
+        if found is not None:
+            entry["discrete"] = {
+                "values": [float(v) for v in found[0]],
+                "counts": [int(c) for c in found[1]],
+            }
+        else:
+            fine_edges, fine_counts = _cut(hist, lo, hi, fine_bins, SKETCH_BINS)
+            entry["sketch"] = {"edges": fine_edges, "counts": fine_counts}
+        features[name] = entry
+        rows = max(rows, n)
+    return {"format": PROFILE_FORMAT, "rows": rows, "features": features}
+
+
+def _cut(hist: Any, lo: float, hi: float, fine_bins: int, bins: int) -> tuple[list, list]:
+    """Edges at the fine-bin boundaries nearest the reference's 1/bins quantiles, and counts."""
+    import numpy as np
+
+    if not hi > lo:
+        return [lo], [int(hist.sum())]
+    cdf = np.cumsum(hist) / hist.sum()
+    ends = np.unique(np.searchsorted(cdf, np.linspace(0, 1, bins + 1)[1:-1], side="left") + 1)
+    ends = ends[(ends > 0) & (ends < fine_bins)]
+    edges = np.r_[lo, lo + ends * (hi - lo) / fine_bins, hi]
+    counts = np.add.reduceat(hist, np.r_[0, ends])
+    return [float(e) for e in edges], [int(c) for c in counts]
+
+
+def _live_pass(part: Any, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from pipeflow.monitoring.engine import summarize
+
+    x = _block(part)
+    return [summarize(entry, x[:, j]) for j, entry in enumerate(entries)]
+
+
+def _merge_live(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from pipeflow.monitoring.engine import merge
+
+    return [merge(x, y) for x, y in zip(a, b, strict=True)]
+
+
+def compare_to_profile(
+    profile: dict[str, Any],
+    live: Any,
+    *,
+    columns: list[str] | None = None,
+    policy: Any = None,  # a pipeflow.monitoring.engine.DriftPolicy
+) -> dict[str, dict[str, Any]]:
+    """Every numeric profiled column of ``live`` (a dask DataFrame, or a dask Array whose columns
+    are ``columns``) against the profile, on the current scheduler. The reference table is not
+    needed: only the profile stored with a model version."""
+    from pipeflow.errors import UsageError
+    from pipeflow.monitoring.engine import DriftPolicy, column_kind, compare
+
+    policy = policy or DriftPolicy()
+    names = columns or _names(live)
+    known = profile.get("features") or {}
+    absent = [n for n in names if n not in known]
+    if absent:
+        raise UsageError(f"the profile has no column {', '.join(map(repr, absent))}")
+    picked = [n for n in names if known[n].get("role") == "numeric" and column_kind(known[n])]
+    data = live[picked] if hasattr(live, "columns") else live[:, [names.index(n) for n in picked]]
+    entries = [known[n] for n in picked]
+    parts = _partitions(data)
+    (summaries,) = compute(_tree([delayed(_live_pass)(p, entries) for p in parts], _merge_live))
+    out: dict[str, dict[str, Any]] = {}
+    for name, entry, summary in zip(picked, entries, summaries, strict=True):
+        out[name] = compare(entry, summary, policy.for_column(name))
+        out[name]["reference_rows"] = int(entry.get("rows") or sum(entry.get("counts") or []))
+    return out
+
+
 def compare_numeric(
     reference: Any,
     live: Any,
     *,
     columns: list[str] | None = None,
-    bins: int = 10,
     fine_bins: int = 1024,
-    psi_threshold: float = 0.2,
+    policy: Any = None,
 ) -> dict[str, dict[str, Any]]:
-    """PSI and KS of every column of ``live`` against ``reference`` (dask DataFrames with the same
-    numeric columns, or dask Arrays with the same columns), computed on the current scheduler."""
-    import numpy as np
-
-    from pipeflow.monitoring.drift import psi
-
-    if columns is None:
-        columns = (
-            list(reference.columns)
-            if hasattr(reference, "columns")
-            else [f"c{i}" for i in range(reference.shape[1])]
-        )
-    ref_parts, live_parts = _partitions(reference), _partitions(live)
-    (span,) = compute(_tree([delayed(_range)(p) for p in ref_parts], _merge_range))
-    low, high = span[0], span[1]
-    low = np.where(np.isfinite(low), low, 0.0)
-    high = np.where(np.isfinite(high), high, low + 1.0)
-    add = np.add
-    ref_hist = _tree([delayed(_fine_hist)(p, low, high, fine_bins) for p in ref_parts], add)
-    live_hist = _tree([delayed(_fine_hist)(p, low, high, fine_bins) for p in live_parts], add)
-    ref_counts, live_counts = compute(ref_hist, live_hist)
-    out: dict[str, dict[str, Any]] = {}
-    for i, name in enumerate(columns):
-        r, v = ref_counts[i].astype(float), live_counts[i].astype(float)
-        if r.sum() == 0 or v.sum() == 0:
-            out[name] = {"psi": None, "ks": None, "drifted": False, "rows": int(v.sum())}
-            continue
-        cdf = np.cumsum(r) / r.sum()
-        # coarse bins at the fine-bin boundaries nearest the reference's quantiles
-        cuts = np.unique(np.searchsorted(cdf, np.linspace(0, 1, bins + 1)[1:-1]) + 1)
-        coarse_r = np.add.reduceat(r, np.r_[0, cuts[cuts < fine_bins]])
-        coarse_v = np.add.reduceat(v, np.r_[0, cuts[cuts < fine_bins]])
-        value = psi(coarse_r, coarse_v)
-        ks = float(np.max(np.abs(cdf - np.cumsum(v) / v.sum())))
-        out[name] = {
-            "psi": value,
-            "ks": ks,
-            "drifted": value > psi_threshold,
-            "rows": int(v.sum()),
-            "reference_rows": int(r.sum()),
-        }
-    return out
+    """Two dask tables (DataFrames with the same numeric columns, or Arrays): the reference
+    profiled partition by partition (:func:`profile_at_scale`), then :func:`compare_to_profile`."""
+    profile = profile_at_scale(reference, columns=columns, fine_bins=fine_bins)
+    return compare_to_profile(profile, live, columns=columns or _names(reference), policy=policy)

@@ -4,7 +4,8 @@ reference; record the drift report, fire alert rules, and fail (optionally) when
 Never cached: each run looks at a new window. The report goes to the store's monitoring history
 (the dashboard and ``triggers.on_drift`` read it) and is the stage's ``report`` output, with a
 readable HTML page as ``html``. ``fail_on_drift: true`` makes a drifted window fail the stage, so
-a scheduled monitoring spec shows up red.
+a scheduled monitoring spec shows up red. ``drift:`` sets the drift rule (method, thresholds,
+per column: :class:`~pipeflow.monitoring.engine.DriftPolicy`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeflow.core.stage import Action, Port, StageContext
 from pipeflow.monitoring.alerts import Rule, Sink, parse_duration
+from pipeflow.monitoring.engine import DriftPolicy
 
 
 class MonitorConfig(BaseModel):
@@ -34,6 +36,10 @@ class MonitorConfig(BaseModel):
         default_factory=list, description="alert rules (see docs/monitoring.md)"
     )
     sinks: list[Sink] = Field(default_factory=lambda: [Sink(type="log")])
+    drift: DriftPolicy = Field(
+        default_factory=DriftPolicy,
+        description="when a feature, and the window, counts as drifted (docs/monitoring.md)",
+    )
     fail_on_drift: bool = False
 
     @field_validator("window")
@@ -77,6 +83,7 @@ class MonitorStage(Action[MonitorConfig]):
             store_root=ctx.store,
             window_s=parse_duration(config.window),
             all_versions=config.all_versions,
+            policy=config.drift,
             rules=config.alerts,
             sinks=[
                 s.model_copy(update={"path": str(ctx.base_dir / s.path)})

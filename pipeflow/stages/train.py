@@ -267,7 +267,12 @@ def fit(
             ],
             "classes": classes,
         },
-        "reference": reference_profile(X, roles),
+        "reference": reference_profile(
+            X,
+            roles,
+            target=y,
+            target_role="categorical" if task == "classification" else "numeric",
+        ),
         "rows_train": int(len(X)),
         "train_score": score,
         "device": device,

@@ -40,10 +40,16 @@ def test_monitor_sees_no_drift_then_drift_and_alerts(
     report = json.loads(calm.stdout)
     assert report["rows"] == 200 and report["drift_share"] < 0.2
     assert report["accuracy"]["labelled"] == 200 and report["accuracy"]["accuracy"] > 0.9
+    # the outcomes sent as feedback, and the answers, against the training target (prior shift)
+    assert report["target"]["against"] == "training target" and report["target"]["test"] == "chi2"
+    assert report["target"]["rows"] == 200 and not report["target"]["drifted"]
+    assert report["prediction"]["against"] == "training target"
+    assert all(f["rule"] for f in report["features"].values())
 
     _send(served, tumours, scale=2.5)
     rules = tmp_path / "rules.yaml"
     rules.write_text(
+        "drift: {alpha: 0.01}\n"
         "alerts:\n"
         "  - {metric: drift_share, threshold: '> 0.3', severity: critical}\n"
         "  - {metric: accuracy.accuracy, threshold: '< 0.9'}\n"
@@ -65,6 +71,7 @@ def test_monitor_sees_no_drift_then_drift_and_alerts(
     assert len((tmp_path / "alerts.jsonl").read_text().splitlines()) == len(fired)
     history = load_reports(own_store, "tumours")
     assert len(history) == 2 and history[-1]["drift_share"] > 0.3
+    assert history[-1]["policy"]["alpha"] == 0.01 and history[0]["policy"]["alpha"] == 0.05
     bad = pipeflow(
         ["monitor", "tumours@production", "--window", "soon", "--store", str(own_store)],
         cwd=tumours,
