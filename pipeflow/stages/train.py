@@ -14,20 +14,19 @@
         text: [description]             # free text -> TF-IDF (default: long string columns)
 
 Preprocessing is built from the table's schema, so a data scientist does not hand-write a
-ColumnTransformer for the common case: numbers are imputed (median) and scaled (passed through
-as they are for xgboost and histogram gradient boosting, which handle missing values and scale
-natively), categories
-(strings, booleans, pandas categoricals) imputed and one-hot encoded with unknown values ignored,
-free text vectorised with TF-IDF (word 1-2 grams), dates turned into days since 1970. The output
-is one fitted ``sklearn.pipeline.Pipeline``: preprocessing and estimator travel together, so
-serving applies exactly the training transformations.
+ColumnTransformer for the common case: numbers imputed (median) and scaled (passed as they are to
+xgboost and histogram gradient boosting, which take missing values and any scale), categories
+(strings, booleans, pandas categoricals) imputed and one-hot encoded with unknown values
+ignored, free text vectorised with TF-IDF (word 1-2 grams), dates as days since 1970. The output is one fitted ``sklearn.pipeline.Pipeline``: preprocessing and
+estimator travel together, so serving applies exactly the training transformations.
 
 The second output, ``info``, is the training record: estimator and params, the model signature
-(feature names and dtypes, classes), row counts and the training score (on at most 50,000 rows). It holds nothing that
-varies between two identical fits (the fit time is in the run's record of the stage), so both
-outputs are byte-identical for the same data and config, and the cache can reuse them. xgboost estimators get ``device: cuda`` when the stage has GPU resources
-(``resources: {GPU: 1}``) and no device was set; the stored model predicts on the CPU (``info.device``
-says where it was trained). Models are stored with skops, never pickle.
+(feature names and dtypes, classes), row counts and the training score (on at most 50,000
+rows). It holds nothing that varies between two identical fits (the fit time is in the run's
+record of the stage), so both outputs are byte-identical for the same data and config, and the
+cache can reuse them. xgboost estimators get ``device: cuda`` with GPU resources (``resources:
+{GPU: 1}``) and no device set; the stored model predicts on the CPU (``info.device`` says where
+it was trained). Models are stored with skops, never pickle.
 
 What it logs (``ctx.log_metric`` / ``log_param``): see :mod:`pipeflow.stages.training_log`.
 """
