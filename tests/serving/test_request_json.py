@@ -58,6 +58,9 @@ def test_every_json_route_refuses_a_key_twice_naming_it(serve, tumours) -> None:
             r = c.post(route, content=body, headers=headers)
             assert r.status_code == 422, (route, r.text)
             error = r.json()["error"]
+            if route.startswith("/v2/"):  # the Open Inference Protocol's error: one string
+                assert isinstance(error, str) and f"duplicate key '{key}'" in error, error
+                continue
             assert error["type"] == "duplicate_key" and f"duplicate key '{key}'" in error["message"]
             assert error["fields"][0]["field"] == key
         # the same key in two different objects is fine, and so is an escape in a string

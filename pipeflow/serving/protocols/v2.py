@@ -308,6 +308,27 @@ def check_request(payload: Any, handle: Handle) -> None:
             raise _bad(f"output '{name}': parameters.binary_data must be true or false")
 
 
+def _check_data(tensor: dict[str, Any], flat: list[Any]) -> None:
+    """422 when a JSON tensor's values are not of its declared datatype (``null`` passes: the
+    signature decides whether a feature may be missing)."""
+    datatype = tensor["datatype"]
+    if datatype == "BYTES":
+        ok: Any = lambda v: isinstance(v, str)  # noqa: E731
+    elif datatype == "BOOL":
+        ok = lambda v: isinstance(v, bool)  # noqa: E731
+    else:
+        ok = lambda v: isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    bad = next((v for v in flat if v is not None and not ok(v)), None)
+    if bad is not None:
+        raise BadRequest(
+            422,
+            "invalid_request",
+            f"input '{tensor['name']}' is {datatype} but holds {str(bad)[:40]!r} "
+            f"({type(bad).__name__})",
+            [{"field": f"{tensor['name']}.data", "expected": datatype, "got": str(bad)[:40]}],
+        )
+
+
 def rows_from_v2(payload: Any, names: list[str]) -> list[Any]:
     """Open Inference Protocol (KServe v2) request tensors as rows: one 1-D tensor per feature,
     or a single 2-D tensor whose columns are the features in signature order."""
@@ -326,6 +347,7 @@ def rows_from_v2(payload: Any, names: list[str]) -> list[Any]:
         t = tensors[0]
         n, d = t["shape"]
         flat = _flatten(t["data"])
+        _check_data(t, flat)
         if d != len(names) or len(flat) != n * d:
             raise BadRequest(
                 422,
@@ -336,6 +358,7 @@ def rows_from_v2(payload: Any, names: list[str]) -> list[Any]:
     columns: dict[str, list[Any]] = {}
     for t in tensors:
         flat = _flatten(t["data"])
+        _check_data(t, flat)
         expected = _count(t["shape"])
         if len(flat) != expected:
             raise BadRequest(
