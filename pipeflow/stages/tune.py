@@ -28,6 +28,27 @@ parameters are then refitted on all of them. Outputs: ``model`` (as ``train`` ma
 trial's params, the mean and spread of its score and its error if it failed, so the search itself
 is tracked (durations go to the log: outputs stay byte-identical for the same inputs).
 
+**xgboost searches** (``xgboost.XGBClassifier`` / ``XGBRegressor`` themselves) score every trial
+exactly as scikit-learn's ``GridSearchCV`` / ``cross_val_score`` would (same folds, same
+preprocessing fitted on each fold, same fits, bit for bit), doing less work for it:
+
+- *one binned matrix per fold*: xgboost's ``hist`` fit spends a large part of its time binning
+  the rows (the quantile sketch of a ``QuantileDMatrix``); the cuts depend on the fold's rows
+  and on a few params (``max_bin``, ``missing``, device, ...: :func:`_matrix_key`), not on the
+  rest, so the trials of a fold share one matrix, built by xgboost's own sklearn code the first
+  time a trial needs it (one per process: on a cluster each worker builds the folds it sees).
+  Matrices are never shared across folds: each fold's cuts come from its own training rows.
+- *shared boosting rounds*: trials that differ only in ``n_estimators`` are one fit with the
+  most rounds, each scored on its first n rounds (a sliced booster): round n sees only the
+  rounds before it, and row and column sampling draw the same numbers round by round, so the
+  first n rounds of a longer fit are the n-round model (gbtree without early stopping or
+  callbacks; dart and the rest fit each trial on its own).
+- *every core busy*: the work items are (fold, group of trials), costliest first; locally a
+  lane per core takes the next one (Dask tasks on the thread pool), each fit with one thread
+  unless ``n_jobs`` is set (two one-thread fits at once beat one two-thread fit on two cores;
+  the thread count changes no result); on a cluster each item is a task of its own
+  (``trials_on_fold``), and the workers let go of the search's matrices when it ends.
+
 Same data, config and seed: same trials, same best model.
 """
 
