@@ -606,6 +606,10 @@ def main() -> int:
     )
     parser.add_argument("--tune-rows", type=int, help="rows for tune (default 200,000)")
     parser.add_argument(
+        "--tune-repeat", type=int, default=2, help="alternating repeats of tune (default 2)"
+    )
+    parser.add_argument("--no-optuna", action="store_true", help="tune: leave Optuna out")
+    parser.add_argument(
         "--markdown", type=Path, help="write the tune rows into this page's generated block"
     )
     parser.add_argument(
@@ -628,7 +632,7 @@ def main() -> int:
         with tempfile.TemporaryDirectory(prefix="pipeflow-bench-") as name:
             results.append(bench_ingest(Path(name), megabytes, repeat))
     if "tune" in wanted:
-        results.extend(bench_tune(n_tune, 2))
+        results.extend(bench_tune(n_tune, args.tune_repeat, optuna_too=not args.no_optuna))
 
     load_after = os.getloadavg()[0]
     loaded = max(load_before, load_after) > 2.5
