@@ -81,24 +81,32 @@ def ctx() -> Any:
     return StageContext("r", "v", {}, None)
 
 
-def cpu_seconds() -> float:
-    """CPU time (user + system) of this process and its live children (joblib's worker
-    processes): on a loaded machine, the work done, which wall time is not."""
+def cpu_snapshot() -> dict[int, float]:
+    """CPU seconds (user + system) so far of this process and of each of its live children
+    (joblib's worker processes), by pid."""
     import psutil
 
     me = psutil.Process()
-    total = sum(me.cpu_times()[:2])
+    out = {me.pid: sum(me.cpu_times()[:2])}
     for child in me.children(recursive=True):
         with contextlib.suppress(psutil.NoSuchProcess):
-            total += sum(child.cpu_times()[:2])
-    return total
+            out[child.pid] = sum(child.cpu_times()[:2])
+    return out
+
+
+def cpu_since(before: dict[int, float]) -> float:
+    """CPU seconds used since the snapshot ``before`` by this process and its live children: on a
+    loaded machine, the work done, which wall time is not. Per pid, so a worker that exited in
+    the meantime (joblib lets idle ones go after 5 minutes) takes nothing away, and a new one
+    counts from its start."""
+    return sum(cpu - before.get(pid, 0.0) for pid, cpu in cpu_snapshot().items())
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, float]:
     """(wall seconds, CPU seconds) of one call of ``fn``."""
-    wall, cpu = time.perf_counter(), cpu_seconds()
+    wall, cpu = time.perf_counter(), cpu_snapshot()
     fn()
-    return time.perf_counter() - wall, cpu_seconds() - cpu
+    return time.perf_counter() - wall, cpu_since(cpu)
 
 
 # -- 1. validate -------------------------------------------------------------------------------
@@ -515,13 +523,13 @@ def bench_optuna(X: Any, y: Any, folds: Any, t_ours: float, ours_best: float) ->
         model = xgboost.XGBClassifier(**TUNE_FIXED, **params)
         return float(cross_val_score(model, X, y, cv=folds, n_jobs=-1).mean())
 
-    started, cpu_started = time.perf_counter(), cpu_seconds()
+    started, cpu_started = time.perf_counter(), cpu_snapshot()
     study = optuna.create_study(
         direction="maximize", sampler=optuna.samplers.TPESampler(seed=TUNE_SEED)
     )
     study.optimize(objective, n_trials=12)
     xgboost.XGBClassifier(**TUNE_FIXED, **study.best_params).fit(X, y)
-    t_optuna, cpu_optuna = time.perf_counter() - started, cpu_seconds() - cpu_started
+    t_optuna, cpu_optuna = time.perf_counter() - started, cpu_since(cpu_started)
     distinct = len({json.dumps(t.params, sort_keys=True) for t in study.trials})
     return {
         "name": name,
