@@ -26,6 +26,14 @@ class LabelDecodedClassifier(ClassifierMixin, BaseEstimator):
         return np.asarray(self.classes)
 
     def fit(self, X: Any, y: Any) -> LabelDecodedClassifier:  # noqa: N803 (sklearn naming)
+        codes, self.classes = self.encode(y)
+        self.pipeline.fit(X, codes)
+        return self
+
+    @staticmethod
+    def encode(y: Any) -> tuple[Any, list[Any]]:
+        """The label codes 0..k-1 of ``y`` and the labels, in code order (what ``fit`` trains
+        the pipeline on and keeps)."""
         import numpy as np
         import pandas as pd
 
@@ -36,9 +44,7 @@ class LabelDecodedClassifier(ClassifierMixin, BaseEstimator):
         if not isinstance(y, pd.Series) or isinstance(y.dtype, pd.CategoricalDtype):
             y = np.asarray(y)
         codes, classes = pd.factorize(y, sort=True, use_na_sentinel=False)
-        self.classes = np.asarray(classes).tolist()
-        self.pipeline.fit(X, codes)
-        return self
+        return codes, np.asarray(classes).tolist()
 
     def predict(self, X: Any) -> Any:  # noqa: N803
         import numpy as np

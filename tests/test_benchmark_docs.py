@@ -38,3 +38,22 @@ def test_regenerating_the_benchmarks_page_keeps_its_hand_written_part(tmp_path: 
     page.write_text("# an old page, no marker\n")
     run_all.write_doc(page, [], [], info)
     assert run_all.HAND_WRITTEN not in page.read_text()
+
+
+def test_the_tune_benchmark_rewrites_only_its_block_of_the_benchmarks_page(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        bench_ml = importlib.import_module("bench_ml")
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    page = tmp_path / "benchmarks.md"
+    shutil.copy(REPO / "docs" / "benchmarks.md", page)
+    before = page.read_text()
+    assert before.count(bench_ml.BLOCK_BEGIN) == 1 and before.count(bench_ml.BLOCK_END) == 1
+    head = before[: before.index(bench_ml.BLOCK_BEGIN)]
+    tail = before[before.index(bench_ml.BLOCK_END) :]
+    for table in ("| first |", "| second |"):  # twice: the block is replaced, not appended to
+        bench_ml.write_block(page, table)
+        after = page.read_text()
+        assert after.startswith(head) and after.endswith(tail)
+        assert after.count(table) == 1 and "| first |" not in after.replace(table, "")

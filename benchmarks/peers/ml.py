@@ -18,6 +18,10 @@ means a time ratio <= 1.0x). Both rows reuse ``benchmarks/bench_ml.py``:
   params, the training score and the model (lean: requirements given, signature from 100 rows),
   and vs the same fit under ``mlflow.xgboost.autolog()``, MLflow's documented way to track
   xgboost. Without MLflow these rows print ``skip``.
+- **tuning**: pipeflow's ``tune`` stage over a 12-point xgboost grid, 3-fold CV, 200,000 x 28, vs
+  scikit-learn's ``GridSearchCV(n_jobs=-1)`` on the same grid and folds (house target <= 0.6x the
+  time, with the same best params and score), and vs Optuna's default sampler (TPE) at 12 trials,
+  shown for information (time and best score; ``skip`` without Optuna). ``bench_ml.bench_tune``.
 
 Best of the repeats, the two alternating. Usage: ``python benchmarks/peers/ml.py [--quick]
 [--rows N] [--json out.json]``; ``--quick`` is 100,000 rows (training at that size is too short to
@@ -30,6 +34,7 @@ import json
 import subprocess
 import sys
 import time
+from typing import Any
 
 from _common import HERE, Row, finish, parser, peer_python, sibling, skipped
 
@@ -82,6 +87,47 @@ def tracked(rows: int, repeat: int) -> list[Row]:
     ]
 
 
+TUNE_TARGET = "<= 0.6x time, same best params and score (1e-9)"
+
+
+def tuning(bench_ml: Any, rows: int) -> list[Row]:
+    """The tune stage vs GridSearchCV (the target) and vs Optuna's TPE (info)."""
+    grid, optuna = bench_ml.bench_tune(rows, 2)
+    name = f"tune xgboost {rows:,} x 28, 12-point grid, 3-fold CV"
+    same = "same best" if grid["same_best_params"] else "OTHER best params"
+    out = [
+        Row(
+            "tuning",
+            name,
+            "scikit-learn GridSearchCV(n_jobs=-1), same grid and folds",
+            f"{grid['gridsearchcv_s']:.1f} s",
+            f"{grid['pipeflow_s']:.1f} s ({same}, score gap {grid['best_score_gap']:.1g})",
+            grid["ratio"],
+            TUNE_TARGET,
+            grid["ok"],
+            data=grid,
+        )
+    ]
+    baseline = "Optuna TPE (default sampler), 12 trials, same values and folds"
+    if optuna.get("skipped"):
+        out.append(skipped("tuning", name, baseline, "info", optuna["skipped"]))
+        return out
+    out.append(
+        Row(
+            "tuning",
+            name,
+            f"Optuna {optuna['optuna_version']} TPE (default sampler), 12 trials, same values and folds",
+            f"{optuna['optuna_s']:.1f} s, best {optuna['optuna_best_score']:.4f}",
+            f"{optuna['pipeflow_s']:.1f} s, best {optuna['pipeflow_best_score']:.4f}",
+            optuna["ratio"],
+            "info (time and best score)",
+            None,
+            data=optuna,
+        )
+    )
+    return out
+
+
 def main() -> int:
     p = parser(__doc__)
     p.add_argument("--rows", type=int, help="rows for both (default 1,000,000; --quick 100,000)")
@@ -118,8 +164,9 @@ def main() -> int:
         ),
     ]
     rows.extend(tracked(n, max(2, repeat - 1)))
+    rows.extend(tuning(bench_ml, 50_000 if args.quick else 200_000))
     return finish(
-        f"validation and training: pipeflow stages vs hand-written code, best of {repeat}",
+        f"validation, training and tuning: pipeflow stages vs hand-written code and peers, best of {repeat}",
         rows,
         args.json,
         time.perf_counter() - started,

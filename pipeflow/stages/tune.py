@@ -28,6 +28,27 @@ parameters are then refitted on all of them. Outputs: ``model`` (as ``train`` ma
 trial's params, the mean and spread of its score and its error if it failed, so the search itself
 is tracked (durations go to the log: outputs stay byte-identical for the same inputs).
 
+**xgboost searches** (``xgboost.XGBClassifier`` / ``XGBRegressor`` themselves) score every trial
+exactly as scikit-learn's ``GridSearchCV`` / ``cross_val_score`` would (same folds, same
+preprocessing fitted on each fold, same fits, bit for bit), doing less work for it:
+
+- *one binned matrix per fold*: xgboost's ``hist`` fit spends a large part of its time binning
+  the rows (the quantile sketch of a ``QuantileDMatrix``); the cuts depend on the fold's rows
+  and on a few params (``max_bin``, ``missing``, device, ...: :func:`_matrix_key`), not on the
+  rest, so the trials of a fold share one matrix, built by xgboost's own sklearn code the first
+  time a trial needs it (one per process: on a cluster each worker builds the folds it sees).
+  Matrices are never shared across folds: each fold's cuts come from its own training rows.
+- *shared boosting rounds*: trials that differ only in ``n_estimators`` are one fit with the
+  most rounds, each scored on its first n rounds (a sliced booster): round n sees only the
+  rounds before it, and row and column sampling draw the same numbers round by round, so the
+  first n rounds of a longer fit are the n-round model (gbtree without early stopping or
+  callbacks; dart and the rest fit each trial on its own).
+- *every core busy*: the work items are (fold, group of trials), costliest first; locally a
+  lane per core takes the next one (Dask tasks on the thread pool), each fit with one thread
+  unless ``n_jobs`` is set (two one-thread fits at once beat one two-thread fit on two cores;
+  the thread count changes no result); on a cluster each item is a task of its own
+  (``trials_on_fold``), and the workers let go of the search's matrices when it ends.
+
 Same data, config and seed: same trials, same best model.
 
 Tracking (:mod:`pipeflow.core.tracking`): each trial's mean score is logged as metric
@@ -55,7 +76,6 @@ from pipeflow.stages.train import (
     TrainStage,
     fit,
     make_model,
-    predict_on_cpu,
     training_rows,
 )
 from pipeflow.stages.training_log import log_training
@@ -224,6 +244,8 @@ def _trial(
         )
         scoring: Any = config.scoring
         if ctx.resources.get("GPU"):  # score each cuda fold on the CPU, where its rows are
+            from pipeflow.stages.tune_shared import _scored_on_cpu
+
             scoring = _scored_on_cpu(config.scoring)
         scores = cross_val_score(model, X, y, cv=folds, scoring=scoring, error_score="raise")
     except Exception as err:  # a bad combination is a failed trial, not a failed search
@@ -238,6 +260,10 @@ def _run_trials(
     import dataclasses
 
     ctx = dataclasses.replace(ctx, store=None)  # trials need the resources, not the store handle
+    from pipeflow.stages.tune_shared import _boosted_trees, _run_shared
+
+    if _boosted_trees(config) is not None:  # (no live progress per trial on this path yet)
+        return _run_shared(config, X, y, dataclasses.replace(ctx, monitor=None), candidates)
     # A stage that asked for worker resources (a GPU) runs its trials itself, one at a time: it
     # holds what it asked for until it ends, so trials asking for the same would wait for it for
     # ever on a one-GPU cluster, and trials asking for nothing would land on CPU workers with
@@ -276,16 +302,3 @@ class _Counter:
             done = self.done
         self.ctx.progress(done, self.total, f"trial {done} of {self.trials} done")
         return result
-
-
-def _scored_on_cpu(scoring: str | None) -> Any:
-    """``scoring``'s scorer (the estimator's own ``score`` when None), after setting a fold's
-    GPU-fitted model to predict on the CPU: the fold's rows are host arrays, which a cuda model
-    copies through a DMatrix (xgboost warns of the cost). The predictions are the same."""
-    from sklearn.metrics import check_scoring
-
-    def score(estimator: Any, X: Any, y: Any) -> float:  # noqa: N803 (sklearn naming)
-        predict_on_cpu(estimator)
-        return check_scoring(estimator, scoring=scoring)(estimator, X, y)
-
-    return score
