@@ -91,7 +91,7 @@ def test_an_xgboost_search_scores_every_trial_as_gridsearchcv_does() -> None:
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
     from xgboost import XGBClassifier
 
-    from pipeflow.stages import tune as tune_module
+    from pipeflow.stages import tune_shared as tune_module
 
     X, y, table = numeric_rows()
     fixed = {"subsample": 0.8, "colsample_bytree": 0.7, "random_state": 3}
@@ -122,6 +122,7 @@ def test_shared_xgboost_trials_score_as_separate_pipelines_on_mixed_columns() ->
     cross_val_score) scores them, with trials that cannot share rounds (dart) or a matrix
     (another max_bin) among them."""
     from pipeflow.stages import tune as tune_module
+    from pipeflow.stages.tune_shared import _run_shared
 
     config = TuneStage.Config(
         estimator="xgboost.XGBClassifier",
@@ -135,7 +136,7 @@ def test_shared_xgboost_trials_score_as_separate_pipelines_on_mixed_columns() ->
     X, y = tune_module.training_rows(config, TRAIN)
     context = StageContext("r", "t", {}, None)  # type: ignore[arg-type]
     candidates = tune_module._candidates(config)
-    shared = tune_module._run_shared(config, X, y, context, candidates)
+    shared = _run_shared(config, X, y, context, candidates)
     alone = [tune_module._trial(config, X, y, context, p) for p in candidates]
     assert [r[3] for r in shared] == [None] * 8
     assert [r[:2] for r in shared] == [r[:2] for r in alone]
@@ -275,7 +276,7 @@ def test_xgboost_trials_spread_over_a_distributed_cluster_with_the_same_scores(t
 
     import pipeflow
     from pipeflow.execute.dask_executor import DaskExecutor
-    from pipeflow.stages import tune as tune_module
+    from pipeflow.stages import tune_shared as tune_module
 
     _, _, table = numeric_rows(400)
     table.to_parquet(tmp_path / "train.parquet")
