@@ -239,9 +239,9 @@ def test_a_damaged_metadata_database_fails_the_integrity_check(filled: Store) ->
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         pages = conn.execute("PRAGMA page_count").fetchone()[0]
     assert pages > 8
-    with open(filled.db_path, "r+b") as fh:  # scribble over the middle of one b-tree page
-        fh.seek(page_size * (pages // 2) + 100)
-        fh.write(os.urandom(page_size // 2))
+    with open(filled.db_path, "r+b") as fh:  # scribble over one b-tree page of the params
+        fh.seek(page_size * (pages - 3) + 100)  # rows just written: the file's last pages,
+        fh.write(os.urandom(page_size // 2))  # whatever tables the schema holds before them
     problems = filled.problems()
     assert len(problems) == 1 and "\n" not in problems[0], problems
     assert problems[0].startswith(f"metadata database {filled.db_path}: "), problems
