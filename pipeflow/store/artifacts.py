@@ -373,7 +373,7 @@ class ArtifactStore:
             except FileNotFoundError:
                 continue
             except Exception as err:  # remote backends raise their own types
-                raise self._failed(err, f"cannot delete from {self.url}") from None
+                raise self._failed(err, f"cannot delete from {self.url}") from None  # nosec B608 (an error message, not SQL)
 
     # -- objects -------------------------------------------------------------------------
     def put(self, data: bytes, *, overwrite: bool = False) -> str:

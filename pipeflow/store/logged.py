@@ -72,7 +72,7 @@ class LoggedRecords:
         """The value of each metric of each run (at its highest step): ``run_id, stage, name,
         step, value, from_run``."""
         return self._by_run(
-            "SELECT m.run_id, m.stage, m.name, m.step, m.value, m.from_run FROM metrics m"
+            "SELECT m.run_id, m.stage, m.name, m.step, m.value, m.from_run FROM metrics m"  # nosec B608 (fixed SQL fragments; every value is a parameter)
             f" WHERE {LATEST}",
             run_ids,
             "m.stage, m.name",

@@ -455,7 +455,7 @@ class MetadataDB(LoggedRecords):
         """Remember objects (digest, size) that ``store gc`` is about to delete."""
         rows = [(digest, int(size), time.time()) for digest, size in dict(objects).items()]
         upsert = " ON CONFLICT (digest) DO UPDATE SET size = excluded.size, collected = excluded.collected"
-        self.write(_rows("INSERT INTO collected VALUES {}" + upsert, rows))
+        self.write(_rows("INSERT INTO collected VALUES {}" + upsert, rows))  # nosec B608 (fixed SQL fragments; every value is a parameter)
 
     def collected(self) -> dict[str, float]:
         """Digest -> when ``store gc`` deleted that object."""

@@ -228,12 +228,12 @@ def where_sql(conditions: Sequence[Condition], run: str = "r") -> tuple[str, tup
     for c in conditions:
         if c.kind == "metrics":
             parts.append(
-                f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = {run}.id AND m.name = ?"
+                f"EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = {run}.id AND m.name = ?"  # nosec B608 (fixed SQL fragments; every value is a parameter)
                 f" AND {LATEST} AND m.value {_SQL_OP[c.op or '=']} ?)"
             )
             args += [c.name, float(c.value)]  # type: ignore[arg-type]
         elif c.kind == "tags":
-            has = f"EXISTS (SELECT 1 FROM tags t WHERE t.run_id = {run}.id AND t.name = ?"
+            has = f"EXISTS (SELECT 1 FROM tags t WHERE t.run_id = {run}.id AND t.name = ?"  # nosec B608 (fixed SQL fragments; every value is a parameter)
             if c.op is None:
                 parts.append(has + ")")
                 args.append(c.name)
@@ -244,7 +244,7 @@ def where_sql(conditions: Sequence[Condition], run: str = "r") -> tuple[str, tup
             text = str(c.value)
             spelled = (text, json.dumps(text))  # a spec param is stored as JSON: 0.1, "adam"
             equal = (
-                f"(EXISTS (SELECT 1 FROM params p WHERE p.run_id = {run}.id AND p.name = ?"
+                f"(EXISTS (SELECT 1 FROM params p WHERE p.run_id = {run}.id AND p.name = ?"  # nosec B608 (fixed SQL fragments; every value is a parameter)
                 " AND p.value IN (?, ?))"
                 f" OR EXISTS (SELECT 1 FROM logged_params lp WHERE lp.run_id = {run}.id"
                 " AND lp.name = ? AND lp.value = ?))"
@@ -255,7 +255,7 @@ def where_sql(conditions: Sequence[Condition], run: str = "r") -> tuple[str, tup
                 args += equal_args
             else:
                 parts.append(
-                    f"((EXISTS (SELECT 1 FROM params p WHERE p.run_id = {run}.id AND p.name = ?)"
+                    f"((EXISTS (SELECT 1 FROM params p WHERE p.run_id = {run}.id AND p.name = ?)"  # nosec B608 (fixed SQL fragments; every value is a parameter)
                     f" OR EXISTS (SELECT 1 FROM logged_params lp WHERE lp.run_id = {run}.id"
                     f" AND lp.name = ?)) AND NOT {equal})"
                 )
