@@ -290,7 +290,8 @@ def test_a_failing_write_of_a_parquet_input_scored_in_process_leaves_nothing(
     out = tmp_path / "out" / "scored.parquet"
     with pytest.raises(PipeflowError, match="No space left"):
         predict_file(registry, "tumours", "production", str(source), str(out), partition_rows=50)
-    assert len(calls) == 3 and list(out.parent.iterdir()) == []
+    # the third partition's write fails; one more may be on its way when it does (overlap)
+    assert len(calls) >= 3 and list(out.parent.iterdir()) == []
     for thread in [t for t in threading.enumerate() if t.name.startswith("pipeflow-batch")]:
         thread.join(10)  # told to stop: ending, not stuck (a busy machine may take a moment)
     assert not [t for t in threading.enumerate() if t.name.startswith("pipeflow-batch")]
