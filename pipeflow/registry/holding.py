@@ -13,7 +13,7 @@ Both refuse as a failed gate (:class:`~pipeflow.errors.GateFailed` with one gate
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NoReturn
 
 
 def blocking(events: list[dict[str, Any]], version: int) -> dict[str, Any] | None:
@@ -62,24 +62,11 @@ def refuse_archived(
 ) -> None:
     """GateFailed (a failed ``archived`` gate) when ``version`` is archived: promotion refuses
     it like any gate, so the ``promote`` stage's ``on_gate_failure`` applies."""
-    from pipeflow.errors import GateFailed
-
     event = archived.get(int(version))
     if event is None:
         return
     told = archived_message(name, version, event).replace(f"{name}@{version} is", "it is", 1)
-    message = f"{name}@{version} not promoted to '{alias}': {told}"
-    gate = {
-        "kind": "archived",
-        "gate": "not archived",
-        "metric": "archived",
-        "op": "==",
-        "threshold": None,
-        "value": None,
-        "passed": False,
-        "detail": message,
-    }
-    raise GateFailed(message, [gate])
+    _refuse("archived", "not archived", f"{name}@{version} not promoted to '{alias}': {told}")
 
 
 def refuse_blocked(
@@ -88,8 +75,6 @@ def refuse_blocked(
     """GateFailed (a failed ``rollback`` gate) when the serving guard rolled ``version`` back
     from ``alias`` and no person has promoted it again since; promoting the holder again is a
     no-op and passes."""
-    from pipeflow.errors import GateFailed
-
     if version == current:
         return
     event = blocking(events, version)
@@ -101,14 +86,22 @@ def refuse_blocked(
         f"(alias event {event['seq']}: {event.get('reason') or 'no reason recorded'}); "
         f"promote it again only with --force (a person's decision), or promote a new version"
     )
-    gate = {
-        "kind": "rollback",
-        "gate": f"not rolled back from {alias} by the serving guard",
-        "metric": "rollback",
+    _refuse("rollback", f"not rolled back from {alias} by the serving guard", message)
+
+
+def _refuse(kind: str, gate: str, message: str) -> NoReturn:
+    """GateFailed with one failed gate of ``kind`` (a state of the version, not a metric: no
+    value or threshold), recorded like any gate's verdict."""
+    from pipeflow.errors import GateFailed
+
+    failed = {
+        "kind": kind,
+        "gate": gate,
+        "metric": kind,
         "op": "==",
         "threshold": None,
         "value": None,
         "passed": False,
         "detail": message,
     }
-    raise GateFailed(message, [gate])
+    raise GateFailed(message, [failed])
