@@ -355,15 +355,13 @@ def _discrete_stats(entry: dict[str, Any], summary: dict[str, Any]) -> dict[str,
     values = np.union1d(np.asarray(known["values"], float), np.asarray(summary["values"], float))
     ref = _on(values, known["values"], known["counts"])
     cur = _on(values, summary["values"], summary["counts"])
+    return {**_chi2_test(ref, cur), **_discrete_effects(entry, values, ref, cur)}
+
+
+def _chi2_test(ref: Any, cur: Any) -> dict[str, Any]:
+    """The chi-squared test's fields of a discrete or categorical column's result."""
     chi2, p_value, dof = chi2_homogeneity(ref, cur)
-    return {
-        "test": "chi2",
-        "statistic": chi2,
-        "chi2": chi2,
-        "dof": dof,
-        "p_value": p_value,
-        **_discrete_effects(entry, values, ref, cur),
-    }
+    return {"test": "chi2", "statistic": chi2, "chi2": chi2, "dof": dof, "p_value": p_value}
 
 
 def _discrete_effects(entry: dict[str, Any], values: Any, ref: Any, cur: Any) -> dict[str, Any]:
@@ -408,14 +406,9 @@ def _categorical(entry: dict[str, Any], summary: dict[str, Any]) -> dict[str, An
     else:
         ref = np.array([*[known[k] for k in names], *[0] * len(unseen)], dtype=float)
         cur = np.array([*[found.get(k, 0) for k in names], *[found[k] for k in unseen]], float)
-    chi2, p_value, dof = chi2_homogeneity(ref, cur)
     n = cur.sum()
     return {
-        "test": "chi2",
-        "statistic": chi2,
-        "chi2": chi2,
-        "dof": dof,
-        "p_value": p_value,
+        **_chi2_test(ref, cur),
         "js": js_distance(ref, cur),
         "psi": psi(
             np.r_[[known[k] for k in names], pooled],
