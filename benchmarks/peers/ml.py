@@ -17,7 +17,10 @@ means a time ratio <= 1.0x). Both rows reuse ``benchmarks/bench_ml.py``:
   plus storing its two outputs vs an MLflow-tracked script that fits the same model and logs
   params, the training score and the model (lean: requirements given, signature from 100 rows),
   and vs the same fit under ``mlflow.xgboost.autolog()``, MLflow's documented way to track
-  xgboost. Without MLflow these rows print ``skip``.
+  xgboost. Autolog is the peer to be ahead of (<= 1.0x); the lean script is the bare fit plus a
+  few logging calls, so its row is shown for information, as the training row's target is the
+  house one (<= 1.1x the bare fit: a stage cannot beat the fit it wraps for the identical model).
+  Without MLflow these rows print ``skip``.
 - **tuning**: pipeflow's ``tune`` stage over a 12-point xgboost grid, 3-fold CV, 200,000 x 28, vs
   scikit-learn's ``GridSearchCV(n_jobs=-1)`` on the same grid and folds (house target <= 0.6x the
   time, with the same best params and score), and vs Optuna's default sampler (TPE) at 12 trials,
@@ -39,14 +42,18 @@ from typing import Any
 from _common import HERE, Row, finish, parser, peer_python, sibling, skipped
 
 TRACKED_TARGET = "ahead: <= 1.0x time"
+#: issue 20 item 8: a stage cannot beat the fit it wraps for the identical model, so the training
+#: row's target is the house one (<= 1.1x the bare fit); autolog is the peer to be ahead of, and
+#: the lean tracked script (the bare fit plus a few logging calls) is shown for information
+LEAN_TARGET = "info (the bare fit plus logging calls)"
 
 
 def tracked(rows: int, repeat: int) -> list[Row]:
     """The two MLflow-tracked training rows, from ``tracked_training.py`` in MLflow's Python."""
     row = f"train + store {rows:,} x 28"
-    baselines = [  # (who, the baseline's figure, the ratio) in tracked_training.py's output
-        ("tracked script (log_params, log_metric, log_model)", "mlflow_s", "ratio"),
-        ("autolog (mlflow.xgboost.autolog)", "mlflow_autolog_s", "autolog_ratio"),
+    baselines = [  # (who, the baseline's figure, the ratio, target) in tracked_training.py's output
+        ("tracked script (log_params, log_metric, log_model)", "mlflow_s", "ratio", LEAN_TARGET),
+        ("autolog (mlflow.xgboost.autolog)", "mlflow_autolog_s", "autolog_ratio", TRACKED_TARGET),
     ]
     python, version = peer_python("mlflow")
     why = None if python else version
@@ -68,7 +75,8 @@ def tracked(rows: int, repeat: int) -> list[Row]:
             why = f"tracked_training.py failed: {done.stderr.strip().splitlines()[-1][:200]}"
     if why:
         return [
-            skipped("training", row, f"MLflow {who}", TRACKED_TARGET, why) for who, *_ in baselines
+            skipped("training", row, f"MLflow {who}", target, why)
+            for who, _, _, target in baselines
         ]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     return [
@@ -79,11 +87,11 @@ def tracked(rows: int, repeat: int) -> list[Row]:
             f"{out[figure]:.2f} s",
             f"{out['pipeflow_s']:.2f} s",
             out[ratio],
-            TRACKED_TARGET,
-            out[ratio] <= 1.0,
+            target,
+            None if target == LEAN_TARGET else out[ratio] <= 1.0,
             data=out,
         )
-        for who, figure, ratio in baselines
+        for who, figure, ratio, target in baselines
     ]
 
 
@@ -158,8 +166,8 @@ def main() -> int:
             f"{t['plain_xgboost_s']:.2f} s",
             f"{t['pipeflow_s']:.2f} s",
             t["ratio"],
-            "ahead: <= 1.0x time (house target <= 1.1x)",
-            t["ratio"] <= 1.0,
+            "<= 1.1x time (the house target: a stage cannot beat the fit it wraps)",
+            t["ratio"] <= 1.1,
             data=t,
         ),
     ]
