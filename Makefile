@@ -33,7 +33,7 @@ demo: install
 
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
 test: install-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=40
 	$(BIN)/ruff check pipeflow plugins tests benchmarks tools
 	$(BIN)/ruff format --check pipeflow plugins tests benchmarks tools
 	$(BIN)/lint-imports
