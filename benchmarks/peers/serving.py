@@ -172,8 +172,15 @@ import bentoml
 import numpy as np
 import pandas as pd
 
+from bentoml._internal.runner.container import PandasDataFrameContainer
+
 from pipeflow.registry import Registry
 from pipeflow.store.artifacts import ArtifactStore
+
+# BentoML 1.4.40's adaptive batching sizes a DataFrame batch as ``batch.shape`` (a tuple), so
+# the dispatcher fails ("unsupported operand type(s) for +: 'int' and 'tuple'") and every batched
+# request waits for its 60 s timeout; its rows are ``shape[0]``, as for numpy arrays
+PandasDataFrameContainer.get_batch_size = classmethod(lambda cls, batch, batch_dim: batch.shape[0])
 
 
 @bentoml.service(workers=1)
