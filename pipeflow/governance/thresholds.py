@@ -200,7 +200,7 @@ def mitigate(
         score[choose], truth[choose], codes[choose], names, objective, tolerance, min_rows
     )
     chosen = GroupThresholds(attribute, positive, thresholds)
-    classes = getattr(model, "classes_")
+    classes = model.classes_
     before = np.asarray(model.predict(X), dtype=object)
     after = chosen.apply(proba, classes, groups)
     group_values = np.asarray(groups, dtype=object)
@@ -331,7 +331,6 @@ def _cut(descending: Any, rate: float) -> float:
 def _difference(predicted: Any, truth: Any, codes: Any, groups: list[int], objective: str) -> float:
     """The objective's difference between ``groups`` (selection rates, TPRs, or the larger of
     the TPR and FPR ranges)."""
-    import numpy as np
 
     if len(groups) < 2:
         return 0.0
