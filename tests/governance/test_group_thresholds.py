@@ -89,3 +89,198 @@ def by_hand(model: Any, record: dict[str, Any], rows: pd.DataFrame) -> np.ndarra
     cut = np.asarray([m["thresholds"].get(g, m["default"]) for g in rows["region"]])
     other = classes[1 - classes.index(m["positive"])]
     return np.where(yes >= cut, m["positive"], other)
+
+
+def fresh_rows(n: int = 4000) -> pd.DataFrame:
+    """Applications from the same population the pipeline never saw."""
+    return loans(n, seed=99)
+
+
+def plain_and_mitigated(version: tuple[Any, dict[str, Any]], rows: pd.DataFrame) -> tuple:
+    model, record = version
+    return np.asarray(model.predict(rows[["income", "debt"]])), by_hand(model, record, rows)
+
+
+def some_rows_the_thresholds_change(version: tuple[Any, dict[str, Any]]) -> pd.DataFrame:
+    """Twelve fresh rows of both regions, half of them answered differently once mitigated."""
+    rows = fresh_rows(400)
+    plain, mitigated = plain_and_mitigated(version, rows)
+    changed = rows[plain != mitigated].head(6)
+    kept = rows[plain == mitigated].head(6)
+    return pd.concat([changed, kept]).drop(columns=["approved"]).reset_index(drop=True)
+
+
+def test_thresholds_bring_demographic_parity_under_the_limit_on_rows_that_did_not_choose_them(
+    version,
+) -> None:
+    model, record = version
+    m = record["mitigation"]
+    assert m["method"] == "group_thresholds" and m["attribute"] == "region"
+    assert m["positive"] == "yes" and m["met"] is True
+    assert m["thresholds"]["south"] < m["thresholds"]["north"]  # the shifted group's is lower
+    assert m["rows"]["validation"] + m["rows"]["held_out"] == 1500
+    # the record's held-out numbers: far over the limit before, under it after
+    assert m["before"]["demographic_parity_difference"] > 3 * LIMIT
+    assert m["after"]["demographic_parity_difference"] < LIMIT
+    # the bias gate judged the mitigated predictions, and passed
+    assert record["bias"]["demographic_parity_difference"] == pytest.approx(
+        m["after"]["demographic_parity_difference"]
+    )
+    assert [(g["kind"], g["passed"]) for g in record["gates"]] == [("bias", True)]
+    # rows from the same population that nobody saw: thresholded here, by hand
+    rows = fresh_rows()
+    plain, mitigated = plain_and_mitigated(version, rows)
+    before = bias_metrics(rows["approved"], plain, rows["region"], attribute="region")
+    after = bias_metrics(rows["approved"], mitigated, rows["region"], attribute="region")
+    assert before["demographic_parity_difference"] > 3 * LIMIT
+    assert after["demographic_parity_difference"] < LIMIT
+    accuracy = float(np.mean(mitigated == rows["approved"].to_numpy()))
+    assert accuracy == pytest.approx(m["after"]["accuracy"], abs=0.05)
+
+
+def test_every_served_route_answers_with_the_thresholds(project, version) -> None:
+    rows = some_rows_the_thresholds_change(version)
+    model, record = version
+    expected = by_hand(model, record, rows).tolist()
+    records = rows.to_dict(orient="records")
+    s = start_server(project, "loans@production")
+    try:
+        with s.client() as c:
+            native = c.post("/v1/models/loans/predict", json=records)
+            assert native.status_code == 200, native.text
+            assert [p["prediction"] for p in native.json()["predictions"]] == expected
+            mlflow = c.post("/invocations", json={"dataframe_records": records})
+            assert mlflow.status_code == 200, mlflow.text
+            assert mlflow.json()["predictions"] == expected
+            tensors = [
+                {
+                    "name": name,
+                    "shape": [len(rows)],
+                    "datatype": "BYTES" if name == "region" else "FP64",
+                    "data": rows[name].tolist(),
+                }
+                for name in rows.columns
+            ]
+            v2 = c.post("/v2/models/loans/infer", json={"inputs": tensors})
+            assert v2.status_code == 200, v2.text
+            outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
+            assert outputs["predict"] == expected
+            # the attribute picks the threshold, so a row must carry it
+            missing = c.post("/v1/models/loans/predict", json=[{"income": 50.0, "debt": 20.0}])
+            assert missing.status_code == 422 and "region" in missing.text, missing.text
+            # a group not seen when choosing gets the plain 0.5 boundary: the model's own answer
+            west = rows.assign(region="west")
+            unseen = c.post("/v1/models/loans/predict", json=west.to_dict(orient="records"))
+            assert unseen.status_code == 200, unseen.text
+            plain = model.predict(rows[["income", "debt"]]).tolist()
+            assert [p["prediction"] for p in unseen.json()["predictions"]] == plain
+    finally:
+        s.stop()
+
+
+def test_batch_predict_applies_the_thresholds_and_needs_the_group_column(
+    project, version, tmp_path
+) -> None:
+    rows = some_rows_the_thresholds_change(version)
+    model, record = version
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    pipeflow_ok(
+        ["predict", "loans@production", "-i", tmp_path / "in.csv", "-o", tmp_path / "out.csv"],
+        cwd=project,
+    )
+    scored = pd.read_csv(tmp_path / "out.csv")
+    assert scored["prediction"].tolist() == by_hand(model, record, rows).tolist()
+    assert scored["proba_yes"].to_numpy() == pytest.approx(
+        model.predict_proba(rows[["income", "debt"]])[:, 1]
+    )
+    rows.drop(columns=["region"]).to_csv(tmp_path / "no_region.csv", index=False)
+    refused = pipeflow(
+        ["predict", "loans@production", "-i", tmp_path / "no_region.csv", "-o", tmp_path / "x.csv"],
+        cwd=project,
+    )
+    assert refused.returncode != 0
+    error = one_line_error(refused.stderr)
+    assert "region" in error and "threshold" in error, error
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_the_card_and_models_show_give_the_numbers_before_and_after(project, version) -> None:
+    from pipeflow.governance import render_card
+
+    _, record = version
+    m = record["mitigation"]
+    markdown, html = render_card(record)
+    section = markdown.split("## Bias mitigation", 1)[1].split("\n## ", 1)[0]
+    assert "| north |" in section and "| south |" in section
+    dp = next(line for line in section.splitlines() if "demographic_parity_difference" in line)
+    assert f"{m['before']['demographic_parity_difference']:.4g}"[:4] in dp
+    assert f"{m['after']['demographic_parity_difference']:.4g}"[:4] in dp
+    assert b"Bias mitigation" in html
+    shown = pipeflow_ok(["models", "show", "loans"], cwd=project)
+    assert "bias mitigation" in shown.stdout and "south" in shown.stdout
+    as_json = json.loads(pipeflow_ok(["models", "show", "loans", "--json"], cwd=project).stdout)
+    assert as_json["versions"][0]["mitigation"]["thresholds"] == m["thresholds"]
+
+
+def test_mitigation_refuses_what_is_not_a_binary_classifier_naming_the_field() -> None:
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from pipeflow.governance import mitigate
+
+    rows = loans(300, seed=3)
+    X, groups = rows[["income", "debt"]], rows["region"].to_numpy()
+    three = np.where(rows["income"] > 55, "high", np.where(rows["income"] > 40, "mid", "low"))
+    common = {"attribute": "region", "objective": "demographic_parity", "validation": 0.5}
+    common |= {"tolerance": 0.02, "min_rows": 10}
+    with pytest.raises(
+        ValueError,
+        match=r"^bias\.mitigate: .*binary classifier; this model has 3 classes \(high, low, mid\)",
+    ):
+        mitigate(LogisticRegression().fit(X, three), X, three, groups, **common)
+    with pytest.raises(
+        ValueError, match=r"^bias\.mitigate: .*binary classifier; this model is a regressor"
+    ):
+        mitigate(LinearRegression().fit(X, rows["debt"]), X, rows["debt"], groups, **common)
+    binary = LogisticRegression().fit(X, rows["approved"])
+    with pytest.raises(
+        ValueError,
+        match=r"^bias\.mitigate\.positive: 'maybe' is not a class of the model \(classes: no, yes\)",
+    ):
+        mitigate(binary, X, rows["approved"], groups, positive="maybe", **common)
+    with pytest.raises(ValueError, match=r"^bias\.mitigate\.validation: .* both need rows"):
+        mitigate(binary, X.head(1), rows["approved"].head(1), groups[:1], **common)
+
+
+@pytest.mark.parametrize(
+    ("mitigate", "field", "expected"),
+    [
+        (
+            "{method: group_thresholds, objective: parity}",
+            "with.bias.mitigate.objective",
+            "'demographic_parity'",
+        ),
+        (
+            "{method: group_thresholds, validation: 1.5}",
+            "with.bias.mitigate.validation",
+            "less than 1",
+        ),
+        ("{method: reweighing}", "with.bias.mitigate.method", "'group_thresholds'"),
+        (
+            "{objective: demographic_parity}",
+            "with.bias.mitigate.method",
+            "missing required key 'method'",
+        ),
+    ],
+)
+def test_bad_mitigation_declarations_name_the_file_line_and_field(
+    tmp_path, mitigate, field, expected
+) -> None:
+    spec = PIPELINE.replace(
+        "{method: group_thresholds, objective: demographic_parity, validation: 0.5}", mitigate
+    )
+    (tmp_path / "pipeline.yaml").write_text(spec)
+    checked = pipeflow(["check", "pipeline.yaml"], cwd=tmp_path)
+    assert checked.returncode == 2
+    error = one_line_error(checked.stderr)
+    assert error.startswith("error: pipeline.yaml:31:") and f"field '{field}'" in error, error
+    assert expected in error, error
