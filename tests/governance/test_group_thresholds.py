@@ -204,6 +204,34 @@ def test_batch_predict_applies_the_thresholds_and_needs_the_group_column(
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_the_predict_stage_applies_the_thresholds(project, version) -> None:
+    rows = some_rows_the_thresholds_change(version)
+    model, record = version
+    rows.to_csv(project / "incoming.csv", index=False)
+    (project / "score.yaml").write_text(
+        "pipeline: loans-scoring\n"
+        "stages:\n"
+        "  incoming: {type: ingest, with: {path: incoming.csv}}\n"
+        "  scored: {type: predict, inputs: {data: incoming}, with: {model: loans@production}}\n"
+    )
+    pipeflow_ok(["run", "score.yaml", "--quiet"], cwd=project, timeout=300)
+    out = pipeflow_ok(
+        [
+            "runs",
+            "output",
+            "latest",
+            "scored.predictions",
+            "--format",
+            "json",
+            "--spec",
+            "score.yaml",
+        ],
+        cwd=project,
+    )
+    predicted = [r["prediction"] for r in json.loads(out.stdout)]
+    assert predicted == by_hand(model, record, rows).tolist()
+
+
 def test_the_card_and_models_show_give_the_numbers_before_and_after(project, version) -> None:
     from pipeflow.governance import render_card
 
