@@ -74,6 +74,11 @@ class Handle:
     def score(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions (and class probabilities) of a frame's rows, as Python values."""
         if self.thresholds is not None:
+            if self.thresholds.attribute not in frame.columns:  # rows checked by another version
+                raise ValueError(
+                    f"{self.label} picks each row's decision threshold by "
+                    f"'{self.thresholds.attribute}', which these rows do not carry"
+                )
             groups = frame[self.thresholds.attribute]
             model_frame = frame.drop(columns=self._drop) if self._drop else frame
             proba = self.model.predict_proba(model_frame)

@@ -312,3 +312,15 @@ def test_bad_mitigation_declarations_name_the_file_line_and_field(
     error = one_line_error(checked.stderr)
     assert error.startswith("error: pipeline.yaml:31:") and f"field '{field}'" in error, error
     assert expected in error, error
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "mlflow"])
+def test_exports_that_would_drop_the_thresholds_are_refused(project, tmp_path, fmt) -> None:
+    refused = pipeflow(
+        ["models", "export", "loans@production", "--format", fmt, "--output", tmp_path / "out"],
+        cwd=project,
+    )
+    assert refused.returncode == 2
+    error = one_line_error(refused.stderr)
+    assert "per-group decision thresholds" in error and "'region'" in error, error
+    assert not (tmp_path / "out").exists()
