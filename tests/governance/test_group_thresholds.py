@@ -324,3 +324,35 @@ def test_exports_that_would_drop_the_thresholds_are_refused(project, tmp_path, f
     error = one_line_error(refused.stderr)
     assert "per-group decision thresholds" in error and "'region'" in error, error
     assert not (tmp_path / "out").exists()
+
+
+def tpr_range(y: Any, predicted: Any, groups: Any, positive: str = "yes") -> float:
+    rates = [
+        float(np.mean(predicted[(groups == g) & (y == positive)] == positive))
+        for g in np.unique(groups)
+    ]
+    return max(rates) - min(rates)
+
+
+@pytest.mark.parametrize("objective", ["true_positive_rate_parity", "equalized_odds"])
+def test_the_tpr_objectives_narrow_their_own_difference_and_are_deterministic(objective) -> None:
+    from sklearn.linear_model import LogisticRegression
+
+    from pipeflow.governance import GroupThresholds, mitigate
+
+    train, evaluation, fresh = loans(3000, seed=4), loans(3000, seed=5), loans(4000, seed=6)
+    features = ["income", "debt"]
+    model = LogisticRegression().fit(train[features], train["approved"])
+    args = (model, evaluation[features], evaluation["approved"], evaluation["region"].to_numpy())
+    kw = {"attribute": "region", "objective": objective, "validation": 0.5}
+    kw |= {"tolerance": 0.02, "min_rows": 30}
+    bias, record = mitigate(*args, **kw)
+    assert mitigate(*args, **kw) == (bias, record)  # same rows, same seed: same thresholds
+    measured = "equalized_odds_difference"
+    assert record["after"][measured] < record["before"][measured] / 2
+    thresholds = GroupThresholds.from_record({"mitigation": record})
+    assert thresholds is not None
+    y, groups = fresh["approved"].to_numpy(), fresh["region"].to_numpy()
+    plain = model.predict(fresh[features])
+    mitigated = thresholds.apply(model.predict_proba(fresh[features]), model.classes_, groups)
+    assert tpr_range(y, mitigated, groups) < tpr_range(y, plain, groups) / 2
