@@ -22,7 +22,9 @@ Policy, and why:
   features** (:mod:`pipeflow.scoring.model`). CSV feature columns are read with their
   signature's types (numbers as float64, labels as text), so a block whose first rows look like
   integers cannot change a column's type mid-file; the id column of a CSV is read as text, so it
-  is passed through exactly as written (:mod:`pipeflow.scoring.files`).
+  is passed through exactly as written (:mod:`pipeflow.scoring.files`). A version with per-group
+  decision thresholds (:mod:`pipeflow.governance.thresholds`) also needs its group column, which
+  is read too and picks each row's threshold.
 - **Output in input order, one file.** Partitions are scored in parallel; this process writes
   each one as soon as it and those before it are scored (writing overlaps with scoring): one
   Parquet file (never a dataset directory) or one CSV (``.csv``, ``.csv.gz``), with

@@ -12,7 +12,8 @@
 
 The model is resolved in the run's own store (its registry, see :mod:`pipeflow.registry`) and
 loaded hash-checked, like every registry load. Every feature in the version's signature must be
-a column of ``data``. Outputs: ``predictions`` (``prediction_id``, the id column, ``prediction``,
+a column of ``data``, and so must the group column of a version with per-group decision
+thresholds (:mod:`pipeflow.governance.thresholds`: its labels are made with them). Outputs: ``predictions`` (``prediction_id``, the id column, ``prediction``,
 ``proba_<class>``; rows in input order) and ``info`` (the version actually used, its model
 digest, the batch id and the row count).
 
