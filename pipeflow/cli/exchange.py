@@ -65,6 +65,12 @@ def export_model(args: argparse.Namespace, registry: Any, db: Any) -> int:
     record = registry.resolve(name, which)
     out = Path(args.output)
     label = f"{name}@{record['version']}"
+    if isinstance(record.get("mitigation"), dict):  # the thresholds are pipeflow's, not the file's
+        raise UsageError(
+            f"{label} has per-group decision thresholds (bias mitigation on "
+            f"'{record['mitigation'].get('attribute')}'): an {args.format} export would answer "
+            "without them; serve it or score it with pipeflow instead"
+        )
     if args.format == "mlflow":
         if args.data:
             raise UsageError("--data is for --format onnx (the MLflow export is the file itself)")

@@ -236,6 +236,36 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
     return EXIT_OK
 
 
+def _print_mitigations(console: Any, versions: list[dict[str, Any]]) -> None:
+    """The per-group decision thresholds of the versions that have them, with the accuracy and
+    bias differences before and after on the held-out rows."""
+    from rich.table import Table
+
+    m = Table(show_edge=False, title="bias mitigation (held-out rows)", title_justify="left")
+    for col in ("version", "attribute", "objective", "thresholds", "metric", "before", "after"):
+        m.add_column(col)
+    for v in versions:
+        record = v.get("mitigation")
+        if not isinstance(record, dict):
+            continue
+        before, after = record.get("before") or {}, record.get("after") or {}
+        cuts = ", ".join(f"{g}: {t:.3g}" for g, t in (record.get("thresholds") or {}).items())
+        for i, name in enumerate(after):
+            number = [
+                f"{x:.4g}" if isinstance(x, int | float) else "-"
+                for x in (before.get(name), after[name])
+            ]
+            head = [
+                f"v{v['version']}",
+                str(record.get("attribute")),
+                str(record.get("objective")),
+                escape(cuts),
+            ]
+            m.add_row(*(head if i == 0 else [""] * 4), name, *number)
+    if m.row_count:
+        console.print(m)
+
+
 def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     from pipeflow.errors import RegistryError
 
@@ -309,6 +339,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     console.print(t)
     if g.row_count:
         console.print(g)
+    _print_mitigations(console, versions)
     h = Table(show_edge=False, title="alias history", title_justify="left")
     for col in ("when", "alias", "action", "from", "to", "by", "reason"):
         h.add_column(col)

@@ -5,6 +5,8 @@
 - :func:`feature_importance`: permutation importance on the raw input columns (plus xgboost's
   SHAP contributions per model feature, for xgboost models);
 - :func:`data_summary`: a short, JSON-ready description of a table and its target;
+- :class:`GroupThresholds` and :func:`mitigate`: bias mitigation by per-group decision thresholds
+  of a binary classifier, chosen on validation rows and applied to its probabilities;
 - :func:`render_card`: the model card of one registered version, as Markdown and HTML.
 
 Pure functions: no I/O, no store, nothing registered on import. Heavy libraries (numpy, pandas,
@@ -18,5 +20,13 @@ from pipeflow.governance.card import render_card
 from pipeflow.governance.fairness import bias_metrics
 from pipeflow.governance.importance import feature_importance
 from pipeflow.governance.summary import data_summary
+from pipeflow.governance.thresholds import GroupThresholds, mitigate
 
-__all__ = ["bias_metrics", "data_summary", "feature_importance", "render_card"]
+__all__ = [
+    "GroupThresholds",
+    "bias_metrics",
+    "data_summary",
+    "feature_importance",
+    "mitigate",
+    "render_card",
+]

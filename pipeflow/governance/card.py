@@ -70,6 +70,7 @@ def render_card(record: dict[str, Any], lineage: dict[str, Any] | None = None) -
         lambda: _data(v),
         lambda: _metrics(v.metrics),
         lambda: _bias(v.bias, v.bias_limits),
+        lambda: _mitigation(record.get("mitigation")),
         lambda: _importance(v.importance),
         lambda: _gates(v.gates),
         lambda: _lineage(v.run, lin),
@@ -274,6 +275,45 @@ def _bias(bias: Bias | None, limits: dict[str, Any]) -> list[Block]:
         if rates:
             blocks.append(Heading("Rates by group and class", level=3))
             blocks.append(Table(["group", "class", "selection rate", "TPR", "FPR"], rates, left=2))
+    return blocks
+
+
+def _mitigation(m: Any) -> list[Block]:
+    """Per-group decision thresholds (:mod:`pipeflow.governance.thresholds`): none, no section."""
+    if not isinstance(m, dict):
+        return []
+    rows = m.get("rows") or {}
+    blocks: list[Block] = [
+        Heading("Bias mitigation"),
+        Text(
+            f"Per-group decision thresholds ({m.get('method')}, objective {m.get('objective')}) "
+            f"on {m.get('attribute')}, positive class {m.get('positive')!r}: chosen on "
+            f"{_blank(rows.get('validation'), '?')} validation rows, measured on "
+            f"{_blank(rows.get('held_out'), '?')} held-out rows. Every prediction of this "
+            f"version applies them, and the bias above is of its mitigated predictions on the "
+            f"held-out rows; other groups get {_blank(m.get('default'), '?')}."
+        ),
+        Table(
+            ["group", "threshold"],
+            [[g, _blank(t)] for g, t in (m.get("thresholds") or {}).items()],
+        ),
+    ]
+    before, after = m.get("before") or {}, m.get("after") or {}
+    table = []
+    for name in ("accuracy", *BIAS_DIFFERENCES):
+        b, a = before.get(name), after.get(name)
+        change = a - b if is_number(a) and is_number(b) else None
+        table.append([name, _blank(b, NOT_RECORDED), _blank(a, NOT_RECORDED), _blank(change)])
+    blocks.append(Table(["metric (held-out rows)", "before", "after", "change"], table))
+    if m.get("met") is False:
+        blocks.append(
+            Status(
+                f"No thresholds met the tolerance {m.get('tolerance')} on the validation rows: "
+                f"the smallest difference reached, {_blank(m.get('difference_on_validation'))}, "
+                "was kept.",
+                ok=False,
+            )
+        )
     return blocks
 
 

@@ -13,6 +13,10 @@ Inputs that pass but fall outside what the model saw in training are *flagged* p
 version's reference profile (:mod:`pipeflow.governance.profile`): a number beyond the training range
 by more than 10% of its span, a category never seen in training, empty text, or text longer than
 the longest training text by half again. ``reject_unusual`` turns flags into 422 errors.
+
+A version with per-group decision thresholds (``mitigation``: :mod:`pipeflow.governance.thresholds`)
+picks each row's threshold by its sensitive attribute: when that is not a feature, the signature
+has it as one more required field (role ``sensitive``), so a row without it is refused naming it.
 """
 
 from __future__ import annotations
@@ -105,6 +109,10 @@ class Signature:
             if role == "text" and (ref.get("length") or {}).get("max") is not None:
                 feature.max_length = int(ref["length"]["max"] * 1.5) + 10
             features.append(feature)
+        group = record.get("mitigation") or {}  # per-group thresholds read the group from rows
+        if group.get("attribute") and group["attribute"] not in {f.name for f in features}:
+            expect = group.get("dtype") if group.get("dtype") in (_NUMBER, _BOOL) else _STRING
+            features.append(Feature(str(group["attribute"]), expect, "sensitive"))
         return cls(features, [str(c) for c in signature.get("classes") or []])
 
     def _fast(self, rows: list[Any]) -> tuple[list[list[str]], Columns] | None:

@@ -22,7 +22,9 @@ Policy, and why:
   features** (:mod:`pipeflow.scoring.model`). CSV feature columns are read with their
   signature's types (numbers as float64, labels as text), so a block whose first rows look like
   integers cannot change a column's type mid-file; the id column of a CSV is read as text, so it
-  is passed through exactly as written (:mod:`pipeflow.scoring.files`).
+  is passed through exactly as written (:mod:`pipeflow.scoring.files`). A version with per-group
+  decision thresholds (:mod:`pipeflow.governance.thresholds`) also needs its group column, which
+  is read too and picks each row's threshold.
 - **Output in input order, one file.** Partitions are scored in parallel; this process writes
   each one as soon as it and those before it are scored (writing overlaps with scoring): one
   Parquet file (never a dataset directory) or one CSV (``.csv``, ``.csv.gz``), with
@@ -54,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeflow.errors import NonFiniteInput, UsageError
 from pipeflow.execute import cluster
+from pipeflow.governance.thresholds import GroupThresholds
 from pipeflow.scoring.files import (
     Source,
     listing,
@@ -121,11 +124,24 @@ def predict_file(
     model, record = registry.servable(name, which)  # an archived version scores nothing
     label = f"{name}@{record['version']}"
     features = signature_features(record, model)
+    spec = ScoreSpec(
+        tuple(features),
+        id_column,
+        probabilities,
+        datetime_features(record),
+        GroupThresholds.from_record(record),
+    )
     missing = [
-        c for c in [*features, *([id_column] if id_column else [])] if c not in source.columns
+        c for c in [*spec.columns, *([id_column] if id_column else [])] if c not in source.columns
     ]
     if missing:
         what = "id column" if missing == [id_column] else f"feature column(s) required by {label}"
+        group = spec.thresholds.attribute if spec.thresholds is not None else None
+        if group in missing and group not in features:
+            what = (
+                f"column(s) required by {label} ('{group}' picks each row's decision "
+                "threshold: the version has per-group thresholds)"
+            )
         raise UsageError(
             f"{input_path}: missing {what}: {with_hints(missing, source.columns)} "
             f"(columns found: {listing(source.columns)})"
@@ -135,7 +151,6 @@ def predict_file(
     holder = ModelHolder(model, registry.store.ref, record)
     stop = threading.Event()
     pool = ThreadPoolExecutor(1, thread_name_prefix="pipeflow-fingerprint")
-    spec = ScoreSpec(tuple(features), id_column, probabilities, datetime_features(record))
     here = _where(scheduler).get("kind") in IN_PROCESS and source.in_process(partition_rows)
     try:  # hashing the input overlaps with scoring it
         input_fingerprint = pool.submit(source.fingerprint, stop)
@@ -190,9 +205,9 @@ def _score_here(
     by a reader thread, a partition at a time (the partitions Dask would make), scored on this
     thread and written by a writer thread; a one-partition CSV is read whole, then scored."""
     if source.format == "csv":
-        frames: Iterator[Any] = iter([source.read_whole_csv(spec.features, spec.id_column, record)])
+        frames: Iterator[Any] = iter([source.read_whole_csv(spec.columns, spec.id_column, record)])
     else:
-        frames = read_ahead(source.parquet_parts(spec.features, spec.id_column, partition_rows))
+        frames = read_ahead(source.parquet_parts(spec.columns, spec.id_column, partition_rows))
     scored = [0]
 
     def score() -> Iterator[Any]:
@@ -228,7 +243,7 @@ def _score_on_dask(
     batch_id: str,
 ) -> tuple[int, str, int]:
     """Score on Dask: (rows, output fingerprint, partitions)."""
-    ddf = source.frame(list(spec.features), spec.id_column, record, partition_rows)
+    ddf = source.frame(list(spec.columns), spec.id_column, record, partition_rows)
     with cluster.connect(**_where(scheduler)) as sched:
         # threads share the holder's model, a process pool loads it once per process (see
         # ModelHolder), a cluster gets the model scattered once to every worker

@@ -345,6 +345,9 @@ def _csv_dtypes(record: dict[str, Any], id_column: str | None) -> dict[str, Any]
             out[feature["name"]] = str
     if id_column is not None and id_column not in out:
         out[id_column] = str
+    group = record.get("mitigation") or {}  # the group column of per-group thresholds
+    if group.get("attribute") not in out and group.get("dtype") in ("number", "string"):
+        out[group["attribute"]] = "float64" if group["dtype"] == "number" else str
     return out
 
 

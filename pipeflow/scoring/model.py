@@ -22,6 +22,8 @@ from pipeflow.errors import NonFiniteInput, UsageError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from pipeflow.governance.thresholds import GroupThresholds
+
 
 def signature_features(record: dict[str, Any], model: Any = None) -> list[str]:
     """The feature columns a version was trained on, in training order: its signature, else the
@@ -45,13 +47,16 @@ def score_frame(
     id_column: str | None = None,
     probabilities: bool = True,
     datetimes: Sequence[str] = (),
+    thresholds: GroupThresholds | None = None,
 ) -> pd.DataFrame:
     """Score ``frame``: columns ``id_column`` (if given), ``prediction`` and, for classifiers
     with ``probabilities``, ``proba_<class>`` per class; same index and row order as ``frame``.
 
-    The predictions are exactly ``model.predict(frame[features])``. A scikit-learn pipeline is
-    run through its transforms once and both ``predict`` and ``predict_proba`` of its final step
-    are called on the result (what ``Pipeline.predict`` does), instead of transforming twice.
+    The predictions are exactly ``model.predict(frame[features])``, or, for a version with
+    per-group ``thresholds`` (:mod:`pipeflow.governance.thresholds`), its probabilities against
+    the threshold of each row's group (``frame`` holds the group column). A scikit-learn pipeline
+    is run through its transforms once and both ``predict`` and ``predict_proba`` of its final
+    step are called on the result (what ``Pipeline.predict`` does), instead of transforming twice.
     """
     import numpy as np
     import pandas as pd
@@ -61,13 +66,18 @@ def score_frame(
     for column in datetimes:
         if column in X.columns and not pd.api.types.is_datetime64_any_dtype(X[column]):
             X = X.assign(**{column: pd.to_datetime(X[column])})
-    final, Xt = (model, X) if frame.empty else _final_step(model, X, probabilities)
+    wanted = probabilities or thresholds is not None
+    final, Xt = (model, X) if frame.empty else _final_step(model, X, wanted)
     classes = getattr(final, "classes_", None)
     out: dict[str, Any] = {}
     if id_column is not None:
         out[id_column] = frame[id_column]
+    proba = None
     if frame.empty:  # estimators refuse 0 rows; an empty partition scores to an empty frame
         predicted = np.asarray(classes)[:0] if classes is not None else np.empty(0)
+    elif thresholds is not None:  # the one place a mitigated version's labels are made
+        proba = final.predict_proba(Xt)
+        predicted = thresholds.apply(proba, classes, frame[thresholds.attribute])
     else:
         predicted = final.predict(Xt)
     # labels stay an object array: pandas' conversion of a million of them to its string dtype
@@ -78,7 +88,8 @@ def score_frame(
         else predicted
     )
     if probabilities and classes is not None and hasattr(final, "predict_proba"):
-        proba = final.predict_proba(Xt) if not frame.empty else np.empty((0, len(classes)))
+        if proba is None:
+            proba = final.predict_proba(Xt) if not frame.empty else np.empty((0, len(classes)))
         for i, label in enumerate(classes):
             out[f"proba_{label}"] = proba[:, i]
     return pd.DataFrame(out, index=frame.index)
@@ -133,6 +144,13 @@ class ScoreSpec(NamedTuple):
     id_column: str | None
     probabilities: bool
     datetimes: tuple[str, ...]
+    thresholds: GroupThresholds | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The input columns read: the features, and the group column of per-group thresholds."""
+        group = self.thresholds.attribute if self.thresholds is not None else None
+        return (*self.features, group) if group and group not in self.features else self.features
 
 
 def score_partition(
@@ -146,6 +164,7 @@ def score_partition(
             id_column=spec.id_column,
             probabilities=spec.probabilities,
             datetimes=spec.datetimes,
+            thresholds=spec.thresholds,
         )
     except NonFiniteInput:
         raise  # bad input, not a failure of the partition: said as is, with its line

@@ -8,7 +8,9 @@ statistics the canary's probation reads (requests, errors, latencies, feedback;
 old one finish there.
 
 Scoring is here too: one DataFrame of a batch's rows (:meth:`Handle.frame`), and its predictions
-(:meth:`Handle.score`). A scikit-learn Pipeline is split once at load (:func:`_split_pipeline`)
+(:meth:`Handle.score`), the one place every route's answers are made: a version with per-group
+decision thresholds (:mod:`pipeflow.governance.thresholds`) answers its probabilities against the
+threshold of each row's group, read from the row (its signature then requires the attribute). A scikit-learn Pipeline is split once at load (:func:`_split_pipeline`)
 so that ``predict`` and ``predict_proba`` share one preprocessing pass instead of two.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 import collections
 from typing import TYPE_CHECKING, Any
 
+from pipeflow.governance.thresholds import GroupThresholds
 from pipeflow.registry.signature import Columns, Signature
 
 if TYPE_CHECKING:
@@ -42,6 +45,12 @@ class Handle:
         self.feedback = [0, 0]  # correct, total
         self.batcher: Batcher | None = None
         self._split = _split_pipeline(model)
+        self.thresholds = GroupThresholds.from_record(record)
+        features = {f["name"] for f in (record.get("signature") or {}).get("features") or []}
+        # the group column a request carries only to pick the threshold is not the model's
+        self._drop = [
+            t.attribute for t in [self.thresholds] if t is not None and t.attribute not in features
+        ]
 
     @property
     def label(self) -> str:
@@ -64,7 +73,17 @@ class Handle:
 
     def score(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions (and class probabilities) of a frame's rows, as Python values."""
-        if self._split is not None and self.proba:
+        if self.thresholds is not None:
+            if self.thresholds.attribute not in frame.columns:  # rows checked by another version
+                raise ValueError(
+                    f"{self.label} picks each row's decision threshold by "
+                    f"'{self.thresholds.attribute}', which these rows do not carry"
+                )
+            groups = frame[self.thresholds.attribute]
+            model_frame = frame.drop(columns=self._drop) if self._drop else frame
+            proba = self.model.predict_proba(model_frame)
+            predicted = self.thresholds.apply(proba, getattr(self.model, "classes_", []), groups)
+        elif self._split is not None and self.proba:
             # one preprocessing pass for both predict and predict_proba
             prepare, final, labels = self._split
             features = prepare.transform(frame)

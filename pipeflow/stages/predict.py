@@ -12,7 +12,8 @@
 
 The model is resolved in the run's own store (its registry, see :mod:`pipeflow.registry`) and
 loaded hash-checked, like every registry load. Every feature in the version's signature must be
-a column of ``data``. Outputs: ``predictions`` (``prediction_id``, the id column, ``prediction``,
+a column of ``data``, and so must the group column of a version with per-group decision
+thresholds (:mod:`pipeflow.governance.thresholds`: its labels are made with them). Outputs: ``predictions`` (``prediction_id``, the id column, ``prediction``,
 ``proba_<class>``; rows in input order) and ``info`` (the version actually used, its model
 digest, the batch id and the row count).
 
@@ -102,6 +103,7 @@ class PredictStage(Stage[PredictConfig]):
         return str(record["model"]["digest"])
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
+        from pipeflow.governance.thresholds import GroupThresholds
         from pipeflow.registry import Registry, parse_ref
         from pipeflow.scoring.model import datetime_features, score_frame, signature_features
 
@@ -113,7 +115,11 @@ class PredictStage(Stage[PredictConfig]):
         label = f"{name}@{record['version']}"
         data = inputs["data"]
         features = signature_features(record, model)
-        needed = [*features, *([config.id_column] if config.id_column else [])]
+        thresholds = GroupThresholds.from_record(record)  # per-group: needs the group column
+        group = (
+            [thresholds.attribute] if thresholds and thresholds.attribute not in features else []
+        )
+        needed = [*features, *group, *([config.id_column] if config.id_column else [])]
         missing = [c for c in needed if c not in data.columns]
         if missing:
             raise ValueError(
@@ -129,6 +135,7 @@ class PredictStage(Stage[PredictConfig]):
             id_column=config.id_column,
             probabilities=config.probabilities,
             datetimes=datetime_features(record),
+            thresholds=thresholds,
         ).reset_index(drop=True)
         scored.insert(0, "prediction_id", _ids(batch_id, len(scored)))
         ctx.logger.info("scored %d rows with %s (%s)", len(scored), label, config.model)

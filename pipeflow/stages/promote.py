@@ -17,6 +17,14 @@ once at registration, holds only the thresholds and bias), and the stage fails n
 gate with both numbers, unless ``on_gate_failure: register``, which lets the run go on. The champion
 gate is judged even when a threshold failed, so the record has every verdict.
 
+Bias mitigation (``bias.mitigate: {method: group_thresholds, objective: demographic_parity}``,
+binary classifiers): per-group decision thresholds are chosen on a validation share of the
+evaluation rows and recorded with the version as data (``mitigation``, with the before/after
+accuracy and bias differences on the held-out rest); ``bias`` and so the bias gates are then the
+*mitigated* predictions' on the held-out rows. The metric gates stay the ``evaluate`` stage's
+(unmitigated: it scores the model before any threshold exists). See
+:mod:`pipeflow.governance.thresholds`.
+
 Registering the same model content again returns the existing version, so a re-run never makes
 duplicate versions.
 """
@@ -42,6 +50,32 @@ class ChampionGate(BaseModel):
     )
 
 
+class Mitigation(BaseModel):
+    """Per-group decision thresholds (:mod:`pipeflow.governance.thresholds`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["group_thresholds"] = Field(
+        description="group_thresholds: a decision threshold per group of a binary classifier"
+    )
+    objective: Literal["demographic_parity", "true_positive_rate_parity", "equalized_odds"] = Field(
+        "demographic_parity", description="what the thresholds equalise across groups"
+    )
+    validation: float = Field(
+        0.5,
+        gt=0,
+        lt=1,
+        description="share of the evaluation rows the thresholds are chosen on; the rest measure them",
+    )
+    tolerance: float = Field(
+        0.02, ge=0, lt=1, description="largest difference accepted on the validation rows"
+    )
+    positive: str | None = Field(
+        None, description="the positive class, as text (default: the model's second class)"
+    )
+    seed: int = Field(0, description="seed of the validation split")
+
+
 class BiasGate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -53,6 +87,9 @@ class BiasGate(BaseModel):
         description="limits, e.g. {demographic_parity_difference: 0.1, equalized_odds_difference: 0.15}",
     )
     min_rows: int = Field(30, ge=1, description="groups smaller than this are listed, not compared")
+    mitigate: Mitigation | None = Field(
+        None, description="choose per-group decision thresholds (binary classifiers)"
+    )
 
 
 class PromoteConfig(BaseModel):
@@ -270,13 +307,16 @@ def _describe(
                 f"sensitive attribute '{column}' not found in the 'data' input "
                 f"(columns: {', '.join(map(str, rows.columns))})"
             )
-        fields["bias"] = bias_metrics(
-            y.to_numpy(),
-            model.predict(X),
-            rows[column].to_numpy(),
-            attribute=column,
-            min_rows=config.bias.min_rows,
-        )
+        if config.bias.mitigate is None:
+            fields["bias"] = bias_metrics(
+                y.to_numpy(),
+                model.predict(X),
+                rows[column].to_numpy(),
+                attribute=column,
+                min_rows=config.bias.min_rows,
+            )
+        else:  # the bias of the mitigated predictions, on the rows that did not choose them
+            fields["bias"], fields["mitigation"] = _mitigate(config.bias, model, X, y, rows, task)
     if config.importance:
         features = [f["name"] for f in fields["signature"].get("features", [])] or list(X.columns)
         features = [f for f in features if f in X.columns]
@@ -288,6 +328,29 @@ def _describe(
             max_rows=config.importance_rows,
         )
     return fields
+
+
+def _mitigate(
+    bias: BiasGate, model: Any, X: Any, y: Any, rows: Any, task: str | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    from pipeflow.governance import mitigate
+
+    m = bias.mitigate
+    assert m is not None
+    return mitigate(
+        model,
+        X,
+        y.to_numpy(),
+        rows[bias.sensitive].to_numpy(),
+        attribute=bias.sensitive,
+        objective=m.objective,
+        validation=m.validation,
+        tolerance=m.tolerance,
+        min_rows=bias.min_rows,
+        positive=m.positive,
+        seed=m.seed,
+        task=task,
+    )
 
 
 def _estimator_name(model: Any) -> str:
