@@ -88,6 +88,8 @@ def test_a_business_gate_is_recorded_like_a_metric_and_refuses_a_costly_model(
     assert business["cost_per_prediction"] <= 50
     gate = next(g for g in record["gates"] if g["metric"] == "business.cost_per_prediction")
     assert gate["passed"] and gate["value"] == business["cost_per_prediction"]
+    card = pipeflow(["models", "card", "tumours@production"], cwd=project)
+    assert "### Business metrics" in card.stdout and "| cost_per_prediction |" in card.stdout
     refused = pipeflow(
         ["run", "kpis.yaml", "--quiet", "--set", "params.max_cost=0.0"], cwd=project, timeout=300
     )
