@@ -185,23 +185,28 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     name, which = parse_ref(args.ref)
     now = time.time()
     reports = []
-    for k in range(args.windows - 1, -1, -1):
-        reports.append(
-            monitor(
-                registry,
-                name,
-                which or "production",
-                audit_dir=audit_dir,
-                store_root=registry.store,
-                window_s=window,
-                end=now - k * window,
-                all_versions=args.all_versions,
-                rules=rules,
-                sinks=sinks,
-                save=not args.no_save,
-                policy=policy,
+    try:
+        for k in range(args.windows - 1, -1, -1):
+            reports.append(
+                monitor(
+                    registry,
+                    name,
+                    which or "production",
+                    audit_dir=audit_dir,
+                    store_root=registry.store,
+                    window_s=window,
+                    end=now - k * window,
+                    all_versions=args.all_versions,
+                    rules=rules,
+                    sinks=sinks,
+                    save=not args.no_save,
+                    policy=policy,
+                )
             )
-        )
+    except UsageError as err:
+        if args.rules and str(err).startswith("alerts["):  # a rule of the file: name the file
+            raise UsageError(f"{args.rules}: {err}") from None
+        raise
     if args.html:
         with open(args.html, "wb") as fh:
             fh.write(render_html(reports[-1]))

@@ -82,7 +82,12 @@ class BusinessConfig(BaseModel):
     def _something(self) -> BusinessConfig:
         if not any(
             v is not None
-            for v in (self.cost, self.cost_per_unit_error, self.value_per_correct, self.sla_latency_ms)
+            for v in (
+                self.cost,
+                self.cost_per_unit_error,
+                self.value_per_correct,
+                self.sla_latency_ms,
+            )
         ):
             raise ValueError(
                 "declare at least one of cost, cost_per_unit_error, value_per_correct, sla_latency_ms"

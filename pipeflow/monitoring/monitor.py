@@ -273,7 +273,6 @@ def monitor(
         summary_report,
     )
     from pipeflow.monitoring.engine import DriftPolicy
-
     from pipeflow.monitoring.kpis import check_rules, feedback_by_id, live_kpis
 
     policy = policy or DriftPolicy()

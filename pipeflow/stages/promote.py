@@ -353,7 +353,11 @@ def _business(
             raise ValueError(
                 f"business.{unknown[0]}: no such class (the model's classes: "
                 f"{', '.join(map(str, classes))})"
-                + (f"; also {', '.join('business.' + u for u in unknown[1:])}" if unknown[1:] else "")
+                + (
+                    f"; also {', '.join('business.' + u for u in unknown[1:])}"
+                    if unknown[1:]
+                    else ""
+                )
             )
     return business_metrics(y.to_numpy(), predicted, declared)
 

@@ -570,7 +570,11 @@ def _bias(b: Any) -> dict[str, Any] | None:
     accuracy, the declared limits and their breaches (None: no sensitive attribute declared)."""
     if not isinstance(b, dict):
         return None
-    differences = ("demographic_parity_difference", "equalized_odds_difference", "accuracy_difference")
+    differences = (
+        "demographic_parity_difference",
+        "equalized_odds_difference",
+        "accuracy_difference",
+    )
     groups = b.get("groups") if isinstance(b.get("groups"), dict) else {}
     return {
         "attribute": b.get("attribute"),

@@ -132,9 +132,7 @@ def test_live_bias_reads_a_sensitive_model_input_from_the_audited_inputs(
     r = client.post(PREDICT, json=rows.to_dict("records"))
     answered = r.json()["predictions"]
     labelled = list(range(0, 80, 2))  # feedback on half the rows only
-    client.post(
-        FEEDBACK, json=[{"id": answered[i]["id"], "outcome": truth[i]} for i in labelled]
-    )
+    client.post(FEEDBACK, json=[{"id": answered[i]["id"], "outcome": truth[i]} for i in labelled])
     report = monitor(
         Registry(client.app.state.server.store),
         "tumours",

@@ -22,7 +22,9 @@ COST = {"malignant": {"benign": 500}, "benign": {"malignant": 20}}
 DECLARED = {"cost": COST, "value_per_correct": 12.5, "sla_latency_ms": 0.001}
 
 
-def _spec(features: list[str], *, cost: str = "{malignant: {benign: 500}, benign: {malignant: 20}}") -> str:
+def _spec(
+    features: list[str], *, cost: str = "{malignant: {benign: 500}, benign: {malignant: 20}}"
+) -> str:
     return f"""\
 pipeline: kpis
 params: {{max_cost: 50.0}}
@@ -139,7 +141,9 @@ def _traffic(served: Any, project: Path, n: int = 120) -> list[dict[str, Any]]:
             zip(answers.json()["predictions"], truth, regions, strict=True)
         ):
             outcome = flip[t] if g == "south" and k % 2 else t
-            rows.append({"id": p["id"], "prediction": p["prediction"], "outcome": outcome, "region": g})
+            rows.append(
+                {"id": p["id"], "prediction": p["prediction"], "outcome": outcome, "region": g}
+            )
         feedback = [
             {"id": r["id"], "outcome": r["outcome"], "attributes": {"region": r["region"]}}
             for r in rows
@@ -195,9 +199,7 @@ def test_monitor_measures_bias_and_business_on_labelled_traffic_and_alerts(
     text = html.read_text()
     assert "Bias across region" in text and "cost_per_prediction" in text
     # the words a person reads
-    plain = pipeflow(
-        ["monitor", "tumours@production", "--window", "10m", "--no-save"], cwd=project
-    )
+    plain = pipeflow(["monitor", "tumours@production", "--window", "10m", "--no-save"], cwd=project)
     assert "bias limit breached: accuracy_difference" in plain.stdout
     assert "business on 120 labelled: cost_total" in plain.stdout
 
@@ -212,4 +214,4 @@ def test_a_rule_the_version_cannot_answer_is_refused_naming_it(
         cwd=project,
     )
     assert run.returncode == 2
-    assert "alerts[0].metric 'business.profit': no business metric 'profit'" in run.stderr
+    assert f"{rules}: alerts[0].metric 'business.profit': no business metric 'profit'" in run.stderr

@@ -352,13 +352,22 @@ def test_drift_carries_the_latest_business_metrics_and_bias_and_their_series(
     report = {
         **_report(T0 + 7200, 0.1, 0.75),
         "business": {"rows": 4, "cost_per_prediction": 5.0, "sla_breach_rate": 0.25},
-        "bias": {**bias, "source": "feedback", "limits": {"accuracy_difference": 0.1}, "breaches": [breach]},
+        "bias": {
+            **bias,
+            "source": "feedback",
+            "limits": {"accuracy_difference": 0.1},
+            "breaches": [breach],
+        },
     }
     save_report(store, report)
     d = client.get("/api/drift").json()
     assert [r["cost_per_prediction"] for r in d["reports"]] == [None, None, 5.0]
     assert [r["bias_difference"] for r in d["reports"]] == [None, None, 0.5]
-    assert d["latest"]["business"] == {"rows": 4, "cost_per_prediction": 5.0, "sla_breach_rate": 0.25}
+    assert d["latest"]["business"] == {
+        "rows": 4,
+        "cost_per_prediction": 5.0,
+        "sla_breach_rate": 0.25,
+    }
     latest = d["latest"]["bias"]
     assert latest["attribute"] == "band" and latest["breaches"] == [breach]
     assert latest["differences"]["accuracy_difference"] == 0.5
