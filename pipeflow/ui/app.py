@@ -59,6 +59,7 @@ from pipeflow.registry import Registry, verdicts
 from pipeflow.store import journal as audit
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.shipping import open_journal
+from pipeflow.ui.kpis import kpi_latest, kpi_point
 from pipeflow.ui.traffic import TrafficIndex, finite_number
 
 try:  # orjson (a dependency of the server) parses the audit lines several times faster
@@ -460,8 +461,7 @@ class Sources:
                 ),
                 "prediction": last.get("prediction"),
                 "alerts": last.get("alerts") or [],
-                "business": _business(last.get("business")),
-                "bias": _bias(last.get("bias")),
+                **kpi_latest(last),
             }
         return {"model": model, "models": models, "reports": points, "latest": latest}
 
@@ -533,8 +533,6 @@ def _report_point(r: dict[str, Any]) -> dict[str, Any]:
     window = r.get("window") or {}
     accuracy = r.get("accuracy") or {}
     latency = r.get("latency_ms") or {}
-    business = r.get("business") if isinstance(r.get("business"), dict) else {}
-    bias = r.get("bias") if isinstance(r.get("bias"), dict) else {}
     return {
         "time": finite_number(window.get("end")) or finite_number(r.get("created")),
         "version": r.get("version"),
@@ -547,53 +545,10 @@ def _report_point(r: dict[str, Any]) -> dict[str, Any]:
         "prediction_psi": finite_number((r.get("prediction") or {}).get("psi")),
         "p95_ms": finite_number(latency.get("p95")),
         "flagged_rate": finite_number(r.get("flagged_rate")),
-        # what the version declared at promotion (pipeflow.monitoring.kpis), where it did
-        "cost_per_prediction": finite_number(business.get("cost_per_prediction")),
-        "net_value_per_prediction": finite_number(business.get("net_value_per_prediction")),
-        "sla_breach_rate": finite_number(business.get("sla_breach_rate")),
-        "bias_difference": finite_number(bias.get("demographic_parity_difference")),
+        **kpi_point(r),  # business and bias, where the version declared them at promotion
         "features": {
             name: _feature(name, f)["psi"] for name, f in (r.get("features") or {}).items()
         },
-    }
-
-
-def _business(b: Any) -> dict[str, Any] | None:
-    """A report's business metrics, numbers only (None: the version declared none)."""
-    if not isinstance(b, dict):
-        return None
-    return {k: finite_number(v) for k, v in b.items() if k != "rows"} | {"rows": b.get("rows")}
-
-
-def _bias(b: Any) -> dict[str, Any] | None:
-    """A report's live bias without the per-class rates: the differences, each group's rows and
-    accuracy, the declared limits and their breaches (None: no sensitive attribute declared)."""
-    if not isinstance(b, dict):
-        return None
-    differences = (
-        "demographic_parity_difference",
-        "equalized_odds_difference",
-        "accuracy_difference",
-    )
-    groups = b.get("groups") if isinstance(b.get("groups"), dict) else {}
-    return {
-        "attribute": b.get("attribute"),
-        "source": b.get("source"),
-        "rows": b.get("rows"),
-        "note": b.get("note"),
-        "differences": {k: finite_number(b.get(k)) for k in differences if k in b},
-        "groups": [
-            {
-                "name": name,
-                "rows": g.get("rows"),
-                "accuracy": finite_number(g.get("accuracy")),
-                "excluded": bool(g.get("excluded")),
-            }
-            for name, g in groups.items()
-            if isinstance(g, dict)
-        ],
-        "limits": b.get("limits") or {},
-        "breaches": [x for x in b.get("breaches") or [] if isinstance(x, dict)],
     }
 
 
