@@ -5,6 +5,8 @@
 - :func:`feature_importance`: permutation importance on the raw input columns (plus xgboost's
   SHAP contributions per model feature, for xgboost models);
 - :func:`data_summary`: a short, JSON-ready description of a table and its target;
+- :mod:`pipeflow.governance.business`: what a model's decisions are worth (cost matrix, value per
+  right answer, SLA breaches), declared at promotion;
 - :func:`render_card`: the model card of one registered version, as Markdown and HTML.
 
 Pure functions: no I/O, no store, nothing registered on import. Heavy libraries (numpy, pandas,
