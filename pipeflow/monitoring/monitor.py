@@ -9,8 +9,8 @@ holds now), then measures feature drift (:mod:`pipeflow.monitoring.drift`, the d
 rule: a :class:`~pipeflow.monitoring.engine.DriftPolicy`), the drift of the predictions and of the
 outcomes reported as feedback against the training target (prior shift), live accuracy from
 feedback, latency, the share of flagged inputs, and what the version declared at promotion: bias
-across its sensitive attribute and its business metrics (:mod:`pipeflow.monitoring.kpis`). The report is saved to the
-store's monitoring history, and alert rules are evaluated on it.
+across its sensitive attribute and its business metrics (:mod:`pipeflow.monitoring.kpis`). The
+report is saved to the store's monitoring history, and alert rules are evaluated on it.
 """
 
 from __future__ import annotations

@@ -307,7 +307,7 @@ def _describe(
     if config.business is not None:
         fields["metrics"] = {
             **metrics,
-            "business": _business(config.business, model, y, predicted, fields["signature"]),
+            "business": _business(config.business, model, y, predicted, fields["signature"], task),
         }
     if config.bias is not None:
         column = config.bias.sensitive
@@ -337,13 +337,26 @@ def _describe(
 
 
 def _business(
-    config: BusinessConfig, model: Any, y: Any, predicted: Any, signature: dict[str, Any]
+    config: BusinessConfig,
+    model: Any,
+    y: Any,
+    predicted: Any,
+    signature: dict[str, Any],
+    task: str | None,
 ) -> dict[str, Any]:
-    """The business metrics on the evaluation rows; a cost matrix naming a class the model
-    cannot predict is an error naming the field."""
+    """The business metrics on the evaluation rows; a declaration that does not fit the model (a
+    cost matrix naming a class it cannot predict, a classifier's keys on a regressor or the other
+    way round) is an error naming the field."""
     from pipeflow.governance.business import business_metrics, unknown_classes
 
     declared = config.model_dump(exclude_none=True)
+    regressor = task == "regression"
+    for key in ("cost", "value_per_correct") if regressor else ("cost_per_unit_error",):
+        if key in declared:
+            raise ValueError(
+                f"business.{key}: not for a {task or 'classification'} model (a regressor takes "
+                "cost_per_unit_error; a classifier cost and value_per_correct)"
+            )
     if config.cost is not None:
         found = getattr(model, "classes_", None)
         classes = [str(c) for c in found] if found is not None else signature.get("classes")

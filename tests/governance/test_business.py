@@ -53,3 +53,38 @@ def test_an_empty_or_contradictory_declaration_is_refused() -> None:
         BusinessConfig(cost={"a": {"b": 1}}, cost_per_unit_error=1)
     with pytest.raises(ValidationError, match="sla_latency_ms"):
         BusinessConfig(sla_latency_ms=0)
+
+
+def test_promotion_refuses_a_declaration_that_does_not_fit_the_model() -> None:
+    """The promote stage's check on the evaluation rows, with real fitted models."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+
+    from pipeflow.stages.promote import _business
+
+    X = np.arange(20, dtype=float).reshape(-1, 1)
+    labels = pd.Series(["low"] * 10 + ["high"] * 10)
+    classifier = LogisticRegression().fit(X, labels)
+    regressor = LinearRegression().fit(X, X[:, 0] * 2)
+    with pytest.raises(ValueError, match=r"business\.cost\.low\.medium: no such class"):
+        _business(
+            BusinessConfig(cost={"low": {"medium": 1}}),
+            classifier, labels, classifier.predict(X), {}, "classification",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"business\.cost: not for a regression model"):
+        _business(
+            BusinessConfig(cost={"1": {"2": 1}}),
+            regressor, pd.Series(X[:, 0]), regressor.predict(X), {}, "regression",
+        )  # fmt: skip
+    with pytest.raises(ValueError, match=r"business\.cost_per_unit_error: not for a classif"):
+        _business(
+            BusinessConfig(cost_per_unit_error=1),
+            classifier, labels, classifier.predict(X), {}, "classification",
+        )  # fmt: skip
+    fine = _business(
+        BusinessConfig(cost={"low": {"high": 3}}, value_per_correct=1),
+        classifier, labels, classifier.predict(X), {}, "classification",
+    )  # fmt: skip
+    declared = {"cost": {"low": {"high": 3.0}}, "value_per_correct": 1.0}
+    assert fine == business_metrics(labels.tolist(), classifier.predict(X), declared)
