@@ -185,23 +185,28 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     name, which = parse_ref(args.ref)
     now = time.time()
     reports = []
-    for k in range(args.windows - 1, -1, -1):
-        reports.append(
-            monitor(
-                registry,
-                name,
-                which or "production",
-                audit_dir=audit_dir,
-                store_root=registry.store,
-                window_s=window,
-                end=now - k * window,
-                all_versions=args.all_versions,
-                rules=rules,
-                sinks=sinks,
-                save=not args.no_save,
-                policy=policy,
+    try:
+        for k in range(args.windows - 1, -1, -1):
+            reports.append(
+                monitor(
+                    registry,
+                    name,
+                    which or "production",
+                    audit_dir=audit_dir,
+                    store_root=registry.store,
+                    window_s=window,
+                    end=now - k * window,
+                    all_versions=args.all_versions,
+                    rules=rules,
+                    sinks=sinks,
+                    save=not args.no_save,
+                    policy=policy,
+                )
             )
-        )
+    except UsageError as err:
+        if args.rules and str(err).startswith("alerts["):  # a rule of the file: name the file
+            raise UsageError(f"{args.rules}: {err}") from None
+        raise
     if args.html:
         with open(args.html, "wb") as fh:
             fh.write(render_html(reports[-1]))
@@ -228,12 +233,40 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 if (r.get(key) or {}).get("drifted")
             )
         )
+        _print_kpis(console, r)
         for a in r["alerts"]:
             state = "suppressed: cooldown" if a["suppressed"] else "sent"
             console.print(f"  alert [{a['severity']}] {a['message']} ({state})", markup=False)
     if args.html:
         console.print(f"wrote {os.path.abspath(args.html)}")
     return 0
+
+
+def _print_kpis(console: Any, report: dict[str, Any]) -> None:
+    """The window's business metrics and bias (what the version declared at promotion)."""
+    business = report.get("business")
+    if business:
+        shown = [f"{k} {v:.4g}" for k, v in business.items() if v is not None and k != "rows"]
+        console.print(
+            f"  business on {business['rows']} labelled: " + (", ".join(shown) or "-"),
+            markup=False,
+        )
+    bias = report.get("bias")
+    if bias:
+        if bias.get("note"):
+            console.print(f"  bias across {bias['attribute']}: {bias['note']}", markup=False)
+        else:
+            console.print(
+                f"  bias across {bias['attribute']} ({bias['source']}, {bias['rows']} labelled): "
+                f"demographic parity difference {bias['demographic_parity_difference']:.4g}, "
+                f"equalized odds difference {bias['equalized_odds_difference']:.4g}",
+                markup=False,
+            )
+        for b in bias["breaches"]:
+            console.print(
+                f"  bias limit breached: {b['metric']} = {b['value']:.4g} > {b['limit']:g}",
+                markup=False,
+            )
 
 
 def read_table(where: str, flag: str) -> Any:

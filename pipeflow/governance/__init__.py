@@ -7,6 +7,8 @@
 - :func:`data_summary`: a short, JSON-ready description of a table and its target;
 - :class:`GroupThresholds` and :func:`mitigate`: bias mitigation by per-group decision thresholds
   of a binary classifier, chosen on validation rows and applied to its probabilities;
+- :mod:`pipeflow.governance.business`: what a model's decisions are worth (cost matrix, value per
+  right answer, SLA breaches), declared at promotion;
 - :func:`render_card`: the model card of one registered version, as Markdown and HTML.
 
 Pure functions: no I/O, no store, nothing registered on import. Heavy libraries (numpy, pandas,

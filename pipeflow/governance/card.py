@@ -206,6 +206,10 @@ def _metrics(metrics: Metrics) -> list[Block]:
             if values
             else Text(NOT_RECORDED)
         )
+    business = metrics.extra.get("business")  # the promote stage's business: (governance.business)
+    if isinstance(business, dict):
+        blocks.append(Heading("Business metrics", level=3))
+        blocks.append(Kpis({k: v for k, v in business.items() if is_number(v)}))
     return blocks
 
 

@@ -12,7 +12,9 @@ A rule::
 Special metrics: ``drift_share`` (share of drifted features), ``accuracy.accuracy`` (live accuracy
 from feedback), ``prediction.psi``, ``latency_ms.p95``, ``errors.error_rate``, ``flagged_rate``, and
 ``features.<name>.<measure>``; ``features.*.psi`` matches any feature (one alert per feature;
-for text features, ``psi`` is the PSI of their lengths).
+for text features, ``psi`` is the PSI of their lengths); ``bias.<difference>`` and
+``business.<metric>``, what the version declared at promotion (:mod:`pipeflow.monitoring.kpis`,
+which refuses such a rule for a version that declared nothing of the kind).
 
 Sinks: ``log`` (the ``pipeflow.alerts`` logger at the rule's severity), ``file`` (a JSON-lines file
 you name), ``webhook`` (a JSON POST to a URL, with a timeout; a failing webhook is logged, never

@@ -8,8 +8,9 @@ per line), keeps the rows of the model (and, unless ``all_versions``, of the ver
 holds now), then measures feature drift (:mod:`pipeflow.monitoring.drift`, the drift engine's
 rule: a :class:`~pipeflow.monitoring.engine.DriftPolicy`), the drift of the predictions and of the
 outcomes reported as feedback against the training target (prior shift), live accuracy from
-feedback, latency and the share of flagged inputs. The report is saved to the
-store's monitoring history, and alert rules are evaluated on it.
+feedback, latency, the share of flagged inputs, and what the version declared at promotion: bias
+across its sensitive attribute and its business metrics (:mod:`pipeflow.monitoring.kpis`). The
+report is saved to the store's monitoring history, and alert rules are evaluated on it.
 """
 
 from __future__ import annotations
@@ -272,10 +273,12 @@ def monitor(
         summary_report,
     )
     from pipeflow.monitoring.engine import DriftPolicy
+    from pipeflow.monitoring.kpis import check_rules, feedback_by_id, live_kpis
 
     policy = policy or DriftPolicy()
 
     record = registry.resolve(name, which)
+    check_rules(record, rules or [])
     reference = record.get("reference")
     if not reference:
         raise UsageError(
@@ -297,7 +300,8 @@ def monitor(
     loaded = time.perf_counter() - started
     features = feature_drift(reference, inputs, policy) if len(inputs) else {}
     table = summary_report(features, policy)
-    accuracy, outcomes = _accuracy(audit_dir, meta)
+    feedback = feedback_by_id(audit_dir) if len(meta) else {}
+    accuracy, outcomes = _accuracy(feedback, meta)
     report: dict[str, Any] = {
         "model": name,
         "version": int(record["version"]),
@@ -316,6 +320,8 @@ def monitor(
             audit_dir, name, start, end, len(meta), None if all_versions else int(record["version"])
         ),
         "flagged_rate": float(np.mean(meta["flagged"])) if len(meta) else None,
+        # what the version declared at promotion: bias across its sensitive attribute, business
+        **live_kpis(record, inputs, meta, feedback),
         "timing_s": {"load": loaded, "total": None},
     }
     report["timing_s"]["total"] = time.perf_counter() - started
@@ -332,15 +338,12 @@ def monitor(
     return report
 
 
-def _accuracy(audit_dir: Any, meta: Any) -> tuple[dict[str, Any], list[Any]]:
-    """Live accuracy from feedback, and the window's reported outcomes (for target drift)."""
-    from pipeflow.store import journal as audit
-
+def _accuracy(feedback: dict[Any, dict[str, Any]], meta: Any) -> tuple[dict[str, Any], list[Any]]:
+    """Live accuracy from feedback (prediction id -> its latest feedback record), and the
+    window's reported outcomes (for target drift)."""
     if not len(meta):
         return {"labelled": 0, "accuracy": None}, []
-    outcomes = {}
-    for record in audit.read(audit_dir, "feedback"):
-        outcomes[record.get("id")] = record.get("outcome")
+    outcomes = {pid: record.get("outcome") for pid, record in feedback.items()}
     if not outcomes:
         return {"labelled": 0, "accuracy": None}, []
     pairs = [
@@ -383,6 +386,7 @@ def _percentiles(values: Any) -> dict[str, float] | None:
 
 def render_html(report: dict[str, Any]) -> bytes:
     """The drift report as a self-contained HTML page."""
+    from pipeflow.monitoring.kpis import kpi_sections
     from pipeflow.reports import kpis, page, raw_json
 
     accuracy = (report.get("accuracy") or {}).get("accuracy")
@@ -413,6 +417,7 @@ def render_html(report: dict[str, Any]) -> bytes:
                 f"<h2>{title} against the {part.get('against', 'reference')}</h2>",
                 f"<p>{'drifted' if part.get('drifted') else 'ok'}: {part.get('rule', '')}</p>",
             ]
+    sections += kpi_sections(report)
     sections += alert_section(report)
     sections += ["<h2>Raw</h2>", raw_json(report)]
     return page(f"Drift report: {report['model']}@{report['version']}", sections)

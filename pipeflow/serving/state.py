@@ -335,15 +335,16 @@ class Server:
         for item in items:
             pid, outcome = item["id"], item["outcome"]
             self.fleet.label(pid, outcome, now)
-            records.append(
-                {
-                    "id": pid,
-                    "time": now,
-                    "outcome": outcome,
-                    "caller": caller,
-                    "model": self.primary.name,
-                }
-            )
+            entry = {
+                "id": pid,
+                "time": now,
+                "outcome": outcome,
+                "caller": caller,
+                "model": self.primary.name,
+            }
+            if item.get("attributes"):  # e.g. a sensitive attribute for live bias
+                entry["attributes"] = item["attributes"]
+            records.append(entry)
         self.feedback_log.append(records)
         if self.rollout.live:
             self.rollout.check()

@@ -5,7 +5,9 @@ Never cached: each run looks at a new window. The report goes to the store's mon
 (the dashboard and ``triggers.on_drift`` read it) and is the stage's ``report`` output, with a
 readable HTML page as ``html``. ``fail_on_drift: true`` makes a drifted window fail the stage, so
 a scheduled monitoring spec shows up red. ``drift:`` sets the drift rule (method, thresholds,
-per column: :class:`~pipeflow.monitoring.engine.DriftPolicy`).
+per column: :class:`~pipeflow.monitoring.engine.DriftPolicy`). The report also holds the live bias
+and business metrics the version declared at promotion (:mod:`pipeflow.monitoring.kpis`), which
+``alerts`` may name (``bias.accuracy_difference``, ``business.cost_per_prediction``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,12 @@ What is registered (see :mod:`pipeflow.registry`): the model artifact (by conten
 types a skops file may hold), its signature, params, estimator and target (from the ``info`` output
 of ``train``), its metrics (from ``evaluate``), the fingerprints of the training and evaluation
 tables, a summary of the evaluation data, bias metrics across a sensitive attribute, permutation
-feature importances, the gates and their numbers, and the run that made it.
+feature importances, the gates and their numbers, and the run that made it; with ``business:``
+(:mod:`pipeflow.governance.business`: a cost matrix, value per right answer, SLA latency) the
+declaration, and its metrics on the evaluation rows under ``metrics.business`` (so
+``business.cost_per_prediction`` gates here and in ``pipeflow models promote --gate`` read them).
+The sensitive attribute (``bias.sensitive``, in the record's ``bias.attribute``) and ``business``
+are what ``pipeflow monitor`` measures live (:mod:`pipeflow.monitoring.kpis`).
 
 Gates, in order: metric thresholds (``gates: {accuracy: ">= 0.94"}``), bias limits
 (``bias: {sensitive: region, max: {demographic_parity_difference: 0.1}}``), then the champion gate
@@ -34,9 +39,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
+from pipeflow.governance.business import BusinessConfig
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
@@ -106,6 +112,11 @@ class PromoteConfig(BaseModel):
         None, description="no worse than the alias's current holder by more than a margin"
     )
     bias: BiasGate | None = Field(None, description="bias metrics across a sensitive attribute")
+    business: BusinessConfig | None = Field(
+        None,
+        description="what decisions are worth: cost matrix, value per right answer, SLA latency "
+        "(business.<metric> gates; monitored live)",
+    )
     target: str | None = Field(
         None, description="target column of the evaluation data (default: from the train info)"
     )
@@ -127,6 +138,26 @@ class PromoteConfig(BaseModel):
         for metric, expression in gates.items():
             parse_gate(metric, expression)
         return gates
+
+    @model_validator(mode="after")
+    def _business_gates(self) -> PromoteConfig:
+        from pipeflow.governance.business import METRICS
+
+        for metric in self.gates:
+            head, _, leaf = metric.partition(".")
+            if head != "business":
+                continue
+            if self.business is None:
+                raise ValueError(
+                    f"gates.{metric}: a business gate needs the `business:` declaration "
+                    "(cost, value_per_correct, sla_latency_ms) in this stage's config"
+                )
+            if leaf not in METRICS:
+                raise ValueError(
+                    f"gates.{metric}: no business metric '{leaf}' (expected one of: "
+                    f"{', '.join(METRICS)})"
+                )
+        return self
 
 
 class PromoteStage(Stage[PromoteConfig]):
@@ -166,7 +197,11 @@ class PromoteStage(Stage[PromoteConfig]):
         known = getattr(feeder.cls, "METRICS", None) if feeder else None
         if feeder is None or known is None:
             return []
-        named = [(f"gates.{metric}", metric) for metric in config.gates]
+        named = [
+            (f"gates.{metric}", metric)
+            for metric in config.gates
+            if not metric.startswith("business.")  # computed here, from the business declaration
+        ]
         if config.champion is not None:
             named.append(("champion.metric", config.champion.metric))
         return unknown_metrics(named, known, f"stage '{feeder.stage}'")
@@ -192,6 +227,7 @@ class PromoteStage(Stage[PromoteConfig]):
             raise ValueError("input 'metrics' must be the JSON metrics of an evaluate stage")
         model_ref = ctx.input_refs.get("model") or ctx.store.save(model, "model")
         fields = _describe(config, ctx, model, metrics, info, inputs.get("data"))
+        metrics = fields["metrics"]  # with the business metrics, where declared
         gates = threshold_gates(metrics, config.gates)
         if config.bias is not None:
             gates += bias_gates(fields.get("bias"), config.bias.max)
@@ -281,6 +317,8 @@ def _describe(
             "rows_evaluation": metrics.get("rows"),
         },
         "bias_limits": dict(config.bias.max) if config.bias else None,
+        # what decisions are worth (pipeflow.governance.business): monitored on live traffic
+        "business": config.business.model_dump(exclude_none=True) if config.business else None,
         "run": {
             "run_id": ctx.run_id,
             "pipeline": ctx.pipeline,
@@ -291,6 +329,8 @@ def _describe(
     if data is None:
         if config.bias is not None:
             raise ValueError("bias gates need the evaluation rows: wire the 'data' input")
+        if config.business is not None:
+            raise ValueError("business metrics need the evaluation rows: wire the 'data' input")
         return fields
     if not target or target not in data.columns:
         raise ValueError(
@@ -300,6 +340,12 @@ def _describe(
     rows = data[data[target].notna()]
     fields["data_summary"] = data_summary(data, target)
     X, y = rows.drop(columns=[target]), rows[target]
+    predicted = model.predict(X) if config.bias is not None or config.business else None
+    if config.business is not None:
+        fields["metrics"] = {
+            **metrics,
+            "business": _business(config.business, model, y, predicted, fields["signature"], task),
+        }
     if config.bias is not None:
         column = config.bias.sensitive
         if column not in rows.columns:
@@ -310,7 +356,7 @@ def _describe(
         if config.bias.mitigate is None:
             fields["bias"] = bias_metrics(
                 y.to_numpy(),
-                model.predict(X),
+                predicted,
                 rows[column].to_numpy(),
                 attribute=column,
                 min_rows=config.bias.min_rows,
@@ -351,6 +397,45 @@ def _mitigate(
         seed=m.seed,
         task=task,
     )
+
+
+def _business(
+    config: BusinessConfig,
+    model: Any,
+    y: Any,
+    predicted: Any,
+    signature: dict[str, Any],
+    task: str | None,
+) -> dict[str, Any]:
+    """The business metrics on the evaluation rows; a declaration that does not fit the model (a
+    cost matrix naming a class it cannot predict, a classifier's keys on a regressor or the other
+    way round) is an error naming the field."""
+    from pipeflow.governance.business import business_metrics, unknown_classes
+
+    declared = config.model_dump(exclude_none=True)
+    regressor = task == "regression"
+    for key in ("cost", "value_per_correct") if regressor else ("cost_per_unit_error",):
+        if key in declared:
+            raise ValueError(
+                f"business.{key}: not for a {task or 'classification'} model (a regressor takes "
+                "cost_per_unit_error; a classifier cost and value_per_correct)"
+            )
+    if config.cost is not None:
+        found = getattr(model, "classes_", None)
+        classes = [str(c) for c in found] if found is not None else signature.get("classes")
+        classes = classes or sorted({str(v) for v in y} | {str(v) for v in predicted})
+        unknown = unknown_classes(declared, classes)
+        if unknown:
+            raise ValueError(
+                f"business.{unknown[0]}: no such class (the model's classes: "
+                f"{', '.join(map(str, classes))})"
+                + (
+                    f"; also {', '.join('business.' + u for u in unknown[1:])}"
+                    if unknown[1:]
+                    else ""
+                )
+            )
+    return business_metrics(y.to_numpy(), predicted, declared)
 
 
 def _estimator_name(model: Any) -> str:

@@ -59,6 +59,7 @@ from pipeflow.registry import Registry, verdicts
 from pipeflow.store import journal as audit
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.shipping import open_journal
+from pipeflow.ui.kpis import kpi_latest, kpi_point
 from pipeflow.ui.traffic import TrafficIndex, finite_number
 
 try:  # orjson (a dependency of the server) parses the audit lines several times faster
@@ -460,6 +461,7 @@ class Sources:
                 ),
                 "prediction": last.get("prediction"),
                 "alerts": last.get("alerts") or [],
+                **kpi_latest(last),
             }
         return {"model": model, "models": models, "reports": points, "latest": latest}
 
@@ -543,6 +545,7 @@ def _report_point(r: dict[str, Any]) -> dict[str, Any]:
         "prediction_psi": finite_number((r.get("prediction") or {}).get("psi")),
         "p95_ms": finite_number(latency.get("p95")),
         "flagged_rate": finite_number(r.get("flagged_rate")),
+        **kpi_point(r),  # business and bias, where the version declared them at promotion
         "features": {
             name: _feature(name, f)["psi"] for name, f in (r.get("features") or {}).items()
         },

@@ -121,6 +121,29 @@ def _report(end: float, drift_share: float, accuracy: float, psi: float) -> dict
         "latency_ms": {"p50": 2.1, "p95": 4.0, "p99": 7.5},
         "flagged_rate": 0.02,
         "alerts": [],
+        **_kpis(accuracy),
+    }
+
+
+def _kpis(accuracy: float) -> dict[str, Any]:
+    """The live bias and business metrics of a report (pipeflow.monitoring.kpis), made by the
+    governance functions; one group is named with markup (it must show as text)."""
+    from pipeflow.governance.business import business_metrics
+    from pipeflow.governance.fairness import bias_metrics
+
+    right = round(accuracy * 40)
+    y_true = ["benign"] * 40
+    y_pred = ["benign"] * right + ["malignant"] * (40 - right)
+    groups = ["small"] * 20 + [MARKUP] * 20
+    bias = bias_metrics(y_true, y_pred, groups, attribute="size_band", min_rows=5)
+    declared = {"cost": {"benign": {"malignant": 20}}, "value_per_correct": 12.5}
+    limits = {"accuracy_difference": 0.15}
+    breaches = [
+        {"metric": k, "value": bias[k], "limit": v} for k, v in limits.items() if bias[k] > v
+    ]
+    return {
+        "bias": {**bias, "source": "feedback", "limits": limits, "breaches": breaches},
+        "business": business_metrics(y_true, y_pred, declared, latency_ms=[1.0, 9.0]),
     }
 
 
@@ -339,6 +362,23 @@ def test_drift_page_plots_drift_share_accuracy_and_feature_psi(tab: Tab, browser
     assert bars.count() == 3
     assert "mean_radius" in tab.text('[data-chart="psi"]')
     assert "33.3 %" in tab.text("#drift")
+    _assert_screenshots(browser, tmp_path, ["drift"])
+
+
+def test_drift_page_shows_the_latest_business_metrics_and_bias_with_charts(
+    tab: Tab, browser, tmp_path
+) -> None:
+    page = tab.visit("drift", "#bias-groups")
+    business = tab.text("#business")
+    assert "cost per prediction" in business and "net value per prediction" in business
+    assert "9.250" in business  # (36 right x 12.5 - 4 wrong x 20) / 40 (accuracy 0.9)
+    assert page.locator('[data-chart="cost-per-prediction"] circle.point').count() == 2
+    assert page.locator('[data-chart="bias"] circle.point').count() == 2
+    bias = tab.text("#bias")
+    assert "feedback" in bias and "limit 0.1500" in bias and "breached" in bias
+    assert MARKUP in tab.text("#bias-groups")  # a group name with markup shows as text
+    assert page.locator("#bias-groups img, #bias-groups b").count() == 0
+    assert page.title() == "pipeflow"
     _assert_screenshots(browser, tmp_path, ["drift"])
 
 

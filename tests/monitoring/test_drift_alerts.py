@@ -160,3 +160,31 @@ def test_bad_rules_are_refused_with_the_field() -> None:
         Rule(metric="drift_share", threshold="> 0.3", cooldown="a while")
     with pytest.raises(ValueError, match="http"):
         Sink(type="webhook", url="file:///etc/passwd")
+
+
+def test_rules_on_bias_and_business_the_version_lacks_are_refused_naming_the_rule() -> None:
+    from pipeflow.errors import UsageError
+    from pipeflow.monitoring.kpis import check_rules
+
+    bare = {"name": "m", "version": 2}
+    declared = {**bare, "bias": {"attribute": "region"}, "business": {"value_per_correct": 1}}
+    rules = [
+        Rule(metric="drift_share", threshold="> 0.3"),
+        Rule(metric="bias.demographic_parity_difference", threshold="> 0.1"),
+        Rule(metric="business.cost_per_prediction", threshold="> 3"),
+    ]
+    check_rules(declared, rules)
+    with pytest.raises(UsageError, match=r"alerts\[1\]\.metric .*m@2 declares no sensitive"):
+        check_rules(bare, rules)
+    with pytest.raises(UsageError, match=r"alerts\[2\]\.metric .*m@2 declares no business"):
+        check_rules(bare, [rules[0], rules[0], rules[2]])
+    with pytest.raises(UsageError, match="no business metric 'profit'"):
+        check_rules(declared, [Rule(metric="business.profit", threshold="> 1")])
+
+
+def test_a_rule_on_a_business_metric_fires(tmp_path: Path) -> None:
+    report = {"model": "m", "version": 1, "business": {"cost_per_prediction": 4.5}}
+    fired = evaluate(
+        report, [Rule(metric="business.cost_per_prediction", threshold="> 3")], [], tmp_path
+    )
+    assert [(a["metric"], a["value"]) for a in fired] == [("business.cost_per_prediction", 4.5)]

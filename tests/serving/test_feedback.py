@@ -93,3 +93,63 @@ def test_the_monitor_counts_the_latest_label_too(
         save=False,
     )
     assert report["accuracy"] == {"labelled": 2, "accuracy": 1.0}, json.dumps(report["accuracy"])
+
+
+def test_feedback_attributes_are_recorded_and_bad_ones_refused_naming_the_field(
+    client: Any, tumours: Path, own_store: Path
+) -> None:
+    first = _answered(client, tumours, 1)[0]
+    item = {"id": first["id"], "outcome": first["prediction"], "attributes": {"region": "north"}}
+    assert client.post(FEEDBACK, json=item).json() == {"recorded": 1}
+    for attributes, field, expected in (
+        (["north"], "attributes", "an object of at most 32"),
+        ({f"a{i}": 1 for i in range(33)}, "attributes", "an object of at most 32"),
+        ({"bad name": 1}, "attributes", "names of letters, digits"),
+        ({"region": {"nested": 1}}, "attributes.region", "text of at most 200"),
+        ({"region": "x" * 201}, "attributes.region", "text of at most 200"),
+    ):
+        r = client.post(FEEDBACK, json={**item, "attributes": attributes})
+        assert r.status_code == 422, (attributes, r.text)
+        problem = r.json()["error"]["fields"][0]
+        assert problem["field"] == field and problem["expected"].startswith(expected)
+    (fed,) = audit.read(own_store / "audit", "feedback")
+    assert fed["attributes"] == {"region": "north"}
+
+
+def test_live_bias_reads_a_sensitive_model_input_from_the_audited_inputs(
+    client: Any, tumours: Path, own_store: Path
+) -> None:
+    """tumours v1 declared ``bias.sensitive: size_band``, a model input: without feedback
+    attributes the monitor takes each labelled row's size_band from what the server audited."""
+    import pandas as pd
+
+    from pipeflow.governance.fairness import bias_metrics
+    from pipeflow.monitoring.monitor import monitor
+    from pipeflow.registry import Registry
+
+    rows = pd.read_csv(tumours / "data.csv").sample(80, random_state=4)
+    truth = rows.pop("diagnosis").tolist()
+    r = client.post(PREDICT, json=rows.to_dict("records"))
+    answered = r.json()["predictions"]
+    labelled = list(range(0, 80, 2))  # feedback on half the rows only
+    client.post(FEEDBACK, json=[{"id": answered[i]["id"], "outcome": truth[i]} for i in labelled])
+    report = monitor(
+        Registry(client.app.state.server.store),
+        "tumours",
+        "production",
+        audit_dir=own_store / "audit",
+        store_root=own_store,
+        window_s=3600,
+        save=False,
+    )
+    expected = bias_metrics(
+        [truth[i] for i in labelled],
+        [answered[i]["prediction"] for i in labelled],
+        [rows["size_band"].iloc[i] for i in labelled],
+        attribute="size_band",
+        min_rows=5,
+    )
+    assert report["bias"]["source"] == "inputs" and report["bias"]["rows"] == 40
+    assert {k: report["bias"][k] for k in expected} == expected
+    assert report["bias"]["limits"] == {"accuracy_difference": 0.5}
+    assert report["business"] is None  # tumours v1 declared none

@@ -342,6 +342,41 @@ def test_drift_is_a_time_series_of_reports_with_per_feature_psi(client: TestClie
     assert client.get("/api/drift", params={"model": "nope"}).json()["reports"] == []
 
 
+def test_drift_carries_the_latest_business_metrics_and_bias_and_their_series(
+    store: Path, client: TestClient
+) -> None:
+    from pipeflow.governance.fairness import bias_metrics
+
+    bias = bias_metrics(["a"] * 4, ["a", "a", "a", "b"], ["x", "x", "y", "y"], attribute="band")
+    breach = {"metric": "accuracy_difference", "value": 0.5, "limit": 0.1}
+    report = {
+        **_report(T0 + 7200, 0.1, 0.75),
+        "business": {"rows": 4, "cost_per_prediction": 5.0, "sla_breach_rate": 0.25},
+        "bias": {
+            **bias,
+            "source": "feedback",
+            "limits": {"accuracy_difference": 0.1},
+            "breaches": [breach],
+        },
+    }
+    save_report(store, report)
+    d = client.get("/api/drift").json()
+    assert [r["cost_per_prediction"] for r in d["reports"]] == [None, None, 5.0]
+    assert [r["bias_difference"] for r in d["reports"]] == [None, None, 0.5]
+    assert d["latest"]["business"] == {
+        "rows": 4,
+        "cost_per_prediction": 5.0,
+        "sla_breach_rate": 0.25,
+    }
+    latest = d["latest"]["bias"]
+    assert latest["attribute"] == "band" and latest["breaches"] == [breach]
+    assert latest["differences"]["accuracy_difference"] == 0.5
+    assert latest["groups"] == [
+        {"name": "x", "rows": 2, "accuracy": 1.0, "excluded": False},
+        {"name": "y", "rows": 2, "accuracy": 0.5, "excluded": False},
+    ]
+
+
 def test_alerts_newest_first(client: TestClient) -> None:
     data = client.get("/api/alerts").json()
     assert data["total"] == 1 and data["alerts"][0]["message"] == "drift share 0.5 > 0.3"

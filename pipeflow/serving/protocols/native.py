@@ -4,7 +4,10 @@ A predict body is one row (a JSON object of feature values) or an array of them;
 each row its prediction id, its prediction, the class probabilities when the model has them, and
 the flags of unusual inputs. The ids are what feedback refers to: a feedback body is
 ``{id, outcome}`` or an array of them, checked here in full before anything is recorded (an
-outcome goes to the audit log as it came, so it must be JSON the log can write).
+outcome goes to the audit log as it came, so it must be JSON the log can write). An item may
+carry ``attributes``: a flat object of short values (``{"region": "north"}``) recorded with the
+outcome, e.g. a sensitive attribute that is not a model input, which monitoring's live bias
+reads (:mod:`pipeflow.monitoring.kpis`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ if TYPE_CHECKING:
 # the JSON Schema of one feedback item, a component of the OpenAPI document
 FEEDBACK_SCHEMA = {
     "type": "object",
-    "properties": {"id": {"type": "string"}, "outcome": {}},
+    "properties": {
+        "id": {"type": "string"},
+        "outcome": {},
+        "attributes": {
+            "type": "object",
+            "maxProperties": 32,
+            "additionalProperties": {"type": ["string", "number", "boolean", "null"]},
+        },
+    },
     "required": ["id", "outcome"],
     "additionalProperties": False,
 }
@@ -41,6 +52,8 @@ def predict_body(payload: Any, handle: Handle, results: list[dict[str, Any]]) ->
 
 #: the longest text outcome: a class label, never a document
 MAX_OUTCOME = 200
+#: the most attributes one feedback item may carry, and the longest name of one
+MAX_ATTRIBUTES, MAX_ATTRIBUTE_NAME = 32, 64
 
 
 def _is_label(value: Any) -> bool:
@@ -110,13 +123,15 @@ def feedback_items(payload: Any) -> list[Any]:
                         "got": str(err),
                     }
                 )
-        extra = item.keys() - {"id", "outcome"}
+        if "attributes" in item:
+            problems += _attribute_problems(i, item["attributes"])
+        extra = item.keys() - {"id", "outcome", "attributes"}
         for key in extra:
             problems.append(
                 {
                     "row": i,
                     "field": key,
-                    "expected": "no such field (id, outcome)",
+                    "expected": "no such field (id, outcome, attributes)",
                     "got": "a value",
                 }
             )
@@ -125,3 +140,44 @@ def feedback_items(payload: Any) -> list[Any]:
             422, "validation_error", "feedback needs {id, outcome} per prediction", problems
         )
     return items
+
+
+def _attribute_problems(row: int, attributes: Any) -> list[dict[str, Any]]:
+    """What is wrong with a feedback item's ``attributes``: a flat object of at most
+    :data:`MAX_ATTRIBUTES` names (letters, digits, ``_ . -``) to short text, numbers, booleans or
+    null."""
+    if not isinstance(attributes, dict) or len(attributes) > MAX_ATTRIBUTES:
+        return [
+            {
+                "row": row,
+                "field": "attributes",
+                "expected": f"an object of at most {MAX_ATTRIBUTES} name: value pairs",
+                "got": type(attributes).__name__
+                if not isinstance(attributes, dict)
+                else f"{len(attributes)} pairs",
+            }
+        ]
+    problems = []
+    for name, value in attributes.items():
+        if not (
+            0 < len(name) <= MAX_ATTRIBUTE_NAME and all(c.isalnum() or c in "_.-" for c in name)
+        ):
+            problems.append(
+                {
+                    "row": row,
+                    "field": "attributes",
+                    "expected": f"names of letters, digits, _ . - (at most {MAX_ATTRIBUTE_NAME})",
+                    "got": repr(name)[:80],
+                }
+            )
+        elif value is not None and not _is_label(value):
+            problems.append(
+                {
+                    "row": row,
+                    "field": f"attributes.{name}",
+                    "expected": f"text of at most {MAX_OUTCOME} characters, a number, a "
+                    "boolean or null",
+                    "got": repr(value)[:80],
+                }
+            )
+    return problems

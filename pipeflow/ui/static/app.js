@@ -691,6 +691,7 @@
           ? lineChart({ name: "accuracy", title: "Live accuracy", series: series("accuracy"), yMax: 1, yFormat: (v) => fmtNum(v, 2), markers: versions })
           : h("figure", { class: "chart-box", "data-chart": "accuracy" }, h("figcaption", {}, "Live accuracy"), empty("No labelled feedback yet", "POST outcomes to the server's feedback route.")),
       ),
+      ...kpiSections(d, series, versions),
       h("h2", {}, "Per-feature drift in the latest report"),
       latest.features.length
         ? barChart({
@@ -716,6 +717,57 @@
         { id: "drift-reports" },
       ),
     ];
+  }
+
+  // what the version declared at promotion: its business metrics and bias on labelled traffic
+  function kpiSections(d, series, versions) {
+    const latest = d.latest;
+    const out = [];
+    const b = latest.business;
+    if (b) {
+      const names = Object.keys(b).filter((k) => k !== "rows");
+      out.push(
+        h("h2", {}, "Business metrics (latest window)"),
+        h("div", { id: "business" }, facts([["labelled rows", fmtNum(b.rows)], ...names.map((k) => [k.replaceAll("_", " "), k === "sla_breach_rate" ? fmtPct(b[k]) : fmtNum(b[k], 3)])])),
+      );
+      const charts = [
+        ["cost_per_prediction", "Cost per prediction"],
+        ["net_value_per_prediction", "Net value per prediction"],
+      ].filter(([k]) => d.reports.some((r) => r[k] !== null));
+      if (charts.length) {
+        out.push(h("div", { class: "charts fill" }, charts.map(([k, title]) => lineChart({ name: k.replaceAll("_", "-"), title, series: series(k), yFormat: (v) => fmtNum(v, 2), markers: versions }))));
+      }
+    }
+    const bias = latest.bias;
+    if (bias) {
+      out.push(h("h2", {}, `Bias across ${bias.attribute} (latest window)`));
+      const body = [];
+      if (bias.note) body.push(h("p", { class: "muted" }, bias.note));
+      else {
+        body.push(
+          facts([
+            ["labelled rows", `${fmtNum(bias.rows)} (sensitive values from ${bias.source})`],
+            ...Object.entries(bias.differences).map(([k, v]) => [k.replaceAll("_", " "), [fmtNum(v, 4), bias.limits[k] === undefined ? "" : ` (limit ${fmtNum(bias.limits[k], 4)})`]]),
+          ]),
+          table(
+            [
+              { title: "group", cell: (g) => g.name },
+              { title: "rows", cell: (g) => fmtNum(g.rows), num: true },
+              { title: "accuracy", cell: (g) => fmtNum(g.accuracy, 4), num: true },
+              { title: "", cell: (g) => (g.excluded ? badge("too few rows", "muted") : "") },
+            ],
+            bias.groups,
+            { id: "bias-groups" },
+          ),
+        );
+      }
+      bias.breaches.forEach((x) => body.push(h("p", {}, badge("breached", "failed"), ` ${x.metric} = ${fmtNum(x.value, 4)} > limit ${fmtNum(x.limit, 4)}`)));
+      out.push(h("div", { id: "bias" }, body));
+      if (d.reports.some((r) => r.bias_difference !== null)) {
+        out.push(h("div", { class: "charts fill" }, lineChart({ name: "bias", title: "Demographic parity difference", series: series("bias_difference"), yMax: 0.1, yFormat: (v) => fmtNum(v, 2), markers: versions })));
+      }
+    }
+    return out;
   }
 
   async function driftPage(gen) {
