@@ -123,7 +123,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     if resources:
         workers = ", ".join(
-            f"{w} ({v['partitions']} partitions, {v['device']})"
+            f"{w} ({v['partitions']} partition{'' if v['partitions'] == 1 else 's'}, {v['device']})"
             for w, v in summary["workers"].items()
         )
         print(f"scored on {summary['device']} by {workers}")

@@ -105,11 +105,11 @@ def check_offered(client: Any, resources: Mapping[str, float]) -> None:
     if not resources or cluster.workers_offering(client, resources):
         return
     offers = cluster.worker_resources(client)
-    have = "; ".join(f"{a} {r or 'nothing'}" for a, r in sorted(offers.items())) or "no workers"
+    have = "; ".join(f"{a} {resource_text(r) or 'nothing'}" for a, r in sorted(offers.items()))
     wanted = resource_text(resources)
     raise UsageError(
-        f"no worker of the cluster offers resources {wanted} (workers offer: {have}); start one "
-        f"with `dask worker ADDRESS --resources {wanted}`"
+        f"no worker of the cluster offers resources {wanted} (workers offer: {have or 'none'}); "
+        f"start one with `dask worker ADDRESS --resources {wanted}`"
     )
 
 
