@@ -296,9 +296,7 @@ def test_partitions_go_only_to_the_worker_offering_the_gpu(
     registry = Registry(store)
     before = sha256(model_file(store, "xgb"))
     kw: dict[str, Any] = {"id_column": "key", "partition_rows": 250}
-    plain = predict_file(
-        registry, "xgb", 1, str(rows(store)), str(tmp_path / "plain.parquet"), **kw
-    )
+    predict_file(registry, "xgb", 1, str(rows(store)), str(tmp_path / "plain.parquet"), **kw)
     summary = predict_file(
         registry, "xgb", 1, str(rows(store)), str(tmp_path / "gpu.parquet"),
         scheduler=gpu_cluster["address"], resources={"GPU": 1},
