@@ -49,6 +49,7 @@ from typing import Any
 
 from pipeflow.errors import UsageError
 from pipeflow.execute import cluster
+from pipeflow.scoring.model import ModelHolder, score_partition
 
 log = logging.getLogger(__name__)
 
@@ -210,8 +211,6 @@ def score_on_worker(
     """Score one partition where it runs: (scored frame, ``{"worker", "device", "note"}``).
     ``model`` is the model or its :class:`~pipeflow.scoring.model.ModelHolder`; ``digest``
     names it (the device is chosen once per digest in a process)."""
-    from pipeflow.scoring.model import ModelHolder, score_partition
-
     loaded = model.model if isinstance(model, ModelHolder) else model
     chosen, device, note = scoring_model(loaded, digest, want)
     scored = score_partition(part, chosen, spec, {"number": number})

@@ -147,6 +147,28 @@ def test_the_cuda_copy_is_a_copy_and_the_loaded_model_stays_on_the_cpu(
     assert device.xgboost_step(twin) is not device.xgboost_step(model)
 
 
+def test_the_xgboost_step_is_found_bare_in_a_pipeline_and_label_decoded() -> None:
+    from sklearn.linear_model import LinearRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from xgboost import XGBClassifier, XGBRegressor
+
+    from pipeflow.models import LabelDecodedClassifier
+
+    bare = XGBRegressor(n_estimators=2)
+    assert device.xgboost_step(bare) is bare
+    inner = XGBClassifier(n_estimators=2)
+    pipe = make_pipeline(StandardScaler(), inner)
+    assert device.xgboost_step(pipe) is inner
+    assert device.xgboost_step(LabelDecodedClassifier(pipe, ["n", "y"])) is inner
+    assert device.xgboost_step(make_pipeline(StandardScaler(), LinearRegression())) is None
+    twin = device.on_cuda(LabelDecodedClassifier(pipe, ["n", "y"]))
+    assert device.xgboost_step(twin).get_params()["device"] == "cuda"
+    assert inner.get_params()["device"] is None
+    with pytest.raises(ValueError, match="no xgboost estimator"):
+        device.on_cuda(LinearRegression())
+
+
 def test_hidden_devices_mean_no_usable_cuda_with_the_reason() -> None:
     usable, why = device.cuda_usable()
     assert not usable
