@@ -1,6 +1,6 @@
 """GPU check: xgboost's ``device: cuda`` through pipeflow, on a machine with an NVIDIA GPU.
 
-    python benchmarks/gpu_check.py [--rows N] [--out DIR]
+    python benchmarks/gpu_check.py [--rows N] [--out DIR] [--scoring] [--score-rows N]
 
 1. ``XGBClassifier.fit`` on N x 28 numbers (hist, 50 trees, depth 6) on every CPU core vs with
    ``device="cuda"``, in the same run (best of two each): the time ratio, and both models'
@@ -14,6 +14,15 @@
    against the stage in one piece run again (warm); and a
    ``tune`` stage with ``resources: {GPU: 1}`` (its trials run on the GPU, in the stage).
 3. The ``train`` stage alone (no Dask, no store) against the bare cuda fit, with a profile.
+4. Batch scoring (``--scoring``: this section alone): ``--score-rows`` rows (10,000,000; 28
+   float32 features, generated, one Parquet file) scored by ``pipeflow predict --executor
+   distributed --address`` with an XGBClassifier (300 trees, depth 8, stored CPU-ready): on a
+   LocalCluster of 2 worker processes of 1 thread (the 2-core CPU throughput), then with
+   ``--resources GPU=1`` on a LocalCluster whose one worker offers ``GPU=1``, in the same run.
+   PASS when the GPU job scored on ``cuda`` (its audit record says so) at least 5x the CPU
+   rows/s, with the same predicted labels (and the largest probability difference reported),
+   and the stored model file unchanged. ``--scoring --force --score-rows 20000`` runs it on a
+   machine without a GPU (the GPU job then falls back to the CPU: a MISS, by design).
 
 Prints one JSON object; ``ok`` is false where a check failed. With ``--out`` it also writes the
 stored model there (``gpu-model.bin``, ``gpu-model.json``: its ref, 1,000 rows and what it
@@ -307,6 +316,120 @@ def pipeline_on_gpu_worker(rows: int, out: Path | None) -> dict[str, Any]:
     return result
 
 
+def scoring_table(path: Path, rows: int, chunk: int = 1_000_000) -> None:
+    """``rows`` x 28 float32 features ``f0``..``f27`` (and a ``label`` column for training) in
+    one Parquet file, written a row group of ``chunk`` rows at a time."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=28)
+    writer = None
+    try:
+        for start in range(0, rows, chunk):
+            X = rng.normal(size=(min(chunk, rows - start), 28)).astype(np.float32)
+            logit = X @ w + 0.5 * np.sin(3 * X[:, 0]) * X[:, 1]
+            columns = {f"f{i}": X[:, i] for i in range(28)}
+            columns["label"] = (rng.random(len(X)) < 1 / (1 + np.exp(-logit))).astype(np.int8)
+            table = pa.table(columns)
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def batch_scoring(rows: int) -> dict[str, Any]:
+    """Section 4 of the module docstring: one JSON-able result."""
+    import hashlib
+    import subprocess
+
+    import numpy as np
+    import pandas as pd
+    from distributed import LocalCluster
+    from xgboost import XGBClassifier
+
+    from pipeflow.registry import Registry
+    from pipeflow.scoring.device import cuda_usable
+    from pipeflow.store import journal
+    from pipeflow.store.artifacts import ArtifactStore
+
+    repo = str(Path(__file__).resolve().parent.parent)  # workers and the CLI import this pipeflow
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))
+    usable, why = cuda_usable()
+    result: dict[str, Any] = {"rows": rows, "cuda_here": usable, "cuda_why": why}
+    with tempfile.TemporaryDirectory(prefix="pipeflow-gpu-scoring-") as tmp:
+        folder = Path(tmp)
+        data = folder / "rows.parquet"
+        t0 = time.perf_counter()
+        scoring_table(data, rows)
+        result["generate_s"] = time.perf_counter() - t0
+        train = pd.read_parquet(data).head(min(rows, 500_000))
+        features = [f"f{i}" for i in range(28)]
+        model = XGBClassifier(
+            n_estimators=300, max_depth=8, tree_method="hist", device="cuda" if usable else "cpu"
+        )
+        t0 = time.perf_counter()
+        model.fit(train[features], train["label"])
+        result["train_s"] = time.perf_counter() - t0
+        model.set_params(device="cpu")  # stored CPU-ready, as the train stage stores it
+        store = ArtifactStore(str(folder / "store"))
+        registry = Registry(store)
+        signature = {"features": [{"name": f, "dtype": "float32"} for f in features]}
+        digest = registry.register("scorer", store.save(model, "model"), signature=signature)[
+            "model"
+        ]["digest"]
+        stored = Path(store.url) / "objects" / digest[:2] / digest[2:]
+        before = hashlib.sha256(stored.read_bytes()).hexdigest()
+
+        def predict(cluster: Any, out: str, *extra: str) -> dict[str, Any]:
+            argv = [sys.executable, "-m", "pipeflow", "predict", "scorer@1", "-i", str(data)]
+            argv += ["-o", str(folder / out), "--store", store.url, "--executor", "distributed"]
+            argv += ["--address", cluster.scheduler_address, "--partition-rows", "1000000"]
+            argv += ["--audit-dir", str(folder / out.replace(".", "-")), *extra]
+            proc = subprocess.run(argv, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr}")
+            (record,) = journal.read(folder / out.replace(".", "-"), "batches")
+            return {
+                "rows_per_s": record["rows"] / record["duration_s"],
+                "duration_s": record["duration_s"],
+                "device": record["device"],
+                "workers": record["workers"],
+                "notes": record["notes"],
+                "stdout": proc.stdout.strip().splitlines(),
+            }
+
+        cluster_args = {"threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}
+        with LocalCluster(n_workers=2, **cluster_args) as cpu_cluster:
+            result["cpu_2_cores"] = predict(cpu_cluster, "cpu.parquet")
+        with LocalCluster(n_workers=1, resources={"GPU": 1}, **cluster_args) as gpu_cluster:
+            memory_before = gpu_memory_used_mib()
+            result["gpu"] = predict(gpu_cluster, "gpu.parquet", "--resources", "GPU=1")
+            result["gpu"]["gpu_memory_mib_before_after"] = [memory_before, gpu_memory_used_mib()]
+        cpu = pd.read_parquet(folder / "cpu.parquet")
+        gpu = pd.read_parquet(folder / "gpu.parquet")
+        proba = [c for c in cpu.columns if c.startswith("proba_")]
+        result["same_predictions"] = bool(
+            len(cpu) == len(gpu) == rows and np.array_equal(cpu["prediction"], gpu["prediction"])
+        )
+        result["proba_max_abs_diff"] = float(
+            np.max(np.abs(cpu[proba].to_numpy() - gpu[proba].to_numpy()), initial=0.0)
+        )
+        result["model_file_unchanged"] = hashlib.sha256(stored.read_bytes()).hexdigest() == before
+    ratio = result["gpu"]["rows_per_s"] / result["cpu_2_cores"]["rows_per_s"]
+    result["gpu_vs_cpu_2_cores"] = ratio
+    result["pass"] = bool(
+        result["gpu"]["device"] == "cuda"
+        and ratio >= 5
+        and result["same_predictions"]
+        and result["model_file_unchanged"]
+    )
+    result["verdict"] = "PASS" if result["pass"] else "MISS"
+    return result
+
+
 def verify(folder: Path) -> dict[str, Any]:
     """Load the model ``--out`` wrote through a store, here (no GPU needed), and compare."""
     import warnings
@@ -358,6 +481,10 @@ def main() -> int:
     parser.add_argument(
         "--force", action="store_true", help="run without a GPU too (a dry run of the script)"
     )
+    parser.add_argument("--scoring", action="store_true", help="only the batch-scoring section (4)")
+    parser.add_argument(
+        "--score-rows", type=int, default=10_000_000, help="rows the batch-scoring section scores"
+    )
     args = parser.parse_args()
     if args.verify is not None:
         result = verify(args.verify)
@@ -379,9 +506,15 @@ def main() -> int:
         "xgboost": xgboost.__version__,
         "xgboost_cuda": xgboost.build_info().get("USE_CUDA"),
     }
+    if args.scoring:
+        result["scoring"] = batch_scoring(args.score_rows)
+        result["ok"] = result["scoring"]["pass"]
+        print(json.dumps(result, indent=1, default=str))
+        return 0 if result["ok"] else 1
     result["pipeline"] = run = pipeline_on_gpu_worker(args.rows, args.out)  # first: see above
     result["fit"] = fit_times(args.rows)
     result["stage_alone"] = stage_alone(args.rows)
+    result["scoring"] = batch_scoring(args.score_rows)
     before, after = run.get("gpu_memory_mib_before_after") or (None, None)
     result["ok"] = bool(
         run.get("recorded_device") == "cuda"
@@ -392,6 +525,7 @@ def main() -> int:
         and run.get("tune", {}).get("device") == "cuda"
         and run.get("tune", {}).get("stored_device") == "cpu"
         and run.get("tune", {}).get("trial_errors") == 0
+        and result["scoring"]["pass"]
     )
     print(json.dumps(result, indent=1, default=str))
     return 0 if result["ok"] else 1

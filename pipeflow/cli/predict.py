@@ -4,7 +4,9 @@ Which registry: ``--spec SPEC`` (that spec's store), else ``--store URL`` or ``$
 else ``.pipeflow/`` in the current directory (as for ``pipeflow models``). The job is audited in
 ``--audit-dir``, by default ``<store>/audit`` for a local store; a remote store needs
 ``--audit-dir`` for an audit record. See :mod:`pipeflow.scoring.batch` for what is read, written
-and recorded.
+and recorded. ``--resources GPU=1`` sends the scoring tasks only to Dask workers offering that
+resource and scores xgboost models there on ``cuda`` (CPU fallback); the device that scored is
+printed, and any note on it (:mod:`pipeflow.scoring.device`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ def add_parsers(sub: Any) -> None:
         action="store_false",
         help="classifiers: leave out the proba_<class> columns",
     )
+    c.add_argument(
+        "--resources",
+        metavar="NAME=N[,NAME=N]",
+        help="Dask worker resources every scoring task needs (e.g. GPU=1: only workers started "
+        "with --resources GPU=1 score, xgboost on cuda there, else on the CPU); a local executor "
+        "scores in this process as that worker",
+    )
     add_debug(c)
     c.set_defaults(handler=cmd_predict)
 
@@ -73,6 +82,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from pipeflow.errors import UsageError
     from pipeflow.registry import parse_ref
     from pipeflow.scoring.batch import predict_file
+    from pipeflow.scoring.device import parse_resources
     from pipeflow.store.journal import default_folder
 
     if args.address and args.executor != "distributed":
@@ -81,6 +91,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         )
     if args.partition_rows < 1:
         raise UsageError(f"--partition-rows must be at least 1, got {args.partition_rows}")
+    resources = parse_resources(args.resources) if args.resources is not None else None
     name, which = parse_ref(args.ref)
     registry, db = open_registry(args)
     if db is not None:
@@ -102,6 +113,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         partition_rows=args.partition_rows,
         scheduler=scheduler,
         probabilities=args.probabilities,
+        resources=resources,
     )
     rate = summary["rows"] / summary["duration_s"] if summary["duration_s"] else 0.0
     print(
@@ -109,6 +121,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         f"({args.ref}) -> {args.output} in {summary['duration_s']:.2f}s "
         f"({rate:,.0f} rows/s), batch {summary['id']}"
     )
+    if resources:
+        workers = ", ".join(
+            f"{w} ({v['partitions']} partition{'' if v['partitions'] == 1 else 's'}, {v['device']})"
+            for w, v in summary["workers"].items()
+        )
+        print(f"scored on {summary['device']} by {workers}")
+    for note in summary["notes"]:
+        print(f"note: {note}")
     if audit is None:
         print(
             f"not audited: the store {registry.store.url} is remote; pass --audit-dir",

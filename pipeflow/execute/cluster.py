@@ -4,8 +4,8 @@ Every Dask user in the package goes through it: the pipeline executor
 (:mod:`pipeflow.execute.dask_executor`), batch scoring (:mod:`pipeflow.scoring.batch`), the
 ``tune`` and ``train`` stages (code that runs inside a task) and drift at scale
 (:mod:`pipeflow.monitoring.scale`). So there is one set of defaults, one way to reach a scheduler
-and one place that knows the shapes of Dask's API (callback signatures, what ``as_completed``
-gives for a failed task, what the scheduler reports of its workers). Dask is imported inside the
+and one place that knows the shapes of Dask's API (callback signatures, what ``as_completed`` gives
+for a failed task, what the scheduler reports of its workers). Dask is imported inside the
 functions: importing this module costs nothing, and ``pipeflow --help`` loads no Dask.
 
 It is a low floor: it imports :mod:`pipeflow.errors`, the standard library and Dask, nothing else
@@ -19,22 +19,22 @@ client of the scheduler at ``address``, a cluster from a factory (:class:`Cluste
 LocalCluster started for the block.
 
 **A cluster from a factory** (:class:`ClusterFactory`, built by :mod:`pipeflow.execute.factory`
-from a ``module:attribute`` name): started for the block, adapting between ``adapt``'s bounds
-when asked (a cluster without ``adapt()`` is an error: the bounds are what the user agreed to pay
-for, and a fixed-size cluster ignoring them could be too small to finish or larger than allowed),
-waited on until its first worker joins (at most :data:`WORKERS_TIMEOUT`: pods and batch jobs take
-a while), so stages' worker resources are checked against a real worker, and closed when the
-block ends however it ends (an error, Ctrl-C), as the LocalCluster is.
+from a ``module:attribute`` name): started for the block, adapting between ``adapt``'s bounds when
+asked (a cluster without ``adapt()`` is an error: the bounds are what the user agreed to pay for,
+and a fixed-size cluster ignoring them could be too small to finish or larger than allowed), waited
+on until its first worker joins (at most :data:`WORKERS_TIMEOUT`: pods and batch jobs take a
+while), so stages' worker resources are checked against a real worker, and closed when the block
+ends however it ends (an error, Ctrl-C), as the LocalCluster is.
 
 **One set of defaults** (:data:`DEFAULTS`), for every LocalCluster pipeflow starts (``pipeflow
-run`` and ``pipeflow predict`` with ``--executor distributed`` and no address): 2 worker
-processes of 1 thread each unless told otherwise (a stage, or a partition, per process: a stage
-that crashes its process takes no other with it), Dask's ``memory_limit="auto"`` (the host's
-memory shared equally by the workers), the dashboard on a free port (``None`` still binds 8787; a
-random port never collides with another cluster on the host) and Dask's own log level for the
-cluster (WARNING). Reaching a scheduler by address gives up after 10 s with a
-:class:`~pipeflow.errors.UsageError` (``cannot connect to Dask scheduler at ADDRESS: ...``), exit
-2 from the CLI.
+run`` and ``pipeflow predict`` with ``--executor distributed`` and no address): 2 worker processes
+of 1 thread each unless told otherwise (a stage, or a partition, per process: a stage that crashes
+its process takes no other with it), Dask's ``memory_limit="auto"`` (the host's memory shared
+equally by the workers), the dashboard on a free port (``None`` still binds 8787; a random port
+never collides with another cluster on the host) and Dask's own log level for the cluster
+(WARNING). Reaching a scheduler by address gives up after 10 s with a
+:class:`~pipeflow.errors.UsageError` (``cannot connect to Dask scheduler at ADDRESS: ...``), exit 2
+from the CLI.
 
 **Progress.** A local scheduler reports through Dask callbacks (``pretask`` / ``posttask``), which
 Dask calls on the scheduling thread, that is the calling thread; a cluster's results arrive through
@@ -47,7 +47,8 @@ consumer (a file writer) overlaps with the computation. A local scheduler comput
 thread whose per-task callback hands each finished part over, and keeps each part in this process
 until consumed; a cluster keeps each on its worker until consumed, then releases it. A consumer
 that stops (closes the generator) stops the computation: on a local scheduler the next task to
-start raises, on a cluster the remaining futures are cancelled.
+start raises, on a cluster the remaining futures are cancelled. On a cluster the tasks may ask for
+worker ``resources`` (``{"GPU": 1}``: only workers offering them compute); local ones ignore them.
 
 **Live updates from tasks** (:mod:`pipeflow.execute.channel`): :func:`publish` on a worker puts a
 message in the cluster's event log, :func:`subscribe` hands each one to the client's handler.
@@ -324,14 +325,16 @@ class Scheduler:
         while self._shared:
             self._shared.pop().release()
 
-    def in_order(self, parts: Sequence[Any], *, thread: str = "pipeflow-dask") -> Iterator[Any]:
+    def in_order(
+        self, parts: Sequence[Any], *, thread: str = "pipeflow-dask", resources: Any = None
+    ) -> Iterator[Any]:
         """The values of the Dask collections ``parts`` (delayed objects), in order, each as soon
         as it and those before it are done; all are computed in parallel (module docstring).
         A local scheduler computes in a background thread named ``thread``."""
         if self.client is None:
             yield from _local_in_order(parts, self.kind, self.workers, thread)
             return
-        futures = self.client.compute(list(parts))
+        futures = self.client.compute(list(parts), resources=resources)
         try:
             for future in futures:
                 yield future.result()
@@ -545,12 +548,8 @@ def array_from_blocks(blocks: Sequence[Any], shapes: Sequence[tuple[int, ...]], 
     ``shapes`` and ``dtype`` describe them, so nothing is computed to learn them."""
     import dask.array as da
 
-    return da.concatenate(
-        [
-            da.from_delayed(delayed(block), shape=shape, dtype=dtype)
-            for block, shape in zip(blocks, shapes, strict=True)
-        ]
-    )
+    pairs = zip(blocks, shapes, strict=True)
+    return da.concatenate([da.from_delayed(delayed(b), shape=s, dtype=dtype) for b, s in pairs])
 
 
 def read_parquet(path: Any, **kwargs: Any) -> Any:

@@ -41,11 +41,17 @@ Policy, and why:
 - **Audit.** With an audit folder, one ``batches`` record per job (see
   :mod:`pipeflow.store.journal`): the batch id, model version, input and output with their
   sha256 fingerprints (of the file's bytes, or of the sorted per-file digests of a directory or
-  glob), rows, duration and user. The same record is returned.
+  glob), rows, duration and user; and where it was scored: ``device``, ``workers``,
+  ``resources`` and ``notes`` (:mod:`pipeflow.scoring.device`). The same record is returned.
+- **Worker resources** (``resources={"GPU": 1}``): on a cluster the scoring tasks go only to
+  workers offering them, and ``GPU`` asks for scoring on ``cuda`` with a CPU fallback; a local
+  scheduler scores in this process (or its pool) as the worker offering them
+  (:mod:`pipeflow.scoring.device`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import secrets
@@ -57,6 +63,15 @@ from typing import TYPE_CHECKING, Any
 from pipeflow.errors import NonFiniteInput, UsageError
 from pipeflow.execute import cluster
 from pipeflow.governance.thresholds import GroupThresholds
+from pipeflow.scoring.device import (
+    Placement,
+    check_offered,
+    check_resources,
+    resource_text,
+    score_on_worker,
+    scoring_model,
+    wanted_device,
+)
 from pipeflow.scoring.files import (
     Source,
     listing,
@@ -69,7 +84,6 @@ from pipeflow.scoring.model import (
     ModelHolder,
     ScoreSpec,
     datetime_features,
-    meta_frame,
     score_frame,
     score_partition,
     signature_features,
@@ -98,16 +112,19 @@ def predict_file(
     scheduler: Any = "threads",
     storage_options: dict[str, Any] | None = None,
     probabilities: bool = True,
+    resources: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Score ``input_path`` with ``name@which`` and write ``output_path``; returns the summary
     (the audit record): ``id``, ``time``, ``model``, ``version``, ``ref``, ``input``,
     ``input_fingerprint``, ``output``, ``output_fingerprint``, ``rows``, ``partitions``,
-    ``duration_s``, ``user``.
+    ``duration_s``, ``user``, ``device``, ``workers``, ``resources``, ``notes``.
 
     ``scheduler``: ``"sync"``, ``"threads"``, ``"processes"``, ``"distributed"`` (a LocalCluster
     for this job, sized as every LocalCluster pipeflow starts: :mod:`pipeflow.execute.cluster`),
     a scheduler address (``tcp://host:8786``) or a ``distributed.Client``.
-    ``storage_options`` apply to both the input and the output URL.
+    ``storage_options`` apply to both the input and the output URL. ``resources``: Dask worker
+    resources every scoring task asks for (``{"GPU": 1}``: scored on ``cuda`` where usable; see
+    :mod:`pipeflow.scoring.device`).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -116,6 +133,8 @@ def predict_file(
     started, clock = time.time(), time.perf_counter()
     if partition_rows < 1:
         raise UsageError(f"partition_rows must be at least 1, got {partition_rows}")
+    wanted = check_resources(resources)
+    placement = Placement(wanted)
     options = dict(storage_options or {})
     source = Source.open(input_path, options)
     out_format = output_format(output_path)
@@ -151,18 +170,29 @@ def predict_file(
     holder = ModelHolder(model, registry.store.ref, record)
     stop = threading.Event()
     pool = ThreadPoolExecutor(1, thread_name_prefix="pipeflow-fingerprint")
-    here = _where(scheduler).get("kind") in IN_PROCESS and source.in_process(partition_rows)
+    kind = _where(scheduler).get("kind")
+    here = kind in IN_PROCESS and source.in_process(partition_rows)
+    if wanted and kind in LOCAL_SCHEDULERS:
+        pool_of = "" if here or kind != "processes" else "'s pool"
+        placement.note(
+            f"the {kind} scheduler has no workers to route resources {resource_text(wanted)} "
+            f"to: scored in this process{pool_of} as the worker offering them"
+        )
     try:  # hashing the input overlaps with scoring it
         input_fingerprint = pool.submit(source.fingerprint, stop)
         if here:
+            model, device, note = scoring_model(holder.model, holder.digest, wanted_device(wanted))
             rows, output_fingerprint, partitions = _score_here(
-                source, input_path, holder.model, spec, record, partition_rows,
+                source, input_path, model, spec, record, partition_rows,
                 out_fs, out_path, out_format, batch_id,
             )  # fmt: skip
+            placement.add(
+                {"worker": f"pid {os.getpid()}", "device": device, "note": note}, partitions
+            )
         else:
             rows, output_fingerprint, partitions = _score_on_dask(
                 source, input_path, holder, spec, record, partition_rows, scheduler,
-                out_fs, out_path, out_format, batch_id,
+                out_fs, out_path, out_format, batch_id, placement,
             )  # fmt: skip
         summary = {
             "id": batch_id,
@@ -178,6 +208,7 @@ def predict_file(
             "partitions": partitions,
             "duration_s": round(time.perf_counter() - clock, 6),
             "user": current_user(),
+            **placement.summary(),
         }
     finally:
         stop.set()  # a failed job does not wait for the hash of a large input
@@ -241,20 +272,35 @@ def _score_on_dask(
     out_path: str,
     out_format: str,
     batch_id: str,
+    placement: Placement,
 ) -> tuple[int, str, int]:
-    """Score on Dask: (rows, output fingerprint, partitions)."""
+    """Score on Dask: (rows, output fingerprint, partitions); where each partition was scored
+    is added to ``placement``."""
     ddf = source.frame(list(spec.columns), spec.id_column, record, partition_rows)
+    resources = placement.resources
+    want = wanted_device(resources)
     with cluster.connect(**_where(scheduler)) as sched:
+        if sched.client is not None:
+            check_offered(sched.client, resources)  # before anything is sent
         # threads share the holder's model, a process pool loads it once per process (see
         # ModelHolder), a cluster gets the model scattered once to every worker
         model_arg = holder if sched.client is None else sched.share(holder.model)
-        scored = ddf.map_partitions(
-            score_partition, model_arg, spec, meta=meta_frame(holder.model, ddf, spec)
-        )
-        parts = scored.to_delayed()
+        score = cluster.delayed(score_on_worker, pure=False)
+        parts = [
+            score(part, model_arg, spec, number, holder.digest, want)
+            for number, part in enumerate(ddf.to_delayed())
+        ]
+
+        def scored() -> Iterator[Any]:
+            stream = sched.in_order(parts, thread="pipeflow-batch", resources=resources or None)
+            with contextlib.closing(stream):
+                for frame, where in stream:
+                    placement.add(where)
+                    yield frame
+
         try:
             rows, output_fingerprint = write_output(
-                sched.in_order(parts, thread="pipeflow-batch"),
+                scored(),
                 out_fs,
                 out_path,
                 out_format,

@@ -15,7 +15,13 @@ loaded hash-checked, like every registry load. Every feature in the version's si
 a column of ``data``, and so must the group column of a version with per-group decision
 thresholds (:mod:`pipeflow.governance.thresholds`: its labels are made with them). Outputs: ``predictions`` (``prediction_id``, the id column, ``prediction``,
 ``proba_<class>``; rows in input order) and ``info`` (the version actually used, its model
-digest, the batch id and the row count).
+digest, the batch id, the row count and the ``device`` that scored).
+
+**On a GPU worker.** With ``resources: {GPU: 1}`` the executor runs the stage on a Dask worker
+offering a GPU (as any stage); there an xgboost model (bare or the last step of a pipeline) is
+scored on a copy set to ``device: cuda``, the stored model staying CPU-ready, and a worker
+without usable CUDA scores on the CPU with one warning (:mod:`pipeflow.scoring.device`). The
+predictions are the same either way; ``info.device`` says which scored.
 
 ``prediction_id`` is ``<batch>-<row>`` with a batch id derived from the input table's content,
 the model's digest and the config, so the same data scored by the same version gives
@@ -105,6 +111,7 @@ class PredictStage(Stage[PredictConfig]):
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         from pipeflow.governance.thresholds import GroupThresholds
         from pipeflow.registry import Registry, parse_ref
+        from pipeflow.scoring.device import resource_text, scoring_model, wanted_device
         from pipeflow.scoring.model import datetime_features, score_frame, signature_features
 
         config = self.config
@@ -128,8 +135,12 @@ class PredictStage(Stage[PredictConfig]):
             )
         digest = str(record["model"]["digest"])
         batch_id = _batch_id(ctx, data, digest, config)
+        want = wanted_device(ctx.resources)
+        scorer, device, note = scoring_model(model, digest, want)
+        if note:
+            ctx.logger.warning("resources %s: %s", resource_text(ctx.resources), note)
         scored = score_frame(
-            model,
+            scorer,
             data,
             features,
             id_column=config.id_column,
@@ -138,7 +149,9 @@ class PredictStage(Stage[PredictConfig]):
             thresholds=thresholds,
         ).reset_index(drop=True)
         scored.insert(0, "prediction_id", _ids(batch_id, len(scored)))
-        ctx.logger.info("scored %d rows with %s (%s)", len(scored), label, config.model)
+        ctx.logger.info(
+            "scored %d rows with %s (%s) on %s", len(scored), label, config.model, device
+        )
         info = {
             "model": name,
             "version": record["version"],
@@ -146,6 +159,7 @@ class PredictStage(Stage[PredictConfig]):
             "model_digest": digest,
             "batch_id": batch_id,
             "rows": int(len(scored)),
+            "device": device,
             "classes": [str(c) for c in getattr(model, "classes_", [])],
         }
         return {"predictions": scored, "info": info}
