@@ -90,22 +90,25 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("name", metavar="NAME")
     c.add_argument("alias", metavar="ALIAS")
     where(c, reason="the move")
-    c = msub.add_parser(
-        "archive",
-        help="archive a version: kept for the record, never served, refused by promotion",
-        description="Archive NAME@VERSION: its record and model file stay (show, card, lineage "
-        "read them; store gc keeps them), but serve, predict and promotion refuse it until it is "
-        "restored. A version an alias holds cannot be archived: move the alias first.",
-    )
-    c.add_argument("ref", metavar="NAME@VERSION")
-    where(c, reason="the event")
-    c = msub.add_parser(
-        "restore",
-        aliases=["unarchive"],
-        help="undo archive: the version may be promoted and served again",
-    )
-    c.add_argument("ref", metavar="NAME@VERSION")
-    where(c, reason="the event")
+    for action, aliases, help_, description in (  # a version's archive and its undoing
+        (
+            "archive",
+            [],
+            "archive a version: kept for the record, never served, refused by promotion",
+            "Archive NAME@VERSION: its record and model file stay (show, card, lineage read "
+            "them; store gc keeps them), but serve, predict and promotion refuse it until it is "
+            "restored. A version an alias holds cannot be archived: move the alias first.",
+        ),
+        (
+            "restore",
+            ["unarchive"],
+            "undo archive: the version may be promoted and served again",
+            None,
+        ),
+    ):
+        c = msub.add_parser(action, aliases=aliases, help=help_, description=description)
+        c.add_argument("ref", metavar="NAME@VERSION")
+        where(c, reason="the event")
     c = msub.add_parser(
         "compare",
         help="compare two versions on live traffic: accuracy, error rate, latency, significance",
