@@ -1,7 +1,7 @@
-"""What every command module of the CLI shares: exit codes, the console, error printing, and the
-arguments several commands take (``--spec``, ``--store``, ``--db``, ``--executor``, ``--address``,
-``--cluster``, ``--set``, ``--debug``), each declared here once so that its name, choices and help read the same
-in every command.
+"""What every command module of the CLI shares: exit codes, the console, error printing, tables,
+and the arguments several commands take (``--spec``, ``--store``, ``--db``, ``--executor``,
+``--address``, ``--cluster``, ``--set``, ``--debug``, ``--json``, ``--reason``), each declared
+here once so that its name, choices and help read the same in every command.
 
 Nothing here imports more than the standard library at import time: the whole command tree is
 built for ``pipeflow --help``, which must load no pydantic, Dask, pandas or ML library. Which
@@ -72,6 +72,15 @@ def add_where(
         group.add_argument("--store", metavar="URL", help=STORE_HELP)
     if db:
         c.add_argument("--db", metavar="PATH|URL", help=DB_HELP)
+
+
+def add_json(c: argparse.ArgumentParser, help: str = "machine-readable output") -> None:
+    c.add_argument("--json", action="store_true", help=help)
+
+
+def add_reason(c: argparse.ArgumentParser, recorded_with: str) -> None:
+    """``--reason`` of a command that changes the registry: recorded with ``recorded_with``."""
+    c.add_argument("--reason", default="", help=f"why (recorded with {recorded_with})")
 
 
 def add_tag_args(c: argparse.ArgumentParser, help: str | None = None) -> None:
@@ -147,6 +156,17 @@ def make_console(stderr: bool = False) -> Any:
     out = Console(stderr=stderr, highlight=False, soft_wrap=True)
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 160  # logs and CI output: don't squeeze tables into 80 columns
+    return out
+
+
+def table(*columns: str, title: str | None = None) -> Any:
+    """A rich table as the listings print them: no outer edge, these columns, and the title (if
+    any) on the left above it."""
+    from rich.table import Table
+
+    out = Table(show_edge=False, title=title, title_justify="left")
+    for column in columns:
+        out.add_column(column)
     return out
 
 

@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from pipeflow.cli._common import EXIT_OK, escape, make_console, when
+from pipeflow.cli._common import EXIT_OK, escape, make_console, table, when
 
 __all__ = ["compare"]
 
@@ -78,8 +78,6 @@ def compare(args: argparse.Namespace, registry: Any) -> int:
 
 
 def _print_compare(report: dict[str, Any], args: argparse.Namespace) -> None:
-    from rich.table import Table
-
     def pct(p: dict[str, Any]) -> str:
         if p["value"] is None:
             return "-"
@@ -93,9 +91,7 @@ def _print_compare(report: dict[str, Any], args: argparse.Namespace) -> None:
     since = f" since {when(report['window']['start'])}" if args.since else ""
     level = f"{100 * (1 - report['alpha']):g}%"
     console.print(f"live comparison from {escape(report['journal'])}{since}")
-    t = Table(show_edge=False)
-    for col in ("", *(v["variant"] for v in report["variants"])):
-        t.add_column(col)
+    t = table("", *(v["variant"] for v in report["variants"]))
     va, vb = report["variants"]
     for label, fn in (
         ("rows", lambda v: f"{v['rows']} ({', '.join(f'{n} {r}' for r, n in sorted(v['roles'].items())) or 'none answered'})"),

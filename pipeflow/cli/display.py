@@ -14,7 +14,7 @@ import json
 import time
 from typing import Any
 
-from pipeflow.cli._common import escape, when
+from pipeflow.cli._common import escape, table, when
 from pipeflow.core.states import StageState
 
 _MARK = {
@@ -290,7 +290,6 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
             )
         )
         return 0
-    from rich.table import Table
 
     dur = _fmt_s(run["ended"] - run["started"]) if run["ended"] else "(not finished)"
     console.print(
@@ -308,9 +307,9 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
         console.print(f"  note {escape(run['note'])}")
     if run["error"]:
         console.print(f"  [red]{run['error']}[/]")
-    t = Table(show_edge=False, title="stages", title_justify="left")
-    for col in ("stage", "type", "state", "duration", "attempts", "worker", "why / error"):
-        t.add_column(col)
+    t = table(
+        "stage", "type", "state", "duration", "attempts", "worker", "why / error", title="stages"
+    )
     for s in stages:
         d = _fmt_s(s["ended"] - s["started"]) if s["ended"] and s["started"] else ""
         t.add_row(
@@ -324,18 +323,14 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
         )
     console.print(t)
     if outputs:
-        t = Table(show_edge=False, title="artifacts", title_justify="left")
-        for col in ("stage.port", "kind", "codec", "size", "digest"):
-            t.add_column(col)
+        t = table("stage.port", "kind", "codec", "size", "digest", title="artifacts")
         for o in outputs:
             t.add_row(
                 f"{o['stage']}.{o['port']}", o["kind"], o["codec"], str(o["size"]), o["digest"][:16]
             )
         console.print(t)
     if metrics:
-        t = Table(show_edge=False, title="metrics", title_justify="left")
-        for col in ("stage", "metric", "value", "steps", "logged by"):
-            t.add_column(col)
+        t = table("stage", "metric", "value", "steps", "logged by", title="metrics")
         last: dict[tuple[str, str], Any] = {}
         steps: dict[tuple[str, str], int] = {}
         for m in metrics:  # ordered by step: the last one is the metric's value
@@ -352,9 +347,7 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
             )
         console.print(t)
     if logged:
-        t = Table(show_edge=False, title="logged params", title_justify="left")
-        for col in ("stage", "param", "value"):
-            t.add_column(col)
+        t = table("stage", "param", "value", title="logged params")
         for p in logged:
             t.add_row(p["stage"], escape(p["name"]), escape(p["value"]))
         console.print(t)

@@ -18,7 +18,7 @@ from pipeflow.cli._common import EXIT_OK
 __all__ = ["add_parsers", "export_model", "import_model"]
 
 
-def add_parsers(msub: Any, where: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_parsers(msub: Any, where: Callable[..., None]) -> None:
     """Declare ``models export`` and ``models import`` on the ``models`` subparsers."""
     c = msub.add_parser(
         "export",
@@ -39,8 +39,7 @@ def add_parsers(msub: Any, where: Callable[[argparse.ArgumentParser], None]) -> 
         metavar="CSV",
         help="onnx: held-out rows to check the predictions on (default: the evaluation table)",
     )
-    c.add_argument("--json", action="store_true", help="machine-readable output")
-    where(c)
+    where(c, json=True)
     c = msub.add_parser(
         "import",
         help="register an MLflow model directory (skops sklearn or xgboost JSON/UBJ; never pickle)",
@@ -52,9 +51,7 @@ def add_parsers(msub: Any, where: Callable[[argparse.ArgumentParser], None]) -> 
     c.add_argument("directory", metavar="DIR")
     c.add_argument("--name", required=True, metavar="NAME", help="the model to add a version to")
     c.add_argument("--alias", metavar="ALIAS", help="point ALIAS at the new version")
-    c.add_argument("--reason", default="", help="why (recorded with the alias move)")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
-    where(c)
+    where(c, reason="the alias move", json=True)
 
 
 def export_model(args: argparse.Namespace, registry: Any, db: Any) -> int:

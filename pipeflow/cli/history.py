@@ -18,10 +18,12 @@ from pipeflow.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
     add_debug,
+    add_json,
     add_where,
     locate,
     open_history,
     run_store,
+    table,
     when,
 )
 from pipeflow.cli._common import make_console as _console
@@ -44,7 +46,7 @@ def add_parsers(sub: Any) -> None:
                 metavar="VERSION",
                 help="a version id (unique prefix) from `data list`",
             )
-        c.add_argument("--json", action="store_true", help="machine-readable output")
+        add_json(c)
         add_where(c, store=False, db=True)
 
     st = sub.add_parser("store", help="inspect the artifact store and its metadata")
@@ -135,11 +137,11 @@ def add_parsers(sub: Any) -> None:
                 nargs="+",
                 help="two or more run ids (unique prefixes, or 'latest')",
             )
-            c.add_argument("--json", action="store_true", help="machine-readable output")
+            add_json(c)
         if name == "logs":
             c.add_argument("stage", metavar="STAGE", nargs="?", help="only this stage's lines")
         if name in ("show", "logs"):
-            c.add_argument("--json", action="store_true", help="machine-readable output")
+            add_json(c)
         elif name == "output":
             c.add_argument(
                 "target", metavar="STAGE[.PORT]", help="the stage (its only output) or stage.port"
@@ -260,19 +262,7 @@ def cmd_data(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(versions, indent=2, default=str))
                 return EXIT_OK
-            from rich.table import Table
-
-            t = Table(show_edge=False)
-            for col in (
-                "version",
-                "source",
-                "pipeline",
-                "stage",
-                "first seen",
-                "last used",
-                "runs",
-            ):
-                t.add_column(col)
+            t = table("version", "source", "pipeline", "stage", "first seen", "last used", "runs")
             for v in versions:
                 t.add_row(
                     v["version"][:12],

@@ -16,16 +16,31 @@ from pipeflow.cli._common import (
     EXIT_OK,
     add_audit_dir,
     add_debug,
+    add_json,
+    add_reason,
     add_where,
     escape,
     make_console,
     open_registry,
+    table,
     when,
 )
 
 
 def add_parsers(sub: Any) -> None:
-    def where(c: argparse.ArgumentParser, *, db: bool = False) -> None:
+    def where(
+        c: argparse.ArgumentParser,
+        *,
+        db: bool = False,
+        json: bool = False,
+        reason: str | None = None,
+    ) -> None:
+        """What an action's options end with: ``--reason`` (recorded with ``reason``) where it
+        changes the registry, ``--json`` where it prints data, then which registry."""
+        if reason:
+            add_reason(c, reason)
+        if json:
+            add_json(c)
         add_where(c, db=db)
         add_debug(c)
 
@@ -35,12 +50,10 @@ def add_parsers(sub: Any) -> None:
     models.set_defaults(handler=cmd_models)
     msub = models.add_subparsers(dest="models_command", metavar="ACTION", required=True)
     c = msub.add_parser("list", help="list registered models with their versions and aliases")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
-    where(c)
+    where(c, json=True)
     c = msub.add_parser("show", help="show a model: its versions and the full alias history")
     c.add_argument("name", metavar="NAME")
-    c.add_argument("--json", action="store_true", help="machine-readable output")
-    where(c)
+    where(c, json=True)
     c = msub.add_parser(
         "promote",
         help="point an alias at a version, if the given gates pass",
@@ -54,7 +67,7 @@ def add_parsers(sub: Any) -> None:
         help="version number, or an alias (its holder)",
     )
     c.add_argument("--to", dest="alias", required=True, metavar="ALIAS")
-    c.add_argument("--reason", default="", help="why (recorded with the move)")
+    add_reason(c, "the move")
     c.add_argument(
         "--gate",
         action="append",
@@ -76,26 +89,26 @@ def add_parsers(sub: Any) -> None:
     c = msub.add_parser("rollback", help="point an alias back at its previous holder")
     c.add_argument("name", metavar="NAME")
     c.add_argument("alias", metavar="ALIAS")
-    c.add_argument("--reason", default="", help="why (recorded with the move)")
-    where(c)
-    c = msub.add_parser(
-        "archive",
-        help="archive a version: kept for the record, never served, refused by promotion",
-        description="Archive NAME@VERSION: its record and model file stay (show, card, lineage "
-        "read them; store gc keeps them), but serve, predict and promotion refuse it until it is "
-        "restored. A version an alias holds cannot be archived: move the alias first.",
-    )
-    c.add_argument("ref", metavar="NAME@VERSION")
-    c.add_argument("--reason", default="", help="why (recorded with the event)")
-    where(c)
-    c = msub.add_parser(
-        "restore",
-        aliases=["unarchive"],
-        help="undo archive: the version may be promoted and served again",
-    )
-    c.add_argument("ref", metavar="NAME@VERSION")
-    c.add_argument("--reason", default="", help="why (recorded with the event)")
-    where(c)
+    where(c, reason="the move")
+    for action, aliases, help_, description in (  # a version's archive and its undoing
+        (
+            "archive",
+            [],
+            "archive a version: kept for the record, never served, refused by promotion",
+            "Archive NAME@VERSION: its record and model file stay (show, card, lineage read "
+            "them; store gc keeps them), but serve, predict and promotion refuse it until it is "
+            "restored. A version an alias holds cannot be archived: move the alias first.",
+        ),
+        (
+            "restore",
+            ["unarchive"],
+            "undo archive: the version may be promoted and served again",
+            None,
+        ),
+    ):
+        c = msub.add_parser(action, aliases=aliases, help=help_, description=description)
+        c.add_argument("ref", metavar="NAME@VERSION")
+        where(c, reason="the event")
     c = msub.add_parser(
         "compare",
         help="compare two versions on live traffic: accuracy, error rate, latency, significance",
@@ -116,7 +129,7 @@ def add_parsers(sub: Any) -> None:
         help="only records since this long ago (90s, 30m, 2h, 7d) or this time "
         "(2026-05-01 or 2026-05-01T12:00); default: the whole journal",
     )
-    c.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(c)
     add_audit_dir(c)
     where(c)
     from pipeflow.cli.exchange import add_parsers as add_exchange
@@ -138,7 +151,7 @@ def add_parsers(sub: Any) -> None:
         help="a model version (or NAME@ALIAS), or the id of a served prediction",
     )
     lin.set_defaults(handler=cmd_lineage)
-    lin.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(lin)
     add_audit_dir(lin)
     where(lin, db=True)
 
@@ -217,11 +230,8 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
     if not rows:
         make_console().print(f"no models registered in {registry.store.url} yet")
         return EXIT_OK
-    from rich.table import Table
 
-    t = Table(show_edge=False)
-    for col in ("model", "versions", "latest", "created", "aliases", "latest metrics", "archived"):
-        t.add_column(col)
+    t = table("model", "versions", "latest", "created", "aliases", "latest metrics", "archived")
     for r in rows:
         t.add_row(
             r["name"],
@@ -239,11 +249,10 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
 def _print_mitigations(console: Any, versions: list[dict[str, Any]]) -> None:
     """The per-group decision thresholds of the versions that have them, with the accuracy and
     bias differences before and after on the held-out rows."""
-    from rich.table import Table
-
-    m = Table(show_edge=False, title="bias mitigation (held-out rows)", title_justify="left")
-    for col in ("version", "attribute", "objective", "thresholds", "metric", "before", "after"):
-        m.add_column(col)
+    m = table(
+        "version", "attribute", "objective", "thresholds", "metric", "before", "after",
+        title="bias mitigation (held-out rows)",
+    )  # fmt: skip
     for v in versions:
         record = v.get("mitigation")
         if not isinstance(record, dict):
@@ -300,19 +309,24 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
             )
         )
         return EXIT_OK
-    from rich.table import Table
 
     console = make_console()
     console.print(f"[bold]{args.name}[/]  ({registry.store.url})")
     held: dict[int, list[str]] = {}
     for alias, version in aliases.items():
         held.setdefault(version, []).append(alias)
-    t = Table(show_edge=False, title="versions", title_justify="left")
-    for col in ("version", "created", "by", "run", "metrics", "status", "aliases", "archived"):
-        t.add_column(col)
-    g = Table(show_edge=False, title="gates, as last checked", title_justify="left")
-    for col in ("version", "", "kind", "gate", "value"):
-        g.add_column(col)
+    t = table(
+        "version",
+        "created",
+        "by",
+        "run",
+        "metrics",
+        "status",
+        "aliases",
+        "archived",
+        title="versions",
+    )
+    g = table("version", "", "kind", "gate", "value", title="gates, as last checked")
     for v in versions:
         judged = verdict[v["version"]]
         t.add_row(
@@ -340,9 +354,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     if g.row_count:
         console.print(g)
     _print_mitigations(console, versions)
-    h = Table(show_edge=False, title="alias history", title_justify="left")
-    for col in ("when", "alias", "action", "from", "to", "by", "reason"):
-        h.add_column(col)
+    h = table("when", "alias", "action", "from", "to", "by", "reason", title="alias history")
     for e in history:
         h.add_row(
             when(e["time"]),
@@ -358,9 +370,7 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
     else:
         console.print("no alias has pointed at a version yet")
     if archive_events:
-        a = Table(show_edge=False, title="archive history", title_justify="left")
-        for col in ("when", "action", "version", "by", "reason"):
-            a.add_column(col)
+        a = table("when", "action", "version", "by", "reason", title="archive history")
         for e in archive_events:
             a.add_row(
                 when(e.get("time")),

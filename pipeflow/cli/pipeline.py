@@ -14,6 +14,7 @@ from pipeflow.cli._common import (
     EXIT_OK,
     add_debug,
     add_executor,
+    add_json,
     add_overrides,
     add_tag_args,
     parse_tags,
@@ -60,7 +61,7 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "stages", help="list installed stage types with their ports and config fields"
     )
-    s.add_argument("--json", action="store_true", help="machine-readable output")
+    add_json(s)
     s.set_defaults(handler=cmd_stages)
     sc = sub.add_parser(
         "schema", help="print the JSON Schema of pipeline specs (for yaml-language-server)"

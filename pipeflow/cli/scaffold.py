@@ -4,8 +4,8 @@ A template is a folder of package data, ``pipeflow/templates/<name>/`` (``pipeli
 ``steps.py``, ``generate.py``), plus the ``README.md`` and ``gitignore`` every template shares;
 ``{{project}}`` in them becomes the project's name (the pipeline's and the registered model's).
 After writing the files, ``init`` runs the template's ``generate.py`` with this Python to write
-the sample data (numpy and pandas only, no network), so ``pipeflow run pipeline.yaml`` works at
-once. A folder that is not empty is refused unless ``--force``, which writes the template's files
+the sample data (numpy, pandas and :mod:`pipeflow.sample_data` only, no network), so
+``pipeflow run pipeline.yaml`` works at once. A folder that is not empty is refused unless ``--force``, which writes the template's files
 over those of the same name and leaves every other file alone.
 """
 

@@ -115,6 +115,18 @@ def _verdict(
     )
 
 
+def _compare_shares(
+    report: dict[str, Any], key: str, what: str, names: tuple[str, str], alpha: float
+) -> None:
+    """Compare a share of the two variants (``key``: accuracy or error_rate) where both have rows
+    to measure it on: the test under ``tests[key]``, its verdict appended."""
+    sa, sb = (variant[key] for variant in report["variants"])
+    if sa["of"] and sb["of"]:
+        test = stats.compare_proportions(sa["count"], sa["of"], sb["count"], sb["of"])
+        report["tests"][key] = test
+        report["verdicts"].append(_verdict(what, *names, sa["value"], sb["value"], test, alpha))
+
+
 def compare_live(
     journal: Any,
     a: tuple[str, int],
@@ -176,21 +188,7 @@ def compare_live(
                 "its accuracy cannot be measured or compared"
             )
     va, vb = report["variants"]
-    acc_a, acc_b = va["accuracy"], vb["accuracy"]
-    if acc_a["of"] and acc_b["of"]:
-        test = stats.compare_proportions(acc_a["count"], acc_a["of"], acc_b["count"], acc_b["of"])
-        report["tests"]["accuracy"] = test
-        report["verdicts"].append(
-            _verdict(
-                "accuracy",
-                labels[a],
-                labels[b],
-                acc_a["value"],
-                acc_b["value"],
-                test,
-                alpha,
-            )
-        )
+    _compare_shares(report, "accuracy", "accuracy", (labels[a], labels[b]), alpha)
     both = right[a].keys() & right[b].keys()
     if both:  # the same rows scored by both: a shadow beside the answers
         only_a = sum(1 for pid in both if right[a][pid] and not right[b][pid])
@@ -216,21 +214,7 @@ def compare_live(
                 alpha,
             )
         )
-    err_a, err_b = va["error_rate"], vb["error_rate"]
-    if err_a["of"] and err_b["of"]:
-        test = stats.compare_proportions(err_a["count"], err_a["of"], err_b["count"], err_b["of"])
-        report["tests"]["error_rate"] = test
-        report["verdicts"].append(
-            _verdict(
-                "error rate",
-                labels[a],
-                labels[b],
-                err_a["value"],
-                err_b["value"],
-                test,
-                alpha,
-            )
-        )
+    _compare_shares(report, "error_rate", "error rate", (labels[a], labels[b]), alpha)
     lat_a, lat_b = va["latency_ms"], vb["latency_ms"]
     if lat_a.get("mean") is not None and lat_b.get("mean") is not None:
         test = stats.welch_z(lat_a, lat_b)

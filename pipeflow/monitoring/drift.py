@@ -289,31 +289,7 @@ def prediction_drift(
     """The distribution of the model's answers now against the training target's (``reference.
     target`` of profiles from format 2), or, for a version registered before, against the
     classes it predicted on the evaluation set (the column sums of its confusion matrix)."""
-    import numpy as np
-
-    if not len(outputs):
-        return None
-    entry, against = _target_reference(record, predicted=True)
-    if entry is None:
-        return None
-    if entry.get("role") == "numeric":
-        result = numeric_drift(entry, _numbers(_series(outputs)), policy)
-    else:
-        result = categorical_drift(entry, _series(outputs).astype(str), policy)
-        labels = list(entry["categories"])
-        counts = _series(outputs).astype(str).value_counts()
-        live = np.array([int(counts.get(k, 0)) for k in labels] + [0], dtype=float)
-        live[-1] = counts.sum() - live[:-1].sum()
-        ref = np.array([entry["categories"][k] for k in labels] + [0], dtype=float)
-        result["distribution"] = {
-            k: float(v)
-            for k, v in zip([*labels, "<other>"], live / max(live.sum(), 1), strict=True)
-        }
-        result["reference"] = {
-            k: float(v) for k, v in zip([*labels, "<other>"], ref / max(ref.sum(), 1), strict=True)
-        }
-    result["against"] = against
-    return result
+    return _target_drift(record, outputs, policy, predicted=True)
 
 
 def outcome_drift(
@@ -322,17 +298,48 @@ def outcome_drift(
     """Prior shift: the outcomes reported as feedback for the window's predictions against the
     training target (or, for a version registered before profiles held it, the true classes of
     the evaluation set: the row sums of its confusion matrix)."""
-    if not len(outcomes):
+    return _target_drift(record, outcomes, policy, predicted=False)
+
+
+def _target_drift(
+    record: dict[str, Any], values: Any, policy: DriftPolicy | None, *, predicted: bool
+) -> dict[str, Any] | None:
+    """The drift of the model's answers (``predicted``) or of the true outcomes against the
+    target's reference; for answers of a classifier, both distributions side by side too."""
+    if not len(values):
         return None
-    entry, against = _target_reference(record, predicted=False)
+    entry, against = _target_reference(record, predicted=predicted)
     if entry is None:
         return None
     if entry.get("role") == "numeric":
-        result = numeric_drift(entry, _numbers(_series(outcomes)), policy)
+        result = numeric_drift(entry, _numbers(_series(values)), policy)
     else:
-        result = categorical_drift(entry, _series(outcomes).astype(str), policy)
+        result = categorical_drift(entry, _series(values).astype(str), policy)
+        if predicted:
+            result.update(_distributions(entry, values))
     result["against"] = against
     return result
+
+
+def _distributions(entry: dict[str, Any], values: Any) -> dict[str, Any]:
+    """The live and the reference share of each class (and ``<other>``: classes the reference
+    does not know)."""
+    import numpy as np
+
+    labels = list(entry["categories"])
+    counts = _series(values).astype(str).value_counts()
+    live = np.array([int(counts.get(k, 0)) for k in labels] + [0], dtype=float)
+    live[-1] = counts.sum() - live[:-1].sum()
+    ref = np.array([entry["categories"][k] for k in labels] + [0], dtype=float)
+    return {
+        "distribution": {
+            k: float(v)
+            for k, v in zip([*labels, "<other>"], live / max(live.sum(), 1), strict=True)
+        },
+        "reference": {
+            k: float(v) for k, v in zip([*labels, "<other>"], ref / max(ref.sum(), 1), strict=True)
+        },
+    }
 
 
 def _target_reference(

@@ -322,8 +322,7 @@ class Registry:
                 "model": model.to_dict(),
                 "trusted_types": trusted,
             }
-            data = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
-            if self.store.create_exclusive(f"{folder}/{number}.json", data):
+            if self._create(f"{folder}/{number}.json", record):
                 return record
 
     def move_alias(
@@ -434,9 +433,14 @@ class Registry:
             record = build(known, seq)
             if record is None:
                 return None
-            data = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
-            if self.store.create_exclusive(f"{folder}/{seq}.json", data):
+            if self._create(f"{folder}/{seq}.json", record):
                 return record
+
+    def _create(self, rel: str, record: dict[str, Any]) -> bool:
+        """Write ``record`` to ``rel`` unless the file exists (an exclusive create: of two writers
+        numbering the same file, one wins); whether this one did."""
+        data = json.dumps(record, indent=1, sort_keys=True, default=str).encode()
+        return self.store.create_exclusive(rel, data)
 
     def rollback(
         self,
@@ -503,9 +507,7 @@ class Registry:
         check: Callable[[int | None], list[dict[str, Any]]] | None = None,
         extra: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        folder = f"{ROOT}/{name}/aliases/{alias}"
-        while True:
-            events = self.history(name, alias)
+        def build(events: list[dict[str, Any]], seq: int) -> dict[str, Any]:
             stack = alias_stack(events)
             current = stack[-1] if stack else None
             to_version = target(stack)
@@ -529,8 +531,7 @@ class Registry:
                     run_id=run_id,
                 )
                 raise
-            seq = (events[-1]["seq"] if events else 0) + 1
-            event = {
+            return {
                 "seq": seq,
                 "model": name,
                 "alias": alias,
@@ -545,9 +546,12 @@ class Registry:
                 "gates": gates,
                 **(extra or {}),
             }
-            data = json.dumps(event, indent=1, sort_keys=True, default=str).encode()
-            if self.store.create_exclusive(f"{folder}/{seq}.json", data):
-                return event
+
+        event = self._claim(
+            f"{ROOT}/{name}/aliases/{alias}", lambda: self.history(name, alias), build
+        )
+        assert event is not None
+        return event
 
     # -- loading ---------------------------------------------------------------------------
     def load_model(self, name: str, which: str | int | None = None) -> tuple[Any, dict[str, Any]]:

@@ -285,8 +285,7 @@ def read_mlmodel(root: Path) -> dict[str, Any]:
 
 
 def _load_skops(root: Path, mlmodel: Path, conf: dict[str, Any]) -> Any:
-    import skops.io
-
+    from pipeflow.registry.loading import load_skops
     from pipeflow.store import codecs
 
     fmt = conf.get("serialization_format", "pickle")
@@ -299,23 +298,13 @@ def _load_skops(root: Path, mlmodel: Path, conf: dict[str, Any]) -> Any:
             "Re-log the model with mlflow.sklearn.log_model(..., serialization_format='skops')"
         )
     path = _inside(root, name, "flavors.sklearn.pickled_model", mlmodel)
-    data = path.read_bytes()
-    try:
-        found = sorted(skops.io.get_untrusted_types(data=data))
-    except Exception as err:  # not a skops zip
-        raise RegistryError(
-            f"refusing to import {path}: not a readable skops file ({err})"
-        ) from None
-    refused = [t for t in found if not t.startswith(codecs.TRUSTED)]
-    if refused:
-        raise RegistryError(
-            f"refusing to import {path}: it holds types outside pipeflow's allow-list "
-            f"({', '.join(codecs.TRUSTED)}): {', '.join(refused)}"
-        )
-    try:
-        return skops.io.loads(data, trusted=found)
-    except Exception as err:
-        raise RegistryError(f"cannot load {path}: {type(err).__name__}: {err}") from None
+    return load_skops(
+        path.read_bytes(),
+        lambda found: [t for t in found if t.startswith(codecs.TRUSTED)],
+        refusing=f"refusing to import {path}",
+        refused_as=f"it holds types outside pipeflow's allow-list ({', '.join(codecs.TRUSTED)})",
+        failed=f"cannot load {path}",
+    )
 
 
 def _load_xgboost(root: Path, mlmodel: Path, conf: dict[str, Any]) -> Any:

@@ -52,7 +52,7 @@ from typing import Any
 
 from pipeflow.errors import StoreError, UsageError
 from pipeflow.registry import Registry
-from pipeflow.runner.lock import holder_alive
+from pipeflow.runner.lock import holder_alive, read_holder
 from pipeflow.store import layout
 from pipeflow.store.artifacts import ArtifactStore
 from pipeflow.store.metadata import MetadataDB
@@ -166,18 +166,15 @@ def collect(
 def refuse_while_running(store: ArtifactStore, db: MetadataDB) -> None:
     """StoreError naming the run when a run lock is held or a run is recorded as running."""
     for name in store.list_names(layout.LOCKS):
-        raw = store.read_text(f"{layout.LOCKS}/{name}")
-        if raw is None:
+        found = read_holder(
+            store,
+            f"{layout.LOCKS}/{name}",
+            "store gc deletes nothing while a run may be in progress (remove the lock if no run "
+            "is)",
+        )
+        if found is None:
             continue  # released since the listing
-        try:
-            holder = json.loads(raw)
-            holder["pid"] = int(holder["pid"])
-        except (ValueError, KeyError, TypeError):
-            raise StoreError(
-                f"run lock {store.path(f'{layout.LOCKS}/{name}')} is unreadable: "
-                "store gc deletes nothing while a run may be in progress (remove the lock if "
-                "no run is)"
-            ) from None
+        _, holder = found
         if holder_alive(holder):
             raise StoreError(
                 f"a run is in progress: run {holder.get('run_id', '?')} of pipeline "

@@ -64,21 +64,30 @@ def run_lock(
         _release(store, rel, run_id)
 
 
+def read_holder(store: ArtifactStore, rel: str, advice: str) -> tuple[str, dict[str, Any]] | None:
+    """The lock file ``rel`` as (text, holder with an int ``pid``), None if it is gone;
+    StoreError if it cannot be read as a lock, ending with ``advice`` (what to do about it)."""
+    raw = store.read_text(rel)
+    if raw is None:
+        return None
+    try:
+        holder = json.loads(raw)
+        holder["pid"] = int(holder["pid"])
+    except (ValueError, KeyError, TypeError):
+        raise StoreError(f"run lock {store.path(rel)} is unreadable: {advice}") from None
+    return raw, holder
+
+
 def _acquire(store: ArtifactStore, rel: str, data: bytes, pipeline: str) -> None:
     for _ in range(50):  # each turn either wins, raises, or sees a contender make progress
         if store.create_exclusive(rel, data):
             return
-        raw = store.read_text(rel)
-        if raw is None:
+        found = read_holder(
+            store, rel, f"remove it if no run of pipeline '{pipeline}' is in progress"
+        )
+        if found is None:
             continue  # released between our attempt and our look
-        try:
-            holder = json.loads(raw)
-            holder["pid"] = int(holder["pid"])
-        except (ValueError, KeyError, TypeError):
-            raise StoreError(
-                f"run lock {store.path(rel)} is unreadable: remove it if no run of "
-                f"pipeline '{pipeline}' is in progress"
-            ) from None
+        raw, holder = found
         if holder_alive(holder):
             raise RunLocked(_locked_message(store, rel, pipeline, holder), holder)
         _reclaim(store, rel, raw)

@@ -95,6 +95,27 @@ def check_guard(raw: Any, where: str) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude_none=True)
 
 
+def limit_breaches(
+    m: dict[str, Any],
+    *,
+    error_rate: float | None,
+    p95_ms: float | None,
+    min_accuracy: float | None,
+    min_requests: int,
+) -> list[str]:
+    """Which limits (None: not set) the measurements ``m`` of a window break, in words with both
+    numbers; accuracy is judged once ``min_requests`` rows have feedback. The guard's and a
+    canary rollout's (:func:`pipeflow.serving.rollout.breaches`) one reading of a window."""
+    reasons = []
+    if error_rate is not None and m["error_rate"] > error_rate:
+        reasons.append(f"error rate {m['error_rate']:.3f} > {error_rate:g}")
+    if p95_ms is not None and m["p95_ms"] is not None and m["p95_ms"] > p95_ms:
+        reasons.append(f"p95 latency {m['p95_ms']:.1f} ms > {p95_ms:g} ms")
+    if min_accuracy is not None and m["labelled"] >= min_requests and m["accuracy"] < min_accuracy:
+        reasons.append(f"live accuracy {m['accuracy']:.3f} < {min_accuracy:g}")
+    return reasons
+
+
 class Guard:
     """Judges the alias's holder over the fleet; rolls it back on a breach (module docstring)."""
 
@@ -111,20 +132,16 @@ class Guard:
 
     def breaches(self, m: dict[str, Any]) -> list[str]:
         """What the measurements ``m`` break, in words with both numbers."""
-        c, reasons = self.config, []
+        c = self.config
         if m["requests"] < c.min_requests:
             return []
-        if c.error_rate is not None and m["error_rate"] > c.error_rate:
-            reasons.append(f"error rate {m['error_rate']:.3f} > {c.error_rate:g}")
-        if c.p95_ms is not None and m["p95_ms"] is not None and m["p95_ms"] > c.p95_ms:
-            reasons.append(f"p95 latency {m['p95_ms']:.1f} ms > {c.p95_ms:g} ms")
-        if (
-            c.min_accuracy is not None
-            and m["labelled"] >= c.min_requests
-            and m["accuracy"] < c.min_accuracy
-        ):
-            reasons.append(f"live accuracy {m['accuracy']:.3f} < {c.min_accuracy:g}")
-        return reasons
+        return limit_breaches(
+            m,
+            error_rate=c.error_rate,
+            p95_ms=c.p95_ms,
+            min_accuracy=c.min_accuracy,
+            min_requests=c.min_requests,
+        )
 
     def check(
         self, server: Server, history: list[dict[str, Any]], now: float

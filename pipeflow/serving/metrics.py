@@ -36,87 +36,66 @@ class Metrics:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "pipeflow_requests",
-            "requests answered",
-            ["model", "version", "route", "code"],
-            registry=self.registry,
-        )
-        self.errors = Counter(
-            "pipeflow_errors",
-            "requests refused or failed, by type",
-            ["type"],
-            registry=self.registry,
-        )
+
+        def counter(name: str, doc: str, *labels: str) -> Counter:
+            return Counter(name, doc, labels, registry=self.registry)
+
+        def gauge(name: str, doc: str, *labels: str) -> Gauge:
+            return Gauge(name, doc, labels, registry=self.registry)
+
+        version = ("model", "version")
+        self.requests = counter("pipeflow_requests", "requests answered", *version, "route", "code")
+        self.errors = counter("pipeflow_errors", "requests refused or failed, by type", "type")
         self.latency = Histogram(
             "pipeflow_request_latency_seconds",
             "time to answer a prediction request",
-            ["model", "version", "route"],
+            [*version, "route"],
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
             registry=self.registry,
         )
-        self.rows = Counter(
-            "pipeflow_predictions", "rows predicted", ["model", "version"], registry=self.registry
-        )
-        self.unusual = Counter(
+        self.rows = counter("pipeflow_predictions", "rows predicted", *version)
+        self.unusual = counter(
             "pipeflow_unusual_inputs",
             "rows flagged as outside what the model saw in training",
-            ["model", "version"],
-            registry=self.registry,
+            *version,
         )
-        self.canary_weight = Gauge(
-            "pipeflow_canary_weight", "share of traffic sent to the canary", registry=self.registry
-        )
-        self.in_flight = Gauge(
+        self.canary_weight = gauge("pipeflow_canary_weight", "share of traffic sent to the canary")
+        self.in_flight = gauge(
             "pipeflow_requests_in_flight",
             "prediction requests received and not yet answered (reading, queued or scoring)",
-            registry=self.registry,
         )
-        self.queue_depth = Gauge(
+        self.queue_depth = gauge(
             "pipeflow_queue_depth",
             "prediction requests waiting in the micro-batch queues for a batch",
-            registry=self.registry,
         )
-        self.draining = Gauge(
+        self.draining = gauge(
             "pipeflow_draining",
             "1 while this replica drains before stopping (not ready, still answering)",
-            registry=self.registry,
         )
-
-        self.unkeyed = Counter(
+        self.unkeyed = counter(
             "pipeflow_route_unkeyed",
             "prediction requests without the --route-by key (routed at random)",
-            registry=self.registry,
         )
-        self.shadow_rows = Counter(
+        self.shadow_rows = counter(
             "pipeflow_shadow_rows",
             "rows the shadow version scored (audited in the shadow journal)",
-            ["model", "version"],
-            registry=self.registry,
+            *version,
         )
-        self.shadow_errors = Counter(
-            "pipeflow_shadow_errors",
-            "rows the shadow version failed on",
-            ["model", "version"],
-            registry=self.registry,
+        self.shadow_errors = counter(
+            "pipeflow_shadow_errors", "rows the shadow version failed on", *version
         )
-        self.shadow_dropped = Counter(
+        self.shadow_dropped = counter(
             "pipeflow_shadow_dropped",
             "requests not scored by the shadow because its queue was full",
-            ["model", "version"],
-            registry=self.registry,
+            *version,
         )
-        self.fleet_accuracy = Gauge(
+        self.fleet_accuracy = gauge(
             "pipeflow_fleet_accuracy",
             "live accuracy from feedback over every replica (right / labelled predictions)",
-            ["model", "version"],
-            registry=self.registry,
+            *version,
         )
-        self.fleet_labelled = Gauge(
-            "pipeflow_fleet_labelled",
-            "predictions with feedback over every replica",
-            ["model", "version"],
-            registry=self.registry,
+        self.fleet_labelled = gauge(
+            "pipeflow_fleet_labelled", "predictions with feedback over every replica", *version
         )
 
     def track(self, queued: Callable[[], float], draining: Callable[[], bool]) -> None:

@@ -112,22 +112,15 @@ def bucket(model: str, key: str) -> float:
 def breaches(m: dict[str, Any], config: ServeConfig) -> list[str]:
     """What the fleet's measurements ``m`` of the canary (:meth:`Fleet.window`) break of its
     limits, in words with both numbers (accuracy once ``min_requests`` labels are in)."""
-    reasons = []
-    if m["requests"] and m["error_rate"] > config.max_error_rate:
-        reasons.append(f"error rate {m['error_rate']:.3f} > {config.max_error_rate:g}")
-    if (
-        config.max_p95_ms is not None
-        and m["p95_ms"] is not None
-        and m["p95_ms"] > config.max_p95_ms
-    ):
-        reasons.append(f"p95 latency {m['p95_ms']:.1f} ms > {config.max_p95_ms:g} ms")
-    if (
-        config.min_accuracy is not None
-        and m["labelled"] >= config.min_requests
-        and m["accuracy"] < config.min_accuracy
-    ):
-        reasons.append(f"live accuracy {m['accuracy']:.3f} < {config.min_accuracy:g}")
-    return reasons
+    from pipeflow.serving.guard import limit_breaches
+
+    return limit_breaches(
+        m,
+        error_rate=config.max_error_rate if m["requests"] else None,
+        p95_ms=config.max_p95_ms,
+        min_accuracy=config.min_accuracy,
+        min_requests=config.min_requests,
+    )
 
 
 class Rollout:

@@ -364,8 +364,9 @@ async def answer(
         handle = None if version is None else served_version(server, version)
         payload = await read(server, request)
         rows = decode(payload, server.primary.signature.names) if by_name else decode(payload)
+        table = rows.table if isinstance(rows, tables.TableRows) else None
         handle, results = await predict_rows(
-            server, rows, caller, route, started, request.headers, handle
+            server, rows, caller, route, started, request.headers, handle, table
         )
         return respond(encode(payload, handle, results))
     except BadRequest as err:
@@ -472,27 +473,21 @@ async def predict(name: str, request: Request) -> Response:
 async def answer_table(request: Request, name: str) -> Response:
     """A predict request whose body is a table (Arrow IPC, Parquet; :mod:`pipeflow.serving.tables`),
     answered as a JSON body's."""
-    started = time.perf_counter()
-    server: Server = request.app.state.server
-    in_flight = server.metrics.in_flight
-    in_flight.inc()
-    try:
-        caller = caller_for(server, name, request, "predict")
-        body = await read_bytes(server, request)
-        table = tables.read_table(body, tables.content_type(request), server.config.max_rows)
-        if server.rollout.route_kind == "field":  # the key may be a column that is no feature
-            rows: Any = table.to_pylist()
-            table = None
-        else:
-            rows = tables.TableRows(table)
-        handle, results = await predict_rows(
-            server, rows, caller, "v1", started, request.headers, table=table
-        )
-        return reply(native.predict_body(None, handle, results))
-    except BadRequest as err:
-        return failure(server, err)
-    finally:
-        in_flight.dec()
+    return await answer(request, name, "v1", _as_is, native.predict_body, read=_table_rows)
+
+
+async def _table_rows(server: Server, request: Request) -> Any:
+    """The rows of a table body: lazily, from its Arrow table (checked column by column), or as
+    dicts where ``--route-by field:`` reads them (the key may be a column that is no feature)."""
+    body = await read_bytes(server, request)
+    table = tables.read_table(body, tables.content_type(request), server.config.max_rows)
+    if server.rollout.route_kind == "field":
+        return table.to_pylist()
+    return tables.TableRows(table)
+
+
+def _as_is(rows: Any) -> Any:
+    return rows
 
 
 async def feedback(name: str, request: Request) -> Response:

@@ -28,6 +28,12 @@ from pydantic import Field
 from pipeflow.core.stage import Port, Stage, StageContext
 from pipeflow.monitoring.engine import DriftPolicy
 
+#: the outputs of a stage that reports drift: this one's, and ``monitor``'s
+DRIFT_REPORT: Mapping[str, Port] = {
+    "report": Port("metrics", description="the drift report (JSON)"),
+    "html": Port("report", description="the drift report as a readable HTML page"),
+}
+
 
 class DriftConfig(DriftPolicy):
     columns: list[str] | None = Field(
@@ -44,10 +50,7 @@ class DriftStage(Stage[DriftConfig]):
         "reference": Port("table", description="the reference table (e.g. the training data)"),
         "current": Port("table", description="the table to compare with it"),
     }
-    outputs: ClassVar[Mapping[str, Port]] = {
-        "report": Port("metrics", description="the drift report (JSON)"),
-        "html": Port("report", description="the drift report as a readable HTML page"),
-    }
+    outputs: ClassVar[Mapping[str, Port]] = DRIFT_REPORT
     default_port = "report"
     description = "Drift of one table against another (KS / chi-squared, Wasserstein, JS, PSI)."
 

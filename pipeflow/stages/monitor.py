@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pipeflow.core.stage import Action, Port, StageContext
 from pipeflow.monitoring.alerts import Rule, Sink, parse_duration
 from pipeflow.monitoring.engine import DriftPolicy
+from pipeflow.stages.drift import DRIFT_REPORT
 
 
 class MonitorConfig(BaseModel):
@@ -55,10 +56,7 @@ class MonitorStage(Action[MonitorConfig]):
     """Drift, accuracy and latency of a served model over a recent window."""
 
     version: ClassVar[str] = "1"
-    outputs: ClassVar[Mapping[str, Port]] = {
-        "report": Port("metrics", description="the drift report (JSON)"),
-        "html": Port("report", description="the drift report as a readable HTML page"),
-    }
+    outputs: ClassVar[Mapping[str, Port]] = DRIFT_REPORT
     default_port = "report"
     description = (
         "Drift of a served model's live inputs against its training reference, with alerts."

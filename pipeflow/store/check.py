@@ -42,7 +42,7 @@ from typing import Any
 
 from pipeflow.errors import StoreError
 from pipeflow.store import layout
-from pipeflow.store.artifacts import ArtifactStore
+from pipeflow.store.artifacts import ArtifactStore, local_files
 from pipeflow.store.metadata import MetadataDB
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -240,29 +240,37 @@ def _check_registry(store: ArtifactStore, refs: list[_Ref], report: StoreCheck) 
             refs.append(_Ref(digest, size, f"registry version {store.path(rel)}"))
         for alias in store.list_names(f"registry/{model}/aliases"):
             folder = f"registry/{model}/aliases/{alias}"
-            for name in store.list_names(folder):
-                event = _json_file(store, f"{folder}/{name}", report)
-                if event is None:
-                    continue
-                report.registry_files += 1
-                target = event.get("to_version") if isinstance(event, dict) else None
-                if not isinstance(target, int) or target not in versions:
-                    report.problems.append(
-                        f"{store.path(f'{folder}/{name}')}: alias event points at version "
-                        f"{target!r}, which model '{model}' does not have"
-                    )
+            _check_versions_named(
+                store, folder, "to_version", "alias event points at", model, versions, report
+            )
         folder = f"{layout.REGISTRY}/{model}/{layout.REFUSALS}"
-        for name in store.list_names(folder):
-            refusal = _json_file(store, f"{folder}/{name}", report)
-            if refusal is None:
-                continue
-            report.registry_files += 1
-            target = refusal.get("version") if isinstance(refusal, dict) else None
-            if not isinstance(target, int) or target not in versions:
-                report.problems.append(
-                    f"{store.path(f'{folder}/{name}')}: refused promotion names version "
-                    f"{target!r}, which model '{model}' does not have"
-                )
+        _check_versions_named(
+            store, folder, "version", "refused promotion names", model, versions, report
+        )
+
+
+def _check_versions_named(
+    store: ArtifactStore,
+    folder: str,
+    field: str,
+    what: str,
+    model: str,
+    versions: set[int],
+    report: StoreCheck,
+) -> None:
+    """Each JSON record in ``folder`` (an alias's events, a model's refusals) names in ``field``
+    one of ``versions``, those ``model`` has; ``what`` says what the record is doing."""
+    for name in store.list_names(folder):
+        record = _json_file(store, f"{folder}/{name}", report)
+        if record is None:
+            continue
+        report.registry_files += 1
+        target = record.get(field) if isinstance(record, dict) else None
+        if not isinstance(target, int) or target not in versions:
+            report.problems.append(
+                f"{store.path(f'{folder}/{name}')}: {what} version "
+                f"{target!r}, which model '{model}' does not have"
+            )
 
 
 def _check_locks(store: ArtifactStore, report: StoreCheck) -> None:
@@ -331,20 +339,16 @@ def _check_tmp_unreachable(store: ArtifactStore, report: StoreCheck) -> None:
     for top in sorted(os.listdir(store.root)) if os.path.isdir(store.root) else []:
         if top == layout.TMP:
             continue
-        for folder, _, files in os.walk(os.path.join(store.root, top)):
-            for name in files:
-                path = os.path.join(folder, name)
-                try:
-                    st = os.lstat(path)
-                except OSError:
-                    continue
-                if (st.st_dev, st.st_ino) in in_tmp:
-                    report.problems.append(
-                        f"{path}: is the same file as {in_tmp[(st.st_dev, st.st_ino)]} "
-                        "(a write in progress is reachable under a final name)"
-                    )
-                elif os.path.islink(path) and os.path.realpath(path).startswith(real_tmp):
-                    report.problems.append(f"{path}: links into tmp/ ({os.path.realpath(path)})")
+        for path, st in local_files(
+            os.path.join(store.root, top), follow_symlinks=False, skip=OSError
+        ):
+            if (st.st_dev, st.st_ino) in in_tmp:
+                report.problems.append(
+                    f"{path}: is the same file as {in_tmp[(st.st_dev, st.st_ino)]} "
+                    "(a write in progress is reachable under a final name)"
+                )
+            elif os.path.islink(path) and os.path.realpath(path).startswith(real_tmp):
+                report.problems.append(f"{path}: links into tmp/ ({os.path.realpath(path)})")
 
 
 # -- fsspec helpers ---------------------------------------------------------------------------

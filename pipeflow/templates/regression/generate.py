@@ -8,11 +8,12 @@ Replace the file with your own table (same columns, or edit pipeline.yaml to mat
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from pipeflow.sample_data import write_sample
 
 OUT = Path(__file__).with_name("data") / "houses.csv"
 REGIONS = {"centre": 5200.0, "suburbs": 3400.0, "coast": 4300.0, "rural": 2100.0}
@@ -43,15 +44,5 @@ def generate(rows: int = 2000, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    OUT.parent.mkdir(exist_ok=True)
-    generate(args.rows, args.seed).to_csv(OUT, index=False)
-    print(f"wrote {args.rows} rows to {OUT}")
-
-
 if __name__ == "__main__":
-    main()
+    write_sample(generate, OUT, __doc__)

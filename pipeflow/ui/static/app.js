@@ -344,27 +344,32 @@
     ];
   }
 
-  async function runsPage() {
-    const data = await api("/api/runs?limit=200");
-    if (!data.runs.length) return [h("h1", {}, "Runs"), empty("No runs recorded yet — run `pipeflow run spec.yaml`", "Runs appear here as soon as they start.")];
-    return [
-      h("h1", {}, "Runs"),
-      table(
-        [
-          { title: "run", cell: (r) => runLink(r.id) },
-          { title: "pipeline", cell: (r) => r.pipeline },
-          { title: "state", cell: (r) => badge(r.state) },
-          { title: "started", cell: (r) => fmtTime(r.started) },
-          { title: "duration", cell: (r) => fmtDuration(r.duration_s), num: true },
-          { title: "stages", cell: (r) => `${r.n_done} done, ${r.n_cached} cached, ${r.n_failed} failed`, num: true },
-          { title: "executor", cell: (r) => r.executor || "" },
-          { title: "tags", cell: (r) => Object.entries(r.tags || {}).sort().map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)) },
-        ],
-        data.runs,
-        { id: "runs-table" },
-      ),
-      await metricAcrossRuns(),
-    ];
+  // A page that lists what `url` answers under `key` in a table (id `${key}-table`) and, where
+  // given, `after(data)` below it; when the list is empty, `none`: why, and what makes one.
+  async function listPage(title, url, key, none, columns, after) {
+    const data = await api(url);
+    if (!data[key].length) return [h("h1", {}, title), empty(...none)];
+    return [h("h1", {}, title), table(columns, data[key], { id: `${key}-table` }), ...(after ? [await after(data)] : [])];
+  }
+
+  function runsPage() {
+    return listPage(
+      "Runs",
+      "/api/runs?limit=200",
+      "runs",
+      ["No runs recorded yet — run `pipeflow run spec.yaml`", "Runs appear here as soon as they start."],
+      [
+        { title: "run", cell: (r) => runLink(r.id) },
+        { title: "pipeline", cell: (r) => r.pipeline },
+        { title: "state", cell: (r) => badge(r.state) },
+        { title: "started", cell: (r) => fmtTime(r.started) },
+        { title: "duration", cell: (r) => fmtDuration(r.duration_s), num: true },
+        { title: "stages", cell: (r) => `${r.n_done} done, ${r.n_cached} cached, ${r.n_failed} failed`, num: true },
+        { title: "executor", cell: (r) => r.executor || "" },
+        { title: "tags", cell: (r) => Object.entries(r.tags || {}).sort().map(([k, v]) => h("span", { class: "chip" }, `${k}=${v}`)) },
+      ],
+      () => metricAcrossRuns(),
+    );
   }
 
   // one logged metric in each run that logged it (its value: the one at its highest step)
@@ -498,24 +503,21 @@
     ];
   }
 
-  async function modelsPage() {
-    const data = await api("/api/models");
-    if (!data.models.length) return [h("h1", {}, "Models"), empty("No models registered yet", "A `promote` stage registers a version when a run reaches it.")];
-    return [
-      h("h1", {}, "Models"),
-      table(
-        [
-          { title: "model", cell: (m) => modelLink(m.name) },
-          { title: "versions", cell: (m) => fmtNum(m.versions), num: true },
-          { title: "latest", cell: (m) => `v${m.latest}` },
-          { title: "created", cell: (m) => fmtTime(m.latest_created) },
-          { title: "aliases", cell: (m) => Object.entries(m.aliases).sort().map(([a, v]) => h("span", { class: "chip" }, `${a} → v${v}`)) },
-          { title: "latest metric", cell: (m) => (m.headline ? `${m.headline.metric} ${fmtNum(m.headline.value, 4)}` : "") },
+  function modelsPage() {
+    return listPage(
+      "Models",
+      "/api/models",
+      "models",
+      ["No models registered yet", "A `promote` stage registers a version when a run reaches it."],
+      [
+        { title: "model", cell: (m) => modelLink(m.name) },
+        { title: "versions", cell: (m) => fmtNum(m.versions), num: true },
+        { title: "latest", cell: (m) => `v${m.latest}` },
+        { title: "created", cell: (m) => fmtTime(m.latest_created) },
+        { title: "aliases", cell: (m) => Object.entries(m.aliases).sort().map(([a, v]) => h("span", { class: "chip" }, `${a} → v${v}`)) },
+        { title: "latest metric", cell: (m) => (m.headline ? `${m.headline.metric} ${fmtNum(m.headline.value, 4)}` : "") },
         ],
-        data.models,
-        { id: "models-table" },
-      ),
-    ];
+    );
   }
 
   async function modelPage(name) {
@@ -789,25 +791,22 @@
     return [h("h1", {}, "Drift and accuracy"), controls, body];
   }
 
-  async function alertsPage() {
-    const data = await api("/api/alerts");
-    if (!data.alerts.length) return [h("h1", {}, "Alerts"), empty("No alerts fired yet", "`pipeflow monitor NAME@production --rules rules.yaml` fires alerts when a rule is broken.")];
-    return [
-      h("h1", {}, "Alerts"),
-      table(
-        [
-          { title: "when", cell: (a) => fmtTime(a.time) },
-          { title: "severity", cell: (a) => badge(a.severity || "warning") },
-          { title: "model", cell: (a) => (a.model ? [modelLink(a.model), a.version !== null && a.version !== undefined ? ` v${a.version}` : ""] : "") },
-          { title: "rule", cell: (a) => a.rule || a.key || "" },
-          { title: "value", cell: (a) => (a.metric ? `${a.metric} ${fmtNum(a.value)} ${a.op || ""} ${fmtNum(a.threshold)}` : "") },
-          { title: "message", cell: (a) => a.message || "" },
-        ],
-        data.alerts,
-        { id: "alerts-table" },
-      ),
-      data.total > data.alerts.length ? h("p", { class: "muted" }, `the latest ${data.alerts.length} of ${data.total}`) : null,
-    ];
+  function alertsPage() {
+    return listPage(
+      "Alerts",
+      "/api/alerts",
+      "alerts",
+      ["No alerts fired yet", "`pipeflow monitor NAME@production --rules rules.yaml` fires alerts when a rule is broken."],
+      [
+        { title: "when", cell: (a) => fmtTime(a.time) },
+        { title: "severity", cell: (a) => badge(a.severity || "warning") },
+        { title: "model", cell: (a) => (a.model ? [modelLink(a.model), a.version !== null && a.version !== undefined ? ` v${a.version}` : ""] : "") },
+        { title: "rule", cell: (a) => a.rule || a.key || "" },
+        { title: "value", cell: (a) => (a.metric ? `${a.metric} ${fmtNum(a.value)} ${a.op || ""} ${fmtNum(a.threshold)}` : "") },
+        { title: "message", cell: (a) => a.message || "" },
+      ],
+      (data) => (data.total > data.alerts.length ? h("p", { class: "muted" }, `the latest ${data.alerts.length} of ${data.total}`) : null),
+    );
   }
 
   // ---------------------------------------------------------------------------------- routing
