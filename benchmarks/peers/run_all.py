@@ -8,9 +8,11 @@ ahead of Kedro and MLflow on every row") and PASS / MISS / info / skip.
 Usage::
 
     .venv/bin/python benchmarks/peers/run_all.py [--quick] [--rows N] [--out docs/benchmarks.md]
+        [--dir DIR [--only serving.py ...]]
 
 ``--quick`` is a smoke run (small sizes) and does not overwrite the docs unless ``--out`` is
-given. The page is generated down to the ``HAND_WRITTEN`` marker; what follows it (sections on
+given. ``--dir`` keeps each script's JSON; with ``--only``, just the scripts named run again and
+the others' rows come from their JSON there (to redo one script without the rest). The page is generated down to the ``HAND_WRITTEN`` marker; what follows it (sections on
 other benchmarks, written by hand) is kept. Like every benchmark here it never fails on a missed
 target; it exits 1 only if a script itself broke (and still writes what the others measured).
 """
@@ -18,6 +20,7 @@ target; it exits 1 only if a script itself broke (and still writes what the othe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -93,6 +96,13 @@ def run_script(script: str, quick: bool, rows: int | None, out: Path) -> tuple[l
         return [], f"{script} exited {done.returncode}"
     data = json.loads(out.read_text())
     return [Row(**r) for r in data["rows"]], ""
+
+
+def read_rows(out: Path) -> tuple[list[Row], str]:
+    """The rows of an earlier run of a script (``--only`` runs the others), or why there are none."""
+    if not out.exists():
+        return [], f"{out.name}: no earlier JSON in {out.parent} (run without --only first)"
+    return [Row(**r) for r in json.loads(out.read_text())["rows"]], ""
 
 
 def write_doc(
@@ -251,16 +261,35 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     p.add_argument("--rows", type=int, help="rows for validation and training (ml.py --rows)")
     p.add_argument("--out", type=Path, help="the doc to write (default docs/benchmarks.md)")
+    p.add_argument(
+        "--dir", type=Path, help="keep each script's JSON here (default: a temporary folder)"
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=SCRIPTS,
+        help="run only these scripts; the others' rows are read from --dir's earlier JSON",
+    )
     args = p.parse_args()
+    if args.only and not args.dir:
+        p.error("--only needs --dir: the folder holding the other scripts' earlier JSON")
     out = args.out or (None if args.quick else REPO / "docs" / "benchmarks.md")
 
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     rows: list[Row] = []
     broken: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="pipeflow-peers-") as name:
+    with contextlib.ExitStack() as stack:
+        where = args.dir or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="pipeflow-peers-"))
+        )
+        where.mkdir(parents=True, exist_ok=True)
         for script in SCRIPTS:
-            got, why = run_script(script, args.quick, args.rows, Path(name) / f"{script}.json")
+            out_json = where / f"{script}.json"
+            if args.only and script not in args.only:
+                got, why = read_rows(out_json)
+            else:
+                got, why = run_script(script, args.quick, args.rows, out_json)
             rows += got
             if why:
                 broken.append(why)

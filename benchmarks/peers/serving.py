@@ -190,7 +190,9 @@ class Model:
             os.environ.get("BENCH_MODEL", "tumours"), "production"
         )
 
-    @bentoml.api(batchable=True)
+    # BentoML's default max_batch_size is 100 rows: a 1000-row request would be split into ten
+    # jobs; room for four concurrent 1000-row requests is what a user serving them would set
+    @bentoml.api(batchable=True, max_batch_size=4096)
     def predict(self, frame: pd.DataFrame) -> np.ndarray:
         return self.model.predict(frame)
 """
