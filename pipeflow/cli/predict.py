@@ -65,6 +65,12 @@ def add_parsers(sub: Any) -> None:
         action="store_false",
         help="classifiers: leave out the proba_<class> columns",
     )
+    c.add_argument(
+        "--explain",
+        action="store_true",
+        help="add each row's explanation: explain_base and contrib_<feature> per input column "
+        "(summing to the model's margin), explain_class for classifiers",
+    )
     add_debug(c)
     c.set_defaults(handler=cmd_predict)
 
@@ -102,6 +108,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         partition_rows=args.partition_rows,
         scheduler=scheduler,
         probabilities=args.probabilities,
+        explain=args.explain,
     )
     rate = summary["rows"] / summary["duration_s"] if summary["duration_s"] else 0.0
     print(

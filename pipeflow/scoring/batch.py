@@ -39,7 +39,11 @@ Policy, and why:
 - **Audit.** With an audit folder, one ``batches`` record per job (see
   :mod:`pipeflow.store.journal`): the batch id, model version, input and output with their
   sha256 fingerprints (of the file's bytes, or of the sorted per-file digests of a directory or
-  glob), rows, duration and user. The same record is returned.
+  glob), rows, duration and user (and ``explain``, the method, when asked). The same record
+  is returned.
+- **Explanations** (``explain=True``, ``pipeflow predict --explain``): the explanation columns
+  of :mod:`pipeflow.scoring.model` on both paths; the explainer is built here once and travels
+  with each task (it holds no model). The kernel method costs its ``evaluations`` per row.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ def predict_file(
     scheduler: Any = "threads",
     storage_options: dict[str, Any] | None = None,
     probabilities: bool = True,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Score ``input_path`` with ``name@which`` and write ``output_path``; returns the summary
     (the audit record): ``id``, ``time``, ``model``, ``version``, ``ref``, ``input``,
@@ -104,7 +109,9 @@ def predict_file(
     ``scheduler``: ``"sync"``, ``"threads"``, ``"processes"``, ``"distributed"`` (a LocalCluster
     for this job, sized as every LocalCluster pipeflow starts: :mod:`pipeflow.execute.cluster`),
     a scheduler address (``tcp://host:8786``) or a ``distributed.Client``.
-    ``storage_options`` apply to both the input and the output URL.
+    ``storage_options`` apply to both the input and the output URL. ``explain``: add each
+    row's explanation (:mod:`pipeflow.governance.explain`) as ``explain_base`` and
+    ``contrib_<feature>`` columns (and ``explain_class`` for classifiers).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -135,7 +142,14 @@ def predict_file(
     holder = ModelHolder(model, registry.store.ref, record)
     stop = threading.Event()
     pool = ThreadPoolExecutor(1, thread_name_prefix="pipeflow-fingerprint")
-    spec = ScoreSpec(tuple(features), id_column, probabilities, datetime_features(record))
+    explainer = None
+    if explain:
+        from pipeflow.governance.explain import explainer_for
+
+        explainer = explainer_for(model, record, features)
+    spec = ScoreSpec(
+        tuple(features), id_column, probabilities, datetime_features(record), explainer
+    )
     here = _where(scheduler).get("kind") in IN_PROCESS and source.in_process(partition_rows)
     try:  # hashing the input overlaps with scoring it
         input_fingerprint = pool.submit(source.fingerprint, stop)
@@ -164,6 +178,8 @@ def predict_file(
             "duration_s": round(time.perf_counter() - clock, 6),
             "user": current_user(),
         }
+        if explainer is not None:
+            summary["explain"] = explainer.method
     finally:
         stop.set()  # a failed job does not wait for the hash of a large input
         pool.shutdown(wait=False)

@@ -5,6 +5,14 @@ each row its prediction id, its prediction, the class probabilities when the mod
 the flags of unusual inputs. The ids are what feedback refers to: a feedback body is
 ``{id, outcome}`` or an array of them, checked here in full before anything is recorded (an
 outcome goes to the audit log as it came, so it must be JSON the log can write).
+
+Explanations (:mod:`pipeflow.governance.explain`) are asked for with ``?explain=true`` (any
+predict body, tables too) or ``"explain": true`` in a JSON body: in a one-row object beside the
+features, or ``{"rows": [...], "explain": true}`` for several (when the model has no feature of
+that name). Each row's answer then carries ``explanation``: ``method``, ``output``, ``base`` and
+``contributions`` (``{feature: value}``), plus ``class`` (classifiers) and ``evaluations``
+(the kernel method's cost per row). A value other than true or false is a 422 naming the
+parameter; a request without either is answered exactly as before.
 """
 
 from __future__ import annotations
@@ -32,6 +40,54 @@ def rows_from_native(payload: Any) -> list[Any]:
     if isinstance(payload, list):
         return payload
     raise BadRequest(422, "invalid_request", "expected a JSON object (one row) or an array of rows")
+
+
+#: what ``?explain=`` takes (any case)
+EXPLAIN_VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+
+def explain_query(params: Any) -> bool | None:
+    """The ``explain`` query parameter (None: not given); 422 naming it for another value."""
+    value = params.get("explain")
+    if value is None:
+        return None
+    found = EXPLAIN_VALUES.get(value.strip().lower())
+    if found is None:
+        raise BadRequest(
+            422,
+            "validation_error",
+            f"query parameter 'explain': expected true or false, got {value[:40]!r}",
+            [{"field": "explain", "expected": "true or false", "got": repr(value[:40])}],
+        )
+    return found
+
+
+def explain_option(params: Any, payload: Any, names: list[str]) -> tuple[Any, bool]:
+    """(the body without its ``explain`` field, whether explanations are asked for): from the
+    query (``params``) and the body (see the module docstring); 422 naming ``explain`` for a
+    value that is not a boolean, or when query and body disagree."""
+    asked = explain_query(params)
+    if isinstance(payload, dict) and "explain" in payload and "explain" not in names:
+        payload = dict(payload)
+        value = payload.pop("explain")
+        if not isinstance(value, bool):
+            raise BadRequest(
+                422,
+                "validation_error",
+                f"field 'explain': expected true or false, got {dumps(value)[:40].decode()}",
+                [{"field": "explain", "expected": "true or false", "got": repr(value)[:40]}],
+            )
+        if asked is not None and asked != value:
+            raise BadRequest(
+                422,
+                "validation_error",
+                f'?explain={str(asked).lower()} and "explain": {str(value).lower()} disagree',
+                [{"field": "explain", "expected": "one answer", "got": "two"}],
+            )
+        asked = value
+        if "rows" in payload and "rows" not in names and len(payload) == 1:
+            payload = payload["rows"]
+    return payload, bool(asked)
 
 
 def predict_body(payload: Any, handle: Handle, results: list[dict[str, Any]]) -> dict[str, Any]:
