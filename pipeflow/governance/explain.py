@@ -7,6 +7,8 @@ exactly (to float rounding). Which output, and how, depends on the final estimat
 - **xgboost** (``method: xgboost``): the booster's own exact tree SHAP
   (``pred_contribs=True``); the output is the margin (``output_margin=True``: log-odds for a
   binary classifier, the raw score of a regressor); the bias column is the base. No background.
+  xgboost computes in float32: the base takes the sum's rounding (it differs from the bias by
+  about 1e-7 of the margin), so base and contributions add up to the margin it reports.
 - **linear models** (``method: linear``; scikit-learn's ``linear_model`` estimators and linear
   SVMs): ``coef × (x − mean)`` per transformed column, where ``x`` is the row after the
   pipeline's preprocessing (scaled numbers, one-hot columns, TF-IDF terms) and ``mean`` the mean
@@ -180,9 +182,13 @@ class Explainer:
             if contribs.ndim == 3:  # multiclass: (rows, classes, features + 1)
                 cls = margin.argmax(axis=1)
                 contribs = contribs[np.arange(len(cls)), cls]
+                margin = margin[np.arange(len(cls)), cls]
             else:
                 cls = np.ones(len(contribs), dtype=int)
-            return contribs[:, -1].astype(float), (contribs[:, :-1] @ onto).astype(float), cls
+            values = np.asarray(contribs[:, :-1].astype(float) @ onto)
+            # float32 sums: the base (the bias column) takes the rounding, so that the base and
+            # the contributions add up to the margin xgboost reports, exactly
+            return margin.astype(float) - values.sum(axis=1), values, cls
         coef = np.atleast_2d(np.asarray(estimator.coef_, dtype=float))
         intercept = np.atleast_1d(np.asarray(estimator.intercept_, dtype=float))
         mean = self.mean if self.mean is not None else np.zeros(coef.shape[1])
