@@ -185,7 +185,7 @@ class Explainer:
                 margin = margin[np.arange(len(cls)), cls]
             else:
                 cls = np.ones(len(contribs), dtype=int)
-            values = np.asarray(contribs[:, :-1].astype(float) @ onto)
+            values = _dense(contribs[:, :-1].astype(float) @ onto)
             # float32 sums: the base (the bias column) takes the rounding, so that the base and
             # the contributions add up to the margin xgboost reports, exactly
             return margin.astype(float) - values.sum(axis=1), values, cls
@@ -207,7 +207,7 @@ class Explainer:
             w = coef[k]
             part = Xt[rows]
             scaled = part.multiply(w) if _is_sparse(part) else part * w
-            values[rows] = np.asarray(scaled @ onto) - (w * mean) @ onto
+            values[rows] = _dense(scaled @ onto) - _dense(onto.T @ (w * mean))
             base[rows] = intercept[k] + float(w @ mean)
         return base, values, ks
 
@@ -418,6 +418,13 @@ def _onto(sources: Any, width: int) -> Any:
 
 def _is_sparse(X: Any) -> bool:  # noqa: N803
     return hasattr(X, "tocsr")
+
+
+def _dense(X: Any) -> Any:  # noqa: N803
+    """A plain float ndarray of a dense or sparse product."""
+    import numpy as np
+
+    return np.asarray(X.toarray() if _is_sparse(X) else X, dtype=float)
 
 
 def _dot(X: Any, W: Any) -> Any:  # noqa: N803

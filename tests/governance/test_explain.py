@@ -141,6 +141,36 @@ def test_linear_regressors_add_up_to_predict_and_without_a_profile_the_base_is_t
         additive(plain, model.predict(X.head(10)), 1e-9)
 
 
+def test_sparse_text_features_are_explained_by_both_exact_methods() -> None:
+    """TF-IDF terms make the preprocessing's output sparse (as pipeflow's train stage builds it
+    for text): every term's share goes to the text column."""
+    xgboost = pytest.importorskip("xgboost")
+    X = table().assign(note=lambda f: np.where(f.plan == "a", "late payment again", "on time"))
+    features = [*FEATURES, "note"]
+    roles = {**ROLES, "note": "text"}
+    prepare = ColumnTransformer(
+        [
+            ("text_note", TfidfVectorizer(), "note"),
+            ("numeric", StandardScaler(), ["age", "income"]),
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), ["region", "plan"]),
+        ],
+        sparse_threshold=1.0,
+    )
+    y = binary(X)
+    rows = X.head(12)
+    linear = Pipeline([("prepare", prepare), ("model", LogisticRegression())]).fit(X, y)
+    assert hasattr(linear[:-1].transform(rows), "tocsr")  # sparse indeed
+    found = explainer_for(linear, record_of(X, roles), features).explain(linear, rows)
+    assert found.names == features
+    additive(found, linear.decision_function(rows), 1e-9)
+    boosted = LabelDecodedClassifier(
+        Pipeline([("prepare", prepare), ("model", xgboost.XGBClassifier(n_estimators=20))])
+    ).fit(X, y)
+    found = explainer_for(boosted, record_of(X, roles), features).explain(boosted, rows)
+    inner = boosted.pipeline
+    additive(found, inner[-1].predict(inner[:-1].transform(rows), output_margin=True), 1e-9)
+
+
 # ------------------------------------------------------------------------------------ xgboost
 
 
