@@ -5,6 +5,8 @@
 - :func:`feature_importance`: permutation importance on the raw input columns (plus xgboost's
   SHAP contributions per model feature, for xgboost models);
 - :func:`data_summary`: a short, JSON-ready description of a table and its target;
+- :mod:`pipeflow.governance.explain`: explanations per prediction (contributions per input
+  column that add up to the model's margin), for serving and batch scoring;
 - :func:`render_card`: the model card of one registered version, as Markdown and HTML.
 
 Pure functions: no I/O, no store, nothing registered on import. Heavy libraries (numpy, pandas,
