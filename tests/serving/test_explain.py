@@ -115,3 +115,47 @@ def test_explain_answers_audits_and_shows_contributions_that_add_up_to_the_margi
     top = max(answered[2]["explanation"]["contributions"].items(), key=lambda kv: abs(kv[1]))
     assert f"; {top[0]} {top[1]:+.4g}" in line  # the largest contribution first
     assert np.isfinite(answered[2]["explanation"]["base"])
+
+
+def test_a_model_that_cannot_be_explained_answers_422_naming_explain_and_still_predicts(
+    serve, tumours: Path, own_store: Path
+) -> None:
+    """A forest (no exact method) registered without a training profile: the kernel method
+    has no background to draw from."""
+    from sklearn.compose import make_column_transformer
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    registry = Registry(ArtifactStore(str(own_store)))
+    first = registry.version("tumours", 1)
+    features = [f["name"] for f in first["signature"]["features"]]
+    frame = pd.read_csv(tumours / "data.csv")
+    forest = make_pipeline(
+        make_column_transformer(
+            ("passthrough", [f for f in features if f != "size_band"]),
+            (OneHotEncoder(handle_unknown="ignore"), ["size_band"]),
+        ),
+        RandomForestClassifier(10, random_state=0),
+    ).fit(frame[features], frame["diagnosis"])
+    version = registry.register(
+        "tumours", registry.store.save(forest, "model"), signature=first["signature"]
+    )["version"]
+    s = serve(f"tumours@{version}", store=own_store)
+    rows = sample_rows(tumours, 2)
+    with s.client() as c:
+        refused = c.post(f"{PREDICT}?explain=true", json=rows)
+        refused_again = c.post(PREDICT, json={"rows": rows, "explain": True})
+        plain = c.post(PREDICT, json=rows)
+    assert refused.status_code == refused_again.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["fields"][0]["field"] == "explain"
+    assert (
+        f"tumours@{version}: RandomForestClassifier has no exact explanation method"
+        in (error["message"])
+    )
+    assert "no training profile" in error["message"]
+    assert plain.status_code == 200 and len(plain.json()["predictions"]) == 2
+    ids = {r["id"] for r in audit.read(own_store / "audit", "predictions")}
+    assert {p["id"] for p in plain.json()["predictions"]} <= ids  # nothing refused was audited
+    assert len(ids) == 2
