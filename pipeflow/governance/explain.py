@@ -58,7 +58,7 @@ with each task); :meth:`Explainer.explain` takes the model and the rows.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeflow.errors import ExplainUnavailable
@@ -136,7 +136,6 @@ class Explainer:
     base0: Any = None  # kernel: mean output over the background per output column
     coalitions: Any = None  # kernel: (m, M) bool
     projection: Any = None  # kernel: (M-1, m) the constrained least-squares solve
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def evaluations(self) -> int | None:
@@ -460,8 +459,8 @@ def coalitions(features: int, budget: int = MAX_COALITIONS, seed: int = 0) -> tu
     import numpy as np
 
     M = features
-    if M < 2:
-        return np.ones((1, max(M, 1)), dtype=bool), np.ones(1)
+    if M < 2:  # one column: its contribution is the whole difference, nothing to evaluate
+        return np.zeros((0, max(M, 1)), dtype=bool), np.zeros(0)
     if budget >= 2**M - 2:
         Z = np.array(
             [z for z in itertools.product((False, True), repeat=M) if 0 < sum(z) < M], dtype=bool

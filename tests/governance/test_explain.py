@@ -284,6 +284,14 @@ def test_many_columns_are_sampled_within_the_budget_and_still_add_up() -> None:
     assert np.array_equal(found.values, again.values)
 
 
+def test_one_column_takes_the_whole_difference_without_evaluating_anything() -> None:
+    X = table()[["age"]]
+    model = RandomForestClassifier(10, random_state=0).fit(X, binary(table()))
+    found = explainer_for(model, record_of(X, {"age": "numeric"}), ["age"]).explain(model, X[:5])
+    assert found.evaluations == 0
+    additive(found, model.predict_proba(X[:5])[:, 1], 1e-12)
+
+
 def test_a_model_with_no_exact_method_and_no_profile_cannot_be_explained() -> None:
     X = table()
     model = Pipeline(
