@@ -543,14 +543,11 @@ def register(app: FastAPI, server: Server) -> None:
 
     row_schema = server.primary.signature.json_schema()
     predict_schema = {
+        "parameters": [native.EXPLAIN_PARAMETER],
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"oneOf": [row_schema, {"type": "array", "items": row_schema}]}
-                }
-            },
-        }
+            "content": {"application/json": {"schema": native.predict_schema(row_schema)}},
+        },
     }
     feedback_schema = {
         "requestBody": {

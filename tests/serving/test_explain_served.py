@@ -57,6 +57,7 @@ def test_explain_answers_audits_and_shows_contributions_that_add_up_to_the_margi
         bad = c.post(f"{PREDICT}?explain=maybe", json=rows)
         bad_body = c.post(PREDICT, json={**rows[0], "explain": "yes"})
         disagree = c.post(f"{PREDICT}?explain=false", json={**rows[0], "explain": True})
+        document = c.get("/openapi.json").json()
     for r in (plain, again, explained, one, several, arrow):
         assert r.status_code == 200, r.text
     # without explain: the answer it always was, no explanation anywhere
@@ -85,6 +86,11 @@ def test_explain_answers_audits_and_shows_contributions_that_add_up_to_the_margi
         bad_body.status_code == 422 and bad_body.json()["error"]["fields"][0]["field"] == "explain"
     )
     assert disagree.status_code == 422 and "disagree" in disagree.text
+    # the OpenAPI document says so too: the query parameter and the body with rows and explain
+    operation = document["paths"]["/v1/models/{name}/predict"]["post"]
+    assert [p["name"] for p in operation["parameters"] if p["in"] == "query"] == ["explain"]
+    bodies = operation["requestBody"]["content"]["application/json"]["schema"]["oneOf"]
+    assert bodies[2]["required"] == ["rows", "explain"]
 
     # audited: the request's one record holds the explanations as columns; the plain one none
     raw = [

@@ -42,6 +42,30 @@ def rows_from_native(payload: Any) -> list[Any]:
     raise BadRequest(422, "invalid_request", "expected a JSON object (one row) or an array of rows")
 
 
+#: the ``explain`` query parameter in the OpenAPI document
+EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "answer each row with its explanation: contributions per input column that "
+    "add up, with base, to the model's margin",
+}
+
+
+def predict_schema(row: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a predict body whose rows are ``row``: a row, a list of rows, or
+    ``{"rows": [...], "explain": true}``."""
+    rows = {"type": "array", "items": row}
+    explained = {
+        "type": "object",
+        "properties": {"rows": rows, "explain": {"type": "boolean"}},
+        "required": ["rows", "explain"],
+        "additionalProperties": False,
+    }
+    return {"oneOf": [row, rows, explained]}
+
+
 #: what ``?explain=`` takes (any case)
 EXPLAIN_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
