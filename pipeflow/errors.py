@@ -6,8 +6,10 @@
     ├── SpecError                 exit 2: the spec file (YAML, grammar, values, interpolation)
     │   └── GraphError            exit 2: wiring (missing stage/port, kind mismatch, cycle, type)
     ├── UsageError                exit 2: bad command-line arguments or API arguments
-    │   └── NonFiniteInput        exit 2: an inf (or a number beyond float range) where a model
-    │                             reads a feature
+    │   ├── NonFiniteInput        exit 2: an inf (or a number beyond float range) where a model
+    │   │                         reads a feature
+    │   └── ExplainUnavailable    exit 2: explanations asked of a model that cannot give them
+    │                             (no method fits and no training profile for the fallback)
     ├── StageError                exit 1: a stage failed while running (names the stage)
     │   └── StageTimeout          exit 1: a stage ran past its ``timeout_s``
     ├── RunLocked                 exit 1: the same resolved spec is already running on this store
@@ -126,6 +128,12 @@ class NonFiniteInput(UsageError):
             f"{of}column '{self.column}' holds {self.value}{at}, where the model needs a finite "
             "number (inf, -inf and numbers beyond ±1.8e308 cannot be scored)"
         )
+
+
+class ExplainUnavailable(UsageError):
+    """Explanations were asked of a model version that cannot give them: no exact method fits
+    its estimator and its record holds no training profile to draw the model-agnostic
+    fallback's background rows from (:mod:`pipeflow.governance.explain`)."""
 
 
 class StageError(PipeflowError):

@@ -512,6 +512,27 @@ def _find_prediction(args: argparse.Namespace, registry: Any) -> dict[str, Any] 
     )
 
 
+def explanation_line(explanation: dict[str, Any], top: int = 10) -> str:
+    """A prediction's explanation in one line: method, output, base, then the contributions,
+    the largest first (``top`` of them)."""
+    about = [str(explanation.get("method")), str(explanation.get("output"))]
+    if explanation.get("class") is not None:
+        about[1] += f" of class {explanation['class']!r}"
+    if explanation.get("evaluations") is not None:
+        about.append(f"{explanation['evaluations']:,} model evaluations")
+    given = explanation.get("contributions") or {}
+    ranked = sorted(given.items(), key=lambda kv: -abs(kv[1]) if kv[1] is not None else 0.0)
+    parts = [f"{k} {v:+.4g}" if v is not None else f"{k} ?" for k, v in ranked[:top]]
+    if len(ranked) > top:
+        parts.append(f"... {len(ranked) - top} more")
+    base = explanation.get("base")
+    return (
+        f"   explanation ({', '.join(about)}): base {base:.4g}; {', '.join(parts)}"
+        if isinstance(base, int | float)
+        else f"   explanation ({', '.join(about)}): {', '.join(parts)}"
+    )
+
+
 def cmd_lineage(args: argparse.Namespace) -> int:
     from pipeflow.registry import parse_ref
     from pipeflow.registry.lineage import model_lineage
@@ -546,6 +567,8 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         )
         if prediction.get("flags"):
             console.print(f"   flags: {'; '.join(prediction['flags'])}", markup=False)
+        if isinstance(prediction.get("explanation"), dict):
+            console.print(explanation_line(prediction["explanation"]), markup=False)
         for fb in prediction.get("feedback", []):
             console.print(f"   feedback {when(fb.get('time'))}: true outcome {fb.get('outcome')!r}")
         console.print("   answered by:")

@@ -74,6 +74,12 @@ def add_parsers(sub: Any) -> None:
         "with --resources GPU=1 score, xgboost on cuda there, else on the CPU); a local executor "
         "scores in this process as that worker",
     )
+    c.add_argument(
+        "--explain",
+        action="store_true",
+        help="add each row's explanation: explain_base and contrib_<feature> per input column "
+        "(summing to the model's margin), explain_class for classifiers",
+    )
     add_debug(c)
     c.set_defaults(handler=cmd_predict)
 
@@ -114,6 +120,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         scheduler=scheduler,
         probabilities=args.probabilities,
         resources=resources,
+        explain=args.explain,
     )
     rate = summary["rows"] / summary["duration_s"] if summary["duration_s"] else 0.0
     print(

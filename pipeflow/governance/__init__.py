@@ -9,6 +9,8 @@
   of a binary classifier, chosen on validation rows and applied to its probabilities;
 - :mod:`pipeflow.governance.business`: what a model's decisions are worth (cost matrix, value per
   right answer, SLA breaches), declared at promotion;
+- :mod:`pipeflow.governance.explain`: explanations per prediction (contributions per input
+  column that add up to the model's margin), for serving and batch scoring;
 - :func:`render_card`: the model card of one registered version, as Markdown and HTML.
 
 Pure functions: no I/O, no store, nothing registered on import. Heavy libraries (numpy, pandas,

@@ -41,12 +41,16 @@ Policy, and why:
 - **Audit.** With an audit folder, one ``batches`` record per job (see
   :mod:`pipeflow.store.journal`): the batch id, model version, input and output with their
   sha256 fingerprints (of the file's bytes, or of the sorted per-file digests of a directory or
-  glob), rows, duration and user; and where it was scored: ``device``, ``workers``,
+  glob), rows, duration and user (and ``explain``, the method, when asked); and where it was
+  scored: ``device``, ``workers``,
   ``resources`` and ``notes`` (:mod:`pipeflow.scoring.device`). The same record is returned.
 - **Worker resources** (``resources={"GPU": 1}``): on a cluster the scoring tasks go only to
   workers offering them, and ``GPU`` asks for scoring on ``cuda`` with a CPU fallback; a local
   scheduler scores in this process (or its pool) as the worker offering them
   (:mod:`pipeflow.scoring.device`).
+- **Explanations** (``explain=True``, ``pipeflow predict --explain``): the explanation columns
+  of :mod:`pipeflow.scoring.model` on both paths; the explainer is built here once and travels
+  with each task (it holds no model). The kernel method costs its ``evaluations`` per row.
 """
 
 from __future__ import annotations
@@ -113,6 +117,7 @@ def predict_file(
     storage_options: dict[str, Any] | None = None,
     probabilities: bool = True,
     resources: dict[str, float] | None = None,
+    explain: bool = False,
 ) -> dict[str, Any]:
     """Score ``input_path`` with ``name@which`` and write ``output_path``; returns the summary
     (the audit record): ``id``, ``time``, ``model``, ``version``, ``ref``, ``input``,
@@ -124,7 +129,9 @@ def predict_file(
     a scheduler address (``tcp://host:8786``) or a ``distributed.Client``.
     ``storage_options`` apply to both the input and the output URL. ``resources``: Dask worker
     resources every scoring task asks for (``{"GPU": 1}``: scored on ``cuda`` where usable; see
-    :mod:`pipeflow.scoring.device`).
+    :mod:`pipeflow.scoring.device`). ``explain``: add each
+    row's explanation (:mod:`pipeflow.governance.explain`) as ``explain_base`` and
+    ``contrib_<feature>`` columns (and ``explain_class`` for classifiers).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -170,6 +177,12 @@ def predict_file(
     holder = ModelHolder(model, registry.store.ref, record)
     stop = threading.Event()
     pool = ThreadPoolExecutor(1, thread_name_prefix="pipeflow-fingerprint")
+    explainer = None
+    if explain:
+        from pipeflow.governance.explain import explainer_for
+
+        explainer = explainer_for(model, record, features)
+        spec = spec._replace(explainer=explainer)
     kind = _where(scheduler).get("kind")
     here = kind in IN_PROCESS and source.in_process(partition_rows)
     if wanted and kind in LOCAL_SCHEDULERS:
@@ -210,6 +223,8 @@ def predict_file(
             "user": current_user(),
             **placement.summary(),
         }
+        if explainer is not None:
+            summary["explain"] = explainer.method
     finally:
         stop.set()  # a failed job does not wait for the hash of a large input
         pool.shutdown(wait=False)

@@ -8,6 +8,12 @@ distributed cluster gets the object scattered to every worker once, so workers n
 the store. Why the signature decides the features: every feature recorded with the version must
 be a column of the input, so :func:`signature_features` is asked before any row is scored. Used by
 :mod:`pipeflow.scoring.batch` and the ``predict`` stage.
+
+Explanations (``pipeflow predict --explain``): an :class:`~pipeflow.governance.explain.Explainer`,
+built once by the job and small (it holds no model), travels in the :class:`ScoreSpec` with each
+task; every partition adds ``explain_class`` (classifiers: the class explained), ``explain_base``
+and ``contrib_<feature>`` per input column, which sum with the base to the model's margin
+(:mod:`pipeflow.governance.explain`).
 """
 
 from __future__ import annotations
@@ -48,9 +54,11 @@ def score_frame(
     probabilities: bool = True,
     datetimes: Sequence[str] = (),
     thresholds: GroupThresholds | None = None,
+    explainer: Any = None,
 ) -> pd.DataFrame:
     """Score ``frame``: columns ``id_column`` (if given), ``prediction`` and, for classifiers
     with ``probabilities``, ``proba_<class>`` per class; same index and row order as ``frame``.
+    With an ``explainer``, the explanation columns too (see the module docstring).
 
     The predictions are exactly ``model.predict(frame[features])``, or, for a version with
     per-group ``thresholds`` (:mod:`pipeflow.governance.thresholds`), its probabilities against
@@ -92,7 +100,30 @@ def score_frame(
             proba = final.predict_proba(Xt) if not frame.empty else np.empty((0, len(classes)))
         for i, label in enumerate(classes):
             out[f"proba_{label}"] = proba[:, i]
+    if explainer is not None:
+        out.update(explanation_columns(explainer, model, X))
     return pd.DataFrame(out, index=frame.index)
+
+
+def explanation_columns(explainer: Any, model: Any, X: Any) -> dict[str, Any]:  # noqa: N803
+    """``explain_class`` (classifiers), ``explain_base`` and ``contrib_<name>`` of the rows of
+    ``X`` (none: empty columns)."""
+    import numpy as np
+    import pandas as pd
+
+    out: dict[str, Any] = {}
+    if len(X):
+        found = explainer.explain(model, X)
+        base, values, classes = found.base, found.values, found.classes
+    else:
+        base, values = np.empty(0), np.empty((0, len(explainer.names)))
+        classes = [] if explainer.classes is not None else None
+    if classes is not None:
+        out["explain_class"] = pd.Series(classes, index=X.index, dtype=object)
+    out["explain_base"] = base
+    for j, name in enumerate(explainer.names):
+        out[f"contrib_{name}"] = values[:, j]
+    return out
 
 
 def _refuse_non_finite(X: pd.DataFrame) -> None:
@@ -145,6 +176,7 @@ class ScoreSpec(NamedTuple):
     probabilities: bool
     datetimes: tuple[str, ...]
     thresholds: GroupThresholds | None = None
+    explainer: Any = None  # pipeflow.governance.explain.Explainer: the explanation columns
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -165,6 +197,7 @@ def score_partition(
             probabilities=spec.probabilities,
             datetimes=spec.datetimes,
             thresholds=spec.thresholds,
+            explainer=spec.explainer,
         )
     except NonFiniteInput:
         raise  # bad input, not a failure of the partition: said as is, with its line
@@ -187,6 +220,8 @@ def meta_frame(model: Any, ddf: Any, spec: ScoreSpec) -> pd.DataFrame:
     if spec.probabilities and classes is not None and hasattr(model, "predict_proba"):
         for label in classes:
             columns[f"proba_{label}"] = np.empty(0)
+    if spec.explainer is not None:
+        columns.update(explanation_columns(spec.explainer, model, pd.DataFrame()))
     return pd.DataFrame(columns)
 
 

@@ -12,6 +12,13 @@ and version, inputs as columns, outputs, flags, latency, caller) are appended in
 so every acknowledged prediction is in the audit trail, even if the process is killed; when the
 log cannot be written the whole batch fails with
 :class:`~pipeflow.errors.AuditUnavailable` (503) and nothing is answered.
+
+A request that asks for explanations (``?explain=true``) never joins a micro-batch: explaining
+costs from a second model call (xgboost, linear models) to thousands of evaluations per row (the
+kernel method, :mod:`pipeflow.governance.explain`), which would hold up every request batched
+with it. :meth:`Batcher.explain` scores it alone on a thread of its own, through the same
+:meth:`Batcher._score`, so its answer and its audit record are the other requests' plus the
+explanations (the record's ``explanation``, as columns); requests without it are untouched.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ class Pending:
     route: str
     started: float
     future: asyncio.Future[Any]
+    explain: bool = False  # answer and audit each row's explanation (scored off the batch)
 
 
 # how long a batcher remembers the most requests it saw at once: a few large requests' time, so
@@ -61,6 +69,7 @@ class Batcher:
         # the most requests seen in the system at once (queued, arriving or being scored) in
         # the last PEAK_S seconds: how many clients are taking turns
         self.peak, self.peak_at = 0, 0.0
+        self.explaining: ThreadPoolExecutor | None = None  # requests with explanations
 
     async def submit(self, item: Pending) -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
@@ -69,6 +78,19 @@ class Batcher:
         await self.queue.put(item)
         self.count_clients(loop.time())
         return await item.future
+
+    async def explain(self, item: Pending) -> list[dict[str, Any]]:
+        """Score a request that asks for explanations alone, on a thread of its own (see the
+        module docstring); :class:`~pipeflow.errors.ExplainUnavailable` when the model cannot
+        be explained, before anything is scored."""
+        loop = asyncio.get_running_loop()
+        if self.explaining is None:
+            self.explaining = ThreadPoolExecutor(
+                1, thread_name_prefix=f"pipeflow-{self.handle.label}-explain"
+            )
+        await loop.run_in_executor(self.explaining, self.handle.explainer)
+        (result,) = await loop.run_in_executor(self.explaining, self._score, [item])
+        return result
 
     def count_clients(self, now: float) -> None:
         """Note how many requests are in the system (queued, arriving, being scored)."""
@@ -182,30 +204,34 @@ class Batcher:
                 for result, flags in zip(out, item.flags, strict=False):
                     if flags:
                         result["flags"] = flags
+            explained = None
+            if item.explain:
+                explained = handle.explainer().explain(handle.model, handle.frame([item]))
+                for result, explanation in zip(out, explained.rows(), strict=True):
+                    result["explanation"] = explanation
             results.append(out)
             # one record per request (pipeflow.store.journal): the request's latency up to it
-            records.append(
-                {
-                    "id": mine[0] if mine else None,
-                    "ids": mine,
-                    "rows": len(mine),
-                    "time": now,
-                    "model": name,
-                    "version": version,
-                    "role": role,
-                    "route": item.route,
-                    "inputs": inputs_of(item),
-                    "output": values,
-                    "probabilities": dict(
-                        zip(labels, map(list, zip(*probs, strict=True)), strict=True)
-                    )
-                    if probs
-                    else None,
-                    "flags": item.flags if flagged else None,
-                    "latency_ms": round((time.perf_counter() - item.started) * 1000, 3),
-                    "caller": item.caller,
-                }
-            )
+            record: dict[str, Any] = {
+                "id": mine[0] if mine else None,
+                "ids": mine,
+                "rows": len(mine),
+                "time": now,
+                "model": name,
+                "version": version,
+                "role": role,
+                "route": item.route,
+                "inputs": inputs_of(item),
+                "output": values,
+                "probabilities": dict(zip(labels, map(list, zip(*probs, strict=True)), strict=True))
+                if probs
+                else None,
+                "flags": item.flags if flagged else None,
+                "latency_ms": round((time.perf_counter() - item.started) * 1000, 3),
+                "caller": item.caller,
+            }
+            if explained is not None:
+                record["explanation"] = explained.record()
+            records.append(record)
         try:
             server.audit.append(records)
         except OSError as err:

@@ -12,11 +12,15 @@ Scoring is here too: one DataFrame of a batch's rows (:meth:`Handle.frame`), and
 decision thresholds (:mod:`pipeflow.governance.thresholds`) answers its probabilities against the
 threshold of each row's group, read from the row (its signature then requires the attribute). A scikit-learn Pipeline is split once at load (:func:`_split_pipeline`)
 so that ``predict`` and ``predict_proba`` share one preprocessing pass instead of two.
+
+Its explainer (:meth:`Handle.explainer`, :mod:`pipeflow.governance.explain`) is built on the first
+request that asks for explanations, not at load: a server nobody asks for them pays nothing.
 """
 
 from __future__ import annotations
 
 import collections
+import threading
 from typing import TYPE_CHECKING, Any
 
 from pipeflow.governance.thresholds import GroupThresholds
@@ -51,10 +55,29 @@ class Handle:
         self._drop = [
             t.attribute for t in [self.thresholds] if t is not None and t.attribute not in features
         ]
+        self._explainer: Any = None  # an Explainer, or the ExplainUnavailable it could not be
+        self._explainer_lock = threading.Lock()
 
     @property
     def label(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def explainer(self) -> Any:
+        """The version's :class:`~pipeflow.governance.explain.Explainer`, built once; raises
+        :class:`~pipeflow.errors.ExplainUnavailable` (every time) when there can be none."""
+        from pipeflow.errors import ExplainUnavailable
+
+        with self._explainer_lock:
+            if self._explainer is None:
+                from pipeflow.governance.explain import explainer_for
+
+                try:
+                    self._explainer = explainer_for(self.model, self.record, self.signature.names)
+                except ExplainUnavailable as err:
+                    self._explainer = err
+        if isinstance(self._explainer, ExplainUnavailable):
+            raise self._explainer
+        return self._explainer
 
     def frame(self, items: list[Pending]) -> Any:
         """One DataFrame of the items' rows (all checked against one signature, in its column

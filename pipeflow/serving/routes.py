@@ -22,7 +22,9 @@ lives here, once:
    of the version the rollout picks (by the ``--route-by`` key, :mod:`pipeflow.serving.rollout`;
    :func:`predict_rows`, :mod:`pipeflow.serving.batcher`), which answers once the rows are
    audited; the answered request is then offered to the shadow, if any
-   (:mod:`pipeflow.serving.shadow`), which scores it off the answer path.
+   (:mod:`pipeflow.serving.shadow`), which scores it off the answer path. A native request
+   that asks for explanations (``?explain=true``, :mod:`pipeflow.serving.protocols.native`) is
+   scored alone instead, off the micro-batch (:meth:`~pipeflow.serving.batcher.Batcher.explain`).
 4. Every refusal is a :class:`~pipeflow.errors.BadRequest` (FastAPI's own 404 and 405
    become one in :mod:`pipeflow.serving.app`), answered in one JSON error shape and counted in
    the metrics (:func:`failure`); under ``/v2`` in the Open Inference Protocol's own
@@ -48,7 +50,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from pipeflow.errors import AuditUnavailable, BadRequest
+from pipeflow.errors import AuditUnavailable, BadRequest, ExplainUnavailable
 from pipeflow.serving import tables
 from pipeflow.serving.batcher import Pending
 from pipeflow.serving.protocols import native
@@ -253,12 +255,14 @@ async def predict_rows(
     headers: Any = None,
     handle: Handle | None = None,
     table: Any = None,
+    explain: bool = False,
 ) -> tuple[Handle, list[dict[str, Any]]]:
     """The results of a request's rows, checked against the signature and scored in a batch by
     ``handle``, else by the version the rollout picks (by the request's ``--route-by`` key, from
     ``headers`` or the rows); the request is observed for the rollout, counted in the metrics,
     and offered to the shadow once answered. ``table``: the rows' Arrow table (a table body),
-    checked column by column (:mod:`pipeflow.serving.tables`)."""
+    checked column by column (:mod:`pipeflow.serving.tables`). ``explain``: each row's answer
+    and audit record carry its explanation (422 naming ``explain`` for a model without one)."""
     config = server.config
     if not rows:
         raise BadRequest(422, "invalid_request", "no rows to predict")
@@ -297,10 +301,21 @@ async def predict_rows(
         route,
         started,
         asyncio.get_running_loop().create_future(),
+        explain,
     )
     try:
         assert handle.batcher is not None
-        results = await handle.batcher.submit(item)
+        if explain:
+            results = await handle.batcher.explain(item)
+        else:
+            results = await handle.batcher.submit(item)
+    except ExplainUnavailable as err:
+        raise BadRequest(
+            422,
+            "validation_error",
+            f"explain: {err}",
+            [{"field": "explain", "expected": "a model that can be explained", "got": str(err)}],
+        ) from None
     except AuditUnavailable as err:
         log.error("audit log unavailable, refusing to answer: %s", err)
         raise BadRequest(
@@ -349,12 +364,14 @@ async def answer(
     respond: Callable[[Any], Response] = reply,
     fail: Callable[[Server, BadRequest], Response] = failure,
     version: str | None = None,
+    options: Callable[[Any, Any, list[str]], tuple[Any, bool]] | None = None,
 ) -> Response:
     """A prediction request from end to end: the caller with the ``predict`` scope, the version
     asked for by path (``version``; None: the rollout's pick), the body (``read``), its rows
     (``decode``; given the model's feature names too where ``by_name``: MLflow's and the Open
     Inference Protocol's inputs are columns), their predictions, and the protocol's answer
-    (``encode``, made a response by ``respond``; a refusal by ``fail``)."""
+    (``encode``, made a response by ``respond``; a refusal by ``fail``). ``options``: the
+    protocol's reading of (query, body, feature names) into (body, explain)."""
     started = time.perf_counter()
     server: Server = request.app.state.server
     in_flight = server.metrics.in_flight
@@ -362,11 +379,18 @@ async def answer(
     try:
         caller = caller_for(server, name, request, "predict")
         handle = None if version is None else served_version(server, version)
+        if options is not None:  # a bad query parameter is refused before the body is read
+            native.explain_query(request.query_params)
         payload = await read(server, request)
+        explain = False
+        if options is not None:
+            payload, explain = options(
+                request.query_params, payload, server.primary.signature.names
+            )
         rows = decode(payload, server.primary.signature.names) if by_name else decode(payload)
         table = rows.table if isinstance(rows, tables.TableRows) else None
         handle, results = await predict_rows(
-            server, rows, caller, route, started, request.headers, handle, table
+            server, rows, caller, route, started, request.headers, handle, table, explain=explain
         )
         return respond(encode(payload, handle, results))
     except BadRequest as err:
@@ -467,13 +491,18 @@ async def describe(name: str, request: Request) -> Response:
 async def predict(name: str, request: Request) -> Response:
     if tables.content_type(request) in tables.TABLE_TYPES:
         return await answer_table(request, name)
-    return await answer(request, name, "v1", native.rows_from_native, native.predict_body)
+    return await answer(
+        request, name, "v1", native.rows_from_native, native.predict_body,
+        options=native.explain_option,
+    )  # fmt: skip
 
 
 async def answer_table(request: Request, name: str) -> Response:
     """A predict request whose body is a table (Arrow IPC, Parquet; :mod:`pipeflow.serving.tables`),
     answered as a JSON body's."""
-    return await answer(request, name, "v1", _as_is, native.predict_body, read=_table_rows)
+    return await answer(
+        request, name, "v1", _as_is, native.predict_body, read=_table_rows, options=_query_only
+    )
 
 
 async def _table_rows(server: Server, request: Request) -> Any:
@@ -488,6 +517,11 @@ async def _table_rows(server: Server, request: Request) -> Any:
 
 def _as_is(rows: Any) -> Any:
     return rows
+
+
+def _query_only(query: Any, payload: Any, names: list[str]) -> tuple[Any, bool]:
+    """A table body asks for explanations by the query only (``?explain=true``)."""
+    return payload, bool(native.explain_query(query))
 
 
 async def feedback(name: str, request: Request) -> Response:
@@ -510,14 +544,11 @@ def register(app: FastAPI, server: Server) -> None:
 
     row_schema = server.primary.signature.json_schema()
     predict_schema = {
+        "parameters": [native.EXPLAIN_PARAMETER],
         "requestBody": {
             "required": True,
-            "content": {
-                "application/json": {
-                    "schema": {"oneOf": [row_schema, {"type": "array", "items": row_schema}]}
-                }
-            },
-        }
+            "content": {"application/json": {"schema": native.predict_schema(row_schema)}},
+        },
     }
     feedback_schema = {
         "requestBody": {

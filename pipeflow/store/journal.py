@@ -27,7 +27,11 @@ Policy, and why:
   names once per request instead of once per row is most of the serving throughput on large
   requests. :func:`parse` and :func:`read` hand readers one record per row whatever the format
   (:func:`rows_of`); an incremental reader (:class:`Follower`) gets the records as written, and
-  counts a request's rows with :func:`row_count`.
+  counts a request's rows with :func:`row_count`. A request that asked for explanations
+  (``?explain=true``) also holds ``explanation``: ``method``, ``output`` (and ``evaluations``)
+  once, ``base`` and ``class`` as lists, ``contributions`` as ``{feature: [values]}``; its rows
+  read back each with its own ``explanation`` (``contributions`` as ``{feature: value}``). A
+  record without it (every record before explanations existed) reads as it always did.
 - **Readers see segments** (:class:`Segment`, :func:`segments`): of a local folder here, or of a
   :class:`pipeflow.store.shipping.Journal` (a spool and the store's shipped copy, as one union).
   :func:`read`, :func:`find` and :func:`files` take either.
@@ -287,7 +291,8 @@ def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
     shared = {
         k: v
         for k, v in record.items()
-        if k not in ("ids", "id", "rows", "inputs", "output", "probabilities", "flags")
+        if k
+        not in ("ids", "id", "rows", "inputs", "output", "probabilities", "flags", "explanation")
     }
     inputs = record.get("inputs")
     columns = {str(k): _column(v, n) for k, v in inputs.items()} if isinstance(inputs, dict) else {}
@@ -302,7 +307,7 @@ def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
         probs: list[Any] = [dict(zip(labels, p, strict=True)) for p in zip(*per_class, strict=True)]
     else:
         probs = [None] * n
-    return [
+    out = [
         {
             "id": pid,
             **shared,
@@ -313,6 +318,28 @@ def rows_of(record: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for i, (pid, row) in enumerate(zip(ids, values, strict=True))
     ]
+    explanation = record.get("explanation")
+    if isinstance(explanation, dict):
+        for row, one in zip(out, _explanations(explanation, n), strict=True):
+            row["explanation"] = one
+    return out
+
+
+def _explanations(explanation: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """A request's ``explanation`` (columns) as one per row; as :func:`rows_of`, a column
+    missing or of the wrong length reads as nulls."""
+    head = {k: v for k, v in explanation.items() if k not in ("base", "class", "contributions")}
+    base = _column(explanation.get("base"), n)
+    classes = _column(explanation.get("class"), n) if "class" in explanation else None
+    given = explanation.get("contributions")
+    columns = {str(k): _column(v, n) for k, v in given.items()} if isinstance(given, dict) else {}
+    rows = []
+    for i in range(n):
+        one = {**head, "base": base[i], "contributions": {k: v[i] for k, v in columns.items()}}
+        if classes is not None:
+            one["class"] = classes[i]
+        rows.append(one)
+    return rows
 
 
 def fold_whole(

@@ -8,6 +8,14 @@ outcome goes to the audit log as it came, so it must be JSON the log can write).
 carry ``attributes``: a flat object of short values (``{"region": "north"}``) recorded with the
 outcome, e.g. a sensitive attribute that is not a model input, which monitoring's live bias
 reads (:mod:`pipeflow.monitoring.kpis`).
+
+Explanations (:mod:`pipeflow.governance.explain`) are asked for with ``?explain=true`` (any
+predict body, tables too) or ``"explain": true`` in a JSON body: in a one-row object beside the
+features, or ``{"rows": [...], "explain": true}`` for several (when the model has no feature of
+that name). Each row's answer then carries ``explanation``: ``method``, ``output``, ``base`` and
+``contributions`` (``{feature: value}``), plus ``class`` (classifiers) and ``evaluations``
+(the kernel method's cost per row). A value other than true or false is a 422 naming the
+parameter; a request without either is answered exactly as before.
 """
 
 from __future__ import annotations
@@ -43,6 +51,78 @@ def rows_from_native(payload: Any) -> list[Any]:
     if isinstance(payload, list):
         return payload
     raise BadRequest(422, "invalid_request", "expected a JSON object (one row) or an array of rows")
+
+
+#: the ``explain`` query parameter in the OpenAPI document
+EXPLAIN_PARAMETER = {
+    "name": "explain",
+    "in": "query",
+    "required": False,
+    "schema": {"type": "boolean", "default": False},
+    "description": "answer each row with its explanation: contributions per input column that "
+    "add up, with base, to the model's margin",
+}
+
+
+def predict_schema(row: dict[str, Any]) -> dict[str, Any]:
+    """The JSON Schema of a predict body whose rows are ``row``: a row, a list of rows, or
+    ``{"rows": [...], "explain": true}``."""
+    rows = {"type": "array", "items": row}
+    explained = {
+        "type": "object",
+        "properties": {"rows": rows, "explain": {"type": "boolean"}},
+        "required": ["rows", "explain"],
+        "additionalProperties": False,
+    }
+    return {"oneOf": [row, rows, explained]}
+
+
+#: what ``?explain=`` takes (any case)
+EXPLAIN_VALUES = {"true": True, "1": True, "false": False, "0": False}
+
+
+def explain_query(params: Any) -> bool | None:
+    """The ``explain`` query parameter (None: not given); 422 naming it for another value."""
+    value = params.get("explain")
+    if value is None:
+        return None
+    found = EXPLAIN_VALUES.get(value.strip().lower())
+    if found is None:
+        raise BadRequest(
+            422,
+            "validation_error",
+            f"query parameter 'explain': expected true or false, got {value[:40]!r}",
+            [{"field": "explain", "expected": "true or false", "got": repr(value[:40])}],
+        )
+    return found
+
+
+def explain_option(params: Any, payload: Any, names: list[str]) -> tuple[Any, bool]:
+    """(the body without its ``explain`` field, whether explanations are asked for): from the
+    query (``params``) and the body (see the module docstring); 422 naming ``explain`` for a
+    value that is not a boolean, or when query and body disagree."""
+    asked = explain_query(params)
+    if isinstance(payload, dict) and "explain" in payload and "explain" not in names:
+        payload = dict(payload)
+        value = payload.pop("explain")
+        if not isinstance(value, bool):
+            raise BadRequest(
+                422,
+                "validation_error",
+                f"field 'explain': expected true or false, got {dumps(value)[:40].decode()}",
+                [{"field": "explain", "expected": "true or false", "got": repr(value)[:40]}],
+            )
+        if asked is not None and asked != value:
+            raise BadRequest(
+                422,
+                "validation_error",
+                f'?explain={str(asked).lower()} and "explain": {str(value).lower()} disagree',
+                [{"field": "explain", "expected": "one answer", "got": "two"}],
+            )
+        asked = value
+        if "rows" in payload and "rows" not in names and len(payload) == 1:
+            payload = payload["rows"]
+    return payload, bool(asked)
 
 
 def predict_body(payload: Any, handle: Handle, results: list[dict[str, Any]]) -> dict[str, Any]:
