@@ -1,0 +1,66 @@
+"""What ``pipeflow run`` prints for reused stages: the lines of a burst of cached stages are
+printed together (one rich ``print`` each costs more than planning the stage), and the output
+is exactly what a ``print`` per line gave, in order, before the first stage that runs."""
+
+from __future__ import annotations
+
+import io
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from pipeflow.cli.display import RunDisplay
+from pipeflow.core.states import StageState
+
+REASON = "unchanged: same type, config, code and inputs as run 20261207-045220-f49afc [x] \\[y]"
+
+
+def _outcome(reason: str = REASON) -> SimpleNamespace:
+    return SimpleNamespace(reason=reason, duration=0.004, error=None, attempts=1, traceback=None)
+
+
+def test_reused_stages_print_the_lines_a_print_each_gave_before_the_first_running_stage() -> None:
+    names = [f"stage_{i}" for i in range(30)]
+    plan = SimpleNamespace(
+        stages={n: None for n in [*names, "last"]},
+        to_run=["last"],
+        cached=names,
+        pipeline=SimpleNamespace(name="p"),
+    )
+    plan.stages["last"] = SimpleNamespace(reason="first run of this stage")
+    out = io.StringIO()
+    display = RunDisplay(Console(file=out, width=80))  # a file: no live area, as in CI logs
+    display.plan(plan)
+    head = out.getvalue()
+    for name in names:
+        display.event(name, StageState.CACHED, _outcome())
+    assert out.getvalue() == head  # held: printed together
+    display.event("last", StageState.RUNNING, _outcome())
+    display.event("last", StageState.DONE, _outcome())
+    with display:
+        pass
+
+    expected = io.StringIO()
+    plain = Console(file=expected, width=80)
+    for name in names:
+        plain.print(f"  [cyan]↺[/] {name:<12} cached  {REASON}", markup=True)
+    plain.print(f"  [green]✓[/] {'last':<12} done    4ms", markup=True)
+    assert out.getvalue() == head + expected.getvalue()  # wrapped at 80 columns alike
+
+
+def test_a_fully_cached_run_prints_its_lines_by_the_summary() -> None:
+    out = io.StringIO()
+    display = RunDisplay(Console(file=out, width=80))
+    display.plan(
+        SimpleNamespace(
+            stages={"a": None}, to_run=[], cached=["a"], pipeline=SimpleNamespace(name="p")
+        )
+    )
+    display.event("a", StageState.CACHED, _outcome("unchanged"))
+    report = SimpleNamespace(
+        run_id="r1", state="done", ok=True, duration=0.1, failed=[], count=lambda s: 1
+    )
+    display.summary(report)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "  ↺ a            cached  unchanged"
+    assert lines[2].startswith("run r1 done in 100ms")
