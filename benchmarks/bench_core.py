@@ -116,9 +116,15 @@ def _nothing() -> None:
     return None
 
 
+#: commands run with Python writing its bytecode as usual: with PYTHONDONTWRITEBYTECODE set (as
+#: on some CI machines), a checkout's modules would be compiled from source in every process,
+#: which an installed pipeflow never does; the untimed first call writes the bytecode
+COMMAND_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def command(*argv: str) -> Callable[[], None]:
     def go() -> None:
-        subprocess.run(argv, check=True, capture_output=True)
+        subprocess.run(argv, check=True, capture_output=True, env=COMMAND_ENV)
 
     return go
 
@@ -333,7 +339,7 @@ def bench_run_command(tmp: Path, n: int, repeat: int) -> list[Row]:
     spec = write_spec(tmp / f"cmd-chain-{n}", n, "chain")
     store = spec.parent / ".pipeflow"
     cached_spec = write_spec(tmp / f"cmd-cached-{n}", n, "chain")
-    subprocess.run([PIPEFLOW, "run", str(cached_spec)], check=True, capture_output=True)
+    command(PIPEFLOW, "run", str(cached_spec))()
     t = interleaved(
         {
             "python": command(sys.executable, "-c", "pass"),
