@@ -77,10 +77,12 @@ class RunDisplay:
             self.console.print(
                 f"[bold]{plan.pipeline.name}[/]: {self.total} stages, {to_run} to run, {cached} reused from the store"
             )
-            for name in plan.to_run:
-                self.console.print(
+            self._print_lines(
+                [
                     f"  [dim]· {name:<{self._width}} will run: {plan.stages[name].reason}[/]"
-                )
+                    for name in plan.to_run
+                ]
+            )
         if self.live and to_run:
             from rich.progress import (
                 BarColumn,
@@ -151,14 +153,21 @@ class RunDisplay:
             )
 
     def _flush(self) -> None:
-        """Print the held lines: one ``print`` of a group of lines, the same output as a
-        ``print`` each at a fraction of rich's per-call cost (one string of all the lines would
-        be slower still: rich wraps a long text in quadratic time)."""
-        if not self._held:
+        """Print the held lines."""
+        lines, self._held = self._held, []
+        self._print_lines(lines)
+
+    def _print_lines(self, lines: list[str]) -> None:
+        """Lines with markup, in one ``print`` of a group: the same output as a ``print`` each,
+        at two thirds of the cost (rich works out the console's size and options once, not per
+        line; one string of all the lines would be slower still: rich wraps a long text in
+        quadratic time). A large run prints a thousand lines before anything runs."""
+        if len(lines) <= 1:
+            for line in lines:
+                self.console.print(line, markup=True)
             return
         from rich.console import Group
 
-        lines, self._held = self._held, []
         render = self.console.render_str
         self.console.print(Group(*[render(line, markup=True) for line in lines]))
 

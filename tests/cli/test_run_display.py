@@ -64,3 +64,24 @@ def test_a_fully_cached_run_prints_its_lines_by_the_summary() -> None:
     lines = out.getvalue().splitlines()
     assert lines[1] == "  ↺ a            cached  unchanged"
     assert lines[2].startswith("run r1 done in 100ms")
+
+
+def test_the_plan_lists_every_stage_to_run_as_a_print_each_did() -> None:
+    names = [f"stage_{i}" for i in range(25)]
+    reasons = {n: f"upstream stage 'stage_{i}' will run [{i}]" for i, n in enumerate(names)}
+    plan = SimpleNamespace(
+        stages={n: SimpleNamespace(reason=reasons[n]) for n in names},
+        to_run=names,
+        cached=[],
+        pipeline=SimpleNamespace(name="p"),
+    )
+    out = io.StringIO()
+    RunDisplay(Console(file=out, width=60)).plan(plan)
+
+    expected = io.StringIO()
+    plain = Console(file=expected, width=60)
+    plain.print("[bold]p[/]: 25 stages, 25 to run, 0 reused from the store")
+    for name in names:
+        plain.print(f"  [dim]· {name:<12} will run: {reasons[name]}[/]")
+    assert out.getvalue() == expected.getvalue()
+    assert len(out.getvalue().splitlines()) > 26  # some lines wrapped, as they did
