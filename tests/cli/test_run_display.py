@@ -1,15 +1,17 @@
-"""What ``pipeflow run`` prints for reused stages: the lines of a burst of cached stages are
-printed together (one rich ``print`` each costs more than planning the stage), and the output
-is exactly what a ``print`` per line gave, in order, before the first stage that runs."""
+"""What ``pipeflow run`` prints: the lines of stages that finish close together (a burst of
+reused stages, short stages) and the plan's lines are printed together (one rich ``print`` each
+costs more than a no-op stage), and the output is exactly what a ``print`` per line gave, in
+order; a failure's line comes after every line before it."""
 
 from __future__ import annotations
 
 import io
+import time
 from types import SimpleNamespace
 
 from rich.console import Console
 
-from pipeflow.cli.display import RunDisplay
+from pipeflow.cli.display import HOLD_S, RunDisplay
 from pipeflow.core.states import StageState
 
 REASON = "unchanged: same type, config, code and inputs as run 20261207-045220-f49afc [x] \\[y]"
@@ -34,7 +36,6 @@ def test_reused_stages_print_the_lines_a_print_each_gave_before_the_first_runnin
     head = out.getvalue()
     for name in names:
         display.event(name, StageState.CACHED, _outcome())
-    assert out.getvalue() == head  # held: printed together
     display.event("last", StageState.RUNNING, _outcome())
     display.event("last", StageState.DONE, _outcome())
     with display:
@@ -85,3 +86,24 @@ def test_the_plan_lists_every_stage_to_run_as_a_print_each_did() -> None:
         plain.print(f"  [dim]· {name:<12} will run: {reasons[name]}[/]")
     assert out.getvalue() == expected.getvalue()
     assert len(out.getvalue().splitlines()) > 26  # some lines wrapped, as they did
+
+
+def test_a_failure_prints_after_the_lines_held_before_it() -> None:
+    out = io.StringIO()
+    display = RunDisplay(Console(file=out, width=80))
+    display.event("a", StageState.DONE, _outcome())
+    display.event("b", StageState.SKIPPED, _outcome("upstream stage 'x' failed"))
+    failed = SimpleNamespace(
+        reason="", duration=None, error="ValueError: boom", attempts=2, traceback=None
+    )
+    display.event("c", StageState.FAILED, failed)
+    assert out.getvalue().splitlines() == [  # printed at once, the held lines first
+        "  ✓ a            done    4ms",
+        "  - b            skipped upstream stage 'x' failed",
+        "  ✗ c            failed  ValueError: boom (after 2 attempts)",
+    ]
+    display.event("d", StageState.DONE, _outcome())
+    deadline = time.monotonic() + 30  # the timer prints what waits, with no further event
+    while "✓ d " not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(HOLD_S)
+    assert out.getvalue().splitlines()[-1] == "  ✓ d            done    4ms"
