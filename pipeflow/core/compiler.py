@@ -69,6 +69,8 @@ class CompiledStage:
     inputs: Mapping[str, Wire]
     input_ports: Mapping[str, Port]
     output_ports: Mapping[str, Port]
+    #: the output a bare ``stage`` reference means (``cls.default_output(config)``), or None
+    default_output: str | None = None
 
     @property
     def upstream(self) -> list[str]:
@@ -275,7 +277,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                     )
                 )
         compiled[name] = CompiledStage(
-            name, st.type, cls, config, st, wires, in_ports, out_ports_of[name]
+            name, st.type, cls, config, st, wires, in_ports, out_ports_of[name], default_of[name]
         )
 
     order = _topological_order(spec.stages, edges)

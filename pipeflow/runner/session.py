@@ -249,7 +249,7 @@ def _run(
             name=name,
             type=pipeline.stages[name].type,
             reason=sp.reason,
-            default_port=pipeline.stages[name].cls.default_output(pipeline.stages[name].config),
+            default_port=pipeline.stages[name].default_output,
         )
         for name, sp in plan.stages.items()
     }
