@@ -8,19 +8,29 @@ repeats is reported (noise only ever adds time); medians go to ``--json``.
 
 1. 1000 no-op ``python`` stages, as a chain and as a fan-out (1 -> 998 -> 1), first run on the
    threads executor (load, compile, plan, run, store and record every stage) vs the same graph of
-   no-op tasks through plain ``dask.threaded.get``. Target: overhead <= 0.5 ms per stage.
-2. A fully cached re-run of the 1000-stage chain. Target: < 0.5 s (also shown against the first
-   run).
+   no-op tasks through plain ``dask.threaded.get``. Target (issue 20): overhead <= 0.25 ms per
+   stage (best of the repeats).
+2. A fully cached re-run of the 1000-stage chain, in process. Target: <= 0.2 s (also shown
+   against the first run).
 3. A 200-stage fan-out on a distributed ``LocalCluster`` (2 worker processes, 1 thread each) vs
-   plain ``client.submit`` of the same no-op tasks with the same dependencies. Target: <= 1.2x.
-4. ``pipeflow check`` of a 1000-stage spec, in process and as a command, vs ``python -c pass``.
+   plain ``client.submit`` of the same no-op tasks with the same dependencies, collecting every
+   result (``as_completed(..., with_results=True)``: pipeflow must learn every stage's outcome to
+   record it). Target: <= 1.2x, the **median** of 7 alternating repeats (this baseline varies
+   more than 2x between runs on a shared machine; its best would decide the verdict alone).
+   Waiting for the join only is shown for information.
+4. ``pipeflow run`` of the 1000-stage chain as a command, whole process (what a user waits for),
+   the median of 5: fully cached, target <= 0.35 s; first run (no store), target <= 0.8 s; each
+   shown against ``python -c pass`` measured in the same run.
+5. ``pipeflow check`` of a 1000-stage spec, in process and as a command, vs ``python -c pass``.
    Target: < 1 s.
-5. ``pipeflow --help`` as a command vs ``python -c pass``. Target: <= 0.15 s above it, and no
+6. ``pipeflow --help`` as a command vs ``python -c pass``. Target: <= 0.15 s above it, and no
    pandas, Dask or other heavy library imported.
 
-Usage: ``python benchmarks/bench_core.py [--quick] [--json out.json] [--profile]``
+Usage: ``python benchmarks/bench_core.py [--quick] [--json out.json] [--profile] [--docs]``
 (``make bench``). It never fails on a missed target: it prints MISS and the figures, for a person
-to judge, and exits 0 unless the benchmark itself breaks.
+to judge, and exits 0 unless the benchmark itself breaks. ``--docs`` writes the table into
+docs/benchmarks.md and benchmarks/README.md (between ``<!-- bench_core:start -->`` and
+``<!-- bench_core:end -->``).
 """
 
 from __future__ import annotations
@@ -45,6 +55,12 @@ BIN = Path(sys.executable).parent
 PIPEFLOW = str(BIN / "pipeflow")
 NOOP = "def noop(**kwargs):\n    return 0\n"
 #: imported by ``pipeflow --help`` would mean a layer leaks (see STYLE.md)
+#: the targets (issue 20)
+THREADS_MS = 0.25  # ms per stage above plain dask.threaded.get
+CACHED_S = 0.2  # a fully cached re-run of 1000 stages, in process
+DISTRIBUTED_X = 1.2  # median time over plain client.submit collecting every result
+RUN_CACHED_S = 0.35  # `pipeflow run` of a fully cached 1000-stage chain, whole process
+RUN_FIRST_S = 0.8  # its first run
 HEAVY = (
     "pandas",
     "numpy",
@@ -100,9 +116,15 @@ def _nothing() -> None:
     return None
 
 
+#: commands run with Python writing its bytecode as usual: with PYTHONDONTWRITEBYTECODE set (as
+#: on some CI machines), a checkout's modules would be compiled from source in every process,
+#: which an installed pipeflow never does; the untimed first call writes the bytecode
+COMMAND_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def command(*argv: str) -> Callable[[], None]:
     def go() -> None:
-        subprocess.run(argv, check=True, capture_output=True)
+        subprocess.run(argv, check=True, capture_output=True, env=COMMAND_ENV)
 
     return go
 
@@ -118,6 +140,8 @@ class Row:
     verdict: str  # the measured quantity against its target, e.g. "+0.26 ms/stage (<= 0.5)"
     ok: bool | None
     data: dict[str, Any] = field(default_factory=dict)
+    #: how the figure is taken: "best" of the repeats, or their "median"
+    stat: str = "best"
 
 
 # -- specs and plain graphs -------------------------------------------------------------------
@@ -205,8 +229,8 @@ def bench_threads(tmp: Path, n: int, shape: str, repeat: int) -> tuple[Row, Timi
         pipeflow=f"{ours:.3f} ms/stage",
         baseline=f"{plain:.3f} ms/task dask",
         ratio=ours / plain,
-        verdict=f"+{overhead:.3f} ms/stage (<= 0.5)",
-        ok=overhead <= 0.5,
+        verdict=f"+{overhead:.3f} ms/stage (<= {THREADS_MS})",
+        ok=overhead <= THREADS_MS,
         data={
             "pipeflow_ms_per_stage": ours,
             "dask_ms_per_task": plain,
@@ -233,8 +257,8 @@ def bench_cached(tmp: Path, n: int, first: Timing, repeat: int) -> Row:
         pipeflow=f"{t.best:.3f} s",
         baseline=f"{first.best:.3f} s 1st run",
         ratio=t.best / first.best,
-        verdict=f"{t.best:.3f} s (< 0.5)",
-        ok=t.best < 0.5,
+        verdict=f"{t.best:.3f} s (<= {CACHED_S})",
+        ok=t.best <= CACHED_S,
         data={"cached_s": t.best, "cached_median_s": t.median, "first_run_s": first.best},
     )
 
@@ -275,32 +299,84 @@ def bench_distributed(tmp: Path, n: int, repeat: int) -> list[Row]:
             repeat,
             setup={"pipeflow": setup},
         )
-    ours, base, gathering = t["pipeflow"].best, t["plain"].best, t["gathering"].best
+    # the medians decide: the baselines' spread between runs here is wider than the target's margin
+    ours, base, gathering = t["pipeflow"].median, t["plain"].median, t["gathering"].median
     data = {
-        "pipeflow_s": ours,
-        "plain_s": base,
-        "plain_gathering_s": gathering,
-        "pipeflow_median_s": t["pipeflow"].median,
-        "plain_median_s": t["plain"].median,
-        "plain_gathering_median_s": t["gathering"].median,
+        "pipeflow_median_s": ours,
+        "plain_median_s": base,
+        "plain_gathering_median_s": gathering,
+        "pipeflow_best_s": t["pipeflow"].best,
+        "plain_best_s": t["plain"].best,
+        "plain_gathering_best_s": t["gathering"].best,
+        "repeats": len(t["pipeflow"].times),
     }
     return [
         Row(
             figure=f"{n} no-op stages, fan, distributed (2 procs)",
             pipeflow=f"{ours:.3f} s",
-            baseline=f"{base:.3f} s client.submit",
-            ratio=ours / base,
-            verdict=f"{ours / base:.2f}x (<= 1.2x)",
-            ok=ours / base <= 1.2,
-            data=data,
-        ),
-        Row(
-            figure="  same, baseline collecting every result",
-            pipeflow=f"{ours:.3f} s",
             baseline=f"{gathering:.3f} s as_completed",
             ratio=ours / gathering,
-            verdict=f"{ours / gathering:.2f}x (info)",
+            verdict=f"{ours / gathering:.2f}x (<= {DISTRIBUTED_X}x), median",
+            ok=ours / gathering <= DISTRIBUTED_X,
+            data=data,
+            stat="median",
+        ),
+        Row(
+            figure="  same, baseline waiting for the join only",
+            pipeflow=f"{ours:.3f} s",
+            baseline=f"{base:.3f} s client.submit",
+            ratio=ours / base,
+            verdict=f"{ours / base:.2f}x (info), median",
             ok=None,
+            stat="median",
+        ),
+    ]
+
+
+def bench_run_command(tmp: Path, n: int, repeat: int) -> list[Row]:
+    """``pipeflow run`` of the chain as a whole process: first run (the store deleted before each,
+    untimed) and fully cached, alternating with ``python -c pass``; medians."""
+    spec = write_spec(tmp / f"cmd-chain-{n}", n, "chain")
+    store = spec.parent / ".pipeflow"
+    cached_spec = write_spec(tmp / f"cmd-cached-{n}", n, "chain")
+    command(PIPEFLOW, "run", str(cached_spec))()
+    t = interleaved(
+        {
+            "python": command(sys.executable, "-c", "pass"),
+            "cached": command(PIPEFLOW, "run", str(cached_spec)),
+            "first": command(PIPEFLOW, "run", str(spec)),
+        },
+        repeat,
+        setup={"first": lambda: shutil.rmtree(store, ignore_errors=True)},
+    )
+    base, cached, first = t["python"].median, t["cached"].median, t["first"].median
+    data = {
+        "python_median_s": base,
+        "cached_median_s": cached,
+        "first_median_s": first,
+        "python_best_s": t["python"].best,
+        "cached_best_s": t["cached"].best,
+        "first_best_s": t["first"].best,
+    }
+    return [
+        Row(
+            figure=f"pipeflow run, {n}-stage chain, cached, command",
+            pipeflow=f"{cached:.3f} s",
+            baseline=f"{base:.3f} s python -c pass",
+            ratio=cached / base,
+            verdict=f"{cached:.3f} s (<= {RUN_CACHED_S}), median",
+            ok=cached <= RUN_CACHED_S,
+            data=data,
+            stat="median",
+        ),
+        Row(
+            figure=f"pipeflow run, {n}-stage chain, 1st run, command",
+            pipeflow=f"{first:.3f} s",
+            baseline=f"{base:.3f} s python -c pass",
+            ratio=first / base,
+            verdict=f"{first:.3f} s (<= {RUN_FIRST_S}), median",
+            ok=first <= RUN_FIRST_S,
+            stat="median",
         ),
     ]
 
@@ -421,6 +497,38 @@ def table(rows: list[Row]) -> str:
     )
 
 
+REPO = Path(__file__).resolve().parents[1]
+START, END = "<!-- bench_core:start -->", "<!-- bench_core:end -->"
+
+
+def markdown(rows: list[Row], header: str) -> list[str]:
+    """The table as Markdown, under a line saying when, where and how loaded."""
+    lines = [
+        header,
+        "",
+        "| | figure | pipeflow | baseline | ratio | measured (target) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        verdict = {True: "**PASS**", False: "**MISS**", None: "info"}[r.ok]
+        cells = [verdict, r.figure.strip(), r.pipeflow, r.baseline, f"{r.ratio:.2f}x", r.verdict]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return lines
+
+
+def write_docs(lines: list[str]) -> None:
+    """Put ``lines`` between the markers in docs/benchmarks.md and benchmarks/README.md."""
+    block = "\n".join([START, "", *lines, "", END])
+    for path in (REPO / "docs" / "benchmarks.md", REPO / "benchmarks" / "README.md"):
+        text = path.read_text()
+        if START in text and END in text:
+            head, rest = text.split(START, 1)
+            text = head + block + rest.split(END, 1)[1]
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+        path.write_text(text)
+
+
 def profile_chain(n: int) -> None:
     """cProfile of one first run of the chain on the ``sync`` executor: the threads executor runs
     stages on a worker thread, which cProfile (per thread) would not see."""
@@ -446,9 +554,13 @@ def main() -> int:
     parser.add_argument(
         "--profile", action="store_true", help="also print a cProfile of the chain's first run"
     )
+    parser.add_argument(
+        "--docs", action="store_true", help="write the table into the docs (see the docstring)"
+    )
     args = parser.parse_args()
     n, n_dist, repeat, repeat_cmd = (200, 50, 2, 2) if args.quick else (1000, 200, 7, 5)
 
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     t0 = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="pipeflow-bench-") as name:
@@ -457,7 +569,8 @@ def main() -> int:
         rows.append(chain)
         rows.append(bench_threads(tmp, n, "fan", repeat)[0])
         rows.append(bench_cached(tmp, n, chain_first, repeat))
-        rows.extend(bench_distributed(tmp, n_dist, max(2, repeat - 2)))
+        rows.extend(bench_distributed(tmp, n_dist, repeat))
+        rows.extend(bench_run_command(tmp, n, repeat_cmd))
         rows.extend(bench_check(tmp, n, repeat_cmd))
         rows.append(bench_help(repeat_cmd))
     elapsed = time.perf_counter() - t0
@@ -465,7 +578,7 @@ def main() -> int:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"\npipeflow core benchmarks: {os.cpu_count()} cpus, python {sys.version.split()[0]}, "
-        f"load average {load:.1f}, best of {repeat} ({repeat_cmd} for commands), "
+        f"load average {load_before:.1f} before, {load:.1f} after, {repeat} repeats ({repeat_cmd} for commands), "
         f"{elapsed:.0f} s{' (--quick)' if args.quick else ''}\n"
     )
     print(table(rows))
@@ -478,12 +591,27 @@ def main() -> int:
                     "cpus": os.cpu_count(),
                     "python": sys.version.split()[0],
                     "load_average": load,
+                    "load_average_before": load_before,
                     "quick": args.quick,
                     "rows": [asdict(r) for r in rows],
                 },
                 indent=2,
             )
         )
+    if args.docs:
+        import datetime
+
+        write_docs(
+            markdown(
+                rows,
+                f"`bench_core.py`, {datetime.date.today()}, {os.cpu_count()} cores, Python "
+                f"{sys.version.split()[0]}, load average {load_before:.1f} before and {load:.1f} "
+                f"after the run ({elapsed:.0f} s); timings best of {repeat} unless the row says "
+                f"median ({repeat_cmd} repeats for commands). Regenerate with "
+                f"`.venv/bin/python benchmarks/bench_core.py{' --quick' if args.quick else ''} --docs`.",
+            )
+        )
+        print("wrote docs/benchmarks.md and benchmarks/README.md")
     if args.profile:
         profile_chain(n)
     return 0

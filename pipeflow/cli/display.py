@@ -4,6 +4,8 @@ Kept out of :mod:`pipeflow.runner.session` so that running a pipeline from Pytho
 nothing. On a terminal a live area shows the run's progress and each running stage (spinner,
 elapsed time, what it reported through ``ctx.progress``, its latest log line); every finished
 stage also prints one line, and that line is all a log file or CI output (no TTY) gets, as before.
+Lines of stages that finish close together are printed together, within a tenth of a second
+(rich costs more per ``print`` than a no-op stage takes to run; see ``RunDisplay._hold``).
 ``pipeflow runs logs`` prints the log lines stages kept.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import threading
 import time
 from typing import Any
 
@@ -23,6 +26,10 @@ _MARK = {
     StageState.FAILED: ("[red]✗[/]", "failed"),
     StageState.SKIPPED: ("[yellow]-[/]", "skipped"),
 }
+
+
+#: the longest a finished stage's line waits to be printed with others (see RunDisplay._hold)
+HOLD_S = 0.1
 
 
 def _fmt_s(seconds: float | None) -> str:
@@ -49,6 +56,10 @@ class RunDisplay:
         self._task: Any = None
         self._stage_tasks: dict[str, Any] = {}
         self._width = 12
+        #: lines of finished stages not printed yet (see :meth:`_hold`), and what prints them
+        self._held: list[str] = []
+        self._held_lock = threading.Lock()
+        self._timer: threading.Timer | None = None
 
     @property
     def live(self) -> bool:
@@ -60,6 +71,7 @@ class RunDisplay:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        self._flush()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -72,10 +84,12 @@ class RunDisplay:
             self.console.print(
                 f"[bold]{plan.pipeline.name}[/]: {self.total} stages, {to_run} to run, {cached} reused from the store"
             )
-            for name in plan.to_run:
-                self.console.print(
+            self._print_lines(
+                [
                     f"  [dim]· {name:<{self._width}} will run: {plan.stages[name].reason}[/]"
-                )
+                    for name in plan.to_run
+                ]
+            )
         if self.live and to_run:
             from rich.progress import (
                 BarColumn,
@@ -130,15 +144,53 @@ class RunDisplay:
                     detail = outcome.error or ""
                     if outcome.attempts > 1:
                         detail += f" (after {outcome.attempts} attempts)"
-                self.console.print(
-                    f"  {mark} {name:<{self._width}} {word:<7} {detail}", markup=True
-                )
-                if state is StageState.FAILED and self.debug and outcome.traceback:
-                    self.console.print(outcome.traceback, markup=False)
+                line = f"  {mark} {name:<{self._width}} {word:<7} {detail}"
+                if state is not StageState.FAILED:
+                    self._hold(line)
+                else:
+                    self._flush()
+                    self.console.print(line, markup=True)
+                    if self.debug and outcome.traceback:
+                        self.console.print(outcome.traceback, markup=False)
         if self._progress is not None:
             self._progress.update(
                 self._task, completed=self.finished, count=f"{self.finished}/{self.total}"
             )
+
+    def _hold(self, line: str) -> None:
+        """Print ``line`` within ``HOLD_S``, with the lines of other stages that finish
+        meanwhile: a burst of a thousand reused stages before anything runs, or short stages
+        finishing one after another, print together (see :meth:`_print_lines`); a failure or
+        the end of the run prints what is held at once, so the order is kept."""
+        with self._held_lock:
+            self._held.append(line)
+            if self._timer is None:
+                self._timer = threading.Timer(HOLD_S, self._flush)
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _flush(self) -> None:
+        """Print the held lines (from the timer's thread, or the caller's)."""
+        with self._held_lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            lines, self._held = self._held, []
+            self._print_lines(lines)  # under the lock: a later flush prints after this one
+
+    def _print_lines(self, lines: list[str]) -> None:
+        """Lines with markup, in one ``print`` of a group: the same output as a ``print`` each,
+        at two thirds of the cost (rich works out the console's size and options once, not per
+        line; one string of all the lines would be slower still: rich wraps a long text in
+        quadratic time). A large run prints a thousand lines before anything runs."""
+        if len(lines) <= 1:
+            for line in lines:
+                self.console.print(line, markup=True)
+            return
+        from rich.console import Group
+
+        render = self.console.render_str
+        self.console.print(Group(*[render(line, markup=True) for line in lines]))
 
     def progress(self, update: Any) -> None:
         """A live :class:`~pipeflow.core.progress.Update` of a running stage (any thread)."""
@@ -162,6 +214,7 @@ class RunDisplay:
             bar.update(task, **fields)
 
     def summary(self, report: Any) -> None:
+        self._flush()
         counts = ", ".join(
             f"{report.count(s)} {s}"
             for s in (StageState.DONE, StageState.CACHED, StageState.FAILED, StageState.SKIPPED)

@@ -80,7 +80,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     problems = static_problems(pipeline)
     if problems:
         raise SpecError(problems)
-    edges = pipeline.graph.number_of_edges()
+    edges = len(pipeline.edges)  # the DAG's edges (no networkx: see core.compiler)
     print(
         f"ok: {args.spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges"
     )

@@ -1,4 +1,4 @@
-"""compile: a validated spec -> a networkx DAG of typed, configured stages.
+"""compile: a validated spec -> a DAG of typed, configured stages.
 
 Everything that can be known before running is checked here, and all problems of a spec are
 reported together, each with its file position:
@@ -12,16 +12,23 @@ reported together, each with its file position:
 - there is no cycle (the message lists the cycle's stages in order).
 
 The compiler never imports user code (``python`` stage functions are imported when they run).
+
+The DAG is kept as plain adjacency (``Pipeline.edges``, successors and predecessors by name):
+topological order, the cycle check and ``upstream``/``downstream`` are a few lines each, and
+importing networkx costs more than compiling a 1000-stage spec (a fifth of a second; it is most
+of what ``pipeflow run`` waits for before anything runs). ``Pipeline.graph``, the same DAG as a
+``networkx.DiGraph`` (nodes with their ``stage``, edges with their ``ports``), is built on first
+use, and a cyclic spec's error asks networkx for the cycle to name.
 """
 
 from __future__ import annotations
 
 import functools
+import heapq
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 from pydantic import BaseModel, ValidationError
 
 from pipeflow.core import kinds
@@ -36,6 +43,8 @@ from pipeflow.errors import GraphError, Problem, SpecError
 from pipeflow.spec.load import did_you_mean, validation_problems
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from pipeflow.spec.load import LoadedSpec
     from pipeflow.spec.model import StageSpec
 
@@ -60,6 +69,8 @@ class CompiledStage:
     inputs: Mapping[str, Wire]
     input_ports: Mapping[str, Port]
     output_ports: Mapping[str, Port]
+    #: the output a bare ``stage`` reference means (``cls.default_output(config)``), or None
+    default_output: str | None = None
 
     @property
     def upstream(self) -> list[str]:
@@ -68,12 +79,13 @@ class CompiledStage:
 
 @dataclass
 class Pipeline:
-    """The compiled DAG: ``graph`` nodes are stage names, ``stages`` their compiled form."""
+    """The compiled DAG: ``stages`` by name, their topological ``order``, and ``edges``
+    (source, destination, ``[(source_port, port), ...]``) in the order they were wired."""
 
     loaded: LoadedSpec
-    graph: nx.DiGraph
     stages: dict[str, CompiledStage]
     order: list[str] = field(default_factory=list)
+    edges: list[tuple[str, str, list[tuple[str, str]]]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -84,11 +96,54 @@ class Pipeline:
         """Stage name -> its index in the topological ``order`` (for stable listings)."""
         return {name: i for i, name in enumerate(self.order)}
 
+    @functools.cached_property
+    def successors(self) -> dict[str, list[str]]:
+        return _adjacency(self.stages, ((u, v) for u, v, _ in self.edges))
+
+    @functools.cached_property
+    def predecessors(self) -> dict[str, list[str]]:
+        return _adjacency(self.stages, ((v, u) for u, v, _ in self.edges))
+
+    @functools.cached_property
+    def graph(self) -> nx.DiGraph:
+        """The DAG as a ``networkx.DiGraph``: nodes (in spec order) carry their compiled
+        ``stage``, edges the ``ports`` they wire. Built on first use."""
+        import networkx as nx
+
+        graph = nx.DiGraph()
+        for name in self.loaded.spec.stages:
+            graph.add_node(name, stage=self.stages[name])
+        for u, v, ports in self.edges:
+            graph.add_edge(u, v, ports=list(ports))
+        return graph
+
     def downstream(self, name: str) -> set[str]:
-        return set(nx.descendants(self.graph, name))
+        return _reachable(self.successors, name)
 
     def upstream(self, name: str) -> set[str]:
-        return set(nx.ancestors(self.graph, name))
+        return _reachable(self.predecessors, name)
+
+
+def _adjacency(nodes: Mapping[str, Any], pairs: Any) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {name: [] for name in nodes}
+    for u, v in pairs:
+        out[u].append(v)
+    return out
+
+
+def _reachable(adjacency: Mapping[str, list[str]], start: str) -> set[str]:
+    """The nodes reachable from ``start`` (networkx's ``descendants``); an unknown name is an
+    error, not an empty set."""
+    if start not in adjacency:
+        raise KeyError(f"no stage named {start!r}")
+    seen: set[str] = set()
+    todo = list(adjacency[start])
+    while todo:
+        node = todo.pop()
+        if node not in seen:
+            seen.add(node)
+            todo.extend(adjacency[node])
+    return seen
 
 
 def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) -> Pipeline:
@@ -126,8 +181,8 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
         out_ports_of[name] = dict(cls.output_ports(config))
         default_of[name] = cls.default_output(config)
 
-    graph = nx.DiGraph()
-    graph.add_nodes_from(spec.stages)
+    # edges in the order they are wired: (source, destination) -> [(source_port, port), ...]
+    edges: dict[tuple[str, str], list[tuple[str, str]]] = {}
     compiled: dict[str, CompiledStage] = {}
     for name, (cls, config, st) in partial.items():
         in_ports = dict(cls.input_ports(config))
@@ -210,8 +265,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 )
                 continue
             wires[port] = Wire(port, src, src_port, produced)
-            graph.add_edge(src, name)
-            graph.edges[src, name].setdefault("ports", []).append((src_port, port))
+            edges.setdefault((src, name), []).append((src_port, port))
         for port, p in in_ports.items():
             if p.required and port not in st.inputs:
                 problems.append(
@@ -223,10 +277,11 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                     )
                 )
         compiled[name] = CompiledStage(
-            name, st.type, cls, config, st, wires, in_ports, out_ports_of[name]
+            name, st.type, cls, config, st, wires, in_ports, out_ports_of[name], default_of[name]
         )
 
-    cycle = _cycle(graph)
+    order = _topological_order(spec.stages, edges)
+    cycle = _cycle(spec.stages, edges) if order is None else []
     if cycle:
         chain = " -> ".join([*cycle, cycle[0]])
         first = cycle[0]
@@ -242,10 +297,10 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
     problems += _trigger_problems(loaded, compiled, source)
     if problems:
         raise GraphError(_dedupe(problems))
-    order = list(nx.lexicographical_topological_sort(graph))
-    for name in order:
-        graph.nodes[name]["stage"] = compiled[name]
-    return Pipeline(loaded, graph, compiled, order)
+    # order is None only for a cycle, which is a problem raised above
+    return Pipeline(
+        loaded, compiled, order or [], [(u, v, ports) for (u, v), ports in edges.items()]
+    )
 
 
 def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any) -> list[Problem]:
@@ -296,14 +351,41 @@ def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any)
     return problems
 
 
-def _cycle(graph: nx.DiGraph) -> list[str]:
-    if nx.is_directed_acyclic_graph(graph):  # linear time; find_cycle is far slower on a DAG
-        return []
+def _topological_order(
+    nodes: Mapping[str, Any], edges: Mapping[tuple[str, str], Any]
+) -> list[str] | None:
+    """The nodes in topological order, the smallest name first among those ready (networkx's
+    ``lexicographical_topological_sort``); None if there is a cycle."""
+    successors: dict[str, list[str]] = {name: [] for name in nodes}
+    waiting = dict.fromkeys(nodes, 0)
+    for u, v in edges:
+        successors[u].append(v)
+        waiting[v] += 1
+    ready = [name for name, n in waiting.items() if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        name = heapq.heappop(ready)
+        order.append(name)
+        for v in successors[name]:
+            waiting[v] -= 1
+            if waiting[v] == 0:
+                heapq.heappush(ready, v)
+    return order if len(order) == len(waiting) else None
+
+
+def _cycle(nodes: Mapping[str, Any], edges: Mapping[tuple[str, str], Any]) -> list[str]:
+    """The stages of one cycle, in order (networkx's ``find_cycle``: only on the error path)."""
+    import networkx as nx
+
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from(edges)
     try:
-        edges = nx.find_cycle(graph)
+        found = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:
         return []
-    return [u for u, _ in edges]
+    return [u for u, _ in found]
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

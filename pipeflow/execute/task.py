@@ -251,8 +251,8 @@ def _call(
         run_id=task.run_id,
         stage=task.name,
         params=task.params,
-        base_dir=Path(task.base_dir),
-        code_dir=Path(code_dir),
+        base_dir=_path(task.base_dir),
+        code_dir=_path(code_dir),
         attempt=attempt,
         resources=task.resources,
         store=store,
@@ -287,6 +287,12 @@ def _call(
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+@functools.lru_cache(maxsize=64)
+def _path(text: str) -> Path:
+    """``Path(text)``, made once per folder (a thousand stages share one or two)."""
+    return Path(text)
 
 
 def _save_outputs(task: StageTask, values: Any, store: Any) -> dict[str, ArtifactRef]:

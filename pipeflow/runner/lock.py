@@ -100,7 +100,7 @@ def _release(store: ArtifactStore, rel: str, run_id: str) -> None:
     with contextlib.suppress(Exception):
         raw = store.read_text(rel)
         if raw is not None and json.loads(raw).get("run_id") == run_id:
-            store.fs.rm_file(store.path(rel))
+            store.delete([store.path(rel)])
 
 
 def _reclaim(store: ArtifactStore, rel: str, stale: str) -> None:

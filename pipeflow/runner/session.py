@@ -249,7 +249,7 @@ def _run(
             name=name,
             type=pipeline.stages[name].type,
             reason=sp.reason,
-            default_port=pipeline.stages[name].cls.default_output(pipeline.stages[name].config),
+            default_port=pipeline.stages[name].default_output,
         )
         for name, sp in plan.stages.items()
     }
@@ -267,14 +267,15 @@ def _run(
     )
 
     cached_rows = []
-    for name in plan.cached:
-        sp, o = plan.stages[name], outcomes[name]
-        carry(sp, o)
-        o.state, o.outputs = StageState.CACHED, dict(sp.outputs)
-        cached_rows.append(stage_row(pipeline, sp, o))
-        if on_event:
-            on_event(name, StageState.CACHED, o)
-    db.record_stages(run_id, cached_rows)
+    with _gc_paused():  # thousands of rows, none of them garbage (see _gc_paused)
+        for name in plan.cached:
+            sp, o = plan.stages[name], outcomes[name]
+            carry(sp, o)
+            o.state, o.outputs = StageState.CACHED, dict(sp.outputs)
+            cached_rows.append(stage_row(pipeline, sp, o))
+            if on_event:
+                on_event(name, StageState.CACHED, o)
+        db.record_stages(run_id, cached_rows)
 
     # workers that may not see the spec's folder get its code through the store (only then:
     # local executors import the folder directly, at no cost)
@@ -338,9 +339,10 @@ def _run(
 
 @contextlib.contextmanager
 def _gc_paused() -> Any:
-    """No cyclic garbage collection while building the spec, graph and plan: they allocate many
-    objects and free few, so collections there find nothing and cost up to 30% of a large plan.
-    Only pipeflow's own code runs inside (no stage code)."""
+    """No cyclic garbage collection while building the spec, graph and plan, and the records of
+    reused stages: they allocate many objects and free few, so collections there find nothing
+    and cost up to 30% of a large plan. Only pipeflow's own code runs inside (no stage code; the
+    ``on_event`` of reused stages is the caller's display)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:

@@ -20,6 +20,7 @@ Nothing here imports user code, ML libraries or the executor.
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
@@ -53,9 +54,10 @@ class LoadedSpec:
     def base_dir(self) -> Path:
         return self.path.parent
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
-        """Hash of the resolved spec (after overrides and interpolation)."""
+        """Hash of the resolved spec (after overrides and interpolation); computed once (a run
+        asks twice: the run lock and the run record), as the spec is not changed after loading."""
         blob = json.dumps(self.spec.model_dump(mode="json", by_alias=True), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -25,6 +25,10 @@ there: client defaults, probing the bucket, the conditional write, one-line erro
 verified against their name on every read; a manifest whose objects are missing or corrupt counts
 as a cache miss, never as a result. Writing the same object twice is harmless (same name, same
 bytes).
+
+A local store (a plain path, no storage options) works with ``os`` and imports no fsspec (with
+its asyncio, a tenth of a second: more than a cached run of a small pipeline); its ``fs`` is
+made on first use.
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import hashlib
 import json
 import os
 import posixpath
-import re
 import threading
 import time
 import uuid
@@ -91,21 +94,31 @@ def _open(ref: StoreRef) -> ArtifactStore:
     return ArtifactStore(ref.root, dict(ref.storage_options))
 
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-def _is_hex_digest(text: str) -> bool:
-    return isinstance(text, str) and _HEX64.fullmatch(text) is not None
+_is_hex_digest = layout.is_hex_digest
 
 
 class ArtifactStore:
     """Bytes in, digest out; digest in, verified bytes out."""
 
     def __init__(self, root: str, storage_options: dict[str, Any] | None = None):
-        import fsspec
-
         self.url = root
         self.storage_options = dict(storage_options or {})
+        self._dirs: set[str] = set()
+        # manifests waiting to be written as one batch file, and the index of batch files read
+        self._lock = threading.RLock()
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._timer: threading.Timer | None = None
+        self._batch_index: dict[str, dict[str, Any]] = {}
+        self._batch_files: set[str] = set()
+        self._batch_stamp: Any = None
+        self._batch_checked = 0.0
+        local = None if self.storage_options else layout.plain_local_path(root)
+        if local is not None:  # no fsspec (see the module docstring)
+            self.root, self._local = local.rstrip("/") or "/", True
+            self._flat = self._conditional = False
+            return
+        import fsspec
+
         options = remote.client_options(root, self.storage_options)
         try:
             self.fs, self.root = fsspec.core.url_to_fs(root, **options)
@@ -122,15 +135,12 @@ class ArtifactStore:
         problem = remote.probe(self.fs, self.root, root, self.storage_options)
         if problem is not None:
             raise StoreError(problem)
-        self._dirs: set[str] = set()
-        # manifests waiting to be written as one batch file, and the index of batch files read
-        self._lock = threading.RLock()
-        self._pending: dict[str, dict[str, Any]] = {}
-        self._timer: threading.Timer | None = None
-        self._batch_index: dict[str, dict[str, Any]] = {}
-        self._batch_files: set[str] = set()
-        self._batch_stamp: Any = None
-        self._batch_checked = 0.0
+
+    @functools.cached_property
+    def fs(self) -> Any:  # a local store's, made on first use (see the module docstring)
+        from fsspec.implementations.local import LocalFileSystem
+
+        return LocalFileSystem()
 
     @property
     def ref(self) -> StoreRef:
@@ -351,7 +361,7 @@ class ArtifactStore:
 
     def delete(self, paths: list[str]) -> None:
         """Delete files by full path (:meth:`path`); one already gone is not an error. Only
-        ``pipeflow store gc`` deletes from a store (:mod:`pipeflow.runner.gc`)."""
+        ``pipeflow store gc`` deletes results (:mod:`pipeflow.runner.gc`); locks go this way too."""
         if self._local:
             for path in paths:
                 try:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
 
 OBJECTS = "objects"
@@ -77,6 +78,28 @@ def is_local(url: str | os.PathLike[str]) -> bool:
 def local_root(url: str | os.PathLike[str]) -> Path | None:
     """The folder of a local store; None for a remote one."""
     return Path(str(url).removeprefix("file://")) if is_local(url) else None
+
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def is_hex_digest(text: str) -> bool:
+    """Whether ``text`` is a sha256 in hex: the name of every object and cache key."""
+    return isinstance(text, str) and HEX64.fullmatch(text) is not None
+
+
+def plain_local_path(url: str) -> str | None:
+    """The absolute path fsspec's local filesystem makes of a plain path (relative to the working
+    directory, ``~`` expanded, not normalised), or None for anything else (a URL, a chained or
+    ``file:`` one, or not a POSIX system): fsspec decides those."""
+    if os.sep != "/" or not url or ":" in url:
+        return None
+    if url.startswith("/"):
+        return url
+    if url.startswith("~"):
+        return os.path.expanduser(url)
+    path = url[2:] if url.startswith("./") else "" if url == "." else url
+    return f"{os.getcwd()}/{path}"
 
 
 def lock_path(pipeline: str, digest: str) -> str:

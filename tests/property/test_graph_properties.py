@@ -120,7 +120,7 @@ def graphs(draw: st.DrawFn) -> dict[str, list[str]]:
 
 @FAST
 @given(graphs())
-def test_compile_succeeds_iff_acyclic_and_a_cycle_error_names_a_real_cycle(
+def test_compile_succeeds_iff_acyclic_and_a_cycle_error_names_a_real_cycle_and_walks_agree(
     ups: dict[str, list[str]],
 ) -> None:
     spec = {
@@ -150,6 +150,11 @@ def test_compile_succeeds_iff_acyclic_and_a_cycle_error_names_a_real_cycle(
         return
     assert nx.is_directed_acyclic_graph(truth)
     assert list(nx.lexicographical_topological_sort(truth)) == pipeline.order
+    # the compiler's own graph walks (no networkx on the run path) agree with networkx's
+    for n in ups:
+        assert pipeline.upstream(n) == nx.ancestors(truth, n)
+        assert pipeline.downstream(n) == nx.descendants(truth, n)
+    assert set(pipeline.graph.edges) == set(truth.edges)
 
 
 # ----------------------------------------------------------------------------- digests

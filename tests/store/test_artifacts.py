@@ -296,3 +296,38 @@ def test_a_damaged_object_is_a_cache_miss_and_the_rerun_repairs_it(tmp_path) -> 
         first.store.get(ref.digest)
     forced = pipeflow.run(spec, force=True)
     assert str(forced.state) == "done" and forced.load("b") == 4950
+
+
+@pytest.mark.parametrize("path", ["store", "./store", "store/", ".", "sub/../store", "~", "/abs/x"])
+def test_a_plain_local_path_has_the_root_fsspec_gives_it(
+    path: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A local store skips fsspec; its root must be the one fsspec made (stores, manifests and
+    locks written before are found where they were)."""
+    import fsspec
+
+    monkeypatch.chdir(tmp_path)
+    store = ArtifactStore(path)
+    fs, root = fsspec.core.url_to_fs(path)
+    assert store.root == (root.rstrip("/") or "/")
+    assert store.is_local and type(store.fs) is type(fs)
+
+
+def test_a_cached_run_on_a_local_store_imports_no_fsspec_networkx_or_asyncio(
+    tmp_path: Path,
+) -> None:
+    """What a cached ``pipeflow run`` waits for is mostly imports: these three are not needed."""
+    import subprocess
+    import sys
+
+    spec = tmp_path / "pipeline.yaml"
+    (tmp_path / "steps.py").write_text("def one():\n    return 1\n")
+    spec.write_text("pipeline: p\nstages:\n  a: {type: python, with: {function: 'steps:one'}}\n")
+    run = f"import sys, pipeflow; r = pipeflow.run({str(spec)!r}); print(r.ran, r.ok); "
+    heavy = 'print(sorted(m for m in ("fsspec", "networkx", "asyncio") if m in sys.modules))'
+    first = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True, check=True)
+    assert first.stdout.strip() == "['a'] True", first.stderr
+    cached = subprocess.run(
+        [sys.executable, "-c", run + heavy], capture_output=True, text=True, check=True
+    )
+    assert cached.stdout.split("\n")[:2] == ["[] True", "[]"], cached.stderr

@@ -1,0 +1,109 @@
+"""What ``pipeflow run`` prints: the lines of stages that finish close together (a burst of
+reused stages, short stages) and the plan's lines are printed together (one rich ``print`` each
+costs more than a no-op stage), and the output is exactly what a ``print`` per line gave, in
+order; a failure's line comes after every line before it."""
+
+from __future__ import annotations
+
+import io
+import time
+from types import SimpleNamespace
+
+from rich.console import Console
+
+from pipeflow.cli.display import HOLD_S, RunDisplay
+from pipeflow.core.states import StageState
+
+REASON = "unchanged: same type, config, code and inputs as run 20261207-045220-f49afc [x] \\[y]"
+
+
+def _outcome(reason: str = REASON) -> SimpleNamespace:
+    return SimpleNamespace(reason=reason, duration=0.004, error=None, attempts=1, traceback=None)
+
+
+def test_reused_stages_print_the_lines_a_print_each_gave_before_the_first_running_stage() -> None:
+    names = [f"stage_{i}" for i in range(30)]
+    plan = SimpleNamespace(
+        stages={n: None for n in [*names, "last"]},
+        to_run=["last"],
+        cached=names,
+        pipeline=SimpleNamespace(name="p"),
+    )
+    plan.stages["last"] = SimpleNamespace(reason="first run of this stage")
+    out = io.StringIO()
+    display = RunDisplay(Console(file=out, width=80))  # a file: no live area, as in CI logs
+    display.plan(plan)
+    head = out.getvalue()
+    for name in names:
+        display.event(name, StageState.CACHED, _outcome())
+    display.event("last", StageState.RUNNING, _outcome())
+    display.event("last", StageState.DONE, _outcome())
+    with display:
+        pass
+
+    expected = io.StringIO()
+    plain = Console(file=expected, width=80)
+    for name in names:
+        plain.print(f"  [cyan]↺[/] {name:<12} cached  {REASON}", markup=True)
+    plain.print(f"  [green]✓[/] {'last':<12} done    4ms", markup=True)
+    assert out.getvalue() == head + expected.getvalue()  # wrapped at 80 columns alike
+
+
+def test_a_fully_cached_run_prints_its_lines_by_the_summary() -> None:
+    out = io.StringIO()
+    display = RunDisplay(Console(file=out, width=80))
+    display.plan(
+        SimpleNamespace(
+            stages={"a": None}, to_run=[], cached=["a"], pipeline=SimpleNamespace(name="p")
+        )
+    )
+    display.event("a", StageState.CACHED, _outcome("unchanged"))
+    report = SimpleNamespace(
+        run_id="r1", state="done", ok=True, duration=0.1, failed=[], count=lambda s: 1
+    )
+    display.summary(report)
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "  ↺ a            cached  unchanged"
+    assert lines[2].startswith("run r1 done in 100ms")
+
+
+def test_the_plan_lists_every_stage_to_run_as_a_print_each_did() -> None:
+    names = [f"stage_{i}" for i in range(25)]
+    reasons = {n: f"upstream stage 'stage_{i}' will run [{i}]" for i, n in enumerate(names)}
+    plan = SimpleNamespace(
+        stages={n: SimpleNamespace(reason=reasons[n]) for n in names},
+        to_run=names,
+        cached=[],
+        pipeline=SimpleNamespace(name="p"),
+    )
+    out = io.StringIO()
+    RunDisplay(Console(file=out, width=60)).plan(plan)
+
+    expected = io.StringIO()
+    plain = Console(file=expected, width=60)
+    plain.print("[bold]p[/]: 25 stages, 25 to run, 0 reused from the store")
+    for name in names:
+        plain.print(f"  [dim]· {name:<12} will run: {reasons[name]}[/]")
+    assert out.getvalue() == expected.getvalue()
+    assert len(out.getvalue().splitlines()) > 26  # some lines wrapped, as they did
+
+
+def test_a_failure_prints_after_the_lines_held_before_it() -> None:
+    out = io.StringIO()
+    display = RunDisplay(Console(file=out, width=80))
+    display.event("a", StageState.DONE, _outcome())
+    display.event("b", StageState.SKIPPED, _outcome("upstream stage 'x' failed"))
+    failed = SimpleNamespace(
+        reason="", duration=None, error="ValueError: boom", attempts=2, traceback=None
+    )
+    display.event("c", StageState.FAILED, failed)
+    assert out.getvalue().splitlines() == [  # printed at once, the held lines first
+        "  ✓ a            done    4ms",
+        "  - b            skipped upstream stage 'x' failed",
+        "  ✗ c            failed  ValueError: boom (after 2 attempts)",
+    ]
+    display.event("d", StageState.DONE, _outcome())
+    deadline = time.monotonic() + 30  # the timer prints what waits, with no further event
+    while "✓ d " not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(HOLD_S)
+    assert out.getvalue().splitlines()[-1] == "  ✓ d            done    4ms"
