@@ -346,7 +346,7 @@ class ArtifactStore:
         it (``store gc``)."""
         base = self.path(relfolder)
         if self._local:
-            for path, st in local_files(base):
+            for path, st in layout.local_files(base):
                 yield path, st.st_size, st.st_mtime
             return
         try:
@@ -563,21 +563,6 @@ class ArtifactStore:
             return None
         manifest["outputs"] = outputs
         return manifest
-
-
-def local_files(
-    base: str, *, follow_symlinks: bool = True, skip: type[OSError] = FileNotFoundError
-) -> Iterator[tuple[str, os.stat_result]]:
-    """(path, stat) of every file under the local folder ``base``; a file whose stat raises
-    ``skip`` (gone since it was listed) is passed over."""
-    for dirpath, _, names in os.walk(base):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            try:
-                st = os.stat(path, follow_symlinks=follow_symlinks)
-            except skip:
-                continue
-            yield path, st
 
 
 def _batch_bytes(entries: dict[str, dict[str, Any]]) -> bytes:

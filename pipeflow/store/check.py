@@ -42,7 +42,8 @@ from typing import Any
 
 from pipeflow.errors import StoreError
 from pipeflow.store import layout
-from pipeflow.store.artifacts import ArtifactStore, local_files
+from pipeflow.store.artifacts import ArtifactStore
+from pipeflow.store.layout import local_files
 from pipeflow.store.metadata import MetadataDB
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

@@ -45,6 +45,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 OBJECTS = "objects"
@@ -86,6 +87,21 @@ HEX64 = re.compile(r"[0-9a-f]{64}")
 def is_hex_digest(text: str) -> bool:
     """Whether ``text`` is a sha256 in hex: the name of every object and cache key."""
     return isinstance(text, str) and HEX64.fullmatch(text) is not None
+
+
+def local_files(
+    base: str, *, follow_symlinks: bool = True, skip: type[OSError] = FileNotFoundError
+) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, stat) of every file under the local folder ``base``; a file whose stat raises
+    ``skip`` (gone since it was listed) is passed over."""
+    for dirpath, _, names in os.walk(base):
+        for name in names:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path, follow_symlinks=follow_symlinks)
+            except skip:
+                continue
+            yield path, st
 
 
 def plain_local_path(url: str) -> str | None:
