@@ -15,7 +15,14 @@ import os
 import sys
 from typing import Any
 
-from pipeflow.cli._common import add_audit_dir, add_debug, add_where, make_console, open_registry
+from pipeflow.cli._common import (
+    add_audit_dir,
+    add_debug,
+    add_json,
+    add_where,
+    make_console,
+    open_registry,
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -32,7 +39,7 @@ def add_parsers(sub: Any) -> None:
     c.add_argument("--all-versions", action="store_true", help="include earlier versions' traffic")
     add_audit_dir(c)
     c.add_argument("--html", metavar="FILE", help="write the (last) report as HTML")
-    c.add_argument("--json", action="store_true", help="print the report(s) as JSON")
+    add_json(c, "print the report(s) as JSON")
     c.add_argument("--no-save", action="store_true", help="do not add the report to the history")
     add_where(c)
     add_debug(c)
@@ -58,7 +65,7 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--alpha", type=float, help="p-value threshold (default 0.05)")
     d.add_argument("--wasserstein", type=float, help="numeric effect threshold (default 0.05)")
     d.add_argument("--js", type=float, help="categorical effect threshold (default 0.05)")
-    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json(d, "print the report as JSON")
     d.add_argument("--html", metavar="FILE", help="write the report as an HTML page")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the table is drifted")
     add_debug(d)

@@ -13,6 +13,7 @@ A stage type declares
 The compiler knows a stage type only through these declarations; the executor only calls
 ``run``. Nothing here imports Dask, YAML or the store, so a plugin depends on a tiny surface.
 ``pipeflow.testing.StageContract`` is the test mixin that proves an implementation honours it.
+Field types that several built-in configs share (:data:`RowShare`) are declared here too.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from pipeflow.core.progress import StageMonitor
 from pipeflow.core.tracking import Tracker
@@ -37,6 +38,12 @@ class Port:
     kind: str = "any"
     required: bool = True
     description: str = ""
+
+
+#: a ``with:`` field holding a share of a stage's rows, strictly between 0 and 1 (split's
+#: ``test_size``, promote's ``bias.mitigate.validation``): declared once, so each refuses 0 and 1
+#: alike; the field adds its default and description
+RowShare = Annotated[float, Field(gt=0, lt=1)]
 
 
 class EmptyConfig(BaseModel):

@@ -21,6 +21,7 @@ differs, and lives here, is how each reads a body its clients send and how it an
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
@@ -112,15 +113,26 @@ async def v2_server() -> Response:
     return reply({"name": "pipeflow", "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
-async def v2_metadata(name: str, request: Request) -> Response:
-    return _v2_metadata(name, None, request)
+def _model_and_version(
+    inner: Callable[[str, str | None, Request], Awaitable[Response]], model: str, version: str
+) -> tuple[Callable[..., Awaitable[Response]], Callable[..., Awaitable[Response]]]:
+    """The handlers of a ``/v2/models/{name}...`` route and of its
+    ``/v2/models/{name}/versions/{version}...`` twin, named ``model`` and ``version`` (the names
+    the OpenAPI document's operation ids and summaries come from): ``inner(name, version,
+    request)`` answers both, the first with no version."""
+
+    async def of_model(name: str, request: Request) -> Response:
+        return await inner(name, None, request)
+
+    async def of_version(name: str, version: str, request: Request) -> Response:
+        return await inner(name, version, request)
+
+    of_model.__name__ = of_model.__qualname__ = model
+    of_version.__name__ = of_version.__qualname__ = version
+    return of_model, of_version
 
 
-async def v2_version_metadata(name: str, version: str, request: Request) -> Response:
-    return _v2_metadata(name, version, request)
-
-
-def _v2_metadata(name: str, version: str | None, request: Request) -> Response:
+async def _v2_metadata(name: str, version: str | None, request: Request) -> Response:
     server: Server = request.app.state.server
     try:
         caller_for(server, name, request, "predict")
@@ -130,15 +142,7 @@ def _v2_metadata(name: str, version: str | None, request: Request) -> Response:
     return reply(v2.metadata_body(handle, [int(v) for v in served(server)]))
 
 
-async def v2_model_ready(name: str, request: Request) -> Response:
-    return _v2_model_ready(name, None, request)
-
-
-async def v2_version_ready(name: str, version: str, request: Request) -> Response:
-    return _v2_model_ready(name, version, request)
-
-
-def _v2_model_ready(name: str, version: str | None, request: Request) -> Response:
+async def _v2_model_ready(name: str, version: str | None, request: Request) -> Response:
     server: Server = request.app.state.server
     try:
         model_for(server, name)
@@ -149,14 +153,6 @@ def _v2_model_ready(name: str, version: str | None, request: Request) -> Respons
     if request.app.state.drain.draining:
         return reply({"name": name, "ready": False}, 503)
     return reply({"name": name, "ready": True})
-
-
-async def v2_infer(name: str, request: Request) -> Response:
-    return await _v2_infer(name, None, request)
-
-
-async def v2_version_infer(name: str, version: str, request: Request) -> Response:
-    return await _v2_infer(name, version, request)
 
 
 async def _v2_infer(name: str, version: str | None, request: Request) -> Response:
@@ -172,6 +168,15 @@ async def _v2_infer(name: str, version: str | None, request: Request) -> Respons
         fail=v2_failure,
         version=version,
     )
+
+
+v2_metadata, v2_version_metadata = _model_and_version(
+    _v2_metadata, "v2_metadata", "v2_version_metadata"
+)
+v2_model_ready, v2_version_ready = _model_and_version(
+    _v2_model_ready, "v2_model_ready", "v2_version_ready"
+)
+v2_infer, v2_version_infer = _model_and_version(_v2_infer, "v2_infer", "v2_version_infer")
 
 
 #: the content types of an inference request without binary data (with it, any: the header says)

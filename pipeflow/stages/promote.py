@@ -41,7 +41,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Port, RowShare, Stage, StageContext
 from pipeflow.governance.business import BusinessConfig
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
@@ -67,10 +67,8 @@ class Mitigation(BaseModel):
     objective: Literal["demographic_parity", "true_positive_rate_parity", "equalized_odds"] = Field(
         "demographic_parity", description="what the thresholds equalise across groups"
     )
-    validation: float = Field(
+    validation: RowShare = Field(
         0.5,
-        gt=0,
-        lt=1,
         description="share of the evaluation rows the thresholds are chosen on; the rest measure them",
     )
     tolerance: float = Field(

@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import Port, RowShare, Stage, StageContext
 
 
 class SplitConfig(BaseModel):
@@ -37,11 +37,8 @@ class SplitConfig(BaseModel):
     method: Literal["random", "stratified", "group", "time"] = Field(
         "random", description="how rows are assigned"
     )
-    test_size: float = Field(
-        0.2,
-        gt=0,
-        lt=1,
-        description="fraction of rows (of groups, for method group) in the test part",
+    test_size: RowShare = Field(
+        0.2, description="fraction of rows (of groups, for method group) in the test part"
     )
     by: str | None = Field(
         None, description="label column (stratified), group column (group) or time column (time)"
