@@ -94,7 +94,9 @@ def load_window(
         try:
             table = _read_any(source, request_schema if requests else schema)
             if requests and table.num_rows:
-                table = _unpack(_in_window(table, model, start, end, version))
+                table = _in_window(table, model, start, end, version)
+                if table.num_rows:  # none in the window: no columns to unpack, skipped below
+                    table = _unpack(table)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, KeyError):
             # a torn tail, types pyarrow cannot unify, records of several formats
             rows = list(audit.parse(segment.lines()))

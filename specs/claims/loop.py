@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import subprocess
@@ -109,12 +110,18 @@ def main() -> int:
                         f"the server did not start: {(workdir / '.pipeflow' / 'loop-server.log').read_text()}"
                     ) from None
                 time.sleep(0.2)
+        quiet_since = None  # when the previous month's traffic ended
         for month in range(1, args.months + 1):
             drift = min(1.0, 0.3 * month)
             version = serving_version(url)
             started = time.time()
             n, accuracy = replay(url, month, drift, args.claims)
-            window = f"{time.time() - started + 1:.0f}s"  # this month's traffic only
+            # The monitor's window ends when the watch reaches the `drift` stage, seconds from now
+            # on a busy machine: it reaches back to the end of the previous month's traffic (a
+            # whole watch ago), so it holds all of this month's traffic and none of the last.
+            since = quiet_since if quiet_since is not None else started - 60
+            quiet_since = time.time()
+            window = f"{math.ceil(quiet_since - since)}s"
             watched = pipeflow(
                 workdir, "watch", "pipeline.yaml", "--once",
                 "--set", f"params.month={month}", "--set", f"params.drift={drift}",

@@ -131,6 +131,23 @@ def test_monitoring_and_the_live_comparison_read_rows_of_either_format(both: Pat
     assert found["outputs"]["pnew-1"] == "yes"
 
 
+def test_a_window_that_holds_none_of_the_request_records_reads_as_empty(both: Path) -> None:
+    """A request segment whose every record is outside the window (a monitor pass after the
+    month's traffic, `pipeflow monitor --window 2s` on a quiet server) is no rows, not an error."""
+    for start, end in ((WHEN + 10, WHEN + 12), (WHEN - 10, WHEN - 5)):
+        inputs, meta = load_window(
+            both, "m", start, end, 3,
+            schema=audit_schema(RECORD), request_schema=audit_schema(RECORD, requests=True),
+        )  # fmt: skip
+        assert inputs.empty and meta.empty
+    # only the old record-per-row segment in the window: its two rows, the request skipped
+    inputs, meta = load_window(
+        both, "m", WHEN - 1, WHEN + 0.5, 3,
+        schema=audit_schema(RECORD), request_schema=audit_schema(RECORD, requests=True),
+    )  # fmt: skip
+    assert sorted(meta["id"]) == ["pold-1", "pold-2"]
+
+
 def test_an_explained_request_reads_back_one_explanation_per_row_beside_old_records(
     both: Path,
 ) -> None:
