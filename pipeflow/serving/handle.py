@@ -71,8 +71,10 @@ class Handle:
             if self._explainer is None:
                 from pipeflow.governance.explain import explainer_for
 
+                # the model's own inputs: not a group column carried only to pick a threshold
+                names = [n for n in self.signature.names if n not in self._drop]
                 try:
-                    self._explainer = explainer_for(self.model, self.record, self.signature.names)
+                    self._explainer = explainer_for(self.model, self.record, names)
                 except ExplainUnavailable as err:
                     self._explainer = err
         if isinstance(self._explainer, ExplainUnavailable):

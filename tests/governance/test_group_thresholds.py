@@ -174,6 +174,14 @@ def test_every_served_route_answers_with_the_thresholds(project, version) -> Non
             assert unseen.status_code == 200, unseen.text
             plain = model.predict(rows[["income", "debt"]]).tolist()
             assert [p["prediction"] for p in unseen.json()["predictions"]] == plain
+            # an explanation covers the model's inputs, not the column that picks the threshold
+            explained = c.post("/v1/models/loans/predict?explain=true", json=records[:2])
+            assert explained.status_code == 200, explained.text
+            margins = model.decision_function(rows[["income", "debt"]].head(2))
+            for answer, margin in zip(explained.json()["predictions"], margins, strict=True):
+                e = answer["explanation"]
+                assert set(e["contributions"]) == {"income", "debt"}, e
+                assert e["base"] + sum(e["contributions"].values()) == pytest.approx(margin)
     finally:
         s.stop()
 
