@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
@@ -140,7 +141,15 @@ def finish(title: str, rows: list[Row], json_path: Path | None, elapsed: float) 
     if json_path:
         json_path.write_text(
             json.dumps(
-                {"title": title, "elapsed_s": elapsed, "rows": [asdict(r) for r in rows]},
+                {
+                    "title": title,
+                    "elapsed_s": elapsed,
+                    # when, and how busy the machine was at the end: run_all --only reuses
+                    # these rows later and must say where they came from
+                    "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    "load_end": os.getloadavg()[0],
+                    "rows": [asdict(r) for r in rows],
+                },
                 indent=2,
                 default=str,
             )

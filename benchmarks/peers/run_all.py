@@ -12,7 +12,8 @@ Usage::
 
 ``--quick`` is a smoke run (small sizes) and does not overwrite the docs unless ``--out`` is
 given. ``--dir`` keeps each script's JSON; with ``--only``, just the scripts named run again and
-the others' rows come from their JSON there (to redo one script without the rest). The page is generated down to the ``HAND_WRITTEN`` marker; what follows it (sections on
+the others' rows come from their JSON there (to redo one script without the rest; ``--only``
+naming none rebuilds the page), the page saying when and under what load each part ran. The page is generated down to the ``HAND_WRITTEN`` marker; what follows it (sections on
 other benchmarks, written by hand) is kept. Like every benchmark here it never fails on a missed
 target; it exits 1 only if a script itself broke (and still writes what the others measured).
 """
@@ -103,6 +104,25 @@ def read_rows(out: Path) -> tuple[list[Row], str]:
     if not out.exists():
         return [], f"{out.name}: no earlier JSON in {out.parent} (run without --only first)"
     return [Row(**r) for r in json.loads(out.read_text())["rows"]], ""
+
+
+def provenance(where: Path, reused: list[str]) -> str:
+    """Where the rows of the scripts ``--only`` did not rerun came from: their JSON's run."""
+    said = []
+    for script in reused:
+        try:
+            data = json.loads((where / f"{script}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        load = data.get("load_end")
+        said.append(
+            f"{script} from an earlier run ({data.get('finished', 'time not recorded')}, "
+            f"{data.get('elapsed_s', 0):.0f} s"
+            + (f", load average {load:.1f} at its end" if isinstance(load, float) else "")
+            + (f"; {data['load_note']}" if data.get("load_note") else "")
+            + ")"
+        )
+    return ("; rows of " + "; ".join(said)) if said else ""
 
 
 def write_doc(
@@ -266,12 +286,13 @@ def main() -> int:
     )
     p.add_argument(
         "--only",
-        nargs="+",
+        nargs="*",
         choices=SCRIPTS,
-        help="run only these scripts; the others' rows are read from --dir's earlier JSON",
+        help="run only these scripts (none: just rebuild the page); the others' rows are read "
+        "from --dir's earlier JSON",
     )
     args = p.parse_args()
-    if args.only and not args.dir:
+    if args.only is not None and not args.dir:
         p.error("--only needs --dir: the folder holding the other scripts' earlier JSON")
     out = args.out or (None if args.quick else REPO / "docs" / "benchmarks.md")
 
@@ -286,7 +307,7 @@ def main() -> int:
         where.mkdir(parents=True, exist_ok=True)
         for script in SCRIPTS:
             out_json = where / f"{script}.json"
-            if args.only and script not in args.only:
+            if args.only is not None and script not in args.only:
                 got, why = read_rows(out_json)
             else:
                 got, why = run_script(script, args.quick, args.rows, out_json)
@@ -294,6 +315,12 @@ def main() -> int:
             if why:
                 broken.append(why)
     elapsed = time.perf_counter() - started
+    if args.only is not None:  # the page's parts ran at different times: their own durations
+        elapsed = sum(
+            json.loads((where / f"{s}.json").read_text()).get("elapsed_s", 0.0)
+            for s in SCRIPTS
+            if (where / f"{s}.json").exists()
+        )
     load_after = os.getloadavg()[0]
 
     print(f"\n=== all ({elapsed:.0f} s) ===\n")
@@ -303,8 +330,18 @@ def main() -> int:
     if out:
         machine = (
             f"{cpu_model()}, {os.cpu_count()} cores, {memory_gib():.0f} GiB, "
-            f"{platform.system()} {platform.release()}; a shared VM, noisy: load average "
-            f"{load_before:.1f} before the run and {load_after:.1f} after"
+            f"{platform.system()} {platform.release()}; a shared VM, noisy"
+            + (
+                f": load average {load_before:.1f} before the run and {load_after:.1f} after"
+                + (f" (this run: {', '.join(args.only)})" if args.only else "")
+                if args.only is None or args.only
+                else ""
+            )
+            + (
+                provenance(where, [s for s in SCRIPTS if s not in args.only])
+                if args.only is not None
+                else ""
+            )
         )
         write_doc(
             out,
