@@ -95,8 +95,7 @@ def run_script(script: str, quick: bool, rows: int | None, out: Path) -> tuple[l
     done = subprocess.run(cmd, cwd=REPO)
     if done.returncode != 0 or not out.exists():
         return [], f"{script} exited {done.returncode}"
-    data = json.loads(out.read_text())
-    return [Row(**r) for r in data["rows"]], ""
+    return read_rows(out)
 
 
 def read_rows(out: Path) -> tuple[list[Row], str]:

@@ -177,12 +177,10 @@ def predict_file(
     holder = ModelHolder(model, registry.store.ref, record)
     stop = threading.Event()
     pool = ThreadPoolExecutor(1, thread_name_prefix="pipeflow-fingerprint")
-    explainer = None
     if explain:
         from pipeflow.governance.explain import explainer_for
 
-        explainer = explainer_for(model, record, features)
-        spec = spec._replace(explainer=explainer)
+        spec = spec._replace(explainer=explainer_for(model, record, features))
     kind = _where(scheduler).get("kind")
     here = kind in IN_PROCESS and source.in_process(partition_rows)
     if wanted and kind in LOCAL_SCHEDULERS:
@@ -223,8 +221,8 @@ def predict_file(
             "user": current_user(),
             **placement.summary(),
         }
-        if explainer is not None:
-            summary["explain"] = explainer.method
+        if spec.explainer is not None:
+            summary["explain"] = spec.explainer.method
     finally:
         stop.set()  # a failed job does not wait for the hash of a large input
         pool.shutdown(wait=False)
