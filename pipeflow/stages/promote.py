@@ -338,7 +338,9 @@ def _describe(
     rows = data[data[target].notna()]
     fields["data_summary"] = data_summary(data, target)
     X, y = rows.drop(columns=[target]), rows[target]
-    predicted = model.predict(X) if config.bias is not None or config.business else None
+    # the plain predictions, for business metrics and unmitigated bias (mitigation makes its own)
+    plain_bias = config.bias is not None and config.bias.mitigate is None
+    predicted = model.predict(X) if plain_bias or config.business is not None else None
     if config.business is not None:
         fields["metrics"] = {
             **metrics,
