@@ -373,9 +373,15 @@ class MetadataDB(LoggedRecords):
         sql += " ORDER BY r.started DESC, r.id DESC LIMIT ?"
         return self.query(sql, (*args, limit))
 
-    def find_run(self, prefix: str) -> Any | None:
+    def find_run(self, prefix: str, pipeline: str | None = None) -> Any | None:
+        """The run a unique id prefix names, or ``latest`` / ``last``: the newest run (of
+        ``pipeline`` when given: a store shared by several pipelines has one latest per pipeline)."""
         if prefix in ("latest", "last"):
-            rows = self.query("SELECT * FROM runs ORDER BY started DESC, id DESC LIMIT 1")
+            where, args = ("WHERE pipeline = ? ", (pipeline,)) if pipeline else ("", ())
+            rows = self.query(
+                f"SELECT * FROM runs {where}ORDER BY started DESC, id DESC LIMIT 1",  # nosec B608 (fixed fragments)
+                args,
+            )
         else:
             # substr, not LIKE: '_' and '%' in what the user typed are not wildcards
             rows = self.query(

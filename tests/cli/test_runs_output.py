@@ -133,3 +133,31 @@ def test_a_bare_stage_name_means_the_output_a_spec_input_would_take(tmp_path: Pa
     assert "LinearRegression" in done.stdout
     info = _out(spec, "latest", "model.info")
     assert info.returncode == 0 and json.loads(info.stdout)["target"] == "v"
+
+
+OTHER = """
+pipeline: other
+stages:
+  summary:
+    type: python
+    with: {function: "steps:rows", outputs: {good: table, bad: table}}
+"""
+
+
+def test_latest_with_a_spec_means_that_pipelines_latest_run_in_a_shared_store(
+    tmp_path: Path,
+) -> None:
+    spec = write_spec(tmp_path, SPEC, {"steps.py": STEPS})
+    other = tmp_path / "other.yaml"  # beside it: the same store and metadata database
+    other.write_text(OTHER)
+    pipeflow_ok(["run", spec])
+    pipeflow_ok(["run", other])  # the store's newest run is now the other pipeline's
+
+    done = _out(spec, "latest", "summary")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["n"] == 30
+    shown = pipeflow(["runs", "show", "last", "--spec", spec, "--json"], timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["run"]["pipeline"] == "out"
+    theirs = pipeflow(["runs", "show", "latest", "--spec", other, "--json"], timeout=60)
+    assert json.loads(theirs.stdout)["run"]["pipeline"] == "other"
