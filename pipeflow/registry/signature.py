@@ -115,6 +115,24 @@ class Signature:
             features.append(Feature(str(group["attribute"]), expect, "sensitive"))
         return cls(features, [str(c) for c in signature.get("classes") or []])
 
+    def described(self, record: dict[str, Any]) -> dict[str, Any] | None:
+        """The recorded signature as serving describes it: with the fields this signature adds
+        to it (the sensitive attribute per-group thresholds read), so a caller who builds rows
+        from the description sends every field the server requires."""
+        recorded = record.get("signature")
+        if not recorded:
+            return recorded
+        known = {str(f["name"]) for f in recorded.get("features") or []}
+        dtypes = {_NUMBER: "float64", _BOOL: "bool", _STRING: "object"}
+        added = [
+            {"name": f.name, "dtype": dtypes[f.expect], "role": f.role}
+            for f in self.features
+            if f.name not in known
+        ]
+        return (
+            {**recorded, "features": [*recorded.get("features", []), *added]} if added else recorded
+        )
+
     def _fast(self, rows: list[Any]) -> tuple[list[list[str]], Columns] | None:
         """The fast path: every row a dict with exactly the features, every column of the right
         JSON types and finite. Returns the flags per row and the rows' columns (:class:`Columns`),

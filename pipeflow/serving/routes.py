@@ -467,7 +467,7 @@ async def describe(name: str, request: Request) -> Response:
             "name": h.name,
             "version": h.version,
             "alias": server.config.which,
-            "signature": h.record.get("signature"),
+            "signature": h.signature.described(h.record),
             "canary": None
             if server.canary is None
             else {

@@ -165,7 +165,10 @@ def test_every_served_route_answers_with_the_thresholds(project, version) -> Non
             assert v2.status_code == 200, v2.text
             outputs = {o["name"]: o["data"] for o in v2.json()["outputs"]}
             assert outputs["predict"] == expected
-            # the attribute picks the threshold, so a row must carry it
+            # the attribute picks the threshold, so a row must carry it, and the description says so
+            described = c.get("/v1/models/loans").json()["signature"]["features"]
+            assert [f["name"] for f in described][-1:] == ["region"], described
+            assert described[-1]["role"] == "sensitive"
             missing = c.post("/v1/models/loans/predict", json=[{"income": 50.0, "debt": 20.0}])
             assert missing.status_code == 422 and "region" in missing.text, missing.text
             # a group not seen when choosing gets the plain 0.5 boundary: the model's own answer
