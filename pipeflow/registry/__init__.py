@@ -296,16 +296,28 @@ class Registry:
         return self.version(name, held)
 
     # -- writing ---------------------------------------------------------------------------
-    def register(self, name: str, model: ArtifactRef, **fields: Any) -> dict[str, Any]:
+    def register(
+        self, name: str, model: ArtifactRef, *, declared: tuple[str, ...] = (), **fields: Any
+    ) -> dict[str, Any]:
         """Record ``model`` (already in the store) as the next version of ``name``. The same
-        model content registered again returns the existing version (``existing: True``)."""
+        model content registered again returns the existing version (``existing: True``), unless
+        one of the ``declared`` fields differs from that version's: what a version declares
+        about how it predicts or is held to account (per-group thresholds, business values, bias
+        limits) is part of what it is, so a changed declaration makes a new version of the same
+        model file rather than being dropped."""
         check_name("model name", name)
         if not self.store.has(model.digest):
             raise RegistryError(
                 f"model artifact {model.digest[:12]} is not in the store {self.store.url}"
             )
+
+        def as_recorded(value: Any) -> str:  # compared as the record's JSON holds it
+            return json.dumps(value, sort_keys=True, default=str)
+
         for record in self.versions(name):
-            if record.get("model", {}).get("digest") == model.digest:
+            if record.get("model", {}).get("digest") == model.digest and all(
+                as_recorded(record.get(key)) == as_recorded(fields.get(key)) for key in declared
+            ):
                 return {**record, "existing": True}
         trusted = trusted_types(model.codec, self.store.get(model.digest))
         folder = f"{ROOT}/{name}/versions"

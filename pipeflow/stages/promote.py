@@ -31,7 +31,9 @@ accuracy and bias differences on the held-out rest); ``bias`` and so the bias ga
 :mod:`pipeflow.governance.thresholds`.
 
 Registering the same model content again returns the existing version, so a re-run never makes
-duplicate versions.
+duplicate versions, unless what the spec declares for it changed (``bias.mitigate``'s thresholds,
+``business``, ``bias.max``): then the same model file becomes a new version carrying the new
+declarations, rather than the old version silently keeping the old ones.
 """
 
 from __future__ import annotations
@@ -230,7 +232,9 @@ class PromoteStage(Stage[PromoteConfig]):
         if config.bias is not None:
             gates += bias_gates(fields.get("bias"), config.bias.max)
         registry = Registry(ctx.store)
-        record = registry.register(config.name, model_ref, gates=gates, **fields)
+        record = registry.register(
+            config.name, model_ref, declared=_DECLARED, gates=gates, **fields
+        )
         label = f"{config.name}@{record['version']}"
         promoted = False
         failure = describe_failures(gates)
@@ -281,6 +285,10 @@ class PromoteStage(Stage[PromoteConfig]):
             ctx.logger.warning("%s not promoted: %s", label, failure)
         outcome.pop("existing", None)
         return {"version": outcome, "card": html, "card_md": markdown.encode("utf-8")}
+
+
+# the record fields that make a re-registered model a new version when they change
+_DECLARED = ("mitigation", "business", "bias_limits")
 
 
 def _describe(

@@ -45,6 +45,34 @@ def store(tmp_path: Path) -> ArtifactStore:
     return ArtifactStore(str(tmp_path / "store"))
 
 
+def test_the_same_model_with_a_changed_declaration_is_a_new_version_carrying_it(store) -> None:
+    reg = Registry(store)
+    ref = store.save(fitted(1.0), "model")
+    declared = ("mitigation", "business")
+    cost = {"cost": {"1": {"0": 5.0}}, "value_per_correct": np.float64(0.25)}
+    v1 = reg.register("m", ref, declared=declared, business=cost)
+    again = reg.register("m", ref, declared=declared, business=dict(cost))
+    dearer = {**cost, "cost": {"1": {"0": 9.0}}}
+    v2 = reg.register("m", ref, declared=declared, business=dearer)
+    thresholds = {"attribute": "region", "thresholds": {"north": 0.4}}
+    v3 = reg.register("m", ref, declared=declared, business=dearer, mitigation=thresholds)
+    assert (v1["version"], again["version"], again["existing"]) == (1, 1, True)
+    assert (v2["version"], v3["version"]) == (2, 3) and "existing" not in v3
+    assert reg.version("m", 2)["business"]["cost"] == {"1": {"0": 9.0}}
+    assert reg.version("m", 3)["mitigation"] == thresholds
+    assert {v["model"]["digest"] for v in reg.versions("m")} == {ref.digest}  # one file
+    # undeclared fields (metrics, run) never split a version: a re-run stays one version
+    rerun = reg.register(
+        "m",
+        ref,
+        declared=declared,
+        business=dearer,
+        mitigation=thresholds,
+        metrics={"accuracy": 0.5},
+    )
+    assert rerun["version"] == 3 and rerun["existing"] is True
+
+
 def test_versions_are_numbered_and_the_same_model_is_not_registered_twice(store) -> None:
     reg = Registry(store)
     v1 = add(store, reg, 1.0, 0.9)

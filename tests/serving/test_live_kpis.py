@@ -5,6 +5,7 @@ business gate passes or refuses a promotion; alert rules on them fire or are ref
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +106,31 @@ def test_a_business_gate_is_recorded_like_a_metric_and_refuses_a_costly_model(
     )  # fmt: skip
     assert by_hand.returncode == 1
     assert "gate 'business.cost_per_prediction <= 0' failed" in by_hand.stderr
+
+
+def test_a_changed_declaration_for_the_same_model_makes_a_new_version_that_carries_it(
+    project: Path, tmp_path: Path
+) -> None:
+    copy = tmp_path / "project"
+    shutil.copytree(project, copy)  # the module's other tests keep their production version
+    store = Registry(ArtifactStore(str(copy / ".pipeflow")))
+    before = store.resolve("tumours", "production")
+    spec = (
+        (copy / "kpis.yaml")
+        .read_text()
+        .replace("benign: {malignant: 20}", "benign: {malignant: 30}")
+    )
+    (copy / "dearer.yaml").write_text(spec.replace("pipeline: kpis", "pipeline: dearer"))
+    run = pipeflow(["run", "dearer.yaml", "--quiet"], cwd=copy, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    after = store.resolve("tumours", "production")
+    assert after["model"]["digest"] == before["model"]["digest"]  # the same model file
+    assert after["version"] == before["version"] + 1
+    assert after["business"]["cost"]["benign"] == {"malignant": 30}
+    assert store.version("tumours", before["version"])["business"] == DECLARED
+    again = pipeflow(["run", "dearer.yaml", "--quiet", "--force"], cwd=copy, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [v["version"] for v in store.versions("tumours")][-1] == after["version"]
 
 
 def test_a_cost_matrix_naming_no_class_of_the_model_fails_the_promotion_naming_it(
