@@ -14,7 +14,9 @@ from feedback), ``prediction.psi``, ``latency_ms.p95``, ``errors.error_rate``, `
 ``features.<name>.<measure>``; ``features.*.psi`` matches any feature (one alert per feature;
 for text features, ``psi`` is the PSI of their lengths); ``bias.<difference>`` and
 ``business.<metric>``, what the version declared at promotion (:mod:`pipeflow.monitoring.kpis`,
-which refuses such a rule for a version that declared nothing of the kind).
+which refuses such a rule for a version that declared nothing of the kind). A version's declared
+bias limits alert without a rule (:func:`declared_rules`, named ``declared bias limit <metric>``),
+unless a rule watches the same metric.
 
 Sinks: ``log`` (the ``pipeflow.alerts`` logger at the rule's severity), ``file`` (a JSON-lines file
 you name), ``webhook`` (a JSON POST to a URL, with a timeout; a failing webhook is logged, never
@@ -160,6 +162,21 @@ class GuardConfig(BaseModel):
         if all(getattr(self, k) is None for k in LIMITS):
             raise ValueError(f"a guard needs at least one limit: {', '.join(LIMITS)}")
         return self
+
+
+def declared_rules(report: dict[str, Any], rules: list[Rule]) -> list[Rule]:
+    """The version's declared bias limits (the promote stage's ``bias.max``, in the report's
+    ``bias.limits``) as rules, so a live breach alerts through the sinks, cool-down and alert
+    history a written rule has, with no rule written: one per limit no rule already watches."""
+    limits = (report.get("bias") or {}).get("limits") or {}
+    watched = {r.metric for r in rules}
+    return [
+        Rule(
+            name=f"declared bias limit {metric}", metric=f"bias.{metric}", threshold=f"> {limit!r}"
+        )
+        for metric, limit in limits.items()
+        if f"bias.{metric}" not in watched
+    ]
 
 
 def _values(report: dict[str, Any], metric: str) -> list[tuple[str | None, float]]:

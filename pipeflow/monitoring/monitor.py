@@ -327,6 +327,9 @@ def monitor(
         "timing_s": {"load": loaded, "total": None},
     }
     report["timing_s"]["total"] = time.perf_counter() - started
+    from pipeflow.monitoring.alerts import declared_rules
+
+    rules = [*(rules or []), *declared_rules(report, rules or [])]
     if rules:
         from pipeflow.monitoring.alerts import evaluate
 

@@ -224,6 +224,14 @@ def test_monitor_measures_bias_and_business_on_labelled_traffic_and_alerts(
     assert fired <= {a["metric"] for a in load_alerts(store)}
     text = html.read_text()
     assert "Bias across region" in text and "cost_per_prediction" in text
+    # the declared limit alerts with no rule written (a rule on the metric replaces it, above)
+    bare = pipeflow(["monitor", "tumours@production", "--window", "10m", "--json"], cwd=project)
+    assert bare.returncode == 0, bare.stderr
+    alerts = json.loads(bare.stdout)["alerts"]
+    assert [(a["rule"], a["metric"], a["suppressed"]) for a in alerts] == [
+        ("declared bias limit accuracy_difference", "bias.accuracy_difference", False)
+    ]
+    assert "declared bias limit accuracy_difference" in {a["rule"] for a in load_alerts(store)}
     # the words a person reads
     plain = pipeflow(["monitor", "tumours@production", "--window", "10m", "--no-save"], cwd=project)
     assert "bias limit breached: accuracy_difference" in plain.stdout
