@@ -240,6 +240,25 @@ def open_registry(args: argparse.Namespace) -> tuple[Any, Any]:
     return workspace.registry, workspace.open_db()
 
 
+def pin_latest(args: argparse.Namespace, db: Any, pipeline: str) -> None:
+    """With ``--spec``, ``latest`` (``last``) means the newest run of that spec's pipeline, not of
+    whichever pipeline last ran in a store several share: replaced here by its id."""
+    from pipeflow.errors import UsageError
+
+    def pin(run_id: str) -> str:
+        if run_id not in ("latest", "last"):
+            return run_id
+        run = db.find_run(run_id, pipeline)
+        if run is None:
+            raise UsageError(f"no run of pipeline {pipeline!r} in {db.location}")
+        return str(run["id"])
+
+    if getattr(args, "run_id", None):
+        args.run_id = pin(args.run_id)
+    if getattr(args, "run_ids", None):
+        args.run_ids = [pin(r) for r in args.run_ids]
+
+
 def open_history(args: argparse.Namespace) -> Any:
     """The metadata database of ``runs`` and ``data``, which must exist (a spec's is created)."""
     return locate(args).metadata()

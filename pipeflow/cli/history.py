@@ -22,6 +22,7 @@ from pipeflow.cli._common import (
     add_where,
     locate,
     open_history,
+    pin_latest,
     run_store,
     table,
     when,
@@ -188,7 +189,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
     db = workspace.metadata()
     try:
         if workspace.loaded is not None:
-            _pin_latest(args, db, workspace.loaded.spec.pipeline)
+            pin_latest(args, db, workspace.loaded.spec.pipeline)
         if args.runs_command == "list":
             show_runs(
                 _console(),
@@ -208,25 +209,6 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return show_run(_console(), db, args.run_id, as_json=args.json)
     finally:
         db.close()
-
-
-def _pin_latest(args: argparse.Namespace, db: Any, pipeline: str) -> None:
-    """With ``--spec``, ``latest`` (``last``) means the newest run of that spec's pipeline, not of
-    whichever pipeline last ran in a store several share: replaced here by its id."""
-    from pipeflow.errors import UsageError
-
-    def pin(run_id: str) -> str:
-        if run_id not in ("latest", "last"):
-            return run_id
-        run = db.find_run(run_id, pipeline)
-        if run is None:
-            raise UsageError(f"no run of pipeline {pipeline!r} in {db.location}")
-        return str(run["id"])
-
-    if getattr(args, "run_id", None):
-        args.run_id = pin(args.run_id)
-    if getattr(args, "run_ids", None):
-        args.run_ids = [pin(r) for r in args.run_ids]
 
 
 def _conditions(args: argparse.Namespace) -> list[Any]:
