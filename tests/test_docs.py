@@ -87,3 +87,5 @@ def test_the_docs_site_builds_with_every_link_and_anchor_checked(tmp_path: Path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (tmp_path / "site" / "spec-keys" / "index.html").exists()
     assert (tmp_path / "site" / "ci" / "github-actions.yml").exists()
+    # the client scripts docs/serving.md links to are files of the site too
+    assert (tmp_path / "site" / "examples" / "ab_client.py").exists()
