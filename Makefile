@@ -34,8 +34,8 @@ demo: install
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
 test: install-test
 	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=40
-	$(BIN)/ruff check pipeflow plugins tests benchmarks tools
-	$(BIN)/ruff format --check pipeflow plugins tests benchmarks tools
+	$(BIN)/ruff check pipeflow plugins tests benchmarks tools docs/examples
+	$(BIN)/ruff format --check pipeflow plugins tests benchmarks tools docs/examples
 	$(BIN)/lint-imports
 	$(BIN)/bandit -q -c pyproject.toml -r pipeflow plugins -ll
 	$(BIN)/python tools/audit_dependencies.py
