@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeflow.monitoring.scale import compare_numeric
+from pipeflow.monitoring.scale import compare_numeric, compare_to_profile
 
 
 def frames(rows: int, shift: float, seed: int) -> pd.DataFrame:
@@ -60,3 +60,42 @@ def test_partitioned_profile_matches_the_in_memory_one() -> None:
     assert scaled["c0"]["ks"] == pytest.approx(exact["ks"], abs=0.01)
     assert scaled["c0"]["wasserstein"] == pytest.approx(exact["wasserstein"], abs=0.01)
     assert scaled["c0"]["drifted"] and exact["drifted"]
+
+
+def test_the_profile_route_gives_the_in_memory_verdicts_with_and_without_a_column_selection() -> (
+    None
+):
+    """Every column read as it is (a row-major dask Array, a DataFrame), or a selection of them
+    (a wider window than the profile): each compared column's result is the in-memory one."""
+    import dask
+    import dask.array as da
+    import dask.dataframe as dd
+
+    from pipeflow.governance.profile import reference_profile
+    from pipeflow.monitoring.drift import feature_drift
+
+    ref, now = frames(40_000, 0.0, 5), frames(30_000, 0.4, 6)
+    names = list(ref.columns)
+    profile = reference_profile(ref, dict.fromkeys(names, "numeric"))
+    in_memory = feature_drift(profile, now)
+    wider = now.assign(extra=np.arange(len(now), dtype=float))  # not in the profile
+    picked = ["c4", "c0", "c3"]
+    rows = da.from_array(now.to_numpy(), chunks=(7_000, len(names)))  # row-major blocks
+    with dask.config.set(scheduler="sync"):
+        routes = {
+            "array": compare_to_profile(profile, rows, columns=names),
+            "frame": compare_to_profile(profile, dd.from_pandas(now, npartitions=4)),
+            "selection": compare_to_profile(
+                profile, dd.from_pandas(wider, npartitions=4), columns=picked
+            ),
+        }
+    assert list(routes["selection"]) == picked
+    for route, result in routes.items():
+        for name, verdict in result.items():
+            for key in ("statistic", "p_value", "wasserstein", "psi", "missing_rate"):
+                assert verdict[key] == pytest.approx(in_memory[name][key], rel=1e-9, abs=1e-12), (
+                    route,
+                    name,
+                    key,
+                )
+            assert verdict["drifted"] == in_memory[name]["drifted"] == (name == "c0"), route
