@@ -118,6 +118,7 @@ def predict_file(
     probabilities: bool = True,
     resources: dict[str, float] | None = None,
     explain: bool = False,
+    scoring_threads: int | None = None,
 ) -> dict[str, Any]:
     """Score ``input_path`` with ``name@which`` and write ``output_path``; returns the summary
     (the audit record): ``id``, ``time``, ``model``, ``version``, ``ref``, ``input``,
@@ -131,7 +132,9 @@ def predict_file(
     resources every scoring task asks for (``{"GPU": 1}``: scored on ``cuda`` where usable; see
     :mod:`pipeflow.scoring.device`). ``explain``: add each
     row's explanation (:mod:`pipeflow.governance.explain`) as ``explain_base`` and
-    ``contrib_<feature>`` columns (and ``explain_class`` for classifiers).
+    ``contrib_<feature>`` columns (and ``explain_class`` for classifiers). ``scoring_threads``:
+    how many partitions an input scored in this process has scored at once (default: two where
+    the machine has two cores or more; the output is the same, byte for byte).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -140,6 +143,7 @@ def predict_file(
     started, clock = time.time(), time.perf_counter()
     if partition_rows < 1:
         raise UsageError(f"partition_rows must be at least 1, got {partition_rows}")
+    threads = _scoring_threads(scoring_threads)
     wanted = check_resources(resources)
     placement = Placement(wanted)
     options = dict(storage_options or {})
@@ -189,13 +193,14 @@ def predict_file(
             f"the {kind} scheduler has no workers to route resources {resource_text(wanted)} "
             f"to: scored in this process{pool_of} as the worker offering them"
         )
-    try:  # hashing the input overlaps with scoring it
-        input_fingerprint = pool.submit(source.fingerprint, stop)
+    try:  # hashing the input overlaps with scoring it (read once: as it is read, if local)
+        once = here and source.hashed_while_read
+        input_fingerprint = None if once else pool.submit(source.fingerprint, stop)
         if here:
             model, device, note = scoring_model(holder.model, holder.digest, wanted_device(wanted))
             rows, output_fingerprint, partitions = _score_here(
                 source, input_path, model, spec, record, partition_rows,
-                out_fs, out_path, out_format, batch_id,
+                out_fs, out_path, out_format, batch_id, threads,
             )  # fmt: skip
             placement.add(
                 {"worker": f"pid {os.getpid()}", "device": device, "note": note}, partitions
@@ -212,7 +217,9 @@ def predict_file(
             "version": record["version"],
             "ref": f"{name}@{which}" if which is not None else name,
             "input": source.url,
-            "input_fingerprint": input_fingerprint.result(),
+            "input_fingerprint": (
+                source.fingerprint() if input_fingerprint is None else input_fingerprint.result()
+            ),
             "output": output_path if "://" in output_path else os.path.abspath(output_path),
             "output_fingerprint": output_fingerprint,
             "rows": rows,
@@ -244,28 +251,29 @@ def _score_here(
     out_path: str,
     out_format: str,
     batch_id: str,
+    threads: int = 1,
 ) -> tuple[int, str, int]:
     """Score in this process, no Dask: (rows, output fingerprint, partitions). Parquet is read
-    by a reader thread, a partition at a time (the partitions Dask would make), scored on this
-    thread and written by a writer thread; a one-partition CSV is read whole, then scored."""
+    by a reader thread, a partition at a time (the partitions Dask would make), scored on
+    ``threads`` threads (:func:`score_ahead`) and written by a writer thread, in order; a
+    one-partition CSV is read whole, then scored."""
     if source.format == "csv":
         frames: Iterator[Any] = iter([source.read_whole_csv(spec.columns, spec.id_column, record)])
     else:
         frames = read_ahead(source.parquet_parts(spec.columns, spec.id_column, partition_rows))
     scored = [0]
 
-    def score() -> Iterator[Any]:
-        try:
-            for number, frame in enumerate(frames):
-                yield score_partition(frame, model, spec, {"number": number})
-                scored[0] += 1
-        finally:
-            if hasattr(frames, "close"):
-                frames.close()  # stops the reader
+    def score(frame: Any, number: int) -> Any:
+        return score_partition(frame, model, spec, {"number": number})
+
+    def counted() -> Iterator[Any]:
+        for frame in score_ahead(frames, score, threads):
+            yield frame
+            scored[0] += 1
 
     try:
         rows, digest = write_output(
-            score(), out_fs, out_path, out_format, batch_id, source=input_path, overlap=True
+            counted(), out_fs, out_path, out_format, batch_id, source=input_path, overlap=True
         )
     except NonFiniteInput as err:  # refused by a partition: say where
         where = source.first_non_finite(err.column)
@@ -326,6 +334,40 @@ def _score_on_dask(
     return rows, output_fingerprint, len(parts)
 
 
+def score_ahead(
+    frames: Iterator[Any], score: Any, threads: int, thread: str = "pipeflow-batch-score"
+) -> Iterator[Any]:
+    """``score(frame, number)`` of each of ``frames``, in their order, up to ``threads`` of them
+    at once on threads of their own (one: on this thread). The first error, in order, is
+    raised here; closing the generator cancels what has not started, waits for what has, and
+    closes ``frames`` (which stops :func:`read_ahead`'s reader)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        if threads <= 1:
+            for number, frame in enumerate(frames):
+                yield score(frame, number)
+            return
+        pool = ThreadPoolExecutor(threads, thread_name_prefix=thread)
+        pending: deque[Any] = deque()
+        try:
+            for number, frame in enumerate(frames):
+                pending.append(pool.submit(score, frame, number))
+                del frame  # held by its task only: scored columns, not the input, are kept
+                if len(pending) >= threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if hasattr(frames, "close"):
+            frames.close()  # stops the reader
+
+
 def read_ahead(
     items: Iterator[Any], depth: int = 2, thread: str = "pipeflow-batch-read"
 ) -> Iterator[Any]:
@@ -372,6 +414,16 @@ def read_ahead(
 
 
 # ---------------------------------------------------------------------------------- schedulers
+
+
+def _scoring_threads(wanted: int | None) -> int:
+    """Partitions scored at once in this process: ``wanted``, else two on a machine of two
+    cores or more (see the module docstring)."""
+    if wanted is not None:
+        if wanted < 1:
+            raise UsageError(f"scoring_threads must be at least 1, got {wanted}")
+        return wanted
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def _where(scheduler: Any) -> dict[str, Any]:
