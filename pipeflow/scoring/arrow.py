@@ -2,7 +2,9 @@
 (:func:`parquet_plan`), the columns, and the pandas types of what is read (text as
 ``string[pyarrow]``); and the output's prediction ids as an Arrow array. Used by :mod:`pipeflow.scoring.files` for the inputs scored in process (see
 :mod:`pipeflow.scoring.batch`), whose output must be byte for byte the Dask path's; and which
-output columns Parquet dictionary-encodes (:func:`dictionary_columns`).
+output columns Parquet dictionary-encodes (:func:`dictionary_columns`). The partitions
+themselves are read here too (:func:`read_partitions`): local files memory-mapped and hashed
+as they are read, so a job reads its input once for its rows and its fingerprint.
 """
 
 from __future__ import annotations
