@@ -8,10 +8,13 @@ Policy, and why:
   that is one partition anyway (one file of at most one block, or a ``.csv.gz``) are scored
   without Dask: importing ``dask.dataframe`` alone took 1.5-2 s of the 4-7 s a 178-row CSV used to
   take. Parquet streams: a reader thread reads row groups and makes the very partitions Dask
-  would make (:func:`pipeflow.scoring.files.parquet_plan`), this thread scores them and a writer
-  thread adds the ids and writes them, so reading and writing overlap scoring; a one-partition
-  CSV is read whole with pandas, as Dask would read its one block, so text in a numeric column is
-  refused with its line wherever it is. The output is byte for byte what the Dask path writes
+  would make (:func:`pipeflow.scoring.files.parquet_plan`; a row group split in pieces is decoded
+  a batch at a time, so scoring starts after one piece, not the whole group), two threads score
+  them (two partitions at once: numpy, BLAS and xgboost release the GIL; ``scoring_threads``)
+  and a writer thread adds the ids and writes them in order, so reading and writing overlap
+  scoring and the output is the same bytes from one scoring thread or two (tested); a
+  one-partition CSV is read whole with pandas, as Dask would read its one block, so text in a
+  numeric column is refused with its line wherever it is. The output is byte for byte what the Dask path writes
   (tested). Everything else (a CSV of several blocks, ``processes``, a cluster) runs on Dask.
 
 - **Partitions of about ``partition_rows`` rows.** CSV is split by bytes, the block size estimated
@@ -25,6 +28,14 @@ Policy, and why:
   is passed through exactly as written (:mod:`pipeflow.scoring.files`). A version with per-group
   decision thresholds (:mod:`pipeflow.governance.thresholds`) also needs its group column, which
   is read too and picks each row's threshold.
+- **The output's floats are written with plain encoding** (decided in issue 20, item 4):
+  dictionary encoding only for strings and other low-cardinality columns
+  (:func:`pipeflow.scoring.arrow.dictionary_columns`). Probabilities are all but all distinct,
+  and a dictionary of them cost 0.23 CPU-s per million rows and made the file 16% larger; the
+  values and the schema are unchanged, only their Parquet encoding.
+- **One model call per partition where it suffices**: labels are read from ``predict_proba``
+  where ``predict`` is its argmax (logistic regression, xgboost, pipelines ending in them; see
+  :func:`pipeflow.scoring.model.score_frame`), the same labels ``predict`` gives.
 - **Output in input order, one file.** Partitions are scored in parallel; this process writes
   each one as soon as it and those before it are scored (writing overlaps with scoring): one
   Parquet file (never a dataset directory) or one CSV (``.csv``, ``.csv.gz``), with
@@ -41,7 +52,9 @@ Policy, and why:
 - **Audit.** With an audit folder, one ``batches`` record per job (see
   :mod:`pipeflow.store.journal`): the batch id, model version, input and output with their
   sha256 fingerprints (of the file's bytes, or of the sorted per-file digests of a directory or
-  glob), rows, duration and user (and ``explain``, the method, when asked); and where it was
+  glob; a local Parquet input is hashed by the reader as it reads it, one pass over its bytes,
+  anything else on a thread of its own while it is scored), rows, duration and user (and
+  ``explain``, the method, when asked); and where it was
   scored: ``device``, ``workers``,
   ``resources`` and ``notes`` (:mod:`pipeflow.scoring.device`). The same record is returned.
 - **Worker resources** (``resources={"GPU": 1}``): on a cluster the scoring tasks go only to
@@ -118,6 +131,7 @@ def predict_file(
     probabilities: bool = True,
     resources: dict[str, float] | None = None,
     explain: bool = False,
+    scoring_threads: int | None = None,
 ) -> dict[str, Any]:
     """Score ``input_path`` with ``name@which`` and write ``output_path``; returns the summary
     (the audit record): ``id``, ``time``, ``model``, ``version``, ``ref``, ``input``,
@@ -131,7 +145,9 @@ def predict_file(
     resources every scoring task asks for (``{"GPU": 1}``: scored on ``cuda`` where usable; see
     :mod:`pipeflow.scoring.device`). ``explain``: add each
     row's explanation (:mod:`pipeflow.governance.explain`) as ``explain_base`` and
-    ``contrib_<feature>`` columns (and ``explain_class`` for classifiers).
+    ``contrib_<feature>`` columns (and ``explain_class`` for classifiers). ``scoring_threads``:
+    how many partitions an input scored in this process has scored at once (default: two where
+    the machine has two cores or more; the output is the same, byte for byte).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -140,6 +156,7 @@ def predict_file(
     started, clock = time.time(), time.perf_counter()
     if partition_rows < 1:
         raise UsageError(f"partition_rows must be at least 1, got {partition_rows}")
+    threads = _scoring_threads(scoring_threads)
     wanted = check_resources(resources)
     placement = Placement(wanted)
     options = dict(storage_options or {})
@@ -189,13 +206,14 @@ def predict_file(
             f"the {kind} scheduler has no workers to route resources {resource_text(wanted)} "
             f"to: scored in this process{pool_of} as the worker offering them"
         )
-    try:  # hashing the input overlaps with scoring it
-        input_fingerprint = pool.submit(source.fingerprint, stop)
+    try:  # hashing the input overlaps with scoring it (read once: as it is read, if local)
+        once = here and source.hashed_while_read
+        input_fingerprint = None if once else pool.submit(source.fingerprint, stop)
         if here:
             model, device, note = scoring_model(holder.model, holder.digest, wanted_device(wanted))
             rows, output_fingerprint, partitions = _score_here(
                 source, input_path, model, spec, record, partition_rows,
-                out_fs, out_path, out_format, batch_id,
+                out_fs, out_path, out_format, batch_id, threads,
             )  # fmt: skip
             placement.add(
                 {"worker": f"pid {os.getpid()}", "device": device, "note": note}, partitions
@@ -212,7 +230,9 @@ def predict_file(
             "version": record["version"],
             "ref": f"{name}@{which}" if which is not None else name,
             "input": source.url,
-            "input_fingerprint": input_fingerprint.result(),
+            "input_fingerprint": (
+                source.fingerprint() if input_fingerprint is None else input_fingerprint.result()
+            ),
             "output": output_path if "://" in output_path else os.path.abspath(output_path),
             "output_fingerprint": output_fingerprint,
             "rows": rows,
@@ -244,28 +264,29 @@ def _score_here(
     out_path: str,
     out_format: str,
     batch_id: str,
+    threads: int = 1,
 ) -> tuple[int, str, int]:
     """Score in this process, no Dask: (rows, output fingerprint, partitions). Parquet is read
-    by a reader thread, a partition at a time (the partitions Dask would make), scored on this
-    thread and written by a writer thread; a one-partition CSV is read whole, then scored."""
+    by a reader thread, a partition at a time (the partitions Dask would make), scored on
+    ``threads`` threads (:func:`score_ahead`) and written by a writer thread, in order; a
+    one-partition CSV is read whole, then scored."""
     if source.format == "csv":
         frames: Iterator[Any] = iter([source.read_whole_csv(spec.columns, spec.id_column, record)])
     else:
         frames = read_ahead(source.parquet_parts(spec.columns, spec.id_column, partition_rows))
     scored = [0]
 
-    def score() -> Iterator[Any]:
-        try:
-            for number, frame in enumerate(frames):
-                yield score_partition(frame, model, spec, {"number": number})
-                scored[0] += 1
-        finally:
-            if hasattr(frames, "close"):
-                frames.close()  # stops the reader
+    def score(frame: Any, number: int) -> Any:
+        return score_partition(frame, model, spec, {"number": number})
+
+    def counted() -> Iterator[Any]:
+        for frame in score_ahead(frames, score, threads):
+            yield frame
+            scored[0] += 1
 
     try:
         rows, digest = write_output(
-            score(), out_fs, out_path, out_format, batch_id, source=input_path, overlap=True
+            counted(), out_fs, out_path, out_format, batch_id, source=input_path, overlap=True
         )
     except NonFiniteInput as err:  # refused by a partition: say where
         where = source.first_non_finite(err.column)
@@ -326,6 +347,40 @@ def _score_on_dask(
     return rows, output_fingerprint, len(parts)
 
 
+def score_ahead(
+    frames: Iterator[Any], score: Any, threads: int, thread: str = "pipeflow-batch-score"
+) -> Iterator[Any]:
+    """``score(frame, number)`` of each of ``frames``, in their order, up to ``threads`` of them
+    at once on threads of their own (one: on this thread). The first error, in order, is
+    raised here; closing the generator cancels what has not started, waits for what has, and
+    closes ``frames`` (which stops :func:`read_ahead`'s reader)."""
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        if threads <= 1:
+            for number, frame in enumerate(frames):
+                yield score(frame, number)
+            return
+        pool = ThreadPoolExecutor(threads, thread_name_prefix=thread)
+        pending: deque[Any] = deque()
+        try:
+            for number, frame in enumerate(frames):
+                pending.append(pool.submit(score, frame, number))
+                del frame  # held by its task only: scored columns, not the input, are kept
+                if len(pending) >= threads:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        if hasattr(frames, "close"):
+            frames.close()  # stops the reader
+
+
 def read_ahead(
     items: Iterator[Any], depth: int = 2, thread: str = "pipeflow-batch-read"
 ) -> Iterator[Any]:
@@ -372,6 +427,16 @@ def read_ahead(
 
 
 # ---------------------------------------------------------------------------------- schedulers
+
+
+def _scoring_threads(wanted: int | None) -> int:
+    """Partitions scored at once in this process: ``wanted``, else two on a machine of two
+    cores or more (see the module docstring)."""
+    if wanted is not None:
+        if wanted < 1:
+            raise UsageError(f"scoring_threads must be at least 1, got {wanted}")
+        return wanted
+    return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
 def _where(scheduler: Any) -> dict[str, Any]:

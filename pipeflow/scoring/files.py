@@ -18,10 +18,10 @@ from pipeflow.errors import NonFiniteInput, PipeflowError, UsageError
 from pipeflow.execute import cluster
 from pipeflow.scoring.arrow import (
     _arrow_strings,
-    _arrow_to_pandas,
     _ids,
     _parquet_columns,
     parquet_plan,
+    read_partitions,
 )
 
 if TYPE_CHECKING:
@@ -41,6 +41,7 @@ class Source:
         self.url, self.fs, self.paths, self.format, self.options = url, fs, paths, fmt, options
         self.compressed = fmt == "csv" and any(p.endswith(".gz") for p in paths)
         self._columns: list[str] | None = None
+        self._digests: dict[int, str] = {}  # sha256 per file, of those read and hashed at once
 
     @classmethod
     def open(cls, url: str, options: dict[str, Any]) -> Source:
@@ -118,6 +119,12 @@ class Source:
         columns: read by Dask only."""
         return any("=" in part for p in self.paths for part in p.split("/")[:-1])
 
+    @property
+    def hashed_while_read(self) -> bool:
+        """Whether :meth:`parquet_parts` hashes the files as it reads them: local Parquet."""
+        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
+        return self.format == "parquet" and bool({"file", "local"} & set(protocols))
+
     def in_process(self, partition_rows: int) -> bool:
         """Whether this process reads and scores the input itself, with no Dask graph: Parquet
         (streamed by row groups), or a CSV that is one partition anyway (one file of at most
@@ -157,27 +164,13 @@ class Source:
         self, features: Sequence[str], id_column: str | None, partition_rows: int
     ) -> Iterator[pd.DataFrame]:
         """The Parquet input's partitions, read here as :meth:`frame` has Dask read them (the
-        same rows in each, so the output's row groups are the same): row groups read one at a
-        time, grouped or split as :func:`parquet_plan` says."""
-        import numpy as np
-        import pyarrow.parquet as pq
-
+        same rows in each, so the output's row groups are the same), as :func:`parquet_plan`
+        says (:func:`read_partitions`). Local files are hashed as they are read: once they all
+        are, :meth:`fingerprint` is ready without reading them again."""
         wanted = list(dict.fromkeys([*([id_column] if id_column else []), *features]))
         plan = parquet_plan([self._file_row_groups(p) for p in self.paths], partition_rows)
-        opened: dict[int, Any] = {}
-        try:
-            for index, groups, pieces in plan:
-                if index not in opened:
-                    for old in opened.values():
-                        old.close()
-                    opened = {index: pq.ParquetFile(self.fs.open(self.paths[index], "rb"))}
-                table = opened[index].read_row_groups(list(groups), columns=wanted)
-                bounds = np.linspace(0, table.num_rows, pieces + 1).astype(int)
-                for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-                    yield _arrow_to_pandas(table.slice(start, stop - start))
-        finally:
-            for old in opened.values():
-                old.close()
+        self._digests = {}
+        return read_partitions(self.fs, self.paths, plan, wanted, self._digests)
 
     def _file_row_groups(self, path: str) -> list[int]:
         import pyarrow.parquet as pq
@@ -312,8 +305,10 @@ class Source:
         return rows
 
     def fingerprint(self, stop: threading.Event | None = None) -> str:
-        """sha256 of the file's bytes; of several files, of their sorted sha256s."""
-        digests = [_sha256(self.fs, p, stop) for p in self.paths]
+        """sha256 of the file's bytes; of several files, of their sorted sha256s (those
+        :meth:`parquet_parts` hashed as it read them are not read again)."""
+        done = self._digests
+        digests = [done.get(i) or _sha256(self.fs, p, stop) for i, p in enumerate(self.paths)]
         if len(digests) == 1:
             return digests[0]
         return hashlib.sha256("\n".join(sorted(digests)).encode()).hexdigest()

@@ -368,6 +368,65 @@ def test_parquet_scored_in_process_writes_the_bytes_dask_writes(
     assert scored["prediction_id"].tolist() == [f"{fixed_batch_id}-{i}" for i in range(569)]
 
 
+@pytest.mark.parametrize(
+    ("layout", "partition_rows"),
+    [
+        ({"row_group_size": None}, 100),  # one row group decoded a batch at a time, 6 pieces
+        ({"row_group_size": 40}, 100),  # small row groups, two to a partition
+        ({"files": 3, "row_group_size": 70}, 100),  # a directory: each file hashed as read
+    ],
+)
+def test_one_and_two_scoring_threads_write_the_same_bytes_and_hash_the_input_as_read(
+    project: Path,
+    registry: Registry,
+    tmp_path: Path,
+    fixed_batch_id: str,
+    layout: dict,
+    partition_rows: int,
+) -> None:
+    frame = pd.read_csv(project / "patients.csv", dtype={"patient_id": str})
+    if "files" in layout:
+        source = tmp_path / "patients"
+        source.mkdir()
+        for i, start in enumerate(range(0, len(frame), 200)):
+            frame.iloc[start : start + 200].to_parquet(
+                source / f"part-{i}.parquet", index=False, row_group_size=layout["row_group_size"]
+            )
+        files = sorted(source.iterdir())
+        wanted = hashlib.sha256("\n".join(sorted(sha256(f) for f in files)).encode()).hexdigest()
+    else:
+        source = tmp_path / "patients.parquet"
+        frame.to_parquet(source, index=False, row_group_size=layout["row_group_size"])
+        wanted = sha256(source)
+    summaries, outputs = [], []
+    for threads in (1, 2):
+        out = tmp_path / f"scored-{threads}.parquet"
+        summaries.append(
+            predict_file(
+                registry, "tumours", "production", str(source), str(out),
+                id_column="patient_id", partition_rows=partition_rows, scoring_threads=threads,
+            )
+        )  # fmt: skip
+        outputs.append(out.read_bytes())
+    one, two = summaries
+    assert outputs[0] == outputs[1]
+    assert one["output_fingerprint"] == two["output_fingerprint"]
+    assert one["input_fingerprint"] == two["input_fingerprint"] == wanted
+    assert one["partitions"] == two["partitions"] > 1
+    scored = pd.read_parquet(tmp_path / "scored-2.parquet")
+    assert scored["patient_id"].tolist() == frame["patient_id"].tolist()
+    assert scored["prediction"].tolist() == list(expected(registry, frame)[0])
+    assert scored["prediction_id"].tolist() == [f"{fixed_batch_id}-{i}" for i in range(569)]
+
+
+def test_scoring_threads_below_one_are_refused(registry: Registry, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="scoring_threads must be at least 1, got 0"):
+        predict_file(
+            registry, "tumours", "production", "in.parquet", str(tmp_path / "o.parquet"),
+            scoring_threads=0,
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["patients.csv", "patients.csv.gz"])
 def test_a_one_partition_csv_scored_in_process_writes_the_bytes_dask_writes(
     project: Path, registry: Registry, tmp_path: Path, fixed_batch_id: str, name: str
