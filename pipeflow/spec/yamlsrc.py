@@ -2,7 +2,9 @@
 
 Why not ``yaml.safe_load``: it forgets positions, silently keeps the last of two duplicate keys,
 and turns keys such as ``on`` or ``yes`` into booleans. Here the document is *composed* into nodes
-(libyaml's C parser when available, so a 1000-stage spec loads in milliseconds) and walked once:
+(libyaml's C parser when available, so a 1000-stage spec loads in milliseconds) and walked once
+(where each key and value is, is noted by walking the kept text again, on first use: a spec
+without a problem never asks; see :class:`Source`):
 
 - every mapping key stays the string the user typed;
 - a key given twice in one mapping is an error naming both lines;
