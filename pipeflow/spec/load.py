@@ -107,8 +107,9 @@ def loads(text: str, file: str = "<spec>", overrides: Overrides = ()) -> LoadedS
     for item in overrides:
         _apply_override(data, source, item)
     # a document without a "$" (file, --set and environment values alike) has nothing to
-    # interpolate: it is not copied through _interpolate (a tenth of loading a big spec)
-    refs = "$" in text or any("$" in item for item in overrides)
+    # interpolate: it is not copied through _interpolate (a tenth of loading a big spec). A
+    # backslash may be an escape that makes one ("\x24" in a double-quoted string)
+    refs = "$" in text or "\\" in text or any("$" in item for item in overrides)
     refs = refs or any("$" in os.environ.get(name, "") for name in ENV_SETTINGS)
     data = _interpolate_document(data, source, refs=refs)
     source.data = data

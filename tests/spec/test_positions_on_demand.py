@@ -88,3 +88,9 @@ def test_an_unknown_param_in_an_override_names_the_override() -> None:
         loads(SPEC, "p.yaml", overrides=["stages.b.with.kwargs.s=${params.nope}"])
     assert "--set stages.b.with.kwargs.s=${params.nope}" in str(err.value)
     assert "unknown param 'params.nope'" in str(err.value)
+
+
+def test_a_reference_spelled_with_an_escape_is_still_interpolated() -> None:
+    text = SPEC.replace("kwargs: {k: [1, {x: 2}]}", 'kwargs: {k: "\\x24{params.seed}"}')
+    assert "$" not in text
+    assert loads(text, "p.yaml").spec.stages["a"].with_["kwargs"] == {"k": 3}
