@@ -188,7 +188,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
         in_ports = dict(cls.input_ports(config))
         wires: dict[str, Wire] = {}
         for port, ref in st.inputs.items():
-            where = source.where(("stages", name, "inputs", port))
+            at = ("stages", name, "inputs", port)  # its position is looked up for a problem only
             field_name = f"inputs.{port}"
             accepted = in_ports.get(port) or cls.extra_inputs
             if accepted is None:
@@ -197,7 +197,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 problems.append(
                     Problem(
                         f"stage type '{st.type}' has no input port '{port}'{hint} (its inputs: {known})",
-                        source.where(("stages", name, "inputs", port), key=True),
+                        source.where(at, key=True),
                         name,
                         field_name,
                     )
@@ -209,7 +209,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 problems.append(
                     Problem(
                         f"input refers to stage '{src}', which does not exist{hint}",
-                        where,
+                        source.where(at),
                         name,
                         field_name,
                     )
@@ -219,7 +219,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 problems.append(
                     Problem(
                         f"stage '{name}' cannot take its own output as input (cycle: {name} -> {name})",
-                        where,
+                        source.where(at),
                         name,
                         field_name,
                     )
@@ -234,7 +234,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                     problems.append(
                         Problem(
                             f"stage '{src}' has several outputs ({', '.join(out_ports)}): write '{src}.<port>'",
-                            where,
+                            source.where(at),
                             name,
                             field_name,
                         )
@@ -246,7 +246,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                 problems.append(
                     Problem(
                         f"stage '{src}' has no output port '{src_port}'{hint} (its outputs: {', '.join(out_ports) or 'none'})",
-                        where,
+                        source.where(at),
                         name,
                         field_name,
                     )
@@ -258,7 +258,7 @@ def compile_pipeline(loaded: LoadedSpec, registry: StageRegistry | None = None) 
                     Problem(
                         f"kind mismatch: stage '{src}' output '{src_port}' produces '{produced}', "
                         f"but stage '{name}' input '{port}' expects '{accepted.kind}'",
-                        where,
+                        source.where(at),
                         name,
                         field_name,
                     )
@@ -311,29 +311,34 @@ def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any)
     problems = []
     for i, name in enumerate(triggers.on_data_change):
         st = compiled.get(name)
-        where = source.where(("triggers", "on_data_change", i))
+        at = ("triggers", "on_data_change", i)
         if name not in loaded.spec.stages:
             problems.append(
-                Problem(f"triggers.on_data_change names no stage '{name}'", where, None, "triggers")
+                Problem(
+                    f"triggers.on_data_change names no stage '{name}'",
+                    source.where(at),
+                    None,
+                    "triggers",
+                )
             )
         elif st is not None and st.cls.fingerprint.__func__ is Stage.fingerprint.__func__:  # type: ignore[attr-defined]
             problems.append(
                 Problem(
                     f"triggers.on_data_change: stage '{name}' ({st.type}) has no source to watch; "
                     "expected a stage that reads data, such as ingest",
-                    where,
+                    source.where(at),
                     name,
                     "triggers",
                 )
             )
     if triggers.on_drift:
         st = compiled.get(triggers.on_drift)
-        where = source.where(("triggers", "on_drift"))
+        at = ("triggers", "on_drift")
         if triggers.on_drift not in loaded.spec.stages:
             problems.append(
                 Problem(
                     f"triggers.on_drift names no stage '{triggers.on_drift}'",
-                    where,
+                    source.where(at),
                     None,
                     "triggers",
                 )
@@ -343,7 +348,7 @@ def _trigger_problems(loaded: LoadedSpec, compiled: dict[str, Any], source: Any)
                 Problem(
                     f"triggers.on_drift: stage '{triggers.on_drift}' ({st.type}) does not monitor; "
                     "expected a monitor stage",
-                    where,
+                    source.where(at),
                     triggers.on_drift,
                     "triggers",
                 )

@@ -27,8 +27,11 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar, get_args, get_ori
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pipeflow.core.entrypoints import before_models
 from pipeflow.core.progress import StageMonitor
 from pipeflow.core.tracking import Tracker
+
+before_models()  # the entry points read once for pydantic's plugins and pipeflow's groups
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from pipeflow.core import progress
 from pipeflow.core.states import StageState
 from pipeflow.errors import UsageError
 from pipeflow.execute import cluster
@@ -160,7 +161,10 @@ class DaskExecutor:
         def finished(key: Any, result: Any) -> None:
             on_event(key, result.state, result)
 
-        values = scheduler.run_graph(dsk, keys, on_start=started, on_finish=finished)
+        # stages running in this process log through one handler installed for the whole graph
+        in_process = self.kind in ("sync", "threads")
+        with progress.held() if in_process else contextlib.nullcontext():
+            values = scheduler.run_graph(dsk, keys, on_start=started, on_finish=finished)
         return dict(zip(keys, values, strict=True))
 
     # -- distributed -------------------------------------------------------------------------

@@ -106,7 +106,12 @@ def loads(text: str, file: str = "<spec>", overrides: Overrides = ()) -> LoadedS
             _set_path(data, source, list(parts), os.environ[name], Location(f"${name}"), name)
     for item in overrides:
         _apply_override(data, source, item)
-    data = _interpolate_document(data, source)
+    # a document without a "$" (file, --set and environment values alike) has nothing to
+    # interpolate: it is not copied through _interpolate (a tenth of loading a big spec). A
+    # backslash may be an escape that makes one ("\x24" in a double-quoted string)
+    refs = "$" in text or "\\" in text or any("$" in item for item in overrides)
+    refs = refs or any("$" in os.environ.get(name, "") for name in ENV_SETTINGS)
+    data = _interpolate_document(data, source, refs=refs)
     source.data = data
     try:
         spec = PipelineSpec.model_validate(data)
@@ -200,12 +205,14 @@ def _set_path(
 # ----------------------------------------------------------------------------- interpolation
 
 
-def _interpolate_document(data: dict, source: Source) -> dict:
+def _interpolate_document(data: dict, source: Source, *, refs: bool = True) -> dict:
     params_raw = data.get("params", {})
     if params_raw is not None and not isinstance(params_raw, dict):
         # said here, before a ${params.x} elsewhere reports the param as unknown
         message = f"expected a mapping of names to values, got {_show(params_raw)}"
         raise SpecError([Problem(message, source.where(("params",)), field="params")])
+    if not refs:
+        return data
     params = (
         _interpolate(params_raw, ("params",), source, None)
         if isinstance(params_raw, dict)
@@ -239,7 +246,6 @@ def _interpolate(value: Any, path: tuple, source: Source, params: dict | None) -
 
 def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any:
     expr = expr.strip()
-    loc = source.where(path)
     stage, field = stage_and_field(path)
     if expr.startswith("env:"):
         name, _, default = expr[4:].partition(":-")
@@ -251,7 +257,7 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
         raise SpecError(
             Problem(
                 f"environment variable '{name}' is not set (write ${{env:{name}:-default}} for a default)",
-                loc,
+                source.where(path),
                 stage=stage,
                 field=field,
             )
@@ -261,7 +267,7 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
             raise SpecError(
                 Problem(
                     "params cannot refer to other params; use literal values or ${env:...}",
-                    loc,
+                    source.where(path),
                     stage=stage,
                     field=field,
                 )
@@ -281,7 +287,7 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
                 raise SpecError(
                     Problem(
                         f"unknown param 'params.{'.'.join(walked)}'{hint}{known}",
-                        loc,
+                        source.where(path),
                         stage=stage,
                         field=field,
                     )
@@ -291,7 +297,7 @@ def _resolve(expr: str, path: tuple, source: Source, params: dict | None) -> Any
     raise SpecError(
         Problem(
             f"cannot interpolate '${{{expr}}}': expected ${{params.NAME}} or ${{env:NAME}}",
-            loc,
+            source.where(path),
             stage=stage,
             field=field,
         )

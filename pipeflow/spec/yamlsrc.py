@@ -2,7 +2,9 @@
 
 Why not ``yaml.safe_load``: it forgets positions, silently keeps the last of two duplicate keys,
 and turns keys such as ``on`` or ``yes`` into booleans. Here the document is *composed* into nodes
-(libyaml's C parser when available, so a 1000-stage spec loads in milliseconds) and walked once:
+(libyaml's C parser when available, so a 1000-stage spec loads in milliseconds) and walked once
+(where each key and value is, is noted by walking the kept text again, on first use: a spec
+without a problem never asks; see :class:`Source`):
 
 - every mapping key stays the string the user typed;
 - a key given twice in one mapping is an error naming both lines;
@@ -60,16 +62,46 @@ MAX_NODES = 1_000_000
 Path = tuple[Any, ...]
 
 
+Positions = dict[Path, tuple[int, int] | Location]
+
+
 @dataclass
 class Source:
-    """Parsed YAML data with the position of each key and value."""
+    """Parsed YAML data with the position of each key and value.
+
+    The positions are noted on first use (:meth:`where`, ``keys``, ``values``), by walking the
+    text again: a spec that loads and compiles without a problem never asks where anything is,
+    and noting ~25k positions of a 1000-stage spec was a third of parsing it. The second walk
+    sees the same text, so it finds the same nodes (and cannot fail where the first did not)."""
 
     file: str
     data: Any
-    #: path -> (line, column) of the key / of the value; a Location where positions are not
-    #: in this file (``--set`` overrides). Tuples, not Locations: a 1000-stage spec has ~25k.
-    keys: dict[Path, tuple[int, int] | Location] = field(default_factory=dict)
-    values: dict[Path, tuple[int, int] | Location] = field(default_factory=dict)
+    #: the YAML text, kept until the positions are noted
+    text: str | None = field(default=None, repr=False)
+    _keys: Positions | None = field(default=None, repr=False)
+    _values: Positions | None = field(default=None, repr=False)
+
+    @property
+    def keys(self) -> Positions:
+        """path -> (line, column) of the key; a Location where the position is not in this
+        file (``--set`` overrides). Tuples, not Locations: a 1000-stage spec has ~25k."""
+        if self._keys is None:
+            self._note_positions()
+        return self._keys  # type: ignore[return-value]
+
+    @property
+    def values(self) -> Positions:
+        """path -> (line, column) of the value, as :attr:`keys`."""
+        if self._values is None:
+            self._note_positions()
+        return self._values  # type: ignore[return-value]
+
+    def _note_positions(self) -> None:
+        if self.text is None:
+            self._keys, self._values = {}, {}
+            return
+        noted = _parse(self.text, self.file, positions=True)
+        self._keys, self._values, self.text = noted._keys, noted._values, None
 
     def where(self, path: Path, *, key: bool = False) -> Location:
         """The closest known position for ``path`` (walking up to a parent if needed)."""
@@ -92,10 +124,14 @@ def _loc(file: str, mark: Any) -> Location:
 
 
 class _Walker:
-    def __init__(self, file: str, loader: Any):
+    def __init__(self, file: str, loader: Any, positions: bool):
         self.file = file
         self.loader = loader
         self.source = Source(file, None)
+        #: note where each key and value is (else the positions stay to be noted on first use)
+        self.positions = positions
+        if positions:
+            self.source._keys, self.source._values = {}, {}
         self.count = 0
         self._merge_memo: dict[int, list[tuple[Any, Any]]] = {}
         self._merging: set[int] = set()
@@ -112,7 +148,7 @@ class _Walker:
                 f"nesting deeper than {MAX_DEPTH} levels is not supported",
                 _loc(self.file, node.start_mark),
             )
-        if path not in self.source.values:
+        if self.positions and path not in self.source.values:
             mark = node.start_mark
             self.source.values[path] = (mark.line + 1, mark.column + 1)
         cls = type(node)
@@ -208,8 +244,17 @@ class _Walker:
             seen[key] = key_node
         pairs = self._merged(node, depth) if merges else node.value
         result: dict[str, Any] = {}
-        keys, values = self.source.keys, self.source.values
         depth += 1
+        if not self.positions:
+            for key_node, value_node in pairs:
+                key = key_node.value
+                if not isinstance(key, str):
+                    raise SpecError(
+                        "mapping keys must be plain strings", _loc(self.file, key_node.start_mark)
+                    )
+                result[key] = self.walk(value_node, (*path, key), depth, active)
+            return result
+        keys, values = self.source.keys, self.source.values
         for key_node, value_node in pairs:
             key = key_node.value
             if not isinstance(key, str):
@@ -333,7 +378,14 @@ def yaml_problem(file: str, err: yaml.YAMLError) -> tuple[str, Location]:
 
 
 def parse(text: str, file: str) -> Source:
-    """Parse one YAML document into a :class:`Source`; any problem is a :class:`SpecError`."""
+    """Parse one YAML document into a :class:`Source`; any problem is a :class:`SpecError`.
+    Positions are noted when first asked for (see :class:`Source`)."""
+    source = _parse(text, file, positions=False)
+    source.text = text
+    return source
+
+
+def _parse(text: str, file: str, *, positions: bool) -> Source:
     try:
         loader = _BaseLoader(text)
     except UnicodeEncodeError as err:  # libyaml reads UTF-8: a lone surrogate cannot be encoded
@@ -363,7 +415,7 @@ def parse(text: str, file: str) -> Source:
                 "the file is empty: expected a mapping with 'pipeline' and 'stages'",
                 Location(file, 1, 1),
             )
-        walker = _Walker(file, loader)
+        walker = _Walker(file, loader, positions)
         try:
             data = walker.walk(node, (), 0, frozenset())
         except RecursionError:

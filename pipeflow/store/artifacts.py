@@ -536,7 +536,10 @@ class ArtifactStore:
             found = self._pending.get(key) or self._batch_index.get(key)
         if found is not None:
             return dict(found)
-        raw = self._read(self.manifest_path(key))
+        path = self.manifest_path(key)
+        if self._local and not os.access(path, os.F_OK):  # a miss without an exception raised
+            return None
+        raw = self._read(path)
         if raw is None:
             return None
         try:

@@ -1,0 +1,96 @@
+"""Positions noted on first use (pipeflow.spec.yamlsrc.Source) and interpolation skipped for a
+document without a ``$``: the happy path of loading does less, and every error still names the
+file and line it did."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeflow.core.compiler import compile_pipeline
+from pipeflow.errors import GraphError, Location, SpecError
+from pipeflow.spec.load import load, loads
+from pipeflow.spec.yamlsrc import _parse, parse
+from pipeflow.testing import write_spec
+
+SPEC = """\
+pipeline: p
+params: {seed: 3}
+stages:
+  a:
+    type: python
+    with: {function: "steps:a", kwargs: {k: [1, {x: 2}]}}
+  b:
+    type: python
+    inputs: {x: a}
+    with:
+      function: "steps:b"
+"""
+
+
+def test_a_spec_that_loads_and_compiles_cleanly_never_notes_where_anything_is(
+    tmp_path: Path,
+) -> None:
+    spec = write_spec(tmp_path, SPEC, {"steps.py": "def a():\n    return 1\n"})
+    loaded = load(spec)
+    compile_pipeline(loaded)
+    assert loaded.source._values is None and loaded.source._keys is None
+
+
+def test_positions_noted_on_first_use_are_those_noted_while_parsing() -> None:
+    lazy, eager = parse(SPEC, "p.yaml"), _parse(SPEC, "p.yaml", positions=True)
+    assert lazy.data == eager.data
+    assert lazy.values == eager.values and lazy.keys == eager.keys
+    assert lazy.where(("stages", "b", "with", "function")) == Location("p.yaml", 11, 17)
+    assert lazy.where(("stages", "a", "with", "kwargs", "k", 1, "x"), key=True) == Location(
+        "p.yaml", 6, 50
+    )
+    assert lazy.text is None  # the text is let go once the positions are noted
+
+
+def test_a_compile_problem_still_names_the_line_of_the_input() -> None:
+    text = SPEC.replace("inputs: {x: a}", "inputs: {x: nope}")
+    with pytest.raises(GraphError) as err:
+        compile_pipeline(loads(text, "p.yaml"))
+    (problem,) = err.value.problems
+    assert (problem.location.file, problem.location.line) == ("p.yaml", 9)
+    assert "stage 'nope'" in problem.message
+
+
+def test_a_validation_problem_still_names_its_line() -> None:
+    text = SPEC.replace("pipeline: p\n", "pipeline: p\nexecutor: {kind: nowhere}\n")
+    with pytest.raises(SpecError) as err:
+        loads(text, "p.yaml")
+    assert "p.yaml:2" in str(err.value)
+
+
+def test_a_document_without_a_dollar_is_taken_as_written() -> None:
+    loaded = loads(SPEC, "p.yaml")
+    assert loaded.spec.stages["a"].with_["kwargs"] == {"k": [1, {"x": 2}]}
+
+
+def test_a_reference_given_by_an_override_is_still_interpolated() -> None:
+    loaded = loads(SPEC, "p.yaml", overrides=["stages.b.with.kwargs.s=${params.seed}"])
+    assert loaded.spec.stages["b"].with_["kwargs"] == {"s": 3}
+
+
+def test_a_reference_given_by_the_environment_is_still_interpolated(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("ORCH2_STORE", str(tmp_path / "st"))
+    monkeypatch.setenv("PIPEFLOW_STORE__ROOT", "${env:ORCH2_STORE}")
+    assert loads(SPEC, "p.yaml").spec.store.root == str(tmp_path / "st")
+
+
+def test_an_unknown_param_in_an_override_names_the_override() -> None:
+    with pytest.raises(SpecError) as err:
+        loads(SPEC, "p.yaml", overrides=["stages.b.with.kwargs.s=${params.nope}"])
+    assert "--set stages.b.with.kwargs.s=${params.nope}" in str(err.value)
+    assert "unknown param 'params.nope'" in str(err.value)
+
+
+def test_a_reference_spelled_with_an_escape_is_still_interpolated() -> None:
+    text = SPEC.replace("kwargs: {k: [1, {x: 2}]}", 'kwargs: {k: "\\x24{params.seed}"}')
+    assert "$" not in text
+    assert loads(text, "p.yaml").spec.stages["a"].with_["kwargs"] == {"k": 3}
