@@ -11,7 +11,10 @@ and version, inputs as columns, outputs, flags, latency, caller) are appended in
 (:mod:`pipeflow.store.journal`),
 so every acknowledged prediction is in the audit trail, even if the process is killed; when the
 log cannot be written the whole batch fails with
-:class:`~pipeflow.errors.AuditUnavailable` (503) and nothing is answered.
+:class:`~pipeflow.errors.AuditUnavailable` (503) and nothing is answered. Once written, the
+batch's predictions are remembered (for feedback) and its requests counted in the fleet's
+per-second cells (:meth:`pipeflow.serving.fleet.Fleet.answered`) here, so this replica's own
+records are never parsed back.
 
 A request that asks for explanations (``?explain=true``) never joins a micro-batch: explaining
 costs from a second model call (xgboost, linear models) to thousands of evaluations per row (the
@@ -237,6 +240,7 @@ class Batcher:
         except OSError as err:
             raise AuditUnavailable(f"{server.audit.folder}: {err.strerror or err}") from None
         server.recent.add(name, version, ids, predicted)
+        server.fleet.answered(name, version, now, [(r["rows"], r["latency_ms"]) for r in records])
         return results
 
 
