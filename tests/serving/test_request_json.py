@@ -1,7 +1,7 @@
 """A key twice in one object of a JSON request is refused (422 naming the key) on every JSON route
 of a real ``pipeflow serve``, as the spec loader refuses duplicate YAML keys, instead of the last
 value silently winning. The fast check that proves a body has none (counting colons, see
-:func:`pipeflow.serving.routes._unique_keys`) is exact: property-tested against bodies with
+:func:`pipeflow.serving.jsonbody._unique_keys`) is exact: property-tested against bodies with
 colons and ``\\u003a`` escapes inside strings."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeflow.errors import BadRequest
-from pipeflow.serving.routes import _row_pairs, _unique_keys
+from pipeflow.serving.jsonbody import _row_pairs, _unique_keys
 from pipeflow.store.journal import loads
 
 
@@ -131,7 +131,7 @@ def test_the_row_count_shortcut_refuses_exactly_the_predict_bodies_with_a_repeat
     value, escape
 ) -> None:
     """Predict-shaped bodies (a row, rows, ``{"rows": ...}``), where the check counts the rows'
-    pairs instead of writing the body again (:func:`pipeflow.serving.routes._row_pairs`)."""
+    pairs instead of writing the body again (:func:`pipeflow.serving.jsonbody._row_pairs`)."""
     body = _write(value, escape).encode()
     parsed = loads(body)
     if _repeats(value):
