@@ -115,18 +115,22 @@ class Signature:
             features.append(Feature(str(group["attribute"]), expect, "sensitive"))
         return cls(features, [str(c) for c in signature.get("classes") or []])
 
-    def _fast(self, rows: list[Any]) -> tuple[list[list[str]], Columns] | None:
+    def _fast(
+        self, rows: list[Any], text: bytes | None = None
+    ) -> tuple[list[list[str]], Columns] | None:
         """The fast path: every row a dict with exactly the features, every column of the right
         JSON types and finite. Returns the flags per row and the rows' columns (:class:`Columns`),
         or None for "not clean": the slow path then names each problem.
 
         Column by column with C-level ``map``, ``set``, ``min``/``max`` and numpy instead of a
         Python loop per value; only a column holding unusual values is walked, to flag its rows.
+        The numeric values' types are looked at one by one unless ``text`` proves them
+        (:func:`_plain_numbers`).
         """
         import numpy as np
 
         width = len(self.features)
-        if not rows or not all(type(r) is dict and len(r) == width for r in rows):
+        if not rows or set(map(type, rows)) != {dict} or set(map(len, rows)) != {width}:
             return None
         matrix, nones = None, 0
         try:  # every row of the right size and every feature present: exactly the features
@@ -142,11 +146,15 @@ class Signature:
         if numeric:
             if len(numeric) == 1:
                 block = [(v,) for v in block]
-            if not set(map(type, itertools.chain.from_iterable(block))) <= _NUMBER_TYPES:
+            if not _plain_numbers(text, len(rows) * width, others) and not (
+                set(map(type, itertools.chain.from_iterable(block))) <= _NUMBER_TYPES
+            ):
                 return None
             try:
-                matrix = np.array(block, dtype=np.float64).reshape(len(rows), len(numeric))
-            except OverflowError:  # an integer beyond float range: the slow path names it
+                matrix = np.array(block, dtype=np.float64)
+            except (OverflowError, ValueError, TypeError):  # an integer beyond float range, a
+                return None  # list or an object (proved by text): the slow path names it
+            if matrix.shape != (len(rows), len(numeric)):  # lists of one number each
                 return None
             nones = sum(t.count(None) for t in block) if np.isnan(matrix).any() else 0
         return self._finish(len(rows), numeric, matrix, nones, others)
@@ -266,12 +274,14 @@ class Signature:
         }
 
     def check_columns(
-        self, rows: list[Any], *, reject_unusual: bool = False
+        self, rows: list[Any], *, reject_unusual: bool = False, text: bytes | None = None
     ) -> tuple[list[dict[str, Any]], list[list[str]], Columns | None]:
         """(problems, flags per row, columns). No problems means every row can be given to the
         model; the columns are the rows' values ready for a DataFrame when the fast path took them
-        (else None: build the frame from the rows)."""
-        fast = self._fast(rows)
+        (else None: build the frame from the rows). ``text``: the JSON the rows were parsed from,
+        when the rows are that JSON's own objects (a row, or an array of rows; keys may have been
+        taken out since), which can spare the fast path a look at every number's type."""
+        fast = self._fast(rows, text)
         if fast is not None and not (reject_unusual and any(fast[0])):
             return [], fast[0], fast[1]
         problems, flags = self._slow(rows, reject_unusual)
@@ -347,6 +357,24 @@ class Signature:
                         _problem(i, field_name, "a value like those seen in training", text)
                     )
         return problems, flags
+
+
+def _plain_numbers(
+    text: bytes | None, pairs: int, others: list[tuple[int, Feature, list[Any]]]
+) -> bool:
+    """Whether ``text``, the JSON that rows holding ``pairs`` pairs were parsed from, proves that
+    no numeric feature's value is a boolean or a string, without looking at each value.
+
+    Without ``true`` or ``false`` in the text, no value is a boolean. Without a backslash, every
+    string in the text is two of its quotes; its keys and string values include the rows' keys
+    (``pairs``) and the other features' strings, each read from a string of its own. So when
+    the quotes are exactly twice those, no numeric value was read from a string. (A column that
+    is not all strings and nulls is refused by :func:`_column_flags` whatever this says; a list
+    or an object among the numbers by numpy.)"""
+    if text is None or b"true" in text or b"false" in text or b"\\" in text:
+        return False
+    strings = sum(len(values) - values.count(None) for _, _, values in others)
+    return text.count(b'"') == 2 * (pairs + strings)
 
 
 def _column_flags(f: Feature, column: list[Any]) -> list[tuple[int, str]] | None:

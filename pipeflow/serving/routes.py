@@ -104,7 +104,9 @@ async def read_body(server: Server, request: Request, *, predict: bool = True) -
             "unsupported_media_type",
             f"expected Content-Type application/json, got {ctype!r}",
         )
-    return parse_json(await read_bytes(server, request, predict=predict))
+    body = await read_bytes(server, request, predict=predict)
+    request.state.json = body  # the text the value was parsed from (see answer)
+    return parse_json(body)
 
 
 def is_json(ctype: str) -> bool:
@@ -177,13 +179,16 @@ async def predict_rows(
     handle: Handle | None = None,
     table: Any = None,
     explain: bool = False,
+    text: bytes | None = None,
 ) -> tuple[Handle, list[dict[str, Any]]]:
     """The results of a request's rows, checked against the signature and scored in a batch by
     ``handle``, else by the version the rollout picks (by the request's ``--route-by`` key, from
     ``headers`` or the rows); the request is observed for the rollout, counted in the metrics,
     and offered to the shadow once answered. ``table``: the rows' Arrow table (a table body),
     checked column by column (:mod:`pipeflow.serving.tables`). ``explain``: each row's answer
-    and audit record carry its explanation (422 naming ``explain`` for a model without one)."""
+    and audit record carry its explanation (422 naming ``explain`` for a model without one).
+    ``text``: the JSON body ``rows`` are the objects of (see
+    :meth:`~pipeflow.registry.signature.Signature.check_columns`)."""
     config = server.config
     if not rows:
         raise BadRequest(422, "invalid_request", "no rows to predict")
@@ -199,7 +204,7 @@ async def predict_rows(
         )
     else:
         problems, flags, data = reference.signature.check_columns(
-            rows, reject_unusual=config.reject_unusual
+            rows, reject_unusual=config.reject_unusual, text=text
         )
     if problems:
         first = problems[0]
@@ -302,7 +307,7 @@ async def answer(
         handle = None if version is None else served_version(server, version)
         if options is not None:  # a bad query parameter is refused before the body is read
             native.explain_query(request.query_params)
-        payload = await read(server, request)
+        payload = original = await read(server, request)
         explain = False
         if options is not None:
             payload, explain = options(
@@ -310,9 +315,12 @@ async def answer(
             )
         rows = decode(payload, server.primary.signature.names) if by_name else decode(payload)
         table = rows.table if isinstance(rows, tables.TableRows) else None
+        # the native body's rows are its own objects: its text can vouch for their types
+        text = getattr(request.state, "json", None) if decode is native.rows_from_native else None
         handle, results = await predict_rows(
-            server, rows, caller, route, started, request.headers, handle, table, explain=explain
-        )
+            server, rows, caller, route, started, request.headers, handle, table, explain=explain,
+            text=text if payload is original else None,
+        )  # fmt: skip
         return respond(encode(payload, handle, results))
     except BadRequest as err:
         return fail(server, err)
