@@ -235,11 +235,11 @@ def test_a_plain_json_body_of_rows_proves_its_numbers_and_a_string_among_them_do
         return [(i, f, [r[f.name] for r in rows]) for i, f in others]
 
     rows = [good, {**good, "region": None}]
-    assert _plain_numbers(json.dumps(rows).encode(), 10, columns_of(rows))
+    assert _plain_numbers(json.dumps(rows).encode(), PLAIN.names, 2, columns_of(rows))
     rows = [good, {**good, "age": "30"}]  # a string where a number belongs
-    assert not _plain_numbers(json.dumps(rows).encode(), 10, columns_of(rows))
+    assert not _plain_numbers(json.dumps(rows).encode(), PLAIN.names, 2, columns_of(rows))
     rows = [good, {**good, "score": True}]
-    assert not _plain_numbers(json.dumps(rows).encode(), 10, columns_of(rows))
+    assert not _plain_numbers(json.dumps(rows).encode(), PLAIN.names, 2, columns_of(rows))
     problems, _, columns = PLAIN.check_columns(
         rows := [good, {**good, "age": [30]}], text=json.dumps(rows).encode()
     )
