@@ -116,16 +116,23 @@ class GroupServer:
         return getattr(self.inner, name)
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds so far of every live process in the server's group (the
-        uvicorn and worker processes the command starts), as ``bench_serving.Server.cpu_s``."""
-        total = 0
+        """User + system CPU seconds so far of the server's process and every live descendant
+        (the uvicorn and worker processes the command starts), as ``bench_serving.Server.cpu_s``."""
+        children: dict[int, list[int]] = {}
+        ticks: dict[int, int] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:  # gone meanwhile
                 continue
-            if int(fields[2]) == self.inner.proc.pid:  # its process group
-                total += int(fields[11]) + int(fields[12])
+            pid = int(stat.parent.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            ticks[pid] = int(fields[11]) + int(fields[12])
+        total, todo = 0, [self.inner.proc.pid]
+        while todo:
+            pid = todo.pop()
+            total += ticks.get(pid, 0)
+            todo += children.get(pid, [])
         return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
