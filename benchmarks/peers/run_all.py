@@ -244,6 +244,9 @@ def write_doc(
         "`skip` rows with the reason. `make bench-peers` installs httpx and kedro and runs the table.",
         "The load test of `pipeflow serve` (a minute at concurrency 32, RSS and audit checks) is",
         "separate: `.venv/bin/python benchmarks/load_serving.py`, and `tests/load/` (marked slow).",
+        "One serving scenario against chosen peers, with each server's CPU per request (less",
+        "sensitive to a busy machine than its rate): `.venv/bin/python benchmarks/peers/serving.py",
+        '--scenario "tumours 1000" --peer mlflow-nosignature --peer bentoml --repeats 3`.',
         "",
     ]
     path.write_text("\n".join(lines + kept_blocks(path) + kept_part(path)))

@@ -27,7 +27,11 @@ MLflow conflicts with pipeflow's environment (it pins ``pyarrow<26``): it is loo
 without it the MLflow rows print ``skip`` with the reason.
 
 Usage: ``python benchmarks/peers/serving.py [--quick] [--json out.json]``; ``--quick`` is a
-quarter of the requests and one repeat.
+quarter of the requests and one repeat. To measure one change: ``--scenario "tumours 1000"``
+(the scenarios whose model and label hold that text; repeatable), ``--peer mlflow-nosignature``
+(only these peers besides the minimal app; repeatable; ``--peer none`` for none), ``--repeats N``.
+Each server's CPU per request (user + system seconds of its process, best repeat) is printed
+with each line: less sensitive to a busy machine than its rate.
 """
 
 from __future__ import annotations
@@ -110,6 +114,26 @@ class GroupServer:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds so far of the server's process and every live descendant
+        (the uvicorn and worker processes the command starts), as ``bench_serving.Server.cpu_s``."""
+        children: dict[int, list[int]] = {}
+        ticks: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            pid = int(stat.parent.name)
+            children.setdefault(int(fields[1]), []).append(pid)
+            ticks[pid] = int(fields[11]) + int(fields[12])
+        total, todo = 0, [self.inner.proc.pid]
+        while todo:
+            pid = todo.pop()
+            total += ticks.get(pid, 0)
+            todo += children.get(pid, [])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> None:
         proc = self.inner.proc
@@ -331,7 +355,8 @@ def measure(args: Any) -> dict[str, Any]:
     bs = sibling("bench_serving")
     scale = 0.25 if args.quick else 1.0
     single_n, big_n = max(200, int(2000 * scale)), max(12, int(60 * scale))
-    repeats = 1 if args.quick else 2
+    repeats = args.repeats or (1 if args.quick else 2)
+    wanted = set(args.peer or ["mlflow-signature", "mlflow-nosignature", "bentoml"])
     mlflow_python, mlflow_version = peer_python("mlflow")
     bento_python, bento_version = peer_python("bentoml", "PIPEFLOW_BENTOML_PYTHON", ".venv-bentoml")
     skipped_why: dict[str, str] = {}
@@ -359,15 +384,20 @@ def measure(args: Any) -> dict[str, Any]:
             ("cheap", "1 row, c=8", 1, single_n, 8),
             ("cheap", "1 row, c=64", 1, single_n, 64),
         ]
+        if args.scenario:
+            scenarios = [s for s in scenarios if any(w in f"{s[0]} {s[1]}" for w in args.scenario)]
+        models = {s[0] for s in scenarios}
         servers: dict[str, list[Any]] = {"tumours": [], "cheap": []}
         results: dict[tuple[str, str, str], list[Any]] = {}
         same: dict[str, bool] = {}
         why: list[str] = []
         try:
-            servers["tumours"].append(start_minimal(project, store, "tumours", "minimal"))
-            servers["cheap"].append(start_minimal(project, store, "cheap", "minimal"))
-            if mlflow_python:
+            for model in sorted(models):
+                servers[model].append(start_minimal(project, store, model, "minimal"))
+            if mlflow_python and "tumours" in models:
                 for signed, label in ((True, "mlflow-signature"), (False, "mlflow-nosignature")):
+                    if label not in wanted:
+                        continue
                     s = _peer(
                         label,
                         why,
@@ -378,13 +408,15 @@ def measure(args: Any) -> dict[str, Any]:
                     )  # fmt: skip
                     if s is not None:
                         servers["tumours"].append(s)
-            if bento_python:
+            if bento_python and "tumours" in models and "bentoml" in wanted:
                 s = _peer("bentoml", why, lambda: start_bentoml(bento_python, store, root))
                 if s is not None:
                     servers["tumours"].append(s)
-            servers["tumours"].append(start_pipeflow(project, store, "tumours", "pipeflow"))
-            servers["cheap"].append(start_pipeflow(project, store, "cheap", "pipeflow"))
-            for model, group in servers.items():  # the same predictions for 50 rows first
+            for model in sorted(models):
+                servers[model].append(start_pipeflow(project, store, model, "pipeflow"))
+            for model, group in servers.items():
+                if not group:
+                    continue  # the same predictions for 50 rows first
                 sample = (rows if model == "tumours" else cheap_rows)[:50]
                 answers = []
                 for s in list(group):
@@ -414,12 +446,15 @@ def measure(args: Any) -> dict[str, Any]:
                 for model, label, kind, n, concurrency in scenarios:
                     group = servers[model] if rep % 2 == 0 else servers[model][::-1]
                     for s in group:
+                        cpu = s.cpu_s()
                         r = bs.load(s, bodies(s, model, kind), n, concurrency, "raw")
+                        cpu_ms = (s.cpu_s() - cpu) * 1000 / n
                         results.setdefault((model, label, s.name), []).append(r)
                         print(
                             f"  [{rep + 1}/{repeats}] {model:7} {label:15} {s.name:18} "
                             f"{r.rps:8.1f} req/s  p50 {r.pct(0.5):7.1f} ms  "
-                            f"p99 {r.pct(0.99):7.1f} ms  errors {r.errors}",
+                            f"p99 {r.pct(0.99):7.1f} ms  cpu {cpu_ms:6.2f} ms/req  "
+                            f"errors {r.errors}  load {os.getloadavg()[0]:.1f}",
                             flush=True,
                         )
         finally:
@@ -520,7 +555,20 @@ def rows_of(out: dict[str, Any]) -> list[Row]:
 
 
 def main() -> int:
-    args = parser(__doc__).parse_args()
+    p = parser(__doc__)
+    p.add_argument(
+        "--scenario",
+        action="append",
+        help='only the scenarios whose "model label" holds this text, e.g. "tumours 1000"',
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        choices=["mlflow-signature", "mlflow-nosignature", "bentoml", "none"],
+        help="only these peers besides the minimal app (default: all)",
+    )
+    p.add_argument("--repeats", type=int, help="repeats (default 2; --quick 1)")
+    args = p.parse_args()
     started = time.perf_counter()
     out = measure(args)
     rows = rows_of(out)

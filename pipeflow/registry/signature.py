@@ -133,18 +133,22 @@ class Signature:
             {**recorded, "features": [*recorded.get("features", []), *added]} if added else recorded
         )
 
-    def _fast(self, rows: list[Any]) -> tuple[list[list[str]], Columns] | None:
+    def _fast(
+        self, rows: list[Any], text: bytes | None = None
+    ) -> tuple[list[list[str]], Columns] | None:
         """The fast path: every row a dict with exactly the features, every column of the right
         JSON types and finite. Returns the flags per row and the rows' columns (:class:`Columns`),
         or None for "not clean": the slow path then names each problem.
 
         Column by column with C-level ``map``, ``set``, ``min``/``max`` and numpy instead of a
         Python loop per value; only a column holding unusual values is walked, to flag its rows.
+        The numeric values' types are looked at one by one unless ``text`` proves them
+        (:func:`_plain_numbers`).
         """
         import numpy as np
 
         width = len(self.features)
-        if not rows or not all(type(r) is dict and len(r) == width for r in rows):
+        if not rows or set(map(type, rows)) != {dict} or set(map(len, rows)) != {width}:
             return None
         matrix, nones = None, 0
         try:  # every row of the right size and every feature present: exactly the features
@@ -160,11 +164,15 @@ class Signature:
         if numeric:
             if len(numeric) == 1:
                 block = [(v,) for v in block]
-            if not set(map(type, itertools.chain.from_iterable(block))) <= _NUMBER_TYPES:
+            if not _plain_numbers(text, self.names, len(rows), others) and not (
+                set(map(type, itertools.chain.from_iterable(block))) <= _NUMBER_TYPES
+            ):
                 return None
             try:
-                matrix = np.array(block, dtype=np.float64).reshape(len(rows), len(numeric))
-            except OverflowError:  # an integer beyond float range: the slow path names it
+                matrix = np.array(block, dtype=np.float64)
+            except (OverflowError, ValueError, TypeError):  # an integer beyond float range, a
+                return None  # list or an object (proved by text): the slow path names it
+            if matrix.shape != (len(rows), len(numeric)):  # lists of one number each
                 return None
             nones = sum(t.count(None) for t in block) if np.isnan(matrix).any() else 0
         return self._finish(len(rows), numeric, matrix, nones, others)
@@ -284,12 +292,14 @@ class Signature:
         }
 
     def check_columns(
-        self, rows: list[Any], *, reject_unusual: bool = False
+        self, rows: list[Any], *, reject_unusual: bool = False, text: bytes | None = None
     ) -> tuple[list[dict[str, Any]], list[list[str]], Columns | None]:
         """(problems, flags per row, columns). No problems means every row can be given to the
         model; the columns are the rows' values ready for a DataFrame when the fast path took them
-        (else None: build the frame from the rows)."""
-        fast = self._fast(rows)
+        (else None: build the frame from the rows). ``text``: the JSON the rows were parsed from,
+        when the rows are that JSON's own objects (a row, or an array of rows; keys may have been
+        taken out since), which can spare the fast path a look at every number's type."""
+        fast = self._fast(rows, text)
         if fast is not None and not (reject_unusual and any(fast[0])):
             return [], fast[0], fast[1]
         problems, flags = self._slow(rows, reject_unusual)
@@ -365,6 +375,39 @@ class Signature:
                         _problem(i, field_name, "a value like those seen in training", text)
                     )
         return problems, flags
+
+
+def _plain_numbers(
+    text: bytes | None, names: list[str], n: int, others: list[tuple[int, Feature, list[Any]]]
+) -> bool:
+    """Whether ``text``, the JSON that ``n`` rows of exactly the features ``names`` were parsed
+    from, proves that no numeric feature's value is a boolean or a string, without looking at
+    each value (``others``: the other features' columns).
+
+    Without a backslash, every string in the text is two of its quotes, its characters as they
+    are. The rows' keys and the other features' strings were each read from a string of its
+    own; so when the quotes are exactly twice as many, those are all the text's strings, and no
+    numeric value was read from one. Outside strings, an ``r`` can only be in ``true`` and an
+    ``s`` only in ``false``: when the text holds no more of either than those strings, no value
+    is a boolean. (A list or an object among the numbers is refused by numpy.) Three byte counts
+    with numpy, where looking at 30,000 values' types takes a Python call each."""
+    if text is None or b"\\" in text:
+        return False
+    import numpy as np
+
+    strings, parts = n * len(names), []
+    for _, _, values in others:
+        if not set(map(type, values)) <= _STRING_TYPES:
+            return False  # booleans, or what _column_flags refuses anyway
+        strings += len(values) - values.count(None)
+        parts.append("".join(filter(None, values)))
+    data = np.frombuffer(text, np.uint8)
+    if int(np.count_nonzero(data == 34)) != 2 * strings:  # '"'
+        return False
+    keys, inside = "".join(names), "".join(parts)
+    return all(  # true, false
+        int(np.count_nonzero(data == ord(c))) == n * keys.count(c) + inside.count(c) for c in "rs"
+    )
 
 
 def _column_flags(f: Feature, column: list[Any]) -> list[tuple[int, str]] | None:

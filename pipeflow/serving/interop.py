@@ -28,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from pipeflow.errors import BadRequest
+from pipeflow.serving.jsonbody import parse_json
 from pipeflow.serving.protocols import mlflow, v2
 from pipeflow.serving.routes import (
     answer,
@@ -35,7 +36,6 @@ from pipeflow.serving.routes import (
     draining,
     is_json,
     model_for,
-    parse_json,
     read_bytes,
     reply,
     served,

@@ -9,9 +9,9 @@ lives here, once:
 
 1. The caller: a request for another model is 404, and without the route's scope 401/403
    (:func:`caller_for`; the tokens are :meth:`pipeflow.serving.state.Server.authorize`'s).
-2. The body is read with a size limit (:func:`read_bytes`; too large -> 413) and parsed with
-   :mod:`json` (:func:`parse_json`; malformed -> 400, a key twice in one object -> 422 naming
-   it); :func:`read_body` takes JSON only (other content types -> 415), the MLflow and Open
+2. The body is read with a size limit (:func:`read_bytes`; too large -> 413) and parsed
+   (:func:`pipeflow.serving.jsonbody.parse_json`; malformed -> 400, a key twice in one object
+   -> 422 naming it); :func:`read_body` takes JSON only (other content types -> 415), the MLflow and Open
    Inference Protocol routes also their protocol's other bodies (:mod:`pipeflow.serving.interop`:
    ``text/csv``; binary tensor data). The protocol's decoder turns the body into rows, which are
    checked against the model's signature (:mod:`pipeflow.registry.signature`; -> 422 naming row
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -53,8 +52,9 @@ from fastapi.responses import Response
 from pipeflow.errors import AuditUnavailable, BadRequest, ExplainUnavailable
 from pipeflow.serving import tables
 from pipeflow.serving.batcher import Pending
+from pipeflow.serving.jsonbody import parse_json
 from pipeflow.serving.protocols import native
-from pipeflow.store.journal import dumps, loads
+from pipeflow.store.journal import dumps
 
 if TYPE_CHECKING:
     from pipeflow.serving.handle import Handle
@@ -104,7 +104,9 @@ async def read_body(server: Server, request: Request, *, predict: bool = True) -
             "unsupported_media_type",
             f"expected Content-Type application/json, got {ctype!r}",
         )
-    return parse_json(await read_bytes(server, request, predict=predict))
+    body = await read_bytes(server, request, predict=predict)
+    request.state.json = body  # the text the value was parsed from (see answer)
+    return parse_json(body)
 
 
 def is_json(ctype: str) -> bool:
@@ -137,85 +139,6 @@ async def _read_bytes(request: Request, limit: int) -> bytes:
             raise BadRequest(413, "too_large", f"the body is over the limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def parse_json(body: bytes, hint: str = "") -> Any:
-    """``body`` as JSON (400 ``malformed_json`` saying why, and ``hint`` when it is not JSON):
-    every JSON request body is decoded here, once."""
-    try:
-        return _unique_keys(body, loads(body))
-    except ValueError:
-        pass  # orjson refuses NaN/Infinity: the standard parser reads them, so the
-        # signature check can name the field, and words the error if the JSON is broken
-    try:
-        value = json.loads(body, parse_int=_json_int, object_pairs_hook=_refuse_duplicates)
-    except RecursionError:
-        raise BadRequest(400, "malformed_json", "the JSON is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError) as err:
-        raise BadRequest(400, "malformed_json", f"malformed JSON: {err}{hint}") from None
-    try:  # what orjson refused may also be what it cannot write (audit log, error replies)
-        dumps(value)
-    except TypeError as err:  # a lone surrogate escape ("\ud800"), or nesting orjson refuses
-        raise BadRequest(400, "malformed_json", f"unusable JSON: {err}") from None
-    return value
-
-
-def _unique_keys(body: bytes, value: Any) -> Any:
-    """``value`` (``body`` as orjson parsed it), or 422 if an object in ``body`` repeats a key:
-    orjson, like most parsers, silently keeps the last value, as the spec loader refuses to.
-
-    The hot path proves there is none without a second parse: outside strings, a ``:`` in JSON
-    only ever follows a key, so ``body`` holds (pairs written) + (colons inside strings) colons,
-    and ``value`` written back holds (pairs kept) + (colons inside the strings kept). Without a
-    backslash (no ``\\u003a`` escapes) the strings are the same bytes, so the two counts are
-    equal exactly when no pair was dropped. Otherwise the standard parser, with a hook that
-    sees every pair, decides and names the key (a few times slower; benchmarked in
-    docs/serving.md)."""
-    try:  # orjson writes 255 levels of nesting where it reads 1,024: then the slow path
-        written: bytes | None = dumps(value)
-    except TypeError:
-        written = None
-    if written is not None and b"\\" not in body and _colons(body) == _colons(written):
-        return value
-    # what orjson read and this parser cannot: orjson's reading stands
-    with contextlib.suppress(ValueError, RecursionError):
-        json.loads(body, parse_int=_json_int, object_pairs_hook=_refuse_duplicates)
-    return value
-
-
-def _colons(data: bytes) -> int:
-    if len(data) < 4096:
-        return data.count(b":")
-    import numpy as np  # a vectorised count: bytes.count is a byte-at-a-time loop
-
-    return int(np.count_nonzero(np.frombuffer(data, np.uint8) == 58))
-
-
-def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    found = dict(pairs)
-    if len(found) != len(pairs):
-        seen: set[str] = set()
-        key = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-        raise BadRequest(
-            422,
-            "duplicate_key",
-            f"duplicate key {key!r} in a JSON object: each key may appear once",
-            [{"field": key, "expected": "each key once in an object", "got": "the key twice"}],
-        )
-    return found
-
-
-def _json_int(text: str) -> int | float:
-    """Integers as orjson reads them: beyond 64 bits they become floats (so a 400-digit number
-    is ``inf``, refused by the signature as not finite, not an integer no float can hold)."""
-    if len(text) < 19:
-        return int(text)
-    value = float(text)
-    if -(2**63) <= value < 2**64:
-        number = int(text)
-        if -(2**63) <= number < 2**64:
-            return number
-    return value
 
 
 def model_for(server: Server, name: str) -> None:
@@ -256,13 +179,16 @@ async def predict_rows(
     handle: Handle | None = None,
     table: Any = None,
     explain: bool = False,
+    text: bytes | None = None,
 ) -> tuple[Handle, list[dict[str, Any]]]:
     """The results of a request's rows, checked against the signature and scored in a batch by
     ``handle``, else by the version the rollout picks (by the request's ``--route-by`` key, from
     ``headers`` or the rows); the request is observed for the rollout, counted in the metrics,
     and offered to the shadow once answered. ``table``: the rows' Arrow table (a table body),
     checked column by column (:mod:`pipeflow.serving.tables`). ``explain``: each row's answer
-    and audit record carry its explanation (422 naming ``explain`` for a model without one)."""
+    and audit record carry its explanation (422 naming ``explain`` for a model without one).
+    ``text``: the JSON body ``rows`` are the objects of (see
+    :meth:`~pipeflow.registry.signature.Signature.check_columns`)."""
     config = server.config
     if not rows:
         raise BadRequest(422, "invalid_request", "no rows to predict")
@@ -278,7 +204,7 @@ async def predict_rows(
         )
     else:
         problems, flags, data = reference.signature.check_columns(
-            rows, reject_unusual=config.reject_unusual
+            rows, reject_unusual=config.reject_unusual, text=text
         )
     if problems:
         first = problems[0]
@@ -381,7 +307,7 @@ async def answer(
         handle = None if version is None else served_version(server, version)
         if options is not None:  # a bad query parameter is refused before the body is read
             native.explain_query(request.query_params)
-        payload = await read(server, request)
+        payload = original = await read(server, request)
         explain = False
         if options is not None:
             payload, explain = options(
@@ -389,9 +315,12 @@ async def answer(
             )
         rows = decode(payload, server.primary.signature.names) if by_name else decode(payload)
         table = rows.table if isinstance(rows, tables.TableRows) else None
+        # the native body's rows are its own objects: its text can vouch for their types
+        text = getattr(request.state, "json", None) if decode is native.rows_from_native else None
         handle, results = await predict_rows(
-            server, rows, caller, route, started, request.headers, handle, table, explain=explain
-        )
+            server, rows, caller, route, started, request.headers, handle, table, explain=explain,
+            text=text if payload is original else None,
+        )  # fmt: skip
         return respond(encode(payload, handle, results))
     except BadRequest as err:
         return fail(server, err)

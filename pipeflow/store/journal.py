@@ -46,7 +46,7 @@ import os
 import secrets
 import socket
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -377,11 +377,16 @@ class Follower:
         self,
         take: Callable[[str, dict[str, Any]], object],
         found: list[Segment] | None = None,
+        skip: Callable[[], Container[str]] | None = None,
     ) -> None:
         """``take(segment name, record)`` for every whole record not taken before (of
-        ``found``, the segments already listed, or of a fresh listing)."""
-        for segment in segments(self.where, self.kind) if found is None else found:
-            if segment.name in self.done:
+        ``found``, the segments already listed, or of a fresh listing). ``skip()``: names of
+        segments never to read (asked after the listing, so a segment listed is in it if it is
+        ever to be: a writer names its segment before creating the file)."""
+        listed = segments(self.where, self.kind) if found is None else found
+        skipped = skip() if skip is not None else ()
+        for segment in listed:
+            if segment.name in self.done or segment.name in skipped:
                 continue
             offset = self.offsets.get(segment.name, 0)
 
@@ -401,10 +406,13 @@ class Follower:
                 continue
             self.offsets[segment.name] = offset
 
-    def new(self) -> list[tuple[str, dict[str, Any]]]:
-        """(segment name, record) of every whole record not returned before."""
+    def new(
+        self, skip: Callable[[], Container[str]] | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(segment name, record) of every whole record not returned before (not reading the
+        segments named by ``skip()``, see :meth:`follow`)."""
         out: list[tuple[str, dict[str, Any]]] = []
-        self.follow(lambda name, record: out.append((name, record)))
+        self.follow(lambda name, record: out.append((name, record)), skip=skip)
         return out
 
 

@@ -8,6 +8,7 @@ as ``DataFrame.from_records`` of the rows.
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -15,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeflow.registry.signature import Columns, Signature
+from pipeflow.registry.signature import Columns, Signature, _plain_numbers
 
 RECORD = {
     "signature": {
@@ -171,3 +172,80 @@ def test_signatures_of_only_numbers_or_only_strings_make_the_same_frame(
         pd.concat([want, want], ignore_index=True),
         check_dtype=False,
     )
+
+
+# a signature without booleans: a JSON body of its rows can vouch for the numbers' types
+PLAIN = Signature.from_record(
+    {
+        "signature": {
+            "features": [f for f in RECORD["signature"]["features"] if f["name"] != "urgent"]
+        },
+        "reference": RECORD["reference"],
+    }
+)
+tricky = st.one_of(
+    st.none(), st.booleans(), st.sampled_from(["12", "1e3", "north", 'a"b', "x\\y"]),
+    st.lists(st.integers(), max_size=2), st.lists(st.integers(), min_size=1, max_size=1),
+    st.dictionaries(st.sampled_from(["k", "age"]), st.integers(), max_size=1),
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_the_json_text_of_the_rows_gives_the_same_answer_as_looking_at_every_value(
+    data: st.DataObject,
+) -> None:
+    """``check_columns(rows, text=body)``, where ``body`` is the JSON the rows were read from,
+    answers exactly as without it: same problems, flags and columns (the text only spares the
+    look at every number's type when it proves there is neither a boolean nor a string)."""
+    signature = data.draw(st.sampled_from([PLAIN, PLAIN, SIGNATURE]))
+    finite = st.one_of(st.none(), st.integers(-200, 10_000), st.floats(-1e4, 1e4))
+    rows = [
+        {
+            k: data.draw(finite if k in ("age", "amount", "score") else values[k])
+            for k in signature.names
+        }
+        for _ in range(data.draw(st.integers(1, 6)))
+    ]
+    odd, column = data.draw(tricky), data.draw(st.sampled_from(signature.names))
+    mode = data.draw(st.sampled_from(["clean", "one", "column", "extra"]))
+    if mode == "one":  # one odd value
+        rows[data.draw(st.integers(0, len(rows) - 1))][column] = odd
+    elif mode == "column":  # every row the same odd value in one column
+        for r in rows:
+            r[column] = odd
+    elif mode == "extra":
+        rows[0]["extra"] = odd
+    body = json.dumps(rows if len(rows) > 1 else rows[0]).encode()
+    parsed = json.loads(body)
+    rows = parsed if isinstance(parsed, list) else [parsed]
+    problems, flags, columns = signature.check_columns(rows, text=body)
+    want_problems, want_flags, want_columns = signature.check_columns(rows)
+    assert (problems, flags) == (want_problems, want_flags)
+    assert (columns is None) == (want_columns is None)
+    if columns is not None:
+        pd.testing.assert_frame_equal(Columns.frame([columns]), Columns.frame([want_columns]))
+
+
+def test_a_plain_json_body_of_rows_proves_its_numbers_and_a_string_among_them_does_not() -> None:
+    good = {"age": 30, "amount": 10.5, "region": "north", "score": None, "note": "ok"}
+    others = [(i, f) for i, f in enumerate(PLAIN.features) if f.expect != "number"]
+
+    def columns_of(rows: list) -> list:
+        return [(i, f, [r[f.name] for r in rows]) for i, f in others]
+
+    rows = [good, {**good, "region": None}]
+    assert _plain_numbers(json.dumps(rows).encode(), PLAIN.names, 2, columns_of(rows))
+    rows = [good, {**good, "age": "30"}]  # a string where a number belongs
+    assert not _plain_numbers(json.dumps(rows).encode(), PLAIN.names, 2, columns_of(rows))
+    rows = [good, {**good, "score": True}]
+    assert not _plain_numbers(json.dumps(rows).encode(), PLAIN.names, 2, columns_of(rows))
+    problems, _, columns = PLAIN.check_columns(
+        rows := [good, {**good, "age": [30]}], text=json.dumps(rows).encode()
+    )
+    assert columns is None and problems[0]["field"] == "age"
+    listed = [
+        {k: [v or 2.0] if k in ("age", "amount", "score") else v for k, v in good.items()}
+    ] * 2
+    problems, _, columns = PLAIN.check_columns(listed, text=json.dumps(listed).encode())
+    assert columns is None and [p["field"] for p in problems[:3]] == ["age", "amount", "score"]

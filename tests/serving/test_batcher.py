@@ -104,3 +104,16 @@ def test_clients_taking_turns_are_waited_for_as_many_as_were_seen_at_once() -> N
     sizes, took, alone = asyncio.run(main())
     assert sizes == [1000] * 4 and took < 0.04  # filled before the 50 ms limit
     assert alone == 1
+
+
+def test_each_rows_probabilities_are_keyed_by_class_as_dict_zip_would_for_any_class_count() -> None:
+    import pytest
+
+    from pipeflow.serving.batcher import _by_class
+
+    for labels in (["benign", "malignant"], ["a", "b", "c"], ["only"]):
+        probs = [[(i + j) / 10 for j in range(len(labels))] for i in range(4)]
+        assert _by_class(labels, probs) == [dict(zip(labels, p, strict=True)) for p in probs]
+    for labels, short in ((["a", "b"], [[0.5]]), (["a", "b", "c"], [[0.5, 0.5]])):
+        with pytest.raises(ValueError):  # a model answering another number of classes
+            _by_class(labels, short)

@@ -1,7 +1,7 @@
 """A key twice in one object of a JSON request is refused (422 naming the key) on every JSON route
 of a real ``pipeflow serve``, as the spec loader refuses duplicate YAML keys, instead of the last
 value silently winning. The fast check that proves a body has none (counting colons, see
-:func:`pipeflow.serving.routes._unique_keys`) is exact: property-tested against bodies with
+:func:`pipeflow.serving.jsonbody._unique_keys`) is exact: property-tested against bodies with
 colons and ``\\u003a`` escapes inside strings."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeflow.errors import BadRequest
-from pipeflow.serving.routes import _unique_keys
+from pipeflow.serving.jsonbody import _row_pairs, _unique_keys
 from pipeflow.store.journal import loads
 
 
@@ -114,3 +114,41 @@ def test_the_fast_check_refuses_exactly_the_bodies_with_a_repeated_key(value, es
         assert err.value.status == 422 and err.value.kind == "duplicate_key"
     else:
         assert _unique_keys(body, parsed) == parsed
+
+
+_row = st.lists(st.tuples(_keys, _values), max_size=4)  # an object as pairs, keys may repeat
+_bodies = st.one_of(
+    _row,
+    st.lists(_row, max_size=4),  # an array of rows
+    st.builds(lambda rows, extra: [("rows", rows), *extra], st.lists(_row, max_size=3),
+              st.lists(st.tuples(_keys, _scalars), max_size=2)),  # {"rows": [...], ...}
+)  # fmt: skip
+
+
+@settings(max_examples=400, deadline=None)
+@given(_bodies, st.booleans())
+def test_the_row_count_shortcut_refuses_exactly_the_predict_bodies_with_a_repeated_key(
+    value, escape
+) -> None:
+    """Predict-shaped bodies (a row, rows, ``{"rows": ...}``), where the check counts the rows'
+    pairs instead of writing the body again (:func:`pipeflow.serving.jsonbody._row_pairs`)."""
+    body = _write(value, escape).encode()
+    parsed = loads(body)
+    if _repeats(value):
+        with pytest.raises(BadRequest) as err:
+            _unique_keys(body, parsed)
+        assert err.value.status == 422 and err.value.kind == "duplicate_key"
+    else:
+        assert _unique_keys(body, parsed) == parsed
+
+
+def test_a_flat_body_of_rows_is_proved_free_of_repeats_by_its_row_count() -> None:
+    rows = [{"a": 1.5, "b": "x", "c": None}, {"a": 2, "b": "y", "c": True}]
+    body = json.dumps(rows).encode()
+    assert _row_pairs(loads(body)) == body.count(b":") == 6
+    assert _row_pairs(loads(json.dumps({"rows": rows, "explain": True}))) == 8
+    assert _row_pairs([1, {"a": 1}]) == -1 and _row_pairs("text") == -1
+    twice = b'[{"a": 1, "a": 2, "b": "x"}]'  # orjson keeps 2 pairs of the 3 written
+    assert _row_pairs(loads(twice)) == 2 != twice.count(b":")
+    with pytest.raises(BadRequest):
+        _unique_keys(twice, loads(twice))
