@@ -187,6 +187,11 @@ def test_a_withdrawal_ends_the_ramp_and_a_refused_gate_withdraws_instead_of_prom
         for _ in range(30):
             assert c.post(PREDICT, json=row).status_code == 200
     wait_until(lambda: _canary(gated)["withdrawn"], 10, "the refused promotion")
+
+    def withdrawals() -> int:  # a server says withdrawn before its fleet event is written
+        return sum(e["event"] == "canary_withdrawn" for e in _fleet(own_store))
+
+    wait_until(lambda: withdrawals() == 2, 10, "both withdrawals in the fleet's events")
     events = _fleet(own_store)
     by_version = {v: [e["event"] for e in events if e["version"] == v] for v in (failing, 2)}
     assert by_version[failing] == ["ramp_step", "canary_withdrawn"]  # no second step
