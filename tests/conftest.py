@@ -1,5 +1,7 @@
-"""Session fixtures: the real servers of the team-scale tests (:mod:`servers`), and each example
-spec's first local run, shared by the tests that start from one or compare with one.
+"""Session fixtures: the real servers of the team-scale tests (:mod:`servers`), each example
+spec's first local run, shared by the tests that start from one or compare with one, and the
+tumours project trained once (``tumours_v1``: nine modules start from the same v1 in production;
+training it is 10-20 s, copying it milliseconds).
 
 And Ctrl-C as a user has it. A background job of a non-interactive shell (``bash -c 'pytest &'``,
 a CI script's ``&``) starts with SIGINT ignored; every child inherits that, and Python then
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ExampleRun, pipeflow, pipeflow_ok
+from helpers import ExampleRun, copy_project, pipeflow, pipeflow_ok, trained_tumours
 from servers import S3, Postgres, postgres_server, s3_server
 
 
@@ -71,6 +73,21 @@ def s3() -> Iterator[S3]:
         pytest.skip("moto[server] and s3fs are not installed (pip install -e '.[test]')")
     with s3_server() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def tumours_v1(tmp_path_factory: pytest.TempPathFactory) -> Callable[[Path], Path]:
+    """``tumours_v1(where)``: a copy at ``where`` of :func:`helpers.trained_tumours` (tumours v1
+    in production after one ``pipeflow run``), trained once for the session by whichever test
+    asks first; each copy is the caller's to change (run again, promote, serve, audit)."""
+    trained: list[Path] = []
+
+    def copy(where: Path) -> Path:
+        if not trained:
+            trained.append(trained_tumours(tmp_path_factory.mktemp("tumours-v1") / "tumours"))
+        return copy_project(trained[0], where)
+
+    return copy
 
 
 @pytest.fixture(scope="session")

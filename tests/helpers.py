@@ -8,7 +8,8 @@ pyproject.toml puts this folder on ``sys.path``).
 - processes: started in their own session (``start``, ``kill_group``), SIGKILLed however the test
   ends (:func:`hard_kill`, :func:`processes`), waited for with a deadline (:func:`wait_until`);
 - the tumours registry project (:data:`TUMOURS`, :func:`tumours_project`, trained once by
-  :func:`trained_tumours`), a real
+  :func:`trained_tumours`; the ``tumours_v1`` fixture of conftest.py trains it once per session
+  and hands each module a copy, :func:`copy_project`), a real
   ``pipeflow serve`` on it (:func:`start_server`), rows it accepts (:func:`sample_rows`), and its
   Prometheus counters (:func:`counter`);
 - an example spec's first local run, shared for the session (:class:`ExampleRun`, the
@@ -58,6 +59,7 @@ __all__ = [
     "assert_store_sound",
     "calls",
     "cli_env",
+    "copy_project",
     "counter",
     "counts",
     "events",
@@ -275,6 +277,25 @@ def trained_tumours(where: Path) -> Path:
     tumours v1, gated and promoted to ``production``; returns ``where``."""
     tumours_project(where)
     pipeflow_ok(["run", "pipeline.yaml", "--quiet"], cwd=where, timeout=300)
+    return where
+
+
+def copy_project(project: Path, where: Path) -> Path:
+    """A copy of a run project (its ``.pipeflow`` store included) at ``where``, as if it had been
+    run there: the one absolute path the store records, each run's ``spec_path`` (which
+    ``pipeflow runs output`` opens the store by), is moved to the copy. Returns ``where``."""
+    import sqlite3
+
+    shutil.copytree(project, where, symlinks=True)
+    db = sqlite3.connect(where / ".pipeflow" / "pipeflow.db")
+    try:
+        with db:
+            db.execute(
+                "UPDATE runs SET spec_path = ? || substr(spec_path, ?) WHERE spec_path LIKE ? || '%'",
+                (str(where), len(str(project)) + 1, str(project)),
+            )
+    finally:
+        db.close()
     return where
 
 

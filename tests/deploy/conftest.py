@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers import trained_tumours
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def trained(tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]) -> Path:
     """The tumours project with v1 in production (its store is ``.pipeflow`` inside)."""
-    return trained_tumours(tmp_path_factory.mktemp("deploy") / "tumours")
+    return tumours_v1(tmp_path_factory.mktemp("deploy") / "tumours")

@@ -7,13 +7,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import MODEL, Served, start_server, trained_tumours
+from helpers import MODEL, Served, start_server
 
 
 @pytest.fixture(scope="session")
-def hostile_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def hostile_project(
+    tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]
+) -> Path:
     """The registry tests' tumours project after one run: tumours v1 holds `production`."""
-    return trained_tumours(tmp_path_factory.mktemp("hostile") / "tumours")
+    return tumours_v1(tmp_path_factory.mktemp("hostile") / "tumours")
 
 
 def _copy_store(project: Path, into: Path) -> Path:

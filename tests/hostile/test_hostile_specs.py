@@ -221,44 +221,45 @@ json_ish = st.recursive(
 )
 
 
+# built once: a strategy made inside a draw is validated again at every draw (most of the cost
+# of generating these examples, more than loading them)
+stage_types = st.sampled_from(INSTALLED) | any_text
+stage_withs = st.fixed_dictionaries({"function": st.just("s:f")}, optional={"kwargs": json_ish}) | (
+    st.dictionaries(any_text, json_ish, max_size=4)
+)
+stage_options = st.dictionaries(
+    st.sampled_from(["retries", "timeout_s", "cache", "rtries"]), json_ish, max_size=2
+)
+input_names = names | any_text
+pipeline_names = st.sampled_from(["p", "my-pipe", "Bad Name", ""]) | any_text
+spec_params = st.dictionaries(any_text, json_ish, max_size=3)
+spec_extras = st.dictionaries(any_text, json_ish, max_size=2)
+flow_styles = st.sampled_from([False, True, None])
+
+
 @st.composite
 def structured_specs(draw: st.DrawFn) -> str:
     """A spec built as data (mostly plausible, sometimes wrong), dumped as YAML."""
     stage_names = draw(st.lists(names | any_text, min_size=0, max_size=6, unique=True))
     stages: dict = {}
     for name in stage_names:
-        stage: dict = {"type": draw(st.sampled_from(INSTALLED) | any_text)}
+        stage: dict = {"type": draw(stage_types)}
         if draw(st.booleans()):
             stage["inputs"] = draw(
                 st.dictionaries(
-                    names | any_text, st.sampled_from(stage_names or ["x"]) | any_text, max_size=3
+                    input_names, st.sampled_from(stage_names or ["x"]) | any_text, max_size=3
                 )
             )
-        stage["with"] = draw(
-            st.fixed_dictionaries({"function": st.just("s:f")}, optional={"kwargs": json_ish})
-            | st.dictionaries(any_text, json_ish, max_size=4)
-        )
-        stage.update(
-            draw(
-                st.dictionaries(
-                    st.sampled_from(["retries", "timeout_s", "cache", "rtries"]),
-                    json_ish,
-                    max_size=2,
-                )
-            )
-        )
+        stage["with"] = draw(stage_withs)
+        stage.update(draw(stage_options))
         stages[name] = stage
-    spec = {
-        "pipeline": draw(st.sampled_from(["p", "my-pipe", "Bad Name", ""]) | any_text),
-        "params": draw(st.dictionaries(any_text, json_ish, max_size=3)),
-        "stages": stages,
-    }
-    spec.update(draw(st.dictionaries(any_text, json_ish, max_size=2)))
+    spec = {"pipeline": draw(pipeline_names), "params": draw(spec_params), "stages": stages}
+    spec.update(draw(spec_extras))
     return yaml.safe_dump(
         spec,
         sort_keys=False,
         allow_unicode=draw(st.booleans()),
-        default_flow_style=draw(st.sampled_from([False, True, None])),
+        default_flow_style=draw(flow_styles),
     )
 
 

@@ -14,7 +14,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from helpers import (
     kill_group,
     pipeflow_ok,
     sample_rows,
-    trained_tumours,
 )
 
 pytestmark = pytest.mark.slow
@@ -148,12 +147,14 @@ def _kpis(accuracy: float) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def world(
+    tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]
+) -> Iterator[dict[str, Any]]:
     """The tumours project after one run, a server that answered real predictions, two drift
     reports and an alert, and `pipeflow ui` on the store."""
     from pipeflow.monitoring.history import alert_log, save_report
 
-    project = trained_tumours(tmp_path_factory.mktemp("ui") / "tumours")
+    project = tumours_v1(tmp_path_factory.mktemp("ui") / "tumours")
     store = project / ".pipeflow"
     run_id = pipeflow_ok(["runs", "list", "--spec", "pipeline.yaml"], cwd=project).stdout
     started: list[subprocess.Popen[str]] = []

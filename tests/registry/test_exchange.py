@@ -9,13 +9,14 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import free_port, kill_group, pipeflow, trained_tumours
+from helpers import free_port, kill_group, pipeflow
 
 from pipeflow.registry import Registry
 from pipeflow.store.artifacts import ArtifactStore
@@ -50,8 +51,8 @@ needs_mlflow = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_tumours(tmp_path_factory.mktemp("exchange") / "tumours")
+def project(tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]) -> Path:
+    return tumours_v1(tmp_path_factory.mktemp("exchange") / "tumours")
 
 
 @pytest.fixture(scope="module")

@@ -4,16 +4,17 @@ lineage` read what it recorded."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import pipeflow, trained_tumours
+from helpers import pipeflow
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_tumours(tmp_path_factory.mktemp("registry") / "tumours")
+def project(tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]) -> Path:
+    return tumours_v1(tmp_path_factory.mktemp("registry") / "tumours")
 
 
 def show(project: Path) -> dict:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import pipeflow, trained_tumours
+from helpers import pipeflow
 
 from pipeflow.errors import GateFailed
 from pipeflow.registry import Registry
@@ -21,10 +22,10 @@ from pipeflow.store.artifacts import ArtifactRef, ArtifactStore
 
 
 @pytest.fixture(scope="module")
-def rejected(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def rejected(tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]) -> Path:
     """tumours v1 in production, then v2 (a much weaker model: C=0.001) that passes its
     threshold and bias gates and fails the champion gate: the run fails, v2 stays registered."""
-    project = trained_tumours(tmp_path_factory.mktemp("refused") / "tumours")
+    project = tumours_v1(tmp_path_factory.mktemp("refused") / "tumours")
     out = pipeflow(
         ["run", "pipeline.yaml", "--quiet", "--set", "params.C=0.001"]
         + ["--set", "params.min_accuracy=0.5"],

@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pandas as pd
 import pytest
-from helpers import pipeflow, tumours_project
+from helpers import pipeflow, tumour_table
 
 from pipeflow.errors import NonFiniteInput, PipeflowError, UsageError
 from pipeflow.registry import Registry
@@ -25,18 +26,14 @@ SPEC = Path(__file__).with_name("predict_spec.yaml")
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]) -> Path:
     """The tumours project after one run: tumours v1, production -> v1; plus patients.csv, the
     same rows without the diagnosis and with a text id (leading zeros)."""
-    from pipeflow.runner.session import run
-
-    where = tmp_path_factory.mktemp("batch") / "tumours"
-    frame = tumours_project(where)
+    where = tumours_v1(tmp_path_factory.mktemp("batch") / "tumours")
+    frame = tumour_table()
     patients = frame.drop(columns=["diagnosis"])
     patients.insert(0, "patient_id", [f"P{i:05d}" for i in range(len(patients))])
     patients.to_csv(where / "patients.csv", index=False)
-    report = run(where / "pipeline.yaml")
-    assert report.ok, report.failed
     return where
 
 

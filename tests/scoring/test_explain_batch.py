@@ -5,12 +5,13 @@ audit record; a forest registered beside it is explained by the kernel fallback 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import pipeflow, tumours_project
+from helpers import pipeflow, tumour_table
 
 from pipeflow.governance.explain import BACKGROUND_ROWS, MAX_COALITIONS
 from pipeflow.governance.importance import final_estimator
@@ -21,18 +22,14 @@ from pipeflow.store.artifacts import ArtifactStore
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def project(tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]) -> Path:
     """The tumours project after one run (tumours v1, production), plus patients.csv: its
     first 60 rows without the diagnosis, with an id."""
-    from pipeflow.runner.session import run
-
-    where = tmp_path_factory.mktemp("explain") / "tumours"
-    frame = tumours_project(where).head(60)
+    where = tumours_v1(tmp_path_factory.mktemp("explain") / "tumours")
+    frame = tumour_table().head(60)
     patients = frame.drop(columns=["diagnosis"])
     patients.insert(0, "patient_id", [f"P{i:03d}" for i in range(len(patients))])
     patients.to_csv(where / "patients.csv", index=False)
-    report = run(where / "pipeline.yaml")
-    assert report.ok, report.failed
     return where
 
 

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import Served, pipeflow, start_server, trained_tumours
+from helpers import Served, pipeflow, start_server
 
 
 @pytest.fixture(scope="session")
-def tumours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tumours(tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]) -> Path:
     """The tumours project after two runs: v1 (production) and v2 (C=0.2, not promoted)."""
-    where = trained_tumours(tmp_path_factory.mktemp("serving") / "tumours")
+    where = tumours_v1(tmp_path_factory.mktemp("serving") / "tumours")
     second = pipeflow(
         [
             "run",
