@@ -356,37 +356,16 @@ def register_failing_model(store: Path) -> int:
 def register_mislabelled_model(project: Path, store: Path) -> int:
     """A tumours version trained on flipped diagnoses: fast, never fails, takes the same rows as
     version 1 (its signature and reference profile), looks fine offline (its evaluation data was
-    flipped too), and is wrong on most live rows; its number."""
-    import pandas as pd
-    from sklearn.compose import make_column_transformer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+    flipped too), and is wrong on most live rows; its number. The docs' own script
+    (docs/examples/mislabelled.py), so the guard section and the tests roll back the same model."""
+    import importlib.util
 
-    from pipeflow.registry import Registry
-    from pipeflow.store.artifacts import ArtifactStore
-
-    frame = pd.read_csv(project / "data.csv")
-    flipped = frame["diagnosis"].map({"benign": "malignant", "malignant": "benign"})
-    features = frame.drop(columns=["diagnosis"])
-    numeric = [c for c in features.columns if c != "size_band"]
-    model = make_pipeline(
-        make_column_transformer(
-            (StandardScaler(), numeric), (OneHotEncoder(handle_unknown="ignore"), ["size_band"])
-        ),
-        LogisticRegression(max_iter=5000),
-    ).fit(features, flipped)
-    st = ArtifactStore(str(store))
-    registry = Registry(st)
-    first = registry.version("tumours", 1)
-    record = registry.register(
-        "tumours",
-        st.save(model, "model"),
-        metrics={"accuracy": 0.97},
-        signature=first["signature"],
-        reference=first.get("reference"),
-    )
-    return int(record["version"])
+    path = Path(__file__).parents[1] / "docs" / "examples" / "mislabelled.py"
+    spec = importlib.util.spec_from_file_location("docs_examples_mislabelled", path)
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    return int(script.register(project, store))
 
 
 def true_labels(project: Path, n: int) -> list[str]:

@@ -47,27 +47,21 @@ def tumour_rows() -> tuple[list[dict[str, Any]], list[str]]:
     return frame.to_dict(orient="records"), truth
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("urls", help="a server's URL, or several separated by commas")
-    parser.add_argument("seconds", type=float, help="how long to send requests")
-    parser.add_argument("--model", default="tumours", help="the served model's name")
-    parser.add_argument("--users", type=int, default=200, help="how many X-User keys")
-    args = parser.parse_args(argv)
-    urls = [u.strip().rstrip("/") for u in args.urls.split(",") if u.strip()]
-    if not urls or args.seconds <= 0 or args.users < 1:
-        parser.error("URLS needs at least one URL; SECONDS and --users must be positive")
+def traffic(urls: list[str], seconds: float, model: str, users: int | None) -> int:
+    """Post for ``seconds`` round ``urls`` (as one of ``users`` users in ``X-User``; None: no
+    header), each answer's diagnosis as feedback to the next replica; print the counts; the
+    exit status."""
     rows, truth = tumour_rows()
-    predict = f"/v1/models/{args.model}/predict"
-    feedback = f"/v1/models/{args.model}/feedback"
+    predict = f"/v1/models/{model}/predict"
+    feedback = f"/v1/models/{model}/feedback"
     answers: Counter[tuple[int, int | None]] = Counter()
     recorded = posted = 0
     clients = [httpx.Client(base_url=u, timeout=30) for u in urls]
     try:
-        end, i = time.monotonic() + args.seconds, 0
+        end, i = time.monotonic() + seconds, 0
         while time.monotonic() < end:
             row = i % len(rows)
-            user = {"X-User": f"user-{i % args.users}"}
+            user = {"X-User": f"user-{i % users}"} if users else None
             try:
                 r = clients[i % len(urls)].post(predict, json=rows[row], headers=user)
             except httpx.HTTPError:
@@ -77,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             body = r.json()
             answers[(r.status_code, body.get("version"))] += 1
             if r.status_code == 200:
-                pid = body["predictions"][0]["id"]
-                label = {"id": pid, "outcome": truth[row]}
+                label = {"id": body["predictions"][0]["id"], "outcome": truth[row]}
                 posted += 1
                 try:
                     f = clients[(i + 1) % len(urls)].post(feedback, json=label)
@@ -92,6 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     print(dict(answers))
     print(f"feedback: {recorded} of {posted} recorded")
     return 0 if any(status == 200 for status, _ in answers) else 1
+
+
+def arguments(doc: str, argv: list[str] | None, *, keyed: bool) -> argparse.Namespace:
+    """URLS, SECONDS and --model (and --users when ``keyed``), checked; ``urls`` split."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("urls", help="a server's URL, or several separated by commas")
+    parser.add_argument("seconds", type=float, help="how long to send requests")
+    parser.add_argument("--model", default="tumours", help="the served model's name")
+    if keyed:
+        parser.add_argument("--users", type=int, default=200, help="how many X-User keys")
+    args = parser.parse_args(argv)
+    args.urls = [u.strip().rstrip("/") for u in args.urls.split(",") if u.strip()]
+    if not args.urls or args.seconds <= 0 or getattr(args, "users", 1) < 1:
+        parser.error("URLS needs at least one URL; SECONDS and --users must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(__doc__, argv, keyed=True)
+    return traffic(args.urls, args.seconds, args.model, args.users)
 
 
 if __name__ == "__main__":

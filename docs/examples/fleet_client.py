@@ -17,74 +17,21 @@ were recorded, and exits 0 (1 if no request was answered 200).
 The project it expects: the registry test project (``tests/registry/project`` with the
 ``data.csv`` that ``pipeflow.testing.tumour_table`` writes, run once: ``tumours`` v1 in
 ``production``); docs/serving.md shows the commands that make it and a version 2 trained on
-flipped diagnoses (``docs/examples/mislabelled.py``) for the guard to roll back. Only httpx, the
-standard library and scikit-learn's bundled data.
+flipped diagnoses (``docs/examples/mislabelled.py``) for the guard to roll back. The same client
+as ``ab_client.py`` (imported from beside it), without the user key. Only httpx, the standard
+library and scikit-learn's bundled data.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
-from collections import Counter
-from typing import Any
 
-import httpx
-
-
-def tumour_rows() -> tuple[list[dict[str, Any]], list[str]]:
-    """The 569 breast-cancer rows as request records (the project's features) and their diagnoses."""
-    from sklearn.datasets import load_breast_cancer
-
-    frame = load_breast_cancer(as_frame=True).frame
-    truth = frame.pop("target").map({0: "malignant", 1: "benign"}).tolist()
-    frame["size_band"] = ["large" if r > 15 else "small" for r in frame["mean radius"]]
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
-    return frame.to_dict(orient="records"), truth
+from ab_client import arguments, traffic  # beside this file: python puts its folder on the path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("urls", help="a server's URL, or several separated by commas")
-    parser.add_argument("seconds", type=float, help="how long to send requests")
-    parser.add_argument("--model", default="tumours", help="the served model's name")
-    args = parser.parse_args(argv)
-    urls = [u.strip().rstrip("/") for u in args.urls.split(",") if u.strip()]
-    if not urls or args.seconds <= 0:
-        parser.error("URLS needs at least one URL; SECONDS must be positive")
-    rows, truth = tumour_rows()
-    predict = f"/v1/models/{args.model}/predict"
-    feedback = f"/v1/models/{args.model}/feedback"
-    answers: Counter[tuple[int, int | None]] = Counter()
-    recorded = posted = 0
-    clients = [httpx.Client(base_url=u, timeout=30) for u in urls]
-    try:
-        end, i = time.monotonic() + args.seconds, 0
-        while time.monotonic() < end:
-            row = i % len(rows)
-            try:
-                r = clients[i % len(urls)].post(predict, json=rows[row])
-            except httpx.HTTPError:
-                answers[(0, None)] += 1
-                i += 1
-                continue
-            body = r.json()
-            answers[(r.status_code, body.get("version"))] += 1
-            if r.status_code == 200:
-                label = {"id": body["predictions"][0]["id"], "outcome": truth[row]}
-                posted += 1
-                try:
-                    f = clients[(i + 1) % len(urls)].post(feedback, json=label)
-                    recorded += f.json().get("recorded", 0) if f.status_code == 200 else 0
-                except httpx.HTTPError:
-                    pass
-            i += 1
-    finally:
-        for c in clients:
-            c.close()
-    print(dict(answers))
-    print(f"feedback: {recorded} of {posted} recorded")
-    return 0 if any(status == 200 for status, _ in answers) else 1
+    args = arguments(__doc__, argv, keyed=False)
+    return traffic(args.urls, args.seconds, args.model, users=None)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ Arguments::
     python docs/examples/mislabelled.py [--project .] [--store PROJECT/.pipeflow]
 
 The project it expects: the registry test project (``tests/registry/project`` with the
-``data.csv`` that ``pipeflow.testing.tumour_table`` writes, run once). The same model as
-``register_mislabelled_model`` of tests/helpers.py.
+``data.csv`` that ``pipeflow.testing.tumour_table`` writes, run once). The tests'
+``register_mislabelled_model`` (tests/helpers.py) runs :func:`register` of this file.
 """
 
 from __future__ import annotations
@@ -24,23 +24,15 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--project", default=".", help="the project's folder (with data.csv)")
-    parser.add_argument("--store", help="the store (default: the project's .pipeflow)")
-    args = parser.parse_args(argv)
-    project = Path(args.project)
-    store = Path(args.store) if args.store else project / ".pipeflow"
-    if not (project / "data.csv").is_file():
-        parser.error(f"--project: {project} has no data.csv (the registry test project's)")
-
+def register(project: Path, store: Path) -> int:
+    """Train the flipped model on ``project``'s data.csv and register it in ``store`` with
+    version 1's signature and reference profile; its version number."""
     import pandas as pd
     from sklearn.compose import make_column_transformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-    from pipeflow.errors import PipeflowError
     from pipeflow.registry import Registry
     from pipeflow.store.artifacts import ArtifactStore
 
@@ -56,11 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     ).fit(features, flipped)
     st = ArtifactStore(str(store))
     registry = Registry(st)
-    try:
-        first = registry.version("tumours", 1)
-    except PipeflowError as exc:
-        print(f"error: {store}: {exc} (run the project once first: pipeflow run pipeline.yaml)")
-        return 1
+    first = registry.version("tumours", 1)  # a PipeflowError before the project's first run
     record = registry.register(
         "tumours",
         st.save(model, "model"),
@@ -68,7 +56,27 @@ def main(argv: list[str] | None = None) -> int:
         signature=first["signature"],
         reference=first.get("reference"),
     )
-    print(f"registered tumours@{record['version']} (trained on flipped diagnoses)")
+    return int(record["version"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--project", default=".", help="the project's folder (with data.csv)")
+    parser.add_argument("--store", help="the store (default: the project's .pipeflow)")
+    args = parser.parse_args(argv)
+    project = Path(args.project)
+    store = Path(args.store) if args.store else project / ".pipeflow"
+    if not (project / "data.csv").is_file():
+        parser.error(f"--project: {project} has no data.csv (the registry test project's)")
+
+    from pipeflow.errors import PipeflowError
+
+    try:
+        version = register(project, store)
+    except PipeflowError as exc:
+        print(f"error: {store}: {exc} (run the project once first: pipeflow run pipeline.yaml)")
+        return 1
+    print(f"registered tumours@{version} (trained on flipped diagnoses)")
     return 0
 
 
