@@ -321,6 +321,22 @@ def both_ways(
 
 
 @pytest.mark.slow  # a process pool per case
+def parquet_source(frame: pd.DataFrame, tmp_path: Path, layout: dict) -> Path:
+    """``frame`` as Parquet in ``layout``: one file with ``row_group_size`` rows per group, or
+    (``files``) a directory of files of 200 rows each."""
+    if "files" not in layout:
+        source = tmp_path / "patients.parquet"
+        frame.to_parquet(source, index=False, row_group_size=layout["row_group_size"])
+        return source
+    source = tmp_path / "patients"
+    source.mkdir()
+    for i, start in enumerate(range(0, len(frame), 200)):
+        frame.iloc[start : start + 200].to_parquet(
+            source / f"part-{i}.parquet", index=False, row_group_size=layout["row_group_size"]
+        )
+    return source
+
+
 @pytest.mark.parametrize(
     ("layout", "partition_rows", "parts"),
     [
@@ -341,16 +357,7 @@ def test_parquet_scored_in_process_writes_the_bytes_dask_writes(
     parts: int,
 ) -> None:
     frame = pd.read_csv(project / "patients.csv", dtype={"patient_id": str})
-    if "files" in layout:
-        source = tmp_path / "patients"
-        source.mkdir()
-        for i, start in enumerate(range(0, len(frame), 200)):
-            frame.iloc[start : start + 200].to_parquet(
-                source / f"part-{i}.parquet", index=False, row_group_size=layout["row_group_size"]
-            )
-    else:
-        source = tmp_path / "patients.parquet"
-        frame.to_parquet(source, index=False, row_group_size=layout["row_group_size"])
+    source = parquet_source(frame, tmp_path, layout)
     for suffix in (".parquet", ".csv"):
         here, dask, ours, theirs = both_ways(
             registry, source, tmp_path, suffix, id_column="patient_id",
@@ -382,18 +389,11 @@ def test_one_and_two_scoring_threads_write_the_same_bytes_and_hash_the_input_as_
     partition_rows: int,
 ) -> None:
     frame = pd.read_csv(project / "patients.csv", dtype={"patient_id": str})
-    if "files" in layout:
-        source = tmp_path / "patients"
-        source.mkdir()
-        for i, start in enumerate(range(0, len(frame), 200)):
-            frame.iloc[start : start + 200].to_parquet(
-                source / f"part-{i}.parquet", index=False, row_group_size=layout["row_group_size"]
-            )
+    source = parquet_source(frame, tmp_path, layout)
+    if source.is_dir():  # a directory's fingerprint: the sorted digests of its files
         files = sorted(source.iterdir())
         wanted = hashlib.sha256("\n".join(sorted(sha256(f) for f in files)).encode()).hexdigest()
     else:
-        source = tmp_path / "patients.parquet"
-        frame.to_parquet(source, index=False, row_group_size=layout["row_group_size"])
         wanted = sha256(source)
     summaries, outputs = [], []
     for threads in (1, 2):

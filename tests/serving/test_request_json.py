@@ -106,6 +106,10 @@ def _repeats(value: Any) -> bool:
 @settings(max_examples=400, deadline=None)
 @given(_values, st.booleans())
 def test_the_fast_check_refuses_exactly_the_bodies_with_a_repeated_key(value, escape) -> None:
+    refused_exactly_when_a_key_repeats(value, escape)
+
+
+def refused_exactly_when_a_key_repeats(value: Any, escape: bool) -> None:
     body = _write(value, escape).encode()
     parsed = loads(body)
     if _repeats(value):
@@ -132,14 +136,7 @@ def test_the_row_count_shortcut_refuses_exactly_the_predict_bodies_with_a_repeat
 ) -> None:
     """Predict-shaped bodies (a row, rows, ``{"rows": ...}``), where the check counts the rows'
     pairs instead of writing the body again (:func:`pipeflow.serving.jsonbody._row_pairs`)."""
-    body = _write(value, escape).encode()
-    parsed = loads(body)
-    if _repeats(value):
-        with pytest.raises(BadRequest) as err:
-            _unique_keys(body, parsed)
-        assert err.value.status == 422 and err.value.kind == "duplicate_key"
-    else:
-        assert _unique_keys(body, parsed) == parsed
+    refused_exactly_when_a_key_repeats(value, escape)
 
 
 def test_a_flat_body_of_rows_is_proved_free_of_repeats_by_its_row_count() -> None:
