@@ -376,9 +376,14 @@ def main() -> int:
     table = [
         "",
         f"Batch scoring (`bench_batch.py`), {datetime.date.today()}, {os.cpu_count()} cores, "
-        f"load average {load_now:.1f} at the end of the run. **Provisional**: the machine is "
-        "shared with other engineers' jobs, so the wall-clock ratios move from run to run; the "
-        "CPU seconds say how much work each side did. Regenerate with "
+        f"load average {load_now:.1f} at the end of the run. "
+        + (
+            "**Provisional**: the machine is shared with other engineers' jobs, so the "
+            "wall-clock ratios move from run to run; "
+            if load_now > (os.cpu_count() or 1)
+            else "A quiet machine; "
+        )
+        + "the CPU seconds say how much work each side did. Regenerate with "
         f"`{' '.join([COMMAND, *(a for a in sys.argv[1:] if not a.endswith('.json'))])}`.",
         "",
         "| row | baseline | baseline figure | pipeflow figure | ratio | target | verdict |",
