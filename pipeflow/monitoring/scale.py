@@ -254,7 +254,10 @@ def compare_to_profile(
         raise UsageError(f"the profile has no column {', '.join(map(repr, absent))}")
     picked = [n for n in names if known[n].get("role") == "numeric" and column_kind(known[n])]
     data = live
-    if picked != _names(live):  # a copy of every partition: only when some are left out
+    # every column of the window compared, in its order: read as it is; else a selection,
+    # which copies every partition (an array's columns are named by ``columns``, positionally)
+    named = _names(live) if hasattr(live, "columns") else names
+    if picked != named or len(picked) != len(_names(live)):
         data = (
             live[picked] if hasattr(live, "columns") else live[:, [names.index(n) for n in picked]]
         )

@@ -135,6 +135,12 @@ def dictionary_columns(schema: Any) -> list[str]:
     ]
 
 
+def is_local_fs(fs: Any) -> bool:
+    """Whether the fsspec filesystem ``fs`` is this machine's disk."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return bool({"file", "local"} & set(protocols))
+
+
 def read_partitions(
     fs: Any,
     paths: Sequence[str],
@@ -177,8 +183,7 @@ class _FileReader:
         import pyarrow.parquet as pq
 
         self.index = index
-        protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-        local = bool({"file", "local"} & set(protocols))
+        local = is_local_fs(fs)
         self.raw: Any = pa.memory_map(path) if local else fs.open(path, "rb")
         self.bytes: Any = self.raw.read_buffer() if local and hashing else None  # no copy
         self.file = pq.ParquetFile(self.raw)

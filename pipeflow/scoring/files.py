@@ -20,6 +20,7 @@ from pipeflow.scoring.arrow import (
     _arrow_strings,
     _ids,
     _parquet_columns,
+    is_local_fs,
     parquet_plan,
     read_partitions,
 )
@@ -78,7 +79,7 @@ class Source:
     def target(self) -> Any:
         """What dask reads: the one file, or the list of files (in sorted order)."""
         protocol = self.fs.protocol if isinstance(self.fs.protocol, str) else self.fs.protocol[0]
-        urls = [p if protocol in ("file", "local") else f"{protocol}://{p}" for p in self.paths]
+        urls = [p if is_local_fs(self.fs) else f"{protocol}://{p}" for p in self.paths]
         return urls[0] if len(urls) == 1 else urls
 
     @property
@@ -122,8 +123,7 @@ class Source:
     @property
     def hashed_while_read(self) -> bool:
         """Whether :meth:`parquet_parts` hashes the files as it reads them: local Parquet."""
-        protocols = self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,)
-        return self.format == "parquet" and bool({"file", "local"} & set(protocols))
+        return self.format == "parquet" and is_local_fs(self.fs)
 
     def in_process(self, partition_rows: int) -> bool:
         """Whether this process reads and scores the input itself, with no Dask graph: Parquet
