@@ -62,6 +62,7 @@ __all__ = [
     "copy_project",
     "counter",
     "counts",
+    "docs_example",
     "events",
     "files_under",
     "free_port",
@@ -358,14 +359,20 @@ def register_mislabelled_model(project: Path, store: Path) -> int:
     version 1 (its signature and reference profile), looks fine offline (its evaluation data was
     flipped too), and is wrong on most live rows; its number. The docs' own script
     (docs/examples/mislabelled.py), so the guard section and the tests roll back the same model."""
+    return int(docs_example("mislabelled").register(project, store))
+
+
+def docs_example(name: str) -> Any:
+    """The docs' script ``docs/examples/NAME.py`` as a module, for a test to call its functions
+    (the docs and the test then run the same code)."""
     import importlib.util
 
-    path = Path(__file__).parents[1] / "docs" / "examples" / "mislabelled.py"
-    spec = importlib.util.spec_from_file_location("docs_examples_mislabelled", path)
+    path = Path(__file__).parents[1] / "docs" / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"docs_examples_{name}", path)
     assert spec is not None and spec.loader is not None
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    return int(script.register(project, store))
+    return script
 
 
 def true_labels(project: Path, n: int) -> list[str]:

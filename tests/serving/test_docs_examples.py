@@ -6,16 +6,19 @@ servers answered and what the store's journal holds; the guard's bad version is 
 from __future__ import annotations
 
 import ast
+import json
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pandas as pd
 import pytest
-from helpers import pipeflow, sample_rows, true_labels
+from helpers import docs_example, pipeflow, sample_rows, true_labels
 
 from pipeflow.registry import Registry
 from pipeflow.store import journal as audit
@@ -141,3 +144,55 @@ def test_a_client_given_no_steps_py_or_no_url_says_what_it_needs(tmp_path: Path)
         [sys.executable, str(EXAMPLES / "ab_client.py")], capture_output=True, text=True
     )
     assert proc.returncode == 2 and "the following arguments are required: urls" in proc.stderr
+
+
+@pytest.mark.slow
+def test_the_binary_request_built_by_hand_is_answered_in_binary_with_the_json_routes_labels(
+    claims: Path,
+) -> None:
+    from helpers import start_server
+
+    served = start_server(claims, "claims-categoriser@1")
+    try:
+        lines = _example("binary_infer.py", served.url)
+        rows = [dict(zip(("description", "amount", "policy_type", "region"), r, strict=True))
+                for r in docs_example("binary_infer").ROWS]  # fmt: skip
+        with served.client() as c:
+            plain = c.post("/v1/models/claims-categoriser/predict", json=rows).json()
+    finally:
+        served.stop()
+    content_type, json_length, binary_length = lines[0].split()
+    assert content_type == "application/octet-stream" and int(json_length) > 0
+    header = ast.literal_eval(lines[1])
+    assert header["name"] == "predict" and header["datatype"] == "BYTES"
+    assert header["shape"] == [2] and header["parameters"]["binary_data_size"] == int(binary_length)
+    assert ast.literal_eval(lines[2]) == [p["prediction"] for p in plain["predictions"]]
+
+
+@pytest.mark.slow
+def test_traffic_across_a_rollback_is_answered_by_both_versions_and_never_fails(
+    serve, tumours: Path, own_store: Path
+) -> None:
+    moved = pipeflow(["models", "promote", "tumours", "2", "--to", "production",
+                      "--store", str(own_store)], cwd=tumours)  # fmt: skip
+    assert moved.returncode == 0, moved.stderr
+    served = serve("tumours@production", "--reload-interval", "0.2", store=own_store)
+    row = json.dumps(sample_rows(tumours, 1)[0])
+    traffic = subprocess.Popen(
+        [sys.executable, str(EXAMPLES / "rollback_traffic.py"), served.url, "6", "4",
+         "--model", "tumours", "--row", row],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        time.sleep(2)
+        back = pipeflow(["models", "rollback", "tumours", "production", "--reason", "under review",
+                         "--store", str(own_store)], cwd=tumours)  # fmt: skip
+        assert back.returncode == 0, back.stderr
+        out, err = traffic.communicate(timeout=60)
+    finally:
+        traffic.kill()
+    assert traffic.returncode == 0, out + err
+    answers = ast.literal_eval(out.strip())
+    assert {status for status, _ in answers} == {200}, answers
+    assert {version for _, version in answers} == {1, 2}, answers
+    assert httpx.get(served.url + "/ready").json()["version"] == 1

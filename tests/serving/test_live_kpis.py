@@ -9,9 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
-from helpers import PREDICT, pipeflow, start_server, tumours_project
+from helpers import docs_example, pipeflow, start_server, tumours_project
 
 from pipeflow.governance.business import business_metrics
 from pipeflow.governance.fairness import bias_metrics
@@ -155,27 +154,10 @@ def test_a_business_gate_without_a_declaration_is_refused_naming_the_field(
 
 def _traffic(served: Any, project: Path, n: int = 120) -> list[dict[str, Any]]:
     """n answered rows with feedback: region sent with the outcome, and in `south` every other
-    outcome wrong (so the groups' accuracy differs)."""
-    frame = pd.read_csv(project / "data.csv").sample(n, random_state=2)
-    truth, regions = frame.pop("diagnosis").tolist(), frame.pop("region").tolist()
-    flip = {"benign": "malignant", "malignant": "benign"}
-    rows = []
-    with served.client() as c:
-        answers = c.post(PREDICT.replace("tumours", "tumours"), json=frame.to_dict("records"))
-        assert answers.status_code == 200, answers.text
-        for k, (p, t, g) in enumerate(
-            zip(answers.json()["predictions"], truth, regions, strict=True)
-        ):
-            outcome = flip[t] if g == "south" and k % 2 else t
-            rows.append(
-                {"id": p["id"], "prediction": p["prediction"], "outcome": outcome, "region": g}
-            )
-        feedback = [
-            {"id": r["id"], "outcome": r["outcome"], "attributes": {"region": r["region"]}}
-            for r in rows
-        ]
-        r = c.post("/v1/models/tumours/feedback", json=feedback)
-        assert r.status_code == 200, r.text
+    outcome wrong (so the groups' accuracy differs). The docs' own script
+    (docs/examples/kpi_traffic.py), so docs/monitoring.md shows what this test measures."""
+    rows, answer = docs_example("kpi_traffic").traffic(served.url, str(project / "data.csv"), n)
+    assert answer.status_code == 200 and answer.json() == {"recorded": n}, answer.text
     return rows
 
 
