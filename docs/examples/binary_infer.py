@@ -69,8 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="claims-categoriser", help="the served model's name")
     args = parser.parse_args(argv)
     content, length = body()
-    r = httpx.post(f"{args.url.rstrip('/')}/v2/models/{args.model}/infer", content=content,
-                   headers={"Inference-Header-Content-Length": str(length)}, timeout=30)  # fmt: skip
+    url = f"{args.url.rstrip('/')}/v2/models/{args.model}/infer"
+    r = httpx.post(url, content=content, timeout=30,
+                   headers={"Inference-Header-Content-Length": str(length)})  # fmt: skip
     if r.status_code != 200:
         print(f"status {r.status_code}: {r.text}")
         return 1

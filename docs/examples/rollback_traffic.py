@@ -1,4 +1,4 @@
-"""Traffic across a rollback: clients posting one row at a time, answers counted by status and version.
+"""Traffic across a rollback: clients posting a row at a time, answers counted by status, version.
 
 Used by docs/serving.md (section "Hot reload: promote, rollback, blue-green"). ``CLIENTS`` threads
 each post the same row to ``/v1/models/MODEL/predict`` as fast as the server answers, for

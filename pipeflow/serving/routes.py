@@ -181,10 +181,12 @@ async def predict_rows(
     explain: bool = False,
     text: bytes | None = None,
 ) -> tuple[Handle, list[dict[str, Any]]]:
-    """The results of a request's rows, checked against the signature and scored in a batch by
-    ``handle``, else by the version the rollout picks (by the request's ``--route-by`` key, from
-    ``headers`` or the rows); the request is observed for the rollout, counted in the metrics,
-    and offered to the shadow once answered. ``table``: the rows' Arrow table (a table body),
+    """The results of a request's rows, checked against the signature of the version that
+    answers and scored in a batch by it: ``handle``, else the version the rollout picks (by the
+    request's ``--route-by`` key, from ``headers`` or the rows). Fields that only another live
+    version takes (:meth:`~pipeflow.serving.state.Server.others_fields`) are left out of the
+    check, so a request may carry what either a canary or the primary needs. The request is
+    observed for the rollout, counted in the metrics, and offered to the shadow once answered. ``table``: the rows' Arrow table (a table body),
     checked column by column (:mod:`pipeflow.serving.tables`). ``explain``: each row's answer
     and audit record carry its explanation (422 naming ``explain`` for a model without one).
     ``text``: the JSON body ``rows`` are the objects of (see
@@ -197,14 +199,22 @@ async def predict_rows(
             413, "too_large", f"{len(rows)} rows in one request; the limit is {config.max_rows}"
         )
     key = server.rollout.key_of(headers if headers is not None else {}, rows)
-    reference = server.primary
+    if handle is None:
+        handle = server.rollout.pick(key)
+    # checked against the answering version's own signature, leaving out the fields only the
+    # other live versions take (the rows keep them: the shadow may need them)
+    signature, checked = handle.signature, rows
+    others = server.others_fields(handle)
+    if others:
+        checked = [_without(r, others) for r in rows]
+        if table is not None:
+            table = table.drop_columns([c for c in table.column_names if c in others])
+        text = None
     if table is not None:
-        problems, flags, data = reference.signature.check_table(
-            table, reject_unusual=config.reject_unusual
-        )
+        problems, flags, data = signature.check_table(table, reject_unusual=config.reject_unusual)
     else:
-        problems, flags, data = reference.signature.check_columns(
-            rows, reject_unusual=config.reject_unusual, text=text
+        problems, flags, data = signature.check_columns(
+            checked, reject_unusual=config.reject_unusual, text=text
         )
     if problems:
         first = problems[0]
@@ -215,9 +225,7 @@ async def predict_rows(
             f"{len(problems)} problem(s); first: {where}: expected {first['expected']}, got {first['got']}",
             problems[:100],
         )
-    if handle is None:
-        handle = server.rollout.pick(key)
-    columns = reference.signature.names
+    columns = signature.names
     item = Pending(
         rows,
         columns,
@@ -276,6 +284,11 @@ async def predict_rows(
         handle.name, str(handle.version), route, elapsed, len(rows), sum(1 for f in flags if f)
     )
     return handle, results
+
+
+def _without(row: Any, names: frozenset[str]) -> Any:
+    """A row object without the fields ``names`` (anything else as it is, for the check to name)."""
+    return {k: v for k, v in row.items() if k not in names} if isinstance(row, dict) else row
 
 
 async def answer(

@@ -207,6 +207,20 @@ class Server:
             self.fleet.seq = fresh[-1]["seq"]
         return fresh
 
+    def others_fields(self, handle: Handle) -> frozenset[str]:
+        """The features of the other versions this server answers or shadows with (primary,
+        canary, shadow) that ``handle`` does not take: a request may carry them for whichever
+        version picks it up, and ``handle`` is checked without them (a mitigated canary needs
+        the group attribute its thresholds are picked by; the plain primary has no such
+        feature). Empty while every live version has ``handle``'s features."""
+        own = handle.signature.names
+        found: set[str] = set()
+        shadow = self.shadow.handle if self.shadow is not None else None
+        for other in (self.primary, self.rollout.canary, shadow):
+            if other is not None and other is not handle and other.signature.names != own:
+                found.update(other.signature.names)
+        return frozenset(found.difference(own))
+
     def new_id(self) -> str:
         return self.new_ids(1)[0]
 

@@ -6,6 +6,7 @@ the ``predict`` stage); the card and ``models show`` give the before/after numbe
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -367,3 +368,46 @@ def test_the_tpr_objectives_narrow_their_own_difference_and_are_deterministic(ob
     plain = model.predict(fresh[features])
     mitigated = thresholds.apply(model.predict_proba(fresh[features]), model.classes_, groups)
     assert tpr_range(y, mitigated, groups) < tpr_range(y, plain, groups) / 2
+
+
+def test_a_mitigated_canary_beside_a_plain_version_checks_rows_against_its_own_signature(
+    project, version, tmp_path
+) -> None:
+    """The plain model serves, the mitigated one is its canary: rows carrying the group are
+    answered by each version its own way; rows without it are refused only by the canary, which
+    needs it, naming the field (not a failed answer)."""
+    where = tmp_path / "loans"
+    shutil.copytree(project, where)
+    mitigate = next(line for line in PIPELINE.splitlines(keepends=True) if "mitigate:" in line)
+    plain_spec = PIPELINE.replace(mitigate, "")
+    (where / "plain.yaml").write_text(plain_spec)
+    run = pipeflow(["run", "plain.yaml", "--quiet"], cwd=where, timeout=300)
+    assert "loans@2 registered but not promoted" in run.stdout + run.stderr  # fails its bias gate
+    model, record = version
+    rows = some_rows_the_thresholds_change(version)
+    mitigated, plain = (
+        by_hand(model, record, rows).tolist(),
+        model.predict(rows[["income", "debt"]]).tolist(),
+    )
+    s = start_server(where, "loans@2", "--canary", "loans@production", "--weight", "0.5",
+                     "--route-by", "header:X-User")  # fmt: skip
+    answered: dict[int, str] = {}
+    try:
+        with s.client() as c:
+            for user in (f"u{k}" for k in range(40)):
+                r = c.post("/v1/models/loans/predict", json=rows.to_dict(orient="records"),
+                           headers={"X-User": user})  # fmt: skip
+                assert r.status_code == 200, r.text
+                body = r.json()
+                got = [p["prediction"] for p in body["predictions"]]
+                assert got == (mitigated if body["version"] == 1 else plain), body["version"]
+                bare = c.post("/v1/models/loans/predict", json=[{"income": 50.0, "debt": 20.0}],
+                              headers={"X-User": user})  # fmt: skip
+                if body["version"] == 1:
+                    assert bare.status_code == 422 and "region" in bare.text, bare.text
+                else:
+                    assert bare.status_code == 200, bare.text
+                answered[body["version"]] = user
+    finally:
+        s.stop()
+    assert set(answered) == {1, 2}  # 40 users at 50 %: both versions answered

@@ -171,9 +171,9 @@ def test_random_search_is_seeded_and_respects_ranges() -> None:
 
 
 def test_a_failing_combination_is_a_failed_trial_not_a_failed_search() -> None:
-    out = tune(space={"C": [1.0], "penalty": ["l2", "bogus"]}, cv=2)
+    out = tune(space={"C": [1.0], "solver": ["lbfgs", "bogus"]}, cv=2)
     assert out["trials"]["error"].notna().sum() == 1
-    assert out["info"]["search"]["best_params"]["penalty"] == "l2"
+    assert out["info"]["search"]["best_params"]["solver"] == "lbfgs"
 
 
 @pytest.mark.parametrize(
