@@ -253,3 +253,46 @@ def test_large_samples_agree_with_scipys_asymptotic_test() -> None:
     assert found["p_value"] == pytest.approx(scipy_ks.pvalue, abs=1e-9)
     w = stats.wasserstein_distance(a, b) / a.std()
     assert found["wasserstein"] == pytest.approx(w, abs=1e-9)
+
+
+_FLOATS = st.floats(allow_nan=False, allow_infinity=False, width=64)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    edges=st.lists(
+        st.one_of(_FLOATS, st.floats(-10, 10), st.sampled_from([0.0, 1.0, -1.0])),
+        min_size=2,
+        max_size=60,
+    ),
+    values=st.lists(st.one_of(_FLOATS, st.floats(-12, 12)), min_size=1, max_size=300),
+    near=st.integers(0, 3),
+)
+def test_the_cell_table_counts_the_edges_below_each_value_as_a_binary_search_does(
+    edges: list[float], values: list[float], near: int
+) -> None:
+    """Any sorted edges (repeated ones, far outliers, a huge range), any finite values (the
+    edges themselves and their neighbouring floats too): the same counts as np.searchsorted."""
+    from pipeflow.monitoring.engine import _edges_at_or_below
+
+    e = np.sort(np.asarray(edges, dtype=float))
+    on = e[:: max(1, near)]
+    with np.errstate(over="ignore"):  # the largest float's neighbour is inf, filtered out
+        up, down = np.nextafter(on, np.inf), np.nextafter(on, -np.inf)
+    x = np.concatenate([np.asarray(values), on, up, down])
+    x = x[np.isfinite(x)]  # what summarize() counts
+    expected = np.searchsorted(e, x, side="right")
+    assert np.array_equal(_edges_at_or_below(x, e), expected)
+    assert np.array_equal(_edges_at_or_below(x, e, most=1), expected)  # the fallback too
+
+
+def test_bin_counts_are_numpys_histogram_with_the_tails() -> None:
+    from pipeflow.monitoring.engine import _bin_counts
+
+    rng = np.random.default_rng(4)
+    edges = np.quantile(rng.normal(size=5000), np.linspace(0, 1, 201))
+    x = np.concatenate([rng.normal(0.2, 1.3, 50_000), edges, [edges[-1]] * 3])
+    counts = _bin_counts(x, edges)
+    inside, _ = np.histogram(x, bins=edges)
+    assert counts[1:-1].tolist() == inside.tolist()
+    assert counts[0] == np.sum(x < edges[0]) and counts[-1] == np.sum(x > edges[-1])
