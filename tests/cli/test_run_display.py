@@ -107,3 +107,66 @@ def test_a_failure_prints_after_the_lines_held_before_it() -> None:
     while "✓ d " not in out.getvalue() and time.monotonic() < deadline:
         time.sleep(HOLD_S)
     assert out.getvalue().splitlines()[-1] == "  ✓ d            done    4ms"
+
+
+#: reasons rich prints unchanged and reasons it does not (markup, an emoji code, a tab, a
+#: control character), and a stage with no detail (a line ending in spaces)
+TRICKY = [
+    "unchanged: same type, config, code and inputs as run 20261207-045220-f49afc",
+    "upstream [x] \\[y] [bold]z[/bold]",
+    "a :smile: and a:b:c and 12:30:45 and ::",
+    "tab\there, bell\x07, carriage\rreturn",
+    "naïve 日本語 ✓ → fine",
+    "",
+]
+
+
+def test_without_colours_or_wrapping_lines_are_written_as_rich_prints_them() -> None:
+    """On a console that neither colours nor wraps (a log file, CI output: what ``pipeflow run``
+    prints to when it is not a terminal), lines rich would print unchanged are written
+    directly; the output is byte for byte what a rich ``print`` of each line gave."""
+    names = [f"stage_{i}" for i in range(len(TRICKY) * 2)]
+    plan = SimpleNamespace(
+        stages={n: SimpleNamespace(reason=TRICKY[i % len(TRICKY)]) for i, n in enumerate(names)},
+        to_run=names[: len(TRICKY)],
+        cached=names[len(TRICKY) :],
+        pipeline=SimpleNamespace(name="p"),
+    )
+    out = io.StringIO()
+    display = RunDisplay(Console(file=out, width=40, soft_wrap=True, highlight=False))
+    assert display._prints_plain()
+    through_rich: list[str] = []
+    print_rich = display._print_rich
+    display._print_rich = lambda lines: (through_rich.extend(lines), print_rich(lines))  # type: ignore[method-assign]
+    display.plan(plan)
+    for i, name in enumerate(names[len(TRICKY) :]):
+        display.event(name, StageState.CACHED, _outcome(TRICKY[i]))
+    display.event("last", StageState.DONE, _outcome())
+    display.event("gone", StageState.SKIPPED, _outcome(""))
+    with display:
+        pass
+
+    expected = io.StringIO()
+    plain = Console(file=expected, width=40, soft_wrap=True, highlight=False)
+    plain.print("[bold]p[/]: 12 stages, 6 to run, 6 reused from the store")
+    for name in names[: len(TRICKY)]:
+        plain.print(f"  [dim]· {name:<12} will run: {plan.stages[name].reason}[/]")
+    for i, name in enumerate(names[len(TRICKY) :]):
+        plain.print(f"  [cyan]↺[/] {name:<12} cached  {TRICKY[i]}", markup=True)
+    plain.print(f"  [green]✓[/] {'last':<12} done    4ms", markup=True)
+    plain.print(f"  [yellow]-[/] {'gone':<12} skipped ", markup=True)
+    assert out.getvalue() == expected.getvalue()
+    assert "\t" not in out.getvalue() and "smile" not in out.getvalue()  # rich's work, kept
+    # the plan's and the reused stages' lines with markup, an emoji code or a control character
+    # went through rich; the rest were written as they are
+    assert len(through_rich) == 2 * 3
+    assert not any(TRICKY[0] in line or "naïve" in line for line in through_rich)
+
+
+def test_lines_go_through_rich_on_a_console_that_colours_or_wraps() -> None:
+    for console in (
+        Console(file=io.StringIO(), width=40),  # wraps
+        Console(file=io.StringIO(), soft_wrap=True, force_terminal=True),  # colours
+        Console(file=io.StringIO(), soft_wrap=True, record=True),  # keeps what it printed
+    ):
+        assert not RunDisplay(console)._prints_plain()
