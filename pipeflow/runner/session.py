@@ -14,7 +14,6 @@ transactions; the report (:mod:`pipeflow.runner.report`) is what :func:`run` ret
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import os
 import secrets
@@ -81,6 +80,8 @@ def select(
     chosen: set[str] = set()
     for name in [*(only or []), *(from_ or [])]:
         if name not in pipeline.stages:
+            import difflib
+
             close = difflib.get_close_matches(name, list(pipeline.stages), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UsageError(f"no stage named '{name}' in pipeline '{pipeline.name}'{hint}")
