@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
+import sys
 import threading
 import time
 from typing import Any
@@ -96,10 +98,9 @@ class RunDisplay:
         self._width = max([len(n) for n in plan.stages] + [12])
         to_run, cached = len(plan.to_run), len(plan.cached)
         if not self.quiet:
-            self.console.print(
-                f"[bold]{plan.pipeline.name}[/]: {self.total} stages, {to_run} to run, {cached} reused from the store"
-            )
-            lines = []
+            text = f"{self.total} stages, {to_run} to run, {cached} reused from the store"
+            name = plan.pipeline.name
+            lines = [(f"[bold]{name}[/]: {text}", _as_rich_prints(f"{name}: {text}"))]
             for name in plan.to_run:
                 text = f"· {name:<{self._width}} will run: {plan.stages[name].reason}"
                 lines.append((f"  [dim]{text}[/]", _as_rich_prints(f"  {text}")))
@@ -213,15 +214,22 @@ class RunDisplay:
                 while j < len(lines) and lines[j][1] is not None:
                     j += 1
                 if j > i:
-                    file = self.console.file
-                    file.write("".join(f"{plain}\n" for _, plain in lines[i:j]))
-                    file.flush()
+                    self._write("".join(f"{plain}\n" for _, plain in lines[i:j]))
                     i = j
                     continue
             while j < len(lines) and not (plain_ok and lines[j][1] is not None):
                 j += 1
             self._print_rich([markup for markup, _ in lines[i:j]])
             i = j
+
+    def _write(self, text: str) -> None:
+        """Write and flush, as rich does; a reader gone away is met as rich meets it."""
+        file = self.console.file
+        try:
+            file.write(text)
+            file.flush()
+        except BrokenPipeError:
+            self.console.on_broken_pipe()
 
     def _prints_plain(self) -> bool:
         """Whether rich prints text without markup as it is on this console: no colours or
@@ -274,14 +282,64 @@ class RunDisplay:
             for s in (StageState.DONE, StageState.CACHED, StageState.FAILED, StageState.SKIPPED)
         )
         colour = "green" if report.ok else "red"
-        self.console.print(
-            f"[{colour}]run {report.run_id} {report.state}[/] in {_fmt_s(report.duration)}: {counts}"
+        head, tail = (
+            f"run {report.run_id} {report.state}",
+            f" in {_fmt_s(report.duration)}: {counts}",
         )
+        self._print_lines([(f"[{colour}]{head}[/]{tail}", _as_rich_prints(head + tail))])
         for name in report.failed:
             o = report.stages[name]
             self.console.print(f"[red]stage '{name}' failed:[/] {o.error}", markup=True)
         if report.failed:
             self.console.print(f"details: pipeflow runs show {report.run_id} --db {report.db_path}")
+
+
+class PlainOutput:
+    """What :class:`RunDisplay` prints through where rich would print plain text for certain
+    (:func:`run_console`): it says so (no terminal, no colours, no wrapping), and hands
+    everything else (``print``, ``render_str``: a line with markup, an emoji code, a failure's
+    traceback) to a rich console made on first need by ``make``. A fully cached run of a
+    thousand stages then imports no rich at all (a twentieth of the command)."""
+
+    is_terminal = False
+    is_jupyter = False
+    color_system = None
+    soft_wrap = True
+    record = False
+    quiet = False
+
+    def __init__(self, make: Any):
+        self._make = make
+        self._rich: Any = None
+
+    @property
+    def file(self) -> Any:
+        return sys.stdout  # as rich's console: the stdout of the moment
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._rich is None:
+            self._rich = self._make()
+        return getattr(self._rich, name)
+
+
+def run_console() -> Any:
+    """The console ``pipeflow run`` prints through: a :class:`PlainOutput` where rich is certain
+    to print plain text (stdout is not a terminal, and none of what makes rich colour or treat
+    it as one anyway is set: ``FORCE_COLOR``, ``TTY_COMPATIBLE``, ``TTY_INTERACTIVE``, Jupyter,
+    Windows' console), else rich's console (:func:`pipeflow.cli._common.make_console`)."""
+    from pipeflow.cli._common import make_console
+
+    isatty = getattr(sys.stdout, "isatty", None)
+    try:
+        tty = isatty is None or bool(isatty())
+    except ValueError:  # a closed stdout: let rich decide, as before
+        tty = True
+    forced = any(k in os.environ for k in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"))
+    if tty or forced or sys.platform == "win32" or "IPython" in sys.modules:
+        return make_console()
+    return PlainOutput(make_console)
 
 
 def _num(value: float) -> str:

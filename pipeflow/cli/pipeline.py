@@ -102,10 +102,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     # the session's modules (pydantic models, the compiler) are with us until the process ends:
     # imported with no collection, then out of the collector's sight (pipeflow.core.gcpause)
     with gcpause.paused(freeze=True):
-        from pipeflow.cli.display import RunDisplay
+        from pipeflow.cli.display import RunDisplay, run_console
         from pipeflow.runner.session import run
 
-        display = RunDisplay(_console(), quiet=args.quiet, debug=getattr(args, "debug", False))
+        display = RunDisplay(run_console(), quiet=args.quiet, debug=getattr(args, "debug", False))
     with display:
         report = run(
             args.spec,

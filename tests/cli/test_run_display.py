@@ -6,12 +6,17 @@ order; a failure's line comes after every line before it."""
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import time
 from types import SimpleNamespace
 
+import pytest
 from rich.console import Console
 
-from pipeflow.cli.display import HOLD_S, RunDisplay
+from pipeflow.cli._common import make_console
+from pipeflow.cli.display import HOLD_S, PlainOutput, RunDisplay, run_console
 from pipeflow.core.states import StageState
 
 REASON = "unchanged: same type, config, code and inputs as run 20261207-045220-f49afc [x] \\[y]"
@@ -170,3 +175,88 @@ def test_lines_go_through_rich_on_a_console_that_colours_or_wraps() -> None:
         Console(file=io.StringIO(), soft_wrap=True, record=True),  # keeps what it printed
     ):
         assert not RunDisplay(console)._prints_plain()
+
+
+def _whole_run(display: RunDisplay) -> None:
+    """A plan, reused, done, skipped and failed stages, and the summary, through ``display``."""
+    plan = SimpleNamespace(
+        stages={n: SimpleNamespace(reason=TRICKY[i]) for i, n in enumerate("abcdef")},
+        to_run=list("ab"),
+        cached=list("cdef"),
+        pipeline=SimpleNamespace(name="p"),
+    )
+    failed = SimpleNamespace(
+        reason="", duration=None, error="ValueError: [x] :smile:", attempts=1, traceback="tb"
+    )
+    with display:
+        display.plan(plan)
+        for i, name in enumerate("cdef"):
+            display.event(name, StageState.CACHED, _outcome(TRICKY[i]))
+        display.event("a", StageState.DONE, _outcome())
+        display.event("b", StageState.FAILED, failed)
+    report = SimpleNamespace(
+        run_id="r1",
+        state="failed",
+        ok=False,
+        duration=0.1,
+        failed=["b"],
+        stages={"b": failed},
+        db_path="x.db",
+        count=lambda s: 1,
+    )
+    display.summary(report)
+
+
+def test_pipeflow_run_prints_what_rich_printed_when_stdout_is_not_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``pipeflow run``'s console when stdout is a file or a pipe writes plain lines itself and
+    hands the rest to rich: the whole output is rich's, byte for byte."""
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "COLUMNS"):
+        monkeypatch.delenv(name, raising=False)
+    outputs = []
+    for make in (run_console, make_console):
+        monkeypatch.setattr("sys.stdout", io.StringIO())
+        console = make()
+        _whole_run(RunDisplay(console, debug=True))
+        outputs.append(sys.stdout.getvalue())
+        assert isinstance(console, PlainOutput) is (make is run_console)
+    assert outputs[0] == outputs[1]
+    assert "  ↺ c            cached  " + TRICKY[0] in outputs[0].splitlines()
+
+
+def test_pipeflow_run_prints_through_rich_where_rich_would_colour(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):
+        with monkeypatch.context() as env:
+            env.setenv(name, "1")
+            assert not isinstance(run_console(), PlainOutput)
+
+
+def test_a_plain_run_output_imports_no_rich() -> None:
+    script = (
+        "import io, sys\n"
+        "from types import SimpleNamespace as N\n"
+        "from pipeflow.cli.display import RunDisplay, run_console, PlainOutput\n"
+        "from pipeflow.core.states import StageState\n"
+        "console = run_console()\n"
+        "assert isinstance(console, PlainOutput)\n"
+        "d = RunDisplay(console)\n"
+        "d.plan(N(stages={'a': N(reason='first run')}, to_run=['a'], cached=[], pipeline=N(name='p')))\n"
+        "d.event('a', StageState.DONE, N(duration=0.001, reason='', error=None, attempts=1))\n"
+        "d.summary(N(run_id='r', state='done', ok=True, duration=0.1, failed=[], count=lambda s: 1))\n"
+        "assert 'rich' not in sys.modules, 'rich imported'\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "p: 1 stages, 1 to run, 0 reused from the store",
+        "  · a            will run: first run",
+        "  ✓ a            done    1ms",
+        "run r done in 100ms: 1 done, 1 cached, 1 failed, 1 skipped",
+    ]
