@@ -5,7 +5,9 @@ nothing. On a terminal a live area shows the run's progress and each running sta
 elapsed time, what it reported through ``ctx.progress``, its latest log line); every finished
 stage also prints one line, and that line is all a log file or CI output (no TTY) gets, as before.
 Lines of stages that finish close together are printed together, within a tenth of a second
-(rich costs more per ``print`` than a no-op stage takes to run; see ``RunDisplay._hold``).
+(rich costs more per ``print`` than a no-op stage takes to run; see ``RunDisplay._hold``), and
+where stdout is not a terminal the lines rich would print unchanged are written as they are
+(:mod:`pipeflow.cli.plain`).
 ``pipeflow runs logs`` prints the log lines stages kept.
 """
 
@@ -13,14 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
-import sys
 import threading
 import time
 from typing import Any
 
 from pipeflow.cli._common import escape, table, when
+from pipeflow.cli.plain import as_rich_prints
 from pipeflow.core.states import StageState
 
 #: a finished stage's mark (with its colour, and as plain text) and word
@@ -30,19 +30,6 @@ _MARK = {
     StageState.FAILED: ("[red]✗[/]", "✗", "failed"),
     StageState.SKIPPED: ("[yellow]-[/]", "-", "skipped"),
 }
-
-#: two colons with no space between: maybe an emoji code (``:smile:``), which rich replaces
-_EMOJI_LIKE = re.compile(r":\S*:")
-
-
-def _as_rich_prints(text: str) -> str | None:
-    """``text`` if rich, printing it with its markup removed on a console without colours or
-    wrapping, would print it unchanged (no ``[``: no markup; nothing rich replaces or strips:
-    emoji codes, tabs, control characters); else None."""
-    if "[" in text or not text.isprintable() or _EMOJI_LIKE.search(text):
-        return None
-    return text
-
 
 #: the longest a finished stage's line waits to be printed with others (see RunDisplay._hold)
 HOLD_S = 0.1
@@ -100,10 +87,10 @@ class RunDisplay:
         if not self.quiet:
             text = f"{self.total} stages, {to_run} to run, {cached} reused from the store"
             name = plan.pipeline.name
-            lines = [(f"[bold]{name}[/]: {text}", _as_rich_prints(f"{name}: {text}"))]
+            lines = [(f"[bold]{name}[/]: {text}", as_rich_prints(f"{name}: {text}"))]
             for name in plan.to_run:
                 text = f"· {name:<{self._width}} will run: {plan.stages[name].reason}"
-                lines.append((f"  [dim]{text}[/]", _as_rich_prints(f"  {text}")))
+                lines.append((f"  [dim]{text}[/]", as_rich_prints(f"  {text}")))
             self._print_lines(lines)
         if self.live and to_run:
             from rich.progress import (
@@ -162,7 +149,7 @@ class RunDisplay:
                 text = f"{name:<{self._width}} {word:<7} {detail}"
                 line = f"  {mark} {text}"
                 if state is not StageState.FAILED:
-                    self._hold(line, _as_rich_prints(f"  {glyph} {text}"))
+                    self._hold(line, as_rich_prints(f"  {glyph} {text}"))
                 else:
                     self._flush()
                     self.console.print(line, markup=True)
@@ -179,7 +166,7 @@ class RunDisplay:
         finishing one after another, print together (see :meth:`_print_lines`); a failure or
         the end of the run prints what is held at once, so the order is kept. ``plain`` is the
         line as rich would print it without colours, where that is known to be the line's
-        text with its markup removed (:func:`_as_rich_prints`)."""
+        text with its markup removed (:func:`~pipeflow.cli.plain.as_rich_prints`)."""
         with self._held_lock:
             self._held.append((line, plain))
             if self._timer is None:
@@ -286,60 +273,12 @@ class RunDisplay:
             f"run {report.run_id} {report.state}",
             f" in {_fmt_s(report.duration)}: {counts}",
         )
-        self._print_lines([(f"[{colour}]{head}[/]{tail}", _as_rich_prints(head + tail))])
+        self._print_lines([(f"[{colour}]{head}[/]{tail}", as_rich_prints(head + tail))])
         for name in report.failed:
             o = report.stages[name]
             self.console.print(f"[red]stage '{name}' failed:[/] {o.error}", markup=True)
         if report.failed:
             self.console.print(f"details: pipeflow runs show {report.run_id} --db {report.db_path}")
-
-
-class PlainOutput:
-    """What :class:`RunDisplay` prints through where rich would print plain text for certain
-    (:func:`run_console`): it says so (no terminal, no colours, no wrapping), and hands
-    everything else (``print``, ``render_str``: a line with markup, an emoji code, a failure's
-    traceback) to a rich console made on first need by ``make``. A fully cached run of a
-    thousand stages then imports no rich at all (a twentieth of the command)."""
-
-    is_terminal = False
-    is_jupyter = False
-    color_system = None
-    soft_wrap = True
-    record = False
-    quiet = False
-
-    def __init__(self, make: Any):
-        self._make = make
-        self._rich: Any = None
-
-    @property
-    def file(self) -> Any:
-        return sys.stdout  # as rich's console: the stdout of the moment
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        if self._rich is None:
-            self._rich = self._make()
-        return getattr(self._rich, name)
-
-
-def run_console() -> Any:
-    """The console ``pipeflow run`` prints through: a :class:`PlainOutput` where rich is certain
-    to print plain text (stdout is not a terminal, and none of what makes rich colour or treat
-    it as one anyway is set: ``FORCE_COLOR``, ``TTY_COMPATIBLE``, ``TTY_INTERACTIVE``, Jupyter,
-    Windows' console), else rich's console (:func:`pipeflow.cli._common.make_console`)."""
-    from pipeflow.cli._common import make_console
-
-    isatty = getattr(sys.stdout, "isatty", None)
-    try:
-        tty = isatty is None or bool(isatty())
-    except ValueError:  # a closed stdout: let rich decide, as before
-        tty = True
-    forced = any(k in os.environ for k in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"))
-    if tty or forced or sys.platform == "win32" or "IPython" in sys.modules:
-        return make_console()
-    return PlainOutput(make_console)
 
 
 def _num(value: float) -> str:

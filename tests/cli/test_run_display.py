@@ -16,7 +16,8 @@ import pytest
 from rich.console import Console
 
 from pipeflow.cli._common import make_console
-from pipeflow.cli.display import HOLD_S, PlainOutput, RunDisplay, run_console
+from pipeflow.cli.display import HOLD_S, RunDisplay
+from pipeflow.cli.plain import PlainOutput, run_console
 from pipeflow.core.states import StageState
 
 REASON = "unchanged: same type, config, code and inputs as run 20261207-045220-f49afc [x] \\[y]"
@@ -239,7 +240,8 @@ def test_a_plain_run_output_imports_no_rich() -> None:
     script = (
         "import io, sys\n"
         "from types import SimpleNamespace as N\n"
-        "from pipeflow.cli.display import RunDisplay, run_console, PlainOutput\n"
+        "from pipeflow.cli.display import RunDisplay\n"
+        "from pipeflow.cli.plain import PlainOutput, run_console\n"
         "from pipeflow.core.states import StageState\n"
         "console = run_console()\n"
         "assert isinstance(console, PlainOutput)\n"
