@@ -3,11 +3,13 @@
 Importing the session (pydantic models, the compiler), loading and compiling a spec, planning,
 and the records of reused stages allocate many objects and free few: the collections Python
 runs meanwhile (one per 700 net allocations, a deeper one every tenth) find nothing, and in a
-fully cached ``pipeflow run`` of 1000 stages they were an eighth of the command's CPU time.
+fully cached ``pipeflow run`` of 1000 stages they took about a tenth of the command's CPU time
+(36-53 ms in ~100 collections; 3 ms in 11 with the pauses).
 :func:`paused` turns collection off for such a block and back on after it (if it was on), so
 stage code, which may make reference cycles, never runs with it off; reference counting frees
-everything else as usual meanwhile. Only pipeflow's own code (and the caller's display of
-reused stages) runs inside.
+everything else as usual meanwhile. Only pipeflow's own code runs inside, and the caller's
+``on_plan`` and its ``on_event`` of reused stages (what ``pipeflow run`` displays); a run
+resumes collection, with what it built frozen, just before its first stage runs.
 """
 
 from __future__ import annotations
