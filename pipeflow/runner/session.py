@@ -304,8 +304,9 @@ def _plan_and_record_cached(
     note: str | None,
 ) -> tuple[Plan, dict[str, StageOutcome]]:
     """The plan (``--only``/``--from`` checked against it), shown to ``on_plan``; the run
-    started in the metadata with every stage pending; the reused stages recorded, in one
-    transaction, and shown to ``on_event``. Returns the plan and the outcome of every stage."""
+    started in the metadata, in one transaction with the reused stages' records and the others
+    pending; then the reused stages shown to ``on_event``. Returns the plan and the outcome of
+    every stage."""
     loaded = pipeline.loaded
     chosen = select(pipeline, only, from_)
     include = None
@@ -340,6 +341,13 @@ def _plan_and_record_cached(
         )
         for name, sp in plan.stages.items()
     }
+    cached_rows = []
+    for name in plan.cached:
+        sp, o = plan.stages[name], outcomes[name]
+        carry(sp, o)
+        o.state, o.outputs = StageState.CACHED, dict(sp.outputs)
+        cached_rows.append(stage_row(pipeline, sp, o))
+    # the run, its stages to run (pending) and its reused stages: one transaction
     db.start_run(
         run_id,
         pipeline.name,
@@ -351,17 +359,11 @@ def _plan_and_record_cached(
         stages=[(n, pipeline.stages[n].type) for n in plan.stages],
         tags=tags,
         note=note,
+        records=cached_rows,
     )
-
-    cached_rows = []
-    for name in plan.cached:
-        sp, o = plan.stages[name], outcomes[name]
-        carry(sp, o)
-        o.state, o.outputs = StageState.CACHED, dict(sp.outputs)
-        cached_rows.append(stage_row(pipeline, sp, o))
-        if on_event:
-            on_event(name, StageState.CACHED, o)
-    db.record_stages(run_id, cached_rows)  # one transaction, one executemany per table
+    if on_event:
+        for name in plan.cached:
+            on_event(name, StageState.CACHED, outcomes[name])
     return plan, outcomes
 
 
