@@ -36,7 +36,6 @@ fixes a spec in one round trip instead of one error per run.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,6 +224,8 @@ class UnknownStageType(PipeflowError, LookupError):
     def __init__(self, name: str, installed: list[str]):
         self.name = name
         self.installed = installed
+        import difflib  # only for this message
+
         close = difflib.get_close_matches(name, installed, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         super().__init__(

@@ -22,6 +22,7 @@ ui            ``ui`` (the dashboard)
 monitor       ``monitor``, ``drift`` (two tables)
 watch         ``watch`` (triggers)
 display       terminal presentation of runs (progress, ``runs`` tables), no command
+plain         ``run``'s output where rich would print plain text anyway, no command
 ============  ============================================================================
 
 Exit codes: 0 success, 1 a stage or run failed, 2 bad input (spec or arguments). Errors print as

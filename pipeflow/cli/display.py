@@ -5,7 +5,9 @@ nothing. On a terminal a live area shows the run's progress and each running sta
 elapsed time, what it reported through ``ctx.progress``, its latest log line); every finished
 stage also prints one line, and that line is all a log file or CI output (no TTY) gets, as before.
 Lines of stages that finish close together are printed together, within a tenth of a second
-(rich costs more per ``print`` than a no-op stage takes to run; see ``RunDisplay._hold``).
+(rich costs more per ``print`` than a no-op stage takes to run; see ``RunDisplay._hold``), and
+where stdout is not a terminal the lines rich would print unchanged are written as they are
+(:mod:`pipeflow.cli.plain`).
 ``pipeflow runs logs`` prints the log lines stages kept.
 """
 
@@ -18,15 +20,16 @@ import time
 from typing import Any
 
 from pipeflow.cli._common import escape, table, when
+from pipeflow.cli.plain import as_rich_prints
 from pipeflow.core.states import StageState
 
+#: a finished stage's mark (with its colour, and as plain text) and word
 _MARK = {
-    StageState.DONE: ("[green]✓[/]", "done"),
-    StageState.CACHED: ("[cyan]↺[/]", "cached"),
-    StageState.FAILED: ("[red]✗[/]", "failed"),
-    StageState.SKIPPED: ("[yellow]-[/]", "skipped"),
+    StageState.DONE: ("[green]✓[/]", "✓", "done"),
+    StageState.CACHED: ("[cyan]↺[/]", "↺", "cached"),
+    StageState.FAILED: ("[red]✗[/]", "✗", "failed"),
+    StageState.SKIPPED: ("[yellow]-[/]", "-", "skipped"),
 }
-
 
 #: the longest a finished stage's line waits to be printed with others (see RunDisplay._hold)
 HOLD_S = 0.1
@@ -56,8 +59,9 @@ class RunDisplay:
         self._task: Any = None
         self._stage_tasks: dict[str, Any] = {}
         self._width = 12
-        #: lines of finished stages not printed yet (see :meth:`_hold`), and what prints them
-        self._held: list[str] = []
+        #: lines of finished stages not printed yet (see :meth:`_hold`), and what prints them:
+        #: each with markup, and as plain text where that is what rich would print
+        self._held: list[tuple[str, str | None]] = []
         self._held_lock = threading.Lock()
         self._timer: threading.Timer | None = None
 
@@ -81,15 +85,13 @@ class RunDisplay:
         self._width = max([len(n) for n in plan.stages] + [12])
         to_run, cached = len(plan.to_run), len(plan.cached)
         if not self.quiet:
-            self.console.print(
-                f"[bold]{plan.pipeline.name}[/]: {self.total} stages, {to_run} to run, {cached} reused from the store"
-            )
-            self._print_lines(
-                [
-                    f"  [dim]· {name:<{self._width}} will run: {plan.stages[name].reason}[/]"
-                    for name in plan.to_run
-                ]
-            )
+            text = f"{self.total} stages, {to_run} to run, {cached} reused from the store"
+            name = plan.pipeline.name
+            lines = [(f"[bold]{name}[/]: {text}", as_rich_prints(f"{name}: {text}"))]
+            for name in plan.to_run:
+                text = f"· {name:<{self._width}} will run: {plan.stages[name].reason}"
+                lines.append((f"  [dim]{text}[/]", as_rich_prints(f"  {text}")))
+            self._print_lines(lines)
         if self.live and to_run:
             from rich.progress import (
                 BarColumn,
@@ -136,7 +138,7 @@ class RunDisplay:
             if self._progress is not None and name in self._stage_tasks:
                 self._progress.remove_task(self._stage_tasks.pop(name))
             if not self.quiet:
-                mark, word = _MARK.get(state, ("?", str(state)))
+                mark, glyph, word = _MARK.get(state, ("?", "?", str(state)))
                 detail = _fmt_s(outcome.duration) if state is StageState.DONE else ""
                 if state is StageState.CACHED or state is StageState.SKIPPED:
                     detail = outcome.reason
@@ -144,9 +146,10 @@ class RunDisplay:
                     detail = outcome.error or ""
                     if outcome.attempts > 1:
                         detail += f" (after {outcome.attempts} attempts)"
-                line = f"  {mark} {name:<{self._width}} {word:<7} {detail}"
+                text = f"{name:<{self._width}} {word:<7} {detail}"
+                line = f"  {mark} {text}"
                 if state is not StageState.FAILED:
-                    self._hold(line)
+                    self._hold(line, as_rich_prints(f"  {glyph} {text}"))
                 else:
                     self._flush()
                     self.console.print(line, markup=True)
@@ -157,13 +160,15 @@ class RunDisplay:
                 self._task, completed=self.finished, count=f"{self.finished}/{self.total}"
             )
 
-    def _hold(self, line: str) -> None:
+    def _hold(self, line: str, plain: str | None = None) -> None:
         """Print ``line`` within ``HOLD_S``, with the lines of other stages that finish
         meanwhile: a burst of a thousand reused stages before anything runs, or short stages
         finishing one after another, print together (see :meth:`_print_lines`); a failure or
-        the end of the run prints what is held at once, so the order is kept."""
+        the end of the run prints what is held at once, so the order is kept. ``plain`` is the
+        line as rich would print it without colours, where that is known to be the line's
+        text with its markup removed (:func:`~pipeflow.cli.plain.as_rich_prints`)."""
         with self._held_lock:
-            self._held.append(line)
+            self._held.append((line, plain))
             if self._timer is None:
                 self._timer = threading.Timer(HOLD_S, self._flush)
                 self._timer.daemon = True
@@ -178,11 +183,55 @@ class RunDisplay:
             lines, self._held = self._held, []
             self._print_lines(lines)  # under the lock: a later flush prints after this one
 
-    def _print_lines(self, lines: list[str]) -> None:
-        """Lines with markup, in one ``print`` of a group: the same output as a ``print`` each,
-        at two thirds of the cost (rich works out the console's size and options once, not per
-        line; one string of all the lines would be slower still: rich wraps a long text in
-        quadratic time). A large run prints a thousand lines before anything runs."""
+    def _print_lines(self, lines: list[tuple[str, str | None]]) -> None:
+        """Lines (with markup, and as plain text or None: see :meth:`_hold`) in as few writes
+        as give the output of a rich ``print`` each. A large run prints a thousand lines before
+        anything runs, and rich costs ~45 us a line (markup, segments, styles) even with no
+        colours: where the console has none and does not wrap (a log file, CI output, a pipe;
+        :func:`pipeflow.cli._common.make_console`), a line rich would print unchanged is written
+        as it is. The others go through rich, in one ``print`` of a group each run of them: the
+        same output as a ``print`` each at two thirds of the cost (rich works out the console's
+        size and options once, not per line; one string of all the lines would be slower
+        still: rich wraps a long text in quadratic time)."""
+        plain_ok = self._prints_plain()
+        i = 0
+        while i < len(lines):
+            j = i
+            if plain_ok:
+                while j < len(lines) and lines[j][1] is not None:
+                    j += 1
+                if j > i:
+                    self._write("".join(f"{plain}\n" for _, plain in lines[i:j]))
+                    i = j
+                    continue
+            while j < len(lines) and not (plain_ok and lines[j][1] is not None):
+                j += 1
+            self._print_rich([markup for markup, _ in lines[i:j]])
+            i = j
+
+    def _write(self, text: str) -> None:
+        """Write and flush, as rich does; a reader gone away is met as rich meets it."""
+        file = self.console.file
+        try:
+            file.write(text)
+            file.flush()
+        except BrokenPipeError:
+            self.console.on_broken_pipe()
+
+    def _prints_plain(self) -> bool:
+        """Whether rich prints text without markup as it is on this console: no colours or
+        other styles (not a terminal), no wrapping (``soft_wrap``), nothing recorded, not quiet."""
+        c = self.console
+        return bool(
+            c.soft_wrap
+            and c.color_system is None
+            and not c.is_terminal
+            and not c.record
+            and not c.quiet
+            and not c.is_jupyter
+        )
+
+    def _print_rich(self, lines: list[str]) -> None:
         if len(lines) <= 1:
             for line in lines:
                 self.console.print(line, markup=True)
@@ -220,9 +269,11 @@ class RunDisplay:
             for s in (StageState.DONE, StageState.CACHED, StageState.FAILED, StageState.SKIPPED)
         )
         colour = "green" if report.ok else "red"
-        self.console.print(
-            f"[{colour}]run {report.run_id} {report.state}[/] in {_fmt_s(report.duration)}: {counts}"
+        head, tail = (
+            f"run {report.run_id} {report.state}",
+            f" in {_fmt_s(report.duration)}: {counts}",
         )
+        self._print_lines([(f"[{colour}]{head}[/]{tail}", as_rich_prints(head + tail))])
         for name in report.failed:
             o = report.stages[name]
             self.console.print(f"[red]stage '{name}' failed:[/] {o.error}", markup=True)

@@ -97,10 +97,16 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipeflow.cli.display import RunDisplay
-    from pipeflow.runner.session import run
+    from pipeflow.core import gcpause
 
-    display = RunDisplay(_console(), quiet=args.quiet, debug=getattr(args, "debug", False))
+    # the session's modules (pydantic models, the compiler) are with us until the process ends:
+    # imported with no collection, then out of the collector's sight (pipeflow.core.gcpause)
+    with gcpause.paused(freeze=True):
+        from pipeflow.cli.display import RunDisplay
+        from pipeflow.cli.plain import run_console
+        from pipeflow.runner.session import run
+
+        display = RunDisplay(run_console(), quiet=args.quiet, debug=getattr(args, "debug", False))
     with display:
         report = run(
             args.spec,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess  # nosec B404 (runs the template's own generator with this Python)
 import sys
 from pathlib import Path
 from typing import Any
@@ -97,6 +96,8 @@ def cmd_init(args: argparse.Namespace) -> int:
             written.append(dest)
     except OSError as err:
         raise UsageError(f"cannot write into {args.directory}: {err.strerror or err}") from None
+    import subprocess  # nosec B404 (runs the template's own generator with this Python)
+
     made = subprocess.run(  # nosec B603 (this Python, the generator just written, no shell)
         [sys.executable, "generate.py"], cwd=target, capture_output=True, text=True, check=False
     )

@@ -48,7 +48,6 @@ import hashlib
 import io
 import os
 import shutil
-import tarfile
 import tempfile
 import threading
 import uuid
@@ -100,6 +99,8 @@ def pack(base_dir: Path) -> bytes | None:
     if not files:
         return None
     buf = io.BytesIO()
+    import tarfile  # only where code is shipped: a local run never packs
+
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for name, path in files:
             data = path.read_bytes()
@@ -186,6 +187,8 @@ def unpacked(store: Any, digest: str, root: Path | None = None) -> Path:
 
 
 def _extract(data: bytes, into: Path, digest: str) -> None:
+    import tarfile
+
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
         members = tar.getmembers()
         for m in members:

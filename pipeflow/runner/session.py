@@ -14,7 +14,6 @@ transactions; the report (:mod:`pipeflow.runner.report`) is what :func:`run` ret
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import os
 import secrets
@@ -22,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pipeflow.core import gcpause
 from pipeflow.core.compiler import Pipeline, compile_pipeline
 from pipeflow.core.importpath import during_a_run
 from pipeflow.core.stage_types import StageRegistry
@@ -80,6 +80,8 @@ def select(
     chosen: set[str] = set()
     for name in [*(only or []), *(from_ or [])]:
         if name not in pipeline.stages:
+            import difflib
+
             close = difflib.get_close_matches(name, list(pipeline.stages), n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise UsageError(f"no stage named '{name}' in pipeline '{pipeline.name}'{hint}")
@@ -153,37 +155,40 @@ def run(
     (:mod:`pipeflow.core.progress`); without it none are sent."""
     tags = check_tags(tags or {})
     t0 = time.perf_counter()
-    with _gc_paused():
+    # loading, compiling, planning and recording reused stages build thousands of long-lived
+    # objects and no garbage: no collection until the first stage runs (pipeflow.core.gcpause)
+    with gcpause.paused() as pause:
         loaded = spec if isinstance(spec, LoadedSpec) else load(spec, overrides)
         pipeline = compile_pipeline(loaded, registry)
-    store, db = open_store(loaded)
-    try:
-        run_id = new_run_id()
-        # the spec's folder goes on sys.path for the stage code and comes off when the run ends
-        with (
-            run_lock(store, pipeline.name, loaded.digest, run_id, spec=str(loaded.path)),
-            during_a_run(),
-        ):
-            return _run(
-                pipeline,
-                store,
-                db,
-                run_id,
-                executor,
-                address,
-                cluster,
-                only,
-                from_,
-                force,
-                on_event,
-                on_plan,
-                t0,
-                tags,
-                note,
-                on_progress,
-            )
-    finally:
-        db.close()
+        store, db = open_store(loaded)
+        try:
+            run_id = new_run_id()
+            # the spec's folder goes on sys.path for the stage code and comes off when the run ends
+            with (
+                run_lock(store, pipeline.name, loaded.digest, run_id, spec=str(loaded.path)),
+                during_a_run(),
+            ):
+                return _run(
+                    pipeline,
+                    store,
+                    db,
+                    run_id,
+                    executor,
+                    address,
+                    cluster,
+                    only,
+                    from_,
+                    force,
+                    on_event,
+                    on_plan,
+                    t0,
+                    pause,
+                    tags,
+                    note,
+                    on_progress,
+                )
+        finally:
+            db.close()
 
 
 def _run(
@@ -200,6 +205,7 @@ def _run(
     on_event: EventCallback | None,
     on_plan: Callable[[Plan], None] | None,
     t0: float,
+    pause: gcpause.Pause,
     tags: Mapping[str, str] | None = None,
     note: str | None = None,
     on_progress: ProgressCallback | None = None,
@@ -219,64 +225,9 @@ def _run(
         )
     db.mark_interrupted()
     store.clean_tmp()  # files half-written by runs that died (over an hour old: never a live write)
-    chosen = select(pipeline, only, from_)
-    include = None
-    if chosen is not None:
-        include = set(chosen)
-        for name in chosen:
-            include |= pipeline.upstream(name)
-    # With --only/--from, --force applies to the chosen stages; their upstream is reused.
-    forced: bool | set[str] = (set(chosen) if chosen is not None else True) if force else False
-    with _gc_paused():
-        plan = make_plan(
-            pipeline, store, db.last_stage_runs(pipeline.name), force=forced, include=include
-        )
-    if chosen is not None:
-        for name, sp in plan.stages.items():
-            if name in chosen:
-                continue
-            if sp.action != "cached":
-                needed_by = sorted(n for n in chosen if name in pipeline.upstream(n))
-                raise UsageError(
-                    f"stage '{name}' (needed by {', '.join(needed_by)}) has no stored result for its current "
-                    f"inputs: run it first (without --only/--from)"
-                )
-    if on_plan is not None:
-        on_plan(plan)
-
-    outcomes = {
-        name: StageOutcome(
-            name=name,
-            type=pipeline.stages[name].type,
-            reason=sp.reason,
-            default_port=pipeline.stages[name].default_output,
-        )
-        for name, sp in plan.stages.items()
-    }
-    db.start_run(
-        run_id,
-        pipeline.name,
-        spec_path=str(loaded.path),
-        spec_digest=loaded.digest,
-        executor=getattr(ex, "name", type(ex).__name__),
-        params=loaded.spec.params,
-        overrides=list(loaded.overrides),
-        stages=[(n, pipeline.stages[n].type) for n in plan.stages],
-        tags=tags,
-        note=note,
+    plan, outcomes = _plan_and_record_cached(
+        pipeline, store, db, run_id, ex, only, from_, force, on_event, on_plan, tags, note
     )
-
-    cached_rows = []
-    with _gc_paused():  # thousands of rows, none of them garbage (see _gc_paused)
-        for name in plan.cached:
-            sp, o = plan.stages[name], outcomes[name]
-            carry(sp, o)
-            o.state, o.outputs = StageState.CACHED, dict(sp.outputs)
-            cached_rows.append(stage_row(pipeline, sp, o))
-            if on_event:
-                on_event(name, StageState.CACHED, o)
-        db.record_stages(run_id, cached_rows)
-
     # workers that may not see the spec's folder get its code through the store (only then:
     # local executors import the folder directly, at no cost)
     code = (
@@ -313,7 +264,8 @@ def _run(
     recorder = Recorder(db, run_id)
     # The spec, graph and plan are long-lived; freezing them keeps the garbage collector from
     # rescanning thousands of them after every stage (it was a third of a no-op stage's cost).
-    gc.freeze()
+    # Stage code runs with the collector on, as it was before the run.
+    pause.resume(freeze=True)
     try:
         if on_progress is not None and getattr(ex, "reports_progress", False):
             ex.execute(tasks, handle, on_progress=on_progress)  # type: ignore[call-arg]
@@ -337,19 +289,82 @@ def _run(
     )
 
 
-@contextlib.contextmanager
-def _gc_paused() -> Any:
-    """No cyclic garbage collection while building the spec, graph and plan, and the records of
-    reused stages: they allocate many objects and free few, so collections there find nothing
-    and cost up to 30% of a large plan. Only pipeflow's own code runs inside (no stage code; the
-    ``on_event`` of reused stages is the caller's display)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+def _plan_and_record_cached(
+    pipeline: Pipeline,
+    store: ArtifactStore,
+    db: MetadataDB,
+    run_id: str,
+    ex: Executor,
+    only: list[str] | str | None,
+    from_: list[str] | str | None,
+    force: bool,
+    on_event: EventCallback | None,
+    on_plan: Callable[[Plan], None] | None,
+    tags: Mapping[str, str] | None,
+    note: str | None,
+) -> tuple[Plan, dict[str, StageOutcome]]:
+    """The plan (``--only``/``--from`` checked against it), shown to ``on_plan``; the run
+    started in the metadata, in one transaction with the reused stages' records and the others
+    pending; then the reused stages shown to ``on_event``. Returns the plan and the outcome of
+    every stage."""
+    loaded = pipeline.loaded
+    chosen = select(pipeline, only, from_)
+    include = None
+    if chosen is not None:
+        include = set(chosen)
+        for name in chosen:
+            include |= pipeline.upstream(name)
+    # With --only/--from, --force applies to the chosen stages; their upstream is reused.
+    forced: bool | set[str] = (set(chosen) if chosen is not None else True) if force else False
+    plan = make_plan(
+        pipeline, store, db.last_stage_runs(pipeline.name), force=forced, include=include
+    )
+    if chosen is not None:
+        for name, sp in plan.stages.items():
+            if name in chosen:
+                continue
+            if sp.action != "cached":
+                needed_by = sorted(n for n in chosen if name in pipeline.upstream(n))
+                raise UsageError(
+                    f"stage '{name}' (needed by {', '.join(needed_by)}) has no stored result for its current "
+                    f"inputs: run it first (without --only/--from)"
+                )
+    if on_plan is not None:
+        on_plan(plan)
+
+    outcomes = {
+        name: StageOutcome(
+            name=name,
+            type=pipeline.stages[name].type,
+            reason=sp.reason,
+            default_port=pipeline.stages[name].default_output,
+        )
+        for name, sp in plan.stages.items()
+    }
+    cached_rows = []
+    for name in plan.cached:
+        sp, o = plan.stages[name], outcomes[name]
+        carry(sp, o)
+        o.state, o.outputs = StageState.CACHED, dict(sp.outputs)
+        cached_rows.append(stage_row(pipeline, sp, o))
+    # the run, its stages to run (pending) and its reused stages: one transaction
+    db.start_run(
+        run_id,
+        pipeline.name,
+        spec_path=str(loaded.path),
+        spec_digest=loaded.digest,
+        executor=getattr(ex, "name", type(ex).__name__),
+        params=loaded.spec.params,
+        overrides=list(loaded.overrides),
+        stages=[(n, pipeline.stages[n].type) for n in plan.stages],
+        tags=tags,
+        note=note,
+        records=cached_rows,
+    )
+    if on_event:
+        for name in plan.cached:
+            on_event(name, StageState.CACHED, outcomes[name])
+    return plan, outcomes
 
 
 def _tasks(

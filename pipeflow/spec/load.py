@@ -19,7 +19,6 @@ Nothing here imports user code, ML libraries or the executor.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import hashlib
 import json
@@ -351,6 +350,8 @@ def validation_problems(
 
 
 def did_you_mean(word: str, options: list[str]) -> str:
+    import difflib  # only for a problem: not imported by a spec that loads cleanly
+
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 

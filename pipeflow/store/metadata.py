@@ -174,7 +174,14 @@ class MetadataDB(LoggedRecords):
         stages: list[tuple[str, str]],
         tags: Mapping[str, str] | None = None,
         note: str | None = None,
+        records: Iterable[dict[str, Any]] = (),
     ) -> None:
+        """Record a run as started, its ``stages`` (name, type) pending. ``records``: stages
+        decided already (reused from the store), recorded as :meth:`record_stages` records
+        them, in the same transaction and not first as pending (a fully cached run of a
+        thousand stages writes each of its rows once)."""
+        records = list(records)
+        decided = {r["stage"] for r in records}
         now = time.time()
         stmts: list[tuple[str, tuple]] = [
             (
@@ -205,9 +212,9 @@ class MetadataDB(LoggedRecords):
         stmts += _rows(
             "INSERT INTO stage_runs (run_id, stage, type, state) VALUES {}"
             " ON CONFLICT (run_id, stage) DO NOTHING",
-            [(run_id, name, type_, "pending") for name, type_ in stages],
+            [(run_id, name, type_, "pending") for name, type_ in stages if name not in decided],
         )
-        self.write(stmts)
+        self.write([*stmts, *self._stage_statements(run_id, records)])
 
     def finish_run(self, run_id: str, state: str, error: str | None = None) -> None:
         self.write(
@@ -256,6 +263,14 @@ class MetadataDB(LoggedRecords):
         ``logged_params`` replaces what the stage logged in this run; ``from_run`` names the run
         that logged them when it is another (a stage reused from the store). One that carries
         ``log`` (:class:`~pipeflow.core.progress.LogLine` s) replaces the stage's log lines."""
+        stmts = self._stage_statements(run_id, results)
+        if stmts:
+            self.write(stmts)
+
+    def _stage_statements(
+        self, run_id: str, results: Iterable[dict[str, Any]]
+    ) -> list[tuple[str, tuple]]:
+        """The statements that record ``results`` (see :meth:`record_stages`)."""
         stages: list[tuple] = []
         artifacts: dict[str, tuple] = {}
         outputs: list[tuple] = []
@@ -340,8 +355,7 @@ class MetadataDB(LoggedRecords):
             *[("DELETE FROM stage_logs WHERE run_id = ? AND stage = ?", key) for key in log_of],
             *_rows("INSERT INTO stage_logs VALUES {}", logs),
         ]
-        if stmts:
-            self.write(stmts)
+        return stmts
 
     # -- reading ---------------------------------------------------------------------------
     def runs(

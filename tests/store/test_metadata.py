@@ -168,6 +168,42 @@ def test_stage_runs_outputs_and_lineage(db: MetadataDB) -> None:
     assert (summary["n_stages"], summary["n_done"], summary["n_failed"]) == (2, 2, 0)
 
 
+def test_stages_recorded_as_the_run_starts_read_as_those_recorded_after_it(
+    db: MetadataDB,
+) -> None:
+    """A run records its reused stages in the transaction that starts it (``records``), the
+    others pending: what is read back is what starting and then recording gave."""
+    out_a = ArtifactRef(_digest("a-out"), "json", "table", 10)
+    reused = [
+        _stage("a", "cached", outputs={"out": out_a}, from_run="run-0", seq=0),
+        _stage("b", "cached", lineage={"x": ("a", "out", out_a.digest)}, seq=1),
+    ]
+    stages = [("a", "python"), ("b", "python"), ("c", "python")]
+    _start(db, "run-1", stages=stages)
+    db.record_stages("run-1", reused)
+    db.start_run(
+        "run-2",
+        "demo",
+        spec_path="/x/pipeline.yaml",
+        spec_digest=_digest("run-2"),
+        executor="sync",
+        params={"seed": 1, "cfg": {"a": [1, 2]}},
+        overrides=["params.seed=1"],
+        stages=stages,
+        records=reused,
+    )
+
+    def read(run_id: str) -> tuple[list, list, list]:
+        rows = [{k: v for k, v in dict(s).items() if k != "run_id"} for s in db.stage_runs(run_id)]
+        outs = [{k: v for k, v in dict(o).items() if k != "run_id"} for o in db.outputs(run_id)]
+        edges = [{k: v for k, v in dict(e).items() if k != "run_id"} for e in db.lineage(run_id)]
+        return rows, outs, edges
+
+    assert read("run-2") == read("run-1")
+    states = {s["stage"]: s["state"] for s in db.stage_runs("run-2")}
+    assert states == {"a": "cached", "b": "cached", "c": "pending"}
+
+
 def test_recording_the_same_stage_twice_leaves_one_row(db: MetadataDB) -> None:
     _start(db, "run-1")
     db.record_stages("run-1", [_stage("a", "running")])
