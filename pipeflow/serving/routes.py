@@ -50,7 +50,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from pipeflow.errors import AuditUnavailable, BadRequest, ExplainUnavailable
-from pipeflow.serving import tables
+from pipeflow.serving import columnar, tables
 from pipeflow.serving.batcher import Pending
 from pipeflow.serving.jsonbody import parse_json
 from pipeflow.serving.protocols import native
@@ -107,6 +107,29 @@ async def read_body(server: Server, request: Request, *, predict: bool = True) -
     body = await read_bytes(server, request, predict=predict)
     request.state.json = body  # the text the value was parsed from (see answer)
     return parse_json(body)
+
+
+
+async def read_native(server: Server, request: Request) -> Any:
+    """A native predict body: :func:`read_body`'s value, or, for an array of clean rows, the
+    rows decoded straight into the model's columns (:mod:`pipeflow.serving.columnar`). Not
+    when the rows are read for more than the model: with an ``explain`` query parameter, or a
+    ``--route-by field:`` key."""
+    if "explain" in request.query_params or server.rollout.route_kind == "field":
+        return await read_body(server, request)
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if not is_json(ctype):
+        return await read_body(server, request)  # words the 415
+    body = await read_bytes(server, request)
+    request.state.json = body
+    config = server.config
+    decoded = columnar.decode(
+        body,
+        server.primary.signature,
+        max_rows=config.max_rows,
+        reject_unusual=config.reject_unusual,
+    )
+    return decoded if decoded is not None else parse_json(body)
 
 
 def is_json(ctype: str) -> bool:
@@ -204,7 +227,10 @@ async def predict_rows(
     # checked against the answering version's own signature, leaving out the fields only the
     # other live versions take (the rows keep them: the shadow may need them)
     signature, checked = handle.signature, rows
-    others = server.others_fields(handle)
+    # a body decoded into this signature's columns was checked as it was decoded; its rows
+    # hold exactly this version's features, so none of the others' to leave out
+    decoded = isinstance(rows, columnar.Decoded) and rows.signature is signature
+    others = frozenset() if decoded else server.others_fields(handle)
     if others:
         checked = [_without(r, others) for r in rows]
         if table is not None:
@@ -212,6 +238,8 @@ async def predict_rows(
         text = None
     if table is not None:
         problems, flags, data = signature.check_table(table, reject_unusual=config.reject_unusual)
+    elif decoded:
+        problems, flags, data = [], rows.flags, rows.data  # type: ignore[attr-defined]
     else:
         problems, flags, data = signature.check_columns(
             checked, reject_unusual=config.reject_unusual, text=text
@@ -435,7 +463,7 @@ async def predict(name: str, request: Request) -> Response:
         return await answer_table(request, name)
     return await answer(
         request, name, "v1", native.rows_from_native, native.predict_body,
-        options=native.explain_option,
+        read=read_native, options=native.explain_option,
     )  # fmt: skip
 
 

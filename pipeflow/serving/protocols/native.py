@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from pipeflow.errors import BadRequest
+from pipeflow.serving.columnar import Decoded
 from pipeflow.store.journal import dumps
 
 if TYPE_CHECKING:
@@ -48,8 +49,8 @@ FEEDBACK_SCHEMA = {
 def rows_from_native(payload: Any) -> list[Any]:
     if isinstance(payload, dict):
         return [payload]
-    if isinstance(payload, list):
-        return payload
+    if isinstance(payload, list | Decoded):  # Decoded: already the rows' columns
+        return payload  # type: ignore[return-value]
     raise BadRequest(422, "invalid_request", "expected a JSON object (one row) or an array of rows")
 
 

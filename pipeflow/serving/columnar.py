@@ -1,0 +1,150 @@
+"""A native predict body of clean rows, decoded straight into the model's columns.
+
+The usual large request is a JSON array of row objects holding exactly the features, numbers
+for the numeric ones. The general path (:func:`pipeflow.serving.jsonbody.parse_json`, then
+:meth:`pipeflow.registry.signature.Signature.check_columns`) builds a dict per row and a Python
+object per value, only to gather the values back into one float64 matrix: on 1000-row requests a
+quarter of the server's CPU. :func:`decode` instead has msgspec decode the body into one
+*struct* per row, typed by the signature (``float | None`` per numeric feature, ``str | None``
+or ``bool | None`` for the others, no other field: the types the signature accepts), whose
+numeric fields go into the matrix in one ``numpy.fromiter`` pass. Struct objects are not
+tracked by the garbage collector, and no key is allocated per row.
+
+It answers only what it can answer exactly as the general path would, and otherwise says so
+(None), and the body takes the general path from the start, which names each problem:
+
+- anything msgspec refuses (not an array of objects, a missing or extra field, a value of
+  another type, ``NaN``, a number beyond float range, malformed JSON, a lone surrogate);
+- a key twice in one row, which msgspec, like orjson, would silently keep the last value of
+  (the general path refuses it, 422 ``duplicate_key``): the body's colons are (pairs written) +
+  (colons inside strings), and they are counted against (rows x features), the pairs kept; any
+  difference, a repeated key or a colon in a string, leaves the body to the general path;
+- no rows, or more than ``--max-rows``; rows that are not clean by the signature's own column
+  checks (:meth:`~pipeflow.registry.signature.Signature._finish`: non-finite numbers, beyond
+  float32, strings the column flags refuse); unusual rows under ``--reject-unusual``.
+
+The matrix, the other columns and the flags come out of the same
+:meth:`~pipeflow.registry.signature.Signature._finish` as the general path's, so the answers,
+the unusual-input flags and the audit records are the same; the property tests in
+tests/serving/test_columnar.py compare both paths body by body. The rows as dicts are made only
+when something asks for them (the shadow, which builds its own frame from the rows): then from
+the body, as the general path reads it.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import operator
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pipeflow.serving.jsonbody import _colons
+from pipeflow.store.journal import loads
+
+if TYPE_CHECKING:
+    from pipeflow.registry.signature import Columns, Signature
+
+
+class Decoded(Sequence[Any]):
+    """The rows of a body :func:`decode` took: their flags and columns, checked against
+    ``signature``; the rows as dicts only when asked for (its length is free)."""
+
+    def __init__(
+        self, body: bytes, n: int, signature: Signature, flags: list[list[str]], data: Columns
+    ):
+        self.body, self.n, self.signature = body, n, signature
+        self.flags, self.data = flags, data
+        self._rows: list[dict[str, Any]] | None = None
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        if self._rows is None:
+            self._rows = loads(self.body)
+        return self._rows
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: Any) -> Any:
+        return self.rows[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.rows)
+
+
+def decode(
+    body: bytes, signature: Signature, *, max_rows: int, reject_unusual: bool
+) -> Decoded | None:
+    """The rows of ``body`` decoded into ``signature``'s columns, or None: the general path
+    answers it (see the module docstring)."""
+    if body[:1] != b"[":
+        return None  # one row, {"rows": ...}, leading whitespace: the general path
+    decoder = _decoder(tuple((f.name, f.expect) for f in signature.features))
+    if decoder is None:
+        return None
+    import msgspec
+
+    try:
+        structs = decoder.decode(body)
+    except msgspec.DecodeError:  # ValidationError too
+        return None
+    n, width = len(structs), len(signature.features)
+    if not 0 < n <= max_rows or _colons(body) != n * width:
+        return None
+    numeric, _ = signature._numeric_getter
+    matrix, nones = None, 0
+    if numeric:
+        matrix, nones = _matrix(structs, numeric)
+    others = [
+        (at, f, list(map(operator.attrgetter(_field(at)), structs)))
+        for at, f in enumerate(signature.features)
+        if f.expect != "number"
+    ]
+    checked = signature._finish(n, numeric, matrix, nones, others)
+    if checked is None or (reject_unusual and any(checked[0])):
+        return None
+    return Decoded(body, n, signature, checked[0], checked[1])
+
+
+def _matrix(structs: list[Any], numeric: list[int]) -> tuple[Any, int]:
+    """The numeric fields of ``structs`` as a (rows, features) float64 matrix, nulls as NaN, and
+    how many nulls (msgspec never reads a NaN from JSON: every NaN is a null)."""
+    import numpy as np
+
+    get = operator.attrgetter(*[_field(at) for at in numeric])
+    n, k = len(structs), len(numeric)
+    values = map(get, structs) if k == 1 else itertools.chain.from_iterable(map(get, structs))
+    try:
+        return np.fromiter(values, np.float64, count=n * k).reshape(n, k), 0
+    except TypeError:  # a null: numpy reads None as NaN where fromiter refuses it
+        block = list(map(get, structs))
+        matrix = np.array(block if k > 1 else [(v,) for v in block], dtype=np.float64)
+        return matrix, int(np.isnan(matrix).sum())
+
+
+def _field(at: int) -> str:
+    """The struct attribute of the feature at index ``at`` (features are renamed: a feature's
+    name need not be a Python identifier)."""
+    return f"f{at}"
+
+
+@functools.lru_cache(maxsize=32)
+def _decoder(features: tuple[tuple[str, str], ...]) -> Any:
+    """A msgspec decoder of an array of rows of exactly ``features`` ((name, expect) in
+    signature order), each of the JSON type the signature accepts or null; None without
+    msgspec (the general path then answers every body)."""
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover - msgspec is a dependency; keep working without it
+        return None
+    kinds = {"number": float, "string": str, "boolean": bool}
+    fields = [(_field(at), kinds[expect] | None) for at, (_, expect) in enumerate(features)]
+    row = msgspec.defstruct(
+        "Row",
+        fields,  # type: ignore[arg-type]
+        rename={_field(at): name for at, (name, _) in enumerate(features)},
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    return msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
