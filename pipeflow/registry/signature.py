@@ -220,10 +220,14 @@ class Signature:
                 return None
             unusual[at] = found
             others_data[f.name] = values
-        flags: list[list[str]] = [[] for _ in range(n)]
+        clean: list[str] = []  # the flags of every row without any: one list, never changed
+        flags = [clean] * n
         for at in sorted(unusual):  # in feature order, as the slow path lists them
             for i, text in unusual[at]:
-                flags[i].append(text)
+                if flags[i] is clean:
+                    flags[i] = [text]
+                else:
+                    flags[i].append(text)
         names = [self.features[at].name for at in numeric]
         return flags, Columns(self.names, names, matrix, others_data)
 

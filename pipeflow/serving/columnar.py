@@ -108,19 +108,16 @@ def decode(
 
 
 def _matrix(structs: list[Any], numeric: list[int]) -> tuple[Any, int]:
-    """The numeric fields of ``structs`` as a (rows, features) float64 matrix, nulls as NaN, and
-    how many nulls (msgspec never reads a NaN from JSON: every NaN is a null)."""
+    """The numeric fields of ``structs`` as a (rows, features) float64 matrix, nulls as NaN
+    (``numpy.fromiter`` reads None as NaN), and how many nulls: every NaN, as msgspec never
+    reads a NaN from JSON."""
     import numpy as np
 
     get = operator.attrgetter(*[_field(at) for at in numeric])
     n, k = len(structs), len(numeric)
     values = map(get, structs) if k == 1 else itertools.chain.from_iterable(map(get, structs))
-    try:
-        return np.fromiter(values, np.float64, count=n * k).reshape(n, k), 0
-    except TypeError:  # a null: numpy reads None as NaN where fromiter refuses it
-        block = list(map(get, structs))
-        matrix = np.array(block if k > 1 else [(v,) for v in block], dtype=np.float64)
-        return matrix, int(np.isnan(matrix).sum())
+    matrix = np.fromiter(values, np.float64, count=n * k).reshape(n, k)
+    return matrix, int(np.count_nonzero(np.isnan(matrix)))
 
 
 def _field(at: int) -> str:
