@@ -39,7 +39,7 @@ import operator
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pipeflow.serving.jsonbody import _colons
+from pipeflow.serving.jsonbody import count_colons
 from pipeflow.store.journal import loads
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ def decode(
     except msgspec.DecodeError:  # ValidationError too
         return None
     n, width = len(structs), len(signature.features)
-    if not 0 < n <= max_rows or _colons(body) != n * width:
+    if not 0 < n <= max_rows or count_colons(body) != n * width:
         return None
     numeric, _ = signature._numeric_getter
     matrix, nones = None, 0

@@ -57,14 +57,14 @@ def _unique_keys(body: bytes, value: Any) -> Any:
     object), so when the body's colons equal that last count, no pair was dropped. That is every
     flat predict body whose strings hold no colon, for the price of ``len`` per row instead of
     writing the whole body again."""
-    colons = _colons(body)
+    colons = count_colons(body)
     if colons == _row_pairs(value):
         return value
     try:  # orjson writes 255 levels of nesting where it reads 1,024: then the slow path
         written: bytes | None = dumps(value)
     except TypeError:
         written = None
-    if written is not None and b"\\" not in body and colons == _colons(written):
+    if written is not None and b"\\" not in body and colons == count_colons(written):
         return value
     # what orjson read and this parser cannot: orjson's reading stands
     with contextlib.suppress(ValueError, RecursionError):
@@ -90,7 +90,7 @@ def _all_objects(items: list[Any]) -> bool:
     return not items or set(map(type, items)) == {dict}
 
 
-def _colons(data: bytes) -> int:
+def count_colons(data: bytes) -> int:
     if len(data) < 4096:
         return data.count(b":")
     import numpy as np  # a vectorised count: bytes.count is a byte-at-a-time loop

@@ -11,7 +11,8 @@ lives here, once:
    (:func:`caller_for`; the tokens are :meth:`pipeflow.serving.state.Server.authorize`'s).
 2. The body is read with a size limit (:func:`read_bytes`; too large -> 413) and parsed
    (:func:`pipeflow.serving.jsonbody.parse_json`; malformed -> 400, a key twice in one object
-   -> 422 naming it); :func:`read_body` takes JSON only (other content types -> 415), the MLflow and Open
+   -> 422 naming it; a native array of clean rows is decoded straight into the model's columns
+   instead, :func:`read_native`, :mod:`pipeflow.serving.columnar`); :func:`read_body` takes JSON only (other content types -> 415), the MLflow and Open
    Inference Protocol routes also their protocol's other bodies (:mod:`pipeflow.serving.interop`:
    ``text/csv``; binary tensor data). The protocol's decoder turns the body into rows, which are
    checked against the model's signature (:mod:`pipeflow.registry.signature`; -> 422 naming row
@@ -107,7 +108,6 @@ async def read_body(server: Server, request: Request, *, predict: bool = True) -
     body = await read_bytes(server, request, predict=predict)
     request.state.json = body  # the text the value was parsed from (see answer)
     return parse_json(body)
-
 
 
 async def read_native(server: Server, request: Request) -> Any:

@@ -125,9 +125,12 @@ def _general(body: bytes, reject_unusual: bool) -> Any:
 def _same_matrix(one: Any, other: Any) -> bool:
     if one is None or other is None:
         return one is None and other is None
-    return one.shape == other.shape and (
-        np.ascontiguousarray(one).view(np.uint64) == np.ascontiguousarray(other).view(np.uint64)
-    ).all()
+    return (
+        one.shape == other.shape
+        and (
+            np.ascontiguousarray(one).view(np.uint64) == np.ascontiguousarray(other).view(np.uint64)
+        ).all()
+    )
 
 
 def _audit(rows: Any, flags: list[list[str]], data: Any) -> bytes:
