@@ -7,7 +7,9 @@ stage with ``resources: {GPU: 1}`` lands only on a worker started with ``--resou
 Laptop and cluster share the graph and the worker function. Dask itself is reached through
 :mod:`pipeflow.execute.cluster`, which owns the schedulers, the LocalCluster defaults, connecting
 by address and how progress arrives (``on_event`` is called from the calling thread only, so the
-recorder needs no locks).
+recorder needs no locks). A stage's result is reported after its upstream stages' results on
+every scheduler: a cluster's results land in batches in no set order, so one that lands early is
+held until the stages it depends on are reported.
 
 Before submitting to a cluster, resources are checked against what its workers offer: a stage
 that asks for ``GPU: 1`` on a cluster without GPU workers fails at once with a message naming the
@@ -214,19 +216,37 @@ class DaskExecutor:
             if not deps:
                 on_event(name, StageState.RUNNING, None)
         errored: dict[str, BaseException] = {}
+        # results land in batches, in no set order within one: a stage's result that lands
+        # before its upstream stages' is held until theirs are reported, so every handler sees
+        # (and ``pipeflow run`` prints) a stage after the stages it depends on
+        parked: dict[str, StageResult] = {}
+
+        def report(name: str, res: StageResult) -> None:
+            ready = [(name, res)]
+            while ready:
+                name, res = ready.pop()
+                results[name] = res
+                on_event(name, res.state, res)
+                for other in dependants.get(name, ()):
+                    deps = waiting[other]
+                    deps.discard(name)
+                    if not deps and other not in results:
+                        on_event(other, StageState.RUNNING, None)
+                        if other in parked:
+                            ready.append((other, parked.pop(other)))
+
         for fut, res, err in cluster.completed(futures):
             name = futures[fut]
             if err is not None or not isinstance(res, StageResult):
                 # the worker died (KilledWorker) or the task could not run
                 errored[name] = err or cluster.task_error(fut, res)
-                continue
-            results[name] = res
-            on_event(name, res.state, res)
-            for other in dependants.get(name, ()):
-                deps = waiting[other]
-                deps.discard(name)
-                if not deps and other not in results:
-                    on_event(other, StageState.RUNNING, None)
+            elif waiting[name]:
+                parked[name] = res
+            else:
+                report(name, res)
+        for t in tasks:  # an upstream stage that did not finish holds nothing back now
+            if t.name in parked:
+                report(t.name, parked.pop(t.name))
         for t in tasks:  # topological order: a root cause is decided before its dependants
             if t.name not in errored:
                 continue

@@ -147,6 +147,29 @@ class TestDistributedExecutor(ExecutorContract):
         error = report.stages["greedy"].error or ""
         assert "GPU" in error and "no worker" in error, error
 
+    def test_a_result_landing_before_its_upstream_is_reported_after_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """as_completed gives a cluster's results in batches, in no set order within one (a
+        result that is quicker to fetch lands first): every result of a run, really computed,
+        handed over in reverse, still reaches ``on_event`` after its upstream stages'."""
+        from pipeflow.execute import cluster
+
+        real = cluster.completed
+
+        def reversed_batch(futures: Any) -> Any:
+            return reversed(list(real(futures)))
+
+        monkeypatch.setattr(cluster, "completed", reversed_batch)
+        spec = write_spec(tmp_path, WHERE_SPEC, {"steps.py": WHERE_STEPS})
+        seen: list[tuple[str, str]] = []
+        report = run(spec, executor=self.make_executor(),
+                     on_event=lambda name, state, _: seen.append((name, str(state))))  # fmt: skip
+        assert report.ok
+        finished = [name for name, state in seen if state == "done"]
+        assert finished.index("both") > max(finished.index("left"), finished.index("right"))
+        assert seen.index(("both", "running")) < seen.index(("both", "done"))
+
 
 @pytest.mark.cluster
 def test_distributed_executor_reaches_a_scheduler_by_address(
