@@ -92,10 +92,13 @@ def test_a_background_profile_starts_before_its_result_is_asked_and_is_the_same_
 def test_a_cancelled_background_profile_stops_after_the_column_it_has() -> None:
     table = numbers(6)
     watched = Watched(table, hold=True)
-    with pytest.raises(RuntimeError, match="the fit failed"):
-        with BackgroundProfile(watched, dict.fromkeys(table.columns, "numeric"), threads=1):
-            assert watched.first_read.wait(30)  # the thread holds its first column
-            raise RuntimeError("the fit failed")  # leaving the block cancels the profile
+    roles = dict.fromkeys(table.columns, "numeric")
+    with (
+        pytest.raises(RuntimeError, match="the fit failed"),
+        BackgroundProfile(watched, roles, threads=1),
+    ):
+        assert watched.first_read.wait(30)  # the thread holds its first column
+        raise RuntimeError("the fit failed")  # leaving the block cancels the profile
     watched.release.set()
     for thread in profile_threads():
         thread.join(30)
