@@ -47,29 +47,30 @@ def reference_profile(
 ) -> dict[str, Any]:
     """The profile of ``X`` (and ``target``), computed now: for 100,000 rows or more, its columns
     on up to four threads (numpy's sorts and reductions run without the GIL)."""
-    import os
-
     options = {"bins": bins, "max_categories": max_categories, "vocabulary": vocabulary}
-    workers = min(os.cpu_count() or 1, len(roles) + (target is not None), 4)
-    helpers = workers - 1 if len(X) >= 100_000 else 0
     return BackgroundProfile(
-        X, roles, target=target, target_role=target_role, threads=helpers, seed=seed, **options
+        X, roles, target=target, target_role=target_role, threads=0, seed=seed, **options
     ).result()
 
 
 class BackgroundProfile:
-    """A reference profile whose columns are profiled on ``threads`` background threads from the
-    moment it is made, while the caller does something else; :meth:`result` has the calling
-    thread profile the columns no thread has started, then waits for the others.
+    """A reference profile whose columns are profiled on ``threads`` background threads of the
+    lowest priority from the moment it is made, while the caller does something else; then
+    :meth:`result` profiles every column not done yet, on the calling thread and, for 100,000
+    rows or more, helper threads of normal priority (up to four threads in all, as
+    :func:`reference_profile`).
 
     Why: the train stage profiles the training table (one sort per numeric column: 1.5 CPU
     seconds for 1,000,000 x 28 on the project's 2-core VM, a third of the fit) and nothing in the
-    profile depends on the model, so it is started before the fit and takes the CPU time the fit
-    leaves idle (its serial parts, its threads waiting for each other, the cores it does not use),
-    instead of all of it after the fit. Each column has its own random generator (seed, position)
-    and its own slot, so the profile is the same whichever thread profiles which column, and the
-    same as :func:`reference_profile`'s. :meth:`cancel` (the fit failed) lets the threads stop
-    after their current column."""
+    profile depends on the model, so it is started before the fit. At the lowest priority (on
+    Linux: the thread's nice value 19) the background threads take the CPU time the fit leaves
+    idle (its serial parts, its threads waiting for each other, the cores it does not use) and
+    next to nothing from the fit itself; and ``result`` never waits for one of them (a column
+    one still holds is profiled again, at normal priority), so a starved low-priority thread
+    cannot hold the stage up. Each column has its own random generator (seed, position) and its
+    own slot, the first result written wins, so the profile is the same whichever thread profiles
+    which column, and the same as :func:`reference_profile`'s. :meth:`cancel` (the fit failed)
+    lets the background threads stop after their current column."""
 
     def __init__(
         self,
@@ -90,26 +91,24 @@ class BackgroundProfile:
 
         self._rows = int(len(X))
         self._names = [str(column) for column in roles]
-        # (the column's values, its role, its generator): the target last, with the seed alone
+        # (the column's values, its role, its seed): the target last, with the seed alone
         self._work: list[tuple[Any, str, Any]] = [
-            (lambda column=column: X[column], role, np.random.default_rng([seed, i]))
+            (lambda column=column: X[column], role, [seed, i])
             for i, (column, role) in enumerate(roles.items())
         ]
         if target is not None:
             role = target_role or _target_role(target)
-            self._work.append((lambda: _as_series(target), role, np.random.default_rng(seed)))
+            self._work.append((lambda: _as_series(target), role, seed))
         self._options = (bins, max_categories, vocabulary)
+        self._rng = np.random.default_rng
         self._entries: list[dict[str, Any] | None] = [None] * len(self._work)
         self._next = 0
         self._lock = threading.Lock()
         self._stopped = False
         self._error: BaseException | None = None
-        self._threads = [
-            threading.Thread(target=self._profile, name=f"pipeflow-profile-{i}", daemon=True)
-            for i in range(max(0, min(threads, len(self._work) - 1)))
-        ]
-        for thread in self._threads:
-            thread.start()
+        for i in range(max(0, min(threads, len(self._work)))):
+            name = f"pipeflow-profile-{i}"
+            threading.Thread(target=self._background, name=name, daemon=True).start()
 
     def _claim(self) -> int | None:
         with self._lock:
@@ -118,18 +117,25 @@ class BackgroundProfile:
             self._next += 1
             return self._next - 1
 
-    def _profile(self) -> None:
+    def _background(self) -> None:
+        _lowest_priority()
         while (i := self._claim()) is not None:
-            values, role, rng = self._work[i]
             try:
-                self._entries[i] = _profile_column(values(), role, *self._options, rng)
+                self._profile(i)
             except BaseException as err:  # re-raised by result(), in the caller's thread
                 self._error = err
                 self._stopped = True
 
+    def _profile(self, i: int) -> None:
+        values, role, seed = self._work[i]
+        entry = _profile_column(values(), role, *self._options, self._rng(seed))
+        with self._lock:
+            if self._entries[i] is None:
+                self._entries[i] = entry
+
     def cancel(self) -> None:
-        """Stop taking columns (each thread finishes the one it has); :meth:`result` is not to be
-        asked after this. Leaving a ``with`` block on an exception cancels."""
+        """Stop taking columns (each background thread finishes the one it has); :meth:`result`
+        is not to be asked after this. Leaving a ``with`` block on an exception cancels."""
         self._stopped = True
 
     def __enter__(self) -> BackgroundProfile:
@@ -141,11 +147,20 @@ class BackgroundProfile:
 
     def result(self) -> dict[str, Any]:
         """The profile (``format``, ``rows``, ``features`` and, with a target, ``target``)."""
-        self._profile()
-        for thread in self._threads:
-            thread.join()
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._stopped = True  # the background threads take no more columns
         if self._error is not None:
             raise self._error
+        left = [i for i, entry in enumerate(self._entries) if entry is None]
+        workers = min(os.cpu_count() or 1, len(left), 4)
+        if self._rows >= 100_000 and workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="pipeflow-profile-now") as pool:
+                list(pool.map(self._profile, left))
+        else:
+            for i in left:
+                self._profile(i)
         entries = self._entries
         features = dict(zip(self._names, entries[: len(self._names)], strict=True))
         out: dict[str, Any] = {"format": PROFILE_FORMAT, "rows": self._rows, "features": features}
@@ -154,11 +169,24 @@ class BackgroundProfile:
         return out
 
 
+def _lowest_priority() -> None:
+    """This thread at the lowest CPU priority, on Linux (where a thread id names one thread, not
+    the process as elsewhere); left as it is where that fails."""
+    import contextlib
+    import os
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 def spare_threads(busy: Any, rows: int) -> int:
     """How many threads are to profile ``rows`` rows beside work on ``busy`` threads (an ``n_jobs``:
     ``None`` or anything but a count below the cores is read as every core): none under 100,000
     rows (:meth:`BackgroundProfile.result` profiles them); else the cores left, at least one
-    (it takes the time the work leaves idle), at most three (the caller joins them in ``result``)."""
+    (it takes the time the work leaves idle), at most three."""
     import os
 
     if rows < 100_000:
