@@ -463,8 +463,9 @@ def _sample(X: Any, y: Any, limit: int = 50_000) -> tuple[Any, Any]:
     """At most ``limit`` rows (evenly spaced: deterministic) for the training score."""
     if len(X) <= limit:
         return X, y
-    step = len(X) / limit
-    rows = [int(i * step) for i in range(limit)]
+    import numpy as np
+
+    rows = (np.arange(limit) * (len(X) / limit)).astype(np.int64)  # int(i * step), row by row
     return X.iloc[rows], y.iloc[rows]
 
 
