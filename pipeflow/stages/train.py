@@ -232,19 +232,26 @@ def fit(
     """Fit and describe a model (the ``info`` record, see the module docstring). Progress is
     reported in two phases, fitting then scoring and profiling, as steps ``phases[0]`` and
     ``phases[0] + 1`` of ``phases[1]`` (``tune`` counts its trials before them)."""
+    from pipeflow.governance.profile import BackgroundProfile, spare_threads
+
     model, estimator, task = make_model(config, X, ctx, params)
     step, steps = phases
     ctx.progress(step, steps, f"fitting {config.estimator} on {len(X)} rows")
     started = time.perf_counter()
     spread = None
     cluster = _cluster_for(config, estimator, len(X), ctx.resources)
-    try:
-        if cluster is not None:
-            model, spread = _fit_across_workers(*cluster, model, estimator, task, X, y)
-        else:
-            model.fit(X, y)
-    except ValueError as err:
-        raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
+    roles = feature_roles(X, config)
+    threads = spare_threads(estimator.get_params(deep=False).get("n_jobs"), len(X))
+    target_role = "categorical" if task == "classification" else "numeric"
+    # the drift reference needs no model: profiled while the estimator fits (cancelled if it fails)
+    with BackgroundProfile(X, roles, target=y, target_role=target_role, threads=threads) as profile:
+        try:
+            if cluster is not None:
+                model, spread = _fit_across_workers(*cluster, model, estimator, task, X, y)
+            else:
+                model.fit(X, y)
+        except ValueError as err:
+            raise ValueError(f"{config.estimator} could not be fitted: {err}") from None
     fit_s = time.perf_counter() - started  # logged; the run records the stage's duration
     ctx.progress(step + 1, steps, "scoring and profiling the training rows")
     trained_with = {k: _plain(v) for k, v in estimator.get_params(deep=False).items()}
@@ -252,9 +259,6 @@ def fit(
     predict_on_cpu(model)
     score = _training_score(model, task, *_sample(X, y))
     classes = [str(c) for c in getattr(model, "classes_", [])]
-    from pipeflow.governance.profile import reference_profile
-
-    roles = feature_roles(X, config)
     info = {
         "estimator": config.estimator,
         "params": trained_with,
@@ -266,12 +270,7 @@ def fit(
             ],
             "classes": classes,
         },
-        "reference": reference_profile(
-            X,
-            roles,
-            target=y,
-            target_role="categorical" if task == "classification" else "numeric",
-        ),
+        "reference": profile.result(),
         "rows_train": int(len(X)),
         "train_score": score,
         "device": device,
@@ -464,8 +463,9 @@ def _sample(X: Any, y: Any, limit: int = 50_000) -> tuple[Any, Any]:
     """At most ``limit`` rows (evenly spaced: deterministic) for the training score."""
     if len(X) <= limit:
         return X, y
-    step = len(X) / limit
-    rows = [int(i * step) for i in range(limit)]
+    import numpy as np
+
+    rows = (np.arange(limit) * (len(X) / limit)).astype(np.int64)  # int(i * step), row by row
     return X.iloc[rows], y.iloc[rows]
 
 

@@ -428,3 +428,31 @@ def test_the_training_score_is_scikit_learns_score(estimator, labels) -> None:
     ).run(ctx(), {"train": X.assign(y=target)})
     expected = out["model"].score(X, target)  # accuracy, or R² for the regressor
     assert 0.5 < out["info"]["train_score"] == pytest.approx(expected, abs=1e-12)
+
+
+def test_the_drift_reference_profiled_while_the_model_fits_is_the_tables_profile() -> None:
+    """From 100,000 rows the reference is profiled on a thread beside the fit: the same profile,
+    target included, as profiling the rows after it."""
+    from pipeflow.governance.profile import reference_profile
+
+    rng = np.random.default_rng(7)
+    n = 120_000
+    table = pd.DataFrame(
+        {
+            "amount": rng.lognormal(6, 0.5, size=n),
+            "flag": rng.integers(0, 2, size=n).astype(float),  # discrete: exact value counts
+            "region": rng.choice(["north", "south", None], size=n),
+        }
+    )
+    table["label"] = np.where(table["amount"] > 400, "big", "small")
+    config = {"estimator": "xgboost.XGBClassifier", "target": "label"}
+    params = {"n_estimators": 5, "max_depth": 3, "n_jobs": 1}
+    info = TrainStage(TrainStage.Config(**config, params=params)).run(ctx(), {"train": table})[
+        "info"
+    ]
+    roles = {"amount": "numeric", "flag": "numeric", "region": "categorical"}
+    expected = reference_profile(
+        table.drop(columns="label"), roles, target=table["label"], target_role="categorical"
+    )
+    assert info["reference"] == expected
+    assert info["reference"]["features"]["flag"]["discrete"]["values"] == [0.0, 1.0]
