@@ -31,9 +31,14 @@ demo: install
 	$(BIN)/pipeflow run specs/claims/pipeline.yaml
 	$(BIN)/pipeflow runs output latest report --spec specs/claims/pipeline.yaml
 
+# The suite on two pytest-xdist workers (CI's machine and this one have two cores; a worker is a
+# process, so -n is capped at 2 rather than auto); worksteal: an idle worker takes tests queued on
+# the busy one, so a long test started late does not end alone.
+XDIST ?= -n 2 --dist worksteal
+
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
 test: install-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=40
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) --durations=40
 	$(BIN)/ruff check pipeflow plugins tests benchmarks tools docs/examples
 	$(BIN)/ruff format --check pipeflow plugins tests benchmarks tools docs/examples
 	$(BIN)/lint-imports
@@ -47,7 +52,7 @@ audit: install-test
 
 ## Everyday loop: skip the slow and cluster tests.
 test-fast: install-test
-	$(BIN)/python -m pytest -q -m "not slow and not cluster"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not cluster"
 
 ## The docs site in site/: the generated spec keys rewritten, then every link and anchor checked.
 docs: $(BIN)/python
