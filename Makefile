@@ -32,9 +32,12 @@ demo: install
 	$(BIN)/pipeflow runs output latest report --spec specs/claims/pipeline.yaml
 
 # The suite on two pytest-xdist workers (CI's machine and this one have two cores; a worker is a
-# process, so -n is capped at 2 rather than auto); worksteal: an idle worker takes tests queued on
-# the busy one, so a long test started late does not end alone.
-XDIST ?= -n 2 --dist worksteal
+# process, so -n is capped at 2 rather than auto). loadscope: a module's tests go to one worker, in
+# order, as in one process: modules whose tests build on each other's state (a module-scoped
+# project: tests/registry/test_models_cli.py's lineage test needs the versions its earlier tests
+# registered) failed under worksteal and load, which split a module over both workers; and each
+# module-scoped fixture (a trained project, a server) starts once, not once per worker.
+XDIST ?= -n 2 --dist loadscope
 
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
 test: install-test
