@@ -343,7 +343,7 @@ def free_port() -> int:
     low = min(_ephemeral_low(), 65536)
     first = 10000 if low > 12000 else 1024
     for _ in range(1000):
-        port = random.randrange(first, low)  # nosec B311 (a port number, not a secret)
+        port = random.randrange(first, low)  # a port number, not a secret: random will do
         if port in _ports_handed or not _reserve(port):
             continue
         with socket.socket() as s:
