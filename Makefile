@@ -31,9 +31,17 @@ demo: install
 	$(BIN)/pipeflow run specs/claims/pipeline.yaml
 	$(BIN)/pipeflow runs output latest report --spec specs/claims/pipeline.yaml
 
+# The suite on two pytest-xdist workers (CI's machine and this one have two cores; a worker is a
+# process, so -n is capped at 2 rather than auto). loadscope: a module's tests go to one worker, in
+# order, as in one process: modules whose tests build on each other's state (a module-scoped
+# project: tests/registry/test_models_cli.py's lineage test needs the versions its earlier tests
+# registered) failed under worksteal and load, which split a module over both workers; and each
+# module-scoped fixture (a trained project, a server) starts once, not once per worker.
+XDIST ?= -n 2 --dist loadscope
+
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
 test: install-test
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=40
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(XDIST) --durations=40
 	$(BIN)/ruff check pipeflow plugins tests benchmarks tools docs/examples
 	$(BIN)/ruff format --check pipeflow plugins tests benchmarks tools docs/examples
 	$(BIN)/lint-imports
@@ -47,7 +55,7 @@ audit: install-test
 
 ## Everyday loop: skip the slow and cluster tests.
 test-fast: install-test
-	$(BIN)/python -m pytest -q -m "not slow and not cluster"
+	$(BIN)/python -m pytest -q $(XDIST) -m "not slow and not cluster"
 
 ## The docs site in site/: the generated spec keys rewritten, then every link and anchor checked.
 docs: $(BIN)/python

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Mapping, Sequence
@@ -293,11 +295,65 @@ def pipeflow_cli(cwd: Path, *args: str, timeout: float = 300) -> subprocess.Comp
     )
 
 
+# free_port's reservations: one byte of this file locked per port handed out (fcntl record locks,
+# released by the kernel when the process that took them exits, however it exits)
+_PORT_LOCKS = Path(tempfile.gettempdir()) / "pipeflow-ports.lock"
+_port_lock_fd: int | None = None
+_ports_handed: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (Linux's ``ip_local_port_range``)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default; BSDs and macOS start at 49152
+
+
+def _reserve(port: int) -> bool:
+    """Lock byte ``port`` of the reservations file; False if another process holds it."""
+    global _port_lock_fd
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no reservations, the range alone keeps ports apart
+        return True
+    if _port_lock_fd is None:
+        try:
+            _port_lock_fd = os.open(_PORT_LOCKS, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            return True  # a reservations file this user may not write: the range alone
+    try:
+        fcntl.lockf(_port_lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port, os.SEEK_SET)
+    except OSError:
+        return False
+    return True
+
+
 def free_port() -> int:
-    """A TCP port of 127.0.0.1 free at the moment of asking."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port of 127.0.0.1, free at the moment of asking, that no other caller of
+    ``free_port`` on this machine is handed while this process lives.
+
+    Parallel test processes (pytest-xdist's workers, another checkout's suite) each start
+    servers on ports they asked for; a port merely free when asked (bind to port 0, close) can be
+    handed to two of them, and the second server then fails to start, or worse, its client talks
+    to the first. So the port is drawn at random below the kernel's ephemeral range, where
+    neither a bind to port 0 nor an outgoing connection of any process can take it between this
+    call and the server's own bind, and reserved with a lock on byte ``port`` of one file in the
+    temporary folder, held until this process exits; this process never hands it out twice."""
+    low = min(_ephemeral_low(), 65536)
+    first = 10000 if low > 12000 else 1024
+    for _ in range(1000):
+        port = random.randrange(first, low)  # a port number, not a secret: random will do
+        if port in _ports_handed or not _reserve(port):
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use by something that did not ask free_port: keep it reserved
+        _ports_handed.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port of 127.0.0.1 between {first} and {low}")
 
 
 def cli_env(**extra: str) -> dict[str, str]:

@@ -7,11 +7,21 @@ And Ctrl-C as a user has it. A background job of a non-interactive shell (``bash
 a CI script's ``&``) starts with SIGINT ignored; every child inherits that, and Python then
 installs no KeyboardInterrupt handler, so a test that sends SIGINT to a ``pipeflow run`` would
 wait out the run (the Ctrl-C test of test_cluster_factory did, for 60 s, and failed). The session
-restores Python's handler, and a test that leaves SIGINT's handler changed errors, named."""
+restores Python's handler, and a test that leaves SIGINT's handler changed errors, named.
+
+And a spool of its own. A writer to a remote store appends to this machine's spool,
+``~/.cache/pipeflow/spool/<digest of the store URL>`` unless ``$PIPEFLOW_SPOOL`` says where, and
+ships closed segments to whichever store it opens under that URL; a reader of the store reads
+that spool too. The tests' S3 URLs repeat (``s3://team/pf``) across sessions and across
+pytest-xdist's workers, each with its own moto server: in a shared spool one worker's reader
+counts another's records, its writer can ship them to its own server, and a session leaves
+segments for the next. So each session (each worker) sets ``$PIPEFLOW_SPOOL``
+to a folder of its own, before any fixture runs a command; tests that need another set theirs."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
@@ -43,6 +53,21 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if before is not None and after != before:
         signal.signal(signal.SIGINT, before)  # so the tests after it are not affected
         raise AssertionError(f"the test left SIGINT's handler {after!r} (was {before!r})")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_spool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """``$PIPEFLOW_SPOOL``: a folder of this session's (this worker's), for it and its children."""
+    spool = tmp_path_factory.mktemp("spool")
+    before = os.environ.get("PIPEFLOW_SPOOL")
+    os.environ["PIPEFLOW_SPOOL"] = str(spool)
+    try:
+        yield spool
+    finally:
+        if before is None:
+            os.environ.pop("PIPEFLOW_SPOOL", None)
+        else:
+            os.environ["PIPEFLOW_SPOOL"] = before
 
 
 @pytest.fixture(scope="session")

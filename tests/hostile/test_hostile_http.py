@@ -145,6 +145,7 @@ def test_requests_generated_from_the_openapi_document_never_get_a_5xx(served: Se
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 4000 generated requests: 300 s once the machine's cores are shared
 def test_thousands_of_openapi_generated_requests_never_get_a_5xx(served: Served) -> None:
     _schemathesis_examples(served.url, 4000)()
     assert served.alive()

@@ -396,7 +396,13 @@ def test_ten_thousand_hostile_specs_load_or_raise_a_spec_error_naming_file_and_l
     assert_loads_or_names_a_line(text)
 
 
-@pytest.mark.parametrize("payload", [*RUN_CODE, TAG_DIRECTIVE])
+# the ids name the marker, not its path: the path holds the process id, and pytest-xdist's workers
+# must collect the same ids
+@pytest.mark.parametrize(
+    "payload",
+    [*RUN_CODE, TAG_DIRECTIVE],
+    ids=lambda p: "%TAG directive" if p.startswith("%TAG") else p.replace(str(MARKER), "MARKER"),
+)
 def test_yaml_tags_that_would_run_code_are_refused_with_their_line(payload: str) -> None:
     text = payload if payload.startswith("%TAG") else f"pipeline: p\nparams:\n  x: {payload}\n"
     with pytest.raises(SpecError) as caught:

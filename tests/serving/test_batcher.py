@@ -1,4 +1,8 @@
-"""How the micro-batcher gathers concurrent requests into one model call."""
+"""How the micro-batcher gathers concurrent requests into one model call.
+
+The waits here are long (seconds) and each test tells "did not wait" from "waited" by half of
+one: the suite shares the machine's cores with another pytest worker, and a process can be off
+the CPU for tens of milliseconds, longer than the server's default 50 ms wait."""
 
 from __future__ import annotations
 
@@ -26,19 +30,19 @@ def batcher(arriving: int, wait_ms: float = 50.0, max_rows: int = 10_000) -> Bat
 
 def test_a_lone_request_is_taken_at_once() -> None:
     async def main() -> tuple[int, float]:
-        b = batcher(arriving=0)
+        b = batcher(arriving=0, wait_ms=5000)
         await b.queue.put(pending(1))
         started = time.perf_counter()
         items = await b.collect()
         return len(items), time.perf_counter() - started
 
     n, took = asyncio.run(main())
-    assert n == 1 and took < 0.02  # nothing arriving: no wait for the 50 ms
+    assert n == 1 and took < 2.5  # nothing arriving: no wait for the 5 s
 
 
 def test_requests_still_arriving_join_the_batch_up_to_the_wait() -> None:
     async def main() -> list[int]:
-        b = batcher(arriving=1)
+        b = batcher(arriving=1, wait_ms=5000)
         await b.queue.put(pending(3))
 
         async def arrive() -> None:
@@ -56,7 +60,7 @@ def test_requests_still_arriving_join_the_batch_up_to_the_wait() -> None:
 
 def test_the_wait_ends_at_the_deadline_and_at_max_rows() -> None:
     async def main() -> tuple[int, float, list[int]]:
-        slow = batcher(arriving=1, wait_ms=20)  # a body that never comes
+        slow = batcher(arriving=1, wait_ms=200)  # a body that never comes
         await slow.queue.put(pending(1))
         started = time.perf_counter()
         items = await slow.collect()
@@ -67,7 +71,7 @@ def test_the_wait_ends_at_the_deadline_and_at_max_rows() -> None:
         return len(items), took, [len(i.rows) for i in await full.collect()]
 
     n, took, sizes = asyncio.run(main())
-    assert n == 1 and 0.015 <= took < 0.5
+    assert n == 1 and 0.19 <= took < 10  # the wait ends, not the body's arrival
     assert sizes == [3, 1]  # 4 rows reached: the third request waits for the next batch
 
 
@@ -77,7 +81,7 @@ def test_clients_taking_turns_are_waited_for_as_many_as_were_seen_at_once() -> N
     in the system at once a moment ago. Once the peak is old, nobody is waited for."""
 
     async def main() -> tuple[list[int], float, int]:
-        b = batcher(arriving=0, wait_ms=50)
+        b = batcher(arriving=0, wait_ms=5000)
         loop = asyncio.get_running_loop()
         b.scoring = 2  # a pair being scored while the other pair queues: 4 in the system
         for _ in range(2):
@@ -102,7 +106,7 @@ def test_clients_taking_turns_are_waited_for_as_many_as_were_seen_at_once() -> N
         return [len(i.rows) for i in items], took, len(alone)
 
     sizes, took, alone = asyncio.run(main())
-    assert sizes == [1000] * 4 and took < 0.04  # filled before the 50 ms limit
+    assert sizes == [1000] * 4 and took < 2.5  # filled, well before the 5 s limit
     assert alone == 1
 
 
