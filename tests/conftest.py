@@ -16,13 +16,7 @@ that spool too. The tests' S3 URLs repeat (``s3://team/pf``) across sessions and
 pytest-xdist's workers, each with its own moto server: in a shared spool one worker's reader
 counts another's records, its writer can ship them to its own server, and a session leaves
 segments for the next. So each session (each worker) sets ``$PIPEFLOW_SPOOL``
-to a folder of its own, before any fixture runs a command; tests that need another set theirs.
-
-And the longest modules first. ``make test`` runs two pytest-xdist workers with ``--dist
-loadscope`` (a module's tests on one worker, in order), which hands modules out in collection
-order; the longest ones (minutes each) collected late would leave one worker running alone at
-the end. :data:`LONGEST_FIRST` puts them first (longest-processing-time-first scheduling); every
-other module keeps its place, every module its order."""
+to a folder of its own, before any fixture runs a command; tests that need another set theirs."""
 
 from __future__ import annotations
 
@@ -37,24 +31,6 @@ from typing import Any
 import pytest
 from helpers import ExampleRun, copy_project, pipeflow, pipeflow_ok, trained_tumours
 from servers import S3, Postgres, postgres_server, s3_server
-
-#: modules that take a minute or more of a ``make test`` (its ``--durations``), longest first
-LONGEST_FIRST = (
-    "tests/test_specs.py",
-    "tests/hostile/test_hostile_specs.py",
-    "tests/scoring/test_batch.py",
-    "tests/store/test_s3_specs.py",
-    "tests/load/test_serving_load.py",
-    "tests/runner/test_gc.py",
-    "tests/serving/test_fleet.py",
-    "tests/hostile/test_hostile_http.py",
-)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {module: at for at, module in enumerate(LONGEST_FIRST)}
-    order = {id(item): at for at, item in enumerate(items)}
-    items.sort(key=lambda i: (rank.get(i.nodeid.split("::")[0], len(rank)), order[id(i)]))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
