@@ -31,8 +31,8 @@ def as_rich_prints(text: str) -> str | None:
 
 
 class PlainOutput:
-    """What :class:`~pipeflow.cli.display.RunDisplay` prints through where rich would print plain text for certain
-    (:func:`run_console`): it says so (no terminal, no colours, no wrapping), and hands
+    """What :class:`~pipeflow.cli.display.RunDisplay` prints through where rich would print
+    plain text for certain (:func:`run_console`): it says so (no terminal, no colours, no wrapping), and hands
     everything else (``print``, ``render_str``: a line with markup, an emoji code, a failure's
     traceback) to a rich console made on first need by ``make``. A fully cached run of a
     thousand stages then imports no rich at all (a twentieth of the command)."""

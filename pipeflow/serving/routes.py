@@ -12,9 +12,10 @@ lives here, once:
 2. The body is read with a size limit (:func:`read_bytes`; too large -> 413) and parsed
    (:func:`pipeflow.serving.jsonbody.parse_json`; malformed -> 400, a key twice in one object
    -> 422 naming it; a native array of clean rows is decoded straight into the model's columns
-   instead, :func:`read_native`, :mod:`pipeflow.serving.columnar`); :func:`read_body` takes JSON only (other content types -> 415), the MLflow and Open
-   Inference Protocol routes also their protocol's other bodies (:mod:`pipeflow.serving.interop`:
-   ``text/csv``; binary tensor data). The protocol's decoder turns the body into rows, which are
+   instead, :func:`read_native`, :mod:`pipeflow.serving.columnar`); :func:`read_body` takes JSON
+   only (other content types -> 415), the MLflow and Open Inference Protocol routes also their
+   protocol's other bodies (:mod:`pipeflow.serving.interop`: ``text/csv``; binary tensor data).
+   The protocol's decoder turns the body into rows, which are
    checked against the model's signature (:mod:`pipeflow.registry.signature`; -> 422 naming row
    and field). The native predict route also takes tables (Arrow IPC, Parquet:
    :mod:`pipeflow.serving.tables`), checked column by column. Bad input never reaches the model
@@ -209,8 +210,8 @@ async def predict_rows(
     request's ``--route-by`` key, from ``headers`` or the rows). Fields that only another live
     version takes (:meth:`~pipeflow.serving.state.Server.others_fields`) are left out of the
     check, so a request may carry what either a canary or the primary needs. The request is
-    observed for the rollout, counted in the metrics, and offered to the shadow once answered. ``table``: the rows' Arrow table (a table body),
-    checked column by column (:mod:`pipeflow.serving.tables`). ``explain``: each row's answer
+    observed for the rollout, counted in the metrics, and offered to the shadow once answered.
+    ``table``: the rows' Arrow table (a table body), checked column by column (:mod:`pipeflow.serving.tables`). ``explain``: each row's answer
     and audit record carry its explanation (422 naming ``explain`` for a model without one).
     ``text``: the JSON body ``rows`` are the objects of (see
     :meth:`~pipeflow.registry.signature.Signature.check_columns`)."""
