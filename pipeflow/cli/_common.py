@@ -153,7 +153,8 @@ def add_executor(
 def make_console(stderr: bool = False) -> Any:
     from rich.console import Console
 
-    out = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    # emoji codes off: ``:smile:`` in a stage's error or a model's name is data, shown as it is
+    out = Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
     if not out.is_terminal and "COLUMNS" not in os.environ:
         out.width = 160  # logs and CI output: don't squeeze tables into 80 columns
     return out
@@ -189,11 +190,18 @@ def _indented(text: str, first: str, rest: str) -> None:
         print(f"{rest}{line}", file=sys.stderr)
 
 
-def escape(text: str) -> str:
-    """Data shown through rich must not be read as markup (``[bold]`` in a reason)."""
+def escape(text: str, *, ends: bool = False) -> str:
+    """Data shown through rich must not be read as markup (``[bold]`` in a reason). rich reads
+    a backslash as escaping what follows it, so a trailing one is doubled, for the tag that
+    follows the text; ``ends``: nothing follows it (the end of a line or a table cell), where
+    rich prints a backslash as it is and a doubled one would show."""
+    trailing = text.endswith("\\") and not text.endswith("\\\\")
+    if "[" not in text and (ends or not trailing):
+        return text  # nothing rich would read as markup (and no rich import for it)
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    out = rich_escape(text)
+    return out[:-1] if ends and trailing else out
 
 
 def when(ts: float | None) -> str:

@@ -87,10 +87,10 @@ class RunDisplay:
         if not self.quiet:
             text = f"{self.total} stages, {to_run} to run, {cached} reused from the store"
             name = plan.pipeline.name
-            lines = [(f"[bold]{name}[/]: {text}", as_rich_prints(f"{name}: {text}"))]
+            lines = [(f"[bold]{escape(name)}[/]: {text}", as_rich_prints(f"{name}: {text}"))]
             for name in plan.to_run:
                 text = f"· {name:<{self._width}} will run: {plan.stages[name].reason}"
-                lines.append((f"  [dim]{text}[/]", as_rich_prints(f"  {text}")))
+                lines.append((f"  [dim]{escape(text)}[/]", as_rich_prints(f"  {text}")))
             self._print_lines(lines)
         if self.live and to_run:
             from rich.progress import (
@@ -147,12 +147,12 @@ class RunDisplay:
                     if outcome.attempts > 1:
                         detail += f" (after {outcome.attempts} attempts)"
                 text = f"{name:<{self._width}} {word:<7} {detail}"
-                line = f"  {mark} {text}"
+                line = f"  {mark} {escape(text, ends=True)}"  # a reason or an error is data, not markup
                 if state is not StageState.FAILED:
                     self._hold(line, as_rich_prints(f"  {glyph} {text}"))
                 else:
                     self._flush()
-                    self.console.print(line, markup=True)
+                    self.console.print(line, markup=True, emoji=False)
                     if self.debug and outcome.traceback:
                         self.console.print(outcome.traceback, markup=False)
         if self._progress is not None:
@@ -234,12 +234,12 @@ class RunDisplay:
     def _print_rich(self, lines: list[str]) -> None:
         if len(lines) <= 1:
             for line in lines:
-                self.console.print(line, markup=True)
+                self.console.print(line, markup=True, emoji=False)
             return
         from rich.console import Group
 
         render = self.console.render_str
-        self.console.print(Group(*[render(line, markup=True) for line in lines]))
+        self.console.print(Group(*[render(line, markup=True, emoji=False) for line in lines]))
 
     def progress(self, update: Any) -> None:
         """A live :class:`~pipeflow.core.progress.Update` of a running stage (any thread)."""
@@ -276,7 +276,9 @@ class RunDisplay:
         self._print_lines([(f"[{colour}]{head}[/]{tail}", as_rich_prints(head + tail))])
         for name in report.failed:
             o = report.stages[name]
-            self.console.print(f"[red]stage '{name}' failed:[/] {o.error}", markup=True)
+            self.console.print(
+                f"[red]stage '{name}' failed:[/] {escape(o.error or '', ends=True)}", emoji=False
+            )
         if report.failed:
             self.console.print(f"details: pipeflow runs show {report.run_id} --db {report.db_path}")
 
@@ -410,7 +412,7 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
     if run["note"]:
         console.print(f"  note {escape(run['note'])}")
     if run["error"]:
-        console.print(f"  [red]{run['error']}[/]")
+        console.print(f"  [red]{escape(run['error'])}[/]")
     t = table(
         "stage", "type", "state", "duration", "attempts", "worker", "why / error", title="stages"
     )
@@ -423,7 +425,7 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
             d,
             str(s["attempts"] or ""),
             s["worker"] or "",
-            s["error"] or s["reason"] or "",
+            escape(s["error"] or s["reason"] or "", ends=True),
         )
     console.print(t)
     if outputs:

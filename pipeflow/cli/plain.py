@@ -5,7 +5,7 @@ twentieth of a fully cached 1000-stage ``pipeflow run``. Where stdout is not a t
 file, CI output, a pipe) and nothing makes rich colour it anyway, rich prints a line of markup
 as its text with the markup removed: :func:`run_console` gives :class:`PlainOutput` there, and
 :class:`~pipeflow.cli.display.RunDisplay` writes the lines :func:`as_rich_prints` vouches for
-itself. Anything else (a line with markup in its data, an emoji code, a tab, a failure's
+itself. Anything else (a line with a ``[`` in its data, escaped for rich, a tab, a failure's
 traceback) goes to a rich console made on first need, so the output is rich's byte for byte
 (tests/cli/test_run_display.py compares the two).
 """
@@ -13,19 +13,16 @@ traceback) goes to a rich console made on first need, so the output is rich's by
 from __future__ import annotations
 
 import os
-import re
 import sys
 from typing import Any
 
-#: two colons with no space between: maybe an emoji code (``:smile:``), which rich replaces
-_EMOJI_LIKE = re.compile(r":\S*:")
-
 
 def as_rich_prints(text: str) -> str | None:
-    """``text`` if rich, printing it with its markup removed on a console without colours or
-    wrapping, would print it unchanged (no ``[``: no markup; nothing rich replaces or strips:
-    emoji codes, tabs, control characters); else None."""
-    if "[" in text or not text.isprintable() or _EMOJI_LIKE.search(text):
+    """``text`` if rich, printing it with its markup removed (and emoji codes left alone, as
+    :class:`~pipeflow.cli.display.RunDisplay` prints) on a console without colours or wrapping,
+    would print it unchanged (no ``[``: no markup; nothing rich replaces or strips: tabs, control
+    characters); else None."""
+    if "[" in text or not text.isprintable():
         return None
     return text
 
@@ -33,7 +30,7 @@ def as_rich_prints(text: str) -> str | None:
 class PlainOutput:
     """What :class:`~pipeflow.cli.display.RunDisplay` prints through where rich would print
     plain text for certain (:func:`run_console`): it says so (no terminal, no colours, no wrapping), and hands
-    everything else (``print``, ``render_str``: a line with markup, an emoji code, a failure's
+    everything else (``print``, ``render_str``: a line with markup, a tab, a failure's
     traceback) to a rich console made on first need by ``make``. A fully cached run of a
     thousand stages then imports no rich at all (a twentieth of the command)."""
 

@@ -125,5 +125,5 @@ def app_from_env() -> Any:
 
     app = create_app(ServeConfig.from_json(os.environ["PIPEFLOW_SERVE_CONFIG"]))
     gc.collect()
-    gc.freeze()  # see pipeflow.cli_serve._freeze_heap
+    gc.freeze()  # see pipeflow.cli.serve._freeze_heap
     return app

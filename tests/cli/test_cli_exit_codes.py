@@ -22,6 +22,9 @@ def add(a, b):
 
 def boom(a):
     raise ValueError("boom on purpose")
+
+def odd(a):
+    raise ValueError("bad rows [bold]x[/bold] at 12:30:45 :smile: \\\\")
 """
 
 GOOD = """\
@@ -215,6 +218,22 @@ def test_run_with_a_failing_stage_exits_1(
     shown = json.loads(capsys.readouterr().out)
     states = {s["stage"]: s["state"] for s in shown["stages"]}
     assert states["bad"] == "failed" and states["sum"] == "done"
+
+
+def test_a_stage_error_is_shown_as_raised_by_run_and_runs_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An error's text is data: rich markup, emoji codes and a trailing backslash in it are
+    printed as they are, by ``pipeflow run`` and by ``pipeflow runs show``."""
+    raised = "ValueError: bad rows [bold]x[/bold] at 12:30:45 :smile: \\"
+    spec = _spec(tmp_path, FAILING.replace("steps:boom", "steps:odd"))
+    assert main(["run", str(spec), "--executor", "sync"]) == 1
+    out = capsys.readouterr().out
+    assert f"stage 'bad' failed: {raised}" in out.splitlines()
+    assert any(line.endswith(f"failed  {raised}") for line in out.splitlines()), out
+    assert main(["runs", "show", "latest", "--spec", str(spec)]) == 0
+    out = capsys.readouterr().out
+    assert raised in out, out
 
 
 def test_run_unknown_only_stage_is_a_usage_error(

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
-from pipeflow.cli._common import make_console
+from pipeflow.cli._common import escape, make_console
 from pipeflow.cli.display import HOLD_S, RunDisplay
 from pipeflow.cli.plain import PlainOutput, run_console
 from pipeflow.core.states import StageState
@@ -50,9 +50,10 @@ def test_reused_stages_print_the_lines_a_print_each_gave_before_the_first_runnin
     expected = io.StringIO()
     plain = Console(file=expected, width=80)
     for name in names:
-        plain.print(f"  [cyan]↺[/] {name:<12} cached  {REASON}", markup=True)
+        plain.print(f"  [cyan]↺[/] {escape(f'{name:<12} cached  {REASON}')}", markup=True)
     plain.print(f"  [green]✓[/] {'last':<12} done    4ms", markup=True)
     assert out.getvalue() == head + expected.getvalue()  # wrapped at 80 columns alike
+    assert "[x] \\[y]" in out.getvalue()  # the reason's brackets shown as they are
 
 
 def test_a_fully_cached_run_prints_its_lines_by_the_summary() -> None:
@@ -153,19 +154,22 @@ def test_without_colours_or_wrapping_lines_are_written_as_rich_prints_them() -> 
         pass
 
     expected = io.StringIO()
-    plain = Console(file=expected, width=40, soft_wrap=True, highlight=False)
+    plain = Console(file=expected, width=40, soft_wrap=True, highlight=False, emoji=False)
     plain.print("[bold]p[/]: 12 stages, 6 to run, 6 reused from the store")
     for name in names[: len(TRICKY)]:
-        plain.print(f"  [dim]· {name:<12} will run: {plan.stages[name].reason}[/]")
+        plain.print(f"  [dim]{escape(f'· {name:<12} will run: {plan.stages[name].reason}')}[/]")
     for i, name in enumerate(names[len(TRICKY) :]):
-        plain.print(f"  [cyan]↺[/] {name:<12} cached  {TRICKY[i]}", markup=True)
+        plain.print(f"  [cyan]↺[/] {escape(f'{name:<12} cached  {TRICKY[i]}')}", markup=True)
     plain.print(f"  [green]✓[/] {'last':<12} done    4ms", markup=True)
     plain.print(f"  [yellow]-[/] {'gone':<12} skipped ", markup=True)
     assert out.getvalue() == expected.getvalue()
-    assert "\t" not in out.getvalue() and "smile" not in out.getvalue()  # rich's work, kept
-    # the plan's and the reused stages' lines with markup, an emoji code or a control character
-    # went through rich; the rest were written as they are
-    assert len(through_rich) == 2 * 3
+    assert "\t" not in out.getvalue()  # rich's work (tabs to spaces), kept
+    lines = out.getvalue().splitlines()
+    for reason in TRICKY[:3]:  # a reason is data: its brackets and colons are shown as they are
+        assert f"  ↺ {names[len(TRICKY) + TRICKY.index(reason)]:<12} cached  {reason}" in lines
+    # the plan's and the reused stages' lines with a bracket or a control character went
+    # through rich; the rest were written as they are
+    assert len(through_rich) == 2 * 2
     assert not any(TRICKY[0] in line or "naïve" in line for line in through_rich)
 
 
@@ -223,7 +227,11 @@ def test_pipeflow_run_prints_what_rich_printed_when_stdout_is_not_a_terminal(
         outputs.append(sys.stdout.getvalue())
         assert isinstance(console, PlainOutput) is (make is run_console)
     assert outputs[0] == outputs[1]
-    assert "  ↺ c            cached  " + TRICKY[0] in outputs[0].splitlines()
+    lines = outputs[0].splitlines()
+    assert "  ↺ c            cached  " + TRICKY[0] in lines
+    # a stage's error is shown as it was raised: no markup read into it, no emoji made of it
+    assert "  ✗ b            failed  ValueError: [x] :smile:" in lines
+    assert "stage 'b' failed: ValueError: [x] :smile:" in lines
 
 
 def test_pipeflow_run_prints_through_rich_where_rich_would_colour(
