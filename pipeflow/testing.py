@@ -310,6 +310,22 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default; BSDs and macOS start at 49152
 
 
+def _open_reservations() -> int | None:
+    """The reservations file, shared by every user (made writable by all when this process
+    creates it: the umask would keep others out), else, where another user made it without
+    (an older pipeflow) or it cannot be opened, this user's own beside it; None if neither."""
+    own = _PORT_LOCKS.with_name(f"{_PORT_LOCKS.stem}-{os.getuid()}{_PORT_LOCKS.suffix}")
+    for path in (_PORT_LOCKS, own):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            continue
+        with contextlib.suppress(OSError):  # someone else's file: theirs to open up
+            os.fchmod(fd, 0o666)
+        return fd
+    return None
+
+
 def _reserve(port: int) -> bool:
     """Lock byte ``port`` of the reservations file; False if another process holds it."""
     global _port_lock_fd
@@ -318,10 +334,9 @@ def _reserve(port: int) -> bool:
     except ImportError:  # not POSIX: no reservations, the range alone keeps ports apart
         return True
     if _port_lock_fd is None:
-        try:
-            _port_lock_fd = os.open(_PORT_LOCKS, os.O_RDWR | os.O_CREAT, 0o666)
-        except OSError:
-            return True  # a reservations file this user may not write: the range alone
+        _port_lock_fd = _open_reservations()
+        if _port_lock_fd is None:
+            return True  # no reservations file this user may write: the range alone
     try:
         fcntl.lockf(_port_lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port, os.SEEK_SET)
     except OSError:
