@@ -14,9 +14,9 @@ executor, the runner or the CLI.
 
 **Schedulers.** ``sync``, ``threads`` and ``processes`` are Dask's local schedulers (``workers``
 sizes the pool; ``None``: one per core); ``distributed`` is a ``distributed.Client``.
-:func:`connect` gives a :class:`Scheduler` for any of them: an existing client (left open), a
-client of the scheduler at ``address``, a cluster from a factory (:class:`ClusterFactory`), or a
-LocalCluster started for the block.
+:func:`connect` gives a :class:`Scheduler` for the one a :class:`Target` names: an existing client
+(left open), a client of the scheduler at ``address``, a cluster from a factory
+(:class:`ClusterFactory`), or a LocalCluster started for the block.
 
 **A cluster from a factory** (:class:`ClusterFactory`, built by :mod:`pipeflow.execute.factory`
 from a ``module:attribute`` name): started for the block, adapting between ``adapt``'s bounds when
