@@ -13,7 +13,8 @@ A stage type declares
 The compiler knows a stage type only through these declarations; the executor only calls
 ``run``. Nothing here imports Dask, YAML or the store, so a plugin depends on a tiny surface.
 ``pipeflow.testing.StageContract`` is the test mixin that proves an implementation honours it.
-Field types that several built-in configs share (:data:`RowShare`) are declared here too.
+Field types that several built-in configs share (:data:`RowShare`, :data:`Keywords`,
+:data:`ModelAlias`) are declared here too.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ class Port:
 #: ``test_size``, promote's ``bias.mitigate.validation``): declared once, so each refuses 0 and 1
 #: alike; the field adds its default and description
 RowShare = Annotated[float, Field(gt=0, lt=1)]
+#: a ``with:`` field of keyword arguments a stage hands on as they are (python's ``kwargs``, train's
+#: estimator ``params``, ingest's ``read_options`` and fsspec ``storage_options``): a mapping,
+#: none by default; the field adds its description
+Keywords = Annotated[dict[str, Any], Field(default_factory=dict)]
+#: a ``with:`` field naming a registered model as ``NAME@ALIAS`` (the ``@ALIAS`` optional): the
+#: ``model`` of the monitor and serve stages
+ModelAlias = Annotated[
+    str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$", description="NAME@ALIAS")
+]
 
 
 class EmptyConfig(BaseModel):

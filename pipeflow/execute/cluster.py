@@ -14,9 +14,9 @@ executor, the runner or the CLI.
 
 **Schedulers.** ``sync``, ``threads`` and ``processes`` are Dask's local schedulers (``workers``
 sizes the pool; ``None``: one per core); ``distributed`` is a ``distributed.Client``.
-:func:`connect` gives a :class:`Scheduler` for any of them: an existing client (left open), a
-client of the scheduler at ``address``, a cluster from a factory (:class:`ClusterFactory`), or a
-LocalCluster started for the block.
+:func:`connect` gives a :class:`Scheduler` for the one a :class:`Target` names: an existing client
+(left open), a client of the scheduler at ``address``, a cluster from a factory
+(:class:`ClusterFactory`), or a LocalCluster started for the block.
 
 **A cluster from a factory** (:class:`ClusterFactory`, built by :mod:`pipeflow.execute.factory`
 from a ``module:attribute`` name): started for the block, adapting between ``adapt``'s bounds when
@@ -219,33 +219,34 @@ def is_client(value: Any) -> bool:
     return hasattr(value, "scatter") and hasattr(value, "compute")
 
 
-@contextlib.contextmanager
-def connect(
-    kind: str = "threads",
-    address: str | None = None,
-    *,
-    client: Any = None,
-    workers: int | None = None,
-    threads_per_worker: int | None = None,
-    factory: ClusterFactory | None = None,
-    adapt: tuple[int, int] | None = None,
-) -> Iterator[Scheduler]:
-    """The scheduler to run on, for the ``with`` block.
+@dataclass(frozen=True)
+class Target:
+    """The scheduler a block runs on (:func:`connect`). ``kind``: one of :data:`KINDS`; a local
+    kind's pool has ``workers`` (``None``: one per core). ``distributed``: ``client`` if given (left
+    open), else a client of ``address``, else a cluster from ``factory``, else a LocalCluster with
+    :data:`DEFAULTS` (``adapt``: its ``(minimum, maximum)``); those three closed after the block."""
 
-    ``kind``: one of :data:`KINDS`. For ``distributed``: ``client`` if given (left open), else a
-    client of ``address`` (closed after), else a cluster from ``factory``, else a LocalCluster
-    with :data:`DEFAULTS`, either started for the block and closed after (``adapt``: the
-    LocalCluster's ``(minimum, maximum)``). For a local kind, ``workers`` sizes its pool
-    (``None``: one per core).
-    """
+    kind: str = "threads"
+    address: str | None = None
+    client: Any = None
+    workers: int | None = None
+    threads_per_worker: int | None = None
+    factory: ClusterFactory | None = None
+    adapt: tuple[int, int] | None = None
+
+
+@contextlib.contextmanager
+def connect(target: Target) -> Iterator[Scheduler]:
+    """The scheduler ``target`` names, for the ``with`` block."""
+    kind, client, factory, adapt = target.kind, target.client, target.factory, target.adapt
     if kind in LOCAL_KINDS:
-        yield Scheduler(kind, workers=workers)
+        yield Scheduler(kind, workers=target.workers)
         return
     if kind != "distributed":
         raise UsageError(f"unknown scheduler {kind!r}; expected one of: {', '.join(KINDS)}")
     with contextlib.ExitStack() as stack:
-        if client is None and address:
-            client = stack.enter_context(client_at(address))
+        if client is None and target.address:
+            client = stack.enter_context(client_at(target.address))
         elif client is None and factory is not None:
             from distributed import Client
 
@@ -255,7 +256,7 @@ def connect(
         elif client is None:
             from distributed import Client
 
-            cluster = stack.enter_context(local_cluster(workers, threads_per_worker))
+            cluster = stack.enter_context(local_cluster(target.workers, target.threads_per_worker))
             if adapt:
                 cluster.adapt(minimum=adapt[0], maximum=adapt[1])
             client = stack.enter_context(Client(cluster))

@@ -37,7 +37,7 @@ from pipeflow.core.states import StageState
 from pipeflow.errors import UsageError
 from pipeflow.execute import cluster
 from pipeflow.execute.channel import Deliver, open_channel
-from pipeflow.execute.cluster import ADDRESS_ENV, KINDS, ClusterFactory
+from pipeflow.execute.cluster import ADDRESS_ENV, KINDS, ClusterFactory, Target
 from pipeflow.execute.factory import cluster_factory
 from pipeflow.execute.protocol import EventHandler, Executor
 from pipeflow.execute.task import StageResult, StageTask, run_stage
@@ -54,12 +54,8 @@ class DaskExecutor:
 
     #: ``execute`` takes ``on_progress`` (see :mod:`pipeflow.execute.protocol`)
     reports_progress = True
-    kind: str
-    address: str | None
-    workers: int | None
-    threads_per_worker: int | None
-    cluster: ClusterFactory | None
-    adapt: tuple[int, int] | None
+    #: the scheduler each run connects to (:func:`pipeflow.execute.cluster.connect`)
+    target: Target
 
     def __init__(
         self,
@@ -90,29 +86,34 @@ class DaskExecutor:
             )
         if isinstance(cluster, str):
             cluster = cluster_factory(cluster, options, adapt=adapt, where="--cluster")
-        self.kind = kind
-        self.cluster = cluster
-        self.adapt = cluster.adapt if cluster is not None else adapt
-        self.address = address or (
+        adapt = cluster.adapt if cluster is not None else adapt
+        address = address or (
             os.environ.get(ADDRESS_ENV) if kind == "distributed" and not cluster else None
         )
-        if self.adapt and self.address:
+        if adapt and address:
             raise UsageError(
-                f"adapt scales a cluster pipeflow starts, not the scheduler at {self.address} "
+                f"adapt scales a cluster pipeflow starts, not the scheduler at {address} "
                 f"(from ${ADDRESS_ENV})"
             )
-        self.workers = workers
-        self.threads_per_worker = threads_per_worker
-        self._client = client
+        self.target = Target(
+            kind,
+            address,
+            client=client,
+            workers=workers,
+            threads_per_worker=threads_per_worker,
+            factory=cluster,
+            adapt=adapt,
+        )
 
     @property
     def name(self) -> str:
-        if self.kind != "distributed":
-            return self.kind
-        if self.cluster is not None:
-            return f"distributed({self.cluster})"
-        bounds = f", adapt {self.adapt[0]}-{self.adapt[1]}" if self.adapt else ""
-        return f"distributed({self.address or 'LocalCluster'}{bounds})"
+        t = self.target
+        if t.kind != "distributed":
+            return t.kind
+        if t.factory is not None:
+            return f"distributed({t.factory})"
+        bounds = f", adapt {t.adapt[0]}-{t.adapt[1]}" if t.adapt else ""
+        return f"distributed({t.address or 'LocalCluster'}{bounds})"
 
     @property
     def ships_code(self) -> bool:
@@ -120,7 +121,8 @@ class DaskExecutor:
         them through the store (:mod:`pipeflow.execute.bundle`): a cluster at an address, from a
         factory or a given client. The local schedulers and the LocalCluster pipeflow starts run
         here and import the spec's folder directly."""
-        return self.kind == "distributed" and bool(self.address or self.cluster or self._client)
+        t = self.target
+        return t.kind == "distributed" and bool(t.address or t.factory or t.client)
 
     def execute(
         self,
@@ -131,24 +133,15 @@ class DaskExecutor:
         if not tasks:
             return {}
         with contextlib.ExitStack() as stack:
-            scheduler = stack.enter_context(self._connect())
+            scheduler = stack.enter_context(cluster.connect(self.target))
             if on_progress is not None:
-                sender = stack.enter_context(open_channel(self.kind, on_progress, scheduler.client))
+                sender = stack.enter_context(
+                    open_channel(self.target.kind, on_progress, scheduler.client)
+                )
                 tasks = [dataclasses.replace(t, progress=sender) for t in tasks]
             if scheduler.client is not None:
                 return self._submit(scheduler.client, tasks, on_event)
             return self._local(scheduler, tasks, on_event)
-
-    def _connect(self) -> contextlib.AbstractContextManager[cluster.Scheduler]:
-        return cluster.connect(
-            self.kind,
-            self.address,
-            client=self._client,
-            workers=self.workers,
-            threads_per_worker=self.threads_per_worker,
-            factory=self.cluster,
-            adapt=self.adapt,
-        )
 
     # -- sync / threads / processes ---------------------------------------------------------
     def _local(
@@ -164,7 +157,7 @@ class DaskExecutor:
             on_event(key, result.state, result)
 
         # stages running in this process log through one handler installed for the whole graph
-        in_process = self.kind in ("sync", "threads")
+        in_process = self.target.kind in ("sync", "threads")
         with progress.held() if in_process else contextlib.nullcontext():
             values = scheduler.run_graph(dsk, keys, on_start=started, on_finish=finished)
         return dict(zip(keys, values, strict=True))

@@ -198,7 +198,7 @@ def predict_file(
         from pipeflow.governance.explain import explainer_for
 
         spec = spec._replace(explainer=explainer_for(model, record, features))
-    kind = _where(scheduler).get("kind")
+    kind = _where(scheduler).kind
     here = kind in IN_PROCESS and source.in_process(partition_rows)
     if wanted and kind in LOCAL_SCHEDULERS:
         pool_of = "" if here or kind != "processes" else "'s pool"
@@ -313,7 +313,7 @@ def _score_on_dask(
     ddf = source.frame(list(spec.columns), spec.id_column, record, partition_rows)
     resources = placement.resources
     want = wanted_device(resources)
-    with cluster.connect(**_where(scheduler)) as sched:
+    with cluster.connect(_where(scheduler)) as sched:
         if sched.client is not None:
             check_offered(sched.client, resources)  # before anything is sent
         # threads share the holder's model, a process pool loads it once per process (see
@@ -439,17 +439,18 @@ def _scoring_threads(wanted: int | None) -> int:
     return 2 if (os.cpu_count() or 1) >= 2 else 1
 
 
-def _where(scheduler: Any) -> dict[str, Any]:
-    """:func:`pipeflow.execute.cluster.connect`'s arguments for ``predict_file``'s ``scheduler``."""
+def _where(scheduler: Any) -> cluster.Target:
+    """The scheduler (:class:`pipeflow.execute.cluster.Target`) ``predict_file``'s ``scheduler``
+    names."""
     s = scheduler
     if isinstance(s, str) and s in LOCAL_SCHEDULERS:
-        return {"kind": s}
+        return cluster.Target(s)
     if isinstance(s, str) and s == "distributed":
-        return {"kind": "distributed"}
+        return cluster.Target("distributed")
     if isinstance(s, str) and ":" in s:
-        return {"kind": "distributed", "address": s}
+        return cluster.Target("distributed", address=s)
     if cluster.is_client(s):
-        return {"kind": "distributed", "client": s}
+        return cluster.Target("distributed", client=s)
     raise UsageError(
         f"unknown scheduler {s!r}: expected one of {', '.join(LOCAL_SCHEDULERS)}, "
         "'distributed', a scheduler address or a distributed.Client"

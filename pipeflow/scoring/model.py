@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pipeflow.errors import NonFiniteInput, UsageError
@@ -45,20 +44,10 @@ def signature_features(record: dict[str, Any], model: Any = None) -> list[str]:
     return features
 
 
-def score_frame(
-    model: Any,
-    frame: pd.DataFrame,
-    features: Sequence[str],
-    *,
-    id_column: str | None = None,
-    probabilities: bool = True,
-    datetimes: Sequence[str] = (),
-    thresholds: GroupThresholds | None = None,
-    explainer: Any = None,
-) -> pd.DataFrame:
-    """Score ``frame``: columns ``id_column`` (if given), ``prediction`` and, for classifiers
-    with ``probabilities``, ``proba_<class>`` per class; same index and row order as ``frame``.
-    With an ``explainer``, the explanation columns too (see the module docstring).
+def score_frame(model: Any, frame: pd.DataFrame, spec: ScoreSpec) -> pd.DataFrame:
+    """Score ``frame`` as ``spec`` says: columns ``id_column`` (if given), ``prediction`` and,
+    for classifiers with ``probabilities``, ``proba_<class>`` per class; same index and row order
+    as ``frame``. With an ``explainer``, the explanation columns too (see the module docstring).
 
     The predictions are exactly ``model.predict(frame[features])``, or, for a version with
     per-group ``thresholds`` (:mod:`pipeflow.governance.thresholds`), its probabilities against
@@ -72,24 +61,24 @@ def score_frame(
     import numpy as np
     import pandas as pd
 
-    X = _missing_as_nan(frame[list(features)])
+    X = _missing_as_nan(frame[list(spec.features)])
     _refuse_non_finite(X)
-    for column in datetimes:
+    for column in spec.datetimes:
         if column in X.columns and not pd.api.types.is_datetime64_any_dtype(X[column]):
             X = X.assign(**{column: pd.to_datetime(X[column])})
-    wanted = probabilities or thresholds is not None
+    wanted = spec.probabilities or spec.thresholds is not None
     final, Xt = (model, X) if frame.empty else _final_step(model, X, wanted)
     classes = getattr(final, "classes_", None)
     out: dict[str, Any] = {}
-    if id_column is not None:
-        out[id_column] = frame[id_column]
+    if spec.id_column is not None:
+        out[spec.id_column] = frame[spec.id_column]
     proba = None
     if frame.empty:  # estimators refuse 0 rows; an empty partition scores to an empty frame
         predicted = np.asarray(classes)[:0] if classes is not None else np.empty(0)
-    elif thresholds is not None:  # the one place a mitigated version's labels are made
+    elif spec.thresholds is not None:  # the one place a mitigated version's labels are made
         proba = final.predict_proba(Xt)
-        predicted = thresholds.apply(proba, classes, frame[thresholds.attribute])
-    elif probabilities and _proba_decides(final):  # one model call for both
+        predicted = spec.thresholds.apply(proba, classes, frame[spec.thresholds.attribute])
+    elif spec.probabilities and _proba_decides(final):  # one model call for both
         proba = final.predict_proba(Xt)
         predicted = _labels_of(final, proba, Xt)
     else:
@@ -101,13 +90,13 @@ def score_frame(
         if getattr(getattr(predicted, "dtype", None), "kind", "") == "O"
         else predicted
     )
-    if probabilities and classes is not None and hasattr(final, "predict_proba"):
+    if spec.probabilities and classes is not None and hasattr(final, "predict_proba"):
         if proba is None:
             proba = final.predict_proba(Xt) if not frame.empty else np.empty((0, len(classes)))
         for i, label in enumerate(classes):
             out[f"proba_{label}"] = proba[:, i]
-    if explainer is not None:
-        out.update(explanation_columns(explainer, model, X))
+    if spec.explainer is not None:
+        out.update(explanation_columns(spec.explainer, model, X))
     return pd.DataFrame(out, index=frame.index)
 
 
@@ -233,12 +222,13 @@ def _final_step(model: Any, X: Any, probabilities: bool) -> tuple[Any, Any]:
 
 
 class ScoreSpec(NamedTuple):
-    """What a partition needs besides the model (small; pickled with each task)."""
+    """How to score a frame (:func:`score_frame`): all a partition needs besides the model (small;
+    pickled with each task)."""
 
     features: tuple[str, ...]
-    id_column: str | None
-    probabilities: bool
-    datetimes: tuple[str, ...]
+    id_column: str | None = None
+    probabilities: bool = True
+    datetimes: tuple[str, ...] = ()
     thresholds: GroupThresholds | None = None
     explainer: Any = None  # pipeflow.governance.explain.Explainer: the explanation columns
 
@@ -253,16 +243,7 @@ def score_partition(
     part: pd.DataFrame, model: Any, spec: ScoreSpec, partition_info: Any = None
 ) -> pd.DataFrame:
     try:
-        return score_frame(
-            model.model if isinstance(model, ModelHolder) else model,
-            part,
-            spec.features,
-            id_column=spec.id_column,
-            probabilities=spec.probabilities,
-            datetimes=spec.datetimes,
-            thresholds=spec.thresholds,
-            explainer=spec.explainer,
-        )
+        return score_frame(model.model if isinstance(model, ModelHolder) else model, part, spec)
     except NonFiniteInput:
         raise  # bad input, not a failure of the partition: said as is, with its line
     except Exception as err:

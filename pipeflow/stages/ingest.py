@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageContext
 
 Format = Literal["csv", "parquet", "json", "jsonl", "excel"]
 ColumnType = Literal["string", "int", "float", "bool", "datetime", "category"]
@@ -60,12 +60,8 @@ class IngestConfig(BaseModel):
         default_factory=dict,
         description="declared column types, enforced: string, int, float, bool, datetime, category",
     )
-    read_options: dict[str, Any] = Field(
-        default_factory=dict, description="keyword arguments for the pandas reader"
-    )
-    storage_options: dict[str, Any] = Field(
-        default_factory=dict, description="fsspec options (credentials, ...)"
-    )
+    read_options: Keywords = Field(description="keyword arguments for the pandas reader")
+    storage_options: Keywords = Field(description="fsspec options (credentials, ...)")
 
 
 class IngestStage(Stage[IngestConfig]):

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeflow.core.stage import Action, Port, StageContext
+from pipeflow.core.stage import Action, ModelAlias, Port, StageContext
 from pipeflow.monitoring.alerts import Rule, Sink, parse_duration
 from pipeflow.monitoring.engine import DriftPolicy
 from pipeflow.stages.drift import DRIFT_REPORT
@@ -27,9 +27,7 @@ from pipeflow.stages.drift import DRIFT_REPORT
 class MonitorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$", description="NAME@ALIAS"
-    )
+    model: ModelAlias
     window: str | float = Field("1h", description="how far back to look: 90s, 15m, 1h, 2d")
     all_versions: bool = Field(False, description="include traffic answered by earlier versions")
     audit_dir: str | None = Field(

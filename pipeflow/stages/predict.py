@@ -112,7 +112,12 @@ class PredictStage(Stage[PredictConfig]):
         from pipeflow.governance.thresholds import GroupThresholds
         from pipeflow.registry import Registry, parse_ref
         from pipeflow.scoring.device import resource_text, scoring_model, wanted_device
-        from pipeflow.scoring.model import datetime_features, score_frame, signature_features
+        from pipeflow.scoring.model import (
+            ScoreSpec,
+            datetime_features,
+            score_frame,
+            signature_features,
+        )
 
         config = self.config
         if ctx.store is None:
@@ -139,15 +144,14 @@ class PredictStage(Stage[PredictConfig]):
         scorer, device, note = scoring_model(model, digest, want)
         if note:
             ctx.logger.warning("resources %s: %s", resource_text(ctx.resources), note)
-        scored = score_frame(
-            scorer,
-            data,
-            features,
-            id_column=config.id_column,
-            probabilities=config.probabilities,
-            datetimes=datetime_features(record),
-            thresholds=thresholds,
-        ).reset_index(drop=True)
+        spec = ScoreSpec(
+            tuple(features),
+            config.id_column,
+            config.probabilities,
+            datetime_features(record),
+            thresholds,
+        )
+        scored = score_frame(scorer, data, spec).reset_index(drop=True)
         scored.insert(0, "prediction_id", _ids(batch_id, len(scored)))
         ctx.logger.info(
             "scored %d rows with %s (%s) on %s", len(scored), label, config.model, device

@@ -39,7 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pipeflow.core import kinds
 from pipeflow.core.importpath import put_first
-from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageContext
 
 
 class PythonConfig(BaseModel):
@@ -49,7 +49,7 @@ class PythonConfig(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
         description="module:function to call (the spec's folder is importable)",
     )
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="extra keyword arguments")
+    kwargs: Keywords = Field(description="extra keyword arguments")
     outputs: list[str] | dict[str, str] = Field(
         default_factory=lambda: ["out"], description="output port names, or name -> kind"
     )

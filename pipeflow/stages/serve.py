@@ -24,16 +24,14 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeflow.core.stage import Action, Port, StageContext
+from pipeflow.core.stage import Action, ModelAlias, Port, StageContext
 from pipeflow.monitoring.alerts import GuardConfig
 
 
 class ServeStageConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model: str = Field(
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*(@[A-Za-z0-9_.-]+)?$", description="NAME@ALIAS"
-    )
+    model: ModelAlias
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1)

@@ -40,7 +40,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageContext
 from pipeflow.execute.cluster import (
     array_from_blocks,
     current_client,
@@ -58,7 +58,7 @@ class TrainConfig(BaseModel):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
         description="dotted path of a scikit-learn-compatible estimator class",
     )
-    params: dict[str, Any] = Field(default_factory=dict, description="estimator parameters")
+    params: Keywords = Field(description="estimator parameters")
     target: str = Field(min_length=1, description="the column to predict")
     task: Literal["classification", "regression"] | None = Field(
         None,

@@ -663,7 +663,7 @@ def test_missing_text_in_pandas_strings_is_scored_by_a_model_that_cannot_take_pd
     from sklearn.preprocessing import FunctionTransformer
 
     from pipeflow.models import flatten
-    from pipeflow.scoring.model import score_frame
+    from pipeflow.scoring.model import ScoreSpec, score_frame
 
     text = make_pipeline(
         SimpleImputer(strategy="constant", fill_value=""),
@@ -676,7 +676,7 @@ def test_missing_text_in_pandas_strings_is_scored_by_a_model_that_cannot_take_pd
     frame = pd.DataFrame(
         {"note": pd.array(["car stolen", None, "pipe burst"], dtype="string[pyarrow]")}
     )
-    scored = score_frame(model, frame, ["note"])
+    scored = score_frame(model, frame, ScoreSpec(("note",)))
     expected = model.predict(pd.DataFrame({"note": ["car stolen", np.nan, "pipe burst"]}))
     assert scored["prediction"].tolist() == expected.tolist()
 

@@ -16,7 +16,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeflow.models import LabelDecodedClassifier
-from pipeflow.scoring.model import _proba_decides, score_frame
+from pipeflow.scoring.model import ScoreSpec, _proba_decides, score_frame
 
 
 def table(n: int, classes: int, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -54,7 +54,7 @@ def test_labels_from_probabilities_are_the_models_predict(name: str) -> None:
     X, y = table(20_000, 3 if "3 classes" in name else 2)
     model = MODELS[name]().fit(X, y)
     assert _proba_decides(model)
-    scored = score_frame(model, X, list(X.columns))
+    scored = score_frame(model, X, ScoreSpec(tuple(X.columns)))
     assert scored["prediction"].tolist() == list(model.predict(X))
     proba = model.predict_proba(X)
     classes = list(model.classes_)
@@ -72,7 +72,7 @@ def test_a_shared_largest_probability_takes_the_models_own_label() -> None:
     for intercept, label in ((0.0, "k0"), (1e-20, "k1"), (-1e-20, "k0")):
         model.intercept_[:] = intercept
         assert (model.predict_proba(rows) == 0.5).all()  # tied, as the test needs
-        scored = score_frame(model, rows, list(X.columns))
+        scored = score_frame(model, rows, ScoreSpec(tuple(X.columns)))
         assert scored["prediction"].tolist() == list(model.predict(rows)) == [label] * 4
 
 
@@ -81,7 +81,7 @@ def test_three_classes_tied_on_some_rows_take_the_models_own_labels() -> None:
     model = LogisticRegression(max_iter=500).fit(X, y)
     model.coef_[1] = model.coef_[2]  # classes k1 and k2 score alike on every row
     model.intercept_[1] = model.intercept_[2]
-    scored = score_frame(model, X, list(X.columns))
+    scored = score_frame(model, X, ScoreSpec(tuple(X.columns)))
     assert scored["prediction"].tolist() == list(model.predict(X))
     assert "k1" in scored["prediction"].tolist()  # argmax takes the first of the tied
 
@@ -98,4 +98,4 @@ def test_other_models_are_asked_for_predict() -> None:
 
     shifted = Shifted().fit(X, y)
     assert not _proba_decides(shifted)
-    assert set(score_frame(shifted, X, list(X.columns))["prediction"]) == {"k1"}
+    assert set(score_frame(shifted, X, ScoreSpec(tuple(X.columns)))["prediction"]) == {"k1"}
