@@ -215,16 +215,11 @@ def _cut(hist: Any, lo: float, hi: float, fine_bins: int, bins: int) -> tuple[li
 
 
 def _live_pass(part: Any, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    import numpy as np
+    from pipeflow.monitoring.tiles import summarize_block
 
-    from pipeflow.monitoring.engine import summarize
-
-    # column by column: a row-major block is copied once to column-major (a no-op for a pandas
-    # partition's float block), so each column's summary reads contiguous memory, not one
-    # 8-byte value per cache line of a strided column (which two workers' cores then fetch
-    # through their shared memory bandwidth)
-    x = np.asfortranarray(_block(part))
-    return [summarize(entry, x[:, j]) for j, entry in enumerate(entries)]
+    # tile by tile (rows x columns) in the block's own order: each value read from memory once,
+    # no column-major copy of the partition, no allocation per column (see monitoring.tiles)
+    return summarize_block(entries, _block(part))
 
 
 def _merge_live(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
