@@ -22,8 +22,9 @@ small, mergeable summaries, and only summaries travel:
   quantile edges come from the merged fine histogram (accurate to one fine bin, 1/1024 of the
   range by default). Then it is compared as above.
 
-Memory per task: one partition plus an int64 index of the same shape (reference pass) or a
-column-major copy of it (live pass, unless it is column-major already); the summaries are
+Memory per task: one partition plus an int64 index of the same shape (reference pass), or a
+few tile-sized buffers (live pass: :mod:`pipeflow.monitoring.tiles` summarises the partition in
+tiles of rows x columns as it lies, each value read from memory once); the summaries are
 ``columns x fine_bins`` integers (reference) or counts on each entry's sketch bins (live). The
 live pass's profile entries are one task of their own that every partition's task depends on (a
 worker fetches them once), and the live window is read as it is when every column is compared

@@ -13,11 +13,14 @@ zero-filled page by page and unmapped again (390,000 page faults and 0.8 s of sy
 partition, against 80,000 and 0.1 s in a plain process: a chunk cost more on a worker than in
 the one-process baseline, whatever the memory bandwidth).
 
-Here the block is cut into tiles of ``ROWS`` rows x ``COLUMNS`` columns (views, no copy; 256 kB
-each), and each tile is summarised for all its columns at once, in a handful of reusable
-buffers allocated once per partition: nothing is copied and nothing is allocated per column.
-A tile's counts are added to its columns' totals, so the result is the sum over tiles of what
-:func:`pipeflow.monitoring.engine.summarize` counts column by column:
+Here the block is cut into tiles of ``ROWS`` rows x ``COLUMNS`` columns, each read once from
+the block as it lies (row-major or column-major) into a small ``columns x rows`` buffer, so
+that a column's values in the tile are contiguous and its parameters one number per buffer row;
+every step after that reads and writes buffers allocated once per partition (six of 256 kB,
+with the group's cell tables about a core's 2 MB L2 cache): nothing of the partition's size is
+copied and nothing is allocated per column. A tile's counts are added to its columns' totals,
+so the result is the sum over tiles of what :func:`pipeflow.monitoring.engine.summarize` counts
+column by column:
 
 - **counts on each column's sketch bins** by the engine's cell-table method
   (:func:`pipeflow.monitoring.engine._edges_at_or_below`), with one table for the tile's
@@ -34,7 +37,9 @@ A tile's counts are added to its columns' totals, so the result is the sum over 
   are added tile by tile, so they can differ from a column-by-column sum in the last bits
   (as they already do between two partitionings of one window); the counts are exact.
 
-Both sides of ``bench_drift_scale.py`` (one process, and the workers) run this pass.
+Both sides of ``bench_drift_scale.py`` (one process, and the workers) run this pass. On one
+50,000 x 1,000 block it takes 0.56 CPU s in a plain process, in a worker's environment, and
+with two processes at once (the column-by-column pass: 0.80 s, 1.40 s and 1.41 s).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 ROWS = 1024  # rows per tile
-COLUMNS = 32  # columns per tile: 256 kB of float64, and the group's tables stay in the L2 cache
+COLUMNS = 32  # columns per tile: 32 x 1,024 float64 is 256 kB
 MOST = 4  # edges in one cell beyond which a column is summarised column by column
 CELLS_PER_EDGE = 8
 
