@@ -52,11 +52,34 @@ MOST = 4  # edges in one cell beyond which a column is summarised column by colu
 CELLS_PER_EDGE = 8
 
 
+class BlockPlan(NamedTuple):
+    """The cell tables of a block's columns, group by group: made once per profile (a Dask task
+    of its own on the cluster route), used for every partition."""
+
+    columns: int  # the block's columns, one per entry
+    width: int  # columns per group (per tile)
+    groups: list[Any]  # a _Group per group with at least one tiled column, None for the others
+
+
+def plan_block(entries: list[dict[str, Any]], *, columns: int = COLUMNS) -> BlockPlan:
+    """The tables :func:`summarize_block` reads, for blocks of ``len(entries)`` columns."""
+    plans = [_plan(entry) for entry in entries]
+    width = max(1, min(columns, len(entries)))
+    groups = [_group_tables(plans[a : a + width]) for a in range(0, len(entries), width)]
+    return BlockPlan(len(entries), width, groups)
+
+
 def summarize_block(
-    entries: list[dict[str, Any]], block: Any, *, rows: int = ROWS, columns: int = COLUMNS
+    entries: list[dict[str, Any]],
+    block: Any,
+    *,
+    rows: int = ROWS,
+    columns: int = COLUMNS,
+    plan: BlockPlan | None = None,
 ) -> list[dict[str, Any]]:
     """The engine's summary of every column of a 2-D float block against its entry
-    (``entries[j]`` for column ``j``), in tiles of ``rows`` x ``columns``."""
+    (``entries[j]`` for column ``j``), in tiles of ``rows`` x ``columns``; ``plan`` is
+    :func:`plan_block` of the entries (made here when not given; then ``columns`` applies)."""
     import numpy as np
 
     from pipeflow.errors import UsageError
@@ -68,16 +91,17 @@ def summarize_block(
             f"a block of {len(entries)} columns (one per profile entry) expected, "
             f"got shape {x.shape}"
         )
-    plans = [_plan(entry) for entry in entries]
+    plan = plan or plan_block(entries, columns=columns)
+    if plan.columns != len(entries):
+        raise UsageError(f"a plan of {plan.columns} columns for {len(entries)} entries")
     out: list[dict[str, Any] | None] = [None] * len(entries)
-    width = max(1, min(columns, x.shape[1]))
     height = max(1, min(rows, x.shape[0]))
-    buffers = _Buffers(height * width)
-    for start in range(0, x.shape[1], width):
-        stop = min(start + width, x.shape[1])
-        group = plans[start:stop]
-        if any(plan is not None for plan in group):
-            for j, summary in _group(x[:, start:stop], group, height, buffers).items():
+    buffers = _Buffers(height * plan.width)
+    for g, group in enumerate(plan.groups):
+        if group is not None:
+            start = g * plan.width
+            view = x[:, start : start + plan.width]
+            for j, summary in _summarize_group(view, group, height, buffers).items():
                 out[start + j] = summary
     for j, entry in enumerate(entries):
         if out[j] is None:
@@ -156,17 +180,38 @@ def _table(plan: _Plan, base: int, total: int) -> tuple[Any, ...] | None:
     return scale, shift, cells, total + before, kth
 
 
-def _group(
-    x: Any, plans: list[_Plan | None], height: int, buffers: _Buffers
-) -> dict[int, dict[str, Any]]:
-    """Summaries of a group of adjacent columns (a view of the block) that have a cell table;
-    the others ride along (one cell of their own, no edge, counted in the spare bin) and are
-    left out of the result."""
+class _Group(NamedTuple):
+    """One group's cell table. Per column (arrays of the group's width, as a column so that
+    they broadcast along a tile buffer's rows): ``scale`` and ``shift`` put a value in its
+    cell, ``low``..``high`` is the column's range of cells; ``table`` holds, per cell, the
+    column's first bin plus its edges in earlier cells, ``edges[k]`` the cell's k-th edge (NaN:
+    none). ``used`` are the tiled columns, their bins ``lows``..``highs`` of the histogram,
+    ``first``/``last`` their outer edges (the tails' bounds); ``spare`` is the histogram's bin
+    for missing values and for the columns that ride along."""
+
+    scale: Any
+    shift: Any
+    low: Any
+    high: Any
+    table: Any
+    edges: Any
+    used: Any
+    lows: Any
+    highs: Any
+    first: Any
+    last: Any
+    spare: int
+
+
+def _group_tables(plans: list[_Plan | None]) -> _Group | None:
+    """The cell table of a group of adjacent columns; columns without one (None: the engine's
+    path) ride along, one cell of their own and no edge, counted in the spare bin."""
     import numpy as np
 
     width = len(plans)
     scale, shift = np.zeros(width), np.zeros(width)
-    low, high = np.zeros(width), np.zeros(width)  # each column's range of cells
+    low, high = np.zeros(width), np.zeros(width)
+    first, last = np.zeros(width), np.zeros(width)
     bins = np.zeros((width, 2), dtype=np.intp)  # each column's first and last bin
     firsts: list[Any] = []
     kths: list[Any] = []
@@ -179,34 +224,53 @@ def _group(
         else:
             used.append(j)
             bins[j] = total, total + plan.closed.size
+            first[j], last[j] = plan.closed[0], plan.last
             total += plan.closed.size + 1
-        scale[j], shift[j], cells, first, kth = made
+        scale[j], shift[j], cells, starts, kth = made
         low[j], high[j] = base, base + cells - 1
-        firsts.append(first)
+        firsts.append(starts)
         kths.append(kth)
         base += cells
     if not used:
-        return {}
-    spare = total  # missing values, and the columns riding along
+        return None
     table = np.concatenate(firsts)
-    table[table < 0] = spare
+    table[table < 0] = total  # the spare bin
     edges = np.full((max(k.shape[0] for k in kths), base), np.nan)
     at = 0
     for kth in kths:
         edges[: kth.shape[0], at : at + kth.shape[1]] = kth
         at += kth.shape[1]
     cols = np.asarray(used)
-    lows, highs = bins[cols, 0], bins[cols, 1]
-    first_edge, last_edge = np.zeros(width), np.zeros(width)  # edges[0] and edges[-1]
-    for j in used:
-        first_edge[j], last_edge[j] = plans[j].closed[0], plans[j].last
+    scale, shift, low, high = (v[:, None] for v in (scale, shift, low, high))
+    return _Group(
+        scale,
+        shift,
+        low,
+        high,
+        table,
+        edges,
+        cols,
+        bins[cols, 0],
+        bins[cols, 1],
+        first,
+        last,
+        total,
+    )
 
+
+def _summarize_group(
+    x: Any, group: _Group, height: int, buffers: _Buffers
+) -> dict[int, dict[str, Any]]:
+    """Summaries of a group's tiled columns (``x``: the group's columns of the block)."""
+    import numpy as np
+
+    width, spare, cols, lows, highs = x.shape[1], group.spare, group.used, group.lows, group.highs
+    scale, shift, low, high = (v[:width] for v in (group.scale, group.shift, group.low, group.high))
     hist = np.zeros(spare + 1, dtype=np.int64)
     sums, below, above = np.zeros(width), np.zeros(width), np.zeros(width)
     missing = np.zeros(width, dtype=np.int64)
     # the tile is copied column by column into a (columns, rows) buffer: each column's rows
     # are then contiguous, and each column's parameters one number per row of the buffer
-    scale, shift, low, high = (v[:, None] for v in (scale, shift, low, high))
     with np.errstate(over="ignore", invalid="ignore"):
         for r0 in range(0, x.shape[0], height):
             tile = x[r0 : r0 + height]
@@ -226,9 +290,9 @@ def _group(
             np.maximum(cell, low, out=cell)
             np.minimum(cell, high, out=cell)
             np.copyto(index, cell, casting="unsafe")
-            np.take(table, index, out=count, mode="clip")
-            for k in range(edges.shape[0]):
-                np.take(edges[k], index, out=edge, mode="clip")
+            np.take(group.table, index, out=count, mode="clip")
+            for kth in group.edges:
+                np.take(kth, index, out=edge, mode="clip")
                 np.greater_equal(values, edge, out=hit)
                 count += hit
             if gaps is not None:
@@ -239,11 +303,11 @@ def _group(
             # with some in this tile, each a contiguous row of the buffer
             for j in cols[(step[lows] > 0) | (step[highs] > 0)]:
                 row = values[j] if gaps is None else values[j][~gaps[j]]
-                below[j] += row[row < first_edge[j]].sum()
-                above[j] += row[row > last_edge[j]].sum()
+                below[j] += row[row < group.first[j]].sum()
+                above[j] += row[row > group.last[j]].sum()
     out: dict[int, dict[str, Any]] = {}
-    for j in used:
-        counts = hist[bins[j, 0] : bins[j, 1] + 1].copy()
+    for j, a, b in zip(cols.tolist(), lows.tolist(), highs.tolist(), strict=True):
+        counts = hist[a : b + 1].copy()
         out[j] = {
             "rows": int(x.shape[0]),
             "n": int(x.shape[0] - missing[j]),

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pipeflow.governance.profile import numeric_entry
 from pipeflow.monitoring.engine import compare, merge, summarize
-from pipeflow.monitoring.tiles import summarize_block
+from pipeflow.monitoring.tiles import plan_block, summarize_block
 
 
 def entries_of(columns: int, seed: int) -> list[dict[str, Any]]:
@@ -123,7 +123,10 @@ def test_partitions_summarised_in_tiles_and_merged_give_the_engines_verdicts() -
     window = rng.normal(0, 1, size=(9000, 8))
     window[:, 2] += 0.4  # the drifted column
     window[::50, 5] = np.nan
-    pieces = [summarize_block(entries, part, rows=512) for part in np.array_split(window, 3)]
+    plan = plan_block(entries, columns=3)  # made once, as the cluster route does
+    pieces = [
+        summarize_block(entries, part, rows=512, plan=plan) for part in np.array_split(window, 3)
+    ]
     merged = [merge(merge(a, b), c) for a, b, c in zip(*pieces, strict=True)]
     for j, entry in enumerate(entries):
         tiled = compare(entry, merged[j])
@@ -133,8 +136,10 @@ def test_partitions_summarised_in_tiles_and_merged_give_the_engines_verdicts() -
         assert tiled["drifted"] == engine["drifted"] == (j == 2)
 
 
-def test_a_block_whose_width_is_not_the_entries_is_refused() -> None:
+def test_a_block_or_a_plan_whose_width_is_not_the_entries_is_refused() -> None:
     from pipeflow.errors import UsageError
 
     with pytest.raises(UsageError, match=r"a block of 3 columns .* got shape \(5, 4\)"):
         summarize_block(entries_of(3, 1), np.zeros((5, 4)))
+    with pytest.raises(UsageError, match="a plan of 4 columns for 3 entries"):
+        summarize_block(entries_of(3, 1), np.zeros((5, 3)), plan=plan_block(entries_of(4, 1)))
