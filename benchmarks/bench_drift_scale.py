@@ -52,7 +52,7 @@ def _one_chunk(
         block = rng.normal(0.0, 1.0, size=(rows, cols))  # a reference chunk
         span = _range(block)
         _reference_pass(block, span[0], span[1], 1024)
-    block = rng.normal(0.0, 1.0, size=(rows, cols)) + shift  # a live chunk, as the cluster's
+    block = _live_block(rows, cols, shift, seed)  # a live chunk, as the cluster draws each
     _live_pass(block, entries, plan)
     r1 = resource.getrusage(resource.RUSAGE_THREAD)
     user, system = r1.ru_utime - r0.ru_utime, r1.ru_stime - r0.ru_stime
@@ -63,6 +63,17 @@ def _one_chunk(
         "sys": system,
         "faults": r1.ru_minflt - r0.ru_minflt,
     }
+
+
+def _live_block(rows: int, cols: int, shift: object, seed: int, block_id: object = None) -> object:
+    """A live chunk: standard normals with ``shift`` added in place (one array of the chunk's
+    size, drawn where it is summarised: two fresh 400 MB arrays a chunk, the draw's and the
+    sum's, cost more to have the kernel clear for two processes at once than the pass itself)."""
+    import numpy as np
+
+    block = np.random.default_rng([seed, *(block_id or ())]).standard_normal((rows, cols))
+    block += shift
+    return block
 
 
 def _usage() -> tuple[float, float, int]:
@@ -88,6 +99,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
+    import dask
     import dask.array as da
     import numpy as np
     from distributed import Client, LocalCluster
@@ -97,12 +109,19 @@ def main() -> None:
 
     names = [f"c{j}" for j in range(args.cols)]
     shifted = max(1, args.cols // 10)
-    live = da.random.default_rng(2).normal(
-        0.0, 1.0, size=(args.rows, args.cols), chunks=(args.chunk, args.cols)
-    )
     shift = np.zeros(args.cols)
     shift[:shifted] = 0.5
-    live = live + shift
+    sizes = [min(args.chunk, args.rows - start) for start in range(0, args.rows, args.chunk)]
+    live = da.concatenate(
+        [
+            da.from_delayed(
+                dask.delayed(_live_block)(rows, args.cols, shift, 2, (i,)),
+                shape=(rows, args.cols),
+                dtype=float,
+            )
+            for i, rows in enumerate(sizes)
+        ]
+    )
 
     # the stored training profile: entries of a training sample, as the train stage keeps them
     rng = np.random.default_rng(0)
