@@ -321,7 +321,7 @@ def _open_reservations() -> int | None:
         except OSError:
             continue
         with contextlib.suppress(OSError):  # someone else's file: theirs to open up
-            os.fchmod(fd, 0o666)
+            os.fchmod(fd, 0o666)  # nosec B103 (a file of lock bytes, no data: every user locks in it)
         return fd
     return None
 
