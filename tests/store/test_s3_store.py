@@ -157,6 +157,7 @@ def test_a_missing_bucket_is_one_line_naming_it_and_how_to_create_it(
         and "bucket 'no-such-bucket' does not exist" in line
     )
     assert "aws s3 mb s3://no-such-bucket" in line
+    assert "$PIPEFLOW_STORE__ROOT" in line  # the variable a team machine sets (howto-team.md)
     assert "no-such-bucket" not in _buckets(s3_env)  # nor was it created on the way
 
 
