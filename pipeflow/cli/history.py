@@ -402,7 +402,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             raise UsageError(f"--to names the database being migrated ({source.location})")
         target = open_metadata(args.to)
         try:
-
             width = max(map(len, TABLES))  # the columns line up whatever the table
 
             def shown(t: Any) -> None:
