@@ -160,6 +160,21 @@ def make_console(stderr: bool = False) -> Any:
     return out
 
 
+# AWS's clients log every credential and endpoint lookup at INFO ("Found credentials in
+# environment variables."): noise between the lines of a server, a watcher or a monitor pass
+_CHATTY_LOGGERS = ("botocore", "aiobotocore", "s3fs", "fsspec")
+
+
+def log_to_console(level: int, fmt: str) -> None:
+    """``logging.basicConfig`` for the commands that log as they go (serve, watch, monitor), with
+    the object-store clients held to warnings and errors."""
+    import logging
+
+    logging.basicConfig(level=level, format=fmt)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
+
+
 def table(*columns: str, title: str | None = None) -> Any:
     """A rich table as the listings print them: no outer edge, these columns, and the title (if
     any) on the left above it."""

@@ -388,7 +388,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     """``pipeflow store migrate --to URL``: a line per table, then the verdict."""
     from pipeflow.errors import UsageError
     from pipeflow.store.database import open_metadata
-    from pipeflow.store.metadata import absolute
+    from pipeflow.store.metadata import TABLES, absolute
     from pipeflow.store.migrate import migrate
 
     located = locate(args)
@@ -402,10 +402,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             raise UsageError(f"--to names the database being migrated ({source.location})")
         target = open_metadata(args.to)
         try:
+            width = max(map(len, TABLES))  # the columns line up whatever the table
 
             def shown(t: Any) -> None:
                 print(
-                    f"{t.table:<11} {t.rows:>7} rows: {t.copied} copied, {t.present} already "
+                    f"{t.table:<{width}} {t.rows:>7} rows: {t.copied} copied, {t.present} already "
                     f"there{f', {len(t.differing)} differ' if t.differing else ''}"
                     f"  sha256 {t.digest[:16] or '-'}"
                 )

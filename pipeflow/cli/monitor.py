@@ -20,6 +20,7 @@ from pipeflow.cli._common import (
     add_debug,
     add_json,
     add_where,
+    log_to_console,
     make_console,
     open_registry,
 )
@@ -181,7 +182,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     policy = read_policy(args.rules, "drift")
     import logging
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    log_to_console(logging.INFO, "%(levelname)s %(name)s: %(message)s")
     args.db = None
     registry, db = open_registry(args)
     if db is not None:

@@ -6,7 +6,15 @@ import argparse
 import os
 from typing import Any
 
-from pipeflow.cli._common import add_audit_dir, add_debug, add_listen, add_where, locate, port_free
+from pipeflow.cli._common import (
+    add_audit_dir,
+    add_debug,
+    add_listen,
+    add_where,
+    locate,
+    log_to_console,
+    port_free,
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -221,9 +229,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port_free(args.host, args.port)
     import logging
 
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    log_to_console(
+        getattr(logging, args.log_level.upper()), "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(config)  # loads the model now: a bad name or file fails before binding
     _freeze_heap()

@@ -11,7 +11,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipeflow.cli._common import add_debug, add_executor, add_overrides, make_console
+from pipeflow.cli._common import (
+    add_debug,
+    add_executor,
+    add_overrides,
+    log_to_console,
+    make_console,
+)
 
 
 def add_parsers(sub: Any) -> None:
@@ -65,7 +71,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     compile_pipeline(loaded)
     if not args.lease > 0:
         raise UsageError(f"--lease {args.lease:g}: expected a positive number of seconds")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    log_to_console(logging.INFO, "%(asctime)s %(name)s %(message)s")
     console = make_console()
     watcher = Watcher(args.spec, args.overrides, executor=args.executor)
     if args.once:

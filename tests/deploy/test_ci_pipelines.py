@@ -1,7 +1,8 @@
 """The CI/CD pipelines of docs/ci/ (GitHub Actions and GitLab CI), run for real on this machine.
 
 Both files are parsed; their commands (all but the install, which the Dockerfile tests cover) must
-be the same sequence with the same settings, so the two cannot drift apart. That sequence is then
+be the same sequence with the same settings, so the two cannot drift apart, and each install names
+the plugins the spec's stage types come from. That sequence is then
 run in bash, as the CI runner would run it, against a store in a temporary folder: check the
 claims spec, run it with `params.alias=staging` (its promote stage gates the model), serve
 staging and smoke-test it with the run's held-out rows (docs/ci/smoke.py), promote to production.
@@ -138,3 +139,22 @@ def test_the_ci_pipeline_gates_smoke_tests_staging_and_promotes_it_to_production
     # the held-out rows the smoke test sent are the run's, every one of them
     heldout = (project / "heldout.csv").read_text().splitlines()
     assert f"ok   predict: {len(heldout) - 1} rows answered" in done.stdout
+
+
+def test_both_pipelines_install_the_plugins_their_spec_uses() -> None:
+    """`pipeflow check` refuses a stage type nobody installed: the claims spec's `sql` stage is
+    the pipeflow-sql plugin's, so the install that precedes loading the spec must name it."""
+    from importlib.metadata import entry_points
+
+    spec = yaml.safe_load((ROOT / github()[1]["SPEC"]).read_text())
+    used = {stage["type"] for stage in spec["stages"].values()}
+    plugins = {
+        ep.dist.name
+        for ep in entry_points(group="pipeflow.stages")
+        if ep.name in used and ep.dist is not None and ep.dist.name != "pipeflow"
+    }
+    assert plugins == {"pipeflow-sql"}
+    staging = yaml.safe_load((CI / "github-actions.yml").read_text())["jobs"]["staging"]
+    installs = [step["run"] for step in staging["steps"] if step.get("name") == "install"]
+    installs += yaml.safe_load((CI / "gitlab-ci.yml").read_text())["default"]["before_script"]
+    assert installs and all(plugins <= set(line.split()) for line in installs)

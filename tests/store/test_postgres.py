@@ -83,6 +83,8 @@ def test_a_sqlite_history_migrates_to_postgresql_checked_and_again_without_doubl
     lines = {line.split()[0]: line for line in moved.stdout.splitlines()[:-1]}
     assert "runs" in lines and " 2 rows: 2 copied, 0 already there" in lines["runs"]
     assert " 6 rows: 6 copied" in lines["stage_runs"]
+    # one line per table, its counts in one column however long the table's name
+    assert len({line.index(" rows: ") for line in lines.values()}) == 1
     assert listed("--db", url) == local
 
     again = pipeflow_ok(["store", "migrate", "--spec", hello, "--to", url])

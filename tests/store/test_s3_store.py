@@ -2,12 +2,14 @@
 it: a model trained and promoted into it is served and batch-scored from it and monitored, four
 processes promoting at once leave a straight alias history (S3's conditional write), and what
 goes wrong with the object store (no bucket, no credentials, the endpoint down) is one line naming
-the URL and the fix. Run metadata stays in local SQLite."""
+the URL and the fix, and a watcher on it prints its own lines, not the AWS clients'. Run
+metadata stays in local SQLite."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import shutil
 import time
 from pathlib import Path
 
@@ -31,6 +33,8 @@ from pipeflow.registry import Registry
 from pipeflow.store.artifacts import ArtifactStore
 
 pytestmark = pytest.mark.slow
+
+HELLO = Path(__file__).resolve().parents[2] / "specs" / "hello"
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +161,7 @@ def test_a_missing_bucket_is_one_line_naming_it_and_how_to_create_it(
         and "bucket 'no-such-bucket' does not exist" in line
     )
     assert "aws s3 mb s3://no-such-bucket" in line
+    assert "$PIPEFLOW_STORE__ROOT" in line  # the variable a team machine sets (howto-team.md)
     assert "no-such-bucket" not in _buckets(s3_env)  # nor was it created on the way
 
 
@@ -216,3 +221,20 @@ def test_refused_credentials_are_one_line_saying_which_to_check(tmp_path: Path) 
     line = one_line_error(failed.stderr)
     assert "store s3://team/pf: access denied (403): check the credentials" in line
     assert "AWS_ACCESS_KEY_ID" in line and "bucket 'team'" in line
+
+
+def test_watch_on_an_s3_store_prints_its_own_lines_not_the_aws_clients(
+    s3, s3_env: dict[str, str], tmp_path: Path
+) -> None:
+    project = tmp_path / "hello"
+    shutil.copytree(HELLO, project, ignore=shutil.ignore_patterns(".pipeflow"))
+    spec = project / "pipeline.yaml"
+    root = f"{s3.bucket()}/watch"
+    spec.write_text(
+        spec.read_text() + f'triggers: {{on_data_change: [nums]}}\nstore: {{root: "{root}"}}\n'
+    )
+    watched = pipeflow_ok(["watch", spec, "--once"], env=s3_env, timeout=120)
+    out = watched.stdout + watched.stderr
+    assert "watching" in out and "holding the watch lease" in out
+    # botocore's INFO lines ("Found credentials in environment variables.") are left out
+    assert "botocore" not in out and "Found credentials" not in out
