@@ -158,6 +158,8 @@ def run(
     # loading, compiling, planning and recording reused stages build thousands of long-lived
     # objects and no garbage: no collection until the first stage runs (pipeflow.core.gcpause)
     with gcpause.paused() as pause:
+        if isinstance(executor, str):
+            overrides = _kind_first(overrides, executor)
         loaded = spec if isinstance(spec, LoadedSpec) else load(spec, overrides)
         pipeline = compile_pipeline(loaded, registry)
         store, db = open_store(loaded)
@@ -189,6 +191,19 @@ def run(
                 )
         finally:
             db.close()
+
+
+def _kind_first(overrides: Sequence[str] | Mapping[str, Any], kind: str) -> Sequence[str]:
+    """The overrides, led by ``executor.kind=KIND`` where they set other executor keys: ``--executor
+    distributed --set executor.address=...`` means a distributed run at that address, whatever
+    kind the spec names (the spec refuses an address for a kind that has none)."""
+    from pipeflow.spec.load import override_strings
+
+    items = override_strings(overrides)
+    keys = [item.partition("=")[0].strip() for item in items]
+    if "executor.kind" in keys or not any(k.startswith("executor.") for k in keys):
+        return items
+    return (f"executor.kind={kind}", *items)
 
 
 def _run(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from pipeflow.errors import SpecError
 from pipeflow.execute.dask_executor import DaskExecutor
 from pipeflow.runner.session import run
 from pipeflow.testing import ExecutorContract, write_spec
@@ -182,6 +183,21 @@ def test_distributed_executor_reaches_a_scheduler_by_address(
     report = run(spec, executor=ex)
     assert report.ok, {n: o.error for n, o in report.stages.items()}
     assert report.load("both")[0]["stage"] == "left"
+
+
+@pytest.mark.cluster
+def test_a_kind_given_beside_an_executor_override_is_the_kind_the_override_is_checked_for(
+    tmp_path: Path, local_cluster: Any
+) -> None:
+    """``--executor distributed --set executor.address=...`` on a spec of the threads executor
+    runs on that scheduler: the spec does not refuse the address for the spec's own kind."""
+    spec = write_spec(tmp_path, WHERE_SPEC, {"steps.py": WHERE_STEPS})
+    address = local_cluster.scheduler_address
+    report = run(spec, executor="distributed", overrides=[f"executor.address={address}"])
+    assert report.ok, {n: o.error for n, o in report.stages.items()}
+    assert report.stages["left"].worker in local_cluster.scheduler_info["workers"]
+    with pytest.raises(SpecError, match="only used by kind 'distributed'"):  # the spec's kind
+        run(spec, overrides=[f"executor.address={address}"])
 
 
 @pytest.mark.cluster
