@@ -7,8 +7,9 @@ object per value, only to gather the values back into one float64 matrix: on 100
 quarter of the server's CPU. :func:`decode` instead has msgspec decode the body into one
 *struct* per row, typed by the signature (``float | None`` per numeric feature, ``str | None``
 or ``bool | None`` for the others, no other field: the types the signature accepts), whose
-numeric fields go into the matrix in one ``numpy.fromiter`` pass. Struct objects are not
-tracked by the garbage collector, and no key is allocated per row.
+numeric fields (the struct's first: each row's ``msgspec.structs.astuple`` starts with them) go
+into the matrix in one ``numpy.fromiter`` pass. Struct objects are not tracked by the garbage
+collector, and no key is allocated per row.
 
 It answers only what it can answer exactly as the general path would, and otherwise says so
 (None), and the body takes the general path from the start, which names each problem:
@@ -20,12 +21,12 @@ It answers only what it can answer exactly as the general path would, and otherw
   (colons inside strings), and they are counted against (rows x features), the pairs kept; any
   difference, a repeated key or a colon in a string, leaves the body to the general path;
 - no rows, or more than ``--max-rows``; rows that are not clean by the signature's own column
-  checks (:meth:`~pipeflow.registry.signature.Signature._finish`: non-finite numbers, beyond
-  float32, strings the column flags refuse); unusual rows under ``--reject-unusual``.
+  checks (:meth:`~pipeflow.registry.signature.Signature.checked_columns`: non-finite numbers,
+  beyond float32, strings the column flags refuse); unusual rows under ``--reject-unusual``.
 
 The matrix, the other columns and the flags come out of the same
-:meth:`~pipeflow.registry.signature.Signature._finish` as the general path's, so the answers,
-the unusual-input flags and the audit records are the same; the property tests in
+:meth:`~pipeflow.registry.signature.Signature.checked_columns` as the general path's, so the
+answers, the unusual-input flags and the audit records are the same; the property tests in
 tests/serving/test_columnar.py compare both paths body by body. The rows as dicts are made only
 when something asks for them (the shadow, which builds its own frame from the rows): then from
 the body, as the general path reads it.
@@ -92,30 +93,42 @@ def decode(
     n, width = len(structs), len(signature.features)
     if not 0 < n <= max_rows or count_colons(body) != n * width:
         return None
-    numeric, _ = signature._numeric_getter
+    numeric, _ = signature.numeric_getter
+    # each row's values as a tuple, the numeric features' first (the struct's field order): a
+    # C loop over the struct's slots, less than half the time of an attrgetter of its fields
+    rows = list(map(msgspec.structs.astuple, structs))
+    del structs
     matrix, nones = None, 0
     if numeric:
-        matrix, nones = _matrix(structs, numeric)
+        matrix, nones = _matrix(rows, len(numeric), width)
     others = [
-        (at, f, list(map(operator.attrgetter(_field(at)), structs)))
-        for at, f in enumerate(signature.features)
-        if f.expect != "number"
+        (at, f, list(map(operator.itemgetter(len(numeric) + j), rows)))
+        for j, (at, f) in enumerate(_others(signature))
     ]
-    checked = signature._finish(n, numeric, matrix, nones, others)
+    checked = signature.checked_columns(n, numeric, matrix, nones, others)
     if checked is None or (reject_unusual and any(checked[0])):
         return None
     return Decoded(body, n, signature, checked[0], checked[1])
 
 
-def _matrix(structs: list[Any], numeric: list[int]) -> tuple[Any, int]:
-    """The numeric fields of ``structs`` as a (rows, features) float64 matrix, nulls as NaN
-    (``numpy.fromiter`` reads None as NaN), and how many nulls: every NaN, as msgspec never
-    reads a NaN from JSON."""
+def _others(signature: Signature) -> list[tuple[int, Any]]:
+    """(index, feature) of the features that are not numbers, in signature order."""
+    return [(at, f) for at, f in enumerate(signature.features) if f.expect != "number"]
+
+
+def _matrix(rows: list[tuple[Any, ...]], k: int, width: int) -> tuple[Any, int]:
+    """The first ``k`` values of each row (the numeric features') as a (rows, k) float64 matrix,
+    nulls as NaN (``numpy.fromiter`` reads None as NaN), and how many nulls: every NaN, as
+    msgspec never reads a NaN from JSON."""
     import numpy as np
 
-    get = operator.attrgetter(*[_field(at) for at in numeric])
-    n, k = len(structs), len(numeric)
-    values = map(get, structs) if k == 1 else itertools.chain.from_iterable(map(get, structs))
+    n = len(rows)
+    if k == width:  # numbers only: every value of every row
+        values: Any = itertools.chain.from_iterable(rows)
+    elif k == 1:
+        values = map(operator.itemgetter(0), rows)
+    else:
+        values = itertools.chain.from_iterable(map(operator.itemgetter(slice(0, k)), rows))
     matrix = np.fromiter(values, np.float64, count=n * k).reshape(n, k)
     return matrix, int(np.count_nonzero(np.isnan(matrix)))
 
@@ -136,7 +149,10 @@ def _decoder(features: tuple[tuple[str, str], ...]) -> Any:
     except ImportError:  # pragma: no cover - msgspec is a dependency; keep working without it
         return None
     kinds = {"number": float, "string": str, "boolean": bool}
-    fields = [(_field(at), kinds[expect] | None) for at, (_, expect) in enumerate(features)]
+    # the numeric features first, then the others, each in signature order: a row's tuple of
+    # values (msgspec.structs.astuple) starts with the matrix's row
+    order = sorted(enumerate(features), key=lambda feature: feature[1][1] != "number")
+    fields = [(_field(at), kinds[expect] | None) for at, (_, expect) in order]
     row = msgspec.defstruct(
         "Row",
         fields,  # type: ignore[arg-type]

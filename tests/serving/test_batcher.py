@@ -110,14 +110,26 @@ def test_clients_taking_turns_are_waited_for_as_many_as_were_seen_at_once() -> N
     assert alone == 1
 
 
-def test_each_rows_probabilities_are_keyed_by_class_as_dict_zip_would_for_any_class_count() -> None:
+def test_each_rows_answer_holds_its_id_prediction_and_probabilities_by_class_for_any_class_count() -> (
+    None
+):
+    import numpy as np
     import pytest
 
-    from pipeflow.serving.batcher import _by_class
+    from pipeflow.serving.batcher import _answers, _by_class
 
+    ids, values = [f"p-{i:x}" for i in range(4)], ["x", "y", "x", "y"]
     for labels in (["benign", "malignant"], ["a", "b", "c"], ["only"]):
         probs = [[(i + j) / 10 for j in range(len(labels))] for i in range(4)]
-        assert _by_class(labels, probs) == [dict(zip(labels, p, strict=True)) for p in probs]
+        answers = _answers(ids, values, labels, _by_class(labels, np.array(probs)))
+        assert answers == [
+            {"id": pid, "prediction": value, "probabilities": dict(zip(labels, p, strict=True))}
+            for pid, value, p in zip(ids, values, probs, strict=True)
+        ]
+        assert all(type(v) is float for a in answers for v in a["probabilities"].values())
+    assert _answers(ids, values, ["a"], None) == [
+        {"id": pid, "prediction": value} for pid, value in zip(ids, values, strict=True)
+    ]
     for labels, short in ((["a", "b"], [[0.5]]), (["a", "b", "c"], [[0.5, 0.5]])):
-        with pytest.raises(ValueError):  # a model answering another number of classes
-            _by_class(labels, short)
+        with pytest.raises(ValueError, match="3 classes|2 classes"):  # another number of classes
+            _by_class(labels, np.array(short))
