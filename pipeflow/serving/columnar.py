@@ -9,17 +9,23 @@ quarter of the server's CPU. :func:`decode` instead has msgspec decode the body 
 or ``bool | None`` for the others, no other field: the types the signature accepts), whose
 numeric fields (the struct's first: each row's ``msgspec.structs.astuple`` starts with them) go
 into the matrix in one ``numpy.fromiter`` pass. Struct objects are not tracked by the garbage
-collector, and no key is allocated per row.
+collector, and no key is allocated per row. The same array under ``rows`` of a body that also
+says ``"explain": false`` (``{"rows": [...], "explain": false}``, the native protocol's other
+form, when neither key is a feature) is decoded the same way, inside a struct of those two
+fields; ``"explain": true`` leaves the body to the general path (the rows are read for more
+than the model), and so does a request with the ``explain`` query parameter.
 
 It answers only what it can answer exactly as the general path would, and otherwise says so
 (None), and the body takes the general path from the start, which names each problem:
 
-- anything msgspec refuses (not an array of objects, a missing or extra field, a value of
-  another type, ``NaN``, a number beyond float range, malformed JSON, a lone surrogate);
-- a key twice in one row, which msgspec, like orjson, would silently keep the last value of
-  (the general path refuses it, 422 ``duplicate_key``): the body's colons are (pairs written) +
-  (colons inside strings), and they are counted against (rows x features), the pairs kept; any
-  difference, a repeated key or a colon in a string, leaves the body to the general path;
+- anything msgspec refuses (not an array of objects or that wrapper, a missing or extra field,
+  a value of another type, ``NaN``, a number beyond float range, malformed JSON, a lone
+  surrogate);
+- a key twice in one row (or in the wrapper), which msgspec, like orjson, would silently keep
+  the last value of (the general path refuses it, 422 ``duplicate_key``): the body's colons are
+  (pairs written) + (colons inside strings), and they are counted against (rows x features),
+  the pairs kept, plus the wrapper's two; any difference, a repeated key or a colon in a
+  string, leaves the body to the general path;
 - no rows, or more than ``--max-rows``; rows that are not clean by the signature's own column
   checks (:meth:`~pipeflow.registry.signature.Signature.checked_columns`: non-finite numbers,
   beyond float32, strings the column flags refuse); unusual rows under ``--reject-unusual``.
@@ -52,16 +58,24 @@ class Decoded(Sequence[Any]):
     ``signature``; the rows as dicts only when asked for (its length is free)."""
 
     def __init__(
-        self, body: bytes, n: int, signature: Signature, flags: list[list[str]], data: Columns
+        self,
+        body: bytes,
+        n: int,
+        signature: Signature,
+        flags: list[list[str]],
+        data: Columns,
+        wrapped: bool = False,
     ):
         self.body, self.n, self.signature = body, n, signature
         self.flags, self.data = flags, data
+        self.wrapped = wrapped  # the body is {"rows": [...], "explain": false}
         self._rows: list[dict[str, Any]] | None = None
 
     @property
     def rows(self) -> list[dict[str, Any]]:
         if self._rows is None:
-            self._rows = loads(self.body)
+            value = loads(self.body)
+            self._rows = value["rows"] if self.wrapped else value
         return self._rows
 
     def __len__(self) -> int:
@@ -79,19 +93,26 @@ def decode(
 ) -> Decoded | None:
     """The rows of ``body`` decoded into ``signature``'s columns, or None: the general path
     answers it (see the module docstring)."""
-    if body[:1] != b"[":
-        return None  # one row, {"rows": ...}, leading whitespace: the general path
-    decoder = _decoder(tuple((f.name, f.expect) for f in signature.features))
+    first = body[:1]
+    # {"rows": [...], "explain": ...} where neither key is a feature (else it is one row)
+    wrapped = first == b"{" and not WRAPPER.intersection(signature.names)
+    if first != b"[" and not wrapped:
+        return None  # one row, leading whitespace: the general path
+    decoder = _decoder(tuple((f.name, f.expect) for f in signature.features), wrapped)
     if decoder is None:
         return None
     import msgspec
 
     try:
-        structs = decoder.decode(body)
+        value = decoder.decode(body)
     except msgspec.DecodeError:  # ValidationError too
         return None
+    if wrapped and value.explain:
+        return None  # explanations: the rows are read for more than the model
+    structs = value.rows if wrapped else value
     n, width = len(structs), len(signature.features)
-    if not 0 < n <= max_rows or count_colons(body) != n * width:
+    # the wrapper's two keys are two colons more
+    if not 0 < n <= max_rows or count_colons(body) != n * width + 2 * wrapped:
         return None
     numeric, _ = signature.numeric_getter
     # each row's values as a tuple, the numeric features' first (the struct's field order): a
@@ -108,7 +129,7 @@ def decode(
     checked = signature.checked_columns(n, numeric, matrix, nones, others)
     if checked is None or (reject_unusual and any(checked[0])):
         return None
-    return Decoded(body, n, signature, checked[0], checked[1])
+    return Decoded(body, n, signature, checked[0], checked[1], wrapped)
 
 
 def _others(signature: Signature) -> list[tuple[int, Any]]:
@@ -139,11 +160,17 @@ def _field(at: int) -> str:
     return f"f{at}"
 
 
-@functools.lru_cache(maxsize=32)
-def _decoder(features: tuple[tuple[str, str], ...]) -> Any:
+#: the keys of a body that holds its rows with the explain option (``{"rows": [...],
+#: "explain": false}``, :func:`pipeflow.serving.protocols.native.explain_option`)
+WRAPPER = frozenset({"rows", "explain"})
+
+
+@functools.lru_cache(maxsize=64)
+def _decoder(features: tuple[tuple[str, str], ...], wrapped: bool = False) -> Any:
     """A msgspec decoder of an array of rows of exactly ``features`` ((name, expect) in
-    signature order), each of the JSON type the signature accepts or null; None without
-    msgspec (the general path then answers every body)."""
+    signature order), each of the JSON type the signature accepts or null (``wrapped``: of an
+    object of exactly that array as ``rows`` and a boolean ``explain``); None without msgspec
+    (the general path then answers every body)."""
     try:
         import msgspec
     except ImportError:  # pragma: no cover - msgspec is a dependency; keep working without it
@@ -160,4 +187,12 @@ def _decoder(features: tuple[tuple[str, str], ...]) -> Any:
         forbid_unknown_fields=True,
         gc=False,
     )
-    return msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
+    if not wrapped:
+        return msgspec.json.Decoder(list[row])  # type: ignore[valid-type]
+    body = msgspec.defstruct(
+        "Body",
+        [("rows", list[row]), ("explain", bool)],  # type: ignore[valid-type]
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    return msgspec.json.Decoder(body)
