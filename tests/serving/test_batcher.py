@@ -195,3 +195,18 @@ def test_a_batchs_answers_and_records_are_each_rows_prediction_and_probabilities
             assert record["flags"] == (item.flags if n > 1 else None)
             assert record["inputs"] == {"x": [float(i) for i in range(n)]}
             at += n
+
+
+def test_prediction_ids_are_the_prefix_and_each_number_in_hex_across_runs_of_256() -> None:
+    from pipeflow.serving.state import hex_ids
+
+    for first, n in (
+        (1, 0),
+        (1, 300),
+        (250, 20),
+        (255, 2),
+        (256, 1),
+        (65_530, 600),
+        (2**40 - 3, 9),
+    ):
+        assert hex_ids("p1", first, n) == [f"p1-{k:x}" for k in range(first, first + n)]
