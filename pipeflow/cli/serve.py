@@ -233,7 +233,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         getattr(logging, args.log_level.upper()), "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(config)  # loads the model now: a bad name or file fails before binding
-    _freeze_heap()
+    from pipeflow.core import gcpause
+
+    gcpause.settle_for_serving()  # the model frozen, young garbage collected less often
     server = app.state.server
     print(
         f"serving {server.primary.label} ({name}@{config.which}) on http://{args.host}:{args.port}"
@@ -294,13 +296,3 @@ def _limits(guard: dict[str, Any]) -> str:
         for k in keys
         if k in guard
     )
-
-
-def _freeze_heap() -> None:
-    """Move everything loaded so far (libraries, the model) out of the garbage collector's sight:
-    full collections then scan only request garbage, instead of stalling every in-flight request
-    for 50-200 ms while they walk the model's objects (measured in benchmarks/bench_serving.py)."""
-    import gc
-
-    gc.collect()
-    gc.freeze()

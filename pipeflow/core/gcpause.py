@@ -10,6 +10,15 @@ stage code, which may make reference cycles, never runs with it off; reference c
 everything else as usual meanwhile. Only pipeflow's own code runs inside, and the caller's
 ``on_plan`` and its ``on_event`` of reused stages (what ``pipeflow run`` displays); a run
 resumes collection, with what it built frozen, just before its first stage runs.
+
+A server settles its heap once loaded (:func:`settle_for_serving`): what it loaded frozen, and
+the youngest generation collected after :data:`SERVING_YOUNG` net allocations instead of 700.
+A batch of large requests keeps a few containers per row alive while its answers are built
+(each row's answer and probabilities, a thousand rows a request, a few requests a batch), so
+at 700 the collector ran several times a batch, scanning them and finding nothing, and moved
+them on to the older generations, which it then scanned too: 7-9% of ``pipeflow serve``'s CPU
+on 1000-row requests (benchmarks/peers/serving.py, measured with ``gc.callbacks``). Reference
+counting frees them as before; only cyclic garbage waits for the larger count.
 """
 
 from __future__ import annotations
@@ -51,3 +60,19 @@ def paused(*, freeze: bool = False) -> Iterator[Pause]:
         yield pause
     finally:
         pause.resume(freeze=freeze)
+
+
+#: the youngest generation's threshold in a server (see the module docstring): a batch's
+#: answers (a few containers per row, a few thousand rows) stay below it
+SERVING_YOUNG = 20_000
+
+
+def settle_for_serving() -> None:
+    """Collect once, freeze what a loaded server holds (libraries, the model: full collections
+    then scan only request garbage, instead of stalling in-flight requests for 50-200 ms while
+    they walk the model's objects), and collect the youngest generation after
+    :data:`SERVING_YOUNG` net allocations (see the module docstring)."""
+    gc.collect()
+    gc.freeze()
+    young, middle, oldest = gc.get_threshold()
+    gc.set_threshold(max(SERVING_YOUNG, young), middle, oldest)

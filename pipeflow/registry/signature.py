@@ -152,7 +152,7 @@ class Signature:
             return None
         matrix, nones = None, 0
         try:  # every row of the right size and every feature present: exactly the features
-            numeric, getter = self._numeric_getter
+            numeric, getter = self.numeric_getter
             block = list(map(getter, rows)) if numeric else []
             others = [
                 (at, f, [r[f.name] for r in rows])
@@ -175,9 +175,9 @@ class Signature:
             if matrix.shape != (len(rows), len(numeric)):  # lists of one number each
                 return None
             nones = sum(t.count(None) for t in block) if np.isnan(matrix).any() else 0
-        return self._finish(len(rows), numeric, matrix, nones, others)
+        return self.checked_columns(len(rows), numeric, matrix, nones, others)
 
-    def _finish(
+    def checked_columns(
         self,
         n: int,
         numeric: list[int],
@@ -185,9 +185,11 @@ class Signature:
         nones: int,
         others: list[tuple[int, Feature, list[Any]]],
     ) -> tuple[list[list[str]], Columns] | None:
-        """The checks of the fast paths (rows, :meth:`check_table`) on columns: ``matrix`` the
-        numeric features (``numeric``: their indexes; ``nones`` of its NaNs were nulls), ``others``
-        the other features' values. Flags per row and the columns, or None: not clean."""
+        """The checks of the fast paths (rows, :meth:`check_table`, a body decoded into columns by
+        :mod:`pipeflow.serving.columnar`) on columns: ``matrix`` the numeric features
+        (``numeric``: their indexes, :attr:`numeric_getter`; ``nones`` of its NaNs were nulls),
+        ``others`` the other features' (index, feature, values). Flags per row and the columns,
+        or None: not clean (the row-by-row check then names each problem)."""
         import numpy as np
 
         unusual: dict[int, list[tuple[int, str]]] = {}  # feature index -> (row, flag)
@@ -244,7 +246,7 @@ class Signature:
 
         names = table.column_names
         if sorted(names) == sorted(self.names) and table.num_rows:
-            numeric, _ = self._numeric_getter
+            numeric, _ = self.numeric_getter
             arrays = []
             for at in numeric:
                 column = table.column(self.features[at].name)
@@ -267,13 +269,13 @@ class Signature:
                     for at, f in enumerate(self.features)
                     if f.expect != _NUMBER
                 ]
-                fast = self._finish(table.num_rows, numeric, matrix, nones, others)
+                fast = self.checked_columns(table.num_rows, numeric, matrix, nones, others)
                 if fast is not None and not (reject_unusual and any(fast[0])):
                     return [], fast[0], fast[1]
         return self.check_columns(table.to_pylist(), reject_unusual=reject_unusual)
 
     @property
-    def _numeric_getter(self) -> tuple[list[int], Any]:
+    def numeric_getter(self) -> tuple[list[int], Any]:
         """(indexes of the numeric features, an itemgetter of their values from a row)."""
         cached = self.__dict__.get("_numeric_cache")
         if cached is None:

@@ -121,9 +121,8 @@ def queued(server: Server) -> int:
 
 def app_from_env() -> Any:
     """uvicorn factory for ``--workers N``: the config comes from ``$PIPEFLOW_SERVE_CONFIG``."""
-    import gc
+    from pipeflow.core import gcpause
 
     app = create_app(ServeConfig.from_json(os.environ["PIPEFLOW_SERVE_CONFIG"]))
-    gc.collect()
-    gc.freeze()  # see pipeflow.cli.serve._freeze_heap
+    gcpause.settle_for_serving()
     return app

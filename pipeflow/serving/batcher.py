@@ -167,19 +167,13 @@ class Batcher:
 
     def _score(self, items: list[Pending]) -> list[list[dict[str, Any]]]:
         handle, server = self.handle, self.server
-        columns = items[0].columns
-        if all(i.columns == columns for i in items):
-            predicted, proba = handle.score(handle.frame(items))
-        else:  # a reload changed the signature between requests: one frame per request
-            predicted, proba = [], [] if handle.proba else None
-            for i in items:
-                p, q = handle.score(handle.frame([i]))
-                predicted += p
-                if proba is not None and q is not None:
-                    proba += q
+        predicted, proba = self._predict(items)
         now = time.time()
         ids = server.new_ids(len(predicted))
         labels = [str(c) for c in handle.classes]
+        # the batch's probabilities as one list of floats per class: each request's answers and
+        # its record's columns are slices of them (no list per row made, then transposed back)
+        by_class = _by_class(labels, proba) if proba is not None else None
         name, version, role = handle.name, handle.version, handle.role
         results: list[list[dict[str, Any]]] = []
         records: list[dict[str, Any]] = []
@@ -187,18 +181,9 @@ class Batcher:
         for item in items:
             n = len(item.rows)
             mine, values = ids[at : at + n], predicted[at : at + n]
-            probs = proba[at : at + n] if proba is not None else None
+            columns = [c[at : at + n] for c in by_class] if by_class is not None and n else None
             at += n
-            if probs is not None:
-                out = [
-                    {"id": pid, "prediction": value, "probabilities": p}
-                    for pid, value, p in zip(mine, values, _by_class(labels, probs), strict=False)
-                ]
-            else:
-                out = [
-                    {"id": pid, "prediction": value}
-                    for pid, value in zip(mine, values, strict=False)
-                ]
+            out = _answers(mine, values, labels, columns)
             flagged = any(item.flags)
             if flagged:
                 for result, flags in zip(out, item.flags, strict=False):
@@ -222,9 +207,7 @@ class Batcher:
                 "route": item.route,
                 "inputs": inputs_of(item),
                 "output": values,
-                "probabilities": dict(zip(labels, map(list, zip(*probs, strict=True)), strict=True))
-                if probs
-                else None,
+                "probabilities": dict(zip(labels, columns, strict=True)) if columns else None,
                 "flags": item.flags if flagged else None,
                 "latency_ms": round((time.perf_counter() - item.started) * 1000, 3),
                 "caller": item.caller,
@@ -240,14 +223,57 @@ class Batcher:
         server.fleet.answered(name, version, now, [(r["rows"], r["latency_ms"]) for r in records])
         return results
 
+    def _predict(self, items: list[Pending]) -> tuple[list[Any], Any]:
+        """The items' predictions (Python values) and probabilities (a (rows, classes) array,
+        or None): one frame for the batch, or one per request when a reload changed the
+        signature between requests."""
+        handle = self.handle
+        columns = items[0].columns
+        if all(i.columns == columns for i in items):
+            return handle.predict(handle.frame(items))
+        predicted: list[Any] = []
+        probas = []
+        for i in items:
+            p, q = handle.predict(handle.frame([i]))
+            predicted += p
+            probas.append(q)
+        if not handle.proba or any(q is None for q in probas):
+            return predicted, None
+        import numpy as np
 
-def _by_class(labels: list[str], probs: list[list[float]]) -> list[dict[str, float]]:
-    """Each row's probabilities as ``{class: p}``: a dict display per row for two classes, the
-    common case (a third of the time of ``dict(zip(...))``), else ``dict`` over ``zip`` in C."""
+        return predicted, np.concatenate(probas)
+
+
+def _by_class(labels: list[str], proba: Any) -> list[list[float]]:
+    """The probabilities of a (rows, classes) array as one list of Python floats per class (a
+    ``ValueError`` when the model answers another number of classes than it has labels)."""
+    if proba.ndim != 2 or proba.shape[1] != len(labels):
+        raise ValueError(
+            f"the model answered probabilities of shape {proba.shape} for {len(labels)} classes"
+        )
+    return proba.T.tolist()  # type: ignore[no-any-return]
+
+
+def _answers(
+    ids: list[str], values: list[Any], labels: list[str], columns: list[list[float]] | None
+) -> list[dict[str, Any]]:
+    """A request's answers, a row each: its id, prediction and (with ``columns``, one list per
+    class) probabilities as ``{class: p}``, made in one pass: a dict display per row for two
+    classes, the common case (a third of the time of ``dict(zip(...))``), else ``dict`` over
+    ``zip`` in C."""
+    if columns is None:
+        return [{"id": pid, "prediction": value} for pid, value in zip(ids, values, strict=False)]
     if len(labels) == 2:
         first, second = labels
-        return [{first: a, second: b} for a, b in probs]
-    return list(map(dict, map(functools.partial(zip, labels, strict=True), probs)))
+        return [
+            {"id": pid, "prediction": value, "probabilities": {first: a, second: b}}
+            for pid, value, a, b in zip(ids, values, *columns, strict=False)
+        ]
+    by_row = map(dict, map(functools.partial(zip, labels, strict=True), zip(*columns, strict=True)))
+    return [
+        {"id": pid, "prediction": value, "probabilities": p}
+        for pid, value, p in zip(ids, values, by_row, strict=False)
+    ]
 
 
 def inputs_of(item: Pending) -> dict[str, Any]:

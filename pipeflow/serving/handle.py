@@ -98,6 +98,13 @@ class Handle:
 
     def score(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
         """Predictions (and class probabilities) of a frame's rows, as Python values."""
+        predicted, proba = self.predict(frame)
+        return predicted, (proba.tolist() if proba is not None else None)
+
+    def predict(self, frame: Any) -> tuple[list[Any], Any]:
+        """Predictions of a frame's rows as Python values, and their class probabilities as
+        the model's (rows, classes) array (None without ``predict_proba``): the batcher takes
+        them a class at a time (:meth:`score` a row at a time)."""
         if self.thresholds is not None:
             if self.thresholds.attribute not in frame.columns:  # rows checked by another version
                 raise ValueError(
@@ -119,7 +126,11 @@ class Handle:
             predicted = self.model.predict(frame)
             proba = self.model.predict_proba(frame) if self.proba else None
         out = predicted.tolist() if hasattr(predicted, "tolist") else list(predicted)
-        return out, (proba.tolist() if proba is not None else None)
+        if proba is None:
+            return out, None
+        import numpy as np
+
+        return out, np.asarray(proba)
 
 
 def _split_pipeline(model: Any) -> tuple[Any, Any, Any] | None:

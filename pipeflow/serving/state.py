@@ -58,6 +58,26 @@ log = logging.getLogger("pipeflow.serve")
 
 __all__ = ["RecentPredictions", "Server"]
 
+# the last two hex digits of a number, 00 to ff
+_LOW_DIGITS = [f"{i:02x}" for i in range(256)]
+
+
+def hex_ids(prefix: str, first: int, n: int) -> list[str]:
+    """``<prefix>-<k in hex>`` for the ``n`` numbers k from ``first``: each run of up to 256
+    numbers sharing their leading digits is that head joined to each of the last two digits in
+    C, half the time of formatting every number (below 256 they are formatted: no leading 0)."""
+    ids: list[str] = []
+    at, end = first, first + n
+    while at < end:
+        high, low = divmod(at, 256)
+        stop = min(end, (high + 1) * 256)
+        if high == 0:
+            ids += map(f"{prefix}-%x".__mod__, range(at, stop))
+        else:
+            ids += map(f"{prefix}-{high:x}".__add__, _LOW_DIGITS[low : low + stop - at])
+        at = stop
+    return ids
+
 
 class Server:
     """State shared by the routes: handles, audit, metrics, rollout."""
@@ -229,8 +249,7 @@ class Server:
         with self._id_lock:
             first = self._counter + 1
             self._counter += n
-        name = f"{self._prefix}-%x".__mod__  # formatted in C: a fifth less than an f-string
-        return list(map(name, range(first, first + n)))
+        return hex_ids(self._prefix, first, n)
 
     # -- auth ------------------------------------------------------------------------------
     def authorize(self, authorization: str | None, scope: str) -> str:

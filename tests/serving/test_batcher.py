@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from types import SimpleNamespace
+from typing import Any
 
 from pipeflow.serving.batcher import Batcher, Pending
 from pipeflow.serving.config import ServeConfig
@@ -110,14 +111,102 @@ def test_clients_taking_turns_are_waited_for_as_many_as_were_seen_at_once() -> N
     assert alone == 1
 
 
-def test_each_rows_probabilities_are_keyed_by_class_as_dict_zip_would_for_any_class_count() -> None:
+def test_each_rows_answer_holds_its_id_prediction_and_probabilities_by_class_for_any_class_count() -> (
+    None
+):
+    import numpy as np
     import pytest
 
-    from pipeflow.serving.batcher import _by_class
+    from pipeflow.serving.batcher import _answers, _by_class
 
+    ids, values = [f"p-{i:x}" for i in range(4)], ["x", "y", "x", "y"]
     for labels in (["benign", "malignant"], ["a", "b", "c"], ["only"]):
         probs = [[(i + j) / 10 for j in range(len(labels))] for i in range(4)]
-        assert _by_class(labels, probs) == [dict(zip(labels, p, strict=True)) for p in probs]
+        answers = _answers(ids, values, labels, _by_class(labels, np.array(probs)))
+        assert answers == [
+            {"id": pid, "prediction": value, "probabilities": dict(zip(labels, p, strict=True))}
+            for pid, value, p in zip(ids, values, probs, strict=True)
+        ]
+        assert all(type(v) is float for a in answers for v in a["probabilities"].values())
+    assert _answers(ids, values, ["a"], None) == [
+        {"id": pid, "prediction": value} for pid, value in zip(ids, values, strict=True)
+    ]
     for labels, short in ((["a", "b"], [[0.5]]), (["a", "b", "c"], [[0.5, 0.5]])):
-        with pytest.raises(ValueError):  # a model answering another number of classes
-            _by_class(labels, short)
+        with pytest.raises(ValueError, match="3 classes|2 classes"):  # another number of classes
+            _by_class(labels, np.array(short))
+
+
+def test_a_batchs_answers_and_records_are_each_rows_prediction_and_probabilities_by_class() -> None:
+    """The batcher takes the model's probabilities a class at a time: each request's answers
+    and audit record hold what a row-by-row reading of the batch gives, for two classes and
+    three, through requests of different sizes, flags and all."""
+    import numpy as np
+
+    from pipeflow.serving.state import hex_ids
+
+    rng = np.random.default_rng(7)
+    for labels in (["benign", "malignant"], ["a", "b", "c"]):
+        sizes = [3, 1, 5]
+        total = sum(sizes)
+        proba = rng.random((total, len(labels)))
+        predicted = [labels[i] for i in proba.argmax(axis=1)]
+        written: list[dict[str, Any]] = []
+        server = SimpleNamespace(
+            new_ids=lambda n: hex_ids("p0", 250, n),  # across a run of 256 ids
+            audit=SimpleNamespace(append=written.extend, folder="audit"),
+            recent=SimpleNamespace(add=lambda *a: None),
+            fleet=SimpleNamespace(answered=lambda *a: None),
+        )
+        handle = SimpleNamespace(
+            name="m", version=3, role="primary", classes=labels, proba=True, label="m@3",
+            frame=lambda items: sum((i.rows for i in items), []),
+            predict=lambda frame, p=predicted, q=proba: (p[: len(frame)], q[: len(frame)]),
+        )  # fmt: skip
+        items = [
+            Pending(
+                [{"x": float(i)} for i in range(n)],
+                ["x"],
+                None,
+                [["x: unusual"] if i == 1 else [] for i in range(n)],
+                "caller",
+                "v1",
+                time.perf_counter(),
+                None,  # type: ignore[arg-type]
+            )  # fmt: skip
+            for n in sizes
+        ]
+        results = Batcher(handle, server)._score(items)  # type: ignore[arg-type]
+        ids, rows = hex_ids("p0", 250, total), proba.tolist()
+        at = 0
+        for item, n, answers, record in zip(items, sizes, results, written, strict=True):
+            mine = ids[at : at + n]
+            expected = []
+            for k in range(n):
+                one = {"id": mine[k], "prediction": predicted[at + k]}
+                one["probabilities"] = dict(zip(labels, rows[at + k], strict=True))
+                if item.flags[k]:
+                    one["flags"] = item.flags[k]
+                expected.append(one)
+            assert answers == expected
+            assert record["ids"] == mine and record["output"] == predicted[at : at + n]
+            assert record["probabilities"] == {
+                label: [rows[at + k][j] for k in range(n)] for j, label in enumerate(labels)
+            }
+            assert record["flags"] == (item.flags if n > 1 else None)
+            assert record["inputs"] == {"x": [float(i) for i in range(n)]}
+            at += n
+
+
+def test_prediction_ids_are_the_prefix_and_each_number_in_hex_across_runs_of_256() -> None:
+    from pipeflow.serving.state import hex_ids
+
+    for first, n in (
+        (1, 0),
+        (1, 300),
+        (250, 20),
+        (255, 2),
+        (256, 1),
+        (65_530, 600),
+        (2**40 - 3, 9),
+    ):
+        assert hex_ids("p1", first, n) == [f"p1-{k:x}" for k in range(first, first + n)]

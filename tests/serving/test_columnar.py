@@ -21,7 +21,7 @@ from pipeflow.registry.signature import Signature
 from pipeflow.serving.batcher import Pending, inputs_of
 from pipeflow.serving.columnar import decode
 from pipeflow.serving.jsonbody import parse_json
-from pipeflow.serving.protocols.native import rows_from_native
+from pipeflow.serving.protocols.native import explain_option, rows_from_native
 from pipeflow.store import journal
 from pipeflow.store.journal import dumps
 
@@ -110,15 +110,26 @@ def bodies(draw: st.DrawFn) -> bytes:
         text = text[1:-1] if len(rows) == 1 else text  # one row, as an object
     elif shape == 1:
         text = text + " x"  # not JSON
+    elif shape <= 5:  # the rows with the explain option, in either order, sometimes odd
+        explain = draw(st.sampled_from(["false", "false", "true", "0", '"no"']))
+        pairs = [f'"rows"{colon}{text}', f'"explain"{colon}{explain}']
+        if draw(st.booleans()):
+            pairs.reverse()
+        if draw(st.integers(0, 9)) == 0:
+            pairs.append(draw(st.sampled_from([f'"explain"{colon}false', f'"x"{colon}1'])))
+        text = "{" + comma.join(pairs) + "}"
     return text.encode()
 
 
 def _general(body: bytes, reject_unusual: bool) -> Any:
     """What the general path makes of ``body``: a refusal, or (rows, problems, flags, columns)."""
     try:
-        rows = rows_from_native(parse_json(body))
+        payload, explain = explain_option({}, parse_json(body), NAMES)
+        rows = rows_from_native(payload)
     except BadRequest as err:
         return err
+    if explain:
+        return "explained"  # the rows are read for more than the model: never decoded
     return (rows, *SIGNATURE.check_columns(rows, reject_unusual=reject_unusual, text=body))
 
 
@@ -146,10 +157,16 @@ def test_a_decoded_body_gives_the_general_paths_columns_flags_and_audit_record(
 ) -> None:
     general = _general(body, reject_unusual)
     decoded = decode(body, SIGNATURE, max_rows=5, reject_unusual=reject_unusual)
-    event("decoded" if decoded is not None else "general path")
+    event(
+        "general path"
+        if decoded is None
+        else "decoded, {rows, explain}"
+        if decoded.wrapped
+        else "decoded"
+    )
     if decoded is None:
         return
-    assert not isinstance(general, BadRequest), (body, general)
+    assert isinstance(general, tuple), (body, general)
     rows, problems, flags, data = general
     assert problems == [] and data is not None
     assert len(decoded) == len(rows) and decoded.rows == rows
@@ -190,6 +207,13 @@ def test_clean_bodies_are_decoded_with_their_nulls_flags_and_integers() -> None:
     assert isinstance(_general(twice, False), BadRequest)
     for other in (b" " + body, json.dumps(rows[0]).encode(), json.dumps({"rows": rows}).encode()):
         assert decode(other, SIGNATURE, max_rows=5, reject_unusual=False) is None
+    # the rows with "explain": false are decoded as the bare array; true is for the general path
+    wrapped = json.dumps({"rows": rows, "explain": False}).encode()
+    decoded = decode(wrapped, SIGNATURE, max_rows=5, reject_unusual=False)
+    assert decoded is not None and decoded.rows == rows and decoded.flags == flags
+    assert _same_matrix(decoded.data.matrix, data.matrix)
+    explained = json.dumps({"explain": True, "rows": rows}).encode()
+    assert decode(explained, SIGNATURE, max_rows=5, reject_unusual=False) is None
 
 
 def test_a_served_array_of_rows_is_answered_flagged_refused_and_audited_as_the_general_path(
@@ -205,12 +229,16 @@ def test_a_served_array_of_rows_is_answered_flagged_refused_and_audited_as_the_g
     s = serve("tumours@production", store=own_store)
     headers = {"content-type": "application/json"}
     with s.client() as c:
-        # the leading space: not an array to the decoder, which leaves it to the general path
-        answers = [c.post(PREDICT, content=b, headers=headers) for b in (body, b" " + body)]
-        assert [a.status_code for a in answers] == [200, 200], answers[0].text
-        fast, slow = ([{k: v for k, v in p.items() if k != "id"} for p in a.json()["predictions"]]
-                      for a in answers)  # fmt: skip
-        assert fast == slow and len(fast) == 60
+        # the leading space: not an array to the decoder, which leaves it to the general path;
+        # the rows with "explain": false are decoded as the bare array is
+        wrapped = b'{"rows": ' + body + b', "explain": false}'
+        answers = [
+            c.post(PREDICT, content=b, headers=headers) for b in (body, b" " + body, wrapped)
+        ]
+        assert [a.status_code for a in answers] == [200, 200, 200], answers[0].text
+        fast, slow, rows_key = ([{k: v for k, v in p.items() if k != "id"}
+                                 for p in a.json()["predictions"]] for a in answers)  # fmt: skip
+        assert fast == slow == rows_key and len(fast) == 60
         assert "flags" in fast[3] and len(fast[5]["flags"]) == 1
         # what the decoder declines is refused by the general path, naming row and field
         bad = [dict(r) for r in rows]
@@ -226,7 +254,7 @@ def test_a_served_array_of_rows_is_answered_flagged_refused_and_audited_as_the_g
             "a finite number"
         )
     records = [r for _, r in journal.Follower(own_store / "audit", "predictions").new()]
-    assert len(records) == 2
+    assert len(records) == 3
     same = ("rows", "model", "version", "route", "inputs", "output", "probabilities", "flags")
-    first, second = ({k: r[k] for k in same} for r in records)
-    assert first == second and first["inputs"]["mean_texture"][5] is None
+    first, second, third = ({k: r[k] for k in same} for r in records)
+    assert first == second == third and first["inputs"]["mean_texture"][5] is None
