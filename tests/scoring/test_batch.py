@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -307,11 +308,47 @@ def fixed_batch_id(monkeypatch: pytest.MonkeyPatch) -> str:
     return "b0123abcd"
 
 
+@pytest.fixture(scope="module")
+def dask_process_pool() -> Iterator[Any]:
+    """One process pool, built as Dask's ``processes`` scheduler builds its own for each job
+    (its context, its worker initializer, its hash seed), shared by the module's byte-for-byte
+    comparisons: each job started two fresh processes importing pandas, scikit-learn and the
+    model (most of a comparison's time), and the graph each job computes is the same whichever
+    pool runs it. test_a_process_pool_scores_the_same keeps a pool of the job's own."""
+    from concurrent.futures import ProcessPoolExecutor
+    from functools import partial
+
+    from dask.multiprocessing import CPU_COUNT, get_context, initialize_worker_process
+
+    with pytest.MonkeyPatch.context() as patch:
+        if os.environ.get("PYTHONHASHSEED") in (None, "0"):  # as dask.multiprocessing.get does
+            patch.setenv("PYTHONHASHSEED", "6640")
+        pool = ProcessPoolExecutor(
+            CPU_COUNT,
+            mp_context=get_context(),
+            initializer=partial(initialize_worker_process, user_initializer=None),
+        )
+        try:
+            yield pool
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+@pytest.fixture
+def on_the_shared_pool(dask_process_pool: Any) -> Iterator[None]:
+    """Dask's ``processes`` scheduler uses :func:`dask_process_pool` (``pool`` in Dask's
+    config: what ``dask.multiprocessing.get`` takes instead of starting one)."""
+    import dask
+
+    with dask.config.set(pool=dask_process_pool):
+        yield
+
+
 def both_ways(
     registry: Registry, source: Path, tmp_path: Path, suffix: str, **kw: Any
 ) -> tuple[dict, dict, bytes, bytes]:
-    """Score ``source`` in this process (threads) and on Dask (a process pool): both summaries
-    and both outputs' bytes."""
+    """Score ``source`` in this process (threads) and on Dask (a process pool: the module's
+    shared one, see :func:`on_the_shared_pool`): both summaries and both outputs' bytes."""
     here, dask = tmp_path / f"here{suffix}", tmp_path / f"dask{suffix}"
     a = predict_file(registry, "tumours", "production", str(source), str(here), **kw)
     b = predict_file(
@@ -320,7 +357,6 @@ def both_ways(
     return a, b, here.read_bytes(), dask.read_bytes()
 
 
-@pytest.mark.slow  # a process pool per case
 def parquet_source(frame: pd.DataFrame, tmp_path: Path, layout: dict) -> Path:
     """``frame`` as Parquet in ``layout``: one file with ``row_group_size`` rows per group, or
     (``files``) a directory of files of 200 rows each."""
@@ -352,6 +388,7 @@ def test_parquet_scored_in_process_writes_the_bytes_dask_writes(
     registry: Registry,
     tmp_path: Path,
     fixed_batch_id: str,
+    on_the_shared_pool: None,
     layout: dict,
     partition_rows: int,
     parts: int,
@@ -426,7 +463,12 @@ def test_scoring_threads_below_one_are_refused(registry: Registry, tmp_path: Pat
 
 @pytest.mark.parametrize("name", ["patients.csv", "patients.csv.gz"])
 def test_a_one_partition_csv_scored_in_process_writes_the_bytes_dask_writes(
-    project: Path, registry: Registry, tmp_path: Path, fixed_batch_id: str, name: str
+    project: Path,
+    registry: Registry,
+    tmp_path: Path,
+    fixed_batch_id: str,
+    on_the_shared_pool: None,
+    name: str,
 ) -> None:
     source = tmp_path / name
     pd.read_csv(project / "patients.csv", dtype={"patient_id": str}).to_csv(source, index=False)
