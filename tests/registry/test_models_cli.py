@@ -1,20 +1,69 @@
 """The registry end to end: a real spec promotes real models; `pipeflow models` and `pipeflow
-lineage` read what it recorded."""
+lineage` read what it recorded.
+
+Each test sets up the registry it needs from module fixtures (tumours v1; v1 and a v2 that failed
+its gate; v1, v2 and a promoted v3), and one that changes a registry changes a copy of its own: no
+test depends on another having run before it, on the same worker or at all (``--dist worksteal``
+may split the module)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import pipeflow
+from helpers import copy_project, pipeflow
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]) -> Path:
+    """tumours v1 in production after one run; the tests given it only read its registry."""
     return tumours_v1(tmp_path_factory.mktemp("registry") / "tumours")
+
+
+@dataclass(frozen=True)
+class Ran:
+    """A project after one more ``pipeflow run``, and what that run said."""
+
+    project: Path
+    run: subprocess.CompletedProcess[str]
+
+
+@pytest.fixture(scope="module")
+def failed_gate(
+    tmp_path_factory: pytest.TempPathFactory, tumours_v1: Callable[[Path], Path]
+) -> Ran:
+    """tumours v1, then a run whose v2 fails the accuracy gate (nothing changes it after)."""
+    project = tumours_v1(tmp_path_factory.mktemp("failed-gate") / "tumours")
+    run = pipeflow(
+        [
+            "run",
+            "pipeline.yaml",
+            "--quiet",
+            "--set",
+            "params.C=0.5",
+            "--set",
+            "params.min_accuracy=0.9999",
+        ],
+        cwd=project,
+        timeout=300,
+    )
+    return Ran(project, run)
+
+
+@pytest.fixture(scope="module")
+def three_versions(tmp_path_factory: pytest.TempPathFactory, failed_gate: Ran) -> Ran:
+    """A copy of :func:`failed_gate`'s project, then a run whose v3 passes: v1, v2 (not
+    promoted) and v3 in production, all from one source file (nothing changes it after)."""
+    project = copy_project(failed_gate.project, tmp_path_factory.mktemp("three") / "tumours")
+    run = pipeflow(
+        ["run", "pipeline.yaml", "--quiet", "--set", "params.C=0.2"], cwd=project, timeout=300
+    )
+    return Ran(project, run)
 
 
 def show(project: Path) -> dict:
@@ -39,20 +88,8 @@ def test_first_run_registers_and_promotes_with_a_full_record(project: Path) -> N
     assert listed.returncode == 0 and "production -> v1" in listed.stdout
 
 
-def test_a_failed_gate_leaves_the_alias_and_names_both_numbers(project: Path) -> None:
-    out = pipeflow(
-        [
-            "run",
-            "pipeline.yaml",
-            "--quiet",
-            "--set",
-            "params.C=0.5",
-            "--set",
-            "params.min_accuracy=0.9999",
-        ],
-        cwd=project,
-        timeout=300,
-    )
+def test_a_failed_gate_leaves_the_alias_and_names_both_numbers(failed_gate: Ran) -> None:
+    project, out = failed_gate.project, failed_gate.run
     assert out.returncode == 1
     text = out.stdout + out.stderr
     assert "tumours@2 registered but not promoted to 'production'" in text
@@ -62,11 +99,10 @@ def test_a_failed_gate_leaves_the_alias_and_names_both_numbers(project: Path) ->
     assert len(data["versions"]) == 2 and not data["versions"][1]["gates"][0]["passed"]
 
 
-def test_promotion_rollback_and_history(project: Path) -> None:
-    out = pipeflow(
-        ["run", "pipeline.yaml", "--quiet", "--set", "params.C=0.2"], cwd=project, timeout=300
-    )
+def test_promotion_rollback_and_history(three_versions: Ran, tmp_path: Path) -> None:
+    out = three_versions.run
     assert out.returncode == 0, out.stdout + out.stderr
+    project = copy_project(three_versions.project, tmp_path / "tumours")  # changed below
     assert show(project)["aliases"] == {"production": 3}
 
     back = pipeflow(
@@ -135,7 +171,8 @@ def test_model_card_renders_as_markdown_and_html(project: Path) -> None:
     assert "table" in parser.tags and "script" not in parser.tags
 
 
-def test_lineage_reaches_the_source_file_and_versions_sharing_it(project: Path) -> None:
+def test_lineage_reaches_the_source_file_and_versions_sharing_it(three_versions: Ran) -> None:
+    project = three_versions.project
     out = pipeflow(["lineage", "tumours@1", "--json"], cwd=project)
     assert out.returncode == 0, out.stderr
     lineage = json.loads(out.stdout)
