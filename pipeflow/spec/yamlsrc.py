@@ -3,7 +3,8 @@
 Why not ``yaml.safe_load``: it forgets positions, silently keeps the last of two duplicate keys,
 and turns keys such as ``on`` or ``yes`` into booleans. Here the document is *composed* into nodes
 (libyaml's C parser when available, so a 1000-stage spec loads in milliseconds) and walked once
-(where each key and value is, is noted by walking the kept text again, on first use: a spec
+(where each key and value is, is noted by walking the kept text again, on first use, or found
+for the one path an error asks about by following it down the document composed again: a spec
 without a problem never asks; see :class:`Source`):
 
 - every mapping key stays the string the user typed;
@@ -69,10 +70,16 @@ Positions = dict[Path, tuple[int, int] | Location]
 class Source:
     """Parsed YAML data with the position of each key and value.
 
-    The positions are noted on first use (:meth:`where`, ``keys``, ``values``), by walking the
-    text again: a spec that loads and compiles without a problem never asks where anything is,
-    and noting ~25k positions of a 1000-stage spec was a third of parsing it. The second walk
-    sees the same text, so it finds the same nodes (and cannot fail where the first did not)."""
+    The positions are noted on first use (``keys``, ``values``), by walking the text again: a
+    spec that loads and compiles without a problem never asks where anything is, and noting ~25k
+    positions of a 1000-stage spec was a third of parsing it. The second walk sees the same text,
+    so it finds the same nodes (and cannot fail where the first did not).
+
+    :meth:`where` asked before then notes nothing: it follows its one path down the document,
+    composed again from the text (once, and kept), and answers what the tables would. An error
+    asks for a few paths; noting all of them walked every value an alias expands to, twice the
+    cost of parsing a document of aliases (tests/spec/test_positions_on_demand.py compares the
+    two answers)."""
 
     file: str
     data: Any
@@ -80,6 +87,8 @@ class Source:
     text: str | None = field(default=None, repr=False)
     _keys: Positions | None = field(default=None, repr=False)
     _values: Positions | None = field(default=None, repr=False)
+    #: the document composed again for :meth:`where`, dropped once the positions are noted
+    _root: Any = field(default=None, repr=False)
 
     @property
     def keys(self) -> Positions:
@@ -102,10 +111,13 @@ class Source:
             return
         noted = _parse(self.text, self.file, positions=True)
         self._keys, self._values, self.text = noted._keys, noted._values, None
+        self._root = None
 
     def where(self, path: Path, *, key: bool = False) -> Location:
         """The closest known position for ``path`` (walking up to a parent if needed)."""
         path = tuple(path)
+        if self._values is None and self._keys is None and self.text is not None:
+            return self._follow(path, key)
         while True:
             table = self.keys if key else self.values
             found = table.get(path)
@@ -117,6 +129,35 @@ class Source:
                 return Location(self.file)
             path = path[:-1]
             key = False
+
+    def _follow(self, path: Path, key: bool) -> Location:
+        """:meth:`where` without the tables: down the composed document along ``path`` (merges
+        resolved as the walk resolves them), as far as it goes. The position of the key of the
+        last part if ``key`` and it is a mapping's, else of the value reached."""
+        if self._root is None:
+            loader = _BaseLoader(self.text)
+            try:
+                self._root = loader.get_single_node()
+            finally:
+                loader.dispose()
+        merges = _Walker(self.file, None, positions=False)
+        node, mark, key_mark = self._root, self._root.start_mark, None
+        for depth, part in enumerate(path):
+            found = None
+            if type(node) is yaml.MappingNode:
+                pairs = node.value
+                if any(k.tag == _MERGE for k, _ in pairs):
+                    pairs = merges._merged(node, depth)
+                found = next((pair for pair in pairs if pair[0].value == part), None)
+            elif type(node) is yaml.SequenceNode and isinstance(part, int) and part >= 0:
+                found = (None, node.value[part]) if part < len(node.value) else None
+            if found is None:  # a parent's position, as the tables' walk up gives
+                key_mark = None
+                break
+            node, mark = found[1], found[1].start_mark
+            key_mark = found[0].start_mark if found[0] is not None else None
+        chosen = key_mark if key and key_mark is not None else mark
+        return _loc(self.file, chosen)
 
 
 def _loc(file: str, mark: Any) -> Location:

@@ -7,6 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeflow.core.compiler import compile_pipeline
 from pipeflow.errors import GraphError, Location, SpecError
@@ -94,3 +97,61 @@ def test_a_reference_spelled_with_an_escape_is_still_interpolated() -> None:
     text = SPEC.replace("kwargs: {k: [1, {x: 2}]}", 'kwargs: {k: "\\x24{params.seed}"}')
     assert "$" not in text
     assert loads(text, "p.yaml").spec.stages["a"].with_["kwargs"] == {"k": 3}
+
+
+# ------------------------------------------------------- where() before the positions are noted
+
+words = st.sampled_from(["a", "b", "k", "x", "stages", "with", "<<", "0", "1"])
+plain_data = st.recursive(
+    st.integers(0, 9) | st.sampled_from(["s", "t", ""]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(words, inner, max_size=3),
+    max_leaves=12,
+)
+
+
+@st.composite
+def aliased_documents(draw: st.DrawFn) -> str:
+    """Anchored mappings and lists, later ones aliasing and merging earlier ones."""
+    lines = []
+    for i in range(draw(st.integers(1, 5))):
+        own = draw(st.dictionaries(st.sampled_from(["x", "y", "k"]), st.integers(0, 9), max_size=3))
+        parts = [f"{k}: {v}" for k, v in own.items()]
+        if i and draw(st.booleans()):
+            refs = draw(st.lists(st.integers(0, i - 1), min_size=1, max_size=3))
+            parts.insert(0, f"<<: [{', '.join(f'*m{r}' for r in refs)}]")
+        if i and draw(st.booleans()):
+            parts.append(f"l: [*m{draw(st.integers(0, i - 1))}, [1, *m0]]")
+        lines.append(f"m{i}: &m{i} {{{', '.join(parts)}}}")
+    return "\n".join(lines) + "\n"
+
+
+documents = aliased_documents() | plain_data.map(
+    lambda data: yaml.safe_dump({"top": data}, default_flow_style=None, sort_keys=False)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=documents, extra=st.sampled_from(["nope", 0, 1, 99, -1, True, "0", "x"]))
+def test_where_asked_before_the_positions_are_noted_answers_as_the_noted_tables_do(
+    text: str, extra: object
+) -> None:
+    """Every path of the document (and each one longer by a part that may not be there) is
+    located by following it down the document exactly where the noted tables locate it."""
+    noted = _parse(text, "d.yaml", positions=True)
+    lazy = parse(text, "d.yaml")
+    for path in [*noted.values, *noted.keys]:
+        for asked in (path, (*path, extra), (*path, extra, "x")):
+            for key in (False, True):
+                assert lazy.where(asked, key=key) == noted.where(asked, key=key), (asked, key)
+    assert lazy._values is None and lazy._keys is None  # followed, not noted
+
+
+def test_a_bomb_that_fails_validation_is_located_without_walking_its_expansion_again() -> None:
+    """A document of aliases expanding to ~17k values that validation refuses: the error names
+    the line of 'stages' and the positions of the ~17k values are never noted."""
+    lines = ["a0: &a0 [lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 7)}]" for i in range(1, 6)]
+    text = "\n".join(lines) + "\npipeline: p\nstages: {}\n"
+    with pytest.raises(SpecError) as err:
+        loads(text, "b.yaml")
+    assert str(err.value).startswith("b.yaml:8:9: field 'stages'")
