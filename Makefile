@@ -33,10 +33,10 @@ demo: install
 
 # The suite on two pytest-xdist workers (CI's machine and this one have two cores; a worker is a
 # process, so -n is capped at 2 rather than auto). loadscope: a module's tests go to one worker, in
-# order, as in one process: modules whose tests build on each other's state (a module-scoped
-# project: tests/registry/test_models_cli.py's lineage test needs the versions its earlier tests
-# registered) failed under worksteal and load, which split a module over both workers; and each
-# module-scoped fixture (a trained project, a server) starts once, not once per worker.
+# order, as in one process: modules whose tests built on each other's state failed under worksteal
+# and load, which split a module over both workers (tests/registry/test_models_cli.py did: its
+# tests now set up what they need; no run of the whole suite has shown that no other module does);
+# and each module-scoped fixture (a trained project, a server) starts once, not once per worker.
 XDIST ?= -n 2 --dist loadscope
 
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
