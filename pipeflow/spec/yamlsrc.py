@@ -59,6 +59,8 @@ class _BaseLoader(_Parser):  # type: ignore[misc,valid-type]
 
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
+#: paths :meth:`Source.where` follows down the document before it notes every position
+FOLLOWS = 64
 
 Path = tuple[Any, ...]
 
@@ -79,7 +81,8 @@ class Source:
     composed again from the text (once, and kept), and answers what the tables would. An error
     asks for a few paths; noting all of them walked every value an alias expands to, twice the
     cost of parsing a document of aliases (tests/spec/test_positions_on_demand.py compares the
-    two answers)."""
+    two answers). Following scans a mapping's keys, so after :data:`FOLLOWS` paths (a spec with
+    many problems) the positions are noted and looked up instead."""
 
     file: str
     data: Any
@@ -89,6 +92,7 @@ class Source:
     _values: Positions | None = field(default=None, repr=False)
     #: the document composed again for :meth:`where`, dropped once the positions are noted
     _root: Any = field(default=None, repr=False)
+    _follows: int = field(default=0, repr=False)
 
     @property
     def keys(self) -> Positions:
@@ -117,7 +121,9 @@ class Source:
         """The closest known position for ``path`` (walking up to a parent if needed)."""
         path = tuple(path)
         if self._values is None and self._keys is None and self.text is not None:
-            return self._follow(path, key)
+            self._follows += 1
+            if self._follows <= FOLLOWS:
+                return self._follow(path, key)
         while True:
             table = self.keys if key else self.values
             found = table.get(path)

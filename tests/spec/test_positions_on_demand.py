@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from pipeflow.core.compiler import compile_pipeline
 from pipeflow.errors import GraphError, Location, SpecError
+from pipeflow.spec import yamlsrc
 from pipeflow.spec.load import load, loads
-from pipeflow.spec.yamlsrc import _parse, parse
+from pipeflow.spec.yamlsrc import FOLLOWS, _parse, parse
 from pipeflow.testing import write_spec
 
 SPEC = """\
@@ -137,13 +138,23 @@ def test_where_asked_before_the_positions_are_noted_answers_as_the_noted_tables_
 ) -> None:
     """Every path of the document (and each one longer by a part that may not be there) is
     located by following it down the document exactly where the noted tables locate it."""
-    noted = _parse(text, "d.yaml", positions=True)
-    lazy = parse(text, "d.yaml")
-    for path in [*noted.values, *noted.keys]:
-        for asked in (path, (*path, extra), (*path, extra, "x")):
-            for key in (False, True):
-                assert lazy.where(asked, key=key) == noted.where(asked, key=key), (asked, key)
+    noted, lazy = _parse(text, "d.yaml", positions=True), parse(text, "d.yaml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(yamlsrc, "FOLLOWS", 10**9)  # every path followed, however many
+        for path in [*noted.values, *noted.keys]:
+            for asked in (path, (*path, extra), (*path, extra, "x")):
+                for key in (False, True):
+                    assert lazy.where(asked, key=key) == noted.where(asked, key=key), (asked, key)
     assert lazy._values is None and lazy._keys is None  # followed, not noted
+
+
+def test_after_many_paths_followed_the_positions_are_noted_and_answer_the_same() -> None:
+    lazy, noted = parse(SPEC, "p.yaml"), _parse(SPEC, "p.yaml", positions=True)
+    paths = [(*path, extra) for path in noted.values for extra in ("", "x", 0, "y")]
+    assert len(paths) > FOLLOWS
+    for path in paths:
+        assert lazy.where(path) == noted.where(path), path
+    assert lazy._values == noted._values and lazy.text is None
 
 
 def test_a_bomb_that_fails_validation_is_located_without_walking_its_expansion_again() -> None:
