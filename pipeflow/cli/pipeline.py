@@ -24,9 +24,14 @@ from pipeflow.cli._common import make_console as _console
 
 
 def add_parsers(sub: Any) -> None:
-    def spec_cmd(name: str, help_: str, handler: Any) -> argparse.ArgumentParser:
+    def spec_cmd(
+        name: str, help_: str, handler: Any, *, several: bool = False
+    ) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help_, description=help_)
-        c.add_argument("spec", metavar="SPEC", help="pipeline YAML file")
+        if several:
+            c.add_argument("spec", metavar="SPEC", nargs="+", help="pipeline YAML file(s)")
+        else:
+            c.add_argument("spec", metavar="SPEC", help="pipeline YAML file")
         add_overrides(c)
         add_debug(c)
         c.set_defaults(handler=handler)
@@ -54,7 +59,12 @@ def add_parsers(sub: Any) -> None:
     add_tag_args(r)
     r.add_argument("--note", metavar="TEXT", help="a note recorded with the run (runs show)")
 
-    spec_cmd("check", "compile a spec without running it (exit 2 on a spec error)", cmd_check)
+    spec_cmd(
+        "check",
+        "compile specs without running them (exit 2 on a spec error in any)",
+        cmd_check,
+        several=True,
+    )
     g = spec_cmd("graph", "show the compiled DAG", cmd_graph)
     g.add_argument("--format", choices=["text", "mermaid", "dot"], default="text")
 
@@ -71,18 +81,37 @@ def add_parsers(sub: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Each spec compiled in turn: ``ok: ...`` for a sound one, its errors for another (as
+    ``pipeflow`` prints any error), every spec checked; exit 2 if any had a spec error."""
+    from pipeflow.errors import PipeflowError
+
+    specs = [args.spec] if isinstance(args.spec, str) else list(args.spec)
+    if len(specs) == 1:
+        return _check(specs[0], args.overrides)  # an error is the command's, as before
+    worst = EXIT_OK
+    for spec in specs:
+        try:
+            _check(spec, args.overrides)
+        except PipeflowError as err:
+            _error(str(err), [str(p) for p in getattr(err, "problems", [])])
+            worst = max(worst, err.exit_code)
+    return worst
+
+
+def _check(spec: str, overrides: list[str]) -> int:
     from pipeflow.core.compiler import compile_pipeline
     from pipeflow.core.static import static_problems
     from pipeflow.errors import SpecError
     from pipeflow.spec.load import load
 
-    pipeline = compile_pipeline(load(args.spec, args.overrides))
+    pipeline = compile_pipeline(load(spec, overrides))
     problems = static_problems(pipeline)
     if problems:
         raise SpecError(problems)
     edges = len(pipeline.edges)  # the DAG's edges (no networkx: see core.compiler)
     print(
-        f"ok: {args.spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges"
+        f"ok: {spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges",
+        flush=True,  # before a later spec's error on stderr
     )
     return EXIT_OK
 

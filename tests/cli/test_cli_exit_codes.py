@@ -69,6 +69,22 @@ def test_check_bad_spec_exits_2_with_position_and_no_traceback(
     assert "Traceback" not in err
 
 
+def test_check_of_several_specs_checks_each_and_exits_2_if_any_failed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = _spec(tmp_path)
+    bad = write_spec(tmp_path, BAD, {}, name="bad.yaml")
+    other = write_spec(tmp_path, GOOD.replace("cli-demo", "other"), {}, name="other.yaml")
+    assert main(["check", str(good), str(bad), str(other)]) == 2
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"ok: {good}: pipeline 'cli-demo', 3 stages, 2 edges",
+        f"ok: {other}: pipeline 'other', 3 stages, 2 edges",
+    ]
+    assert err.startswith(f"error: {bad}:5:") and "retries" in err and "Traceback" not in err
+    assert main(["check", str(good), str(other)]) == 0
+
+
 def test_check_graph_error_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     spec = _spec(tmp_path, GOOD.replace("{a: one, b: two}", "{a: onee, b: two}"))
     assert main(["check", str(spec)]) == 2
