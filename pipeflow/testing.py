@@ -320,8 +320,9 @@ def _open_reservations() -> int | None:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError:
             continue
-        with contextlib.suppress(OSError):  # someone else's file: theirs to open up
-            os.fchmod(fd, 0o666)  # nosec B103 (a file of lock bytes, no data: every user locks in it)
+        # someone else's file is theirs to open up; lock bytes, no data: every user locks in it
+        with contextlib.suppress(OSError):
+            os.fchmod(fd, 0o666)  # nosec B103
         return fd
     return None
 

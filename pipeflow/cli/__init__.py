@@ -36,7 +36,7 @@ import contextlib
 import os
 import sys
 
-from pipeflow.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error
+from pipeflow.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error, report
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "main"]
 
@@ -95,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         if isinstance(err, PipeflowError):
-            error(str(err), [str(p) for p in getattr(err, "problems", [])])
-            return err.exit_code
+            return report(err)
         error(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)")
         return EXIT_FAILED
 

@@ -198,6 +198,13 @@ def error(message: str, problems: list[str] | None = None) -> None:
         _indented(message, "error: ", "  ")
 
 
+def report(err: Any) -> int:
+    """A :class:`~pipeflow.errors.PipeflowError` printed as :func:`error` prints any (its
+    problems listed), and the exit status it stands for."""
+    error(str(err), [str(p) for p in getattr(err, "problems", [])])
+    return int(err.exit_code)
+
+
 def _indented(text: str, first: str, rest: str) -> None:
     head, *tail = text.splitlines() or [""]
     print(f"{first}{head}", file=sys.stderr)

@@ -147,7 +147,8 @@ class RunDisplay:
                     if outcome.attempts > 1:
                         detail += f" (after {outcome.attempts} attempts)"
                 text = f"{name:<{self._width}} {word:<7} {detail}"
-                line = f"  {mark} {escape(text, ends=True)}"  # a reason or an error is data, not markup
+                # a reason or an error is data, not markup
+                line = f"  {mark} {escape(text, ends=True)}"
                 if state is not StageState.FAILED:
                     self._hold(line, as_rich_prints(f"  {glyph} {text}"))
                 else:

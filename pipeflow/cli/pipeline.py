@@ -18,6 +18,7 @@ from pipeflow.cli._common import (
     add_overrides,
     add_tag_args,
     parse_tags,
+    report,
 )
 from pipeflow.cli._common import error as _error
 from pipeflow.cli._common import make_console as _console
@@ -93,8 +94,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         try:
             _check(spec, args.overrides)
         except PipeflowError as err:
-            _error(str(err), [str(p) for p in getattr(err, "problems", [])])
-            worst = max(worst, err.exit_code)
+            worst = max(worst, report(err))
     return worst
 
 

@@ -29,10 +29,10 @@ def as_rich_prints(text: str) -> str | None:
 
 class PlainOutput:
     """What :class:`~pipeflow.cli.display.RunDisplay` prints through where rich would print
-    plain text for certain (:func:`run_console`): it says so (no terminal, no colours, no wrapping), and hands
-    everything else (``print``, ``render_str``: a line with markup, a tab, a failure's
-    traceback) to a rich console made on first need by ``make``. A fully cached run of a
-    thousand stages then imports no rich at all (a twentieth of the command)."""
+    plain text for certain (:func:`run_console`): it says so (no terminal, no colours, no
+    wrapping), and hands everything else (``print``, ``render_str``: a line with markup, a tab,
+    a failure's traceback) to a rich console made on first need by ``make``. A fully cached run
+    of a thousand stages then imports no rich at all (a twentieth of the command)."""
 
     is_terminal = False
     is_jupyter = False

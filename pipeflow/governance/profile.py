@@ -226,21 +226,21 @@ def numeric_entry(values: Any, bins: int = 10) -> dict[str, Any]:
         return {}
     ranks = _Ranks.of(values, bins) if n >= _RANKS_FROM else None
     ordered = None if ranks is not None else np.sort(values)
-    sorted_view: _Sorted | _Ranks = ranks if ranks is not None else _Sorted(ordered)
+    order: _Sorted | _Ranks = ranks if ranks is not None else _Sorted(ordered)
     entry: dict[str, Any] = {
         "rows": int(n),
-        "min": sorted_view.low,
-        "max": sorted_view.high,
+        "min": order.low,
+        "max": order.high,
         "mean": float(values.mean()),
         "std": float(values.std()),
         "quantiles": {
             k: float(v)
             for k, v in zip(
-                ("p01", "p50", "p99"), _quantiles(sorted_view, [0.01, 0.5, 0.99]), strict=True
+                ("p01", "p50", "p99"), _quantiles(order, [0.01, 0.5, 0.99]), strict=True
             )
         },
     }
-    entry["edges"], entry["counts"] = _histogram(sorted_view, bins)
+    entry["edges"], entry["counts"] = _histogram(order, bins)
     if ordered is not None:
         starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
         if starts.size <= DISCRETE_MAX:
@@ -249,7 +249,7 @@ def numeric_entry(values: Any, bins: int = 10) -> dict[str, Any]:
                 "counts": [int(c) for c in np.diff(np.r_[starts, n])],
             }
             return entry
-    edges, counts = _histogram(sorted_view, SKETCH_BINS)
+    edges, counts = _histogram(order, SKETCH_BINS)
     entry["sketch"] = {"edges": edges, "counts": counts}
     return entry
 
@@ -397,28 +397,29 @@ def _profile_ranks(rows: int, bins: int) -> Any:
     return np.unique(np.r_[below, np.minimum(below + 1, rows - 1)])
 
 
-def _quantiles(ordered: Any, levels: Any) -> Any:
+def _quantiles(order: Any, levels: Any) -> Any:
     """np.quantile's default (linear) quantiles from order statistics (:class:`_Sorted` or
     :class:`_Ranks`)."""
     import numpy as np
 
-    n = ordered.rows
+    n = order.rows
     position = np.asarray(levels, dtype=float) * (n - 1)
     below = np.floor(position).astype(np.int64)
     above = np.minimum(below + 1, n - 1)
-    low, high = ordered.at(below), ordered.at(above)
+    low, high = order.at(below), order.at(above)
     return low + (high - low) * (position - below)
 
 
-def _histogram(ordered: Any, bins: int) -> tuple[list[float], list[int]]:
-    """Counts on the column's quantile edges (np.histogram's bins: the last one closed)."""
+def _histogram(order: Any, bins: int) -> tuple[list[float], list[int]]:
+    """Counts on the column's quantile edges (np.histogram's bins: the last one closed), from
+    its order statistics (:class:`_Sorted` or :class:`_Ranks`)."""
     import numpy as np
 
-    edges = np.unique(_quantiles(ordered, np.linspace(0, 1, bins + 1)))
+    edges = np.unique(_quantiles(order, np.linspace(0, 1, bins + 1)))
     if edges.size < 2:
-        return [float(e) for e in edges], [int(ordered.rows)]
-    cuts = ordered.below(edges[1:-1])
-    counts = np.diff(np.r_[0, cuts, ordered.rows])
+        return [float(e) for e in edges], [int(order.rows)]
+    cuts = order.below(edges[1:-1])
+    counts = np.diff(np.r_[0, cuts, order.rows])
     return [float(e) for e in edges], [int(c) for c in counts]
 
 

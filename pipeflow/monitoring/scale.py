@@ -27,9 +27,10 @@ few tile-sized buffers (live pass: :mod:`pipeflow.monitoring.tiles` summarises t
 tiles of rows x columns as it lies, each value read from memory once); the summaries are
 ``columns x fine_bins`` integers (reference) or counts on each entry's sketch bins (live). The
 live pass's profile entries, and their cell tables, are one task each that every partition's
-task depends on (a worker fetches them once), and the live window is read as it is when every column is compared
-(no selection copying each partition). Numeric columns only (categorical columns of a table this size
-are value counts per partition, left to :mod:`pipeflow.monitoring.drift` for now).
+task depends on (a worker fetches them once), and the live window is read as it is when every
+column is compared (no selection copying each partition). Numeric columns only (categorical
+columns of a table this size are value counts per partition, left to
+:mod:`pipeflow.monitoring.drift` for now).
 """
 
 from __future__ import annotations

@@ -323,7 +323,7 @@ def _summarize_group(
 
 
 def _cells(v: Any, scale: float, shift: float, low: float, high: float) -> Any:
-    """The cells of values ``v``, by the arithmetic the tiles use (multiply, add, clip, truncate)."""
+    """The cells of values ``v``, by the tiles' arithmetic (multiply, add, clip, truncate)."""
     import numpy as np
 
     c = np.multiply(v, scale)

@@ -211,8 +211,9 @@ async def predict_rows(
     version takes (:meth:`~pipeflow.serving.state.Server.others_fields`) are left out of the
     check, so a request may carry what either a canary or the primary needs. The request is
     observed for the rollout, counted in the metrics, and offered to the shadow once answered.
-    ``table``: the rows' Arrow table (a table body), checked column by column (:mod:`pipeflow.serving.tables`). ``explain``: each row's answer
-    and audit record carry its explanation (422 naming ``explain`` for a model without one).
+    ``table``: the rows' Arrow table (a table body), checked column by column
+    (:mod:`pipeflow.serving.tables`). ``explain``: each row's answer and audit record carry its
+    explanation (422 naming ``explain`` for a model without one).
     ``text``: the JSON body ``rows`` are the objects of (see
     :meth:`~pipeflow.registry.signature.Signature.check_columns`)."""
     config = server.config

@@ -114,7 +114,8 @@ def explain(err: BaseException, url: str, options: dict[str, Any], doing: str = 
     ):
         return (
             f"{where}bucket '{bucket}' does not exist: create it (aws s3 mb s3://{bucket}) "
-            "or correct the store URL (store.root, $PIPEFLOW_STORE__ROOT, --store or $PIPEFLOW_STORE)"
+            "or correct the store URL "
+            "(store.root, $PIPEFLOW_STORE__ROOT, --store or $PIPEFLOW_STORE)"
         )
     if code in _DENIED or isinstance(err, PermissionError):
         return (
