@@ -157,4 +157,27 @@ def test_both_pipelines_install_the_plugins_their_spec_uses() -> None:
     staging = yaml.safe_load((CI / "github-actions.yml").read_text())["jobs"]["staging"]
     installs = [step["run"] for step in staging["steps"] if step.get("name") == "install"]
     installs += yaml.safe_load((CI / "gitlab-ci.yml").read_text())["default"]["before_script"]
-    assert installs and all(plugins <= set(line.split()) for line in installs)
+    # a plugin by its name or as the checkout's folder of it (./plugins/pipeflow-sql)
+    assert installs and all(plugins <= {Path(w).name for w in line.split()} for line in installs)
+
+
+def test_no_pipeline_installs_pipeflow_by_name_from_the_package_index() -> None:
+    """The `pipeflow` on PyPI is an unrelated project: an install line naming it would put
+    somebody else's package on the CI machine. Every job installs pipeflow from the checkout."""
+    flow = yaml.safe_load((CI / "github-actions.yml").read_text())
+    installs = [
+        step["run"]
+        for job in flow["jobs"].values()
+        for step in job["steps"]
+        if step.get("name") == "install"
+    ]
+    installs += yaml.safe_load((CI / "gitlab-ci.yml").read_text())["default"]["before_script"]
+    assert len(installs) == 3
+    for line in installs:
+        words = [w.strip("'\"") for w in line.split()[2:]]
+        assert not [w for w in words if w.split("[")[0] == "pipeflow"], line
+        assert any(w.split("[")[0] == "." for w in words), line
+    # a job that installs from the checkout checks it out first
+    for job in flow["jobs"].values():
+        uses = [step.get("uses", "") for step in job["steps"]]
+        assert any(u.startswith("actions/checkout@") for u in uses)
