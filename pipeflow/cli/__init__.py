@@ -9,6 +9,12 @@ One module per command group, each with ``add_parsers(sub)`` declaring its comma
 the handler each runs (``set_defaults(handler=...)``); :mod:`pipeflow.cli._common` declares the
 arguments several commands share and decides which store a command means.
 
+Modules, not names: a module of this package refers to the shared helpers through their module,
+``from pipeflow.cli import _common`` then ``_common.add_listen(c, ...)`` or ``_common.EXIT_OK``,
+never ``from pipeflow.cli._common import add_listen`` (the "import modules, not names" rule of
+Google's Python style guide). A reader sees at each call where the helper lives, and a command's
+imports do not grow a line for each helper it starts to use.
+
 ============  ============================================================================
 module        commands
 ============  ============================================================================
@@ -36,7 +42,8 @@ import contextlib
 import os
 import sys
 
-from pipeflow.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error, report
+from pipeflow.cli import _common
+from pipeflow.cli._common import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK  # the package's API
 
 __all__ = ["EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "main"]
 
@@ -95,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
 
             traceback.print_exc()
         if isinstance(err, PipeflowError):
-            return report(err)
-        error(f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)")
+            return _common.report(err)
+        _common.error(
+            f"internal error: {type(err).__name__}: {err} (run with --debug for the traceback)"
+        )
         return EXIT_FAILED
 
 

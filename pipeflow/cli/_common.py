@@ -7,6 +7,9 @@ Nothing here imports more than the standard library at import time: the whole co
 built for ``pipeflow --help``, which must load no pydantic, Dask, pandas or ML library. Which
 store a command means is decided by :func:`locate` alone (``--spec``, else ``--store`` or
 ``$PIPEFLOW_STORE``, else ``.pipeflow``), so every command resolves it the same way.
+
+Command modules use these through the module, ``from pipeflow.cli import _common`` then
+``_common.add_where(c)`` (see :mod:`pipeflow.cli`), not by importing the names one by one.
 """
 
 from __future__ import annotations

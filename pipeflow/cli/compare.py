@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from pipeflow.cli._common import EXIT_OK, escape, make_console, table, when
+from pipeflow.cli import _common
 
 __all__ = ["compare"]
 
@@ -72,9 +72,9 @@ def compare(args: argparse.Namespace, registry: Any) -> int:
     report["journal"] = audit.describe(journal)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
-        return EXIT_OK
+        return _common.EXIT_OK
     _print_compare(report, args)
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _print_compare(report: dict[str, Any], args: argparse.Namespace) -> None:
@@ -87,11 +87,11 @@ def _print_compare(report: dict[str, Any], args: argparse.Namespace) -> None:
     def ms(value: float | None) -> str:
         return "-" if value is None else f"{value:.2f}"
 
-    console = make_console()
-    since = f" since {when(report['window']['start'])}" if args.since else ""
+    console = _common.make_console()
+    since = f" since {_common.when(report['window']['start'])}" if args.since else ""
     level = f"{100 * (1 - report['alpha']):g}%"
-    console.print(f"live comparison from {escape(report['journal'])}{since}")
-    t = table("", *(v["variant"] for v in report["variants"]))
+    console.print(f"live comparison from {_common.escape(report['journal'])}{since}")
+    t = _common.table("", *(v["variant"] for v in report["variants"]))
     va, vb = report["variants"]
     for label, fn in (
         ("rows", lambda v: f"{v['rows']} ({', '.join(f'{n} {r}' for r, n in sorted(v['roles'].items())) or 'none answered'})"),
@@ -110,6 +110,6 @@ def _print_compare(report: dict[str, Any], args: argparse.Namespace) -> None:
         t.add_row(label, fn(va), fn(vb))
     console.print(t)
     for verdict in report["verdicts"]:
-        console.print(escape(verdict))
+        console.print(_common.escape(verdict))
     for note in report["notes"]:
-        console.print(f"note: {escape(note)}")
+        console.print(f"note: {_common.escape(note)}")

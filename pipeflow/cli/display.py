@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from pipeflow.cli._common import escape, table, when
+from pipeflow.cli import _common
 from pipeflow.cli.plain import as_rich_prints
 from pipeflow.core.states import StageState
 
@@ -87,10 +87,12 @@ class RunDisplay:
         if not self.quiet:
             text = f"{self.total} stages, {to_run} to run, {cached} reused from the store"
             name = plan.pipeline.name
-            lines = [(f"[bold]{escape(name)}[/]: {text}", as_rich_prints(f"{name}: {text}"))]
+            lines = [
+                (f"[bold]{_common.escape(name)}[/]: {text}", as_rich_prints(f"{name}: {text}"))
+            ]
             for name in plan.to_run:
                 text = f"· {name:<{self._width}} will run: {plan.stages[name].reason}"
-                lines.append((f"  [dim]{escape(text)}[/]", as_rich_prints(f"  {text}")))
+                lines.append((f"  [dim]{_common.escape(text)}[/]", as_rich_prints(f"  {text}")))
             self._print_lines(lines)
         if self.live and to_run:
             from rich.progress import (
@@ -130,7 +132,7 @@ class RunDisplay:
             self.running[name] = time.monotonic()
             if self._progress is not None and name not in self._stage_tasks:
                 self._stage_tasks[name] = self._progress.add_task(
-                    f"  {escape(name):<{self._width}}", total=None, count="", note=""
+                    f"  {_common.escape(name):<{self._width}}", total=None, count="", note=""
                 )
         else:
             self.running.pop(name, None)
@@ -148,7 +150,7 @@ class RunDisplay:
                         detail += f" (after {outcome.attempts} attempts)"
                 text = f"{name:<{self._width}} {word:<7} {detail}"
                 # a reason or an error is data, not markup
-                line = f"  {mark} {escape(text, ends=True)}"
+                line = f"  {mark} {_common.escape(text, ends=True)}"
                 if state is not StageState.FAILED:
                     self._hold(line, as_rich_prints(f"  {glyph} {text}"))
                 else:
@@ -278,7 +280,8 @@ class RunDisplay:
         for name in report.failed:
             o = report.stages[name]
             self.console.print(
-                f"[red]stage '{name}' failed:[/] {escape(o.error or '', ends=True)}", emoji=False
+                f"[red]stage '{name}' failed:[/] {_common.escape(o.error or '', ends=True)}",
+                emoji=False,
             )
         if report.failed:
             self.console.print(f"details: pipeflow runs show {report.run_id} --db {report.db_path}")
@@ -337,7 +340,7 @@ def show_runs(
     for col in ("started", "duration", "stages", "ran", "cached", "failed"):
         t.add_column(col)
     for name in shown_metrics:
-        t.add_column(escape(name), justify="right")
+        t.add_column(_common.escape(name), justify="right")
     if tags:
         t.add_column("tags")
     for r in rows:
@@ -347,7 +350,7 @@ def show_runs(
             r["id"],
             r["pipeline"],
             r["state"],
-            when(r["started"]),
+            _common.when(r["started"]),
             dur,
             str(r["n_stages"]),
             str(r["n_done"]),
@@ -358,7 +361,11 @@ def show_runs(
                 for name in shown_metrics
             ],
             *(
-                [escape(" ".join(f"{k}={v}" for k, v in sorted(tags.get(r["id"], {}).items())))]
+                [
+                    _common.escape(
+                        " ".join(f"{k}={v}" for k, v in sorted(tags.get(r["id"], {}).items()))
+                    )
+                ]
                 if tags
                 else []
             ),
@@ -403,18 +410,20 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
         f"[bold]run {run['id']}[/]  pipeline [bold]{run['pipeline']}[/]  state [bold]{run['state']}[/]"
     )
     console.print(
-        f"  started {when(run['started'])}  duration {dur}  executor {run['executor']}  host {run['host']}"
+        f"  started {_common.when(run['started'])}  duration {dur}  executor {run['executor']}  host {run['host']}"
     )
     console.print(f"  spec {run['spec_path']}")
     if params:
-        console.print(f"  params {escape(json.dumps(params, default=str))}")
+        console.print(f"  params {_common.escape(json.dumps(params, default=str))}")
     if tags:
-        console.print(f"  tags {escape(' '.join(f'{k}={v}' for k, v in sorted(tags.items())))}")
+        console.print(
+            f"  tags {_common.escape(' '.join(f'{k}={v}' for k, v in sorted(tags.items())))}"
+        )
     if run["note"]:
-        console.print(f"  note {escape(run['note'])}")
+        console.print(f"  note {_common.escape(run['note'])}")
     if run["error"]:
-        console.print(f"  [red]{escape(run['error'])}[/]")
-    t = table(
+        console.print(f"  [red]{_common.escape(run['error'])}[/]")
+    t = _common.table(
         "stage", "type", "state", "duration", "attempts", "worker", "why / error", title="stages"
     )
     for s in stages:
@@ -426,18 +435,18 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
             d,
             str(s["attempts"] or ""),
             s["worker"] or "",
-            escape(s["error"] or s["reason"] or "", ends=True),
+            _common.escape(s["error"] or s["reason"] or "", ends=True),
         )
     console.print(t)
     if outputs:
-        t = table("stage.port", "kind", "codec", "size", "digest", title="artifacts")
+        t = _common.table("stage.port", "kind", "codec", "size", "digest", title="artifacts")
         for o in outputs:
             t.add_row(
                 f"{o['stage']}.{o['port']}", o["kind"], o["codec"], str(o["size"]), o["digest"][:16]
             )
         console.print(t)
     if metrics:
-        t = table("stage", "metric", "value", "steps", "logged by", title="metrics")
+        t = _common.table("stage", "metric", "value", "steps", "logged by", title="metrics")
         last: dict[tuple[str, str], Any] = {}
         steps: dict[tuple[str, str], int] = {}
         for m in metrics:  # ordered by step: the last one is the metric's value
@@ -447,16 +456,16 @@ def show_run(console: Any, db: Any, run_id: str, *, as_json: bool = False) -> in
             origin = m["from_run"] if m["from_run"] and m["from_run"] != run["id"] else ""
             t.add_row(
                 m["stage"],
-                escape(m["name"]),
+                _common.escape(m["name"]),
                 f"{m['value']:.6g}",
                 str(steps[key]),
                 f"run {origin} (cached)" if origin else "this run",
             )
         console.print(t)
     if logged:
-        t = table("stage", "param", "value", title="logged params")
+        t = _common.table("stage", "param", "value", title="logged params")
         for p in logged:
-            t.add_row(p["stage"], escape(p["name"]), escape(p["value"]))
+            t.add_row(p["stage"], _common.escape(p["name"]), _common.escape(p["value"]))
         console.print(t)
     if lineage:
         console.print("[bold]lineage[/]")
@@ -498,14 +507,14 @@ def show_logs(
         s = stages[name]
         if not lines and stage is None and s["state"] != "cached":
             continue
-        console.print(f"[bold]── {escape(name)}[/] ({s['state']})")
+        console.print(f"[bold]── {_common.escape(name)}[/] ({s['state']})")
         if not lines:
             why = (
                 f"reused from the store: its lines are in the run that made it ({s['reason']})"
                 if s["state"] == "cached"
                 else "no log lines"
             )
-            console.print(f"  [dim]{escape(why)}[/]")
+            console.print(f"  [dim]{_common.escape(why)}[/]")
             continue
         if lines[0]["line"] > 1:
             from pipeflow.core.progress import MAX_BYTES, MAX_LINES

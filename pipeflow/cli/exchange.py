@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeflow.cli._common import EXIT_OK
+from pipeflow.cli import _common
 
 __all__ = ["add_parsers", "export_model", "import_model"]
 
@@ -89,7 +89,7 @@ def export_model(args: argparse.Namespace, registry: Any, db: Any) -> int:
             f"wrote {label} as ONNX to {summary['file']}; checked on {check['rows']} held-out "
             f"rows ({check['source']}): {check['summary']} (written to {summary['check_file']})"
         )
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def import_model(args: argparse.Namespace, registry: Any, db: Any) -> int:
@@ -107,10 +107,10 @@ def import_model(args: argparse.Namespace, registry: Any, db: Any) -> int:
         )
     if args.json:
         print(json.dumps({**record, "alias_event": event}, indent=2, default=str))
-        return EXIT_OK
+        return _common.EXIT_OK
     existing = " (the same model was registered already)" if record.get("existing") else ""
     print(f"imported {args.directory} as {label}{existing}")
     if event is not None:
         was = f"v{event['from_version']}" if event["from_version"] else "unset"
         print(f"{args.name}@{args.alias} -> v{event['to_version']} (was {was})")
-    return EXIT_OK
+    return _common.EXIT_OK

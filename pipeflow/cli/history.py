@@ -14,20 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from pipeflow.cli._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    add_debug,
-    add_json,
-    add_where,
-    locate,
-    open_history,
-    pin_latest,
-    run_store,
-    table,
-    when,
-)
-from pipeflow.cli._common import make_console as _console
+from pipeflow.cli import _common
 
 
 def add_parsers(sub: Any) -> None:
@@ -47,8 +34,8 @@ def add_parsers(sub: Any) -> None:
                 metavar="VERSION",
                 help="a version id (unique prefix) from `data list`",
             )
-        add_json(c)
-        add_where(c, store=False, db=True)
+        _common.add_json(c)
+        _common.add_where(c, store=False, db=True)
 
     st = sub.add_parser("store", help="inspect the artifact store and its metadata")
     st.set_defaults(handler=cmd_store)
@@ -59,8 +46,8 @@ def add_parsers(sub: Any) -> None:
         "objects present, nothing half-written is reachable, the database is intact",
         description="Verify a store and its metadata database; print each problem (exit 1 if any).",
     )
-    add_where(c, db=True)
-    add_debug(c)
+    _common.add_where(c, db=True)
+    _common.add_debug(c)
     c = st_sub.add_parser(
         "gc",
         help="delete run artifacts nothing needs: never a registered version's, the last runs' "
@@ -89,8 +76,8 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="list what would be deleted, with sizes; delete nothing",
     )
-    add_where(c, db=True)
-    add_debug(c)
+    _common.add_where(c, db=True)
+    _common.add_debug(c)
     c = st_sub.add_parser(
         "migrate",
         help="copy the run history into another metadata database (a team's PostgreSQL), "
@@ -106,8 +93,8 @@ def add_parsers(sub: Any) -> None:
         help="target database: postgresql://user@host/db (password from PGPASSWORD or "
         "~/.pgpass) or a SQLite path",
     )
-    add_where(c, store=False, db=True)
-    add_debug(c)
+    _common.add_where(c, store=False, db=True)
+    _common.add_debug(c)
 
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs.set_defaults(handler=cmd_runs)
@@ -138,11 +125,11 @@ def add_parsers(sub: Any) -> None:
                 nargs="+",
                 help="two or more run ids (unique prefixes, or 'latest')",
             )
-            add_json(c)
+            _common.add_json(c)
         if name == "logs":
             c.add_argument("stage", metavar="STAGE", nargs="?", help="only this stage's lines")
         if name in ("show", "logs"):
-            add_json(c)
+            _common.add_json(c)
         elif name == "output":
             c.add_argument(
                 "target", metavar="STAGE[.PORT]", help="the stage (its only output) or stage.port"
@@ -179,45 +166,44 @@ def add_parsers(sub: Any) -> None:
             c.add_argument(
                 "--json", action="store_true", help="machine-readable: runs, tags, metrics"
             )
-        add_where(c, store=False, db=True)
+        _common.add_where(c, store=False, db=True)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from pipeflow.cli.display import show_logs, show_run, show_runs
 
-    workspace = locate(args)
+    workspace = _common.locate(args)
     db = workspace.metadata()
     try:
         if workspace.loaded is not None:
-            pin_latest(args, db, workspace.loaded.spec.pipeline)
+            _common.pin_latest(args, db, workspace.loaded.spec.pipeline)
         if args.runs_command == "list":
             show_runs(
-                _console(),
+                _common.make_console(),
                 db,
                 limit=args.limit,
                 pipeline=args.pipeline,
                 where=_conditions(args),
                 as_json=args.json,
             )
-            return EXIT_OK
+            return _common.EXIT_OK
         if args.runs_command in ("tag", "note"):
             return _tag_or_note(args, db)
         if args.runs_command in ("output", "compare"):
             return (_print_output if args.runs_command == "output" else _compare)(args, db)
         if args.runs_command == "logs":
-            return show_logs(_console(), db, args.run_id, args.stage, as_json=args.json)
-        return show_run(_console(), db, args.run_id, as_json=args.json)
+            return show_logs(_common.make_console(), db, args.run_id, args.stage, as_json=args.json)
+        return show_run(_common.make_console(), db, args.run_id, as_json=args.json)
     finally:
         db.close()
 
 
 def _conditions(args: argparse.Namespace) -> list[Any]:
     """``--where`` and ``--tag`` of ``runs list`` as search conditions (pipeflow.store.search)."""
-    from pipeflow.cli._common import parse_tags
     from pipeflow.store.search import Condition, parse_where
 
     conditions = parse_where(args.where) if args.where is not None else []
-    for name, value in parse_tags(args.tags, value_optional=True).items():
+    for name, value in _common.parse_tags(args.tags, value_optional=True).items():
         conditions.append(
             Condition("tags", name) if value is None else Condition("tags", name, "=", value)
         )
@@ -225,7 +211,6 @@ def _conditions(args: argparse.Namespace) -> list[Any]:
 
 
 def _tag_or_note(args: argparse.Namespace, db: Any) -> int:
-    from pipeflow.cli._common import parse_tags
     from pipeflow.errors import UsageError
 
     run = db.find_run(args.run_id)
@@ -234,10 +219,10 @@ def _tag_or_note(args: argparse.Namespace, db: Any) -> int:
     if args.runs_command == "note":
         db.set_note(run["id"], args.text or None)
         print(f"run {run['id']}: note {'set' if args.text else 'removed'}")
-        return EXIT_OK
+        return _common.EXIT_OK
     if not args.tags and not args.delete:
         raise UsageError("give tags to set (KEY=VALUE) or --delete KEY")
-    tags = {k: v or "" for k, v in parse_tags(args.tags).items()}
+    tags = {k: v or "" for k, v in _common.parse_tags(args.tags).items()}
     clash = sorted(set(tags) & set(args.delete))
     if clash:
         raise UsageError(f"tag {clash[0]!r} is both set and deleted")
@@ -251,7 +236,7 @@ def _tag_or_note(args: argparse.Namespace, db: Any) -> int:
     now = db.tags(run["id"])
     shown = ", ".join(f"{k}={v}" for k, v in sorted(now.items())) or "none"
     print(f"run {run['id']}: tags {shown}")
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -259,26 +244,28 @@ def cmd_data(args: argparse.Namespace) -> int:
 
     from pipeflow.errors import UsageError
 
-    db = open_history(args)
+    db = _common.open_history(args)
     try:
         versions = db.dataset_versions()
         if args.data_command == "list":
             if args.json:
                 print(json.dumps(versions, indent=2, default=str))
-                return EXIT_OK
-            t = table("version", "source", "pipeline", "stage", "first seen", "last used", "runs")
+                return _common.EXIT_OK
+            t = _common.table(
+                "version", "source", "pipeline", "stage", "first seen", "last used", "runs"
+            )
             for v in versions:
                 t.add_row(
                     v["version"][:12],
                     v["source"],
                     v["pipeline"],
                     v["stage"],
-                    when(v["first_seen"]),
-                    when(v["last_used"]),
+                    _common.when(v["first_seen"]),
+                    _common.when(v["last_used"]),
                     str(v["runs"]),
                 )
-            _console().print(t)
-            return EXIT_OK
+            _common.make_console().print(t)
+            return _common.EXIT_OK
         matches = [v for v in versions if v["version"].startswith(args.dataset_version)]
         if len({v["version"] for v in matches}) != 1:
             raise UsageError(
@@ -294,17 +281,17 @@ def cmd_data(args: argparse.Namespace) -> int:
                     {"version": version, "sources": matches, "runs": uses}, indent=2, default=str
                 )
             )
-            return EXIT_OK
-        console = _console()
+            return _common.EXIT_OK
+        console = _common.make_console()
         console.print(f"[bold]dataset version {version}[/]")
         for m in matches:
             console.print(f"  source {m['source']}  (pipeline {m['pipeline']}, stage {m['stage']})")
         console.print(f"  used by {len(uses)} run(s):")
         for u in uses:
             console.print(
-                f"    {u['run_id']}  {u['pipeline']}  {u['state']}  {when(u['started'])}  output {str(u['digest'] or '')[:16]}"
+                f"    {u['run_id']}  {u['pipeline']}  {u['state']}  {_common.when(u['started'])}  output {str(u['digest'] or '')[:16]}"
             )
-        return EXIT_OK
+        return _common.EXIT_OK
     finally:
         db.close()
 
@@ -320,7 +307,7 @@ def cmd_store(args: argparse.Namespace) -> int:
 
     if args.spec and (args.store or args.db):
         raise UsageError("give --spec SPEC, or --store URL (and --db PATH), not both")
-    located = locate(args)
+    located = _common.locate(args)
     store = located.store  # a local store that is not there: said first
     db = located.open_db()
     if db is None:
@@ -337,9 +324,9 @@ def cmd_store(args: argparse.Namespace) -> int:
     )
     if report.problems:
         print(f"store {report.url}: {len(report.problems)} problem(s) ({counted})", file=sys.stderr)
-        return EXIT_FAILED
+        return _common.EXIT_FAILED
     print(f"ok: store {report.url}: {counted}, database {db.location} intact")
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
@@ -351,7 +338,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     if args.spec and (args.store or args.db):
         raise UsageError("give --spec SPEC, or --store URL (and --db PATH), not both")
     older_than = parse_age(args.older_than)
-    located = locate(args)
+    located = _common.locate(args)
     store = located.store
     db = located.open_db()
     if db is None:
@@ -372,7 +359,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
         f"{verb} {len(done.objects)} object(s), {_size(done.bytes)}, and {done.manifests} cache "
         f"manifest(s) from {done.url}; kept {done.kept_objects} object(s), {_size(done.kept_bytes)}"
     )
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _size(n: int) -> str:
@@ -391,7 +378,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from pipeflow.store.metadata import TABLES, absolute
     from pipeflow.store.migrate import migrate
 
-    located = locate(args)
+    located = _common.locate(args)
     source = located.open_db()
     if source is None:
         raise UsageError(
@@ -425,11 +412,11 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             f"{report.target}: nothing was overwritten",
             file=sys.stderr,
         )
-        return EXIT_FAILED
+        return _common.EXIT_FAILED
     print(
         f"ok: {runs} runs from {report.source} are in {report.target} (counts and digests checked)"
     )
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _compare(args: argparse.Namespace, db: Any) -> int:
@@ -455,14 +442,14 @@ def _compare(args: argparse.Namespace, db: Any) -> int:
         for row in db.outputs(run["id"]):
             if not str(row["kind"]).startswith("metrics"):
                 continue
-            store = store or run_store(args, run)
+            store = store or _common.run_store(args, run)
             value = store.load(ArtifactRef(row["digest"], row["codec"], row["kind"], row["size"]))
             for key, number in _numbers(value, f"{row['stage']}.{row['port']}"):
                 table.setdefault(key, [None] * len(runs))[i] = number
     ids = [r["id"] for r in runs]
     if args.json:
         print(json.dumps({"runs": ids, "rows": table}, indent=2, default=str))
-        return EXIT_OK
+        return _common.EXIT_OK
     from rich.table import Table
 
     t = Table(show_edge=False)
@@ -485,8 +472,8 @@ def _compare(args: argparse.Namespace, db: Any) -> int:
         elif first != last:
             change = "changed"
         t.add_row(key, *[_cell(v) for v in values], change)
-    _console().print(t)
-    return EXIT_OK
+    _common.make_console().print(t)
+    return _common.EXIT_OK
 
 
 def _numbers(value: Any, prefix: str, depth: int = 0) -> list[tuple[str, float]]:
@@ -567,18 +554,18 @@ def _print_output(args: argparse.Namespace, db: Any) -> int:
         raise UsageError(
             f"stage '{stage}' has no output '{port}' (its outputs: {', '.join(r['port'] for r in rows)})"
         )
-    store = run_store(args, run)
+    store = _common.run_store(args, run)
     if not store.has(row["digest"]) and row["digest"] in (gone := db.collected()):
         from pipeflow.errors import StoreError
 
         raise StoreError(
             f"output {stage}.{port} of run {run['id']} was deleted by pipeflow store gc at "
-            f"{when(gone[row['digest']])} (run the spec again to make it)"
+            f"{_common.when(gone[row['digest']])} (run the spec again to make it)"
         )
     value = store.load(ArtifactRef(row["digest"], row["codec"], row["kind"], row["size"]))
     if isinstance(value, bytes):
         sys.stdout.buffer.write(value)
-        return EXIT_OK
+        return _common.EXIT_OK
     if hasattr(value, "to_csv") and hasattr(value, "to_string"):  # a table
         if args.format == "csv":
             value.to_csv(sys.stdout, index=False)
@@ -587,9 +574,9 @@ def _print_output(args: argparse.Namespace, db: Any) -> int:
         else:
             print(value.to_string(max_rows=args.rows or None, index=False))
             print(f"[{len(value)} rows x {len(value.columns)} columns]")
-        return EXIT_OK
+        return _common.EXIT_OK
     try:
         print(json.dumps(value, indent=2, default=str))
     except (TypeError, ValueError):
         print(repr(value))
-    return EXIT_OK
+    return _common.EXIT_OK

@@ -12,19 +12,7 @@ import json
 import sys
 from typing import Any
 
-from pipeflow.cli._common import (
-    EXIT_OK,
-    add_audit_dir,
-    add_debug,
-    add_json,
-    add_reason,
-    add_where,
-    escape,
-    make_console,
-    open_registry,
-    table,
-    when,
-)
+from pipeflow.cli import _common
 
 
 def add_parsers(sub: Any) -> None:
@@ -38,11 +26,11 @@ def add_parsers(sub: Any) -> None:
         """What an action's options end with: ``--reason`` (recorded with ``reason``) where it
         changes the registry, ``--json`` where it prints data, then which registry."""
         if reason:
-            add_reason(c, reason)
+            _common.add_reason(c, reason)
         if json:
-            add_json(c)
-        add_where(c, db=db)
-        add_debug(c)
+            _common.add_json(c)
+        _common.add_where(c, db=db)
+        _common.add_debug(c)
 
     models = sub.add_parser(
         "models", help="the model registry: versions, aliases, promotions, rollbacks, model cards"
@@ -67,7 +55,7 @@ def add_parsers(sub: Any) -> None:
         help="version number, or an alias (its holder)",
     )
     c.add_argument("--to", dest="alias", required=True, metavar="ALIAS")
-    add_reason(c, "the move")
+    _common.add_reason(c, "the move")
     c.add_argument(
         "--gate",
         action="append",
@@ -129,12 +117,12 @@ def add_parsers(sub: Any) -> None:
         help="only records since this long ago (90s, 30m, 2h, 7d) or this time "
         "(2026-05-01 or 2026-05-01T12:00); default: the whole journal",
     )
-    add_json(c)
-    add_audit_dir(c)
+    _common.add_json(c)
+    _common.add_audit_dir(c)
     where(c)
-    from pipeflow.cli.exchange import add_parsers as add_exchange
+    from pipeflow.cli import exchange
 
-    add_exchange(msub, where)  # models export, models import
+    exchange.add_parsers(msub, where)  # models export, models import
     c = msub.add_parser("card", help="print the model card of NAME@VERSION (or NAME@ALIAS)")
     c.add_argument("ref", metavar="NAME@VERSION")
     c.add_argument("--format", choices=["markdown", "html"], default="markdown")
@@ -151,8 +139,8 @@ def add_parsers(sub: Any) -> None:
         help="a model version (or NAME@ALIAS), or the id of a served prediction",
     )
     lin.set_defaults(handler=cmd_lineage)
-    add_json(lin)
-    add_audit_dir(lin)
+    _common.add_json(lin)
+    _common.add_audit_dir(lin)
     where(lin, db=True)
 
 
@@ -172,9 +160,9 @@ def _headline(metrics: dict[str, Any] | None) -> str:
 
 
 def _compare(args: argparse.Namespace, registry: Any, db: Any) -> int:
-    from pipeflow.cli.compare import compare
+    from pipeflow.cli import compare
 
-    return compare(args, registry)
+    return compare.compare(args, registry)
 
 
 def _exchange(args: argparse.Namespace, registry: Any, db: Any) -> int:
@@ -186,7 +174,7 @@ def _exchange(args: argparse.Namespace, registry: Any, db: Any) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    registry, db = open_registry(args)
+    registry, db = _common.open_registry(args)
     try:
         return {
             "list": _list,
@@ -226,30 +214,32 @@ def _list(args: argparse.Namespace, registry: Any, db: Any) -> int:
         )
     if args.json:
         print(json.dumps(rows, indent=2))
-        return EXIT_OK
+        return _common.EXIT_OK
     if not rows:
-        make_console().print(f"no models registered in {registry.store.url} yet")
-        return EXIT_OK
+        _common.make_console().print(f"no models registered in {registry.store.url} yet")
+        return _common.EXIT_OK
 
-    t = table("model", "versions", "latest", "created", "aliases", "latest metrics", "archived")
+    t = _common.table(
+        "model", "versions", "latest", "created", "aliases", "latest metrics", "archived"
+    )
     for r in rows:
         t.add_row(
             r["name"],
             str(r["versions"]),
             f"v{r['latest']}",
-            when(r["latest_created"]),
+            _common.when(r["latest_created"]),
             ", ".join(f"{a} -> v{v}" for a, v in sorted(r["aliases"].items())) or "-",
             r["headline"],
             ", ".join(f"v{v}" for v in r["archived"]) or "-",
         )
-    make_console().print(t)
-    return EXIT_OK
+    _common.make_console().print(t)
+    return _common.EXIT_OK
 
 
 def _print_mitigations(console: Any, versions: list[dict[str, Any]]) -> None:
     """The per-group decision thresholds of the versions that have them, with the accuracy and
     bias differences before and after on the held-out rows."""
-    m = table(
+    m = _common.table(
         "version", "attribute", "objective", "thresholds", "metric", "before", "after",
         title="bias mitigation (held-out rows)",
     )  # fmt: skip
@@ -268,7 +258,7 @@ def _print_mitigations(console: Any, versions: list[dict[str, Any]]) -> None:
                 f"v{v['version']}",
                 str(record.get("attribute")),
                 str(record.get("objective")),
-                escape(cuts),
+                _common.escape(cuts),
             ]
             m.add_row(*(head if i == 0 else [""] * 4), name, *number)
     if m.row_count:
@@ -308,14 +298,14 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
                 default=str,
             )
         )
-        return EXIT_OK
+        return _common.EXIT_OK
 
-    console = make_console()
+    console = _common.make_console()
     console.print(f"[bold]{args.name}[/]  ({registry.store.url})")
     held: dict[int, list[str]] = {}
     for alias, version in aliases.items():
         held.setdefault(version, []).append(alias)
-    t = table(
+    t = _common.table(
         "version",
         "created",
         "by",
@@ -326,12 +316,12 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
         "archived",
         title="versions",
     )
-    g = table("version", "", "kind", "gate", "value", title="gates, as last checked")
+    g = _common.table("version", "", "kind", "gate", "value", title="gates, as last checked")
     for v in versions:
         judged = verdict[v["version"]]
         t.add_row(
             f"v{v['version']}",
-            when(v.get("created")),
+            _common.when(v.get("created")),
             str(v.get("user", "")),
             str((v.get("run") or {}).get("run_id") or ""),
             _headline(v.get("metrics")),
@@ -345,42 +335,44 @@ def _show(args: argparse.Namespace, registry: Any, db: Any) -> int:
                 f"v{v['version']}",
                 "[green]✓[/]" if gate.get("passed") is True else "[red]✗[/]",
                 str(gate.get("kind")),
-                escape(str(gate.get("gate"))),
+                _common.escape(str(gate.get("gate"))),
                 f"{value:.4g}"
                 if isinstance(value, int | float)
-                else escape(str(gate.get("detail") or "-")),
+                else _common.escape(str(gate.get("detail") or "-")),
             )
     console.print(t)
     if g.row_count:
         console.print(g)
     _print_mitigations(console, versions)
-    h = table("when", "alias", "action", "from", "to", "by", "reason", title="alias history")
+    h = _common.table(
+        "when", "alias", "action", "from", "to", "by", "reason", title="alias history"
+    )
     for e in history:
         h.add_row(
-            when(e["time"]),
+            _common.when(e["time"]),
             e["alias"],
             e["action"],
             f"v{e['from_version']}" if e.get("from_version") else "-",
             f"v{e['to_version']}",
             str(e.get("user", "")),
-            escape(e.get("reason") or ""),
+            _common.escape(e.get("reason") or ""),
         )
     if history:
         console.print(h)
     else:
         console.print("no alias has pointed at a version yet")
     if archive_events:
-        a = table("when", "action", "version", "by", "reason", title="archive history")
+        a = _common.table("when", "action", "version", "by", "reason", title="archive history")
         for e in archive_events:
             a.add_row(
-                when(e.get("time")),
+                _common.when(e.get("time")),
                 str(e.get("action", "")),
                 f"v{e.get('version')}",
                 str(e.get("user", "")),
-                escape(e.get("reason") or ""),
+                _common.escape(e.get("reason") or ""),
             )
         console.print(a)
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _status(judged: dict[str, Any]) -> str:
@@ -388,10 +380,12 @@ def _status(judged: dict[str, Any]) -> str:
     each expression and value)."""
     failed = ", ".join(str(g.get("kind")) for g in judged["gates"] if g.get("passed") is not True)
     if not judged["promoted"]:
-        return f"[red]not promoted: {escape(failed)} failed[/]" if failed else "not promoted"
+        return (
+            f"[red]not promoted: {_common.escape(failed)} failed[/]" if failed else "not promoted"
+        )
     if judged["refused"] is not None and failed:
-        alias = escape(str(judged["refused"].get("alias")))
-        return f"[red]refused for {alias}: {escape(failed)} failed[/]"
+        alias = _common.escape(str(judged["refused"].get("alias")))
+        return f"[red]refused for {alias}: {_common.escape(failed)} failed[/]"
     return "promoted"
 
 
@@ -430,7 +424,7 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
     assert event is not None  # without unless_held a promotion always writes
     was = f"v{event['from_version']}" if event["from_version"] else "unset"
     print(f"{args.name}@{args.alias} -> v{event['to_version']} (was {was})")
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _rollback(args: argparse.Namespace, registry: Any, db: Any) -> int:
@@ -438,7 +432,7 @@ def _rollback(args: argparse.Namespace, registry: Any, db: Any) -> int:
     print(
         f"{args.name}@{args.alias} -> v{event['to_version']} (rolled back from v{event['from_version']})"
     )
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _archive(args: argparse.Namespace, registry: Any, db: Any) -> int:
@@ -456,7 +450,7 @@ def _archive(args: argparse.Namespace, registry: Any, db: Any) -> int:
     else:
         registry.restore(name, version, reason=args.reason)
         print(f"{name}@{version} restored: it may be promoted and served again")
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _card(args: argparse.Namespace, registry: Any, db: Any) -> int:
@@ -486,7 +480,7 @@ def _card(args: argparse.Namespace, registry: Any, db: Any) -> int:
     else:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _find_prediction(args: argparse.Namespace, registry: Any) -> dict[str, Any] | None:
@@ -537,7 +531,7 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     from pipeflow.registry import parse_ref
     from pipeflow.registry.lineage import model_lineage
 
-    registry, db = open_registry(args)
+    registry, db = _common.open_registry(args)
     prediction = None
     try:
         if "@" not in args.ref:
@@ -555,12 +549,12 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         lineage = {"prediction": prediction, **lineage}
     if args.json:
         print(json.dumps(lineage, indent=2, default=str))
-        return EXIT_OK
-    console = make_console()
+        return _common.EXIT_OK
+    console = _common.make_console()
     if prediction is not None:
         console.print(
-            f"[bold]prediction {prediction['id']}[/]  {when(prediction.get('time'))}"
-            f"  output {escape(repr(prediction.get('output')))}  caller {prediction.get('caller')}"
+            f"[bold]prediction {prediction['id']}[/]  {_common.when(prediction.get('time'))}"
+            f"  output {_common.escape(repr(prediction.get('output')))}  caller {prediction.get('caller')}"
         )
         console.print(
             f"   inputs {json.dumps(prediction.get('inputs'), default=str)[:300]}", markup=False
@@ -570,7 +564,9 @@ def cmd_lineage(args: argparse.Namespace) -> int:
         if isinstance(prediction.get("explanation"), dict):
             console.print(explanation_line(prediction["explanation"]), markup=False)
         for fb in prediction.get("feedback", []):
-            console.print(f"   feedback {when(fb.get('time'))}: true outcome {fb.get('outcome')!r}")
+            console.print(
+                f"   feedback {_common.when(fb.get('time'))}: true outcome {fb.get('outcome')!r}"
+            )
         console.print("   answered by:")
     console.print(f"[bold]{lineage['model']}[/]  model {str(lineage['model_digest'])[:12]}")
     console.print(
@@ -590,11 +586,11 @@ def cmd_lineage(args: argparse.Namespace) -> int:
     console.print("   ├─ sources:")
     for src in lineage["sources"]:
         console.print(
-            f"   │    {src['stage']} ({src['type']}): {escape(str(src['source']))}"
+            f"   │    {src['stage']} ({src['type']}): {_common.escape(str(src['source']))}"
             f"  fingerprint {str(src['fingerprint'])[:12]}  data {str(src['digest'])[:12]}"
         )
     if not lineage["sources"]:
         console.print("   │    none recorded")
     shared = ", ".join(s["model"] for s in lineage["shared_with"]) or "no other version"
     console.print(f"   └─ shares data with: {shared}")
-    return EXIT_OK
+    return _common.EXIT_OK

@@ -15,15 +15,7 @@ import os
 import sys
 from typing import Any
 
-from pipeflow.cli._common import (
-    add_audit_dir,
-    add_debug,
-    add_json,
-    add_where,
-    log_to_console,
-    make_console,
-    open_registry,
-)
+from pipeflow.cli import _common
 
 
 def add_parsers(sub: Any) -> None:
@@ -38,12 +30,12 @@ def add_parsers(sub: Any) -> None:
     )
     c.add_argument("--rules", metavar="FILE", help="YAML with `alerts:` rules and `sinks:`")
     c.add_argument("--all-versions", action="store_true", help="include earlier versions' traffic")
-    add_audit_dir(c)
+    _common.add_audit_dir(c)
     c.add_argument("--html", metavar="FILE", help="write the (last) report as HTML")
-    add_json(c, "print the report(s) as JSON")
+    _common.add_json(c, "print the report(s) as JSON")
     c.add_argument("--no-save", action="store_true", help="do not add the report to the history")
-    add_where(c)
-    add_debug(c)
+    _common.add_where(c)
+    _common.add_debug(c)
     c.set_defaults(handler=cmd_monitor)
 
     d = sub.add_parser(
@@ -66,10 +58,10 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--alpha", type=float, help="p-value threshold (default 0.05)")
     d.add_argument("--wasserstein", type=float, help="numeric effect threshold (default 0.05)")
     d.add_argument("--js", type=float, help="categorical effect threshold (default 0.05)")
-    add_json(d, "print the report as JSON")
+    _common.add_json(d, "print the report as JSON")
     d.add_argument("--html", metavar="FILE", help="write the report as an HTML page")
     d.add_argument("--fail-on-drift", action="store_true", help="exit 1 when the table is drifted")
-    add_debug(d)
+    _common.add_debug(d)
     d.set_defaults(handler=cmd_drift)
 
 
@@ -182,9 +174,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     policy = read_policy(args.rules, "drift")
     import logging
 
-    log_to_console(logging.INFO, "%(levelname)s %(name)s: %(message)s")
+    _common.log_to_console(logging.INFO, "%(levelname)s %(name)s: %(message)s")
     args.db = None
-    registry, db = open_registry(args)
+    registry, db = _common.open_registry(args)
     if db is not None:
         db.close()
     # the audit journal: <store>/audit (or --audit-dir) of a local store; of a remote one, what
@@ -221,7 +213,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reports if len(reports) > 1 else reports[0], indent=2, default=str))
         return 0
-    console = make_console()
+    console = _common.make_console()
     for r in reports:
         end = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r["window"]["end"]))
         share = "-" if r["drift_share"] is None else f"{r['drift_share']:.0%}"
@@ -298,7 +290,6 @@ def read_table(where: str, flag: str) -> Any:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from pipeflow.cli._common import EXIT_FAILED, EXIT_OK
     from pipeflow.errors import UsageError
     from pipeflow.monitoring.drift import compare_tables
 
@@ -323,7 +314,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
-        console = make_console()
+        console = _common.make_console()
         share = report["drift_share"]
         console.print(
             f"[bold]{args.current}[/] against {args.reference}: {report['rows']:,} rows against "
@@ -353,7 +344,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
         console.print(table)
     if args.html:
         print(f"wrote {os.path.abspath(args.html)}", file=sys.stderr if args.json else sys.stdout)
-    return EXIT_FAILED if args.fail_on_drift and report["drifted"] else EXIT_OK
+    return _common.EXIT_FAILED if args.fail_on_drift and report["drifted"] else _common.EXIT_OK
 
 
 def _num(value: Any) -> str:

@@ -9,19 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipeflow.cli._common import (
-    EXIT_FAILED,
-    EXIT_OK,
-    add_debug,
-    add_executor,
-    add_json,
-    add_overrides,
-    add_tag_args,
-    parse_tags,
-    report,
-)
-from pipeflow.cli._common import error as _error
-from pipeflow.cli._common import make_console as _console
+from pipeflow.cli import _common
 
 
 def add_parsers(sub: Any) -> None:
@@ -33,13 +21,13 @@ def add_parsers(sub: Any) -> None:
             c.add_argument("spec", metavar="SPEC", nargs="+", help="pipeline YAML file(s)")
         else:
             c.add_argument("spec", metavar="SPEC", help="pipeline YAML file")
-        add_overrides(c)
-        add_debug(c)
+        _common.add_overrides(c)
+        _common.add_debug(c)
         c.set_defaults(handler=handler)
         return c
 
     r = spec_cmd("run", "run a pipeline", cmd_run)
-    add_executor(r, cluster=True)
+    _common.add_executor(r, cluster=True)
     r.add_argument(
         "--only",
         action="append",
@@ -57,7 +45,7 @@ def add_parsers(sub: Any) -> None:
         "--force", action="store_true", help="re-run stages even when a stored result matches"
     )
     r.add_argument("--quiet", "-q", action="store_true", help="print only the final summary")
-    add_tag_args(r)
+    _common.add_tag_args(r)
     r.add_argument("--note", metavar="TEXT", help="a note recorded with the run (runs show)")
 
     spec_cmd(
@@ -72,7 +60,7 @@ def add_parsers(sub: Any) -> None:
     s = sub.add_parser(
         "stages", help="list installed stage types with their ports and config fields"
     )
-    add_json(s)
+    _common.add_json(s)
     s.set_defaults(handler=cmd_stages)
     sc = sub.add_parser(
         "schema", help="print the JSON Schema of pipeline specs (for yaml-language-server)"
@@ -89,12 +77,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     specs = [args.spec] if isinstance(args.spec, str) else list(args.spec)
     if len(specs) == 1:
         return _check(specs[0], args.overrides)  # an error is the command's, as before
-    worst = EXIT_OK
+    worst = _common.EXIT_OK
     for spec in specs:
         try:
             _check(spec, args.overrides)
         except PipeflowError as err:
-            worst = max(worst, report(err))
+            worst = max(worst, _common.report(err))
     return worst
 
 
@@ -113,7 +101,7 @@ def _check(spec: str, overrides: list[str]) -> int:
         f"ok: {spec}: pipeline '{pipeline.name}', {len(pipeline.stages)} stages, {edges} edges",
         flush=True,  # before a later spec's error on stderr
     )
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
@@ -122,7 +110,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from pipeflow.spec.load import load
 
     print(render(compile_pipeline(load(args.spec, args.overrides)), args.format))
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -148,12 +136,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             force=args.force,
             on_event=display.event,
             on_plan=display.plan,
-            tags=parse_tags(args.tags),
+            tags=_common.parse_tags(args.tags),
             note=args.note,
             on_progress=display.progress if display.live else None,
         )
     display.summary(report)
-    return EXIT_OK if report.ok else EXIT_FAILED
+    return _common.EXIT_OK if report.ok else _common.EXIT_FAILED
 
 
 def cmd_stages(args: argparse.Namespace) -> int:
@@ -173,14 +161,14 @@ def cmd_stages(args: argparse.Namespace) -> int:
         info["origin"] = reg.origin(name)
         described[name] = info
     for problem in broken.values():
-        _error(problem["error"])
-    exit_code = StageTypeLoadError.exit_code if broken else EXIT_OK
+        _common.error(problem["error"])
+    exit_code = StageTypeLoadError.exit_code if broken else _common.EXIT_OK
     if args.json:
         print(json.dumps({n: described.get(n) or broken[n] for n in reg.names()}, indent=2))
         return exit_code
     from rich.table import Table
 
-    console = _console()
+    console = _common.make_console()
     for name, info in described.items():
         t = Table(
             title=f"[bold]{name}[/] v{info['version']} ({info['origin']}): {info['description']}",
@@ -225,4 +213,4 @@ def cmd_schema(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write {args.output}: {err.strerror or err}") from None
     else:
         print(text)
-    return EXIT_OK
+    return _common.EXIT_OK

@@ -62,7 +62,7 @@ def run_console() -> Any:
     to print plain text (stdout is not a terminal, and none of what makes rich colour or treat
     it as one anyway is set: ``FORCE_COLOR``, ``TTY_COMPATIBLE``, ``TTY_INTERACTIVE``, Jupyter,
     Windows' console), else rich's console (:func:`pipeflow.cli._common.make_console`)."""
-    from pipeflow.cli._common import make_console
+    from pipeflow.cli import _common
 
     isatty = getattr(sys.stdout, "isatty", None)
     try:
@@ -71,5 +71,5 @@ def run_console() -> Any:
         tty = True
     forced = any(k in os.environ for k in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"))
     if tty or forced or sys.platform == "win32" or "IPython" in sys.modules:
-        return make_console()
-    return PlainOutput(make_console)
+        return _common.make_console()
+    return PlainOutput(_common.make_console)

@@ -16,14 +16,7 @@ import os
 import sys
 from typing import Any
 
-from pipeflow.cli._common import (
-    EXIT_OK,
-    add_audit_dir,
-    add_debug,
-    add_executor,
-    add_where,
-    open_registry,
-)
+from pipeflow.cli import _common
 
 
 def add_parsers(sub: Any) -> None:
@@ -46,14 +39,14 @@ def add_parsers(sub: Any) -> None:
         "--output", "-o", required=True, metavar="PATH", help=".parquet, .pq, .csv or .csv.gz"
     )
     c.add_argument("--id-column", metavar="COL", help="input column passed through to the output")
-    add_where(c)
-    add_executor(
+    _common.add_where(c)
+    _common.add_executor(
         c,
         choices=("threads", "processes", "distributed"),
         default="threads",
         help="how partitions are scored (default: threads)",
     )
-    add_audit_dir(c)
+    _common.add_audit_dir(c)
     c.add_argument(
         "--partition-rows",
         type=int,
@@ -80,7 +73,7 @@ def add_parsers(sub: Any) -> None:
         help="add each row's explanation: explain_base and contrib_<feature> per input column "
         "(summing to the model's margin), explain_class for classifiers",
     )
-    add_debug(c)
+    _common.add_debug(c)
     c.set_defaults(handler=cmd_predict)
 
 
@@ -99,7 +92,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"--partition-rows must be at least 1, got {args.partition_rows}")
     resources = parse_resources(args.resources) if args.resources is not None else None
     name, which = parse_ref(args.ref)
-    registry, db = open_registry(args)
+    registry, db = _common.open_registry(args)
     if db is not None:
         db.close()
     audit = args.audit_dir or default_folder(registry.store.url)
@@ -141,4 +134,4 @@ def cmd_predict(args: argparse.Namespace) -> int:
             f"not audited: the store {registry.store.url} is remote; pass --audit-dir",
             file=sys.stderr,
         )
-    return EXIT_OK
+    return _common.EXIT_OK

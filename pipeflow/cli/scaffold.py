@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeflow.cli._common import EXIT_OK, add_debug
+from pipeflow.cli import _common
 
 TEMPLATES = {
     "classification": (
@@ -63,7 +63,7 @@ def add_parsers(sub: Any) -> None:
         action="store_true",
         help="write into a folder that is not empty (files of the same name are replaced)",
     )
-    add_debug(c)
+    _common.add_debug(c)
     c.set_defaults(handler=cmd_init)
 
 
@@ -115,7 +115,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     print("  pipeflow run pipeline.yaml")
     print(f"  pipeflow models show {name}")
     print(f"  pipeflow serve {name}@production")
-    return EXIT_OK
+    return _common.EXIT_OK
 
 
 def _template(relpath: str) -> str:

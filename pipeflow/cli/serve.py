@@ -6,15 +6,7 @@ import argparse
 import os
 from typing import Any
 
-from pipeflow.cli._common import (
-    add_audit_dir,
-    add_debug,
-    add_listen,
-    add_where,
-    locate,
-    log_to_console,
-    port_free,
-)
+from pipeflow.cli import _common
 
 
 def add_parsers(sub: Any) -> None:
@@ -25,7 +17,7 @@ def add_parsers(sub: Any) -> None:
         "back and the server switches versions without a restart.",
     )
     c.add_argument("ref", metavar="NAME@ALIAS")
-    add_listen(c, port=8000, log_level="info")
+    _common.add_listen(c, port=8000, log_level="info")
     c.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     c.add_argument(
         "--canary", metavar="NAME@VERSION", help="a challenger taking --weight of traffic"
@@ -103,7 +95,7 @@ def add_parsers(sub: Any) -> None:
         "ui, *); "
         "or $PIPEFLOW_TOKENS='TOKEN=SCOPES;...'",
     )
-    add_audit_dir(c)
+    _common.add_audit_dir(c)
     c.add_argument("--audit-sync", action="store_true", help="fsync the audit log on every batch")
     c.add_argument(
         "--ship-interval",
@@ -139,8 +131,8 @@ def add_parsers(sub: Any) -> None:
         help="on SIGTERM, first answer readiness probes 503 for S seconds while still serving, "
         "so a load balancer takes this replica out before it stops (default 0; --workers 1)",
     )
-    add_where(c)
-    add_debug(c)
+    _common.add_where(c)
+    _common.add_debug(c)
     c.set_defaults(handler=cmd_serve)
 
 
@@ -196,7 +188,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     # --spec SPEC, --store URL, $PIPEFLOW_STORE or .pipeflow; the server needs only the store,
     # and a local one by its absolute path (--workers: every process resolves the same folder)
-    store = locate(args).store
+    store = _common.locate(args).store
     config = ServeConfig(
         store_url=store.url,
         storage_options=dict(store.storage_options),
@@ -226,10 +218,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         shadow=args.shadow,
         shadow_queue=args.shadow_queue,
     )
-    port_free(args.host, args.port)
+    _common.port_free(args.host, args.port)
     import logging
 
-    log_to_console(
+    _common.log_to_console(
         getattr(logging, args.log_level.upper()), "%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     app = create_app(config)  # loads the model now: a bad name or file fails before binding

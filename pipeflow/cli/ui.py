@@ -21,7 +21,7 @@ import ipaddress
 import os
 from typing import Any
 
-from pipeflow.cli._common import add_audit_dir, add_debug, add_listen, add_where, locate, port_free
+from pipeflow.cli import _common
 
 LOOPBACK_NAMES = ("localhost",)
 
@@ -33,9 +33,9 @@ def add_parsers(sub: Any) -> None:
         description="Serve a read-only dashboard of a store: runs and stages, models and alias "
         "history, live traffic from the serving audit log, drift reports and alerts.",
     )
-    add_where(c, db=True, exclusive=True)
-    add_audit_dir(c)
-    add_listen(c, port=8050, log_level="warning")
+    _common.add_where(c, db=True, exclusive=True)
+    _common.add_audit_dir(c)
+    _common.add_listen(c, port=8050, log_level="warning")
     c.add_argument(
         "--tokens",
         metavar="FILE",
@@ -49,7 +49,7 @@ def add_parsers(sub: Any) -> None:
         "authenticate: the dashboard shows the whole store to anyone who reaches it)",
     )
     c.add_argument("--open", action="store_true", help="open the dashboard in a web browser")
-    add_debug(c)
+    _common.add_debug(c)
     c.set_defaults(handler=cmd_ui)
 
 
@@ -63,8 +63,10 @@ def cmd_ui(args: argparse.Namespace) -> int:
     from pipeflow.ui.app import SCOPE, create_app
 
     tokens = Tokens(login(args))  # before binding anything: a refusal binds nothing
-    port_free(args.host, args.port)  # a busy port is bad input (exit 2), said before anything
-    located = locate(args)
+    _common.port_free(
+        args.host, args.port
+    )  # a busy port is bad input (exit 2), said before anything
+    located = _common.locate(args)
     audit_dir = os.path.abspath(args.audit_dir) if args.audit_dir else None
     loopback = is_loopback(args.host)
     shown = f"[{args.host}]" if ":" in args.host else args.host

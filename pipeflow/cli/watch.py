@@ -11,13 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from pipeflow.cli._common import (
-    add_debug,
-    add_executor,
-    add_overrides,
-    log_to_console,
-    make_console,
-)
+from pipeflow.cli import _common
 
 
 def add_parsers(sub: Any) -> None:
@@ -26,7 +20,7 @@ def add_parsers(sub: Any) -> None:
         help="run a pipeline unattended when its triggers fire (schedule, data change, drift)",
     )
     c.add_argument("spec", metavar="SPEC")
-    add_overrides(c)
+    _common.add_overrides(c)
     c.add_argument(
         "--interval", type=float, default=30.0, help="seconds between checks (default 30)"
     )
@@ -39,8 +33,8 @@ def add_parsers(sub: Any) -> None:
         help="period of the watch lease in the store: another watcher takes over this long after "
         "this one dies (default 60)",
     )
-    add_executor(c, address=False)
-    add_debug(c)
+    _common.add_executor(c, address=False)
+    _common.add_debug(c)
     c.set_defaults(handler=cmd_watch)
 
 
@@ -71,8 +65,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     compile_pipeline(loaded)
     if not args.lease > 0:
         raise UsageError(f"--lease {args.lease:g}: expected a positive number of seconds")
-    log_to_console(logging.INFO, "%(asctime)s %(name)s %(message)s")
-    console = make_console()
+    _common.log_to_console(logging.INFO, "%(asctime)s %(name)s %(message)s")
+    console = _common.make_console()
     watcher = Watcher(args.spec, args.overrides, executor=args.executor)
     if args.once:
         watcher.last_tick = time.time() - args.interval

@@ -2,7 +2,8 @@
 
 A stage type declares
 
-- ``Config``: a pydantic model for its ``with:`` block (extra keys forbidden);
+- ``Config``: a pydantic model for its ``with:`` block (extra keys forbidden, as
+  :class:`StageConfig` declares them);
 - its ports: ``inputs`` / ``outputs`` map port names to :class:`Port` (an artifact kind and
   whether it is required). Types whose ports depend on the config (the ``python`` stage)
   override :meth:`Stage.input_ports` / :meth:`Stage.output_ports`; ``extra_inputs`` lets a type
@@ -59,10 +60,16 @@ ModelAlias = Annotated[
 ]
 
 
-class EmptyConfig(BaseModel):
-    """Config of a stage type that takes no ``with:`` settings."""
+class StageConfig(BaseModel):
+    """A ``with:`` block, or a part of one: a key it does not declare is an error (a misspelt
+    setting must not be dropped in silence). The built-in types' configs, and their parts, derive
+    from it; a plugin's may."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class EmptyConfig(StageConfig):
+    """Config of a stage type that takes no ``with:`` settings."""
 
 
 @dataclass

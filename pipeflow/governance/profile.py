@@ -27,30 +27,32 @@ with versions registered before) is still read by :mod:`pipeflow.monitoring.engi
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 PROFILE_FORMAT = 2
 SKETCH_BINS = 200
 DISCRETE_MAX = 20
 
 
+class ProfileOptions(TypedDict, total=False):
+    """What a profile is of and how fine it is: the keyword arguments :func:`reference_profile`
+    hands on to :class:`BackgroundProfile`, whose signature holds their defaults (one place, so
+    the two cannot disagree on them)."""
+
+    target: Any
+    target_role: str | None
+    seed: int
+    bins: int
+    max_categories: int
+    vocabulary: int
+
+
 def reference_profile(
-    X: Any,
-    roles: dict[str, str],
-    *,
-    target: Any = None,
-    target_role: str | None = None,
-    bins: int = 10,
-    max_categories: int = 200,
-    vocabulary: int = 300,
-    seed: int = 0,
+    X: Any, roles: dict[str, str], **options: Unpack[ProfileOptions]
 ) -> dict[str, Any]:
     """The profile of ``X`` (and ``target``), computed now: for 100,000 rows or more, its columns
     on up to four threads (numpy's sorts and reductions run without the GIL)."""
-    options = {"bins": bins, "max_categories": max_categories, "vocabulary": vocabulary}
-    return BackgroundProfile(
-        X, roles, target=target, target_role=target_role, threads=0, seed=seed, **options
-    ).result()
+    return BackgroundProfile(X, roles, threads=0, **options).result()
 
 
 class BackgroundProfile:

@@ -11,15 +11,15 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from pipeflow.core.stage import StageConfig
 
 ValueType = Literal["int", "float", "number", "string", "bool", "datetime"]
 
 
-class Check(BaseModel):
+class Check(StageConfig):
     """One short-form check; several rules may share one ``column``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     column: str | None = Field(None, description="the column the column rules apply to")
     not_null: bool = Field(False, description="no missing or empty values")

@@ -25,14 +25,12 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from pipeflow.core.stage import CheckContext, Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Port, Stage, StageConfig, StageContext
 
 
-class EvaluateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class EvaluateConfig(StageConfig):
     target: str = Field(min_length=1, description="the column holding the true values")
     slices: list[str] = Field(default_factory=list, description="columns to break metrics down by")
     min: dict[str, float] = Field(

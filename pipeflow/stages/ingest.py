@@ -30,9 +30,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
-from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageConfig, StageContext
 
 Format = Literal["csv", "parquet", "json", "jsonl", "excel"]
 ColumnType = Literal["string", "int", "float", "bool", "datetime", "category"]
@@ -49,9 +49,7 @@ _SUFFIXES: dict[str, Format] = {
 }
 
 
-class IngestConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class IngestConfig(StageConfig):
     path: str = Field(min_length=1, description="file path (relative to the spec) or fsspec URL")
     format: Format | None = Field(
         None, description="csv, parquet, json, jsonl or excel; default from the suffix"

@@ -16,17 +16,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from pipeflow.core.stage import Action, ModelAlias, Port, StageContext
+from pipeflow.core.stage import Action, ModelAlias, Port, StageConfig, StageContext
 from pipeflow.monitoring.alerts import Rule, Sink, parse_duration
 from pipeflow.monitoring.engine import DriftPolicy
 from pipeflow.stages.drift import DRIFT_REPORT
 
 
-class MonitorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class MonitorConfig(StageConfig):
     model: ModelAlias
     window: str | float = Field("1h", description="how far back to look: 90s, 15m, 1h, 2d")
     all_versions: bool = Field(False, description="include traffic answered by earlier versions")

@@ -41,14 +41,12 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import Port, Stage, StageConfig, StageContext
 
 
-class PredictConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PredictConfig(StageConfig):
     model: str = Field(
         min_length=1,
         description="the registered model: NAME@ALIAS, NAME@VERSION or NAME (latest version)",

@@ -41,27 +41,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
-from pipeflow.core.stage import CheckContext, Port, RowShare, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Port, RowShare, Stage, StageConfig, StageContext
 from pipeflow.governance.business import BusinessConfig
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$"
 
 
-class ChampionGate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ChampionGate(StageConfig):
     metric: str = Field(min_length=1, description="the metric compared with the current holder")
     margin: float = Field(
         0.0, ge=0, description="how much worse than the holder the challenger may be"
     )
 
 
-class Mitigation(BaseModel):
+class Mitigation(StageConfig):
     """Per-group decision thresholds (:mod:`pipeflow.governance.thresholds`)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     method: Literal["group_thresholds"] = Field(
         description="group_thresholds: a decision threshold per group of a binary classifier"
@@ -82,9 +78,7 @@ class Mitigation(BaseModel):
     seed: int = Field(0, description="seed of the validation split")
 
 
-class BiasGate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class BiasGate(StageConfig):
     sensitive: str = Field(
         min_length=1, description="column of the evaluation data holding the sensitive attribute"
     )
@@ -98,9 +92,7 @@ class BiasGate(BaseModel):
     )
 
 
-class PromoteConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PromoteConfig(StageConfig):
     name: str = Field(pattern=_NAME, description="the registered model's name")
     alias: str | None = Field(
         None, pattern=_NAME, description="alias to move if the gates pass (none: register only)"

@@ -35,16 +35,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from pipeflow.core import kinds
 from pipeflow.core.importpath import put_first
-from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageConfig, StageContext
 
 
-class PythonConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class PythonConfig(StageConfig):
     function: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
         description="module:function to call (the spec's folder is importable)",

@@ -22,15 +22,13 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from pipeflow.core.stage import Action, ModelAlias, Port, StageContext
+from pipeflow.core.stage import Action, ModelAlias, Port, StageConfig, StageContext
 from pipeflow.monitoring.alerts import GuardConfig
 
 
-class ServeStageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ServeStageConfig(StageConfig):
     model: ModelAlias
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)

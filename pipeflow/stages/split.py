@@ -26,14 +26,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from pipeflow.core.stage import Port, RowShare, Stage, StageContext
+from pipeflow.core.stage import Port, RowShare, Stage, StageConfig, StageContext
 
 
-class SplitConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class SplitConfig(StageConfig):
     method: Literal["random", "stratified", "group", "time"] = Field(
         "random", description="how rows are assigned"
     )

@@ -38,9 +38,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
-from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageContext
+from pipeflow.core.stage import CheckContext, Keywords, Port, Stage, StageConfig, StageContext
 from pipeflow.execute.cluster import (
     array_from_blocks,
     current_client,
@@ -51,9 +51,7 @@ from pipeflow.execute.cluster import (
 from pipeflow.stages.training_log import log_training
 
 
-class TrainConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TrainConfig(StageConfig):
     estimator: str = Field(
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$",
         description="dotted path of a scikit-learn-compatible estimator class",

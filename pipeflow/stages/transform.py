@@ -36,9 +36,9 @@ import re
 from collections.abc import Mapping
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import Port, Stage, StageConfig, StageContext
 
 CastType = Literal["int", "float", "string", "bool", "datetime", "category"]
 StringOp = Literal["strip", "lower", "upper", "title", "collapse_spaces"]
@@ -46,11 +46,7 @@ _TRUE = {"true", "yes", "y", "t", "1", "on"}
 _FALSE = {"false", "no", "n", "f", "0", "off"}
 
 
-class _Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Join(_Step):
+class Join(StageConfig):
     input: str = Field(description="the other input's port name")
     on: str | list[str] = Field(description="key column(s), present in both")
     how: Literal["left", "inner", "right", "outer"] = "left"
@@ -59,7 +55,7 @@ class Join(_Step):
     )
 
 
-class Step(_Step):
+class Step(StageConfig):
     """Exactly one operation per step."""
 
     rename: dict[str, str] | None = None
@@ -94,9 +90,7 @@ class Step(_Step):
         return name, getattr(self, name)
 
 
-class TransformConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class TransformConfig(StageConfig):
     steps: Annotated[list[Step], Field(min_length=1, description="operations, applied in order")]
 
 

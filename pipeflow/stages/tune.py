@@ -67,9 +67,9 @@ import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from pipeflow.core.stage import Port, StageContext
+from pipeflow.core.stage import Port, StageConfig, StageContext
 from pipeflow.execute.cluster import completed, compute, delayed, worker_client
 from pipeflow.stages.train import (
     TrainConfig,
@@ -81,9 +81,7 @@ from pipeflow.stages.train import (
 from pipeflow.stages.training_log import log_training
 
 
-class Range(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class Range(StageConfig):
     low: float
     high: float
     log: bool = False

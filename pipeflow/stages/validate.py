@@ -41,9 +41,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from pipeflow.core.stage import Port, Stage, StageContext
+from pipeflow.core.stage import Port, Stage, StageConfig, StageContext
 from pipeflow.stages.checks import (
     Check,
     Column,
@@ -56,9 +56,7 @@ from pipeflow.stages.checks import (
 )
 
 
-class ValidateConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ValidateConfig(StageConfig):
     on_failure: Literal["fail", "warn", "quarantine"] = Field(
         "fail", description="what a failed check does"
     )
