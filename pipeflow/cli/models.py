@@ -391,14 +391,11 @@ def _status(judged: dict[str, Any]) -> str:
 
 def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
     from pipeflow.errors import UsageError
-    from pipeflow.registry.gates import promote, split_gate
+    from pipeflow.registry.gates import promote, split_gate, withdrawn_canary
 
     if args.force and not args.reason.strip():
         raise UsageError("--force: say why with --reason (recorded with the move)")
-    gates_spec: dict[str, str] = {}
-    for text in args.gate:
-        metric, op, limit = split_gate(text)
-        gates_spec[metric] = f"{op} {limit}"
+    gates_spec = {metric: f"{op} {limit}" for metric, op, limit in map(split_gate, args.gate)}
     champion = None
     if args.champion:
         metric, _, margin = args.champion.partition(":")
@@ -424,6 +421,11 @@ def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
     assert event is not None  # without unless_held a promotion always writes
     was = f"v{event['from_version']}" if event["from_version"] else "unset"
     print(f"{args.name}@{args.alias} -> v{event['to_version']} (was {was})")
+    if w := withdrawn_canary(registry, args.name, event["to_version"]):
+        sys.stderr.write(
+            f"warning: v{w['version']} was withdrawn as the serving fleet's canary "
+            f"{_common.when(w.get('time'))} (replica {w.get('replica', '?')}: {w.get('reason')})\n"
+        )
     return _common.EXIT_OK
 
 

@@ -299,6 +299,17 @@ class _Held(Exception):
     """The version already holds the alias: nothing to promote."""
 
 
+def withdrawn_canary(registry: Any, name: str, version: int) -> dict[str, Any] | None:
+    """The serving fleet's last ``canary_withdrawn`` event for ``name`` v``version``, or None.
+    Promoting such a version is allowed (it is how a person tries it again:
+    :mod:`pipeflow.serving.rollout`), but ``pipeflow models promote`` says what happened to it."""
+    found = None
+    for event in registry.fleet_events(name):
+        if event.get("event") == "canary_withdrawn" and event.get("version") == version:
+            found = event
+    return found
+
+
 def verdicts(
     versions: list[dict[str, Any]],
     history: list[dict[str, Any]],

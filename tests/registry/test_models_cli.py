@@ -197,3 +197,38 @@ def test_clear_errors_for_unknown_models_and_versions(project: Path) -> None:
         out = pipeflow(args, cwd=project)
         assert out.returncode != 0 and expected in out.stderr, (args, out.stderr)
         assert "Traceback" not in out.stderr
+
+
+def test_promoting_a_version_the_fleet_withdrew_as_canary_says_so(
+    failed_gate: Ran, tmp_path: Path
+) -> None:
+    """A replica that withdrew v2 as its canary recorded a fleet event; a person may still promote
+    v2 (that is how it is tried again), and the command says what the fleet did with it."""
+    from pipeflow.registry import Registry
+    from pipeflow.workspace import open_workspace
+
+    project = copy_project(failed_gate.project, tmp_path / "tumours")
+    registry = Registry(open_workspace(str(project / "pipeline.yaml")).store)
+    registry.record_fleet_event(  # what Rollout.publish records on a replica
+        "tumours",
+        {
+            "event": "canary_withdrawn",
+            "version": 2,
+            "primary": "tumours@1",
+            "reason": "error rate 0.31 > 0.05",
+            "requests": 40,
+            "errors": 12,
+            "replica": "web-2",
+        },
+    )
+    moved = pipeflow(
+        ["models", "promote", "tumours", "2", "--to", "staging", "--reason", "retry"], cwd=project
+    )
+    assert moved.returncode == 0, moved.stderr
+    assert "tumours@staging -> v2 (was unset)" in moved.stdout
+    assert "v2 was withdrawn as the serving fleet's canary" in moved.stderr
+    assert "replica web-2: error rate 0.31 > 0.05" in moved.stderr
+    assert show(project)["aliases"]["staging"] == 2
+    # v1 was never a withdrawn canary: no word about it
+    other = pipeflow(["models", "promote", "tumours", "1", "--to", "staging"], cwd=project)
+    assert other.returncode == 0 and "withdrawn" not in other.stdout + other.stderr
