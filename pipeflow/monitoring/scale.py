@@ -216,19 +216,20 @@ def _cut(hist: Any, lo: float, hi: float, fine_bins: int, bins: int) -> tuple[li
     return [float(e) for e in edges], [int(c) for c in counts]
 
 
-def _live_pass(part: Any, entries: list[dict[str, Any]], plan: Any = None) -> list[dict[str, Any]]:
-    from pipeflow.monitoring.tiles import summarize_block
+def _live_pass(part: Any, entries: list[dict[str, Any]], plan: Any = None) -> Any:
+    from pipeflow.monitoring.tiles import pack_block
 
     # tile by tile (rows x columns) in the block's own order: each value read from memory once,
     # no column-major copy of the partition, no allocation per column (see monitoring.tiles);
-    # ``plan`` holds the entries' cell tables (plan_block), made once for every partition
-    return summarize_block(entries, _block(part), plan=plan)
+    # ``plan`` holds the entries' cell tables (plan_block), made once for every partition; the
+    # summaries come back packed (tiles.Summaries: a few arrays, not a dict per column)
+    return pack_block(entries, _block(part), plan=plan)
 
 
-def _merge_live(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from pipeflow.monitoring.engine import merge
+def _merge_live(a: Any, b: Any) -> Any:
+    from pipeflow.monitoring.tiles import merge_summaries
 
-    return [merge(x, y) for x, y in zip(a, b, strict=True)]
+    return merge_summaries(a, b)
 
 
 def compare_to_profile(
@@ -270,7 +271,8 @@ def compare_to_profile(
     plan = delayed(plan_block)(shared)
     parts = _partitions(data)
     passes = [delayed(_live_pass)(p, shared, plan) for p in parts]
-    (summaries,) = compute(_tree(passes, _merge_live))
+    (total,) = compute(_tree(passes, _merge_live))
+    summaries = total.columns()
     out: dict[str, dict[str, Any]] = {}
     for name, entry, summary in zip(picked, entries, summaries, strict=True):
         out[name] = compare(entry, summary, policy.for_column(name))
