@@ -10,9 +10,11 @@ small, mergeable summaries, and only summaries travel:
 - **Against a profile** (:func:`compare_to_profile`, what monitoring a registered version does):
   the profile is the reference, so the reference table is never read. Each live partition becomes
   the engine's summary of every column against its profile entry (counts on the entry's sketch
-  bins, or value counts of a discrete column, plus the tail sums Wasserstein needs); summaries
-  are added pairwise up a tree (:func:`pipeflow.monitoring.engine.merge`), and the engine
-  compares the total with the entry.
+  bins, or value counts of a discrete column, plus the tail sums Wasserstein needs), packed
+  (:class:`pipeflow.monitoring.tiles.Summaries`: a few arrays for the whole partition, not a
+  dict per column); summaries are added pairwise up a tree
+  (:func:`pipeflow.monitoring.tiles.merge_summaries`), and the engine compares the total with
+  each entry on the client.
 - **Two tables** (:func:`compare_numeric`): the reference is first profiled partition by
   partition (:func:`profile_at_scale`): a range pass (finite min and max of every column,
   merged), then one pass of per-partition fine histograms (``fine_bins`` equal-width bins over
@@ -25,7 +27,8 @@ small, mergeable summaries, and only summaries travel:
 Memory per task: one partition plus an int64 index of the same shape (reference pass), or a
 few tile-sized buffers (live pass: :mod:`pipeflow.monitoring.tiles` summarises the partition in
 tiles of rows x columns as it lies, each value read from memory once); the summaries are
-``columns x fine_bins`` integers (reference) or counts on each entry's sketch bins (live). The
+``columns x fine_bins`` integers (reference) or counts on each entry's sketch bins (live: one
+array of them, 1.6 MB at 1,000 columns, sent between workers as a handful of buffers). The
 live pass's profile entries, and their cell tables, are one task each that every partition's
 task depends on (a worker fetches them once), and the live window is read as it is when every
 column is compared (no selection copying each partition). Numeric columns only (categorical
