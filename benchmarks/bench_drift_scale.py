@@ -1,7 +1,8 @@
 """Drift without sampling at cluster scale: a live window of R rows x C columns against the training
 profile stored with a model version (pipeflow.monitoring.scale.compare_to_profile), partition by
-partition on a Dask LocalCluster; ``--two-tables`` compares two generated tables instead (the
-reference profiled at scale first: compare_numeric).
+partition on the LocalCluster pipeflow starts (pipeflow.execute.cluster.local_cluster: its
+workers' settings are what a user of it gets); ``--two-tables`` compares two generated tables
+instead (the reference profiled at scale first: compare_numeric).
 
 The data is generated inside the workers, chunk by chunk (never materialised whole: 10M x 1000
 float64 is 80 GB), 10% of the live columns shifted. The profile is what the train stage stores:
@@ -11,11 +12,14 @@ parallel efficiency against the same per-partition work (generate a chunk, add t
 summarise every column against its profile entry) done in one process, best of three chunks,
 measured in the same run. On a shared machine the wall time is noisy, so the CPU seconds are
 shown too, split into user and system time with the page faults: the workers' CPU per chunk
-against the baseline's (does a chunk cost more on a worker?), the share of the wall the workers
-were computing (or were they idle?), with the client's own CPU; and the baseline's chunk run
-again on one worker while the other is idle (a Dask worker's process is not a plain one: the
-nanny sets ``MALLOC_TRIM_THRESHOLD_``, which changes what each allocation costs), so a chunk
-costing more on the workers can be told apart as the worker's process or the two at once.
+against the baseline's (does a chunk cost more on a worker?), split into what their task threads
+spent (inside the tasks) and the rest of their processes (around them: the event loop,
+transfers, monitors, the profiler), the share of the wall the workers were computing (or were
+they idle?), with the client's own CPU (the scheduler and the nannies run in it); and the
+baseline's chunk run again on one worker while the other is idle (the entries and cell tables
+sent to it once, one chunk first untimed, as the baseline's process is warm), so a chunk costing
+more on the workers can be told apart as the worker's process or the two at once. Both workers
+import what a chunk needs before anything is measured.
 Target (issue 20 item 7): >= 90% efficiency for 10M x 1000 live rows on 2 workers.
 
     python benchmarks/bench_drift_scale.py                       # 10,000,000 x 1,000 (minutes)
@@ -33,11 +37,18 @@ TARGET = 0.90
 
 
 def _one_chunk(
-    seed: int, rows: int, cols: int, entries: list, shift: object, two_tables: bool
+    seed: int,
+    rows: int,
+    cols: int,
+    entries: list,
+    shift: object,
+    two_tables: bool,
+    plan: object = None,
 ) -> dict[str, float]:
     """The per-partition work of one chunk (of each table with ``two_tables``): wall, CPU, user
     and system seconds and minor page faults of the calling thread. The entries' cell tables
-    are made first, untimed: the cluster makes them once per run, not per partition."""
+    (``plan``) are made first when not given, untimed: the cluster makes them once per run, not
+    per partition."""
     import resource
 
     import numpy as np
@@ -45,7 +56,7 @@ def _one_chunk(
     from pipeflow.monitoring.scale import _live_pass, _range, _reference_pass
     from pipeflow.monitoring.tiles import plan_block
 
-    plan = plan_block(entries)
+    plan = plan or plan_block(entries)
     rng = np.random.default_rng(seed)
     t0, r0 = time.perf_counter(), resource.getrusage(resource.RUSAGE_THREAD)
     if two_tables:
@@ -76,12 +87,27 @@ def _live_block(rows: int, cols: int, shift: object, seed: int, block_id: object
     return block
 
 
-def _usage() -> tuple[float, float, int]:
-    """User and system seconds and minor page faults of this whole process."""
+def _usage() -> tuple[float, float, int, float]:
+    """User and system seconds and minor page faults of this whole process, and the CPU seconds
+    of its Dask task threads (on a worker: inside the tasks; the rest of the process is the
+    worker's own work around them: its event loop, transfers, monitors, profiler)."""
     import resource
+    import threading
 
+    import psutil
+
+    tasks = {t.native_id for t in threading.enumerate() if "Dask-Default-Threads" in t.name}
+    inside = sum(t.user_time + t.system_time for t in psutil.Process().threads() if t.id in tasks)
     r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime, r.ru_stime, r.ru_minflt
+    return r.ru_utime, r.ru_stime, r.ru_minflt, inside
+
+
+def _warm() -> None:
+    """What a worker imports for its first chunk, imported before anything is measured (the
+    baseline's process has imported it too)."""
+    import pipeflow.monitoring.engine
+    import pipeflow.monitoring.scale
+    import pipeflow.monitoring.tiles  # noqa: F401
 
 
 def _split(user: float, system: float, faults: float) -> str:
@@ -102,10 +128,12 @@ def main() -> None:
     import dask
     import dask.array as da
     import numpy as np
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
+    from pipeflow.execute.cluster import local_cluster
     from pipeflow.governance.profile import numeric_entry
     from pipeflow.monitoring.scale import compare_numeric, compare_to_profile
+    from pipeflow.monitoring.tiles import plan_block
 
     names = [f"c{j}" for j in range(args.cols)]
     shifted = max(1, args.cols // 10)
@@ -142,41 +170,38 @@ def main() -> None:
     chunks = -(-args.rows // args.chunk)
     serial_estimate = one["wall"] * chunks
 
-    memory = f"{max(2, int(20 / args.workers))}GiB"
-    with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=1,
-            processes=True,
-            memory_limit=memory,
-            dashboard_address=":0",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    # the LocalCluster pipeflow starts (pipeflow.execute.cluster: its workers' settings are what
+    # a user of pipeflow's cluster gets), one thread per worker
+    with local_cluster(args.workers, 1) as cluster, Client(cluster) as client:
+        client.run(_warm)
         # the baseline's chunk on one worker while the other is idle, best of three (the task's
         # thread), and what the worker's whole process spent per chunk meanwhile (its other
-        # threads: the event loop, the statistical profiler, the memory monitor)
+        # threads: the event loop, the statistical profiler, the memory monitor); the entries
+        # and their cell tables sent to it once, and one chunk first, untimed, as the baseline
         first = sorted(client.scheduler_info()["workers"])[0]
+        [on_first] = client.scatter([entries], workers=[first], broadcast=False)
+        plan = client.submit(plan_block, on_first, workers=[first])
+
+        def solo(seed: int) -> dict[str, float]:
+            return client.submit(
+                _one_chunk,
+                seed,
+                args.chunk,
+                args.cols,
+                on_first,
+                shift,
+                args.two_tables,
+                plan,
+                workers=[first],
+                pure=False,
+            ).result()
+
+        solo(6)
         solo_before = client.run(_usage, workers=[first])[first]
-        on_worker = min(
-            (
-                client.submit(
-                    _one_chunk,
-                    seed,
-                    args.chunk,
-                    args.cols,
-                    entries,
-                    shift,
-                    args.two_tables,
-                    workers=[first],
-                    pure=False,
-                ).result()
-                for seed in (7, 8, 9)
-            ),
-            key=lambda r: r["wall"],
-        )
+        on_worker = min((solo(seed) for seed in (7, 8, 9)), key=lambda r: r["wall"])
         solo_after = client.run(_usage, workers=[first])[first]
         solo_cpu = (solo_after[0] - solo_before[0] + solo_after[1] - solo_before[1]) / 3
+        solo_inside = (solo_after[3] - solo_before[3]) / 3
         # CPU seconds of the workers and of this process (client and scheduler), around the run
         workers_before = client.run(_usage)
         client_before = time.process_time()
@@ -191,8 +216,8 @@ def main() -> None:
         wall = time.perf_counter() - t1
         client_cpu = time.process_time() - client_before
         workers_after = client.run(_usage)
-    worker_user, worker_sys, worker_faults = (
-        sum(workers_after[w][i] - workers_before[w][i] for w in workers_before) for i in range(3)
+    worker_user, worker_sys, worker_faults, worker_inside = (
+        sum(workers_after[w][i] - workers_before[w][i] for w in workers_before) for i in range(4)
     )
     worker_cpu = worker_user + worker_sys
     found = [c for c, r in result.items() if r["drifted"]]
@@ -225,9 +250,11 @@ def main() -> None:
         f"  CPU per chunk: baseline {one['cpu']:.2f} s ({_split(one['user'], one['sys'], one['faults'])}); "
         f"on one worker alone {on_worker['cpu']:.2f} s "
         f"({_split(on_worker['user'], on_worker['sys'], on_worker['faults'])}; "
-        f"its whole process {solo_cpu:.2f} s); "
+        f"its whole process {solo_cpu:.2f} s, in its tasks {solo_inside:.2f} s); "
         f"workers in the run {worker_cpu / chunks:.2f} s "
-        f"({_split(worker_user / chunks, worker_sys / chunks, worker_faults / chunks)})"
+        f"({_split(worker_user / chunks, worker_sys / chunks, worker_faults / chunks)}; "
+        f"in their tasks {worker_inside / chunks:.2f} s, around them "
+        f"{(worker_cpu - worker_inside) / chunks:.2f} s)"
     )
     print(
         f"  baseline / workers CPU per chunk {one['cpu'] * chunks / worker_cpu:.0%}; workers busy "

@@ -10,9 +10,11 @@ small, mergeable summaries, and only summaries travel:
 - **Against a profile** (:func:`compare_to_profile`, what monitoring a registered version does):
   the profile is the reference, so the reference table is never read. Each live partition becomes
   the engine's summary of every column against its profile entry (counts on the entry's sketch
-  bins, or value counts of a discrete column, plus the tail sums Wasserstein needs); summaries
-  are added pairwise up a tree (:func:`pipeflow.monitoring.engine.merge`), and the engine
-  compares the total with the entry.
+  bins, or value counts of a discrete column, plus the tail sums Wasserstein needs), packed
+  (:class:`pipeflow.monitoring.tiles.Summaries`: a few arrays for the whole partition, not a
+  dict per column); summaries are added pairwise up a tree
+  (:func:`pipeflow.monitoring.tiles.merge_summaries`), and the engine compares the total with
+  each entry on the client.
 - **Two tables** (:func:`compare_numeric`): the reference is first profiled partition by
   partition (:func:`profile_at_scale`): a range pass (finite min and max of every column,
   merged), then one pass of per-partition fine histograms (``fine_bins`` equal-width bins over
@@ -25,7 +27,8 @@ small, mergeable summaries, and only summaries travel:
 Memory per task: one partition plus an int64 index of the same shape (reference pass), or a
 few tile-sized buffers (live pass: :mod:`pipeflow.monitoring.tiles` summarises the partition in
 tiles of rows x columns as it lies, each value read from memory once); the summaries are
-``columns x fine_bins`` integers (reference) or counts on each entry's sketch bins (live). The
+``columns x fine_bins`` integers (reference) or counts on each entry's sketch bins (live: one
+array of them, 1.6 MB at 1,000 columns, sent between workers as a handful of buffers). The
 live pass's profile entries, and their cell tables, are one task each that every partition's
 task depends on (a worker fetches them once), and the live window is read as it is when every
 column is compared (no selection copying each partition). Numeric columns only (categorical
@@ -216,19 +219,20 @@ def _cut(hist: Any, lo: float, hi: float, fine_bins: int, bins: int) -> tuple[li
     return [float(e) for e in edges], [int(c) for c in counts]
 
 
-def _live_pass(part: Any, entries: list[dict[str, Any]], plan: Any = None) -> list[dict[str, Any]]:
-    from pipeflow.monitoring.tiles import summarize_block
+def _live_pass(part: Any, entries: list[dict[str, Any]], plan: Any = None) -> Any:
+    from pipeflow.monitoring.tiles import pack_block
 
     # tile by tile (rows x columns) in the block's own order: each value read from memory once,
     # no column-major copy of the partition, no allocation per column (see monitoring.tiles);
-    # ``plan`` holds the entries' cell tables (plan_block), made once for every partition
-    return summarize_block(entries, _block(part), plan=plan)
+    # ``plan`` holds the entries' cell tables (plan_block), made once for every partition; the
+    # summaries come back packed (tiles.Summaries: a few arrays, not a dict per column)
+    return pack_block(entries, _block(part), plan=plan)
 
 
-def _merge_live(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    from pipeflow.monitoring.engine import merge
+def _merge_live(a: Any, b: Any) -> Any:
+    from pipeflow.monitoring.tiles import merge_summaries
 
-    return [merge(x, y) for x, y in zip(a, b, strict=True)]
+    return merge_summaries(a, b)
 
 
 def compare_to_profile(
@@ -270,7 +274,8 @@ def compare_to_profile(
     plan = delayed(plan_block)(shared)
     parts = _partitions(data)
     passes = [delayed(_live_pass)(p, shared, plan) for p in parts]
-    (summaries,) = compute(_tree(passes, _merge_live))
+    (total,) = compute(_tree(passes, _merge_live))
+    summaries = total.columns()
     out: dict[str, dict[str, Any]] = {}
     for name, entry, summary in zip(picked, entries, summaries, strict=True):
         out[name] = compare(entry, summary, policy.for_column(name))

@@ -39,7 +39,14 @@ column by column:
 
 The cell tables depend on the entries only, so :func:`plan_block` makes them once (on the
 cluster route, one task that every partition's task depends on: 76 ms at 1,000 columns) and
-:func:`summarize_block` reads them for every partition. Both sides of ``bench_drift_scale.py``
+:func:`summarize_block` reads them for every partition. A partition's summaries are packed
+(:func:`pack_block` gives a :class:`Summaries`: the tiled columns' counts end to end in one
+array, their rows, sums and tails' sums one array each, the engine's summaries of the other
+columns beside them), since that is what a cluster sends between workers and merges: as a dict
+and an array per column, a 1,000-column partition's summaries pickled to 1,000 buffers, and a
+worker's event loop spent more on sending and receiving them (and its garbage collector on
+their objects) than the merge took; packed they are 7 buffers and merge by adding arrays, with
+the same results to the last bit (the same additions in the same order). Both sides of ``bench_drift_scale.py``
 (one process, and the workers) run this pass. On one 50,000 x 1,000 block it takes 0.43 to
 0.59 CPU s in a plain process, in a worker's environment, and with two processes at once alike
 (the column-by-column pass: 0.80 s, 1.40 s and 1.41 s; benchmarks/README.md).
@@ -72,6 +79,63 @@ def plan_block(entries: list[dict[str, Any]], *, columns: int = COLUMNS) -> Bloc
     return BlockPlan(len(entries), width, groups)
 
 
+class Summaries(NamedTuple):
+    """Every column of a block (or of several blocks, merged) against its entry, packed: the
+    columns summarised in tiles as a few arrays of one element per column (their counts end to
+    end in one), the others as the engine's own summaries. This is what a partition's task
+    returns and what travels between workers: a handful of buffers, not a dict and an array per
+    column (at 1,000 columns those cost a worker's event loop more to send and receive than the
+    merge itself). :func:`merge_summaries` adds two; :meth:`columns` unpacks them."""
+
+    rows: int
+    tiled: Any  # the columns summarised in tiles, ascending
+    bounds: Any  # column tiled[i]'s counts are counts[bounds[i] : bounds[i + 1]]
+    counts: Any
+    n: Any
+    sums: Any
+    below: Any  # the sums of the values below the first edge (Wasserstein's tails)
+    above: Any
+    others: dict[int, dict[str, Any]]  # the engine's summaries of the other columns
+
+    def columns(self) -> list[dict[str, Any]]:
+        """The engine's summary of every column (:func:`pipeflow.monitoring.engine.summarize`'s
+        fields), in the block's column order."""
+        out: list[dict[str, Any] | None] = [None] * (len(self.tiled) + len(self.others))
+        for j, summary in self.others.items():
+            out[j] = summary
+        rows = int(self.rows)
+        for i, j in enumerate(self.tiled.tolist()):
+            counts = self.counts[self.bounds[i] : self.bounds[i + 1]]
+            out[j] = {
+                "rows": rows,
+                "n": int(self.n[i]),
+                "sum": float(self.sums[i]),
+                "counts": counts,
+                "sum_below": float(self.below[i]) if counts[0] else 0.0,
+                "sum_above": float(self.above[i]) if counts[-1] else 0.0,
+            }
+        return out  # type: ignore[return-value]
+
+
+def merge_summaries(a: Summaries, b: Summaries) -> Summaries:
+    """Two blocks' summaries of the same entries as one (partitions of one window): the arrays
+    added, the engine's summaries merged (:func:`pipeflow.monitoring.engine.merge`)."""
+    from pipeflow.monitoring.engine import merge
+
+    others = {j: merge(x, b.others[j]) for j, x in a.others.items()}
+    return Summaries(
+        a.rows + b.rows,
+        a.tiled,
+        a.bounds,
+        a.counts + b.counts,
+        a.n + b.n,
+        a.sums + b.sums,
+        a.below + b.below,
+        a.above + b.above,
+        others,
+    )
+
+
 def summarize_block(
     entries: list[dict[str, Any]],
     block: Any,
@@ -83,6 +147,19 @@ def summarize_block(
     """The engine's summary of every column of a 2-D float block against its entry
     (``entries[j]`` for column ``j``), in tiles of ``rows`` x ``columns``; ``plan`` is
     :func:`plan_block` of the entries (made here when not given; then ``columns`` applies)."""
+    return pack_block(entries, block, rows=rows, columns=columns, plan=plan).columns()
+
+
+def pack_block(
+    entries: list[dict[str, Any]],
+    block: Any,
+    *,
+    rows: int = ROWS,
+    columns: int = COLUMNS,
+    plan: BlockPlan | None = None,
+) -> Summaries:
+    """:func:`summarize_block`, packed (:class:`Summaries`): what the cluster route's tasks
+    return and merge."""
     import numpy as np
 
     from pipeflow.errors import UsageError
@@ -97,19 +174,27 @@ def summarize_block(
     plan = plan or plan_block(entries, columns=columns)
     if plan.columns != len(entries):
         raise UsageError(f"a plan of {plan.columns} columns for {len(entries)} entries")
-    out: list[dict[str, Any] | None] = [None] * len(entries)
     height = max(1, min(rows, x.shape[0]))
     buffers = _Buffers(height * plan.width)
+    parts: list[tuple[Any, ...]] = []
     for g, group in enumerate(plan.groups):
         if group is not None:
             start = g * plan.width
             view = x[:, start : start + plan.width]
-            for j, summary in _summarize_group(view, group, height, buffers).items():
-                out[start + j] = summary
-    for j, entry in enumerate(entries):
-        if out[j] is None:
-            out[j] = summarize(entry, x[:, j])
-    return out  # type: ignore[return-value]
+            parts.append((start + group.used, *_summarize_group(view, group, height, buffers)))
+    tiled = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=np.intp)
+    sizes = [group.highs - group.lows + 1 for group in plan.groups if group is not None]
+    bounds = np.r_[0, np.cumsum(np.concatenate(sizes))] if sizes else np.zeros(1, np.intp)
+    packed = (
+        [np.concatenate([p[k] for p in parts]) for k in range(1, 6)]
+        if parts
+        else [np.zeros(0, np.int64), np.zeros(0, np.int64), *(np.zeros(0) for _ in range(3))]
+    )
+    counts, missing, sums, below, above = packed
+    done = set(tiled.tolist())
+    others = {j: summarize(e, x[:, j]) for j, e in enumerate(entries) if j not in done}
+    n = x.shape[0] - missing
+    return Summaries(int(x.shape[0]), tiled, bounds, counts, n, sums, below, above, others)
 
 
 class _Plan(NamedTuple):
@@ -261,10 +346,9 @@ def _group_tables(plans: list[_Plan | None]) -> _Group | None:
     )
 
 
-def _summarize_group(
-    x: Any, group: _Group, height: int, buffers: _Buffers
-) -> dict[int, dict[str, Any]]:
-    """Summaries of a group's tiled columns (``x``: the group's columns of the block)."""
+def _summarize_group(x: Any, group: _Group, height: int, buffers: _Buffers) -> tuple[Any, ...]:
+    """A group's tiled columns (``x``: the group's columns of the block) summarised: their
+    counts end to end, and per column the missing values, the sum and the tails' sums."""
     import numpy as np
 
     width, spare, cols, lows, highs = x.shape[1], group.spare, group.used, group.lows, group.highs
@@ -308,18 +392,9 @@ def _summarize_group(
                 row = values[j] if gaps is None else values[j][~gaps[j]]
                 below[j] += row[row < group.first[j]].sum()
                 above[j] += row[row > group.last[j]].sum()
-    out: dict[int, dict[str, Any]] = {}
-    for j, a, b in zip(cols.tolist(), lows.tolist(), highs.tolist(), strict=True):
-        counts = hist[a : b + 1].copy()
-        out[j] = {
-            "rows": int(x.shape[0]),
-            "n": int(x.shape[0] - missing[j]),
-            "sum": float(sums[j]),
-            "counts": counts,
-            "sum_below": float(below[j]) if counts[0] else 0.0,
-            "sum_above": float(above[j]) if counts[-1] else 0.0,
-        }
-    return out
+    # the tiled columns' counts end to end (their bins are adjacent in the histogram, in
+    # column order), their missing values, sums and tails' sums
+    return hist[:spare], missing[cols], sums[cols], below[cols], above[cols]
 
 
 def _cells(v: Any, scale: float, shift: float, low: float, high: float) -> Any:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from pipeflow.governance.profile import numeric_entry
 from pipeflow.monitoring.engine import compare, merge, summarize
-from pipeflow.monitoring.tiles import plan_block, summarize_block
+from pipeflow.monitoring.tiles import merge_summaries, pack_block, plan_block, summarize_block
 
 
 def entries_of(columns: int, seed: int) -> list[dict[str, Any]]:
@@ -134,6 +134,43 @@ def test_partitions_summarised_in_tiles_and_merged_give_the_engines_verdicts() -
         for key in ("statistic", "p_value", "wasserstein", "psi", "missing_rate", "mean"):
             assert tiled[key] == pytest.approx(engine[key], rel=1e-9, abs=1e-12), (j, key)
         assert tiled["drifted"] == engine["drifted"] == (j == 2)
+
+
+def test_packed_summaries_merged_are_the_engines_summaries_merged_exactly() -> None:
+    """What the cluster route's tasks return and add (tiles.Summaries) unpacks to what merging
+    every column's summary one by one gives: counts, rows and sums alike, to the last bit (the
+    same additions in the same order), for every kind of entry, with missing values."""
+    entries = entries_of(11, 8)
+    window = live_block(3000, 11, 9, 0.02, entries)
+    plan = plan_block(entries, columns=4)
+    parts = np.array_split(window, 3)
+    packed = [pack_block(entries, part, rows=256, plan=plan) for part in parts]
+    total = merge_summaries(merge_summaries(packed[0], packed[1]), packed[2])
+    one_by_one = [summarize_block(entries, part, rows=256, plan=plan) for part in parts]
+    expected = [merge(merge(a, b), c) for a, b, c in zip(*one_by_one, strict=True)]
+    assert sorted(total.others) == [j for j in range(11) if j % 4 in (1, 2, 3)]
+    for got, want in zip(total.columns(), expected, strict=True):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            assert np.array_equal(got[key], value), key
+            assert type(got[key]) is type(value) or key in ("counts", "values"), key
+
+
+def test_a_partitions_summaries_travel_as_a_few_buffers_whatever_its_width() -> None:
+    """A task's result pickles (Dask's protocol 5) to a handful of out-of-band buffers and a small
+    in-band part, not an array and a dict per column: at 1,000 columns those cost a worker's
+    event loop more to send and receive than the merge took."""
+    import pickle
+
+    rng = np.random.default_rng(3)
+    for columns in (10, 400):
+        reference = rng.normal(0, 1, size=(3000, columns))
+        entries = [{"role": "numeric", **numeric_entry(reference[:, j])} for j in range(columns)]
+        packed = pack_block(entries, rng.normal(0, 1, size=(500, columns)))
+        buffers: list[Any] = []
+        inband = pickle.dumps(packed, protocol=5, buffer_callback=buffers.append)
+        assert len(buffers) <= 8 and len(inband) < 2000, (columns, len(buffers), len(inband))
+        assert sum(b.raw().nbytes for b in buffers) < columns * 1700  # ~201 int64 counts each
 
 
 def test_a_block_or_a_plan_whose_width_is_not_the_entries_is_refused() -> None:
