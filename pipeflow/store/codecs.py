@@ -35,6 +35,8 @@ from pipeflow.errors import UnsupportedOutput
 __all__ = ["UnsupportedOutput", "decode", "encode"]
 
 CODECS = ("bytes", "parquet", "npy", "json", "skops")
+#: a stored Parquet table this large (bytes) is decoded on Arrow's thread pools (see decode)
+THREADED_PARQUET = 8 << 20
 #: module prefixes (or exact type names) a stored model may contain
 TRUSTED = (
     "sklearn.",
@@ -96,9 +98,17 @@ def decode(codec: str, data: bytes) -> Any:
     if codec == "json":
         return json.loads(data.decode("utf-8"))
     if codec == "parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(io.BytesIO(data)).to_pandas()
+        # Arrow's thread pools only for a table worth them: a process that started them can abort
+        # as it exits ("terminate called without an active exception": a pool thread still
+        # joinable while C++ statics are destroyed, apache/arrow#34314), here about one exit in
+        # 300 to 700; a small table decodes as fast on this thread and starts no pool
+        # (``read_table`` would: its dataset reader starts one whatever ``use_threads`` says)
+        threads = len(data) >= THREADED_PARQUET
+        table = pq.ParquetFile(pa.BufferReader(data)).read(use_threads=threads)
+        return table.to_pandas(use_threads=threads)
     if codec == "npy":
         import numpy as np
 

@@ -41,6 +41,46 @@ def test_dataframe_round_trips_through_parquet_with_dtypes_and_index() -> None:
     pd.testing.assert_frame_equal(back, frame)
 
 
+@pytest.mark.parametrize("threaded_from", [0, 1 << 40], ids=["arrow-threads", "this-thread"])
+def test_a_table_decodes_the_same_on_arrows_threads_and_on_the_calling_thread(
+    threaded_from: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"x": rng.random(50_000), "k": rng.integers(0, 9, 50_000), "s": ["a", "bb"] * 25_000},
+        index=pd.RangeIndex(7, 50_007, name="row"),
+    )
+    monkeypatch.setattr(codecs, "THREADED_PARQUET", threaded_from)
+    codec, back = _round_trip(frame)
+    pd.testing.assert_frame_equal(back, frame)
+
+
+def test_a_small_table_decodes_without_starting_arrows_thread_pools(tmp_path) -> None:
+    """A process that started Arrow's pools can abort as it exits (apache/arrow#34314): reading a
+    small stage output (``pipeflow runs output``, a cached run) must not start them."""
+    import subprocess
+    import sys
+
+    codec, data = codecs.encode(pd.DataFrame({"id": range(30), "v": [i * 1.5 for i in range(30)]}))
+    (tmp_path / "t.parquet").write_bytes(data)
+    script = (
+        "import os, sys\n"
+        "import pandas, pyarrow, pyarrow.parquet\n"
+        "from pipeflow.store import codecs\n"
+        "before = len(os.listdir('/proc/self/task'))\n"
+        "frame = codecs.decode('parquet', open(sys.argv[1], 'rb').read())\n"
+        "print(before, len(os.listdir('/proc/self/task')), len(frame))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "t.parquet")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    before, after, rows = map(int, out.stdout.split())
+    assert rows == 30 and after == before, out.stdout
+
+
 def test_empty_dataframe_round_trips() -> None:
     frame = pd.DataFrame({"a": pd.Series([], dtype="int64")})
     codec, back = _round_trip(frame)
