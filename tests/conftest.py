@@ -20,7 +20,19 @@ that spool too. The tests' S3 URLs repeat (``s3://team/pf``) across sessions and
 pytest-xdist's workers, each with its own moto server: in a shared spool one worker's reader
 counts another's records, its writer can ship them to its own server, and a session leaves
 segments for the next. So each session (each worker) sets ``$PIPEFLOW_SPOOL``
-to a folder of its own, before any fixture runs a command; tests that need another set theirs."""
+to a folder of its own, before any fixture runs a command; tests that need another set theirs.
+
+And the longest modules first. ``make test`` runs two pytest-xdist workers with ``--dist
+loadscope``: a module's tests go to one worker, and a worker gets its next module when two or
+fewer of its tests are left. pytest-xdist hands modules out by number of tests, most first
+(``--loadscope-reorder``, its default, which also undid an earlier attempt that only changed the
+collection order), so the longest modules, a handful of long tests each, went out last: the
+minute at full load (one test) 137th of 144, with a minute and a half left to run when the
+other worker could have nothing left. So in an xdist worker the modules of :data:`helpers.HEAVY` are
+collected first, longest first, then the rest by number of tests as pytest-xdist orders them
+(small modules last fill the gaps: longest-processing-time-first), and the controller keeps
+that order (its reordering is switched off, else it would sort them back). A run without xdist
+keeps pytest's order. Every module's own tests keep their order."""
 
 from __future__ import annotations
 
@@ -35,8 +47,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ExampleRun, copy_project, pipeflow, pipeflow_ok, trained_tumours
+from helpers import HEAVY, ExampleRun, copy_project, pipeflow, pipeflow_ok, trained_tumours
 from servers import S3, Postgres, postgres_server, s3_server
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist's controller: keep our order
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    module = {id(item): item.nodeid.split("::")[0] for item in items}
+    tests: dict[str, int] = {}
+    for name in module.values():
+        tests[name] = tests.get(name, 0) + 1
+    # sort is stable: each module's tests keep their order, and modules of equal rank theirs
+    rank = {name: at for at, name in enumerate(HEAVY)}
+    items.sort(key=lambda item: (rank.get(module[id(item)], len(rank)), -tests[module[id(item)]]))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
