@@ -8,12 +8,13 @@ pyproject.toml puts this folder on ``sys.path``).
 - processes: started in their own session (``start``, ``kill_group``), SIGKILLed however the test
   ends (:func:`hard_kill`, :func:`processes`), waited for with a deadline (:func:`wait_until`);
 - the tumours registry project (:data:`TUMOURS`, :func:`tumours_project`, trained once by
-  :func:`trained_tumours`; the ``tumours_v1`` fixture of conftest.py trains it once per session
-  and hands each module a copy, :func:`copy_project`), a real
+  :func:`trained_tumours`; the ``tumours_v1`` fixture of conftest.py trains it once per run, for
+  both xdist workers, and hands each module a copy, :func:`copy_project`), a real
   ``pipeflow serve`` on it (:func:`start_server`), rows it accepts (:func:`sample_rows`), and its
   Prometheus counters (:func:`counter`);
-- an example spec's first local run, shared for the session (:class:`ExampleRun`, the
+- an example spec's first local run, shared for the run (:class:`ExampleRun`, the
   ``example_run`` fixture of conftest.py);
+- the modules ``make test``'s xdist workers get first (:data:`HEAVY`, conftest.py's order);
 - what a test ends with: the store check passes (:func:`assert_store_sound`), a failure is one
   ``error:`` line (:func:`one_line_error`), nothing was written (:func:`files_under`).
 
@@ -241,6 +242,38 @@ def files_under(root: Path) -> dict[str, int]:
             except FileNotFoundError:
                 continue
     return out
+
+
+# ------------------------------------------------------------------- make test's order
+
+#: the modules that take longest in a two-worker ``make test`` (half a minute to four), longest
+#: first, from the 40 slowest tests of an idle full run and every test's time in a run of
+#: tests/test_specs.py, tests/store, tests/runner, tests/hostile and tests/scoring on a busy
+#: machine (set-up and teardown counted); tests/test_schedule.py checks each still exists. The
+#: order is conftest.py's (pytest_collection_modifyitems)
+HEAVY = (
+    "tests/hostile/test_hostile_specs.py",
+    "tests/test_specs.py",
+    "tests/hostile/test_hostile_http.py",
+    "tests/store/test_s3_specs.py",
+    "tests/scoring/test_batch.py",
+    "tests/runner/test_gc.py",
+    "tests/hostile/test_hostile_paths.py",
+    "tests/load/test_serving_load.py",
+    "tests/hostile/test_audit_volume.py",
+    "tests/serving/test_fleet.py",
+    "tests/deploy/test_ci_pipelines.py",
+    "tests/cli/test_init.py",
+    "tests/serving/test_ab.py",
+    "tests/store/test_s3_store.py",
+    "tests/serving/test_live_kpis.py",
+    "tests/load/test_load_fleet.py",
+    "tests/stages/test_train_evaluate_stages.py",
+    "tests/serving/test_docs_examples.py",
+    "tests/integration/test_shared_nothing.py",
+    "tests/scoring/test_explain_batch.py",
+    "tests/scoring/test_gpu_scoring.py",
+)
 
 
 # ------------------------------------------------------- the tumours registry project, served
