@@ -12,7 +12,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-
 #: canonical JSON, as ``json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)``
 #: writes it: made once (``json.dumps`` with options makes an encoder per call, and a run asks
 #: for two digests a stage); encoding keeps no state between calls, so threads may share it
