@@ -14,7 +14,6 @@ transactions; the report (:mod:`pipeflow.runner.report`) is what :func:`run` ret
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import secrets
 import time
@@ -293,7 +292,7 @@ def _run(
         db.finish_run(run_id, RunState.FAILED, error=f"{type(err).__name__}: {err}")
         raise
     finally:
-        gc.unfreeze()
+        gcpause.thaw()  # unless the process exits after this run (pipeflow run)
     store.flush()
     recorder.flush()
     failed = [n for n, o in outcomes.items() if o.state is StageState.FAILED]
