@@ -124,7 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         from pipeflow.runner.session import run
 
         display = RunDisplay(run_console(), quiet=args.quiet, debug=getattr(args, "debug", False))
-    with display:
+    # the process exits after the run: what the run froze stays frozen (pipeflow.core.gcpause)
+    with display, gcpause.kept_frozen():
         report = run(
             args.spec,
             overrides=args.overrides,

@@ -11,6 +11,12 @@ everything else as usual meanwhile. Only pipeflow's own code runs inside, and th
 ``on_plan`` and its ``on_event`` of reused stages (what ``pipeflow run`` displays); a run
 resumes collection, with what it built frozen, just before its first stage runs.
 
+A run gives what it froze back to the collector when it ends (:func:`thaw`), so a long-lived
+process does not keep it out of sight for good; a process that exits after its one run
+(``pipeflow run``) runs it inside :func:`kept_frozen` instead, and the collections Python makes at
+exit then scan what the run made since the freeze, not every module and the whole spec again
+(3% of a fully cached 1000-stage command's instructions, measured with callgrind).
+
 A server settles its heap once loaded (:func:`settle_for_serving`): what it loaded frozen, and
 the youngest generation collected after :data:`SERVING_YOUNG` net allocations instead of 700.
 A batch of large requests keeps a few containers per row alive while its answers are built
@@ -60,6 +66,30 @@ def paused(*, freeze: bool = False) -> Iterator[Pause]:
         yield pause
     finally:
         pause.resume(freeze=freeze)
+
+
+#: how many blocks of :func:`kept_frozen` are open (``pipeflow run`` opens one for its run)
+_kept = 0
+
+
+@contextlib.contextmanager
+def kept_frozen() -> Iterator[None]:
+    """Runs inside the block leave what they froze frozen (:func:`thaw` does nothing): for a
+    process that exits after them (see the module docstring). Stage code still runs with the
+    collector on, and what it makes is collected as before, at exit too."""
+    global _kept
+    _kept += 1
+    try:
+        yield
+    finally:
+        _kept -= 1
+
+
+def thaw() -> None:
+    """What a run froze back in the collector's sight (``gc.unfreeze``), unless the run is
+    inside :func:`kept_frozen`."""
+    if not _kept:
+        gc.unfreeze()
 
 
 #: the youngest generation's threshold in a server (see the module docstring): a batch's

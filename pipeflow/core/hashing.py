@@ -12,10 +12,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+#: canonical JSON, as ``json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)``
+#: writes it: made once (``json.dumps`` with options makes an encoder per call, and a run asks
+#: for two digests a stage); encoding keeps no state between calls, so threads may share it
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
 
 def digest_json(value: Any) -> str:
-    blob = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(value).encode()).hexdigest()
 
 
 def stage_key(

@@ -14,7 +14,6 @@ transactions; the report (:mod:`pipeflow.runner.report`) is what :func:`run` ret
 from __future__ import annotations
 
 import contextlib
-import gc
 import os
 import secrets
 import time
@@ -37,7 +36,7 @@ from pipeflow.runner.plan import Plan, make_plan
 from pipeflow.runner.recorder import Recorder, stage_row
 from pipeflow.runner.report import RunReport, StageOutcome
 from pipeflow.spec.load import LoadedSpec, load
-from pipeflow.store.artifacts import ArtifactStore
+from pipeflow.store.artifacts import ArtifactStore, StoreRef
 from pipeflow.store.metadata import MetadataDB
 from pipeflow.workspace import open_store
 
@@ -293,7 +292,7 @@ def _run(
         db.finish_run(run_id, RunState.FAILED, error=f"{type(err).__name__}: {err}")
         raise
     finally:
-        gc.unfreeze()
+        gcpause.thaw()  # unless the process exits after this run (pipeflow run)
     store.flush()
     recorder.flush()
     failed = [n for n, o in outcomes.items() if o.state is StageState.FAILED]
@@ -385,7 +384,11 @@ def _plan_and_record_cached(
 def _tasks(
     pipeline: Pipeline, plan: Plan, store: ArtifactStore, run_id: str, code: str | None = None
 ) -> list[StageTask]:
-    return [stage_task(pipeline, plan, name, store, run_id, code) for name in plan.to_run]
+    ref, base_dir = store.ref, str(pipeline.loaded.base_dir)  # alike for every task: made once
+    return [
+        stage_task(pipeline, plan, name, store, run_id, code, ref=ref, base_dir=base_dir)
+        for name in plan.to_run
+    ]
 
 
 def stage_task(
@@ -395,9 +398,13 @@ def stage_task(
     store: ArtifactStore,
     run_id: str,
     code: str | None = None,
+    *,
+    ref: StoreRef | None = None,
+    base_dir: str | None = None,
 ) -> StageTask:
     """What a worker needs to run stage ``name`` of ``plan`` (inputs of cached upstream stages
-    are known already; the others arrive as upstream results)."""
+    are known already; the others arrive as upstream results). ``ref`` and ``base_dir``: the
+    store's and the spec folder's, where the caller has them already."""
     loaded = pipeline.loaded
     st = pipeline.stages[name]
     sp = plan.stages[name]
@@ -415,9 +422,9 @@ def stage_task(
         fingerprint=sp.fingerprint,
         inputs={port: (w.source, w.source_port) for port, w in st.inputs.items()},
         output_kinds={p: port.kind for p, port in st.output_ports.items()},
-        store=store.ref,
+        store=ref if ref is not None else store.ref,
         run_id=run_id,
-        base_dir=str(loaded.base_dir),
+        base_dir=base_dir if base_dir is not None else str(loaded.base_dir),
         params=loaded.spec.params,
         resources=st.spec.resources,
         retries=st.spec.retries,

@@ -234,6 +234,8 @@ class _Walker:
                 f"characters (the limit is {_MAX_INT_TEXT:,})",
                 _loc(self.file, node.start_mark),
             )
+        if node.tag == _INT and _plain_decimal(node.value):
+            return int(node.value)  # what PyYAML's constructor makes of it, without its detour
         try:
             value = self.loader.construct_object(node, deep=True)
         except yaml.constructor.ConstructorError as err:
@@ -299,7 +301,18 @@ class _Walker:
                     raise SpecError(
                         "mapping keys must be plain strings", _loc(self.file, key_node.start_mark)
                     )
-                result[key] = self.walk(value_node, (*path, key), depth, active)
+                if (
+                    type(value_node) is yaml.ScalarNode
+                    and value_node.tag == _STR
+                    and depth <= MAX_DEPTH
+                    and self.count < MAX_NODES
+                ):
+                    # most values of a spec: what walk() would count and return, without the
+                    # call (its limits hold, checked above; past them walk() says so)
+                    self.count += 1
+                    result[key] = value_node.value
+                else:
+                    result[key] = self.walk(value_node, (*path, key), depth, active)
             return result
         keys, values = self.source.keys, self.source.values
         for key_node, value_node in pairs:
@@ -372,6 +385,12 @@ class _Walker:
             self._merging.discard(id(node))
         self._merge_memo[id(node)] = result
         return result
+
+
+def _plain_decimal(text: str) -> bool:
+    """``text`` is an integer PyYAML would read as decimal: ASCII digits, no sign, no ``_``, no
+    leading zero (``0123`` is octal in YAML 1.1), no ``:`` (base 60)."""
+    return text.isascii() and text.isdigit() and (text[0] != "0" or text == "0")
 
 
 def _short(text: str) -> str:

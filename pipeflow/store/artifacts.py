@@ -307,8 +307,10 @@ class ArtifactStore:
     def _read(self, path: str) -> bytes | None:
         try:
             if self._local:
-                with open(path, "rb") as fh:
-                    return fh.read()
+                # unbuffered: the whole file in one readall, without the buffer's own system
+                # calls (a terminal check, a seek, a stat) on every read of a small artifact
+                with open(path, "rb", buffering=0) as fh:
+                    return fh.readall()
             return self.fs.cat_file(path)
         except FileNotFoundError:
             return None

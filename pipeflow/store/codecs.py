@@ -53,6 +53,11 @@ def _is(obj: Any, module: str, name: str) -> bool:
     return cls.__name__ == name and cls.__module__.split(".")[0] == module
 
 
+#: the json codec's canonical form, its encoder made once (``json.dumps`` with options makes one
+#: per call, and a run of small stages encodes an output a stage); encoding keeps no state
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def encode(obj: Any) -> tuple[str, bytes]:
     """Pick a codec for ``obj`` and encode it; raises :class:`UnsupportedOutput`."""
     if isinstance(obj, bytes | bytearray):
@@ -83,7 +88,7 @@ def encode(obj: Any) -> tuple[str, bytes]:
 
         return "skops", _stable_zip(skops.io.dumps(obj))
     try:
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        text = _CANONICAL.encode(obj)
     except (TypeError, ValueError) as err:
         raise UnsupportedOutput(
             f"cannot store a {type(obj).__module__}.{type(obj).__qualname__}: pipeflow stores pandas DataFrames "

@@ -316,9 +316,9 @@ class MetadataDB(LoggedRecords):
                     r.get("traceback"),
                     r.get("worker"),
                     r.get("config_digest"),
-                    json.dumps(config, sort_keys=True) if config is not None else None,
+                    _SORTED.encode(config) if config is not None else None,
                     r.get("code_digest"),
-                    json.dumps(r.get("input_digests") or {}, sort_keys=True),
+                    _SORTED.encode(r.get("input_digests") or {}),
                     r.get("seq"),
                 )
             )
@@ -493,6 +493,10 @@ _STAGE_UPSERT = (
     " config=excluded.config, code_digest=excluded.code_digest,"
     " input_digests=excluded.input_digests, seq=excluded.seq"
 )
+
+
+#: ``json.dumps(value, sort_keys=True)``, with its encoder made once (two values a stage record)
+_SORTED = json.JSONEncoder(sort_keys=True)
 
 
 def same_sql(batch: list[tuple[str, tuple]]) -> list[tuple[str, list[tuple]]]:

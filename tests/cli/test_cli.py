@@ -390,6 +390,39 @@ def test_check_imports_no_ml_or_dask_library(project: Path) -> None:
     assert loaded.isdisjoint(HEAVY), loaded & set(HEAVY)
 
 
+def test_each_command_is_listed_under_the_group_that_declares_it() -> None:
+    import argparse
+    import importlib
+
+    from pipeflow.cli import COMMANDS, GROUPS
+
+    declared = {}
+    for group in GROUPS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        importlib.import_module(f"pipeflow.cli.{group}").add_parsers(sub)
+        declared |= dict.fromkeys(sub.choices, group)
+    assert declared == COMMANDS
+
+
+def test_a_command_line_builds_its_group_only_and_help_the_whole_tree(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pipeflow.cli import COMMANDS, _parser
+
+    def commands(argv: list[str] | None) -> set[str]:
+        sub = next(a for a in _parser(argv)._actions if a.dest == "command")
+        return set(sub.choices)  # type: ignore[arg-type]
+
+    pipeline = {c for c, g in COMMANDS.items() if g == "pipeline"}
+    assert commands(["run", "spec.yaml"]) == commands(["--debug", "check", "x"]) == pipeline
+    for argv in (None, [], ["--help"], ["-h", "run"], ["--deb", "run"], ["runn", "x"]):
+        assert commands(argv) == set(COMMANDS), argv
+    with pytest.raises(SystemExit):
+        main(["-h", "run"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in COMMANDS), out
+
+
 def test_console_script_help_importtime() -> None:
     done = subprocess.run(
         [sys.executable, "-X", "importtime", PIPEFLOW, "--help"],

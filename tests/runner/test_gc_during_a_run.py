@@ -73,3 +73,24 @@ def test_a_pause_restores_the_collector_as_it_was() -> None:
         pass
     assert not gc.isenabled()  # off before: off after
     gc.unfreeze()
+
+
+def test_a_run_gives_back_what_it_froze_unless_kept_frozen_for_an_exit(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, SPEC, {"gcsteps.py": STEPS})
+    gc.unfreeze()
+    assert run(spec).ok and gc.get_freeze_count() == 0
+    with gcpause.kept_frozen():  # what pipeflow run does: its process exits after the run
+        report = run(spec)
+    assert report.ok and report.ran == [] and gc.isenabled()
+    assert gc.get_freeze_count() > 0
+    assert run(spec).ok and gc.get_freeze_count() == 0  # outside the block: given back again
+
+
+def test_pipeflow_run_keeps_what_its_run_froze(tmp_path: Path) -> None:
+    from pipeflow.cli import main
+
+    spec = write_spec(tmp_path, SPEC, {"gcsteps.py": STEPS})
+    gc.unfreeze()
+    assert main(["run", str(spec), "--quiet"]) == 0
+    assert gc.get_freeze_count() > 0 and gc.isenabled()
+    gc.unfreeze()

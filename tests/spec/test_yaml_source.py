@@ -84,6 +84,24 @@ def test_core_schema_scalars_keep_their_types_and_keys_stay_strings() -> None:
     assert all(isinstance(k, str) for k in src.data)
 
 
+def test_integers_read_as_pyyaml_reads_them() -> None:
+    import yaml
+
+    values = ["0", "7", "12", "0123", "1_000", "0x1f", "0b101", "+5", "-3", "1:30", "!!int 42"]
+    text = "".join(f"v{i}: {v}\n" for i, v in enumerate(values))
+    assert parse(text, "p.yaml").data == yaml.safe_load(text)
+
+
+def test_a_plain_string_one_level_too_deep_is_refused_where_it_is() -> None:
+    def nested(levels: int) -> str:
+        return "a: " + "{a: " * levels + "x" + "}" * levels + "\n"
+
+    assert parse(nested(MAX_DEPTH - 1), "p.yaml").data  # the string at MAX_DEPTH: fine
+    err = _error(nested(MAX_DEPTH))
+    assert f"nesting deeper than {MAX_DEPTH}" in str(err)
+    assert err.location == Location("spec.yaml", 1, 4 + 4 * MAX_DEPTH)  # at the string
+
+
 def test_non_scalar_mapping_key_is_refused() -> None:
     err = _error("? [a, b]\n: 1\n")
     assert "mapping keys must be plain strings" in str(err)
