@@ -39,7 +39,7 @@ column by column:
 
 The cell tables depend on the entries only, so :func:`plan_block` makes them once (on the
 cluster route, one task that every partition's task depends on: 76 ms at 1,000 columns) and
-:func:`summarize_block` reads them for every partition. A partition's summaries are packed
+:func:`pack_block` reads them for every partition. A partition's summaries are packed
 (:func:`pack_block` gives a :class:`Summaries`: the tiled columns' counts end to end in one
 array, their rows, sums and tails' sums one array each, the engine's summaries of the other
 columns beside them), since that is what a cluster sends between workers and merges: as a dict
@@ -72,7 +72,7 @@ class BlockPlan(NamedTuple):
 
 
 def plan_block(entries: list[dict[str, Any]], *, columns: int = COLUMNS) -> BlockPlan:
-    """The tables :func:`summarize_block` reads, for blocks of ``len(entries)`` columns."""
+    """The tables :func:`pack_block` reads, for blocks of ``len(entries)`` columns."""
     plans = [_plan(entry) for entry in entries]
     width = max(1, min(columns, len(entries)))
     groups = [_group_tables(plans[a : a + width]) for a in range(0, len(entries), width)]
@@ -136,20 +136,6 @@ def merge_summaries(a: Summaries, b: Summaries) -> Summaries:
     )
 
 
-def summarize_block(
-    entries: list[dict[str, Any]],
-    block: Any,
-    *,
-    rows: int = ROWS,
-    columns: int = COLUMNS,
-    plan: BlockPlan | None = None,
-) -> list[dict[str, Any]]:
-    """The engine's summary of every column of a 2-D float block against its entry
-    (``entries[j]`` for column ``j``), in tiles of ``rows`` x ``columns``; ``plan`` is
-    :func:`plan_block` of the entries (made here when not given; then ``columns`` applies)."""
-    return pack_block(entries, block, rows=rows, columns=columns, plan=plan).columns()
-
-
 def pack_block(
     entries: list[dict[str, Any]],
     block: Any,
@@ -158,8 +144,11 @@ def pack_block(
     columns: int = COLUMNS,
     plan: BlockPlan | None = None,
 ) -> Summaries:
-    """:func:`summarize_block`, packed (:class:`Summaries`): what the cluster route's tasks
-    return and merge."""
+    """The engine's summary of every column of a 2-D float block against its entry
+    (``entries[j]`` for column ``j``), in tiles of ``rows`` x ``columns``, packed
+    (:class:`Summaries`: what the cluster route's tasks return and merge; ``.columns()`` gives
+    one summary per column); ``plan`` is :func:`plan_block` of the entries (made here when not
+    given; then ``columns`` applies)."""
     import numpy as np
 
     from pipeflow.errors import UsageError
