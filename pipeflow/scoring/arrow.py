@@ -13,6 +13,8 @@ import math
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from pipeflow.store.codecs import THREADED_PARQUET
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -76,9 +78,10 @@ def _string_types(dtype: Any) -> Any:
     return None
 
 
-def _arrow_to_pandas(table: Any) -> pd.DataFrame:
+def _arrow_to_pandas(table: Any, threads: bool = True) -> pd.DataFrame:
     """An Arrow table as Dask's Parquet reader makes it a pandas frame."""
-    return _arrow_strings(table.to_pandas(types_mapper=_string_types, ignore_metadata=False))
+    frame = table.to_pandas(types_mapper=_string_types, ignore_metadata=False, use_threads=threads)
+    return _arrow_strings(frame)
 
 
 def _arrow_strings(frame: pd.DataFrame) -> pd.DataFrame:
@@ -186,7 +189,12 @@ class _FileReader:
         local = is_local_fs(fs)
         self.raw: Any = pa.memory_map(path) if local else fs.open(path, "rb")
         self.bytes: Any = self.raw.read_buffer() if local and hashing else None  # no copy
-        self.file = pq.ParquetFile(self.raw)
+        # Arrow's thread pools only for a file worth them (see pipeflow.store.codecs.decode: a
+        # process that started them can abort as it exits); pre-buffering a memory map starts
+        # the I/O pool
+        size = self.raw.size() if local else fs.size(path)
+        self.threads = size >= THREADED_PARQUET
+        self.file = pq.ParquetFile(self.raw, pre_buffer=self.threads)
         self.digest = hashlib.sha256() if self.bytes is not None else None
         self.hashed, self.done = 0, 0
         self.rows = self.file.metadata.num_rows
@@ -198,15 +206,20 @@ class _FileReader:
         import pyarrow as pa
 
         if pieces == 1 or not groups:
-            table = self.file.read_row_groups(list(groups), columns=list(columns))
+            table = self.file.read_row_groups(
+                list(groups), columns=list(columns), use_threads=self.threads
+            )
             self._advance(table.num_rows)
-            yield _arrow_to_pandas(table)
+            yield _arrow_to_pandas(table, self.threads)
             return
         meta = self.file.metadata
         rows = sum(meta.row_group(g).num_rows for g in groups)
         bounds = np.linspace(0, rows, pieces + 1).astype(int)
         batches = self.file.iter_batches(
-            batch_size=max(1, -(-rows // pieces)), row_groups=list(groups), columns=list(columns)
+            batch_size=max(1, -(-rows // pieces)),
+            row_groups=list(groups),
+            columns=list(columns),
+            use_threads=self.threads,
         )
         held: list[Any] = []
         have, schema = 0, None
@@ -221,7 +234,7 @@ class _FileReader:
             rest = table.slice(need)
             held, have = rest.to_batches(), rest.num_rows
             self._advance(need)
-            yield _arrow_to_pandas(table.slice(0, need))
+            yield _arrow_to_pandas(table.slice(0, need), self.threads)
 
     def _advance(self, rows: int) -> None:
         """Hash the file up to the share of its bytes its rows read so far make."""
