@@ -391,11 +391,11 @@ def _status(judged: dict[str, Any]) -> str:
 
 def _promote(args: argparse.Namespace, registry: Any, db: Any) -> int:
     from pipeflow.errors import UsageError
-    from pipeflow.registry.gates import promote, split_gate, withdrawn_canary
+    from pipeflow.registry.gates import gates_from_flags, promote, withdrawn_canary
 
     if args.force and not args.reason.strip():
         raise UsageError("--force: say why with --reason (recorded with the move)")
-    gates_spec = {metric: f"{op} {limit}" for metric, op, limit in map(split_gate, args.gate)}
+    gates_spec = gates_from_flags(args.gate)
     champion = None
     if args.champion:
         metric, _, margin = args.champion.partition(":")

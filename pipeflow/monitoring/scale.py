@@ -229,12 +229,6 @@ def _live_pass(part: Any, entries: list[dict[str, Any]], plan: Any = None) -> An
     return pack_block(entries, _block(part), plan=plan)
 
 
-def _merge_live(a: Any, b: Any) -> Any:
-    from pipeflow.monitoring.tiles import merge_summaries
-
-    return merge_summaries(a, b)
-
-
 def compare_to_profile(
     profile: dict[str, Any],
     live: Any,
@@ -247,7 +241,7 @@ def compare_to_profile(
     needed: only the profile stored with a model version."""
     from pipeflow.errors import UsageError
     from pipeflow.monitoring.engine import DriftPolicy, column_kind, compare
-    from pipeflow.monitoring.tiles import plan_block
+    from pipeflow.monitoring.tiles import merge_summaries, plan_block
 
     policy = policy or DriftPolicy()
     names = columns or _names(live)
@@ -274,7 +268,7 @@ def compare_to_profile(
     plan = delayed(plan_block)(shared)
     parts = _partitions(data)
     passes = [delayed(_live_pass)(p, shared, plan) for p in parts]
-    (total,) = compute(_tree(passes, _merge_live))
+    (total,) = compute(_tree(passes, merge_summaries))
     summaries = total.columns()
     out: dict[str, dict[str, Any]] = {}
     for name, entry, summary in zip(picked, entries, summaries, strict=True):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 _GATE = re.compile(r"^\s*(>=|<=|>|<|==)?\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
@@ -167,6 +167,12 @@ def split_gate(text: str, flag: str = "--gate") -> tuple[str, str, str]:
     return found.group(1), found.group(2), found.group(3)
 
 
+def gates_from_flags(texts: Iterable[str], flag: str = "--gate") -> dict[str, str]:
+    """``["accuracy>=0.9", ...]`` (``flag``'s values) as the gates :func:`promote` takes:
+    ``{"accuracy": ">= 0.9"}``; a UsageError naming ``flag`` for one it cannot read."""
+    return {metric: f"{op} {limit}" for metric, op, limit in (split_gate(t, flag) for t in texts)}
+
+
 def describe_failures(gates: list[dict[str, Any]]) -> str:
     """One line per failed gate, with both numbers."""
     lines = []
@@ -305,9 +311,14 @@ def withdrawn_canary(registry: Any, name: str, version: int) -> dict[str, Any] |
     :mod:`pipeflow.serving.rollout`), but ``pipeflow models promote`` says what happened to it."""
     found = None
     for event in registry.fleet_events(name):
-        if event.get("event") == "canary_withdrawn" and event.get("version") == version:
+        if withdraws(event, version):
             found = event
     return found
+
+
+def withdraws(event: dict[str, Any], version: int) -> bool:
+    """Whether a fleet event is the withdrawal of canary v``version``."""
+    return event.get("event") == "canary_withdrawn" and event.get("version") == version
 
 
 def verdicts(

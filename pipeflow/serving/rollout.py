@@ -288,6 +288,8 @@ class Rollout:
     def publish(self) -> None:
         """Record this replica's withdrawal as a fleet event (once for the fleet: nothing is
         written when any replica already recorded this version's withdrawal)."""
+        from pipeflow.registry.gates import withdraws
+
         event = self.unpublished
         if event is None:
             return
@@ -296,7 +298,7 @@ class Rollout:
             self.server.registry.record_fleet_event(
                 self.server.config.model,
                 event,
-                unless=lambda events: any(_withdraws(e, version) for e in events),
+                unless=lambda events: any(withdraws(e, version) for e in events),
             )
         except Exception as err:  # the store is unreachable: the watch loop tries again
             log.error("could not record the canary's withdrawal in the registry: %s", err)
@@ -401,7 +403,7 @@ class Rollout:
         """The last step held: the canary takes the served alias through the registry's gates
         (one replica writes the alias event; the others find it held)."""
         from pipeflow.errors import GateFailed
-        from pipeflow.registry.gates import promote, split_gate
+        from pipeflow.registry.gates import gates_from_flags, promote
 
         c, plan, server = self.canary, self.plan, self.server
         assert c is not None and plan is not None
@@ -412,10 +414,7 @@ class Rollout:
             f"ramp {steps} held ({m['requests']} rows in the last step, error rate "
             f"{m['error_rate']:g}, p95 {m['p95_ms']} ms, accuracy {m['accuracy']})"
         )
-        gates = {}
-        for text in config.ramp_gates:
-            metric, op, limit = split_gate(text, "--ramp-gate")
-            gates[metric] = f"{op} {limit}"
+        gates = gates_from_flags(config.ramp_gates, "--ramp-gate")
         try:
             event = promote(
                 server.registry, model, c.version, alias, gates=gates, reason=reason,
@@ -455,7 +454,3 @@ class Rollout:
                  c.label, c.name, self.server.config.which)  # fmt: skip
         self.canary, self.weight, self.promoted = None, 0.0, True
         self.server.metrics.canary_weight.set(0)
-
-
-def _withdraws(event: dict[str, Any], version: int) -> bool:
-    return event.get("event") == "canary_withdrawn" and event.get("version") == version
