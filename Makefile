@@ -37,7 +37,8 @@ demo: install
 # and load, which split a module over both workers (tests/registry/test_models_cli.py did: its
 # tests now set up what they need; no run of the whole suite has shown that no other module does);
 # and each module-scoped fixture (a trained project, a server) starts once, not once per worker.
-# The modules go out longest first (tests/conftest.py: HEAVY, and xdist's own reordering off).
+# The modules go out longest first (tests/helpers.py: HEAVY, ordered by tests/conftest.py;
+# xdist's own reordering off).
 XDIST ?= -n 2 --dist loadscope
 
 ## Install the test dependencies and run the whole test suite (slow and cluster tests included).
