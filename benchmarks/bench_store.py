@@ -16,6 +16,11 @@ the database's own costs, not the network's.
    pipeflow's imports, shown for information.)
 4. The 1000-stage chain's per-stage overhead with the artifact store on moto S3 vs on the local
    disk (both with SQLite metadata). Info: it measures moto's speed as much as pipeflow's.
+5. Decoding a stored table (``store.codecs.decode`` of a Parquet object) on the calling thread vs
+   on Arrow's thread pools, at sizes around ``codecs.THREADED_PARQUET`` (8 MB): below it the
+   store decodes on the calling thread, because a process that started the pools can abort as it
+   exits (apache/arrow#34314); the row shows what that costs a small table and what the pools
+   win on a large one. Info.
 
 Usage: ``python benchmarks/bench_store.py [--quick] [--json out.json]``. It never fails on a
 missed target: it prints MISS and the figures, and exits 0 unless the benchmark itself breaks.
@@ -206,6 +211,46 @@ def bench_runs_list(sqlite_path: Path, pg_url: str, n_runs: int, repeat: int) ->
     return rows
 
 
+def bench_decode(repeat: int, sizes_mb: tuple[float, ...] = (1, 4, 8, 16, 64)) -> list[Row]:
+    """Row 5: a stored table of about each size decoded as the store does it and with the other
+    choice of threads, best of ``repeat`` taken in turns."""
+    import numpy as np
+    import pandas as pd
+
+    from pipeflow.store import codecs
+
+    rows = []
+    threshold = codecs.THREADED_PARQUET
+    rng = np.random.default_rng(0)
+    try:
+        for mb in sizes_mb:
+            n = int(mb * (1 << 20) / (8 * 8))  # 8 float64 columns, random: they barely compress
+            frame = pd.DataFrame(rng.normal(size=(n, 8)), columns=[f"c{i}" for i in range(8)])
+            _, data = codecs.encode(frame)
+
+            def decode(limit: int, data: bytes = data) -> object:
+                codecs.THREADED_PARQUET = limit
+                return codecs.decode("parquet", data)
+
+            times = interleaved({"off": lambda: decode(1 << 62), "on": lambda: decode(0)}, repeat)
+            off, on = times["off"].best, times["on"].best
+            store_way = "pools" if len(data) >= threshold else "this thread"
+            rows.append(
+                Row(
+                    figure=f"decode a stored table of {len(data) / 1e6:.1f} MB (store: {store_way})",
+                    pipeflow=f"{off * 1e3:.1f} ms this thread",
+                    baseline=f"{on * 1e3:.1f} ms Arrow's pools",
+                    ratio=off / on,
+                    verdict=f"{off / on:.2f}x the pools' time on this thread (info)",
+                    ok=None,
+                    data={"bytes": len(data), "thread_s": off, "pools_s": on},
+                )
+            )
+    finally:
+        codecs.THREADED_PARQUET = threshold
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
@@ -222,6 +267,7 @@ def main() -> int:
     ):
         tmp = Path(name)
         os.environ.update(s3.env)
+        rows.extend(bench_decode(max(5, repeat)))
         rows.append(bench_writes(tmp / "writes.db", pg.database("writes"), 1000, repeat))
 
         history = pg.database("history")
