@@ -16,7 +16,7 @@ def add_parsers(sub: Any) -> None:
         description="Serve NAME@ALIAS (or NAME@VERSION). The alias is watched: promote or roll "
         "back and the server switches versions without a restart.",
     )
-    c.add_argument("ref", metavar="NAME@ALIAS")
+    _common.add_model_ref(c)
     _common.add_listen(c, port=8000, log_level="info")
     c.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     c.add_argument(
