@@ -1,7 +1,8 @@
 """What every command module of the CLI shares: exit codes, the console, error printing, tables,
 and the arguments several commands take (``--spec``, ``--store``, ``--db``, ``--executor``,
-``--address``, ``--cluster``, ``--set``, ``--debug``, ``--json``, ``--reason``), each declared
-here once so that its name, choices and help read the same in every command.
+``--address``, ``--cluster``, ``--set``, ``--debug``, ``--json``, ``--reason``, the model a
+command serves, scores or monitors), each declared here once so that its name, choices and help
+read the same in every command.
 
 Nothing here imports more than the standard library at import time: the whole command tree is
 built for ``pipeflow --help``, which must load no pydantic, Dask, pandas or ML library. Which
@@ -75,6 +76,11 @@ def add_where(
         group.add_argument("--store", metavar="URL", help=STORE_HELP)
     if db:
         c.add_argument("--db", metavar="PATH|URL", help=DB_HELP)
+
+
+def add_model_ref(c: argparse.ArgumentParser) -> None:
+    """The model of ``serve``, ``predict`` and ``monitor`` (:func:`pipeflow.registry.parse_ref`)."""
+    c.add_argument("ref", metavar="NAME@ALIAS", help="the model: NAME@ALIAS or NAME@VERSION")
 
 
 def add_json(c: argparse.ArgumentParser, help: str = "machine-readable output") -> None:

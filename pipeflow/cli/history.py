@@ -40,15 +40,13 @@ def add_parsers(sub: Any) -> None:
     st = sub.add_parser("store", help="inspect the artifact store and its metadata")
     st.set_defaults(handler=cmd_store)
     st_sub = st.add_subparsers(dest="store_command", metavar="ACTION", required=True)
-    c = st_sub.add_parser(
+    check = st_sub.add_parser(
         "check",
         help="verify a store: every object hashes to its name, every record and manifest names "
         "objects present, nothing half-written is reachable, the database is intact",
         description="Verify a store and its metadata database; print each problem (exit 1 if any).",
     )
-    _common.add_where(c, db=True)
-    _common.add_debug(c)
-    c = st_sub.add_parser(
+    gc = st_sub.add_parser(
         "gc",
         help="delete run artifacts nothing needs: never a registered version's, the last runs' "
         "or the latest stage results' (refused while a run is in progress)",
@@ -58,27 +56,25 @@ def add_parsers(sub: Any) -> None:
         "stage, and older than --older-than. The run history is kept; what was deleted is "
         "recorded in it. Refused while a run is in progress.",
     )
-    c.add_argument(
+    gc.add_argument(
         "--keep-last",
         type=int,
         default=1,
         metavar="N",
         help="keep the outputs of the last N runs of each pipeline (default 1)",
     )
-    c.add_argument(
+    gc.add_argument(
         "--older-than",
         default="30d",
         metavar="AGE",
         help="delete only what is older than this: 30d, 12h, 90m, 45s, 2w (default 30d)",
     )
-    c.add_argument(
+    gc.add_argument(
         "--dry-run",
         action="store_true",
         help="list what would be deleted, with sizes; delete nothing",
     )
-    _common.add_where(c, db=True)
-    _common.add_debug(c)
-    c = st_sub.add_parser(
+    migrate = st_sub.add_parser(
         "migrate",
         help="copy the run history into another metadata database (a team's PostgreSQL), "
         "checked row by row",
@@ -86,15 +82,16 @@ def add_parsers(sub: Any) -> None:
         "database (the spec's, or --db) into --to, then read each back and compare (counts and "
         "SHA-256 per table). Safe to run again; rows already there are skipped.",
     )
-    c.add_argument(
+    migrate.add_argument(
         "--to",
         required=True,
         metavar="URL",
         help="target database: postgresql://user@host/db (password from PGPASSWORD or "
         "~/.pgpass) or a SQLite path",
     )
-    _common.add_where(c, store=False, db=True)
-    _common.add_debug(c)
+    for c in (check, gc, migrate):  # each ends with where to look (migrate: no store, a database)
+        _common.add_where(c, store=c is not migrate, db=True)
+        _common.add_debug(c)
 
     runs = sub.add_parser("runs", help="list and inspect recorded runs")
     runs.set_defaults(handler=cmd_runs)

@@ -23,7 +23,7 @@ def add_parsers(sub: Any) -> None:
         "monitor",
         help="drift, live accuracy and latency of a served model against its training reference",
     )
-    c.add_argument("ref", metavar="NAME@ALIAS")
+    _common.add_model_ref(c)
     c.add_argument("--window", default="1h", help="window length: 90s, 15m, 1h, 2d (default 1h)")
     c.add_argument(
         "--windows", type=int, default=1, help="consecutive windows ending now (default 1)"

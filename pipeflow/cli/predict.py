@@ -27,7 +27,7 @@ def add_parsers(sub: Any) -> None:
         "(.parquet, .pq, .csv or .csv.gz): prediction_id, the id column, prediction and, for "
         "classifiers, proba_<class>. The output appears only when complete; the job is audited.",
     )
-    c.add_argument("ref", metavar="NAME@ALIAS", help="the model: NAME@ALIAS or NAME@VERSION")
+    _common.add_model_ref(c)
     c.add_argument(
         "--input",
         "-i",

@@ -16,7 +16,7 @@ def add_parsers(sub: Any) -> None:
         description="Serve NAME@ALIAS (or NAME@VERSION). The alias is watched: promote or roll "
         "back and the server switches versions without a restart.",
     )
-    c.add_argument("ref", metavar="NAME@ALIAS")
+    _common.add_model_ref(c)
     _common.add_listen(c, port=8000, log_level="info")
     c.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
     c.add_argument(
@@ -164,19 +164,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if ramp and args.weight is not None:
         raise UsageError("--ramp sets the canary's weight step by step: drop --weight")
     weight = 0.1 if args.weight is None else args.weight
+    # the ranges several flags share, named once: (lowest, highest, what is expected)
+    share = (0, 1, "a share between 0 and 1")
+    requests = (1, 1e12, "1 or more requests")
+    interval = (0.1, 86400, "0.1 seconds or more")
     for flag, value, low, high, what in (
-        ("--weight", weight, 0, 1, "a share between 0 and 1"),
+        ("--weight", weight, *share),
         ("--ramp-every", ramp_every, 0.1, 1e9, "a duration of 0.1 seconds or more"),
-        ("--ramp-min-requests", args.ramp_min_requests, 1, 1e12, "1 or more requests"),
+        ("--ramp-min-requests", args.ramp_min_requests, *requests),
         ("--shadow-queue", args.shadow_queue, 1, 1e7, "1 or more requests"),
         ("--batch-wait-ms", args.batch_wait_ms, 0, 1000, "0 to 1000 milliseconds"),
         ("--workers", args.workers, 1, 512, "1 or more processes"),
         ("--max-body-mb", args.max_body_mb, 0.001, 1e6, "a size above 0 megabytes"),
-        ("--reload-interval", args.reload_interval, 0.1, 86400, "0.1 seconds or more"),
-        ("--min-requests", args.min_requests, 1, 1e12, "1 or more requests"),
-        ("--ship-interval", args.ship_interval, 0.1, 86400, "0.1 seconds or more"),
-        ("--max-error-rate", args.max_error_rate, 0, 1, "a share between 0 and 1"),
-        ("--min-accuracy", args.min_accuracy, 0, 1, "a share between 0 and 1"),
+        ("--reload-interval", args.reload_interval, *interval),
+        ("--min-requests", args.min_requests, *requests),
+        ("--ship-interval", args.ship_interval, *interval),
+        ("--max-error-rate", args.max_error_rate, *share),
+        ("--min-accuracy", args.min_accuracy, *share),
         ("--max-p95-ms", args.max_p95_ms, 0.001, 1e9, "milliseconds above 0"),
         ("--drain-seconds", args.drain_seconds, 0, 3600, "0 to 3600 seconds"),
     ):

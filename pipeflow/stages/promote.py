@@ -59,6 +59,9 @@ class ChampionGate(StageConfig):
 class Mitigation(StageConfig):
     """Per-group decision thresholds (:mod:`pipeflow.governance.thresholds`)."""
 
+    # the fields but method are keywords of governance.thresholds.mitigate, which _mitigate passes
+    # as they are (a comment: the docstring is the schema's description, read by users)
+
     method: Literal["group_thresholds"] = Field(
         description="group_thresholds: a decision threshold per group of a binary classifier"
     )
@@ -381,21 +384,16 @@ def _mitigate(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     from pipeflow.governance import mitigate
 
-    m = bias.mitigate
-    assert m is not None
+    assert bias.mitigate is not None
     return mitigate(
         model,
         X,
         y.to_numpy(),
         rows[bias.sensitive].to_numpy(),
         attribute=bias.sensitive,
-        objective=m.objective,
-        validation=m.validation,
-        tolerance=m.tolerance,
         min_rows=bias.min_rows,
-        positive=m.positive,
-        seed=m.seed,
         task=task,
+        **bias.mitigate.model_dump(exclude={"method"}),  # the rest of its keywords (Mitigation)
     )
 
 
