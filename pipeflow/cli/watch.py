@@ -63,8 +63,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     # the stages the triggers name, checked as `pipeflow check` does (file:line or --set), before
     # the watcher says it is watching
     compile_pipeline(loaded)
-    if not args.lease > 0:
-        raise UsageError(f"--lease {args.lease:g}: expected a positive number of seconds")
+    for flag, seconds in (("--interval", args.interval), ("--lease", args.lease)):
+        if not seconds > 0:  # (NaN too) a zero interval would poll the store in a tight loop
+            raise UsageError(f"{flag} {seconds:g}: expected a positive number of seconds")
     _common.log_to_console(logging.INFO, "%(asctime)s %(name)s %(message)s")
     console = _common.make_console()
     watcher = Watcher(args.spec, args.overrides, executor=args.executor)

@@ -77,6 +77,22 @@ def test_watch_refuses_a_spec_without_triggers(tmp_path: Path) -> None:
     assert out.returncode == 2 and "declares no triggers" in out.stderr
 
 
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--interval", "0"), ("--interval", "-1"), ("--lease", "nan")]
+)
+def test_watch_refuses_a_period_that_is_not_positive(tmp_path: Path, flag: str, value: str) -> None:
+    (tmp_path / "pipeline.yaml").write_text(
+        "pipeline: watched\n"
+        "triggers: {schedule: '0 0 1 1 *'}\n"
+        "stages:\n"
+        "  raw: {type: python, with: {function: 'json:dumps', kwargs: {obj: 1}}}\n"
+    )
+    out = pipeflow(["watch", "pipeline.yaml", "--once", flag, value], cwd=tmp_path, timeout=60)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert f"{flag} {value}: expected a positive number of seconds" in out.stderr
+    assert "Traceback" not in out.stderr and "watching" not in out.stdout
+
+
 def test_cron_day_fields_match_either_when_both_are_restricted() -> None:
     first_or_monday = parse_cron("0 9 1 * 1")
     assert cron_matches(first_or_monday, at("2026-12-01 09:00"))  # the 1st, a Tuesday
