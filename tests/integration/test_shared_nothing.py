@@ -76,6 +76,11 @@ def _worker_env(s3_env: dict[str, str], home: Path) -> dict[str, str]:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), **s3_env}
     if os.environ.get("PYTHONPATH"):  # pipeflow from a worktree: its package, no spec folder
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    # the client's choice of BLAS kernels (OPENBLAS_CORETYPE=Haswell on this project's VMs): left
+    # to itself OpenBLAS picks the CPU's own (SkylakeX where there is AVX-512), whose sums round
+    # otherwise, and the model's bytes differ from the local run's; a worker machine is set up
+    # like the client's as far as numerics go, or no run anywhere could match another's bytes
+    env.update({k: v for k, v in os.environ.items() if k.startswith(("OPENBLAS_", "MKL_", "OMP_"))})
     env[CACHE_ENV] = str(home / "code")
     env["DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT"] = "20s"
     return env
