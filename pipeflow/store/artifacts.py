@@ -22,9 +22,9 @@ Crash safety: every file is written under ``tmp/`` and moved to its final name, 
 never points at half-written bytes; on an object store (``s3://``...) a write is one PUT, which
 the store makes visible whole or not at all (:mod:`pipeflow.store.remote` holds what else differs
 there: client defaults, probing the bucket, the conditional write, one-line errors). Objects are
-verified against their name on every read; a manifest whose objects are missing or corrupt counts
-as a cache miss, never as a result. Writing the same object twice is harmless (same name, same
-bytes).
+verified against their name on every read (a run loads a small artifact it saved or verified
+again from memory: :mod:`pipeflow.store.recent`); a manifest whose objects are missing or corrupt
+counts as a cache miss, never as a result. Writing the same object twice is harmless.
 
 A local store (a plain path, no storage options) works with ``os`` and imports no fsspec (with
 its asyncio, a tenth of a second: more than a cached run of a small pipeline); its ``fs`` is
