@@ -8,18 +8,20 @@ it: a stage is reused because its content matches, never because a file looks ne
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from pipeflow.core.jsonenc import encoder
+
 #: canonical JSON, as ``json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)``
-#: writes it: made once (``json.dumps`` with options makes an encoder per call, and a run asks
-#: for two digests a stage); encoding keeps no state between calls, so threads may share it
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+#: writes it: made once (a run asks for two digests a stage, see :mod:`pipeflow.core.jsonenc`);
+#: encoding keeps no state between calls, so threads may share it
+_canonical = encoder(sort_keys=True, separators=(",", ":"), default=str)
 
 
 def digest_json(value: Any) -> str:
-    return hashlib.sha256(_CANONICAL.encode(value).encode()).hexdigest()
+    """sha256 of ``value`` as canonical JSON (a value pipeflow builds: no cycles)."""
+    return hashlib.sha256(_canonical(value).encode()).hexdigest()
 
 
 def stage_key(

@@ -20,6 +20,7 @@ Field types that several built-in configs share (:data:`RowShare`, :data:`Keywor
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
@@ -72,6 +73,13 @@ class EmptyConfig(StageConfig):
     """Config of a stage type that takes no ``with:`` settings."""
 
 
+@functools.cache
+def _stage_logger() -> logging.Logger:
+    """``logging.getLogger("pipeflow.stage")``, asked once: a context is made per attempt of
+    every stage, and each ``getLogger`` takes logging's module lock."""
+    return logging.getLogger("pipeflow.stage")
+
+
 @dataclass
 class StageContext:
     """What a running stage may use besides its inputs."""
@@ -91,7 +99,7 @@ class StageContext:
     #: (``ArtifactRef``: its ``digest`` is the content fingerprint, for lineage)
     pipeline: str = ""
     input_refs: Mapping[str, Any] = field(default_factory=dict)
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("pipeflow.stage"))
+    logger: logging.Logger = field(default_factory=_stage_logger)
     #: what this attempt logged (:mod:`pipeflow.core.tracking`): recorded with the stage
     tracker: Tracker = field(default_factory=Tracker)
     #: this stage's log and its channel to the live display (:mod:`pipeflow.core.progress`)

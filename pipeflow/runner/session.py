@@ -164,10 +164,12 @@ def run(
         store, db = open_store(loaded)
         try:
             run_id = new_run_id()
-            # the spec's folder goes on sys.path for the stage code and comes off when the run ends
+            # the spec's folder goes on sys.path for the stage code and comes off when the run
+            # ends; small objects written and read are kept in memory meanwhile (store.recent)
             with (
                 run_lock(store, pipeline.name, loaded.digest, run_id, spec=str(loaded.path)),
                 during_a_run(),
+                store.recent.during(),
             ):
                 return _run(
                     pipeline,

@@ -151,7 +151,7 @@ class PythonStage(Stage[PythonConfig]):
 
     def run(self, ctx: StageContext, inputs: dict[str, Any]) -> Mapping[str, Any]:
         config = self.config
-        fn = _load_function(config.function, ctx.code_dir or ctx.base_dir)
+        fn = _load_function(config.function, ctx.code_dir or ctx.base_dir, ctx.run_id)
         kwargs = {**inputs, **config.kwargs}
         if _wants_ctx(fn):
             kwargs["ctx"] = ctx
@@ -211,14 +211,19 @@ def _module_file(module_name: str, base_dir: Path) -> Path | None:
 
 _import_lock = threading.Lock()
 _loaded_from: dict[str, tuple[str, int, int]] = {}
+#: module name -> (run id, file, module) last found current in that run
+_current_in: dict[str, tuple[str, str, Any]] = {}
 
 
-def _load_function(path: str, base_dir: Path) -> Any:
+def _load_function(path: str, base_dir: Path, run_id: str = "") -> Any:
     """Import ``module:function`` the way the spec means it.
 
     A module beside the spec wins over one of the same name already imported from elsewhere
     (two specs in one process may each have a ``steps.py``), and an edited module is re-executed,
     so a long-lived process (a notebook, a test, a worker) runs the code the cache key hashed.
+    Whether the file changed is asked once per run (``run_id``), not once per stage: the run's
+    keys hashed the code when it was planned, and a thousand stages calling one module asked
+    the file system a thousand times.
     """
     module_name, _, attr = path.partition(":")
     base = str(base_dir)
@@ -227,7 +232,7 @@ def _load_function(path: str, base_dir: Path) -> Any:
         local = _module_file(module_name, base_dir)
         try:
             if local is not None and _is_beside(local, base_dir):
-                module = _import_local(module_name, local)
+                module = _import_local(module_name, local, run_id)
             else:
                 module = importlib.import_module(module_name)
         except ModuleNotFoundError as err:
@@ -246,7 +251,21 @@ def _is_beside(file: Path, base_dir: Path) -> bool:
     return file.is_relative_to(base_dir)
 
 
-def _import_local(module_name: str, file: Path) -> Any:
+def _import_local(module_name: str, file: Path, run_id: str = "") -> Any:
+    seen = _current_in.get(module_name)
+    if (
+        run_id
+        and seen
+        and seen[:2] == (run_id, str(file))
+        and sys.modules.get(module_name) is seen[2]
+    ):
+        return seen[2]
+    module = _import_current(module_name, file)
+    _current_in[module_name] = (run_id, str(file), module)
+    return module
+
+
+def _import_current(module_name: str, file: Path) -> Any:
     st = os.stat(file)
     stamp = (str(file), st.st_mtime_ns, st.st_size)
     module = sys.modules.get(module_name)

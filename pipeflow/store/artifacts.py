@@ -22,9 +22,9 @@ Crash safety: every file is written under ``tmp/`` and moved to its final name, 
 never points at half-written bytes; on an object store (``s3://``...) a write is one PUT, which
 the store makes visible whole or not at all (:mod:`pipeflow.store.remote` holds what else differs
 there: client defaults, probing the bucket, the conditional write, one-line errors). Objects are
-verified against their name on every read; a manifest whose objects are missing or corrupt counts
-as a cache miss, never as a result. Writing the same object twice is harmless (same name, same
-bytes).
+verified against their name on every read (a run loads a small artifact it saved or verified
+again from memory: :mod:`pipeflow.store.recent`); a manifest whose objects are missing or corrupt
+counts as a cache miss, never as a result. Writing the same object twice is harmless.
 
 A local store (a plain path, no storage options) works with ``os`` and imports no fsspec (with
 its asyncio, a tenth of a second: more than a cached run of a small pipeline); its ``fs`` is
@@ -46,8 +46,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from pipeflow.core.jsonenc import dumps_sorted
 from pipeflow.errors import StoreError
 from pipeflow.store import codecs, layout, remote, space
+from pipeflow.store.layout import is_hex_digest as _is_hex_digest
+from pipeflow.store.recent import Recent
 
 
 @dataclass(frozen=True)
@@ -94,9 +97,6 @@ def _open(ref: StoreRef) -> ArtifactStore:
     return ArtifactStore(ref.root, dict(ref.storage_options))
 
 
-_is_hex_digest = layout.is_hex_digest
-
-
 class ArtifactStore:
     """Bytes in, digest out; digest in, verified bytes out."""
 
@@ -112,6 +112,7 @@ class ArtifactStore:
         self._batch_files: set[str] = set()
         self._batch_stamp: Any = None
         self._batch_checked = 0.0
+        self.recent = Recent()  # small artifacts kept while a run is in progress
         local = None if self.storage_options else layout.plain_local_path(root)
         if local is not None:  # no fsspec (see the module docstring)
             self.root, self._local = local.rstrip("/") or "/", True
@@ -416,10 +417,12 @@ class ArtifactStore:
 
     def save(self, obj: Any, kind: str = "any", *, overwrite: bool = False) -> ArtifactRef:
         codec, data = codecs.encode(obj)
-        return ArtifactRef(self.put(data, overwrite=overwrite), codec, kind, len(data))
+        digest = self.put(data, overwrite=overwrite)
+        self.recent.keep(digest, data)  # read back from memory during a run (store.recent)
+        return ArtifactRef(digest, codec, kind, len(data))
 
     def load(self, ref: ArtifactRef) -> Any:
-        return codecs.decode(ref.codec, self.get(ref.digest))
+        return codecs.decode(ref.codec, self.recent.fetch(ref.digest, self.get))
 
     # -- manifests -----------------------------------------------------------------------
     #: a stage that ran at least this long gets its manifest written at once
@@ -431,7 +434,7 @@ class ArtifactStore:
 
     def write_manifest(self, key: str, manifest: dict[str, Any]) -> None:
         """Write one manifest now, as its own file."""
-        self._write_atomic(self.manifest_path(key), json.dumps(manifest, sort_keys=True).encode())
+        self._write_atomic(self.manifest_path(key), dumps_sorted(manifest).encode())
 
     def record_manifest(
         self, key: str, manifest: dict[str, Any], *, duration: float | None = None
@@ -463,9 +466,8 @@ class ArtifactStore:
             if not self._pending:
                 return
             entries, self._pending = self._pending, {}
-            name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.jsonl"
             try:
-                self._write_atomic(self._join(layout.CACHE_BATCHES, name), _batch_bytes(entries))
+                name = self.write_batch(entries)
             except BaseException:
                 self._pending = {**entries, **self._pending}
                 raise
@@ -496,6 +498,9 @@ class ArtifactStore:
         stamp: Any = None
         try:
             if self._local:
+                if not self._batch_files and not os.access(folder, os.F_OK):
+                    self._batch_stamp = None  # none yet, none known (and no error raised)
+                    return
                 stamp = os.stat(folder).st_mtime_ns
             else:
                 now = time.monotonic()
@@ -571,7 +576,7 @@ class ArtifactStore:
 
 
 def _batch_bytes(entries: dict[str, dict[str, Any]]) -> bytes:
-    lines = [json.dumps({"key": k, "manifest": m}, sort_keys=True) for k, m in entries.items()]
+    lines = [dumps_sorted({"key": k, "manifest": m}) for k, m in entries.items()]
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -589,10 +594,5 @@ def _parse_batch(raw: bytes) -> dict[str, dict[str, Any]]:
 
 
 def _silently_remove(store: ArtifactStore, path: str) -> None:
-    try:
-        if store._local:
-            os.unlink(path)
-        else:
-            store.fs.rm_file(path)
-    except Exception:
-        pass
+    with contextlib.suppress(Exception):
+        os.unlink(path) if store._local else store.fs.rm_file(path)

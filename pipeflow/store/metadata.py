@@ -45,6 +45,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeflow.core.jsonenc import dumps_sorted
 from pipeflow.errors import StoreError, UsageError
 from pipeflow.store.logged import LoggedRecords
 from pipeflow.store.schema import SCHEMA_VERSION, TABLES, schema
@@ -316,9 +317,9 @@ class MetadataDB(LoggedRecords):
                     r.get("traceback"),
                     r.get("worker"),
                     r.get("config_digest"),
-                    _SORTED.encode(config) if config is not None else None,
+                    dumps_sorted(config) if config is not None else None,
                     r.get("code_digest"),
-                    _SORTED.encode(r.get("input_digests") or {}),
+                    dumps_sorted(r.get("input_digests") or {}),
                     r.get("seq"),
                 )
             )
@@ -493,10 +494,6 @@ _STAGE_UPSERT = (
     " config=excluded.config, code_digest=excluded.code_digest,"
     " input_digests=excluded.input_digests, seq=excluded.seq"
 )
-
-
-#: ``json.dumps(value, sort_keys=True)``, with its encoder made once (two values a stage record)
-_SORTED = json.JSONEncoder(sort_keys=True)
 
 
 def same_sql(batch: list[tuple[str, tuple]]) -> list[tuple[str, list[tuple]]]:
