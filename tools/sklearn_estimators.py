@@ -18,8 +18,16 @@ def main() -> None:
     from pipeflow.store.skops_import import ESTIMATORS, estimators_now
 
     head = json.dumps({"scikit-learn": sklearn.__version__, "skops": skops.__version__})[:-1]
-    rows = ",\n".join(f"    {json.dumps(row)}" for row in estimators_now())
-    ESTIMATORS.write_text(f'{head}, "estimators": [\n{rows}\n]}}\n')  # a row a line: diffable
+    rows = ",\n".join(_row(row) for row in estimators_now())
+    ESTIMATORS.write_text(f'{head}, "estimators": [\n{rows}\n]}}\n')
+
+
+def _row(row: list[str]) -> str:
+    """A row a line (diffable), or a field a line where that is over 100 columns."""
+    text = f"    {json.dumps(row)}"
+    if len(text) < 100:
+        return text
+    return "    [\n" + ",\n".join(f"        {json.dumps(field)}" for field in row) + "\n    ]"
 
 
 if __name__ == "__main__":

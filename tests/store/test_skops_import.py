@@ -15,7 +15,7 @@ from pipeflow.store.skops_import import ESTIMATORS, estimators_now, shipped
 
 #: a fresh process: spy on the real all_estimators, maybe pretend to be another scikit-learn, then
 #: skops_io(); prints how many times the real one ran, what skops trusts and what is left bound,
-#: and what it finds untrusted in a model pipeflow stored (a numpy function it does not trust by default)
+#: and what it finds untrusted in a model pipeflow stored (a numpy function, not trusted by default)
 PROBE = """
 import json, sys
 import sklearn, sklearn.utils
