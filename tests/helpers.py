@@ -7,6 +7,7 @@ pyproject.toml puts this folder on ``sys.path``).
   (:func:`calls`, :func:`events`, :func:`counts`);
 - processes: started in their own session (``start``, ``kill_group``), SIGKILLed however the test
   ends (:func:`hard_kill`, :func:`processes`), waited for with a deadline (:func:`wait_until`);
+  a bound on this process's CPU time, which a loaded machine does not stretch (:func:`cpu_limit`);
 - the tumours registry project (:data:`TUMOURS`, :func:`tumours_project`, trained once by
   :func:`trained_tumours`; the ``tumours_v1`` fixture of conftest.py trains it once per run, for
   both xdist workers, and hands each module a copy, :func:`copy_project`), a real
@@ -63,6 +64,7 @@ __all__ = [
     "copy_project",
     "counter",
     "counts",
+    "cpu_limit",
     "docs_example",
     "events",
     "files_under",
@@ -212,6 +214,26 @@ def wait_until(
         time.sleep(0.02)
     tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{tail}")
+
+
+@contextlib.contextmanager
+def cpu_limit(seconds: float) -> Iterator[None]:
+    """Fail the block (AssertionError) once this process has spent ``seconds`` of CPU time in it
+    (user and system, all threads: ``ITIMER_PROF``). A bound on work, where a wall-clock bound
+    also measures the machine's load: two xdist workers and other jobs can stretch a test's wall
+    time five-fold, not its CPU time. A block stuck without spinning is pytest-timeout's (wall
+    clock). Main thread only: the check is a signal handler."""
+
+    def over(signum: int, frame: Any) -> None:
+        raise AssertionError(f"more than {seconds} CPU seconds (a runaway or a hang)")
+
+    before = signal.signal(signal.SIGPROF, over)
+    signal.setitimer(signal.ITIMER_PROF, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, before)
 
 
 # ------------------------------------------------------------------- the store and the file tree

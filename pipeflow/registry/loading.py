@@ -15,6 +15,7 @@ from typing import Any
 from pipeflow.errors import RegistryError, StoreError
 from pipeflow.registry.records import model_ref
 from pipeflow.store.artifacts import ArtifactStore
+from pipeflow.store.skops_import import skops_io
 
 __all__ = ["load_skops", "load_version_model", "trusted_types"]
 
@@ -53,10 +54,9 @@ def load_skops(
     file holding any other type is refused before anything is loaded (``{refusing}:
     {refused_as}: TYPES``), as is one that is not a skops file. ``failed`` heads the error of a
     load that fails. A registered version's load and ``models import`` both come here."""
-    import skops.io
-
+    skops = skops_io()
     try:
-        found = skops.io.get_untrusted_types(data=data)
+        found = skops.get_untrusted_types(data=data)
     except Exception as err:  # not a skops zip at all
         raise RegistryError(f"{refusing}: not a readable skops file ({err})") from None
     trusted = allow(found)
@@ -64,7 +64,7 @@ def load_skops(
     if refused:
         raise RegistryError(f"{refusing}: {refused_as}: {', '.join(refused)}")
     try:
-        return skops.io.loads(data, trusted=trusted)
+        return skops.loads(data, trusted=trusted)
     except Exception as err:
         raise RegistryError(f"{failed}: {type(err).__name__}: {err}") from None
 
@@ -73,11 +73,9 @@ def trusted_types(codec: str, data: bytes) -> list[str]:
     """The non-default types a skops model holds; all must be on pipeflow's allow-list."""
     if codec != "skops":
         return []
-    import skops.io
-
     from pipeflow.store import codecs
 
-    found = sorted(skops.io.get_untrusted_types(data=data))
+    found = sorted(skops_io().get_untrusted_types(data=data))
     refused = [t for t in found if not t.startswith(codecs.TRUSTED)]
     if refused:
         raise RegistryError(

@@ -16,7 +16,8 @@ skops       scikit-learn estimators and pipelines   skops (zip of JSON + arrays)
             (xgboost's sklearn models included)     timestamps fixed (same bytes in any process)
 ==========  =====================================  ===========================================
 
-pandas, pyarrow, numpy and skops are imported only when such an object is met.
+pandas, pyarrow, numpy and skops are imported only when such an object is met (skops through
+:func:`pipeflow.store.skops_import.skops_io`, which spares it importing all of scikit-learn).
 
 Models are never pickled: skops stores an estimator as a schema of its attributes, and loading
 refuses any type outside scikit-learn, numpy, scipy and xgboost's model classes (``TRUSTED``), so
@@ -84,9 +85,9 @@ def encode(obj: Any) -> tuple[str, bytes]:
         np.save(buf, obj, allow_pickle=False)
         return "npy", buf.getvalue()
     if _is_estimator(obj):
-        import skops.io
+        from pipeflow.store.skops_import import skops_io
 
-        return "skops", _stable_zip(skops.io.dumps(obj))
+        return "skops", _stable_zip(skops_io().dumps(obj))
     try:
         text = _CANONICAL.encode(obj)
     except (TypeError, ValueError) as err:
@@ -119,15 +120,16 @@ def decode(codec: str, data: bytes) -> Any:
 
         return np.load(io.BytesIO(data), allow_pickle=False)
     if codec == "skops":
-        import skops.io
+        from pipeflow.store.skops_import import skops_io
 
-        untrusted = skops.io.get_untrusted_types(data=data)
+        skops = skops_io()
+        untrusted = skops.get_untrusted_types(data=data)
         refused = [t for t in untrusted if not t.startswith(TRUSTED)]
         if refused:
             raise UnsupportedOutput(
                 f"refusing to load a model containing untrusted types: {', '.join(refused)}"
             )
-        return skops.io.loads(data, trusted=untrusted)
+        return skops.loads(data, trusted=untrusted)
     raise ValueError(f"unknown codec {codec!r}; known: {', '.join(CODECS)}")
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import pipeflow
+from helpers import cpu_limit, pipeflow
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -389,13 +389,19 @@ def test_hostile_specs_load_or_raise_a_spec_error_naming_file_and_line(text: str
     assert_loads_or_names_a_line(text)
 
 
+# ~75 s alone, 110 s beside the other xdist worker, more on a busy machine (an example takes 1-20
+# ms of CPU): the hang guard is each example's CPU time, which load does not stretch (a spinning
+# example fails there, shrunk and named by hypothesis), and for one stuck without spinning
+# pytest-timeout's wall clock at three times the suite's 600 s
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @THOROUGH
 @given(hostile_specs)
 def test_ten_thousand_hostile_specs_load_or_raise_a_spec_error_naming_file_and_line(
     text: str,
 ) -> None:
-    assert_loads_or_names_a_line(text)
+    with cpu_limit(30):
+        assert_loads_or_names_a_line(text)
 
 
 # the ids name the marker, not its path: the path holds the process id, and pytest-xdist's workers
@@ -417,15 +423,17 @@ def test_yaml_tags_that_would_run_code_are_refused_with_their_line(payload: str)
 
 
 def _peak_while(text: str) -> tuple[SpecError | None, float, int]:
+    """The error of parsing ``text``, the CPU seconds it took (this thread's: a bound on the work,
+    which a loaded machine does not stretch as it does the wall clock) and its peak memory."""
     tracemalloc.start()
-    started = time.perf_counter()
+    started = time.thread_time()
     try:
         parse(text, FILE)
         error = None
     except SpecError as err:
         error = err
     finally:
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     return error, elapsed, peak
