@@ -19,13 +19,14 @@ function, and the real one is put back (in scikit-learn and in skops's module) b
 
 The security argument. The trust boundary is a list of strings, and it is the same list, in the
 same order, either way: tests/store/test_skops_import.py recomputes ``all_estimators()`` with the
-real call and compares it with the shipped file (``make test`` fails when they differ; regenerate
-with ``python tools/sklearn_estimators.py``), and compares skops's ``SKLEARN_ESTIMATOR_TYPE_NAMES``
-built through the stand-ins with the one built by the real call in a process taking the fallback.
-A stand-in class never outlives the import: skops reads two attributes of each and keeps the
-string. A version mismatch costs only time, never trust: the real call runs. (pipeflow's own
-allow-list, ``codecs.TRUSTED``, and the types recorded at registration are checked on top of
-skops's defaults, unchanged.)
+real call and compares it with the shipped file (``make test`` fails when they differ for the
+versions the file names, and says it skipped, with the versions, where other versions are
+installed: then the shortcut is off; regenerate with ``python tools/sklearn_estimators.py``), and
+compares skops's ``SKLEARN_ESTIMATOR_TYPE_NAMES`` built through the stand-ins with the one built by
+the real call in a process taking the fallback. A stand-in class never outlives the import: skops
+reads two attributes of each and keeps the string. A version mismatch costs only time, never trust:
+the real call runs. (pipeflow's own allow-list, ``codecs.TRUSTED``, and the types recorded at
+registration are checked on top of skops's defaults, unchanged.)
 """
 
 from __future__ import annotations
