@@ -19,7 +19,10 @@ they idle?), with the client's own CPU (the scheduler and the nannies run in it)
 baseline's chunk run again on one worker while the other is idle (the entries and cell tables
 sent to it once, one chunk first untimed, as the baseline's process is warm), so a chunk costing
 more on the workers can be told apart as the worker's process or the two at once. Both workers
-import what a chunk needs before anything is measured.
+import what a chunk needs before anything is measured. On the cluster a chunk is drawn and
+summarised in one task, as in the baseline's loop (the route fuses a partition's own task with
+the pass: pipeflow.execute.cluster.per_partition), so a worker frees a chunk before it draws the
+next, as the baseline's process does.
 The serial estimate takes the faster of the two one-process figures (this process, one worker
 alone): this VM makes fresh pages cost system time, and the process that made them pays it.
 Target (issue 20 item 7): >= 90% efficiency for 10M x 1000 live rows on 2 workers.

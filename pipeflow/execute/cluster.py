@@ -34,11 +34,10 @@ equally by the workers), the dashboard on a free port (``None`` still binds 8787
 never collides with another cluster on the host), Dask's own log level for the cluster (WARNING)
 and fewer of Dask's periodic chores (``settings``): the workers' statistical profiler samples the
 running task at 10 Hz, not 100, the servers' event-loop tick runs every second, not every 20 ms
-(it only measures how late the loop is), and the memory monitors every 500 ms, not 100. An idle
-2-worker cluster spent 11 to 12% of a core on those chores and now 2.5%, and a busy worker spent
-2 to 4% more on the profiler (benchmarks/README.md, drift at scale). Reaching a scheduler by
-address gives up after 10 s with a :class:`~pipeflow.errors.UsageError` (``cannot connect to Dask
-scheduler at ADDRESS: ...``), exit 2 from the CLI.
+(it only measures how late the loop is), and the memory monitors every 500 ms, not 100 (an idle
+2-worker cluster: 11 to 12% of a core, now 2.5%; benchmarks/README.md, drift at scale). Reaching
+a scheduler by address gives up after 10 s with a :class:`~pipeflow.errors.UsageError` (``cannot
+connect to Dask scheduler at ADDRESS: ...``), exit 2 from the CLI.
 
 **Progress.** A local scheduler reports through Dask callbacks (``pretask`` / ``posttask``), which
 Dask calls on the scheduling thread, that is the calling thread; a cluster's results arrive through
@@ -54,13 +53,16 @@ that stops (closes the generator) stops the computation: on a local scheduler th
 start raises, on a cluster the remaining futures are cancelled. On a cluster the tasks may ask for
 worker ``resources`` (``{"GPU": 1}``: only workers offering them compute); local ones ignore them.
 
-**Live updates from tasks** (:mod:`pipeflow.execute.channel`): :func:`publish` on a worker puts a
-message in the cluster's event log, :func:`subscribe` hands each one to the client's handler.
-
 **Inside a task** (``tune``, ``train``, :mod:`pipeflow.execute.task`): :func:`worker_address` and
 :func:`on_worker` tell whether the code runs on a distributed worker without importing
 ``distributed`` just to learn that it does not; :func:`worker_client` gives a client that may
-submit more tasks from the task (it secedes from the worker's thread pool while in use).
+submit more tasks from the task (it secedes from the worker's thread pool while in use). Live
+updates (:mod:`pipeflow.execute.channel`): :func:`publish` on a worker puts a message in the
+cluster's event log, :func:`subscribe` hands each one to the client's handler.
+
+**Each partition's function in the partition's task** (:func:`per_partition`, drift at scale):
+Dask fuses no ``fn(partition, profile)`` (two inputs), so a worker held the partition until the
+scheduler released it, making the next meanwhile; fused, it holds one, freed first (scale's notes).
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ import contextlib
 import logging
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -260,18 +263,16 @@ def connect(target: Target) -> Iterator[Scheduler]:
         return
     if kind != "distributed":
         raise UsageError(f"unknown scheduler {kind!r}; expected one of: {', '.join(KINDS)}")
+    from distributed import Client
+
     with contextlib.ExitStack() as stack:
         if client is None and target.address:
             client = stack.enter_context(client_at(target.address))
         elif client is None and factory is not None:
-            from distributed import Client
-
             cluster = stack.enter_context(start_cluster(factory))
             client = stack.enter_context(Client(cluster))
             wait_for_workers(client, factory.name)
         elif client is None:
-            from distributed import Client
-
             cluster = stack.enter_context(local_cluster(target.workers, target.threads_per_worker))
             if adapt:
                 cluster.adapt(minimum=adapt[0], maximum=adapt[1])
@@ -286,14 +287,10 @@ def connect(target: Target) -> Iterator[Scheduler]:
 class Scheduler:
     """A local Dask scheduler (``client`` is None) or a distributed client, from :func:`connect`."""
 
-    kind: str
-    client: Any
-    workers: int | None
-
     def __init__(self, kind: str, *, client: Any = None, workers: int | None = None):
-        self.kind = kind
-        self.client = client
-        self.workers = workers
+        self.kind: str = kind
+        self.client: Any = client
+        self.workers: int | None = workers
         self._shared: list[Any] = []
 
     def run_graph(
@@ -560,6 +557,32 @@ def compute(*collections: Any, scheduler: str | None = None) -> tuple[Any, ...]:
     return tuple(dask.compute(*collections, **({"scheduler": scheduler} if scheduler else {})))
 
 
+def per_partition(fn: Callable[..., Any], collection: Any, *args: Any) -> list[Any]:
+    """``fn(partition, *args)`` of each partition of a dask Array or DataFrame, in order, as
+    delayed objects, each in the task that makes its partition; ``args``: delayed or values."""
+    from dask._task_spec import Task, TaskRef, convert_legacy_graph
+    from dask.base import tokenize
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph
+
+    parts = list(getattr(found := collection.to_delayed(), "flat", found))  # optimised, 1 graph
+    graph = convert_legacy_graph(dict(parts[0].__dask_graph__())) if parts else {}
+    uses = Counter(dep for node in graph.values() for dep in node.dependencies)
+    refs = [TaskRef(a.key) if isinstance(a, Delayed) else a for a in args]
+    name = f"{getattr(fn, '__name__', 'part')}-{tokenize(fn, [p.key for p in parts], *args)}"
+    layer, shared = {}, [a for a in args if isinstance(a, Delayed)]  # their graphs join this one
+    for i, part in enumerate(parts):  # its task, and what that alone uses, back to the sources
+        chain, todo = [], [part.key]
+        for key in todo:  # grows as it goes
+            if key in graph and uses[key] == (1 if chain else 0) and not graph[key].block_fusion:
+                chain.append(graph.pop(key))
+                todo.extend(chain[-1].dependencies)
+        layer[(name, i)] = Task.fuse(*chain, Task((name, i), fn, TaskRef(part.key), *refs))
+    layer.update(graph)  # what partitions share stays a task of its own
+    graph = HighLevelGraph.from_collections(name, layer, dependencies=shared)
+    return [Delayed((name, i), graph, layer=name) for i in range(len(parts))]
+
+
 def array_from_blocks(blocks: Sequence[Any], shapes: Sequence[tuple[int, ...]], dtype: Any) -> Any:
     """One dask array of the row ``blocks`` (values or futures on a cluster) stacked in order;
     ``shapes`` and ``dtype`` describe them, so nothing is computed to learn them."""
@@ -569,15 +592,9 @@ def array_from_blocks(blocks: Sequence[Any], shapes: Sequence[tuple[int, ...]], 
     return da.concatenate([da.from_delayed(delayed(b), shape=s, dtype=dtype) for b, s in pairs])
 
 
-def read_parquet(path: Any, **kwargs: Any) -> Any:
-    """``dask.dataframe.read_parquet``: a lazy dataframe of one file or a list of files."""
+def read_table(kind: str, path: Any, **kwargs: Any) -> Any:
+    """``dask.dataframe.read_parquet`` (``kind`` "parquet") or ``read_csv`` ("csv"): a lazy
+    dataframe of one file or a list of files."""
     import dask.dataframe as dd
 
-    return dd.read_parquet(path, **kwargs)
-
-
-def read_csv(path: Any, **kwargs: Any) -> Any:
-    """``dask.dataframe.read_csv``: a lazy dataframe of one file or a list of files."""
-    import dask.dataframe as dd
-
-    return dd.read_csv(path, **kwargs)
+    return dd.read_parquet(path, **kwargs) if kind == "parquet" else dd.read_csv(path, **kwargs)

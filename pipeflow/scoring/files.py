@@ -181,9 +181,12 @@ class Source:
 
     def _read(self, **kwargs: Any) -> Any:
         if self.format == "parquet":
-            return cluster.read_parquet(self.target, storage_options=self.options or None, **kwargs)
+            return cluster.read_table(
+                "parquet", self.target, storage_options=self.options or None, **kwargs
+            )
         blocksize = kwargs.pop("blocksize", "64MB")
-        return cluster.read_csv(
+        return cluster.read_table(
+            "csv",
             self.target,
             blocksize=None if self.compressed else blocksize,
             storage_options=self.options or None,
