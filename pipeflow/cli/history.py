@@ -36,6 +36,7 @@ def add_parsers(sub: Any) -> None:
             )
         _common.add_json(c)
         _common.add_where(c, store=False, db=True)
+        _common.add_debug(c)
 
     st = sub.add_parser("store", help="inspect the artifact store and its metadata")
     st.set_defaults(handler=cmd_store)
@@ -164,6 +165,7 @@ def add_parsers(sub: Any) -> None:
                 "--json", action="store_true", help="machine-readable: runs, tags, metrics"
             )
         _common.add_where(c, store=False, db=True)
+        _common.add_debug(c)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

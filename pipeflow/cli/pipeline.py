@@ -61,11 +61,13 @@ def add_parsers(sub: Any) -> None:
         "stages", help="list installed stage types with their ports and config fields"
     )
     _common.add_json(s)
+    _common.add_debug(s)
     s.set_defaults(handler=cmd_stages)
     sc = sub.add_parser(
         "schema", help="print the JSON Schema of pipeline specs (for yaml-language-server)"
     )
     sc.add_argument("--output", "-o", metavar="FILE", help="write to FILE instead of stdout")
+    _common.add_debug(sc)
     sc.set_defaults(handler=cmd_schema)
 
 

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import PIPEFLOW, pipeflow
@@ -438,3 +439,26 @@ def test_console_script_help_importtime() -> None:
     }
     assert "pipeflow" in imported
     assert imported.isdisjoint(HEAVY), imported & set(HEAVY)
+
+
+def test_every_command_takes_debug_after_it_too() -> None:
+    """``pipeflow X ... --debug`` as well as ``pipeflow --debug X ...``, for every command and
+    subcommand (``runs list --debug`` was refused as an unrecognized argument)."""
+    import argparse
+
+    from pipeflow.cli import _parser
+
+    def leaves(parser: argparse.ArgumentParser, path: str) -> list[tuple[str, Any]]:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            return [(path, parser)]
+        return [
+            leaf
+            for name, child in subs[0].choices.items()
+            for leaf in leaves(child, f"{path} {name}".strip())
+        ]
+
+    found = leaves(_parser(), "")
+    assert len(found) > 30
+    missing = [path for path, p in found if "--debug" not in p._option_string_actions]
+    assert not missing, missing
