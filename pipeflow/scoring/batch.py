@@ -139,8 +139,9 @@ def predict_file(
     ``duration_s``, ``user``, ``device``, ``workers``, ``resources``, ``notes``.
 
     ``scheduler``: ``"sync"``, ``"threads"``, ``"processes"``, ``"distributed"`` (a LocalCluster
-    for this job, sized as every LocalCluster pipeflow starts: :mod:`pipeflow.execute.cluster`),
-    a scheduler address (``tcp://host:8786``) or a ``distributed.Client``.
+    for this job, sized as every LocalCluster pipeflow starts:
+    :mod:`pipeflow.execute.cluster.clusters`), a scheduler address (``tcp://host:8786``) or a
+    ``distributed.Client``.
     ``storage_options`` apply to both the input and the output URL. ``resources``: Dask worker
     resources every scoring task asks for (``{"GPU": 1}``: scored on ``cuda`` where usable; see
     :mod:`pipeflow.scoring.device`). ``explain``: add each
