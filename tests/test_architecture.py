@@ -1,6 +1,6 @@
 """The house rules that no single module can check: the public surface is what the docs promise,
 every name of it resolves, no module imports itself in a circle, and Dask is spoken to in one
-place. (The floors themselves are import-linter's ``layers`` contract in pyproject.toml, run by
+place (its private modules in one module of it). (The floors themselves are import-linter's ``layers`` contract in pyproject.toml, run by
 ``make test``.)"""
 
 from __future__ import annotations
@@ -109,3 +109,29 @@ def test_no_module_of_the_package_is_over_600_lines() -> None:
     scoring/ and runner/ were."""
     sizes = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     assert {name: n for name, n in sizes.items() if n > 600} == {}
+
+
+def _private_dask(path: Path) -> set[str]:
+    """The private modules of Dask or distributed (a dotted part after the first that starts with
+    an underscore) a file imports, lazy imports included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            private = [a.name for a in node.names if a.name.startswith("_")]  # a module, perhaps
+            names = [node.module, *(f"{node.module}.{name}" for name in private)]
+        else:
+            continue
+        for name in names:
+            root, *rest = name.split(".")
+            if root in ("dask", "distributed") and any(p.startswith("_") for p in rest):
+                found.add(name)
+    return found
+
+
+def test_a_private_dask_module_is_reached_from_one_module_only() -> None:
+    """``dask._task_spec`` may change in any Dask release: one module uses it, and says what
+    breaks if it does, so a Dask upgrade has one place to look."""
+    found = {name: got for name, path in _modules().items() if (got := _private_dask(path))}
+    assert found == {"pipeflow.execute.cluster.task_spec": {"dask._task_spec"}}
