@@ -27,7 +27,7 @@ on 1000-row requests (benchmarks/peers/serving.py, measured with ``gc.callbacks`
 counting frees them as before; only cyclic garbage waits for the larger count. It also tells
 glibc's malloc to keep the memory a request frees for the next one
 (:func:`pipeflow.core.malloc.keep_freed_memory`: page faults on memory freed and allocated again
-were about a sixth of the server's CPU per 1000-row request).
+were 12-15% of the server's CPU per 1000-row request).
 """
 
 from __future__ import annotations

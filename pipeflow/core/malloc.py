@@ -6,12 +6,13 @@ it (~1 MB each for a batch of four such requests), the batch's audit lines. glib
 hand such memory back to the kernel: a block above the mmap threshold (128 kB, raised as such
 blocks are freed, to a few MB here) is its own ``mmap`` and ``munmap``, and a heap whose free
 top passes the trim threshold (twice the mmap threshold) is trimmed. The next request then
-touches fresh pages, and each is a page fault the kernel zeroes. Measured in process on four
-concurrent 1000-row requests of the tumours pipeline (``pipeflow serve``'s request path, its
-batcher thread included): ~530 page faults per request and 0.9 ms of system CPU, about a sixth
-of the server's CPU per request; with the settings below, ~10 faults and 0.1 ms. The batcher's
-thread has its own malloc arena, whose heap is trimmed the same way; inline on the event loop's
-thread the faults were fewer (~150-230) but not gone.
+touches fresh pages, and each is a page fault the kernel zeroes. Measured on four concurrent
+1000-row requests of the tumours pipeline: in process (the app driven through ASGI, its batcher
+thread included) ~530 page faults per request and 0.9 ms of system CPU, with the settings below
+~10 faults and 0.1 ms; ``pipeflow serve`` itself 400-460 faults per request before and a
+handful after, 12-15% less CPU per request (benchmarks/peers/serving.py prints both). The
+batcher's thread has its own malloc arena, whose heap is trimmed the same way; inline on the
+event loop's thread the faults were fewer (~150-230) but not gone.
 
 :func:`keep_freed_memory` sets the mmap threshold to its largest value (32 MiB: smaller blocks
 come from the heap, and the threshold no longer moves) and the trim threshold to
