@@ -32,6 +32,10 @@ quarter of the requests and one repeat. To measure one change: ``--scenario "tum
 (only these peers besides the minimal app; repeatable; ``--peer none`` for none), ``--repeats N``.
 Each server's CPU per request (user + system seconds of its process, best repeat) is printed
 with each line: less sensitive to a busy machine than its rate.
+
+In the 1000-row scenario a second ``pipeflow serve`` runs with glibc's malloc defaults
+(``PIPEFLOW_MALLOC=default``; :mod:`pipeflow.core.malloc`): its row compares the server CPU and
+the page faults per request of the two, the same code but for malloc's settings.
 """
 
 from __future__ import annotations
@@ -261,6 +265,29 @@ def start_pipeflow(project: Path, store: Path, model: str, name: str) -> Any:
     return bs.start(name, cmd, project, port, f"/v1/models/{model}/predict", "/ready", {})
 
 
+def start_pipeflow_glibc(project: Path, store: Path, model: str) -> Any:
+    """``pipeflow serve`` with glibc's malloc defaults: the baseline of the malloc settings. Its
+    audit log is a folder of its own: in the store's, the two servers would be one fleet, each
+    reading the other's records every reload interval."""
+    bs = sibling("bench_serving")
+    port = bs.free_port()
+    cmd = [bs.PIPEFLOW, "serve", f"{model}@production", "--store", str(store)]
+    cmd += ["--port", str(port), "--log-level", "warning"]
+    cmd += ["--audit-dir", str(project / f"audit-{GLIBC}")]
+    env = {"PIPEFLOW_MALLOC": "default"}
+    return bs.start(GLIBC, cmd, project, port, f"/v1/models/{model}/predict", "/ready", env)
+
+
+#: the name of the pipeflow server that runs with glibc's malloc defaults
+GLIBC = "pipeflow-glibc-malloc"
+
+
+def minor_faults(server: Any) -> int:
+    """Minor page faults of the server's process so far (``/proc/PID/stat``)."""
+    with open(f"/proc/{server.proc.pid}/stat") as fh:
+        return int(fh.read().rsplit(")", 1)[1].split()[7])
+
+
 def start_minimal(project: Path, store: Path, model: str, name: str) -> Any:
     bs = sibling("bench_serving")
     (project / "minimal_app.py").write_text(bs.MINIMAL_APP)
@@ -389,6 +416,7 @@ def measure(args: Any) -> dict[str, Any]:
         models = {s[0] for s in scenarios}
         servers: dict[str, list[Any]] = {"tumours": [], "cheap": []}
         results: dict[tuple[str, str, str], list[Any]] = {}
+        faults: dict[tuple[str, str, str], list[float]] = {}  # minor page faults per request
         same: dict[str, bool] = {}
         why: list[str] = []
         try:
@@ -414,6 +442,8 @@ def measure(args: Any) -> dict[str, Any]:
                     servers["tumours"].append(s)
             for model in sorted(models):
                 servers[model].append(start_pipeflow(project, store, model, "pipeflow"))
+            if any(s[0] == "tumours" and s[2] > 1 for s in scenarios):
+                servers["tumours"].append(start_pipeflow_glibc(project, store, "tumours"))
             for model, group in servers.items():
                 if not group:
                     continue  # the same predictions for 50 rows first
@@ -440,15 +470,22 @@ def measure(args: Any) -> dict[str, Any]:
 
             for model, _label, kind, n, concurrency in scenarios:  # warm-up
                 for s in servers[model]:
+                    if s.name == GLIBC and kind == 1:
+                        continue  # the malloc baseline runs the large requests only
                     warm = max(50, n // 10) if kind == 1 else 4
                     bs.load(s, bodies(s, model, kind), warm, concurrency, "raw")
             for rep in range(repeats):
                 for model, label, kind, n, concurrency in scenarios:
                     group = servers[model] if rep % 2 == 0 else servers[model][::-1]
                     for s in group:
-                        cpu = s.cpu_s()
+                        if s.name == GLIBC and kind == 1:
+                            continue
+                        cpu, flt = s.cpu_s(), minor_faults(s)
                         r = bs.load(s, bodies(s, model, kind), n, concurrency, "raw")
                         cpu_ms = (s.cpu_s() - cpu) * 1000 / n
+                        faults.setdefault((model, label, s.name), []).append(
+                            (minor_faults(s) - flt) / n
+                        )
                         results.setdefault((model, label, s.name), []).append(r)
                         print(
                             f"  [{rep + 1}/{repeats}] {model:7} {label:15} {s.name:18} "
@@ -467,7 +504,7 @@ def measure(args: Any) -> dict[str, Any]:
         skipped_why[w.split(":", 1)[0]] = w
     return {
         "scenarios": scenarios, "results": results, "same": same, "why": skipped_why,
-        "versions": versions, "cost": cost,
+        "versions": versions, "cost": cost, "faults": faults,
     }  # fmt: skip
 
 
@@ -541,6 +578,8 @@ def rows_of(out: dict[str, Any]) -> list[Row]:
                         f"p99 {ours['p99']:.1f} ms (p50 {ours['p50']:.1f})",
                         ours["p99"] / base["p99"], "<= 1.0x p99", p99_ok)
                 )  # fmt: skip
+        if GLIBC in res:
+            rows.append(_malloc_row(out, (model, label), name))
         if model == "tumours":
             for peer in ("mlflow-signature", "mlflow-nosignature", "bentoml"):
                 if peer not in res:
@@ -552,6 +591,26 @@ def rows_of(out: dict[str, Any]) -> list[Row]:
             f"{'PASS' if ok else 'MISS'}  {model}: the same predictions from every server, 50 rows"
         )
     return rows
+
+
+def _malloc_row(out: dict[str, Any], key: tuple[str, str], name: str) -> Row:
+    """pipeflow's server CPU per request against the same server with glibc's malloc defaults
+    (the median of the repeats: both ran alternately), with the page faults per request of each.
+    Target: at most 0.95x the CPU (the settings saved 8-13% in A/B runs on the 2-core VM)."""
+
+    def per_request(who: str) -> tuple[float, float]:
+        runs = out["results"][(*key, who)]
+        cpu = sorted(r.server_cpu_s * 1000 / len(r.latencies) for r in runs)
+        faults = sorted(out["faults"][(*key, who)])
+        return cpu[len(cpu) // 2], faults[len(faults) // 2]
+
+    (ours, our_faults), (base, base_faults) = per_request("pipeflow"), per_request(GLIBC)
+    ratio = ours / base
+    return Row(
+        "serving", f"{name}: server CPU per request", "pipeflow serve, glibc's malloc defaults",
+        f"{base:.2f} ms ({base_faults:,.0f} page faults)",
+        f"{ours:.2f} ms ({our_faults:,.0f} page faults)", ratio, "<= 0.95x", ratio <= 0.95,
+    )  # fmt: skip
 
 
 def main() -> int:
