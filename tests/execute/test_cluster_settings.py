@@ -1,5 +1,6 @@
 """The LocalCluster pipeflow starts (pipeflow.execute.cluster.local_cluster) runs its scheduler,
-nannies and workers with DEFAULTS.settings (fewer of Dask's periodic chores), a worker added later
+nannies and workers with DEFAULTS.settings (fewer of Dask's periodic chores; the workers' heap
+kept for the next partition, with pipeflow.execute.cluster.heap's check), a worker added later
 too, and leaves the caller's Dask configuration as it was."""
 
 from __future__ import annotations
@@ -10,9 +11,14 @@ import pytest
 
 
 def _seen(keys: list[str], dask_worker: Any = None) -> dict[str, Any]:
+    import os
+
     import dask
 
+    trim = dask_worker.periodic_callbacks.get("pipeflow-heap-trim")
     return {
+        "environ": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "heap trim": trim is not None and trim.is_running(),
         "config": [dask.config.get(k) for k in keys],
         "tick": dask_worker._tick_interval,
         "memory monitor": dask_worker.memory_manager.memory_monitor_interval,
@@ -31,10 +37,10 @@ def test_the_local_cluster_runs_every_worker_with_the_settings_and_leaves_the_ca
 
     keys = [k for k, _ in DEFAULTS.settings]
     values = [v for _, v in DEFAULTS.settings]
-    before = [dask.config.get(k) for k in keys]
+    before = [dask.config.get(k, None) for k in keys]
     assert before != values  # Dask's own defaults differ, so the test can tell them apart
     with local_cluster(1) as cluster, Client(cluster) as client:
-        assert [dask.config.get(k) for k in keys] == before  # the caller's config untouched
+        assert [dask.config.get(k, None) for k in keys] == before  # the caller's config untouched
         assert client.run_on_scheduler(lambda dask_scheduler: dask_scheduler._tick_interval) == 1
         cluster.scale(2)  # a worker started later (as adapt does) gets them from its nanny
         client.wait_for_workers(2, timeout=60)
@@ -42,6 +48,12 @@ def test_the_local_cluster_runs_every_worker_with_the_settings_and_leaves_the_ca
     assert len(seen) == 2
     for worker in seen.values():
         assert worker == {
+            "environ": {
+                "MALLOC_MMAP_MAX_": "0",
+                "MALLOC_ARENA_MAX": "1",
+                "MALLOC_TRIM_THRESHOLD_": "1073741824",
+            },
+            "heap trim": True,
             "config": values,
             "tick": 1.0,
             "memory monitor": 0.5,

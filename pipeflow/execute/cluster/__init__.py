@@ -25,7 +25,10 @@ Its modules, each with its own notes:
 - :mod:`~pipeflow.execute.cluster.lazy`: Dask collections (``delayed``, ``compute``, an array of
   blocks, a lazy dataframe of files);
 - :mod:`~pipeflow.execute.cluster.task_spec`: each partition's function in the partition's task
-  (:func:`per_partition`), on ``dask._task_spec``, a private Dask module, kept to that one module.
+  (:func:`per_partition`), on ``dask._task_spec``, a private Dask module, kept to that one module;
+- :mod:`~pipeflow.execute.cluster.heap`: the memory of the workers pipeflow's LocalCluster starts
+  (a freed partition's kept for the next; handed back above half a worker's limit), the workers'
+  preload; it imports nothing of Dask.
 
 Callers import from the package (``from pipeflow.execute.cluster import connect``); the names
 below are the ones they use.

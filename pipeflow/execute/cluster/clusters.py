@@ -24,7 +24,10 @@ never collides with another cluster on the host), Dask's own log level for the c
 and fewer of Dask's periodic chores (``settings``): the workers' statistical profiler samples the
 running task at 10 Hz, not 100, the servers' event-loop tick runs every second, not every 20 ms
 (it only measures how late the loop is), and the memory monitors every 500 ms, not 100 (an idle
-2-worker cluster: 11 to 12% of a core, now 2.5%; benchmarks/README.md, drift at scale). Reaching
+2-worker cluster: 11 to 12% of a core, now 2.5%; benchmarks/README.md, drift at scale). Its
+workers keep the memory of a partition they freed for the next one rather than take fresh pages
+for each (glibc settings given to their processes before they start, and a check that hands the
+memory back above half a worker's memory limit: :mod:`pipeflow.execute.cluster.heap`). Reaching
 a scheduler by address gives up after 10 s with a :class:`~pipeflow.errors.UsageError` (``cannot
 connect to Dask scheduler at ADDRESS: ...``), exit 2 from the CLI.
 """
@@ -67,6 +70,11 @@ class LocalClusterDefaults:
         ("distributed.worker.profile.interval", "100ms"),
         ("distributed.admin.tick.interval", "1s"),
         ("distributed.worker.memory.monitor-interval", "500ms"),
+        # a partition's memory kept for the next (pipeflow.execute.cluster.heap says why each)
+        ("distributed.nanny.pre-spawn-environ.MALLOC_MMAP_MAX_", "0"),
+        ("distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX", "1"),
+        ("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_", "1073741824"),
+        ("distributed.worker.preload", "pipeflow.execute.cluster.heap"),
     )
 
 

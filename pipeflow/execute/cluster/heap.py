@@ -1,0 +1,79 @@
+"""Worker memory of the LocalCluster pipeflow starts: a partition's memory kept for the next one,
+and handed back before Dask's memory manager would act on it.
+
+A worker that streams partitions (drift at scale, batch scoring: read or draw a partition,
+summarise or score it, free it, make the next) allocates and frees one partition-sized array after
+another. Under glibc's defaults, and Dask's (its nanny starts workers with
+``MALLOC_TRIM_THRESHOLD_=65536``), each of those arrays is a fresh ``mmap``: the kernel zeroes
+every page of it on first touch and takes it back when it is freed, so every partition costs the
+system time of clearing its size in fresh pages (0.02 to 0.9 s for 400 MB on the project's 2-core
+VM, the most when two workers do it at once or the pages come back from the host: the fifth pass
+in benchmarks/README.md), which the same work in one long-lived process does not always pay.
+
+So :data:`~pipeflow.execute.cluster.clusters.DEFAULTS` starts the workers' processes with glibc
+told to keep that memory (``distributed.nanny.pre-spawn-environ``: set before the process starts,
+as glibc reads it once):
+
+- ``MALLOC_MMAP_MAX_=0``: large arrays come from the heap, not from a mapping of their own (the
+  threshold for mapping cannot be raised past 32 MB, and a partition is hundreds);
+- ``MALLOC_ARENA_MAX=1``: one heap for every thread. A task runs in a worker thread, whose own
+  arena grows in 64 MB heaps: an array larger than that falls back to a fresh mapping whatever
+  ``MALLOC_MMAP_MAX_`` says;
+- ``MALLOC_TRIM_THRESHOLD_=1 GiB``: free memory at the heap's top is kept up to 1 GiB (so one
+  partition of up to 1 GiB is reused), and handed back whole when more is free.
+
+What that costs, and the guard: the worker's resident memory no longer falls when a partition is
+freed (measured: about one partition held after a run of equal partitions, 472 MB against 73 MB
+for 400 MB partitions; up to about twice the largest partition after partitions of changing sizes,
+1.27 GB after 100 to 800 MB, since a partition's small results sit above its freed memory;
+docs/howto-cluster.md#worker-memory). Dask's memory manager reads the process's resident memory:
+from 70% of the worker's memory limit it spills, from 80% it pauses the worker, and from 95% the
+nanny restarts it. Free memory kept in the heap must not trigger any of those, so this module is
+also the workers' preload (``distributed.worker.preload``): every :data:`INTERVAL_MS` it reads the
+worker's resident memory and, above :data:`TRIM_ABOVE` of its memory limit, asks glibc to return
+every free page (``malloc_trim(0)``): from there on the worker behaves as under Dask's settings.
+Elsewhere than glibc (musl, macOS) the variables mean nothing and the preload does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from typing import Any
+
+#: share of a worker's memory limit above which its free heap is handed back (below Dask's 70%)
+TRIM_ABOVE = 0.5
+#: how often a worker checks (Dask's memory monitors run every 500 ms on pipeflow's cluster)
+INTERVAL_MS = 500
+
+
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def dask_setup(worker: Any) -> None:
+    """Dask's preload hook: a periodic check that hands the free heap back when the worker's
+    resident memory passes :data:`TRIM_ABOVE` of its memory limit (none without a limit)."""
+    from tornado.ioloop import PeriodicCallback
+
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    trim = _malloc_trim()
+    if not limit or trim is None:
+        return
+    check = PeriodicCallback(lambda: trim_above(TRIM_ABOVE * limit, trim), INTERVAL_MS)
+    worker.periodic_callbacks["pipeflow-heap-trim"] = check  # started with the worker's own
+
+
+def trim_above(threshold: float, trim: Any = None) -> bool:
+    """Return this process's free heap to the system if its resident memory is over
+    ``threshold`` bytes; whether it did."""
+    import psutil
+
+    if psutil.Process().memory_info().rss <= threshold:
+        return False
+    trim = trim or _malloc_trim()
+    return bool(trim is not None and trim(0))
