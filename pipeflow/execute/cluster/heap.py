@@ -6,9 +6,9 @@ summarise or score it, free it, make the next) allocates and frees one partition
 another. Under glibc's defaults, and Dask's (its nanny starts workers with
 ``MALLOC_TRIM_THRESHOLD_=65536``), each of those arrays is a fresh ``mmap``: the kernel zeroes
 every page of it on first touch and takes it back when it is freed, so every partition costs the
-system time of clearing its size in fresh pages (0.02 to 0.9 s for 400 MB on the project's 2-core
-VM, the most when two workers do it at once or the pages come back from the host: the fifth pass
-in benchmarks/README.md), which the same work in one long-lived process does not always pay.
+system time of clearing its size in fresh pages (0.01 to 0.9 s for 400 MB on the project's 2-core
+VM, swinging with the machine's state: benchmarks/README.md, drift at scale, fifth and sixth
+passes), which the same work in one long-lived process does not always pay.
 
 So :data:`~pipeflow.execute.cluster.clusters.DEFAULTS` starts the workers' processes with glibc
 told to keep that memory (``distributed.nanny.pre-spawn-environ``: set before the process starts,
@@ -23,16 +23,23 @@ as glibc reads it once):
   partition of up to 1 GiB is reused), and handed back whole when more is free.
 
 What that costs, and the guard: the worker's resident memory no longer falls when a partition is
-freed (measured: about one partition held after a run of equal partitions, 472 MB against 73 MB
-for 400 MB partitions; up to about twice the largest partition after partitions of changing sizes,
-1.27 GB after 100 to 800 MB, since a partition's small results sit above its freed memory;
-docs/howto-cluster.md#worker-memory). Dask's memory manager reads the process's resident memory:
-from 70% of the worker's memory limit it spills, from 80% it pauses the worker, and from 95% the
-nanny restarts it. Free memory kept in the heap must not trigger any of those, so this module is
-also the workers' preload (``distributed.worker.preload``): every :data:`INTERVAL_MS` it reads the
-worker's resident memory and, above :data:`TRIM_ABOVE` of its memory limit, asks glibc to return
-every free page (``malloc_trim(0)``): from there on the worker behaves as under Dask's settings.
-Elsewhere than glibc (musl, macOS) the variables mean nothing and the preload does nothing.
+freed: one to two partitions are held (472 MB against 73 MB after 400 MB partitions; 874 to 925
+MB in the drift benchmark, whose merges' small arrays land in a freed partition's memory, so the
+next partition may not fit there), up to about twice the largest after partitions of changing
+sizes (1.27 GB after 100 to 800 MB): docs/howto-cluster.md#worker-memory. Dask's memory manager
+reads the process's resident memory: from 70% of the worker's memory limit it spills, from 80% it
+pauses the worker, and from 95% the nanny restarts it. Free memory kept in the heap must not
+trigger any of those, so this module is also the workers' preload (``distributed.worker.preload``):
+every :data:`INTERVAL_MS` it reads the worker's resident memory and, above :data:`TRIM_ABOVE` of
+its memory limit, asks glibc to return every free page (``malloc_trim(0)``); what is made next
+takes fresh pages again, as under Dask's settings. Elsewhere than glibc (musl, macOS) the
+variables mean nothing and the preload does nothing.
+
+The environment wins over these settings (Dask's rule for ``pre-spawn-environ``), so
+``MALLOC_MMAP_MAX_=65536 MALLOC_TRIM_THRESHOLD_=65536`` in the shell gives the workers Dask's
+behaviour back. As for Dask's own variables, the nanny sets them in the process that starts the
+cluster too (which is how a worker added later by ``adapt`` gets them), where they affect only
+processes started from it afterwards.
 """
 
 from __future__ import annotations
