@@ -2,7 +2,9 @@
 (pipeflow.execute.cluster.heap): the second partition-sized array it makes touches no fresh page,
 where under Dask's own settings each is a fresh mapping (a page fault per page, or per huge page);
 asked to (trim_above, what its periodic check does above half its memory limit), it hands the
-free memory back, and the next array faults its pages in again."""
+free memory back, and the next array faults its pages in again. Both hold in a process that holds
+Dask's own MALLOC_TRIM_THRESHOLD_ in its environment (as one that started a Dask cluster before
+does), which would otherwise hand each freed partition at the heap's top straight back."""
 
 from __future__ import annotations
 
@@ -25,6 +27,30 @@ def _faults(size: int) -> int:
     return faults
 
 
+def _kept(size: int) -> int:
+    """What the heap keeps at its top after ``size`` bytes are taken from it and given back
+    (glibc's ``mallinfo2().keepcost``), the most of three tries (another thread's allocation
+    between the two calls would leave the block below the top)."""
+    import ctypes
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks")
+            + ("uordblks", "fordblks", "keepcost")
+        ]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.malloc.restype = ctypes.c_void_p
+    libc.free.argtypes = [ctypes.c_void_p]
+    libc.mallinfo2.restype = Mallinfo2
+    kept = 0
+    for _ in range(3):
+        libc.free(libc.malloc(size))
+        kept = max(kept, libc.mallinfo2().keepcost)
+    return kept
+
+
 def _draws(size: int) -> dict[str, int | bool]:
     from pipeflow.execute.cluster.heap import trim_above
 
@@ -34,14 +60,19 @@ def _draws(size: int) -> dict[str, int | bool]:
 
 
 @pytest.mark.cluster
-def test_a_worker_reuses_a_freed_partitions_memory_and_hands_it_back_above_its_threshold() -> None:
+def test_a_worker_reuses_a_freed_partitions_memory_and_hands_it_back_above_its_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from distributed import Client
 
     from pipeflow.execute.cluster import local_cluster
 
+    # what a process that started a Dask cluster before holds (its nanny put it there), which
+    # wins over pipeflow's settings in the environment: the workers keep their memory all the same
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     with local_cluster(1) as cluster, Client(cluster) as client:
-        seen = client.submit(_draws, 200 * MB, pure=False).result()
-    assert seen["first"] >= 50  # 200 MB of fresh pages: 100 huge pages at the fewest
+        seen = client.submit(_draws, 400 * MB, pure=False).result()
+    assert seen["first"] >= 100  # 400 MB of fresh pages: 200 huge pages at the fewest
     assert seen["again"] <= seen["first"] // 10  # the freed memory, reused
     assert seen["handed back"] is True
     assert seen["after"] >= seen["first"] // 2  # given back: fresh pages again
@@ -51,3 +82,20 @@ def test_trim_above_leaves_a_process_under_its_threshold_alone() -> None:
     from pipeflow.execute.cluster.heap import trim_above
 
     assert trim_above(float("inf")) is False
+
+
+@pytest.mark.cluster
+def test_a_worker_keeps_a_freed_partition_at_its_heaps_top_though_dask_left_its_threshold_behind(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A process that started a Dask cluster before holds Dask's MALLOC_TRIM_THRESHOLD_=65536 in
+    its environment, which wins over pipeflow's setting: the workers' preload sets it again, so a
+    freed 400 MB block at the heap's top stays there (under 65536 it is handed back at once)."""
+    from distributed import Client
+
+    from pipeflow.execute.cluster import local_cluster
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        kept = client.submit(_kept, 400 * MB, pure=False).result()
+    assert kept >= 400 * MB

@@ -19,8 +19,8 @@ as glibc reads it once):
 - ``MALLOC_ARENA_MAX=1``: one heap for every thread. A task runs in a worker thread, whose own
   arena grows in 64 MB heaps: an array larger than that falls back to a fresh mapping whatever
   ``MALLOC_MMAP_MAX_`` says;
-- ``MALLOC_TRIM_THRESHOLD_=1 GiB``: free memory at the heap's top is kept up to 1 GiB (so one
-  partition of up to 1 GiB is reused), and handed back whole when more is free.
+- ``MALLOC_TRIM_THRESHOLD_=1 GiB`` (:data:`KEEP`): free memory at the heap's top is kept up to
+  1 GiB (so one partition of up to 1 GiB is reused), and handed back whole when more is free.
 
 What that costs, and the guard: the worker's resident memory no longer falls when a partition is
 freed: one to two partitions are held (472 MB against 73 MB after 400 MB partitions; 874 to 925
@@ -39,48 +39,64 @@ The environment wins over these settings (Dask's rule for ``pre-spawn-environ``)
 ``MALLOC_MMAP_MAX_=65536 MALLOC_TRIM_THRESHOLD_=65536`` in the shell gives the workers Dask's
 behaviour back. As for Dask's own variables, the nanny sets them in the process that starts the
 cluster too (which is how a worker added later by ``adapt`` gets them), where they affect only
-processes started from it afterwards.
+processes started from it afterwards; but a process that started a Dask cluster of its own before
+holds Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` there, which would then win, so the preload sets the
+trim threshold itself (``mallopt``) wherever ``MALLOC_MMAP_MAX_`` is pipeflow's 0.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 from typing import Any
 
+#: free memory a worker keeps at the top of its heap, bytes (glibc's trim threshold)
+KEEP = 2**30
 #: share of a worker's memory limit above which its free heap is handed back (below Dask's 70%)
 TRIM_ABOVE = 0.5
 #: how often a worker checks (Dask's memory monitors run every 500 ms on pipeflow's cluster)
 INTERVAL_MS = 500
+_M_TRIM_THRESHOLD = -1  # mallopt's parameter (glibc's malloc.h)
 
 
-def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, or None where the C library has none."""
+def _libc() -> Any:
+    """glibc, or None where the C library has no ``malloc_trim`` and ``mallopt``."""
     try:
-        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-    except (OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
         return None
 
 
 def dask_setup(worker: Any) -> None:
-    """Dask's preload hook: a periodic check that hands the free heap back when the worker's
-    resident memory passes :data:`TRIM_ABOVE` of its memory limit (none without a limit)."""
+    """Dask's preload hook: the trim threshold made :data:`KEEP` where the heap settings are in
+    force, and a periodic check that hands the free heap back when the worker's resident memory
+    passes :data:`TRIM_ABOVE` of its memory limit (none without a limit)."""
     from tornado.ioloop import PeriodicCallback
 
-    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
-    trim = _malloc_trim()
-    if not limit or trim is None:
+    libc = _libc()
+    if libc is None:
         return
-    check = PeriodicCallback(lambda: trim_above(TRIM_ABOVE * limit, trim), INTERVAL_MS)
+    if os.environ.get("MALLOC_MMAP_MAX_") == "0":  # pipeflow's settings, not the user's own
+        # set here too: a process that started a Dask cluster before holds Dask's
+        # MALLOC_TRIM_THRESHOLD_=65536 in its environment (the nanny puts it there), which then
+        # wins over pipeflow's setting for every worker started from it, and each freed
+        # partition at the heap's top would be handed back
+        libc.mallopt(_M_TRIM_THRESHOLD, KEEP)
+    limit = getattr(getattr(worker, "memory_manager", None), "memory_limit", None)
+    if not limit:
+        return
+    check = PeriodicCallback(lambda: trim_above(TRIM_ABOVE * limit, libc), INTERVAL_MS)
     worker.periodic_callbacks["pipeflow-heap-trim"] = check  # started with the worker's own
 
 
-def trim_above(threshold: float, trim: Any = None) -> bool:
+def trim_above(threshold: float, libc: Any = None) -> bool:
     """Return this process's free heap to the system if its resident memory is over
     ``threshold`` bytes; whether it did."""
     import psutil
 
     if psutil.Process().memory_info().rss <= threshold:
         return False
-    trim = trim or _malloc_trim()
-    return bool(trim is not None and trim(0))
+    libc = libc or _libc()
+    return bool(libc is not None and libc.malloc_trim(0))
