@@ -8,6 +8,8 @@ does), which would otherwise hand each freed partition at the heap's top straigh
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 MB = 2**20
@@ -99,3 +101,34 @@ def test_a_worker_keeps_a_freed_partition_at_its_heaps_top_though_dask_left_its_
     with local_cluster(1) as cluster, Client(cluster) as client:
         kept = client.submit(_kept, 400 * MB, pure=False).result()
     assert kept >= 400 * MB
+
+
+def _settings(dask_worker: Any = None) -> dict[str, Any]:
+    import os
+
+    return {
+        "environ": {
+            k: v for k, v in os.environ.items() if k in ("MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX")
+        },
+        "heap trim": "pipeflow-heap-trim" in dask_worker.periodic_callbacks,
+    }
+
+
+@pytest.mark.cluster
+def test_pipeflow_malloc_default_leaves_the_workers_memory_to_glibc_and_dask(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The switch pipeflow.core.malloc reads for a server: the workers start without the heap
+    settings and the check, and a freed partition's memory is a fresh mapping again."""
+    from distributed import Client
+
+    from pipeflow.execute.cluster import local_cluster
+
+    for name in ("MALLOC_MMAP_MAX_", "MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_"):
+        monkeypatch.delenv(name, raising=False)  # put there by an earlier cluster's nanny
+    monkeypatch.setenv("PIPEFLOW_MALLOC", "default")
+    with local_cluster(1) as cluster, Client(cluster) as client:
+        [seen] = client.run(_settings).values()
+        draws = client.submit(_draws, 400 * MB, pure=False).result()
+    assert seen == {"environ": {}, "heap trim": False}
+    assert draws["again"] >= draws["first"] // 2  # fresh pages again, as under Dask's settings

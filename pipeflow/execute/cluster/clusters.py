@@ -85,11 +85,14 @@ def local_cluster(workers: int | None = None, threads_per_worker: int | None = N
     """A LocalCluster with :data:`DEFAULTS` (``workers`` and ``threads_per_worker`` when given).
     Its ``settings`` hold for every worker process (its nanny passes them on: to a worker added
     later by ``adapt`` too) and for the scheduler and the nannies started here; the caller's
-    Dask configuration is left as it was."""
+    Dask configuration is left as it was. ``PIPEFLOW_MALLOC=default`` in the environment leaves
+    the workers' memory to glibc's and Dask's defaults (:mod:`pipeflow.execute.cluster.heap`)."""
     import dask
     from distributed import LocalCluster
 
-    settings = dict(DEFAULTS.settings)
+    from pipeflow.execute.cluster.heap import SETTINGS, wanted
+
+    settings = {k: v for k, v in DEFAULTS.settings if wanted() or k not in SETTINGS}
     with dask.config.set(settings):
         return LocalCluster(
             n_workers=workers or DEFAULTS.workers,

@@ -35,13 +35,18 @@ its memory limit, asks glibc to return every free page (``malloc_trim(0)``); wha
 takes fresh pages again, as under Dask's settings. Elsewhere than glibc (musl, macOS) the
 variables mean nothing and the preload does nothing.
 
-The environment wins over these settings (Dask's rule for ``pre-spawn-environ``), so
-``MALLOC_MMAP_MAX_=65536 MALLOC_TRIM_THRESHOLD_=65536`` in the shell gives the workers Dask's
-behaviour back. As for Dask's own variables, the nanny sets them in the process that starts the
-cluster too (which is how a worker added later by ``adapt`` gets them), where they affect only
-processes started from it afterwards; but a process that started a Dask cluster of its own before
-holds Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` there, which would then win, so the preload sets the
-trim threshold itself (``mallopt``) wherever ``MALLOC_MMAP_MAX_`` is pipeflow's 0.
+:mod:`pipeflow.core.malloc` is the same policy for a server: there the blocks are a request's
+(about 1 MB), under the 32 MiB glibc's mmap threshold can be raised to, so ``mallopt`` in the
+running process is enough; a worker's partitions are hundreds of MB, hence the environment here.
+Its switch holds here too: ``PIPEFLOW_MALLOC=default`` in the environment of the process that
+starts the cluster leaves these settings out (:func:`wanted`), and the workers get glibc's and
+Dask's defaults. The environment's own ``MALLOC_*`` variables win over these settings as well
+(Dask's rule for ``pre-spawn-environ``). As for Dask's own variables, the nanny sets them in the
+process that starts the cluster too (which is how a worker added later by ``adapt`` gets them),
+where they affect only processes started from it afterwards; but a process that started a Dask
+cluster of its own before holds Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` there, which would then
+win, so the preload sets the trim threshold itself (``mallopt``) wherever ``MALLOC_MMAP_MAX_`` is
+pipeflow's 0.
 """
 
 from __future__ import annotations
@@ -58,6 +63,20 @@ TRIM_ABOVE = 0.5
 #: how often a worker checks (Dask's memory monitors run every 500 ms on pipeflow's cluster)
 INTERVAL_MS = 500
 _M_TRIM_THRESHOLD = -1  # mallopt's parameter (glibc's malloc.h)
+#: the keys of :data:`~pipeflow.execute.cluster.clusters.DEFAULTS`'s settings that are this
+#: module's (left out under ``PIPEFLOW_MALLOC=default``)
+SETTINGS = (
+    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_MAX_",
+    "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX",
+    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_",
+    "distributed.worker.preload",
+)
+
+
+def wanted() -> bool:
+    """Whether the workers' memory is kept (not asked off by ``PIPEFLOW_MALLOC=default``, the
+    switch :mod:`pipeflow.core.malloc` reads for a server)."""
+    return os.environ.get("PIPEFLOW_MALLOC", "").strip().lower() != "default"
 
 
 def _libc() -> Any:
