@@ -52,7 +52,10 @@ def test_the_local_cluster_runs_every_worker_with_the_settings_and_leaves_the_ca
         assert worker == {
             "environ": {"MALLOC_MMAP_MAX_": "0", "MALLOC_ARENA_MAX": "1"},
             "heap trim": True,
-            "config": values,
+            # (the preload joins the caller's list: none here)
+            "config": [
+                [v] if k == "distributed.worker.preload" else v for k, v in DEFAULTS.settings
+            ],
             "tick": 1.0,
             "memory monitor": 0.5,
             "profiling": True,  # still sampling, at 10 Hz

@@ -8,6 +8,7 @@ does), which would otherwise hand each freed partition at the heap's top straigh
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -132,3 +133,34 @@ def test_pipeflow_malloc_default_leaves_the_workers_memory_to_glibc_and_dask(
         draws = client.submit(_draws, 400 * MB, pure=False).result()
     assert seen == {"environ": {}, "heap trim": False}
     assert draws["again"] >= draws["first"] // 2  # fresh pages again, as under Dask's settings
+
+
+@pytest.mark.cluster
+def test_the_starting_process_keeps_its_own_environment_and_the_callers_preloads_stay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Dask's nanny writes a worker's pre-spawn variables into the starting process's
+    os.environ: pipeflow's heap settings are taken out again once the workers run (a server or
+    tool started from this process afterwards would inherit mmap off and one arena), while the
+    workers keep them; a preload the caller configured still runs, beside pipeflow's."""
+    import dask
+    from distributed import Client
+
+    from pipeflow.execute.cluster import local_cluster
+    from pipeflow.execute.cluster.heap import ENV, PRELOAD
+
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)  # put there by an earlier test's nanny
+    theirs = {"distributed.worker.preload": ["pipeflow.core.malloc"]}
+    with dask.config.set(theirs), local_cluster(1) as cluster, Client(cluster) as client:
+        here = {k: os.environ.get(k) for k in ENV}
+        [seen] = client.run(_settings).values()
+        [preloads] = client.run(
+            lambda dask_worker: sorted(p.name for p in dask_worker.preloads)
+        ).values()
+    assert here == dict.fromkeys(ENV)
+    assert seen == {
+        "environ": {"MALLOC_MMAP_MAX_": "0", "MALLOC_ARENA_MAX": "1"},
+        "heap trim": True,
+    }
+    assert preloads == sorted(["pipeflow.core.malloc", PRELOAD])

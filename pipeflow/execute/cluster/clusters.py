@@ -70,10 +70,8 @@ class LocalClusterDefaults:
         ("distributed.worker.profile.interval", "100ms"),
         ("distributed.admin.tick.interval", "1s"),
         ("distributed.worker.memory.monitor-interval", "500ms"),
-        # a partition's memory kept for the next (pipeflow.execute.cluster.heap says why each)
-        ("distributed.nanny.pre-spawn-environ.MALLOC_MMAP_MAX_", "0"),
-        ("distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX", "1"),
-        ("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_", "1073741824"),
+        # a partition's memory kept for the next: the check that hands it back (the workers'
+        # glibc settings come with their nannies: pipeflow.execute.cluster.heap says why each)
         ("distributed.worker.preload", "pipeflow.execute.cluster.heap"),
     )
 
@@ -90,10 +88,15 @@ def local_cluster(workers: int | None = None, threads_per_worker: int | None = N
     import dask
     from distributed import LocalCluster
 
-    from pipeflow.execute.cluster.heap import SETTINGS, wanted
+    from pipeflow.execute.cluster.heap import PRELOAD, kept_environment, nanny_class, wanted
 
-    settings = {k: v for k, v in DEFAULTS.settings if wanted() or k not in SETTINGS}
-    with dask.config.set(settings):
+    keep = wanted()
+    settings: dict[str, Any] = {k: v for k, v in DEFAULTS.settings if keep or v != PRELOAD}
+    if keep:  # after the caller's own preloads, not instead of them
+        theirs = dask.config.get("distributed.worker.preload", None) or []
+        theirs = [theirs] if isinstance(theirs, str) else list(theirs)
+        settings["distributed.worker.preload"] = [*theirs, PRELOAD]
+    with dask.config.set(settings), kept_environment():
         return LocalCluster(
             n_workers=workers or DEFAULTS.workers,
             threads_per_worker=threads_per_worker or DEFAULTS.threads_per_worker,
@@ -102,6 +105,7 @@ def local_cluster(workers: int | None = None, threads_per_worker: int | None = N
             dashboard_address=DEFAULTS.dashboard_address,
             silence_logs=DEFAULTS.silence_logs,
             config=settings,
+            worker_class=nanny_class() if keep else None,
         )
 
 

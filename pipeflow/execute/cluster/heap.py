@@ -10,9 +10,10 @@ system time of clearing its size in fresh pages (0.01 to 0.9 s for 400 MB on the
 VM, swinging with the machine's state: benchmarks/README.md, drift at scale, fifth and sixth
 passes), which the same work in one long-lived process does not always pay.
 
-So :data:`~pipeflow.execute.cluster.clusters.DEFAULTS` starts the workers' processes with glibc
-told to keep that memory (``distributed.nanny.pre-spawn-environ``: set before the process starts,
-as glibc reads it once):
+So the workers of pipeflow's LocalCluster start with glibc told to keep that memory: their
+nannies (:func:`nanny_class`) add :data:`ENV` to what Dask sets in a worker's environment before
+its process starts (``pre-spawn-environ``: glibc reads it once, at start), for a worker added
+later by ``adapt`` or restarted by its nanny too:
 
 - ``MALLOC_MMAP_MAX_=0``: large arrays come from the heap, not from a mapping of their own (the
   threshold for mapping cannot be raised past 32 MB, and a partition is hundreds);
@@ -41,19 +42,27 @@ running process is enough; a worker's partitions are hundreds of MB, hence the e
 Its switch holds here too: ``PIPEFLOW_MALLOC=default`` in the environment of the process that
 starts the cluster leaves these settings out (:func:`wanted`), and the workers get glibc's and
 Dask's defaults. The environment's own ``MALLOC_*`` variables win over these settings as well
-(Dask's rule for ``pre-spawn-environ``). As for Dask's own variables, the nanny sets them in the
-process that starts the cluster too (which is how a worker added later by ``adapt`` gets them),
-where they affect only processes started from it afterwards; but a process that started a Dask
-cluster of its own before holds Dask's ``MALLOC_TRIM_THRESHOLD_=65536`` there, which would then
-win, so the preload sets the trim threshold itself (``mallopt``) wherever ``MALLOC_MMAP_MAX_`` is
-pipeflow's 0.
+(Dask's rule for ``pre-spawn-environ``).
+
+Not in the starting process: Dask's nanny writes a worker's ``pre-spawn-environ`` into the
+environment of the process that starts it (``os.environ``) and leaves it there, so every process
+that one starts afterwards (a server, a tool, a test's subprocess) would run with mmap off, one
+arena and a 1 GiB trim threshold. :func:`kept_environment` puts the starting process's own values
+of :data:`ENV`'s variables back once the cluster's workers have started (a worker the nanny
+starts later writes them again: Dask's behaviour, as for its own ``MALLOC_TRIM_THRESHOLD_``). A
+process that started a plain Dask cluster before holds Dask's ``MALLOC_TRIM_THRESHOLD_=65536``,
+which wins then, so the preload sets the trim threshold itself (``mallopt``) wherever
+``MALLOC_MMAP_MAX_`` is pipeflow's 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
+from collections.abc import Iterator
 from typing import Any
 
 #: free memory a worker keeps at the top of its heap, bytes (glibc's trim threshold)
@@ -63,20 +72,47 @@ TRIM_ABOVE = 0.5
 #: how often a worker checks (Dask's memory monitors run every 500 ms on pipeflow's cluster)
 INTERVAL_MS = 500
 _M_TRIM_THRESHOLD = -1  # mallopt's parameter (glibc's malloc.h)
-#: the keys of :data:`~pipeflow.execute.cluster.clusters.DEFAULTS`'s settings that are this
-#: module's (left out under ``PIPEFLOW_MALLOC=default``)
-SETTINGS = (
-    "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_MAX_",
-    "distributed.nanny.pre-spawn-environ.MALLOC_ARENA_MAX",
-    "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_",
-    "distributed.worker.preload",
-)
+#: the variables a worker's process starts with (the module docstring says why each)
+ENV = {"MALLOC_MMAP_MAX_": "0", "MALLOC_ARENA_MAX": "1", "MALLOC_TRIM_THRESHOLD_": str(KEEP)}
+#: this module as the workers' preload (left out under ``PIPEFLOW_MALLOC=default``)
+PRELOAD = __name__
 
 
 def wanted() -> bool:
     """Whether the workers' memory is kept (not asked off by ``PIPEFLOW_MALLOC=default``, the
     switch :mod:`pipeflow.core.malloc` reads for a server)."""
     return os.environ.get("PIPEFLOW_MALLOC", "").strip().lower() != "default"
+
+
+@functools.cache
+def nanny_class() -> type:
+    """Dask's Nanny, with :data:`ENV` added to what it sets before its worker's process starts
+    (the environment's own values win, as they do for Dask's ``pre-spawn-environ``)."""
+    from distributed import Nanny
+
+    class HeapNanny(Nanny):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            kept = {k: os.environ.get(k, v) for k, v in ENV.items()}
+            self.pre_spawn_env.update(kept)
+            self.env.update(kept)
+
+    return HeapNanny
+
+
+@contextlib.contextmanager
+def kept_environment() -> Iterator[None]:
+    """Put this process's own values of :data:`ENV`'s variables back on leaving (the nanny
+    writes its worker's into ``os.environ``: the module docstring)."""
+    saved = {k: os.environ.get(k) for k in ENV}
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _libc() -> Any:
