@@ -104,15 +104,13 @@ def nanny_class() -> type:
 def kept_environment() -> Iterator[None]:
     """Put this process's own values of :data:`ENV`'s variables back on leaving (the nanny
     writes its worker's into ``os.environ``: the module docstring)."""
-    saved = {k: os.environ.get(k) for k in ENV}
+    saved = {k: os.environ[k] for k in ENV if k in os.environ}
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        for k in ENV:
+            os.environ.pop(k, None)
+        os.environ.update(saved)
 
 
 def _libc() -> Any:
