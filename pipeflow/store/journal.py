@@ -368,6 +368,9 @@ def fold_whole(
     return offset
 
 
+_READ_BUFFER = 2**20
+
+
 class Follower:
     """The whole records appended to one kind of a journal since the last call, segment by
     segment: a local file is read on from the offset where the last call stopped; a shipped one
@@ -404,7 +407,9 @@ class Follower:
 
             try:
                 if segment.path is not None:
-                    with open(segment.path, "rb") as fh:
+                    # a 1 MiB buffer: a 1000-row request's line is ~0.6 MB, and the default
+                    # 8 KiB one made reading its lines a third of a replay's CPU
+                    with open(segment.path, "rb", buffering=_READ_BUFFER) as fh:
                         fh.seek(offset)
                         offset = fold_whole(fh, offset, one, decode)
                 else:
