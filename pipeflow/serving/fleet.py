@@ -46,9 +46,9 @@ guard's window lag by up to that interval plus the reload interval. A replica re
 journal once when it starts, folding each record as its line is read and decoding of a
 prediction only the fields the fold reads (:class:`_Prediction`, not a 1000-row request's
 inputs): its memory does not grow with the journal (one line, a shipped segment's bytes, and
-:class:`RecentPredictions`' last ids: 33 MiB above its start for a 300 MB journal of 1000-row
-requests, against 665 MiB when the journal was listed whole, then folded; 1.1 s of CPU per GB
-against 3.2; ``benchmarks/bench_replay.py``). Known limit: the time still grows with the
+:class:`RecentPredictions`' last ids: 34 MiB above its start for a 500 MB journal of 1000-row
+requests, against 1113 MiB when the journal was listed whole, then folded; 1.2 s of CPU per GB
+against 4.1; ``benchmarks/bench_replay.py``). Known limit: the time still grows with the
 journal, and a long history on S3 is many downloads.
 """
 
