@@ -43,7 +43,13 @@ How fresh: on a local store every replica's records are files in ``<store>/audit
 its own ``<host>-<pid>-<token>.jsonl``), seen at the next refresh. On an object store another
 replica's records arrive when it ships them (``--ship-interval``), so fleet accuracy and the
 guard's window lag by up to that interval plus the reload interval. A replica reads the whole
-journal once when it starts (known limit: a long history on S3 is many downloads).
+journal once when it starts, folding each record as its line is read and decoding of a
+prediction only the fields the fold reads (:class:`_Prediction`, not a 1000-row request's
+inputs): its memory does not grow with the journal (one line, a shipped segment's bytes, and
+:class:`RecentPredictions`' last ids: 34 MiB above its start for a 500 MB journal of 1000-row
+requests, against 1113 MiB when the journal was listed whole, then folded; 1.2 s of CPU per GB
+against 4.1; ``benchmarks/bench_replay.py``). Known limit: the time still grows with the
+journal, and a long history on S3 is many downloads.
 """
 
 from __future__ import annotations
@@ -54,7 +60,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from pipeflow.store.journal import Follower, is_request, row_count
+import msgspec
+
+from pipeflow.store.journal import Follower
 
 log = logging.getLogger("pipeflow.serve")
 
@@ -143,6 +151,16 @@ def _quantile(histogram: dict[int, int], q: float) -> float | None:
     return None  # not reached
 
 
+#: What :meth:`Fleet.refresh` reads of a prediction record (a request's or, in a journal written
+#: before requests were, a row's): msgspec skips every other field of the line (a 1000-row
+#: request's ``inputs`` and ``probabilities``, most of its bytes) without building an object for
+#: it. Each field of any type, None when missing, as the dict read before had them: the fold
+#: checks them.
+_FIELDS = ("model", "version", "time", "id", "ids", "output", "latency_ms")
+_Prediction = msgspec.defstruct("_Prediction", [(field, Any, None) for field in _FIELDS])
+_PREDICTION = msgspec.json.Decoder(_Prediction).decode
+
+
 class Fleet:
     """Every replica's records, folded (see the module docstring); thread-safe."""
 
@@ -178,7 +196,12 @@ class Fleet:
     def label(self, pid: str, outcome: Any, when: float) -> bool:
         """Count a true outcome for prediction ``pid`` (its latest label replaces an earlier one);
         False when the prediction is not known yet: the label waits for it."""
-        seen = self.recent.get(pid)
+        return self._label(pid, outcome, when, self.recent.get(pid))
+
+    def _label(
+        self, pid: str, outcome: Any, when: float, seen: tuple[str, int, Any] | None
+    ) -> bool:
+        """:meth:`label`, ``seen`` being the prediction's (model, version, output) or None."""
         with self._lock:
             if seen is None:
                 self.pending.pop(pid, None)
@@ -222,55 +245,81 @@ class Fleet:
 
     def refresh(self, now: float) -> None:
         """Fold in what every replica appended (or shipped) since the last call; this replica's
-        own predictions are counted as they are written (:meth:`answered`), not read here."""
-        predictions = self.followers["predictions"].new(skip=self.own)
+        own predictions are counted as they are written (:meth:`answered`), not read here.
+
+        Record by record as the lines are read, so a replica replaying a long journal at start
+        holds one record at a time, not the journal; of a prediction record only the fields
+        the fold reads are decoded (:class:`_Prediction`). Feedback is read first (its records
+        are small): the predictions it names are kept aside as they pass, so a label counts
+        even when its prediction has since left :class:`RecentPredictions` (its last ``keep``
+        to ``2 * keep`` ids)."""
         own = self.own()
-        events = self.followers["events"].new()
-        feedback = [r for name, r in self.followers["feedback"].new() if name not in own]
-        others: dict[tuple[str, int], tuple[list[str], list[Any]]] = {}
+        feedback: list[tuple[str, Any, float]] = []
+
+        def label(name: str, r: dict[str, Any]) -> None:
+            pid, when = r.get("id"), r.get("time")
+            if name not in own and isinstance(pid, str) and isinstance(when, int | float):
+                feedback.append((pid, r.get("outcome"), when))
+
+        self.followers["feedback"].follow(label)
         with self._lock:
-            for name, r in predictions:
-                model, version, when = r.get("model"), r.get("version"), r.get("time")
-                if not isinstance(model, str) or not isinstance(version, int):
-                    continue
-                # a request's record stands for its rows (pipeflow.store.journal), counted
-                # without unpacking them
-                n = row_count(r)
-                if isinstance(when, int | float):
+            wanted = {pid for pid, _, _ in feedback}.union(self.pending)
+        seen: dict[str, tuple[str, int, Any]] = {}
+        oldest = int(now - self.horizon_s)  # a cell older than this is dropped below: not made
+        fresh = False
+
+        def predicted(name: str, r: Any) -> None:
+            nonlocal fresh
+            model, version, when, ids = r.model, r.version, r.time, r.ids
+            if not isinstance(model, str) or not isinstance(version, int):
+                return
+            # a request's record stands for its rows (pipeflow.store.journal), counted
+            # without unpacking them
+            n = len(ids) if isinstance(ids, list) else 1
+            if isinstance(when, int | float) and int(when) >= oldest:
+                with self._lock:
                     cell = self._cell(model, version, int(when))
                     cell.rows += n
-                    cell.add_latency(r.get("latency_ms"), n)
-                if name in own:
-                    continue
-                if is_request(r):
-                    ids, outputs = others.setdefault((model, version), ([], []))
-                    out = r.get("output")
-                    ids.extend(r["ids"])
-                    outputs.extend(out if isinstance(out, list) and len(out) == n else [None] * n)
-                elif isinstance(r.get("id"), str):
-                    ids, outputs = others.setdefault((model, version), ([], []))
-                    ids.append(r["id"])
-                    outputs.append(r.get("output"))
-            for _, r in events:
-                model, version, when = r.get("model"), r.get("version"), r.get("time")
-                if r.get("event") != "model_error" or not isinstance(version, int):
-                    continue
-                if isinstance(model, str) and isinstance(when, int | float):
-                    rows = r.get("rows")
+                    cell.add_latency(r.latency_ms, n)
+            if name in own:
+                return
+            if isinstance(ids, list):
+                out = r.output
+                outputs = out if isinstance(out, list) and len(out) == n else [None] * n
+            elif isinstance(r.id, str):
+                ids, outputs = [r.id], [r.output]
+            else:
+                return
+            fresh = True
+            self.recent.add(model, version, ids, outputs)
+            if wanted and not wanted.isdisjoint(ids):
+                for pid, output in zip(ids, outputs, strict=True):
+                    if pid in wanted:
+                        seen[pid] = (model, version, output)
+
+        self.followers["predictions"].follow(predicted, skip=self.own, decode=_PREDICTION)
+
+        def failed(_: str, r: dict[str, Any]) -> None:
+            model, version, when = r.get("model"), r.get("version"), r.get("time")
+            if r.get("event") != "model_error" or not isinstance(version, int):
+                return
+            if isinstance(model, str) and isinstance(when, int | float) and int(when) >= oldest:
+                rows = r.get("rows")
+                with self._lock:
                     self._cell(model, version, int(when)).errors += (
                         rows if isinstance(rows, int) and rows > 0 else 1
                     )
-            for (model, version), (ids, outputs) in others.items():
-                self.recent.add(model, version, ids, outputs)
-            waiting = list(self.pending.items()) if others else []
-            for r in feedback:
-                if isinstance(r.get("id"), str) and isinstance(r.get("time"), int | float):
-                    self.label(r["id"], r.get("outcome"), r["time"])
+
+        self.followers["events"].follow(failed)
+        with self._lock:
+            waiting = list(self.pending.items()) if fresh else []
+            for pid, outcome, when in feedback:
+                self._label(pid, outcome, when, seen.get(pid) or self.recent.get(pid))
             for pid, (when, outcome) in waiting:
-                if self.recent.get(pid) is not None:
+                found = seen.get(pid) or self.recent.get(pid)
+                if found is not None:
                     self.pending.pop(pid, None)
-                    self.label(pid, outcome, when)
-            oldest = int(now - self.horizon_s)
+                    self._label(pid, outcome, when, found)
             for key in [k for k in self.cells if k[2] < oldest]:
                 del self.cells[key]
 
