@@ -477,6 +477,24 @@ def bench_help(repeat: int) -> Row:
 # -- report ----------------------------------------------------------------------------------
 
 
+def report(rows: list[Row], what: str, repeat: int, t0: float, args: argparse.Namespace) -> None:
+    """Print what ran (``what``: "pipeflow store benchmarks") on what machine, best of ``repeat``,
+    since ``t0``; the rows' table and the targets missed; and the rows as JSON to ``args.json``
+    when given (``args.quick`` is said in the header): the store and replay benchmarks' end."""
+    elapsed = time.perf_counter() - t0
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    quick = " (--quick)" if args.quick else ""
+    print(
+        f"\n{what}: {os.cpu_count()} cpus, load average {load:.1f}, best of {repeat}, "
+        f"{elapsed:.0f} s{quick}\n"
+    )
+    print(table(rows))
+    missed = [r.figure for r in rows if r.ok is False]
+    print(f"\n{len(missed)} target(s) missed" + (f": {'; '.join(missed)}" if missed else ""))
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2))
+
+
 def table(rows: list[Row]) -> str:
     head = ("", "figure", "pipeflow", "baseline", "ratio", "measured (target)")
     cells = [

@@ -28,20 +28,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_core import Row, table  # noqa: E402
+from bench_core import Row, report  # noqa: E402
 
 SEGMENT = 64 * 2**20
 ROWS, FEATURES = 1000, 31
@@ -212,37 +210,30 @@ def main() -> int:
     peak = {k: min(r["peak"] for r in rs) / 2**20 for k, rs in runs.items()}
     cpu = {k: min(r["cpu_s"] for r in rs) / gb for k, rs in runs.items()}
     limit = 1.5 * SEGMENT / 2**20
+
+    def row(what: str, unit: str, fmt: str, of: dict, key: str, verdict: str, ok: bool) -> Row:
+        return Row(
+            figure=f"replay of a {size / 1e6:.0f} MB journal: {what}",
+            pipeflow=f"{of['fold']:{fmt}} {unit} record by record",
+            baseline=f"{of['list']:{fmt}} {unit} listed whole",
+            ratio=of["fold"] / of["list"],
+            verdict=verdict,
+            ok=ok,
+            data={key: of, "bytes": size},
+        )
+
+    lean = cpu["fold"] / cpu["list"]
     rows = [
-        Row(
-            figure=f"replay of a {size / 1e6:.0f} MB journal: peak RSS above start",
-            pipeflow=f"{peak['fold']:.0f} MiB record by record",
-            baseline=f"{peak['list']:.0f} MiB listed whole",
-            ratio=peak["fold"] / peak["list"],
-            verdict=f"{peak['fold']:.0f} MiB (<= 1.5 segments, {limit:.0f} MiB)",
-            ok=peak["fold"] <= limit,
-            data={"peak_mib": peak, "bytes": size},
+        row(
+            "peak RSS above start", "MiB", ".0f", peak, "peak_mib",
+            f"{peak['fold']:.0f} MiB (<= 1.5 segments, {limit:.0f} MiB)", peak["fold"] <= limit,
         ),
-        Row(
-            figure=f"replay of a {size / 1e6:.0f} MB journal: CPU",
-            pipeflow=f"{cpu['fold']:.1f} s/GB record by record",
-            baseline=f"{cpu['list']:.1f} s/GB listed whole",
-            ratio=cpu["fold"] / cpu["list"],
-            verdict=f"{cpu['fold'] / cpu['list']:.2f}x the baseline's (<= 0.5)",
-            ok=cpu["fold"] / cpu["list"] <= 0.5,
-            data={"cpu_s_per_gb": cpu, "bytes": size},
+        row(
+            "CPU", "s/GB", ".1f", cpu, "cpu_s_per_gb",
+            f"{lean:.2f}x the baseline's (<= 0.5)", lean <= 0.5,
         ),
-    ]
-    elapsed = time.perf_counter() - t0
-    load = os.getloadavg()[0]
-    print(
-        f"\npipeflow replay benchmark: {os.cpu_count()} cpus, load average {load:.1f}, best of "
-        f"{args.repeat}, {elapsed:.0f} s{' (--quick)' if args.quick else ''}\n"
-    )
-    print(table(rows))
-    missed = [r.figure for r in rows if r.ok is False]
-    print(f"\n{len(missed)} target(s) missed" + (f": {'; '.join(missed)}" if missed else ""))
-    if args.json:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2))
+    ]  # fmt: skip
+    report(rows, "pipeflow replay benchmark", args.repeat, t0, args)
     return 0
 
 

@@ -29,7 +29,6 @@ missed target: it prints MISS and the figures, and exits 0 unless the benchmark 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -37,14 +36,13 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from bench_core import PIPEFLOW, Row, interleaved, plain_graph, table, write_spec  # noqa: E402
+from bench_core import PIPEFLOW, Row, interleaved, plain_graph, report, write_spec  # noqa: E402
 from servers import postgres_server, s3_server  # noqa: E402
 
 
@@ -306,17 +304,7 @@ def main() -> int:
                 data=s3_over,
             )
         )
-    elapsed = time.perf_counter() - t0
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(
-        f"\npipeflow store benchmarks: {os.cpu_count()} cpus, load average {load:.1f}, best of "
-        f"{repeat}, {elapsed:.0f} s{' (--quick)' if args.quick else ''}\n"
-    )
-    print(table(rows))
-    missed = [r.figure for r in rows if r.ok is False]
-    print(f"\n{len(missed)} target(s) missed" + (f": {'; '.join(missed)}" if missed else ""))
-    if args.json:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows]}, indent=2))
+    report(rows, "pipeflow store benchmarks", repeat, t0, args)
     return 0
 
 
