@@ -257,25 +257,22 @@ def start_bentoml(python: str, store: Path, where: Path) -> GroupServer:
     raise RuntimeError(f"bentoml serve did not become ready: {log.read_text()[-2000:]}")
 
 
-def start_pipeflow(project: Path, store: Path, model: str, name: str) -> Any:
+def start_pipeflow(
+    project: Path, store: Path, model: str, name: str, glibc_malloc: bool = False
+) -> Any:
+    """``pipeflow serve`` of ``model@production``. ``glibc_malloc``: with glibc's malloc
+    defaults (``PIPEFLOW_MALLOC=default``), the baseline of the malloc settings, its audit log a
+    folder of its own: in the store's, the two servers would be one fleet, each reading the
+    other's records every reload interval."""
     bs = sibling("bench_serving")
     port = bs.free_port()
     cmd = [bs.PIPEFLOW, "serve", f"{model}@production", "--store", str(store)]
     cmd += ["--port", str(port), "--log-level", "warning"]
-    return bs.start(name, cmd, project, port, f"/v1/models/{model}/predict", "/ready", {})
-
-
-def start_pipeflow_glibc(project: Path, store: Path, model: str) -> Any:
-    """``pipeflow serve`` with glibc's malloc defaults: the baseline of the malloc settings. Its
-    audit log is a folder of its own: in the store's, the two servers would be one fleet, each
-    reading the other's records every reload interval."""
-    bs = sibling("bench_serving")
-    port = bs.free_port()
-    cmd = [bs.PIPEFLOW, "serve", f"{model}@production", "--store", str(store)]
-    cmd += ["--port", str(port), "--log-level", "warning"]
-    cmd += ["--audit-dir", str(project / f"audit-{GLIBC}")]
-    env = {"PIPEFLOW_MALLOC": "default"}
-    return bs.start(GLIBC, cmd, project, port, f"/v1/models/{model}/predict", "/ready", env)
+    env: dict[str, str] = {}
+    if glibc_malloc:
+        cmd += ["--audit-dir", str(project / f"audit-{name}")]
+        env = {"PIPEFLOW_MALLOC": "default"}
+    return bs.start(name, cmd, project, port, f"/v1/models/{model}/predict", "/ready", env)
 
 
 #: the name of the pipeflow server that runs with glibc's malloc defaults
@@ -443,7 +440,9 @@ def measure(args: Any) -> dict[str, Any]:
             for model in sorted(models):
                 servers[model].append(start_pipeflow(project, store, model, "pipeflow"))
             if any(s[0] == "tumours" and s[2] > 1 for s in scenarios):
-                servers["tumours"].append(start_pipeflow_glibc(project, store, "tumours"))
+                servers["tumours"].append(
+                    start_pipeflow(project, store, "tumours", GLIBC, glibc_malloc=True)
+                )
             for model, group in servers.items():
                 if not group:
                     continue  # the same predictions for 50 rows first
