@@ -18,8 +18,13 @@ pending feedback): the script stops if they differ. Figures, best of the repeats
 1. Peak memory of the replay: the process's peak RSS (``VmHWM``) above its RSS before the
    replay. Target: <= 1.5x one segment's size (it must not grow with the journal).
 2. CPU seconds (user + system) of the replay per GB of journal. Target: <= 0.5x the baseline's.
+3. With ``--serve``: the command a restarted replica runs, ``pipeflow serve`` (a whole process,
+   a registered tumours model) with this journal as its audit folder, against the same command
+   with an empty one, alternately: seconds until ``/health`` answers (the ratio) and the peak
+   RSS then. Target: the peak at most 1.5 segments above the empty folder's.
 
-Usage: ``python benchmarks/bench_replay.py [--quick] [--mb 300] [--repeat 2] [--json out]``.
+Usage: ``python benchmarks/bench_replay.py [--quick] [--mb 300] [--repeat 2] [--serve]
+[--json out]``.
 It never fails on a missed target: it prints MISS and the figures, and exits 0 unless the
 benchmark itself breaks.
 """
@@ -182,12 +187,78 @@ def replay(path: str, folder: Path, now: float) -> dict[str, Any]:
     return json.loads(out)
 
 
+def serve_ready(store: str, audit: Path, model: str) -> dict[str, float]:
+    """``pipeflow serve`` (a whole process, this checkout's) started on ``store`` with ``audit``
+    as its audit folder: seconds until ``/health`` answers, and its peak RSS (MiB) then."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "pipeflow", "serve", f"{model}@production", "--store", store]
+    cmd += ["--port", str(port), "--audit-dir", str(audit)]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while True:
+            if proc.poll() is not None or time.perf_counter() - t > 300:
+                raise RuntimeError(f"pipeflow serve did not start: {' '.join(cmd)}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        ready = time.perf_counter() - t
+        status = Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+        peak = next(int(x.split()[1]) for x in status if x.startswith("VmHWM:")) / 1024
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"ready_s": ready, "peak_mib": peak}
+
+
+def serve_rows(folder: Path, size: int, repeat: int) -> list[Row]:
+    """Row 3 (``--serve``): the command a restarted replica runs, on the journal against an
+    empty audit folder, alternately, best of ``repeat``."""
+    from bench_batch import registered_model
+
+    with tempfile.TemporaryDirectory(prefix="pipeflow-bench-serve-") as name:
+        root = Path(name)
+        registry, _ = registered_model(root / "store")
+        (root / "empty").mkdir()
+        runs: dict[str, list[dict[str, float]]] = {"journal": [], "empty": []}
+        for _ in range(repeat):
+            for which, audit in (("journal", folder), ("empty", root / "empty")):
+                runs[which].append(serve_ready(registry.store.url, audit, "tumours"))
+    best = {
+        k: {f: min(r[f] for r in rs) for f in ("ready_s", "peak_mib")} for k, rs in runs.items()
+    }
+    ours, base = best["journal"], best["empty"]
+    above = ours["peak_mib"] - base["peak_mib"]
+    limit = 1.5 * SEGMENT / 2**20
+    return [
+        Row(
+            figure=f"pipeflow serve ready, a {size / 1e6:.0f} MB journal (whole process)",
+            pipeflow=f"{ours['ready_s']:.2f} s, peak {ours['peak_mib']:.0f} MiB",
+            baseline=f"{base['ready_s']:.2f} s, peak {base['peak_mib']:.0f} MiB (no journal)",
+            ratio=ours["ready_s"] / base["ready_s"],
+            verdict=f"peak {above:+.0f} MiB above no journal (<= 1.5 segments, {limit:.0f} MiB)",
+            ok=above <= limit,
+            data={"journal": ours, "empty": base, "bytes": size},
+        )
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a 30 MB journal, for a smoke run")
     parser.add_argument("--mb", type=int, default=300, help="the journal's size (MB)")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument(
+        "--serve", action="store_true", help="also time a whole `pipeflow serve` start on it"
+    )
     parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -203,6 +274,7 @@ def main() -> int:
         for _ in range(args.repeat):
             for path in runs:
                 runs[path].append(replay(path, folder, now))
+        served = serve_rows(folder, size, args.repeat) if args.serve else []
     states = {json.dumps(r.pop("state")) for rs in runs.values() for r in rs}
     if len(states) != 1:
         raise SystemExit("the two replays folded different states")
@@ -233,7 +305,7 @@ def main() -> int:
             f"{lean:.2f}x the baseline's (<= 0.5)", lean <= 0.5,
         ),
     ]  # fmt: skip
-    report(rows, "pipeflow replay benchmark", args.repeat, t0, args)
+    report(rows + served, "pipeflow replay benchmark", args.repeat, t0, args)
     return 0
 
 
